@@ -1,0 +1,1 @@
+"""Shared plumbing for omicformer models (devices, AnnData access, I/O, training)."""
