@@ -1,0 +1,14 @@
+"""Real datasets bundled with omicformer (no network access needed).
+
+Single-cell RNA loaders live in :mod:`omicformer.datasets._scrna`, DNA sequence loaders in
+:mod:`omicformer.datasets._dna`; both are re-exported here.
+"""
+
+from __future__ import annotations
+
+from ._dna import *  # noqa: F403
+from ._dna import __all__ as _dna_all
+from ._scrna import *  # noqa: F403
+from ._scrna import __all__ as _scrna_all
+
+__all__ = [*_scrna_all, *_dna_all]

@@ -1,0 +1,5 @@
+"""Bundled dataset loaders."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
