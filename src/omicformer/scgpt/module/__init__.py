@@ -1,0 +1,42 @@
+"""Pure ``torch.nn`` scGPT: encoders, transformer, heads, masks and losses (no AnnData here)."""
+
+from ._decoders import (
+    AdversarialDiscriminator,
+    ClsDecoder,
+    DomainSpecificBatchNorm1d,
+    ExprDecoder,
+    MVCDecoder,
+    grad_reverse,
+)
+from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
+from ._losses import ecs_loss, masked_mse_loss
+from ._model import ScGPTConfig, TransformerModel
+from ._transformer import (
+    MultiheadSelfAttention,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    generative_attn_mask,
+    padding_attn_mask,
+)
+
+__all__ = [
+    "AdversarialDiscriminator",
+    "BatchLabelEncoder",
+    "CategoryValueEncoder",
+    "ClsDecoder",
+    "ContinuousValueEncoder",
+    "DomainSpecificBatchNorm1d",
+    "ExprDecoder",
+    "GeneEncoder",
+    "MVCDecoder",
+    "MultiheadSelfAttention",
+    "ScGPTConfig",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "TransformerModel",
+    "ecs_loss",
+    "generative_attn_mask",
+    "grad_reverse",
+    "masked_mse_loss",
+    "padding_attn_mask",
+]

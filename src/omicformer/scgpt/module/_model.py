@@ -1,0 +1,270 @@
+"""The scGPT transformer (Cui et al., Nature Methods 2024) in plain torch.
+
+Reads top-down: config, then :class:`TransformerModel`. Submodule and parameter names equal the
+official ``scgpt.model.TransformerModel`` so that official checkpoints load by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._decoders import (
+    AdversarialDiscriminator,
+    ClsDecoder,
+    DomainSpecificBatchNorm1d,
+    ExprDecoder,
+    MVCDecoder,
+)
+from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
+from ._losses import ecs_loss
+from ._transformer import TransformerEncoder, generative_attn_mask, padding_attn_mask
+
+
+@dataclass
+class ScGPTConfig:
+    """Architecture of a scGPT model (official argument names in comments)."""
+
+    ntoken: int  # vocabulary size incl. <pad>, <cls>, <eoc>
+    pad_token_id: int  # vocab["<pad>"]
+    d_model: int = 512  # "embsize"
+    nhead: int = 8  # "nheads"
+    d_hid: int = 512
+    nlayers: int = 12
+    nlayers_cls: int = 3  # "n_layers_cls"
+    n_cls: int = 1
+    dropout: float = 0.2
+    pad_value: float = -2.0
+    mask_value: float = -1.0
+    n_bins: int = 51
+    do_mvc: bool = True  # "MVC"
+    do_dab: bool = False  # "DAB"
+    use_batch_labels: bool = False
+    num_batch_labels: int | None = None
+    domain_spec_batchnorm: bool | str = False  # "DSBN"
+    input_emb_style: str = "continuous"  # continuous | category | scaling
+    n_input_bins: int | None = None
+    cell_emb_style: str = "cls"  # cls | avg-pool | w-pool
+    mvc_decoder_style: str = "inner product"
+    ecs_threshold: float = 0.3
+    explicit_zero_prob: bool = False
+    pre_norm: bool = False
+    use_generative_training: bool = True  # adds `flag_encoder` for tokens to generate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScGPTConfig:
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class TransformerModel(nn.Module):
+    """scGPT: gene + value token embeddings -> transformer encoder -> expression and cell heads."""
+
+    def __init__(self, config: ScGPTConfig):
+        super().__init__()
+        c = self.config = config
+        if c.cell_emb_style not in ("cls", "avg-pool", "w-pool"):
+            msg = f"Unknown cell_emb_style {c.cell_emb_style!r}."
+            raise ValueError(msg)
+        if (c.use_batch_labels or c.domain_spec_batchnorm or c.do_dab) and not c.num_batch_labels:
+            msg = "num_batch_labels is required with use_batch_labels, domain_spec_batchnorm or do_dab."
+            raise ValueError(msg)
+
+        self.encoder = GeneEncoder(c.ntoken, c.d_model, padding_idx=c.pad_token_id)
+        if c.input_emb_style == "continuous":
+            self.value_encoder = ContinuousValueEncoder(c.d_model, c.dropout)
+        elif c.input_emb_style == "category":
+            if not c.n_input_bins:
+                msg = "input_emb_style='category' needs n_input_bins."
+                raise ValueError(msg)
+            self.value_encoder = CategoryValueEncoder(
+                c.n_input_bins, c.d_model, padding_idx=int(c.pad_value)
+            )
+        elif c.input_emb_style == "scaling":
+            self.value_encoder = nn.Identity()
+        else:
+            msg = f"Unknown input_emb_style {c.input_emb_style!r}."
+            raise ValueError(msg)
+        if c.use_batch_labels:
+            self.batch_encoder = BatchLabelEncoder(c.num_batch_labels, c.d_model)
+        if c.domain_spec_batchnorm is True or c.domain_spec_batchnorm == "dsbn":
+            self.dsbn = DomainSpecificBatchNorm1d(c.d_model, c.num_batch_labels, eps=6.1e-5)
+        elif c.domain_spec_batchnorm == "batchnorm":
+            self.bn = nn.BatchNorm1d(c.d_model, eps=6.1e-5)
+        if c.use_generative_training:
+            self.flag_encoder = nn.Embedding(2, c.d_model)
+
+        self.transformer_encoder = TransformerEncoder(
+            c.d_model, c.nhead, c.d_hid, c.nlayers, c.dropout, "pre" if c.pre_norm else "post"
+        )
+        self.decoder = ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+        self.cls_decoder = ClsDecoder(c.d_model, c.n_cls, nlayers=c.nlayers_cls)
+        if c.do_mvc:
+            self.mvc_decoder = MVCDecoder(
+                c.d_model, c.mvc_decoder_style, c.explicit_zero_prob, c.use_batch_labels
+            )
+        if c.do_dab:
+            self.grad_reverse_discriminator = AdversarialDiscriminator(
+                c.d_model, c.num_batch_labels, reverse_grad=True
+            )
+        nn.init.uniform_(self.encoder.embedding.weight, -0.1, 0.1)  # as official init_weights()
+
+    # ---------------------------------------------------------------- embedding + encoder
+    def _embed_tokens(
+        self, src: torch.Tensor, values: torch.Tensor, batch_labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings ``(B, L, D)`` and the gene embeddings before values are added."""
+        gene = self.encoder(src)
+        if self.config.input_emb_style == "scaling":
+            total = gene * values.unsqueeze(2)
+        else:
+            total = gene + self.value_encoder(values)
+        return self._domain_norm(total, batch_labels), gene
+
+    def _domain_norm(self, total: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
+        if hasattr(self, "dsbn"):
+            if batch_labels is None:
+                msg = "This model uses domain-specific batch norm: pass batch_labels."
+                raise ValueError(msg)
+            label = int(batch_labels[0].item())
+            return self.dsbn(total.permute(0, 2, 1), label).permute(0, 2, 1)
+        if hasattr(self, "bn"):
+            return self.bn(total.permute(0, 2, 1)).permute(0, 2, 1)
+        return total
+
+    def _encode(
+        self,
+        src: torch.Tensor,
+        values: torch.Tensor,
+        src_key_padding_mask: torch.Tensor | None,
+        batch_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Transformer output ``(B, L, D)``; ``src_key_padding_mask`` is True at pads."""
+        total, self.cur_gene_token_embs = self._embed_tokens(src, values, batch_labels)
+        return self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
+
+    def get_cell_embedding(
+        self, layer_output: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cell embedding from the last layer (``<cls>`` output by default), not normalised."""
+        style = self.config.cell_emb_style
+        if style == "cls":
+            return layer_output[:, 0, :]
+        if style == "avg-pool":
+            return layer_output.mean(dim=1)
+        if weights is None or weights.dim() != 2:
+            msg = "cell_emb_style='w-pool' needs 2-D weights."
+            raise ValueError(msg)
+        emb = torch.sum(layer_output * weights.unsqueeze(2), dim=1)
+        return nn.functional.normalize(emb, p=2, dim=1)
+
+    # ---------------------------------------------------------------- heads
+    def _heads(
+        self,
+        out: dict[str, torch.Tensor],
+        transformer_output: torch.Tensor,
+        gene_embs: torch.Tensor,
+        values: torch.Tensor,
+        batch_labels: torch.Tensor | None,
+        CLS: bool,
+        MVC: bool,
+        ECS: bool,
+    ) -> dict[str, torch.Tensor]:
+        cell_emb = self.get_cell_embedding(transformer_output, values)
+        out["cell_emb"] = cell_emb
+        batch_emb = self.batch_encoder(batch_labels) if self.config.use_batch_labels else None
+        if CLS:
+            out["cls_output"] = self.cls_decoder(cell_emb)
+        if MVC:
+            if not self.config.do_mvc:
+                msg = "MVC=True but the model was built with do_mvc=False."
+                raise ValueError(msg)
+            mvc_in = cell_emb if batch_emb is None else torch.cat([cell_emb, batch_emb], dim=1)
+            mvc = self.mvc_decoder(mvc_in, gene_embs)
+            out["mvc_output"] = mvc["pred"]
+            if "zero_probs" in mvc:
+                out["mvc_zero_probs"] = mvc["zero_probs"]
+        if ECS:
+            out["loss_ecs"] = ecs_loss(cell_emb, self.config.ecs_threshold)
+        if self.config.do_dab:
+            out["dab_output"] = self.grad_reverse_discriminator(cell_emb)
+        return out
+
+    def _decode(
+        self, transformer_output: torch.Tensor, batch_labels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        x = transformer_output
+        if self.config.use_batch_labels:
+            batch_emb = self.batch_encoder(batch_labels)
+            x = torch.cat([x, batch_emb.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=2)
+        dec = self.decoder(x)
+        out = {"mlm_output": dec["pred"]}
+        if "zero_probs" in dec:
+            out["mlm_zero_probs"] = dec["zero_probs"]
+        return out
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        values: torch.Tensor,
+        src_key_padding_mask: torch.Tensor | None,
+        batch_labels: torch.Tensor | None = None,
+        CLS: bool = False,
+        MVC: bool = False,
+        ECS: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Bidirectional pass (masked-value training, fine-tuning and inference).
+
+        Returns ``mlm_output`` (B, L), ``cell_emb`` (B, D) and, when asked, ``cls_output``,
+        ``mvc_output``, ``loss_ecs``, ``dab_output`` (official output keys).
+        """
+        transformer_output = self._encode(src, values, src_key_padding_mask, batch_labels)
+        out = self._decode(transformer_output, batch_labels)
+        return self._heads(
+            out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS
+        )
+
+    def generative_forward(
+        self,
+        pcpt_genes: torch.Tensor,
+        pcpt_values: torch.Tensor,
+        pcpt_key_padding_mask: torch.Tensor,
+        gen_genes: torch.Tensor,
+        gen_key_padding_mask: torch.Tensor,
+        batch_labels: torch.Tensor | None = None,
+        CLS: bool = False,
+        MVC: bool = False,
+        ECS: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Generative pass: predict the values of ``gen_genes`` from the known ``pcpt`` tokens.
+
+        Known tokens (``<cls>`` first) = gene + value embedding; tokens to generate = gene
+        embedding + the learned ``flag_encoder`` vector, no value. Attention follows
+        :func:`generative_attn_mask`. Returns ``pcpt_preds`` (B, Lp), ``gen_preds`` (B, Lg),
+        ``cell_emb`` and optional heads; ``mvc_output`` covers ``[pcpt | gen]``.
+        """
+        if not self.config.use_generative_training:
+            msg = "generative_forward needs a model built with use_generative_training=True."
+            raise ValueError(msg)
+        pcpt_total, pcpt_gene = self._embed_tokens(pcpt_genes, pcpt_values, batch_labels)
+        gen_gene = self.encoder(gen_genes)
+        flag = self.flag_encoder(torch.ones(1, dtype=torch.long, device=gen_genes.device))
+        gen_total = self._domain_norm(gen_gene + flag, batch_labels)
+        Lp = pcpt_genes.shape[1]
+        mask = generative_attn_mask(~pcpt_key_padding_mask, ~gen_key_padding_mask)
+        transformer_output = self.transformer_encoder(torch.cat([pcpt_total, gen_total], 1), mask)
+        out = self._decode(transformer_output, batch_labels)
+        out["pcpt_preds"] = out["mlm_output"][:, :Lp]
+        out["gen_preds"] = out["mlm_output"][:, Lp:]
+        gene_embs = torch.cat([pcpt_gene, gen_gene], dim=1)
+        return self._heads(
+            out, transformer_output[:, :Lp], gene_embs, pcpt_values, batch_labels, CLS, MVC, ECS
+        )
