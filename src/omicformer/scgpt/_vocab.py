@@ -1,0 +1,97 @@
+"""Gene vocabulary in the official scGPT ``vocab.json`` format (a flat ``{token: id}`` object)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+PAD_TOKEN = "<pad>"
+CLS_TOKEN = "<cls>"
+EOC_TOKEN = "<eoc>"
+SPECIAL_TOKENS = (PAD_TOKEN, CLS_TOKEN, EOC_TOKEN)
+
+
+class GeneVocab:
+    """Mapping between gene symbols (and special tokens) and integer token ids.
+
+    Reading follows the official loader: tokens keep their ids from ``vocab.json`` and the
+    special tokens ``<pad>``, ``<cls>``, ``<eoc>`` are appended at the end when missing.
+    """
+
+    def __init__(self, stoi: Mapping[str, int]):
+        ids = sorted(stoi.values())
+        if ids != list(range(len(ids))):
+            msg = "vocab ids must be the contiguous integers 0..n-1."
+            raise ValueError(msg)
+        self._itos = [""] * len(ids)
+        for tok, i in stoi.items():
+            self._itos[i] = tok
+        for tok in SPECIAL_TOKENS:
+            if tok not in stoi:
+                self._itos.append(tok)
+        self._stoi = {tok: i for i, tok in enumerate(self._itos)}
+
+    @classmethod
+    def from_genes(cls, genes: Iterable[str]) -> GeneVocab:
+        """Vocabulary of ``genes`` (in order) followed by the special tokens."""
+        genes = list(dict.fromkeys(genes))
+        return cls({g: i for i, g in enumerate(genes)})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> GeneVocab:
+        """Read an official ``vocab.json``."""
+        path = Path(path)
+        try:
+            stoi = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            msg = f"{path} is not valid JSON; expected a flat {{gene: id}} object (scGPT vocab.json)."
+            raise ValueError(msg) from err
+        if not isinstance(stoi, dict):
+            msg = f"{path} must hold a flat JSON object {{gene: id}}."
+            raise ValueError(msg)
+        return cls({str(k): int(v) for k, v in stoi.items()})
+
+    def save_json(self, path: str | Path) -> None:
+        """Write the official ``vocab.json`` format."""
+        Path(path).write_text(json.dumps(self._stoi, indent=2))
+
+    def to_dict(self) -> dict[str, int]:
+        """``{token: id}``."""
+        return dict(self._stoi)
+
+    def __len__(self) -> int:
+        return len(self._itos)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._stoi
+
+    def __getitem__(self, token: str) -> int:
+        return self._stoi[token]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GeneVocab) and other._itos == self._itos
+
+    def __repr__(self) -> str:
+        return f"GeneVocab({len(self)} tokens)"
+
+    @property
+    def pad_id(self) -> int:
+        """Id of ``<pad>``."""
+        return self._stoi[PAD_TOKEN]
+
+    @property
+    def cls_id(self) -> int:
+        """Id of ``<cls>``."""
+        return self._stoi[CLS_TOKEN]
+
+    def lookup(self, genes: Iterable[str]) -> np.ndarray:
+        """Token ids of ``genes``; ``-1`` where a gene is not in the vocabulary."""
+        get = self._stoi.get
+        return np.fromiter((get(str(g), -1) for g in genes), dtype=np.int64)
+
+    def genes(self) -> list[str]:
+        """All tokens in id order."""
+        return list(self._itos)
