@@ -1,0 +1,336 @@
+"""k-mer vocabulary and vectorised tokenisation, token-for-token equal to official DNABERT.
+
+DNABERT (Ji et al., Bioinformatics 2021) reads DNA as overlapping k-mers with stride 1. The
+vocabulary is ``[PAD] [UNK] [CLS] [SEP] [MASK]`` followed by all ``4**k`` k-mers in
+``itertools.product("ATCG", repeat=k)`` order (base order A, T, C, G). Because of that order a
+k-mer's id is ``5 + sum(code(b_j) * 4**(k-1-j))`` with ``A=0, T=1, C=2, G=3``, which lets us
+tokenise a whole batch with a handful of numpy operations instead of a dict lookup per k-mer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
+N_SPECIAL = len(SPECIAL_TOKENS)
+BASES = "ATCG"  # official DNABERT base order (not ACGT)
+IUPAC_AMBIGUOUS = "NRYSWKMBDHV"
+K_RANGE = (3, 4, 5, 6)
+MAX_TOKENS = 512  # BERT positions: [CLS] + 510 k-mers + [SEP]
+
+# byte -> 0..3 for A/T/C/G, 4 for N/IUPAC (k-mer becomes [UNK]), 255 for anything else
+_CODE = np.full(256, 255, dtype=np.uint8)
+for _i, _b in enumerate(BASES):
+    _CODE[ord(_b)] = _CODE[ord(_b.lower())] = _i
+for _b in IUPAC_AMBIGUOUS:
+    _CODE[ord(_b)] = _CODE[ord(_b.lower())] = 4
+_UNKNOWN_CODE, _INVALID_CODE = 4, 255
+
+_COMPLEMENT = str.maketrans("ACGTRYSWKMBDHVNacgtryswkmbdhvn", "TGCAYRSWMKVHDBNtgcayrswmkvhdbn")
+
+
+def check_k(k: int) -> int:
+    """Return ``k`` if it is a supported k-mer size (3..6), else raise ``ValueError``."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or int(k) not in K_RANGE:
+        msg = f"k={k!r} is not supported; DNABERT uses k-mers of size 3, 4, 5 or 6."
+        raise ValueError(msg)
+    return int(k)
+
+
+def vocab_size(k: int) -> int:
+    """Number of tokens for k-mer size ``k``: ``5 + 4**k`` (69, 261, 1029, 4101)."""
+    return N_SPECIAL + 4 ** check_k(k)
+
+
+def kmer_vocab(k: int) -> list[str]:
+    """Official DNABERT vocabulary for k-mer size ``k``, in id order.
+
+    Parameters
+    ----------
+    k
+        k-mer size, 3 to 6.
+
+    Returns
+    -------
+    ``[PAD] [UNK] [CLS] [SEP] [MASK]`` followed by all k-mers in ``itertools.product("ATCG")``
+    order, so ``vocab[i]`` is the token with id ``i``.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.kmer_vocab(3)[:7]
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'AAA', 'AAT']
+    """
+    k = check_k(k)
+    return [*SPECIAL_TOKENS, *("".join(p) for p in itertools.product(BASES, repeat=k))]
+
+
+def write_vocab_txt(path: str | Path, k: int) -> Path:
+    """Write the official ``vocab.txt`` (one token per line, line number = id) for ``k``.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.write_vocab_txt("vocab.txt", k=6)  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.write_text("\n".join(kmer_vocab(k)) + "\n")
+    return path
+
+
+def read_vocab_txt(path: str | Path) -> list[str]:
+    """Read a ``vocab.txt`` (one token per line) into a list ordered by id."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def k_from_vocab(tokens: Sequence[str], *, k: int | None = None, source: str = "vocab") -> int:
+    """Infer k from a vocabulary and check it is exactly the official DNABERT vocabulary.
+
+    Parameters
+    ----------
+    tokens
+        Tokens in id order (e.g. from :func:`read_vocab_txt`).
+    k
+        Expected k (e.g. from the checkpoint's metadata); ``None`` infers it from the size.
+    source
+        Name of the file, used in error messages.
+    """
+    sizes = {N_SPECIAL + 4**kk: kk for kk in K_RANGE}
+    inferred = sizes.get(len(tokens))
+    if inferred is None:
+        msg = (
+            f"{source} has {len(tokens)} tokens, which fits no DNABERT k-mer size; expected "
+            f"5 + 4**k tokens ({', '.join(f'{n} for k={kk}' for n, kk in sizes.items())})."
+        )
+        raise ValueError(msg)
+    if k is not None and check_k(k) != inferred:
+        msg = (
+            f"{source} has {len(tokens)} tokens (a k={inferred} vocabulary) but the checkpoint "
+            f"declares k={k}; the vocabulary does not fit its k."
+        )
+        raise ValueError(msg)
+    expected = kmer_vocab(inferred)
+    if list(tokens) != expected:
+        first = next(i for i, (a, b) in enumerate(zip(tokens, expected, strict=True)) if a != b)
+        msg = (
+            f"{source} is not the official DNABERT k={inferred} vocabulary: token {first} is "
+            f"{tokens[first]!r}, expected {expected[first]!r} ([PAD] [UNK] [CLS] [SEP] [MASK] then "
+            "k-mers in itertools.product('ATCG') order)."
+        )
+        raise ValueError(msg)
+    return inferred
+
+
+def seq2kmer(seq: str, k: int) -> str:
+    """Space-separated overlapping k-mers with stride 1, exactly as DNABERT's ``seq2kmer``.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.seq2kmer("ATCGGA", 3)
+    'ATC TCG CGG GGA'
+    """
+    return " ".join(seq[x : x + k] for x in range(len(seq) + 1 - k))
+
+
+def reverse_complement(seq: str) -> str:
+    """Reverse complement of a DNA sequence (IUPAC codes and lower case preserved).
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.reverse_complement("AACGTn")
+    'nACGTT'
+    """
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def _names(sequences: Sequence[str], names: Sequence[str] | None) -> Sequence[str]:
+    return names if names is not None else [f"#{i}" for i in range(len(sequences))]
+
+
+def check_sequences(
+    sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Validate sequences for k-mer tokenisation and return their lengths.
+
+    Raises ``ValueError`` naming the sequence and 0-based position of the first character
+    outside A/C/G/T/N/IUPAC (either case), or the first sequence shorter than ``k``.
+    """
+    k = check_k(k)
+    if isinstance(sequences, str):
+        msg = "sequences must be a list of strings, not a single string; wrap it: [seq]."
+        raise TypeError(msg)
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
+    bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)
+    if bad.size:
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        i = int(np.searchsorted(starts, bad[0], side="right") - 1)
+        pos = int(bad[0] - starts[i])
+        msg = (
+            f"Sequence {_names(sequences, names)[i]!r} has invalid character "
+            f"{sequences[i][pos]!r} at position {pos} (0-based); only A, C, G, T, N and IUPAC "
+            "ambiguity codes (R Y S W K M B D H V), upper or lower case, are accepted."
+        )
+        raise ValueError(msg)
+    short = np.flatnonzero(lengths < k)
+    if short.size:
+        i = int(short[0])
+        msg = (
+            f"Sequence {_names(sequences, names)[i]!r} has {lengths[i]} bases, shorter than "
+            f"k={k}; every sequence needs at least k bases to form one k-mer."
+        )
+        raise ValueError(msg)
+    return lengths
+
+
+def encode_kmers(
+    sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of all overlapping k-mers of a batch, without special tokens.
+
+    Returns ``(ids, n_kmers)``: the ids of every sequence concatenated (int64) and the number
+    of k-mers per sequence (``len(seq) - k + 1``). k-mers containing N or another IUPAC code
+    map to ``[UNK]``; lower-case bases are read as upper case.
+    """
+    lengths = check_sequences(sequences, k, names=names)
+    codes = _CODE[np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)]
+    m = codes.size - k + 1  # k-mer starts over the concatenation (cross-boundary ones dropped)
+    value = np.zeros(m, dtype=np.int64)
+    for j in range(k):  # base-4 number of each window, A,T,C,G = 0,1,2,3
+        value = value * 4 + (codes[j : j + m] & 3)
+    unknown = np.concatenate([[0], np.cumsum(codes == _UNKNOWN_CODE)])
+    ids = np.where(unknown[k : k + m] > unknown[:m], UNK_ID, value + N_SPECIAL)
+    n_kmers = lengths - k + 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    first = np.concatenate([[0], np.cumsum(n_kmers)[:-1]])
+    keep = np.repeat(starts - first, n_kmers) + np.arange(int(n_kmers.sum()))
+    return ids[keep], n_kmers
+
+
+def tokenize(
+    sequences: Sequence[str],
+    k: int = 6,
+    *,
+    max_length: int = MAX_TOKENS,
+    truncation: bool = False,
+    names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Tokenise DNA sequences into padded DNABERT inputs ``[CLS] k-mers [SEP] [PAD]...``.
+
+    Vectorised over the whole batch (numpy), and equal token-for-token to official DNABERT
+    ``seq2kmer`` followed by its ``vocab.txt`` lookup (upper-case input).
+
+    Parameters
+    ----------
+    sequences
+        DNA strings (A/C/G/T, N and IUPAC codes; lower-case soft-masked bases accepted).
+    k
+        k-mer size, 3 to 6.
+    max_length
+        Maximum number of tokens including ``[CLS]`` and ``[SEP]`` (BERT: 512, i.e. 510 k-mers).
+    truncation
+        Keep the first ``max_length - 2`` k-mers of longer sequences instead of raising. For
+        whole long sequences use :func:`split_windows` (the models do this for you).
+    names
+        Sequence names for error messages.
+
+    Returns
+    -------
+    ``{"input_ids": (n, L) int64, "attention_mask": (n, L) int64}`` padded to the longest.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.tokenize(["ATCGGA"], k=3)["input_ids"]
+    array([[ 2, 11, 32, 52, 65,  3]])
+
+    References
+    ----------
+    Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
+    Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
+    """
+    ids, n_kmers = encode_kmers(sequences, k, names=names)
+    cap = max_length - 2
+    if cap < 1:
+        msg = f"max_length={max_length} leaves no room for k-mers; use at least 3."
+        raise ValueError(msg)
+    too_long = np.flatnonzero(n_kmers > cap)
+    if too_long.size and not truncation:
+        i = int(too_long[0])
+        msg = (
+            f"Sequence {_names(sequences, names)[i]!r} gives {n_kmers[i]} k-mers, more than the "
+            f"{cap} that fit in max_length={max_length} tokens (at most {cap + k - 1} bp for "
+            f"k={k}); split it with pp.split_windows or pass truncation=True."
+        )
+        raise ValueError(msg)
+    n = len(n_kmers)
+    used = np.minimum(n_kmers, cap)
+    first = np.concatenate([[0], np.cumsum(n_kmers)[:-1]])
+    rows = np.repeat(np.arange(n), used)
+    within = np.arange(int(used.sum())) - np.repeat(np.cumsum(used) - used, used)
+    input_ids = np.full((n, int(used.max(initial=0)) + 2), PAD_ID, dtype=np.int64)
+    input_ids[:, 0] = CLS_ID
+    input_ids[rows, within + 1] = ids[np.repeat(first, used) + within]
+    input_ids[np.arange(n), used + 1] = SEP_ID
+    attention_mask = (np.arange(input_ids.shape[1])[None, :] < (used + 2)[:, None]).astype(np.int64)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    """Start offsets of windows of ``window`` bases every ``stride`` bases covering ``length``.
+
+    The last window is aligned to the end of the sequence so every base is covered; a sequence
+    no longer than ``window`` gives a single window at 0.
+    """
+    if window < 1 or stride < 1:
+        msg = f"window ({window}) and stride ({stride}) must be positive."
+        raise ValueError(msg)
+    if length <= window:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
+    if starts[-1] + window < length:
+        starts = np.append(starts, length - window)
+    return starts
+
+
+def split_windows(
+    sequences: Sequence[str], window: int, overlap: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """Cut sequences longer than ``window`` bases into overlapping windows.
+
+    Parameters
+    ----------
+    sequences
+        DNA strings.
+    window
+        Window length in bases (for DNABERT at most ``510 + k - 1``).
+    overlap
+        Bases shared by consecutive windows (``0 <= overlap < window``).
+
+    Returns
+    -------
+    ``(windows, owner)``: the window strings and, for each, the index of its sequence.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.split_windows(["AAAACCCCGG"], window=6, overlap=2)
+    (['AAAACC', 'CCCCGG'], array([0, 0]))
+    """
+    if not 0 <= overlap < window:
+        msg = f"overlap={overlap} must satisfy 0 <= overlap < window ({window})."
+        raise ValueError(msg)
+    out: list[str] = []
+    owner: list[int] = []
+    for i, seq in enumerate(sequences):
+        for s in window_starts(len(seq), window, window - overlap):
+            out.append(seq[s : s + window])
+            owner.append(i)
+    return out, np.asarray(owner, dtype=np.int64)

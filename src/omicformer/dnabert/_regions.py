@@ -1,0 +1,95 @@
+"""Genomic region strings as used for ATAC peaks: ``chr1:100-600``, ``chr1-100-600``, ``chr1_100_600``.
+
+Coordinates are **0-based, half-open** ``[start, end)`` like BED files, pyfaidx slices and
+CREsted: ``chr1:100-600`` is the 500 bases ``fasta["chr1"][100:600]``. (UCSC browser strings
+are 1-based closed; subtract 1 from their start.) An optional strand suffix ``:+``/``:-``,
+``_+``/``_-`` or ``(+)``/``(-)`` asks for the reverse complement on ``-``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+ACCEPTED_FORMS = (
+    "'chr1:100-600', 'chr1-100-600' or 'chr1_100_600' (0-based half-open, like BED), optionally "
+    "with a strand: 'chr1:100-600:-' or 'chr1:100-600(-)'"
+)
+
+_REGION_RE = re.compile(
+    r"^(?P<chrom>\S+?)[:_-](?P<start>\d+)[-_](?P<end>\d+)"
+    r"(?:[:_](?P<strand>[+-])|\((?P<pstrand>[+-])\))?$"
+)
+
+
+class Region(NamedTuple):
+    """A genomic interval, 0-based half-open ``[start, end)``, with strand ``"+"`` or ``"-"``."""
+
+    chrom: str
+    start: int
+    end: int
+    strand: str = "+"
+
+    @property
+    def width(self) -> int:
+        """Number of bases, ``end - start``."""
+        return self.end - self.start
+
+    @property
+    def name(self) -> str:
+        """Canonical string ``chrom:start-end`` (with ``:-`` for the minus strand)."""
+        base = f"{self.chrom}:{self.start}-{self.end}"
+        return base + ":-" if self.strand == "-" else base
+
+
+def parse_region(region: str | Region) -> Region:
+    """Parse an ATAC-style region string into a :class:`Region`.
+
+    Parameters
+    ----------
+    region
+        ``"chr1:100-600"``, ``"chr1-100-600"`` or ``"chr1_100_600"``, optionally followed by a
+        strand ``":-"``, ``"_-"`` or ``"(-)"``. Coordinates are 0-based half-open (BED-like).
+        Chromosome names may themselves contain ``_`` or ``-`` (``chrUn_gl000220_5_90``).
+
+    Returns
+    -------
+    The parsed region.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.parse_region("chr1:100-600")
+    Region(chrom='chr1', start=100, end=600, strand='+')
+    >>> pp.parse_region("chr2_10_50(-)").strand
+    '-'
+    """
+    if isinstance(region, Region):
+        return region
+    text = str(region).strip()
+    match = _REGION_RE.match(text)
+    if match is None:
+        msg = f"Could not parse region {region!r}. Accepted forms: {ACCEPTED_FORMS}."
+        raise ValueError(msg)
+    start, end = int(match["start"]), int(match["end"])
+    if start >= end:
+        msg = (
+            f"Region {region!r} has start ({start}) >= end ({end}); regions are 0-based "
+            "half-open [start, end), so end must be larger than start."
+        )
+        raise ValueError(msg)
+    strand = match["strand"] or match["pstrand"] or "+"
+    return Region(match["chrom"], start, end, strand)
+
+
+def parse_regions(regions: Iterable[str | Region]) -> list[Region]:
+    """Parse many region strings; the error names the first bad one and its position."""
+    out = []
+    for i, region in enumerate(regions):
+        try:
+            out.append(parse_region(region))
+        except ValueError as err:
+            msg = f"Region number {i}: {err}"
+            raise ValueError(msg) from None
+    return out
