@@ -1,0 +1,177 @@
+"""Official scGPT checkpoint I/O: folders with ``args.json``, ``vocab.json`` and ``best_model.pt``.
+
+Released checkpoints were trained with flash-attn, which stores attention as
+``self_attn.Wqkv.*`` (``self_attn._impl.Wqkv.*`` in newer releases); those rows are ``[q; k; v]``
+exactly like torch's packed ``in_proj_weight``, so a rename suffices. Checkpoints also carry
+weights a task does not need (``flag_encoder`` from generative pretraining, a ``cls_decoder``
+with another class count, a batch discriminator): we load what fits, report what was skipped,
+and raise only when a weight the task needs is missing or has the wrong shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._vocab import PAD_TOKEN, GeneVocab
+from .module import ScGPTConfig, TransformerModel
+
+OFFICIAL_FILES = ("args.json", "vocab.json", "best_model.pt")
+TASK_PREFIXES = {
+    "embed": ("encoder.", "value_encoder.", "transformer_encoder."),
+    "pretrain": ("encoder.", "value_encoder.", "transformer_encoder.", "decoder."),
+}
+_RENAMES = [
+    (re.compile(r"self_attn\._impl\.Wqkv\."), "self_attn.in_proj_"),
+    (re.compile(r"self_attn\.Wqkv\."), "self_attn.in_proj_"),
+    (re.compile(r"self_attn\._impl\.out_proj\."), "self_attn.out_proj."),
+]
+
+
+def is_official_dir(path: str | Path) -> bool:
+    """Whether ``path`` looks like an official scGPT checkpoint folder."""
+    path = Path(path)
+    return path.is_dir() and (path / "best_model.pt").exists() and (path / "args.json").exists()
+
+
+def rename_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map flash-attn / DDP key names to ours (``Wqkv`` -> ``in_proj_``, no ``module.``)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module.") :]
+        for pattern, repl in _RENAMES:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def config_from_official(
+    args: dict[str, Any], state: dict[str, torch.Tensor], vocab: GeneVocab, task: str = "embed"
+) -> ScGPTConfig:
+    """Architecture from ``args.json`` plus what the weights reveal (heads present, class count).
+
+    For ``task="embed"`` batch-specific parts (batch tokens, DSBN, discriminator) are left out,
+    as in the official ``embed_data``.
+    """
+    pad_token = args.get("pad_token", PAD_TOKEN)
+    if pad_token != PAD_TOKEN:
+        msg = f"args.json pad_token={pad_token!r}; only '<pad>' checkpoints are supported."
+        raise ValueError(msg)
+    style = args.get("input_emb_style", "continuous")
+    if "value_encoder.embedding.weight" in state:
+        style = "category"
+    n_cls = state["cls_decoder.out_layer.weight"].shape[0] if "cls_decoder.out_layer.weight" in state else 1
+    cfg = {
+        "ntoken": len(vocab),
+        "pad_token_id": vocab[PAD_TOKEN],
+        "d_model": int(args.get("embsize", args.get("d_model", 512))),
+        "nhead": int(args.get("nheads", args.get("nhead", 8))),
+        "d_hid": int(args.get("d_hid", 512)),
+        "nlayers": int(args.get("nlayers", 12)),
+        "nlayers_cls": int(args.get("n_layers_cls", 3)),
+        "n_cls": int(n_cls),
+        "dropout": float(args.get("dropout", 0.2)),
+        "pad_value": float(args.get("pad_value", -2)),
+        "mask_value": float(args.get("mask_value", -1)),
+        "n_bins": int(args.get("n_bins", 51)),
+        "do_mvc": any(k.startswith("mvc_decoder.") for k in state),
+        "explicit_zero_prob": "decoder.zero_logit.0.weight" in state,
+        "input_emb_style": style,
+        "n_input_bins": int(args["n_bins"]) + 2 if style == "category" else None,
+        "use_generative_training": "flag_encoder.weight" in state,
+        "pre_norm": bool(args.get("pre_norm", False)),
+    }
+    if task != "embed" and "batch_encoder.embedding.weight" in state:
+        cfg["use_batch_labels"] = True
+        cfg["num_batch_labels"] = int(state["batch_encoder.embedding.weight"].shape[0])
+    return ScGPTConfig.from_dict(cfg)
+
+
+def load_state_checked(
+    module: TransformerModel, state: dict[str, torch.Tensor], required_prefixes: tuple[str, ...]
+) -> dict[str, list[str]]:
+    """Load every weight whose name and shape fit; error if a required one is missing/mis-shaped.
+
+    Returns ``{"loaded": [...], "skipped": [...], "missing": [...]}`` where ``skipped`` are
+    checkpoint keys not used and ``missing`` are optional model keys left at initialisation.
+    """
+    own = module.state_dict()
+    bad_shape = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    required = [k for k in own if k.startswith(required_prefixes)]
+    missing_required = [k for k in required if k not in state]
+    bad_required = [s for s in bad_shape if s.startswith(required_prefixes)]
+    if missing_required or bad_required:
+        parts = []
+        if missing_required:
+            parts.append(f"missing weights {missing_required[:8]}")
+        if bad_required:
+            parts.append(f"shape mismatches {bad_required[:8]}")
+        msg = (
+            "Checkpoint does not fit the model built from args.json/vocab.json: "
+            + "; ".join(parts)
+            + ". Check that args.json (embsize, nheads, d_hid, nlayers) and vocab.json belong to "
+            "this best_model.pt."
+        )
+        raise ValueError(msg)
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(usable, strict=False)
+    return {
+        "loaded": sorted(usable),
+        "skipped": sorted(set(state) - set(usable)),
+        "missing": sorted(set(own) - set(usable)),
+    }
+
+
+def load_official(
+    path: str | Path, task: str = "embed"
+) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
+    """Load an official scGPT checkpoint folder.
+
+    Parameters
+    ----------
+    path
+        Folder with ``args.json``, ``vocab.json`` and ``best_model.pt`` (e.g. ``scGPT_human``).
+    task
+        ``"embed"`` needs the gene/value encoders and the transformer; ``"pretrain"`` also the
+        expression decoder.
+
+    Returns
+    -------
+    The module in eval mode, its vocabulary, and a report with ``args``, ``loaded``,
+    ``skipped`` (checkpoint keys not used) and ``missing`` (optional model keys not in the file).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        msg = f"Checkpoint folder {path} does not exist."
+        raise FileNotFoundError(msg)
+    missing = [f for f in OFFICIAL_FILES if not (path / f).exists()]
+    if missing:
+        msg = (
+            f"{path} is missing {missing}; an official scGPT checkpoint folder holds "
+            f"{list(OFFICIAL_FILES)}."
+        )
+        raise FileNotFoundError(msg)
+    if task not in TASK_PREFIXES:
+        msg = f"task must be one of {list(TASK_PREFIXES)}, got {task!r}."
+        raise ValueError(msg)
+    args = json.loads((path / "args.json").read_text())
+    vocab = GeneVocab.from_file(path / "vocab.json")
+    raw = torch.load(path / "best_model.pt", map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and "model_state_dict" in raw:
+        raw = raw["model_state_dict"]
+    state = rename_official_keys(raw)
+    config = config_from_official(args, state, vocab, task)
+    module = TransformerModel(config)
+    report = load_state_checked(module, state, TASK_PREFIXES[task])
+    report["args"] = args
+    module.eval()
+    return module, vocab, report

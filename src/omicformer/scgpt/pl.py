@@ -1,0 +1,5 @@
+"""scGPT plots."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

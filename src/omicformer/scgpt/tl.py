@@ -1,0 +1,121 @@
+"""scGPT tools: functions that take ``adata`` and write results to ``obsm``/``obs``/``uns``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._core._anndata import check_layer
+from ._embed import embed_cells
+from ._genes import match_genes, match_report
+from ._resolve import resolve_model
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["embed"]
+
+
+def embed(
+    adata: AnnData,
+    model: Any = "default",
+    *,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    key_added: str = "X_scgpt",
+    batch_size: int = 64,
+    max_len: int = 1200,
+    device: str = "auto",
+    random_state: int = 0,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed cells with scGPT (zero-shot): the L2-normalised ``<cls>`` output of the last layer.
+
+    Follows the official ``scgpt.tasks.embed_data``: genes outside the model's vocabulary are
+    dropped; a cell becomes ``<cls>`` plus its non-zero genes, with values ``pad_value`` then
+    the per-cell 51-bin quantile bins of its non-zero values; cells with more than ``max_len``
+    tokens keep ``<cls>`` and a random subset of genes. Cells are batched by length (so little
+    padding is computed) and the matrix is read in chunks, so ``backed="r"`` AnnData works
+    without loading the matrix.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with raw counts (or any non-negative expression: binning is per cell and
+        rank-based) in ``X`` or ``layer``. Gene symbols in ``var_names`` or ``var[gene_key]``.
+    model
+        ``"default"`` (small model shipped with omicformer), a path to an official scGPT folder
+        (``args.json``, ``vocab.json``, ``best_model.pt``, e.g. ``scGPT_human``), a folder saved
+        by :meth:`~omicformer.scgpt.model.ScGPT.save`, or an
+        :class:`~omicformer.scgpt.model.ScGPT` instance.
+    layer
+        Layer holding the expression; ``None`` uses ``adata.X``.
+    gene_key
+        ``var`` column with gene symbols; ``None`` uses ``var_names``.
+    key_added
+        ``obsm`` key receiving the embedding.
+    batch_size
+        Cells per forward pass.
+    max_len
+        Maximum tokens per cell including ``<cls>`` (official default 1200); must be >= 2.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        On GPU the forward runs under bf16/fp16 autocast.
+    random_state
+        Seed for binning ties and for subsampling genes of cells longer than ``max_len``.
+    progress
+        Show a progress bar.
+    copy
+        Return a copy with the results instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy when ``copy=True``. Sets the following fields:
+
+    ``adata.obsm[key_added]``
+        ``(n_obs, d_model)`` float32 cell embeddings, unit L2 norm.
+    ``adata.uns["scgpt"][key_added]``
+        ``params`` used, the model description and how many genes matched the vocabulary.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> from omicformer import datasets, scgpt
+    >>> adata = datasets.pbmc68k_reduced()
+    >>> scgpt.tl.embed(adata)
+    >>> sc.pp.neighbors(adata, use_rep="X_scgpt")
+    >>> sc.tl.umap(adata)
+
+    References
+    ----------
+    Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
+    using generative AI. Nature Methods 21, 1470-1480.
+    """
+    check_layer(adata, layer)
+    if max_len < 2:
+        msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
+        raise ValueError(msg)
+    if copy and adata.isbacked:
+        msg = "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
+        raise ValueError(msg)
+    module, vocab, description = resolve_model(model, task="embed")
+    gene_ids = match_genes(adata, vocab, gene_key)
+    emb = embed_cells(
+        module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
+        max_len=max_len, device=device, random_state=random_state, progress=progress,
+    )  # fmt: skip
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = emb
+    uns = adata.uns.setdefault("scgpt", {})
+    uns[key_added] = {
+        "params": {
+            "model": description,
+            "layer": layer,
+            "gene_key": gene_key,
+            "batch_size": batch_size,
+            "max_len": max_len,
+            "random_state": random_state,
+        },
+        **match_report(gene_ids),
+    }
+    return adata if copy else None

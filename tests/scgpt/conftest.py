@@ -1,0 +1,190 @@
+"""scGPT test fixtures: small data, and checkpoints written in the official format.
+
+The "official" reference below is written independently of ``omicformer.scgpt.module`` from the
+documented official code: torch ``nn.TransformerEncoder`` layers, flash-attn key names
+(``self_attn.Wqkv``), the official ``binning``/``_digitize`` and ``embed_data`` token layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+N_GENES = 50
+SPECIALS = ["<pad>", "<cls>", "<eoc>"]
+
+
+# ---------------------------------------------------------------- official-like reference model
+class _RefGeneEncoder(nn.Module):
+    def __init__(self, n, d, pad):
+        super().__init__()
+        self.embedding = nn.Embedding(n, d, padding_idx=pad)
+        self.enc_norm = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.enc_norm(self.embedding(x))
+
+
+class _RefValueEncoder(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.linear1 = nn.Linear(1, d)
+        self.activation = nn.ReLU()
+        self.linear2 = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, x):
+        x = torch.clamp(x.unsqueeze(-1), max=512)
+        return self.dropout(self.norm(self.linear2(self.activation(self.linear1(x)))))
+
+
+class RefTransformerModel(nn.Module):
+    """Official ``TransformerModel`` structure with torch layers (use_fast_transformer=False)."""
+
+    def __init__(self, ntoken, d, nhead, d_hid, nlayers, pad, n_cls=1):
+        super().__init__()
+        self.encoder = _RefGeneEncoder(ntoken, d, pad)
+        self.value_encoder = _RefValueEncoder(d)
+        layer = nn.TransformerEncoderLayer(d, nhead, d_hid, 0.0, batch_first=True)
+        self.transformer_encoder = nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
+        self.decoder = nn.Module()
+        self.decoder.fc = nn.Sequential(
+            nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, 1)
+        )
+        self.cls_decoder = nn.Module()
+        self.cls_decoder._decoder = nn.ModuleList(
+            [nn.Linear(d, d), nn.ReLU(), nn.LayerNorm(d), nn.Linear(d, d), nn.ReLU(), nn.LayerNorm(d)]
+        )
+        self.cls_decoder.out_layer = nn.Linear(d, n_cls)
+        self.mvc_decoder = nn.Module()
+        self.mvc_decoder.gene2query = nn.Linear(d, d)
+        self.mvc_decoder.W = nn.Linear(d, d, bias=False)
+        for p in self.parameters():  # non-trivial LayerNorm/bias values so mistakes show
+            with torch.no_grad():
+                p.add_(0.05 * torch.randn_like(p))
+
+    def encode(self, src, values, pad_mask):
+        total = self.encoder(src) + self.value_encoder(values)
+        return self.transformer_encoder(total, src_key_padding_mask=pad_mask)
+
+
+def official_binning(row: np.ndarray, n_bins: int) -> np.ndarray:
+    """Official ``scgpt.preprocess.binning`` (with its ``_digitize(side='both')``)."""
+    non_zero_ids = row.nonzero()
+    nz = row[non_zero_ids]
+    bins = np.quantile(nz, np.linspace(0, 1, n_bins - 1))
+    left = np.digitize(nz, bins)
+    right = np.digitize(nz, bins, right=True)
+    rands = np.random.rand(len(nz))
+    digits = np.ceil(rands * (right - left) + left).astype(np.int64)
+    out = np.zeros_like(row, dtype=np.int64)
+    out[non_zero_ids] = digits
+    return out
+
+
+def official_embed(ref: RefTransformerModel, X: np.ndarray, gene_ids, vocab, max_len, pad_to_max):
+    """``embed_data``: <cls>+non-zero genes, [pad_value]+bins, pad, CLS output, L2 norm."""
+    pad_id, cls_id, pad_value = vocab["<pad>"], vocab["<cls>"], -2.0
+    embs = []
+    for row in X:
+        nz = np.nonzero(row)[0]
+        genes = np.concatenate([[cls_id], gene_ids[nz]])
+        vals = np.concatenate([[pad_value], official_binning(row[nz], 51)]).astype(np.float32)
+        assert len(genes) <= max_len
+        L = max_len if pad_to_max else len(genes)
+        g = np.full(L, pad_id)
+        v = np.full(L, pad_value, dtype=np.float32)
+        g[: len(genes)], v[: len(genes)] = genes, vals
+        g, v = torch.tensor(g)[None], torch.tensor(v)[None]
+        with torch.no_grad():
+            embs.append(ref.encode(g, v, g.eq(pad_id))[0, 0].numpy())
+    embs = np.stack(embs)
+    return embs / np.linalg.norm(embs, axis=1, keepdims=True)
+
+
+def write_official_checkpoint(path, *, flash_keys="Wqkv", d=32, nhead=4, nlayers=2, n_cls=7, extra=True):
+    """Write args.json, vocab.json, best_model.pt like a released scGPT checkpoint."""
+    path.mkdir(parents=True, exist_ok=True)
+    genes = [f"G{i}" for i in range(N_GENES)] + ["UNUSED1", "UNUSED2"]
+    vocab = {g: i for i, g in enumerate(genes)}  # specials appended by the loader
+    full = dict(vocab)
+    for s in SPECIALS:
+        full[s] = len(full)
+    torch.manual_seed(0)
+    ref = RefTransformerModel(len(full), d, nhead, 2 * d, nlayers, full["<pad>"], n_cls).eval()
+    state = {}
+    for k, v in ref.state_dict().items():
+        if flash_keys == "Wqkv":
+            k = k.replace("self_attn.in_proj_", "self_attn.Wqkv.")
+        elif flash_keys == "_impl":
+            k = k.replace("self_attn.in_proj_", "self_attn._impl.Wqkv.")
+            k = k.replace("self_attn.out_proj.", "self_attn._impl.out_proj.")
+        state[k] = v.clone()
+    if extra:
+        state["flag_encoder.weight"] = torch.randn(2, d)
+        state["grad_reverse_discriminator._decoder.0.weight"] = torch.randn(d, d)
+    torch.save(state, path / "best_model.pt")
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    args = {
+        "embsize": d, "nheads": nhead, "d_hid": 2 * d, "nlayers": nlayers, "n_layers_cls": 3,
+        "dropout": 0.2, "pad_token": "<pad>", "pad_value": -2, "mask_value": -1, "n_bins": 51,
+        "input_emb_style": "continuous", "MVC": True,
+    }  # fmt: skip
+    (path / "args.json").write_text(json.dumps(args))
+    return ref, full
+
+
+@pytest.fixture(scope="session")
+def official_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scGPT_tiny")
+    ref, vocab = write_official_checkpoint(path)
+    return path, ref, vocab
+
+
+@pytest.fixture(scope="session")
+def continuous_adata_factory():
+    """Cells x genes with continuous values (no ties) and ~50% zeros; genes G0..G49 + 2 unknown."""
+
+    def make(n_obs=40, seed=0):
+        rng = np.random.default_rng(seed)
+        X = rng.gamma(2.0, 3.0, size=(n_obs, N_GENES + 2)).astype(np.float32)
+        X[rng.random(X.shape) < 0.5] = 0
+        X[:, 0] = rng.gamma(2.0, 3.0, size=n_obs) + 0.1  # every cell expresses something
+        a = ad.AnnData(sp.csr_matrix(X))
+        a.var_names = [f"G{i}" for i in range(N_GENES)] + ["NOTAGENE1", "NOTAGENE2"]
+        a.obs_names = [f"c{i}" for i in range(n_obs)]
+        return a
+
+    return make
+
+
+@pytest.fixture
+def counts_adata():
+    rng = np.random.default_rng(1)
+    X = rng.poisson(1.5, size=(30, N_GENES)).astype(np.float32)
+    X[:, 0] += 1
+    a = ad.AnnData(sp.csr_matrix(X))
+    a.var_names = [f"G{i}" for i in range(N_GENES)]
+    a.obs["batch"] = ["a"] * 15 + ["b"] * 15
+    a.layers["counts"] = a.X.copy()
+    return a
+
+
+@pytest.fixture(scope="session")
+def official():
+    """The official-behaviour reference helpers, for tests (conftest is not importable)."""
+    import types
+
+    return types.SimpleNamespace(
+        binning=official_binning,
+        embed=official_embed,
+        write_checkpoint=write_official_checkpoint,
+        RefTransformerModel=RefTransformerModel,
+    )

@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omicformer.scgpt import tl
+from omicformer.scgpt.checkpoint import load_official, rename_official_keys
+
+
+@pytest.mark.parametrize("flash_keys", ["Wqkv", "_impl", "torch"])
+def test_load_official_key_styles(tmp_path, official, flash_keys):
+    ref, vocab = official.write_checkpoint(tmp_path, flash_keys=flash_keys)
+    module, gv, report = load_official(tmp_path)
+    assert len(gv) == len(vocab) == 55
+    assert gv["<pad>"] == 52 and gv["<cls>"] == 53 and gv["<eoc>"] == 54  # appended at the end
+    assert not module.training
+    ours = module.state_dict()
+    for k, v in ref.state_dict().items():
+        if k.startswith(("encoder.", "value_encoder.", "transformer_encoder.")):
+            torch.testing.assert_close(ours[k], v, rtol=0, atol=0)
+    assert "flag_encoder.weight" in report["loaded"]  # generative flag embedding kept
+    assert any(k.startswith("grad_reverse_discriminator") for k in report["skipped"])
+    assert module.cls_decoder.out_layer.out_features == 7
+
+
+def test_rename_rules():
+    s = {
+        "module.transformer_encoder.layers.0.self_attn.Wqkv.weight": 1,
+        "transformer_encoder.layers.1.self_attn._impl.Wqkv.bias": 2,
+        "transformer_encoder.layers.1.self_attn._impl.out_proj.weight": 3,
+    }
+    assert set(rename_official_keys(s)) == {
+        "transformer_encoder.layers.0.self_attn.in_proj_weight",
+        "transformer_encoder.layers.1.self_attn.in_proj_bias",
+        "transformer_encoder.layers.1.self_attn.out_proj.weight",
+    }
+
+
+@pytest.mark.parametrize("pad_to_max", [True, False])
+def test_embeddings_equal_official(official_ckpt, official, continuous_adata_factory, pad_to_max):
+    path, ref, vocab = official_ckpt
+    adata = continuous_adata_factory(40)
+    X = adata.X.toarray()[:, :50]  # official embed_data first drops genes not in the vocab
+    gene_ids = np.arange(50)
+    np.random.seed(0)
+    expected = official.embed(ref, X, gene_ids, vocab, max_len=60, pad_to_max=pad_to_max)
+    tl.embed(adata, model=str(path), batch_size=7, max_len=60, device="cpu", progress=False)
+    got = adata.obsm["X_scgpt"]
+    assert got.shape == (40, 32) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert adata.uns["scgpt"]["X_scgpt"]["n_genes_matched"] == 50
+
+
+def _corrupt(path, **edits):
+    for name, fn in edits.items():
+        fn(path / name)
+
+
+def test_missing_file_and_shape_mismatch(tmp_path, official, continuous_adata_factory):
+    adata = continuous_adata_factory(5)
+    official.write_checkpoint(tmp_path / "a")
+    (tmp_path / "a" / "vocab.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"vocab\.json"):
+        tl.embed(adata, model=str(tmp_path / "a"), device="cpu")
+    official.write_checkpoint(tmp_path / "b")
+    args = json.loads((tmp_path / "b" / "args.json").read_text())
+    args["embsize"] = 64
+    (tmp_path / "b" / "args.json").write_text(json.dumps(args))
+    with pytest.raises(ValueError, match="shape mismatches"):
+        tl.embed(adata, model=str(tmp_path / "b"), device="cpu")
+    official.write_checkpoint(tmp_path / "c")
+    state = torch.load(tmp_path / "c" / "best_model.pt", weights_only=True)
+    del state["value_encoder.linear1.weight"]
+    torch.save(state, tmp_path / "c" / "best_model.pt")
+    with pytest.raises(ValueError, match=r"missing weights \['value_encoder.linear1.weight'\]"):
+        tl.embed(adata, model=str(tmp_path / "c"), device="cpu")
+    assert "X_scgpt" not in adata.obsm and "scgpt" not in adata.uns
