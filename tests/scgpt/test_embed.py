@@ -1,0 +1,120 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from omicformer.scgpt import tl
+from omicformer.scgpt._tokenize import tokenize_rows
+
+
+@pytest.fixture
+def ckpt(official_ckpt):
+    return str(official_ckpt[0])
+
+
+def _embed(adata, ckpt, **kw):
+    kw = {"device": "cpu", "progress": False, **kw}
+    return tl.embed(adata, model=ckpt, **kw)
+
+
+def test_batch_size_and_buckets_do_not_change_result(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(33)
+    r1 = _embed(a, ckpt, batch_size=1, copy=True).obsm["X_scgpt"]
+    r2 = _embed(a, ckpt, batch_size=64, copy=True).obsm["X_scgpt"]
+    np.testing.assert_allclose(r1, r2, atol=2e-5)
+
+
+def test_copy_semantics_and_seed(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(10)
+    out = _embed(a, ckpt, copy=True, max_len=8)
+    assert "X_scgpt" not in a.obsm and out.obsm["X_scgpt"].shape == (10, 32)
+    assert _embed(a, ckpt, key_added="emb", max_len=8) is None
+    np.testing.assert_array_equal(a.obsm["emb"], out.obsm["X_scgpt"])  # same seed, same genes
+    other = _embed(a, ckpt, copy=True, max_len=8, random_state=1).obsm["X_scgpt"]
+    assert not np.allclose(other, out.obsm["X_scgpt"])  # subsampling really depends on the seed
+    assert a.uns["scgpt"]["emb"]["params"]["max_len"] == 8
+
+
+def test_subsampling_keeps_cls_and_max_len():
+    X = sp.csr_matrix(np.arange(1, 21, dtype=np.float32)[None])
+    cells = tokenize_rows(X, np.arange(20), cls_id=99, pad_value=-2, max_len=5, rng=np.random.default_rng(0))
+    c = cells[0]
+    assert len(c.genes) == 5 and c.genes[0] == 99 and c.values[0] == -2
+    assert len(set(c.genes[1:])) == 4
+    # binning used all 20 genes before subsampling: value of gene j is its bin among all 20
+    full = tokenize_rows(X, np.arange(20), cls_id=99, pad_value=-2, max_len=None, rng=np.random.default_rng(0))
+    lookup = dict(zip(full[0].genes, full[0].values, strict=True))
+    assert all(lookup[g] == v for g, v in zip(c.genes, c.values, strict=True))
+
+
+def test_backed_mode_equals_in_memory(ckpt, continuous_adata_factory, tmp_path):
+    a = continuous_adata_factory(25)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    _embed(backed, ckpt, batch_size=4)
+    _embed(a, ckpt, batch_size=4)
+    np.testing.assert_allclose(backed.obsm["X_scgpt"], a.obsm["X_scgpt"], atol=1e-6)
+    assert backed.isbacked
+    backed.file.close()
+
+
+def test_layer_and_gene_key(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(6)
+    a.layers["counts"] = a.X.copy()
+    a.var["symbol"] = a.var_names
+    a.var_names = [f"ENSG{i:05d}" for i in range(a.n_vars)]
+    a.X = sp.csr_matrix(a.shape, dtype=np.float32)
+    _embed(a, ckpt, layer="counts", gene_key="symbol")
+    assert a.obsm["X_scgpt"].shape == (6, 32)
+
+
+def _assert_untouched(a, before):
+    assert set(a.obsm) == set(before.obsm) and set(a.uns) == set(before.uns)
+    assert (sp.csr_matrix(a.X) != sp.csr_matrix(before.X)).nnz == 0 or np.isnan(a.X.data).any()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "err", "match"),
+    [
+        (lambda a: a.X.data.__setitem__(0, np.nan), ValueError, "NaN"),
+        (lambda a: a.X.data.__setitem__(0, np.inf), ValueError, "infinite"),
+        (lambda a: a.X.data.__setitem__(0, -3.0), ValueError, "negative"),
+    ],
+)
+def test_bad_values(ckpt, continuous_adata_factory, mutate, err, match):
+    a = continuous_adata_factory(6)
+    mutate(a)
+    before = a.copy()
+    with pytest.raises(err, match=match):
+        _embed(a, ckpt)
+    _assert_untouched(a, before)
+
+
+def test_bad_arguments(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(6)
+    before = a.copy()
+    with pytest.raises(KeyError, match="layer='counts'"):
+        _embed(a, ckpt, layer="counts")
+    with pytest.raises(KeyError, match="gene_key='symbol'"):
+        _embed(a, ckpt, gene_key="symbol")
+    with pytest.raises(ValueError, match="max_len=1 must be >= 2"):
+        _embed(a, ckpt, max_len=1)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        _embed(a, "/nonexistent/model")
+    _assert_untouched(a, before)
+
+
+def test_empty_cells_and_vocab_mismatch(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(6)
+    X = a.X.toarray()
+    X[[1, 3], :50] = 0
+    a.X = sp.csr_matrix(X)
+    before = a.copy()
+    with pytest.raises(ValueError, match=r"2 cell\(s\).*filter_cells"):
+        _embed(a, ckpt)
+    _assert_untouched(a, before)
+    b = continuous_adata_factory(6)
+    b.var_names = [f"ENSG{i:011d}" for i in range(b.n_vars)]
+    with pytest.raises(ValueError, match=r"Only 0 of 52 genes.*gene_key"):
+        _embed(b, ckpt)
+    assert "X_scgpt" not in b.obsm
