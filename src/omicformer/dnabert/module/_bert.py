@@ -1,0 +1,110 @@
+"""Hugging Face BERT models for DNABERT: configs, construction (SDPA), pooling, state dicts.
+
+The networks are ``transformers``' own :class:`~transformers.BertForMaskedLM` and
+:class:`~transformers.BertForSequenceClassification`; nothing here re-implements BERT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._kmers import MAX_TOKENS, PAD_ID, vocab_size
+
+MLM = "mlm"
+CLASSIFICATION = "classification"
+
+
+def bert_config(
+    k: int = 6,
+    *,
+    n_layers: int = 4,
+    hidden_size: int = 256,
+    n_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_length: int = MAX_TOKENS,
+    dropout: float = 0.1,
+    attention_dropout: float = 0.1,
+    **kwargs: Any,
+):
+    """A :class:`~transformers.BertConfig` shaped like official DNABERT's, scaled down.
+
+    Official DNABERT-6: ``n_layers=12, hidden_size=768, n_heads=12, intermediate_size=3072``,
+    vocabulary ``5 + 4**k``, 512 positions, two token types, GELU, dropout 0.1.
+    """
+    from transformers import BertConfig
+
+    if hidden_size % n_heads:
+        msg = f"hidden_size={hidden_size} must be divisible by n_heads={n_heads}."
+        raise ValueError(msg)
+    return BertConfig(
+        vocab_size=vocab_size(k),
+        hidden_size=hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=attention_dropout,
+        max_position_embeddings=max_length,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        pad_token_id=PAD_ID,
+        **kwargs,
+    )
+
+
+def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.Module:
+    """Instantiate ``BertForMaskedLM`` (``task="mlm"``) or ``BertForSequenceClassification``.
+
+    Uses PyTorch SDPA attention where the installed ``transformers`` supports it; ``seed``
+    makes the random initialisation reproducible without touching the global RNG.
+    """
+    from transformers import BertForMaskedLM, BertForSequenceClassification
+
+    cls = {MLM: BertForMaskedLM, CLASSIFICATION: BertForSequenceClassification}[task]
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = cls._from_config(config, attn_implementation="sdpa")
+        except (ImportError, ValueError, TypeError):  # older transformers or no SDPA support
+            model = cls(config)
+    return model
+
+
+def rename_legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map old (transformers 2.x era) parameter names to current ones.
+
+    ``LayerNorm.gamma/beta`` become ``weight/bias``; ``position_ids`` buffers are dropped.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith("position_ids"):
+            continue
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
+        key = key.replace("LayerNorm.beta", "LayerNorm.bias")
+        out[key] = value
+    return out
+
+
+def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop entries that share storage with an earlier one (tied weights), for safetensors."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, value in state_dict.items():
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset())
+        if ident in seen:
+            continue
+        seen.add(ident)
+        out[key] = value
+    return out
+
+
+def mean_pool(hidden: torch.Tensor, input_ids: torch.Tensor, special_ids: tuple[int, ...]):
+    """Sum and count of token states over real k-mers (``(B, T, D) -> (B, D), (B,)``)."""
+    keep = ~torch.isin(input_ids, torch.as_tensor(special_ids, device=input_ids.device))
+    keep = keep.to(hidden.dtype)  # (B, T)
+    total = torch.einsum("btd,bt->bd", hidden, keep)  # (B, D)
+    return total, keep.sum(dim=1)

@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+import torch
+
+from omicformer.dnabert import pp
+from omicformer.dnabert.module import (
+    MASK_LIST,
+    SpanMaskingCollator,
+    TokenDataset,
+    bert_config,
+    build_bert,
+    classification_collate,
+    span_mask_positions,
+    span_mask_tokens,
+)
+
+
+def _official_mask_tokens(inputs, k, vocab_size, generator, mlm_probability=0.15):
+    """Oracle: the official DNABERT per-row loop, written out from its description."""
+    labels = inputs.clone()
+    probability_matrix = torch.full(labels.shape, mlm_probability)
+    special = torch.isin(labels, torch.tensor([2, 3]))  # [CLS], [SEP]
+    probability_matrix.masked_fill_(special, 0.0)
+    probability_matrix.masked_fill_(labels.eq(0), 0.0)  # [PAD]
+    masked_indices = torch.bernoulli(probability_matrix, generator=generator).bool()
+    for i in range(masked_indices.shape[0]):
+        end = torch.where(probability_matrix[i] != 0)[0].tolist()[-1]
+        centers = set(torch.where(masked_indices[i])[0].tolist())
+        new_centers = set(centers)
+        for center in centers:
+            for offset in MASK_LIST[k]:
+                j = center + offset
+                if 1 <= j <= end:
+                    new_centers.add(j)
+        masked_indices[i, sorted(new_centers)] = True
+    labels[~masked_indices] = -100
+    replaced = torch.bernoulli(torch.full(labels.shape, 0.8), generator=generator).bool()
+    replaced &= masked_indices
+    inputs = inputs.clone()
+    inputs[replaced] = 4
+    rand = torch.bernoulli(torch.full(labels.shape, 0.5), generator=generator).bool()
+    rand &= masked_indices & ~replaced
+    words = torch.randint(vocab_size, labels.shape, dtype=torch.long, generator=generator)
+    inputs[rand] = words[rand]
+    return inputs, labels
+
+
+def _batch(k, n=16, seed=0, lengths=(20, 60, 130)):
+    rng = np.random.default_rng(seed)
+    seqs = ["".join(rng.choice(list("ACGT"), size=lengths[i % len(lengths)])) for i in range(n)]
+    return seqs, torch.as_tensor(pp.tokenize(seqs, k=k)["input_ids"])
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_span_masking_equals_official_loop(k):
+    _, ids = _batch(k)
+    for seed in range(5):
+        ours = span_mask_tokens(
+            ids, k, pp.vocab_size(k), generator=torch.Generator().manual_seed(seed)
+        )
+        ref = _official_mask_tokens(ids, k, pp.vocab_size(k), torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(ours[0], ref[0])
+        torch.testing.assert_close(ours[1], ref[1])
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_no_masked_base_readable_from_unmasked_kmers(k):
+    """Each masked k-mer contains a base that no unmasked real k-mer covers."""
+    _, ids = _batch(k, n=32, seed=k)
+    for seed in range(4):
+        masked = span_mask_positions(ids, k, generator=torch.Generator().manual_seed(seed))
+        assert masked.any()
+        for row, m in zip(ids, masked, strict=True):
+            real = np.flatnonzero((row > 4).numpy())  # k-mer positions 1..n
+            assert not m[row <= 3].any()  # never [PAD]/[CLS]/[SEP]
+            visible = set()
+            for p in real[~m.numpy()[real]]:
+                visible.update(range(p - 1, p - 1 + k))  # token p covers bases p-1 .. p+k-2
+            for p in np.flatnonzero(m.numpy()):
+                assert set(range(p - 1, p - 1 + k)) - visible, (k, p)
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_span_shape_rate_and_80_10_10(k):
+    _, ids = _batch(k, n=64, lengths=(400,))
+    inputs, labels = span_mask_tokens(
+        ids, k, pp.vocab_size(k), generator=torch.Generator().manual_seed(1)
+    )
+    masked = labels != -100
+    assert torch.equal(labels[masked], ids[masked])
+    frac_mask = (inputs[masked] == 4).float().mean().item()
+    frac_same = (inputs[masked] == ids[masked]).float().mean().item()
+    assert 0.75 < frac_mask < 0.85
+    assert 0.06 < frac_same < 0.16  # 10% unchanged + random draws equal to the original
+    # spans: every run of masked tokens away from the ends is >= k long; lone centres give k
+    sparse = span_mask_positions(
+        ids, k, mlm_probability=0.01, generator=torch.Generator().manual_seed(2)
+    )
+    run_lengths = []
+    for row, m in zip(ids, sparse, strict=True):
+        last = int(np.flatnonzero(row.numpy() > 4)[-1])
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], m.numpy().astype(int), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            if start > k and stop <= last - k:
+                run_lengths.append(stop - start)
+    assert min(run_lengths) == k
+    # overall masked fraction is well above the centre rate (spans of k)
+    assert masked[ids > 4].float().mean().item() > 0.15
+
+
+def test_clipped_to_real_kmers_and_seeded():
+    _, ids = _batch(6, n=8, lengths=(8, 30))
+    for seed in range(10):
+        masked = span_mask_positions(
+            ids, 6, mlm_probability=0.5, generator=torch.Generator().manual_seed(seed)
+        )
+        assert not masked[:, 0].any()
+        assert not masked[ids <= 3].any()
+    a = span_mask_tokens(ids, 6, 4101, generator=torch.Generator().manual_seed(3))
+    b = span_mask_tokens(ids, 6, 4101, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="k = 3, 4, 5, 6"):
+        span_mask_positions(ids, 7)
+
+
+def test_dataset_and_collators():
+    out = pp.tokenize(["ACGTACGTAC", "ACGTAC"], k=3)
+    ds = TokenDataset(out["input_ids"], labels=np.array([1, 0]))
+    assert ds[1]["input_ids"].tolist() == out["input_ids"][1, :6].tolist()
+    batch = classification_collate([ds[0], ds[1]])
+    assert batch["input_ids"].shape == (2, 10)
+    assert batch["attention_mask"].sum().item() == 16
+    assert batch["labels"].tolist() == [1, 0]
+    collator = SpanMaskingCollator(3, 69, seed=0)
+    b1 = collator([ds[0], ds[1]])
+    collator.reseed(0)
+    b2 = collator([ds[0], ds[1]])
+    assert torch.equal(b1["labels"], b2["labels"])
+    assert set(b1) == {"input_ids", "attention_mask", "labels"}
+    with pytest.raises(ValueError, match="labels"):
+        TokenDataset(out["input_ids"], labels=np.array([1]))
+
+
+def test_build_bert_is_seeded_hf_model():
+    from transformers import BertForMaskedLM, BertForSequenceClassification
+
+    config = bert_config(3, n_layers=2, hidden_size=32, n_heads=2)
+    assert config.vocab_size == 69
+    a, b = build_bert(config, seed=0), build_bert(config, seed=0)
+    assert isinstance(a, BertForMaskedLM)
+    for (_, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y)
+    config.num_labels = 3
+    clf = build_bert(config, "classification", seed=0)
+    assert isinstance(clf, BertForSequenceClassification)
+    assert clf.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="divisible"):
+        bert_config(3, hidden_size=30, n_heads=4)
