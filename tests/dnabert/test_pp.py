@@ -133,7 +133,7 @@ def _check_genome(genome):
 
 
 def test_genome_plain_gzip_and_bgzip(fasta, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMICFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
     _check_genome(pp.Genome(fasta))
     gz = tmp_path / "plain.fa.gz"
     gz.write_bytes(gzip.compress(fasta.read_bytes()))

@@ -15,8 +15,8 @@ from ._regions import Region, parse_regions
 
 
 def cache_dir() -> Path:
-    """Folder for decompressed FASTA copies: ``$OMICFORMER_CACHE`` or ``~/.cache/omicformer``."""
-    root = os.environ.get("OMICFORMER_CACHE") or Path(
+    """Folder for decompressed FASTA copies: ``$OMICFORMER_CACHE_DIR`` or ``~/.cache/omicformer``."""
+    root = os.environ.get("OMICFORMER_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "omicformer"
     )
     return Path(root) / "fasta"

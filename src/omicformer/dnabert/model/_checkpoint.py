@@ -1,0 +1,169 @@
+"""DNABERT checkpoint folders: official Hugging Face folders and our own saves.
+
+Read: ``config.json`` (any transformers version, including DNABERT's 2.x fork), weights in
+``model.safetensors`` or ``pytorch_model.bin`` (loaded with ``weights_only=True``), and
+``vocab.txt``. Written: the same layout (``config.json``, ``model.safetensors``, ``vocab.txt``,
+``tokenizer_config.json``, ``special_tokens_map.json``) plus ``omicformer_config.json``
+metadata, so ``transformers.BertForMaskedLM.from_pretrained(folder)`` also reads our saves.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, save_model_dir
+from .._kmers import SPECIAL_TOKENS, k_from_vocab, kmer_vocab, read_vocab_txt
+from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique_tensors
+
+HF_CONFIG = "config.json"
+VOCAB = "vocab.txt"
+TORCH_WEIGHTS = "pytorch_model.bin"
+# parameters a checkpoint may lack or carry without harm
+_OPTIONAL_MISSING = ("cls.predictions.decoder.", "bert.pooler.")
+_IGNORED_EXTRA = ("bert.pooler.", "cls.seq_relationship.", "cls.predictions.decoder.bias")
+
+
+@dataclass
+class Checkpoint:
+    """Everything read from a checkpoint folder."""
+
+    config: Any  # transformers.BertConfig
+    state_dict: dict[str, torch.Tensor]
+    k: int
+    task: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / WEIGHTS_NAME).exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path / WEIGHTS_NAME))
+    if (path / TORCH_WEIGHTS).exists():
+        return torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
+    msg = f"{path} has no weights: expected {WEIGHTS_NAME} or {TORCH_WEIGHTS}."
+    raise FileNotFoundError(msg)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a DNABERT folder (official or saved by :meth:`DNABert.save`)."""
+    from transformers import BertConfig
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        msg = (
+            f"DNABERT model folder {str(path)!r} does not exist; pass a folder with "
+            "config.json, vocab.txt and weights (e.g. a download of zhihan1996/DNA_bert_6)."
+        )
+        raise FileNotFoundError(msg)
+    if not (path / HF_CONFIG).exists():
+        msg = f"{path} is not a DNABERT folder: {HF_CONFIG} is missing."
+        raise FileNotFoundError(msg)
+    if (path / CONFIG_NAME).exists():
+        state_dict, metadata = load_model_dir(path)
+    else:
+        state_dict, metadata = _read_weights(path), {}
+    raw = json.loads((path / HF_CONFIG).read_text())
+    config = BertConfig.from_dict({k: v for k, v in raw.items() if k != "transformers_version"})
+    meta_k = metadata.get("k")
+
+    if (path / VOCAB).exists():
+        k = k_from_vocab(read_vocab_txt(path / VOCAB), k=meta_k, source=str(path / VOCAB))
+    else:
+        sizes = {5 + 4**kk: kk for kk in (3, 4, 5, 6)}
+        if config.vocab_size not in sizes:
+            msg = (
+                f"{path} has no {VOCAB} and vocab_size={config.vocab_size} fits no DNABERT k "
+                "(5 + 4**k); the checkpoint's vocab does not fit its k."
+            )
+            raise ValueError(msg)
+        k = k_from_vocab(kmer_vocab(sizes[config.vocab_size]), k=meta_k, source=HF_CONFIG)
+        warnings.warn(
+            f"{path} has no {VOCAB}; assuming the official k={k} DNABERT vocabulary.", stacklevel=3
+        )
+    n_vocab = 5 + 4**k
+    state_dict = rename_legacy_keys(state_dict)
+    emb = state_dict.get("bert.embeddings.word_embeddings.weight")
+    if config.vocab_size != n_vocab or (emb is not None and emb.shape[0] != n_vocab):
+        rows = None if emb is None else emb.shape[0]
+        msg = (
+            f"{path}: vocab.txt is a k={k} vocabulary ({n_vocab} tokens) but config.json has "
+            f"vocab_size={config.vocab_size} and the embedding has {rows} rows; the "
+            "checkpoint's vocab does not fit its k."
+        )
+        raise ValueError(msg)
+
+    task = metadata.get("task")
+    if task is None:
+        arch = " ".join(raw.get("architectures") or [])
+        task = CLASSIFICATION if ("classifier.weight" in state_dict or "Sequence" in arch) else MLM
+    if task == CLASSIFICATION and "classifier.weight" in state_dict:
+        config.num_labels = int(state_dict["classifier.weight"].shape[0])
+    return Checkpoint(config=config, state_dict=state_dict, k=k, task=task, metadata=metadata)
+
+
+def load_module(ckpt: Checkpoint) -> torch.nn.Module:
+    """Build the Hugging Face model for ``ckpt`` and load its weights, checking names."""
+    module = build_bert(ckpt.config, ckpt.task, seed=0)
+    state = dict(ckpt.state_dict)
+    if not any(k.startswith("bert.") for k in state):  # a bare BertModel checkpoint
+        state = {f"bert.{k}": v for k, v in state.items()}
+    expected = set(module.state_dict())
+    extra = [k for k in state if k not in expected]
+    bad_extra = [k for k in extra if not k.startswith(_IGNORED_EXTRA)]
+    if bad_extra:
+        msg = (
+            f"Checkpoint has parameters this {type(module).__name__} does not know: "
+            f"{bad_extra[:5]}; is it a BERT checkpoint?"
+        )
+        raise ValueError(msg)
+    result = module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(_OPTIONAL_MISSING)]
+    if ckpt.task == MLM and any(k.startswith("cls.") for k in missing):
+        warnings.warn(
+            "Checkpoint has no masked-LM head (cls.predictions.*); it was initialised randomly. "
+            "Embeddings are unaffected.",
+            stacklevel=3,
+        )
+        missing = [k for k in missing if not k.startswith("cls.")]
+    if ckpt.task == CLASSIFICATION:
+        missing = [k for k in missing if not k.startswith("classifier.")]
+    if missing:
+        msg = f"Checkpoint lacks {len(missing)} BERT parameter(s), e.g. {missing[:5]}."
+        raise ValueError(msg)
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    return module
+
+
+def write_checkpoint(
+    path: str | Path,
+    module: torch.nn.Module,
+    *,
+    k: int,
+    task: str,
+    metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write an HF-compatible DNABERT folder plus ``omicformer_config.json`` metadata."""
+    path = Path(path).expanduser()
+    state = {key: v for key, v in unique_tensors(module.state_dict()).items()}
+    state = {key: v for key, v in state.items() if not key.endswith("position_ids")}
+    save_model_dir(path, state, {**metadata, "k": k, "task": task}, overwrite=overwrite)
+    config = module.config
+    config.architectures = [type(module).__name__]
+    (path / HF_CONFIG).write_text(config.to_json_string(use_diff=False))
+    (path / VOCAB).write_text("\n".join(kmer_vocab(k)) + "\n")
+    max_len = int(config.max_position_embeddings)
+    tokenizer = {"do_lower_case": False, "max_len": max_len, "model_max_length": max_len}
+    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
+    names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+    specials = dict(zip(names, SPECIAL_TOKENS, strict=True))
+    (path / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+    return path

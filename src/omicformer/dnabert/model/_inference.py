@@ -1,0 +1,87 @@
+"""Batched inference over sequences of any length: overlapping windows, pooled per sequence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..._core._device import inference_autocast, resolve_device
+from ..._core._progress import progress
+from .._kmers import CLS_ID, PAD_ID, SEP_ID, check_sequences, reverse_complement, split_windows
+from .._kmers import tokenize as tokenize_batch
+from ..module import mean_pool
+from ._inputs import max_window_bp
+
+OUTPUTS = ("mean", "cls", "probs")
+
+
+def default_overlap(window: int) -> int:
+    """Default overlap of consecutive windows: a quarter of the window."""
+    return window // 4
+
+
+@torch.inference_mode()
+def run_windows(
+    module: torch.nn.Module,
+    sequences: Sequence[str],
+    k: int,
+    *,
+    output: str,
+    names: Sequence[str] | None = None,
+    window_overlap: int | None = None,
+    reverse_complement_average: bool = False,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    show_progress: bool = True,
+    desc: str = "DNABERT",
+) -> np.ndarray:
+    """Per-sequence outputs of ``module`` pooled over overlapping windows (and both strands).
+
+    ``output="mean"``: mean of the last hidden states over all real k-mers of all windows;
+    ``"cls"``: mean over windows of the ``[CLS]`` state; ``"probs"``: mean over windows of the
+    class probabilities. With ``reverse_complement_average`` the reverse complement's windows
+    join the average with equal weight.
+    """
+    if output not in OUTPUTS:
+        msg = f"output={output!r} must be one of {OUTPUTS}."
+        raise ValueError(msg)
+    check_sequences(sequences, k, names=names)
+    n = len(sequences)
+    max_tokens = int(module.config.max_position_embeddings)
+    window = max_window_bp(k, max_tokens)
+    overlap = default_overlap(window) if window_overlap is None else int(window_overlap)
+    seqs = list(sequences)
+    if reverse_complement_average:
+        seqs += [reverse_complement(s) for s in sequences]
+    windows, owner = split_windows(seqs, window, overlap)
+    owner %= n
+    order = np.argsort([-len(w) for w in windows], kind="stable")  # similar lengths together
+
+    dev = resolve_device(device)
+    module.eval().to(dev)
+    width = module.config.num_labels if output == "probs" else module.config.hidden_size
+    sums = np.zeros((n, width), dtype=np.float64)
+    weights = np.zeros(n, dtype=np.float64)
+    specials = (PAD_ID, CLS_ID, SEP_ID)
+    starts = range(0, len(windows), batch_size)
+    for start in progress(starts, total=len(starts), desc=desc, disable=not show_progress):
+        idx = order[start : start + batch_size]
+        batch = tokenize_batch([windows[i] for i in idx], k, max_length=max_tokens)
+        input_ids = torch.from_numpy(batch["input_ids"]).to(dev)
+        attention_mask = torch.from_numpy(batch["attention_mask"]).to(dev)
+        with inference_autocast(dev):
+            if output == "probs":
+                logits = module(input_ids=input_ids, attention_mask=attention_mask).logits
+                values, w = torch.softmax(logits.float(), dim=-1), torch.ones(len(idx))
+            else:
+                hidden = module.bert(input_ids=input_ids, attention_mask=attention_mask)
+                hidden = hidden.last_hidden_state.float()  # (B, T, D)
+                if output == "cls":
+                    values, w = hidden[:, 0], torch.ones(len(idx))
+                else:
+                    values, w = mean_pool(hidden, input_ids, specials)
+        np.add.at(sums, owner[idx], values.double().cpu().numpy())
+        np.add.at(weights, owner[idx], w.double().cpu().numpy())
+    return (sums / weights[:, None]).astype(np.float32)

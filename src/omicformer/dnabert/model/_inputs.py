@@ -1,0 +1,152 @@
+"""Turn what users pass (sequences, regions + FASTA, a FASTA file) into named DNA strings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._genome import Genome, as_genome, fetch_sequences
+from .._kmers import check_sequences, encode_kmers, split_windows
+from .._regions import Region
+
+SequenceInput = Sequence[str] | Mapping[str, str] | str | os.PathLike[str] | Genome
+
+
+def _fasta_records(fasta: str | os.PathLike[str] | Genome) -> tuple[list[str], list[str]]:
+    genome = as_genome(fasta)
+    names = list(genome.chrom_sizes)
+    return [genome.fetch(n, 0, genome.chrom_sizes[n]) for n in names], names
+
+
+def resolve_sequences(
+    data: SequenceInput, *, fasta: str | os.PathLike[str] | Genome | None = None
+) -> tuple[list[str], list[str]]:
+    """Return ``(sequences, names)`` from any accepted input.
+
+    * ``fasta`` given: ``data`` are regions (``chr1:100-600`` ...) fetched from the genome;
+    * a path to a FASTA file or a :class:`Genome`: all its records;
+    * a mapping ``name -> sequence`` or a pandas Series: its values, named by keys/index;
+    * a list of DNA strings, named ``seq_0``, ``seq_1``, ...
+    """
+    if fasta is not None:
+        regions = [r if isinstance(r, Region) else str(r) for r in _as_list(data)]
+        names = [r.name if isinstance(r, Region) else r for r in regions]
+        return fetch_sequences(regions, fasta), names
+    if isinstance(data, Genome):
+        return _fasta_records(data)
+    if isinstance(data, str | os.PathLike):
+        if Path(data).is_file():
+            return _fasta_records(data)
+        msg = (
+            f"{str(data)[:40]!r} is not a FASTA file; pass sequences as a list of strings "
+            "(wrap a single sequence: [seq]), or regions together with fasta=GENOME."
+        )
+        raise TypeError(msg)
+    if isinstance(data, Mapping) or hasattr(data, "keys"):  # dict or pandas Series
+        keys = list(data.keys())
+        return [str(data[key]) for key in keys], [str(key) for key in keys]
+    seqs = [str(s) for s in _as_list(data)]
+    return seqs, [f"seq_{i}" for i in range(len(seqs))]
+
+
+def _as_list(data: Iterable) -> list:
+    if isinstance(data, str):
+        return [data]
+    return list(np.asarray(data, dtype=object).ravel()) if not isinstance(data, list) else data
+
+
+def max_window_bp(k: int, max_tokens: int) -> int:
+    """Longest sequence (bases) that fits ``max_tokens`` tokens: ``max_tokens - 2 + k - 1``."""
+    return max_tokens - 2 + k - 1
+
+
+def tokenize_windows(
+    windows: Sequence[str], k: int, *, chunk_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenise windows chunk by chunk into a padded int16 matrix ``(N, T)`` and lengths."""
+    if not windows:
+        msg = "No sequences to tokenise."
+        raise ValueError(msg)
+    longest = max(len(w) for w in windows) - k + 1 + 2
+    out = np.zeros((len(windows), longest), dtype=np.int16)
+    lengths = np.zeros(len(windows), dtype=np.int64)
+    for start in range(0, len(windows), chunk_size):
+        chunk = windows[start : start + chunk_size]
+        ids, n_kmers = encode_kmers(chunk, k)
+        rows = np.repeat(np.arange(len(chunk)), n_kmers)
+        cols = 1 + np.arange(ids.size) - np.repeat(np.cumsum(n_kmers) - n_kmers, n_kmers)
+        block = out[start : start + len(chunk)]
+        block[:, 0] = 2  # [CLS]
+        block[rows, cols] = ids
+        block[np.arange(len(chunk)), n_kmers + 1] = 3  # [SEP]
+        lengths[start : start + len(chunk)] = n_kmers + 2
+    return out, lengths
+
+
+def windows_for_training(
+    sequences: Sequence[str],
+    k: int,
+    *,
+    window: int,
+    overlap: int = 0,
+    max_unknown_fraction: float = 0.1,
+    names: Sequence[str] | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """Validate sequences, cut them into windows and drop windows with too many N/IUPAC bases."""
+    check_sequences(sequences, k, names=names)
+    windows, owner = split_windows(sequences, window, overlap)
+    if max_unknown_fraction < 1:
+        keep = [
+            i
+            for i, w in enumerate(windows)
+            if sum(map(w.upper().count, "ACGT")) >= (1 - max_unknown_fraction) * len(w)
+        ]
+        windows, owner = [windows[i] for i in keep], owner[keep]
+    if not windows:
+        msg = (
+            "No usable training windows: every window has more than "
+            f"{max_unknown_fraction:.0%} N/IUPAC bases (raise max_unknown_fraction)."
+        )
+        raise ValueError(msg)
+    return windows, owner
+
+
+def encode_labels(
+    labels: Any, n: int, num_labels: int | None, existing: list[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Class codes and names; checks length, NaN and class count before anything runs."""
+    values = labels if isinstance(labels, pd.Categorical) else pd.Series(list(labels)).values
+    if len(values) != n:
+        msg = (
+            f"labels has {len(values)} entries but there are {n} sequences; give one per sequence."
+        )
+        raise ValueError(msg)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        n_cls = int(num_labels or (arr.max() + 1 if n else 0))
+        if n and (arr.min() < 0 or arr.max() >= n_cls):
+            msg = f"Integer labels must lie in [0, {n_cls}); got {arr.min()}..{arr.max()}."
+            raise ValueError(msg)
+        codes, classes = arr.astype(np.int64), [str(i) for i in range(n_cls)]
+        if existing is not None and len(existing) == n_cls:
+            classes = list(existing)
+    else:
+        cat = values if isinstance(values, pd.Categorical) else pd.Categorical(values)
+        if existing is not None and set(map(str, cat.categories)) <= set(existing):
+            cat = pd.Categorical(cat.astype(str), categories=existing)
+        if (cat.codes < 0).any():
+            msg = "labels contain missing values (NaN/None); drop those sequences first."
+            raise ValueError(msg)
+        codes, classes = np.asarray(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
+        if num_labels is not None and num_labels != len(classes):
+            msg = f"num_labels={num_labels} but labels have {len(classes)} classes {classes}."
+            raise ValueError(msg)
+    if len(classes) < 2:
+        msg = f"Fine-tuning needs at least two classes; labels have {classes}."
+        raise ValueError(msg)
+    return codes, classes

@@ -1,0 +1,5 @@
+"""Lightning training plans for DNABERT."""
+
+from ._plan import DNABertTrainingPlan
+
+__all__ = ["DNABertTrainingPlan"]
