@@ -1,0 +1,124 @@
+"""Folders written by :meth:`ScGPT.save`: ``model.safetensors``, ``omicformer_config.json``, ``vocab.json``.
+
+Kept free of scvi-tools and Lightning imports so that ``scgpt.tl.embed(model=path)`` loads a
+saved model quickly through :func:`load_module`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._core._io import is_model_dir, load_model_dir
+from .._vocab import GeneVocab
+from ..module import ScGPTConfig, TransformerModel
+
+VOCAB_NAME = "vocab.json"
+ADATA_NAME = "adata.h5ad"
+MODEL_NAME = "ScGPT"
+
+
+def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
+    """Load the torch module, vocabulary and config of a folder saved by :meth:`ScGPT.save`.
+
+    Parameters
+    ----------
+    path
+        Folder with ``model.safetensors``, ``omicformer_config.json`` and ``vocab.json``.
+
+    Returns
+    -------
+    The :class:`~omicformer.scgpt.module.TransformerModel` (eval mode, on CPU), its
+    ``GeneVocab`` and the saved config dict (keys ``module_config``,
+    ``model_settings``, ``init_params``, ``registry``, ``history``, ...).
+
+    Examples
+    --------
+    >>> module, vocab, config = load_module("my_scgpt/")  # doctest: +SKIP
+    >>> config["model_settings"]["max_len"]  # doctest: +SKIP
+    1200
+    """
+    path = Path(path)
+    if not path.is_dir():
+        msg = f"{path} is not a folder; pass a folder written by ScGPT.save()."
+        raise FileNotFoundError(msg)
+    if not is_model_dir(path) or not (path / VOCAB_NAME).exists():
+        present = sorted(p.name for p in path.iterdir())
+        msg = (
+            f"{path} is not a saved ScGPT folder (expected model.safetensors, "
+            f"omicformer_config.json and {VOCAB_NAME}; found {present}). Official scGPT folders "
+            "(args.json, vocab.json, best_model.pt) load with ScGPT.load_pretrained or "
+            "omicformer.scgpt.checkpoint.load_official."
+        )
+        raise FileNotFoundError(msg)
+    state, config = load_model_dir(path)
+    if config.get("model") != MODEL_NAME or "module_config" not in config:
+        msg = f"{path} holds a {config.get('model')!r} model, not a saved ScGPT."
+        raise ValueError(msg)
+    vocab = GeneVocab.from_file(path / VOCAB_NAME)
+    module_config = ScGPTConfig.from_dict(config["module_config"])
+    if module_config.ntoken != len(vocab):
+        msg = (
+            f"{path}: vocab.json has {len(vocab)} tokens but the weights expect "
+            f"{module_config.ntoken}; the folder is inconsistent."
+        )
+        raise ValueError(msg)
+    module = TransformerModel(module_config)
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        msg = (
+            f"{path}: weights do not fit the saved config (missing {result.missing_keys[:8]}, "
+            f"unexpected {result.unexpected_keys[:8]})."
+        )
+        raise ValueError(msg)
+    module.eval()
+    return module, vocab, config
+
+
+def registry_to_json(obj: Any) -> Any:
+    """Make an scvi-tools registry JSON-serialisable (arrays become tagged lists)."""
+    if isinstance(obj, dict):
+        return {str(k): registry_to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [registry_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": [registry_to_json(v) for v in obj.tolist()], "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def registry_from_json(obj: Any) -> Any:
+    """Inverse of :func:`registry_to_json`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__", "dtype"}:
+            dtype = object if obj["dtype"] == "object" else obj["dtype"]
+            return np.asarray(obj["__ndarray__"], dtype=dtype)
+        return {k: registry_from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [registry_from_json(v) for v in obj]
+    return obj
+
+
+def history_to_json(history: dict | None) -> dict[str, dict[str, list]] | None:
+    """``{name: DataFrame}`` -> ``{name: {"epoch": [...], "value": [...]}}``."""
+    if not history:
+        return None
+    return {
+        k: {"epoch": [int(e) for e in df.index], "value": [float(v) for v in df.iloc[:, 0]]}
+        for k, df in history.items()
+    }
+
+
+def history_from_json(data: dict | None) -> dict | None:
+    """Inverse of :func:`history_to_json`."""
+    if not data:
+        return None
+    import pandas as pd
+
+    return {
+        k: pd.DataFrame({k: v["value"]}, index=pd.Index(v["epoch"], name="epoch"))
+        for k, v in data.items()
+    }

@@ -1,0 +1,515 @@
+"""scvi-tools-style user class for scGPT: setup, pretrain, embed, save and load.
+
+Design: :class:`ScGPT` subclasses :class:`scvi.model.base.BaseModelClass` and registers its
+inputs through an :class:`scvi.data.AnnDataManager` (``LayerField`` for the expression,
+``CategoricalObsField`` for batch and labels), so users get the familiar ``setup_anndata``,
+``view_anndata_setup``, ``registry``, ``history`` and ``is_trained``. We override what assumes
+scvi's own modules and file format:
+
+* ``train`` runs our Lightning :class:`~omicformer.scgpt.train.GenerativeTrainingPlan` through
+  :func:`~omicformer._core._lightning.make_trainer` (scvi's ``TrainRunner``/``DataSplitter``
+  expect tensors from ``AnnTorchDataset``; scGPT needs per-cell tokenisation, binning and
+  variable-length batches, which our collate does);
+* ``save``/``load`` write safetensors + JSON + the official ``vocab.json`` instead of scvi's
+  pickled ``model.pt``, so saved folders are safe to share and readable by
+  :func:`~omicformer.scgpt.model.load_module` without scvi-tools;
+* genes are matched to the model's vocabulary by name, so :meth:`get_latent_representation`
+  accepts any AnnData with gene symbols (no ``var_names`` equality check), read in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model.base import BaseModelClass
+
+from ... import __version__
+from ..._core._anndata import check_layer, check_obs_key
+from ..._core._io import is_model_dir, save_model_dir
+from .._embed import embed_cells
+from .._genes import gene_names, match_genes
+from .._vocab import GeneVocab
+from ..module import ScGPTConfig, TransformerModel
+from ._io import (
+    ADATA_NAME,
+    MODEL_NAME,
+    VOCAB_NAME,
+    history_from_json,
+    history_to_json,
+    load_module,
+    registry_from_json,
+    registry_to_json,
+)
+from ._training import GenerativeTrainingMixin
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+_SETUP = "setup_args"
+
+
+class ScGPT(GenerativeTrainingMixin, BaseModelClass):
+    """scGPT single-cell foundation model (Cui et al., Nature Methods 2024).
+
+    Cells become ``<cls>`` + their expressed genes, each token the sum of a gene embedding
+    and an embedding of the cell's per-cell quantile-binned value; a transformer encoder
+    produces a cell embedding at ``<cls>``. :meth:`train` runs the official generative
+    pretraining (predict held-out genes' values from the known ones, + MVC, optional ECS).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata` (raw counts or non-negative expression).
+    d_model
+        Embedding size (official ``embsize``).
+    n_layers
+        Transformer blocks (official ``nlayers``).
+    n_heads
+        Attention heads (official ``nheads``).
+    d_hid
+        Feed-forward width; ``None`` uses ``d_model`` (official default).
+    dropout
+        Dropout everywhere in the transformer and value encoder.
+    n_bins
+        Bins of the per-cell quantile binning of values (official 51).
+    max_len
+        Maximum tokens per cell, ``<cls>`` included; longer cells keep a random gene subset.
+    vocab
+        ``None`` builds a vocabulary from the genes of ``adata`` (+ ``<pad>``, ``<cls>``,
+        ``<eoc>``); or a ``GeneVocab`` / path to an official ``vocab.json``.
+    use_batch_labels
+        Condition the expression and MVC decoders on a learned batch embedding (needs
+        ``batch_key``).
+    dsbn
+        Domain-specific batch norm on the input embeddings, one per batch (needs
+        ``batch_key``); training batches then hold cells of one batch each.
+    ecs_threshold
+        Similarity threshold of the ECS loss (used when ``train(ecs_weight > 0)``).
+    n_layers_cls
+        Layers of the cell classifier head (official ``n_layers_cls``).
+    random_state
+        Seed for the initial weights.
+
+    Examples
+    --------
+    >>> from omicformer import scgpt
+    >>> scgpt.model.ScGPT.setup_anndata(adata, layer="counts", batch_key="batch")
+    >>> model = scgpt.model.ScGPT(adata, n_layers=4, d_model=128)
+    >>> model.train(max_epochs=10)
+    >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
+    >>> model.save("my_scgpt/")
+    >>> model = scgpt.model.ScGPT.load("my_scgpt/", adata=adata)
+
+    References
+    ----------
+    Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
+    using generative AI. Nature Methods 21, 1470-1480.
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_hid: int | None = None,
+        dropout: float = 0.1,
+        n_bins: int = 51,
+        max_len: int = 1200,
+        vocab: GeneVocab | str | Path | None = None,
+        use_batch_labels: bool = False,
+        dsbn: bool = False,
+        ecs_threshold: float = 0.3,
+        n_layers_cls: int = 3,
+        random_state: int = 0,
+    ):
+        super().__init__(adata)
+        n_batch = int(self.summary_stats.n_batch)
+        if (use_batch_labels or dsbn) and self.registry_[_SETUP].get("batch_key") is None:
+            msg = "use_batch_labels/dsbn need a batch_key: call ScGPT.setup_anndata(adata, batch_key=...)."
+            raise ValueError(msg)
+        if isinstance(vocab, str | Path):
+            vocab = GeneVocab.from_file(vocab)
+        elif vocab is None:
+            vocab = GeneVocab.from_genes(gene_names(adata, self.registry_[_SETUP].get("gene_key")))
+        config = ScGPTConfig(
+            ntoken=len(vocab),
+            pad_token_id=vocab.pad_id,
+            d_model=d_model,
+            nhead=n_heads,
+            d_hid=d_model if d_hid is None else d_hid,
+            nlayers=n_layers,
+            nlayers_cls=n_layers_cls,
+            n_cls=max(int(self.summary_stats.n_labels), 1),
+            dropout=dropout,
+            n_bins=n_bins,
+            do_mvc=True,
+            use_batch_labels=use_batch_labels,
+            num_batch_labels=n_batch if (use_batch_labels or dsbn) else None,
+            domain_spec_batchnorm=dsbn,
+            ecs_threshold=ecs_threshold,
+            use_generative_training=True,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            module = TransformerModel(config)
+        self._attach(module, vocab, max_len)
+        self.init_params_ = {
+            k: v for k, v in locals().items() if k not in ("self", "adata", "vocab", "module",
+            "config", "n_batch", "__class__")
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        gene_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register ``adata`` for :class:`ScGPT`.
+
+        Checks the keys first (``KeyError`` naming the missing key, ``adata`` untouched), then,
+        as every scvi-tools model, stores integer codes in ``obs["_scvi_batch"]`` /
+        ``obs["_scvi_labels"]`` and an id in ``uns``.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes.
+        layer
+            Layer with raw counts or other non-negative expression; ``None`` uses ``adata.X``.
+        batch_key
+            ``obs`` column with batch labels (for ``use_batch_labels``/``dsbn``).
+        labels_key
+            ``obs`` column with cell labels (sizes the cell classifier head).
+        gene_key
+            ``var`` column with gene symbols; ``None`` uses ``var_names``.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> ScGPT.setup_anndata(adata, layer="counts", batch_key="batch")
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        check_layer(adata, layer)
+        check_obs_key(adata, batch_key, "batch_key")
+        check_obs_key(adata, labels_key, "labels_key")
+        gene_names(adata, gene_key)  # KeyError for an unknown gene_key
+        anndata_fields = [
+            _GeneLayerField(
+                REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False
+            ),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------ internals
+    def _attach(self, module: TransformerModel, vocab: GeneVocab, max_len: int) -> None:
+        """Set module, vocabulary and the gene matching of ``self.adata``."""
+        if max_len < 2:
+            msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
+            raise ValueError(msg)
+        self.module = module
+        self.vocab = vocab
+        self.max_len = int(max_len)
+        self.gene_ids_ = None
+        if self.adata is not None:
+            self.gene_ids_ = match_genes(self.adata, vocab, self.registry_[_SETUP].get("gene_key"))
+        self._model_summary_string = self._summary()
+
+    def _summary(self) -> str:
+        c = self.module.config
+        genes = ""
+        if self.gene_ids_ is not None:
+            genes = f", {int((self.gene_ids_ >= 0).sum())}/{len(self.gene_ids_)} genes of adata in vocab"
+        return (
+            f"ScGPT model with n_layers: {c.nlayers}, d_model: {c.d_model}, n_heads: {c.nhead}, "
+            f"d_hid: {c.d_hid}, dropout: {c.dropout}, n_bins: {c.n_bins}, max_len: {self.max_len}, "
+            f"use_batch_labels: {c.use_batch_labels}, dsbn: {bool(c.domain_spec_batchnorm)}; "
+            f"vocab: {len(self.vocab)} tokens{genes}."
+        )
+
+    def __repr__(self) -> str:
+        return self.summary_string
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return next(self.module.parameters()).device
+
+    def _setup_arg(self, name: str) -> Any:
+        return self.registry_[_SETUP].get(name)
+
+    def _gene_ids_for(self, adata: AnnData) -> np.ndarray:
+        if adata is self.adata and self.gene_ids_ is not None:
+            return self.gene_ids_
+        return match_genes(adata, self.vocab, self._setup_arg("gene_key"))
+
+    def _batch_codes(self, adata: AnnData) -> np.ndarray:
+        """Integer batch codes of ``adata`` under this model's registered categories."""
+        if adata is self.adata:
+            return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        key = self._setup_arg("batch_key")
+        check_obs_key(adata, key, "batch_key")
+        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+        mapping = list(state["categorical_mapping"])
+        lookup = {v: i for i, v in enumerate(mapping)}
+        values = adata.obs[key].to_numpy()
+        unknown = sorted({str(v) for v in values if v not in lookup})
+        if unknown:
+            msg = f"adata.obs[{key!r}] has batches {unknown[:5]} unseen in training (known: {mapping[:10]})."
+            raise ValueError(msg)
+        return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
+
+    def _needs_batch_codes(self) -> bool:
+        c = self.module.config
+        return bool(c.use_batch_labels or c.domain_spec_batchnorm)
+
+    # ------------------------------------------------------------------ inference
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        batch_size: int = 64,
+        max_len: int | None = None,
+        device: str | torch.device = "auto",
+        *,
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """L2-normalised ``<cls>`` cell embeddings, ``(n_obs, d_model)`` float32.
+
+        Parameters
+        ----------
+        adata
+            Any AnnData with the registered layer and gene symbols (matched to the model's
+            vocabulary by name); ``None`` uses the model's AnnData. ``backed="r"`` works.
+        batch_size
+            Cells per forward pass.
+        max_len
+            Maximum tokens per cell; ``None`` uses the model's ``max_len``.
+        device
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ... (the module is moved there).
+        random_state
+            Seed for binning ties and gene subsampling of long cells.
+        progress
+            Show a progress bar.
+
+        Examples
+        --------
+        >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
+        """
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            msg = "This model has no AnnData attached; pass adata=."
+            raise ValueError(msg)
+        layer = self._setup_arg("layer")
+        check_layer(adata, layer)
+        gene_ids = self._gene_ids_for(adata)
+        kwargs = {"gene_ids": gene_ids, "layer": layer, "batch_size": batch_size,
+                  "max_len": self.max_len if max_len is None else max_len,
+                  "n_bins": self.module.config.n_bins, "device": device,
+                  "random_state": random_state, "progress": progress}  # fmt: skip
+        if not self.module.config.domain_spec_batchnorm:
+            return embed_cells(self.module, self.vocab, adata, **kwargs)
+        # DSBN normalises a whole batch with one domain's statistics: embed batch by batch.
+        codes = self._batch_codes(adata)
+        out = np.zeros((adata.n_obs, self.module.config.d_model), dtype=np.float32)
+        for code in np.unique(codes):
+            rows = np.flatnonzero(codes == code)
+            out[rows] = embed_cells(
+                _FixedDomain(self.module, int(code)), self.vocab, adata[rows], **kwargs
+            )
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str | Path,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs: Any,
+    ) -> None:
+        """Save weights (safetensors), config (JSON) and the official ``vocab.json``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created if needed).
+        overwrite
+            Replace a model already saved there.
+        save_anndata
+            Also write the AnnData as ``adata.h5ad``.
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+
+        Examples
+        --------
+        >>> model.save("my_scgpt/", overwrite=True)
+        >>> scgpt.tl.embed(adata, model="my_scgpt/")
+        """
+        config = {
+            "model": MODEL_NAME,
+            "omicformer_version": __version__,
+            "module_config": self.module.config.to_dict(),
+            "model_settings": {"max_len": self.max_len},
+            "init_params": _jsonable(getattr(self, "init_params_", {})),
+            "registry": registry_to_json(self.registry_),
+            "history": history_to_json(self.history_),
+            "is_trained": bool(self.is_trained_),
+        }
+        path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
+        self.vocab.save_json(path / VOCAB_NAME)
+        if save_anndata:
+            self.adata.write_h5ad(path / ADATA_NAME, **anndata_write_kwargs)
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> ScGPT:
+        """Load a model saved by :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            AnnData to attach; it is set up with the saved ``setup_anndata`` arguments and
+            batch/label categories. ``None`` uses ``adata.h5ad`` in the folder if present,
+            else the model has no AnnData (embedding still works with ``adata=``).
+
+        Examples
+        --------
+        >>> model = ScGPT.load("my_scgpt/", adata=adata)
+        """
+        module, vocab, config = load_module(dir_path)
+        registry = registry_from_json(config["registry"])
+        if adata is None and (Path(dir_path) / ADATA_NAME).exists():
+            import anndata
+
+            adata = anndata.read_h5ad(Path(dir_path) / ADATA_NAME)
+        model = cls._from_module(
+            module, vocab, config["model_settings"]["max_len"], adata, registry
+        )
+        model.init_params_ = config.get("init_params", {})
+        model.history_ = history_from_json(config.get("history"))
+        model.is_trained_ = bool(config.get("is_trained", False))
+        return model
+
+    @classmethod
+    def load_pretrained(
+        cls, path: str | Path, adata: AnnData, *, max_len: int | None = None
+    ) -> ScGPT:
+        """Start from pretrained weights: an official scGPT folder or one saved by :meth:`save`.
+
+        ``adata`` must be set up with :meth:`setup_anndata`; its genes are matched to the
+        checkpoint's vocabulary. Official checkpoints load with
+        :func:`~omicformer.scgpt.checkpoint.load_official` (flash-attn names mapped); heads the
+        generative objective needs but the file lacks (``flag_encoder``, ``mvc_decoder``) are
+        freshly initialised and listed in ``model.pretrained_report_["missing"]``. The
+        checkpoint's architecture is kept (no batch tokens/DSBN unless saved with them).
+
+        Parameters
+        ----------
+        path
+            Official folder (``args.json``, ``vocab.json``, ``best_model.pt``) or our folder.
+        adata
+            Registered AnnData to fine-tune on or embed.
+        max_len
+            Maximum tokens per cell; ``None`` uses the checkpoint's (official ``max_seq_len``)
+            or 1200.
+
+        Examples
+        --------
+        >>> ScGPT.setup_anndata(adata, layer="counts")
+        >>> model = ScGPT.load_pretrained("scGPT_human/", adata)
+        >>> model.train(max_epochs=2, lr=1e-4)
+        """
+        from ..checkpoint import load_official
+
+        if is_model_dir(path):
+            module, vocab, config = load_module(path)
+            report: dict[str, Any] = {"source": str(path), "missing": [], "skipped": []}
+            saved_len = config["model_settings"]["max_len"]
+        else:
+            module, vocab, report = load_official(path, task="pretrain")
+            report = {"source": str(path), **report}
+            saved_len = int(report["args"].get("max_seq_len", 1200))
+            c = module.config
+            if not (c.use_generative_training and c.do_mvc):
+                full = TransformerModel(
+                    dataclasses.replace(c, use_generative_training=True, do_mvc=True)
+                )
+                fresh = full.load_state_dict(module.state_dict(), strict=False).missing_keys
+                report["missing"] = sorted(set(report["missing"]) | set(fresh))
+                module = full
+        cls._get_most_recent_anndata_manager(adata, required=True)
+        model = cls._from_module(
+            module, vocab, saved_len if max_len is None else max_len, adata, None
+        )
+        model.pretrained_report_ = report
+        model.init_params_ = {"pretrained": str(path)}
+        return model
+
+    @classmethod
+    def _from_module(
+        cls,
+        module: TransformerModel,
+        vocab: GeneVocab,
+        max_len: int,
+        adata: AnnData | None,
+        registry: dict | None,
+    ) -> ScGPT:
+        """Build an instance around an existing module (no re-initialisation)."""
+        if adata is not None and registry is not None:
+            setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
+            setup(adata, source_registry=registry, **registry[_SETUP])
+        model = cls.__new__(cls)
+        BaseModelClass.__init__(model, adata, None if adata is not None else registry)
+        model._attach(module, vocab, max_len)
+        return model
+
+
+class _GeneLayerField(LayerField):
+    """Expression layer whose genes are matched to the vocabulary by name.
+
+    scvi's ``LayerField`` refuses to transfer a setup to AnnData with another number of genes;
+    scGPT reads genes by symbol, so any gene set is fine.
+    """
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs: Any) -> dict:
+        return self.register_field(adata_target)
+
+
+class _FixedDomain(torch.nn.Module):
+    """View of a DSBN module that encodes every batch as one domain (for :func:`embed_cells`)."""
+
+    def __init__(self, module: TransformerModel, code: int):
+        super().__init__()
+        self.inner, self.code, self.config = module, code, module.config
+
+    def _encode(self, src, values, mask, batch_labels=None):
+        labels = torch.full((src.shape[0],), self.code, dtype=torch.long, device=src.device)
+        return self.inner._encode(src, values, mask, labels)
+
+    def get_cell_embedding(self, layer_output, weights=None):
+        return self.inner.get_cell_embedding(layer_output, weights)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+        for k, v in d.items()
+    }

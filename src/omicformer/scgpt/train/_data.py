@@ -1,0 +1,214 @@
+"""Data pipeline for scGPT generative pretraining: dataset, collate and a batch-grouping sampler.
+
+The dataset hands out the non-zero entries of one cell; all randomness (binning ties, gene
+subsampling to ``max_len``, the generate ratio of a batch and which genes to generate) lives in
+:class:`GenerativeCollator`, which draws a fresh NumPy seed from torch's global generator per
+batch. Lightning's ``seed_everything`` (with per-worker seeds) therefore makes a run
+reproducible, and the collate stays a small picklable object for worker processes and DDP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_rows
+
+
+class CellDataset(Dataset):
+    """Cells of a CSR matrix whose columns are vocabulary genes.
+
+    Map-style, so Lightning can wrap it in a :class:`~torch.utils.data.DistributedSampler` for
+    DDP. Item ``i`` is ``(i, column indices, values, batch code)`` of cell ``i``'s non-zero
+    entries.
+
+    Parameters
+    ----------
+    X
+        Cells x vocabulary-matched genes, non-negative, no empty rows.
+    batch_codes
+        Integer batch code per cell (``None``: all 0).
+    """
+
+    def __init__(self, X: sp.csr_matrix, batch_codes: np.ndarray | None = None):
+        X = sp.csr_matrix(X, dtype=np.float32)
+        X.eliminate_zeros()
+        X.sort_indices()
+        self.X = X
+        n = X.shape[0]
+        self.batch_codes = (
+            np.zeros(n, dtype=np.int64)
+            if batch_codes is None
+            else np.asarray(batch_codes, np.int64)
+        )
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+        s, e = self.X.indptr[i], self.X.indptr[i + 1]
+        return int(i), self.X.indices[s:e], self.X.data[s:e], int(self.batch_codes[i])
+
+
+class GenerativeCollator:
+    """Turn a list of :class:`CellDataset` items into one generative-pretraining batch.
+
+    Per batch (official dev-branch ``DataCollator(data_style="gen")``): cells are tokenised
+    (``<cls>`` + binned non-zero genes, subsampled to ``max_len``), one ratio is drawn from
+    ``gen_ratios``, and in every cell that fraction of its non-``<cls>`` genes becomes "to
+    generate" (gene id known, value hidden and used as the target).
+
+    Parameters
+    ----------
+    gene_ids
+        Vocabulary id of every column of the dataset's matrix.
+    cls_id, pad_id
+        Token ids of ``<cls>`` and ``<pad>``.
+    pad_value
+        Value paired with ``<cls>`` and with padding (official ``-2``).
+    n_bins
+        Bins of the per-cell quantile binning (``None``: raw values).
+    max_len
+        Maximum tokens per cell including ``<cls>``.
+    gen_ratios
+        Candidate fractions of genes to generate; one is drawn per batch.
+    seed
+        ``None`` draws randomness from torch's global generator (training). An integer makes
+        each batch a fixed function of ``(seed, its first cell)`` (validation: the loss is then
+        comparable across epochs).
+
+    Returns
+    -------
+    A dict of tensors: ``pcpt_genes``, ``pcpt_values``, ``pcpt_padding_mask`` (B, Lp);
+    ``gen_genes``, ``gen_values`` (targets), ``gen_padding_mask`` (B, Lg); ``batch_labels`` (B,);
+    ``cell_index`` (B,). Padding masks are True at pads.
+    """
+
+    def __init__(
+        self,
+        gene_ids: np.ndarray,
+        *,
+        cls_id: int,
+        pad_id: int,
+        pad_value: float = -2.0,
+        n_bins: int | None = 51,
+        max_len: int | None = 1200,
+        gen_ratios: Sequence[float] = (0.25, 0.5, 0.75),
+        seed: int | None = None,
+    ):
+        self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
+        self.cls_id, self.pad_id, self.pad_value = cls_id, pad_id, float(pad_value)
+        self.n_bins, self.max_len = n_bins, max_len
+        self.gen_ratios = tuple(float(r) for r in gen_ratios)
+        self.seed = seed
+
+    def _rng(self, first_index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return np.random.default_rng([self.seed, first_index])
+
+    def __call__(
+        self, items: list[tuple[int, np.ndarray, np.ndarray, int]]
+    ) -> dict[str, torch.Tensor]:
+        index, cols, vals, codes = zip(*items, strict=True)
+        rng = self._rng(index[0])
+        indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
+        X = sp.csr_matrix(
+            (np.concatenate(vals), np.concatenate(cols), indptr),
+            shape=(len(items), len(self.gene_ids)),
+        )
+        cells = tokenize_rows(
+            X, self.gene_ids, cls_id=self.cls_id, pad_value=self.pad_value, n_bins=self.n_bins,
+            max_len=self.max_len, rng=rng,
+        )  # fmt: skip
+        ratio = self.gen_ratios[int(rng.integers(len(self.gen_ratios)))]
+        known, gen = [], []
+        for cell in cells:
+            k, g_genes, g_values = split_generative(cell, ratio, rng)
+            known.append(k)
+            gen.append(TokenizedCell(g_genes, g_values))
+        pcpt = pad_batch(known, pad_id=self.pad_id, pad_value=self.pad_value)
+        target = pad_batch(gen, pad_id=self.pad_id, pad_value=self.pad_value)
+        return {
+            "pcpt_genes": pcpt["genes"],
+            "pcpt_values": pcpt["values"],
+            "pcpt_padding_mask": pcpt["padding_mask"],
+            "gen_genes": target["genes"],
+            "gen_values": target["values"],
+            "gen_padding_mask": target["padding_mask"],
+            "batch_labels": torch.as_tensor(codes, dtype=torch.long),
+            "cell_index": torch.as_tensor(index, dtype=torch.long),
+        }
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches whose cells all share one group (batch label), DDP-aware.
+
+    Domain-specific batch norm (DSBN) normalises a whole minibatch with the statistics of one
+    domain, so — as the official ``per_seq_batch_sample`` — every minibatch must come from a
+    single batch label. Batch order and membership are reshuffled per epoch from ``(seed,
+    epoch)``; under ``torch.distributed`` each rank takes every ``world_size``-th batch (the list
+    is padded by repetition so all ranks run the same number of steps). Use with
+    ``Trainer(use_distributed_sampler=False)``.
+
+    Parameters
+    ----------
+    groups
+        Group (batch code) per cell.
+    batch_size
+        Maximum cells per minibatch.
+    shuffle
+        Shuffle cells within groups and the order of batches.
+    seed
+        Base seed; Lightning calls :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(self, groups: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0):
+        self.groups = np.asarray(groups)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (different shuffles per epoch, identical across ranks)."""
+        self.epoch = int(epoch)
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for g in np.unique(self.groups):
+            idx = np.flatnonzero(self.groups == g)
+            if self.shuffle:
+                idx = rng.permutation(idx)
+            batches += [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = self._world()
+        batches = self._all_batches()
+        if world > 1:
+            n = -(-len(batches) // world) * world
+            batches = (batches * (n // max(len(batches), 1) + 1))[:n]
+            batches = batches[rank::world]
+        for b in batches:
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        n = sum(
+            -(-int((self.groups == g).sum()) // self.batch_size) for g in np.unique(self.groups)
+        )
+        _, world = self._world()
+        return -(-n // world)
