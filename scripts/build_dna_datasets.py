@@ -29,7 +29,8 @@ Outputs (in ``src/omicformer/datasets/data/``; rerunning gives byte-identical fi
   clusters with ``numpy.random.default_rng(20240607).choice(n_clusters, 6000, replace=False)``;
   in each drawn cluster keep the region supported by the most transcripts (ties: lowest start,
   then ``+`` before ``-``). Header: ``>NAME CHROM:START-END(STRAND) transcripts=... other_tss=...``
-  with 0-based half-open coordinates; ``other_tss`` lists other annotated TSSs (any transcript in
+  where NAME is the original UCSC record name of the region's first transcript (unique; a few
+  RefSeq ids map to several loci) and coordinates are 0-based half-open; ``other_tss`` lists other annotated TSSs (any transcript in
   the full file, either strand) within 1 kb of the region, as offsets in the region's 5'->3'
   sequence coordinates (the region's own TSS is offset 2000).
 - ``dna_hnf4alpha_sites.txt``: the 71 13-bp sites, one per line, in the ``.rda`` order.
@@ -141,7 +142,9 @@ def build_dm3(r_library: Path, out: Path) -> None:
         tss = end if strand == "+" else start - 1  # 0-based first transcribed base
         all_tss.setdefault(chrom, set()).add(tss)
         key = (chrom, start, end, strand)
-        reg = regions.setdefault(key, {"seq": seq.upper(), "tx": [], "tss": tss})
+        reg = regions.setdefault(
+            key, {"seq": seq.upper(), "tx": [], "tss": tss, "name": header.split()[0]}
+        )
         assert reg["seq"] == seq.upper()
         reg["tx"].append(tx)
     keys = sorted(k for k in regions if k[0] in DM3_CHROMS and k[2] - k[1] == 2000 and k[1] >= 0)
@@ -169,7 +172,7 @@ def build_dm3(r_library: Path, out: Path) -> None:
                 if t != reg["tss"] and start - OTHER_TSS_FLANK <= t < end + OTHER_TSS_FLANK:
                     others.append(t - start if strand == "+" else end - 1 - t)
             header = (
-                f">{reg['tx'][0]} {chrom}:{start}-{end}({strand}) "
+                f">{reg['name']} {chrom}:{start}-{end}({strand}) "
                 f"transcripts={','.join(reg['tx'])} other_tss={','.join(map(str, sorted(others)))}"
             )
             fh.write(f"{header}\n{wrap(reg['seq'])}".encode())

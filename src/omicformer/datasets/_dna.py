@@ -134,7 +134,9 @@ def dm3_upstream() -> pd.DataFrame:
     Data frame with one row per region and columns
 
     ``name``
-        First RefSeq transcript id of the region (unique).
+        Unique region name: the original UCSC record name of the region's first transcript,
+        e.g. ``NM_078863_up_2000_chr2L_16764737_f`` (RefSeq id, 1-based start, strand
+        ``f``/``r``). A few RefSeq ids map to several loci, so ids alone are not unique.
     ``chrom``, ``start``, ``end``, ``strand``
         dm3 coordinates, 0-based half-open; ``end - start == 2000``.
     ``transcripts``
@@ -156,7 +158,7 @@ def dm3_upstream() -> pd.DataFrame:
     ``numpy.random.default_rng(20240607)`` and keep in each the region with the most
     transcripts (ties: lowest start, then ``+``). No two bundled regions overlap, so splitting
     by region cannot leak sequence. The source is entirely lower case (no repeat masking); it
-    is upper-cased here. Size: 12 Mb of sequence, 3.8 MB compressed. Cite: H. Pagès,
+    is upper-cased here. Size: 12 Mb of sequence, 3.9 MB compressed. Cite: H. Pagès,
     P. Aboyoun, R. Gentleman, S. DebRoy, *Biostrings*, Bioconductor; Adams et al., *Science*
     287:2185-2195 (2000) for the *D. melanogaster* genome.
 
