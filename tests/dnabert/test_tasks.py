@@ -1,0 +1,314 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicformer import datasets
+from omicformer.dnabert import tasks
+
+
+@pytest.fixture(scope="module")
+def promoter():
+    return tasks.promoter_task()
+
+
+@pytest.fixture(scope="module")
+def promoter_gc():
+    return tasks.promoter_task(gc_matched=True)
+
+
+def _check_common(df, length=None):
+    assert list(df.columns[:5]) == ["sequence", "label", "split", "source", "group"]
+    assert df["sequence"].str.fullmatch("[ACGTN]+").all()
+    assert set(df["split"]) == {"train", "valid", "test"}
+    if length is not None:
+        assert (df["sequence"].str.len() == length).all()
+    # no leakage: every source region / block / locus lies in exactly one split
+    assert (df.groupby("group")["split"].nunique() == 1).all()
+
+
+def test_promoter_task(promoter):
+    df = promoter
+    _check_common(df, 300)
+    assert set(df["source"]) == {"dm3_proximal", "dm3_distal", "ce2_background"}
+    assert (df["label"] == (df["source"] == "dm3_proximal")).all()
+    # balanced per split, half of the negatives distal, half background
+    counts = df.groupby(["split", "label"]).size().unstack()
+    assert (counts[0] == counts[1]).all()
+    assert abs((df["source"] == "dm3_distal").sum() - (df["source"] == "ce2_background").sum()) <= 3
+    # one proximal window per region, whose distal window (if used) shares its split
+    dm3 = df[df["source"] != "ce2_background"]
+    assert dm3[dm3["label"] == 1]["group"].is_unique
+    assert dm3.groupby("group")["split"].nunique().max() == 1
+    assert len(df[df.split == "train"]) > 7 * len(df[df.split == "test"])
+
+
+def test_promoter_windows_match_source(promoter):
+    regions = datasets.dm3_upstream().set_index("name")
+    seq = datasets.ce_chrx_sequence()
+    for row in promoter.groupby("source").head(5).itertuples():
+        if row.source == "ce2_background":
+            assert row.sequence == seq[row.start : row.end]
+            continue
+        region = regions.loc[row.group.removeprefix("dm3:")]
+        if row.source == "dm3_proximal":
+            assert row.sequence == region.sequence[-300:]
+        else:
+            assert row.sequence == region.sequence[:300]
+        # window coordinates agree with the region's strand and orientation
+        offset = row.start - region.start if region.strand == "+" else region.end - row.end
+        assert region.sequence[offset : offset + 300] == row.sequence
+
+
+def test_promoter_distal_away_from_other_tss(promoter):
+    regions = datasets.dm3_upstream().set_index("name")
+    distal = promoter[promoter["source"] == "dm3_distal"]
+    for group in distal["group"]:
+        other = regions.loc[group.removeprefix("dm3:"), "other_tss"]
+        assert not any(-500 <= t < 800 for t in other)
+
+
+def test_promoter_gc_matched(promoter, promoter_gc):
+    df = promoter_gc
+    _check_common(df, 300)
+    edges = np.linspace(0, 1, 21)[1:-1]
+    df = df.assign(bin=np.digitize(df["gc"], edges))
+    counts = df.groupby(["split", "bin", "label"]).size().unstack(fill_value=0)
+    assert (counts[0] == counts[1]).all()  # exact per-split, per-bin match
+    for split, g in df.groupby("split"):
+        pos, neg = g[g.label == 1]["gc"], g[g.label == 0]["gc"]
+        assert abs(pos.mean() - neg.mean()) < 0.01, split
+        assert abs(pos.std() - neg.std()) < 0.01, split
+    # several distal windows per region may be used, all in that region's split
+    assert (df.groupby("group")["split"].nunique() == 1).all()
+
+
+def test_promoter_deterministic(promoter):
+    again = tasks.promoter_task(random_state=0)
+    pd.testing.assert_frame_equal(promoter, again)
+    other = tasks.promoter_task(random_state=1)
+    assert not other["sequence"].equals(promoter["sequence"])
+
+
+def test_region_splits_shared_across_tasks(promoter):
+    tf = tasks.tfbs_task(n_per_class=300, background="dm3")
+    split_of = dict(zip(promoter["group"], promoter["split"], strict=True))
+    shared = [g for g in tf["group"] if g in split_of]
+    assert shared
+    assert all(
+        split_of[g] == s for g, s in zip(tf["group"], tf["split"], strict=True) if g in split_of
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"length": 5000}, "length"),
+        ({"split_fractions": (0.5, 0.5, 0.5)}, "split_fractions"),
+        ({"background_fraction": 2}, "background_fraction"),
+    ],
+)
+def test_promoter_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tasks.promoter_task(**kwargs)
+
+
+def test_tfbs_task():
+    df = tasks.tfbs_task("MA0114", n_per_class=500, random_state=3)
+    _check_common(df, 101)
+    assert (df["motif"] == "MA0114.5").all()
+    counts = df.groupby(["split", "label"]).size()
+    assert counts.to_dict() == {
+        ("test", 0): 50,
+        ("test", 1): 50,
+        ("train", 0): 400,
+        ("train", 1): 400,
+        ("valid", 0): 50,
+        ("valid", 1): 50,
+    }
+    seq = datasets.ce_chrx_sequence()
+    for row in df.itertuples():
+        original = seq[row.start : row.end]
+        if row.label == 0:
+            assert row.sequence == original
+            assert row.site_offset == -1
+        else:
+            o, w = row.site_offset, len(row.site)
+            assert w == 9
+            assert row.sequence[o : o + w] == row.site
+            assert row.sequence[:o] == original[:o]
+            assert row.sequence[o + w :] == original[o + w :]
+    # sampled sites follow the PFM: most positions agree with its consensus
+    pfm = datasets.jaspar_motifs()["MA0114.5"]
+    consensus = "".join("ACGT"[i] for i in pfm.argmax(axis=0))
+    fwd = df[(df.label == 1) & (df.site_strand == "+")]["site"]
+    agree = np.mean([[a == b for a, b in zip(s, consensus, strict=True)] for s in fwd])
+    assert agree > 0.6
+    pd.testing.assert_frame_equal(df, tasks.tfbs_task("MA0114", n_per_class=500, random_state=3))
+
+
+def test_tfbs_motif_resolution():
+    assert tasks._resolve_motif("HNF4A")[0] == "MA0114.5"
+    assert tasks._resolve_motif("MA0114.4")[0] == "MA0114.4"
+    assert tasks._resolve_motif("ctcf")[0] == "MA0139.2"
+    name, _ = tasks._resolve_motif(np.eye(4))
+    assert name == "custom"
+    with pytest.raises(ValueError, match=r"MA0139\.2 \(CTCF\)"):
+        tasks.tfbs_task("NOPE")
+    with pytest.raises(ValueError, match="shorter"):
+        tasks.tfbs_task("MA0138", length=10)
+
+
+def test_hnf4a_real_check():
+    df = tasks.hnf4a_real_check()
+    assert df.shape[0] == 142
+    assert (df["split"] == "test").all()
+    pos = df[df.label == 1]
+    assert sorted(pos["site"]) == sorted(datasets.hnf4a_sites())
+    for row in pos.itertuples():
+        assert row.sequence[row.site_offset : row.site_offset + 13] == row.site
+    # windows come from the ce2 blocks that tfbs_task (same seed) puts in its test split
+    blocks = tasks._ce2_windows(101, 0, (0.8, 0.1, 0.1)).groupby("group")["split"].first()
+    assert (blocks[df["group"]] == "test").all()
+    tf = tasks.tfbs_task(n_per_class=200)
+    assert not set(df["group"]) & set(tf[tf.split != "test"]["group"])
+
+
+# --- splice sites on a hand-made genome -------------------------------------------------------
+#
+# chr1 is 120 x "C" with dinucleotides written at these 0-based positions:
+#   gene G1 (+), exons [20,30) and [50,60): donor GT at 30, acceptor AG at 48 (boundary 50),
+#       decoys GT at 40 (boundary 40) and AG at 44 (boundary 46)
+#   gene G2 (-), exons [70,80) and [95,110): on the genome the donor reads AC at 93 (boundary
+#       95), the acceptor CT at 80 (boundary 80); decoys AC at 100 (boundary 102), CT at 86
+#       (boundary 86)
+# chr2 holds a single-exon gene (no sites).
+GENOME = {
+    "chr1": {30: "GT", 48: "AG", 40: "GT", 44: "AG", 93: "AC", 80: "CT", 100: "AC", 86: "CT"},
+    "chr2": {},
+}
+GTF = [
+    ("chr1", 21, 30, "+", "G1", "T1"),
+    ("chr1", 51, 60, "+", "G1", "T1"),
+    ("chr1", 23, 30, "+", "G1", "T1b"),  # same intron as T1: sites must not repeat
+    ("chr1", 51, 58, "+", "G1", "T1b"),
+    ("chr1", 71, 80, "-", "G2", "T2"),
+    ("chr1", 96, 110, "-", "G2", "T2"),
+    ("chr2", 11, 40, "+", "G3", "T3"),
+]
+
+
+@pytest.fixture
+def tiny_genome(tmp_path):
+    fasta = tmp_path / "genome.fa"
+    with open(fasta, "w") as fh:
+        for chrom, marks in GENOME.items():
+            seq = list("C" * 120)
+            for pos, dinuc in marks.items():
+                seq[pos : pos + 2] = dinuc
+            fh.write(f">{chrom}\n{''.join(seq)}\n")
+    gtf = tmp_path / "genes.gtf"
+    with open(gtf, "w") as fh:
+        fh.write("#!comment\n")
+        for chrom, start, end, strand, gene, tx in GTF:
+            attrs = f'gene_id "{gene}"; transcript_id "{tx}"; gene_type "protein_coding";'
+            fh.write(f"{chrom}\ttest\texon\t{start}\t{end}\t.\t{strand}\t.\t{attrs}\n")
+            fh.write(f"{chrom}\ttest\tCDS\t{start}\t{end}\t.\t{strand}\t0\t{attrs}\n")
+    return gtf, fasta
+
+
+def test_splice_sites_exact_windows(tiny_genome):
+    gtf, fasta = tiny_genome
+    df = tasks.splice_site_task(gtf, fasta, window=8)
+    got = {
+        (r.strand, r.boundary, r.site_type): (r.sequence, r.label, r.start, r.end, r.dinucleotide)
+        for r in df.itertuples()
+    }
+    expected = {
+        # + strand: genome[g-4:g+4] as is
+        ("+", 30, "donor"): ("CCCCGTCC", 1, 26, 34, "GT"),
+        ("+", 50, "acceptor"): ("CCAGCCCC", 2, 46, 54, "AG"),
+        ("+", 40, "gt_decoy"): ("CCCCGTCC", 0, 36, 44, "GT"),
+        ("+", 46, "ag_decoy"): ("CCAGCCAG", 0, 42, 50, "AG"),
+        # - strand: reverse complement of genome[g-4:g+4]
+        ("-", 95, "donor"): ("GGGGGTGG", 1, 91, 99, "GT"),  # genome CCACCCCC
+        ("-", 80, "acceptor"): ("GGAGGGGG", 2, 76, 84, "AG"),  # genome CCCCCTCC
+        ("-", 102, "gt_decoy"): ("GGGGGTGG", 0, 98, 106, "GT"),  # genome CCACCCCC
+        ("-", 86, "ag_decoy"): ("GGAGGGGG", 0, 82, 90, "AG"),  # genome CCCCCTCC
+    }
+    assert got == expected
+    assert len(df) == 8  # T1b repeats T1's sites; the single-exon gene adds none
+    assert set(df["gene_id"]) == {"G1", "G2"}
+    assert (df.groupby("group")["split"].nunique() == 1).all()
+    assert set(df["group"]) == {"chr1:20-60", "chr1:70-110"}
+
+
+def test_splice_options(tiny_genome):
+    gtf, fasta = tiny_genome
+    none = tasks.splice_site_task(gtf, fasta, window=8, negatives_per_site=0)
+    assert set(none["label"]) == {1, 2}
+    with pytest.raises(ValueError, match="No exon lines"):
+        tasks.splice_site_task(gtf, fasta, window=8, chroms=["chr9"])
+    with pytest.raises(ValueError, match="even"):
+        tasks.splice_site_task(gtf, fasta, window=7)
+    # windows running past the contig start are skipped, not truncated
+    wide = tasks.splice_site_task(gtf, fasta, window=100)
+    assert (wide["start"] >= 0).all()
+    assert (wide["sequence"].str.len() == 100).all()
+    assert len(wide) == 1  # only the + acceptor (boundary 50) fits: window [0, 100)
+    assert wide["boundary"].tolist() == [50]
+
+
+def test_splice_missing_chrom(tiny_genome, tmp_path):
+    _, fasta = tiny_genome
+    other = tmp_path / "other.gtf"
+    other.write_text('chrZ\tt\texon\t1\t10\t.\t+\t.\tgene_id "g"; transcript_id "t";\n')
+    with pytest.raises(ValueError, match="chrZ"):
+        tasks.splice_site_task(other, fasta, window=8)
+
+
+def test_kmer_matrix():
+    x = tasks._kmer_matrix(["ACGTA", "ANGTT", "A"], 2).toarray()
+    assert x.shape == (3, 16)
+    # ACGT order: AC=1, CG=6, GT=11, TA=12
+    assert np.allclose(x[0, [1, 6, 11, 12]], 0.25)
+    assert x[0].sum() == pytest.approx(1)
+    # k-mers containing N are skipped: GT=11, TT=15
+    assert np.allclose(x[1, [11, 15]], 0.5)
+    assert x[2].sum() == 0
+
+
+def test_kmer_baseline_and_metrics(promoter):
+    train = promoter[promoter.split == "train"].iloc[:1500]
+    test = promoter[promoter.split == "test"]
+    prob = tasks.kmer_baseline(train, test, k=4, C=0.01)
+    assert prob.shape == (len(test),)
+    m = tasks.classification_metrics(test["label"], prob)
+    assert set(m) == {"mcc", "f1", "auroc", "accuracy", "n"}
+    assert m["auroc"] > 0.7
+    assert m["n"] == len(test)
+    auto = tasks.kmer_baseline(train.iloc[:600], test.iloc[:50], k=3)  # C chosen by grouped CV
+    assert auto.shape == (50,)
+
+
+def test_kmer_baseline_multiclass(tiny_genome):
+    gtf, fasta = tiny_genome
+    df = tasks.splice_site_task(gtf, fasta, window=8)
+    prob = tasks.kmer_baseline(df, df, k=2, C=1.0)
+    assert prob.shape == (8, 3)
+    assert np.allclose(prob.sum(axis=1), 1)
+    m = tasks.classification_metrics(df["label"], prob)
+    assert 0 <= m["accuracy"] <= 1
+
+
+def test_classification_metrics_values():
+    m = tasks.classification_metrics([0, 1, 1, 0], [0.2, 0.9, 0.6, 0.4])
+    assert m == {"mcc": 1.0, "f1": 1.0, "auroc": 1.0, "accuracy": 1.0, "n": 4}
+    m = tasks.classification_metrics([0, 1, 1, 0], [0.6, 0.9, 0.4, 0.1])
+    assert m["mcc"] == pytest.approx(0.0)
+    assert m["auroc"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="rows"):
+        tasks.classification_metrics([0, 1], [0.5])
+    with pytest.raises(ValueError, match="two classes"):
+        tasks.kmer_baseline(
+            pd.DataFrame({"sequence": ["ACGT"], "label": [1]}), pd.DataFrame({"sequence": ["ACGT"]})
+        )
