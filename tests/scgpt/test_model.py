@@ -1,0 +1,260 @@
+"""ScGPT user class: setup, construction, embeddings, save/load round trips, pretrained loading."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer.scgpt._vocab import GeneVocab
+from omicformer.scgpt.model import ScGPT, load_module
+from omicformer.scgpt.module import ScGPTConfig, TransformerModel
+
+TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
+GENES = [f"G{i}" for i in range(50)]
+
+
+@pytest.fixture(scope="module")
+def counts() -> sp.csr_matrix:
+    rng = np.random.default_rng(0)
+    lam = rng.gamma(1.0, 1.0, size=(1, 50))
+    return sp.csr_matrix(rng.poisson(lam, size=(100, 50)).astype(np.float32) + np.eye(100, 50))
+
+
+def _adata(counts) -> ad.AnnData:
+    obs = pd.DataFrame(
+        {"batch": np.repeat(["a", "b"], 50), "cell_type": np.tile(["T", "B", "NK", "T"], 25)},
+        index=[f"c{i}" for i in range(100)],
+    )
+    a = ad.AnnData(counts.copy(), obs=obs, var=pd.DataFrame(index=GENES))
+    a.layers["counts"] = a.X.copy()
+    a.var["symbol"] = GENES
+    return a
+
+
+@pytest.fixture
+def adata(counts) -> ad.AnnData:
+    return _adata(counts)
+
+
+@pytest.fixture(scope="module")
+def trained(counts) -> tuple[ScGPT, ad.AnnData]:
+    a = _adata(counts)
+    ScGPT.setup_anndata(a, layer="counts", batch_key="batch", labels_key="cell_type")
+    model = ScGPT(a, **TINY)
+    model.train(
+        max_epochs=1, batch_size=32, accelerator="cpu", devices=1, enable_progress_bar=False
+    )
+    return model, a
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layer": "nope"}, "layer='nope'"),
+        ({"batch_key": "nope"}, "batch_key='nope'"),
+        ({"labels_key": "nope"}, "labels_key='nope'"),
+        ({"gene_key": "nope"}, "gene_key='nope'"),
+    ],
+)
+def test_setup_anndata_unknown_keys_leave_adata_untouched(adata, kwargs, match):
+    obs, uns = adata.obs.copy(), dict(adata.uns)
+    with pytest.raises(KeyError, match=match):
+        ScGPT.setup_anndata(adata, **kwargs)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    assert dict(adata.uns) == uns
+
+
+def test_model_needs_setup(adata):
+    with pytest.raises(ValueError, match="setup_anndata"):
+        ScGPT(adata, **TINY)
+
+
+def test_construct_vocab_from_adata_and_repr(adata):
+    ScGPT.setup_anndata(adata, labels_key="cell_type")
+    model = ScGPT(adata, **TINY, d_hid=48)
+    c = model.module.config
+    assert len(model.vocab) == 53
+    assert model.vocab.genes()[:3] == ["G0", "G1", "G2"]
+    assert (c.ntoken, c.d_model, c.nlayers, c.nhead, c.d_hid, c.n_cls) == (53, 32, 2, 4, 48, 3)
+    assert c.use_generative_training
+    assert c.do_mvc
+    np.testing.assert_array_equal(model.gene_ids_, np.arange(50))
+    text = repr(model)
+    assert text.startswith("ScGPT model")
+    assert "50/50 genes" in text
+    assert "Not Trained" in text
+    # same seed -> same initial weights
+    other = ScGPT(adata, **TINY, d_hid=48)
+    assert torch.equal(model.module.encoder.embedding.weight, other.module.encoder.embedding.weight)
+
+
+def test_construct_with_external_vocab_and_gene_key(adata, tmp_path):
+    vocab = GeneVocab.from_genes(["X1", *GENES[::-1][:30], "X2"])
+    vocab.save_json(tmp_path / "vocab.json")
+    adata.var_names = [f"ENSG{i}" for i in range(50)]
+    ScGPT.setup_anndata(adata, gene_key="symbol")
+    model = ScGPT(adata, **TINY, vocab=tmp_path / "vocab.json")
+    assert model.vocab == vocab
+    assert (model.gene_ids_ >= 0).sum() == 30
+    assert model.gene_ids_[49] == vocab["G49"]
+    z = model.get_latent_representation(progress=False)
+    assert z.shape == (100, 32)
+
+
+def test_latent_representation(trained):
+    model, a = trained
+    z = model.get_latent_representation(progress=False)
+    assert z.shape == (100, 32)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # another AnnData with extra genes outside the vocabulary (dropped before tokenising)
+    other = ad.AnnData(
+        sp.hstack([sp.csr_matrix(np.ones((100, 2))), a.layers["counts"]], format="csr"),
+        var=pd.DataFrame(index=["U1", "U2", *GENES]),
+    )
+    other.layers["counts"] = other.X.copy()
+    np.testing.assert_allclose(model.get_latent_representation(other, progress=False), z, atol=1e-5)
+
+
+def test_latent_representation_backed(trained, tmp_path):
+    model, a = trained
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    z = model.get_latent_representation(backed, batch_size=16, progress=False)
+    np.testing.assert_allclose(
+        z, model.get_latent_representation(batch_size=16, progress=False), atol=1e-6
+    )
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, a = trained
+    z = model.get_latent_representation(progress=False)
+    model.save(tmp_path / "m")
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["model.safetensors", "omicformer_config.json", "vocab.json"]
+    vocab_json = json.loads((tmp_path / "m" / "vocab.json").read_text())
+    assert vocab_json["G0"] == 0
+    assert vocab_json["<pad>"] == 50
+    assert vocab_json["<eoc>"] == 52
+    with pytest.raises(FileExistsError, match="overwrite"):
+        model.save(tmp_path / "m")
+
+    loaded = ScGPT.load(tmp_path / "m", adata=a)
+    np.testing.assert_array_equal(loaded.get_latent_representation(progress=False), z)
+    assert loaded.is_trained
+    assert loaded.max_len == model.max_len
+    pd.testing.assert_frame_equal(loaded.history["train_loss"], model.history["train_loss"])
+    assert loaded.registry["setup_args"] == model.registry["setup_args"]
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[k], v), k
+
+    bare = ScGPT.load(tmp_path / "m")  # no AnnData: embed any AnnData with the saved setup
+    assert bare.adata is None
+    np.testing.assert_array_equal(bare.get_latent_representation(a, progress=False), z)
+
+    module, vocab, config = load_module(tmp_path / "m")
+    assert isinstance(module, TransformerModel)
+    assert vocab == model.vocab
+    assert config["module_config"]["d_model"] == 32
+    assert not module.training
+
+
+def test_save_anndata_and_tl_embed(trained, tmp_path):
+    from omicformer.scgpt import tl
+
+    model, a = trained
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = ScGPT.load(tmp_path / "m")
+    assert loaded.adata is not None
+    assert loaded.adata.n_obs == 100
+    b = a.copy()
+    tl.embed(b, model=str(tmp_path / "m"), layer="counts", progress=False)
+    np.testing.assert_array_equal(
+        b.obsm["X_scgpt"], model.get_latent_representation(progress=False)
+    )
+
+
+def test_load_keeps_batch_categories(trained, tmp_path):
+    model, a = trained
+    model.save(tmp_path / "m")
+    new = _adata(a.layers["counts"])[::-1].copy()  # batch "b" now comes first
+    loaded = ScGPT.load(tmp_path / "m", adata=new)
+    mapping = loaded.registry["field_registries"]["batch"]["state_registry"]["categorical_mapping"]
+    assert list(mapping) == ["a", "b"]
+    assert new.obs["_scvi_batch"].iloc[0] == 1
+
+
+def test_load_rejects_other_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a saved ScGPT"):
+        load_module(tmp_path / "empty")
+
+
+def _write_official(path, d_model=32, genes=GENES) -> TransformerModel:
+    """A small checkpoint in the official format (flash-attn ``Wqkv`` names, no flag_encoder)."""
+    vocab = GeneVocab.from_genes(genes)
+    cfg = ScGPTConfig(ntoken=len(vocab), pad_token_id=vocab.pad_id, d_model=d_model, nhead=4,
+                      d_hid=d_model, nlayers=2, use_generative_training=False)  # fmt: skip
+    torch.manual_seed(0)
+    module = TransformerModel(cfg).eval()
+    state = {
+        k.replace("self_attn.in_proj_", "self_attn.Wqkv."): v
+        for k, v in module.state_dict().items()
+    }
+    path.mkdir()
+    torch.save(state, path / "best_model.pt")
+    vocab.save_json(path / "vocab.json")
+    args = {"embsize": d_model, "nheads": 4, "d_hid": d_model, "nlayers": 2, "n_layers_cls": 3,
+            "dropout": 0.2, "pad_token": "<pad>", "pad_value": -2, "max_seq_len": 600}  # fmt: skip
+    (path / "args.json").write_text(json.dumps(args))
+    return module
+
+
+def test_load_pretrained_official_folder(adata, tmp_path):
+    official = _write_official(tmp_path / "scGPT_tiny")
+    ScGPT.setup_anndata(adata, layer="counts")
+    model = ScGPT.load_pretrained(tmp_path / "scGPT_tiny", adata)
+    assert model.max_len == 600
+    assert "flag_encoder.weight" in model.pretrained_report_["missing"]
+    for k, v in official.state_dict().items():
+        assert torch.equal(model.module.state_dict()[k], v), k
+    z = model.get_latent_representation(progress=False)
+    from omicformer.scgpt._embed import embed_cells
+
+    ref = embed_cells(official, model.vocab, adata, gene_ids=np.arange(50), layer="counts",
+                      max_len=600, progress=False)  # fmt: skip
+    np.testing.assert_allclose(z, ref, atol=1e-6)
+    model.train(max_epochs=1, accelerator="cpu", devices=1, enable_progress_bar=False, lr=1e-4)
+    assert model.is_trained
+
+
+def test_load_pretrained_our_folder(trained, adata, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m")
+    ScGPT.setup_anndata(adata)
+    again = ScGPT.load_pretrained(tmp_path / "m", adata)
+    assert not again.is_trained  # a fresh run starts from the weights
+    np.testing.assert_array_equal(
+        again.get_latent_representation(progress=False),
+        model.get_latent_representation(progress=False),
+    )
+
+
+def test_load_pretrained_missing_file(adata, tmp_path):
+    _write_official(tmp_path / "ck")
+    (tmp_path / "ck" / "args.json").unlink()
+    ScGPT.setup_anndata(adata)
+    with pytest.raises(FileNotFoundError, match=r"args\.json"):
+        ScGPT.load_pretrained(tmp_path / "ck", adata)
+
+
+def test_max_len_validation(adata):
+    ScGPT.setup_anndata(adata)
+    with pytest.raises(ValueError, match="max_len"):
+        ScGPT(adata, **TINY, max_len=1)

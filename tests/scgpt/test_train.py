@@ -1,0 +1,181 @@
+"""Generative pretraining: collate, sampler, Lightning plan and ScGPT.train (tiny, CPU)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer.scgpt.model import ScGPT
+from omicformer.scgpt.train import CellDataset, GenerativeCollator, GroupedBatchSampler
+
+TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
+FIT = {"max_epochs": 2, "enable_progress_bar": False, "accelerator": "cpu", "devices": 1}
+
+
+@pytest.fixture(scope="module")
+def counts() -> sp.csr_matrix:
+    rng = np.random.default_rng(0)
+    lam = rng.gamma(1.0, 1.0, size=(1, 50))
+    return sp.csr_matrix(rng.poisson(lam, size=(100, 50)).astype(np.float32) + np.eye(100, 50))
+
+
+@pytest.fixture
+def adata(counts) -> ad.AnnData:
+    obs = pd.DataFrame(
+        {"batch": np.repeat(["a", "b"], 50), "cell_type": np.tile(["T", "B", "NK", "T"], 25)},
+        index=[f"c{i}" for i in range(100)],
+    )
+    return ad.AnnData(counts.copy(), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(50)]))
+
+
+def _collate(seed=None, **kw) -> GenerativeCollator:
+    return GenerativeCollator(np.arange(50), cls_id=51, pad_id=50, seed=seed, **kw)
+
+
+def test_collator_splits_every_cell(counts):
+    ds = CellDataset(counts)
+    items = [ds[i] for i in range(8)]
+    batch = _collate(seed=3)(items)
+    ratio_ok = set()
+    for i, (_, cols, _, _) in enumerate(items):
+        known = batch["pcpt_genes"][i][~batch["pcpt_padding_mask"][i]].numpy()
+        gen = batch["gen_genes"][i][~batch["gen_padding_mask"][i]].numpy()
+        assert known[0] == 51  # <cls> first, value pad_value
+        assert batch["pcpt_values"][i, 0] == -2.0
+        assert not set(known[1:]) & set(gen)
+        assert sorted([*known[1:], *gen]) == sorted(cols.tolist())
+        ratio_ok.add(len(gen) == int(len(cols) * 0.25) or len(gen) == int(len(cols) * 0.5)
+                     or len(gen) == int(len(cols) * 0.75))  # fmt: skip
+        targets = batch["gen_values"][i][~batch["gen_padding_mask"][i]]
+        assert targets.min() >= 1
+        assert targets.max() <= 50
+    assert ratio_ok == {True}
+    again = _collate(seed=3)(items)  # a fixed seed gives the same batch
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+
+
+def test_collator_max_len_and_global_seed(counts):
+    ds = CellDataset(counts)
+    items = [ds[i] for i in range(4)]
+    torch.manual_seed(0)
+    a = _collate(max_len=10)(items)
+    torch.manual_seed(0)
+    b = _collate(max_len=10)(items)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    n_tok = (~a["pcpt_padding_mask"]).sum(1) + (~a["gen_padding_mask"]).sum(1)
+    assert int(n_tok.max()) <= 10
+
+
+def test_grouped_sampler_single_group_batches_and_ddp(monkeypatch):
+    groups = np.array([0] * 37 + [1] * 20 + [2] * 5)
+    sampler = GroupedBatchSampler(groups, batch_size=8, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert all(len(set(groups[b])) == 1 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(len(groups)))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(GroupedBatchSampler, "_world", staticmethod(lambda r=rank: (r, 2)))
+        shards.append(list(sampler))
+    assert len(shards[0]) == len(shards[1]) == len(sampler)
+    assert {i for s in shards for b in s for i in b} == set(range(len(groups)))
+
+
+def test_train_records_history_and_is_reproducible(adata):
+    ScGPT.setup_anndata(adata)
+    runs = []
+    for _ in range(2):
+        model = ScGPT(adata, **TINY, random_state=1)
+        model.train(**FIT, random_state=5, batch_size=16)
+        runs.append(model)
+    m1, m2 = runs
+    assert m1.is_trained
+    assert {"train_loss", "train_loss_gen", "train_loss_mvc", "validation_loss"} <= set(m1.history)
+    assert len(m1.history["train_loss"]) == 2
+    assert len(m1.train_indices) == 90
+    assert len(m1.validation_indices) == 10
+    for (k, a), b in zip(
+        m1.module.state_dict().items(), m2.module.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    np.testing.assert_array_equal(
+        m1.history["validation_loss"].to_numpy(), m2.history["validation_loss"].to_numpy()
+    )
+    m3 = ScGPT(adata, **TINY, random_state=1)
+    m3.train(**FIT, random_state=6, batch_size=16)
+    assert not torch.equal(m1.module.encoder.embedding.weight, m3.module.encoder.embedding.weight)
+
+
+def test_train_loss_goes_down(adata):
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, **TINY)
+    model.train(**{**FIT, "max_epochs": 4}, lr=3e-3, train_size=1.0, ecs_weight=10.0, mvc=False)
+    hist = model.history
+    assert "validation_loss" not in hist
+    assert "train_loss_mvc" not in hist
+    assert "train_loss_ecs" in hist
+    loss = hist["train_loss_gen"].to_numpy().ravel()
+    assert loss[-1] < loss[0]
+
+
+def test_train_with_batch_labels_and_dsbn(adata):
+    ScGPT.setup_anndata(adata, batch_key="batch")
+    model = ScGPT(adata, **TINY, use_batch_labels=True, dsbn=True)
+    assert model.module.config.num_batch_labels == 2
+    model.train(**{**FIT, "max_epochs": 1}, batch_size=16)
+    z = model.get_latent_representation(progress=False)
+    assert z.shape == (100, 32)
+    assert np.isfinite(z).all()
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # one batch alone gives the same embedding: DSBN used that batch's statistics
+    sub = adata[adata.obs["batch"] == "b"].copy()
+    np.testing.assert_allclose(
+        model.get_latent_representation(sub, progress=False), z[50:], atol=1e-5
+    )
+
+
+def test_dsbn_needs_batch_key(adata):
+    ScGPT.setup_anndata(adata)
+    with pytest.raises(ValueError, match="batch_key"):
+        ScGPT(adata, **TINY, dsbn=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gen_ratios": (0.0, 0.5)}, "gen_ratios"),
+        ({"train_size": 0.0}, "train_size"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"ecs_weight": -1.0}, "ecs_weight"),
+    ],
+)
+def test_train_rejects_bad_arguments(adata, kwargs, match):
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, **TINY)
+    with pytest.raises(ValueError, match=match):
+        model.train(**{**FIT, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("value", "match"), [(np.nan, "NaN"), (-1.0, "negative"), ("empty", "express none")]
+)
+def test_train_rejects_bad_matrix_before_training(adata, value, match):
+    X = adata.X.toarray()
+    if value == "empty":
+        X[3] = 0
+    else:
+        X[3, 4] = value
+    adata.X = sp.csr_matrix(X)
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, **TINY)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train(**FIT)
+    assert not model.is_trained
+    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
