@@ -103,6 +103,7 @@ def fit_plan(
     with warnings.catch_warnings(), _quiet_lightning(enable_progress_bar):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*treespec.*")
+        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
         trainer = make_trainer(
             max_epochs=-1 if max_epochs is None else int(max_epochs),
             accelerator=accelerator,

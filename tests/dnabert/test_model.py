@@ -1,0 +1,185 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omicformer.dnabert import pp
+from omicformer.dnabert.model import DNABert, _defaults, default_model_path, resolve_model
+
+
+def _logits(module, seqs, k):
+    batch = pp.tokenize(seqs, k=k)
+    with torch.no_grad():
+        return module.eval()(
+            input_ids=torch.as_tensor(batch["input_ids"]),
+            attention_mask=torch.as_tensor(batch["attention_mask"]),
+        ).logits
+
+
+def test_load_official_folder(tmp_path, seqs, official_folder):
+    reference = official_folder(tmp_path / "DNA_bert_3", k=3)
+    model = DNABert.from_pretrained(tmp_path / "DNA_bert_3")
+    assert model.k == 3
+    assert model.task == "mlm"
+    assert model.window_size == 64 - 2 + 2
+    torch.testing.assert_close(_logits(model.module, seqs[:4], 3), _logits(reference, seqs[:4], 3))
+    emb = model.embed(seqs[:3], device="cpu", show_progress=False)
+    assert emb.shape == (3, 32)
+    assert np.isfinite(emb).all()
+
+
+def test_save_is_hf_compatible_and_roundtrips(tmp_path, seqs, official_folder):
+    from transformers import BertForMaskedLM
+
+    official_folder(tmp_path / "official", k=3, legacy_names=False)
+    model = DNABert.from_pretrained(tmp_path / "official")
+    out = model.save(tmp_path / "ours")
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt", "omicformer_config.json"} <= files
+    assert pp.read_vocab_txt(out / "vocab.txt") == pp.kmer_vocab(3)
+    meta = json.loads((out / "omicformer_config.json").read_text())
+    assert meta["k"] == 3
+    assert meta["task"] == "mlm"
+    again = DNABert.load(out)
+    torch.testing.assert_close(_logits(again.module, seqs, 3), _logits(model.module, seqs, 3))
+    hf = BertForMaskedLM.from_pretrained(out).eval()
+    torch.testing.assert_close(_logits(hf, seqs, 3), _logits(model.module, seqs, 3))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(out)
+
+
+def test_finetuned_roundtrip_identical_outputs(tmp_path, finetuned, labelled):
+    seqs, _ = labelled
+    path = finetuned.save(tmp_path / "clf")
+    loaded = DNABert.from_pretrained(path)
+    assert loaded.task == "classification"
+    assert loaded.labels_ == finetuned.labels_ == ["at", "gc"]
+    assert loaded.history_ == finetuned.history_
+    kw = {"device": "cpu", "show_progress": False}
+    np.testing.assert_array_equal(loaded.predict(seqs, **kw), finetuned.predict(seqs, **kw))
+    np.testing.assert_array_equal(loaded.embed(seqs, **kw), finetuned.embed(seqs, **kw))
+
+
+def test_finetune_learns_and_records_history(finetuned, labelled):
+    seqs, labels = labelled
+    probs = finetuned.predict(seqs, device="cpu", show_progress=False)
+    assert probs.shape == (32, 2)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    accuracy = np.mean(np.array(finetuned.labels_)[probs.argmax(1)] == np.array(labels))
+    assert accuracy > 0.8
+    assert len(finetuned.history_["finetune_loss_epoch"]) == 3
+    assert len(finetuned.history_["finetune_loss_step"]) == 24  # 70 bp -> 2 windows of 64 bp
+
+
+def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw):
+    def run():
+        model = DNABert(k=3, random_state=5, **tiny)
+        history = model.pretrain(
+            seqs, max_epochs=2, batch_size=8, validation_size=0.25, random_state=3, **fit_kw
+        )
+        return model, history
+
+    (a, ha), (b, hb) = run(), run()
+    assert ha == hb
+    assert len(ha["loss_step"]) == 6  # 18 train windows / 8 -> 3 steps x 2 epochs
+    assert len(ha["validation_loss"]) == 2
+    assert a.history_["mlm_loss_epoch"] == ha["loss_epoch"]
+    for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    np.testing.assert_array_equal(
+        a.embed(seqs[:2], device="cpu", show_progress=False),
+        b.embed(seqs[:2], device="cpu", show_progress=False),
+    )
+
+
+def test_pretrain_from_fasta_and_max_steps(genome, tiny, fit_kw):
+    path, _ = genome
+    model = DNABert(k=3, **tiny)
+    history = model.pretrain(path, max_steps=3, batch_size=2, **fit_kw)
+    assert len(history["loss_step"]) == 3
+    with pytest.raises(ValueError, match="window_size"):
+        model.pretrain(path, window_size=500, max_steps=1, **fit_kw)
+    with pytest.raises(TypeError, match="not a FASTA file"):
+        model.pretrain("ACGTACGT", max_steps=1, **fit_kw)
+
+
+def test_long_sequences_windowed_and_strand_symmetric(tiny, make_seqs):
+    model = DNABert(k=3, **tiny)
+    long, short = make_seqs(2, [300, 40], seed=3)
+    kw = {"device": "cpu", "show_progress": False}
+    emb = model.embed([long, short], **kw)
+    assert emb.shape == (2, 32)
+    # a short sequence equals its own single window; long = token-weighted mean over windows
+    np.testing.assert_allclose(model.embed([short], **kw)[0], emb[1], rtol=1e-5, atol=1e-6)
+    wins, _ = pp.split_windows([long], model.window_size, model.window_size // 4)
+    per_window = model.embed(wins, **kw)
+    counts = np.array([len(w) - 2 for w in wins], dtype=float)
+    expected = (per_window * counts[:, None]).sum(0) / counts.sum()
+    np.testing.assert_allclose(emb[0], expected, rtol=1e-4, atol=1e-5)
+    both = model.embed([long], reverse_complement=True, **kw)
+    flipped = model.embed([pp.reverse_complement(long)], reverse_complement=True, **kw)
+    np.testing.assert_allclose(both, flipped, rtol=1e-4, atol=1e-5)
+    cls = model.embed([long, short], pooling="cls", **kw)
+    assert not np.allclose(cls, emb)
+
+
+def test_regions_with_fasta(genome, finetuned):
+    path, chroms = genome
+    kw = {"device": "cpu", "show_progress": False}
+    by_region = finetuned.predict(["chr1:10-90", "chr2_0_60(-)"], fasta=path, **kw)
+    by_seq = finetuned.predict(
+        [chroms["chr1"][10:90], pp.reverse_complement(chroms["chr2"][:60])], **kw
+    )
+    np.testing.assert_allclose(by_region, by_seq, rtol=1e-6)
+
+
+def test_bad_inputs(tmp_path, finetuned, labelled, tiny, fit_kw):
+    seqs, labels = labelled
+    with pytest.raises(ValueError, match="labels has 31 entries but there are 32"):
+        finetuned.finetune(seqs, labels[:-1], max_epochs=1, **fit_kw)
+    with pytest.raises(ValueError, match="at least two classes"):
+        finetuned.finetune(seqs, ["a"] * 32, max_epochs=1, **fit_kw)
+    with pytest.raises(ValueError, match="no classification head"):
+        DNABert(k=3, **tiny).predict(seqs)
+    with pytest.raises(ValueError, match="pooling"):
+        finetuned.embed(seqs, pooling="max")
+    with pytest.raises(ValueError, match=r"'seq_1' has invalid character 'X'"):
+        finetuned.embed(["ACGTACGT", "ACGXA"])
+    with pytest.raises(ValueError, match="shorter than k=3"):
+        finetuned.predict(["AC"])
+    with pytest.raises(ValueError, match="3, 4, 5 or 6"):
+        DNABert(k=8)
+    with pytest.raises(ValueError, match="classification head"):
+        finetuned.pretrain(seqs, max_steps=1, **fit_kw)
+
+
+def test_checkpoint_vocab_must_fit_k(tmp_path, tiny, official_folder):
+    official_folder(tmp_path / "bad", k=3, vocab_k=4)
+    with pytest.raises(ValueError, match="does not fit its k"):
+        DNABert.from_pretrained(tmp_path / "bad")
+    official_folder(tmp_path / "meta", k=3)
+    (tmp_path / "meta" / "vocab.txt").write_text("[PAD]\n[UNK]\nAAA\n")
+    with pytest.raises(ValueError, match="fits no DNABERT k-mer size"):
+        DNABert.from_pretrained(tmp_path / "meta")
+    ours = DNABert(k=3, **tiny).save(tmp_path / "ours")
+    meta = json.loads((ours / "omicformer_config.json").read_text())
+    (ours / "omicformer_config.json").write_text(json.dumps({**meta, "k": 5}))
+    with pytest.raises(ValueError, match="does not fit its k"):
+        DNABert.from_pretrained(ours)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DNABert.from_pretrained(tmp_path / "nowhere")
+
+
+def test_default_model_path(tmp_path, monkeypatch, tiny):
+    assert _defaults.DATA_DIR.parts[-2:] == ("dnabert", "_data")
+    monkeypatch.setattr(_defaults, "DATA_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="scripts/"):
+        default_model_path("mlm")
+    with pytest.raises(FileNotFoundError, match="not in this installation"):
+        resolve_model("default", "promoter")
+    with pytest.raises(ValueError, match="task"):
+        default_model_path("splice")
+    DNABert(k=3, **tiny).save(tmp_path / "default_mlm")
+    assert default_model_path("mlm") == tmp_path / "default_mlm"
+    assert resolve_model("default").k == 3
