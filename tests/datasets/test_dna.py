@@ -51,6 +51,7 @@ def test_ce_fasta_cached_plain(tmp_path, monkeypatch):
 def test_ce_fasta_bgzf_in_place():
     import pyfaidx
 
+    pytest.importorskip("Bio", reason="pyfaidx reads BGZF files through Biopython")
     path = datasets.ce_chrx_fasta_path(compressed=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "index older than FASTA" depends on checkout times

@@ -256,6 +256,8 @@ def test_splice_options(tiny_genome):
     assert (wide["sequence"].str.len() == 100).all()
     assert len(wide) == 1  # only the + acceptor (boundary 50) fits: window [0, 100)
     assert wide["boundary"].tolist() == [50]
+    with pytest.raises(ValueError, match="No splice-site window"):
+        tasks.splice_site_task(gtf, fasta, window=400)
 
 
 def test_splice_missing_chrom(tiny_genome, tmp_path):

@@ -566,7 +566,7 @@ def splice_site_task(
     split_of = _group_splits(gene_locus.values(), fractions, _rng(random_state, 6))
     rng = _rng(random_state, 7)
 
-    def row(chrom, strand, g, site_type, gene, source):
+    def row(chrom, strand, g, site_type, gene, source) -> dict | None:
         lo, hi = g - half, g + half
         if lo < 0 or hi > len(genome[chrom]):
             return None
@@ -574,31 +574,28 @@ def splice_site_task(
         seq = seq if strand == "+" else _revcomp(seq)
         di = seq[half : half + 2] if site_type in ("donor", "gt_decoy") else seq[half - 2 : half]
         locus = gene_locus[(chrom, strand, gene)]
-        label = SPLICE_LABELS.get(site_type, 0)
-        return (
-            seq,
-            label,
-            split_of[locus],
-            source,
-            locus,
-            chrom,
-            lo,
-            hi,
-            strand,
-            g,
-            site_type,
-            di,
-            gene,
-        )
+        return {
+            "sequence": seq,
+            "label": SPLICE_LABELS.get(site_type, 0),
+            "split": split_of[locus],
+            "source": source,
+            "group": locus,
+            "chrom": chrom,
+            "start": lo,
+            "end": hi,
+            "strand": strand,
+            "boundary": g,
+            "site_type": site_type,
+            "dinucleotide": di,
+            "gene_id": gene,
+        }
 
     rows, by_gene = [], {}
     for (chrom, strand, g), (site_type, gene) in sorted(sites.items()):
         by_gene.setdefault((chrom, strand, gene), []).append((g, site_type))
-        r = row(chrom, strand, g, site_type, gene, "annotated")
-        if r is not None:
-            rows.append(r)
-    # decoys: GT / AG on the same strand inside the gene, at no annotated boundary
-    taken = {(c, s, g) for (c, s, g) in sites}
+        rows.append(row(chrom, strand, g, site_type, gene, "annotated"))
+    # decoys: GT / AG on the same strand inside the gene, at no annotated boundary, each once
+    taken = set(sites)
     patterns = {"+": {"gt_decoy": ("GT", 0), "ag_decoy": ("AG", -2)},
                 "-": {"gt_decoy": ("AC", -2), "ag_decoy": ("CT", 0)}}  # fmt: skip
     for (chrom, strand, gene), gene_sites in sorted(by_gene.items()):
@@ -607,19 +604,16 @@ def splice_site_task(
         for site_type, decoy in (("donor", "gt_decoy"), ("acceptor", "ag_decoy")):
             n_sites = sum(t == site_type for _, t in gene_sites)
             dinuc, shift = patterns[strand][decoy]
-            cand = [
-                s0 + m.start() - shift
-                for m in re.finditer(f"(?={dinuc})", body)
-                if (chrom, strand, s0 + m.start() - shift) not in taken
-            ]
+            starts = (s0 + m.start() - shift for m in re.finditer(f"(?={dinuc})", body))
+            cand = [g for g in starts if (chrom, strand, g) not in taken]
             n = min(round(negatives_per_site * n_sites), len(cand))
             for i in np.sort(rng.choice(len(cand), n, replace=False)):
-                r = row(chrom, strand, cand[i], decoy, gene, "decoy")
-                if r is not None:
-                    rows.append(r)
-    cols = ["sequence", "label", "split", "source", "group", "chrom", "start", "end", "strand",
-            "boundary", "site_type", "dinucleotide", "gene_id"]  # fmt: skip
-    df = pd.DataFrame(rows, columns=cols)
+                taken.add((chrom, strand, cand[i]))  # overlapping genes: never draw twice
+                rows.append(row(chrom, strand, cand[i], decoy, gene, "decoy"))
+    df = pd.DataFrame([r for r in rows if r is not None])
+    if df.empty:
+        msg = f"No splice-site window of {window} bp fits inside the contigs of {fasta}."
+        raise ValueError(msg)
     df["gc"] = _gc(df["sequence"].tolist())
     return df
 
@@ -641,8 +635,17 @@ def _kmer_matrix(sequences: Sequence[str], k: int) -> csr_matrix:
             indptr.append(indptr[-1] + len(uniq))
         else:
             indptr.append(indptr[-1])
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.array([], dtype=dt)  # noqa: E731
-    return csr_matrix((cat(data, float), cat(indices, int), indptr), shape=(len(sequences), 4**k))
+    data = np.concatenate(data) if data else np.zeros(0)
+    indices = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    return csr_matrix((data, indices, indptr), shape=(len(sequences), 4**k))
+
+
+def _require_sklearn() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        msg = "The k-mer baseline and metrics need scikit-learn: pip install scikit-learn"
+        raise ImportError(msg) from err
 
 
 def _choose_c(x, y, groups, max_iter: int) -> float:
@@ -710,6 +713,7 @@ def kmer_baseline(
     >>> classification_metrics(df[df.split == "test"].label, prob)["mcc"] > 0.4
     True
     """
+    _require_sklearn()
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -753,6 +757,7 @@ def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str,
     >>> classification_metrics([0, 1, 1, 0], [0.2, 0.9, 0.6, 0.4])["auroc"]
     1.0
     """
+    _require_sklearn()
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
     y = np.asarray(y_true)
