@@ -401,7 +401,7 @@ def hnf4a_real_check(
     Examples
     --------
     >>> from omicformer.dnabert.tasks import hnf4a_real_check
-    >>> hnf4a_real_check().label.sum()
+    >>> int(hnf4a_real_check().label.sum())
     71
     """
     from omicformer.datasets import hnf4a_sites
