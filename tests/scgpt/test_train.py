@@ -115,7 +115,11 @@ def test_train_records_history_and_is_reproducible(adata):
 def test_train_loss_goes_down(adata):
     ScGPT.setup_anndata(adata)
     model = ScGPT(adata, **TINY)
+    mvc_before = model.module.mvc_decoder.W.weight.clone()
     model.train(**{**FIT, "max_epochs": 4}, lr=3e-3, train_size=1.0, ecs_weight=10.0, mvc=False)
+    # heads outside the objective were frozen during training (DDP needs it), then unfrozen
+    assert torch.equal(model.module.mvc_decoder.W.weight, mvc_before)
+    assert all(p.requires_grad for p in model.module.parameters())
     hist = model.history
     assert "validation_loss" not in hist
     assert "train_loss_mvc" not in hist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,7 +174,12 @@ class GenerativeTrainingMixin:
             precision=precision, enable_progress_bar=enable_progress_bar, callbacks=callbacks,
             **trainer_kwargs,
         )  # fmt: skip
-        trainer.fit(plan, train_dl, val_dl)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+                trainer.fit(plan, train_dl, val_dl)
+        finally:
+            plan.unfreeze()
         self.module.eval()
         self.history_ = history.history
         self.train_indices_, self.validation_indices_ = train_idx, val_idx

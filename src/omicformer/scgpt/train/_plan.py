@@ -68,6 +68,34 @@ class GenerativeTrainingPlan(pl.LightningModule):
         self.scheduler_interval, self.scheduler_factor = scheduler_interval, scheduler_factor
         c = module.config
         self._needs_batch = bool(c.use_batch_labels or c.domain_spec_batchnorm)
+        self._frozen = self._freeze_unused()
+
+    def _freeze_unused(self) -> list[torch.nn.Parameter]:
+        """Stop gradients of heads this objective never uses.
+
+        DDP requires every trainable parameter to receive a gradient; :meth:`unfreeze` restores
+        them after training.
+        """
+        unused = ["cls_decoder.", "grad_reverse_discriminator.", "decoder.zero_logit."]
+        unused += ["mvc_decoder.W_zero_logit."] if self.mvc else ["mvc_decoder."]
+        frozen = [
+            p
+            for name, p in self.module.named_parameters()
+            if name.startswith(tuple(unused)) and p.requires_grad
+        ]
+        for p in frozen:
+            p.requires_grad_(False)
+        return frozen
+
+    def unfreeze(self) -> None:
+        """Give back ``requires_grad`` to the parameters frozen for this objective."""
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+
+    def teardown(self, stage: str) -> None:
+        """Unfreeze at the end of ``fit``."""
+        self.unfreeze()
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Total ``loss`` and its parts for one batch from :class:`GenerativeCollator`."""
@@ -112,7 +140,8 @@ class GenerativeTrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Adam and the official step-wise exponential decay."""
-        opt = torch.optim.Adam(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler_factor == 1:
             return opt
         sched = torch.optim.lr_scheduler.StepLR(
