@@ -258,3 +258,22 @@ def test_max_len_validation(adata):
     ScGPT.setup_anndata(adata)
     with pytest.raises(ValueError, match="max_len"):
         ScGPT(adata, **TINY, max_len=1)
+
+
+def test_reassigning_adata_rematches_genes(adata, counts):
+    ScGPT.setup_anndata(adata, layer="counts")
+    model = ScGPT(adata, **TINY)
+    other = ad.AnnData(counts[:, :20].copy(), var=pd.DataFrame(index=GENES[:20][::-1]))
+    other.layers["counts"] = other.X.copy()
+    model.adata = other
+    np.testing.assert_array_equal(model._gene_ids_for(other), np.arange(20)[::-1])
+    model.view_anndata_setup()
+    assert model.get_latent_representation(progress=False).shape == (100, 32)
+
+
+def test_save_anndata_needs_adata(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m")
+    bare = ScGPT.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="no AnnData"):
+        bare.save(tmp_path / "m2", save_anndata=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import rich.pretty  # noqa: F401  (scvi-tools 1.4's view_anndata_setup uses it unimported)
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
@@ -228,6 +229,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         self.vocab = vocab
         self.max_len = int(max_len)
         self.gene_ids_ = None
+        self._matched_adata = self.adata
         if self.adata is not None:
             self.gene_ids_ = match_genes(self.adata, vocab, self.registry_[_SETUP].get("gene_key"))
         self._model_summary_string = self._summary()
@@ -256,7 +258,11 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         return self.registry_[_SETUP].get(name)
 
     def _gene_ids_for(self, adata: AnnData) -> np.ndarray:
-        if adata is self.adata and self.gene_ids_ is not None:
+        """Vocabulary id per gene of ``adata`` (``-1``: absent); cached for ``self.adata``."""
+        if adata is self.adata and self._matched_adata is not adata:  # adata was reassigned
+            self._matched_adata = adata
+            self.gene_ids_ = match_genes(adata, self.vocab, self._setup_arg("gene_key"))
+        if adata is self.adata:
             return self.gene_ids_
         return match_genes(adata, self.vocab, self._setup_arg("gene_key"))
 
@@ -372,6 +378,9 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
             "history": history_to_json(self.history_),
             "is_trained": bool(self.is_trained_),
         }
+        if save_anndata and self.adata is None:
+            msg = "save_anndata=True but this model has no AnnData attached."
+            raise ValueError(msg)
         path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
         self.vocab.save_json(path / VOCAB_NAME)
         if save_anndata:

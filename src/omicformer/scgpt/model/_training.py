@@ -21,7 +21,8 @@ class GenerativeTrainingMixin:
     def _training_matrix(self) -> tuple[sp.csr_matrix, np.ndarray]:
         """CSR of vocabulary genes (read in chunks) and their vocab ids; errors on bad input."""
         layer = self._setup_arg("layer")
-        cols = np.flatnonzero(self.gene_ids_ >= 0)
+        gene_ids = self._gene_ids_for(self.adata)
+        cols = np.flatnonzero(gene_ids >= 0)
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         blocks = []
         for idx, chunk in iter_row_chunks(self.adata, layer, 4096):
@@ -36,7 +37,7 @@ class GenerativeTrainingMixin:
                 "genes; remove them first, e.g. sc.pp.filter_cells(adata, min_genes=1)."
             )
             raise ValueError(msg)
-        return X, self.gene_ids_[cols]
+        return X, gene_ids[cols]
 
     # ------------------------------------------------------------------ training
     def train(
