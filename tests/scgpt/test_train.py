@@ -183,3 +183,42 @@ def test_train_rejects_bad_matrix_before_training(adata, value, match):
         model.train(**FIT)
     assert not model.is_trained
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+
+
+DDP_SCRIPT = """
+import sys, warnings
+import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT
+
+rng = np.random.default_rng(0)
+X = sp.csr_matrix(rng.poisson(1.0, (64, 30)).astype(np.float32) + np.eye(64, 30, dtype=np.float32))
+obs = pd.DataFrame({"batch": np.repeat(["a", "b"], 32)}, index=[f"c{i}" for i in range(64)])
+a = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+ScGPT.setup_anndata(a, batch_key="batch")
+m = ScGPT(a, d_model=16, n_layers=1, n_heads=2, dsbn=sys.argv[1] == "dsbn")
+m.train(max_epochs=1, batch_size=8, accelerator="cpu", devices=2, strategy="ddp",
+        enable_progress_bar=False)
+rank = torch.distributed.get_rank()
+print(f"RESULT {rank} {float(m.module.encoder.embedding.weight.sum()):.6f}", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["plain", "dsbn"])
+def test_ddp_two_cpu_processes(tmp_path, mode):
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), mode], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    results = dict(re.findall(r"RESULT (\d) (\S+)", out))
+    assert set(results) == {"0", "1"}, out[-3000:]
+    assert results["0"] == results["1"]  # DDP kept the replicas identical
