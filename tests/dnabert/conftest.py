@@ -46,7 +46,7 @@ def seqs():
     return random_seqs(24, 60)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def labelled():
     """Two easy classes: GC-rich vs AT-rich sequences."""
     gc = random_seqs(16, 70, seed=1, alphabet="GGGCCCAT")
@@ -54,7 +54,7 @@ def labelled():
     return gc + at, ["gc"] * 16 + ["at"] * 16
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finetuned(labelled):
     model = DNABert(k=3, **TINY)
     model.finetune(*labelled, max_epochs=3, batch_size=8, lr=3e-3, **FIT)

@@ -1,0 +1,1 @@
+"""Implementations behind :mod:`omicformer.dnabert.tl` (one public function per module)."""

@@ -1,0 +1,121 @@
+"""``dnabert.tl.embed_regions``: DNABERT embeddings of the regions of a peak-by-cell AnnData."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .._genome import Genome, as_genome, fetch_sequences
+from ._common import describe, modality, var_regions
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..model import DNABert
+
+
+def embed_regions(
+    adata: AnnData,
+    fasta: str | os.PathLike[str] | Genome,
+    model: DNABert | str | os.PathLike[str] = "default",
+    *,
+    key_added: str = "X_dnabert",
+    region_key: str | None = None,
+    mod: str = "atac",
+    pooling: str = "mean",
+    reverse_complement: bool = False,
+    window_overlap: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    show_progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed each genomic region (variable) of an AnnData from its DNA sequence with DNABERT.
+
+    Regions are read from ``var_names`` (``chr1:100-600``, ``chr1-100-600``, ``chr1_100_600``;
+    0-based half-open like BED; optional strand suffix ``:-`` reverse-complements) or from a
+    ``var`` column, their sequences fetched from ``fasta``, and embedded by ``model``. Regions
+    longer than the model window are split into overlapping windows and pooled. Everything is
+    checked (region syntax, chromosomes, bounds, bases) before the model runs or ``adata``
+    changes.
+
+    Parameters
+    ----------
+    adata
+        Peak-by-cell AnnData (cells x regions), or a MuData (the ``mod`` modality is used).
+    fasta
+        Genome FASTA (plain, bgzip or gzip) or a :class:`~omicformer.dnabert.pp.Genome`.
+    model
+        ``"default"`` (the small k=6 DNABERT shipped with omicformer), a folder (official
+        DNABERT or :meth:`~omicformer.dnabert.model.DNABert.save`), or a
+        :class:`~omicformer.dnabert.model.DNABert`.
+    key_added
+        ``adata.varm`` key for the embeddings.
+    region_key
+        ``var`` column with the region strings; ``None`` uses ``var_names``.
+    mod
+        Modality of a MuData to embed.
+    pooling
+        ``"mean"`` over k-mer tokens or ``"cls"``.
+    reverse_complement
+        Average the embeddings of both strands.
+    window_overlap
+        Overlap in bases of windows of long regions (default a quarter window).
+    batch_size, device, show_progress
+        Inference settings (``device="auto"`` picks CUDA, then MPS, then CPU).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy if ``copy=True``. Sets the following fields:
+
+    ``adata.varm[key_added]`` : :class:`numpy.ndarray` (n_vars, hidden_size)
+        Region embeddings.
+    ``adata.uns["dnabert"][key_added]["params"]`` : :class:`dict`
+        Parameters of the call.
+
+    Examples
+    --------
+    >>> from omicformer import dnabert
+    >>> dnabert.tl.embed_regions(atac, fasta="genome.fa")  # doctest: +SKIP
+    >>> atac.varm["X_dnabert"].shape  # doctest: +SKIP
+    >>> dnabert.tl.embed_regions(mdata, fasta="genome.fa", mod="atac")  # doctest: +SKIP
+
+    References
+    ----------
+    Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
+    Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
+    """
+    from ..model import resolve_model
+
+    target = modality(adata, mod)
+    regions = var_regions(target, region_key)
+    sequences = fetch_sequences(regions, as_genome(fasta))  # all validated before the model
+    dnabert = resolve_model(model, "mlm")
+    embedding = dnabert.embed(
+        sequences,
+        pooling=pooling,
+        reverse_complement=reverse_complement,
+        window_overlap=window_overlap,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+    )
+    params: dict[str, Any] = {
+        "model": describe(model),
+        "fasta": describe(fasta),
+        "k": dnabert.k,
+        "pooling": pooling,
+        "reverse_complement": reverse_complement,
+        "window_overlap": window_overlap,
+        "region_key": region_key,
+    }
+    adata = adata.copy() if copy else adata
+    target = modality(adata, mod)
+    target.varm[key_added] = np.asarray(embedding, dtype=np.float32)
+    target.uns.setdefault("dnabert", {})[key_added] = {"params": params}
+    return adata if copy else None

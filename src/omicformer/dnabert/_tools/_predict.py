@@ -1,0 +1,136 @@
+"""``dnabert.tl.predict``: class probabilities (promoter, TFBS, ...) for regions or sequences."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._genome import Genome, as_genome
+from ._common import describe, is_anndata, modality, var_regions
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..model import DNABert
+
+
+def predict(
+    data: Any,
+    model: DNABert | str | os.PathLike[str] = "default",
+    *,
+    fasta: str | os.PathLike[str] | Genome | None = None,
+    key_added: str = "dnabert",
+    region_key: str | None = None,
+    mod: str = "atac",
+    reverse_complement: bool = False,
+    window_overlap: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    show_progress: bool = True,
+    copy: bool = False,
+) -> AnnData | pd.DataFrame | None:
+    """Predict class probabilities of regions or sequences with a fine-tuned DNABERT.
+
+    Parameters
+    ----------
+    data
+        A peak-by-cell AnnData (regions in ``var_names`` or ``var[region_key]``; needs
+        ``fasta``), a MuData (modality ``mod``), or sequences: a list of DNA strings, a dict /
+        Series name -> sequence, a FASTA file path, or region strings together with ``fasta``.
+    model
+        ``"default"`` (the shipped promoter model), a fine-tuned model folder, or a
+        :class:`~omicformer.dnabert.model.DNABert` with a classification head.
+    fasta
+        Genome to fetch regions from.
+    key_added
+        Prefix of the output columns.
+    region_key, mod
+        Where the regions are (``var`` column; MuData modality).
+    reverse_complement
+        Average the probabilities of both strands.
+    window_overlap
+        Overlap (bases) of windows of long sequences; probabilities are averaged over windows.
+    batch_size, device, show_progress
+        Inference settings.
+    copy
+        For AnnData input: return a modified copy instead of writing in place.
+
+    Returns
+    -------
+    For AnnData input ``None`` (or the copy), setting the following fields:
+
+    ``adata.var[f"{key_added}_prob_{label}"]`` : float
+        Probability of each class ``label`` of the model.
+    ``adata.var[f"{key_added}_prediction"]`` : categorical
+        The most probable class.
+    ``adata.uns["dnabert"][key_added]["params"]`` : dict
+        Parameters of the call.
+
+    For sequences, a :class:`pandas.DataFrame` with the same columns, indexed by sequence
+    name.
+
+    Examples
+    --------
+    >>> from omicformer import dnabert
+    >>> dnabert.tl.predict(atac, model="default", fasta="genome.fa")  # doctest: +SKIP
+    >>> atac.var["dnabert_prob_promoter"]  # doctest: +SKIP
+    >>> df = dnabert.tl.predict(["ACGT" * 60, "GGCA" * 50], model=finetuned)  # doctest: +SKIP
+
+    References
+    ----------
+    Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
+    Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
+    """
+    from ..model import resolve_model
+    from ..model._inputs import resolve_sequences
+
+    genome = None if fasta is None else as_genome(fasta)
+    annotated = is_anndata(data)
+    if annotated:
+        if genome is None:
+            msg = "fasta= is required to fetch the sequences of the regions in adata.var_names."
+            raise ValueError(msg)
+        sequences, names = resolve_sequences(
+            var_regions(modality(data, mod), region_key), fasta=genome
+        )
+    else:
+        sequences, names = resolve_sequences(data, fasta=genome)
+    dnabert = resolve_model(model, "promoter")
+    probs = dnabert.predict(
+        sequences,
+        reverse_complement=reverse_complement,
+        window_overlap=window_overlap,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+    )
+    labels = list(dnabert.labels_ or range(probs.shape[1]))
+    columns = {f"{key_added}_prob_{label}": probs[:, i] for i, label in enumerate(labels)}
+    prediction = pd.Categorical(
+        np.asarray(labels, dtype=object)[probs.argmax(1)], categories=labels
+    )
+    if not annotated:
+        frame = pd.DataFrame(columns, index=pd.Index(names, name="sequence"))
+        frame[f"{key_added}_prediction"] = prediction
+        return frame
+
+    params = {
+        "model": describe(model),
+        "fasta": describe(fasta),
+        "k": dnabert.k,
+        "labels": [str(label) for label in labels],
+        "reverse_complement": reverse_complement,
+        "window_overlap": window_overlap,
+        "region_key": region_key,
+    }
+    data = data.copy() if copy else data
+    target = modality(data, mod)
+    for column, values in columns.items():
+        target.var[column] = values
+    target.var[f"{key_added}_prediction"] = prediction
+    target.uns.setdefault("dnabert", {})[key_added] = {"params": params}
+    return data if copy else None

@@ -1,0 +1,211 @@
+"""Plots for DNABERT: training curves and prediction probabilities by class or along regions.
+
+All functions return the :class:`matplotlib.axes.Axes` they drew on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._regions import parse_regions
+from ._tools._common import is_anndata, modality, var_regions
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["loss_curve", "prediction_histogram", "region_track"]
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1]
+
+
+def _finish(ax: Axes, show: bool | None) -> Axes:
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    return ax
+
+
+def loss_curve(
+    model_or_history: Any,
+    *,
+    stage: str = "mlm",
+    smooth: int = 50,
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes:
+    """Training loss per optimizer step (raw and moving average) with validation loss per epoch.
+
+    Parameters
+    ----------
+    model_or_history
+        A :class:`~omicformer.dnabert.model.DNABert` (its ``history_``) or a history dict.
+    stage
+        ``"mlm"`` (pretraining) or ``"finetune"``.
+    smooth
+        Window (steps) of the moving average.
+    ax, show
+        Axes to draw on; call ``plt.show()``.
+
+    Examples
+    --------
+    >>> from omicformer import dnabert
+    >>> dnabert.pl.loss_curve(model)  # doctest: +SKIP
+    """
+    history = getattr(model_or_history, "history_", model_or_history) or {}
+    steps = np.asarray(history.get(f"{stage}_loss_step", []), dtype=float)
+    if steps.size == 0:
+        msg = (
+            f"No {stage!r} training history to plot (keys: {sorted(history)}); train with "
+            f"{'pretrain' if stage == 'mlm' else 'finetune'}(...) first."
+        )
+        raise ValueError(msg)
+    ax = _axes(ax)
+    x = np.arange(1, steps.size + 1)
+    ax.plot(x, steps, color="0.75", lw=0.8, label="train (step)")
+    w = max(1, min(smooth, steps.size))
+    if w > 1:
+        avg = np.convolve(steps, np.ones(w) / w, mode="valid")
+        ax.plot(x[w - 1 :], avg, color="C0", lw=1.8, label=f"train ({w}-step mean)")
+    val = np.asarray(history.get(f"{stage}_validation_loss", []), dtype=float)
+    if val.size:
+        per_epoch = steps.size / val.size
+        ax.plot(per_epoch * np.arange(1, val.size + 1), val, "o-", color="C1", label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("masked-LM loss" if stage == "mlm" else "cross-entropy loss")
+    ax.set_title("DNABERT pretraining" if stage == "mlm" else "DNABERT fine-tuning")
+    ax.legend(frameon=False)
+    return _finish(ax, show)
+
+
+def _prediction_frame(data: Any, mod: str) -> pd.DataFrame:
+    if is_anndata(data):
+        return modality(data, mod).var
+    if isinstance(data, pd.DataFrame):
+        return data
+    msg = f"Expected an AnnData/MuData or the DataFrame from tl.predict, not {type(data).__name__}."
+    raise TypeError(msg)
+
+
+def _prob_column(frame: pd.DataFrame, key: str, label: str | None) -> tuple[str, str]:
+    prefix = f"{key}_prob_"
+    available = [c[len(prefix) :] for c in frame.columns if c.startswith(prefix)]
+    if not available:
+        msg = f"No '{prefix}*' columns found; run dnabert.tl.predict(..., key_added={key!r}) first."
+        raise KeyError(msg)
+    label = available[-1] if label is None else str(label)
+    if label not in available:
+        msg = f"label={label!r} not among the predicted classes {available}."
+        raise KeyError(msg)
+    return prefix + label, label
+
+
+def prediction_histogram(
+    data: Any,
+    *,
+    key: str = "dnabert",
+    label: str | None = None,
+    groupby: str | None = None,
+    bins: int = 30,
+    mod: str = "atac",
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes:
+    """Histogram of a predicted class probability, optionally split by a (true) class column.
+
+    Parameters
+    ----------
+    data
+        AnnData/MuData after :func:`~omicformer.dnabert.tl.predict`, or its DataFrame output.
+    key
+        ``key_added`` used in ``tl.predict``.
+    label
+        Class whose probability is shown (default: the last class, the positive one of a
+        binary model).
+    groupby
+        Column (of ``var`` or the DataFrame) to split the histogram by, e.g. the true class.
+    bins, mod, ax, show
+        Histogram bins; MuData modality; axes; call ``plt.show()``.
+
+    Examples
+    --------
+    >>> dnabert.pl.prediction_histogram(
+    ...     atac, label="promoter", groupby="is_promoter"
+    ... )  # doctest: +SKIP
+    """
+    frame = _prediction_frame(data, mod)
+    column, label = _prob_column(frame, key, label)
+    ax = _axes(ax)
+    edges = np.linspace(0, 1, bins + 1)
+    if groupby is None:
+        ax.hist(frame[column].to_numpy(), bins=edges, color="C0")
+    else:
+        if groupby not in frame.columns:
+            msg = f"groupby={groupby!r} is not a column (columns: {list(frame.columns)[:20]})."
+            raise KeyError(msg)
+        for name, values in frame.groupby(groupby, observed=True)[column]:
+            ax.hist(values.to_numpy(), bins=edges, alpha=0.6, label=str(name))
+        ax.legend(title=groupby, frameon=False)
+    ax.set_xlabel(f"P({label})")
+    ax.set_ylabel("count")
+    return _finish(ax, show)
+
+
+def region_track(
+    adata: Any,
+    *,
+    key: str = "dnabert",
+    label: str | None = None,
+    chrom: str | None = None,
+    region_key: str | None = None,
+    mod: str = "atac",
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes:
+    """Predicted probability of each region drawn along its chromosome (one bar per region).
+
+    Parameters
+    ----------
+    adata
+        AnnData/MuData after :func:`~omicformer.dnabert.tl.predict`.
+    key, label
+        ``key_added`` of ``tl.predict`` and the class shown (default: last class).
+    chrom
+        Chromosome to draw (default: the first one among the regions).
+    region_key, mod
+        Where the regions are (``var`` column; MuData modality).
+    ax, show
+        Axes; call ``plt.show()``.
+
+    Examples
+    --------
+    >>> dnabert.pl.region_track(atac, label="promoter", chrom="chr2L")  # doctest: +SKIP
+    """
+    target = modality(adata, mod)
+    column, label = _prob_column(target.var, key, label)
+    regions = parse_regions(var_regions(target, region_key))
+    chroms = [r.chrom for r in regions]
+    chrom = chroms[0] if chrom is None else chrom
+    if chrom not in chroms:
+        msg = f"chrom={chrom!r} has no regions (chromosomes: {sorted(set(chroms))[:10]})."
+        raise KeyError(msg)
+    keep = [i for i, r in enumerate(regions) if r.chrom == chrom]
+    probs = target.var[column].to_numpy()[keep]
+    starts = np.array([regions[i].start for i in keep])
+    ends = np.array([regions[i].end for i in keep])
+    ax = _axes(ax, figsize=(8, 2.5))
+    ax.bar(starts, probs, width=ends - starts, align="edge", color="C0", alpha=0.8)
+    ax.set_xlim(starts.min(), ends.max())
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"{chrom} position (bp, 0-based)")
+    ax.set_ylabel(f"P({label})")
+    return _finish(ax, show)

@@ -1,0 +1,79 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicformer.cli import main
+from omicformer.dnabert.model import DNABert
+
+
+@pytest.fixture
+def files(tmp_path, genome, tiny, finetuned):
+    fasta, _ = genome
+    adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    adata.var_names = ["chr1:10-90", "chr2:0-60:-"]
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    mlm = DNABert(k=3, **tiny).save(tmp_path / "mlm")
+    clf = finetuned.save(tmp_path / "clf")
+    return tmp_path, fasta, mlm, clf
+
+
+def test_embed_regions_cli(files, capsys):
+    tmp, fasta, mlm, _ = files
+    argv = ["dnabert", "embed-regions", str(tmp / "in.h5ad"), str(tmp / "out.h5ad")]
+    argv += ["--fasta", str(fasta), "--model", str(mlm), "--batch-size", "1", "--device", "cpu"]
+    assert main([*argv, "--no-progress"]) == 0
+    out = ad.read_h5ad(tmp / "out.h5ad")
+    assert out.varm["X_dnabert"].shape == (2, 32)
+    assert out.uns["dnabert"]["X_dnabert"]["params"]["k"] == 3
+    assert "varm['X_dnabert']" in capsys.readouterr().out
+
+
+def test_predict_cli_h5ad_and_fasta(files):
+    tmp, fasta, _, clf = files
+    base = ["--model", str(clf), "--device", "cpu", "--no-progress"]
+    argv = [
+        "dnabert",
+        "predict",
+        str(tmp / "in.h5ad"),
+        str(tmp / "pred.h5ad"),
+        "--fasta",
+        str(fasta),
+    ]
+    assert main(argv + base) == 0
+    var = ad.read_h5ad(tmp / "pred.h5ad").var
+    assert {"dnabert_prob_at", "dnabert_prob_gc", "dnabert_prediction"} <= set(var)
+    seqs = tmp / "seqs.fa"
+    seqs.write_text(">s1\nACGTACGTACGGGCCC\n>s2\nAAAATTTTAAAATTTT\n")
+    assert main(["dnabert", "predict", str(seqs), str(tmp / "pred.tsv"), *base]) == 0
+    table = pd.read_csv(tmp / "pred.tsv", sep="\t", index_col=0)
+    assert list(table.index) == ["s1", "s2"]
+
+
+def test_cli_errors(files):
+    tmp, fasta, _, clf = files
+    with pytest.raises(SystemExit, match="--fasta GENOME is required"):
+        main(["dnabert", "predict", str(tmp / "in.h5ad"), str(tmp / "o.h5ad"), "--model", str(clf)])
+    with pytest.raises(SystemExit, match="must end with"):
+        main(
+            [
+                "dnabert",
+                "embed-regions",
+                str(tmp / "in.h5ad"),
+                str(tmp / "o.txt"),
+                "--fasta",
+                str(fasta),
+            ]
+        )
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(
+            [
+                "dnabert",
+                "embed-regions",
+                str(tmp / "no.h5ad"),
+                str(tmp / "o.h5ad"),
+                "--fasta",
+                str(fasta),
+            ]
+        )
+    assert not (tmp / "o.h5ad").exists()

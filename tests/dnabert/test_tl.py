@@ -1,0 +1,139 @@
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicformer.dnabert import pl, pp, tl
+from omicformer.dnabert.model import DNABert
+
+matplotlib.use("Agg")
+
+REGIONS = ["chr1:10-90", "chr1-100-400", "chr2_0_60(-)", "chr2:50-150"]
+KW = {"device": "cpu", "show_progress": False}
+
+
+@pytest.fixture
+def atac():
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.poisson(1, size=(5, len(REGIONS))).astype(np.float32))
+    adata.var_names = REGIONS
+    adata.var["peak"] = REGIONS
+    adata.var["truth"] = pd.Categorical(["at", "gc", "gc", "at"])
+    return adata
+
+
+@pytest.fixture
+def mlm(tiny):
+    return DNABert(k=3, **tiny)
+
+
+def test_embed_regions_writes_varm_and_params(atac, genome, mlm):
+    path, chroms = genome
+    assert tl.embed_regions(atac, path, model=mlm, batch_size=2, **KW) is None
+    X = atac.varm["X_dnabert"]
+    assert X.shape == (4, 32)
+    assert X.dtype == np.float32
+    params = atac.uns["dnabert"]["X_dnabert"]["params"]
+    assert params["k"] == 3
+    assert params["pooling"] == "mean"
+    seqs = [chroms["chr1"][10:90], chroms["chr1"][100:400]]
+    seqs += [pp.reverse_complement(chroms["chr2"][:60]), chroms["chr2"][50:150]]
+    np.testing.assert_allclose(X, mlm.embed(seqs, **KW), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_regions_copy_region_key_and_mudata(atac, genome, mlm):
+    path, _ = genome
+    atac.var_names = [f"peak{i}" for i in range(4)]
+    out = tl.embed_regions(atac, path, model=mlm, region_key="peak", copy=True, key_added="Z", **KW)
+    assert "Z" in out.varm
+    assert "Z" not in atac.varm
+    mudata = pytest.importorskip("mudata")
+    atac.var_names = REGIONS
+    mdata = mudata.MuData({"atac": atac})
+    tl.embed_regions(mdata, path, model=mlm, mod="atac", **KW)
+    assert mdata.mod["atac"].varm["X_dnabert"].shape == (4, 32)
+    tl.embed_regions(mdata["atac"], path, model=mlm, key_added="again", **KW)
+    assert "again" in mdata.mod["atac"].varm
+
+
+@pytest.mark.parametrize(
+    ("names", "error", "match"),
+    [
+        (["chr1:10-90", "chr1:100", "chr2:0-60", "chr2:1-9"], ValueError, "Accepted forms"),
+        (["chr1:10-90", "chrX:1-50", "chr2:0-60", "chr2:1-9"], ValueError, r"it has \['chr1'"),
+        (["chr1:10-90", "chr1:300-500", "chr2:0-60", "chr2:1-9"], ValueError, "beyond the end"),
+        (["chr1:10-90", "chr1:90-10", "chr2:0-60", "chr2:1-9"], ValueError, "start"),
+    ],
+)
+def test_bad_regions_leave_adata_untouched(atac, genome, mlm, names, error, match):
+    path, _ = genome
+    atac.var_names = names
+    before = atac.copy()
+    with pytest.raises(error, match=match):
+        tl.embed_regions(atac, path, model=mlm, **KW)
+    assert "X_dnabert" not in atac.varm
+    assert "dnabert" not in atac.uns
+    assert atac.var.equals(before.var)
+
+
+def test_bad_arguments(atac, genome, mlm, tmp_path):
+    path, _ = genome
+    with pytest.raises(KeyError, match="region_key='nope'"):
+        tl.embed_regions(atac, path, model=mlm, region_key="nope", **KW)
+    with pytest.raises(FileNotFoundError):
+        tl.embed_regions(atac, tmp_path / "missing.fa", model=mlm, **KW)
+    with pytest.raises(ValueError, match="no classification head"):
+        tl.predict(atac, model=mlm, fasta=path, **KW)
+    with pytest.raises(ValueError, match="fasta= is required"):
+        tl.predict(atac, model=mlm, **KW)
+    with pytest.raises(TypeError, match="model must be"):
+        tl.embed_regions(atac, path, model=3, **KW)
+
+
+def test_predict_anndata_and_sequences(atac, genome, finetuned):
+    path, chroms = genome
+    tl.predict(atac, model=finetuned, fasta=path, **KW)
+    assert {"dnabert_prob_at", "dnabert_prob_gc", "dnabert_prediction"} <= set(atac.var)
+    np.testing.assert_allclose(
+        atac.var[["dnabert_prob_at", "dnabert_prob_gc"]].sum(1), 1, rtol=1e-5
+    )
+    assert atac.uns["dnabert"]["dnabert"]["params"]["labels"] == ["at", "gc"]
+    frame = tl.predict({"a": chroms["chr1"][10:90], "b": "GGGCCC" * 10}, model=finetuned, **KW)
+    assert list(frame.index) == ["a", "b"]
+    np.testing.assert_allclose(
+        frame["dnabert_prob_gc"].iloc[0], atac.var["dnabert_prob_gc"].iloc[0], rtol=1e-5
+    )
+    by_region = tl.predict(["chr1:10-90"], model=finetuned, fasta=path, **KW)
+    assert list(by_region.index) == ["chr1:10-90"]
+    copied = tl.predict(atac, model=finetuned, fasta=path, key_added="p2", copy=True, **KW)
+    assert "p2_prediction" in copied.var
+    assert "p2_prediction" not in atac.var
+
+
+def test_plots(atac, genome, finetuned):
+    path, _ = genome
+    tl.predict(atac, model=finetuned, fasta=path, **KW)
+    ax = pl.prediction_histogram(atac, label="gc", groupby="truth")
+    assert ax.get_xlabel() == "P(gc)"
+    ax = pl.region_track(atac, chrom="chr1")
+    assert len(ax.patches) == 2
+    ax = pl.loss_curve(finetuned, stage="finetune", smooth=4)
+    assert ax.get_xlabel() == "optimizer step"
+    frame = tl.predict(["ACGTACGTACGT"], model=finetuned, **KW)
+    pl.prediction_histogram(frame)
+    with pytest.raises(ValueError, match="No 'mlm' training history"):
+        pl.loss_curve({})
+    with pytest.raises(KeyError, match="not among"):
+        pl.prediction_histogram(atac, label="nope")
+    with pytest.raises(KeyError, match="chrom='chr9'"):
+        pl.region_track(atac, chrom="chr9")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_mlm_loss_curve_from_history():
+    history = {"mlm_loss_step": list(np.linspace(5, 3, 40)), "mlm_validation_loss": [4.0, 3.5]}
+    ax = pl.loss_curve(history, smooth=5)
+    assert len(ax.lines) == 3
