@@ -190,6 +190,35 @@ def check_sequences(
     return lengths
 
 
+def _kmer_ids(codes: np.ndarray, k: int) -> np.ndarray:
+    """Token ids of all k-mer windows along the last axis of a code array (int16).
+
+    ``codes`` holds 0..3 for A/T/C/G and 4 for N/IUPAC; any k-mer touching a code >= 4
+    (including row padding) becomes ``[UNK]``.
+    """
+    m = codes.shape[-1] - k + 1
+    value = np.zeros((*codes.shape[:-1], m), dtype=np.int16)  # 4**6 + 5 fits in int16
+    unknown = np.zeros(value.shape, dtype=bool)
+    for j in range(k):  # base-4 number of each window, A,T,C,G = 0,1,2,3
+        window = codes[..., j : j + m]
+        value *= 4
+        value += window & 3
+        unknown |= window > 3
+    value += N_SPECIAL
+    value[unknown] = UNK_ID
+    return value
+
+
+def _code_matrix(sequences: Sequence[str], lengths: np.ndarray, width: int) -> np.ndarray:
+    """``(n, width)`` uint8 codes, rows right-padded with an out-of-alphabet code."""
+    flat = _CODE[np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)]
+    if lengths.size and (lengths == width).all():
+        return flat.reshape(len(lengths), width)
+    codes = np.full((len(lengths), width), _UNKNOWN_CODE + 1, dtype=np.uint8)
+    codes[np.arange(width)[None, :] < lengths[:, None]] = flat  # row-major = concatenation
+    return codes
+
+
 def encode_kmers(
     sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -201,17 +230,12 @@ def encode_kmers(
     """
     lengths = check_sequences(sequences, k, names=names)
     codes = _CODE[np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)]
-    m = codes.size - k + 1  # k-mer starts over the concatenation (cross-boundary ones dropped)
-    value = np.zeros(m, dtype=np.int64)
-    for j in range(k):  # base-4 number of each window, A,T,C,G = 0,1,2,3
-        value = value * 4 + (codes[j : j + m] & 3)
-    unknown = np.concatenate([[0], np.cumsum(codes == _UNKNOWN_CODE)])
-    ids = np.where(unknown[k : k + m] > unknown[:m], UNK_ID, value + N_SPECIAL)
+    ids = _kmer_ids(codes, k)  # over the concatenation; cross-boundary k-mers dropped below
     n_kmers = lengths - k + 1
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     first = np.concatenate([[0], np.cumsum(n_kmers)[:-1]])
     keep = np.repeat(starts - first, n_kmers) + np.arange(int(n_kmers.sum()))
-    return ids[keep], n_kmers
+    return ids[keep].astype(np.int64), n_kmers
 
 
 def tokenize(
@@ -221,6 +245,7 @@ def tokenize(
     max_length: int = MAX_TOKENS,
     truncation: bool = False,
     names: Sequence[str] | None = None,
+    dtype: type = np.int64,
 ) -> dict[str, np.ndarray]:
     """Tokenise DNA sequences into padded DNABERT inputs ``[CLS] k-mers [SEP] [PAD]...``.
 
@@ -240,10 +265,12 @@ def tokenize(
         whole long sequences use :func:`split_windows` (the models do this for you).
     names
         Sequence names for error messages.
+    dtype
+        Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets).
 
     Returns
     -------
-    ``{"input_ids": (n, L) int64, "attention_mask": (n, L) int64}`` padded to the longest.
+    ``{"input_ids": (n, L), "attention_mask": (n, L) int64}`` padded to the longest.
 
     Examples
     --------
@@ -256,30 +283,43 @@ def tokenize(
     Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
-    ids, n_kmers = encode_kmers(sequences, k, names=names)
+    k = check_k(k)
     cap = max_length - 2
     if cap < 1:
         msg = f"max_length={max_length} leaves no room for k-mers; use at least 3."
         raise ValueError(msg)
+    lengths = check_sequences(sequences, k, names=names)
+    n_kmers = lengths - k + 1
     too_long = np.flatnonzero(n_kmers > cap)
-    if too_long.size and not truncation:
-        i = int(too_long[0])
-        msg = (
-            f"Sequence {_names(sequences, names)[i]!r} gives {n_kmers[i]} k-mers, more than the "
-            f"{cap} that fit in max_length={max_length} tokens (at most {cap + k - 1} bp for "
-            f"k={k}); split it with pp.split_windows or pass truncation=True."
-        )
-        raise ValueError(msg)
-    n = len(n_kmers)
-    used = np.minimum(n_kmers, cap)
-    first = np.concatenate([[0], np.cumsum(n_kmers)[:-1]])
-    rows = np.repeat(np.arange(n), used)
-    within = np.arange(int(used.sum())) - np.repeat(np.cumsum(used) - used, used)
-    input_ids = np.full((n, int(used.max(initial=0)) + 2), PAD_ID, dtype=np.int64)
+    if too_long.size:
+        if not truncation:
+            i = int(too_long[0])
+            msg = (
+                f"Sequence {_names(sequences, names)[i]!r} gives {n_kmers[i]} k-mers, more "
+                f"than the {cap} that fit in max_length={max_length} tokens (at most "
+                f"{cap + k - 1} bp for k={k}); split it with pp.split_windows or pass "
+                "truncation=True."
+            )
+            raise ValueError(msg)
+        sequences = [s[: cap + k - 1] for s in sequences]
+        lengths = np.minimum(lengths, cap + k - 1)
+        n_kmers = lengths - k + 1
+    n, width = len(lengths), int(lengths.max(initial=k))
+    ids = _kmer_ids(_code_matrix(sequences, lengths, width), k)  # (n, width - k + 1) int16
+    ragged = not (n_kmers == ids.shape[1]).all()
+    if ragged:
+        ids[np.arange(ids.shape[1])[None, :] >= n_kmers[:, None]] = PAD_ID
+    input_ids = np.empty((n, ids.shape[1] + 2), dtype=ids.dtype)
     input_ids[:, 0] = CLS_ID
-    input_ids[rows, within + 1] = ids[np.repeat(first, used) + within]
-    input_ids[np.arange(n), used + 1] = SEP_ID
-    attention_mask = (np.arange(input_ids.shape[1])[None, :] < (used + 2)[:, None]).astype(np.int64)
+    input_ids[:, 1:-1] = ids
+    input_ids[:, -1] = PAD_ID
+    input_ids[np.arange(n), n_kmers + 1] = SEP_ID
+    if ragged:
+        attention_mask = np.arange(input_ids.shape[1])[None, :] < (n_kmers + 2)[:, None]
+        attention_mask = attention_mask.astype(np.int64)
+    else:
+        attention_mask = np.ones(input_ids.shape, dtype=np.int64)
+    input_ids = input_ids.astype(dtype, copy=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 

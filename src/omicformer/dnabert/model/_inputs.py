@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._genome import Genome, as_genome, fetch_sequences
-from .._kmers import check_sequences, encode_kmers, split_windows
+from .._kmers import check_sequences, split_windows, tokenize
 from .._regions import Region
 
 SequenceInput = Sequence[str] | Mapping[str, str] | str | os.PathLike[str] | Genome
@@ -76,15 +76,10 @@ def tokenize_windows(
     out = np.zeros((len(windows), longest), dtype=np.int16)
     lengths = np.zeros(len(windows), dtype=np.int64)
     for start in range(0, len(windows), chunk_size):
-        chunk = windows[start : start + chunk_size]
-        ids, n_kmers = encode_kmers(chunk, k)
-        rows = np.repeat(np.arange(len(chunk)), n_kmers)
-        cols = 1 + np.arange(ids.size) - np.repeat(np.cumsum(n_kmers) - n_kmers, n_kmers)
-        block = out[start : start + len(chunk)]
-        block[:, 0] = 2  # [CLS]
-        block[rows, cols] = ids
-        block[np.arange(len(chunk)), n_kmers + 1] = 3  # [SEP]
-        lengths[start : start + len(chunk)] = n_kmers + 2
+        batch = tokenize(windows[start : start + chunk_size], k, max_length=longest, dtype=np.int16)
+        rows = slice(start, start + len(batch["input_ids"]))
+        out[rows, : batch["input_ids"].shape[1]] = batch["input_ids"]
+        lengths[rows] = batch["attention_mask"].sum(axis=1)
     return out, lengths
 
 
