@@ -7,5 +7,43 @@ import argparse
 
 def add_subparser(sub: argparse._SubParsersAction) -> None:
     """Register the ``scgpt`` command group."""
-    parser = sub.add_parser("scgpt", help="scgpt commands")
-    parser.add_subparsers(dest="scgpt_command", required=True)
+    parser = sub.add_parser("scgpt", help="scGPT single-cell commands")
+    cmds = parser.add_subparsers(dest="scgpt_command", required=True)
+
+    embed = cmds.add_parser(
+        "embed", help="Embed cells of an .h5ad file; writes obsm['X_scgpt'] to a new .h5ad."
+    )
+    embed.add_argument("input", help="input .h5ad (cells x genes; counts in X or --layer)")
+    embed.add_argument("output", help="output .h5ad")
+    embed.add_argument("--model", default="default", help="'default', official folder or saved model")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--max-len", type=int, default=1200)
+    embed.add_argument("--layer", default=None)
+    embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
+    embed.add_argument("--key-added", default="X_scgpt")
+    embed.add_argument("--device", default="auto")
+    embed.add_argument(
+        "--backed", action="store_true", help="read the input backed (out-of-core), in chunks"
+    )
+    embed.set_defaults(func=_embed)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import anndata as ad
+
+    from . import tl
+
+    adata = ad.read_h5ad(args.input, backed="r" if args.backed else None)
+    tl.embed(
+        adata,
+        model=args.model,
+        layer=args.layer,
+        gene_key=args.gene_key,
+        key_added=args.key_added,
+        batch_size=args.batch_size,
+        max_len=args.max_len,
+        device=args.device,
+    )
+    adata.write_h5ad(args.output)
+    print(f"wrote {args.output}: obsm[{args.key_added!r}] {adata.obsm[args.key_added].shape}")
+    return 0
