@@ -67,7 +67,9 @@ def run_ours(module, cells, vocab, batch_size, device):
     out = np.zeros((len(cells), module.config.d_model), dtype=np.float32)
     lengths = np.array([len(c.genes) for c in cells])
     for b in length_buckets(lengths, batch_size):
-        batch = pad_batch([cells[i] for i in b], pad_id=vocab.pad_id, pad_value=module.config.pad_value)
+        batch = pad_batch(
+            [cells[i] for i in b], pad_id=vocab.pad_id, pad_value=module.config.pad_value
+        )
         out[b] = encode_tokens(module, batch, device).cpu().numpy()
     return out
 
@@ -120,13 +122,17 @@ def flops_per_cell(c: ScGPTConfig, lengths: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", choices=["default", "human"], default="default")
-    p.add_argument("--dataset", choices=["pbmc68k_reduced", "pbmc_celltypist"], default="pbmc68k_reduced")
+    p.add_argument(
+        "--dataset", choices=["pbmc68k_reduced", "pbmc_celltypist"], default="pbmc68k_reduced"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-len", type=int, default=1200)
     p.add_argument("--n-cells", type=int, default=None)
     p.add_argument("--genes-per-cell", type=int, default=1200)
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
+    p.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)"
+    )
     args = p.parse_args()
     torch.manual_seed(0)
     device = resolve_device(args.device)
@@ -164,25 +170,35 @@ def main() -> None:
     # warm-up (small) then timed runs
     run_ours(module, cells[:8], vocab, args.batch_size, device)
     run_reference(module, ref, cells[:8], vocab, max_len, args.batch_size, device)
-    ref_out, t_ref, m_ref = timed(lambda: run_reference(module, ref, cells, vocab, max_len, args.batch_size, device), device)
-    our_out, t_our, m_our = timed(lambda: run_ours(module, cells, vocab, args.batch_size, device), device)
+    ref_out, t_ref, m_ref = timed(
+        lambda: run_reference(module, ref, cells, vocab, max_len, args.batch_size, device), device
+    )
+    our_out, t_our, m_our = timed(
+        lambda: run_ours(module, cells, vocab, args.batch_size, device), device
+    )
 
     def norm(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     diff = float(np.abs(norm(ref_out) - norm(our_out)).max())
     n = len(cells)
-    print(f"scGPT embed throughput — {label}; {n} cells, tokens/cell median {int(np.median(lengths))} "
-          f"(max_len {args.max_len}), batch {args.batch_size}, device {device}, torch {torch.__version__}")
+    print(
+        f"scGPT embed throughput — {label}; {n} cells, tokens/cell median {int(np.median(lengths))} "
+        f"(max_len {args.max_len}), batch {args.batch_size}, device {device}, torch {torch.__version__}"
+    )
     print(f"{'':32s}{'cells/s':>10s}{'peak MiB':>10s}")
     print(f"{'reference (pad to max_len, nn)':32s}{n / t_ref:10.1f}{m_ref:10.0f}")
     print(f"{'omicformer (buckets + SDPA)':32s}{n / t_our:10.1f}{m_our:10.0f}")
-    print(f"speed-up ours/reference: {t_ref / t_our:.2f}x; max |emb diff| (L2-normalised): {diff:.2e}")
+    print(
+        f"speed-up ours/reference: {t_ref / t_our:.2f}x; max |emb diff| (L2-normalised): {diff:.2e}"
+    )
     print("peak MiB: CPU = peak RSS growth of the run (forked child); CUDA = max allocated")
     if device.type == "cuda":
         flops = flops_per_cell(module.config, lengths).sum()
-        print(f"MFU ours: {flops / t_our / 1e12 / args.peak_tflops:.1%} of {args.peak_tflops} TFLOP/s "
-              f"({flops / t_our / 1e12:.1f} TFLOP/s achieved)")
+        print(
+            f"MFU ours: {flops / t_our / 1e12 / args.peak_tflops:.1%} of {args.peak_tflops} TFLOP/s "
+            f"({flops / t_our / 1e12:.1f} TFLOP/s achieved)"
+        )
 
 
 if __name__ == "__main__":

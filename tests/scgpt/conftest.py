@@ -60,7 +60,14 @@ class RefTransformerModel(nn.Module):
         )
         self.cls_decoder = nn.Module()
         self.cls_decoder._decoder = nn.ModuleList(
-            [nn.Linear(d, d), nn.ReLU(), nn.LayerNorm(d), nn.Linear(d, d), nn.ReLU(), nn.LayerNorm(d)]
+            [
+                nn.Linear(d, d),
+                nn.ReLU(),
+                nn.LayerNorm(d),
+                nn.Linear(d, d),
+                nn.ReLU(),
+                nn.LayerNorm(d),
+            ]
         )
         self.cls_decoder.out_layer = nn.Linear(d, n_cls)
         self.mvc_decoder = nn.Module()
@@ -109,7 +116,9 @@ def official_embed(ref: RefTransformerModel, X: np.ndarray, gene_ids, vocab, max
     return embs / np.linalg.norm(embs, axis=1, keepdims=True)
 
 
-def write_official_checkpoint(path, *, flash_keys="Wqkv", d=32, nhead=4, nlayers=2, n_cls=7, extra=True):
+def write_official_checkpoint(
+    path, *, flash_keys="Wqkv", d=32, nhead=4, nlayers=2, n_cls=7, extra=True
+):
     """Write args.json, vocab.json, best_model.pt like a released scGPT checkpoint."""
     path.mkdir(parents=True, exist_ok=True)
     genes = [f"G{i}" for i in range(N_GENES)] + ["UNUSED1", "UNUSED2"]

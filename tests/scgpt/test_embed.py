@@ -37,12 +37,16 @@ def test_copy_semantics_and_seed(ckpt, continuous_adata_factory):
 
 def test_subsampling_keeps_cls_and_max_len():
     X = sp.csr_matrix(np.arange(1, 21, dtype=np.float32)[None])
-    cells = tokenize_rows(X, np.arange(20), cls_id=99, pad_value=-2, max_len=5, rng=np.random.default_rng(0))
+    cells = tokenize_rows(
+        X, np.arange(20), cls_id=99, pad_value=-2, max_len=5, rng=np.random.default_rng(0)
+    )
     c = cells[0]
     assert len(c.genes) == 5 and c.genes[0] == 99 and c.values[0] == -2
     assert len(set(c.genes[1:])) == 4
     # binning used all 20 genes before subsampling: value of gene j is its bin among all 20
-    full = tokenize_rows(X, np.arange(20), cls_id=99, pad_value=-2, max_len=None, rng=np.random.default_rng(0))
+    full = tokenize_rows(
+        X, np.arange(20), cls_id=99, pad_value=-2, max_len=None, rng=np.random.default_rng(0)
+    )
     lookup = dict(zip(full[0].genes, full[0].values, strict=True))
     assert all(lookup[g] == v for g, v in zip(c.genes, c.values, strict=True))
 

@@ -24,7 +24,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        msg = f"device={device!r} is not a valid torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        msg = (
+            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        )
         raise ValueError(msg) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         msg = f"device={device!r} was requested but CUDA is not available; use device='cpu' or 'auto'."

@@ -8,7 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", disable: bool = False):
+def progress(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", disable: bool = False
+):
     """Wrap ``iterable`` in a tqdm progress bar."""
     from tqdm.auto import tqdm
 

@@ -15,7 +15,9 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     )
     embed.add_argument("input", help="input .h5ad (cells x genes; counts in X or --layer)")
     embed.add_argument("output", help="output .h5ad")
-    embed.add_argument("--model", default="default", help="'default', official folder or saved model")
+    embed.add_argument(
+        "--model", default="default", help="'default', official folder or saved model"
+    )
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--max-len", type=int, default=1200)
     embed.add_argument("--layer", default=None)

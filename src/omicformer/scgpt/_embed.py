@@ -78,12 +78,15 @@ def embed_cells(
     chunk_size: int = 8192,
     progress: bool = True,
     normalize: bool = True,
+    batch_labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embed every cell of ``adata``; returns ``(n_obs, d_model)`` float32.
 
     ``gene_ids`` gives the vocabulary id of each var (``-1``: not in the vocabulary, dropped).
     Raises ``ValueError`` (before anything is written anywhere) on NaN/inf, negative values or
-    cells with no expressed vocabulary gene.
+    cells with no expressed vocabulary gene. ``batch_labels`` (integer code per cell) are passed
+    to models with batch tokens or domain-specific batch norm; every minibatch then holds cells
+    of a single batch, as DSBN requires.
     """
     if max_len is not None and max_len < 2:
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
@@ -121,9 +124,9 @@ def embed_cells(
                 max_len=max_len, rng=rng,
             )  # fmt: skip
             lengths = np.fromiter((len(c.genes) for c in cells), dtype=np.int64)
-            for b in length_buckets(lengths, batch_size):
+            for b, labels in _buckets(lengths, batch_size, batch_labels, idx):
                 batch = pad_batch([cells[i] for i in b], pad_id=vocab.pad_id, pad_value=pad_value)
-                out[idx[b]] = encode_tokens(module, batch, dev).cpu().numpy()
+                out[idx[b]] = encode_tokens(module, batch, dev, labels).cpu().numpy()
                 bar.update(1)
     finally:
         bar.close()
@@ -131,3 +134,18 @@ def embed_cells(
     if normalize:
         out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
     return out
+
+
+def _buckets(
+    lengths: np.ndarray, batch_size: int, batch_labels: np.ndarray | None, idx: np.ndarray
+):
+    """Length buckets, within each batch label when labels are given."""
+    if batch_labels is None:
+        for b in length_buckets(lengths, batch_size):
+            yield b, None
+        return
+    codes = np.asarray(batch_labels)[idx]
+    for code in np.unique(codes):
+        members = np.flatnonzero(codes == code)
+        for b in length_buckets(lengths[members], batch_size):
+            yield members[b], torch.full((len(b),), int(code), dtype=torch.long)

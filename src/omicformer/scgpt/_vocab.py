@@ -47,7 +47,9 @@ class GeneVocab:
         try:
             stoi = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            msg = f"{path} is not valid JSON; expected a flat {{gene: id}} object (scGPT vocab.json)."
+            msg = (
+                f"{path} is not valid JSON; expected a flat {{gene: id}} object (scGPT vocab.json)."
+            )
             raise ValueError(msg) from err
         if not isinstance(stoi, dict):
             msg = f"{path} must hold a flat JSON object {{gene: id}}."

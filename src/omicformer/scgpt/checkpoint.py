@@ -65,7 +65,11 @@ def config_from_official(
     style = args.get("input_emb_style", "continuous")
     if "value_encoder.embedding.weight" in state:
         style = "category"
-    n_cls = state["cls_decoder.out_layer.weight"].shape[0] if "cls_decoder.out_layer.weight" in state else 1
+    n_cls = (
+        state["cls_decoder.out_layer.weight"].shape[0]
+        if "cls_decoder.out_layer.weight" in state
+        else 1
+    )
     cfg = {
         "ntoken": len(vocab),
         "pad_token_id": vocab[PAD_TOKEN],

@@ -89,7 +89,9 @@ def bin_expression(
         data, e = bin_csr_rows(chunk.data, chunk.indptr, n_bins, rng)
         blocks.append(sp.csr_matrix((data, chunk.indices, chunk.indptr), shape=chunk.shape))
         edges.append(e)
-    binned = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(adata.shape, dtype=np.int64)
+    binned = (
+        sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(adata.shape, dtype=np.int64)
+    )
     adata = adata.copy() if copy else adata
     adata.layers[key_added] = binned if sparse_in else binned.toarray()
     adata.obsm["bin_edges"] = np.vstack(edges) if edges else np.zeros((0, n_bins))

@@ -96,13 +96,16 @@ def embed(
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)
     if copy and adata.isbacked:
-        msg = "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
+        msg = (
+            "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
+        )
         raise ValueError(msg)
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
-        max_len=max_len, device=device, random_state=random_state, progress=progress,
+        max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
+        progress=progress,
     )  # fmt: skip
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = emb

@@ -330,17 +330,10 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
                   "max_len": self.max_len if max_len is None else max_len,
                   "n_bins": self.module.config.n_bins, "device": device,
                   "random_state": random_state, "progress": progress}  # fmt: skip
-        if not self.module.config.domain_spec_batchnorm:
-            return embed_cells(self.module, self.vocab, adata, **kwargs)
-        # DSBN normalises a whole batch with one domain's statistics: embed batch by batch.
-        codes = self._batch_codes(adata)
-        out = np.zeros((adata.n_obs, self.module.config.d_model), dtype=np.float32)
-        for code in np.unique(codes):
-            rows = np.flatnonzero(codes == code)
-            out[rows] = embed_cells(
-                _FixedDomain(self.module, int(code)), self.vocab, adata[rows], **kwargs
-            )
-        return out
+        # DSBN normalises a minibatch with one domain's statistics: embed_cells then groups
+        # minibatches by batch label.
+        codes = self._batch_codes(adata) if self._needs_batch_codes() else None
+        return embed_cells(self.module, self.vocab, adata, batch_labels=codes, **kwargs)
 
     # ------------------------------------------------------------------ save / load
     def save(
@@ -500,21 +493,6 @@ class _GeneLayerField(LayerField):
 
     def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs: Any) -> dict:
         return self.register_field(adata_target)
-
-
-class _FixedDomain(torch.nn.Module):
-    """View of a DSBN module that encodes every batch as one domain (for :func:`embed_cells`)."""
-
-    def __init__(self, module: TransformerModel, code: int):
-        super().__init__()
-        self.inner, self.code, self.config = module, code, module.config
-
-    def _encode(self, src, values, mask, batch_labels=None):
-        labels = torch.full((src.shape[0],), self.code, dtype=torch.long, device=src.device)
-        return self.inner._encode(src, values, mask, labels)
-
-    def get_cell_embedding(self, layer_output, weights=None):
-        return self.inner.get_cell_embedding(layer_output, weights)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

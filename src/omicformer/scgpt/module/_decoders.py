@@ -13,7 +13,9 @@ from torch.autograd import Function
 class ExprDecoder(nn.Module):
     """Per-token expression prediction (GEP) from transformer outputs."""
 
-    def __init__(self, d_model: int, explicit_zero_prob: bool = False, use_batch_labels: bool = False):
+    def __init__(
+        self, d_model: int, explicit_zero_prob: bool = False, use_batch_labels: bool = False
+    ):
         super().__init__()
         d_in = d_model * 2 if use_batch_labels else d_model
         self.fc = _mlp_head(d_in, d_model)
@@ -86,7 +88,9 @@ class MVCDecoder(nn.Module):
             cell = cell_emb.unsqueeze(2)  # (B, d_in, 1)
             out = {"pred": torch.bmm(self.W(query), cell).squeeze(2)}
             if self.explicit_zero_prob:
-                out["zero_probs"] = torch.sigmoid(torch.bmm(self.W_zero_logit(query), cell).squeeze(2))
+                out["zero_probs"] = torch.sigmoid(
+                    torch.bmm(self.W_zero_logit(query), cell).squeeze(2)
+                )
             return out
         query = self.query_activation(self.gene2query(gene_embs))
         if self.arch_style == "concat query":
@@ -100,7 +104,9 @@ class MVCDecoder(nn.Module):
 class ClsDecoder(nn.Module):
     """Cell-type classifier on the cell embedding: ``(nlayers-1) x [Linear, ReLU, LayerNorm]`` + out."""
 
-    def __init__(self, d_model: int, n_cls: int, nlayers: int = 3, activation: type[nn.Module] = nn.ReLU):
+    def __init__(
+        self, d_model: int, n_cls: int, nlayers: int = 3, activation: type[nn.Module] = nn.ReLU
+    ):
         super().__init__()
         self._decoder = nn.ModuleList()
         for _ in range(nlayers - 1):
@@ -147,7 +153,9 @@ class AdversarialDiscriminator(ClsDecoder):
 class DomainSpecificBatchNorm1d(nn.Module):
     """One BatchNorm1d per batch/domain (``dsbn.bns.{i}``), chosen by the batch's domain label."""
 
-    def __init__(self, num_features: int, num_domains: int, eps: float = 6.1e-5, affine: bool = False):
+    def __init__(
+        self, num_features: int, num_domains: int, eps: float = 6.1e-5, affine: bool = False
+    ):
         super().__init__()
         self.num_domains = num_domains
         self.bns = nn.ModuleList(

@@ -34,7 +34,9 @@ class MultiheadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, L, D = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3D), rows [q; k; v]
-        q, k, v = qkv.view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)  # (B, nh, L, hs)
+        q, k, v = qkv.view(B, L, 3, self.nhead, D // self.nhead).permute(
+            2, 0, 3, 1, 4
+        )  # (B, nh, L, hs)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -93,7 +95,8 @@ class TransformerEncoder(nn.Module):
     ):
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(d_model, nhead, d_hid, dropout, norm_scheme) for _ in range(nlayers)
+            TransformerEncoderLayer(d_model, nhead, d_hid, dropout, norm_scheme)
+            for _ in range(nlayers)
         )
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -136,5 +139,7 @@ def generative_attn_mask(pcpt_valid: torch.Tensor, gen_valid: torch.Tensor) -> t
     mask = torch.zeros(B, L, L, dtype=torch.bool, device=pcpt_valid.device)
     mask[:, :, :Lp] = pcpt_valid[:, None, :]  # every query sees the valid known keys
     idx = torch.arange(Lp, L, device=pcpt_valid.device)
-    mask[:, idx, idx] = True  # a token to generate also sees itself (pads too: keeps rows non-empty)
+    mask[:, idx, idx] = (
+        True  # a token to generate also sees itself (pads too: keeps rows non-empty)
+    )
     return mask[:, None]
