@@ -43,7 +43,7 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
         if is_model_dir(path):
             module, vocab = _load_ours(path)
             return module, vocab, str(path)
-        module, vocab, report = load_official(path, task=task)
+        module, vocab, _ = load_official(path, task=task)
         return module, vocab, str(path)
     msg = (
         f"model={model!r} is not understood: pass 'default', a folder with {list(OFFICIAL_FILES)}, "
