@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["model", "pl", "pp", "tl"]
+from ._vocab import GeneVocab
+
+__all__ = ["GeneVocab", "model", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in ("model", "pl", "pp", "tl"):
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
