@@ -183,3 +183,11 @@ def test_default_model_path(tmp_path, monkeypatch, tiny):
     DNABert(k=3, **tiny).save(tmp_path / "default_mlm")
     assert default_model_path("mlm") == tmp_path / "default_mlm"
     assert resolve_model("default").k == 3
+
+
+def test_save_only_on_rank_zero(tmp_path, tiny, monkeypatch):
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    DNABert(k=3, **tiny).save(tmp_path / "rank1")
+    assert not (tmp_path / "rank1").exists()

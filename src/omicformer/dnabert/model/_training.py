@@ -1,0 +1,303 @@
+"""Training for :class:`DNABert`: span-masked MLM pretraining and classification fine-tuning."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._genome import Genome
+from .._kmers import check_sequences, split_windows, vocab_size
+from ..module import (
+    CLASSIFICATION,
+    MLM,
+    SpanMaskingCollator,
+    TokenDataset,
+    build_bert,
+    classification_collate,
+)
+from ._fit import fit_plan, split_indices
+from ._inference import default_overlap
+from ._inputs import (
+    SequenceInput,
+    encode_labels,
+    resolve_sequences,
+    tokenize_windows,
+    windows_for_training,
+)
+
+Fasta = str | os.PathLike[str] | Genome
+
+
+class TrainingMixin:
+    """``pretrain`` and ``finetune`` for :class:`~omicformer.dnabert.model.DNABert`.
+
+    Both run a Lightning :class:`~omicformer.dnabert.train.DNABertTrainingPlan` (CPU, one GPU
+    or several with DDP, unchanged) and append their curves to ``history_``.
+    """
+
+    k: int
+    module: torch.nn.Module
+    task: str
+    labels_: list[str] | None
+    history_: dict[str, list[float]]
+    window_size: int
+
+    def pretrain(
+        self,
+        sequences_or_fasta: SequenceInput,
+        *,
+        max_epochs: int | None = 1,
+        max_steps: int | None = None,
+        batch_size: int = 32,
+        lr: float = 4e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.05,
+        mlm_probability: float = 0.15,
+        window_size: int | None = None,
+        window_overlap: int = 0,
+        max_unknown_fraction: float = 0.1,
+        validation_size: float = 0.0,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        strategy: str = "auto",
+        precision: str | int | None = "auto",
+        num_workers: int = 0,
+        random_state: int = 0,
+        enable_progress_bar: bool = True,
+        trainer_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, list[float]]:
+        """Pretrain (or continue pretraining) with DNABERT's span-masked language modelling.
+
+        Sequences are cut into non-overlapping windows (``window_size`` bases, default the
+        model maximum) and masked on the fly: centres with probability ``mlm_probability``,
+        each expanded to a span of k k-mers, 80/10/10 ``[MASK]``/random/unchanged.
+
+        Parameters
+        ----------
+        sequences_or_fasta
+            A list of DNA strings (or dict name -> sequence), a FASTA path (plain, bgzip or
+            gzip) or a :class:`~omicformer.dnabert.pp.Genome`.
+        max_epochs, max_steps
+            Training length; ``max_steps`` (optimizer steps) wins when both are given.
+        batch_size
+            Windows per batch (per device).
+        lr, weight_decay, warmup_ratio
+            AdamW (betas 0.9/0.98, eps 1e-6 as the DNABERT pretraining run) with linear warmup
+            over ``warmup_ratio`` of the steps and linear decay.
+        mlm_probability
+            Span-centre probability (official 0.15).
+        window_size, window_overlap
+            Window length in bases (at most :attr:`window_size`) and overlap.
+        max_unknown_fraction
+            Windows with a larger fraction of N/IUPAC bases are skipped.
+        validation_size
+            Fraction of windows held out; their MLM loss is recorded each epoch.
+        accelerator, devices, strategy, precision
+            Lightning settings; several devices use DDP. ``precision="auto"``: bf16 mixed
+            precision on GPUs that support it, else 32-bit.
+        num_workers
+            DataLoader workers.
+        random_state
+            Seeds shuffling, masking (per DDP rank) and dropout.
+        enable_progress_bar
+            Show Lightning's progress bar.
+        trainer_kwargs
+            Extra :class:`lightning.pytorch.Trainer` arguments.
+
+        Returns
+        -------
+        This run's history (``loss_step``, ``loss_epoch``, ``validation_loss``); also appended
+        to :attr:`history_` with an ``mlm_`` prefix.
+        """
+        from ..train import DNABertTrainingPlan
+
+        if self.task != MLM:
+            msg = (
+                "This model has a classification head; pretrain a masked-LM model (a fresh "
+                "DNABert or a pretrained MLM checkpoint) before fine-tuning."
+            )
+            raise ValueError(msg)
+        window = self.window_size if window_size is None else int(window_size)
+        if not self.k <= window <= self.window_size:
+            msg = f"window_size={window} must be between k={self.k} and {self.window_size} bases."
+            raise ValueError(msg)
+        seqs, names = resolve_sequences(sequences_or_fasta)
+        windows, _ = windows_for_training(
+            seqs,
+            self.k,
+            window=window,
+            overlap=window_overlap,
+            max_unknown_fraction=max_unknown_fraction,
+            names=names,
+        )
+        ids, lengths = tokenize_windows(windows, self.k)
+        train_idx, val_idx = split_indices(len(ids), validation_size, random_state)
+        n_vocab = vocab_size(self.k)
+        collators = {
+            "train": SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
+            "val": SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
+        }
+        plan = DNABertTrainingPlan(
+            self.module,
+            MLM,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            collators=collators,
+            seed=random_state,
+        )
+        history = fit_plan(
+            plan,
+            TokenDataset(ids[train_idx], lengths[train_idx]),
+            collators["train"],
+            val=TokenDataset(ids[val_idx], lengths[val_idx]) if len(val_idx) else None,
+            collate_val=collators["val"],
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            precision=precision,
+            num_workers=num_workers,
+            random_state=random_state,
+            enable_progress_bar=enable_progress_bar,
+            trainer_kwargs=trainer_kwargs,
+        )
+        self._record("mlm", history)
+        return history
+
+    def finetune(
+        self,
+        sequences_or_regions: SequenceInput,
+        labels: Any,
+        *,
+        fasta: Fasta | None = None,
+        num_labels: int | None = None,
+        max_epochs: int | None = 3,
+        max_steps: int | None = None,
+        batch_size: int = 32,
+        lr: float = 2e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        class_weight: str | None = None,
+        window_overlap: int | None = None,
+        validation_size: float = 0.0,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        strategy: str = "auto",
+        precision: str | int | None = "auto",
+        num_workers: int = 0,
+        random_state: int = 0,
+        enable_progress_bar: bool = True,
+        trainer_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, list[float]]:
+        """Fine-tune for binary or multi-class sequence classification.
+
+        A masked-LM model gets a new ``BertForSequenceClassification`` head (the encoder
+        weights are kept, the MLM head is dropped; save it first if you need it). Sequences
+        longer than one window are split into overlapping windows that inherit the label;
+        :meth:`predict` averages window probabilities the same way.
+
+        Parameters
+        ----------
+        sequences_or_regions
+            DNA strings, or region strings (``chr1:100-600``) when ``fasta`` is given.
+        labels
+            One label per sequence: integers ``0..C-1``, or strings / categories (classes in
+            sorted or categorical order).
+        fasta
+            Genome to fetch regions from.
+        num_labels
+            Number of classes; default: inferred from ``labels``.
+        max_epochs, max_steps, batch_size, lr, weight_decay, warmup_ratio
+            Training length and AdamW with linear warmup/decay (official DNABERT fine-tuning
+            used lr 2e-4, 10% warmup, weight decay 0.01).
+        class_weight
+            ``"balanced"`` weights the loss by inverse class frequency; ``None`` does not.
+        window_overlap
+            Overlap (bases) of windows of long sequences; default a quarter window.
+        validation_size
+            Fraction of *sequences* held out (split before windowing, so no window leaks).
+        accelerator, devices, strategy, precision, num_workers, random_state, enable_progress_bar, trainer_kwargs
+            As in :meth:`pretrain`; ``random_state`` also seeds the new head.
+
+        Returns
+        -------
+        This run's history (also in :attr:`history_` with a ``finetune_`` prefix).
+        """
+        from ..train import DNABertTrainingPlan
+
+        seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
+        codes, classes = encode_labels(labels, len(seqs), num_labels, self._reusable_labels())
+        if class_weight not in (None, "balanced"):
+            msg = f"class_weight={class_weight!r} must be None or 'balanced'."
+            raise ValueError(msg)
+        check_sequences(seqs, self.k, names=names)
+        train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
+        overlap = default_overlap(self.window_size) if window_overlap is None else window_overlap
+
+        def dataset(index: np.ndarray) -> TokenDataset:
+            windows, owner = split_windows([seqs[i] for i in index], self.window_size, overlap)
+            ids, lengths = tokenize_windows(windows, self.k)
+            return TokenDataset(ids, lengths, labels=codes[index][owner])
+
+        train = dataset(train_seq)
+        weight = None
+        if class_weight == "balanced":
+            counts = np.bincount(train.labels.numpy(), minlength=len(classes)).astype(float)
+            weight = torch.as_tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)))
+        self._set_classifier(classes, random_state)
+        plan = DNABertTrainingPlan(
+            self.module,
+            CLASSIFICATION,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            class_weight=None if weight is None else weight.float(),
+            seed=random_state,
+        )
+        history = fit_plan(
+            plan,
+            train,
+            classification_collate,
+            val=dataset(val_seq) if len(val_seq) else None,
+            collate_val=classification_collate,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            precision=precision,
+            num_workers=num_workers,
+            random_state=random_state,
+            enable_progress_bar=enable_progress_bar,
+            trainer_kwargs=trainer_kwargs,
+        )
+        self._record("finetune", history)
+        return history
+
+    def _reusable_labels(self) -> list[str] | None:
+        return self.labels_ if self.task == CLASSIFICATION else None
+
+    def _set_classifier(self, classes: list[str], random_state: int) -> None:
+        """Give the model a classification head for ``classes`` (kept if it already fits)."""
+        if self.task == CLASSIFICATION and self.labels_ == classes:
+            return
+        config = copy.deepcopy(self.module.config)
+        config.num_labels = len(classes)
+        config.id2label = dict(enumerate(classes))
+        config.label2id = {c: i for i, c in enumerate(classes)}
+        config.problem_type = "single_label_classification"
+        module = build_bert(config, CLASSIFICATION, seed=random_state)
+        module.bert.load_state_dict(self.module.bert.state_dict(), strict=False)
+        self.module, self.task, self.labels_ = module, CLASSIFICATION, list(classes)
+
+    def _record(self, prefix: str, history: dict[str, list[float]]) -> None:
+        for key, values in history.items():
+            self.history_.setdefault(f"{prefix}_{key}", []).extend(values)
