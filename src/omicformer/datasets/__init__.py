@@ -1,7 +1,7 @@
 """Real datasets bundled with omicformer (no network access needed).
 
-Single-cell RNA loaders live in :mod:`omicformer.datasets._scrna`, DNA sequence loaders in
-:mod:`omicformer.datasets._dna`; both are re-exported here.
+Single-cell RNA loaders live in ``omicformer.datasets._scrna``, DNA sequence loaders in
+``omicformer.datasets._dna``; both are re-exported here.
 """
 
 from __future__ import annotations

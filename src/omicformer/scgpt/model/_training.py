@@ -106,6 +106,8 @@ class GenerativeTrainingMixin:
         **trainer_kwargs
             Further :class:`lightning.pytorch.Trainer` arguments.
 
+        Notes
+        -----
         Sets ``history`` (per-epoch ``train_loss``, ``train_loss_gen``, ``train_loss_mvc``,
         ``validation_loss``, ... as scvi-tools ``DataFrame`` s), ``train_indices``,
         ``validation_indices`` and ``is_trained``.
