@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import numpy as np
@@ -9,6 +10,23 @@ from omicformer.dnabert.model import DNABert
 
 TINY = {"n_layers": 2, "hidden_size": 32, "n_heads": 2, "max_length": 64}
 FIT = {"accelerator": "cpu", "enable_progress_bar": False}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models run much faster single-threaded, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture
@@ -57,7 +75,8 @@ def labelled():
 @pytest.fixture(scope="session")
 def finetuned(labelled):
     model = DNABert(k=3, **TINY)
-    model.finetune(*labelled, max_epochs=3, batch_size=8, lr=3e-3, **FIT)
+    with one_thread():
+        model.finetune(*labelled, max_epochs=3, batch_size=8, lr=3e-3, **FIT)
     return model
 
 
