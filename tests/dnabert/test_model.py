@@ -191,3 +191,50 @@ def test_save_only_on_rank_zero(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     DNABert(k=3, **tiny).save(tmp_path / "rank1")
     assert not (tmp_path / "rank1").exists()
+
+
+def test_half_save_and_label_names(tmp_path, tiny, fit_kw, labelled):
+    seqs, labels = labelled
+    model = DNABert(k=3, **tiny)
+    ints = [int(x == "gc") for x in labels]
+    model.finetune(seqs, ints, label_names=["background", "promoter"], max_steps=1, **fit_kw)
+    assert model.labels_ == ["background", "promoter"]
+    assert model.config.id2label == {0: "background", 1: "promoter"}
+    full, half = model.save(tmp_path / "full"), model.save(tmp_path / "half", half=True)
+    size = lambda p: (p / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    loaded = DNABert.load(half)
+    assert loaded.labels_ == ["background", "promoter"]
+    assert next(loaded.module.parameters()).dtype == torch.float32
+    kw = {"device": "cpu", "show_progress": False}
+    np.testing.assert_allclose(loaded.predict(seqs, **kw), model.predict(seqs, **kw), atol=1e-2)
+    with pytest.raises(ValueError, match="not in label_names"):
+        model.finetune(seqs, labels, label_names=["gc", "x"], max_steps=1, **fit_kw)
+
+
+def test_official_classification_folder(tmp_path, seqs):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = tmp_path / "ft"
+    path.mkdir()
+    config = {
+        "architectures": ["BertForSequenceClassification"],
+        "vocab_size": 69,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "num_labels": 3,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    pp.write_vocab_txt(path / "vocab.txt", 3)
+    torch.manual_seed(0)
+    reference = BertForSequenceClassification(BertConfig(**config)).eval()
+    torch.save(reference.state_dict(), path / "pytorch_model.bin")
+    model = DNABert.from_pretrained(path)
+    assert model.task == "classification"
+    assert len(model.labels_) == 3
+    probs = model.predict(seqs[:3], device="cpu", show_progress=False)
+    expected = torch.softmax(_logits(reference, seqs[:3], 3), -1).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)

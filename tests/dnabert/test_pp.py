@@ -155,3 +155,14 @@ def test_genome_errors(fasta):
         pp.fetch_sequences(["chr2:1-40"], genome)
     with pytest.raises(FileNotFoundError):
         pp.Genome(fasta.parent / "missing.fa")
+
+
+def test_pp_pl_tl_import_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import omicformer.dnabert.pp, omicformer.dnabert.pl, omicformer.dnabert.tl; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

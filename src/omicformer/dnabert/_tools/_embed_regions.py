@@ -6,12 +6,12 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .._genome import Genome, as_genome, fetch_sequences
 from ._common import describe, modality, var_regions
 
 if TYPE_CHECKING:
+    import torch
     from anndata import AnnData
 
     from ..model import DNABert

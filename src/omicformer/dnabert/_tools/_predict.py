@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, var_regions
 
 if TYPE_CHECKING:
+    import torch
     from anndata import AnnData
 
     from ..model import DNABert

@@ -150,11 +150,18 @@ def write_checkpoint(
     task: str,
     metadata: dict[str, Any],
     overwrite: bool = False,
+    half: bool = False,
 ) -> Path:
-    """Write an HF-compatible DNABERT folder plus ``omicformer_config.json`` metadata."""
+    """Write an HF-compatible DNABERT folder plus ``omicformer_config.json`` metadata.
+
+    ``half=True`` stores floating-point weights as float16 (half the size); loading casts
+    them back to the model's float32 parameters.
+    """
     path = Path(path).expanduser()
-    state = {key: v for key, v in unique_tensors(module.state_dict()).items()}
+    state = unique_tensors(module.state_dict())
     state = {key: v for key, v in state.items() if not key.endswith("position_ids")}
+    if half:
+        state = {key: v.half() if v.is_floating_point() else v for key, v in state.items()}
     save_model_dir(path, state, {**metadata, "k": k, "task": task}, overwrite=overwrite)
     config = module.config
     config.architectures = [type(module).__name__]

@@ -142,13 +142,25 @@ class DNABert(TrainingMixin):
 
     load = from_pretrained
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(
+        self, path: str | os.PathLike[str], *, overwrite: bool = False, half: bool = False
+    ) -> Path:
         """Save as a Hugging Face-compatible folder plus ``omicformer_config.json``.
 
         Writes ``config.json``, ``model.safetensors``, ``vocab.txt``, ``tokenizer_config.json``,
         ``special_tokens_map.json`` and ``omicformer_config.json`` (k, task, labels, history).
         Under multi-GPU DDP (a script re-run once per GPU) only global rank 0 writes, so a
         training script can call ``save`` unguarded.
+
+        Parameters
+        ----------
+        path
+            Folder to create.
+        overwrite
+            Replace an existing save.
+        half
+            Store weights as float16 (half the size, e.g. for models shipped in a package);
+            they are cast back to float32 when loaded.
 
         Examples
         --------
@@ -167,7 +179,13 @@ class DNABert(TrainingMixin):
             "history": self.history_,
         }
         return write_checkpoint(
-            path, self.module, k=self.k, task=self.task, metadata=metadata, overwrite=overwrite
+            path,
+            self.module,
+            k=self.k,
+            task=self.task,
+            metadata=metadata,
+            overwrite=overwrite,
+            half=half,
         )
 
     @property

@@ -112,30 +112,49 @@ def windows_for_training(
 
 
 def encode_labels(
-    labels: Any, n: int, num_labels: int | None, existing: list[str] | None
+    labels: Any,
+    n: int,
+    num_labels: int | None = None,
+    existing: list[str] | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Class codes and names; checks length, NaN and class count before anything runs."""
+    """Class codes and names; checks length, NaN and class count before anything runs.
+
+    Integer labels are class indices (named by ``label_names`` or ``"0"``, ``"1"``, ...);
+    other labels are categories, ordered by ``label_names``, the categorical order, or sorted.
+    """
     values = labels if isinstance(labels, pd.Categorical) else pd.Series(list(labels)).values
     if len(values) != n:
         msg = (
             f"labels has {len(values)} entries but there are {n} sequences; give one per sequence."
         )
         raise ValueError(msg)
+    names = None if label_names is None else [str(c) for c in label_names]
+    if names is not None and num_labels is not None and num_labels != len(names):
+        msg = f"num_labels={num_labels} but label_names has {len(names)} names."
+        raise ValueError(msg)
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
-        n_cls = int(num_labels or (arr.max() + 1 if n else 0))
+        n_cls = len(names) if names is not None else int(num_labels or (arr.max() + 1 if n else 0))
         if n and (arr.min() < 0 or arr.max() >= n_cls):
             msg = f"Integer labels must lie in [0, {n_cls}); got {arr.min()}..{arr.max()}."
             raise ValueError(msg)
-        codes, classes = arr.astype(np.int64), [str(i) for i in range(n_cls)]
-        if existing is not None and len(existing) == n_cls:
+        codes, classes = arr.astype(np.int64), names or [str(i) for i in range(n_cls)]
+        if names is None and existing is not None and len(existing) == n_cls:
             classes = list(existing)
     else:
-        cat = values if isinstance(values, pd.Categorical) else pd.Categorical(values)
-        if existing is not None and set(map(str, cat.categories)) <= set(existing):
-            cat = pd.Categorical(cat.astype(str), categories=existing)
+        if names is not None:
+            cat = pd.Categorical(pd.Series(values).astype(str), categories=names)
+        else:
+            cat = values if isinstance(values, pd.Categorical) else pd.Categorical(values)
+            if existing is not None and set(map(str, cat.categories)) <= set(existing):
+                cat = pd.Categorical(cat.astype(str), categories=existing)
         if (cat.codes < 0).any():
-            msg = "labels contain missing values (NaN/None); drop those sequences first."
+            bad = pd.Series(values)[cat.codes < 0].iloc[0]
+            msg = (
+                f"label {bad!r} is missing (NaN/None) or not in label_names; drop those "
+                "sequences or fix label_names."
+            )
             raise ValueError(msg)
         codes, classes = np.asarray(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
         if num_labels is not None and num_labels != len(classes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -178,6 +179,7 @@ class TrainingMixin:
         *,
         fasta: Fasta | None = None,
         num_labels: int | None = None,
+        label_names: Sequence[str] | None = None,
         max_epochs: int | None = 3,
         max_steps: int | None = None,
         batch_size: int = 32,
@@ -214,6 +216,9 @@ class TrainingMixin:
             Genome to fetch regions from.
         num_labels
             Number of classes; default: inferred from ``labels``.
+        label_names
+            Class names in output order, e.g. ``["background", "promoter"]`` for integer
+            labels 0/1 (they name the ``tl.predict`` columns); for string labels, their order.
         max_epochs, max_steps, batch_size, lr, weight_decay, warmup_ratio
             Training length and AdamW with linear warmup/decay (official DNABERT fine-tuning
             used lr 2e-4, 10% warmup, weight decay 0.01).
@@ -233,7 +238,9 @@ class TrainingMixin:
         from ..train import DNABertTrainingPlan
 
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
-        codes, classes = encode_labels(labels, len(seqs), num_labels, self._reusable_labels())
+        codes, classes = encode_labels(
+            labels, len(seqs), num_labels, self._reusable_labels(), label_names
+        )
         if class_weight not in (None, "balanced"):
             msg = f"class_weight={class_weight!r} must be None or 'balanced'."
             raise ValueError(msg)
