@@ -131,11 +131,6 @@ else:
 html_theme = "furo"
 html_title = f"omicformer {version}"
 html_static_path = ["_static"]
-html_theme_options = {
-    "source_repository": "https://github.com/omicformer/omicformer/",
-    "source_branch": "main",
-    "source_directory": "docs/",
-}
 html_show_sphinx = False
 
 # -- Public names: document re-exported objects under their public module ------------------------
