@@ -43,7 +43,14 @@ def check_k(k: int) -> int:
 
 
 def vocab_size(k: int) -> int:
-    """Number of tokens for k-mer size ``k``: ``5 + 4**k`` (69, 261, 1029, 4101)."""
+    """Number of tokens for k-mer size ``k``: ``5 + 4**k`` (69, 261, 1029, 4101).
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.vocab_size(6)
+    4101
+    """
     return N_SPECIAL + 4 ** check_k(k)
 
 
@@ -84,7 +91,13 @@ def write_vocab_txt(path: str | Path, k: int) -> Path:
 
 
 def read_vocab_txt(path: str | Path) -> list[str]:
-    """Read a ``vocab.txt`` (one token per line) into a list ordered by id."""
+    """Read a ``vocab.txt`` (one token per line) into a list ordered by id.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> tokens = pp.read_vocab_txt("DNA_bert_6/vocab.txt")  # doctest: +SKIP
+    """
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
@@ -99,6 +112,16 @@ def k_from_vocab(tokens: Sequence[str], *, k: int | None = None, source: str = "
         Expected k (e.g. from the checkpoint's metadata); ``None`` infers it from the size.
     source
         Name of the file, used in error messages.
+
+    Returns
+    -------
+    The k-mer size; ``ValueError`` if the vocabulary fits no k, or not the given one.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.k_from_vocab(pp.kmer_vocab(4))
+    4
     """
     sizes = {N_SPECIAL + 4**kk: kk for kk in K_RANGE}
     inferred = sizes.get(len(tokens))
@@ -161,6 +184,12 @@ def check_sequences(
 
     Raises ``ValueError`` naming the sequence and 0-based position of the first character
     outside A/C/G/T/N/IUPAC (either case), or the first sequence shorter than ``k``.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.check_sequences(["ACGTN", "acgtr"], k=3)
+    array([5, 5])
     """
     k = check_k(k)
     if isinstance(sequences, str):
@@ -227,6 +256,12 @@ def encode_kmers(
     Returns ``(ids, n_kmers)``: the ids of every sequence concatenated (int64) and the number
     of k-mers per sequence (``len(seq) - k + 1``). k-mers containing N or another IUPAC code
     map to ``[UNK]``; lower-case bases are read as upper case.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.encode_kmers(["ACGTA", "NAAA"], k=3)
+    (array([16, 50, 57,  1,  5]), array([3, 2]))
     """
     lengths = check_sequences(sequences, k, names=names)
     codes = _CODE[np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)]
@@ -328,6 +363,12 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
 
     The last window is aligned to the end of the sequence so every base is covered; a sequence
     no longer than ``window`` gives a single window at 0.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.window_starts(1000, window=515, stride=400)
+    array([  0, 400, 485])
     """
     if window < 1 or stride < 1:
         msg = f"window ({window}) and stride ({stride}) must be positive."

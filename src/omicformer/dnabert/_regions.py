@@ -84,7 +84,14 @@ def parse_region(region: str | Region) -> Region:
 
 
 def parse_regions(regions: Iterable[str | Region]) -> list[Region]:
-    """Parse many region strings; the error names the first bad one and its position."""
+    """Parse many region strings; the error names the first bad one and its position.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> [r.width for r in pp.parse_regions(["chr1:0-500", "chr2_10_20"])]
+    [500, 10]
+    """
     out = []
     for i, region in enumerate(regions):
         try:
