@@ -119,16 +119,9 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key in ("train_loss", "validation_loss", "train_loss_gen", "train_loss_mvc"):
-        if key in hist:
-            ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("default scGPT pretraining")
-    ax.legend(frameon=False, fontsize=8)
+    ax = scgpt.pl.loss_curve(model, show=False)
+    ax.set_title("default scGPT pretraining (bundled data, CPU)")
+    fig = ax.figure
     fig.tight_layout()
     fig.savefig(static / "default_scgpt_loss.png", dpi=120)
     print(json.dumps(metrics, indent=1))

@@ -2,4 +2,72 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["loss_curve"]
+
+_LOSSES = ("train_loss", "validation_loss", "train_loss_gen", "train_loss_mvc", "train_loss_ecs")
+
+
+def loss_curve(
+    model_or_history: Any,
+    *,
+    keys: tuple[str, ...] | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Axes:
+    """Per-epoch training and validation losses of an :class:`~omicformer.scgpt.model.ScGPT`.
+
+    Parameters
+    ----------
+    model_or_history
+        A trained model (its ``history``: dict of one-column DataFrames, as scvi-tools) or such
+        a dict, or a dict of lists.
+    keys
+        Which losses to draw; default: every one of ``train_loss``, ``validation_loss`` and the
+        objective parts (``train_loss_gen``, ``train_loss_mvc``, ``train_loss_ecs``) present.
+    ax
+        Axes to draw on (a new figure otherwise).
+    show
+        Call ``plt.show()``; default: only when no ``ax`` was given and matplotlib is interactive.
+
+    Returns
+    -------
+    The axes.
+
+    Examples
+    --------
+    >>> from omicformer import scgpt
+    >>> model.train(max_epochs=20)  # doctest: +SKIP
+    >>> scgpt.pl.loss_curve(model)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    history = getattr(model_or_history, "history", model_or_history)
+    history = history or {}
+    keys = keys or tuple(k for k in _LOSSES if k in history)
+    if not keys:
+        msg = f"No loss history to plot (keys: {sorted(history)}); train the model first."
+        raise ValueError(msg)
+    new_fig = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for key in keys:
+        if key not in history:
+            msg = f"{key!r} is not in the history (available: {sorted(history)})."
+            raise KeyError(msg)
+        values = history[key]
+        y = np.asarray(values.iloc[:, 0] if hasattr(values, "iloc") else values, dtype=float)
+        ax.plot(np.arange(1, y.size + 1), y, marker="o" if y.size < 30 else None, ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("scGPT pretraining")
+    ax.legend(frameon=False, fontsize=8)
+    if show or (show is None and new_fig and plt.isinteractive()):
+        plt.show()
+    return ax
