@@ -189,8 +189,10 @@ _LABELS = {
 
 
 def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.1f}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -219,9 +221,8 @@ def _metrics_table(path: Path, title: str) -> str:
 
 def _placeholder(what: str, script: str) -> str:
     return (
-        ":::{admonition} Placeholder: numbers not generated yet\n:class: warning\n\n"
-        f"{what} appear here once `{script}` has written them to `docs/_static/`. "
-        "Rebuild the docs afterwards.\n:::"
+        ":::{admonition} Placeholder: not generated yet\n:class: warning\n\n"
+        f"{what} will appear here after `{script}` has run; rebuild the docs then.\n:::"
     )
 
 
@@ -242,7 +243,60 @@ def _model_substitutions(prefix: str, script: str, loss_caption: str) -> dict[st
     }
 
 
+def _table(rows: list[tuple[str, str]], header: str, source: str) -> str:
+    lines = [f"| {header} | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    return "\n".join(lines) + f"\n\n*Read from `{source}` when the docs were built.*"
+
+
+def _scgpt_architecture() -> str:
+    path = ROOT / "src/omicformer/scgpt/_data/default_model/omicformer_config.json"
+    if not path.is_file():
+        return _placeholder("The default model's architecture", "python scripts/train_default_scgpt.py")
+    config = json.loads(path.read_text())
+    c = config.get("module_config", {})
+    rows = [
+        ("`d_model` (official `embsize`)", c.get("d_model")),
+        ("layers (`nlayers`)", c.get("nlayers")),
+        ("attention heads (`nheads`)", c.get("nhead")),
+        ("feed-forward width (`d_hid`)", c.get("d_hid")),
+        ("dropout", c.get("dropout")),
+        ("bins (`n_bins`)", c.get("n_bins")),
+        ("value encoder", c.get("input_emb_style")),
+        ("vocabulary size (tokens)", c.get("ntoken")),
+        ("`max_len` at inference", config.get("model_settings", {}).get("max_len")),
+    ]
+    rows = [(a, _fmt(b)) for a, b in rows if b is not None]
+    return _table(rows, "default scGPT", "src/omicformer/scgpt/_data/default_model/omicformer_config.json")
+
+
+def _dnabert_architecture() -> str:
+    base = ROOT / "src/omicformer/dnabert/_data"
+    rows = []
+    for task in ("mlm", "promoter"):
+        path = base / f"default_{task}" / "config.json"
+        if not path.is_file():
+            continue
+        c = json.loads(path.read_text())
+        meta_path = path.with_name("omicformer_config.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        k = meta.get("k", "?")
+        labels = meta.get("labels")
+        rows.append(
+            (
+                f"`default_{task}`",
+                f"k={k}, {c.get('num_hidden_layers')} layers, hidden {c.get('hidden_size')}, "
+                f"{c.get('num_attention_heads')} heads, {c.get('max_position_embeddings')} positions"
+                + (f", classes {labels}" if labels else ""),
+            )
+        )
+    if not rows:
+        return _placeholder("The default DNABERT models' architecture", "the DNABERT default-model script in scripts/")
+    return _table(rows, "shipped model", "src/omicformer/dnabert/_data/default_*/")
+
+
 myst_substitutions = {
+    "scgpt_architecture": _scgpt_architecture(),
+    "dnabert_architecture": _dnabert_architecture(),
     **_model_substitutions(
         "scgpt",
         "python scripts/train_default_scgpt.py",
