@@ -1,0 +1,95 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omicformer.scgpt.module import (
+    ScGPTConfig,
+    TransformerModel,
+    ecs_loss,
+    generative_attn_mask,
+    grad_reverse,
+    masked_mse_loss,
+    padding_attn_mask,
+)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    cfg = ScGPTConfig(
+        ntoken=40, pad_token_id=37, d_model=16, nhead=2, d_hid=32, nlayers=2, dropout=0.0, **kw
+    )
+    return TransformerModel(cfg).eval()
+
+
+def test_generative_mask_layout():
+    pcpt_valid = torch.tensor([[True, True, False]])
+    gen_valid = torch.tensor([[True, True]])
+    m = generative_attn_mask(pcpt_valid, gen_valid)[0, 0]
+    expected = torch.tensor(
+        [  # keys: p0 p1 p2(pad) g0 g1
+            [1, 1, 0, 0, 0],  # known tokens see valid known tokens only
+            [1, 1, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [1, 1, 0, 1, 0],  # a token to generate sees known tokens and itself
+            [1, 1, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(m, expected)
+    assert padding_attn_mask(torch.zeros(2, 3, dtype=torch.bool)) is None
+
+
+def test_generative_forward_semantics():
+    m = _model()
+    g = torch.tensor([[35, 3, 4, 5, 37], [35, 6, 7, 37, 37]])  # <cls>=35 first, pads at the end
+    v = torch.tensor([[-2.0, 1, 2, 3, -2], [-2.0, 4, 5, -2, -2]])
+    pm = g.eq(37)
+    gen = torch.tensor([[10, 11, 12], [13, 14, 37]])
+    gpm = gen.eq(37)
+    out = m.generative_forward(g, v, pm, gen, gpm, MVC=True)
+    # known tokens never see tokens to generate: same as a plain pass over the known part
+    plain = m(g, v, pm)
+    torch.testing.assert_close(out["cell_emb"], plain["cell_emb"])
+    torch.testing.assert_close(out["pcpt_preds"][~pm], plain["mlm_output"][~pm])
+    # a token to generate does not see other tokens to generate
+    gen2 = gen.clone()
+    gen2[0, 1] = 20
+    out2 = m.generative_forward(g, v, pm, gen2, gpm)
+    torch.testing.assert_close(out2["gen_preds"][0, [0, 2]], out["gen_preds"][0, [0, 2]])
+    assert not torch.allclose(out2["gen_preds"][0, 1], out["gen_preds"][0, 1])
+    assert out["mvc_output"].shape == (2, 8)
+
+
+def test_attention_equals_torch_mha():
+    m = _model()
+    layer = m.transformer_encoder.layers[0]
+    ref = nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True).eval()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 5:] = True
+    ours = layer(x, padding_attn_mask(pad))
+    theirs = ref(x, src_key_padding_mask=pad)
+    torch.testing.assert_close(ours[~pad], theirs[~pad], atol=1e-5, rtol=1e-5)
+
+
+def test_losses_and_grad_reverse():
+    e = torch.randn(6, 8)
+    n = F.normalize(e, dim=1)
+    cos = (n @ n.T).masked_fill(torch.eye(6, dtype=torch.bool), 0).relu()
+    torch.testing.assert_close(ecs_loss(e, 0.3), (1 - (cos - 0.3) ** 2).mean())
+    pred, tgt = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 0.0, 0.0])
+    assert masked_mse_loss(pred, tgt, torch.tensor([False, True, True])).item() == 6.5
+    x = torch.ones(3, requires_grad=True)
+    grad_reverse(x, 2.0).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -2.0))
+
+
+def test_batch_heads_and_dsbn():
+    m = _model(use_batch_labels=True, num_batch_labels=3, domain_spec_batchnorm=True, do_dab=True)
+    g = torch.tensor([[35, 3, 4], [35, 5, 6]])
+    v = torch.tensor([[-2.0, 1, 2], [-2.0, 3, 4]])
+    out = m(g, v, g.eq(37), batch_labels=torch.tensor([1, 1]), CLS=True, MVC=True, ECS=True)
+    assert out["dab_output"].shape == (2, 3)
+    assert out["cls_output"].shape == (2, 1)
+    assert set(m.state_dict()) >= {"dsbn.bns.2.running_mean", "batch_encoder.embedding.weight"}
