@@ -294,7 +294,32 @@ def _dnabert_architecture() -> str:
     return _table(rows, "shipped model", "src/omicformer/dnabert/_data/default_*/")
 
 
+# -- Command line help, generated from the argparse parsers -------------------------------------
+def _cli_help() -> dict[str, str]:
+    """``{"cli_scgpt_embed": "```text\n<help>\n```", ...}`` for every (sub)command."""
+    import argparse
+
+    from omicformer.cli import build_parser
+
+    os.environ["COLUMNS"] = "92"  # argparse wraps to this width
+    out: dict[str, str] = {}
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        key = "_".join(["cli", *words]).replace("-", "_") if words else "cli_main"
+        out[key] = "```text\n" + parser.format_help().rstrip() + "\n```"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*words, name])
+
+    walk(build_parser(), [])
+    return out
+
+
+CLI_HELP = _cli_help()
+
 myst_substitutions = {
+    **CLI_HELP,
     "scgpt_architecture": _scgpt_architecture(),
     "dnabert_architecture": _dnabert_architecture(),
     **_model_substitutions(
@@ -379,7 +404,25 @@ def _spell_out_species(app, what, name, obj, options, lines: list[str]) -> None:
             lines[0] = lines[0].replace(short, full)
 
 
+def _check_cli_coverage(app) -> None:
+    """Warn about commands whose help is not shown in ``cli.md``."""
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    text = (HERE / "cli.md").read_text()
+    for key in CLI_HELP:
+        if "{{ " + key + " }}" not in text:
+            logger.warning(
+                "docs/cli.md does not show %s; add a section with {{ %s }}.",
+                key,
+                key,
+                type="omicformer",
+                subtype="cli_coverage",
+            )
+
+
 def setup(app) -> None:
+    app.connect("builder-inited", _check_cli_coverage)
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _spell_out_species)
     app.connect("source-read", _tutorial_toc)
