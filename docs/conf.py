@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +24,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import omicformer  # noqa: E402
+
+# sphinx-autodoc-typehints 3.6 calls a Sphinx API deprecated in Sphinx 9 once per docstring; the
+# Python DeprecationWarning (not a Sphinx warning, so -W ignores it) floods the log.
+warnings.filterwarnings("ignore", message=r".*_RstSnippetParser\.set_application.*")
 
 # -- Project ------------------------------------------------------------------------------------
 project = "omicformer"
