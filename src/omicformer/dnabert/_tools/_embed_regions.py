@@ -73,10 +73,10 @@ def embed_regions(
     -------
     ``None``, or the modified copy if ``copy=True``. Sets the following fields:
 
-    ``adata.varm[key_added]`` : :class:`numpy.ndarray` (n_vars, hidden_size)
-        Region embeddings.
-    ``adata.uns["dnabert"][key_added]["params"]`` : :class:`dict`
-        Parameters of the call.
+    ``adata.varm[key_added]``
+        Region embeddings, :class:`numpy.ndarray` of shape ``(n_vars, hidden_size)``.
+    ``adata.uns["dnabert"][key_added]["params"]``
+        Parameters of the call (:class:`dict`).
 
     Examples
     --------

@@ -63,12 +63,12 @@ def predict(
     -------
     For AnnData input ``None`` (or the copy), setting the following fields:
 
-    ``adata.var[f"{key_added}_prob_{label}"]`` : float
-        Probability of each class ``label`` of the model.
-    ``adata.var[f"{key_added}_prediction"]`` : categorical
-        The most probable class.
-    ``adata.uns["dnabert"][key_added]["params"]`` : dict
-        Parameters of the call.
+    ``adata.var[f"{key_added}_prob_{label}"]``
+        Probability (float) of each class ``label`` of the model.
+    ``adata.var[f"{key_added}_prediction"]``
+        The most probable class (categorical).
+    ``adata.uns["dnabert"][key_added]["params"]``
+        Parameters of the call (dict).
 
     For sequences, a :class:`pandas.DataFrame` with the same columns, indexed by sequence
     name.
