@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*_RstSnippetParser\.set_application
 # -- Project ------------------------------------------------------------------------------------
 project = "omicformer"
 author = "omicformer developers"
-copyright = f"{date.today():%Y}, {author}"  # noqa: A001
+copyright = f"{date.today():%Y}, {author}"
 version = release = omicformer.__version__
 
 # -- General ------------------------------------------------------------------------------------
@@ -51,7 +51,6 @@ exclude_patterns = [
     "Thumbs.db",
     ".DS_Store",
     "**.ipynb_checkpoints",
-    "tutorials/**/*.h5ad",
     "tutorials/README.md",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -127,8 +126,16 @@ if _STRICT:
 else:
     nitpick_ignore_regex += [
         (role, _NOT_OURS)
-        for role in ("py:class", "py:func", "py:meth", "py:attr", "py:mod", "py:data", "py:obj",
-                     "py:exc")  # fmt: skip
+        for role in (
+            "py:class",
+            "py:func",
+            "py:meth",
+            "py:attr",
+            "py:mod",
+            "py:data",
+            "py:obj",
+            "py:exc",
+        )
     ]
 
 # -- HTML ---------------------------------------------------------------------------------------
