@@ -48,6 +48,9 @@ PUBLIC_NAMESPACES = [
 
 
 # -- public names ---------------------------------------------------------------------------------
+_ORIGINAL_MODULE: dict[tuple[str, str], str] = {}
+
+
 def publish_classes() -> None:
     """Point ``__module__`` of re-exported classes at their public namespace.
 
@@ -64,7 +67,13 @@ def publish_classes() -> None:
                 continue
             owner = getattr(obj, "__module__", "") or ""
             if owner.startswith("omicformer.") and any(p.startswith("_") for p in owner.split(".")):
+                _ORIGINAL_MODULE[(namespace, name)] = owner
                 obj.__module__ = namespace
+
+
+def follow_published(app, modname: str, fullname: str) -> str | None:
+    """Tell ``sphinx.ext.viewcode`` where a published class is defined (for [source] links)."""
+    return _ORIGINAL_MODULE.get((modname, fullname.split(".")[0]))
 
 
 def public_objects() -> list[str]:
@@ -345,6 +354,7 @@ def tutorials_toc(app, docname: str, source: list[str]) -> None:
 def setup(app) -> dict[str, Any]:
     publish_classes()
     app.connect("builder-inited", check_coverage)
+    app.connect("viewcode-follow-imported", follow_published)
     app.connect("autodoc-skip-member", skip_foreign_members)
     app.connect("autodoc-process-docstring", spell_out_species)
     app.connect("source-read", tutorials_toc)
