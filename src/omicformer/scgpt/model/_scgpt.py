@@ -367,7 +367,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
             "module_config": self.module.config.to_dict(),
             "model_settings": {"max_len": self.max_len},
             "init_params": _jsonable(getattr(self, "init_params_", {})),
-            "registry": registry_to_json(self.registry_),
+            "registry": registry_to_json(_without_gene_names(self.registry_)),
             "history": history_to_json(self.history_),
             "is_trained": bool(self.is_trained_),
         }
@@ -493,6 +493,17 @@ class _GeneLayerField(LayerField):
 
     def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs: Any) -> dict:
         return self.register_field(adata_target)
+
+
+def _without_gene_names(registry: dict) -> dict:
+    """Registry without the expression field's gene list (genes are matched by name through the
+    vocabulary, never by column position; the list would make saved folders large)."""
+    import copy
+
+    registry = copy.deepcopy(registry)
+    x_state = registry["field_registries"].get(REGISTRY_KEYS.X_KEY, {}).get("state_registry", {})
+    x_state.pop("column_names", None)
+    return registry
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
