@@ -80,7 +80,9 @@ def main() -> None:
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--ecs-weight", type=float, default=1.0)
     p.add_argument("--out", default=str(ROOT / "src/omicformer/scgpt/_data/default_model"))
-    p.add_argument("--static-dir", default=str(ROOT / "docs" / "_static"), help="loss plot + metrics")
+    p.add_argument(
+        "--static-dir", default=str(ROOT / "docs" / "_static"), help="loss plot + metrics"
+    )
     args = p.parse_args()
 
     adata = training_data()
@@ -116,7 +118,9 @@ def main() -> None:
     hist = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
     static = Path(args.static_dir)
     static.mkdir(parents=True, exist_ok=True)
-    (static / "default_scgpt_metrics.json").write_text(json.dumps({**metrics, "history": hist}, indent=1))
+    (static / "default_scgpt_metrics.json").write_text(
+        json.dumps({**metrics, "history": hist}, indent=1)
+    )
     import matplotlib
 
     matplotlib.use("Agg")
