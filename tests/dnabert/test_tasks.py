@@ -4,6 +4,7 @@ import pytest
 
 from omicformer import datasets
 from omicformer.dnabert import tasks
+from omicformer.dnabert.tasks import _baseline, _common, _tfbs
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +148,10 @@ def test_tfbs_task():
 
 
 def test_tfbs_motif_resolution():
-    assert tasks._resolve_motif("HNF4A")[0] == "MA0114.5"
-    assert tasks._resolve_motif("MA0114.4")[0] == "MA0114.4"
-    assert tasks._resolve_motif("ctcf")[0] == "MA0139.2"
-    name, _ = tasks._resolve_motif(np.eye(4))
+    assert _tfbs._resolve_motif("HNF4A")[0] == "MA0114.5"
+    assert _tfbs._resolve_motif("MA0114.4")[0] == "MA0114.4"
+    assert _tfbs._resolve_motif("ctcf")[0] == "MA0139.2"
+    name, _ = _tfbs._resolve_motif(np.eye(4))
     assert name == "custom"
     with pytest.raises(ValueError, match=r"MA0139\.2 \(CTCF\)"):
         tasks.tfbs_task("NOPE")
@@ -167,7 +168,7 @@ def test_hnf4a_real_check():
     for row in pos.itertuples():
         assert row.sequence[row.site_offset : row.site_offset + 13] == row.site
     # windows come from the ce2 blocks that tfbs_task (same seed) puts in its test split
-    blocks = tasks._ce2_windows(101, 0, (0.8, 0.1, 0.1)).groupby("group")["split"].first()
+    blocks = _common._ce2_windows(101, 0, (0.8, 0.1, 0.1)).groupby("group")["split"].first()
     assert (blocks[df["group"]] == "test").all()
     tf = tasks.tfbs_task(n_per_class=200)
     assert not set(df["group"]) & set(tf[tf.split != "test"]["group"])
@@ -269,7 +270,7 @@ def test_splice_missing_chrom(tiny_genome, tmp_path):
 
 
 def test_kmer_matrix():
-    x = tasks._kmer_matrix(["ACGTA", "ANGTT", "A"], 2).toarray()
+    x = _baseline._kmer_matrix(["ACGTA", "ANGTT", "A"], 2).toarray()
     assert x.shape == (3, 16)
     # ACGT order: AC=1, CG=6, GT=11, TA=12
     assert np.allclose(x[0, [1, 6, 11, 12]], 0.25)
