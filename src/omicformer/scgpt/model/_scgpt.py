@@ -496,8 +496,11 @@ class _GeneLayerField(LayerField):
 
 
 def _without_gene_names(registry: dict) -> dict:
-    """Registry without the expression field's gene list (genes are matched by name through the
-    vocabulary, never by column position; the list would make saved folders large)."""
+    """Registry without the expression field's gene list.
+
+    Genes are matched by name through the vocabulary, never by column position, and the list
+    would make saved folders large.
+    """
     import copy
 
     registry = copy.deepcopy(registry)
