@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import pytest
+
+from omicformer import datasets
+from omicformer.scgpt import GeneVocab, pp
+
+
+@pytest.fixture(scope="module")
+def census(tmp_path_factory):
+    path = tmp_path_factory.mktemp("v") / "vocab.json"
+    path.write_text(json.dumps(datasets.official_census_vocab()))
+    return path
+
+
+def test_official_census_vocab_specials_appended(census, tmp_path):
+    v = GeneVocab.from_file(census)
+    assert len(v) == 60_697
+    assert (v["A1BG"], v["<pad>"], v["<cls>"], v["<eoc>"]) == (0, 60_694, 60_695, 60_696)
+    assert (v.pad_id, v.cls_id) == (60_694, 60_695)
+    v.save_json(tmp_path / "out.json")
+    again = GeneVocab.from_file(tmp_path / "out.json")
+    assert again == v
+    assert json.loads((tmp_path / "out.json").read_text())["<eoc>"] == 60_696
+
+
+def test_lookup_and_match_vocab(census):
+    v = GeneVocab.from_file(census)
+    np.testing.assert_array_equal(v.lookup(["A1BG", "NOT_A_GENE"]), [0, -1])
+    adata = datasets.pbmc68k_reduced()
+    pp.match_vocab(adata, v)
+    ids = adata.var["id_in_vocab"].to_numpy()
+    assert adata.uns["scgpt_vocab_match"] == {
+        "n_genes_matched": int((ids >= 0).sum()),
+        "n_genes_total": 765,
+    }
+    assert 0.9 < (ids >= 0).mean() < 1
+    assert ids[list(adata.var_names).index("CD3E")] == v["CD3E"]
+
+
+def test_match_vocab_errors_leave_adata(census):
+    v = GeneVocab.from_file(census)
+    adata = datasets.pbmc68k_reduced()
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    with pytest.raises(ValueError, match=r"Only 0 of 765 genes.*Ensembl IDs.*gene_key"):
+        pp.match_vocab(adata, v)
+    assert "id_in_vocab" not in adata.var
+    with pytest.raises(KeyError, match="gene_key='symbol'"):
+        pp.match_vocab(adata, v, gene_key="symbol")
+
+
+def test_bad_vocab_files(tmp_path):
+    (tmp_path / "a.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="flat JSON object"):
+        GeneVocab.from_file(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text(json.dumps({"A": 0, "B": 2}))
+    with pytest.raises(ValueError, match="contiguous"):
+        GeneVocab.from_file(tmp_path / "b.json")
