@@ -17,7 +17,6 @@ CUDA also reports model FLOP utilisation (MFU) against ``--peak-tflops``.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
@@ -74,33 +73,37 @@ def run_ours(module, cells, vocab, batch_size, device):
     return out
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux ``clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def timed(fn, device):
-    """Run ``fn``; return (result, seconds, peak MiB). On CPU the run happens in a forked child so
-    its peak RSS above the pre-fork baseline measures this variant alone (Linux)."""
+    """Run ``fn``; return (result, seconds, peak MiB above the memory in use before the run).
+
+    CPU: peak RSS growth (Linux ``VmHWM`` after a reset); CUDA: ``max_memory_allocated``.
+    """
     if device.type == "cpu":
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork")
-        q = ctx.Queue()
-
-        def child():
-            base = _current_rss_mib()
-            t = time.perf_counter()
-            res = fn()
-            dt = time.perf_counter() - t
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            q.put((res, dt, peak - base))
-
-        proc = ctx.Process(target=child)
-        proc.start()
-        out = q.get()
-        proc.join()
-        return out
+        ok = _reset_peak_rss()
+        base = _proc_status_mib("VmRSS:")
+        t = time.perf_counter()
+        res = fn()
+        dt = time.perf_counter() - t
+        peak = _proc_status_mib("VmHWM:") - base if ok else float("nan")
+        return res, dt, peak
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -119,7 +122,7 @@ def flops_per_cell(c: ScGPTConfig, lengths: np.ndarray) -> np.ndarray:
     return c.nlayers * lengths * (per_tok + 4 * lengths * c.d_model)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--config", choices=["default", "human"], default="default")
     p.add_argument(
@@ -133,7 +136,13 @@ def main() -> None:
     p.add_argument(
         "--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)"
     )
-    args = p.parse_args()
+    p.add_argument("--only", choices=["ref", "ours"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """Build model + tokens deterministically, time one side, save results to ``--result``."""
     torch.manual_seed(0)
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)
@@ -167,38 +176,59 @@ def main() -> None:
     max_len = int(min(args.max_len, lengths.max()))
     ref = reference_encoder(module).to(device)
 
-    # warm-up (small) then timed runs
-    run_ours(module, cells[:8], vocab, args.batch_size, device)
-    run_reference(module, ref, cells[:8], vocab, max_len, args.batch_size, device)
-    ref_out, t_ref, m_ref = timed(
-        lambda: run_reference(module, ref, cells, vocab, max_len, args.batch_size, device), device
-    )
-    our_out, t_our, m_our = timed(
-        lambda: run_ours(module, cells, vocab, args.batch_size, device), device
-    )
+    if args.only == "ref":
+        fn = lambda: run_reference(module, ref, cells, vocab, max_len, args.batch_size, device)  # noqa: E731
+        run_reference(module, ref, cells[:8], vocab, max_len, args.batch_size, device)  # warm-up
+    else:
+        fn = lambda: run_ours(module, cells, vocab, args.batch_size, device)  # noqa: E731
+        run_ours(module, cells[:8], vocab, args.batch_size, device)  # warm-up
+    out, seconds, peak = timed(fn, device)
+    flops = float(flops_per_cell(module.config, lengths).sum())
+    np.savez(args.result, emb=out, seconds=seconds, peak=peak, flops=flops, n=len(cells),
+             median_len=np.median(lengths), label=label, device=str(device))  # fmt: skip
+
+
+def main() -> None:
+    """Run each side in its own fresh process (clean peak memory), then compare."""
+    import subprocess
+    import sys
+    import tempfile
+
+    args = parse_args()
+    if args.only:
+        run_one(args)
+        return
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in ("ref", "ours"):
+            path = f"{tmp}/{side}.npz"
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side, "--result", path],
+                           check=True)  # fmt: skip
+            res[side] = dict(np.load(path))
 
     def norm(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    diff = float(np.abs(norm(ref_out) - norm(our_out)).max())
-    n = len(cells)
+    ref, ours = res["ref"], res["ours"]
+    diff = float(np.abs(norm(ref["emb"]) - norm(ours["emb"])).max())
+    n, t_ref, t_our = int(ours["n"]), float(ref["seconds"]), float(ours["seconds"])
     print(
-        f"scGPT embed throughput — {label}; {n} cells, tokens/cell median {int(np.median(lengths))} "
-        f"(max_len {args.max_len}), batch {args.batch_size}, device {device}, torch {torch.__version__}"
+        f"scGPT embed throughput — {ours['label']}; {n} cells, tokens/cell median "
+        f"{int(ours['median_len'])} (max_len {args.max_len}), batch {args.batch_size}, "
+        f"device {ours['device']}, torch {torch.__version__}"
     )
-    print(f"{'':32s}{'cells/s':>10s}{'peak MiB':>10s}")
-    print(f"{'reference (pad to max_len, nn)':32s}{n / t_ref:10.1f}{m_ref:10.0f}")
-    print(f"{'omicformer (buckets + SDPA)':32s}{n / t_our:10.1f}{m_our:10.0f}")
+    print(f"{'':34s}{'cells/s':>10s}{'peak MiB':>10s}")
+    print(f"{'reference (pad to max_len, nn.TE)':34s}{n / t_ref:10.1f}{float(ref['peak']):10.0f}")
+    print(f"{'omicformer (buckets + SDPA)':34s}{n / t_our:10.1f}{float(ours['peak']):10.0f}")
     print(
         f"speed-up ours/reference: {t_ref / t_our:.2f}x; max |emb diff| (L2-normalised): {diff:.2e}"
     )
-    print("peak MiB: CPU = peak RSS growth of the run (forked child); CUDA = max allocated")
-    if device.type == "cuda":
-        flops = flops_per_cell(module.config, lengths).sum()
-        print(
-            f"MFU ours: {flops / t_our / 1e12 / args.peak_tflops:.1%} of {args.peak_tflops} TFLOP/s "
-            f"({flops / t_our / 1e12:.1f} TFLOP/s achieved)"
-        )
+    print("peak MiB: each side in a fresh process; CPU = peak RSS growth during the run (VmHWM), "
+          "CUDA = max allocated")  # fmt: skip
+    if ours["device"].item().startswith("cuda"):
+        tflops = float(ours["flops"]) / t_our / 1e12
+        print(f"MFU ours: {tflops / args.peak_tflops:.1%} of {args.peak_tflops} TFLOP/s "
+              f"({tflops:.1f} TFLOP/s achieved)")  # fmt: skip
 
 
 if __name__ == "__main__":
