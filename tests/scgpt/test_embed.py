@@ -122,3 +122,12 @@ def test_empty_cells_and_vocab_mismatch(ckpt, continuous_adata_factory):
     with pytest.raises(ValueError, match=r"Only 0 of 52 genes.*gene_key"):
         _embed(b, ckpt)
     assert "X_scgpt" not in b.obsm
+
+
+def test_cell_embedding_independent_of_companions(ckpt, counts_adata):
+    # counts have many ties and max_len=8 forces subsampling: both draws are seeded per cell
+    full = _embed(counts_adata, ckpt, max_len=8, copy=True).obsm["X_scgpt"]
+    rev = counts_adata[::-1][:10].copy()
+    rev.obs_names = [f"other{i}" for i in range(10)]
+    part = _embed(rev, ckpt, max_len=8, batch_size=3, copy=True).obsm["X_scgpt"]
+    np.testing.assert_allclose(part, full[::-1][:10], atol=1e-6)

@@ -37,25 +37,34 @@ def get_matrix(adata: AnnData, layer: str | None):
 
 
 def iter_row_chunks(
-    adata: AnnData, layer: str | None = None, chunk_size: int = 1024, rows: np.ndarray | None = None
+    adata: AnnData, layer: str | None = None, chunk_size: int = 1024
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
     """Yield ``(row_indices, csr_chunk)`` over cells, reading at most ``chunk_size`` rows at a time.
 
     Works for in-memory and ``backed="r"`` AnnData: only one chunk is ever materialised.
     """
     X = get_matrix(adata, layer)
-    n = adata.n_obs
-    order = np.arange(n) if rows is None else np.asarray(rows)
-    for start in range(0, len(order), chunk_size):
-        idx = order[start : start + chunk_size]
-        if rows is None:
-            block = X[int(idx[0]) : int(idx[-1]) + 1]
-        else:
-            block = X[np.sort(idx)] if adata.isbacked else X[idx]
-            if adata.isbacked:
-                inv = np.argsort(np.argsort(idx))
-                block = sp.csr_matrix(block)[inv] if sp.issparse(block) else np.asarray(block)[inv]
-        yield idx, to_csr(block)
+    for start in range(0, adata.n_obs, chunk_size):
+        stop = min(start + chunk_size, adata.n_obs)
+        yield np.arange(start, stop), to_csr(X[start:stop])
+
+
+def check_values(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
+    """Raise ``ValueError`` for NaN/inf or negative values in a chunk of expression rows."""
+    data = chunk.data
+    if data.size and not np.all(np.isfinite(data)):
+        msg = (
+            f"{where} contains NaN or infinite values (rows from {first_row}); remove or impute "
+            "them before running omicformer."
+        )
+        raise ValueError(msg)
+    if data.size and data.min() < 0:
+        msg = (
+            f"{where} contains negative values (min {data.min():.3g}); scGPT expects raw counts or "
+            "non-negative normalised expression, not scaled data. Pass layer='counts' (or the "
+            "layer holding counts) or use adata.raw.to_adata()."
+        )
+        raise ValueError(msg)
 
 
 def to_csr(block) -> sp.csr_matrix:
@@ -65,46 +74,3 @@ def to_csr(block) -> sp.csr_matrix:
     if sp.issparse(block):
         return sp.csr_matrix(block, dtype=np.float32)
     return sp.csr_matrix(np.asarray(block, dtype=np.float32))
-
-
-def validate_counts(
-    adata: AnnData,
-    layer: str | None = None,
-    *,
-    chunk_size: int = 4096,
-    allow_empty_cells: bool = False,
-) -> np.ndarray:
-    """Check an expression matrix for NaN/inf, negatives and empty cells, chunk by chunk.
-
-    Returns the number of non-zero genes per cell. Raises ``ValueError`` naming the problem and
-    the fix; nothing is written to ``adata``.
-    """
-    n_expressed = np.zeros(adata.n_obs, dtype=np.int64)
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
-        data = chunk.data
-        if not np.all(np.isfinite(data)):
-            bad = int((~np.isfinite(data)).sum())
-            msg = (
-                f"{where} contains {bad} NaN or infinite value(s) (first in cells starting at row "
-                f"{int(idx[0])}); remove or impute them before running omicformer."
-            )
-            raise ValueError(msg)
-        if data.size and data.min() < 0:
-            msg = (
-                f"{where} contains negative values (min {data.min():.3g}); scGPT expects raw counts or "
-                "normalised non-negative expression. Did you pass scaled data? Use the counts layer "
-                "(layer='counts') or adata.raw."
-            )
-            raise ValueError(msg)
-        chunk.eliminate_zeros()
-        n_expressed[idx] = np.diff(chunk.indptr)
-    if not allow_empty_cells:
-        empty = int((n_expressed == 0).sum())
-        if empty:
-            msg = (
-                f"{empty} cell(s) have no expressed genes (among the genes used); remove them first, "
-                "e.g. sc.pp.filter_cells(adata, min_genes=1)."
-            )
-            raise ValueError(msg)
-    return n_expressed

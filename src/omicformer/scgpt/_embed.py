@@ -7,13 +7,14 @@ chunks (works on ``backed="r"`` AnnData), and on GPU the forward runs under bf16
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._core._anndata import iter_row_chunks
+from .._core._anndata import check_values, iter_row_chunks
 from .._core._device import inference_autocast, resolve_device
 from .._core._progress import progress as _progress
 from ._tokenize import length_buckets, pad_batch, tokenize_rows
@@ -25,22 +26,20 @@ if TYPE_CHECKING:
     from .module import TransformerModel
 
 
-def check_chunk(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
-    """Raise ``ValueError`` for NaN/inf or negative values in a chunk of rows."""
-    data = chunk.data
-    if data.size and not np.all(np.isfinite(data)):
-        msg = (
-            f"{where} contains NaN or infinite values (rows from {first_row}); remove or impute "
-            "them before embedding."
-        )
-        raise ValueError(msg)
-    if data.size and data.min() < 0:
-        msg = (
-            f"{where} contains negative values (min {data.min():.3g}); scGPT expects raw counts or "
-            "non-negative normalised expression, not scaled data. Pass layer='counts' (or the "
-            "layer holding counts) or use adata.raw.to_adata()."
-        )
-        raise ValueError(msg)
+def cell_seeds(X: sp.csr_matrix, gene_ids: np.ndarray, random_state: int) -> np.ndarray:
+    """Per-cell seeds ``(random_state, crc32 of the cell's genes and values)``.
+
+    Binning ties and gene subsampling of a cell then depend only on its expression and the seed:
+    not on cell order, chunking, names, or which other cells are embedded with it. ``X`` must
+    hold only non-zero entries with sorted indices.
+    """
+    seeds = np.empty((X.shape[0], 2), dtype=np.int64)
+    seeds[:, 0] = random_state
+    for i in range(X.shape[0]):
+        s, e = X.indptr[i], X.indptr[i + 1]
+        key = gene_ids[X.indices[s:e]].tobytes() + np.asarray(X.data[s:e], np.float32).tobytes()
+        seeds[i, 1] = zlib.crc32(key)
+    return seeds
 
 
 @torch.no_grad()
@@ -100,7 +99,7 @@ def embed_cells(
     cols = np.flatnonzero(gene_ids >= 0)
     col_ids = gene_ids[cols]
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(random_state)  # unused when every cell has its own seed
     was_training = module.training
     module.eval().to(dev)
     out = np.zeros((adata.n_obs, module.config.d_model), dtype=np.float32)
@@ -108,9 +107,10 @@ def embed_cells(
     bar = _progress(range(n_batches), total=n_batches, desc="scGPT embed", disable=not progress)
     try:
         for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
-            check_chunk(chunk, where, int(idx[0]))
+            check_values(chunk, where, int(idx[0]))
             sub = chunk[:, cols]
             sub.eliminate_zeros()
+            sub.sort_indices()
             empty = np.flatnonzero(np.diff(sub.indptr) == 0)
             if empty.size:
                 msg = (
@@ -121,7 +121,7 @@ def embed_cells(
                 raise ValueError(msg)
             cells = tokenize_rows(
                 sub, col_ids, cls_id=vocab.cls_id, pad_value=pad_value, n_bins=n_bins,
-                max_len=max_len, rng=rng,
+                max_len=max_len, rng=rng, row_seeds=cell_seeds(sub, col_ids, random_state),
             )  # fmt: skip
             lengths = np.fromiter((len(c.genes) for c in cells), dtype=np.int64)
             for b, labels in _buckets(lengths, batch_size, batch_labels, idx):

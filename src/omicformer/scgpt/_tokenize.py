@@ -34,6 +34,7 @@ def tokenize_rows(
     n_bins: int | None = 51,
     max_len: int | None = 1200,
     rng: np.random.Generator,
+    row_seeds: np.ndarray | None = None,
 ) -> list[TokenizedCell]:
     """Tokenise the rows of ``X`` (cells x vocabulary-matched genes).
 
@@ -51,6 +52,10 @@ def tokenize_rows(
         Maximum tokens per cell including ``<cls>``; ``None`` keeps all genes.
     rng
         Generator for binning ties and gene subsampling.
+    row_seeds
+        Optional ``(n_rows, m)`` integer seeds; row ``i`` then draws from
+        ``np.random.default_rng(row_seeds[i])`` instead of ``rng``, so a cell's tokens do not
+        depend on which other cells are tokenised with it.
     """
     X = sp.csr_matrix(X)
     X.eliminate_zeros()
@@ -60,12 +65,13 @@ def tokenize_rows(
         s, e = X.indptr[i], X.indptr[i + 1]
         cols = X.indices[s:e]
         vals = np.asarray(X.data[s:e], dtype=np.float64)
+        r = rng if row_seeds is None else np.random.default_rng(row_seeds[i])
         if n_bins is not None:
-            vals, _ = bin_nonzero(vals, n_bins, rng)
+            vals, _ = bin_nonzero(vals, n_bins, r)
         genes = np.concatenate([[cls_id], gene_ids[cols]]).astype(np.int64)
         values = np.concatenate([[pad_value], vals]).astype(np.float32)
         if max_len is not None and len(genes) > max_len:
-            keep = np.sort(rng.choice(len(genes) - 1, max_len - 1, replace=False)) + 1
+            keep = np.sort(r.choice(len(genes) - 1, max_len - 1, replace=False)) + 1
             keep = np.concatenate([[0], keep])
             genes, values = genes[keep], values[keep]
         cells.append(TokenizedCell(genes, values))

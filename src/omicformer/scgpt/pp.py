@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .._core._anndata import check_layer, iter_row_chunks
+from .._core._anndata import check_layer, check_values, iter_row_chunks
 from ._binning import bin_csr_rows
-from ._embed import check_chunk
 from ._genes import MIN_MATCH_FRACTION, match_genes, match_report
 
 if TYPE_CHECKING:
@@ -83,7 +82,7 @@ def bin_expression(
     sparse_in = sp.issparse(adata.X if layer is None else adata.layers[layer])
     blocks, edges = [], []
     for idx, chunk in iter_row_chunks(adata, layer):
-        check_chunk(chunk, where, int(idx[0]))
+        check_values(chunk, where, int(idx[0]))
         chunk.eliminate_zeros()
         chunk.sort_indices()
         data, e = bin_csr_rows(chunk.data, chunk.indptr, n_bins, rng)

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..._core._anndata import iter_row_chunks
-from .._embed import check_chunk
+from ..._core._anndata import check_values, iter_row_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,7 +25,7 @@ class GenerativeTrainingMixin:
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         blocks = []
         for idx, chunk in iter_row_chunks(self.adata, layer, 4096):
-            check_chunk(chunk, where, int(idx[0]))
+            check_values(chunk, where, int(idx[0]))
             blocks.append(chunk[:, cols])
         X = sp.vstack(blocks, format="csr")
         X.eliminate_zeros()
