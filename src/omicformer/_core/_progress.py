@@ -1,4 +1,4 @@
-"""Progress bars (tqdm; auto-switches to the notebook widget when available)."""
+"""Progress bars (tqdm; the notebook widget when ipywidgets is installed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ T = TypeVar("T")
 def progress(
     iterable: Iterable[T], *, total: int | None = None, desc: str = "", disable: bool = False
 ):
-    """Wrap ``iterable`` in a tqdm progress bar."""
-    from tqdm.auto import tqdm
+    """Wrap ``iterable`` in a tqdm progress bar.
 
+    ``tqdm.auto`` is used only when ipywidgets is importable; otherwise it would warn in every
+    notebook without widgets, so the plain text bar is used instead.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
     return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False)
