@@ -8,6 +8,7 @@ chunks (works on ``backed="r"`` AnnData), and on GPU the forward runs under bf16
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +25,31 @@ if TYPE_CHECKING:
 
     from ._vocab import GeneVocab
     from .module import TransformerModel
+
+
+def vocab_chunks(
+    adata: AnnData, layer: str | None, cols: np.ndarray, chunk_size: int = 4096
+) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
+    """Yield ``(row indices, CSR of the vocabulary columns)`` chunk by chunk, validated.
+
+    Raises ``ValueError`` for NaN/inf or negative values and for cells that express none of
+    the vocabulary genes. Entries are non-zero with sorted indices.
+    """
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
+        check_values(chunk, where, int(idx[0]))
+        sub = chunk[:, cols]
+        sub.eliminate_zeros()
+        sub.sort_indices()
+        empty = np.flatnonzero(np.diff(sub.indptr) == 0)
+        if empty.size:
+            msg = (
+                f"{empty.size} cell(s) (e.g. row {int(idx[empty[0]])}) express none of the genes "
+                "in the model's vocabulary; remove them first, e.g. "
+                "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
+            )
+            raise ValueError(msg)
+        yield idx, sub
 
 
 def cell_seeds(X: sp.csr_matrix, gene_ids: np.ndarray, random_state: int) -> np.ndarray:
@@ -98,7 +124,6 @@ def embed_cells(
     pad_value = module.config.pad_value if pad_value is None else pad_value
     cols = np.flatnonzero(gene_ids >= 0)
     col_ids = gene_ids[cols]
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rng = np.random.default_rng(random_state)  # unused when every cell has its own seed
     was_training = module.training
     module.eval().to(dev)
@@ -106,19 +131,7 @@ def embed_cells(
     n_batches = -(-adata.n_obs // batch_size)
     bar = _progress(range(n_batches), total=n_batches, desc="scGPT embed", disable=not progress)
     try:
-        for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
-            check_values(chunk, where, int(idx[0]))
-            sub = chunk[:, cols]
-            sub.eliminate_zeros()
-            sub.sort_indices()
-            empty = np.flatnonzero(np.diff(sub.indptr) == 0)
-            if empty.size:
-                msg = (
-                    f"{empty.size} cell(s) (e.g. row {int(idx[empty[0]])}) express none of the genes "
-                    "in the model's vocabulary; remove them first, e.g. "
-                    "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
-                )
-                raise ValueError(msg)
+        for idx, sub in vocab_chunks(adata, layer, cols, chunk_size):
             cells = tokenize_rows(
                 sub, col_ids, cls_id=vocab.cls_id, pad_value=pad_value, n_bins=n_bins,
                 max_len=max_len, rng=rng, row_seeds=cell_seeds(sub, col_ids, random_state),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..._core._anndata import check_values, iter_row_chunks
+from .._embed import vocab_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,20 +22,7 @@ class GenerativeTrainingMixin:
         layer = self._setup_arg("layer")
         gene_ids = self._gene_ids_for(self.adata)
         cols = np.flatnonzero(gene_ids >= 0)
-        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-        blocks = []
-        for idx, chunk in iter_row_chunks(self.adata, layer, 4096):
-            check_values(chunk, where, int(idx[0]))
-            blocks.append(chunk[:, cols])
-        X = sp.vstack(blocks, format="csr")
-        X.eliminate_zeros()
-        empty = np.flatnonzero(np.diff(X.indptr) == 0)
-        if empty.size:
-            msg = (
-                f"{empty.size} cell(s) (e.g. row {int(empty[0])}) express none of the vocabulary "
-                "genes; remove them first, e.g. sc.pp.filter_cells(adata, min_genes=1)."
-            )
-            raise ValueError(msg)
+        X = sp.vstack([sub for _, sub in vocab_chunks(self.adata, layer, cols)], format="csr")
         return X, gene_ids[cols]
 
     # ------------------------------------------------------------------ training
