@@ -122,3 +122,27 @@ def history_from_json(data: dict | None) -> dict | None:
         k: pd.DataFrame({k: v["value"]}, index=pd.Index(v["epoch"], name="epoch"))
         for k, v in data.items()
     }
+
+
+def without_gene_names(registry: dict) -> dict:
+    """Registry without the expression field's gene list.
+
+    Genes are matched by name through the vocabulary, never by column position, and the list
+    would make saved folders large.
+    """
+    import copy
+
+    from scvi import REGISTRY_KEYS
+
+    registry = copy.deepcopy(registry)
+    x_state = registry["field_registries"].get(REGISTRY_KEYS.X_KEY, {}).get("state_registry", {})
+    x_state.pop("column_names", None)
+    return registry
+
+
+def jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Flat dict with non-JSON values turned into strings (for ``init_params``)."""
+    return {
+        k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+        for k, v in d.items()
+    }

@@ -44,9 +44,11 @@ from ._io import (
     VOCAB_NAME,
     history_from_json,
     history_to_json,
+    jsonable,
     load_module,
     registry_from_json,
     registry_to_json,
+    without_gene_names,
 )
 from ._training import GenerativeTrainingMixin
 
@@ -366,8 +368,8 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
             "omicformer_version": __version__,
             "module_config": self.module.config.to_dict(),
             "model_settings": {"max_len": self.max_len},
-            "init_params": _jsonable(getattr(self, "init_params_", {})),
-            "registry": registry_to_json(_without_gene_names(self.registry_)),
+            "init_params": jsonable(getattr(self, "init_params_", {})),
+            "registry": registry_to_json(without_gene_names(self.registry_)),
             "history": history_to_json(self.history_),
             "is_trained": bool(self.is_trained_),
         }
@@ -493,24 +495,3 @@ class _GeneLayerField(LayerField):
 
     def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs: Any) -> dict:
         return self.register_field(adata_target)
-
-
-def _without_gene_names(registry: dict) -> dict:
-    """Registry without the expression field's gene list.
-
-    Genes are matched by name through the vocabulary, never by column position, and the list
-    would make saved folders large.
-    """
-    import copy
-
-    registry = copy.deepcopy(registry)
-    x_state = registry["field_registries"].get(REGISTRY_KEYS.X_KEY, {}).get("state_registry", {})
-    x_state.pop("column_names", None)
-    return registry
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
-        for k, v in d.items()
-    }
