@@ -100,7 +100,7 @@ def promoter_benchmark(model: str, batch_size: int) -> None:
         model=model,
         device="cpu",
         batch_size=batch_size,
-        show_progress=False,
+        progress=False,
     )
     t_dnabert = time.perf_counter() - t
     p_dnabert = pred["dnabert_prob_promoter"].to_numpy()

@@ -191,7 +191,7 @@ def promoter_metrics(model: DNABert) -> dict:
         df = promoter_task(length=300, gc_matched=gc, random_state=0)
         test = df[df["split"] == "test"]
         prob = model.predict(
-            test["sequence"].tolist(), device="cpu", batch_size=64, show_progress=False
+            test["sequence"].tolist(), device="cpu", batch_size=64, progress=False
         )[:, LABELS.index("promoter")]
         out[name] = {
             k: round(v, 4) if isinstance(v, float) else v

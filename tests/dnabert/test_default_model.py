@@ -34,7 +34,7 @@ def test_default_promoter_predict_separates_held_out_windows():
     neg = test[test["source"] == "ce2_background"].head(20)
     seqs = {f"promoter_{i}": s for i, s in enumerate(pos["sequence"])}
     seqs |= {f"background_{i}": s for i, s in enumerate(neg["sequence"])}
-    out = tl.predict(seqs, model="default", device="cpu", show_progress=False)
+    out = tl.predict(seqs, model="default", device="cpu", progress=False)
     probs = out[["dnabert_prob_background", "dnabert_prob_promoter"]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
@@ -48,7 +48,7 @@ def test_default_embed_regions_writes_varm():
     adata = ad.AnnData(np.ones((3, len(regions)), dtype=np.float32))
     adata.var_names = regions
     tl.embed_regions(
-        adata, datasets.ce_chrx_fasta_path(), model="default", device="cpu", show_progress=False
+        adata, datasets.ce_chrx_fasta_path(), model="default", device="cpu", progress=False
     )
     emb = adata.varm["X_dnabert"]
     assert emb.shape == (len(regions), 128)

@@ -24,7 +24,7 @@ def test_load_official_folder(tmp_path, seqs, official_folder):
     assert model.task == "mlm"
     assert model.window_size == 64 - 2 + 2
     torch.testing.assert_close(_logits(model.module, seqs[:4], 3), _logits(reference, seqs[:4], 3))
-    emb = model.embed(seqs[:3], device="cpu", show_progress=False)
+    emb = model.embed(seqs[:3], device="cpu", progress=False)
     assert emb.shape == (3, 32)
     assert np.isfinite(emb).all()
 
@@ -56,14 +56,14 @@ def test_finetuned_roundtrip_identical_outputs(tmp_path, finetuned, labelled):
     assert loaded.task == "classification"
     assert loaded.labels_ == finetuned.labels_ == ["at", "gc"]
     assert loaded.history_ == finetuned.history_
-    kw = {"device": "cpu", "show_progress": False}
+    kw = {"device": "cpu", "progress": False}
     np.testing.assert_array_equal(loaded.predict(seqs, **kw), finetuned.predict(seqs, **kw))
     np.testing.assert_array_equal(loaded.embed(seqs, **kw), finetuned.embed(seqs, **kw))
 
 
 def test_finetune_learns_and_records_history(finetuned, labelled):
     seqs, labels = labelled
-    probs = finetuned.predict(seqs, device="cpu", show_progress=False)
+    probs = finetuned.predict(seqs, device="cpu", progress=False)
     assert probs.shape == (32, 2)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     accuracy = np.mean(np.array(finetuned.labels_)[probs.argmax(1)] == np.array(labels))
@@ -88,8 +88,8 @@ def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw):
     for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True):
         assert torch.equal(x, y)
     np.testing.assert_array_equal(
-        a.embed(seqs[:2], device="cpu", show_progress=False),
-        b.embed(seqs[:2], device="cpu", show_progress=False),
+        a.embed(seqs[:2], device="cpu", progress=False),
+        b.embed(seqs[:2], device="cpu", progress=False),
     )
 
 
@@ -107,7 +107,7 @@ def test_pretrain_from_fasta_and_max_steps(genome, tiny, fit_kw):
 def test_long_sequences_windowed_and_strand_symmetric(tiny, make_seqs):
     model = DNABert(k=3, **tiny)
     long, short = make_seqs(2, [300, 40], seed=3)
-    kw = {"device": "cpu", "show_progress": False}
+    kw = {"device": "cpu", "progress": False}
     emb = model.embed([long, short], **kw)
     assert emb.shape == (2, 32)
     # a short sequence equals its own single window; long = token-weighted mean over windows
@@ -126,7 +126,7 @@ def test_long_sequences_windowed_and_strand_symmetric(tiny, make_seqs):
 
 def test_regions_with_fasta(genome, finetuned):
     path, chroms = genome
-    kw = {"device": "cpu", "show_progress": False}
+    kw = {"device": "cpu", "progress": False}
     by_region = finetuned.predict(["chr1:10-90", "chr2_0_60(-)"], fasta=path, **kw)
     by_seq = finetuned.predict(
         [chroms["chr1"][10:90], pp.reverse_complement(chroms["chr2"][:60])], **kw
@@ -206,7 +206,7 @@ def test_half_save_and_label_names(tmp_path, tiny, fit_kw, labelled):
     loaded = DNABert.load(half)
     assert loaded.labels_ == ["background", "promoter"]
     assert next(loaded.module.parameters()).dtype == torch.float32
-    kw = {"device": "cpu", "show_progress": False}
+    kw = {"device": "cpu", "progress": False}
     np.testing.assert_allclose(loaded.predict(seqs, **kw), model.predict(seqs, **kw), atol=1e-2)
     with pytest.raises(ValueError, match="not in label_names"):
         model.finetune(seqs, labels, label_names=["gc", "x"], max_steps=1, **fit_kw)
@@ -235,6 +235,6 @@ def test_official_classification_folder(tmp_path, seqs):
     model = DNABert.from_pretrained(path)
     assert model.task == "classification"
     assert len(model.labels_) == 3
-    probs = model.predict(seqs[:3], device="cpu", show_progress=False)
+    probs = model.predict(seqs[:3], device="cpu", progress=False)
     expected = torch.softmax(_logits(reference, seqs[:3], 3), -1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)

@@ -10,7 +10,7 @@ from omicformer.dnabert.model import DNABert
 matplotlib.use("Agg")
 
 REGIONS = ["chr1:10-90", "chr1-100-400", "chr2_0_60(-)", "chr2:50-150"]
-KW = {"device": "cpu", "show_progress": False}
+KW = {"device": "cpu", "progress": False}
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def _embed_regions(args: argparse.Namespace) -> int:
         window_overlap=args.window_overlap,
         batch_size=args.batch_size,
         device=args.device,
-        show_progress=not args.no_progress,
+        progress=not args.no_progress,
     )
     _write(data, args.output)
     target = modality(data, args.mod)
@@ -123,7 +123,7 @@ def _predict(args: argparse.Namespace) -> int:
         "window_overlap": args.window_overlap,
         "batch_size": args.batch_size,
         "device": args.device,
-        "show_progress": not args.no_progress,
+        "progress": not args.no_progress,
     }
     if _is_fasta(args.input):
         _check_output(args.output, _TABLE_SUFFIXES)

@@ -30,7 +30,7 @@ def embed_regions(
     window_overlap: int | None = None,
     batch_size: int = 64,
     device: str | torch.device = "auto",
-    show_progress: bool = True,
+    progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed each genomic region (variable) of an AnnData from its DNA sequence with DNABERT.
@@ -64,7 +64,7 @@ def embed_regions(
         Average the embeddings of both strands.
     window_overlap
         Overlap in bases of windows of long regions (default a quarter window).
-    batch_size, device, show_progress
+    batch_size, device, progress
         Inference settings (``device="auto"`` picks CUDA, then MPS, then CPU).
     copy
         Return a modified copy instead of writing into ``adata``.
@@ -103,7 +103,7 @@ def embed_regions(
         window_overlap=window_overlap,
         batch_size=batch_size,
         device=device,
-        show_progress=show_progress,
+        progress=progress,
     )
     params: dict[str, Any] = {
         "model": describe(model),

@@ -30,7 +30,7 @@ def predict(
     window_overlap: int | None = None,
     batch_size: int = 64,
     device: str | torch.device = "auto",
-    show_progress: bool = True,
+    progress: bool = True,
     copy: bool = False,
 ) -> AnnData | pd.DataFrame | None:
     """Predict class probabilities of regions or sequences with a fine-tuned DNABERT.
@@ -54,7 +54,7 @@ def predict(
         Average the probabilities of both strands.
     window_overlap
         Overlap (bases) of windows of long sequences; probabilities are averaged over windows.
-    batch_size, device, show_progress
+    batch_size, device, progress
         Inference settings.
     copy
         For AnnData input: return a modified copy instead of writing in place.
@@ -106,7 +106,7 @@ def predict(
         window_overlap=window_overlap,
         batch_size=batch_size,
         device=device,
-        show_progress=show_progress,
+        progress=progress,
     )
     labels = list(dnabert.labels_ or range(probs.shape[1]))
     columns = {f"{key_added}_prob_{label}": probs[:, i] for i, label in enumerate(labels)}

@@ -223,7 +223,7 @@ class DNABert(TrainingMixin):
         device: str | torch.device = "auto",
         reverse_complement: bool = False,
         window_overlap: int | None = None,
-        show_progress: bool = True,
+        progress: bool = True,
     ) -> np.ndarray:
         """Class probabilities ``(n_sequences, n_classes)``, columns in :attr:`labels_` order.
 
@@ -251,7 +251,7 @@ class DNABert(TrainingMixin):
             reverse_complement_average=reverse_complement,
             batch_size=batch_size,
             device=device,
-            show_progress=show_progress,
+            progress=progress,
             desc="DNABERT predict",
         )
 
@@ -265,7 +265,7 @@ class DNABert(TrainingMixin):
         batch_size: int = 64,
         device: str | torch.device = "auto",
         window_overlap: int | None = None,
-        show_progress: bool = True,
+        progress: bool = True,
     ) -> np.ndarray:
         """Sequence embeddings ``(n_sequences, hidden_size)`` from the last encoder layer.
 
@@ -280,7 +280,7 @@ class DNABert(TrainingMixin):
             ``"cls"``: the ``[CLS]`` state (averaged over windows).
         reverse_complement
             Average with the embedding of the reverse complement (strand-symmetric).
-        batch_size, device, window_overlap, show_progress
+        batch_size, device, window_overlap, progress
             Inference settings; windows of long sequences overlap by ``window_overlap`` bases
             (default a quarter window).
 
@@ -302,7 +302,7 @@ class DNABert(TrainingMixin):
             reverse_complement_average=reverse_complement,
             batch_size=batch_size,
             device=device,
-            show_progress=show_progress,
+            progress=progress,
             desc="DNABERT embed",
         )
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..._core._device import inference_autocast, resolve_device
-from ..._core._progress import progress
+from ..._core._progress import progress as progress_bar
 from .._kmers import CLS_ID, PAD_ID, SEP_ID, check_sequences, reverse_complement, split_windows
 from .._kmers import tokenize as tokenize_batch
 from ..module import mean_pool
@@ -34,7 +34,7 @@ def run_windows(
     reverse_complement_average: bool = False,
     batch_size: int = 64,
     device: str | torch.device = "auto",
-    show_progress: bool = True,
+    progress: bool = True,
     desc: str = "DNABERT",
 ) -> np.ndarray:
     """Per-sequence outputs of ``module`` pooled over overlapping windows (and both strands).
@@ -66,7 +66,7 @@ def run_windows(
     weights = np.zeros(n, dtype=np.float64)
     specials = (PAD_ID, CLS_ID, SEP_ID)
     starts = range(0, len(windows), batch_size)
-    for start in progress(starts, total=len(starts), desc=desc, disable=not show_progress):
+    for start in progress_bar(starts, total=len(starts), desc=desc, disable=not progress):
         idx = order[start : start + batch_size]
         batch = tokenize_batch([windows[i] for i in idx], k, max_length=max_tokens, dtype=np.int16)
         input_ids = torch.from_numpy(batch["input_ids"]).to(dev).long()
