@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._core._plotting import finish, new_axes
 from ._regions import parse_regions
 from ._tools._common import is_anndata, modality, var_regions
 
@@ -17,22 +18,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["loss_curve", "prediction_histogram", "region_track"]
-
-
-def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=figsize)[1]
-
-
-def _finish(ax: Axes, show: bool | None) -> Axes:
-    if show:
-        import matplotlib.pyplot as plt
-
-        plt.show()
-    return ax
 
 
 def loss_curve(
@@ -69,7 +54,7 @@ def loss_curve(
             f"{'pretrain' if stage == 'mlm' else 'finetune'}(...) first."
         )
         raise ValueError(msg)
-    ax = _axes(ax)
+    ax = new_axes(ax)
     x = np.arange(1, steps.size + 1)
     ax.plot(x, steps, color="0.75", lw=0.8, label="train (step)")
     w = max(1, min(smooth, steps.size))
@@ -84,7 +69,7 @@ def loss_curve(
     ax.set_ylabel("masked-LM loss" if stage == "mlm" else "cross-entropy loss")
     ax.set_title("DNABERT pretraining" if stage == "mlm" else "DNABERT fine-tuning")
     ax.legend(frameon=False)
-    return _finish(ax, show)
+    return finish(ax, show)
 
 
 def _prediction_frame(data: Any, mod: str) -> pd.DataFrame:
@@ -144,7 +129,7 @@ def prediction_histogram(
     """
     frame = _prediction_frame(data, mod)
     column, label = _prob_column(frame, key, label)
-    ax = _axes(ax)
+    ax = new_axes(ax)
     edges = np.linspace(0, 1, bins + 1)
     if groupby is None:
         ax.hist(frame[column].to_numpy(), bins=edges, color="C0")
@@ -157,7 +142,7 @@ def prediction_histogram(
         ax.legend(title=groupby, frameon=False)
     ax.set_xlabel(f"P({label})")
     ax.set_ylabel("count")
-    return _finish(ax, show)
+    return finish(ax, show)
 
 
 def region_track(
@@ -202,10 +187,10 @@ def region_track(
     probs = target.var[column].to_numpy()[keep]
     starts = np.array([regions[i].start for i in keep])
     ends = np.array([regions[i].end for i in keep])
-    ax = _axes(ax, figsize=(8, 2.5))
+    ax = new_axes(ax, figsize=(8, 2.5))
     ax.bar(starts, probs, width=ends - starts, align="edge", color="C0", alpha=0.8)
     ax.set_xlim(starts.min(), ends.max())
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"{chrom} position (bp, 0-based)")
     ax.set_ylabel(f"P({label})")
-    return _finish(ax, show)
+    return finish(ax, show)

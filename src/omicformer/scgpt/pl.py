@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core._plotting import finish, new_axes
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -55,8 +57,7 @@ def loss_curve(
         msg = f"No loss history to plot (keys: {sorted(history)}); train the model first."
         raise ValueError(msg)
     new_fig = ax is None
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.2))
+    ax = new_axes(ax, figsize=(5, 3.2))
     for key in keys:
         if key not in history:
             msg = f"{key!r} is not in the history (available: {sorted(history)})."
@@ -68,6 +69,6 @@ def loss_curve(
     ax.set_ylabel("loss")
     ax.set_title("scGPT pretraining")
     ax.legend(frameon=False, fontsize=8)
-    if show or (show is None and new_fig and plt.isinteractive()):
-        plt.show()
-    return ax
+    if show is None:  # a figure made here is shown in interactive sessions
+        show = new_fig and plt.isinteractive()
+    return finish(ax, show)
