@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    pass
-
 
 SPLITS = ("train", "valid", "test")
 SPLICE_LABELS = {"none": 0, "donor": 1, "acceptor": 2}
