@@ -124,7 +124,6 @@ def embed_cells(
     pad_value = module.config.pad_value if pad_value is None else pad_value
     cols = np.flatnonzero(gene_ids >= 0)
     col_ids = gene_ids[cols]
-    rng = np.random.default_rng(random_state)  # unused when every cell has its own seed
     was_training = module.training
     module.eval().to(dev)
     out = np.zeros((adata.n_obs, module.config.d_model), dtype=np.float32)
@@ -134,7 +133,7 @@ def embed_cells(
         for idx, sub in vocab_chunks(adata, layer, cols, chunk_size):
             cells = tokenize_rows(
                 sub, col_ids, cls_id=vocab.cls_id, pad_value=pad_value, n_bins=n_bins,
-                max_len=max_len, rng=rng, row_seeds=cell_seeds(sub, col_ids, random_state),
+                max_len=max_len, row_seeds=cell_seeds(sub, col_ids, random_state),
             )  # fmt: skip
             lengths = np.fromiter((len(c.genes) for c in cells), dtype=np.int64)
             for b, labels in _buckets(lengths, batch_size, batch_labels, idx):

@@ -33,7 +33,7 @@ def tokenize_rows(
     pad_value: float,
     n_bins: int | None = 51,
     max_len: int | None = 1200,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
     row_seeds: np.ndarray | None = None,
 ) -> list[TokenizedCell]:
     """Tokenise the rows of ``X`` (cells x vocabulary-matched genes).
@@ -51,12 +51,15 @@ def tokenize_rows(
     max_len
         Maximum tokens per cell including ``<cls>``; ``None`` keeps all genes.
     rng
-        Generator for binning ties and gene subsampling.
+        Generator for binning ties and gene subsampling (needed unless ``row_seeds`` is given).
     row_seeds
         Optional ``(n_rows, m)`` integer seeds; row ``i`` then draws from
         ``np.random.default_rng(row_seeds[i])`` instead of ``rng``, so a cell's tokens do not
         depend on which other cells are tokenised with it.
     """
+    if rng is None and row_seeds is None:
+        msg = "tokenize_rows needs rng= or row_seeds=."
+        raise ValueError(msg)
     X = sp.csr_matrix(X)
     X.eliminate_zeros()
     X.sort_indices()
