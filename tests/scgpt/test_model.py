@@ -13,7 +13,7 @@ import torch
 
 from omicformer.scgpt._vocab import GeneVocab
 from omicformer.scgpt.model import ScGPT, load_module
-from omicformer.scgpt.module import ScGPTConfig, TransformerModel
+from omicformer.scgpt.module import TransformerModel
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 GENES = [f"G{i}" for i in range(50)]
@@ -196,40 +196,37 @@ def test_load_rejects_other_folders(tmp_path):
         load_module(tmp_path / "empty")
 
 
-def _write_official(path, d_model=32, genes=GENES) -> TransformerModel:
-    """A small checkpoint in the official format (flash-attn ``Wqkv`` names, no flag_encoder)."""
-    vocab = GeneVocab.from_genes(genes)
-    cfg = ScGPTConfig(ntoken=len(vocab), pad_token_id=vocab.pad_id, d_model=d_model, nhead=4,
-                      d_hid=d_model, nlayers=2, use_generative_training=False)  # fmt: skip
-    torch.manual_seed(0)
-    module = TransformerModel(cfg).eval()
-    state = {
-        k.replace("self_attn.in_proj_", "self_attn.Wqkv."): v
-        for k, v in module.state_dict().items()
-    }
-    path.mkdir()
-    torch.save(state, path / "best_model.pt")
-    vocab.save_json(path / "vocab.json")
-    args = {"embsize": d_model, "nheads": 4, "d_hid": d_model, "nlayers": 2, "n_layers_cls": 3,
-            "dropout": 0.2, "pad_token": "<pad>", "pad_value": -2, "max_seq_len": 600}  # fmt: skip
+def _write_official(official, path, max_seq_len=600):
+    """A small official-format checkpoint written from the independent reference model.
+
+    ``official.write_checkpoint`` (tests/scgpt/conftest.py) saves a ``RefTransformerModel`` (torch
+    layers, never ``omicformer.scgpt.module``) under flash-attn ``self_attn.Wqkv`` names, without a
+    ``flag_encoder``. Returns the reference model and the full vocab (specials appended).
+    """
+    ref, vocab = official.write_checkpoint(path, flash_keys="Wqkv", extra=False)
+    args = json.loads((path / "args.json").read_text())
+    args["max_seq_len"] = max_seq_len
     (path / "args.json").write_text(json.dumps(args))
-    return module
+    return ref, vocab
 
 
-def test_load_pretrained_official_folder(adata, tmp_path):
-    official = _write_official(tmp_path / "scGPT_tiny")
-    ScGPT.setup_anndata(adata, layer="counts")
+def test_load_pretrained_official_folder(official, continuous_adata_factory, tmp_path):
+    ref, vocab = _write_official(official, tmp_path / "scGPT_tiny")
+    adata = continuous_adata_factory(30, seed=3)  # continuous values: no binning ties
+    ScGPT.setup_anndata(adata)
     model = ScGPT.load_pretrained(tmp_path / "scGPT_tiny", adata)
     assert model.max_len == 600
     assert "flag_encoder.weight" in model.pretrained_report_["missing"]
-    for k, v in official.state_dict().items():
-        assert torch.equal(model.module.state_dict()[k], v), k
+    ours = model.module.state_dict()
+    for k, v in ref.state_dict().items():  # torch names == official names after Wqkv -> in_proj_
+        if k.startswith(("encoder.", "value_encoder.", "transformer_encoder.")):
+            assert torch.equal(ours[k], v), k
     z = model.get_latent_representation(progress=False)
-    from omicformer.scgpt._embed import embed_cells
-
-    ref = embed_cells(official, model.vocab, adata, gene_ids=np.arange(50), layer="counts",
-                      max_len=600, progress=False)  # fmt: skip
-    np.testing.assert_allclose(z, ref, atol=1e-6)
+    # the reference forward of official ``embed_data``: genes outside the vocab dropped first
+    X = adata.X.toarray()[:, :50]
+    expected = official.embed(ref, X, np.arange(50), vocab, max_len=600, pad_to_max=False)
+    assert z.shape == (30, 32)
+    np.testing.assert_allclose(z, expected, atol=1e-4, rtol=0)
     model.train(max_epochs=1, accelerator="cpu", devices=1, enable_progress_bar=False, lr=1e-4)
     assert model.is_trained
 
@@ -246,8 +243,8 @@ def test_load_pretrained_our_folder(trained, adata, tmp_path):
     )
 
 
-def test_load_pretrained_missing_file(adata, tmp_path):
-    _write_official(tmp_path / "ck")
+def test_load_pretrained_missing_file(adata, official, tmp_path):
+    _write_official(official, tmp_path / "ck")
     (tmp_path / "ck" / "args.json").unlink()
     ScGPT.setup_anndata(adata)
     with pytest.raises(FileNotFoundError, match=r"args\.json"):
