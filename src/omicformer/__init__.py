@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from omicformer._version import __version__ as __version__
+
 __all__ = ["datasets", "dnabert", "scgpt"]
 
 if TYPE_CHECKING:  # pragma: no cover

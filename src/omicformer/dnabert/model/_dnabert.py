@@ -167,7 +167,7 @@ class DNABert(TrainingMixin):
         >>> model.save("dnabert_promoter")  # doctest: +SKIP
         >>> DNABert.load("dnabert_promoter")  # doctest: +SKIP
         """
-        from ... import __version__
+        from omicformer._version import __version__
 
         if _global_rank() != 0:
             return Path(path)

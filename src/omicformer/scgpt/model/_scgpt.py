@@ -31,7 +31,8 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass
 
-from ... import __version__
+from omicformer._version import __version__
+
 from ..._core._anndata import check_layer, check_obs_key
 from ..._core._io import is_model_dir, save_model_dir
 from .._embed import embed_cells
