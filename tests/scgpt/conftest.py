@@ -82,17 +82,44 @@ class RefTransformerModel(nn.Module):
         return self.transformer_encoder(total, src_key_padding_mask=pad_mask)
 
 
-def official_binning(row: np.ndarray, n_bins: int) -> np.ndarray:
-    """Official ``scgpt.preprocess.binning`` (with its ``_digitize(side='both')``)."""
-    non_zero_ids = row.nonzero()
-    nz = row[non_zero_ids]
-    bins = np.quantile(nz, np.linspace(0, 1, n_bins - 1))
-    left = np.digitize(nz, bins)
-    right = np.digitize(nz, bins, right=True)
-    rands = np.random.rand(len(nz))
-    digits = np.ceil(rands * (right - left) + left).astype(np.int64)
-    out = np.zeros_like(row, dtype=np.int64)
-    out[non_zero_ids] = digits
+def official_bin_range(row: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry of one cell, the official ``(right, left)`` digitize pair (0, 0 for zeros).
+
+    Official ``binning``: the quantile edges come from the cell's non-zero values only,
+    ``np.quantile(nonzero, np.linspace(0, 1, n_bins - 1))``; ``left`` is ``np.digitize(x, edges)``
+    and ``right`` is ``np.digitize(x, edges, right=True)``. The two differ exactly when ``x`` equals
+    an edge, by the number of edges equal to ``x``; they are cross-checked here against that
+    edge count, written without ``np.digitize``.
+    """
+    row = np.asarray(row, dtype=np.float64)
+    right = np.zeros(row.shape, dtype=np.int64)
+    left = np.zeros(row.shape, dtype=np.int64)
+    expressed = row != 0
+    if not expressed.any():
+        return right, left
+    values = row[expressed]
+    edges = np.quantile(values, np.linspace(0, 1, n_bins - 1))
+    assert edges.shape == (n_bins - 1,)
+    left[expressed] = np.digitize(values, edges)
+    right[expressed] = np.digitize(values, edges, right=True)
+    for x, r, lft in zip(values, right[expressed], left[expressed], strict=True):
+        assert lft == np.count_nonzero(edges <= x) and r == np.count_nonzero(edges < x)
+    return right, left
+
+
+def official_binning(row: np.ndarray, n_bins: int, rng=None) -> np.ndarray:
+    """Official ``scgpt.preprocess.binning`` with its ``_digitize(side='both')``.
+
+    Each non-zero value gets ``ceil(u * (right - left) + left)`` with ``u`` uniform in [0, 1)
+    (the global NumPy state as the official code, or ``rng``): ``left`` when untied, otherwise a
+    uniform integer in ``right + 1 .. left``. Zeros stay 0.
+    """
+    right, left = official_bin_range(row, n_bins)
+    expressed = np.asarray(row) != 0
+    u = np.random.rand(int(expressed.sum())) if rng is None else rng.random(int(expressed.sum()))
+    out = np.zeros(np.shape(row), dtype=np.int64)
+    r, lft = right[expressed], left[expressed]
+    out[expressed] = np.ceil(u * (r - lft) + lft).astype(np.int64)
     return out
 
 
@@ -193,6 +220,7 @@ def official():
 
     return types.SimpleNamespace(
         binning=official_binning,
+        bin_range=official_bin_range,
         embed=official_embed,
         write_checkpoint=write_official_checkpoint,
         RefTransformerModel=RefTransformerModel,

@@ -1,3 +1,4 @@
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -62,3 +63,43 @@ def test_bin_expression_errors_leave_input(counts_adata):
     with pytest.raises(ValueError, match="NaN"):
         pp.bin_expression(bad)
     assert "X_binned" not in bad.layers and "bin_edges" not in bad.obsm
+
+
+def _tied_counts(n_obs=40, n_vars=300, seed=7):
+    """Integer counts with many repeats (1s and 2s dominate), ~half zeros, one dense cell."""
+    rng = np.random.default_rng(seed)
+    X = rng.negative_binomial(1, 0.4, size=(n_obs, n_vars)).astype(np.float32)
+    X[0] = rng.poisson(3.0, size=n_vars) + 1  # a cell without zeros
+    return X
+
+
+def test_ties_match_official_range_on_counts(official):
+    X = _tied_counts()
+    adata = ad.AnnData(sp.csr_matrix(X))
+    out = pp.bin_expression(adata, n_bins=51, random_state=0, copy=True)
+    ours = out.layers["X_binned"].toarray()
+    n_tied = 0
+    for i, row in enumerate(X):
+        right, left = official.bin_range(row, 51)
+        lo, hi = np.minimum(right + 1, left), left  # official draw: right+1..left, or left
+        nz = row != 0
+        assert np.all(ours[i][~nz] == 0)
+        assert np.all((ours[i][nz] >= lo[nz]) & (ours[i][nz] <= hi[nz])), i
+        fixed = nz & (lo == hi)
+        np.testing.assert_array_equal(ours[i][fixed], left[fixed])
+        assert ours[i][nz].min() >= 1 and ours[i][nz].max() == 50
+        n_tied += int(np.sum(nz & (lo < hi)))
+        # the official function itself (global-state draws) lands in the same range
+        np.random.seed(i)
+        ref = official.binning(row, 51)
+        assert np.all((ref[nz] >= lo[nz]) & (ref[nz] <= hi[nz])) and np.all(ref[~nz] == 0)
+    assert n_tied > 0.5 * np.count_nonzero(X)  # the data really is tie-heavy
+    # same seed -> same bins; another seed moves at least one tied value (and only tied ones)
+    again = pp.bin_expression(adata, n_bins=51, random_state=0, copy=True).layers["X_binned"]
+    np.testing.assert_array_equal(again.toarray(), ours)
+    other = pp.bin_expression(adata, n_bins=51, random_state=1, copy=True).layers["X_binned"]
+    changed = other.toarray() != ours
+    assert changed.any()
+    for i in np.unique(np.nonzero(changed)[0]):
+        right, left = official.bin_range(X[i], 51)
+        assert np.all(np.minimum(right + 1, left)[changed[i]] < left[changed[i]])
