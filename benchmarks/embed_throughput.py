@@ -12,6 +12,15 @@ the embeddings agree and prints cells/s, peak memory and the ratio from one run.
 ``--config human`` builds the whole-human architecture (d_model 512, 12 layers, 8 heads,
 d_hid 512) with random weights and synthetic cells of exactly ``--genes-per-cell`` genes, and on
 CUDA also reports model FLOP utilisation (MFU) against ``--peak-tflops``.
+
+MFU, as printed: FLOPs = ``omicformer.scgpt.module.encoder_flops`` summed over the cells, i.e.
+per cell of L tokens ``nlayers * L * 2 * (4 d^2 + 2 d d_hid + 2 L d)``, from these
+multiply-accumulates (MACs, 2 FLOPs each) per token per layer: Q, K, V projections 3 d^2,
+output projection d^2, feed-forward 2 d d_hid, attention scores Q K^T L d and weights times V
+L d (d = d_model). Token encoders, layer norms, softmax, biases and padding tokens are not
+counted. Achieved FLOP/s = those FLOPs / wall seconds of the whole timed omicformer pass
+(batching, host-to-device copies and the uncounted work included; warm-up excluded);
+MFU = achieved FLOP/s / (``--peak-tflops`` * 1e12).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from omicformer.scgpt._genes import match_genes
 from omicformer.scgpt._resolve import resolve_model
 from omicformer.scgpt._tokenize import length_buckets, pad_batch, tokenize_rows
 from omicformer.scgpt._vocab import GeneVocab
-from omicformer.scgpt.module import ScGPTConfig, TransformerModel
+from omicformer.scgpt.module import ScGPTConfig, TransformerModel, encoder_flops
 
 
 def reference_encoder(module: TransformerModel) -> nn.TransformerEncoder:
@@ -116,12 +125,6 @@ def timed(fn, device):
     return res, dt, mem
 
 
-def flops_per_cell(c: ScGPTConfig, lengths: np.ndarray) -> np.ndarray:
-    """Forward FLOPs: 2 * (6 d^2 + 2 d d_hid) per token per layer + attention 4 L d per token."""
-    per_tok = 2 * (4 * c.d_model**2 + 2 * c.d_model * c.d_hid)
-    return c.nlayers * lengths * (per_tok + 4 * lengths * c.d_model)
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--config", choices=["default", "human"], default="default")
@@ -183,7 +186,7 @@ def run_one(args: argparse.Namespace) -> None:
         fn = lambda: run_ours(module, cells, vocab, args.batch_size, device)  # noqa: E731
         run_ours(module, cells[:8], vocab, args.batch_size, device)  # warm-up
     out, seconds, peak = timed(fn, device)
-    flops = float(flops_per_cell(module.config, lengths).sum())
+    flops = float(encoder_flops(module.config, lengths).sum())
     np.savez(args.result, emb=out, seconds=seconds, peak=peak, flops=flops, n=len(cells),
              median_len=np.median(lengths), label=label, device=str(device))  # fmt: skip
 

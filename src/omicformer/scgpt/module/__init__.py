@@ -9,6 +9,7 @@ from ._decoders import (
     grad_reverse,
 )
 from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
+from ._flops import encoder_flops
 from ._losses import ecs_loss, masked_mse_loss
 from ._model import ScGPTConfig, TransformerModel
 from ._transformer import (
@@ -35,6 +36,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "TransformerModel",
     "ecs_loss",
+    "encoder_flops",
     "generative_attn_mask",
     "grad_reverse",
     "masked_mse_loss",
