@@ -6,22 +6,83 @@ import pytest
 
 from omicformer.dnabert import pp
 
+# The official DNABERT ``vocab.txt`` for k=3 (zhihan1996/DNA_bert_3), one token per line, line
+# number = id: five specials, then the 64 3-mers in ``itertools.product("ATCG", repeat=3)`` order.
+VOCAB3_TXT = (
+    "\n".join(
+        """
+    [PAD] [UNK] [CLS] [SEP] [MASK]
+    AAA AAT AAC AAG ATA ATT ATC ATG
+    ACA ACT ACC ACG AGA AGT AGC AGG
+    TAA TAT TAC TAG TTA TTT TTC TTG
+    TCA TCT TCC TCG TGA TGT TGC TGG
+    CAA CAT CAC CAG CTA CTT CTC CTG
+    CCA CCT CCC CCG CGA CGT CGC CGG
+    GAA GAT GAC GAG GTA GTT GTC GTG
+    GCA GCT GCC GCG GGA GGT GGC GGG
+    """.split()
+    )
+    + "\n"
+)
+
+# Other k: size 5 + 4**k and literal entries (id -> token) of the official files.
+VOCAB_SPOTS = {
+    4: (261, {5: "AAAA", 6: "AAAT", 7: "AAAC", 8: "AAAG", 9: "AATA", 50: "ACGT", 260: "GGGG"}),
+    5: (1029, {5: "AAAAA", 6: "AAAAT", 113: "ATCGA", 261: "TAAAA", 1028: "GGGGG"}),
+    6: (4101, {5: "AAAAAA", 8: "AAAAAG", 1029: "TAAAAA", 2053: "CAAAAA", 4100: "GGGGGG"}),
+}
+
+
+def _official_seq2kmer(seq: str, k: int) -> str:
+    """DNABERT ``seq2kmer``: stride-1 overlapping k-mers joined by spaces."""
+    return " ".join(seq[x : x + k] for x in range(len(seq) + 1 - k))
+
+
+def _official_vocab(k: int) -> dict[str, int]:
+    """token -> id of the official vocab.txt (literal text for k=3, product order otherwise)."""
+    if k == 3:
+        lines = VOCAB3_TXT.splitlines()
+    else:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        lines = specials + ["".join(t) for t in itertools.product("ATCG", repeat=k)]
+        size, spots = VOCAB_SPOTS[k]
+        assert len(lines) == size and all(lines[i] == t for i, t in spots.items())
+    return {tok: i for i, tok in enumerate(lines)}
+
 
 def _official_ids(seq: str, k: int) -> list[int]:
-    """Naive reference: official seq2kmer + vocab.txt dict lookup ([UNK] if missing)."""
-    vocab = {tok: i for i, tok in enumerate(pp.kmer_vocab(k))}
-    return [2] + [vocab.get(t, 1) for t in pp.seq2kmer(seq, k).split()] + [3]
+    """Official DNATokenizer on ``seq2kmer`` output: [CLS] + lookup ([UNK]=1 if absent) + [SEP]."""
+    vocab = _official_vocab(k)
+    return [vocab["[CLS]"]] + [vocab.get(t, 1) for t in _official_seq2kmer(seq, k).split()] + [3]
 
 
-@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_vocab_k3_equals_official_text(tmp_path):
+    assert len(VOCAB3_TXT.splitlines()) == 69
+    assert pp.kmer_vocab(3) == VOCAB3_TXT.splitlines()
+    assert pp.vocab_size(3) == 69
+    assert pp.write_vocab_txt(tmp_path / "vocab.txt", k=3).read_text() == VOCAB3_TXT
+
+
+@pytest.mark.parametrize("k", [4, 5, 6])
 def test_vocab_order_matches_official(k):
+    size, spots = VOCAB_SPOTS[k]
     vocab = pp.kmer_vocab(k)
     assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    assert len(vocab) == 5 + 4**k == pp.vocab_size(k)
-    assert vocab[5:] == ["".join(p) for p in itertools.product("ATCG", repeat=k)]
-    if k == 6:
-        assert vocab[5:9] == ["AAAAAA", "AAAAAT", "AAAAAC", "AAAAAG"]
-        assert vocab[4100] == "GGGGGG"
+    assert len(vocab) == size == pp.vocab_size(k)
+    for i, tok in spots.items():
+        assert vocab[i] == tok
+    assert vocab == list(_official_vocab(k))
+
+
+def test_tokenize_hand_computed_example():
+    # ACGTA -> ACG CGT GTA; with A,T,C,G = 0,1,2,3: ACG = 0*16+2*4+3 = 11 -> id 16,
+    # CGT = 2*16+3*4+1 = 45 -> 50, GTA = 3*16+1*4+0 = 52 -> 57, TAC = 1*16+0*4+2 = 18 -> 23
+    assert _official_seq2kmer("ACGTA", 3) == "ACG CGT GTA"
+    assert _official_ids("ACGTA", 3) == [2, 16, 50, 57, 3]
+    out = pp.tokenize(["ACGTA", "ACGTAC"], k=3)
+    assert out["input_ids"].tolist() == [[2, 16, 50, 57, 3, 0], [2, 16, 50, 57, 23, 3]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+    assert pp.seq2kmer("ACGTA", 3) == "ACG CGT GTA"
 
 
 @pytest.mark.parametrize("k", [3, 4, 5, 6])
@@ -31,6 +92,7 @@ def test_tokenize_matches_official_seq2kmer(k):
     out = pp.tokenize(seqs, k=k)
     for i, seq in enumerate(seqs):
         ref = _official_ids(seq, k)
+        assert len(ref) == len(seq) - k + 3
         assert out["input_ids"][i, : len(ref)].tolist() == ref
         assert out["attention_mask"][i].sum() == len(ref)
         assert (out["input_ids"][i, len(ref) :] == 0).all()
