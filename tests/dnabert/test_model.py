@@ -72,21 +72,81 @@ def test_finetune_learns_and_records_history(finetuned, labelled):
     assert len(finetuned.history_["finetune_loss_step"]) == 24  # 70 bp -> 2 windows of 64 bp
 
 
-def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw):
-    def run():
-        model = DNABert(k=3, random_state=5, **tiny)
-        history = model.pretrain(
-            seqs, max_epochs=2, batch_size=8, validation_size=0.25, random_state=3, **fit_kw
-        )
-        return model, history
+def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw, make_seqs):
+    from omicformer.dnabert.module import SpanMaskingCollator, span_mask_tokens
 
-    (a, ha), (b, hb) = run(), run()
-    assert ha == hb
-    assert len(ha["loss_step"]) == 6  # 18 train windows / 8 -> 3 steps x 2 epochs
-    assert len(ha["validation_loss"]) == 2
-    assert a.history_["mlm_loss_epoch"] == ha["loss_epoch"]
+    def check_spans(ids: np.ndarray, masked: np.ndarray, k: int) -> tuple[int, int]:
+        """Independent span checks on one row; returns (masked, eligible) position counts.
+
+        Position i (1..end) is the k-mer of bases i-1 .. i+k-2; [CLS] is 0, [SEP] is end+1.
+        """
+        end = int(np.flatnonzero(ids == 3)[0]) - 1  # last real k-mer, before [SEP]
+        assert not masked[0] and not masked[end + 1 :].any()  # never [CLS]/[SEP]/[PAD]
+        m = masked[1 : end + 1]
+        # maximal runs of masked k-mers: >= k long unless clipped at the first / last k-mer
+        edges = np.diff(np.concatenate([[0], m.astype(int), [0]]))
+        for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            assert e - s >= k or s == 0 or e == end, (s, e, k)
+        # no masked k-mer is spelled out by unmasked neighbours: some base of it is covered by
+        # masked k-mers only
+        readable = np.zeros(end + k - 1, dtype=bool)
+        for i in np.flatnonzero(~m) + 1:
+            readable[i - 1 : i - 1 + k] = True
+        for j in np.flatnonzero(m) + 1:
+            assert not readable[j - 1 : j - 1 + k].all(), (j, k)
+        return int(m.sum()), end
+
+    # masks from the pretraining collator (k=3 as the model below), variable lengths + padding
+    rows = pp.tokenize(make_seqs(64, list(range(20, 84)), seed=11), k=3)["input_ids"]
+    items = [{"input_ids": torch.as_tensor(r[r != 0])} for r in rows]
+    collate = SpanMaskingCollator(3, pp.vocab_size(3), seed=7)
+    batch = collate(items)
+    labels = batch["labels"].numpy()
+    masked = labels != -100
+    assert masked.any()
+    np.testing.assert_array_equal(labels[masked], batch["input_ids"].new_tensor(rows)[masked])
+    for r, mk in zip(rows, masked, strict=True):
+        check_spans(r, mk, 3)
+    is_mask = batch["input_ids"].numpy()[masked] == 4
+    assert 0.7 < is_mask.mean() < 0.9  # 80% [MASK], the rest random or unchanged
+    assert (batch["input_ids"].numpy()[~masked] == rows[~masked]).all()
+    again = SpanMaskingCollator(3, pp.vocab_size(3), seed=7)(items)
+    for key in ("input_ids", "labels"):
+        assert torch.equal(again[key], batch[key])
+
+    # every k: span property and the masked share 1 - (1 - p)^k of interior k-mers
+    for k in (3, 4, 5, 6):
+        rows = pp.tokenize(make_seqs(48, 120, seed=k), k=k)["input_ids"]
+        g = torch.Generator().manual_seed(k)
+        _, labels = span_mask_tokens(torch.as_tensor(rows), k, pp.vocab_size(k), generator=g)
+        masked = labels.numpy() != -100
+        for r, mk in zip(rows, masked, strict=True):
+            check_spans(r, mk, k)
+        interior = masked[:, k + 1 : -k - 2]
+        assert abs(interior.mean() - (1 - 0.85**k)) < 0.05, (k, interior.mean())
+
+    # reproducibility: same seeds -> same curves and weights; another masking seed differs
+    def run(random_state=3):
+        model = DNABert(k=3, random_state=5, **tiny)
+        model.pretrain(
+            seqs, max_epochs=2, batch_size=8, validation_size=0.25, random_state=random_state,
+            **fit_kw,
+        )  # fmt: skip
+        return model
+
+    a, b, c = run(), run(), run(random_state=4)
+    assert a.history_ and a.history_.keys() == b.history_.keys()
+    for key, curve in a.history_.items():
+        np.testing.assert_array_equal(np.asarray(curve, float), np.asarray(b.history_[key], float))
+    steps = [v for key, v in a.history_.items() if key.startswith("mlm") and "step" in key]
+    assert [len(v) for v in steps] == [6]  # 18 train windows / 8 -> 3 steps x 2 epochs
+    assert [len(v) for key, v in a.history_.items() if "validation" in key] == [2]
     for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+    assert any(
+        not torch.equal(x, y)
+        for x, y in zip(a.module.state_dict().values(), c.module.state_dict().values(), strict=True)
+    )
     np.testing.assert_array_equal(
         a.embed(seqs[:2], device="cpu", progress=False),
         b.embed(seqs[:2], device="cpu", progress=False),
