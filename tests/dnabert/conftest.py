@@ -8,7 +8,7 @@ import torch
 from omicformer.dnabert import pp
 from omicformer.dnabert.model import DNABert
 
-TINY = {"n_layers": 2, "hidden_size": 32, "n_heads": 2, "max_length": 64}
+TINY = {"n_layers": 2, "d_model": 32, "n_heads": 2, "max_len": 64}
 FIT = {"accelerator": "cpu", "enable_progress_bar": False}
 
 

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -55,7 +56,9 @@ def test_finetuned_roundtrip_identical_outputs(tmp_path, finetuned, labelled):
     loaded = DNABert.from_pretrained(path)
     assert loaded.task == "classification"
     assert loaded.labels_ == finetuned.labels_ == ["at", "gc"]
-    assert loaded.history_ == finetuned.history_
+    assert loaded.history.keys() == finetuned.history.keys()
+    for key, frame in finetuned.history.items():
+        pd.testing.assert_frame_equal(loaded.history[key], frame)
     kw = {"device": "cpu", "progress": False}
     np.testing.assert_array_equal(loaded.predict(seqs, **kw), finetuned.predict(seqs, **kw))
     np.testing.assert_array_equal(loaded.embed(seqs, **kw), finetuned.embed(seqs, **kw))
@@ -68,8 +71,16 @@ def test_finetune_learns_and_records_history(finetuned, labelled):
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     accuracy = np.mean(np.array(finetuned.labels_)[probs.argmax(1)] == np.array(labels))
     assert accuracy > 0.8
-    assert len(finetuned.history_["finetune_loss_epoch"]) == 3
-    assert len(finetuned.history_["finetune_loss_step"]) == 24  # 70 bp -> 2 windows of 64 bp
+    # scvi-tools-style frames: one column named as the key, indexed by epoch or step
+    epochs, steps = (
+        finetuned.history["finetune_train_loss"],
+        finetuned.history["finetune_train_loss_step"],
+    )
+    assert list(epochs.columns) == ["finetune_train_loss"] and epochs.index.tolist() == [0, 1, 2]
+    # 32 sequences of 70 bp -> 2 windows of 64 bp each; 10% of sequences (3) held out:
+    # 29 x 2 = 58 training windows / batch 8 -> 8 steps per epoch, 3 epochs
+    assert steps.index.tolist() == list(range(1, 25))
+    assert len(finetuned.history["finetune_validation_accuracy"]) == 3
 
 
 def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw, make_seqs):
@@ -156,8 +167,8 @@ def test_pretrain_is_reproducible_and_masks_spans(seqs, tiny, fit_kw, make_seqs)
 def test_pretrain_from_fasta_and_max_steps(genome, tiny, fit_kw):
     path, _ = genome
     model = DNABert(k=3, **tiny)
-    history = model.pretrain(path, max_steps=3, batch_size=2, **fit_kw)
-    assert len(history["loss_step"]) == 3
+    model.pretrain(path, max_steps=3, batch_size=2, **fit_kw)
+    assert model.history["mlm_train_loss_step"].index.tolist() == [1, 2, 3]
     with pytest.raises(ValueError, match="window_size"):
         model.pretrain(path, window_size=500, max_steps=1, **fit_kw)
     with pytest.raises(TypeError, match="not a FASTA file"):

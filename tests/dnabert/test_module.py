@@ -132,12 +132,19 @@ def test_dataset_and_collators():
     assert batch["input_ids"].shape == (2, 10)
     assert batch["attention_mask"].sum().item() == 16
     assert batch["labels"].tolist() == [1, 0]
+    # a seeded (validation) collator: the masks are a function of (seed, first item)
     collator = SpanMaskingCollator(3, 69, seed=0)
     b1 = collator([ds[0], ds[1]])
-    collator.reseed(0)
-    b2 = collator([ds[0], ds[1]])
+    b2 = SpanMaskingCollator(3, 69, seed=0)([ds[0], ds[1]])
     assert torch.equal(b1["labels"], b2["labels"])
     assert set(b1) == {"input_ids", "attention_mask", "labels"}
+    # a training collator draws from torch's global generator (reseeded per epoch/rank/worker)
+    train = SpanMaskingCollator(3, 69, mlm_probability=0.5)
+    torch.manual_seed(1)
+    t1 = train([ds[0], ds[1]])
+    torch.manual_seed(1)
+    assert torch.equal(t1["labels"], train([ds[0], ds[1]])["labels"])
+    assert not torch.equal(t1["labels"], train([ds[0], ds[1]])["labels"])
     with pytest.raises(ValueError, match="labels"):
         TokenDataset(out["input_ids"], labels=np.array([1]))
 

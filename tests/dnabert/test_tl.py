@@ -114,14 +114,14 @@ def test_predict_anndata_and_sequences(atac, genome, finetuned):
 def test_plots(atac, genome, finetuned):
     path, _ = genome
     tl.predict(atac, model=finetuned, fasta=path, **KW)
-    ax = pl.prediction_histogram(atac, label="gc", groupby="truth")
+    ax = pl.prediction_histogram(atac, label="gc", groupby="truth", show=False)
     assert ax.get_xlabel() == "P(gc)"
-    ax = pl.region_track(atac, chrom="chr1")
+    ax = pl.region_track(atac, chrom="chr1", show=False)
     assert len(ax.patches) == 2
-    ax = pl.loss_curve(finetuned, stage="finetune", smooth=4)
+    ax = pl.loss_curve(finetuned, stage="finetune", smooth=4, show=False)
     assert ax.get_xlabel() == "optimizer step"
     frame = tl.predict(["ACGTACGTACGT"], model=finetuned, **KW)
-    pl.prediction_histogram(frame)
+    pl.prediction_histogram(frame, show=False)
     with pytest.raises(ValueError, match="No 'mlm' training history"):
         pl.loss_curve({})
     with pytest.raises(KeyError, match="not among"):
@@ -134,6 +134,9 @@ def test_plots(atac, genome, finetuned):
 
 
 def test_mlm_loss_curve_from_history():
-    history = {"mlm_loss_step": list(np.linspace(5, 3, 40)), "mlm_validation_loss": [4.0, 3.5]}
-    ax = pl.loss_curve(history, smooth=5)
+    history = {
+        "mlm_train_loss_step": list(np.linspace(5, 3, 40)),
+        "mlm_validation_loss": [4.0, 3.5],
+    }
+    ax = pl.loss_curve(history, smooth=5, show=False)
     assert len(ax.lines) == 3

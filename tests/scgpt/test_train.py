@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from omicformer.scgpt.model import ScGPT
-from omicformer.scgpt.train import CellDataset, GenerativeCollator, GroupedBatchSampler
+from omicformer.scgpt.train import CellDataset, GenerativeCollator
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 FIT = {"max_epochs": 2, "enable_progress_bar": False, "accelerator": "cpu", "devices": 1}
@@ -68,23 +68,6 @@ def test_collator_max_len_and_global_seed(counts):
     assert all(torch.equal(a[k], b[k]) for k in a)
     n_tok = (~a["pcpt_padding_mask"]).sum(1) + (~a["gen_padding_mask"]).sum(1)
     assert int(n_tok.max()) <= 10
-
-
-def test_grouped_sampler_single_group_batches_and_ddp(monkeypatch):
-    groups = np.array([0] * 37 + [1] * 20 + [2] * 5)
-    sampler = GroupedBatchSampler(groups, batch_size=8, seed=1)
-    batches = list(sampler)
-    assert len(batches) == len(sampler)
-    assert all(len(set(groups[b])) == 1 for b in batches)
-    assert sorted(i for b in batches for i in b) == list(range(len(groups)))
-    sampler.set_epoch(1)
-    assert list(sampler) != batches
-    shards = []
-    for rank in (0, 1):
-        monkeypatch.setattr(GroupedBatchSampler, "_world", staticmethod(lambda r=rank: (r, 2)))
-        shards.append(list(sampler))
-    assert len(shards[0]) == len(shards[1]) == len(sampler)
-    assert {i for s in shards for b in s for i in b} == set(range(len(groups)))
 
 
 def test_train_records_history_and_is_reproducible(adata):
@@ -150,11 +133,23 @@ def test_dsbn_needs_batch_key(adata):
         ScGPT(adata, **TINY, dsbn=True)
 
 
+def test_train_size_is_deprecated_for_validation_size(adata):
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, **TINY)
+    with pytest.warns(FutureWarning, match="'train_size' is deprecated.*'validation_size'"):
+        model.train(**{**FIT, "max_epochs": 1}, train_size=0.75)
+    n = adata.n_obs
+    assert len(model.validation_indices) == int(np.floor(0.25 * n))
+    assert len(model.train_indices) + len(model.validation_indices) == n
+    with pytest.raises(TypeError, match="both 'train_size'"):
+        model.train(**FIT, train_size=0.75, validation_size=0.25)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"gen_ratios": (0.0, 0.5)}, "gen_ratios"),
-        ({"train_size": 0.0}, "train_size"),
+        ({"validation_size": 1.0}, "validation_size"),
         ({"max_epochs": 0}, "max_epochs"),
         ({"ecs_weight": -1.0}, "ecs_weight"),
     ],

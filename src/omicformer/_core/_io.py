@@ -37,12 +37,18 @@ def load_model_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     """Read a folder written by :func:`save_model_dir`."""
     from safetensors.torch import load_file
 
+    config = load_model_config(path)
+    return load_file(str(Path(path) / WEIGHTS_NAME)), config
+
+
+def load_model_config(path: str | Path) -> dict[str, Any]:
+    """The JSON config of a folder written by :func:`save_model_dir` (weights not read)."""
     path = Path(path)
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (path / n).exists()]
     if missing:
         msg = f"{path} is not an omicformer model folder: missing {missing}."
         raise FileNotFoundError(msg)
-    return load_file(str(path / WEIGHTS_NAME)), json.loads((path / CONFIG_NAME).read_text())
+    return json.loads((path / CONFIG_NAME).read_text())
 
 
 def is_model_dir(path: str | Path) -> bool:

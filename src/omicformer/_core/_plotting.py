@@ -1,7 +1,9 @@
-"""Matplotlib plumbing shared by the ``pl`` namespaces."""
+"""Matplotlib plumbing shared by the ``pl`` namespaces: axes, and ``show``/``save`` as scanpy."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,10 +19,45 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
     return plt.subplots(figsize=figsize)[1]
 
 
-def finish(ax: Axes, show: bool | None) -> Axes:
-    """Call ``plt.show()`` when ``show`` is true; return ``ax``."""
-    if show:
-        import matplotlib.pyplot as plt
+def save_path(name: str, save: bool | str | os.PathLike[str]) -> Path:
+    """Where scanpy would write figure ``name`` for ``save=``.
 
+    ``True``: ``{sc.settings.figdir}/{name}.{sc.settings.file_format_figs}``; a string is
+    appended to ``name`` (``save="_pbmc.pdf"`` -> ``figdir/{name}_pbmc.pdf``, the format from
+    its extension, else the default format); a path with a folder is used as given.
+    """
+    import scanpy as sc
+
+    fmt = sc.settings.file_format_figs
+    if save is True:
+        return Path(sc.settings.figdir) / f"{name}.{fmt}"
+    save = os.fspath(save)
+    if os.path.dirname(save):
+        return Path(save)
+    suffix = (
+        save if Path(save).suffix[1:] in ("png", "pdf", "svg", "jpg", "jpeg") else f"{save}.{fmt}"
+    )
+    return Path(sc.settings.figdir) / f"{name}{suffix}"
+
+
+def finish(
+    ax: Axes, show: bool | None, save: bool | str | os.PathLike[str] | None = None, *, name: str
+) -> Axes | None:
+    """Save and/or show the figure of ``ax`` the way scanpy's plotting functions do.
+
+    ``show=None`` follows ``sc.settings.autoshow``; ``save`` (``True``, a suffix or a path, see
+    :func:`save_path`) writes the figure. Returns ``ax`` unless the figure was shown (scanpy
+    returns ``None`` then).
+    """
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    show = sc.settings.autoshow if show is None else show
+    if save:
+        path = save_path(name, save)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(path, bbox_inches="tight")
+    if show:
         plt.show()
+        return None
     return ax

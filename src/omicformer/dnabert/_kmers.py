@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core._deprecation import renamed_kwargs
+
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 N_SPECIAL = len(SPECIAL_TOKENS)
@@ -273,11 +275,12 @@ def encode_kmers(
     return ids[keep].astype(np.int64), n_kmers
 
 
+@renamed_kwargs(max_length="max_len")
 def tokenize(
     sequences: Sequence[str],
     k: int = 6,
     *,
-    max_length: int = MAX_TOKENS,
+    max_len: int = MAX_TOKENS,
     truncation: bool = False,
     names: Sequence[str] | None = None,
     dtype: type = np.int64,
@@ -293,10 +296,10 @@ def tokenize(
         DNA strings (A/C/G/T, N and IUPAC codes; lower-case soft-masked bases accepted).
     k
         k-mer size, 3 to 6.
-    max_length
+    max_len
         Maximum number of tokens including ``[CLS]`` and ``[SEP]`` (BERT: 512, i.e. 510 k-mers).
     truncation
-        Keep the first ``max_length - 2`` k-mers of longer sequences instead of raising. For
+        Keep the first ``max_len - 2`` k-mers of longer sequences instead of raising. For
         whole long sequences use :func:`split_windows` (the models do this for you).
     names
         Sequence names for error messages.
@@ -319,9 +322,9 @@ def tokenize(
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
     k = check_k(k)
-    cap = max_length - 2
+    cap = max_len - 2
     if cap < 1:
-        msg = f"max_length={max_length} leaves no room for k-mers; use at least 3."
+        msg = f"max_len={max_len} leaves no room for k-mers; use at least 3."
         raise ValueError(msg)
     lengths = check_sequences(sequences, k, names=names)
     n_kmers = lengths - k + 1
@@ -331,7 +334,7 @@ def tokenize(
             i = int(too_long[0])
             msg = (
                 f"Sequence {_names(sequences, names)[i]!r} gives {n_kmers[i]} k-mers, more "
-                f"than the {cap} that fit in max_length={max_length} tokens (at most "
+                f"than the {cap} that fit in max_len={max_len} tokens (at most "
                 f"{cap + k - 1} bp for k={k}); split it with pp.split_windows or pass "
                 "truncation=True."
             )

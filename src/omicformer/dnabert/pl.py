@@ -5,6 +5,7 @@ All functions return the :class:`matplotlib.axes.Axes` they drew on.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,27 +28,36 @@ def loss_curve(
     smooth: int = 50,
     ax: Axes | None = None,
     show: bool | None = None,
-) -> Axes:
+    save: bool | str | os.PathLike[str] | None = None,
+) -> Axes | None:
     """Training loss per optimizer step (raw and moving average) with validation loss per epoch.
 
     Parameters
     ----------
     model_or_history
-        A :class:`~omicformer.dnabert.model.DNABert` (its ``history_``) or a history dict.
+        A :class:`~omicformer.dnabert.model.DNABert` (its ``history``) or such a dict of
+        one-column DataFrames (scvi-tools format) or lists.
     stage
         ``"mlm"`` (pretraining) or ``"finetune"``.
     smooth
         Window (steps) of the moving average.
     ax, show
-        Axes to draw on; call ``plt.show()``.
+        Axes to draw on; show the figure (default ``sc.settings.autoshow``).
+    save
+        Write the figure as scanpy does (``True``: ``figdir/dnabert_loss_curve.png``; a
+        suffix such as ``"_run1.pdf"``; or a path).
+
+    Returns
+    -------
+    The axes, or ``None`` when the figure was shown (as scanpy).
 
     Examples
     --------
     >>> from omicformer import dnabert
     >>> dnabert.pl.loss_curve(model)  # doctest: +SKIP
     """
-    history = getattr(model_or_history, "history_", model_or_history) or {}
-    steps = np.asarray(history.get(f"{stage}_loss_step", []), dtype=float)
+    history = getattr(model_or_history, "history", model_or_history) or {}
+    steps = _values(history.get(f"{stage}_train_loss_step"))
     if steps.size == 0:
         msg = (
             f"No {stage!r} training history to plot (keys: {sorted(history)}); train with "
@@ -61,7 +71,7 @@ def loss_curve(
     if w > 1:
         avg = np.convolve(steps, np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1 :], avg, color="C0", lw=1.8, label=f"train ({w}-step mean)")
-    val = np.asarray(history.get(f"{stage}_validation_loss", []), dtype=float)
+    val = _values(history.get(f"{stage}_validation_loss"))
     if val.size:
         per_epoch = steps.size / val.size
         ax.plot(per_epoch * np.arange(1, val.size + 1), val, "o-", color="C1", label="validation")
@@ -69,7 +79,14 @@ def loss_curve(
     ax.set_ylabel("masked-LM loss" if stage == "mlm" else "cross-entropy loss")
     ax.set_title("DNABERT pretraining" if stage == "mlm" else "DNABERT fine-tuning")
     ax.legend(frameon=False)
-    return finish(ax, show)
+    return finish(ax, show, save, name="dnabert_loss_curve")
+
+
+def _values(curve: Any) -> np.ndarray:
+    """Values of one history entry (a one-column DataFrame, or a list)."""
+    if curve is None:
+        return np.zeros(0)
+    return np.asarray(curve.iloc[:, 0] if hasattr(curve, "iloc") else curve, dtype=float)
 
 
 def _prediction_frame(data: Any, mod: str) -> pd.DataFrame:
@@ -104,7 +121,8 @@ def prediction_histogram(
     mod: str = "atac",
     ax: Axes | None = None,
     show: bool | None = None,
-) -> Axes:
+    save: bool | str | os.PathLike[str] | None = None,
+) -> Axes | None:
     """Histogram of a predicted class probability, optionally split by a (true) class column.
 
     Parameters
@@ -118,8 +136,14 @@ def prediction_histogram(
         binary model).
     groupby
         Column (of ``var`` or the DataFrame) to split the histogram by, e.g. the true class.
-    bins, mod, ax, show
-        Histogram bins; MuData modality; axes; call ``plt.show()``.
+    bins, mod, ax
+        Histogram bins; MuData modality; axes.
+    show, save
+        As in :func:`loss_curve` (file name ``dnabert_prediction_histogram``).
+
+    Returns
+    -------
+    The axes, or ``None`` when the figure was shown.
 
     Examples
     --------
@@ -142,7 +166,7 @@ def prediction_histogram(
         ax.legend(title=groupby, frameon=False)
     ax.set_xlabel(f"P({label})")
     ax.set_ylabel("count")
-    return finish(ax, show)
+    return finish(ax, show, save, name="dnabert_prediction_histogram")
 
 
 def region_track(
@@ -155,7 +179,8 @@ def region_track(
     mod: str = "atac",
     ax: Axes | None = None,
     show: bool | None = None,
-) -> Axes:
+    save: bool | str | os.PathLike[str] | None = None,
+) -> Axes | None:
     """Predicted probability of each region drawn along its chromosome (one bar per region).
 
     Parameters
@@ -168,8 +193,14 @@ def region_track(
         Chromosome to draw (default: the first one among the regions).
     region_key, mod
         Where the regions are (``var`` column; MuData modality).
-    ax, show
-        Axes; call ``plt.show()``.
+    ax
+        Axes.
+    show, save
+        As in :func:`loss_curve` (file name ``dnabert_region_track``).
+
+    Returns
+    -------
+    The axes, or ``None`` when the figure was shown.
 
     Examples
     --------
@@ -193,4 +224,4 @@ def region_track(
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"{chrom} position (bp, 0-based)")
     ax.set_ylabel(f"P({label})")
-    return finish(ax, show)
+    return finish(ax, show, save, name="dnabert_region_track")

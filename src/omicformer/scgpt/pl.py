@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,8 @@ def loss_curve(
     keys: tuple[str, ...] | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
-) -> Axes:
+    save: bool | str | os.PathLike[str] | None = None,
+) -> Axes | None:
     """Per-epoch training and validation losses of an :class:`~omicformer.scgpt.model.ScGPT`.
 
     Parameters
@@ -36,11 +38,14 @@ def loss_curve(
     ax
         Axes to draw on (a new figure otherwise).
     show
-        Call ``plt.show()``; default: only when no ``ax`` was given and matplotlib is interactive.
+        Show the figure (default ``sc.settings.autoshow``, as scanpy).
+    save
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_loss_curve.png``; a suffix
+        such as ``"_run1.pdf"``; or a path).
 
     Returns
     -------
-    The axes.
+    The axes, or ``None`` when the figure was shown (as scanpy).
 
     Examples
     --------
@@ -48,15 +53,12 @@ def loss_curve(
     >>> model.train(max_epochs=20)  # doctest: +SKIP
     >>> scgpt.pl.loss_curve(model)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     history = getattr(model_or_history, "history", model_or_history)
     history = history or {}
     keys = keys or tuple(k for k in _LOSSES if k in history)
     if not keys:
         msg = f"No loss history to plot (keys: {sorted(history)}); train the model first."
         raise ValueError(msg)
-    new_fig = ax is None
     ax = new_axes(ax, figsize=(5, 3.2))
     for key in keys:
         if key not in history:
@@ -69,6 +71,4 @@ def loss_curve(
     ax.set_ylabel("loss")
     ax.set_title("scGPT pretraining")
     ax.legend(frameon=False, fontsize=8)
-    if show is None:  # a figure made here is shown in interactive sessions
-        show = new_fig and plt.isinteractive()
-    return finish(ax, show)
+    return finish(ax, show, save, name="scgpt_loss_curve")

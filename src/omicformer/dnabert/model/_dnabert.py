@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..._core._deprecation import renamed_kwargs, warn_renamed
+from ..._core._train import (
+    History,
+    history_from_json,
+    history_from_rows,
+    history_to_json,
+    is_global_zero,
+)
 from .._genome import Genome
 from .._kmers import check_k
 from ..module import (
@@ -41,10 +48,11 @@ class DNABert(TrainingMixin):
     ----------
     k
         k-mer size, 3 to 6 (vocabulary ``5 + 4**k``).
-    n_layers, hidden_size, n_heads, intermediate_size
-        Transformer shape (official DNABERT: 12, 768, 12, 3072). ``intermediate_size``
-        defaults to ``4 * hidden_size``.
-    max_length
+    n_layers, d_model, n_heads, d_hid
+        Transformer shape: blocks, hidden size, attention heads, feed-forward width (official
+        DNABERT: 12, 768, 12, 3072; the same names as :class:`~omicformer.scgpt.model.ScGPT`).
+        ``d_hid`` defaults to ``4 * d_model``.
+    max_len
         Token positions including ``[CLS]``/``[SEP]`` (official 512, i.e. ``510 + k - 1`` bp
         per window); longer sequences are split into overlapping windows.
     dropout, attention_dropout
@@ -60,15 +68,16 @@ class DNABert(TrainingMixin):
         ``"mlm"`` or ``"classification"``.
     labels_
         Class names in output order (after :meth:`finetune`).
-    history_
-        Training curves, dict of lists: ``mlm_loss_step``, ``mlm_loss_epoch``,
-        ``mlm_validation_loss`` and ``finetune_loss_step``, ``finetune_loss_epoch``,
-        ``finetune_validation_loss``, ``finetune_validation_accuracy``.
+    history
+        Training curves in scvi-tools' format (``{name: DataFrame}``), per stage:
+        ``mlm_train_loss``, ``mlm_train_loss_step``, ``mlm_validation_loss`` and
+        ``finetune_train_loss``, ``finetune_train_loss_step``, ``finetune_validation_loss``,
+        ``finetune_validation_accuracy``.
 
     Examples
     --------
     >>> from omicformer.dnabert.model import DNABert
-    >>> model = DNABert(k=6, n_layers=4, hidden_size=256)
+    >>> model = DNABert(k=6, n_layers=4, d_model=256)
     >>> model.pretrain("genome.fa", max_steps=10_000, batch_size=64)  # doctest: +SKIP
     >>> model.finetune(train_seqs, train_labels, max_epochs=3)  # doctest: +SKIP
     >>> probs = model.predict(test_seqs)  # doctest: +SKIP
@@ -81,15 +90,16 @@ class DNABert(TrainingMixin):
     2112-2120. https://doi.org/10.1093/bioinformatics/btab083
     """
 
+    @renamed_kwargs(hidden_size="d_model", intermediate_size="d_hid", max_length="max_len")
     def __init__(
         self,
         k: int = 6,
         *,
         n_layers: int = 4,
-        hidden_size: int = 256,
+        d_model: int = 256,
         n_heads: int = 4,
-        intermediate_size: int | None = None,
-        max_length: int = 512,
+        d_hid: int | None = None,
+        max_len: int = 512,
         dropout: float = 0.1,
         attention_dropout: float = 0.1,
         random_state: int = 0,
@@ -98,21 +108,21 @@ class DNABert(TrainingMixin):
         config = bert_config(
             self.k,
             n_layers=n_layers,
-            hidden_size=hidden_size,
+            d_model=d_model,
             n_heads=n_heads,
-            intermediate_size=intermediate_size,
-            max_length=max_length,
+            d_hid=d_hid,
+            max_len=max_len,
             dropout=dropout,
             attention_dropout=attention_dropout,
         )
         self.module = build_bert(config, MLM, seed=random_state)
         self.task = MLM
         self.labels_: list[str] | None = None
-        self.history_: dict[str, list[float]] = {}
+        self.history_: History = {}
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> DNABert:
+    def load(cls, path: str | os.PathLike[str]) -> DNABert:
         """Load an official DNABERT Hugging Face folder or a folder written by :meth:`save`.
 
         Parameters
@@ -125,7 +135,8 @@ class DNABert(TrainingMixin):
         Examples
         --------
         >>> from omicformer.dnabert.model import DNABert
-        >>> model = DNABert.from_pretrained("DNA_bert_6")  # doctest: +SKIP
+        >>> model = DNABert.load("DNA_bert_6")  # doctest: +SKIP
+        >>> model = DNABert.from_pretrained("DNA_bert_6")  # Hugging Face-style alias
         """
         ckpt = read_checkpoint(path)
         self = cls.__new__(cls)
@@ -137,10 +148,10 @@ class DNABert(TrainingMixin):
             id2label = getattr(ckpt.config, "id2label", None) or {}
             labels = [str(id2label.get(i, i)) for i in range(ckpt.config.num_labels)]
         self.labels_ = labels
-        self.history_ = {key: list(v) for key, v in ckpt.metadata.get("history", {}).items()}
+        self.history_ = _history_from_metadata(ckpt.metadata.get("history"))
         return self
 
-    load = from_pretrained
+    from_pretrained = load  # Hugging Face-style name of the same loader
 
     def save(
         self, path: str | os.PathLike[str], *, overwrite: bool = False, half: bool = False
@@ -149,8 +160,8 @@ class DNABert(TrainingMixin):
 
         Writes ``config.json``, ``model.safetensors``, ``vocab.txt``, ``tokenizer_config.json``,
         ``special_tokens_map.json`` and ``omicformer_config.json`` (k, task, labels, history).
-        Under multi-GPU DDP (a script re-run once per GPU) only global rank 0 writes, so a
-        training script can call ``save`` unguarded.
+        Under DDP (a script run once per device) only global rank 0 writes, so a training
+        script can call ``save`` unguarded.
 
         Parameters
         ----------
@@ -169,14 +180,14 @@ class DNABert(TrainingMixin):
         """
         from omicformer._version import __version__
 
-        if _global_rank() != 0:
+        if not is_global_zero():
             return Path(path)
 
         metadata = {
             "model": "DNABert",
             "omicformer_version": __version__,
             "labels": self.labels_,
-            "history": self.history_,
+            "history": history_to_json(self.history_),
         }
         return write_checkpoint(
             path,
@@ -194,22 +205,33 @@ class DNABert(TrainingMixin):
         return self.module.config
 
     @property
-    def max_length(self) -> int:
+    def max_len(self) -> int:
         """Token positions per window, including ``[CLS]`` and ``[SEP]``."""
         return int(self.config.max_position_embeddings)
 
     @property
+    def max_length(self) -> int:
+        """Deprecated name of :attr:`max_len`."""
+        warn_renamed("DNABert", "max_length", "max_len")
+        return self.max_len
+
+    @property
+    def history(self) -> History:
+        """Training curves (see the class docstring)."""
+        return self.history_
+
+    @property
     def window_size(self) -> int:
-        """Bases per window: ``max_length - 2 + k - 1``."""
-        return max_window_bp(self.k, self.max_length)
+        """Bases per window: ``max_len - 2 + k - 1``."""
+        return max_window_bp(self.k, self.max_len)
 
     def __repr__(self) -> str:
         c = self.config
         n_params = sum(p.numel() for p in self.module.parameters())
         head = f"classification {self.labels_}" if self.task == CLASSIFICATION else "masked LM"
         return (
-            f"DNABert(k={self.k}, n_layers={c.num_hidden_layers}, hidden_size={c.hidden_size}, "
-            f"n_heads={c.num_attention_heads}, max_length={self.max_length}) with a {head} head, "
+            f"DNABert(k={self.k}, n_layers={c.num_hidden_layers}, d_model={c.hidden_size}, "
+            f"n_heads={c.num_attention_heads}, max_len={self.max_len}) with a {head} head, "
             f"{n_params / 1e6:.2f}M parameters"
         )
 
@@ -267,7 +289,7 @@ class DNABert(TrainingMixin):
         window_overlap: int | None = None,
         progress: bool = True,
     ) -> np.ndarray:
-        """Sequence embeddings ``(n_sequences, hidden_size)`` from the last encoder layer.
+        """Sequence embeddings ``(n_sequences, d_model)`` from the last encoder layer.
 
         Parameters
         ----------
@@ -307,10 +329,14 @@ class DNABert(TrainingMixin):
         )
 
 
-def _global_rank() -> int:
-    """Global DDP rank of this process (0 when not distributed)."""
-    if "lightning.pytorch" in sys.modules:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        return int(getattr(rank_zero_only, "rank", 0) or 0)
-    return 0
+def _history_from_metadata(data: dict | None) -> History:
+    """History saved by :meth:`DNABert.save`; also reads the lists of omicformer 0.1 saves."""
+    if not data or all(isinstance(v, dict) for v in data.values()):
+        return history_from_json(data)
+    rows = {}
+    for key, values in data.items():  # 0.1: {stage}_loss_step / _loss_epoch / _validation_*
+        stage, _, name = key.partition("_")
+        name = {"loss_step": "train_loss_step", "loss_epoch": "train_loss"}.get(name, name)
+        start = 1 if name.endswith("_step") else 0
+        rows[f"{stage}_{name}"] = list(enumerate(values, start=start))
+    return history_from_rows(rows)

@@ -68,7 +68,7 @@ def run_windows(
     starts = range(0, len(windows), batch_size)
     for start in progress_bar(starts, total=len(starts), desc=desc, disable=not progress):
         idx = order[start : start + batch_size]
-        batch = tokenize_batch([windows[i] for i in idx], k, max_length=max_tokens, dtype=np.int16)
+        batch = tokenize_batch([windows[i] for i in idx], k, max_len=max_tokens, dtype=np.int16)
         input_ids = torch.from_numpy(batch["input_ids"]).to(dev).long()
         attention_mask = torch.from_numpy(batch["attention_mask"]).to(dev)
         with inference_autocast(dev):

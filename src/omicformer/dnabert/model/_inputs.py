@@ -76,7 +76,7 @@ def tokenize_windows(
     out = np.zeros((len(windows), longest), dtype=np.int16)
     lengths = np.zeros(len(windows), dtype=np.int64)
     for start in range(0, len(windows), chunk_size):
-        batch = tokenize(windows[start : start + chunk_size], k, max_length=longest, dtype=np.int16)
+        batch = tokenize(windows[start : start + chunk_size], k, max_len=longest, dtype=np.int16)
         rows = slice(start, start + len(batch["input_ids"]))
         out[rows, : batch["input_ids"].shape[1]] = batch["input_ids"]
         lengths[rows] = batch["attention_mask"].sum(axis=1)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._core._deprecation import renamed_kwargs
+from ..._core._train import VALIDATION_SIZE, History, run_training, split_indices
 from .._genome import Genome
 from .._kmers import check_sequences, split_windows, vocab_size
 from ..module import (
@@ -20,7 +22,6 @@ from ..module import (
     build_bert,
     classification_collate,
 )
-from ._fit import fit_plan, split_indices
 from ._inference import default_overlap
 from ._inputs import (
     SequenceInput,
@@ -37,16 +38,18 @@ class TrainingMixin:
     """``pretrain`` and ``finetune`` for :class:`~omicformer.dnabert.model.DNABert`.
 
     Both run a Lightning :class:`~omicformer.dnabert.train.DNABertTrainingPlan` (CPU, one GPU
-    or several with DDP, unchanged) and append their curves to ``history_``.
+    or several with DDP, unchanged) through the shared runner
+    (:func:`omicformer._core._train.run_training`) and store their curves in ``history``.
     """
 
     k: int
     module: torch.nn.Module
     task: str
     labels_: list[str] | None
-    history_: dict[str, list[float]]
+    history_: History
     window_size: int
 
+    @renamed_kwargs(trainer_kwargs="**")
     def pretrain(
         self,
         sequences_or_fasta: SequenceInput,
@@ -61,16 +64,21 @@ class TrainingMixin:
         window_size: int | None = None,
         window_overlap: int = 0,
         max_unknown_fraction: float = 0.1,
-        validation_size: float = 0.0,
+        validation_size: float = VALIDATION_SIZE,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 5,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
         strategy: str = "auto",
         precision: str | int | None = "auto",
         num_workers: int = 0,
         random_state: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         enable_progress_bar: bool = True,
-        trainer_kwargs: dict[str, Any] | None = None,
-    ) -> dict[str, list[float]]:
+        **trainer_kwargs: Any,
+    ) -> None:
         """Pretrain (or continue pretraining) with DNABERT's span-masked language modelling.
 
         Sequences are cut into non-overlapping windows (``window_size`` bases, default the
@@ -96,23 +104,31 @@ class TrainingMixin:
         max_unknown_fraction
             Windows with a larger fraction of N/IUPAC bases are skipped.
         validation_size
-            Fraction of windows held out; their MLM loss is recorded each epoch.
-        accelerator, devices, strategy, precision
-            Lightning settings; several devices use DDP. ``precision="auto"``: bf16 mixed
-            precision on GPUs that support it, else 32-bit.
+            Fraction of windows held out (shared rule: ``floor(validation_size * n)``); their
+            MLM loss, with masks fixed across epochs, is ``validation_loss``.
+        early_stopping, early_stopping_patience
+            Stop when ``validation_loss`` has not improved for that many epochs and restore
+            the best epoch's weights.
+        accelerator, devices, num_nodes, strategy, precision
+            Lightning settings; several devices or nodes use DDP. ``precision="auto"``: bf16
+            mixed precision on GPUs that support it, else 32-bit.
         num_workers
-            DataLoader workers.
+            DataLoader workers (each draws its own masks).
         random_state
-            Seeds shuffling, masking (per DDP rank) and dropout.
+            Seeds shuffling, masking (per worker, DDP rank and epoch) and dropout.
+        checkpoint_dir, ckpt_path
+            Write Lightning checkpoints (``last.ckpt``) to ``checkpoint_dir`` every epoch;
+            ``ckpt_path="last"`` resumes from there.
         enable_progress_bar
             Show Lightning's progress bar.
-        trainer_kwargs
-            Extra :class:`lightning.pytorch.Trainer` arguments.
+        **trainer_kwargs
+            Further :class:`lightning.pytorch.Trainer` arguments (``trainer_kwargs=dict(...)``
+            is deprecated).
 
-        Returns
-        -------
-        This run's history (``loss_step``, ``loss_epoch``, ``validation_loss``); also appended
-        to :attr:`history_` with an ``mlm_`` prefix.
+        Notes
+        -----
+        The run's curves go to :attr:`history` with an ``mlm_`` prefix: ``mlm_train_loss``
+        (per epoch), ``mlm_train_loss_step`` (per step), ``mlm_validation_loss``.
         """
         from ..train import DNABertTrainingPlan
 
@@ -138,40 +154,37 @@ class TrainingMixin:
         ids, lengths = tokenize_windows(windows, self.k)
         train_idx, val_idx = split_indices(len(ids), validation_size, random_state)
         n_vocab = vocab_size(self.k)
-        collators = {
-            "train": SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
-            "val": SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
-        }
         plan = DNABertTrainingPlan(
-            self.module,
-            MLM,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            collators=collators,
-            seed=random_state,
+            self.module, MLM, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio
         )
-        history = fit_plan(
+        history = run_training(
             plan,
             TokenDataset(ids[train_idx], lengths[train_idx]),
-            collators["train"],
-            val=TokenDataset(ids[val_idx], lengths[val_idx]) if len(val_idx) else None,
-            collate_val=collators["val"],
+            SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
+            val=TokenDataset(ids[val_idx], lengths[val_idx]),
+            val_collate_fn=SpanMaskingCollator(
+                self.k, n_vocab, mlm_probability=mlm_probability, seed=random_state
+            ),
             batch_size=batch_size,
             max_epochs=max_epochs,
             max_steps=max_steps,
             accelerator=accelerator,
             devices=devices,
+            num_nodes=num_nodes,
             strategy=strategy,
             precision=precision,
             num_workers=num_workers,
             random_state=random_state,
+            early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path,
             enable_progress_bar=enable_progress_bar,
-            trainer_kwargs=trainer_kwargs,
+            **trainer_kwargs,
         )
         self._record("mlm", history)
-        return history
 
+    @renamed_kwargs(trainer_kwargs="**")
     def finetune(
         self,
         sequences_or_regions: SequenceInput,
@@ -188,16 +201,21 @@ class TrainingMixin:
         warmup_ratio: float = 0.1,
         class_weight: str | None = None,
         window_overlap: int | None = None,
-        validation_size: float = 0.0,
+        validation_size: float = VALIDATION_SIZE,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 5,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
         strategy: str = "auto",
         precision: str | int | None = "auto",
         num_workers: int = 0,
         random_state: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         enable_progress_bar: bool = True,
-        trainer_kwargs: dict[str, Any] | None = None,
-    ) -> dict[str, list[float]]:
+        **trainer_kwargs: Any,
+    ) -> None:
         """Fine-tune for binary or multi-class sequence classification.
 
         A masked-LM model gets a new ``BertForSequenceClassification`` head (the encoder
@@ -228,12 +246,13 @@ class TrainingMixin:
             Overlap (bases) of windows of long sequences; default a quarter window.
         validation_size
             Fraction of *sequences* held out (split before windowing, so no window leaks).
-        accelerator, devices, strategy, precision, num_workers, random_state, enable_progress_bar, trainer_kwargs
+        early_stopping, early_stopping_patience, accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As in :meth:`pretrain`; ``random_state`` also seeds the new head.
 
-        Returns
-        -------
-        This run's history (also in :attr:`history_` with a ``finetune_`` prefix).
+        Notes
+        -----
+        The run's curves go to :attr:`history` with a ``finetune_`` prefix
+        (``finetune_train_loss``, ``finetune_validation_accuracy``, ...).
         """
         from ..train import DNABertTrainingPlan
 
@@ -266,28 +285,30 @@ class TrainingMixin:
             weight_decay=weight_decay,
             warmup_ratio=warmup_ratio,
             class_weight=None if weight is None else weight.float(),
-            seed=random_state,
         )
-        history = fit_plan(
+        history = run_training(
             plan,
             train,
             classification_collate,
             val=dataset(val_seq) if len(val_seq) else None,
-            collate_val=classification_collate,
             batch_size=batch_size,
             max_epochs=max_epochs,
             max_steps=max_steps,
             accelerator=accelerator,
             devices=devices,
+            num_nodes=num_nodes,
             strategy=strategy,
             precision=precision,
             num_workers=num_workers,
             random_state=random_state,
+            early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path,
             enable_progress_bar=enable_progress_bar,
-            trainer_kwargs=trainer_kwargs,
+            **trainer_kwargs,
         )
         self._record("finetune", history)
-        return history
 
     def _reusable_labels(self) -> list[str] | None:
         return self.labels_ if self.task == CLASSIFICATION else None
@@ -305,6 +326,9 @@ class TrainingMixin:
         module.bert.load_state_dict(self.module.bert.state_dict(), strict=False)
         self.module, self.task, self.labels_ = module, CLASSIFICATION, list(classes)
 
-    def _record(self, prefix: str, history: dict[str, list[float]]) -> None:
-        for key, values in history.items():
-            self.history_.setdefault(f"{prefix}_{key}", []).extend(values)
+    def _record(self, stage: str, history: History) -> None:
+        """Store a run's curves under ``{stage}_`` keys, replacing that stage's earlier run."""
+        kept = {k: v for k, v in self.history_.items() if not k.startswith(f"{stage}_")}
+        self.module.cpu().eval()
+        self.history_ = {**kept, **{f"{stage}_{k}": v.rename(columns={k: f"{stage}_{k}"})
+                                    for k, v in history.items()}}  # fmt: skip

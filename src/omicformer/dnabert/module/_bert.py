@@ -10,44 +10,47 @@ from typing import Any
 
 import torch
 
+from ..._core._deprecation import renamed_kwargs
 from .._kmers import MAX_TOKENS, PAD_ID, vocab_size
 
 MLM = "mlm"
 CLASSIFICATION = "classification"
 
 
+@renamed_kwargs(hidden_size="d_model", intermediate_size="d_hid", max_length="max_len")
 def bert_config(
     k: int = 6,
     *,
     n_layers: int = 4,
-    hidden_size: int = 256,
+    d_model: int = 256,
     n_heads: int = 4,
-    intermediate_size: int | None = None,
-    max_length: int = MAX_TOKENS,
+    d_hid: int | None = None,
+    max_len: int = MAX_TOKENS,
     dropout: float = 0.1,
     attention_dropout: float = 0.1,
     **kwargs: Any,
 ):
     """A :class:`~transformers.BertConfig` shaped like official DNABERT's, scaled down.
 
-    Official DNABERT-6: ``n_layers=12, hidden_size=768, n_heads=12, intermediate_size=3072``,
-    vocabulary ``5 + 4**k``, 512 positions, two token types, GELU, dropout 0.1.
+    Official DNABERT-6: ``n_layers=12, d_model=768, n_heads=12, d_hid=3072`` (BERT's
+    ``hidden_size`` and ``intermediate_size``), vocabulary ``5 + 4**k``, 512 positions, two
+    token types, GELU, dropout 0.1.
     """
     from transformers import BertConfig
 
-    if hidden_size % n_heads:
-        msg = f"hidden_size={hidden_size} must be divisible by n_heads={n_heads}."
+    if d_model % n_heads:
+        msg = f"d_model={d_model} must be divisible by n_heads={n_heads}."
         raise ValueError(msg)
     return BertConfig(
         vocab_size=vocab_size(k),
-        hidden_size=hidden_size,
+        hidden_size=d_model,
         num_hidden_layers=n_layers,
         num_attention_heads=n_heads,
-        intermediate_size=intermediate_size or 4 * hidden_size,
+        intermediate_size=d_hid or 4 * d_model,
         hidden_act="gelu",
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=attention_dropout,
-        max_position_embeddings=max_length,
+        max_position_embeddings=max_len,
         type_vocab_size=2,
         initializer_range=0.02,
         pad_token_id=PAD_ID,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..._core._random import collate_generator
 from .._kmers import PAD_ID
 from ._masking import DEFAULT_EXCLUDE_IDS, span_mask_tokens
 
@@ -46,7 +47,7 @@ class TokenDataset(Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"input_ids": self.input_ids[i, : self.lengths[i]].long()}
+        item = {"input_ids": self.input_ids[i, : self.lengths[i]].long(), "index": i}
         if self.labels is not None:
             item["labels"] = self.labels[i]
         return item
@@ -72,8 +73,10 @@ class SpanMaskingCollator:
     mlm_probability
         Centre probability (official 0.15).
     seed
-        Seed of the collator's own :class:`torch.Generator`; call :meth:`reseed` per process
-        (e.g. ``seed + rank``) under DDP.
+        ``None`` (training): every batch draws new masks from the shared runner's
+        :func:`~omicformer._core._train.collate_generator`, different in every DataLoader
+        worker, DDP rank and epoch. An integer (validation): the masks of a batch are a fixed
+        function of ``(seed, index of its first item)``, the same every epoch.
     exclude_ids
         Ids never drawn as centres (official: ``[PAD] [CLS] [SEP]``).
     """
@@ -84,19 +87,14 @@ class SpanMaskingCollator:
         vocab_size: int,
         *,
         mlm_probability: float = 0.15,
-        seed: int = 0,
+        seed: int | None = None,
         exclude_ids: Sequence[int] = DEFAULT_EXCLUDE_IDS,
     ) -> None:
         self.k = k
         self.vocab_size = vocab_size
         self.mlm_probability = mlm_probability
         self.exclude_ids = tuple(exclude_ids)
-        self.generator = torch.Generator()
-        self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the masking random stream from ``seed``."""
-        self.generator.manual_seed(int(seed))
+        self.seed = seed
 
     def __call__(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = pad_batch([it["input_ids"] for it in items])
@@ -106,7 +104,7 @@ class SpanMaskingCollator:
             self.vocab_size,
             mlm_probability=self.mlm_probability,
             exclude_ids=self.exclude_ids,
-            generator=self.generator,
+            generator=collate_generator(self.seed, int(items[0].get("index", 0))),
         )
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
 

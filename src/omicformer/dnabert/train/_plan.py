@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from ..module import CLASSIFICATION, MLM, SpanMaskingCollator
+from ..module import CLASSIFICATION, MLM
 
 
 class DNABertTrainingPlan(pl.LightningModule):
@@ -26,16 +24,13 @@ class DNABertTrainingPlan(pl.LightningModule):
         Fraction of the optimizer steps with linear warmup; then linear decay to 0.
     class_weight
         Optional per-class loss weights (classification).
-    collators
-        ``{"train": ..., "val": ...}`` span-masking collators, reseeded per DDP rank so every
-        process draws its own masks, and the validation masks repeat each epoch.
-    seed
-        Base seed for the collators.
 
     Notes
     -----
-    ``history`` collects ``loss_step`` (every optimizer step), ``loss_epoch`` and, with
-    validation data, ``validation_loss`` (and ``validation_accuracy`` for classification).
+    Logs ``train_loss`` per epoch and, with validation data, ``validation_loss`` (and
+    ``validation_accuracy`` for classification); the shared runner's history collects them and
+    the loss of every step. Masking randomness lives in the collators
+    (:class:`~omicformer.dnabert.module.SpanMaskingCollator`).
     """
 
     def __init__(
@@ -49,8 +44,6 @@ class DNABertTrainingPlan(pl.LightningModule):
         eps: float = 1e-6,
         warmup_ratio: float = 0.05,
         class_weight: torch.Tensor | None = None,
-        collators: dict[str, SpanMaskingCollator] | None = None,
-        seed: int = 0,
     ) -> None:
         super().__init__()
         if task not in (MLM, CLASSIFICATION):
@@ -61,15 +54,6 @@ class DNABertTrainingPlan(pl.LightningModule):
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.warmup_ratio = warmup_ratio
         self.register_buffer("class_weight", class_weight, persistent=False)
-        self.collators = collators or {}
-        self.seed = seed
-        self.history: dict[str, list[float]] = defaultdict(list)
-        self._epoch_losses: list[float] = []
-        self._val: dict[str, float] = defaultdict(float)
-
-    def setup(self, stage: str) -> None:
-        if "train" in self.collators:
-            self.collators["train"].reseed(self.seed + self.global_rank)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -83,39 +67,17 @@ class DNABertTrainingPlan(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        n = len(batch["input_ids"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        loss = float(outputs["loss"].detach())
-        self.history["loss_step"].append(loss)
-        self._epoch_losses.append(loss)
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_losses:
-            self.history["loss_epoch"].append(sum(self._epoch_losses) / len(self._epoch_losses))
-        self._epoch_losses = []
-
-    def on_validation_epoch_start(self) -> None:
-        if "val" in self.collators:
-            self.collators["val"].reseed(self.seed + 1_000_003 + self.global_rank)
-        self._val = defaultdict(float)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
         n = len(batch["input_ids"])
-        self.log("validation_loss", loss, sync_dist=True, prog_bar=True, batch_size=n)
-        self._val["loss"] += float(loss) * n
-        self._val["n"] += n
+        metrics = {"validation_loss": loss}
         if self.task == CLASSIFICATION:
-            self._val["correct"] += float((logits.argmax(-1) == batch["labels"]).sum())
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val["n"]:
-            return
-        self.history["validation_loss"].append(self._val["loss"] / self._val["n"])
-        if self.task == CLASSIFICATION:
-            self.history["validation_accuracy"].append(self._val["correct"] / self._val["n"])
+            metrics["validation_accuracy"] = (logits.argmax(-1) == batch["labels"]).float().mean()
+        self.log_dict(metrics, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=n)
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -102,28 +102,6 @@ def registry_from_json(obj: Any) -> Any:
     return obj
 
 
-def history_to_json(history: dict | None) -> dict[str, dict[str, list]] | None:
-    """``{name: DataFrame}`` -> ``{name: {"epoch": [...], "value": [...]}}``."""
-    if not history:
-        return None
-    return {
-        k: {"epoch": [int(e) for e in df.index], "value": [float(v) for v in df.iloc[:, 0]]}
-        for k, df in history.items()
-    }
-
-
-def history_from_json(data: dict | None) -> dict | None:
-    """Inverse of :func:`history_to_json`."""
-    if not data:
-        return None
-    import pandas as pd
-
-    return {
-        k: pd.DataFrame({k: v["value"]}, index=pd.Index(v["epoch"], name="epoch"))
-        for k, v in data.items()
-    }
-
-
 def without_gene_names(registry: dict) -> dict:
     """Registry without the expression field's gene list.
 
@@ -141,8 +119,10 @@ def without_gene_names(registry: dict) -> dict:
 
 
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """Flat dict with non-JSON values turned into strings (for ``init_params``)."""
+    """Dict (nested dicts allowed) with non-JSON values turned into strings (``init_params``)."""
     return {
-        k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+        k: jsonable(v)
+        if isinstance(v, dict)
+        else (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
         for k, v in d.items()
     }

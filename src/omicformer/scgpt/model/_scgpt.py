@@ -35,6 +35,7 @@ from omicformer._version import __version__
 
 from ..._core._anndata import check_layer, check_obs_key
 from ..._core._io import is_model_dir, save_model_dir
+from ..._core._train import history_from_json, history_to_json, is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._vocab import GeneVocab
@@ -43,8 +44,6 @@ from ._io import (
     ADATA_NAME,
     MODEL_NAME,
     VOCAB_NAME,
-    history_from_json,
-    history_to_json,
     jsonable,
     load_module,
     registry_from_json,
@@ -136,13 +135,13 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
     ):
         super().__init__(adata)
         n_batch = int(self.summary_stats.n_batch)
-        if (use_batch_labels or dsbn) and self.registry_[_SETUP].get("batch_key") is None:
+        if (use_batch_labels or dsbn) and self.get_setup_arg("batch_key") is None:
             msg = "use_batch_labels/dsbn need a batch_key: call ScGPT.setup_anndata(adata, batch_key=...)."
             raise ValueError(msg)
         if isinstance(vocab, str | Path):
             vocab = GeneVocab.from_file(vocab)
         elif vocab is None:
-            vocab = GeneVocab.from_genes(gene_names(adata, self.registry_[_SETUP].get("gene_key")))
+            vocab = GeneVocab.from_genes(gene_names(adata, self.get_setup_arg("gene_key")))
         config = ScGPTConfig(
             ntoken=len(vocab),
             pad_token_id=vocab.pad_id,
@@ -164,11 +163,8 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_state)
             module = TransformerModel(config)
+        self.init_params_ = self._get_init_params(locals())
         self._attach(module, vocab, max_len)
-        self.init_params_ = {
-            k: v for k, v in locals().items() if k not in ("self", "adata", "vocab", "module",
-            "config", "n_batch", "__class__")
-        }  # fmt: skip
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -234,7 +230,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         self.gene_ids_ = None
         self._matched_adata = self.adata
         if self.adata is not None:
-            self.gene_ids_ = match_genes(self.adata, vocab, self.registry_[_SETUP].get("gene_key"))
+            self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"))
         self._model_summary_string = self._summary()
 
     def _summary(self) -> str:
@@ -257,26 +253,22 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         """Device of the module's parameters."""
         return next(self.module.parameters()).device
 
-    def _setup_arg(self, name: str) -> Any:
-        return self.registry_[_SETUP].get(name)
-
     def _gene_ids_for(self, adata: AnnData) -> np.ndarray:
         """Vocabulary id per gene of ``adata`` (``-1``: absent); cached for ``self.adata``."""
         if adata is self.adata and self._matched_adata is not adata:  # adata was reassigned
             self._matched_adata = adata
-            self.gene_ids_ = match_genes(adata, self.vocab, self._setup_arg("gene_key"))
+            self.gene_ids_ = match_genes(adata, self.vocab, self.get_setup_arg("gene_key"))
         if adata is self.adata:
             return self.gene_ids_
-        return match_genes(adata, self.vocab, self._setup_arg("gene_key"))
+        return match_genes(adata, self.vocab, self.get_setup_arg("gene_key"))
 
     def _batch_codes(self, adata: AnnData) -> np.ndarray:
         """Integer batch codes of ``adata`` under this model's registered categories."""
         if adata is self.adata:
             return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        key = self._setup_arg("batch_key")
+        key = self.get_setup_arg("batch_key")
         check_obs_key(adata, key, "batch_key")
-        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
-        mapping = list(state["categorical_mapping"])
+        mapping = list(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
         lookup = {v: i for i, v in enumerate(mapping)}
         values = adata.obs[key].to_numpy()
         unknown = sorted({str(v) for v in values if v not in lookup})
@@ -326,7 +318,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         if adata is None:
             msg = "This model has no AnnData attached; pass adata=."
             raise ValueError(msg)
-        layer = self._setup_arg("layer")
+        layer = self.get_setup_arg("layer")
         check_layer(adata, layer)
         gene_ids = self._gene_ids_for(adata)
         kwargs = {"gene_ids": gene_ids, "layer": layer, "batch_size": batch_size,
@@ -348,6 +340,9 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
     ) -> None:
         """Save weights (safetensors), config (JSON) and the official ``vocab.json``.
 
+        Under DDP (a script run once per device) only global rank 0 writes, so a training
+        script can call ``save`` unguarded.
+
         Parameters
         ----------
         dir_path
@@ -364,6 +359,8 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         >>> model.save("my_scgpt/", overwrite=True)
         >>> scgpt.tl.embed(adata, model="my_scgpt/")
         """
+        if not is_global_zero():
+            return
         config = {
             "model": MODEL_NAME,
             "omicformer_version": __version__,
@@ -371,7 +368,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
             "model_settings": {"max_len": self.max_len},
             "init_params": jsonable(getattr(self, "init_params_", {})),
             "registry": registry_to_json(without_gene_names(self.registry_)),
-            "history": history_to_json(self.history_),
+            "history": history_to_json(self.history_) or None,
             "is_trained": bool(self.is_trained_),
         }
         if save_anndata and self.adata is None:
@@ -409,7 +406,7 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
             module, vocab, config["model_settings"]["max_len"], adata, registry
         )
         model.init_params_ = config.get("init_params", {})
-        model.history_ = history_from_json(config.get("history"))
+        model.history_ = history_from_json(config.get("history")) or None
         model.is_trained_ = bool(config.get("is_trained", False))
         return model
 
@@ -467,6 +464,60 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         model.pretrained_report_ = report
         model.init_params_ = {"pretrained": str(path)}
         return model
+
+    from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
+
+    @staticmethod
+    def load_registry(dir_path: str | Path, prefix: str | None = None) -> dict:
+        """The scvi-tools registry saved with a model by :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        prefix
+            Not used (our folders have fixed file names); accepted for scvi-tools compatibility.
+        """
+        from ..._core._io import load_model_config
+
+        return registry_from_json(load_model_config(dir_path)["registry"])
+
+    @staticmethod
+    def view_setup_args(dir_path: str | Path, prefix: str | None = None) -> None:
+        """Print the ``setup_anndata`` arguments of a model saved by :meth:`save`.
+
+        Examples
+        --------
+        >>> ScGPT.view_setup_args("my_scgpt/")  # doctest: +SKIP
+        """
+        AnnDataManager.view_setup_method_args(ScGPT.load_registry(dir_path, prefix))
+
+    def get_normalized_expression(self, *args: Any, **kwargs: Any) -> None:
+        """Not available: scGPT has no library-size-normalised generative likelihood.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, naming what to use instead.
+        """
+        msg = (
+            "ScGPT does not model normalised expression (no count likelihood as scVI). Use "
+            "get_latent_representation() for cell embeddings, or scanpy "
+            "(sc.pp.normalize_total + sc.pp.log1p) for normalised expression."
+        )
+        raise NotImplementedError(msg)
+
+    @classmethod
+    def convert_legacy_save(cls, *args: Any, **kwargs: Any) -> None:
+        """Not needed: :meth:`save` folders have one format (safetensors + JSON).
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        msg = "ScGPT folders need no conversion; load them with ScGPT.load(path, adata=...)."
+        raise NotImplementedError(msg)
 
     @classmethod
     def _from_module(

@@ -2,20 +2,24 @@
 
 The dataset hands out the non-zero entries of one cell; all randomness (binning ties, gene
 subsampling to ``max_len``, the generate ratio of a batch and which genes to generate) lives in
-:class:`GenerativeCollator`, which draws a fresh NumPy seed from torch's global generator per
-batch. Lightning's ``seed_everything`` (with per-worker seeds) therefore makes a run
-reproducible, and the collate stays a small picklable object for worker processes and DDP.
+:class:`GenerativeCollator`, which takes its generator from the shared runner's
+:func:`~omicformer._core._train.collate_rng` (fresh per batch, worker, rank and epoch in
+training; fixed per batch in validation). The collate stays a small picklable object for worker
+processes and DDP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from ..._core._deprecation import warn_renamed
+from ..._core._random import collate_rng
+from ..._core._train import EpochBatchSampler
 from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_rows
 
 
@@ -77,9 +81,9 @@ class GenerativeCollator:
     gen_ratios
         Candidate fractions of genes to generate; one is drawn per batch.
     seed
-        ``None`` draws randomness from torch's global generator (training). An integer makes
-        each batch a fixed function of ``(seed, its first cell)`` (validation: the loss is then
-        comparable across epochs).
+        ``None`` (training): randomness from :func:`~omicformer._core._train.collate_rng`, new
+        for every batch, worker, rank and epoch. An integer makes each batch a fixed function
+        of ``(seed, its first cell)`` (validation: the loss is then comparable across epochs).
 
     Returns
     -------
@@ -106,16 +110,11 @@ class GenerativeCollator:
         self.gen_ratios = tuple(float(r) for r in gen_ratios)
         self.seed = seed
 
-    def _rng(self, first_index: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng([self.seed, first_index])
-
     def __call__(
         self, items: list[tuple[int, np.ndarray, np.ndarray, int]]
     ) -> dict[str, torch.Tensor]:
         index, cols, vals, codes = zip(*items, strict=True)
-        rng = self._rng(index[0])
+        rng = collate_rng(self.seed, index[0])
         indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
         X = sp.csr_matrix(
             (np.concatenate(vals), np.concatenate(cols), indptr),
@@ -145,70 +144,9 @@ class GenerativeCollator:
         }
 
 
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Batches whose cells all share one group (batch label), DDP-aware.
-
-    Domain-specific batch norm (DSBN) normalises a whole minibatch with the statistics of one
-    domain, so — as the official ``per_seq_batch_sample`` — every minibatch must come from a
-    single batch label. Batch order and membership are reshuffled per epoch from ``(seed,
-    epoch)``; under ``torch.distributed`` each rank takes every ``world_size``-th batch (the list
-    is padded by repetition so all ranks run the same number of steps). Use with
-    ``Trainer(use_distributed_sampler=False)``.
-
-    Parameters
-    ----------
-    groups
-        Group (batch code) per cell.
-    batch_size
-        Maximum cells per minibatch.
-    shuffle
-        Shuffle cells within groups and the order of batches.
-    seed
-        Base seed; Lightning calls :meth:`set_epoch` each epoch.
-    """
+class GroupedBatchSampler(EpochBatchSampler):
+    """Deprecated: use :class:`omicformer._core._train.EpochBatchSampler` with ``groups=``."""
 
     def __init__(self, groups: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0):
-        self.groups = np.asarray(groups)
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (different shuffles per epoch, identical across ranks)."""
-        self.epoch = int(epoch)
-
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
-    def _all_batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        batches = []
-        for g in np.unique(self.groups):
-            idx = np.flatnonzero(self.groups == g)
-            if self.shuffle:
-                idx = rng.permutation(idx)
-            batches += [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rank, world = self._world()
-        batches = self._all_batches()
-        if world > 1:
-            n = -(-len(batches) // world) * world
-            batches = (batches * (n // max(len(batches), 1) + 1))[:n]
-            batches = batches[rank::world]
-        for b in batches:
-            yield b.tolist()
-
-    def __len__(self) -> int:
-        n = sum(
-            -(-int((self.groups == g).sum()) // self.batch_size) for g in np.unique(self.groups)
-        )
-        _, world = self._world()
-        return -(-n // world)
+        warn_renamed("omicformer.scgpt.train", "GroupedBatchSampler", "EpochBatchSampler")
+        super().__init__(len(groups), batch_size, groups=groups, shuffle=shuffle, seed=seed)

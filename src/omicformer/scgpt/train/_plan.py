@@ -12,11 +12,9 @@ Loss per batch (official dev-branch ``pretrain.py``, ``training_tasks="gen"``):
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import lightning.pytorch as pl
-import pandas as pd
 import torch
 
 from ..module import TransformerModel, masked_mse_loss
@@ -44,7 +42,9 @@ class GenerativeTrainingPlan(pl.LightningModule):
     Examples
     --------
     >>> plan = GenerativeTrainingPlan(module, lr=1e-3, mvc=True)  # doctest: +SKIP
-    >>> make_trainer(max_epochs=5).fit(plan, train_loader)  # doctest: +SKIP
+    >>> run_training(
+    ...     plan, dataset, GenerativeCollator(gene_ids, cls_id=..., pad_id=...)
+    ... )  # doctest: +SKIP
     """
 
     def __init__(
@@ -148,28 +148,3 @@ class GenerativeTrainingPlan(pl.LightningModule):
             opt, step_size=self.scheduler_interval, gamma=self.scheduler_factor
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class HistoryCallback(pl.Callback):
-    """Collect every epoch-level metric into scvi-tools-style history tables.
-
-    ``history[name]`` is a :class:`pandas.DataFrame` indexed by ``epoch`` with one column
-    ``name`` (as ``scvi`` models' ``history``), e.g. ``train_loss`` and ``validation_loss``.
-    """
-
-    def __init__(self):
-        self._rows: dict[str, list[tuple[int, float]]] = defaultdict(list)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for key, value in trainer.callback_metrics.items():
-            self._rows[key].append((trainer.current_epoch, float(value)))
-
-    @property
-    def history(self) -> dict[str, pd.DataFrame]:
-        """Per-epoch metrics."""
-        return {
-            k: pd.DataFrame(
-                {k: [v for _, v in rows]}, index=pd.Index([e for e, _ in rows], name="epoch")
-            )
-            for k, rows in sorted(self._rows.items())
-        }

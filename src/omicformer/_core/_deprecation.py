@@ -1,0 +1,59 @@
+"""Renamed parameters keep working for one release, with a ``FutureWarning``."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The release in which deprecated names stop working.
+REMOVED_IN = "0.3"
+
+
+def warn_renamed(where: str, old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``where``'s ``old`` is deprecated in favour of ``new``."""
+    msg = (
+        f"{where}: {old!r} is deprecated and will be removed in omicformer {REMOVED_IN}; "
+        f"use {new!r} instead."
+    )
+    warnings.warn(msg, FutureWarning, stacklevel=stacklevel)
+
+
+def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callable[[F], F]:
+    """Accept old keyword names of a function, warning and mapping them to the new ones.
+
+    ``renames`` maps an old keyword to the new keyword, or to ``(new, convert)`` when the value
+    changes meaning (e.g. ``train_size=("validation_size", lambda v: 1 - v)``). The new name
+    ``"**"`` merges an old ``dict`` argument into ``**kwargs`` (e.g. ``trainer_kwargs``).
+    Passing both the old and the new name is a ``TypeError``.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, spec in renames.items():
+                if old not in kwargs:
+                    continue
+                new, convert = (spec, None) if isinstance(spec, str) else spec
+                value = kwargs.pop(old)
+                if new == "**":
+                    warn_renamed(fn.__qualname__, f"{old}=dict(...)", "keyword arguments")
+                    clash = sorted(set(value or {}) & set(kwargs))
+                    if clash:
+                        msg = f"{fn.__qualname__}() got {clash} both in {old} and as keywords."
+                        raise TypeError(msg)
+                    kwargs.update(value or {})
+                    continue
+                if new in kwargs:
+                    msg = f"{fn.__qualname__}() got both {old!r} (deprecated) and {new!r}."
+                    raise TypeError(msg)
+                warn_renamed(fn.__qualname__, old, new)
+                kwargs[new] = value if convert is None else convert(value)
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,468 @@
+"""The one training runner: every omicformer model's ``train``/``pretrain``/``finetune`` runs here.
+
+A model hands :func:`run_training` a Lightning plan (a ``LightningModule`` wrapping its pure
+``torch.nn`` module), its datasets and collate functions; the runner owns everything else, the
+same way for scGPT and DNABERT:
+
+* the Lightning :class:`~lightning.pytorch.Trainer` (``accelerator``, ``devices``, ``num_nodes``,
+  ``strategy``: DDP on several devices or nodes; ``precision="auto"``: bf16 mixed precision on
+  GPUs that support it, 16-bit mixed on older GPUs, 32-bit on CPU);
+* one validation-split rule (:func:`split_indices`);
+* batches from :class:`EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
+  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch;
+* randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
+  from torch's global generator, which :class:`SeedCallback` reseeds at every epoch from
+  ``(random_state, global rank, epoch)`` and Lightning's worker init function reseeds in every
+  DataLoader worker (worker id and rank mixed in), so no two workers, ranks or epochs repeat a
+  mask; validation batches are a fixed function of ``(random_state, first item)``;
+* one history format (:class:`HistoryCallback`, as scvi-tools: ``{name: DataFrame}``);
+* early stopping on ``validation_loss`` (best weights restored), Lightning checkpoints for
+  resuming (``checkpoint_dir``, ``ckpt_path="last"``);
+* :func:`is_global_zero` so that ``save`` writes once under DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ._random import collate_generator, collate_rng
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["collate_generator", "collate_rng", "run_training", "split_indices"]
+
+History = dict[str, pd.DataFrame]
+
+#: Default fraction of items held out for validation, for every model (scvi-tools: 0.1).
+VALIDATION_SIZE = 0.1
+
+
+# ---------------------------------------------------------------------------- ranks and seeds
+def global_rank() -> int:
+    """Global rank of this process under DDP (0 when not distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0 (``save`` writes only there)."""
+    return global_rank() == 0
+
+
+def world_size() -> int:
+    """Number of DDP processes (1 when not distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_world_size())
+    return 1
+
+
+def seed_all(random_state: int) -> None:
+    """Seed Python, NumPy and torch, and make Lightning seed DataLoader workers per rank."""
+    pl.seed_everything(int(random_state), workers=True, verbose=False)
+
+
+class SeedCallback(pl.Callback):
+    """Reseed torch's global generator at every training epoch from ``(seed, rank, epoch)``.
+
+    Each DDP process then draws its own masks and dropout (the weights stay identical: DDP
+    broadcasts them), every epoch draws new ones, and a run resumed at an epoch boundary draws
+    what the uninterrupted run drew.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = np.random.SeedSequence([self.seed, trainer.global_rank, trainer.current_epoch])
+        torch.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0]))
+
+
+# ---------------------------------------------------------------------------- data
+def split_indices(
+    n: int, validation_size: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split of ``range(n)``, the one rule of every model.
+
+    ``floor(validation_size * n)`` items are held out (none when that is 0, as scvi-tools'
+    splitter); both parts are returned sorted.
+    """
+    if not 0 <= validation_size < 1:
+        msg = f"validation_size={validation_size} must be in [0, 1)."
+        raise ValueError(msg)
+    if n < 1:
+        msg = "No training items: the input is empty after filtering."
+        raise ValueError(msg)
+    perm = np.random.default_rng(random_state).permutation(n)
+    n_val = int(np.floor(validation_size * n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Minibatches of item indices, reshuffled per epoch, split across DDP ranks.
+
+    With ``groups``, every minibatch holds items of one group only (domain-specific batch norm
+    normalises a minibatch with one domain's statistics, as the official
+    ``per_seq_batch_sample``). Order and membership are a function of ``(seed, epoch)``; under
+    ``torch.distributed`` rank ``r`` takes every ``world_size``-th batch, the list padded by
+    repetition so that all ranks run the same number of steps. Used with
+    ``Trainer(use_distributed_sampler=False)``.
+
+    Parameters
+    ----------
+    n_items
+        Number of items.
+    batch_size
+        Maximum items per minibatch.
+    groups
+        Optional group per item.
+    shuffle
+        Shuffle items (within groups) and the order of batches.
+    seed
+        Base seed; Lightning calls :meth:`set_epoch` every epoch.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        *,
+        groups: np.ndarray | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.groups = np.zeros(n_items, np.int64) if groups is None else np.asarray(groups)
+        if len(self.groups) != n_items:
+            msg = f"{len(self.groups)} groups for {n_items} items."
+            raise ValueError(msg)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (different shuffles per epoch, identical across ranks)."""
+        self.epoch = int(epoch)
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for g in np.unique(self.groups):
+            idx = np.flatnonzero(self.groups == g)
+            if self.shuffle:
+                idx = rng.permutation(idx)
+            batches += [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = global_rank(), world_size()
+        batches = self._all_batches()
+        if world > 1:
+            n = -(-len(batches) // world) * world
+            batches = (batches * (n // max(len(batches), 1) + 1))[:n]
+            batches = batches[rank::world]
+        for b in batches:
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        n = sum(
+            -(-int((self.groups == g).sum()) // self.batch_size) for g in np.unique(self.groups)
+        )
+        return -(-n // world_size())
+
+
+def make_loader(
+    dataset: Dataset,
+    collate_fn: Callable,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    groups: np.ndarray | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over :class:`EpochBatchSampler` batches (the runner's only loader)."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed)
+    # Its own generator: creating an iterator then draws the workers' base seed from it, not
+    # from the global generator that SeedCallback reseeds per epoch (otherwise a run resumed
+    # from a checkpoint, whose iterator is created before that reseed, would draw differently).
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
+
+
+# ---------------------------------------------------------------------------- callbacks
+class HistoryCallback(pl.Callback):
+    """Training curves in scvi-tools' format: ``{name: DataFrame}``, one column named ``name``.
+
+    Every metric the plan logs per epoch (``train_loss``, ``validation_loss``, their parts)
+    is indexed by ``epoch``; the loss of every optimisation step is ``train_loss_step``, indexed
+    by ``step``. The history is part of Lightning checkpoints, so a resumed run keeps it.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.rows["train_loss_step"].append((trainer.global_step, float(loss.detach())))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if not key.endswith("_step"):
+                self.rows[key].append((trainer.current_epoch, float(value)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {k: list(v) for k, v in self.rows.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = defaultdict(list, {k: list(v) for k, v in state_dict["rows"].items()})
+
+    @property
+    def history(self) -> History:
+        """The curves collected so far."""
+        return history_from_rows(self.rows)
+
+
+def history_from_rows(rows: dict[str, Sequence[tuple[int, float]]]) -> History:
+    """``{name: [(epoch or step, value), ...]}`` -> ``{name: DataFrame}``."""
+    out = {}
+    for key, pairs in sorted(rows.items()):
+        index = pd.Index(
+            [int(i) for i, _ in pairs], name="step" if key.endswith("_step") else "epoch"
+        )
+        out[key] = pd.DataFrame({key: [float(v) for _, v in pairs]}, index=index)
+    return out
+
+
+def history_to_json(history: History | None) -> dict[str, dict[str, list]]:
+    """``{name: DataFrame}`` -> ``{name: {"epoch" or "step": [...], "value": [...]}}``."""
+    return {
+        key: {df.index.name or "epoch": [int(i) for i in df.index],
+              "value": [float(v) for v in df.iloc[:, 0]]}
+        for key, df in (history or {}).items()
+    }  # fmt: skip
+
+
+def history_from_json(data: dict | None) -> History:
+    """Inverse of :func:`history_to_json`."""
+    return history_from_rows(
+        {
+            key: list(zip(v.get("epoch", v.get("step", [])), v["value"], strict=True))
+            for key, v in (data or {}).items()
+        }
+    )
+
+
+class BestWeights(pl.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` and restore them after fit."""
+
+    def __init__(self, monitor: str = "validation_loss") -> None:
+        self.monitor = monitor
+        self.best = float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or not float(value) < self.best:
+            return
+        self.best = float(value)
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+# ---------------------------------------------------------------------------- trainer
+def auto_precision(accelerator: str, precision: str | int | None) -> str | int:
+    """Lightning precision; ``"auto"`` is bf16-mixed on bf16 GPUs, 16-mixed on others, else 32."""
+    if precision is None:
+        return "32-true"
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+@contextlib.contextmanager
+def _quiet_lightning(verbose: bool) -> Iterator[None]:
+    """Silence Lightning's INFO banners (devices, tips) unless ``verbose``."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def run_training(
+    plan: pl.LightningModule,
+    train: Dataset,
+    collate_fn: Callable,
+    *,
+    val: Dataset | None = None,
+    val_collate_fn: Callable | None = None,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
+    batch_size: int = 32,
+    max_epochs: int | None = 1,
+    max_steps: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | int | None = "auto",
+    gradient_clip_val: float | None = 1.0,
+    num_workers: int = 0,
+    random_state: int = 0,
+    early_stopping: bool = False,
+    early_stopping_patience: int = 5,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every_n_steps: int | None = None,
+    ckpt_path: str | os.PathLike[str] | None = None,
+    enable_progress_bar: bool = True,
+    **trainer_kwargs: Any,
+) -> History:
+    """Fit ``plan`` with Lightning and return its history.
+
+    Parameters
+    ----------
+    plan
+        The model's Lightning plan; its ``validation_step`` must log ``validation_loss``.
+    train, collate_fn
+        Training items and the collate turning a list of them into a batch; collators draw
+        their randomness with :func:`collate_rng`.
+    val, val_collate_fn
+        Validation items (``None``/empty: none) and their collate (default ``collate_fn``).
+    groups
+        ``(train_groups, val_groups)``: every minibatch holds one group (DSBN).
+    batch_size
+        Items per minibatch and device.
+    max_epochs, max_steps
+        Training length; with ``max_steps`` (optimiser steps) training stops at whichever
+        comes first (``max_epochs=None``: only ``max_steps``).
+    accelerator, devices, num_nodes, strategy
+        Lightning ``Trainer`` settings; several devices or nodes use DDP.
+    precision
+        ``"auto"``: ``"bf16-mixed"`` on GPUs with bf16, ``"16-mixed"`` on other GPUs, 32-bit
+        on CPU; or any Lightning precision.
+    gradient_clip_val
+        Gradient norm clipping (``None``: off).
+    num_workers
+        DataLoader worker processes.
+    random_state
+        Seed of weights' dropout, shuffling and every collator's draws (see module docs).
+    early_stopping, early_stopping_patience
+        Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs,
+        then restore the best epoch's weights (needs validation items).
+    checkpoint_dir, checkpoint_every_n_steps
+        Write Lightning checkpoints (``last.ckpt``: weights, optimiser, loop state, history)
+        there at every epoch end, or every ``checkpoint_every_n_steps`` steps.
+    ckpt_path
+        Resume from this Lightning checkpoint (``"last"``: ``checkpoint_dir/last.ckpt``).
+    enable_progress_bar
+        Lightning's progress bar (and its INFO messages).
+    **trainer_kwargs
+        Further :class:`lightning.pytorch.Trainer` arguments (``accumulate_grad_batches``,
+        ``callbacks``, ``logger``, ...).
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    if (max_epochs is None and max_steps is None) or batch_size < 1:
+        msg = f"Give max_epochs or max_steps, and batch_size >= 1 (got {batch_size})."
+        raise ValueError(msg)
+    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):
+        if value is not None and value < 1:
+            msg = f"{name}={value} must be >= 1."
+            raise ValueError(msg)
+    has_val = val is not None and len(val) > 0
+    if early_stopping and not has_val:
+        msg = "early_stopping=True needs validation data: set validation_size > 0."
+        raise ValueError(msg)
+    if ckpt_path is not None and checkpoint_dir is None and str(ckpt_path) == "last":
+        msg = "ckpt_path='last' needs checkpoint_dir= (the folder holding last.ckpt)."
+        raise ValueError(msg)
+
+    seed_all(random_state)
+    train_groups, val_groups = groups if groups is not None else (None, None)
+    loader = make_loader(train, collate_fn, batch_size=batch_size, shuffle=True,
+                         groups=train_groups, num_workers=num_workers, seed=random_state)  # fmt: skip
+    val_loader = None
+    if has_val:
+        val_loader = make_loader(val, val_collate_fn or collate_fn, batch_size=batch_size,
+                                 shuffle=False, groups=val_groups, num_workers=num_workers)  # fmt: skip
+
+    history = HistoryCallback()
+    callbacks = [*trainer_kwargs.pop("callbacks", []), SeedCallback(random_state), history]
+    if early_stopping:
+        callbacks += [
+            EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"),
+            BestWeights("validation_loss"),
+        ]
+    if checkpoint_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=os.fspath(checkpoint_dir),
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=checkpoint_every_n_steps,
+            )
+        )
+        if ckpt_path is not None and str(ckpt_path) == "last":
+            last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
+            ckpt_path = last if os.path.exists(last) else None
+    trainer_kwargs.setdefault("logger", False)
+    trainer_kwargs.setdefault("enable_model_summary", False)
+    trainer_kwargs.setdefault("num_sanity_val_steps", 0)
+    trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, len(loader))))
+    if not has_val:
+        trainer_kwargs.setdefault("limit_val_batches", 0)
+    with warnings.catch_warnings(), _quiet_lightning(enable_progress_bar):
+        for pattern in (".*does not have many workers.*", ".*no `val_dataloader`.*",
+                        ".*treespec.*", ".*`ModelCheckpoint` callback.*"):  # fmt: skip
+            warnings.filterwarnings("ignore", pattern)
+        trainer = pl.Trainer(
+            max_epochs=-1 if max_epochs is None else int(max_epochs),
+            max_steps=-1 if max_steps is None else int(max_steps),
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=auto_precision(accelerator, precision),
+            gradient_clip_val=gradient_clip_val,
+            enable_progress_bar=enable_progress_bar,
+            enable_checkpointing=checkpoint_dir is not None,
+            use_distributed_sampler=False,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
+    return history.history

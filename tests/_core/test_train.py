@@ -1,0 +1,275 @@
+"""The shared training runner: seeding, splits, samplers, history, early stopping, resume."""
+
+from types import SimpleNamespace
+
+import anndata as ad
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer._core import _train
+from omicformer._core._deprecation import renamed_kwargs
+from omicformer._core._train import (
+    BestWeights,
+    EpochBatchSampler,
+    HistoryCallback,
+    SeedCallback,
+    auto_precision,
+    history_from_json,
+    history_to_json,
+    run_training,
+    split_indices,
+)
+from omicformer.dnabert.model import DNABert
+from omicformer.scgpt.model import ScGPT
+
+QUIET = {"accelerator": "cpu", "enable_progress_bar": False}
+
+
+class Recorder(pl.Callback):
+    """Keeps (epoch, a copy of the batch) for every training step."""
+
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append((trainer.current_epoch, {k: v.clone() for k, v in batch.items()}))
+
+
+# ---------------------------------------------------------------- per-worker/rank/epoch masks
+def test_dnabert_masks_differ_across_workers_and_epochs():
+    """Identical sequences in every item: any repeated mask means a repeated random stream.
+
+    Before the shared runner, each DataLoader worker got a copy of one collator-owned generator,
+    so with ``num_workers=2`` the first batch of worker 0 and of worker 1 had the same masks.
+    """
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 80))
+    rec = Recorder()
+    model = DNABert(k=3, n_layers=1, d_model=16, n_heads=2, max_len=96)
+    model.pretrain([seq] * 16, max_epochs=2, batch_size=4, validation_size=0.0, num_workers=2,
+                   mlm_probability=0.2, callbacks=[rec], **QUIET)  # fmt: skip
+    masks = [(e, (b["labels"] != -100).numpy()) for e, b in rec.batches]
+    assert len(masks) == 8  # 4 batches x 2 epochs; workers 0/1 alternate batches
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            assert not np.array_equal(masks[i][1], masks[j][1]), (i, j)
+
+
+def test_scgpt_generated_genes_differ_across_workers_and_epochs():
+    counts = sp.csr_matrix(np.tile(np.arange(1, 41, dtype=np.float32), (16, 1)))
+    adata = ad.AnnData(counts, var=pd.DataFrame(index=[f"G{i}" for i in range(40)]))
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, d_model=16, n_layers=1, n_heads=2)
+    rec = Recorder()
+    model.train(max_epochs=2, batch_size=4, validation_size=0.0, num_workers=2, callbacks=[rec],
+                gen_ratios=(0.5,), **QUIET)  # fmt: skip
+    gens = [b["gen_genes"].numpy() for _, b in rec.batches]
+    assert len(gens) == 8
+    for i in range(len(gens)):
+        for j in range(i + 1, len(gens)):
+            assert not np.array_equal(gens[i], gens[j]), (i, j)
+
+
+def test_seed_callback_streams_differ_by_rank_and_epoch():
+    draws = {}
+    for rank in (0, 1):
+        for epoch in (0, 1):
+            SeedCallback(7).on_train_epoch_start(
+                SimpleNamespace(global_rank=rank, current_epoch=epoch), None
+            )
+            draws[rank, epoch] = torch.rand(4)
+    values = list(draws.values())
+    assert all(not torch.equal(a, b) for i, a in enumerate(values) for b in values[i + 1 :])
+    SeedCallback(7).on_train_epoch_start(SimpleNamespace(global_rank=1, current_epoch=0), None)
+    assert torch.equal(torch.rand(4), draws[1, 0])  # a function of (seed, rank, epoch) only
+
+
+# ---------------------------------------------------------------- splits and samplers
+def test_split_rule_hand_examples():
+    train, val = split_indices(10, 0.25, random_state=0)
+    assert len(val) == 2 and len(train) == 8  # floor(0.25 * 10)
+    assert sorted([*train, *val]) == list(range(10))
+    assert list(train) == sorted(train) and list(val) == sorted(val)
+    assert len(split_indices(5, 0.1, 0)[1]) == 0  # floor(0.5): no validation
+    assert np.array_equal(split_indices(10, 0.25, 3)[1], split_indices(10, 0.25, 3)[1])
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="validation_size"):
+            split_indices(10, bad, 0)
+
+
+def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch):
+    groups = np.array([0] * 37 + [1] * 20 + [2] * 5)
+    sampler = EpochBatchSampler(len(groups), 8, groups=groups, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 5 + 3 + 1
+    assert all(len(set(groups[b])) == 1 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(len(groups)))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    shards = []
+    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(_train, "global_rank", lambda r=rank: r)
+        shards.append(list(sampler))
+    assert len(shards[0]) == len(shards[1]) == len(sampler) == 5
+    assert {i for s in shards for b in s for i in b} == set(range(len(groups)))
+    plain = EpochBatchSampler(10, 4, shuffle=False)
+    monkeypatch.setattr(_train, "world_size", lambda: 1)
+    monkeypatch.setattr(_train, "global_rank", lambda: 0)
+    assert list(plain) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+# ---------------------------------------------------------------- trainer settings
+def test_auto_precision(monkeypatch):
+    assert auto_precision("cpu", "auto") == "32-true"
+    assert auto_precision("auto", None) == "32-true"
+    assert auto_precision("gpu", "16-mixed") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert auto_precision("auto", "auto") == "bf16-mixed"
+    assert auto_precision("cpu", "auto") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert auto_precision("gpu", "auto") == "16-mixed"
+
+
+class _Toy(pl.LightningModule):
+    """y = w x fitted by MSE; logs train/validation losses like every omicformer plan."""
+
+    def __init__(self, lr=0.1):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.lr = lr
+
+    def _loss(self, batch):
+        return ((self.w * batch["x"] - batch["y"]) ** 2).mean()
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("validation_loss", self._loss(batch), batch_size=len(batch["x"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).float()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _stack(items):
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def test_history_format_and_json_round_trip():
+    x = np.linspace(-1, 1, 12)
+    history = run_training(_Toy(), _Pairs(x, 2 * x), _stack, val=_Pairs(x, 2 * x),
+                           batch_size=4, max_epochs=3, **QUIET)  # fmt: skip
+    assert set(history) == {"train_loss", "train_loss_step", "validation_loss"}
+    assert history["train_loss"].index.name == "epoch"
+    assert history["train_loss"].index.tolist() == [0, 1, 2]
+    assert list(history["train_loss"].columns) == ["train_loss"]
+    assert history["train_loss_step"].index.name == "step"
+    assert history["train_loss_step"].index.tolist() == list(range(1, 10))  # 3 steps x 3
+    assert history["validation_loss"].iloc[-1, 0] < history["validation_loss"].iloc[0, 0]
+    back = history_from_json(history_to_json(history))
+    for key, frame in history.items():
+        pd.testing.assert_frame_equal(back[key], frame)
+    cb = HistoryCallback()
+    cb.rows["train_loss"] += [(0, 1.0), (1, 0.5)]
+    restored = HistoryCallback()
+    restored.load_state_dict(cb.state_dict())
+    pd.testing.assert_frame_equal(restored.history["train_loss"], cb.history["train_loss"])
+
+
+def test_early_stopping_restores_best_weights():
+    cb = BestWeights("validation_loss")
+    module = _Toy()
+    for value, w in ((3.0, 1.0), (1.0, 2.0), (2.0, 5.0)):
+        with torch.no_grad():
+            module.w.fill_(w)
+        trainer = SimpleNamespace(sanity_checking=False,
+                                  callback_metrics={"validation_loss": torch.tensor(value)})  # fmt: skip
+        cb.on_validation_end(trainer, module)
+    cb.on_fit_end(None, module)
+    assert float(module.w) == 2.0  # weights of the epoch with validation loss 1.0
+    x = np.linspace(-1, 1, 8)
+    with pytest.raises(ValueError, match="validation_size > 0"):
+        run_training(_Toy(), _Pairs(x, x), _stack, early_stopping=True, **QUIET)
+    # noisy validation target: stops early (patience 1) with the best epoch's weights
+    history = run_training(_Toy(lr=0.9), _Pairs(x, 2 * x), _stack, val=_Pairs(x, -x),
+                           batch_size=8, max_epochs=20, early_stopping=True,
+                           early_stopping_patience=1, **QUIET)  # fmt: skip
+    assert len(history["validation_loss"]) < 20
+
+
+def test_checkpoint_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path):
+    counts = sp.csr_matrix(np.random.default_rng(0).poisson(2.0, (24, 30)).astype(np.float32) + 1)
+    adata = ad.AnnData(counts, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+    ScGPT.setup_anndata(adata)
+    fit = {"batch_size": 8, "random_state": 2, **QUIET}
+
+    def fresh():
+        return ScGPT(adata, d_model=16, n_layers=1, n_heads=2, random_state=0)
+
+    full = fresh()
+    full.train(max_epochs=2, **fit)
+    first = fresh()
+    first.train(max_epochs=1, checkpoint_dir=tmp_path, **fit)
+    assert (tmp_path / "last.ckpt").exists()
+    resumed = fresh()
+    resumed.train(max_epochs=2, checkpoint_dir=tmp_path, ckpt_path="last", **fit)
+    assert resumed.history["train_loss"].index.tolist() == [0, 1]  # history kept in the ckpt
+    for (name, a), b in zip(full.module.state_dict().items(), resumed.module.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        fresh().train(max_epochs=1, ckpt_path="last", **fit)
+
+
+# ---------------------------------------------------------------- deprecations and save
+def test_renamed_kwargs():
+    @renamed_kwargs(old="new", frac=("rest", lambda v: 1 - v), opts="**")
+    def f(new=0, rest=0.0, **kw):
+        return new, rest, kw
+
+    with pytest.warns(FutureWarning, match="'old' is deprecated.*'new'"):
+        assert f(old=3) == (3, 0.0, {})
+    with pytest.warns(FutureWarning, match="'frac'"):
+        assert f(frac=0.25) == (0, 0.75, {})
+    with pytest.warns(FutureWarning, match="opts"):
+        assert f(opts={"a": 1}) == (0, 0.0, {"a": 1})
+    with pytest.raises(TypeError, match="both"):
+        f(old=1, new=2)
+    with pytest.warns(FutureWarning, match="'hidden_size' is deprecated.*'d_model'"):
+        model = DNABert(k=3, n_layers=1, hidden_size=16, n_heads=2, max_length=40)
+    assert model.config.hidden_size == 16 and model.max_len == 40
+    with pytest.warns(FutureWarning, match="max_length"):
+        assert model.max_length == 40
+
+
+def test_save_writes_on_rank_zero_only(tmp_path, monkeypatch):
+    adata = ad.AnnData(sp.csr_matrix(np.ones((4, 5), np.float32)),
+                       var=pd.DataFrame(index=[f"G{i}" for i in range(5)]))  # fmt: skip
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, d_model=8, n_layers=1, n_heads=2)
+    monkeypatch.setattr(_train, "global_rank", lambda: 1)
+    model.save(tmp_path / "scgpt")
+    DNABert(k=3, n_layers=1, d_model=8, n_heads=2, max_len=16).save(tmp_path / "dnabert")
+    assert not (tmp_path / "scgpt").exists() and not (tmp_path / "dnabert").exists()
+    monkeypatch.setattr(_train, "global_rank", lambda: 0)
+    model.save(tmp_path / "scgpt")
+    assert (tmp_path / "scgpt" / "model.safetensors").exists()
