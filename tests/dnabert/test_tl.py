@@ -30,7 +30,10 @@ def mlm(tiny):
 
 def test_embed_regions_writes_varm_and_params(atac, genome, mlm):
     path, chroms = genome
-    assert tl.embed_regions(atac, path, model=mlm, batch_size=2, **KW) is None
+    assert tl.embed_regions(atac, fasta=path, model=mlm, batch_size=2, **KW) is None
+    with pytest.warns(FutureWarning, match="passing fasta by position"):
+        old = tl.embed_regions(atac, path, model=mlm, batch_size=2, copy=True, **KW)
+    np.testing.assert_array_equal(old.varm["X_dnabert"], atac.varm["X_dnabert"])
     X = atac.varm["X_dnabert"]
     assert X.shape == (4, 32)
     assert X.dtype == np.float32
@@ -45,15 +48,15 @@ def test_embed_regions_writes_varm_and_params(atac, genome, mlm):
 def test_embed_regions_copy_region_key_and_mudata(atac, genome, mlm):
     path, _ = genome
     atac.var_names = [f"peak{i}" for i in range(4)]
-    out = tl.embed_regions(atac, path, model=mlm, region_key="peak", copy=True, key_added="Z", **KW)
+    out = tl.embed_regions(atac, fasta=path, model=mlm, region_key="peak", copy=True, key_added="Z", **KW)
     assert "Z" in out.varm
     assert "Z" not in atac.varm
     mudata = pytest.importorskip("mudata")
     atac.var_names = REGIONS
     mdata = mudata.MuData({"atac": atac})
-    tl.embed_regions(mdata, path, model=mlm, mod="atac", **KW)
+    tl.embed_regions(mdata, fasta=path, model=mlm, mod="atac", **KW)
     assert mdata.mod["atac"].varm["X_dnabert"].shape == (4, 32)
-    tl.embed_regions(mdata["atac"], path, model=mlm, key_added="again", **KW)
+    tl.embed_regions(mdata["atac"], fasta=path, model=mlm, key_added="again", **KW)
     assert "again" in mdata.mod["atac"].varm
 
 
@@ -71,7 +74,7 @@ def test_bad_regions_leave_adata_untouched(atac, genome, mlm, names, error, matc
     atac.var_names = names
     before = atac.copy()
     with pytest.raises(error, match=match):
-        tl.embed_regions(atac, path, model=mlm, **KW)
+        tl.embed_regions(atac, fasta=path, model=mlm, **KW)
     assert "X_dnabert" not in atac.varm
     assert "dnabert" not in atac.uns
     assert atac.var.equals(before.var)
@@ -80,15 +83,15 @@ def test_bad_regions_leave_adata_untouched(atac, genome, mlm, names, error, matc
 def test_bad_arguments(atac, genome, mlm, tmp_path):
     path, _ = genome
     with pytest.raises(KeyError, match="region_key='nope'"):
-        tl.embed_regions(atac, path, model=mlm, region_key="nope", **KW)
+        tl.embed_regions(atac, fasta=path, model=mlm, region_key="nope", **KW)
     with pytest.raises(FileNotFoundError):
-        tl.embed_regions(atac, tmp_path / "missing.fa", model=mlm, **KW)
+        tl.embed_regions(atac, fasta=tmp_path / "missing.fa", model=mlm, **KW)
     with pytest.raises(ValueError, match="no classification head"):
         tl.predict(atac, model=mlm, fasta=path, **KW)
     with pytest.raises(ValueError, match="fasta= is required"):
         tl.predict(atac, model=mlm, **KW)
     with pytest.raises(TypeError, match="model must be"):
-        tl.embed_regions(atac, path, model=3, **KW)
+        tl.embed_regions(atac, fasta=path, model=3, **KW)
 
 
 def test_predict_anndata_and_sequences(atac, genome, finetuned):

@@ -43,11 +43,18 @@ def test_bin_expression_layer(counts_adata):
     dense_b = binned.toarray()
     assert np.array_equal(dense_b == 0, dense_in == 0)
     assert dense_b.max() == 50 and dense_b[dense_in > 0].min() >= 1
-    assert counts_adata.obsm["bin_edges"].shape == (counts_adata.n_obs, 51)
+    assert counts_adata.obsm["X_binned_edges"].shape == (counts_adata.n_obs, 51)
     assert (counts_adata.X != before).nnz == 0
     again = pp.bin_expression(counts_adata, random_state=0, copy=True)
     assert (again.layers["X_binned"] != binned).nnz == 0
-    assert counts_adata.uns["X_binned"]["params"]["n_bins"] == 51
+    assert counts_adata.uns["scgpt"]["X_binned"]["params"]["n_bins"] == 51
+    # a second call under another key keeps the first call's edges and parameters
+    pp.bin_expression(counts_adata, n_bins=11, key_added="bins11")
+    assert counts_adata.obsm["X_binned_edges"].shape == (counts_adata.n_obs, 51)
+    assert counts_adata.obsm["bins11_edges"].shape == (counts_adata.n_obs, 11)
+    assert counts_adata.uns["scgpt"]["X_binned"]["params"]["n_bins"] == 51
+    assert counts_adata.uns["scgpt"]["bins11"]["params"]["n_bins"] == 11
+    assert counts_adata.layers["bins11"].max() == 10
 
 
 def test_bin_expression_errors_leave_input(counts_adata):
@@ -62,7 +69,7 @@ def test_bin_expression_errors_leave_input(counts_adata):
     bad.X[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         pp.bin_expression(bad)
-    assert "X_binned" not in bad.layers and "bin_edges" not in bad.obsm
+    assert "X_binned" not in bad.layers and "X_binned_edges" not in bad.obsm
 
 
 def _tied_counts(n_obs=40, n_vars=300, seed=7):

@@ -111,7 +111,7 @@ def test_train_loss_goes_down(adata):
     assert loss[-1] < loss[0]
 
 
-def test_train_with_batch_labels_and_dsbn(adata):
+def test_train_with_batch_labels_and_dsbn(adata, tmp_path):
     ScGPT.setup_anndata(adata, batch_key="batch")
     model = ScGPT(adata, **TINY, use_batch_labels=True, dsbn=True)
     assert model.module.config.num_batch_labels == 2
@@ -125,6 +125,24 @@ def test_train_with_batch_labels_and_dsbn(adata):
     np.testing.assert_allclose(
         model.get_latent_representation(sub, progress=False), z[50:], atol=1e-5
     )
+
+    # tl.embed takes the same path through batch_key, for the model object and its saved folder
+    from omicformer.scgpt import tl
+
+    with pytest.raises(ValueError, match=r"batch-dependent layers.*batch_key="):
+        tl.embed(adata, model=model, progress=False, copy=True)
+    before = set(adata.obsm)
+    out = tl.embed(adata, model=model, batch_key="batch", progress=False, copy=True)
+    np.testing.assert_allclose(out.obsm["X_scgpt"], z, atol=1e-5)
+    model.save(tmp_path / "dsbn")
+    # a folder: batches matched by name (here the second batch only, code 1)
+    out = tl.embed(sub, model=tmp_path / "dsbn", batch_key="batch", progress=False, copy=True)
+    np.testing.assert_allclose(out.obsm["X_scgpt"], z[50:], atol=1e-5)
+    renamed = adata.copy()
+    renamed.obs["batch"] = renamed.obs["batch"].map({"a": "a", "b": "zzz"})
+    with pytest.raises(ValueError, match=r"batches \['zzz'\] unseen"):
+        tl.embed(renamed, model=model, batch_key="batch", progress=False)
+    assert set(adata.obsm) == before and "X_scgpt" not in renamed.obsm
 
 
 def test_dsbn_needs_batch_key(adata):

@@ -31,12 +31,27 @@ def test_lookup_and_match_vocab(census):
     adata = datasets.pbmc68k_reduced()
     pp.match_vocab(adata, v)
     ids = adata.var["id_in_vocab"].to_numpy()
-    assert adata.uns["scgpt_vocab_match"] == {
+    report = adata.uns["scgpt"]["id_in_vocab"]
+    assert {k: report[k] for k in ("n_genes_matched", "n_genes_total")} == {
         "n_genes_matched": int((ids >= 0).sum()),
         "n_genes_total": 765,
     }
+    assert report["params"]["gene_key"] is None
     assert 0.9 < (ids >= 0).mean() < 1
     assert ids[list(adata.var_names).index("CD3E")] == v["CD3E"]
+
+
+def test_match_vocab_accepts_paths(census, tmp_path):
+    from pathlib import Path
+
+    adata = datasets.pbmc68k_reduced()
+    GeneVocab.from_file(census).save_json(tmp_path / "vocab.json")
+    for vocab in (str(tmp_path / "vocab.json"), Path(tmp_path / "vocab.json")):
+        out = pp.match_vocab(adata, vocab, copy=True)
+        assert (out.var["id_in_vocab"] >= 0).mean() > 0.9
+        assert out.uns["scgpt"]["id_in_vocab"]["params"]["vocab"] == str(tmp_path / "vocab.json")
+    with pytest.raises(FileNotFoundError, match=r"no such vocab\.json"):
+        pp.match_vocab(adata, tmp_path / "missing.json")
 
 
 def test_match_vocab_errors_leave_adata(census):

@@ -57,3 +57,38 @@ def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callabl
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def formerly_positional(*names: str) -> Callable[[F], F]:
+    """Accept the old call ``f(first, a, b)`` of a function now called ``f(first, *, a=, b=)``.
+
+    When ``names[0]`` is not passed by keyword and more than one positional argument is, the
+    positional arguments after the first are mapped to ``names`` in order, with a warning.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > 1 and names[0] not in kwargs:
+                extra = args[1:]
+                if len(extra) > len(names):
+                    msg = f"{fn.__qualname__}() takes 1 positional argument, got {len(args)}."
+                    raise TypeError(msg)
+                warnings.warn(
+                    f"{fn.__qualname__}: passing {', '.join(names[: len(extra)])} by position is "
+                    f"deprecated and will stop working in omicformer {REMOVED_IN}; pass "
+                    f"{', '.join(f'{n}=' for n in names[: len(extra)])} by keyword.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                clash = [n for n in names[: len(extra)] if n in kwargs]
+                if clash:
+                    msg = f"{fn.__qualname__}() got {clash} both by position and by keyword."
+                    raise TypeError(msg)
+                kwargs.update(zip(names, extra, strict=False))
+                args = args[:1]
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

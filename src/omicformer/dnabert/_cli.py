@@ -95,7 +95,7 @@ def _embed_regions(args: argparse.Namespace) -> int:
     data = _read(args.input)
     tl.embed_regions(
         data,
-        args.fasta,
+        fasta=args.fasta,
         model=args.model,
         key_added=args.key_added,
         region_key=args.region_key,

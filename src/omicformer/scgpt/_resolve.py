@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._core._io import is_model_dir
 from ._vocab import GeneVocab
@@ -35,10 +38,10 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
             raise FileNotFoundError(msg)
         module, vocab = _load_ours(DEFAULT_MODEL_DIR)
         return module, vocab, "default"
-    if isinstance(model, str | Path):
+    if isinstance(model, str | os.PathLike):
         path = Path(model)
         if not path.is_dir():
-            msg = f"model={str(model)!r}: no such folder. Pass 'default', a checkpoint folder or a model."
+            msg = f"model={os.fspath(model)!r}: no such folder. Pass 'default', a checkpoint folder or a model."
             raise FileNotFoundError(msg)
         if is_model_dir(path):
             module, vocab = _load_ours(path)
@@ -57,3 +60,41 @@ def _load_ours(path: Path) -> tuple[TransformerModel, GeneVocab]:
 
     module, vocab, _ = load_module(path)
     return module, vocab
+
+
+def needs_batch_labels(module: TransformerModel) -> bool:
+    """Whether the module has batch-dependent layers (batch tokens or DSBN)."""
+    c = module.config
+    return bool(c.use_batch_labels or c.domain_spec_batchnorm)
+
+
+def known_batches(model: Any) -> list | None:
+    """The batch categories a model was trained with, in code order (``None``: not recorded)."""
+    from scvi import REGISTRY_KEYS
+
+    if hasattr(model, "get_state_registry"):
+        registry = model.registry_
+    elif isinstance(model, str | os.PathLike) and is_model_dir(model):
+        from .._core._io import load_model_config
+        from .model._io import registry_from_json
+
+        registry = registry_from_json(load_model_config(model).get("registry", {}))
+    else:
+        return None
+    field = registry.get("field_registries", {}).get(REGISTRY_KEYS.BATCH_KEY, {})
+    mapping = field.get("state_registry", {}).get("categorical_mapping")
+    return None if mapping is None else list(np.asarray(mapping).tolist())
+
+
+def batch_codes(values: Any, mapping: list, key: str) -> np.ndarray:
+    """Integer code of every value under ``mapping``; ``ValueError`` naming unseen batches."""
+    lookup = {v: i for i, v in enumerate(mapping)}
+    values = np.asarray(values, dtype=object)
+    unknown = sorted({str(v) for v in values if v not in lookup})
+    if unknown:
+        msg = (
+            f"adata.obs[{key!r}] has batches {unknown[:5]} unseen in training (known: "
+            f"{list(mapping)[:10]}); batch-dependent layers exist only for those batches."
+        )
+        raise ValueError(msg)
+    return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,9 +56,10 @@ def bin_expression(
 
     ``adata.layers[key_added]``
         Integer bins, 0 for zeros and ``1..n_bins-1`` for expressed genes.
-    ``adata.obsm["bin_edges"]``
-        ``(n_obs, n_bins)`` per-cell edges with a leading 0 (official layout).
-    ``adata.uns[key_added]["params"]``
+    ``adata.obsm[key_added + "_edges"]``
+        ``(n_obs, n_bins)`` per-cell edges with a leading 0 (official ``bin_edges`` layout),
+        so calls with different ``key_added`` keep their own edges.
+    ``adata.uns["scgpt"][key_added]["params"]``
         The parameters used.
 
     Examples
@@ -93,8 +95,8 @@ def bin_expression(
     )
     adata = adata.copy() if copy else adata
     adata.layers[key_added] = binned if sparse_in else binned.toarray()
-    adata.obsm["bin_edges"] = np.vstack(edges) if edges else np.zeros((0, n_bins))
-    adata.uns[key_added] = {
+    adata.obsm[f"{key_added}_edges"] = np.vstack(edges) if edges else np.zeros((0, n_bins))
+    adata.uns.setdefault("scgpt", {})[key_added] = {
         "params": {"n_bins": n_bins, "layer": layer, "random_state": random_state}
     }
     return adata if copy else None
@@ -102,7 +104,7 @@ def bin_expression(
 
 def match_vocab(
     adata: AnnData,
-    vocab: GeneVocab | str = "default",
+    vocab: GeneVocab | str | os.PathLike[str] = "default",
     *,
     gene_key: str | None = None,
     key_added: str = "id_in_vocab",
@@ -129,34 +131,46 @@ def match_vocab(
 
     Returns
     -------
-    ``None`` or a copy. Sets ``adata.var[key_added]`` and
-    ``adata.uns["scgpt_vocab_match"]`` (``n_genes_matched``, ``n_genes_total``).
+    ``None``, or a copy when ``copy=True``. Sets the following fields:
+
+    ``adata.var[key_added]``
+        Token id of each gene, ``-1`` when absent.
+    ``adata.uns["scgpt"][key_added]``
+        ``params`` used, ``n_genes_matched`` and ``n_genes_total``.
 
     Examples
     --------
     >>> from omicformer import datasets, scgpt
     >>> adata = datasets.pbmc68k_reduced()
     >>> scgpt.pp.match_vocab(adata)
-    >>> adata.uns["scgpt_vocab_match"]["n_genes_matched"] > 0
+    >>> adata.uns["scgpt"]["id_in_vocab"]["n_genes_matched"] > 0
     True
     """
-    vocab = _as_vocab(vocab)
-    ids = match_genes(adata, vocab, gene_key, min_fraction)
+    vocab_obj = _as_vocab(vocab)
+    ids = match_genes(adata, vocab_obj, gene_key, min_fraction)
     adata = adata.copy() if copy else adata
     adata.var[key_added] = ids
-    adata.uns["scgpt_vocab_match"] = match_report(ids)
+    source = "GeneVocab" if vocab_obj is vocab else os.fspath(vocab)
+    params = {"vocab": source, "gene_key": gene_key, "min_fraction": min_fraction}
+    adata.uns.setdefault("scgpt", {})[key_added] = {"params": params, **match_report(ids)}
     return adata if copy else None
 
 
-def _as_vocab(vocab: GeneVocab | str) -> GeneVocab:
+def _as_vocab(vocab: GeneVocab | str | os.PathLike[str]) -> GeneVocab:
     from pathlib import Path
 
     from ._vocab import GeneVocab
 
     if isinstance(vocab, GeneVocab):
         return vocab
+    if not isinstance(vocab, str | os.PathLike):
+        msg = f"vocab={vocab!r} must be a GeneVocab, 'default', or a path to vocab.json or a model folder."
+        raise TypeError(msg)
     path = Path(vocab)
-    if isinstance(vocab, str) and vocab != "default" and path.suffix == ".json":
+    if path.suffix == ".json":
+        if not path.is_file():
+            msg = f"vocab={os.fspath(vocab)!r}: no such vocab.json file."
+            raise FileNotFoundError(msg)
         return GeneVocab.from_file(path)
     from ._resolve import resolve_model
 

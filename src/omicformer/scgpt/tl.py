@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._core._anndata import check_layer
+from .._core._anndata import check_layer, check_obs_key
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
-from ._resolve import resolve_model
+from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -21,6 +21,7 @@ def embed(
     *,
     layer: str | None = None,
     gene_key: str | None = None,
+    batch_key: str | None = None,
     key_added: str = "X_scgpt",
     batch_size: int = 64,
     max_len: int = 1200,
@@ -52,6 +53,12 @@ def embed(
         Layer holding the expression; ``None`` uses ``adata.X``.
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``.
+    batch_key
+        ``obs`` column with batch labels, needed (only) by models with batch-dependent layers
+        (trained with ``dsbn=True`` or ``use_batch_labels=True``): each cell then uses its
+        batch's layers. Batches are matched by name to those the model was trained on (as
+        recorded by :meth:`~omicformer.scgpt.model.ScGPT.save`); minibatches hold one batch
+        each, as DSBN requires.
     key_added
         ``obsm`` key receiving the embedding.
     batch_size
@@ -100,12 +107,14 @@ def embed(
             "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
         )
         raise ValueError(msg)
+    check_obs_key(adata, batch_key, "batch_key")
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
+    codes = _batch_codes(model, module, adata, batch_key)
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
-        progress=progress,
+        progress=progress, batch_labels=codes,
     )  # fmt: skip
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = emb
@@ -115,6 +124,7 @@ def embed(
             "model": description,
             "layer": layer,
             "gene_key": gene_key,
+            "batch_key": batch_key,
             "batch_size": batch_size,
             "max_len": max_len,
             "random_state": random_state,
@@ -122,3 +132,30 @@ def embed(
         **match_report(gene_ids),
     }
     return adata if copy else None
+
+
+def _batch_codes(model: Any, module: Any, adata: AnnData, batch_key: str | None):
+    """Batch code per cell for models with batch-dependent layers (``None`` for the others)."""
+    if not needs_batch_labels(module):
+        return None
+    if batch_key is None:
+        msg = (
+            "This model has batch-dependent layers (trained with dsbn=True or "
+            "use_batch_labels=True); pass batch_key= naming the adata.obs column with the batch "
+            "of each cell."
+        )
+        raise ValueError(msg)
+    import pandas as pd
+
+    values = adata.obs[batch_key].to_numpy()
+    mapping = known_batches(model)
+    if mapping is None:  # e.g. an official checkpoint: batches in their sorted order
+        mapping = list(pd.Categorical(values).categories)
+    c = module.config
+    if c.num_batch_labels is not None and len(mapping) > c.num_batch_labels:
+        msg = (
+            f"adata.obs[{batch_key!r}] has {len(mapping)} batches but the model has layers for "
+            f"{c.num_batch_labels}."
+        )
+        raise ValueError(msg)
+    return batch_codes(values, mapping, batch_key)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..._core._deprecation import formerly_positional
 from .._genome import Genome, as_genome, fetch_sequences
 from ._common import describe, modality, var_regions
 
@@ -17,11 +18,12 @@ if TYPE_CHECKING:
     from ..model import DNABert
 
 
+@formerly_positional("fasta", "model")
 def embed_regions(
     adata: AnnData,
-    fasta: str | os.PathLike[str] | Genome,
     model: DNABert | str | os.PathLike[str] = "default",
     *,
+    fasta: str | os.PathLike[str] | Genome,
     key_added: str = "X_dnabert",
     region_key: str | None = None,
     mod: str = "atac",
@@ -46,12 +48,14 @@ def embed_regions(
     ----------
     adata
         Peak-by-cell AnnData (cells x regions), or a MuData (the ``mod`` modality is used).
-    fasta
-        Genome FASTA (plain, bgzip or gzip) or a :class:`~omicformer.dnabert.pp.Genome`.
     model
         ``"default"`` (the small k=6 DNABERT shipped with omicformer), a folder (official
         DNABERT or :meth:`~omicformer.dnabert.model.DNABert.save`), or a
         :class:`~omicformer.dnabert.model.DNABert`.
+    fasta
+        Genome FASTA (plain, bgzip or gzip) or a :class:`~omicformer.dnabert.pp.Genome`;
+        keyword-only, as in :func:`~omicformer.dnabert.tl.predict` (``embed_regions(adata,
+        "genome.fa")`` still works in this release, with a ``FutureWarning``).
     key_added
         ``adata.varm`` key for the embeddings.
     region_key
@@ -74,7 +78,7 @@ def embed_regions(
     ``None``, or the modified copy if ``copy=True``. Sets the following fields:
 
     ``adata.varm[key_added]``
-        Region embeddings, :class:`numpy.ndarray` of shape ``(n_vars, hidden_size)``.
+        Region embeddings, :class:`numpy.ndarray` of shape ``(n_vars, d_model)``.
     ``adata.uns["dnabert"][key_added]["params"]``
         Parameters of the call (:class:`dict`).
 

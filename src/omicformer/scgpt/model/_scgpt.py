@@ -7,14 +7,17 @@ inputs through an :class:`scvi.data.AnnDataManager` (``LayerField`` for the expr
 scvi's own modules and file format:
 
 * ``train`` runs our Lightning :class:`~omicformer.scgpt.train.GenerativeTrainingPlan` through
-  :func:`~omicformer._core._lightning.make_trainer` (scvi's ``TrainRunner``/``DataSplitter``
-  expect tensors from ``AnnTorchDataset``; scGPT needs per-cell tokenisation, binning and
-  variable-length batches, which our collate does);
+  the runner every omicformer model shares, :func:`omicformer._core._train.run_training`
+  (scvi's ``TrainRunner``/``DataSplitter`` expect tensors from ``AnnTorchDataset``; scGPT
+  needs per-cell tokenisation, binning and variable-length batches, which our collate does);
 * ``save``/``load`` write safetensors + JSON + the official ``vocab.json`` instead of scvi's
   pickled ``model.pt``, so saved folders are safe to share and readable by
   :func:`~omicformer.scgpt.model.load_module` without scvi-tools;
 * genes are matched to the model's vocabulary by name, so :meth:`get_latent_representation`
-  accepts any AnnData with gene symbols (no ``var_names`` equality check), read in chunks.
+  accepts any AnnData with gene symbols (no ``var_names`` equality check), read in chunks;
+* scvi-tools' accessors (``get_setup_arg``, ``get_state_registry``, ``_get_init_params``) are
+  used as they are; inherited methods that assume scvi's files or a count likelihood are
+  adapted or raise a clear error (:mod:`omicformer.scgpt.model._scvi`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ..._core._io import is_model_dir, save_model_dir
 from ..._core._train import history_from_json, history_to_json, is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
+from .._resolve import batch_codes, needs_batch_labels
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 from ._io import (
@@ -50,6 +54,7 @@ from ._io import (
     registry_to_json,
     without_gene_names,
 )
+from ._scvi import ScviAdapterMixin
 from ._training import GenerativeTrainingMixin
 
 if TYPE_CHECKING:
@@ -58,7 +63,7 @@ if TYPE_CHECKING:
 _SETUP = "setup_args"
 
 
-class ScGPT(GenerativeTrainingMixin, BaseModelClass):
+class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
     """scGPT single-cell foundation model (Cui et al., Nature Methods 2024).
 
     Cells become ``<cls>`` + their expressed genes, each token the sum of a gene embedding
@@ -269,17 +274,10 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         key = self.get_setup_arg("batch_key")
         check_obs_key(adata, key, "batch_key")
         mapping = list(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
-        lookup = {v: i for i, v in enumerate(mapping)}
-        values = adata.obs[key].to_numpy()
-        unknown = sorted({str(v) for v in values if v not in lookup})
-        if unknown:
-            msg = f"adata.obs[{key!r}] has batches {unknown[:5]} unseen in training (known: {mapping[:10]})."
-            raise ValueError(msg)
-        return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
+        return batch_codes(adata.obs[key].to_numpy(), mapping, key)
 
     def _needs_batch_codes(self) -> bool:
-        c = self.module.config
-        return bool(c.use_batch_labels or c.domain_spec_batchnorm)
+        return needs_batch_labels(self.module)
 
     # ------------------------------------------------------------------ inference
     def get_latent_representation(
@@ -466,58 +464,6 @@ class ScGPT(GenerativeTrainingMixin, BaseModelClass):
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
-
-    @staticmethod
-    def load_registry(dir_path: str | Path, prefix: str | None = None) -> dict:
-        """The scvi-tools registry saved with a model by :meth:`save`.
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        prefix
-            Not used (our folders have fixed file names); accepted for scvi-tools compatibility.
-        """
-        from ..._core._io import load_model_config
-
-        return registry_from_json(load_model_config(dir_path)["registry"])
-
-    @staticmethod
-    def view_setup_args(dir_path: str | Path, prefix: str | None = None) -> None:
-        """Print the ``setup_anndata`` arguments of a model saved by :meth:`save`.
-
-        Examples
-        --------
-        >>> ScGPT.view_setup_args("my_scgpt/")  # doctest: +SKIP
-        """
-        AnnDataManager.view_setup_method_args(ScGPT.load_registry(dir_path, prefix))
-
-    def get_normalized_expression(self, *args: Any, **kwargs: Any) -> None:
-        """Not available: scGPT has no library-size-normalised generative likelihood.
-
-        Raises
-        ------
-        NotImplementedError
-            Always, naming what to use instead.
-        """
-        msg = (
-            "ScGPT does not model normalised expression (no count likelihood as scVI). Use "
-            "get_latent_representation() for cell embeddings, or scanpy "
-            "(sc.pp.normalize_total + sc.pp.log1p) for normalised expression."
-        )
-        raise NotImplementedError(msg)
-
-    @classmethod
-    def convert_legacy_save(cls, *args: Any, **kwargs: Any) -> None:
-        """Not needed: :meth:`save` folders have one format (safetensors + JSON).
-
-        Raises
-        ------
-        NotImplementedError
-            Always.
-        """
-        msg = "ScGPT folders need no conversion; load them with ScGPT.load(path, adata=...)."
-        raise NotImplementedError(msg)
 
     @classmethod
     def _from_module(

@@ -1,0 +1,53 @@
+"""scvi-tools' inherited API on ScGPT: accessors, saved-folder readers, clear errors."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from omicformer.scgpt.model import ScGPT
+
+
+@pytest.fixture
+def model():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix(rng.poisson(2.0, (40, 30)).astype(np.float32) + 1)
+    obs = pd.DataFrame({"b": ["x", "y"] * 20}, index=[f"c{i}" for i in range(40)])
+    adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+    ScGPT.setup_anndata(adata, batch_key="b")
+    return ScGPT(adata, d_model=8, n_layers=1, n_heads=2, dropout=0.2)
+
+
+def test_accessors_and_init_params(model):
+    assert model.get_setup_arg("batch_key") == "b"
+    assert list(model.get_state_registry("batch").categorical_mapping) == ["x", "y"]
+    params = model.init_params_["non_kwargs"]  # scvi-tools' _get_init_params layout
+    assert params["d_model"] == 8 and params["dropout"] == 0.2 and "adata" not in params
+
+
+def test_saved_folder_readers(model, tmp_path, capsys):
+    model.save(tmp_path / "m")
+    registry = ScGPT.load_registry(tmp_path / "m")
+    assert registry["setup_args"]["batch_key"] == "b"
+    ScGPT.view_setup_args(tmp_path / "m")
+    assert "batch_key" in capsys.readouterr().out
+    loaded = ScGPT.load(tmp_path / "m", adata=model.adata)
+    assert loaded.init_params_["non_kwargs"]["d_model"] == 8
+    model.view_registry(hide_state_registries=True)
+    assert "Summary Statistics" in capsys.readouterr().out
+    model.update_setup_method_args({"gene_key": None})
+    assert model.get_setup_arg("gene_key") is None
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m.get_normalized_expression(), "get_latent_representation"),
+        (lambda m: m.differential_abundance(), "X_scgpt"),
+        (lambda m: ScGPT.convert_legacy_save("a", "b"), "no conversion"),
+    ],
+)
+def test_unsupported_methods_say_what_to_use(model, call, match):
+    with pytest.raises(NotImplementedError, match=match):
+        call(model)
