@@ -48,7 +48,9 @@ def test_embed_regions_writes_varm_and_params(atac, genome, mlm):
 def test_embed_regions_copy_region_key_and_mudata(atac, genome, mlm):
     path, _ = genome
     atac.var_names = [f"peak{i}" for i in range(4)]
-    out = tl.embed_regions(atac, fasta=path, model=mlm, region_key="peak", copy=True, key_added="Z", **KW)
+    out = tl.embed_regions(
+        atac, fasta=path, model=mlm, region_key="peak", copy=True, key_added="Z", **KW
+    )
     assert "Z" in out.varm
     assert "Z" not in atac.varm
     mudata = pytest.importorskip("mudata")
