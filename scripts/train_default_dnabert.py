@@ -59,7 +59,7 @@ from omicformer.dnabert.tasks import classification_metrics, promoter_task
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["background", "promoter"]
-SHAPE = {"k": 6, "n_layers": 4, "hidden_size": 128, "n_heads": 4, "max_length": 512}
+SHAPE = {"k": 6, "n_layers": 4, "d_model": 128, "n_heads": 4, "max_len": 512}
 FIT = {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed", "enable_progress_bar": False}
 VAL_EVERY = 100  # steps between validation checks (both phases, so loss_curve spaces them evenly)
 
@@ -145,11 +145,9 @@ def pretrain(args, train_blocks: dict[str, str]) -> tuple[DNABert, dict]:
             validation_size=0.02,
             random_state=0,
             **FIT,
-            trainer_kwargs={
-                "val_check_interval": min(VAL_EVERY, steps),
-                "check_val_every_n_epoch": None,
-                "callbacks": [PrintProgress(args.print_every, label)],
-            },
+            val_check_interval=min(VAL_EVERY, steps),
+            check_val_every_n_epoch=None,
+            callbacks=[PrintProgress(args.print_every, label)],
         )
         minutes = (time.perf_counter() - t) / 60
         print(f"{label}: {steps} steps of {window}-bp windows in {minutes:.1f} min", flush=True)
@@ -166,7 +164,7 @@ def pretrain(args, train_blocks: dict[str, str]) -> tuple[DNABert, dict]:
 
 
 def round_history(model: DNABert) -> None:
-    model.history_ = {k: [round(float(v), 4) for v in vals] for k, vals in model.history_.items()}
+    model.history_ = {k: frame.round(4) for k, frame in model.history_.items()}
 
 
 def plot_loss(model: DNABert, phase1_steps: int, path: Path) -> None:
@@ -176,7 +174,7 @@ def plot_loss(model: DNABert, phase1_steps: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    pl.loss_curve(model, stage="mlm", smooth=50, ax=ax)
+    pl.loss_curve(model, stage="mlm", smooth=50, ax=ax, show=False)
     ax.axvline(phase1_steps + 0.5, color="0.4", ls=":", lw=1)
     ax.text(phase1_steps, ax.get_ylim()[1], " 515-bp windows", va="top", fontsize=8)
     ax.set_title("default DNABERT-6 pretraining (ce2 chrX)")
@@ -252,7 +250,7 @@ def main() -> None:
         warmup_ratio=0.1,
         random_state=0,
         **FIT,
-        trainer_kwargs={"callbacks": [PrintProgress(args.print_every, "finetune")]},
+        callbacks=[PrintProgress(args.print_every, "finetune")],
     )
     ft_minutes = (time.perf_counter() - t1) / 60
     round_history(model)
@@ -261,7 +259,7 @@ def main() -> None:
     # evaluate what ships: the float16 folders, reloaded
     mlm = DNABert.load(out / "default_mlm")
     promoter = DNABert.load(out / "default_promoter")
-    hist = mlm.history_
+    hist = {k: frame.iloc[:, 0].tolist() for k, frame in mlm.history.items()}
     heldout = {f"{w}bp": round(heldout_mlm_loss(mlm, test_blocks, w, 400), 4) for w in (256, 515)}
     print(f"held-out MLM loss: {heldout}", flush=True)
     metrics = {
@@ -276,7 +274,7 @@ def main() -> None:
             **pre_info,
             "minutes_cpu": round(pre_minutes, 2),
             "final_train_loss_mean_last_50_steps": round(
-                float(np.mean(hist["mlm_loss_step"][-50:])), 4
+                float(np.mean(hist["mlm_train_loss_step"][-50:])), 4
             ),
             "validation_loss": hist.get("mlm_validation_loss", []),
             "heldout_test_blocks_mlm_loss": heldout,

@@ -116,7 +116,11 @@ def main() -> None:
         "knn_accuracy_scgpt_pbmc68k": knn_accuracy(pbmc.obsm["X_scgpt"], labels),
         "knn_accuracy_pca_pbmc68k": knn_accuracy(pbmc.obsm["X_pca"], labels),
     }
-    hist = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
+    hist = {  # per-epoch curves (the per-step loss would make the JSON long)
+        k: v.iloc[:, 0].astype(float).tolist()
+        for k, v in model.history.items()
+        if v.index.name == "epoch"
+    }
     static = Path(args.static_dir)
     static.mkdir(parents=True, exist_ok=True)
     (static / "default_scgpt_metrics.json").write_text(

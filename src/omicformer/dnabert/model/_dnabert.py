@@ -68,11 +68,6 @@ class DNABert(TrainingMixin):
         ``"mlm"`` or ``"classification"``.
     labels_
         Class names in output order (after :meth:`finetune`).
-    history
-        Training curves in scvi-tools' format (``{name: DataFrame}``), per stage:
-        ``mlm_train_loss``, ``mlm_train_loss_step``, ``mlm_validation_loss`` and
-        ``finetune_train_loss``, ``finetune_train_loss_step``, ``finetune_validation_loss``,
-        ``finetune_validation_accuracy``.
 
     Examples
     --------
@@ -217,7 +212,13 @@ class DNABert(TrainingMixin):
 
     @property
     def history(self) -> History:
-        """Training curves (see the class docstring)."""
+        """Training curves in scvi-tools' format (``{name: DataFrame}``), per stage.
+
+        ``mlm_train_loss``, ``mlm_train_loss_step``, ``mlm_validation_loss`` (pretraining) and
+        ``finetune_train_loss``, ``finetune_train_loss_step``, ``finetune_validation_loss``,
+        ``finetune_validation_accuracy`` (fine-tuning); frames are indexed by ``epoch`` or
+        ``step``.
+        """
         return self.history_
 
     @property

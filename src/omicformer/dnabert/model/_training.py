@@ -128,7 +128,8 @@ class TrainingMixin:
         Notes
         -----
         The run's curves go to :attr:`history` with an ``mlm_`` prefix: ``mlm_train_loss``
-        (per epoch), ``mlm_train_loss_step`` (per step), ``mlm_validation_loss``.
+        (per epoch), ``mlm_train_loss_step`` (per step), ``mlm_validation_loss``; a further
+        ``pretrain`` call continues them (epochs and steps numbered on).
         """
         from ..train import DNABertTrainingPlan
 
@@ -327,8 +328,15 @@ class TrainingMixin:
         self.module, self.task, self.labels_ = module, CLASSIFICATION, list(classes)
 
     def _record(self, stage: str, history: History) -> None:
-        """Store a run's curves under ``{stage}_`` keys, replacing that stage's earlier run."""
-        kept = {k: v for k, v in self.history_.items() if not k.startswith(f"{stage}_")}
+        """Append a run's curves under ``{stage}_`` keys (a continued run extends the curves)."""
+        import pandas as pd
+
         self.module.cpu().eval()
-        self.history_ = {**kept, **{f"{stage}_{k}": v.rename(columns={k: f"{stage}_{k}"})
-                                    for k, v in history.items()}}  # fmt: skip
+        for key, frame in history.items():
+            name = f"{stage}_{key}"
+            frame = frame.rename(columns={key: name})
+            previous = self.history_.get(name)
+            if previous is not None and len(previous):
+                frame.index = frame.index + (previous.index.max() + 1 - frame.index.min())
+                frame = pd.concat([previous, frame])
+            self.history_[name] = frame

@@ -74,7 +74,7 @@ class SpanMaskingCollator:
         Centre probability (official 0.15).
     seed
         ``None`` (training): every batch draws new masks from the shared runner's
-        :func:`~omicformer._core._train.collate_generator`, different in every DataLoader
+        :func:`~omicformer._core._random.collate_generator`, different in every DataLoader
         worker, DDP rank and epoch. An integer (validation): the masks of a batch are a fixed
         function of ``(seed, index of its first item)``, the same every epoch.
     exclude_ids

@@ -3,7 +3,7 @@
 The dataset hands out the non-zero entries of one cell; all randomness (binning ties, gene
 subsampling to ``max_len``, the generate ratio of a batch and which genes to generate) lives in
 :class:`GenerativeCollator`, which takes its generator from the shared runner's
-:func:`~omicformer._core._train.collate_rng` (fresh per batch, worker, rank and epoch in
+:func:`~omicformer._core._random.collate_rng` (fresh per batch, worker, rank and epoch in
 training; fixed per batch in validation). The collate stays a small picklable object for worker
 processes and DDP.
 """
@@ -81,7 +81,7 @@ class GenerativeCollator:
     gen_ratios
         Candidate fractions of genes to generate; one is drawn per batch.
     seed
-        ``None`` (training): randomness from :func:`~omicformer._core._train.collate_rng`, new
+        ``None`` (training): randomness from :func:`~omicformer._core._random.collate_rng`, new
         for every batch, worker, rank and epoch. An integer makes each batch a fixed function
         of ``(seed, its first cell)`` (validation: the loss is then comparable across epochs).
 
