@@ -169,6 +169,9 @@ def test_pretrain_from_fasta_and_max_steps(genome, tiny, fit_kw):
     model = DNABert(k=3, **tiny)
     model.pretrain(path, max_steps=3, batch_size=2, **fit_kw)
     assert model.history["mlm_train_loss_step"].index.tolist() == [1, 2, 3]
+    model.pretrain(path, max_steps=2, batch_size=2, **fit_kw)  # continued: curves go on
+    assert model.history["mlm_train_loss_step"].index.tolist() == [1, 2, 3, 4, 5]
+    assert model.history["mlm_train_loss"].index.tolist() == [0, 1]
     with pytest.raises(ValueError, match="window_size"):
         model.pretrain(path, window_size=500, max_steps=1, **fit_kw)
     with pytest.raises(TypeError, match="not a FASTA file"):
