@@ -20,3 +20,12 @@ def test_scgpt_embed_cli(tmp_path, official_ckpt, continuous_adata_factory, caps
           "--model", str(path), "--backed", "--device", "cpu"])  # fmt: skip
     out2 = ad.read_h5ad(tmp_path / "out2.h5ad")
     np.testing.assert_allclose(out2.obsm["X_scgpt"], out.obsm["X_scgpt"], atol=1e-6)
+    assert out2.uns["scgpt"]["X_scgpt"]["params"]["batch_key"] is None
+    # --batch-key reaches tl.embed (recorded; a model without batch layers does not need it)
+    a.obs["batch"] = ["a", "b"] * 6
+    a.write_h5ad(tmp_path / "in_b.h5ad")
+    main(["scgpt", "embed", str(tmp_path / "in_b.h5ad"), str(tmp_path / "out3.h5ad"),
+          "--model", str(path), "--batch-key", "batch", "--device", "cpu"])  # fmt: skip
+    out3 = ad.read_h5ad(tmp_path / "out3.h5ad")
+    assert out3.uns["scgpt"]["X_scgpt"]["params"]["batch_key"] == "batch"
+    np.testing.assert_allclose(out3.obsm["X_scgpt"], out.obsm["X_scgpt"], atol=1e-6)

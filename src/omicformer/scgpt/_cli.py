@@ -22,6 +22,9 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     embed.add_argument("--max-len", type=int, default=1200)
     embed.add_argument("--layer", default=None)
     embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
+    embed.add_argument(
+        "--batch-key", default=None, help="obs column with batches (models trained with DSBN)"
+    )
     embed.add_argument("--key-added", default="X_scgpt")
     embed.add_argument("--device", default="auto")
     embed.add_argument(
@@ -41,6 +44,7 @@ def _embed(args: argparse.Namespace) -> int:
         model=args.model,
         layer=args.layer,
         gene_key=args.gene_key,
+        batch_key=args.batch_key,
         key_added=args.key_added,
         batch_size=args.batch_size,
         max_len=args.max_len,
