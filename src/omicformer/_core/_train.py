@@ -387,7 +387,8 @@ def run_training(
         Write Lightning checkpoints (``last.ckpt``: weights, optimiser, loop state, history)
         there at every epoch end, or every ``checkpoint_every_n_steps`` steps.
     ckpt_path
-        Resume from this Lightning checkpoint (``"last"``: ``checkpoint_dir/last.ckpt``).
+        Resume from this Lightning checkpoint; ``"last"``: ``checkpoint_dir/last.ckpt`` when
+        it exists (a fresh start otherwise, so a restarted script can always pass it).
     enable_progress_bar
         Lightning's progress bar (and its INFO messages).
     **trainer_kwargs
