@@ -16,16 +16,14 @@
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
 # Last run: 2026-12-01, Python 3.11.7, torch 2.13.0+cpu, pip 26.3: PASSED, 217 passed in the
-# default selection (the 3 slow tests also pass at these pins), 98 s in all (install ~80 s).
+# default selection (the 3 slow tests also passed at these pins), 105 s in all (install ~85 s).
 # Minimums raised by the runs that led here (all found failing, not guessed):
 #   scvi-tools 1.2 -> 1.3.1.post1  BaseModelClass.__init__(adata, registry) first in 1.3.1, and
 #                                  1.3.1 itself imports lamindb at import time (fixed in .post1)
-#   anndata 0.10 -> 0.12           scvi-tools 1.3.1.post1 needs 0.11; 0.11 drops None values from
-#                                  uns on write (no "null" encoding before 0.12), failing
-#                                  tests/scgpt/test_cli.py (params batch_key=None)
-#   numpy 1.24 -> 1.26, pandas 2 -> 2.1, scipy 1.10 -> 1.12, Python 3.10 -> 3.11
-#                                  required by anndata 0.12 (before that: scanpy 1.10's
-#                                  seaborn>=0.13 excluded numpy 1.24.0)
+#   anndata 0.10 -> 0.11           required by scvi-tools 1.3.1.post1
+#                                  (0.11 drops None values from uns on write; tests must not
+#                                  rely on None surviving an h5ad round trip, 0.12 keeps them)
+#   numpy 1.24 -> 1.24.1           scanpy 1.10's seaborn>=0.13 excludes numpy 1.24.0
 #   safetensors 0.4 -> 0.4.1       required by transformers 4.40+
 #   lightning 2.1 -> 2.4           2.1-2.3 import pkg_resources, gone from the setuptools that
 #                                  torch 2.13 (setuptools>=77) and Python 3.12+ venvs pull in
@@ -33,7 +31,7 @@
 #                                  safetensors file without {"format": "pt"} metadata (our saves)
 #   mudata 0.3 -> 0.3.1            0.3.0 imports AlignedViewMixin, removed in anndata 0.11
 # Checks that the script fails: transformers pinned at 4.47 fails test_save_is_hf_compatible,
-# anndata at 0.11 fails test_scgpt_embed_cli.
+# and an earlier test_cli that read a None back from uns failed at anndata 0.11.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
