@@ -54,7 +54,10 @@ def promoter_task(
         bin has too few candidate negatives, positives of that bin are subsampled instead. Use
         it to check that a model reads more than GC content.
     background_fraction
-        Share of ce2 windows among the negatives when ``gc_matched=False``.
+        Share of ce2 windows among the negatives when ``gc_matched=False``. It is a minimum:
+        a split with fewer usable distal windows than it needs is made up with ce2 windows
+        (with the defaults and ``background_fraction=0``, 101 of the 600 test negatives are
+        ce2). Filter on ``source`` for same-genome negatives only.
     min_distal_tss_distance
         A distal window is used only if no other annotated TSS lies within this many bp of it
         (Drosophila genes are dense, and a "distal" window may be another gene's promoter).
