@@ -23,6 +23,7 @@ scvi's own modules and file format:
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         dropout: float = 0.1,
         n_bins: int = 51,
         max_len: int = 1200,
-        vocab: GeneVocab | str | Path | None = None,
+        vocab: GeneVocab | str | os.PathLike[str] | None = None,
         use_batch_labels: bool = False,
         dsbn: bool = False,
         ecs_threshold: float = 0.3,
@@ -143,7 +144,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         if (use_batch_labels or dsbn) and self.get_setup_arg("batch_key") is None:
             msg = "use_batch_labels/dsbn need a batch_key: call ScGPT.setup_anndata(adata, batch_key=...)."
             raise ValueError(msg)
-        if isinstance(vocab, str | Path):
+        if isinstance(vocab, str | os.PathLike):
             vocab = GeneVocab.from_file(vocab)
         elif vocab is None:
             vocab = GeneVocab.from_genes(gene_names(adata, self.get_setup_arg("gene_key")))
