@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key
+from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
 from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_model
@@ -12,7 +13,7 @@ from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_mo
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["embed"]
+__all__ = ["annotate", "embed"]
 
 
 def embed(

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from ._io import load_module
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._classifier import ScGPTClassifier
     from ._scgpt import ScGPT
 
-__all__ = ["ScGPT", "load_module"]
+__all__ = ["ScGPT", "ScGPTClassifier", "load_module"]
 
 
 def __getattr__(name: str):
@@ -22,5 +23,10 @@ def __getattr__(name: str):
 
         globals()["ScGPT"] = ScGPT
         return ScGPT
+    if name == "ScGPTClassifier":
+        from ._classifier import ScGPTClassifier
+
+        globals()["ScGPTClassifier"] = ScGPTClassifier
+        return ScGPTClassifier
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

@@ -18,6 +18,8 @@ from ..module import ScGPTConfig, TransformerModel
 VOCAB_NAME = "vocab.json"
 ADATA_NAME = "adata.h5ad"
 MODEL_NAME = "ScGPT"
+#: Model classes whose saved folders hold a scGPT ``TransformerModel`` (all load here).
+MODEL_NAMES = (MODEL_NAME, "ScGPTClassifier")
 
 
 def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
@@ -54,7 +56,7 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
         )
         raise FileNotFoundError(msg)
     state, config = load_model_dir(path)
-    if config.get("model") != MODEL_NAME or "module_config" not in config:
+    if config.get("model") not in MODEL_NAMES or "module_config" not in config:
         msg = f"{path} holds a {config.get('model')!r} model, not a saved ScGPT."
         raise ValueError(msg)
     vocab = GeneVocab.from_file(path / VOCAB_NAME)

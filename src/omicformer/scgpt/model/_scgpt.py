@@ -22,6 +22,7 @@ scvi's own modules and file format:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -48,6 +49,7 @@ from ..module import ScGPTConfig, TransformerModel
 from ._io import (
     ADATA_NAME,
     MODEL_NAME,
+    MODEL_NAMES,
     VOCAB_NAME,
     jsonable,
     load_module,
@@ -361,10 +363,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         if not is_global_zero():
             return
         config = {
-            "model": MODEL_NAME,
+            "model": type(self).__name__ if type(self).__name__ in MODEL_NAMES else MODEL_NAME,
             "omicformer_version": __version__,
             "module_config": self.module.config.to_dict(),
-            "model_settings": {"max_len": self.max_len},
+            "model_settings": self._settings(),
             "init_params": jsonable(getattr(self, "init_params_", {})),
             "registry": registry_to_json(without_gene_names(self.registry_)),
             "history": history_to_json(self.history_) or None,
@@ -404,15 +406,14 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         model = cls._from_module(
             module, vocab, config["model_settings"]["max_len"], adata, registry
         )
+        model._restore_settings(config["model_settings"])
         model.init_params_ = config.get("init_params", {})
         model.history_ = history_from_json(config.get("history")) or None
         model.is_trained_ = bool(config.get("is_trained", False))
         return model
 
     @classmethod
-    def load_pretrained(
-        cls, path: str | Path, adata: AnnData, *, max_len: int | None = None
-    ) -> ScGPT:
+    def load_pretrained(cls, path: Any, adata: AnnData, *, max_len: int | None = None) -> ScGPT:
         """Start from pretrained weights: an official scGPT folder or one saved by :meth:`save`.
 
         ``adata`` must be set up with :meth:`setup_anndata`; its genes are matched to the
@@ -425,7 +426,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         Parameters
         ----------
         path
-            Official folder (``args.json``, ``vocab.json``, ``best_model.pt``) or our folder.
+            Official folder (``args.json``, ``vocab.json``, ``best_model.pt``), our folder,
+            ``"default"`` (the model shipped with omicformer) or an :class:`ScGPT` (its weights
+            are copied).
         adata
             Registered AnnData to fine-tune on or embed.
         max_len
@@ -440,9 +443,23 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         """
         from ..checkpoint import load_official
 
-        if is_model_dir(path):
+        if isinstance(path, str) and path == "default":
+            from .._resolve import DEFAULT_MODEL_DIR
+
+            path = DEFAULT_MODEL_DIR
+        if isinstance(path, ScGPT):
+            module, vocab = copy.deepcopy(path.module).cpu(), path.vocab
+            report: dict[str, Any] = {"source": type(path).__name__, "missing": [], "skipped": []}
+            saved_len = path.max_len
+        elif not isinstance(path, str | os.PathLike):
+            msg = (
+                f"path={path!r} is not understood: pass 'default', a checkpoint folder or an "
+                "ScGPT model."
+            )
+            raise TypeError(msg)
+        elif is_model_dir(path):
             module, vocab, config = load_module(path)
-            report: dict[str, Any] = {"source": str(path), "missing": [], "skipped": []}
+            report = {"source": str(path), "missing": [], "skipped": []}
             saved_len = config["model_settings"]["max_len"]
         else:
             module, vocab, report = load_official(path, task="pretrain")
@@ -461,10 +478,17 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
             module, vocab, saved_len if max_len is None else max_len, adata, None
         )
         model.pretrained_report_ = report
-        model.init_params_ = {"pretrained": str(path)}
+        model.init_params_ = {"pretrained": report["source"]}
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
+
+    def _settings(self) -> dict[str, Any]:
+        """What :meth:`save` records besides weights, config and registry (subclasses add)."""
+        return {"max_len": self.max_len}
+
+    def _restore_settings(self, settings: dict[str, Any]) -> None:
+        """Inverse of :meth:`_settings` after :meth:`load` (``max_len`` is set on creation)."""
 
     @classmethod
     def _from_module(

@@ -1,10 +1,19 @@
-"""Training of scGPT: Lightning plan, dataset and collate for generative pretraining.
+"""Training of scGPT: Lightning plans, datasets and collates (pretraining, classification).
 
 The loop itself is the shared runner, :func:`omicformer._core._train.run_training`.
 """
 
 from ..._core._train import HistoryCallback  # noqa: F401  (its home before the shared runner)
+from ._classify import ClassificationCollator, ClassifierTrainingPlan, LabelledCellDataset
 from ._data import CellDataset, GenerativeCollator, GroupedBatchSampler
 from ._plan import GenerativeTrainingPlan
 
-__all__ = ["CellDataset", "GenerativeCollator", "GenerativeTrainingPlan", "GroupedBatchSampler"]
+__all__ = [
+    "CellDataset",
+    "ClassificationCollator",
+    "ClassifierTrainingPlan",
+    "GenerativeCollator",
+    "GenerativeTrainingPlan",
+    "GroupedBatchSampler",
+    "LabelledCellDataset",
+]

@@ -1,0 +1,314 @@
+"""``scgpt.tl.annotate``: label cells from a labelled reference with scGPT."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._core._anndata import check_layer
+from ._genes import gene_names, match_genes
+from ._resolve import resolve_model
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+METHODS = ("finetune", "knn")
+#: Reference and query must share at least this many vocabulary genes.
+MIN_SHARED_GENES = 50
+UNKNOWN = "Unknown"
+
+
+def annotate(
+    adata: AnnData,
+    reference: AnnData | None = None,
+    *,
+    label_key: str,
+    model: Any = "default",
+    method: str = "finetune",
+    key_added: str | None = None,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    min_confidence: float = 0.0,
+    max_epochs: int | None = None,
+    batch_size: int = 32,
+    n_neighbors: int = 15,
+    device: str = "auto",
+    random_state: int = 0,
+    progress: bool = True,
+    return_model: bool = False,
+    copy: bool = False,
+) -> Any:
+    """Annotate cells from a labelled reference with scGPT (cell-type label transfer).
+
+    ``method="finetune"`` (the official scGPT annotation recipe): start from the pretrained
+    model, fine-tune encoder and a classifier head on the reference's labels (cross-entropy on
+    the ``<cls>`` embedding, inverse-frequency class weights; 10% of the reference held out for
+    early stopping and to calibrate the probabilities by temperature scaling), then predict.
+    ``method="knn"``: no training; the query is labelled by its ``n_neighbors`` nearest
+    reference cells in the zero-shot scGPT embedding (fast reference mapping).
+
+    Parameters
+    ----------
+    adata
+        Cells to label (raw counts or other non-negative expression in ``X`` or ``layer``;
+        gene symbols in ``var_names`` or ``var[gene_key]``).
+    reference
+        Labelled cells, ``reference.obs[label_key]``, with the same kind of expression and
+        gene names. ``None``: the labelled cells of ``adata`` are the reference and its cells
+        without a label (missing or empty) are predicted.
+    label_key
+        ``obs`` column with the labels.
+    model
+        ``"default"``, an official scGPT folder, a folder saved by ``save``, or an
+        :class:`~omicformer.scgpt.model.ScGPT` (an
+        :class:`~omicformer.scgpt.model.ScGPTClassifier` already trained on these classes is
+        used as it is, without retraining).
+    method
+        ``"finetune"`` or ``"knn"``.
+    key_added
+        ``obs`` column for the predictions; default ``"scgpt_" + label_key``.
+    layer, gene_key
+        Where the expression and the gene symbols are (the same for ``reference``).
+    min_confidence
+        Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
+    max_epochs
+        Fine-tuning epochs; ``None`` scales with the reference size
+        (:func:`~omicformer.scgpt.model._classifier.default_epochs`).
+    batch_size
+        Cells per minibatch.
+    n_neighbors
+        Neighbours of ``method="knn"``.
+    device
+        ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"``, ...
+    random_state
+        Seed of the validation split, training and tie-breaking: equal seeds give equal labels
+        on CPU.
+    progress
+        Progress bars.
+    return_model
+        Also return the fitted model (the :class:`~omicformer.scgpt.model.ScGPTClassifier`, or
+        for ``"knn"`` the scikit-learn classifier), to label further data without retraining.
+    copy
+        Return a copy of ``adata`` with the results instead of writing into it.
+
+    Returns
+    -------
+    ``None``, the annotated copy (``copy=True``), the model (``return_model=True``), or
+    ``(copy, model)``. Sets the following fields:
+
+    ``adata.obs[key_added]``
+        Predicted label (categorical; ``"Unknown"`` below ``min_confidence``). With
+        ``reference=None`` the labelled cells keep their own label.
+    ``adata.obs[key_added + "_confidence"]``
+        Probability of the predicted label (calibrated on held-out reference cells for
+        ``"finetune"``; the neighbours' vote share for ``"knn"``); ``NaN`` for cells that were
+        not predicted.
+    ``adata.uns["scgpt"][key_added]``
+        ``params``, ``classes``, ``validation`` scores (accuracy, macro-F1 on the held-out
+        reference cells) and the gene-matching counts.
+
+    Examples
+    --------
+    >>> from omicformer import datasets, scgpt
+    >>> ref = datasets.pbmc68k_reduced()
+    >>> query = datasets.pbmc_celltypist()
+    >>> scgpt.tl.annotate(query, reference=ref, label_key="bulk_labels")
+    >>> query.obs[["scgpt_bulk_labels", "scgpt_bulk_labels_confidence"]].head()
+
+    References
+    ----------
+    Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
+    using generative AI. Nature Methods 21, 1470-1480.
+    """
+    key_added = f"scgpt_{label_key}" if key_added is None else key_added
+    ref, query_mask, fitted = _check_inputs(
+        adata, reference, label_key, model, method, layer, gene_key, min_confidence
+    )
+    query = adata[query_mask]
+    if method == "finetune":
+        proba, validation, fitted_model, genes = _finetune(
+            ref, query, label_key, model, fitted, layer=layer, gene_key=gene_key,
+            max_epochs=max_epochs, batch_size=batch_size, device=device,
+            random_state=random_state, progress=progress,
+        )  # fmt: skip
+    else:
+        proba, validation, fitted_model, genes = _knn(
+            ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
+            batch_size=batch_size, device=device, random_state=random_state, progress=progress,
+        )  # fmt: skip
+
+    classes = list(proba.columns)
+    best = proba.to_numpy().argmax(1)
+    conf = proba.to_numpy()[np.arange(len(best)), best]
+    predicted = np.asarray(classes, dtype=object)[best]
+    predicted[conf < min_confidence] = UNKNOWN
+
+    adata = adata.copy() if copy else adata
+    labels = np.full(adata.n_obs, None, dtype=object)
+    confidence = np.full(adata.n_obs, np.nan)
+    if reference is None:
+        known = ~query_mask
+        labels[known] = adata.obs[label_key].to_numpy()[known].astype(str)
+    labels[query_mask], confidence[query_mask] = predicted, conf
+    categories = classes + ([UNKNOWN] if (predicted == UNKNOWN).any() else [])
+    adata.obs[key_added] = pd.Categorical(labels, categories=categories)
+    adata.obs[f"{key_added}_confidence"] = confidence
+    adata.uns.setdefault("scgpt", {})[key_added] = {
+        "params": {
+            "label_key": label_key, "method": method, "model": _describe(model), "layer": layer,
+            "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
+            "batch_size": batch_size, "n_neighbors": n_neighbors, "random_state": random_state,
+            "reference": "adata" if reference is None else "reference",
+        },
+        "classes": classes,
+        "validation": validation,
+        **genes,
+    }  # fmt: skip
+    if return_model:
+        return (adata, fitted_model) if copy else fitted_model
+    return adata if copy else None
+
+
+# ---------------------------------------------------------------------------- checks
+def _check_inputs(
+    adata: AnnData,
+    reference: AnnData | None,
+    label_key: str,
+    model: Any,
+    method: str,
+    layer: str | None,
+    gene_key: str | None,
+    min_confidence: float,
+) -> tuple[AnnData, np.ndarray, Any]:
+    """Validate everything before any change; return the labelled reference copy and query mask."""
+    if method not in METHODS:
+        msg = f"method={method!r} must be one of {METHODS}."
+        raise ValueError(msg)
+    if not 0 <= min_confidence <= 1:
+        msg = f"min_confidence={min_confidence} must lie in [0, 1]."
+        raise ValueError(msg)
+    source = adata if reference is None else reference
+    where = "adata" if reference is None else "reference"
+    if label_key not in source.obs.columns:
+        msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {list(source.obs.columns)[:20]})."
+        raise KeyError(msg)
+    for a in (adata, source):
+        check_layer(a, layer)
+        gene_names(a, gene_key)  # KeyError for an unknown gene_key
+    values = source.obs[label_key]
+    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if not has_label.any():
+        msg = f"{where}.obs[{label_key!r}] has no labels (all missing)."
+        raise ValueError(msg)
+    counts = values[has_label].astype(str).value_counts()
+    rare = sorted(counts.index[counts < 2])
+    if rare:
+        msg = (
+            f"{where}.obs[{label_key!r}] has labels with fewer than 2 cells: {rare[:10]}; remove "
+            "or merge them (a class needs cells to learn from and to validate on)."
+        )
+        raise ValueError(msg)
+    if reference is None:
+        query_mask = ~has_label
+        if not query_mask.any():
+            msg = (
+                f"every cell of adata has a label in obs[{label_key!r}]: nothing to predict. Pass "
+                "the labelled cells as reference= (or leave the labels of the cells to predict "
+                "missing)."
+            )
+            raise ValueError(msg)
+    else:
+        query_mask = np.ones(adata.n_obs, dtype=bool)
+    fitted = _fitted_classifier(model, counts.index)
+    module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
+    ref_ids = match_genes(source, module_vocab, gene_key)
+    query_ids = match_genes(adata, module_vocab, gene_key)
+    shared = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0]).size
+    if shared < MIN_SHARED_GENES:
+        msg = (
+            f"reference and query share only {shared} genes known to the model (at least "
+            f"{MIN_SHARED_GENES} needed); check that both use gene symbols (gene_key=)."
+        )
+        raise ValueError(msg)
+    ref = source[has_label].copy()
+    ref.obs[label_key] = pd.Categorical(ref.obs[label_key].astype(str))
+    return ref, query_mask, fitted
+
+
+def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
+    """``model`` when it is a trained ScGPTClassifier of exactly these classes, else None."""
+    from .model import ScGPTClassifier
+
+    if isinstance(model, ScGPTClassifier) and model.is_trained_:
+        if sorted(model.classes_) == sorted(str(c) for c in classes):
+            return model
+    return None
+
+
+def _describe(model: Any) -> str:
+    import os
+
+    if isinstance(model, str | os.PathLike):
+        return os.fspath(model)
+    return type(model).__name__
+
+
+def _gene_report(adata: AnnData, ids: np.ndarray) -> dict[str, int]:
+    return {"n_genes_matched": int((ids >= 0).sum()), "n_genes_total": int(adata.n_vars)}
+
+
+# ---------------------------------------------------------------------------- methods
+def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epochs, batch_size,
+              device, random_state, progress):  # fmt: skip
+    from .._core._device import resolve_device
+    from .model import ScGPTClassifier
+
+    clf = fitted
+    if clf is None:
+        ScGPTClassifier.setup_anndata(ref, layer=layer, labels_key=label_key, gene_key=gene_key)
+        clf = ScGPTClassifier.load_pretrained(model, ref)
+        dev = resolve_device(device)
+        clf.train(
+            max_epochs=max_epochs, batch_size=batch_size, random_state=random_state,
+            accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1,
+            enable_progress_bar=progress,
+        )  # fmt: skip
+    proba = clf.predict_proba(query, device=device, random_state=random_state, progress=progress)
+    genes = _gene_report(query, clf._gene_ids_for(query))
+    return proba, dict(getattr(clf, "validation_scores_", {})), clf, genes
+
+
+def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, batch_size, device,
+         random_state, progress):  # fmt: skip
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from .._core._train import split_indices
+    from ._embed import embed_cells
+
+    module, vocab, _ = resolve_model(model, task="embed")
+
+    def embed(a: AnnData) -> tuple[np.ndarray, np.ndarray]:
+        ids = match_genes(a, vocab, gene_key)
+        emb = embed_cells(module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
+                          n_bins=module.config.n_bins, device=device, random_state=random_state,
+                          progress=progress)  # fmt: skip
+        return emb, ids
+
+    ref_emb, _ = embed(ref)
+    query_emb, query_ids = embed(query)
+    y = ref.obs[label_key].astype(str).to_numpy()
+    k = min(n_neighbors, len(y))
+    fit, held = split_indices(len(y), 0.1, random_state)
+    validation = {}
+    if len(held):
+        check = KNeighborsClassifier(min(k, len(fit))).fit(ref_emb[fit], y[fit])
+        pred = check.predict(ref_emb[held])
+        validation = {"n_cells": len(held), "accuracy": float(accuracy_score(y[held], pred)),
+                      "macro_f1": float(f1_score(y[held], pred, average="macro"))}  # fmt: skip
+    knn = KNeighborsClassifier(k).fit(ref_emb, y)
+    proba = pd.DataFrame(knn.predict_proba(query_emb), index=query.obs_names.copy(),
+                         columns=[str(c) for c in knn.classes_])  # fmt: skip
+    return proba, validation, knn, _gene_report(query, query_ids)

@@ -1,0 +1,196 @@
+"""scgpt.tl.annotate and ScGPTClassifier on small synthetic cell types."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer.scgpt import tl
+from omicformer.scgpt.model import ScGPT, ScGPTClassifier
+
+N_GENES = 60
+TYPES = ["T", "B", "Mono"]
+FIT = {"accelerator": "cpu", "enable_progress_bar": False}
+
+
+def _cells(n_per_type: int, seed: int) -> ad.AnnData:
+    """Three cell types, each with its own 20 marker genes 8x more expressed (Poisson counts)."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for t, name in enumerate(TYPES):
+        lam = np.full(N_GENES, 0.6)
+        lam[20 * t : 20 * (t + 1)] = 5.0
+        rows.append(rng.poisson(lam, size=(n_per_type, N_GENES)))
+        labels += [name] * n_per_type
+    X = np.vstack(rows).astype(np.float32)
+    X[X.sum(1) == 0, 0] = 1
+    obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
+    return ad.AnnData(
+        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models train faster single-threaded, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> ScGPT:
+    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
+    a = _cells(4, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def ref_query():
+    return _cells(30, seed=0), _cells(15, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(ref_query, pretrained):
+    ref, _ = ref_query
+    ref = ref.copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(pretrained, ref)
+    with torch.random.fork_rng():
+        clf.train(max_epochs=8, lr=3e-3, batch_size=16, **FIT)
+    return clf
+
+
+def test_classifier_learns_and_calibrates(trained, ref_query):
+    _, query = ref_query
+    pred = trained.predict(query, progress=False)
+    truth = query.obs["cell_type"].to_numpy()
+    assert (pred.astype(str).to_numpy() == truth).mean() > 0.9  # chance 1/3
+    proba = trained.predict_proba(query, progress=False)
+    assert list(proba.columns) == sorted(TYPES) == trained.classes_
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert trained.temperature_ > 0 and trained.validation_scores_["n_cells"] == 9
+    assert {"train_loss", "validation_loss", "validation_accuracy"} <= set(trained.history)
+    assert trained.module.cls_decoder.out_layer.out_features == 3
+
+
+def test_classifier_save_load_round_trip(trained, ref_query, tmp_path):
+    _, query = ref_query
+    trained.save(tmp_path / "clf")
+    loaded = ScGPTClassifier.load(tmp_path / "clf")
+    assert loaded.classes_ == trained.classes_
+    assert loaded.temperature_ == trained.temperature_
+    pd.testing.assert_frame_equal(
+        loaded.predict_proba(query, progress=False), trained.predict_proba(query, progress=False)
+    )
+    # the saved folder also embeds through tl.embed like any scGPT folder
+    out = tl.embed(query, model=tmp_path / "clf", progress=False, copy=True)
+    assert out.obsm["X_scgpt"].shape == (45, 32)
+
+
+def test_annotate_finetune_writes_fields_and_reuses_a_trained_classifier(trained, ref_query):
+    ref, query = ref_query
+    q = query.copy()
+    clf = tl.annotate(q, ref, label_key="cell_type", model=trained, progress=False,
+                      return_model=True)  # fmt: skip
+    assert clf is trained  # trained on these classes: used as it is
+    pred = q.obs["scgpt_cell_type"]
+    assert isinstance(pred.dtype, pd.CategoricalDtype)
+    assert (pred.astype(str) == q.obs["cell_type"]).mean() > 0.9
+    conf = q.obs["scgpt_cell_type_confidence"]
+    assert conf.between(1 / 3, 1).all()
+    uns = q.uns["scgpt"]["scgpt_cell_type"]
+    assert uns["classes"] == sorted(TYPES) and uns["params"]["method"] == "finetune"
+    assert uns["n_genes_matched"] == N_GENES
+
+
+def test_annotate_finetune_from_pretrained_and_reference_none(pretrained, ref_query):
+    ref, query = ref_query
+    both = ad.concat([ref, query])
+    both.obs["partial"] = both.obs["cell_type"].astype(object)
+    both.obs.loc[query.obs_names, "partial"] = np.nan
+    before = both.obs.copy()
+    tl.annotate(both, label_key="partial", model=pretrained, max_epochs=8, progress=False,
+                random_state=1)  # fmt: skip
+    pd.testing.assert_frame_equal(both.obs[before.columns], before)  # input columns untouched
+    got = both.obs["scgpt_partial"].astype(str)
+    assert (got[ref.obs_names] == ref.obs["cell_type"]).all()  # known labels kept
+    assert both.obs.loc[ref.obs_names, "scgpt_partial_confidence"].isna().all()
+    assert set(got[query.obs_names]) <= set(TYPES)
+    # same seed, same labels and confidences (CPU)
+    again = both.copy()
+    tl.annotate(again, label_key="partial", model=pretrained, max_epochs=8, progress=False,
+                random_state=1, key_added="again")  # fmt: skip
+    pd.testing.assert_series_equal(
+        again.obs["again_confidence"], both.obs["scgpt_partial_confidence"], check_names=False
+    )
+
+
+def test_annotate_knn(pretrained, ref_query):
+    ref, query = ref_query
+    out = tl.annotate(query, ref, label_key="cell_type", model=pretrained, method="knn",
+                      progress=False, copy=True, n_neighbors=5)  # fmt: skip
+    conf = out.obs["scgpt_cell_type_confidence"]
+    np.testing.assert_allclose(conf * 5, np.round(conf * 5))  # vote shares of 5 neighbours
+    assert out.uns["scgpt"]["scgpt_cell_type"]["validation"]["n_cells"] == 9
+    assert "scgpt_cell_type" not in query.obs
+    # min_confidence: cells below it become "Unknown" (and only those)
+    sure = tl.annotate(query, ref, label_key="cell_type", model=pretrained, method="knn",
+                       progress=False, copy=True, n_neighbors=5, min_confidence=0.9)  # fmt: skip
+    unknown = sure.obs["scgpt_cell_type"] == "Unknown"
+    assert unknown.sum() == (conf < 0.9).sum()
+    kept = ~unknown.to_numpy()
+    got, before = sure.obs["scgpt_cell_type"].astype(str), out.obs["scgpt_cell_type"].astype(str)
+    assert (got[kept] == before[kept]).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "error", "match"),
+    [
+        (None, {"label_key": "nope"}, KeyError, r"label_key='nope' is not a column.*cell_type"),
+        (None, {"method": "svm"}, ValueError, "method='svm'"),
+        (None, {"min_confidence": 1.5}, ValueError, r"min_confidence=1.5 must lie in \[0, 1\]"),
+        (None, {"model": 3}, TypeError, "model=3 is not understood"),
+        ("all_missing", {}, ValueError, "has no labels"),
+        ("singleton", {}, ValueError, r"fewer than 2 cells: \['Rare'\]"),
+        ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),
+        ("half_genes", {}, ValueError, "share only 30 genes known to the model"),
+    ],
+)
+def test_annotate_bad_input_leaves_adata_untouched(
+    pretrained, ref_query, change, kwargs, error, match
+):
+    ref, query = ref_query
+    ref, query = ref.copy(), query.copy()
+    if change == "all_missing":
+        ref.obs["cell_type"] = np.nan
+    elif change == "singleton":
+        ref.obs["cell_type"] = ref.obs["cell_type"].astype(str)
+        ref.obs.iloc[0, 0] = "Rare"
+    elif change == "unknown_genes":
+        query.var_names = [f"X{i}" for i in range(N_GENES)]
+    elif change == "half_genes":
+        query.var_names = [f"X{i}" if i < 30 else f"G{i}" for i in range(N_GENES)]
+    before_obs, before_uns = query.obs.copy(), dict(query.uns)
+    args = {"label_key": "cell_type", "model": pretrained, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        tl.annotate(query, ref, **args)
+    pd.testing.assert_frame_equal(query.obs, before_obs)
+    assert dict(query.uns) == before_uns
+
+
+def test_annotate_nothing_to_predict(pretrained, ref_query):
+    ref, _ = ref_query
+    with pytest.raises(ValueError, match="nothing to predict"):
+        tl.annotate(ref, label_key="cell_type", model=pretrained, progress=False)
+
+
+def test_classifier_needs_labels(ref_query, pretrained):
+    ref = ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref)
+    with pytest.raises(ValueError, match="labels_key"):
+        ScGPTClassifier.load_pretrained(pretrained, ref)
