@@ -74,8 +74,9 @@ def annotate(
     min_confidence
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs
-        Fine-tuning epochs; ``None`` scales with the reference size
-        (:func:`~omicformer.scgpt.model._classifier.default_epochs`).
+        Fine-tuning epochs; ``None`` scales with the reference size (about 8,000 cell passes,
+        between 10 and 30 epochs), and early stopping ends sooner when the held-out loss stops
+        improving.
     batch_size
         Cells per minibatch.
     n_neighbors

@@ -127,8 +127,8 @@ class ScGPTClassifier(ScGPT):
         Parameters
         ----------
         max_epochs
-            Passes over the labelled cells; ``None`` scales with the data:
-            :func:`default_epochs` (more epochs for small references, at least 10).
+            Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
+            passes, between 10 and 30 epochs (more epochs for small references).
         batch_size, lr
             Minibatch size (per device) and Adam learning rate (official 32 and 1e-4).
         max_steps, validation_size, early_stopping, early_stopping_patience
