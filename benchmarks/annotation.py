@@ -1,0 +1,464 @@
+"""Cell-type annotation: ``scgpt.tl.annotate`` (fine-tune and kNN) vs four reference baselines.
+
+Every method is fitted on a labelled reference only and scored on a query whose labels it never
+sees: macro-F1 (unweighted mean of per-class F1 over the classes present in the query's truth)
+and accuracy, from :mod:`sklearn.metrics`. One table per evaluation set: mean ± sample sd over
+the seeds and the mean wall seconds of one fit + predict.
+
+Evaluation sets
+---------------
+``pbmc68k_reduced`` — ``datasets.pbmc68k_reduced()``, label ``bulk_labels`` (10 types), a
+stratified 70/30 reference/query split per seed (``train_test_split(..., stratify=...)``).
+
+``transfer`` — reference = all 700 cells of ``pbmc68k_reduced``; query = the 559 cells of
+``datasets.pbmc_celltypist()``, a separate 10x experiment with raw counts that shares 764 of the
+reference's 765 genes (``pbmc_seurat_small`` has 80 cells and 115 shared genes;
+``pbmc_two_batch`` keeps only 230 genes). The query is restricted to the shared genes for every
+method. It has no labels, so truth labels come from marker genes (see ``marker_labels``):
+
+1. ``normalize_total`` to 1e4 and ``log1p`` over all 32,786 genes; the top 2,000 genes by
+   scanpy's ``seurat`` dispersion, z-scored and clipped at 10; PCA (20 components, full SVD).
+2. Ward agglomerative clustering (scikit-learn) into 12 clusters (deterministic, no seed).
+3. Per cluster, the mean log-normalised expression of each marker, divided by that marker's
+   largest cluster mean (0 if never detected); a type's score is the mean over its markers and
+   the cluster takes the highest-scoring type: T (CD3E, CD3D), B (MS4A1, CD79A), NK (NKG7, GNLY),
+   CD14 monocyte (CD14, LYZ), FCGR3A monocyte (FCGR3A, MS4A7), dendritic (FCER1A, CST3),
+   megakaryocyte (PPBP).
+4. Scored classes: T, B, NK, and myeloid = the two monocyte types + dendritic. Megakaryocytes
+   have no reference class and are left out of the scores.
+
+Predictions (``bulk_labels`` names) are mapped by ``BULK_TO_COARSE`` before scoring: the five
+CD4/CD8 T labels -> T, CD19+ B -> B, CD56+ NK -> NK, CD14+ Monocyte and Dendritic -> myeloid,
+CD34+ -> no class (always wrong). Why coarse: in the reference, the ``CD14+ Monocyte`` cells are
+FCGR3A-high and ``Dendritic`` includes FCER1A-negative LYZ/CST3-high cells, so its monocyte/DC
+split does not follow these markers (and the query has no FCER1A reads at all); its CD8 labels
+share a cluster with NK cells, and no query cluster separates CD8 from CD4 T cells, so CD8 T is
+not a class of its own.
+
+Matrices
+--------
+``pbmc68k_reduced`` ships no counts: ``X`` (= ``layers["lognorm"]``) is
+``log1p(normalize_total(counts, 1e4))`` of 765 genes and ``layers["scaled"]`` their z-scores.
+scGPT gets ``X`` as-is: its binning is per cell and rank-based over the non-zero values, which
+this increasing, zero-preserving transform leaves unchanged. Baselines use the same log-normalised
+values. scANVI needs counts: ``expm1(X) * n_counts / 1e4`` recovers them (``n_counts`` is the
+per-cell total the normalisation divided by); the script rounds them and checks that every value
+was within 0.25 of an integer, else it skips scANVI with the reason. The query of the transfer
+set has raw counts in ``X``: scGPT and scANVI get them, the baselines
+``log1p(normalize_total(counts, 1e4))`` computed over all its genes like the reference's.
+
+Methods
+-------
+* logistic regression / kNN (k=15) on PCA-50: the reference's top 500 genes by ``seurat``
+  dispersion, z-scored with the reference's mean/sd and clipped at 10; PCA fitted on the
+  reference, the query projected with the same genes, scaling and loadings.
+* CellTypist-style: L2 logistic regression on all shared genes, z-scored with the reference's
+  mean/sd, clipped at 10; C from {1e-3, 1e-2, 0.1, 1, 10, 100} by stratified 5-fold CV
+  (macro-F1) on the reference (the CV score is flat from C=10 up).
+* scANVI: scVI on reference + query counts (batch = data set for the transfer set, none within
+  ``pbmc68k_reduced``), then scANVI with the query unlabelled; 400 scVI epochs (what
+  scvi-tools picks by default for fewer than 20,000 cells) + 20 scANVI epochs (``--quick``:
+  100 + 10), other settings scvi-tools' defaults. With 100 + 20 epochs scANVI's macro-F1 was
+  about 0.03 to 0.04 lower on seed 0 of both sets.
+* ours: ``scgpt.tl.annotate(query, reference=ref, label_key="bulk_labels", method=...)`` with
+  default arguments except ``random_state=seed`` and ``progress=False``, ``method="finetune"``
+  and ``"knn"``; printed "not available" while ``tl.annotate`` does not exist.
+
+Timing: one torch and BLAS thread by default (``--threads``), so that seconds are comparable
+between runs; on 2 cores shared with other work, two threads made scVI many times slower.
+
+    python benchmarks/annotation.py                 # seeds 0 1 2, both sets
+    python benchmarks/annotation.py --quick         # seed 0, 100 + 10 scANVI epochs
+    python benchmarks/annotation.py --methods lr_pca knn_pca celltypist --sets transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+import sklearn
+import torch
+from anndata import AnnData
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from omicformer import datasets
+
+LABEL = "bulk_labels"
+MARKERS = {
+    "T": ["CD3E", "CD3D"],
+    "B": ["MS4A1", "CD79A"],
+    "NK": ["NKG7", "GNLY"],
+    "CD14 monocyte": ["CD14", "LYZ"],
+    "FCGR3A monocyte": ["FCGR3A", "MS4A7"],
+    "dendritic": ["FCER1A", "CST3"],
+    "megakaryocyte": ["PPBP"],
+}
+MARKER_TO_SCORED = {
+    "T": "T",
+    "B": "B",
+    "NK": "NK",
+    "CD14 monocyte": "myeloid",
+    "FCGR3A monocyte": "myeloid",
+    "dendritic": "myeloid",
+}  # megakaryocyte: not scored
+BULK_TO_COARSE = {
+    "CD4+/CD25 T Reg": "T",
+    "CD4+/CD45RA+/CD25- Naive T": "T",
+    "CD4+/CD45RO+ Memory": "T",
+    "CD8+ Cytotoxic T": "T",
+    "CD8+/CD45RA+ Naive Cytotoxic": "T",
+    "CD19+ B": "B",
+    "CD56+ NK": "NK",
+    "CD14+ Monocyte": "myeloid",
+    "Dendritic": "myeloid",
+    "CD34+": "CD34+ (no query class)",
+}
+METHODS = {
+    "lr_pca": "logistic regression, PCA-50",
+    "knn_pca": "kNN (k=15), PCA-50",
+    "celltypist": "CellTypist-style LR (CV C)",
+    "scanvi": "scANVI",
+    "scgpt_finetune": "scGPT annotate, finetune",
+    "scgpt_knn": "scGPT annotate, knn",
+}
+
+
+@dataclass
+class Task:
+    """One reference/query pair; ``X`` = scGPT input, ``layers["lognorm"]``, ``layers["counts"]``."""
+
+    ref: AnnData
+    query: AnnData
+    truth: np.ndarray  # scored label of each query cell
+    to_scored: dict[str, str] | None = None  # reference label -> scored class (None: identity)
+    batch: bool = False  # scANVI batch = data set of origin
+    counts_reason: str | None = None  # why there are no counts (scANVI skipped)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- data sets
+
+
+def recover_counts(adata: AnnData) -> tuple[np.ndarray | None, str]:
+    """Counts from ``log1p(counts / n_counts * 1e4)``; None and the reason if not integer."""
+    lognorm = adata.layers["lognorm"].toarray()
+    counts = np.expm1(lognorm.astype(np.float64)) * adata.obs["n_counts"].to_numpy()[:, None] / 1e4
+    dev = float(np.abs(counts - np.round(counts)).max())
+    if dev > 0.25:
+        return None, f"expm1(X) * n_counts / 1e4 is not integer (max deviation {dev:.2f})"
+    return np.round(counts).astype(np.float32), f"max deviation from an integer {dev:.3f}"
+
+
+def pbmc68k() -> tuple[AnnData, str | None, str]:
+    adata = datasets.pbmc68k_reduced()
+    counts, note = recover_counts(adata)
+    if counts is not None:
+        adata.layers["counts"] = sp.csr_matrix(counts)
+        return adata, None, note
+    return adata, note, note
+
+
+def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
+    labels = adata.obs[LABEL].astype(str).to_numpy()
+    ref_idx, q_idx = train_test_split(
+        np.arange(adata.n_obs), test_size=0.3, stratify=labels, random_state=seed
+    )
+    ref, query = adata[np.sort(ref_idx)].copy(), adata[np.sort(q_idx)].copy()
+    truth = query.obs.pop(LABEL).astype(str).to_numpy()
+    return Task(ref, query, truth, counts_reason=counts_reason)
+
+
+def marker_labels(lognorm: AnnData) -> tuple[pd.Series, pd.DataFrame]:
+    """Name each cell by its cluster's best marker score (procedure in the module docstring)."""
+    hvg = sc.pp.highly_variable_genes(lognorm, n_top_genes=2000, flavor="seurat", inplace=False)
+    x = lognorm[:, hvg["highly_variable"].to_numpy()].X.toarray()
+    x = np.clip(StandardScaler().fit_transform(x), -10, 10)
+    pcs = PCA(20, svd_solver="full").fit_transform(x)
+    clusters = AgglomerativeClustering(n_clusters=12, linkage="ward").fit_predict(pcs)
+    genes = [g for markers in MARKERS.values() for g in markers]
+    means = pd.DataFrame(lognorm[:, genes].X.toarray(), columns=genes).groupby(clusters).mean()
+    scaled = means / means.max().replace(0, np.inf)
+    scores = pd.DataFrame({name: scaled[m].mean(axis=1) for name, m in MARKERS.items()})
+    names = scores.idxmax(axis=1)
+    per_cluster = pd.DataFrame(
+        {"cells": pd.Series(clusters).value_counts().sort_index(), "name": names}
+    )
+    per_cluster["score"] = scores.max(axis=1).astype(float).round(2)
+    return pd.Series(names.loc[clusters].to_numpy(), index=lognorm.obs_names), per_cluster
+
+
+def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
+    raw = datasets.pbmc_celltypist()
+    full = raw.copy()
+    sc.pp.normalize_total(full, target_sum=1e4)
+    sc.pp.log1p(full)
+    names, per_cluster = marker_labels(full)
+    shared = ref_all.var_names[ref_all.var_names.isin(raw.var_names)]
+    query = raw[:, shared].copy()  # X = counts = layers["counts"]
+    query.layers["lognorm"] = sp.csr_matrix(full[:, shared].X)
+    scored = names.map(MARKER_TO_SCORED)
+    keep = scored.notna().to_numpy()
+    query = query[keep].copy()
+    ref = ref_all[:, shared].copy()
+    notes = [
+        f"query: pbmc_celltypist, {raw.n_obs} cells, restricted to the {len(shared)} genes it "
+        "shares with the reference",
+        "marker-named clusters (Ward, 12 clusters): "
+        + ", ".join(f"{name} {n}" for name, n in names.value_counts().items()),
+        "scored classes: "
+        + ", ".join(f"{name} {n}" for name, n in scored[keep].value_counts().items())
+        + f"; {int((~keep).sum())} megakaryocyte cells not scored (no reference class)",
+        "per cluster: "
+        + "; ".join(f"{i}: {r.cells} {r['name']} ({r.score})" for i, r in per_cluster.iterrows()),
+    ]
+    return Task(
+        ref,
+        query,
+        scored[keep].to_numpy(),
+        to_scored=BULK_TO_COARSE,
+        batch=True,
+        counts_reason=counts_reason,
+        notes=notes,
+    )
+
+
+# ----------------------------------------------------------------------------------- methods
+
+
+def _dense(x) -> np.ndarray:
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def pca_features(task: Task, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    ref = AnnData(task.ref.layers["lognorm"].copy(), var=pd.DataFrame(index=task.ref.var_names))
+    hvg = sc.pp.highly_variable_genes(ref, n_top_genes=500, flavor="seurat", inplace=False)
+    genes = hvg["highly_variable"].to_numpy()
+    scaler = StandardScaler().fit(_dense(task.ref.layers["lognorm"][:, genes]))
+    r = np.clip(scaler.transform(_dense(task.ref.layers["lognorm"][:, genes])), -10, 10)
+    q = np.clip(scaler.transform(_dense(task.query.layers["lognorm"][:, genes])), -10, 10)
+    pca = PCA(50, random_state=seed).fit(r)
+    return pca.transform(r), pca.transform(q)
+
+
+def lr_pca(task: Task, seed: int, args) -> np.ndarray:
+    r, q = pca_features(task, seed)
+    clf = LogisticRegression(max_iter=2000, random_state=seed)
+    return clf.fit(r, task.ref.obs[LABEL].astype(str)).predict(q)
+
+
+def knn_pca(task: Task, seed: int, args) -> np.ndarray:
+    r, q = pca_features(task, seed)
+    clf = KNeighborsClassifier(n_neighbors=15)
+    return clf.fit(r, task.ref.obs[LABEL].astype(str)).predict(q)
+
+
+def celltypist_style(task: Task, seed: int, args) -> np.ndarray:
+    scaler = StandardScaler().fit(_dense(task.ref.layers["lognorm"]))
+    r = np.clip(scaler.transform(_dense(task.ref.layers["lognorm"])), -10, 10)
+    q = np.clip(scaler.transform(_dense(task.query.layers["lognorm"])), -10, 10)
+    search = GridSearchCV(
+        LogisticRegression(max_iter=1000, random_state=seed),
+        {"C": [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]},
+        scoring="f1_macro",
+        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+        n_jobs=1,
+    )
+    search.fit(r, task.ref.obs[LABEL].astype(str))
+    args.chosen_c.append(search.best_params_["C"])
+    return search.predict(q)
+
+
+def scanvi(task: Task, seed: int, args) -> np.ndarray | str:
+    if task.counts_reason is not None:
+        return f"skipped: no counts ({task.counts_reason})"
+    import scvi
+
+    scvi.settings.verbosity = logging.ERROR
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    scvi.settings.seed = seed
+    both = AnnData(
+        sp.vstack([sp.csr_matrix(task.ref.layers["counts"]), task.query.layers["counts"]]).tocsr(),
+        obs=pd.DataFrame(
+            {
+                "label": np.r_[task.ref.obs[LABEL].astype(str), ["Unknown"] * task.query.n_obs],
+                "dataset": ["reference"] * task.ref.n_obs + ["query"] * task.query.n_obs,
+            }
+        ),
+    )
+    both.obs_names_make_unique()
+    both.var_names = task.ref.var_names
+    scvi.model.SCVI.setup_anndata(both, batch_key="dataset" if task.batch else None)
+    trainer = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+    vae = scvi.model.SCVI(both)
+    vae.train(max_epochs=args.scvi_epochs, **trainer)
+    model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="Unknown", labels_key="label")
+    model.train(max_epochs=args.scanvi_epochs, **trainer)
+    return np.asarray(model.predict())[task.ref.n_obs :]
+
+
+def _annotate():
+    """``scgpt.tl.annotate`` if it exists; only its absence is tolerated, not its errors."""
+    try:
+        from omicformer.scgpt import tl
+
+        return tl.annotate
+    except (AttributeError, ImportError):
+        return None
+
+
+def scgpt(method: str):
+    def run(task: Task, seed: int, args) -> np.ndarray | str:
+        annotate = _annotate()
+        if annotate is None:
+            return "not available (omicformer.scgpt.tl.annotate does not exist yet)"
+        query = task.query.copy()
+        annotate(
+            query,
+            reference=task.ref,
+            label_key=LABEL,
+            method=method,
+            random_state=seed,
+            progress=False,
+        )
+        return query.obs[f"scgpt_{LABEL}"].astype(str).to_numpy()
+
+    return run
+
+
+RUNNERS = {
+    "lr_pca": lr_pca,
+    "knn_pca": knn_pca,
+    "celltypist": celltypist_style,
+    "scanvi": scanvi,
+    "scgpt_finetune": scgpt("finetune"),
+    "scgpt_knn": scgpt("knn"),
+}
+
+
+# ----------------------------------------------------------------------------------- scoring
+
+
+def score(task: Task, pred: np.ndarray) -> tuple[float, float]:
+    pred = np.asarray(pred, dtype=str)
+    if task.to_scored is not None:
+        pred = np.array([task.to_scored[p] for p in pred])
+    classes = sorted(set(task.truth))
+    f1 = f1_score(task.truth, pred, labels=classes, average="macro", zero_division=0)
+    return float(f1), float(accuracy_score(task.truth, pred))
+
+
+def evaluate(make_task, seeds: list[int], methods: list[str], args) -> tuple[pd.DataFrame, Task]:
+    rows, task = [], None
+    for seed in seeds:
+        task = make_task(seed)
+        for m in methods:
+            with threadpool_limits(args.threads):  # also BLAS/OpenMP libraries loaded by now
+                t = time.perf_counter()
+                pred = RUNNERS[m](task, seed, args)
+                dt = time.perf_counter() - t
+            if isinstance(pred, str):
+                rows.append({"method": m, "seed": seed, "note": pred})
+                continue
+            f1, acc = score(task, pred)
+            rows.append({"method": m, "seed": seed, "f1": f1, "acc": acc, "s": dt, "note": ""})
+    return pd.DataFrame(rows), task
+
+
+def _mean_sd(values: pd.Series) -> str:
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {sd:.3f}"
+
+
+def print_table(title: str, res: pd.DataFrame, methods: list[str]) -> None:
+    print(f"\n{title}")
+    print(f"  {'method':<30}{'macro-F1':>16}{'accuracy':>16}{'s/run':>9}")
+    for m in methods:
+        r = res[res["method"] == m]
+        if "f1" not in r or r["f1"].isna().all():
+            print(f"  {METHODS[m]:<30}  {r['note'].iloc[0]}")
+            continue
+        f1, acc = _mean_sd(r["f1"]), _mean_sd(r["acc"])
+        print(f"  {METHODS[m]:<30}{f1:>16}{acc:>16}{r['s'].mean():>9.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--quick", action="store_true", help="first seed, 100 + 10 scANVI epochs")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--sets", nargs="+", choices=["pbmc68k", "transfer"], default=None)
+    p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
+    p.add_argument("--scanvi-epochs", type=int, default=None, help="default 20 (--quick: 10)")
+    p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    args = p.parse_args()
+    seeds = [args.seeds[0]] if args.quick else args.seeds
+    args.scvi_epochs = args.scvi_epochs or (100 if args.quick else 400)
+    args.scanvi_epochs = args.scanvi_epochs or (10 if args.quick else 20)
+    sets = args.sets or ["pbmc68k", "transfer"]
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+
+    import scvi
+
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), scanpy {sc.__version__}, "
+        f"scikit-learn {sklearn.__version__}, scvi-tools {scvi.__version__}; seeds "
+        f"{', '.join(map(str, seeds))}; scANVI: {args.scvi_epochs} scVI + {args.scanvi_epochs} "
+        "scANVI epochs"
+    )
+    adata, counts_reason, counts_note = pbmc68k()
+    print(f"pbmc68k_reduced counts recovered from log-normalised X: {counts_note}")
+
+    if "pbmc68k" in sets:
+        args.chosen_c = []
+        res, task = evaluate(
+            lambda seed: split_task(adata, counts_reason, seed), seeds, args.methods, args
+        )
+        print_table(
+            f"pbmc68k_reduced, {LABEL}: stratified 70/30 split ({task.ref.n_obs} reference / "
+            f"{task.query.n_obs} query cells, {len(set(task.truth))} classes), "
+            f"mean ± sd over {len(seeds)} seed(s)",
+            res,
+            args.methods,
+        )
+        if args.chosen_c:
+            print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
+
+    if "transfer" in sets:
+        args.chosen_c = []
+        task = transfer_task(adata, counts_reason)
+        res, _ = evaluate(lambda seed: task, seeds, args.methods, args)
+        print_table(
+            f"transfer: reference pbmc68k_reduced ({task.ref.n_obs} cells, {LABEL}) -> query "
+            f"pbmc_celltypist ({task.query.n_obs} scored cells, marker labels), "
+            f"mean ± sd over {len(seeds)} seed(s)",
+            res,
+            args.methods,
+        )
+        if args.chosen_c:
+            print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
+        for note in task.notes:
+            print(f"  {note}")
+
+
+if __name__ == "__main__":
+    main()
