@@ -194,3 +194,10 @@ def test_classifier_needs_labels(ref_query, pretrained):
     ScGPTClassifier.setup_anndata(ref)
     with pytest.raises(ValueError, match="labels_key"):
         ScGPTClassifier.load_pretrained(pretrained, ref)
+
+
+def test_default_epochs_scale_with_reference_size():
+    from omicformer.scgpt.model._classifier import default_epochs
+
+    # ceil(8000 / n) clipped to [3, 30]: 8000/441 = 18.1 -> 19; 8000/700 = 11.4 -> 12
+    assert [default_epochs(n) for n in (100, 441, 700, 5000)] == [30, 19, 12, 3]

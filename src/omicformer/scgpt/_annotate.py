@@ -76,7 +76,7 @@ def annotate(
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs
         Fine-tuning epochs; ``None`` scales with the reference size (about 8,000 cell passes,
-        between 10 and 30 epochs), and early stopping ends sooner when the held-out loss stops
+        between 3 and 30 epochs), and early stopping ends sooner when the held-out loss stops
         improving.
     max_len
         Tokens per cell (``<cls>`` included; cells with more expressed genes keep a random

@@ -128,7 +128,8 @@ class ScGPTClassifier(ScGPT):
         ----------
         max_epochs
             Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
-            passes, between 10 and 30 epochs (more epochs for small references).
+            passes, between 3 and 30 epochs (more epochs for small references, few for large
+            ones so that CPU runs stay in minutes).
         batch_size, lr
             Minibatch size (per device) and Adam learning rate. The official tutorial uses 32
             and 1e-4 with a factor 0.9 per epoch; with the small default model, 3e-4 and 0.95
@@ -303,8 +304,8 @@ class ScGPTClassifier(ScGPT):
 
 
 def default_epochs(n_cells: int) -> int:
-    """Epochs when ``max_epochs=None``: about 8,000 cell passes, between 10 and 30 epochs."""
-    return int(np.clip(np.ceil(8000 / max(n_cells, 1)), 10, 30))
+    """Epochs when ``max_epochs=None``: about 8,000 cell passes, between 3 and 30 epochs."""
+    return int(np.clip(np.ceil(8000 / max(n_cells, 1)), 3, 30))
 
 
 def _require_labels(cls: type[ScGPT], adata: AnnData) -> None:
