@@ -105,7 +105,7 @@ def test_annotate_finetune_writes_fields_and_reuses_a_trained_classifier(trained
     assert conf.between(1 / 3, 1).all()
     uns = q.uns["scgpt"]["scgpt_cell_type"]
     assert uns["classes"] == sorted(TYPES) and uns["params"]["method"] == "finetune"
-    assert uns["n_genes_matched"] == N_GENES
+    assert uns["n_genes_matched"] == uns["n_genes_shared"] == N_GENES
 
 
 def test_annotate_finetune_from_pretrained_and_reference_none(pretrained, ref_query):
@@ -201,3 +201,22 @@ def test_default_epochs_scale_with_reference_size():
 
     # ceil(8000 / n) clipped to [3, 30]: 8000/441 = 18.1 -> 19; 8000/700 = 11.4 -> 12
     assert [default_epochs(n) for n in (100, 441, 700, 5000)] == [30, 19, 12, 3]
+
+
+def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query):
+    """Extra query genes (known to the model, absent from the reference) change nothing."""
+    ref, query = ref_query
+    extra = ad.AnnData(
+        sp.csr_matrix(np.random.default_rng(3).poisson(4.0, (query.n_obs, 10)).astype(np.float32)),
+        obs=query.obs[[]], var=pd.DataFrame(index=[f"G{i}" for i in range(10)]),
+    )  # fmt: skip
+    wide = ad.concat([query[:, 10:], extra], axis=1, merge="same")  # G10..G59 + new G0..G9
+    narrow_ref = ref[:, 10:].copy()
+    kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False}
+    a = tl.annotate(query[:, 10:].copy(), narrow_ref, copy=True, **kw)
+    b = tl.annotate(wide, narrow_ref, copy=True, **kw)
+    assert b.uns["scgpt"]["scgpt_cell_type"]["n_genes_shared"] == 50
+    assert b.uns["scgpt"]["scgpt_cell_type"]["n_genes_matched"] == 60
+    np.testing.assert_array_equal(
+        a.obs["scgpt_cell_type_confidence"], b.obs["scgpt_cell_type_confidence"]
+    )

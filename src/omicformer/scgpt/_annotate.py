@@ -115,7 +115,9 @@ def annotate(
         not predicted.
     ``adata.uns["scgpt"][key_added]``
         ``params``, ``classes``, ``validation`` scores (accuracy, macro-F1 on the held-out
-        reference cells) and the gene-matching counts.
+        reference cells) and the gene counts: ``n_genes_matched`` (query genes in the model's
+        vocabulary), ``n_genes_shared`` (of those, also in the reference: the genes both sides
+        are read with, so that their cells are comparable) and ``n_genes_total``.
 
     Examples
     --------
@@ -131,19 +133,18 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
-    ref, query_mask, fitted = _check_inputs(
+    ref, query, query_mask, fitted, genes = _check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
-    query = adata[query_mask]
     if method == "finetune":
-        proba, validation, fitted_model, genes = _finetune(
+        proba, validation, fitted_model = _finetune(
             ref, query, label_key, model, fitted, layer=layer, gene_key=gene_key,
             max_epochs=max_epochs, max_len=256 if max_len is None else max_len,
             batch_size=batch_size, device=device,
             random_state=random_state, progress=progress,
         )  # fmt: skip
     else:
-        proba, validation, fitted_model, genes = _knn(
+        proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
             max_len=1200 if max_len is None else max_len, batch_size=batch_size, device=device,
             random_state=random_state, progress=progress,
@@ -192,8 +193,13 @@ def _check_inputs(
     layer: str | None,
     gene_key: str | None,
     min_confidence: float,
-) -> tuple[AnnData, np.ndarray, Any]:
-    """Validate everything before any change; return the labelled reference copy and query mask."""
+) -> tuple[AnnData, AnnData, np.ndarray, Any, dict[str, int]]:
+    """Validate everything before any change.
+
+    Returns the labelled reference (a copy) and the query (a view), both restricted to the
+    genes they share in the model's vocabulary, the query mask, a reusable trained classifier
+    (or ``None``) and the gene counts.
+    """
     if method not in METHODS:
         msg = f"method={method!r} must be one of {METHODS}."
         raise ValueError(msg)
@@ -202,6 +208,9 @@ def _check_inputs(
         raise ValueError(msg)
     source = adata if reference is None else reference
     where = "adata" if reference is None else "reference"
+    if reference is not None and reference.n_obs == 0:
+        msg = "reference has no cells."
+        raise ValueError(msg)
     if label_key not in source.obs.columns:
         msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {list(source.obs.columns)[:20]})."
         raise KeyError(msg)
@@ -236,16 +245,21 @@ def _check_inputs(
     module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
     ref_ids = match_genes(source, module_vocab, gene_key)
     query_ids = match_genes(adata, module_vocab, gene_key)
-    shared = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0]).size
+    common = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0])
+    shared = common.size
     if shared < MIN_SHARED_GENES:
         msg = (
             f"reference and query share only {shared} genes known to the model (at least "
             f"{MIN_SHARED_GENES} needed); check that both use gene symbols (gene_key=)."
         )
         raise ValueError(msg)
-    ref = source[has_label].copy()
+    # both sides read the same genes, so that reference and query cells are comparable
+    ref = source[has_label][:, np.isin(ref_ids, common)].copy()
     ref.obs[label_key] = pd.Categorical(ref.obs[label_key].astype(str))
-    return ref, query_mask, fitted
+    query = adata[query_mask][:, np.isin(query_ids, common)]
+    genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
+             "n_genes_total": int(adata.n_vars)}  # fmt: skip
+    return ref, query, query_mask, fitted, genes
 
 
 def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
@@ -266,10 +280,6 @@ def _describe(model: Any) -> str:
     return type(model).__name__
 
 
-def _gene_report(adata: AnnData, ids: np.ndarray) -> dict[str, int]:
-    return {"n_genes_matched": int((ids >= 0).sum()), "n_genes_total": int(adata.n_vars)}
-
-
 # ---------------------------------------------------------------------------- methods
 def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epochs, max_len,
               batch_size, device, random_state, progress):  # fmt: skip
@@ -287,8 +297,7 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
             enable_progress_bar=progress,
         )  # fmt: skip
     proba = clf.predict_proba(query, device=device, random_state=random_state, progress=progress)
-    genes = _gene_report(query, clf._gene_ids_for(query))
-    return proba, dict(getattr(clf, "validation_scores_", {})), clf, genes
+    return proba, dict(getattr(clf, "validation_scores_", {})), clf
 
 
 def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len, batch_size,
@@ -301,15 +310,13 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
 
     module, vocab, _ = resolve_model(model, task="embed")
 
-    def embed(a: AnnData) -> tuple[np.ndarray, np.ndarray]:
+    def embed(a: AnnData) -> np.ndarray:
         ids = match_genes(a, vocab, gene_key)
-        emb = embed_cells(module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
-                          max_len=max_len, n_bins=module.config.n_bins, device=device,
-                          random_state=random_state, progress=progress)  # fmt: skip
-        return emb, ids
+        return embed_cells(module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
+                           max_len=max_len, n_bins=module.config.n_bins, device=device,
+                           random_state=random_state, progress=progress)  # fmt: skip
 
-    ref_emb, _ = embed(ref)
-    query_emb, query_ids = embed(query)
+    ref_emb, query_emb = embed(ref), embed(query)
     y = ref.obs[label_key].astype(str).to_numpy()
     k = min(n_neighbors, len(y))
     fit, held = split_indices(len(y), 0.1, random_state)
@@ -322,4 +329,4 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
     knn = KNeighborsClassifier(k).fit(ref_emb, y)
     proba = pd.DataFrame(knn.predict_proba(query_emb), index=query.obs_names.copy(),
                          columns=[str(c) for c in knn.classes_])  # fmt: skip
-    return proba, validation, knn, _gene_report(query, query_ids)
+    return proba, validation, knn
