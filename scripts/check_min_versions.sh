@@ -15,8 +15,8 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-01, Python 3.11.7, torch 2.13.0+cpu, pip 26.3: PASSED, 217 passed in the
-# default selection (the 3 slow tests also passed at these pins), 105 s in all (install ~85 s).
+# Last run: 2026-12-01, Python 3.11.7, torch 2.13.0+cpu, pip 26.3: PASSED, 234 passed in the
+# default selection (the 3 slow tests also passed at these pins earlier), 111 s in all.
 # Minimums raised by the runs that led here (all found failing, not guessed):
 #   scvi-tools 1.2 -> 1.3.1.post1  BaseModelClass.__init__(adata, registry) first in 1.3.1, and
 #                                  1.3.1 itself imports lamindb at import time (fixed in .post1)
