@@ -6,6 +6,7 @@ saved model quickly through :func:`load_module`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,41 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
         raise ValueError(msg)
     module.eval()
     return module, vocab, config
+
+
+def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str, Any], int]:
+    """Weights to start training from: ``(module, vocab, report, max_len)``.
+
+    ``path`` is ``"default"`` (the model shipped with omicformer), a folder saved by
+    :meth:`ScGPT.save`, or an official scGPT folder. Official checkpoints get the heads the
+    generative objective needs but the file lacks (``flag_encoder``, ``mvc_decoder``) freshly
+    initialised and listed in ``report["missing"]``; ``max_len`` is the checkpoint's
+    (official ``max_seq_len``, else 1200).
+    """
+    import dataclasses
+
+    from ..checkpoint import load_official
+
+    if isinstance(path, str) and path == "default":
+        from .._resolve import DEFAULT_MODEL_DIR
+
+        path = DEFAULT_MODEL_DIR
+    if not isinstance(path, str | os.PathLike):
+        msg = f"path={path!r} is not understood: pass 'default', a checkpoint folder or an ScGPT model."
+        raise TypeError(msg)
+    if is_model_dir(path):
+        module, vocab, config = load_module(path)
+        report = {"source": str(path), "missing": [], "skipped": []}
+        return module, vocab, report, config["model_settings"]["max_len"]
+    module, vocab, report = load_official(path, task="pretrain")
+    report = {"source": str(path), **report}
+    c = module.config
+    if not (c.use_generative_training and c.do_mvc):
+        full = TransformerModel(dataclasses.replace(c, use_generative_training=True, do_mvc=True))
+        fresh = full.load_state_dict(module.state_dict(), strict=False).missing_keys
+        report["missing"] = sorted(set(report["missing"]) | set(fresh))
+        module = full
+    return module, vocab, report, int(report["args"].get("max_seq_len", 1200))
 
 
 def registry_to_json(obj: Any) -> Any:

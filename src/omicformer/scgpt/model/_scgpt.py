@@ -23,7 +23,6 @@ scvi's own modules and file format:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from scvi.model.base import BaseModelClass
 from omicformer._version import __version__
 
 from ..._core._anndata import check_layer, check_obs_key
-from ..._core._io import is_model_dir, save_model_dir
+from ..._core._io import save_model_dir
 from ..._core._train import history_from_json, history_to_json, is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
@@ -53,6 +52,7 @@ from ._io import (
     VOCAB_NAME,
     jsonable,
     load_module,
+    pretrained_module,
     registry_from_json,
     registry_to_json,
     without_gene_names,
@@ -441,38 +441,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         >>> model = ScGPT.load_pretrained("scGPT_human/", adata)
         >>> model.train(max_epochs=2, lr=1e-4)
         """
-        from ..checkpoint import load_official
-
-        if isinstance(path, str) and path == "default":
-            from .._resolve import DEFAULT_MODEL_DIR
-
-            path = DEFAULT_MODEL_DIR
         if isinstance(path, ScGPT):
             module, vocab = copy.deepcopy(path.module).cpu(), path.vocab
             report: dict[str, Any] = {"source": type(path).__name__, "missing": [], "skipped": []}
             saved_len = path.max_len
-        elif not isinstance(path, str | os.PathLike):
-            msg = (
-                f"path={path!r} is not understood: pass 'default', a checkpoint folder or an "
-                "ScGPT model."
-            )
-            raise TypeError(msg)
-        elif is_model_dir(path):
-            module, vocab, config = load_module(path)
-            report = {"source": str(path), "missing": [], "skipped": []}
-            saved_len = config["model_settings"]["max_len"]
         else:
-            module, vocab, report = load_official(path, task="pretrain")
-            report = {"source": str(path), **report}
-            saved_len = int(report["args"].get("max_seq_len", 1200))
-            c = module.config
-            if not (c.use_generative_training and c.do_mvc):
-                full = TransformerModel(
-                    dataclasses.replace(c, use_generative_training=True, do_mvc=True)
-                )
-                fresh = full.load_state_dict(module.state_dict(), strict=False).missing_keys
-                report["missing"] = sorted(set(report["missing"]) | set(fresh))
-                module = full
+            module, vocab, report, saved_len = pretrained_module(path)
         cls._get_most_recent_anndata_manager(adata, required=True)
         model = cls._from_module(
             module, vocab, saved_len if max_len is None else max_len, adata, None

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from ..._core._random import collate_rng
 from .._tokenize import pad_batch, tokenize_rows
 from ..module import TransformerModel
-from ._data import CellDataset
+from ._data import CellDataset, items_matrix
+from ._plan import FrozenHeadsMixin
 
 #: Parameters the classifier objective trains: encoders, transformer, batch layers, the head.
 CLASSIFIER_PARTS = (
@@ -79,11 +80,7 @@ class ClassificationCollator:
 
     def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
         index, cols, vals, codes, labels = zip(*items, strict=True)
-        indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
-        X = sp.csr_matrix(
-            (np.concatenate(vals), np.concatenate(cols), indptr),
-            shape=(len(items), len(self.gene_ids)),
-        )
+        X = items_matrix(cols, vals, len(self.gene_ids))
         cells = tokenize_rows(
             X, self.gene_ids, cls_id=self.cls_id, pad_value=self.pad_value, n_bins=self.n_bins,
             max_len=self.max_len, rng=collate_rng(self.seed, index[0]),
@@ -94,7 +91,7 @@ class ClassificationCollator:
         return batch
 
 
-class ClassifierTrainingPlan(pl.LightningModule):
+class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     """Cross-entropy on ``cls_decoder(<cls> embedding)``; encoder and head are trained.
 
     Parameters
@@ -128,24 +125,7 @@ class ClassifierTrainingPlan(pl.LightningModule):
         self._needs_batch = bool(
             module.config.use_batch_labels or module.config.domain_spec_batchnorm
         )
-        # DDP needs a gradient for every trainable parameter: freeze the other heads
-        self._frozen = [
-            p
-            for name, p in module.named_parameters()
-            if not name.startswith(CLASSIFIER_PARTS) and p.requires_grad
-        ]
-        for p in self._frozen:
-            p.requires_grad_(False)
-
-    def unfreeze(self) -> None:
-        """Give back ``requires_grad`` to the heads frozen for this objective."""
-        for p in self._frozen:
-            p.requires_grad_(True)
-        self._frozen = []
-
-    def teardown(self, stage: str) -> None:
-        """Unfreeze at the end of ``fit``."""
-        self.unfreeze()
+        self.freeze(lambda name: not name.startswith(CLASSIFIER_PARTS))
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class logits ``(B, n_classes)`` of one batch."""

@@ -58,6 +58,16 @@ class CellDataset(Dataset):
         return int(i), self.X.indices[s:e], self.X.data[s:e], int(self.batch_codes[i])
 
 
+def items_matrix(
+    cols: Sequence[np.ndarray], vals: Sequence[np.ndarray], n_genes: int
+) -> sp.csr_matrix:
+    """The cells of a batch of :class:`CellDataset` items as one CSR matrix (cells x genes)."""
+    indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
+    return sp.csr_matrix(
+        (np.concatenate(vals), np.concatenate(cols), indptr), shape=(len(cols), n_genes)
+    )
+
+
 class GenerativeCollator:
     """Turn a list of :class:`CellDataset` items into one generative-pretraining batch.
 
@@ -115,11 +125,7 @@ class GenerativeCollator:
     ) -> dict[str, torch.Tensor]:
         index, cols, vals, codes = zip(*items, strict=True)
         rng = collate_rng(self.seed, index[0])
-        indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
-        X = sp.csr_matrix(
-            (np.concatenate(vals), np.concatenate(cols), indptr),
-            shape=(len(items), len(self.gene_ids)),
-        )
+        X = items_matrix(cols, vals, len(self.gene_ids))
         cells = tokenize_rows(
             X, self.gene_ids, cls_id=self.cls_id, pad_value=self.pad_value, n_bins=self.n_bins,
             max_len=self.max_len, rng=rng,

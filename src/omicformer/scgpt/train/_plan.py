@@ -12,6 +12,7 @@ Loss per batch (official dev-branch ``pretrain.py``, ``training_tasks="gen"``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,7 +21,35 @@ import torch
 from ..module import TransformerModel, masked_mse_loss
 
 
-class GenerativeTrainingPlan(pl.LightningModule):
+class FrozenHeadsMixin:
+    """Freeze the heads an objective never uses for the duration of ``fit``.
+
+    DDP requires every trainable parameter to receive a gradient; :meth:`unfreeze` (called by
+    ``teardown`` at the end of ``fit``) gives ``requires_grad`` back.
+    """
+
+    module: torch.nn.Module
+
+    def freeze(self, unused: Callable[[str], bool]) -> None:
+        """Stop gradients of the parameters whose name ``unused`` accepts."""
+        self._frozen = [
+            p for name, p in self.module.named_parameters() if unused(name) and p.requires_grad
+        ]
+        for p in self._frozen:
+            p.requires_grad_(False)
+
+    def unfreeze(self) -> None:
+        """Give back ``requires_grad`` to the parameters frozen for this objective."""
+        for p in getattr(self, "_frozen", []):
+            p.requires_grad_(True)
+        self._frozen = []
+
+    def teardown(self, stage: str) -> None:
+        """Unfreeze at the end of ``fit``."""
+        self.unfreeze()
+
+
+class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     """Train a :class:`~omicformer.scgpt.module.TransformerModel` by generative pretraining.
 
     Parameters
@@ -68,34 +97,9 @@ class GenerativeTrainingPlan(pl.LightningModule):
         self.scheduler_interval, self.scheduler_factor = scheduler_interval, scheduler_factor
         c = module.config
         self._needs_batch = bool(c.use_batch_labels or c.domain_spec_batchnorm)
-        self._frozen = self._freeze_unused()
-
-    def _freeze_unused(self) -> list[torch.nn.Parameter]:
-        """Stop gradients of heads this objective never uses.
-
-        DDP requires every trainable parameter to receive a gradient; :meth:`unfreeze` restores
-        them after training.
-        """
         unused = ["cls_decoder.", "grad_reverse_discriminator.", "decoder.zero_logit."]
         unused += ["mvc_decoder.W_zero_logit."] if self.mvc else ["mvc_decoder."]
-        frozen = [
-            p
-            for name, p in self.module.named_parameters()
-            if name.startswith(tuple(unused)) and p.requires_grad
-        ]
-        for p in frozen:
-            p.requires_grad_(False)
-        return frozen
-
-    def unfreeze(self) -> None:
-        """Give back ``requires_grad`` to the parameters frozen for this objective."""
-        for p in self._frozen:
-            p.requires_grad_(True)
-        self._frozen = []
-
-    def teardown(self, stage: str) -> None:
-        """Unfreeze at the end of ``fit``."""
-        self.unfreeze()
+        self.freeze(lambda name: name.startswith(tuple(unused)))
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Total ``loss`` and its parts for one batch from :class:`GenerativeCollator`."""
