@@ -93,3 +93,46 @@ def test_batch_heads_and_dsbn():
     assert out["dab_output"].shape == (2, 3)
     assert out["cls_output"].shape == (2, 1)
     assert set(m.state_dict()) >= {"dsbn.bns.2.running_mean", "batch_encoder.embedding.weight"}
+
+
+def test_ecs_hand_computed_example():
+    # cells 0 and 1 point the same way, cell 2 is orthogonal: off-diagonal cosines are 1 for
+    # (0, 1) and (1, 0), 0 elsewhere; the diagonal is zeroed. With threshold 0.3 the 9 entries
+    # give 1 - 0.7^2 = 0.51 twice and 1 - 0.3^2 = 0.91 seven times: (2 * 0.51 + 7 * 0.91) / 9.
+    e = torch.tensor([[2.0, 0.0], [0.5, 0.0], [0.0, 3.0]])
+    torch.testing.assert_close(ecs_loss(e, 0.3), torch.tensor(7.39 / 9))
+
+
+def test_gradient_reversal_reaches_the_encoder_with_flipped_sign():
+    """The DAB discriminator's loss trains the discriminator, and the encoder against it."""
+    import copy
+
+    m = _model(use_batch_labels=False, num_batch_labels=2, do_dab=True)
+    plain = copy.deepcopy(m)
+    plain.grad_reverse_discriminator.reverse_grad = False  # the same network without the GRL
+    g = torch.tensor([[35, 3, 4, 7], [35, 5, 6, 8], [35, 9, 2, 1]])
+    v = torch.tensor([[-2.0, 1, 2, 3], [-2.0, 3, 4, 1], [-2.0, 2, 2, 5]])
+    y = torch.tensor([0, 1, 1])
+    for model in (m, plain):
+        out = model(g, v, g.eq(37))
+        F.cross_entropy(out["dab_output"], y).backward()
+    enc, enc_plain = m.encoder.embedding.weight.grad, plain.encoder.embedding.weight.grad
+    assert enc.abs().sum() > 0
+    torch.testing.assert_close(enc, -enc_plain)  # encoder: flipped
+    disc = m.grad_reverse_discriminator.out_layer.weight.grad
+    torch.testing.assert_close(disc, plain.grad_reverse_discriminator.out_layer.weight.grad)
+
+
+def test_dsbn_normalises_each_batch_with_its_own_statistics():
+    from omicformer.scgpt.module import DomainSpecificBatchNorm1d
+
+    bn = DomainSpecificBatchNorm1d(2, num_domains=2, eps=1e-8).train()
+    a = torch.tensor([[[1.0, 3.0], [2.0, 2.0]]])  # (B=1, D=2, L=2): feature 0 = 1, 3
+    b = torch.tensor([[[10.0, 30.0], [0.0, 4.0]]])
+    out = bn(a, 0)
+    # batch statistics of domain 0 only: feature 0 mean 2, biased var 1 -> (-1, 1)
+    torch.testing.assert_close(out[0, 0], torch.tensor([-1.0, 1.0]), atol=1e-4, rtol=0)
+    bn(b, 1)
+    # running means move 10% of the way from 0 to each domain's own batch mean
+    torch.testing.assert_close(bn.bns[0].running_mean, torch.tensor([0.2, 0.2]))
+    torch.testing.assert_close(bn.bns[1].running_mean, torch.tensor([2.0, 0.2]))
