@@ -17,10 +17,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from ..._core._random import collate_rng
-from .._tokenize import pad_batch, tokenize_rows
+from .._tokenize import pad_batch
 from ..module import TransformerModel
-from ._data import CellDataset, items_matrix
+from ._data import CellCollator, CellDataset
 from ._plan import FrozenHeadsMixin
 
 #: Parameters the classifier objective trains: encoders, transformer, batch layers, the head.
@@ -49,42 +48,16 @@ class LabelledCellDataset(CellDataset):
         return (*super().__getitem__(i), int(self.labels[i]))
 
 
-class ClassificationCollator:
+class ClassificationCollator(CellCollator):
     """Tokenise labelled cells (``<cls>`` + binned non-zero genes, at most ``max_len``).
 
-    Parameters
-    ----------
-    gene_ids
-        Vocabulary id of every column of the dataset's matrix.
-    cls_id, pad_id, pad_value, n_bins, max_len
-        Token layout, as :class:`~omicformer.scgpt.train.GenerativeCollator`.
-    seed
-        ``None`` (training): binning ties and gene subsampling drawn fresh per batch, worker,
-        rank and epoch; an integer (validation): a fixed function of the batch's first cell.
+    Parameters and randomness as :class:`~omicformer.scgpt.train._data.CellCollator`; the batch
+    holds ``genes``, ``values``, ``padding_mask``, ``batch_labels`` and ``labels``.
     """
-
-    def __init__(
-        self,
-        gene_ids: np.ndarray,
-        *,
-        cls_id: int,
-        pad_id: int,
-        pad_value: float = -2.0,
-        n_bins: int | None = 51,
-        max_len: int | None = 1200,
-        seed: int | None = None,
-    ):
-        self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
-        self.cls_id, self.pad_id, self.pad_value = cls_id, pad_id, float(pad_value)
-        self.n_bins, self.max_len, self.seed = n_bins, max_len, seed
 
     def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
         index, cols, vals, codes, labels = zip(*items, strict=True)
-        X = items_matrix(cols, vals, len(self.gene_ids))
-        cells = tokenize_rows(
-            X, self.gene_ids, cls_id=self.cls_id, pad_value=self.pad_value, n_bins=self.n_bins,
-            max_len=self.max_len, rng=collate_rng(self.seed, index[0]),
-        )  # fmt: skip
+        cells, _ = self.tokenize(index, cols, vals)
         batch = pad_batch(cells, pad_id=self.pad_id, pad_value=self.pad_value)
         batch["batch_labels"] = torch.as_tensor(codes, dtype=torch.long)
         batch["labels"] = torch.as_tensor(labels, dtype=torch.long)

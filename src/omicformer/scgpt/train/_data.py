@@ -68,13 +68,8 @@ def items_matrix(
     )
 
 
-class GenerativeCollator:
-    """Turn a list of :class:`CellDataset` items into one generative-pretraining batch.
-
-    Per batch (official dev-branch ``DataCollator(data_style="gen")``): cells are tokenised
-    (``<cls>`` + binned non-zero genes, subsampled to ``max_len``), one ratio is drawn from
-    ``gen_ratios``, and in every cell that fraction of its non-``<cls>`` genes becomes "to
-    generate" (gene id known, value hidden and used as the target).
+class CellCollator:
+    """Token layout shared by scGPT collators: ``<cls>`` + binned non-zero genes, ``max_len``.
 
     Parameters
     ----------
@@ -88,12 +83,53 @@ class GenerativeCollator:
         Bins of the per-cell quantile binning (``None``: raw values).
     max_len
         Maximum tokens per cell including ``<cls>``.
-    gen_ratios
-        Candidate fractions of genes to generate; one is drawn per batch.
     seed
         ``None`` (training): randomness from :func:`~omicformer._core._random.collate_rng`, new
         for every batch, worker, rank and epoch. An integer makes each batch a fixed function
         of ``(seed, its first cell)`` (validation: the loss is then comparable across epochs).
+    """
+
+    def __init__(
+        self,
+        gene_ids: np.ndarray,
+        *,
+        cls_id: int,
+        pad_id: int,
+        pad_value: float = -2.0,
+        n_bins: int | None = 51,
+        max_len: int | None = 1200,
+        seed: int | None = None,
+    ):
+        self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
+        self.cls_id, self.pad_id, self.pad_value = cls_id, pad_id, float(pad_value)
+        self.n_bins, self.max_len, self.seed = n_bins, max_len, seed
+
+    def tokenize(
+        self, index: Sequence[int], cols: Sequence[np.ndarray], vals: Sequence[np.ndarray]
+    ) -> tuple[list[TokenizedCell], np.random.Generator]:
+        """Tokenised cells of a batch and the batch's generator (for further draws)."""
+        rng = collate_rng(self.seed, index[0])
+        cells = tokenize_rows(
+            items_matrix(cols, vals, len(self.gene_ids)), self.gene_ids, cls_id=self.cls_id,
+            pad_value=self.pad_value, n_bins=self.n_bins, max_len=self.max_len, rng=rng,
+        )  # fmt: skip
+        return cells, rng
+
+
+class GenerativeCollator(CellCollator):
+    """Turn a list of :class:`CellDataset` items into one generative-pretraining batch.
+
+    Per batch (official dev-branch ``DataCollator(data_style="gen")``): cells are tokenised
+    (``<cls>`` + binned non-zero genes, subsampled to ``max_len``), one ratio is drawn from
+    ``gen_ratios``, and in every cell that fraction of its non-``<cls>`` genes becomes "to
+    generate" (gene id known, value hidden and used as the target).
+
+    Parameters
+    ----------
+    gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed
+        Token layout and randomness, as :class:`CellCollator`.
+    gen_ratios
+        Candidate fractions of genes to generate; one is drawn per batch.
 
     Returns
     -------
@@ -114,22 +150,15 @@ class GenerativeCollator:
         gen_ratios: Sequence[float] = (0.25, 0.5, 0.75),
         seed: int | None = None,
     ):
-        self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
-        self.cls_id, self.pad_id, self.pad_value = cls_id, pad_id, float(pad_value)
-        self.n_bins, self.max_len = n_bins, max_len
+        super().__init__(gene_ids, cls_id=cls_id, pad_id=pad_id, pad_value=pad_value,
+                         n_bins=n_bins, max_len=max_len, seed=seed)  # fmt: skip
         self.gen_ratios = tuple(float(r) for r in gen_ratios)
-        self.seed = seed
 
     def __call__(
         self, items: list[tuple[int, np.ndarray, np.ndarray, int]]
     ) -> dict[str, torch.Tensor]:
         index, cols, vals, codes = zip(*items, strict=True)
-        rng = collate_rng(self.seed, index[0])
-        X = items_matrix(cols, vals, len(self.gene_ids))
-        cells = tokenize_rows(
-            X, self.gene_ids, cls_id=self.cls_id, pad_value=self.pad_value, n_bins=self.n_bins,
-            max_len=self.max_len, rng=rng,
-        )  # fmt: skip
+        cells, rng = self.tokenize(index, cols, vals)
         ratio = self.gen_ratios[int(rng.integers(len(self.gen_ratios)))]
         known, gen = [], []
         for cell in cells:
