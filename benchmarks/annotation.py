@@ -187,15 +187,20 @@ def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
 
 def marker_labels(lognorm: AnnData) -> tuple[pd.Series, pd.DataFrame]:
     """Name each cell by its cluster's best marker score (procedure in the module docstring)."""
-    hvg = sc.pp.highly_variable_genes(lognorm, n_top_genes=2000, flavor="seurat", inplace=False)
+    n_top = min(2000, lognorm.n_vars)
+    hvg = sc.pp.highly_variable_genes(lognorm, n_top_genes=n_top, flavor="seurat", inplace=False)
     x = lognorm[:, hvg["highly_variable"].to_numpy()].X.toarray()
     x = np.clip(StandardScaler().fit_transform(x), -10, 10)
     pcs = PCA(20, svd_solver="full").fit_transform(x)
     clusters = AgglomerativeClustering(n_clusters=12, linkage="ward").fit_predict(pcs)
-    genes = [g for markers in MARKERS.values() for g in markers]
+    # markers the data lacks are left out of their type's mean (a type with none scores 0)
+    markers = {name: [g for g in m if g in lognorm.var_names] for name, m in MARKERS.items()}
+    genes = [g for m in markers.values() for g in m]
     means = pd.DataFrame(lognorm[:, genes].X.toarray(), columns=genes).groupby(clusters).mean()
     scaled = means / means.max().replace(0, np.inf)
-    scores = pd.DataFrame({name: scaled[m].mean(axis=1) for name, m in MARKERS.items()})
+    scores = pd.DataFrame(
+        {name: scaled[m].mean(axis=1) if m else 0.0 for name, m in markers.items()}
+    )
     names = scores.idxmax(axis=1)
     per_cluster = pd.DataFrame(
         {"cells": pd.Series(clusters).value_counts().sort_index(), "name": names}

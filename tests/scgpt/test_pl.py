@@ -1,8 +1,15 @@
+import warnings
+
+import anndata as ad
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
+from matplotlib.figure import Figure
 
 from omicformer.scgpt import pl
 
@@ -19,3 +26,159 @@ def test_loss_curve_from_history():
         pl.loss_curve({}, show=False)
     with pytest.raises(KeyError, match="train_loss_ecs"):
         pl.loss_curve(hist, keys=("train_loss_ecs",), show=False)
+
+
+# ---------------------------------------------------------------- integration
+N_CELLS = 60
+
+
+def _adata(seed: int = 0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    obs = pd.DataFrame(
+        {
+            "batch": pd.Categorical(rng.choice(["b1", "b2"], N_CELLS)),
+            "cell_type": rng.choice(["T", "B", "NK"], N_CELLS),  # strings: scanpy would convert
+        },
+        index=[f"cell{i}" for i in range(N_CELLS)],
+    )
+    adata = ad.AnnData(X=rng.poisson(1.0, (N_CELLS, 20)).astype(np.float32), obs=obs)
+    adata.var_names = [f"gene{i}" for i in range(20)]
+    adata.obsm["X_scgpt"] = rng.normal(size=(N_CELLS, 8))
+    adata.obsm["X_scgpt_integrated"] = rng.normal(size=(N_CELLS, 8))
+    return adata
+
+
+def _snapshot(adata: ad.AnnData) -> dict:
+    return {
+        "obsm": sorted(adata.obsm.keys()),
+        "obsp": sorted(adata.obsp.keys()),
+        "uns": sorted(adata.uns.keys()),
+        "obs_dtypes": adata.obs.dtypes.astype(str).to_dict(),
+        "X": adata.X.copy(),
+        "X_scgpt": adata.obsm["X_scgpt"].copy() if "X_scgpt" in adata.obsm else None,
+    }
+
+
+def _panels(fig):
+    """The scatter panels (scanpy adds colour-bar axes for continuous keys)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_integration_layout_and_caller_untouched(tmp_path):
+    adata = _adata()
+    before = _snapshot(adata)
+    path = tmp_path / "out" / "integration.png"
+    fig = pl.integration(
+        adata, batch_key="batch", color=["cell_type", "gene3"], show=False, save=path
+    )
+    assert isinstance(fig, Figure)
+    panels = _panels(fig)
+    assert len(panels) == 6  # 3 rows (batch, cell_type, gene3) x 2 columns
+    assert [ax.get_title() for ax in panels] == [
+        "before (X_scgpt)\nbatch",
+        "after (X_scgpt_integrated)\nbatch",
+        "cell_type",
+        "cell_type",
+        "gene3",
+        "gene3",
+    ]
+    grid = {
+        (ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in panels
+    }
+    assert grid == {(r, c) for r in range(3) for c in range(2)}
+    for ax in panels:
+        assert ax.collections[0].get_offsets().shape == (N_CELLS, 2)
+    assert path.is_file() and path.stat().st_size > 0
+    # Same cell -> same colour in both columns (one palette for the batch row).
+    np.testing.assert_array_equal(
+        panels[0].collections[0].get_facecolors(), panels[1].collections[0].get_facecolors()
+    )
+    assert len({tuple(c) for c in panels[0].collections[0].get_facecolors()}) == 2
+    # The caller's AnnData is left as it was: no UMAP, graph, palette or dtype change.
+    after = _snapshot(adata)
+    for key in ("obsm", "obsp", "uns", "obs_dtypes"):
+        assert after[key] == before[key], key
+    np.testing.assert_array_equal(after["X"], before["X"])
+    np.testing.assert_array_equal(after["X_scgpt"], before["X_scgpt"])
+
+
+def test_integration_uses_cached_umap_and_palette():
+    adata = _adata()
+    cached = np.random.default_rng(1).normal(size=(N_CELLS, 2))
+    adata.obsm["X_umap_X_scgpt_integrated"] = cached
+    adata.uns["batch_colors"] = ["#ff0000", "#0000ff"]
+    fig = pl.integration(adata, batch_key="batch", show=False)
+    left, right = _panels(fig)
+    np.testing.assert_allclose(right.collections[0].get_offsets(), cached)
+    assert not np.allclose(left.collections[0].get_offsets(), cached)  # computed, not the cache
+    red = adata.obs["batch"].to_numpy() == "b1"
+    colors = right.collections[0].get_facecolors()[:, :3]
+    np.testing.assert_allclose(colors[red], np.tile([1.0, 0.0, 0.0], (red.sum(), 1)))
+    np.testing.assert_allclose(colors[~red], np.tile([0.0, 0.0, 1.0], ((~red).sum(), 1)))
+    assert list(adata.uns["batch_colors"]) == ["#ff0000", "#0000ff"]
+    assert "X_umap_X_scgpt" not in adata.obsm  # the cache is never written
+
+
+def test_integration_before_falls_back_to_pca():
+    adata = _adata()
+    del adata.obsm["X_scgpt"]
+    rng = np.random.default_rng(2)
+    adata.obsm["X_pca"] = rng.normal(size=(N_CELLS, 5))
+    pca_umap = rng.normal(size=(N_CELLS, 2))
+    adata.obsm["X_umap_X_pca"] = pca_umap
+    adata.obsm["X_umap_X_scgpt_integrated"] = rng.normal(size=(N_CELLS, 2))
+    fig = pl.integration(adata, batch_key="batch", show=False)
+    left, _ = _panels(fig)
+    assert left.get_title() == "before (X_pca)\nbatch"
+    np.testing.assert_allclose(left.collections[0].get_offsets(), pca_umap)
+
+
+def test_integration_before_computes_pca_of_x():
+    adata = _adata()
+    del adata.obsm["X_scgpt"]
+    adata.obsm["X_umap_X_scgpt_integrated"] = np.zeros((N_CELLS, 2))
+    fig = pl.integration(adata, batch_key="batch", n_neighbors=10, random_state=3, show=False)
+    left, _ = _panels(fig)
+    assert left.get_title() == "before (PCA of X)\nbatch"
+    ref = ad.AnnData(X=adata.X.copy())
+    sc.pp.pca(ref, n_comps=19)
+    sc.pp.neighbors(ref, use_rep="X_pca", n_neighbors=10, random_state=3)
+    sc.tl.umap(ref, random_state=3)
+    np.testing.assert_allclose(left.collections[0].get_offsets(), ref.obsm["X_umap"], rtol=1e-5)
+    assert "X_pca" not in adata.obsm
+
+
+def test_integration_show_and_save_default_name(tmp_path):
+    adata = _adata()
+    adata.obsm["X_umap_X_scgpt"] = np.random.default_rng(4).normal(size=(N_CELLS, 2))
+    adata.obsm["X_umap_X_scgpt_integrated"] = np.random.default_rng(5).normal(size=(N_CELLS, 2))
+    figdir = sc.settings.figdir
+    sc.settings.figdir = tmp_path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Agg: "non-interactive, cannot be shown"
+            assert pl.integration(adata, batch_key="batch", show=True, save=True) is None
+    finally:
+        sc.settings.figdir = figdir
+    assert (tmp_path / f"scgpt_integration.{sc.settings.file_format_figs}").is_file()
+
+
+def test_integration_errors():
+    adata = _adata()
+    with pytest.raises(KeyError, match=r"'donor'.*available.*'batch', 'cell_type'"):
+        pl.integration(adata, batch_key="donor", show=False)
+    with pytest.raises(KeyError, match=r"'nope'.*'batch', 'cell_type'"):
+        pl.integration(adata, batch_key="batch", color=["cell_type", "nope"], show=False)
+    with pytest.raises(KeyError, match=r"run scgpt\.tl\.integrate first.*'X_scgpt'"):
+        pl.integration(adata, batch_key="batch", basis_after="X_scvi", show=False)
+    with pytest.raises(KeyError, match=r"basis_before 'X_harmony'.*'X_scgpt_integrated'"):
+        pl.integration(adata, batch_key="batch", basis_before="X_harmony", show=False)
+    with pytest.raises(ValueError, match="At least 3 cells"):
+        pl.integration(adata[:2].copy(), batch_key="batch", show=False)
+    assert plt.get_fignums() == []  # nothing drawn before the errors

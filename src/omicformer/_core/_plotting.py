@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+_Plot = TypeVar("_Plot", "Axes", "Figure")
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
@@ -41,22 +44,24 @@ def save_path(name: str, save: bool | str | os.PathLike[str]) -> Path:
 
 
 def finish(
-    ax: Axes, show: bool | None, save: bool | str | os.PathLike[str] | None = None, *, name: str
-) -> Axes | None:
+    ax: _Plot, show: bool | None, save: bool | str | os.PathLike[str] | None = None, *, name: str
+) -> _Plot | None:
     """Save and/or show the figure of ``ax`` the way scanpy's plotting functions do.
 
-    ``show=None`` follows ``sc.settings.autoshow``; ``save`` (``True``, a suffix or a path, see
-    :func:`save_path`) writes the figure. Returns ``ax`` unless the figure was shown (scanpy
-    returns ``None`` then).
+    ``ax`` is an axes or a whole figure. ``show=None`` follows ``sc.settings.autoshow``; ``save``
+    (``True``, a suffix or a path, see :func:`save_path`) writes the figure. Returns ``ax``
+    unless the figure was shown (scanpy returns ``None`` then).
     """
     import matplotlib.pyplot as plt
     import scanpy as sc
+    from matplotlib.figure import Figure
 
     show = sc.settings.autoshow if show is None else show
     if save:
         path = save_path(name, save)
         path.parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(path, bbox_inches="tight")
+        fig = ax if isinstance(ax, Figure) else ax.figure
+        fig.savefig(path, bbox_inches="tight")
     if show:
         plt.show()
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,9 +11,11 @@ import numpy as np
 from .._core._plotting import finish, new_axes
 
 if TYPE_CHECKING:
+    from anndata import AnnData
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["loss_curve"]
+__all__ = ["integration", "loss_curve"]
 
 _LOSSES = ("train_loss", "validation_loss", "train_loss_gen", "train_loss_mvc", "train_loss_ecs")
 
@@ -72,3 +75,197 @@ def loss_curve(
     ax.set_title("scGPT pretraining")
     ax.legend(frameon=False, fontsize=8)
     return finish(ax, show, save, name="scgpt_loss_curve")
+
+
+def integration(
+    adata: AnnData,
+    *,
+    batch_key: str,
+    color: str | Sequence[str] | None = None,
+    basis_before: str | None = None,
+    basis_after: str = "X_scgpt_integrated",
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    size: float | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike[str] | None = None,
+) -> Figure | None:
+    """UMAPs of cells before and after batch integration, side by side.
+
+    One row per colour key (``batch_key`` first, then each of ``color``), two columns: the
+    UMAP of ``basis_before`` and that of ``basis_after``. Each panel is drawn by
+    :func:`scanpy.pl.embedding`, so palettes and legends are scanpy's; a categorical key keeps
+    the same colours in both columns (``adata.uns[f"{key}_colors"]`` when present).
+
+    The UMAPs are computed on a lightweight copy (:func:`scanpy.pp.neighbors` with
+    ``use_rep=basis``, then :func:`scanpy.tl.umap`); ``adata`` is never modified. A UMAP
+    already stored as ``adata.obsm[f"X_umap_{basis}"]`` (for example
+    ``"X_umap_X_scgpt_integrated"``) is used instead of being computed; this function never
+    writes that key, store it yourself to reuse a layout.
+
+    Parameters
+    ----------
+    adata
+        Cells, with ``obsm[basis_after]`` (as written by
+        :func:`omicformer.scgpt.tl.integrate`) and ``obs[batch_key]``.
+    batch_key
+        Column of ``adata.obs`` with the batches (the first row).
+    color
+        Further keys to colour by, one row each: columns of ``adata.obs`` or genes
+        (``adata.var_names``, or ``adata.raw.var_names``, as scanpy).
+    basis_before
+        Representation before integration, a key of ``adata.obsm``. Default: ``"X_scgpt"`` if
+        present, else ``"X_pca"`` if present, else a PCA of ``adata.X`` as it is (computed on
+        a copy, ``min(50, n_vars - 1, n_obs - 1)`` components).
+    basis_after
+        Representation after integration, a key of ``adata.obsm``.
+    n_neighbors
+        Neighbours of the kNN graph behind each UMAP (at most ``n_obs - 1``).
+    random_state
+        Seed of the neighbours graph and of UMAP.
+    size
+        Point size (default scanpy's, ``120000 / n_obs``).
+    show
+        Show the figure (default ``sc.settings.autoshow``, as scanpy).
+    save
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_integration.png``; a suffix
+        such as ``"_run1.pdf"``; or a path).
+
+    Returns
+    -------
+    The figure, or ``None`` when it was shown (as scanpy).
+
+    Raises
+    ------
+    KeyError
+        If ``batch_key`` or a ``color`` key is neither a column of ``adata.obs`` nor (for
+        ``color``) a gene, or if a basis is not in ``adata.obsm``.
+    ValueError
+        If ``adata`` has fewer than 3 cells (or, for the PCA of ``X``, fewer than 2 genes).
+
+    Examples
+    --------
+    >>> from omicformer import scgpt
+    >>> scgpt.tl.integrate(adata, batch_key="batch")  # doctest: +SKIP
+    >>> scgpt.pl.integration(adata, batch_key="batch", color="cell_type")  # doctest: +SKIP
+    """
+    import anndata as ad
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import scanpy as sc
+
+    keys = _integration_keys(adata, batch_key, color)
+    if adata.n_obs < 3:
+        msg = f"At least 3 cells are needed for a UMAP; got {adata.n_obs}."
+        raise ValueError(msg)
+    _check_basis(adata, basis_after, "basis_after")
+    if basis_before is None:
+        basis_before = next((b for b in ("X_scgpt", "X_pca") if b in adata.obsm), None)
+    else:
+        _check_basis(adata, basis_before, "basis_before")
+
+    n_neighbors = max(2, min(n_neighbors, adata.n_obs - 1))
+    umaps = {}
+    for col, basis in (("before", basis_before), ("after", basis_after)):
+        if basis is None:
+            umaps[col] = _umap(_pca_of_x(adata), "X_pca", n_neighbors, random_state)
+        elif f"X_umap_{basis}" in adata.obsm:
+            umaps[col] = np.asarray(adata.obsm[f"X_umap_{basis}"], dtype=float)[:, :2]
+        else:
+            umaps[col] = _umap(adata, basis, n_neighbors, random_state)
+    labels = {"before": basis_before or "PCA of X", "after": basis_after}
+
+    # One plotting AnnData for both columns: scanpy sets a missing palette on the first
+    # panel, and the second reuses it. It shares (never copies) X and raw.X, for gene keys.
+    obs_keys = [k for k in dict.fromkeys(keys) if k in adata.obs.columns]
+    genes = any(k not in adata.obs.columns for k in keys)
+    view = ad.AnnData(
+        X=adata.X if genes else None,
+        obs=adata.obs[obs_keys].copy(),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+        uns={
+            f"{k}_colors": list(adata.uns[f"{k}_colors"])
+            for k in obs_keys
+            if f"{k}_colors" in adata.uns
+        },
+        obsm={f"X_umap_{col}": xy for col, xy in umaps.items()},
+        raw=(
+            {"X": adata.raw.X, "var": pd.DataFrame(index=adata.raw.var_names.copy())}
+            if genes and adata.raw is not None
+            else None
+        ),
+    )
+
+    fig, axes = plt.subplots(
+        len(keys), 2, figsize=(2 * 5.0, 4.2 * len(keys)), squeeze=False, layout="constrained"
+    )
+    for row, key in enumerate(keys):
+        for j, col in enumerate(("before", "after")):
+            ax = axes[row, j]
+            sc.pl.embedding(view, basis=f"X_umap_{col}", color=key, ax=ax, show=False, size=size)
+            head = f"{col} ({labels[col]})\n" if row == 0 else ""
+            ax.set_title(f"{head}{key}")
+            ax.set_xlabel("UMAP1")
+            ax.set_ylabel("UMAP2")
+    return finish(fig, show, save, name="scgpt_integration")
+
+
+def _integration_keys(
+    adata: AnnData, batch_key: str, color: str | Sequence[str] | None
+) -> list[str]:
+    """``[batch_key, *color]``, each checked against ``adata.obs`` (and the genes, for ``color``)."""
+    color = [] if color is None else [color] if isinstance(color, str) else list(color)
+    columns = list(adata.obs.columns)
+    if batch_key not in adata.obs.columns:
+        msg = f"batch_key {batch_key!r} is not a column of adata.obs (available: {columns})."
+        raise KeyError(msg)
+    genes = set(adata.var_names)
+    if adata.raw is not None:
+        genes |= set(adata.raw.var_names)
+    for key in color:
+        if key not in adata.obs.columns and key not in genes:
+            msg = (
+                f"color {key!r} is neither a column of adata.obs (available: {columns}) "
+                "nor a gene in adata.var_names."
+            )
+            raise KeyError(msg)
+    return [batch_key, *color]
+
+
+def _check_basis(adata: AnnData, basis: str, what: str) -> None:
+    if basis not in adata.obsm:
+        hint = " (run scgpt.tl.integrate first)" if what == "basis_after" else ""
+        msg = (
+            f"{what} {basis!r} is not in adata.obsm{hint}; "
+            f"available keys: {sorted(adata.obsm.keys())}."
+        )
+        raise KeyError(msg)
+
+
+def _pca_of_x(adata: AnnData) -> AnnData:
+    """An AnnData holding only ``obsm["X_pca"]``: the PCA of ``adata.X`` as it is."""
+    import anndata as ad
+    import scanpy as sc
+
+    n_comps = min(50, adata.n_vars - 1, adata.n_obs - 1)
+    if n_comps < 1:
+        msg = f"Cannot compute a PCA of X with {adata.n_vars} genes; pass basis_before."
+        raise ValueError(msg)
+    tmp = ad.AnnData(X=adata.X.copy())
+    sc.pp.pca(tmp, n_comps=n_comps)
+    return tmp
+
+
+def _umap(adata: AnnData, basis: str, n_neighbors: int, random_state: int) -> np.ndarray:
+    """2-d UMAP coordinates of ``adata.obsm[basis]``, computed on a copy."""
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    tmp = ad.AnnData(
+        obs=pd.DataFrame(index=adata.obs_names.copy()),
+        obsm={basis: np.asarray(adata.obsm[basis])},
+    )
+    sc.pp.neighbors(tmp, use_rep=basis, n_neighbors=n_neighbors, random_state=random_state)
+    sc.tl.umap(tmp, random_state=random_state)
+    return np.asarray(tmp.obsm["X_umap"], dtype=float)

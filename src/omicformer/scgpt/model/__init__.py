@@ -12,9 +12,10 @@ from ._io import load_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._classifier import ScGPTClassifier
+    from ._integration import ScGPTIntegration
     from ._scgpt import ScGPT
 
-__all__ = ["ScGPT", "ScGPTClassifier", "load_module"]
+__all__ = ["ScGPT", "ScGPTClassifier", "ScGPTIntegration", "load_module"]
 
 
 def __getattr__(name: str):
@@ -28,5 +29,10 @@ def __getattr__(name: str):
 
         globals()["ScGPTClassifier"] = ScGPTClassifier
         return ScGPTClassifier
+    if name == "ScGPTIntegration":
+        from ._integration import ScGPTIntegration
+
+        globals()["ScGPTIntegration"] = ScGPTIntegration
+        return ScGPTIntegration
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

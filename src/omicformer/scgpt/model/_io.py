@@ -20,7 +20,7 @@ VOCAB_NAME = "vocab.json"
 ADATA_NAME = "adata.h5ad"
 MODEL_NAME = "ScGPT"
 #: Model classes whose saved folders hold a scGPT ``TransformerModel`` (all load here).
-MODEL_NAMES = (MODEL_NAME, "ScGPTClassifier")
+MODEL_NAMES = (MODEL_NAME, "ScGPTClassifier", "ScGPTIntegration")
 
 
 def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
@@ -113,6 +113,30 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
         report["missing"] = sorted(set(report["missing"]) | set(fresh))
         module = full
     return module, vocab, report, int(report["args"].get("max_seq_len", 1200))
+
+
+def rebuild_module(
+    module: TransformerModel, **changes: Any
+) -> tuple[TransformerModel, list[str]]:
+    """``module`` with a changed architecture, e.g. ``do_dab=True`` or DSBN added.
+
+    Builds a new :class:`TransformerModel` from the module's config with ``changes`` and copies
+    every weight whose name and shape still fit; returns it (eval mode, CPU) and the sorted
+    names of the freshly initialised parameters and buffers.
+    """
+    import dataclasses
+
+    import torch
+
+    config = dataclasses.replace(module.config, **changes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        new = TransformerModel(config)
+    old = module.state_dict()
+    target = new.state_dict()
+    fits = {k: v for k, v in old.items() if k in target and target[k].shape == v.shape}
+    new.load_state_dict(fits, strict=False)
+    return new.eval(), sorted(set(target) - set(fits))
 
 
 def registry_to_json(obj: Any) -> Any:

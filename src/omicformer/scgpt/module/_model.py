@@ -134,8 +134,15 @@ class TransformerModel(nn.Module):
             if batch_labels is None:
                 msg = "This model uses domain-specific batch norm: pass batch_labels."
                 raise ValueError(msg)
-            label = int(batch_labels[0].item())
-            return self.dsbn(total.permute(0, 2, 1), label).permute(0, 2, 1)
+            x = total.permute(0, 2, 1)
+            domains = torch.unique(batch_labels)
+            if len(domains) == 1:  # the official case: one batch per minibatch
+                return self.dsbn(x, int(domains[0].item())).permute(0, 2, 1)
+            out = torch.empty_like(x)  # mixed minibatch: each domain with its own statistics
+            for d in domains.tolist():
+                rows = batch_labels == d
+                out[rows] = self.dsbn(x[rows], int(d)).to(out.dtype)
+            return out.permute(0, 2, 1)
         if hasattr(self, "bn"):
             return self.bn(total.permute(0, 2, 1)).permute(0, 2, 1)
         return total

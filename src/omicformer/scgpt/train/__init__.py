@@ -1,4 +1,4 @@
-"""Training of scGPT: Lightning plans, datasets and collates (pretraining, classification).
+"""Training of scGPT: Lightning plans, datasets and collates (pretraining, classification, integration).
 
 The loop itself is the shared runner, :func:`omicformer._core._train.run_training`.
 """
@@ -6,6 +6,7 @@ The loop itself is the shared runner, :func:`omicformer._core._train.run_trainin
 from ..._core._train import HistoryCallback  # noqa: F401  (its home before the shared runner)
 from ._classify import ClassificationCollator, ClassifierTrainingPlan, LabelledCellDataset
 from ._data import CellDataset, GenerativeCollator, GroupedBatchSampler
+from ._integrate import IntegrationTrainingPlan, MaskedValueCollator
 from ._plan import GenerativeTrainingPlan
 
 __all__ = [
@@ -15,5 +16,7 @@ __all__ = [
     "GenerativeCollator",
     "GenerativeTrainingPlan",
     "GroupedBatchSampler",
+    "IntegrationTrainingPlan",
     "LabelledCellDataset",
+    "MaskedValueCollator",
 ]
