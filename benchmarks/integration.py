@@ -73,9 +73,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotation import MARKER_TO_SCORED, marker_labels, recover_counts  # noqa: E402
+from annotation import MARKER_TO_SCORED, marker_labels, recover_counts
 
-from omicformer import datasets, scgpt  # noqa: E402
+from omicformer import datasets, scgpt
 
 METHODS = {
     "pca": "PCA (unintegrated)",
@@ -110,8 +110,7 @@ def pbmc() -> tuple[ad.AnnData, str, str]:
         "pbmc68k_reduced": ad.AnnData(
             X=a[:, shared].X.copy(),
             obs=pd.DataFrame({"cell_type": coarse_marker_labels(a)}, index=a.obs_names),
-            layers={"lognorm": a[:, shared].X.copy(),
-                    "counts": sp.csr_matrix(counts_a[:, keep_a])},  # fmt: skip
+            layers={"lognorm": a[:, shared].X.copy(), "counts": sp.csr_matrix(counts_a[:, keep_a])},
         ),
         "pbmc_celltypist": ad.AnnData(
             X=b[:, shared].X.copy(),
@@ -274,7 +273,11 @@ def print_table(res: pd.DataFrame, methods: list[str]) -> None:
                 continue
             cells = [f"{r[c].mean():.3f} ± {r[c].std():.3f}" if len(r) > 1 else f"{r[c].mean():.3f}"
                      for c in cols]  # fmt: skip
-            print(f"| {METHODS[m]} | " + " | ".join(cells) + f" | {r['seconds'].mean():.0f} | {len(r)} |")
+            print(
+                f"| {METHODS[m]} | "
+                + " | ".join(cells)
+                + f" | {r['seconds'].mean():.0f} | {len(r)} |"
+            )
 
 
 def main() -> None:

@@ -465,5 +465,8 @@ def run_training(
             callbacks=callbacks,
             **trainer_kwargs,
         )
+        # Pretrained modules arrive in eval mode and Lightning keeps each submodule's mode:
+        # train mode here, or dropout and batch norm would train with inference behaviour.
+        plan.train()
         trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
     return history.history

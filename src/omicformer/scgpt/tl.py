@@ -8,12 +8,13 @@ from .._core._anndata import check_layer, check_obs_key
 from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
+from ._integrate import integrate
 from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["annotate", "embed"]
+__all__ = ["annotate", "embed", "integrate"]
 
 
 def embed(

@@ -115,9 +115,7 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
     return module, vocab, report, int(report["args"].get("max_seq_len", 1200))
 
 
-def rebuild_module(
-    module: TransformerModel, **changes: Any
-) -> tuple[TransformerModel, list[str]]:
+def rebuild_module(module: TransformerModel, **changes: Any) -> tuple[TransformerModel, list[str]]:
     """``module`` with a changed architecture, e.g. ``do_dab=True`` or DSBN added.
 
     Builds a new :class:`TransformerModel` from the module's config with ``changes`` and copies

@@ -117,6 +117,25 @@ class TransformerModel(nn.Module):
             )
         nn.init.uniform_(self.encoder.embedding.weight, -0.1, 0.1)  # as official init_weights()
 
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout rate (value encoder, attention, feed-forward) to ``p``.
+
+        ``config.dropout`` follows, so saved models record the rate they were trained with.
+        """
+        import dataclasses
+
+        from ._transformer import MultiheadSelfAttention
+
+        if not 0 <= p < 1:
+            msg = f"dropout={p} must lie in [0, 1)."
+            raise ValueError(msg)
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = float(p)
+            elif isinstance(m, MultiheadSelfAttention):
+                m.dropout = float(p)
+        self.config = dataclasses.replace(self.config, dropout=float(p))
+
     # ---------------------------------------------------------------- embedding + encoder
     def _embed_tokens(
         self, src: torch.Tensor, values: torch.Tensor, batch_labels: torch.Tensor | None

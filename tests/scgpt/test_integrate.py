@@ -1,0 +1,260 @@
+"""scgpt.tl.integrate, ScGPTIntegration and the integration objective on small synthetic batches."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer.scgpt import tl
+from omicformer.scgpt.model import ScGPT, ScGPTIntegration
+from omicformer.scgpt.module import masked_mse_loss
+from omicformer.scgpt.train import IntegrationTrainingPlan, MaskedValueCollator
+
+N_GENES = 60
+TYPES = ["T", "B", "Mono"]
+QUICK = {"max_epochs": 2, "batch_size": 16, "progress": False}
+
+
+def _batches(n_per_type: int = 12, seed: int = 0) -> ad.AnnData:
+    """Two batches x three cell types: type t boosts genes 20t..20t+19; batch "b" also has
+    genes 0-9 tripled and genes 50-59 silenced (a batch effect on top of the biology)."""
+    rng = np.random.default_rng(seed)
+    rows, types, batches = [], [], []
+    for batch in ("a", "b"):
+        for t, name in enumerate(TYPES):
+            lam = np.full(N_GENES, 0.8)
+            lam[20 * t : 20 * (t + 1)] = 5.0
+            if batch == "b":
+                lam[:10] *= 3
+                lam[50:] = 0.0
+            rows.append(rng.poisson(lam, size=(n_per_type, N_GENES)))
+            types += [name] * n_per_type
+            batches += [batch] * n_per_type
+    X = np.vstack(rows).astype(np.float32)
+    X[X.sum(1) == 0, 1] = 1
+    obs = pd.DataFrame({"cell_type": types, "batch": batches},
+                       index=[f"c{i}" for i in range(len(types))])  # fmt: skip
+    return ad.AnnData(
+        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> ScGPT:
+    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
+    a = _batches(2, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def integrated(pretrained):
+    adata = _batches()
+    before = adata.copy()
+    model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, **QUICK)
+    return adata, before, model
+
+
+# ------------------------------------------------------------------------------ the one-liner
+def test_integrate_writes_embedding_and_uns(integrated):
+    adata, before, _ = integrated
+    z = adata.obsm["X_scgpt_integrated"]
+    assert z.shape == (adata.n_obs, 32) and z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    info = adata.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["batches"] == ["a", "b"]
+    assert info["n_genes_matched"] == info["n_genes_total"] == N_GENES
+    assert info["params"]["retrained"] is True and info["params"]["dab_weight"] == 1.0
+    assert {"train_loss_mse", "train_loss_gepc", "train_loss_ecs", "train_loss_dab",
+            "validation_loss"} <= set(info["losses"])  # fmt: skip
+    # the caller's AnnData only gained the results (scvi-tools set-up stays on a private copy)
+    assert list(adata.obs.columns) == list(before.obs.columns)
+    assert set(adata.uns) == {"scgpt"}
+    assert (adata.X != before.X).nnz == 0
+
+
+def test_returned_model_has_the_official_integration_parts(integrated):
+    _, _, model = integrated
+    c = model.module.config
+    assert isinstance(model, ScGPTIntegration) and model.is_trained_
+    assert c.do_dab and c.domain_spec_batchnorm and c.num_batch_labels == 2
+    assert c.ecs_threshold == 0.8 and c.use_batch_labels
+    assert model.module.grad_reverse_discriminator.reverse_grad
+    assert len(model.module.dsbn.bns) == 2
+    assert "grad_reverse_discriminator._decoder.0.weight" in model.pretrained_report_["missing"]
+
+
+def test_same_seed_same_embedding(pretrained):
+    a, b = _batches(), _batches()
+    tl.integrate(
+        a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16, progress=False
+    )
+    tl.integrate(
+        b, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16, progress=False
+    )
+    np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], b.obsm["X_scgpt_integrated"])
+
+
+def test_copy_returns_new_adata_and_leaves_input(pretrained):
+    adata = _batches()
+    out = tl.integrate(adata, batch_key="batch", model=pretrained, copy=True, key_added="Z",
+                       max_epochs=1, batch_size=16, progress=False)  # fmt: skip
+    assert "Z" in out.obsm and "Z" not in adata.obsm and "scgpt" not in adata.uns
+
+
+def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
+    adata, _, model = integrated
+    model.save(tmp_path / "integ")
+    loaded = ScGPTIntegration.load(tmp_path / "integ")
+    assert loaded.batches_ == ["a", "b"] and loaded.is_trained_
+    # a trained ScGPTIntegration knowing the batches is used as is: no retraining
+    again = tl.integrate(_batches(), batch_key="batch", model=loaded, copy=True, progress=False)
+    assert again.uns["scgpt"]["X_scgpt_integrated"]["params"]["retrained"] is False
+    np.testing.assert_allclose(
+        again.obsm["X_scgpt_integrated"], adata.obsm["X_scgpt_integrated"], atol=1e-5
+    )
+    # and tl.embed with the saved folder gives the same corrected embedding
+    emb = tl.embed(_batches(), model=tmp_path / "integ", batch_key="batch", max_len=256,
+                   progress=False, copy=True).obsm["X_scgpt"]  # fmt: skip
+    np.testing.assert_allclose(emb, adata.obsm["X_scgpt_integrated"], atol=1e-5)
+
+
+def test_labels_key_trains_a_cell_type_head(pretrained):
+    adata = _batches()
+    adata.obs.loc[adata.obs_names[::3], "cell_type"] = np.nan  # a third unlabelled
+    model = tl.integrate(adata, batch_key="batch", labels_key="cell_type", model=pretrained,
+                         return_model=True, **QUICK)  # fmt: skip
+    assert model.module.cls_decoder.out_layer.out_features == 3
+    assert "train_loss_cls" in model.history
+    assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["labels_key"] == "cell_type"
+
+
+# ------------------------------------------------------------------------------ the objective
+def test_masked_value_collator_follows_random_mask_value():
+    ids = np.arange(10, 10 + N_GENES)
+    coll = MaskedValueCollator(ids, cls_id=1, pad_id=0, n_bins=5, max_len=None, seed=3)
+    a = _batches(2)
+    X = a.X.tocsr()
+    items = [(i, X.indices[X.indptr[i]:X.indptr[i + 1]], X.data[X.indptr[i]:X.indptr[i + 1]], 0)
+             for i in range(4)]  # fmt: skip
+    batch = coll(items)
+    for i in range(4):
+        n_genes = int((~batch["padding_mask"][i]).sum()) - 1  # minus <cls>
+        masked = batch["masked"][i]
+        assert int(masked.sum()) == int(n_genes * 0.4)  # official: int(n * mask_ratio)
+        assert not masked[0] and not masked[batch["padding_mask"][i]].any()
+        assert torch.all(batch["values"][i][masked] == -1.0)
+        keep = ~masked
+        assert torch.equal(batch["values"][i][keep], batch["target"][i][keep])
+        assert torch.all(batch["target"][i][masked] >= 1)  # non-zero genes: bins 1..n_bins
+    again = coll(items)
+    assert torch.equal(again["masked"], batch["masked"])  # seeded validation batches repeat
+
+
+def test_plan_loss_is_the_official_sum(pretrained):
+    a = _batches(3)
+    ScGPTIntegration.setup_anndata(a, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False)
+    X, cols = model._training_matrix()
+    coll = MaskedValueCollator(cols, cls_id=model.vocab.cls_id, pad_id=model.vocab.pad_id,
+                               max_len=None, seed=0)  # fmt: skip
+    codes = model._batch_codes(a)
+    items = [(i, X.indices[X.indptr[i]:X.indptr[i + 1]], X.data[X.indptr[i]:X.indptr[i + 1]],
+              int(codes[i])) for i in range(a.n_obs)]  # fmt: skip
+    batch = coll(items)
+    plan = IntegrationTrainingPlan(model.module, ecs_weight=10.0, dab_weight=1.0)
+    module = model.module.eval()
+    parts = plan.losses(batch)
+    out = module(batch["genes"], batch["values"], batch["padding_mask"],
+                 batch_labels=batch["batch_labels"], MVC=True, ECS=True)  # fmt: skip
+    m = batch["masked"]
+    mse = ((out["mlm_output"] - batch["target"])[m] ** 2).mean()
+    gepc = ((out["mvc_output"] - batch["target"])[m] ** 2).mean()
+    e = torch.nn.functional.normalize(out["cell_emb"], dim=1)
+    cos = (e @ e.T).fill_diagonal_(0).clamp(min=0)
+    ecs = (1 - (cos - 0.8) ** 2).mean()
+    dab = torch.nn.functional.cross_entropy(out["dab_output"], batch["batch_labels"])
+    torch.testing.assert_close(parts["loss_mse"], mse)
+    torch.testing.assert_close(parts["loss_gepc"], gepc)
+    torch.testing.assert_close(parts["loss_ecs"], ecs)
+    torch.testing.assert_close(parts["loss"], mse + gepc + 10 * ecs + dab)
+    assert masked_mse_loss is not None
+
+
+def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
+    """A minibatch with two batches normalises each with its own statistics (as two calls)."""
+    a = _batches(3)
+    ScGPTIntegration.setup_anndata(a, batch_key="batch")
+    module = ScGPTIntegration.load_pretrained(pretrained, a).module.train()
+    x = torch.randn(6, 5, 32)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    mixed = module._domain_norm(x, labels)
+    for d in (0, 1):
+        rows = labels == d
+        alone = module._domain_norm(x[rows], labels[rows])
+        torch.testing.assert_close(mixed[rows], alone)
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"batch_key": "donor"}, KeyError, "batch_key='donor' not found.*columns"),
+        ({"batch_key": "batch", "labels_key": "celltype"}, KeyError, "labels_key='celltype'"),
+        ({"batch_key": "one"}, ValueError, "only one batch"),
+        ({"batch_key": "batch", "labels_key": "rare"}, ValueError, "fewer than 2 cells: \\['x'\\]"),
+        ({"batch_key": "batch", "labels_key": "none"}, ValueError, "no labels"),
+        ({"batch_key": "batch", "model": 3}, TypeError, "not understood"),
+        ({"batch_key": "batch", "model": "/no/such/folder"}, FileNotFoundError, "no such folder"),
+        ({"batch_key": "batch", "ecs_threshold": 2.0}, ValueError, "ecs_threshold"),
+        ({"batch_key": "batch", "dab_weight": -1.0}, ValueError, "dab_weight"),
+    ],
+)
+def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match):
+    adata = _batches(2)
+    adata.obs["one"] = "x"
+    adata.obs["rare"] = ["x"] + ["y"] * (adata.n_obs - 1)
+    adata.obs["none"] = np.nan
+    before = adata.copy()
+    kwargs = {"model": pretrained, **kwargs}
+    with pytest.raises(error, match=match):
+        tl.integrate(adata, progress=False, **kwargs)
+    assert list(adata.obs.columns) == list(before.obs.columns) and not adata.uns
+    assert not adata.obsm
+
+
+def test_genes_outside_vocab_are_dropped_and_reported(pretrained, caplog):
+    adata = _batches(2)
+    extra = ad.AnnData(sp.csr_matrix(np.ones((adata.n_obs, 5), np.float32)), obs=adata.obs,
+                       var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(5)]))  # fmt: skip
+    both = ad.concat([adata, extra], axis=1, merge="first")
+    with caplog.at_level("INFO", logger="omicformer.scgpt._integrate"):
+        tl.integrate(both, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
+                     progress=False)  # fmt: skip
+    info = both.uns["scgpt"]["X_scgpt_integrated"]
+    assert (info["n_genes_matched"], info["n_genes_total"]) == (N_GENES, N_GENES + 5)
+    assert "5 of 65 genes are not in the model's vocabulary" in caplog.text
+
+
+def test_too_few_vocabulary_genes(pretrained):
+    adata = _batches(2)
+    adata.var_names = [f"G{i}" if i < 40 else f"X{i}" for i in range(N_GENES)]
+    with pytest.raises(ValueError, match="only 40 of the 60 genes"):
+        tl.integrate(adata, batch_key="batch", model=pretrained, progress=False)
+
+
+def test_model_class_needs_batches():
+    adata = _batches(2)
+    ScGPTIntegration.setup_anndata(adata)
+    with pytest.raises(ValueError, match="batch_key"):
+        ScGPTIntegration.load_pretrained("default", adata)
