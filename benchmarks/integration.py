@@ -46,7 +46,8 @@ Inputs per method
 * scGPT integrate: ``scgpt.tl.integrate(adata, batch_key=..., random_state=seed)`` with every
   other argument at its default.
 
-Timing: one torch and BLAS thread by default (``--threads``).
+Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchmark`` extra
+(``pip install -e ".[benchmark]"``: scib-metrics, harmonypy).
 
     python benchmarks/integration.py                 # seeds 0 1 2, both data sets
     python benchmarks/integration.py --quick         # seed 0, scVI 100 epochs

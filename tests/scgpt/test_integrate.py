@@ -258,3 +258,25 @@ def test_model_class_needs_batches():
     ScGPTIntegration.setup_anndata(adata)
     with pytest.raises(ValueError, match="batch_key"):
         ScGPTIntegration.load_pretrained("default", adata)
+
+
+def test_training_runs_in_train_mode_so_dsbn_learns_its_statistics(integrated):
+    """Pretrained modules load in eval mode; the engine must switch to train mode, or DSBN
+    keeps its initial running statistics (mean 0, variance 1) and dropout stays off."""
+    _, _, model = integrated
+    for bn in model.module.dsbn.bns:
+        assert bn.num_batches_tracked > 0
+        assert bn.running_mean.abs().sum() > 0
+    assert not model.module.training  # and back to eval mode for inference
+
+
+def test_set_dropout_sets_every_rate(pretrained):
+    from omicformer.scgpt.module._transformer import MultiheadSelfAttention
+
+    module = ScGPT.load_pretrained(pretrained, pretrained.adata).module
+    module.set_dropout(0.3)
+    rates = [m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    rates += [m.dropout for m in module.modules() if isinstance(m, MultiheadSelfAttention)]
+    assert rates and set(rates) == {0.3} and module.config.dropout == 0.3
+    with pytest.raises(ValueError, match="dropout"):
+        module.set_dropout(1.0)
