@@ -52,6 +52,7 @@ Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchm
     python benchmarks/integration.py                 # seeds 0 1 2, both data sets
     python benchmarks/integration.py --quick         # seed 0, scVI 100 epochs
     python benchmarks/integration.py --sets pbmc --methods pca harmony scgpt_integrate
+    python benchmarks/integration.py --figure docs/_static/integration.png   # + UMAP figures
 """
 
 from __future__ import annotations
@@ -254,6 +255,12 @@ def evaluate(name: str, seeds: list[int], methods: list[str], args) -> pd.DataFr
             keys.append(f"Z_{method}")
             print(f"  seed {seed} {method}: {seconds[method]:.1f} s", flush=True)
         res = benchmark(adata, batch_key, label_key, keys)
+        if args.figure and seed == seeds[0] and "Z_scgpt_integrated" in adata.obsm:
+            path = Path(args.figure)
+            path = path.with_name(f"{path.stem}_{name}{path.suffix or '.png'}")
+            scgpt.pl.integration(adata, batch_key=batch_key, color=label_key, basis_before="X_pca",
+                                 basis_after="Z_scgpt_integrated", save=path, show=False)  # fmt: skip
+            print(f"  figure: {path}")
         for key in keys:
             method = key[2:]
             row = res.loc[key].to_dict()
@@ -290,6 +297,9 @@ def main() -> None:
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--csv", default=None, help="also write every row to this CSV")
+    p.add_argument("--figure", default=None,
+                   help="write before (PCA) / after (scGPT integrate, first seed) UMAPs of each "
+                   "set to this path, with the set's name appended to the file name")  # fmt: skip
     args = p.parse_args()
     if args.quick:
         args.seeds = args.seeds[:1]

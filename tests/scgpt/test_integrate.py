@@ -280,3 +280,30 @@ def test_set_dropout_sets_every_rate(pretrained):
     assert rates and set(rates) == {0.3} and module.config.dropout == 0.3
     with pytest.raises(ValueError, match="dropout"):
         module.set_dropout(1.0)
+
+
+def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained):
+    a = _batches(3)
+    ScGPTIntegration.setup_anndata(a, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False, use_batch_labels=True)
+    X, cols = model._training_matrix()
+    coll = MaskedValueCollator(cols, cls_id=model.vocab.cls_id, pad_id=model.vocab.pad_id,
+                               max_len=None, n_zero_genes=8, seed=0)  # fmt: skip
+    codes = model._batch_codes(a)
+    items = [(i, X.indices[X.indptr[i]:X.indptr[i + 1]], X.data[X.indptr[i]:X.indptr[i + 1]],
+              int(codes[i])) for i in range(a.n_obs)]  # fmt: skip
+    batch = coll(items)
+    pad = model.vocab.pad_id
+    for i, (_, c, _, _) in enumerate(items):
+        z = batch["zero_genes"][i]
+        z = z[z != pad].numpy()
+        assert len(z) == min(8, N_GENES - len(c)) and len(set(z)) == len(z)
+        assert not np.isin(z, cols[c]).any() and np.isin(z, cols).all()
+    plan = IntegrationTrainingPlan(model.module.eval(), ecs_weight=0.0, dab_weight=0.0)
+    out = model.module(batch["genes"], batch["values"], batch["padding_mask"],
+                       batch_labels=batch["batch_labels"], MVC=True)  # fmt: skip
+    cell = torch.cat([out["cell_emb"], model.module.batch_encoder(batch["batch_labels"])], 1)
+    zero_pred = model.module.mvc_decoder(cell, model.module.encoder(batch["zero_genes"]))["pred"]
+    real, m = batch["zero_genes"] != pad, batch["masked"]
+    errors = torch.cat([(out["mvc_output"] - batch["target"])[m], zero_pred[real]])
+    torch.testing.assert_close(plan.losses(batch)["loss_gepc"], (errors**2).mean())

@@ -155,6 +155,7 @@ class ScGPTIntegration(ScGPT):
         early_stopping: bool = False,
         early_stopping_patience: int = 5,
         mask_ratio: float = 0.4,
+        n_zero_genes: int = 0,
         mvc: bool = True,
         ecs_weight: float = 10.0,
         dab_weight: float = 1.0,
@@ -193,6 +194,10 @@ class ScGPTIntegration(ScGPT):
             cells (the official tutorial's model-selection loss).
         mask_ratio
             Fraction of each cell's values hidden and predicted (official 0.4).
+        n_zero_genes
+            Per cell, also predict 0 with the GEPC head for this many random genes of the data
+            that the cell does not express (see
+            :class:`~omicformer.scgpt.train.MaskedValueCollator`).
         mvc
             Add the GEPC (MVC) loss.
         ecs_weight
@@ -242,7 +247,8 @@ class ScGPTIntegration(ScGPT):
         c = self.module.config
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
-                  "mask_ratio": mask_ratio, "mask_value": c.mask_value}  # fmt: skip
+                  "mask_ratio": mask_ratio, "mask_value": c.mask_value,
+                  "n_zero_genes": n_zero_genes if mvc else 0}  # fmt: skip
         train_ds, val_ds = dataset(train_idx), dataset(val_idx)
         plan = IntegrationTrainingPlan(
             self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,

@@ -52,11 +52,19 @@ class MaskedValueCollator(CellCollator):
     mask_value
         Input value of masked positions (official ``-1``).
 
+    n_zero_genes
+        Also draw, per cell, this many dataset genes the cell does not express
+        (``zero_genes``, ``(B, n_zero_genes)``, ``pad_id`` where fewer exist); the GEPC head
+        learns to predict 0 for them. The official recipe feeds unexpressed genes as tokens
+        (``include_zero_gene=True``); this keeps that signal for the cell embedding without
+        paying for the extra tokens in the transformer.
+
     Returns
     -------
     A dict of tensors: ``genes``, ``values`` (input, masked), ``target`` (unmasked values),
     ``padding_mask`` (True at pads), ``masked`` (True where a value is hidden), all (B, L);
-    ``batch_labels``, ``labels`` (``-1``: no label) and ``cell_index``, (B,).
+    ``batch_labels``, ``labels`` (``-1``: no label) and ``cell_index``, (B,); with
+    ``n_zero_genes``, ``zero_genes``.
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class MaskedValueCollator(CellCollator):
         max_len: int | None = 1200,
         mask_ratio: float = 0.4,
         mask_value: float = -1.0,
+        n_zero_genes: int = 0,
         seed: int | None = None,
     ):
         super().__init__(gene_ids, cls_id=cls_id, pad_id=pad_id, pad_value=pad_value,
@@ -77,7 +86,11 @@ class MaskedValueCollator(CellCollator):
         if not 0 < mask_ratio < 1:
             msg = f"mask_ratio={mask_ratio} must lie strictly between 0 and 1."
             raise ValueError(msg)
+        if n_zero_genes < 0:
+            msg = f"n_zero_genes={n_zero_genes} must be >= 0."
+            raise ValueError(msg)
         self.mask_ratio, self.mask_value = float(mask_ratio), float(mask_value)
+        self.n_zero_genes = int(n_zero_genes)
 
     def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
         index, cols, vals, codes, *rest = zip(*items, strict=True)
@@ -96,7 +109,22 @@ class MaskedValueCollator(CellCollator):
         batch["batch_labels"] = torch.as_tensor(codes, dtype=torch.long)
         batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
         batch["cell_index"] = torch.as_tensor(index, dtype=torch.long)
+        if self.n_zero_genes:
+            batch["zero_genes"] = self._zero_genes(cols, rng)
         return batch
+
+    def _zero_genes(self, cols: Sequence[np.ndarray], rng: np.random.Generator) -> torch.Tensor:
+        """Per cell, up to ``n_zero_genes`` random dataset genes it does not express (pad-filled)."""
+        n = len(self.gene_ids)
+        out = np.full((len(cols), self.n_zero_genes), self.pad_id, dtype=np.int64)
+        for i, c in enumerate(cols):
+            k = min(self.n_zero_genes, n - len(c))
+            if k <= 0:
+                continue
+            draw = rng.choice(n, size=min(n, len(c) + 2 * k), replace=False)
+            draw = draw[~np.isin(draw, c)][:k]
+            out[i, : len(draw)] = self.gene_ids[draw]
+        return torch.from_numpy(out)
 
 
 class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
@@ -175,7 +203,7 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         parts = {"loss_mse": masked_mse_loss(out["mlm_output"].float(), target, masked)}
         loss = parts["loss_mse"]
         if self.mvc:
-            parts["loss_gepc"] = masked_mse_loss(out["mvc_output"].float(), target, masked)
+            parts["loss_gepc"] = self._gepc(out, batch)
             loss = loss + parts["loss_gepc"]
         if self.ecs_weight > 0:
             parts["loss_ecs"] = out["loss_ecs"].float()
@@ -191,6 +219,21 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
                 parts["loss_cls"] = out["cls_output"].sum() * 0.0
             loss = loss + self.label_weight * parts["loss_cls"]
         return {"loss": loss, **parts}
+
+    def _gepc(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """MSE of the MVC head on the masked genes (and on ``zero_genes``, whose target is 0)."""
+        target, masked = batch["target"], batch["masked"]
+        if "zero_genes" not in batch:
+            return masked_mse_loss(out["mvc_output"].float(), target, masked)
+        zero_genes = batch["zero_genes"]
+        real = zero_genes.ne(self.module.config.pad_token_id)
+        cell = out["cell_emb"]
+        if self.module.config.use_batch_labels:
+            cell = torch.cat([cell, self.module.batch_encoder(batch["batch_labels"])], dim=1)
+        zero_pred = self.module.mvc_decoder(cell, self.module.encoder(zero_genes))["pred"]
+        sq = ((out["mvc_output"].float() - target) ** 2)[masked].sum()
+        sq = sq + (zero_pred.float() ** 2)[real].sum()
+        return sq / (masked.sum() + real.sum()).clamp(min=1)
 
     def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
         parts = self.losses(batch)
