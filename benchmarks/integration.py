@@ -255,11 +255,11 @@ def evaluate(name: str, seeds: list[int], methods: list[str], args) -> pd.DataFr
             keys.append(f"Z_{method}")
             print(f"  seed {seed} {method}: {seconds[method]:.1f} s", flush=True)
         res = benchmark(adata, batch_key, label_key, keys)
-        if args.figure and seed == seeds[0] and "Z_scgpt_integrated" in adata.obsm:
+        if args.figure and seed == seeds[0] and "Z_scgpt_integrate" in adata.obsm:
             path = Path(args.figure)
             path = path.with_name(f"{path.stem}_{name}{path.suffix or '.png'}")
             scgpt.pl.integration(adata, batch_key=batch_key, color=label_key, basis_before="X_pca",
-                                 basis_after="Z_scgpt_integrated", save=path, show=False)  # fmt: skip
+                                 basis_after="Z_scgpt_integrate", save=path, show=False)  # fmt: skip
             print(f"  figure: {path}")
         for key in keys:
             method = key[2:]

@@ -120,8 +120,9 @@ def integrate(
     ``adata.obsm[key_added]``
         ``(n_obs, d_model)`` float32 corrected embedding, unit L2 norm.
     ``adata.uns["scgpt"][key_added]``
-        ``params``, ``batches`` (in the model's code order), ``losses`` (last-epoch training
-        and validation losses), ``n_genes_matched`` and ``n_genes_total``.
+        ``params``, ``batches`` (in the model's code order), ``epochs`` trained, ``losses``
+        (last-epoch training and validation losses), ``n_genes_matched`` and
+        ``n_genes_total``.
 
     Examples
     --------
@@ -180,6 +181,7 @@ def integrate(
             "retrained": fitted is None,
         },
         "batches": [str(b) for b in integration.batches_],
+        "epochs": len(history["train_loss"]) if "train_loss" in history else 0,
         "losses": {k: float(np.asarray(v).ravel()[-1]) for k, v in history.items()
                    if "step" not in k and len(v)},
         **genes,
@@ -195,8 +197,8 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
 
     The working AnnData holds the vocabulary genes of ``adata`` (read in chunks, checked for
     NaN, negative values and cells without any such gene), ``obs["batch"]`` and, with
-    ``labels_key``, ``obs["labels"]`` (missing labels as NaN). scvi-tools' setup writes into it,
-    never into ``adata``.
+    ``labels_key``, ``obs["labels"]`` (missing labels as the unlabelled category). scvi-tools'
+    setup writes into it, never into ``adata``.
     """
     import anndata as ad
     import scipy.sparse as sp
