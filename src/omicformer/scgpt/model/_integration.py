@@ -179,7 +179,7 @@ class ScGPTIntegration(ScGPT):
 
         Every minibatch holds cells of one batch (as DSBN needs). Loss:
         ``mse + gepc + ecs_weight * ecs + dab_weight * dab (+ label_weight * cls)``; see
-        :mod:`omicformer.scgpt.train._integrate`.
+        :class:`~omicformer.scgpt.train.IntegrationTrainingPlan`.
 
         Parameters
         ----------

@@ -51,7 +51,7 @@ class LabelledCellDataset(CellDataset):
 class ClassificationCollator(CellCollator):
     """Tokenise labelled cells (``<cls>`` + binned non-zero genes, at most ``max_len``).
 
-    Parameters and randomness as :class:`~omicformer.scgpt.train._data.CellCollator`; the batch
+    Parameters and randomness as :class:`~omicformer.scgpt.train.CellCollator`; the batch
     holds ``genes``, ``values``, ``padding_mask``, ``batch_labels`` and ``labels``.
     """
 

@@ -46,7 +46,7 @@ class MaskedValueCollator(CellCollator):
     Parameters
     ----------
     gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed
-        Token layout and randomness, as :class:`~omicformer.scgpt.train._data.CellCollator`.
+        Token layout and randomness, as :class:`~omicformer.scgpt.train.CellCollator`.
     mask_ratio
         Fraction of each cell's genes to mask (official 0.4).
     mask_value
