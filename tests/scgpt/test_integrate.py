@@ -307,3 +307,15 @@ def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained):
     real, m = batch["zero_genes"] != pad, batch["masked"]
     errors = torch.cat([(out["mvc_output"] - batch["target"])[m], zero_pred[real]])
     torch.testing.assert_close(plan.losses(batch)["loss_gepc"], (errors**2).mean())
+
+
+def test_model_from_scratch_trains_and_embeds():
+    adata = _batches(4)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
+    c = model.module.config
+    assert c.do_dab and c.domain_spec_batchnorm and c.num_batch_labels == 2
+    model.train(max_epochs=1, batch_size=8, accelerator="cpu", enable_progress_bar=False)
+    z = model.get_latent_representation(progress=False)
+    assert z.shape == (adata.n_obs, 16) and np.isfinite(z).all()
+    assert model.history["train_loss_dab"].shape[0] == 1
