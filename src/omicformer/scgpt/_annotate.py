@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._core._anndata import check_layer
 from ._genes import gene_names, match_genes
-from ._resolve import resolve_model
+from ._resolve import describe_model, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -172,7 +172,7 @@ def annotate(
     adata.obs[f"{key_added}_confidence"] = confidence
     adata.uns.setdefault("scgpt", {})[key_added] = {
         "params": {
-            "label_key": label_key, "method": method, "model": _describe(model), "layer": layer,
+            "label_key": label_key, "method": method, "model": describe_model(model), "layer": layer,
             "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
             "max_len": max_len,
             "batch_size": batch_size, "dropout": dropout, "n_neighbors": n_neighbors, "random_state": random_state,
@@ -274,14 +274,6 @@ def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
         if sorted(model.classes_) == sorted(str(c) for c in classes):
             return model
     return None
-
-
-def _describe(model: Any) -> str:
-    import os
-
-    if isinstance(model, str | os.PathLike):
-        return os.fspath(model)
-    return type(model).__name__
 
 
 # ---------------------------------------------------------------------------- methods

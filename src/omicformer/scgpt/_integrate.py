@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key
 from ._genes import gene_names, match_genes, match_report
-from ._resolve import resolve_model
+from ._resolve import describe_model, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -172,7 +172,7 @@ def integrate(
     history = integration.history or {}
     adata.uns.setdefault("scgpt", {})[key_added] = {
         "params": {
-            "batch_key": batch_key, "labels_key": labels_key, "model": _describe(model),
+            "batch_key": batch_key, "labels_key": labels_key, "model": describe_model(model),
             "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
             "ecs_weight": ecs_weight, "ecs_threshold": ecs_threshold, "dab_weight": dab_weight,
             "dsbn": dsbn, "batch_conditioned": batch_conditioned, "dropout": dropout,
@@ -306,11 +306,3 @@ def _fitted_integration(model: Any, batches: pd.Series) -> Any:
         if set(batches.astype(str)) <= {str(b) for b in model.batches_}:
             return model
     return None
-
-
-def _describe(model: Any) -> str:
-    import os
-
-    if isinstance(model, str | os.PathLike):
-        return os.fspath(model)
-    return type(model).__name__

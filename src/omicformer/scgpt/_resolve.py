@@ -55,6 +55,13 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
     raise TypeError(msg)
 
 
+def describe_model(model: Any) -> str:
+    """How ``uns`` records the ``model=`` argument: the path as given, else the class name."""
+    if isinstance(model, str | os.PathLike):
+        return os.fspath(model)
+    return type(model).__name__
+
+
 def _load_ours(path: Path) -> tuple[TransformerModel, GeneVocab]:
     from .model import load_module
 

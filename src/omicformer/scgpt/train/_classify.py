@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .._tokenize import pad_batch
 from ..module import TransformerModel
 from ._data import CellCollator, CellDataset
-from ._plan import FrozenHeadsMixin
+from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 
 #: Parameters the classifier objective trains: encoders, transformer, batch layers, the head.
 CLASSIFIER_PARTS = (
@@ -126,10 +126,7 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=self.lr_decay)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return adam_with_epoch_decay(self.module, self.lr, self.weight_decay, self.lr_decay)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

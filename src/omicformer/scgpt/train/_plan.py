@@ -49,6 +49,20 @@ class FrozenHeadsMixin:
         self.unfreeze()
 
 
+def adam_with_epoch_decay(
+    module: torch.nn.Module, lr: float, weight_decay: float, lr_decay: float
+) -> dict[str, Any]:
+    """Adam on the trainable parameters; the learning rate times ``lr_decay`` after every epoch.
+
+    The official fine-tuning schedule (``StepLR(step_size=1, gamma=schedule_ratio)`` stepped
+    once per epoch), as Lightning's ``configure_optimizers`` return value.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=lr_decay)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
 class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     """Train a :class:`~omicformer.scgpt.module.TransformerModel` by generative pretraining.
 
