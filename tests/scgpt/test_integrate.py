@@ -319,3 +319,10 @@ def test_model_from_scratch_trains_and_embeds():
     z = model.get_latent_representation(progress=False)
     assert z.shape == (adata.n_obs, 16) and np.isfinite(z).all()
     assert model.history["train_loss_dab"].shape[0] == 1
+
+
+def test_model_from_scratch_keeps_batch_conditioned_decoders():
+    adata = _batches(2)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, use_batch_labels=True)
+    assert model.module.config.use_batch_labels and hasattr(model.module, "batch_encoder")

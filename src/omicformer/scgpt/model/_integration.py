@@ -58,7 +58,10 @@ class ScGPTIntegration(ScGPT):
     def __init__(self, adata: AnnData, *, dsbn: bool = True, **kwargs: Any):
         _require_batches(type(self), adata)
         super().__init__(adata, dsbn=dsbn, **kwargs)
-        self._add_integration_heads(dsbn=dsbn, ecs_threshold=self.module.config.ecs_threshold)
+        c = self.module.config
+        self._add_integration_heads(
+            dsbn=dsbn, ecs_threshold=c.ecs_threshold, use_batch_labels=c.use_batch_labels
+        )
 
     @classmethod
     def load_pretrained(
@@ -86,6 +89,10 @@ class ScGPTIntegration(ScGPT):
             Add domain-specific batch norm (one set of normalisation statistics per batch).
         ecs_threshold
             Cosine similarity above which ECS pulls two cells together (official 0.8).
+        use_batch_labels
+            Give the batch to the expression and GEPC decoders (official option
+            ``INPUT_BATCH_LABELS``), so the cell embedding needs not carry it;
+            :func:`~omicformer.scgpt.tl.integrate` turns it on (``batch_conditioned=True``).
 
         Notes
         -----
