@@ -326,3 +326,33 @@ def test_model_from_scratch_keeps_batch_conditioned_decoders():
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, use_batch_labels=True)
     assert model.module.config.use_batch_labels and hasattr(model.module, "batch_encoder")
+
+
+def test_default_length_scales_with_the_data():
+    from omicformer.scgpt.model._integration import default_epochs
+
+    # about 8,000 cell passes, 1 to 15 epochs
+    assert [default_epochs(n) for n in (100, 533, 1133, 5000, 9000, 100_000)] == [
+        15, 15, 7, 2, 1, 1,
+    ]  # fmt: skip
+
+
+def test_default_run_stops_after_16000_cell_passes(pretrained, monkeypatch):
+    import omicformer.scgpt.model._integration as integ
+
+    seen = {}
+
+    def fake_run_training(plan, train, collate_fn, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(integ, "run_training", fake_run_training)
+    adata = _batches(2)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, adata)
+    with pytest.raises(RuntimeError, match="stop"):
+        model.train(batch_size=64)
+    assert seen["max_epochs"] == 15 and seen["max_steps"] == 250
+    with pytest.raises(RuntimeError, match="stop"):
+        model.train(max_epochs=3)
+    assert seen["max_epochs"] == 3 and seen["max_steps"] is None

@@ -78,8 +78,8 @@ def integrate(
     key_added
         ``obsm`` key of the corrected embedding.
     max_epochs
-        Fine-tuning epochs; ``None`` scales with the data (about 8,000 cell passes, between 2
-        and 15 epochs), so that CPU runs take minutes.
+        Fine-tuning epochs; ``None`` scales with the data (about 8,000 cell passes, between 1
+        and 15 epochs, at most 16,000 cell passes), so that CPU runs take minutes.
     ecs_weight, ecs_threshold
         Elastic cell similarity weight and cosine threshold (official 10 and 0.8).
     dab_weight

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 #: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
 DEFAULT_CELL_PASSES = 8_000
-DEFAULT_EPOCH_RANGE = (2, 15)
+DEFAULT_EPOCH_RANGE = (1, 15)
+#: ... and a default-length run stops after this many cell passes (large data: part of an epoch).
+MAX_DEFAULT_CELL_PASSES = 16_000
 #: Label category of cells without a cell type (as scANVI's ``unlabeled_category``).
 UNLABELLED = "Unknown"
 
@@ -191,9 +193,10 @@ class ScGPTIntegration(ScGPT):
         Parameters
         ----------
         max_epochs
-            Passes over the cells; ``None`` scales with the data: about 8,000 cell passes,
-            between 2 and 15 epochs (the official tutorial runs 15), so that CPU runs take
-            minutes.
+            Passes over the cells; ``None`` (with ``max_steps=None``) scales with the data:
+            about 8,000 cell passes, between 1 and 15 epochs (the official tutorial runs 15),
+            and at most 16,000 cell passes (``max_steps = 16000 / batch_size``), so that CPU
+            runs take minutes also on large data (where the model then sees a sample).
         batch_size, lr
             Cells per minibatch (per device) and Adam learning rate (official 64 and 1e-4).
         max_steps, validation_size, early_stopping, early_stopping_patience
@@ -247,6 +250,7 @@ class ScGPTIntegration(ScGPT):
         train_idx, val_idx = split_indices(X.shape[0], validation_size, random_state)
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
+            max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
 
         def dataset(idx: np.ndarray) -> LabelledCellDataset:
             return LabelledCellDataset(X[idx], labels[idx], batches[idx])
@@ -286,7 +290,7 @@ class ScGPTIntegration(ScGPT):
 
 
 def default_epochs(n_cells: int) -> int:
-    """Epochs when ``max_epochs=None``: about 8,000 cell passes, between 2 and 15 epochs."""
+    """Epochs when ``max_epochs=None``: about 8,000 cell passes, between 1 and 15 epochs."""
     lo, hi = DEFAULT_EPOCH_RANGE
     return int(np.clip(round(DEFAULT_CELL_PASSES / max(n_cells, 1)), lo, hi))
 
