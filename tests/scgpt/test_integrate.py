@@ -338,7 +338,7 @@ def test_default_length_scales_with_the_data():
 
 
 def test_default_run_stops_after_16000_cell_passes(pretrained, monkeypatch):
-    import omicformer.scgpt.model._integration as integ
+    import omicformer.scgpt.model._training as integ
 
     seen = {}
 

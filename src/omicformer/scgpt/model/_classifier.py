@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, run_training, split_indices
+from ..._core._train import VALIDATION_SIZE, split_indices
 from .._embed import embed_cells
 from ..module import ClsDecoder
 from ._scgpt import ScGPT
@@ -194,24 +195,15 @@ class ScGPTClassifier(ScGPT):
             self.module, lr=lr, weight_decay=weight_decay, class_weight=weight, lr_decay=lr_decay
         )
         groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-        try:
-            history = run_training(
-                plan, train_ds, ClassificationCollator(col_ids, **common),
-                val=val_ds, val_collate_fn=ClassificationCollator(col_ids, seed=random_state, **common),
-                groups=groups, batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                precision=precision, num_workers=num_workers, random_state=random_state,
-                early_stopping=early_stopping and len(val_idx) > 0,
-                early_stopping_patience=early_stopping_patience,
-                checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-                enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-            )  # fmt: skip
-        finally:
-            plan.unfreeze()
-        self.module.cpu().eval()
-        self.history_ = history
-        self.train_indices_, self.validation_indices_ = train_idx, val_idx
-        self.is_trained_ = True
+        self._fit(
+            plan, functools.partial(ClassificationCollator, col_ids, **common), (train_ds, val_ds),
+            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
+            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+            strategy=strategy, precision=precision, num_workers=num_workers,
+            random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
+            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+        )  # fmt: skip
         self._calibrate(val_idx, labels, random_state)
 
     def _calibrate(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, run_training, split_indices
+from ..._core._train import VALIDATION_SIZE, split_indices
 from ._io import rebuild_module
 from ._scgpt import ScGPT
 
@@ -266,24 +267,15 @@ class ScGPTIntegration(ScGPT):
             label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
         )  # fmt: skip
         groups = (train_ds.batch_codes, val_ds.batch_codes)  # one batch per minibatch, for DSBN
-        try:
-            history = run_training(
-                plan, train_ds, MaskedValueCollator(col_ids, **common),
-                val=val_ds, val_collate_fn=MaskedValueCollator(col_ids, seed=random_state, **common),
-                groups=groups, batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                precision=precision, num_workers=num_workers, random_state=random_state,
-                early_stopping=early_stopping and len(val_idx) > 0,
-                early_stopping_patience=early_stopping_patience,
-                checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-                enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-            )  # fmt: skip
-        finally:
-            plan.unfreeze()
-        self.module.cpu().eval()
-        self.history_ = history
-        self.train_indices_, self.validation_indices_ = train_idx, val_idx
-        self.is_trained_ = True
+        self._fit(
+            plan, functools.partial(MaskedValueCollator, col_ids, **common), (train_ds, val_ds),
+            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
+            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+            strategy=strategy, precision=precision, num_workers=num_workers,
+            random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
+            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+        )  # fmt: skip
 
     def _needs_batch_codes(self) -> bool:
         return bool(self.module.config.domain_spec_batchnorm or self.module.config.use_batch_labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._embed import vocab_chunks
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
 class GenerativeTrainingMixin:
@@ -26,6 +27,38 @@ class GenerativeTrainingMixin:
         cols = np.flatnonzero(gene_ids >= 0)
         X = sp.vstack([sub for _, sub in vocab_chunks(self.adata, layer, cols)], format="csr")
         return X, gene_ids[cols]
+
+    def _fit(
+        self,
+        plan: Any,
+        collator: Callable[..., Any],
+        datasets: tuple[Any, Any],
+        indices: tuple[np.ndarray, np.ndarray],
+        *,
+        random_state: int,
+        **runner: Any,
+    ) -> None:
+        """Fit ``plan`` on the shared runner and record the run on the model.
+
+        ``collator(seed=None)`` tokenises training batches, ``collator(seed=random_state)``
+        validation batches (fixed draws, so validation losses compare across epochs). Heads
+        frozen for the objective are unfrozen even when training fails; afterwards the module
+        is on the CPU in eval mode and ``history``, ``train_indices``, ``validation_indices``
+        and ``is_trained`` are set. ``runner`` goes to
+        :func:`~omicformer._core._train.run_training`.
+        """
+        (train_ds, val_ds), (train_idx, val_idx) = datasets, indices
+        try:
+            history = run_training(
+                plan, train_ds, collator(seed=None), val=val_ds,
+                val_collate_fn=collator(seed=random_state), random_state=random_state, **runner,
+            )  # fmt: skip
+        finally:
+            plan.unfreeze()
+        self.module.cpu().eval()
+        self.history_ = history
+        self.train_indices_, self.validation_indices_ = train_idx, val_idx
+        self.is_trained_ = True
 
     # ------------------------------------------------------------------ training
     @renamed_kwargs(train_size=("validation_size", lambda v: round(1.0 - float(v), 12)))
@@ -147,23 +180,15 @@ class GenerativeTrainingMixin:
         )  # fmt: skip
         # DSBN normalises a minibatch with one domain's statistics: one batch label per minibatch
         groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-        try:
-            history = run_training(
-                plan, train_ds, GenerativeCollator(col_ids, **common),
-                val=val_ds, val_collate_fn=GenerativeCollator(col_ids, seed=random_state, **common),
-                groups=groups, batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                precision=precision, num_workers=num_workers, random_state=random_state,
-                early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
-                checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-                enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-            )  # fmt: skip
-        finally:
-            plan.unfreeze()
-        self.module.cpu().eval()
-        self.history_ = history
-        self.train_indices_, self.validation_indices_ = train_idx, val_idx
-        self.is_trained_ = True
+        self._fit(
+            plan, functools.partial(GenerativeCollator, col_ids, **common), (train_ds, val_ds),
+            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
+            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+            strategy=strategy, precision=precision, num_workers=num_workers,
+            random_state=random_state, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+        )  # fmt: skip
 
 
 def _check_train_args(gen_ratios: Sequence[float], ecs_weight: float) -> None:
