@@ -221,19 +221,10 @@ def _check_inputs(
     for a in (adata, source):
         check_layer(a, layer)
         gene_names(a, gene_key)  # KeyError for an unknown gene_key
-    values = source.obs[label_key]
-    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
-    if not has_label.any():
-        msg = f"{where}.obs[{label_key!r}] has no labels (all missing)."
-        raise ValueError(msg)
-    counts = values[has_label].astype(str).value_counts()
-    rare = sorted(counts.index[counts < 2])
-    if rare:
-        msg = (
-            f"{where}.obs[{label_key!r}] has labels with fewer than 2 cells: {rare[:10]}; remove "
-            "or merge them (a class needs cells to learn from and to validate on)."
-        )
-        raise ValueError(msg)
+    has_label, counts = labelled_cells(
+        source.obs[label_key], f"{where}.obs[{label_key!r}]",
+        rare_hint="a class needs cells to learn from and to validate on",
+    )  # fmt: skip
     if reference is None:
         query_mask = ~has_label
         if not query_mask.any():
@@ -264,6 +255,29 @@ def _check_inputs(
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars)}  # fmt: skip
     return ref, query, query_mask, fitted, genes
+
+
+def labelled_cells(
+    values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
+) -> tuple[np.ndarray, pd.Series]:
+    """Which cells have a label (not missing, not blank) and the cells per label.
+
+    Raises ``ValueError`` naming ``where`` when no cell has a label or a label has fewer than 2
+    cells (those are named); the hints end the messages.
+    """
+    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if not has_label.any():
+        msg = f"{where} has no labels (all missing){'; ' + no_label_hint if no_label_hint else ''}."
+        raise ValueError(msg)
+    counts = values[has_label].astype(str).value_counts()
+    rare = sorted(counts.index[counts < 2])
+    if rare:
+        msg = (
+            f"{where} has labels with fewer than 2 cells: {rare[:10]}; remove or merge them"
+            f"{' (' + rare_hint + ')' if rare_hint else ''}."
+        )
+        raise ValueError(msg)
+    return has_label, counts
 
 
 def _fitted_classifier(model: Any, classes: pd.Index) -> Any:

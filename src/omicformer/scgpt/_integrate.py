@@ -271,31 +271,21 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
 
 def _labels(values: pd.Series, key: str) -> pd.Categorical:
     """Cell-type labels, missing/empty values as the unlabelled category; checks them."""
+    from ._annotate import labelled_cells
     from .model._integration import UNLABELLED
 
-    text = values.astype(object).where(values.notna(), None)
-    has = np.array([v is not None and str(v).strip() != "" for v in text])
-    if not has.any():
-        msg = f"adata.obs[{key!r}] has no labels (all missing); drop labels_key= or add labels."
-        raise ValueError(msg)
-    named = pd.Series(np.where(has, text.astype(str), None), index=values.index)
-    counts = named[has].value_counts()
-    rare = sorted(counts.index[counts < 2])
-    if rare:
-        msg = (
-            f"adata.obs[{key!r}] has labels with fewer than 2 cells: {rare[:10]}; remove or merge "
-            "them (or set them missing)."
-        )
-        raise ValueError(msg)
+    has, counts = labelled_cells(
+        values, f"adata.obs[{key!r}]", no_label_hint="drop labels_key= or add labels",
+        rare_hint="or set them missing",
+    )  # fmt: skip
     if UNLABELLED in counts.index:
         msg = (
             f"adata.obs[{key!r}] uses {UNLABELLED!r} as a label; it marks unlabelled cells here. "
             "Set those cells' labels missing (NaN) instead."
         )
         raise ValueError(msg)
-    return pd.Categorical(
-        np.where(has, named.to_numpy(), UNLABELLED), categories=[*sorted(counts.index), UNLABELLED]
-    )
+    named = np.where(has, values.astype(str).to_numpy(), UNLABELLED)
+    return pd.Categorical(named, categories=[*sorted(counts.index), UNLABELLED])
 
 
 def _fitted_integration(model: Any, batches: pd.Series) -> Any:
