@@ -11,13 +11,14 @@ import scipy.sparse as sp
 from .._core._anndata import check_layer, check_values, iter_row_chunks
 from ._binning import bin_csr_rows
 from ._genes import MIN_MATCH_FRACTION, match_genes, match_report
+from ._perturb_data import prepare_perturbation
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
     from ._vocab import GeneVocab
 
-__all__ = ["bin_expression", "match_vocab"]
+__all__ = ["bin_expression", "match_vocab", "prepare_perturbation"]
 
 
 def bin_expression(

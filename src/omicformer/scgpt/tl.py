@@ -9,12 +9,21 @@ from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
 from ._integrate import integrate
+from ._perturb import predict_perturbation
+from ._perturb_eval import evaluate_perturbation, perturbation_baseline
 from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["annotate", "embed", "integrate"]
+__all__ = [
+    "annotate",
+    "embed",
+    "evaluate_perturbation",
+    "integrate",
+    "perturbation_baseline",
+    "predict_perturbation",
+]
 
 
 def embed(

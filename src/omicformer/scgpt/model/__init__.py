@@ -13,9 +13,10 @@ from ._io import load_module
 if TYPE_CHECKING:  # pragma: no cover
     from ._classifier import ScGPTClassifier
     from ._integration import ScGPTIntegration
+    from ._perturbation import ScGPTPerturbation
     from ._scgpt import ScGPT
 
-__all__ = ["ScGPT", "ScGPTClassifier", "ScGPTIntegration", "load_module"]
+__all__ = ["ScGPT", "ScGPTClassifier", "ScGPTIntegration", "ScGPTPerturbation", "load_module"]
 
 
 def __getattr__(name: str):
@@ -34,5 +35,10 @@ def __getattr__(name: str):
 
         globals()["ScGPTIntegration"] = ScGPTIntegration
         return ScGPTIntegration
+    if name == "ScGPTPerturbation":
+        from ._perturbation import ScGPTPerturbation
+
+        globals()["ScGPTPerturbation"] = ScGPTPerturbation
+        return ScGPTPerturbation
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

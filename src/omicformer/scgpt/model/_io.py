@@ -20,7 +20,7 @@ VOCAB_NAME = "vocab.json"
 ADATA_NAME = "adata.h5ad"
 MODEL_NAME = "ScGPT"
 #: Model classes whose saved folders hold a scGPT ``TransformerModel`` (all load here).
-MODEL_NAMES = (MODEL_NAME, "ScGPTClassifier", "ScGPTIntegration")
+MODEL_NAMES = (MODEL_NAME, "ScGPTClassifier", "ScGPTIntegration", "ScGPTPerturbation")
 
 
 def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from ._decoders import (
     AdversarialDiscriminator,
+    AffineExprDecoder,
     ClsDecoder,
     DomainSpecificBatchNorm1d,
     ExprDecoder,
@@ -22,6 +23,7 @@ from ._transformer import (
 
 __all__ = [
     "AdversarialDiscriminator",
+    "AffineExprDecoder",
     "BatchLabelEncoder",
     "CategoryValueEncoder",
     "ClsDecoder",

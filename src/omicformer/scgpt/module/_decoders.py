@@ -30,6 +30,29 @@ class ExprDecoder(nn.Module):
         return out
 
 
+class AffineExprDecoder(nn.Module):
+    """Expression as an affine function of the input value: ``coeff(h) * x + bias(h)``.
+
+    The official perturbation decoder (``TransformerGenerator.decoder``): two
+    :class:`ExprDecoder` heads, ``coeff_decoder`` and ``bias_decoder``, on the transformer
+    output ``h``; ``x`` is the token's input (control) expression.
+    """
+
+    def __init__(
+        self, d_model: int, explicit_zero_prob: bool = False, use_batch_labels: bool = False
+    ):
+        super().__init__()
+        self.coeff_decoder = ExprDecoder(d_model, explicit_zero_prob, use_batch_labels)
+        self.bias_decoder = ExprDecoder(d_model, explicit_zero_prob, use_batch_labels)
+
+    def forward(self, x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
+        coeff, bias = self.coeff_decoder(x), self.bias_decoder(x)
+        out = {"pred": coeff["pred"] * values + bias["pred"]}
+        if "zero_probs" in coeff:
+            out["zero_probs"] = coeff["zero_probs"]
+        return out
+
+
 def _mlp_head(d_in: int, d_model: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(d_in, d_model),

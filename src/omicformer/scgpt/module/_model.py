@@ -14,6 +14,7 @@ from torch import nn
 
 from ._decoders import (
     AdversarialDiscriminator,
+    AffineExprDecoder,
     ClsDecoder,
     DomainSpecificBatchNorm1d,
     ExprDecoder,
@@ -53,6 +54,11 @@ class ScGPTConfig:
     explicit_zero_prob: bool = False
     pre_norm: bool = False
     use_generative_training: bool = True  # adds `flag_encoder` for tokens to generate
+    # perturbation prediction (official TransformerGenerator): per-gene perturbation flag
+    # embedding `pert_encoder` (0 not perturbed, 1 perturbed, pert_pad_id: no vector) and the
+    # affine expression decoder `coeff(h) * x_ctrl + bias(h)`
+    perturbation: bool = False
+    pert_pad_id: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
@@ -101,11 +107,16 @@ class TransformerModel(nn.Module):
             self.bn = nn.BatchNorm1d(c.d_model, eps=6.1e-5)
         if c.use_generative_training:
             self.flag_encoder = nn.Embedding(2, c.d_model)
+        if c.perturbation:
+            self.pert_encoder = nn.Embedding(3, c.d_model, padding_idx=c.pert_pad_id)
 
         self.transformer_encoder = TransformerEncoder(
             c.d_model, c.nhead, c.d_hid, c.nlayers, c.dropout, "pre" if c.pre_norm else "post"
         )
-        self.decoder = ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+        if c.perturbation:
+            self.decoder = AffineExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+        else:
+            self.decoder = ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
         self.cls_decoder = ClsDecoder(c.d_model, c.n_cls, nlayers=c.nlayers_cls)
         if c.do_mvc:
             self.mvc_decoder = MVCDecoder(
@@ -138,7 +149,11 @@ class TransformerModel(nn.Module):
 
     # ---------------------------------------------------------------- embedding + encoder
     def _embed_tokens(
-        self, src: torch.Tensor, values: torch.Tensor, batch_labels: torch.Tensor | None
+        self,
+        src: torch.Tensor,
+        values: torch.Tensor,
+        batch_labels: torch.Tensor | None,
+        pert_flags: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings ``(B, L, D)`` and the gene embeddings before values are added."""
         gene = self.encoder(src)
@@ -146,6 +161,11 @@ class TransformerModel(nn.Module):
             total = gene * values.unsqueeze(2)
         else:
             total = gene + self.value_encoder(values)
+        if pert_flags is not None:
+            if not self.config.perturbation:
+                msg = "pert_flags need a model built with perturbation=True (pert_encoder)."
+                raise ValueError(msg)
+            total = total + self.pert_encoder(pert_flags)
         return self._domain_norm(total, batch_labels), gene
 
     def _domain_norm(self, total: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
@@ -172,9 +192,10 @@ class TransformerModel(nn.Module):
         values: torch.Tensor,
         src_key_padding_mask: torch.Tensor | None,
         batch_labels: torch.Tensor | None = None,
+        pert_flags: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Transformer output ``(B, L, D)``; ``src_key_padding_mask`` is True at pads."""
-        total, self.cur_gene_token_embs = self._embed_tokens(src, values, batch_labels)
+        total, self.cur_gene_token_embs = self._embed_tokens(src, values, batch_labels, pert_flags)
         return self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
 
     def get_cell_embedding(
@@ -225,13 +246,22 @@ class TransformerModel(nn.Module):
         return out
 
     def _decode(
-        self, transformer_output: torch.Tensor, batch_labels: torch.Tensor | None
+        self,
+        transformer_output: torch.Tensor,
+        batch_labels: torch.Tensor | None,
+        values: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         x = transformer_output
         if self.config.use_batch_labels:
             batch_emb = self.batch_encoder(batch_labels)
             x = torch.cat([x, batch_emb.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=2)
-        dec = self.decoder(x)
+        if self.config.perturbation:
+            if values is None:
+                msg = "The affine expression decoder needs the input values."
+                raise ValueError(msg)
+            dec = self.decoder(x, values)
+        else:
+            dec = self.decoder(x)
         out = {"mlm_output": dec["pred"]}
         if "zero_probs" in dec:
             out["mlm_zero_probs"] = dec["zero_probs"]
@@ -246,14 +276,20 @@ class TransformerModel(nn.Module):
         CLS: bool = False,
         MVC: bool = False,
         ECS: bool = False,
+        pert_flags: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Bidirectional pass (masked-value training, fine-tuning and inference).
+        """Bidirectional pass (masked-value training, fine-tuning, perturbation and inference).
 
         Returns ``mlm_output`` (B, L), ``cell_emb`` (B, D) and, when asked, ``cls_output``,
-        ``mvc_output``, ``loss_ecs``, ``dab_output`` (official output keys).
+        ``mvc_output``, ``loss_ecs``, ``dab_output`` (official output keys). ``pert_flags``
+        (B, L) adds the perturbation flag embeddings (models built with ``perturbation=True``,
+        where ``mlm_output`` is then ``coeff(h) * values + bias(h)``: the official
+        ``TransformerGenerator``'s predicted post-perturbation expression).
         """
-        transformer_output = self._encode(src, values, src_key_padding_mask, batch_labels)
-        out = self._decode(transformer_output, batch_labels)
+        transformer_output = self._encode(
+            src, values, src_key_padding_mask, batch_labels, pert_flags
+        )
+        out = self._decode(transformer_output, batch_labels, values)
         return self._heads(
             out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS
         )

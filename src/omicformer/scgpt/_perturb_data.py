@@ -1,0 +1,278 @@
+"""Perturb-seq data in the GEARS convention: validation, control mean, DE genes, GEARS splits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._core._anndata import check_layer, check_obs_key, check_values, iter_row_chunks
+from ._conditions import CONTROL, parse_conditions
+from ._genes import gene_names
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: ``uns`` key written by :func:`prepare_perturbation`.
+UNS_KEY = "perturbation"
+SPLITS = ("simulation", "single", None)
+#: Subgroups of the GEARS simulation split (``conditions["subgroup"]``).
+SUBGROUPS = ("control", "train", "unseen_single", "combo_seen0", "combo_seen1", "combo_seen2")
+
+
+def check_perturbation_data(
+    adata: AnnData, condition_key: str, control: str, layer: str | None
+) -> dict[str, tuple[str, ...]]:
+    """Validate a Perturb-seq AnnData and return ``{condition: perturbed genes}``.
+
+    Raises ``KeyError`` for a missing ``condition_key``/``layer`` and ``ValueError`` for
+    condition strings that do not parse, no control cells, or NaN/negative expression.
+    """
+    check_obs_key(adata, condition_key, "condition_key")
+    check_layer(adata, layer)
+    values = adata.obs[condition_key]
+    if values.isna().any():
+        msg = f"obs[{condition_key!r}] has {int(values.isna().sum())} missing values; every cell needs a condition."
+        raise ValueError(msg)
+    parsed = parse_conditions(values.astype(str).unique(), control)
+    if control not in parsed:
+        examples = list(parsed)[:5]
+        msg = (
+            f"No control cells: no cell has obs[{condition_key!r}] == {control!r} (conditions "
+            f"look like {examples}). Pass control= with the label of unperturbed cells."
+        )
+        raise ValueError(msg)
+    for rows, chunk in iter_row_chunks(adata, layer):
+        check_values(chunk, "the expression" if layer is None else f"layer {layer!r}", rows[0])
+    return parsed
+
+
+def condition_means(
+    adata: AnnData, condition_key: str, layer: str | None, conditions: list[str] | None = None
+) -> pd.DataFrame:
+    """Mean expression per condition (rows) and gene (columns ``var_names``), chunked reads."""
+    labels = adata.obs[condition_key].astype(str).to_numpy()
+    names = sorted(set(labels)) if conditions is None else list(conditions)
+    index = {c: i for i, c in enumerate(names)}
+    sums = np.zeros((len(names), adata.n_vars))
+    counts = np.zeros(len(names))
+    for rows, chunk in iter_row_chunks(adata, layer):
+        codes = np.array([index.get(c, -1) for c in labels[rows]])
+        keep = codes >= 0
+        if not keep.any():
+            continue
+        import scipy.sparse as sp
+
+        onehot = sp.csr_matrix(
+            (np.ones(int(keep.sum())), (codes[keep], np.flatnonzero(keep))),
+            shape=(len(names), len(rows)),
+        )
+        sums += np.asarray((onehot @ chunk).todense())
+        counts += np.bincount(codes[keep], minlength=len(names))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    return pd.DataFrame(means, index=names, columns=adata.var_names)
+
+
+def top_de_genes(
+    delta: np.ndarray, var_genes: np.ndarray, perturbed: tuple[str, ...], n_de: int
+) -> np.ndarray:
+    """Indices of the ``n_de`` genes with the largest ``|delta|``, perturbed genes excluded.
+
+    Ties are broken by gene order (stable sort), so the choice is deterministic.
+    """
+    score = np.abs(np.asarray(delta, dtype=float))
+    score = np.where(np.isin(var_genes, list(perturbed)), -np.inf, score)
+    order = np.argsort(-score, kind="stable")
+    order = order[np.isfinite(score[order])]
+    return order[:n_de]
+
+
+def simulation_split(
+    perts: dict[str, tuple[str, ...]],
+    train_gene_fraction: float,
+    combo_seen2_train_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """GEARS ``simulation`` split of perturbation conditions (no control).
+
+    A ``train_gene_fraction`` of the perturbed genes is drawn as training genes. Singles of
+    training genes train, the others test (``unseen_single``); combinations whose genes are
+    all training genes (``combo_seen2``) train with probability ``combo_seen2_train_fraction``,
+    the others test, as do combinations with 0 or 1 training genes (``combo_seen0``,
+    ``combo_seen1``). Returns ``(train, test, subgroup)``.
+    """
+    genes = sorted({g for gs in perts.values() for g in gs})
+    n_train = int(len(genes) * train_gene_fraction)
+    train_genes = set(rng.choice(genes, n_train, replace=False).tolist()) if genes else set()
+    train, test, subgroup = [], [], {}
+    seen2 = []
+    for cond in sorted(perts):
+        gs = perts[cond]
+        n_seen = sum(g in train_genes for g in gs)
+        if len(gs) == 1:
+            (train if n_seen else test).append(cond)
+            subgroup[cond] = "train" if n_seen else "unseen_single"
+        elif n_seen == len(gs):
+            seen2.append(cond)
+        else:
+            test.append(cond)
+            subgroup[cond] = f"combo_seen{min(n_seen, 1)}"
+    n_seen2_train = int(len(seen2) * combo_seen2_train_fraction)
+    picked = set(rng.permutation(seen2)[:n_seen2_train].tolist()) if seen2 else set()
+    for cond in seen2:
+        (train if cond in picked else test).append(cond)
+        subgroup[cond] = "train" if cond in picked else "combo_seen2"
+    return train, test, subgroup
+
+
+def prepare_perturbation(
+    adata: AnnData,
+    *,
+    condition_key: str = "condition",
+    control: str = CONTROL,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    n_de: int = 20,
+    split: str | None = "simulation",
+    train_gene_fraction: float = 0.75,
+    combo_seen2_train_fraction: float = 0.75,
+    random_state: int = 0,
+    key_added: str = UNS_KEY,
+    copy: bool = False,
+) -> AnnData | None:
+    """Validate Perturb-seq data, store the control mean and DE genes, and split by perturbation.
+
+    Data follow the GEARS / scPerturb convention: ``obs[condition_key]`` holds ``control``
+    (``"ctrl"``), ``"GENE+ctrl"`` or ``"GENE1+GENE2"``; expression is log-normalised (``X`` or
+    ``layer``); gene symbols are ``var_names`` or ``var[gene_key]``.
+
+    Splits follow GEARS' ``prepare_split``: ``"simulation"`` draws ``train_gene_fraction`` of
+    the perturbed genes as training genes; singles of the other genes are test perturbations
+    never seen in training (``unseen_single``), combinations are test unless both genes are
+    training genes (``combo_seen0``/``combo_seen1``), and of those (``combo_seen2``) a
+    ``combo_seen2_train_fraction`` trains. The same rule, with fractions 0.9, then moves part
+    of the training perturbations to validation. ``"single"`` does the same on single
+    perturbations only (combinations are dropped from all sets); ``None`` trains on everything.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, control and perturbed cells.
+    condition_key
+        ``obs`` column with condition strings.
+    control
+        Label of unperturbed cells.
+    layer
+        Layer with log-normalised expression; ``None`` uses ``X``.
+    gene_key
+        ``var`` column with gene symbols; ``None`` uses ``var_names``.
+    n_de
+        Differentially expressed genes stored per condition: the ``n_de`` genes with the largest
+        absolute change of mean expression against the control mean, the perturbed genes
+        themselves excluded (the genes of the ``*_de`` metrics).
+    split
+        ``"simulation"``, ``"single"`` or ``None``.
+    train_gene_fraction, combo_seen2_train_fraction
+        GEARS' ``train_gene_set_size`` and ``combo_seen2_train_frac``.
+    random_state
+        Seed of the split: equal seeds give equal splits.
+    key_added
+        ``uns`` key of the results.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy with ``copy=True``). Writes
+
+    * ``uns[key_added]["params"]``: the arguments above;
+    * ``uns[key_added]["control_mean"]``: mean expression of the control cells, per gene;
+    * ``uns[key_added]["de_genes"]``: ``{condition: var_names of its top-n_de genes}``;
+    * ``uns[key_added]["conditions"]``: DataFrame with one row per condition: ``n_cells``,
+      ``genes`` (perturbed genes joined by ``"+"``), ``n_genes``, ``split``
+      (``"train"``/``"val"``/``"test"``; controls ``"train"``; ``"excluded"`` for what
+      ``split="single"`` drops) and ``subgroup`` (``"control"``, ``"train"``, ``"val"``,
+      ``"unseen_single"``, ``"combo_seen0"``, ``"combo_seen1"``, ``"combo_seen2"``);
+    * ``obs[key_added + "_split"]``: each cell's split.
+
+    Examples
+    --------
+    >>> from omicformer import scgpt
+    >>> scgpt.pp.prepare_perturbation(adata, condition_key="condition", control="ctrl")
+    >>> adata.uns["perturbation"]["conditions"].query("split == 'test'")
+    """
+    if split not in SPLITS:
+        msg = f"split={split!r} is not one of {SPLITS}."
+        raise ValueError(msg)
+    if n_de < 1:
+        msg = f"n_de={n_de} must be >= 1."
+        raise ValueError(msg)
+    for name, v in (("train_gene_fraction", train_gene_fraction),
+                    ("combo_seen2_train_fraction", combo_seen2_train_fraction)):  # fmt: skip
+        if not 0 < v <= 1:
+            msg = f"{name}={v} must lie in (0, 1]."
+            raise ValueError(msg)
+    var_genes = gene_names(adata, gene_key)
+    parsed = check_perturbation_data(adata, condition_key, control, layer)
+    perts = {c: g for c, g in parsed.items() if g}
+    unmeasured = sorted(c for c, gs in perts.items() if not set(gs) <= set(var_genes))
+    if unmeasured:
+        msg = (
+            f"{len(unmeasured)} condition(s) perturb genes that are not measured (not in "
+            f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}. "
+            "Subset them out (or pass gene_key= naming the symbol column)."
+        )
+        raise ValueError(msg)
+
+    means = condition_means(adata, condition_key, layer)
+    control_mean = means.loc[control].to_numpy()
+    rng = np.random.default_rng(random_state)
+    split_of = {c: "train" for c in perts}
+    subgroup = {c: "train" for c in perts}
+    if split is not None:
+        pool = perts if split == "simulation" else {c: g for c, g in perts.items() if len(g) == 1}
+        train, test, subgroup_ = simulation_split(
+            pool, train_gene_fraction, combo_seen2_train_fraction, rng
+        )
+        subgroup.update(subgroup_)
+        for c in test:
+            split_of[c] = "test"
+        _, val, _ = simulation_split({c: pool[c] for c in train}, 0.9, 0.9, rng)
+        for c in val:
+            split_of[c], subgroup[c] = "val", "val"
+        for c in set(perts) - set(pool):
+            split_of[c], subgroup[c] = "excluded", "excluded"
+
+    counts = adata.obs[condition_key].astype(str).value_counts()
+    rows = [{"condition": control, "n_cells": int(counts[control]), "genes": "", "n_genes": 0,
+             "split": "train", "subgroup": "control"}]  # fmt: skip
+    de_genes: dict[str, np.ndarray] = {}
+    for c in sorted(perts):
+        gs = perts[c]
+        rows.append({"condition": c, "n_cells": int(counts[c]), "genes": "+".join(gs),
+                     "n_genes": len(gs), "split": split_of[c], "subgroup": subgroup[c]})  # fmt: skip
+        idx = top_de_genes(means.loc[c].to_numpy() - control_mean, var_genes, gs, n_de)
+        de_genes[c] = np.asarray(adata.var_names[idx], dtype=str)
+    table = pd.DataFrame(rows).set_index("condition")
+
+    adata = adata.copy() if copy else adata
+    labels = adata.obs[condition_key].astype(str)
+    adata.obs[f"{key_added}_split"] = pd.Categorical(
+        labels.map(table["split"]).to_numpy(), categories=["train", "val", "test", "excluded"]
+    )
+    params: dict[str, Any] = {
+        "condition_key": condition_key, "control": control, "layer": layer,
+        "gene_key": gene_key, "n_de": int(n_de), "split": "none" if split is None else split,
+        "train_gene_fraction": float(train_gene_fraction),
+        "combo_seen2_train_fraction": float(combo_seen2_train_fraction),
+        "random_state": int(random_state),
+    }  # fmt: skip
+    adata.uns[key_added] = {
+        "params": {k: ("none" if v is None else v) for k, v in params.items()},
+        "control_mean": control_mean.astype(np.float32),
+        "de_genes": de_genes,
+        "conditions": table,
+    }
+    return adata if copy else None

@@ -1,0 +1,522 @@
+"""scGPT fine-tuned to predict genetic perturbation responses: an scvi-tools-style model."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField
+
+from ..._core._anndata import check_layer
+from ..._core._train import split_indices
+from .._conditions import CONTROL, check_genes_known, condition_id, parse_condition
+from .._genes import gene_names
+from .._perturb_data import check_perturbation_data, top_de_genes
+from .._vocab import GeneVocab
+from ._io import rebuild_module
+from ._scgpt import ScGPT, _GeneLayerField
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger("omicformer")
+
+#: Genes per forward pass during training (official ``max_seq_len`` of the tutorial).
+DEFAULT_MAX_LEN = 1536
+#: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
+DEFAULT_CELL_PASSES = 60_000
+DEFAULT_EPOCH_RANGE = (1, 15)
+
+
+class ScGPTPerturbation(ScGPT):
+    """scGPT fine-tuned to predict the expression response to genetic perturbations.
+
+    The official ``TransformerGenerator`` method (Cui et al. 2024): a control cell's expression
+    of every gene (continuous values, no binning, no masking) enters as tokens whose embedding
+    is gene + value + a per-gene perturbation flag (``pert_encoder``: 0 not perturbed,
+    1 perturbed, 2 padding); the affine decoder predicts every gene's post-perturbation
+    expression, ``coeff(h) * x_ctrl + bias(h)``. :meth:`train` fits it on (random control cell,
+    perturbed cell) pairs with MSE on all genes; :meth:`predict` averages the predictions over
+    control cells, for any combination of measured genes, seen in training or not.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`: control and perturbed cells,
+        log-normalised expression.
+    **kwargs
+        Architecture of a model trained from scratch, as :class:`ScGPT` (use
+        :meth:`load_pretrained` to start from pretrained weights, as the official method does).
+
+    Examples
+    --------
+    >>> from omicformer.scgpt.model import ScGPTPerturbation
+    >>> ScGPTPerturbation.setup_anndata(adata, condition_key="condition", control="ctrl")
+    >>> model = ScGPTPerturbation.load_pretrained("default", adata)
+    >>> model.train()
+    >>> pred = model.predict(["KLF1+ctrl", "KLF1+CEBPA"])
+    >>> model.save("my_perturbation_model/")
+
+    References
+    ----------
+    Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
+    using generative AI. Nature Methods 21, 1470-1480.
+    Roohani, Huang & Leskovec (2024), Predicting transcriptional outcomes of novel multigene
+    perturbations with GEARS. Nature Biotechnology 42, 927-935.
+    """
+
+    def __init__(self, adata: AnnData, *, max_len: int = DEFAULT_MAX_LEN, **kwargs: Any):
+        super().__init__(adata, max_len=max_len, **kwargs)
+        self.module, _ = rebuild_module(self.module, perturbation=True, n_cls=1)
+        self._set_genes()
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        condition_key: str = "condition",
+        control: str = CONTROL,
+        gene_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register Perturb-seq data for :class:`ScGPTPerturbation`.
+
+        Checks first (``adata`` untouched on error): ``condition_key`` exists, every
+        condition parses (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), control cells
+        exist, the expression has no NaN or negative values.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes, log-normalised expression (as GEARS ships it).
+        layer
+            Layer with the expression; ``None`` uses ``X``.
+        condition_key
+            ``obs`` column with condition strings.
+        control
+            Label of unperturbed cells.
+        gene_key
+            ``var`` column with gene symbols; ``None`` uses ``var_names``.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        gene_names(adata, gene_key)
+        check_perturbation_data(adata, condition_key, control, layer)
+        fields = [
+            _GeneLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False,
+                            correct_data_format=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, None),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, condition_key),
+        ]  # fmt: skip
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @classmethod
+    def load_pretrained(
+        cls, path: Any, adata: AnnData, *, max_len: int | None = None
+    ) -> ScGPTPerturbation:
+        """Pretrained weights + the perturbation flag embedding and the affine decoder.
+
+        The official recipe keeps the pretrained ``encoder``, ``value_encoder`` and
+        ``transformer_encoder``; ``pert_encoder`` and the decoder are new. Genes of ``adata``
+        missing from the checkpoint's vocabulary get new, freshly initialised embeddings, so
+        every measured gene is predicted; they are listed in
+        ``model.pretrained_report_["new_genes"]``.
+
+        Parameters
+        ----------
+        path
+            ``"default"``, an official scGPT folder, a folder saved by :meth:`save`, or an
+            :class:`ScGPT` model (its weights are copied).
+        adata
+            AnnData registered with :meth:`setup_anndata`.
+        max_len
+            Genes per forward pass in training (a random subset of the genes, always with the
+            perturbed ones, when there are more); ``None``: 1536 (official tutorial).
+        """
+        model = super().load_pretrained(path, adata, max_len=max_len or DEFAULT_MAX_LEN)
+        genes = [str(g) for g in gene_names(adata, model.get_setup_arg("gene_key"))]
+        new = [g for g in dict.fromkeys(genes) if g not in model.vocab]
+        fresh: list[str] = []
+        if new:
+            model._extend_vocab(new)
+            fresh.append("encoder.embedding.weight (new genes' rows)")
+        if not model.module.config.perturbation:
+            model.module, heads = rebuild_module(model.module, perturbation=True, n_cls=1)
+            fresh += heads
+        model._set_genes()
+        report = model.pretrained_report_
+        report["missing"] = sorted(set(report.get("missing", [])) | set(fresh))
+        report["new_genes"] = new
+        if new:
+            logger.info("%d genes of adata are not in the model's vocabulary and get new "
+                        "embeddings: %s", len(new), new[:10])  # fmt: skip
+        return model
+
+    from_pretrained = load_pretrained
+
+    def _extend_vocab(self, new: list[str]) -> None:
+        """Append ``new`` genes to the vocabulary; their embedding rows are initialised anew."""
+        old = self.vocab
+        vocab = GeneVocab({**old.to_dict(), **{g: len(old) + i for i, g in enumerate(new)}})
+        weight = self.module.encoder.embedding.weight.detach()
+        module, _ = rebuild_module(self.module, ntoken=len(vocab))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(len(vocab))
+            emb = module.encoder.embedding.weight
+            emb[: len(old)] = weight
+            emb[len(old) :].uniform_(-0.1, 0.1)  # official init_weights()
+        self._attach(module, vocab, self.max_len)
+
+    def _set_genes(self) -> None:
+        """The genes this model predicts: every gene of the registered AnnData, in order."""
+        names = gene_names(self.adata, self.get_setup_arg("gene_key"))
+        check_genes_known(names, self.vocab.genes(), "the model's vocabulary")
+        self.genes_ = [str(g) for g in names]
+        self._model_summary_string = self._summary().replace("ScGPT model", type(self).__name__)
+
+    # ------------------------------------------------------------------ data
+    def _conditions(self, adata: AnnData) -> pd.Series:
+        return adata.obs[self.get_setup_arg("condition_key")].astype(str)
+
+    def _columns(self, adata: AnnData) -> np.ndarray:
+        """Column of ``adata`` for every model gene; ``ValueError`` when the genes differ."""
+        names = [str(g) for g in gene_names(adata, self.get_setup_arg("gene_key"))]
+        if set(names) != set(self.genes_) or len(names) != len(self.genes_):
+            missing = [g for g in self.genes_ if g not in set(names)]
+            extra = [g for g in names if g not in set(self.genes_)]
+            msg = (
+                f"The genes of adata do not match the model's {len(self.genes_)} genes "
+                f"(missing from adata: {len(missing)}, e.g. {missing[:5]}; not in the model: "
+                f"{len(extra)}, e.g. {extra[:5]}). Predict on AnnData with the genes the model "
+                "was trained on."
+            )
+            raise ValueError(msg)
+        pos = {g: i for i, g in enumerate(names)}
+        return np.array([pos[g] for g in self.genes_])
+
+    def _matrix(self, adata: AnnData, rows: np.ndarray | None = None) -> Any:
+        """CSR (cells x model genes, model order) of ``adata``'s registered layer."""
+        import scipy.sparse as sp
+
+        from ..._core._anndata import iter_row_chunks
+
+        layer = self.get_setup_arg("layer")
+        check_layer(adata, layer)
+        cols = self._columns(adata)
+        sub = adata if rows is None else adata[np.sort(rows)]
+        parts = [chunk[:, cols] for _, chunk in iter_row_chunks(sub, layer)]
+        return sp.vstack(parts, format="csr")
+
+    def _perturbed_columns(self, genes: Sequence[str]) -> np.ndarray:
+        pos = {g: i for i, g in enumerate(self.genes_)}
+        return np.array([pos[g] for g in genes], dtype=np.int64)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-4,
+        *,
+        max_steps: int | None = None,
+        validation_size: float = 0.0,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 5,
+        de_weight: float = 0.0,
+        n_de: int = 20,
+        weight_decay: float = 0.0,
+        lr_decay: float = 0.9,
+        dropout: float | None = 0.0,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        strategy: str = "auto",
+        precision: str | int | None = "auto",
+        num_workers: int = 0,
+        random_state: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
+        enable_progress_bar: bool = True,
+        **trainer_kwargs: Any,
+    ) -> None:
+        """Fine-tune on the registered cells (official ``Tutorial_Perturbation`` objective).
+
+        Every perturbed cell is a target whose input is a control cell drawn at random (new
+        draws every epoch); control cells are their own input and target (as GEARS).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the cells; ``None`` (with ``max_steps=None``): about 60,000 cell passes,
+            between 1 and 15 epochs (the official tutorial runs 15).
+        batch_size, lr
+            Pairs per minibatch and Adam learning rate (official 64 and 1e-4).
+        max_steps
+            Optimiser steps; training stops at whichever of ``max_epochs``/``max_steps`` comes
+            first.
+        validation_size
+            Fraction of the perturbation conditions held out whole (seeded), so that
+            ``validation_loss`` measures prediction of perturbations not seen in training
+            (GEARS' validation split). Default 0: train on everything.
+        early_stopping, early_stopping_patience
+            Stop when ``validation_loss`` has not improved for that many epochs and restore
+            the best epoch's weights (needs ``validation_size > 0``).
+        de_weight
+            Weight of an extra MSE on each condition's ``n_de`` DE genes (largest change of
+            mean expression against the control mean in the training cells, perturbed genes
+            excluded); 0: the official loss, MSE on all genes.
+        n_de
+            DE genes per condition for ``de_weight``.
+        weight_decay, lr_decay
+            Adam weight decay; learning rate factor per epoch (official 0.9).
+        dropout
+            Dropout while fine-tuning (official tutorial 0); ``None`` keeps the module's.
+        accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
+            As :meth:`ScGPT.train` (the shared runner's options).
+
+        Notes
+        -----
+        Sets ``history`` (per epoch ``train_loss``, ``train_loss_mse``, ``train_loss_de``,
+        ``validation_loss``, ...), ``train_indices``, ``validation_indices`` (cells),
+        ``train_conditions_`` and ``is_trained``.
+        """
+        from ..train._perturb import (
+            PerturbationCollator,
+            PerturbationDataset,
+            PerturbationTrainingPlan,
+        )
+
+        if self.adata is None:
+            msg = "This model has no AnnData; load it with ScGPTPerturbation.load(path, adata=...)."
+            raise ValueError(msg)
+        if not 0 <= validation_size < 1:
+            msg = f"validation_size={validation_size} must lie in [0, 1)."
+            raise ValueError(msg)
+        if dropout is not None:
+            self.module.set_dropout(dropout)
+        control = self.get_setup_arg("control")
+        labels = self._conditions(self.adata).to_numpy()
+        names = sorted(set(labels) - {control})
+        codes_of = {c: i + 1 for i, c in enumerate(names)}
+        codes_of[control] = 0
+        codes = np.array([codes_of[c] for c in labels])
+        X = self._matrix(self.adata)
+        genes = [parse_condition(c, control) for c in [control, *names]]
+        perturbed = [self._perturbed_columns(gs) for gs in genes]
+
+        # hold out whole perturbation conditions for validation
+        held = split_indices(len(names), validation_size, random_state)[1] + 1
+        val_mask = np.isin(codes, held)
+        train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+        ctrl_rows = np.flatnonzero(codes == 0)
+        ctrl_mean = np.asarray(X[ctrl_rows].mean(axis=0)).ravel()
+        de = [np.zeros(0, dtype=np.int64)]
+        for code, gs in enumerate(genes[1:], start=1):
+            rows = np.flatnonzero(codes == code)
+            delta = np.asarray(X[rows].mean(axis=0)).ravel() - ctrl_mean
+            de.append(top_de_genes(delta, np.asarray(self.genes_), gs, n_de))
+        if max_epochs is None and max_steps is None:
+            max_epochs = default_epochs(len(train_idx))
+
+        train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
+        val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
+        pool = X[ctrl_rows]
+        gene_ids = self.vocab.lookup(self.genes_)
+
+        def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
+            return PerturbationCollator(ds, pool, gene_ids, perturbed, de, max_len=self.max_len,
+                                        seed=seed)  # fmt: skip
+
+        def make_collator(seed: int | None = None) -> PerturbationCollator:
+            return collator(seed, train_ds if seed is None else val_ds)
+
+        plan = PerturbationTrainingPlan(
+            self.module, lr=lr, de_weight=de_weight, weight_decay=weight_decay, lr_decay=lr_decay
+        )
+        self._fit(
+            plan, make_collator, (train_ds, val_ds), (train_idx, val_idx),
+            batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+            accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+            precision=precision, num_workers=num_workers, random_state=random_state,
+            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
+            checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
+            enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+        )  # fmt: skip
+        self.train_conditions_ = [c for c in names if codes_of[c] not in set(held.tolist())]
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        perturbations: Sequence[str],
+        adata: AnnData | None = None,
+        *,
+        n_control_cells: int = 300,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> AnnData:
+        """Predicted mean expression after each perturbation.
+
+        Parameters
+        ----------
+        perturbations
+            Condition strings (``"GENE+ctrl"``, ``"GENE1+GENE2"``) of measured genes, seen in
+            training or not.
+        adata
+            AnnData whose control cells are perturbed in silico (same genes as the model;
+            registered layer and condition column); ``None``: the model's AnnData.
+        n_control_cells
+            Control cells (drawn once, seeded, the same for every perturbation) whose
+            predictions are averaged; all controls when there are fewer.
+        batch_size
+            Cells per forward pass.
+        device
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        random_state
+            Seed of the control cells' draw.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        AnnData with one observation per perturbation (``obs_names`` and
+        ``obs["condition"]``: the strings as given), ``X`` the predicted mean expression on
+        the scale and genes (same order) of ``adata``, ``layers["delta"]`` = ``X`` minus the
+        control mean of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of
+        control cells, the perturbations that were training data).
+        """
+        import anndata as ad
+        from tqdm.auto import tqdm
+
+        from ..._core._device import resolve_device
+
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            msg = "This model has no AnnData attached; pass adata= with control cells."
+            raise ValueError(msg)
+        if n_control_cells < 1:
+            msg = f"n_control_cells={n_control_cells} must be >= 1."
+            raise ValueError(msg)
+        control = self.get_setup_arg("control")
+        requested = self.check_perturbations(perturbations)
+        cols = self._columns(adata)
+        labels = self._conditions(adata).to_numpy() if self.get_setup_arg(
+            "condition_key") in adata.obs else None  # fmt: skip
+        if labels is None or not (labels == control).any():
+            msg = (
+                f"adata has no control cells (obs[{self.get_setup_arg('condition_key')!r}] == "
+                f"{control!r}) to perturb in silico."
+            )
+            raise ValueError(msg)
+        ctrl_rows = np.flatnonzero(labels == control)
+        ctrl_all = self._matrix(adata, ctrl_rows)
+        ctrl_mean = np.asarray(ctrl_all.mean(axis=0)).ravel()
+        rng = np.random.default_rng(random_state)
+        pick = np.sort(rng.choice(len(ctrl_rows), min(n_control_cells, len(ctrl_rows)), replace=False))
+        Xc = torch.as_tensor(ctrl_all[pick].toarray())
+
+        dev = resolve_device(device)
+        module = self.module.to(dev).eval()
+        gene_ids = torch.as_tensor(self.vocab.lookup(self.genes_), device=dev)
+        out = np.zeros((len(requested), len(self.genes_)), dtype=np.float64)
+        with torch.inference_mode():
+            for k, genes in enumerate(tqdm(requested, disable=not progress, desc="perturbations")):
+                flags = torch.zeros(len(self.genes_), dtype=torch.long, device=dev)
+                flags[torch.as_tensor(self._perturbed_columns(genes), device=dev)] = 1
+                total = torch.zeros(len(self.genes_), dtype=torch.float64, device=dev)
+                for start in range(0, Xc.shape[0], batch_size):
+                    x = Xc[start : start + batch_size].to(dev)
+                    n = x.shape[0]
+                    pred = module(gene_ids.expand(n, -1), x, None,
+                                  pert_flags=flags.expand(n, -1))["mlm_output"]  # fmt: skip
+                    total += pred.double().sum(0)
+                out[k] = (total / Xc.shape[0]).cpu().numpy()
+        self.module.cpu()
+        inverse = _inverse(cols)  # model gene order -> adata's gene order
+        X = out[:, inverse]
+        seen = [p for p, g in zip(perturbations, requested, strict=True)
+                if condition_id(g) in self._trained_ids()]  # fmt: skip
+        if seen:
+            warnings.warn(
+                f"{len(seen)} requested perturbation(s) were training data, not unseen: "
+                f"{seen[:5]}{' ...' if len(seen) > 5 else ''}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        names = [str(p) for p in perturbations]
+        pred = ad.AnnData(
+            X=X.astype(np.float32),
+            obs=pd.DataFrame({"condition": names}, index=pd.Index(names)),
+            var=adata.var.copy(),
+        )
+        pred.layers["delta"] = (X - ctrl_mean[inverse][None, :]).astype(np.float32)
+        pred.uns["perturbation_prediction"] = {
+            "method": type(self).__name__,
+            "control": control,
+            "condition_key": self.get_setup_arg("condition_key"),
+            "n_control_cells": int(Xc.shape[0]),
+            "seen_in_training": seen,
+            "random_state": int(random_state),
+        }
+        return pred
+
+    def check_perturbations(self, perturbations: Sequence[str]) -> list[tuple[str, ...]]:
+        """Parse ``perturbations`` and check their genes are model genes (clear errors)."""
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        perturbations = list(perturbations)
+        if not perturbations:
+            msg = "perturbations is empty; pass condition strings such as ['KLF1+ctrl']."
+            raise ValueError(msg)
+        control = self.get_setup_arg("control")
+        parsed = [parse_condition(p, control) for p in perturbations]
+        if any(not g for g in parsed):
+            msg = f"{control!r} is the control, not a perturbation; its prediction is the input."
+            raise ValueError(msg)
+        if len(set(perturbations)) != len(perturbations):
+            msg = "perturbations contains duplicates."
+            raise ValueError(msg)
+        check_genes_known([g for gs in parsed for g in gs], self.genes_, "the model's genes")
+        return parsed
+
+    def _trained_ids(self) -> set[frozenset[str]]:
+        control = self.get_setup_arg("control")
+        names = getattr(self, "train_conditions_", [])
+        return {condition_id(parse_condition(c, control)) for c in names}
+
+    # ------------------------------------------------------------------ save / load
+    def _settings(self) -> dict[str, Any]:
+        return {"max_len": self.max_len, "genes": list(self.genes_),
+                "train_conditions": list(getattr(self, "train_conditions_", []))}  # fmt: skip
+
+    def _restore_settings(self, settings: dict[str, Any]) -> None:
+        self.genes_ = list(settings["genes"])
+        self.train_conditions_ = list(settings.get("train_conditions", []))
+
+
+def _inverse(cols: np.ndarray) -> np.ndarray:
+    """Permutation taking model-order columns back to the AnnData's order."""
+    inv = np.empty_like(cols)
+    inv[cols] = np.arange(len(cols))
+    return inv
+
+
+def default_epochs(n_cells: int) -> int:
+    """Epochs when ``max_epochs=None``: about 60,000 cell passes, between 1 and 15 epochs."""
+    lo, hi = DEFAULT_EPOCH_RANGE
+    return int(np.clip(round(DEFAULT_CELL_PASSES / max(n_cells, 1)), lo, hi))

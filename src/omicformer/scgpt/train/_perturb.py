@@ -1,0 +1,203 @@
+"""Fine-tuning scGPT for perturbation prediction (official ``Tutorial_Perturbation``, Cui et al. 2024).
+
+Training pairs follow GEARS: every perturbed cell is a target, and its input is a randomly
+drawn control cell of the training data (new draws every epoch); a control cell is its own
+input and target. The input is the control cell's expression of every gene (continuous, no
+binning, no masking) plus a per-gene perturbation flag (1 on the perturbed genes, 0 elsewhere)
+whose embedding is added to the gene and value embeddings; the output is the expression of
+every gene after the perturbation, ``coeff(h) * x_ctrl + bias(h)``.
+
+Loss per batch: MSE over all genes (official), + ``de_weight`` x the MSE on the condition's
+differentially expressed genes (optional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import Dataset
+
+from ..._core._random import collate_rng
+from ..module import TransformerModel
+from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
+
+#: Official per-gene flags (``pert_encoder`` rows): not perturbed, perturbed.
+NOT_PERTURBED, PERTURBED = 0, 1
+
+
+class PerturbationDataset(Dataset):
+    """Cells of a Perturb-seq experiment: items ``(row, condition code)``.
+
+    Parameters
+    ----------
+    X
+        Cells x model genes (CSR), the expression the model reads and predicts.
+    conditions
+        Condition code of every row; rows with code ``control_code`` are controls.
+    control_code
+        Code of the control condition.
+    """
+
+    def __init__(self, X: sp.csr_matrix, conditions: np.ndarray, control_code: int):
+        self.X = sp.csr_matrix(X, dtype=np.float32)
+        self.conditions = np.asarray(conditions, dtype=np.int64)
+        if len(self.conditions) != self.X.shape[0]:
+            msg = f"{len(self.conditions)} condition codes for {self.X.shape[0]} cells."
+            raise ValueError(msg)
+        self.control_code = int(control_code)
+        self.control_rows = np.flatnonzero(self.conditions == self.control_code)
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return int(i), int(self.conditions[i])
+
+
+class PerturbationCollator:
+    """Batches of (control cell, perturbation flags) -> perturbed cell pairs.
+
+    Parameters
+    ----------
+    dataset
+        The :class:`PerturbationDataset` whose items are collated (its rows are the targets).
+    control_pool
+        Control expression rows (CSR, same genes) that inputs are drawn from.
+    gene_ids
+        Vocabulary id of every model gene (column).
+    perturbed
+        For every condition code, the columns of its perturbed genes.
+    de_genes
+        For every condition code, the columns of its DE genes (for the ``de_weight`` loss).
+    max_len
+        Genes per pass; with more genes, every batch uses a random subset of ``max_len`` genes
+        (official ``randperm`` subsampling) that always holds the batch's perturbed genes.
+    seed
+        ``None``: training (draws from torch's global generator, reseeded per epoch by the
+        runner); an integer: fixed draws per batch (validation).
+    """
+
+    def __init__(
+        self,
+        dataset: PerturbationDataset,
+        control_pool: sp.csr_matrix,
+        gene_ids: np.ndarray,
+        perturbed: Sequence[np.ndarray],
+        de_genes: Sequence[np.ndarray],
+        *,
+        max_len: int,
+        seed: int | None = None,
+    ):
+        if control_pool.shape[0] == 0:
+            msg = "No control cells to draw inputs from."
+            raise ValueError(msg)
+        self.dataset, self.pool = dataset, sp.csr_matrix(control_pool, dtype=np.float32)
+        self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
+        self.perturbed, self.de_genes = list(perturbed), list(de_genes)
+        self.max_len, self.seed = int(max_len), seed
+
+    def __call__(self, items: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        rows = np.array([i for i, _ in items])
+        codes = np.array([c for _, c in items])
+        rng = collate_rng(self.seed, int(rows[0]))
+        target = self.dataset.X[rows].toarray()
+        inputs = self.pool[rng.integers(0, self.pool.shape[0], len(rows))].toarray()
+        is_ctrl = codes == self.dataset.control_code
+        inputs[is_ctrl] = target[is_ctrl]  # GEARS: a control cell is its own input
+        n_genes = len(self.gene_ids)
+        flags = np.full((len(rows), n_genes), NOT_PERTURBED, dtype=np.int64)
+        de = np.zeros((len(rows), n_genes), dtype=bool)
+        for b, code in enumerate(codes):
+            flags[b, self.perturbed[code]] = PERTURBED
+            de[b, self.de_genes[code]] = True
+        cols = np.arange(n_genes)
+        if n_genes > self.max_len:
+            must = np.unique(np.concatenate([self.perturbed[c] for c in codes] + [[]]).astype(int))
+            rest = np.setdiff1d(cols, must)
+            extra = rng.choice(rest, max(self.max_len - len(must), 0), replace=False)
+            cols = np.sort(np.concatenate([must, extra]))
+        return {
+            "genes": torch.as_tensor(np.broadcast_to(self.gene_ids[cols], (len(rows), len(cols))).copy()),
+            "values": torch.as_tensor(inputs[:, cols]),
+            "pert_flags": torch.as_tensor(flags[:, cols]),
+            "target": torch.as_tensor(target[:, cols]),
+            "de": torch.as_tensor(de[:, cols]),
+        }
+
+
+class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
+    """The official perturbation objective as a Lightning plan.
+
+    Parameters
+    ----------
+    module
+        A :class:`~omicformer.scgpt.module.TransformerModel` built with ``perturbation=True``.
+    lr
+        Adam learning rate (official 1e-4).
+    de_weight
+        Weight of the extra MSE on each condition's DE genes (0: the official loss only).
+    weight_decay
+        Adam weight decay.
+    lr_decay
+        Learning rate factor after every epoch (official ``StepLR`` gamma 0.9).
+    """
+
+    #: Module parts the perturbation objective uses; everything else is frozen while fitting.
+    USED = ("encoder.", "value_encoder.", "pert_encoder.", "transformer_encoder.", "decoder.",
+            "bn.", "dsbn.", "batch_encoder.")  # fmt: skip
+
+    def __init__(
+        self,
+        module: TransformerModel,
+        *,
+        lr: float = 1e-4,
+        de_weight: float = 0.0,
+        weight_decay: float = 0.0,
+        lr_decay: float = 0.9,
+    ):
+        super().__init__()
+        if not module.config.perturbation:
+            msg = "PerturbationTrainingPlan needs a module built with perturbation=True."
+            raise ValueError(msg)
+        if de_weight < 0:
+            msg = f"de_weight={de_weight} must be >= 0."
+            raise ValueError(msg)
+        self.module = module
+        self.lr, self.de_weight = lr, de_weight
+        self.weight_decay, self.lr_decay = weight_decay, lr_decay
+        self.freeze(lambda name: not name.startswith(self.USED))
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``loss`` = MSE on all genes (+ ``de_weight`` x MSE on DE genes), and its parts."""
+        out = self.module(batch["genes"], batch["values"], None, pert_flags=batch["pert_flags"])
+        sq = (out["mlm_output"].float() - batch["target"]) ** 2
+        parts = {"loss_mse": sq.mean()}
+        de = batch["de"]
+        parts["loss_de"] = sq[de].sum() / de.sum().clamp(min=1)
+        loss = parts["loss_mse"] + self.de_weight * parts["loss_de"]
+        return {"loss": loss, **parts}
+
+    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        parts = self.losses(batch)
+        self.log_dict(
+            {f"{prefix}_{k}": v.detach() for k, v in parts.items()},
+            on_step=False, on_epoch=True, batch_size=batch["genes"].shape[0], sync_dist=True,
+        )  # fmt: skip
+        return parts["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step; logs ``train_loss``, ``train_loss_mse``, ``train_loss_de``."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Logs ``validation_loss`` (same objective on held-out conditions) and its parts."""
+        self._step(batch, "validation")
+
+    def configure_optimizers(self) -> Any:
+        """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""
+        return adam_with_epoch_decay(self.module, self.lr, self.weight_decay, self.lr_decay)
