@@ -84,7 +84,9 @@ def condition_id(genes: Iterable[str]) -> frozenset[str]:
     return frozenset(genes)
 
 
-def parse_conditions(values: Iterable[object], control: str = CONTROL) -> dict[str, tuple[str, ...]]:
+def parse_conditions(
+    values: Iterable[object], control: str = CONTROL
+) -> dict[str, tuple[str, ...]]:
     """Parse every distinct condition; one ``ValueError`` lists all strings that do not parse."""
     parsed: dict[str, tuple[str, ...]] = {}
     bad: list[str] = []
@@ -124,7 +126,9 @@ def check_genes_known(genes: Iterable[str], known: Iterable[str], what: str) -> 
     hints = []
     for g in missing[:8]:
         close = close_symbols(g, known)
-        hints.append(f"{g!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        hints.append(
+            f"{g!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+        )
     msg = (
         f"Perturbed gene(s) not in {what}: {'; '.join(hints)}"
         f"{' ...' if len(missing) > 8 else ''}. Every perturbed gene must be a measured gene "

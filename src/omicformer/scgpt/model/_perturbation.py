@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import warnings
@@ -427,7 +426,9 @@ class ScGPTPerturbation(ScGPT):
         ctrl_all = self._matrix(adata, ctrl_rows)
         ctrl_mean = np.asarray(ctrl_all.mean(axis=0)).ravel()
         rng = np.random.default_rng(random_state)
-        pick = np.sort(rng.choice(len(ctrl_rows), min(n_control_cells, len(ctrl_rows)), replace=False))
+        pick = np.sort(
+            rng.choice(len(ctrl_rows), min(n_control_cells, len(ctrl_rows)), replace=False)
+        )
         Xc = torch.as_tensor(ctrl_all[pick].toarray())
 
         dev = resolve_device(device)

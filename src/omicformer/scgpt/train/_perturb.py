@@ -122,7 +122,9 @@ class PerturbationCollator:
             extra = rng.choice(rest, max(self.max_len - len(must), 0), replace=False)
             cols = np.sort(np.concatenate([must, extra]))
         return {
-            "genes": torch.as_tensor(np.broadcast_to(self.gene_ids[cols], (len(rows), len(cols))).copy()),
+            "genes": torch.as_tensor(
+                np.broadcast_to(self.gene_ids[cols], (len(rows), len(cols))).copy()
+            ),
             "values": torch.as_tensor(inputs[:, cols]),
             "pert_flags": torch.as_tensor(flags[:, cols]),
             "target": torch.as_tensor(target[:, cols]),

@@ -1,0 +1,742 @@
+"""Perturb-seq data in the GEARS layout: a seeded simulation and readers of GEARS / scPerturb files.
+
+No real Perturb-seq data set installs offline, so :func:`perturbseq_simulation` generates a
+CRISPRi screen from a known gene regulatory network (the ground truth is stored with the data).
+:func:`read_gears` and :func:`read_scperturb` read real screens downloaded by the user (GEARS'
+``perturb_processed.h5ad`` folders and scPerturb ``.h5ad`` files) into the same layout:
+``obs["condition"]`` holds ``"ctrl"``, ``"GENE+ctrl"`` or ``"GENE1+GENE2"``, ``var_names``
+are gene symbols and ``X`` is log-normalised expression.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
+    from anndata import AnnData
+
+__all__ = ["perturbseq_simulation", "read_gears", "read_scperturb"]
+
+_SCGPT_DATA = Path(__file__).resolve().parent.parent / "scgpt" / "_data"
+_DEFAULT_VOCAB = _SCGPT_DATA / "default_model" / "vocab.json"
+_CENSUS_VOCAB = _SCGPT_DATA / "default_census_vocab.json.gz"
+_INFO_KEY = "omicformer_dataset"
+_GEARS_FILE = "perturb_processed.h5ad"
+_CELL_TYPE = "simulated"
+_N_DE = 20
+_TARGET_SUM = 1e4
+
+# Simulation constants (documented in perturbseq_simulation's docstring).
+_OUT_OF_VOCAB_FRACTION = 0.05
+_REGULATOR_FRACTION = 0.2
+_LAYER_FRACTIONS = (0.4, 0.35, 0.25)  # roots, layer 1, layer 2 of the regulators
+_PERTURBED_REGULATOR_FRACTION = 0.8
+_PROGRAM_FRACTION = 0.025
+_ROOT_SIGMA = 0.6  # log-sd of the cell-specific activity of root regulators
+_REGULATOR_NOISE_SIGMA = 0.2  # log-sd of intrinsic noise of every regulator (propagates)
+_EFFICIENCY_RANGE = (0.05, 0.3)  # CRISPRi residual expression (fraction of normal)
+_EFFICIENCY_CELL_SIGMA = 0.25  # log-sd of the cell-to-cell spread of the residual
+_BASAL_SIGMA = 2.0  # log-sd of the basal expression of the genes
+_DISPERSION_MEDIAN = 8.0  # negative binomial theta (smaller: more overdispersed)
+_DISPERSION_SIGMA = 0.5
+_LIBRARY_MEDIAN = 2500.0
+_LIBRARY_SIGMA = 0.35
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------------------------
+
+
+def _pick_symbols(n_genes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Gene symbols (about 5% outside the default scGPT vocabulary) and an in-vocab mask."""
+    with open(_DEFAULT_VOCAB, encoding="utf-8") as fh:
+        default = sorted(k for k in json.load(fh) if not k.startswith("<"))
+    with gzip.open(_CENSUS_VOCAB, "rt", encoding="utf-8") as fh:
+        census = json.load(fh)
+    known = set(default)
+    outside = sorted(
+        k for k in census if k not in known and not k.startswith("ENSG") and "." not in k
+    )
+    n_out = max(1, round(_OUT_OF_VOCAB_FRACTION * n_genes))
+    symbols = np.concatenate(
+        [
+            rng.choice(np.asarray(default), n_genes - n_out, replace=False),
+            rng.choice(np.asarray(outside), n_out, replace=False),
+        ]
+    )
+    in_vocab = np.arange(n_genes) < n_genes - n_out
+    order = rng.permutation(n_genes)
+    return symbols[order].astype(str), in_vocab[order]
+
+
+def _build_grn(
+    n_genes: int, in_vocab: np.ndarray, n_singles: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Layered DAG of regulators, parents / Hill parameters / logic of each gene, and roles."""
+    vocab_idx = np.flatnonzero(in_vocab)
+    n_reg = max(3, round(_REGULATOR_FRACTION * n_genes))
+    regulators = rng.choice(vocab_idx, n_reg, replace=False)
+    bounds = np.cumsum([round(f * n_reg) for f in _LAYER_FRACTIONS[:-1]])
+    bounds = np.clip(bounds, 1, n_reg - 1)
+    layers = np.split(regulators, bounds)
+    layer = np.full(n_genes, len(layers), dtype=np.int64)  # non-regulators: last layer
+    for k, members in enumerate(layers):
+        layer[members] = k
+
+    parents: list[list[int]] = [[] for _ in range(n_genes)]
+    for k in range(1, len(layers)):
+        upstream = np.concatenate(layers[:k])
+        for g in layers[k]:
+            n_par = min(int(rng.integers(1, 3)), upstream.size)
+            parents[g] = rng.choice(upstream, n_par, replace=False).tolist()
+    targets = np.setdiff1d(np.arange(n_genes), regulators)
+    for g in targets:
+        n_par = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
+        parents[g] = rng.choice(regulators, n_par, replace=False).tolist()
+    # every regulator gets at least one target outside the regulators
+    has_child = {p for g in targets for p in parents[g]}
+    for r in regulators:
+        if r in has_child:
+            continue
+        free = [g for g in targets if len(parents[g]) < 3] or list(targets)
+        parents[int(rng.choice(free))].append(int(r))
+
+    logic = np.full(n_genes, "root", dtype=object)
+    for g in range(n_genes):
+        n_par = len(parents[g])
+        if n_par == 1:
+            logic[g] = "single"
+        elif n_par == 2:
+            logic[g] = rng.choice(["and", "or", "sum"], p=[0.35, 0.35, 0.3])
+        elif n_par >= 3:
+            logic[g] = "sum"
+
+    edges = [(p, g) for g in range(n_genes) for p in parents[g]]
+    n_edges = len(edges)
+    grn: dict[str, Any] = {
+        "parents": parents,
+        "layer": layer,
+        "logic": logic.astype(str),
+        "is_regulator": np.isin(np.arange(n_genes), regulators),
+        "edge_regulator": np.array([e[0] for e in edges], dtype=np.int64),
+        "edge_target": np.array([e[1] for e in edges], dtype=np.int64),
+        "edge_sign": np.where(rng.random(n_edges) < 0.65, 1, -1).astype(np.int64),
+        "edge_hill_k": rng.uniform(0.35, 0.9, n_edges),
+        "edge_hill_n": rng.choice([2.0, 3.0, 4.0], n_edges),
+        "leak": rng.uniform(0.02, 0.2, n_genes),
+        # topological order: regulators layer by layer, then the other genes
+        "order": np.concatenate([*layers, targets]),
+    }
+    grn["edge_of"] = {(p, g): i for i, (p, g) in enumerate(edges)}
+
+    # roles: perturbed genes (mostly regulators), shared response program (never perturbed)
+    n_pert_reg = min(n_reg, max(1, round(_PERTURBED_REGULATOR_FRACTION * n_singles)))
+    pert_reg = rng.choice(regulators, n_pert_reg, replace=False)
+    other = np.setdiff1d(vocab_idx, regulators)
+    n_prog = max(2, round(_PROGRAM_FRACTION * n_genes))
+    program = rng.choice(other, n_prog, replace=False)
+    pool = np.setdiff1d(other, program)
+    n_pert_other = n_singles - n_pert_reg
+    if n_pert_other > pool.size:
+        msg = (
+            f"n_singles={n_singles} is too large for n_genes={n_genes}: at most "
+            f"{n_pert_reg + pool.size} genes can be perturbed."
+        )
+        raise ValueError(msg)
+    pert_other = rng.choice(pool, n_pert_other, replace=False)
+    grn["perturbed"] = np.concatenate([pert_reg, pert_other]).astype(np.int64)
+    grn["efficiency"] = rng.uniform(*_EFFICIENCY_RANGE, grn["perturbed"].size)
+    grn["program"] = np.sort(program).astype(np.int64)
+    grn["program_sign"] = np.where(rng.random(n_prog) < 0.7, 1, -1).astype(np.int64)
+    grn["program_scale"] = rng.uniform(0.6, 1.2, n_prog)
+    return grn
+
+
+def _hill(x: np.ndarray, k: float, n: float, sign: int) -> np.ndarray:
+    """Activating (``sign=1``) or repressing (``-1``) Hill function of a relative level."""
+    xn = np.power(x, n)
+    kn = k**n
+    return xn / (kn + xn) if sign > 0 else kn / (kn + xn)
+
+
+def _combine(logic: str, h: list[np.ndarray]) -> np.ndarray:
+    """Input function of a gene: one Hill term, AND (product), OR (noisy-or) or mean."""
+    if logic == "single":
+        return h[0]
+    if logic == "and":
+        return h[0] * h[1]
+    if logic == "or":
+        return 1.0 - (1.0 - h[0]) * (1.0 - h[1])
+    return np.mean(h, axis=0)
+
+
+def _propagate(
+    grn: dict[str, Any], kd: np.ndarray, root: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """Relative levels (1 in the unperturbed reference cell) of every gene, cells x genes.
+
+    ``kd`` multiplies each gene's rate (CRISPRi residual, 1 when not targeted); ``root`` is the
+    cell-specific activity of root regulators and ``noise`` the intrinsic noise of regulators
+    (both 1 elsewhere). Genes are visited in topological order, so a knockdown reaches all
+    descendants.
+    """
+    x = np.ones_like(kd)
+    one = np.ones(1)
+    for g in grn["order"]:
+        pars = grn["parents"][g]
+        if not pars:
+            level = root[:, g]
+        else:
+            h, h_ref = [], []
+            for p in pars:
+                e = grn["edge_of"][(p, g)]
+                k, n, s = grn["edge_hill_k"][e], grn["edge_hill_n"][e], grn["edge_sign"][e]
+                h.append(_hill(x[:, p], k, n, s))
+                h_ref.append(_hill(one, k, n, s))
+            leak = grn["leak"][g]
+            raw = leak + (1.0 - leak) * _combine(grn["logic"][g], h)
+            ref = leak + (1.0 - leak) * _combine(grn["logic"][g], h_ref)
+            level = raw / ref
+        x[:, g] = level * noise[:, g] * kd[:, g]
+    return x
+
+
+def _design(
+    grn: dict[str, Any], n_singles: int, n_doubles: int, rng: np.random.Generator
+) -> list[tuple[int, ...]]:
+    """Perturbations as tuples of gene indices: the singles, then the doubles.
+
+    About half the doubles are pairs expected to interact, those with most links first (each
+    AND / OR gate both genes feed, and one gene regulating the other, count one link); the rest
+    are random pairs of single genes.
+    """
+    pert = [int(g) for g in grn["perturbed"]]
+    pert_set = set(pert)
+    score: dict[tuple[int, int], int] = {}
+    for g, pars in enumerate(grn["parents"]):
+        hit = sorted(p for p in pars if p in pert_set)
+        if grn["logic"][g] in ("and", "or") and len(hit) == 2:
+            score[(hit[0], hit[1])] = score.get((hit[0], hit[1]), 0) + 1
+        if g in pert_set:
+            for p in hit:
+                pair = (min(p, g), max(p, g))
+                score[pair] = score.get(pair, 0) + 1
+    candidates = sorted(score)
+    tiebreak = rng.permutation(len(candidates))
+    ranked = sorted(range(len(candidates)), key=lambda i: (-score[candidates[i]], tiebreak[i]))
+    n_inter = min(len(candidates), n_doubles // 2)
+    picked = [candidates[i] for i in ranked[:n_inter]]
+    chosen = set(picked)
+    ordered = sorted(pert)
+    rest = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :] if (a, b) not in chosen]
+    picked += [rest[i] for i in rng.permutation(len(rest))[: n_doubles - n_inter]]
+    return [(g,) for g in pert] + [tuple(int(v) for v in p) for p in picked]
+
+
+def _group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of the rows of ``values`` per group code."""
+    sums = np.zeros((n_groups, values.shape[1]))
+    np.add.at(sums, codes, values)
+    return sums / np.bincount(codes, minlength=n_groups)[:, None]
+
+
+def _lognorm(counts: np.ndarray) -> np.ndarray:
+    """``log1p(counts / total * 1e4)`` per cell (empty cells stay zero), float64."""
+    total = counts.sum(axis=1, keepdims=True)
+    scale = np.divide(_TARGET_SUM, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+    return np.log1p(counts * scale)
+
+
+def perturbseq_simulation(
+    n_cells: int = 6000,
+    n_genes: int = 200,
+    n_singles: int = 50,
+    n_doubles: int = 50,
+    random_state: int = 0,
+) -> AnnData:
+    """**Simulated** CRISPRi Perturb-seq screen with a known nonlinear gene regulatory network.
+
+    This is not real data: it is a documented, seeded simulation in the layout of GEARS'
+    ``perturb_processed.h5ad`` (see :func:`read_gears`), for benchmarks and tests of
+    perturbation prediction without network access. The true network is stored with the data.
+
+    Generative model (all draws from ``numpy.random.default_rng(random_state)``):
+
+    * **Genes**: real human symbols, 95% drawn from the default scGPT vocabulary and 5% from the
+      official census vocabulary but *not* in the default one (never perturbed), so models meet
+      genes they have no token for. Basal expression is log-normal (log-sd 2), so lowly
+      expressed genes are mostly zeros.
+    * **Network**: a DAG. 20% of the genes are regulators in 3 layers; the first layer
+      (roots, 40%) has a cell-specific log-normal activity (log-sd 0.6), so control cells carry
+      gene-gene covariance; regulators also get intrinsic noise (log-sd 0.2) that propagates.
+      Each other gene has 1-3 regulators from earlier layers, each acting through an
+      activating (65%) or repressing Hill function of the regulator's relative level
+      (``K`` in 0.35-0.9, ``n`` in {2, 3, 4}). Genes with two regulators combine them with AND
+      (product), OR (``1 - (1 - h1)(1 - h2)``) or mean logic, three regulators by the mean; a
+      leak of 2-20% keeps every gene expressed. AND / OR gates and Hill saturation make double
+      knockdowns non-additive (genetic interactions).
+    * **Response program**: 2.5% of the genes (at least 2, never perturbed) respond to any
+      knockdown, by a factor ``exp(sign * scale * (0.25 + 2 * impact))`` where ``impact`` is
+      the knockdown's mean absolute log-fold change over the network in the noise-free cell
+      (70% go up, like stress genes). The mean of other perturbations is thus a useful but
+      imperfect predictor.
+    * **Perturbations**: ``n_singles`` genes, 80% of them regulators (all regulators when there
+      are fewer), the rest non-regulators. CRISPRi multiplies the targeted gene's rate by a
+      per-gene residual in 0.05-0.3 (cell-to-cell log-sd 0.25) and the reduced level propagates
+      through the network. ``n_doubles`` pairs of single genes: half are pairs expected to
+      interact (they feed the same AND / OR gates, or one regulates the other; most links
+      first), the rest random pairs.
+    * **Cells**: 1/6 controls, the rest spread evenly over the conditions, in random order.
+      Counts are negative binomial (gamma-Poisson, gene dispersions ``theta`` log-normal around
+      8) around ``size factor x basal x relative level``, with log-normal library sizes (median
+      2,500 UMIs for the reference cell, log-sd 0.35); about 35% of the counts are zero, and
+      over 70% in a fifth of the genes.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (about 1/6 of them controls).
+    n_genes
+        Number of genes (at least 20).
+    n_singles
+        Number of single-gene perturbations.
+    n_doubles
+        Number of two-gene perturbations, drawn among pairs of the single genes.
+    random_state
+        Seed: equal arguments give identical data.
+
+    Returns
+    -------
+    AnnData of ``n_cells`` x ``n_genes`` in the GEARS layout:
+
+    * ``X``: ``log1p(counts / total * 1e4)`` per cell (CSR, float32);
+      ``layers["counts"]``: the UMI counts (CSR, float32, integer-valued).
+    * ``obs`` (``obs_names`` ``cell0``, ``cell1``, ...): ``condition`` (categorical:
+      ``"ctrl"``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), ``cell_type`` (``"simulated"``),
+      ``dose_val`` (``"1"`` for controls, ``"1+1"`` otherwise), ``control`` (1 for controls,
+      else 0) and ``condition_name`` (``f"{cell_type}_{condition}_{dose_val}"``).
+    * ``var``: index and ``gene_name`` column are the gene symbols.
+    * ``uns["rank_genes_groups_cov_all"]``: ``{condition_name: top-20 genes}`` of each
+      perturbation, ranked by the absolute change of mean ``X`` against the controls (perturbed
+      genes included, as in GEARS).
+    * ``uns["omicformer_dataset"]``: the parameters, ``"simulated": True`` and the ground truth:
+      ``grn`` (edges as ``regulator`` / ``target`` gene indices with ``sign`` (+1 activating,
+      -1 repressing), ``hill_k``, ``hill_n``; per gene ``layer`` (0 roots, 3 non-regulators),
+      ``logic``, ``leak``, ``basal``, ``dispersion``, ``in_default_vocab``),
+      ``perturbed_genes`` with their ``knockdown_efficiency`` (residual fraction), and
+      ``program_genes`` with ``program_sign``.
+
+    Raises
+    ------
+    ValueError
+        For sizes that do not fit: fewer than 20 genes, more singles than perturbable genes,
+        more doubles than pairs of singles, or fewer perturbed cells than conditions.
+
+    Notes
+    -----
+    Simulated data; no licence restrictions and nothing to cite. The layout follows GEARS:
+    Y. Roohani, K. Huang, J. Leskovec, "Predicting transcriptional outcomes of novel
+    multigene perturbations with GEARS", *Nat. Biotechnol.* 42, 927-935 (2024).
+
+    Examples
+    --------
+    >>> from omicformer import datasets
+    >>> adata = datasets.perturbseq_simulation()
+    >>> adata.shape
+    (6000, 200)
+    >>> adata.obs["condition"].nunique()
+    101
+    """
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from ..scgpt._conditions import CONTROL, condition_name
+
+    n_ctrl = round(n_cells / 6)
+    n_cond = n_singles + n_doubles
+    if n_genes < 20:
+        msg = f"n_genes={n_genes} must be >= 20."
+        raise ValueError(msg)
+    if n_singles < 1 or n_doubles < 0:
+        msg = f"n_singles={n_singles} must be >= 1 and n_doubles={n_doubles} >= 0."
+        raise ValueError(msg)
+    if n_doubles > n_singles * (n_singles - 1) // 2:
+        msg = (
+            f"n_doubles={n_doubles} exceeds the {n_singles * (n_singles - 1) // 2} pairs of "
+            f"n_singles={n_singles} genes."
+        )
+        raise ValueError(msg)
+    if n_cells - n_ctrl < n_cond or n_ctrl < 1:
+        msg = (
+            f"n_cells={n_cells} is too small: {n_cells - n_ctrl} perturbed cells for {n_cond} "
+            "conditions (each needs at least one cell)."
+        )
+        raise ValueError(msg)
+
+    rng = np.random.default_rng(random_state)
+    symbols, in_vocab = _pick_symbols(n_genes, rng)
+    grn = _build_grn(n_genes, in_vocab, n_singles, rng)
+    perts = _design(grn, n_singles, n_doubles, rng)
+    efficiency = dict(zip(grn["perturbed"].tolist(), grn["efficiency"], strict=True))
+    basal = np.exp(_BASAL_SIGMA * rng.standard_normal(n_genes))
+    theta = _DISPERSION_MEDIAN * np.exp(_DISPERSION_SIGMA * rng.standard_normal(n_genes))
+
+    # response program strength per condition from the noise-free knockdown impact
+    kd_ref = np.ones((n_cond + 1, n_genes))
+    for i, genes in enumerate(perts, start=1):
+        for g in genes:
+            kd_ref[i, g] = efficiency[g]
+    ones = np.ones_like(kd_ref)
+    ref = _propagate(grn, kd_ref, ones, ones)
+    network = np.ones(n_genes, dtype=bool)
+    network[grn["program"]] = False
+    impact = np.zeros(n_cond + 1)
+    for i, genes in enumerate(perts, start=1):
+        keep = network.copy()
+        keep[list(genes)] = False
+        impact[i] = np.abs(np.log(ref[i, keep])).mean()
+    strength = np.where(np.arange(n_cond + 1) > 0, 0.25 + 2.0 * impact, 0.0)
+
+    # cells: code 0 = control, i = perts[i - 1]
+    n_pert = n_cells - n_ctrl
+    per_cond = np.full(n_cond, n_pert // n_cond)
+    per_cond[rng.permutation(n_cond)[: n_pert % n_cond]] += 1
+    codes = rng.permutation(np.repeat(np.arange(n_cond + 1), [n_ctrl, *per_cond]))
+
+    kd = np.ones((n_cells, n_genes))
+    for i, genes in enumerate(perts, start=1):
+        rows = np.flatnonzero(codes == i)
+        for g in genes:
+            spread = np.exp(_EFFICIENCY_CELL_SIGMA * rng.standard_normal(rows.size))
+            kd[rows, g] = np.clip(efficiency[g] * spread, 0.005, 1.0)
+    roots = grn["layer"] == 0
+    root = np.ones((n_cells, n_genes))
+    root[:, roots] = np.exp(_ROOT_SIGMA * rng.standard_normal((n_cells, int(roots.sum()))))
+    noise = np.ones((n_cells, n_genes))
+    regs = grn["is_regulator"]
+    noise[:, regs] = np.exp(
+        _REGULATOR_NOISE_SIGMA * rng.standard_normal((n_cells, int(regs.sum())))
+    )
+    level = _propagate(grn, kd, root, noise)
+    prog = grn["program"]
+    level[:, prog] *= np.exp(
+        strength[codes][:, None] * (grn["program_sign"] * grn["program_scale"])[None, :]
+    )
+
+    library = _LIBRARY_MEDIAN * np.exp(_LIBRARY_SIGMA * rng.standard_normal(n_cells))
+    mean = (library / basal.sum())[:, None] * basal[None, :] * level
+    counts = rng.poisson(rng.gamma(theta[None, :], mean / theta[None, :])).astype(np.float64)
+    lognorm = _lognorm(counts)
+
+    # GEARS obs / var / uns
+    names = [CONTROL] + [condition_name(tuple(symbols[list(genes)])) for genes in perts]
+    condition = np.asarray(names, dtype=object)[codes]
+    dose = np.where(codes == 0, "1", "1+1")
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(condition),
+            "cell_type": pd.Categorical(np.full(n_cells, _CELL_TYPE)),
+            "dose_val": pd.Categorical(dose),
+            "control": (codes == 0).astype(np.int64),
+            "condition_name": pd.Categorical(
+                [f"{_CELL_TYPE}_{c}_{d}" for c, d in zip(condition, dose, strict=True)]
+            ),
+        },
+        index=pd.Index([f"cell{i}" for i in range(n_cells)]),
+    )
+    var = pd.DataFrame({"gene_name": symbols}, index=pd.Index(symbols))
+    means = _group_means(lognorm, codes, n_cond + 1)
+    rank = {}
+    for i in range(1, n_cond + 1):
+        order = np.argsort(-np.abs(means[i] - means[0]), kind="stable")[:_N_DE]
+        rank[f"{_CELL_TYPE}_{names[i]}_1+1"] = symbols[order]
+
+    edges = {
+        "regulator": grn["edge_regulator"],
+        "target": grn["edge_target"],
+        "sign": grn["edge_sign"],
+        "hill_k": grn["edge_hill_k"],
+        "hill_n": grn["edge_hill_n"],
+    }
+    info = {
+        "name": "perturbseq_simulation",
+        "simulated": True,
+        "description": (
+            "Simulated CRISPRi Perturb-seq screen (not real data): layered nonlinear gene "
+            "regulatory network (Hill functions, AND/OR logic), knockdowns propagated through "
+            "it, shared response program, negative binomial counts; see the docstring of "
+            "omicformer.datasets.perturbseq_simulation."
+        ),
+        "params": {
+            "n_cells": int(n_cells),
+            "n_genes": int(n_genes),
+            "n_singles": int(n_singles),
+            "n_doubles": int(n_doubles),
+            "random_state": int(random_state),
+        },
+        "seed": int(random_state),
+        "grn": {
+            **edges,
+            "layer": grn["layer"],
+            "logic": grn["logic"],
+            "leak": grn["leak"],
+            "basal": basal,
+            "dispersion": theta,
+            "in_default_vocab": in_vocab,
+        },
+        "perturbed_genes": symbols[grn["perturbed"]],
+        "knockdown_efficiency": grn["efficiency"],
+        "program_genes": symbols[prog],
+        "program_sign": grn["program_sign"],
+    }
+    return ad.AnnData(
+        X=sp.csr_matrix(lognorm.astype(np.float32)),
+        obs=obs,
+        var=var,
+        layers={"counts": sp.csr_matrix(counts.astype(np.float32))},
+        uns={"rank_genes_groups_cov_all": rank, _INFO_KEY: info},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------
+
+
+def _h5ad_path(path: str | Path, default_name: str | None) -> Path:
+    """``path`` itself if it is a file; ``path / default_name`` for a folder; else an error."""
+    path = Path(path).expanduser()
+    if path.is_dir() and default_name is not None:
+        file = path / default_name
+        if not file.is_file():
+            found = sorted(p.name for p in path.iterdir())[:20]
+            msg = f"No {default_name} in the folder {path} (it holds: {found})."
+            raise FileNotFoundError(msg)
+        return file
+    if path.is_dir():
+        msg = f"{path} is a folder; pass the path of the .h5ad file."
+        raise FileNotFoundError(msg)
+    if not path.is_file():
+        msg = f"{path} does not exist."
+        raise FileNotFoundError(msg)
+    return path
+
+
+def _float32(matrix: Any) -> np.ndarray | sp.csr_matrix:
+    """A float32 copy of an expression matrix: sparse becomes CSR, dense stays dense."""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        return sp.csr_matrix(matrix, dtype=np.float32)
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def read_gears(path: str | Path) -> AnnData:
+    """Read a GEARS Perturb-seq dataset (``perturb_processed.h5ad``) with symbols as ``var_names``.
+
+    GEARS (``gears.PertData``) downloads each dataset as a folder, e.g. ``data/norman/``,
+    ``data/adamson/`` or ``data/replogle_k562_essential/``, holding ``perturb_processed.h5ad``:
+    log-normalised expression in ``X``, ``obs["condition"]`` (``"ctrl"``, ``"GENE+ctrl"``,
+    ``"GENE1+GENE2"``), ``cell_type``, ``dose_val``, ``control``, ``condition_name``, and gene
+    symbols in ``var["gene_name"]`` (the index holds gene ids). :func:`perturbseq_simulation`
+    written to disk has the same layout.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file, or the folder that holds ``perturb_processed.h5ad``.
+
+    Returns
+    -------
+    AnnData with ``var_names`` = ``var["gene_name"]`` made unique (repeats get ``-1``, ``-2``,
+    ...; a missing name keeps its id) and the original index in ``var["gene_id"]``; ``X`` as
+    shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns`` unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file, or ``perturb_processed.h5ad`` in the folder, does not exist.
+    ValueError
+        If ``obs`` has no ``condition`` column or ``var`` no ``gene_name`` column.
+
+    Notes
+    -----
+    The data sets GEARS distributes have their own licences and citations (Norman et al. 2019,
+    Adamson et al. 2016, Replogle et al. 2022). GEARS: Y. Roohani, K. Huang, J. Leskovec,
+    *Nat. Biotechnol.* 42, 927-935 (2024).
+
+    Examples
+    --------
+    >>> from omicformer import datasets
+    >>> adata = datasets.read_gears("data/norman")  # doctest: +SKIP
+    >>> adata.obs["condition"].head()  # doctest: +SKIP
+    """
+    import anndata as ad
+    import pandas as pd
+
+    file = _h5ad_path(path, _GEARS_FILE)
+    adata = ad.read_h5ad(file)
+    if "condition" not in adata.obs.columns:
+        msg = (
+            f"{file} is not in the GEARS layout: obs has no 'condition' column (columns: "
+            f"{list(adata.obs.columns)[:20]}). For scPerturb files use read_scperturb()."
+        )
+        raise ValueError(msg)
+    if "gene_name" not in adata.var.columns:
+        msg = (
+            f"{file} is not in the GEARS layout: var has no 'gene_name' column (columns: "
+            f"{list(adata.var.columns)[:20]}; index starts {list(adata.var_names[:3])})."
+        )
+        raise ValueError(msg)
+    ids = adata.var_names.astype(str)
+    names = adata.var["gene_name"]
+    symbols = names.astype(object).where(names.notna(), pd.Series(ids, index=names.index))
+    symbols = pd.Index(symbols.astype(str).to_numpy())
+    adata.var["gene_id"] = np.asarray(ids)
+    adata.var_names = ad.utils.make_index_unique(symbols)
+    adata.X = _float32(adata.X)
+    return adata
+
+
+def _convert_scperturb_labels(values: pd.Series, control: str) -> pd.Categorical:
+    """Convert scPerturb labels (``control``, ``A``, ``A_B``) to GEARS condition strings."""
+    import pandas as pd
+
+    from ..scgpt._conditions import CONTROL, SEP, condition_name, parse_condition
+
+    bad = values[[not isinstance(v, str) for v in values]]
+    if len(bad):
+        examples = list(dict.fromkeys(map(repr, bad)))[:8]
+        msg = (
+            f"{len(bad)} cell(s) have a missing or non-string perturbation: {', '.join(examples)}. "
+            "Every cell needs a label (the control label for unperturbed cells); subset them out."
+        )
+        raise ValueError(msg)
+    mapping: dict[str, str] = {}
+    unparsable: list[str] = []
+    for label in dict.fromkeys(values):
+        if label == control:
+            mapping[label] = CONTROL
+            continue
+        genes = tuple(g for g in label.split("_") if g != control)
+        name = condition_name(genes)
+        try:
+            ok = not any(SEP in g for g in genes) and parse_condition(name) == genes
+        except ValueError:
+            ok = False
+        if not ok:
+            unparsable.append(repr(label))
+        mapping[label] = name
+    if unparsable:
+        msg = (
+            f"Cannot convert perturbation label(s) {', '.join(unparsable[:8])}: expected "
+            f"{control!r}, a gene symbol or symbols joined by '_' (no spaces, each gene once)."
+        )
+        raise ValueError(msg)
+    if control not in mapping:
+        msg = (
+            f"No control cells: no perturbation equals control={control!r} (labels look like "
+            f"{list(mapping)[:5]}). Pass control= with the label of unperturbed cells."
+        )
+        raise ValueError(msg)
+    return pd.Categorical(values.map(mapping).to_numpy())
+
+
+def read_scperturb(
+    path: str | Path, *, perturbation_key: str = "perturbation", control: str = "control"
+) -> AnnData:
+    """Read an scPerturb ``.h5ad`` file and convert it to the GEARS condition convention.
+
+    scPerturb files hold raw counts in ``X``, gene symbols as ``var_names`` and
+    ``obs["perturbation"]``: ``"control"`` for unperturbed cells, a gene symbol for single
+    perturbations and symbols joined by ``"_"`` for combinations (``obs`` often also has
+    ``perturbation_type`` and ``nperts``).
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file.
+    perturbation_key
+        ``obs`` column with the perturbation labels.
+    control
+        Label of unperturbed cells in that column.
+
+    Returns
+    -------
+    AnnData with ``obs["condition"]`` (categorical) = ``"ctrl"``, ``"GENE+ctrl"`` or
+    ``"GENE1+GENE2"`` (more genes joined by ``"+"``), the original column kept (renamed
+    ``condition_scperturb`` if ``perturbation_key`` is ``"condition"``);
+    ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
+    cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    KeyError
+        If ``obs`` has no ``perturbation_key`` column.
+    ValueError
+        For missing or non-string labels, labels that are not gene symbols joined by ``"_"``,
+        no cell labelled ``control``, or negative / non-finite values in ``X``.
+
+    Notes
+    -----
+    scPerturb: S. Peidli et al., "scPerturb: harmonized single-cell perturbation data",
+    *Nat. Methods* 21, 531-540 (2024). Each data set has its own licence and citation.
+
+    Examples
+    --------
+    >>> from omicformer import datasets
+    >>> adata = datasets.read_scperturb("NormanWeissman2019_filtered.h5ad")  # doctest: +SKIP
+    >>> adata.obs["condition"].value_counts().head()  # doctest: +SKIP
+    """
+    import warnings
+
+    import anndata as ad
+    import scipy.sparse as sp
+
+    file = _h5ad_path(path, None)
+    adata = ad.read_h5ad(file)
+    if perturbation_key not in adata.obs.columns:
+        msg = (
+            f"perturbation_key={perturbation_key!r} not found in obs of {file} (columns: "
+            f"{list(adata.obs.columns)[:20]})."
+        )
+        raise KeyError(msg)
+    original = adata.obs[perturbation_key]
+    values = original.astype(object).where(original.notna(), None)
+    condition = _convert_scperturb_labels(values, control)
+
+    counts = _float32(adata.X)
+    data = counts.data if sp.issparse(counts) else counts
+    if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
+        msg = f"X of {file} has negative or non-finite values; scPerturb files hold raw counts."
+        raise ValueError(msg)
+    if data.size and not np.array_equal(data, np.rint(data)):
+        warnings.warn(
+            f"X of {file} is not integer-valued; it is normalised as if it held raw counts.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if perturbation_key == "condition":
+        adata.obs = adata.obs.rename(columns={"condition": "condition_scperturb"})
+    adata.obs["condition"] = condition
+    total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(_TARGET_SUM, total, out=np.zeros_like(total), where=total > 0)
+    if sp.issparse(counts):
+        lognorm = sp.csr_matrix(sp.diags(scale) @ counts.astype(np.float64))
+        lognorm.data = np.log1p(lognorm.data)
+    else:
+        lognorm = np.log1p(counts * scale[:, None])
+    adata.layers["counts"] = counts
+    adata.X = _float32(lognorm)
+    return adata

@@ -1,0 +1,532 @@
+"""Perturbation predictions: the scGPT / GEARS metrics, and simple baselines to compare against.
+
+A *prediction* is an AnnData with one observation per perturbation: ``obs["condition"]`` and
+``obs_names`` hold the GEARS condition string, ``X`` the predicted mean expression after the
+perturbation (dense, the scale and ``var_names`` of the measured data) and ``layers["delta"]``
+the prediction minus the control mean. :func:`perturbation_baseline` returns that layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._conditions import (
+    CONTROL,
+    check_genes_known,
+    condition_id,
+    parse_condition,
+    parse_conditions,
+)
+from ._genes import gene_names
+from ._perturb_data import UNS_KEY, check_perturbation_data, condition_means, top_de_genes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: Metric columns of :func:`evaluate_perturbation`, in order.
+METRICS = ("pearson", "pearson_delta", "pearson_de", "pearson_de_delta", "mse_de", "direction_de")
+#: Methods of :func:`perturbation_baseline`.
+BASELINES = ("no_change", "mean", "additive", "linear")
+#: ``uns`` key of a prediction made by :func:`perturbation_baseline`.
+PRED_KEY = "perturbation_prediction"
+#: Values spanning less than this times ``1 + max |expression|`` count as constant (float32 noise).
+CONSTANT_RTOL = 1e-6
+
+Genes = tuple[str, ...]
+ConditionId = frozenset[str]
+
+
+# ---------------------------------------------------------------- shared helpers
+def pred_conditions(pred: AnnData) -> list[str]:
+    """Condition strings of a prediction: ``obs["condition"]``, else ``obs_names``."""
+    if "condition" in pred.obs.columns:
+        values = pred.obs["condition"]
+        if values.isna().any():
+            msg = "pred.obs['condition'] has missing values; every prediction needs a condition."
+            raise ValueError(msg)
+        return [str(v) for v in values]
+    return [str(v) for v in pred.obs_names]
+
+
+def pred_matrix(pred: AnnData, var_names: pd.Index, what: str = "pred") -> np.ndarray:
+    """``pred.X`` as float64, columns reordered to ``var_names`` (same set of genes required)."""
+    import scipy.sparse as sp
+
+    names = pd.Index(pred.var_names.astype(str))
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique().tolist()
+        msg = f"{what}.var_names are not unique (e.g. {dup[:5]}); make them unique first."
+        raise ValueError(msg)
+    target = pd.Index(pd.Index(var_names).astype(str))
+    missing = target.difference(names, sort=False).tolist()
+    extra = names.difference(target, sort=False).tolist()
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} gene(s) of the truth missing from {what}: {missing[:8]}")
+        if extra:
+            parts.append(f"{len(extra)} gene(s) of {what} not in the truth: {extra[:8]}")
+        msg = (
+            f"{what} and the truth must have the same genes (var_names, any order); "
+            f"{'; '.join(parts)}."
+        )
+        raise KeyError(msg)
+    X = pred.X
+    if X is None:
+        msg = f"{what}.X is empty; it must hold the predicted mean expression."
+        raise ValueError(msg)
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = np.asarray(X, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        msg = f"{what}.X contains NaN or infinite values."
+        raise ValueError(msg)
+    return X[:, names.get_indexer(target)]
+
+
+def _ids_to_labels(parsed: Mapping[str, Genes]) -> dict[ConditionId, list[str]]:
+    """Order-free perturbations -> the condition strings naming them (control excluded)."""
+    by_id: dict[ConditionId, list[str]] = {}
+    for label in sorted(parsed):
+        genes = parsed[label]
+        if genes:
+            by_id.setdefault(condition_id(genes), []).append(label)
+    return by_id
+
+
+def _merged_means(
+    means: pd.DataFrame, counts: pd.Series, labels: Sequence[str]
+) -> tuple[np.ndarray, int]:
+    """Cell-weighted mean of the rows ``labels`` of ``means`` (one perturbation, several names)."""
+    n = np.array([int(counts[c]) for c in labels], dtype=float)
+    rows = means.loc[list(labels)].to_numpy()
+    return (n[:, None] * rows).sum(0) / n.sum(), int(n.sum())
+
+
+def truth_for(
+    pred_conds: Sequence[str],
+    adata_truth: AnnData,
+    condition_key: str,
+    control: str,
+    layer: str | None,
+) -> dict[str, Any]:
+    """Match prediction conditions to the truth (order-free) and compute the truth means.
+
+    Returns a dict with ``genes`` (per prediction condition), ``labels`` (the truth condition
+    strings of each), ``means`` (n_pred x n_vars truth means), ``n_cells`` and ``ctrl_mean``.
+    """
+    parsed_truth = check_perturbation_data(adata_truth, condition_key, control, layer)
+    parsed_pred = parse_conditions(pred_conds, control)
+    if control in parsed_pred:
+        msg = (
+            f"The prediction has a row for the control {control!r}; only perturbations are "
+            "evaluated. Drop that row."
+        )
+        raise ValueError(msg)
+    by_id = _ids_to_labels(parsed_truth)
+    missing = [c for c in dict.fromkeys(pred_conds) if condition_id(parsed_pred[c]) not in by_id]
+    if missing:
+        msg = (
+            f"{len(missing)} predicted condition(s) not in adata_truth.obs[{condition_key!r}]: "
+            f"{missing[:8]}{' ...' if len(missing) > 8 else ''} (matched order-free: 'A+B' is "
+            "'B+A'). Evaluate only perturbations measured in the truth."
+        )
+        raise KeyError(msg)
+    labels = [by_id[condition_id(parsed_pred[c])] for c in pred_conds]
+    needed = list(dict.fromkeys([control, *(lab for labs in labels for lab in labs)]))
+    means = condition_means(adata_truth, condition_key, layer, needed)
+    counts = adata_truth.obs[condition_key].astype(str).value_counts()
+    merged = [_merged_means(means, counts, labs) for labs in labels]
+    return {
+        "genes": [parsed_pred[c] for c in pred_conds],
+        "labels": labels,
+        "means": np.array([m for m, _ in merged]).reshape(len(pred_conds), adata_truth.n_vars),
+        "n_cells": [n for _, n in merged],
+        "ctrl_mean": means.loc[control].to_numpy(),
+    }
+
+
+def _tolerance(*arrays: np.ndarray) -> float:
+    scale = max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
+    return CONSTANT_RTOL * (1.0 + scale)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray, tol: float) -> float:
+    """Pearson correlation; 0.0 when either vector is constant (spread ``<= tol``)."""
+    if x.size < 2 or np.ptp(x) <= tol or np.ptp(y) <= tol:
+        return 0.0
+    xc, yc = x - x.mean(), y - y.mean()
+    return float(np.clip(xc @ yc / np.sqrt((xc @ xc) * (yc @ yc)), -1.0, 1.0))
+
+
+def _sign(v: np.ndarray, tol: float) -> np.ndarray:
+    return np.where(np.abs(v) <= tol, 0.0, np.sign(v))
+
+
+def condition_metrics(
+    truth: np.ndarray, pred: np.ndarray, ctrl: np.ndarray, de: np.ndarray
+) -> dict[str, float]:
+    """The :data:`METRICS` of one perturbation (vectors over genes; ``de``: DE gene indices)."""
+    tol = _tolerance(truth, pred, ctrl)
+    d_true, d_pred = truth - ctrl, pred - ctrl
+    out = {
+        "pearson": _pearson(truth, pred, tol),
+        "pearson_delta": _pearson(d_true, d_pred, tol),
+    }
+    if de.size == 0:
+        out.update(dict.fromkeys(METRICS[2:], float("nan")))
+        return out
+    out["pearson_de"] = _pearson(truth[de], pred[de], tol)
+    out["pearson_de_delta"] = _pearson(d_true[de], d_pred[de], tol)
+    out["mse_de"] = float(np.mean((pred[de] - truth[de]) ** 2))
+    out["direction_de"] = float(np.mean(_sign(d_pred[de], tol) == _sign(d_true[de], tol)))
+    return out
+
+
+def _subgroups(adata: AnnData, control: str) -> dict[ConditionId, Any] | None:
+    """Order-free ``{perturbation: subgroup}`` from ``uns["perturbation"]["conditions"]``."""
+    info = adata.uns.get(UNS_KEY)
+    table = info.get("conditions") if isinstance(info, Mapping) else None
+    if not isinstance(table, pd.DataFrame) or "subgroup" not in table.columns:
+        return None
+    out: dict[ConditionId, Any] = {}
+    for cond, sub in zip(table.index.astype(str), table["subgroup"], strict=True):
+        try:
+            out.setdefault(condition_id(parse_condition(cond, control)), sub)
+        except ValueError:
+            continue
+    return out
+
+
+def check_n_de(n_de: int) -> None:
+    """``ValueError`` unless ``n_de`` is a positive integer."""
+    if isinstance(n_de, bool) or not isinstance(n_de, (int, np.integer)) or n_de < 1:
+        msg = f"n_de={n_de!r} must be an integer >= 1."
+        raise ValueError(msg)
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate_perturbation(
+    pred: AnnData,
+    adata_truth: AnnData,
+    *,
+    condition_key: str = "condition",
+    control: str = CONTROL,
+    n_de: int = 20,
+    layer: str | None = None,
+    gene_key: str | None = None,
+) -> pd.DataFrame:
+    """Score predicted perturbation effects against measured cells (scGPT / GEARS metrics).
+
+    The metrics are those of scGPT's ``compute_perturbation_metrics`` and GEARS' evaluation.
+    For each predicted condition, with ``t`` the mean expression of the truth cells of that
+    condition, ``c`` the mean of the truth's control cells and ``p`` the predicted mean
+    (``pred.X``), all vectors over genes:
+
+    * ``pearson``: Pearson correlation of ``t`` and ``p`` over all genes;
+    * ``pearson_delta``: Pearson correlation of ``t - c`` and ``p - c`` over all genes;
+    * ``pearson_de``, ``pearson_de_delta``: the same two on the DE genes only;
+    * ``mse_de``: mean over the DE genes of ``(p - t) ** 2``;
+    * ``direction_de``: fraction of the DE genes where ``sign(p - c) == sign(t - c)``; a
+      predicted change of 0 counts as wrong unless the true change is 0 too.
+
+    The DE genes of a condition are the ``n_de`` genes with the largest ``|t - c|``, the
+    perturbed genes themselves excluded, ties broken by gene order (the rule of
+    :func:`~omicformer.scgpt.pp.prepare_perturbation`). The deltas use the truth's control
+    mean; ``pred.layers["delta"]`` is not read.
+
+    Conventions: the Pearson correlation with a constant vector (such as the delta of a
+    "no change" prediction) is 0.0, as is that of a single gene. A vector whose values span no
+    more than ``1e-6 * (1 + m)``, ``m`` the largest absolute expression among ``t``, ``p`` and
+    ``c``, counts as constant, and changes that small count as 0 in ``direction_de``, so that
+    float32 rounding of a prediction is not mistaken for a signal. Without DE genes (every gene
+    perturbed) the ``*_de`` metrics are NaN.
+
+    Parameters
+    ----------
+    pred
+        Prediction, one observation per perturbation: conditions in ``obs["condition"]``
+        (else ``obs_names``), predicted mean expression in ``X`` (dense or sparse), on the
+        scale of the truth's expression and with the same genes (``var_names``, any order:
+        columns are matched by name).
+    adata_truth
+        Measured cells x genes with ``obs[condition_key]``, control cells included. Predicted
+        conditions are matched to its conditions order-free (``"B+A"`` is ``"A+B"``); cells
+        of a perturbation written both ways are pooled.
+    condition_key
+        ``adata_truth.obs`` column with GEARS condition strings.
+    control
+        Label of the control cells.
+    n_de
+        Number of DE genes per condition.
+    layer
+        Layer of ``adata_truth`` with the expression; ``None`` uses ``X``.
+    gene_key
+        ``adata_truth.var`` column with gene symbols (to recognise the perturbed genes);
+        ``None`` uses ``var_names``.
+
+    Returns
+    -------
+    One row per predicted condition (index: the prediction's condition strings) and a last row
+    ``"mean"``. Columns: the six metrics above, ``n_cells`` (truth cells of the condition),
+    ``n_genes`` (number of perturbed genes) and, when
+    ``adata_truth.uns["perturbation"]["conditions"]`` has a ``subgroup`` column (as written by
+    :func:`~omicformer.scgpt.pp.prepare_perturbation`), ``subgroup`` (looked up order-free).
+    The ``"mean"`` row holds the mean of each metric over the conditions (NaN ignored);
+    ``n_cells``, ``n_genes`` and ``subgroup`` are missing there.
+
+    Raises
+    ------
+    KeyError
+        If ``condition_key``, ``layer`` or ``gene_key`` is missing, if a predicted condition is
+        not in the truth, or if the prediction's genes differ from the truth's.
+    ValueError
+        If conditions do not parse, the truth has no control cells (or invalid values), the
+        prediction has a control row, duplicate or non-finite rows, or ``n_de < 1``.
+
+    Examples
+    --------
+    >>> pred = perturbation_baseline(train, ["KLF1+CEBPA"], method="additive")  # doctest: +SKIP
+    >>> evaluate_perturbation(pred, test)  # doctest: +SKIP
+    """
+    check_n_de(n_de)
+    conds = pred_conditions(pred)
+    dup = pd.Index(conds)[pd.Index(conds).duplicated()].unique().tolist()
+    if dup:
+        msg = f"The prediction names condition(s) {dup[:8]} more than once; keep one row each."
+        raise ValueError(msg)
+    var_genes = gene_names(adata_truth, gene_key)
+    P = pred_matrix(pred, adata_truth.var_names)
+    truth = truth_for(conds, adata_truth, condition_key, control, layer)
+    ctrl = truth["ctrl_mean"]
+    subgroups = _subgroups(adata_truth, control)
+
+    rows = []
+    for i, genes in enumerate(truth["genes"]):
+        t = truth["means"][i]
+        de = top_de_genes(t - ctrl, var_genes, genes, n_de)
+        row: dict[str, Any] = condition_metrics(t, P[i], ctrl, de)
+        row["n_cells"] = truth["n_cells"][i]
+        row["n_genes"] = len(genes)
+        if subgroups is not None:
+            row["subgroup"] = subgroups.get(condition_id(genes))
+        rows.append(row)
+    table = pd.DataFrame(rows, index=pd.Index(conds, name="condition"))
+    for col in ("n_cells", "n_genes"):
+        table[col] = table[col].astype("Int64")
+    mean_row = pd.DataFrame([table[list(METRICS)].mean()], index=["mean"])
+    return pd.concat([table, mean_row]).rename_axis("condition")
+
+
+# ---------------------------------------------------------------- baselines
+def perturbation_baseline(
+    adata: AnnData,
+    perturbations: Sequence[str],
+    *,
+    method: str = "mean",
+    condition_key: str = "condition",
+    control: str = CONTROL,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    n_components: int = 10,
+    ridge: float = 0.1,
+) -> AnnData:
+    r"""Predict perturbation effects with a simple baseline, in the layout of scGPT predictions.
+
+    Every cell of ``adata`` is training data: control cells and cells of measured
+    perturbations. With ``c`` the control mean and ``m_q`` the mean of the cells of training
+    perturbation ``q`` (vectors over genes; a perturbation written in several orders, ``"A+B"``
+    and ``"B+A"``, is one perturbation, its cells pooled), the prediction for perturbation
+    ``p`` is
+
+    * ``"no_change"``: ``c``;
+    * ``"mean"``: ``c + mean_q (m_q - c)`` over all training perturbations, each weighted
+      equally whatever its number of cells;
+    * ``"additive"``: ``c + sum_g (m_g - c)`` over the genes ``g`` of ``p``, ``m_g`` the mean of
+      the measured single perturbation ``"g+ctrl"``; a gene without a measured single adds 0
+      (such genes are listed in ``uns``);
+    * ``"linear"``: the linear model of Ahlmann-Eltze, Huber & Anders, "Deep-learning-based
+      gene perturbation effect prediction does not yet outperform simple linear baselines",
+      Nature Methods (2025). With :math:`Y` (genes x training perturbations) the matrix of
+      the ``m_q``, :math:`b` its row means, :math:`G` (genes x K) the first K left singular
+      vectors of :math:`Y - b` (the gene embedding: the top principal components of the
+      genes), and :math:`P` (perturbations x K) the perturbation embedding, row ``q`` the sum
+      of the rows of :math:`G` of the genes perturbed in ``q``, the model
+      :math:`Y \approx b + G W P^\top` is fitted with the paper's closed form
+
+      .. math:: W = (G^\top G + \lambda I)^{-1} G^\top (Y - b) P (P^\top P + \lambda I)^{-1}
+
+      (:math:`\lambda` = ``ridge``; for :math:`\lambda \to 0` this is the least-squares fit),
+      and perturbation ``p`` with embedding row :math:`p` is predicted as :math:`b + G W p`.
+      ``K = min(n_components, n_train - 1, n_genes)``. Training perturbations of genes that
+      are not measured cannot be embedded and are left out (listed in ``uns``).
+
+    Parameters
+    ----------
+    adata
+        Training cells x genes with GEARS condition strings in ``obs[condition_key]``
+        (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), log-normalised expression in ``X`` or
+        ``layer``. May be backed (means are read in chunks).
+    perturbations
+        Condition strings to predict (a single string is one perturbation). They may be
+        measured in ``adata`` too; every perturbed gene must be a gene of ``adata``.
+    method
+        ``"no_change"``, ``"mean"``, ``"additive"`` or ``"linear"``.
+    condition_key
+        ``obs`` column with condition strings.
+    control
+        Label of the control cells.
+    layer
+        Layer with the expression; ``None`` uses ``X``.
+    gene_key
+        ``var`` column with gene symbols; ``None`` uses ``var_names``.
+    n_components
+        K of ``"linear"`` (at most; see above).
+    ridge
+        :math:`\lambda` of ``"linear"``, ``>= 0``.
+
+    Returns
+    -------
+    AnnData with one observation per requested perturbation: ``obs_names`` and
+    ``obs["condition"]`` the strings as given; ``X`` (float32, dense) the predicted mean
+    expression; ``layers["delta"]`` the prediction minus the control mean; ``var`` a copy of
+    ``adata.var``; ``uns["perturbation_prediction"]`` with ``method``, ``control``,
+    ``condition_key``, ``n_train_conditions`` (training perturbations used) and, for
+    ``"additive"``, ``genes_without_single``; for ``"linear"``, ``n_components`` (the K
+    used), ``ridge`` and ``unmeasured_train_conditions``. ``adata`` is not modified.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is unknown, conditions do not parse, ``adata`` has no control cells (or
+        invalid values), ``perturbations`` is empty, repeats a string or names the control,
+        ``"mean"`` has no training perturbation, ``"linear"`` fewer than 2, or
+        ``n_components < 1`` / ``ridge < 0``.
+    KeyError
+        If ``condition_key``, ``layer`` or ``gene_key`` is missing, or a perturbed gene is not
+        a gene of ``adata``.
+
+    Examples
+    --------
+    >>> pred = perturbation_baseline(train, ["KLF1+CEBPA"], method="linear")  # doctest: +SKIP
+    >>> pred.layers["delta"]  # doctest: +SKIP
+    """
+    import anndata as ad
+
+    if method not in BASELINES:
+        msg = f"method={method!r} is not one of {list(BASELINES)}."
+        raise ValueError(msg)
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
+        msg = f"n_components={n_components!r} must be an integer >= 1."
+        raise ValueError(msg)
+    if n_components < 1:
+        msg = f"n_components={n_components} must be >= 1."
+        raise ValueError(msg)
+    if not np.isfinite(ridge) or ridge < 0:
+        msg = f"ridge={ridge!r} must be a finite number >= 0."
+        raise ValueError(msg)
+    requested = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+    if not requested:
+        msg = "perturbations is empty; pass the condition strings to predict."
+        raise ValueError(msg)
+    seen = pd.Index(requested)
+    if seen.duplicated().any():
+        msg = f"perturbations repeats {seen[seen.duplicated()].unique().tolist()[:8]}."
+        raise ValueError(msg)
+
+    var_genes = gene_names(adata, gene_key)
+    parsed_train = check_perturbation_data(adata, condition_key, control, layer)
+    parsed_req = parse_conditions(requested, control)
+    if control in parsed_req:
+        msg = f"perturbations contains the control {control!r}; it is not a perturbation."
+        raise ValueError(msg)
+    check_genes_known(
+        (g for c in requested for g in parsed_req[c]), var_genes, "the genes of adata"
+    )
+    by_id = _ids_to_labels(parsed_train)
+    measured = set(var_genes)
+    unmeasured = sorted(min(labs) for q, labs in by_id.items() if not q <= measured)
+    if method == "mean" and not by_id:
+        msg = "method='mean' needs at least 1 training perturbation; adata has control cells only."
+        raise ValueError(msg)
+    if method == "linear" and len(by_id) - len(unmeasured) < 2:
+        msg = (
+            f"method='linear' needs at least 2 training perturbations of measured genes; adata "
+            f"has {len(by_id) - len(unmeasured)}."
+        )
+        raise ValueError(msg)
+
+    means = condition_means(adata, condition_key, layer)
+    counts = adata.obs[condition_key].astype(str).value_counts()
+    ctrl = means.loc[control].to_numpy()
+    train = {q: _merged_means(means, counts, labs)[0] for q, labs in by_id.items()}
+    info: dict[str, Any] = {
+        "method": method,
+        "control": control,
+        "condition_key": condition_key,
+        "n_train_conditions": len(train),
+    }
+    req_genes = [parsed_req[c] for c in requested]
+
+    if method == "no_change":
+        X = np.tile(ctrl, (len(requested), 1))
+    elif method == "mean":
+        shift = np.mean([m - ctrl for m in train.values()], axis=0)
+        X = np.tile(ctrl + shift, (len(requested), 1))
+    elif method == "additive":
+        single = {next(iter(q)): m - ctrl for q, m in train.items() if len(q) == 1}
+        zero = np.zeros_like(ctrl)
+        X = np.array([ctrl + sum((single.get(g, zero) for g in gs), zero) for gs in req_genes])
+        missing = [g for g in dict.fromkeys(g for gs in req_genes for g in gs) if g not in single]
+        info["genes_without_single"] = missing
+    else:
+        usable = {q: m for q, m in train.items() if q <= measured}
+        X, k = _linear(usable, req_genes, var_genes, n_components, ridge)
+        info.update(
+            n_train_conditions=len(train) - len(unmeasured),
+            n_components=k,
+            ridge=float(ridge),
+            unmeasured_train_conditions=unmeasured,
+        )
+
+    X = np.asarray(X, dtype=np.float64).reshape(len(requested), adata.n_vars)
+    obs = pd.DataFrame({"condition": requested}, index=pd.Index(requested))
+    return ad.AnnData(
+        X=X.astype(np.float32),
+        obs=obs,
+        var=adata.var.copy(),
+        layers={"delta": (X - ctrl).astype(np.float32)},
+        uns={PRED_KEY: info},
+    )
+
+
+def _linear(
+    train: Mapping[ConditionId, np.ndarray],
+    req_genes: Sequence[Genes],
+    var_genes: np.ndarray,
+    n_components: int,
+    ridge: float,
+) -> tuple[np.ndarray, int]:
+    """Predictions (n_requested x n_genes) of the linear model, and the K used."""
+    first: dict[str, int] = {}
+    for i, g in enumerate(var_genes):
+        first.setdefault(str(g), i)
+    order = sorted(train, key=lambda q: sorted(q))
+    Y = np.column_stack([train[q] for q in order])  # genes x perturbations
+    b = Y.mean(axis=1, keepdims=True)
+    k = int(min(n_components, Y.shape[1] - 1, Y.shape[0]))
+    U = np.linalg.svd(Y - b, full_matrices=False)[0]
+    G = U[:, :k]
+
+    def embed(genes) -> np.ndarray:
+        return G[[first[g] for g in genes]].sum(axis=0)
+
+    P = np.array([embed(sorted(q)) for q in order])  # perturbations x K
+    eye = np.eye(k)
+    left = np.linalg.pinv(G.T @ G + ridge * eye) @ G.T
+    W = left @ (Y - b) @ P @ np.linalg.pinv(P.T @ P + ridge * eye)
+    Q = np.array([embed(gs) for gs in req_genes])  # requested x K
+    return (b + G @ W @ Q.T).T, k
