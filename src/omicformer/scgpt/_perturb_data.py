@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key, check_values, iter_row_chunks
-from ._conditions import CONTROL, parse_conditions
+from ._conditions import CONTROL, condition_id, parse_conditions
 from ._genes import gene_names
 
 if TYPE_CHECKING:
@@ -101,29 +101,35 @@ def simulation_split(
     training genes train, the others test (``unseen_single``); combinations whose genes are
     all training genes (``combo_seen2``) train with probability ``combo_seen2_train_fraction``,
     the others test, as do combinations with 0 or 1 training genes (``combo_seen0``,
-    ``combo_seen1``). Returns ``(train, test, subgroup)``.
+    ``combo_seen1``). One perturbation written two ways (``"A+B"``, ``"B+A"``) is split as
+    one. Returns ``(train, test, subgroup)``.
     """
+    groups: dict[frozenset[str], list[str]] = {}  # "A+B" and "B+A" split together
+    for cond in sorted(perts):
+        groups.setdefault(condition_id(perts[cond]), []).append(cond)
     genes = sorted({g for gs in perts.values() for g in gs})
     n_train = int(len(genes) * train_gene_fraction)
     train_genes = set(rng.choice(genes, n_train, replace=False).tolist()) if genes else set()
-    train, test, subgroup = [], [], {}
+    train_ids, test_ids, subgroup_of = [], [], {}
     seen2 = []
-    for cond in sorted(perts):
-        gs = perts[cond]
-        n_seen = sum(g in train_genes for g in gs)
-        if len(gs) == 1:
-            (train if n_seen else test).append(cond)
-            subgroup[cond] = "train" if n_seen else "unseen_single"
-        elif n_seen == len(gs):
-            seen2.append(cond)
+    for key in sorted(groups, key=lambda k: groups[k][0]):
+        n_seen = sum(g in train_genes for g in key)
+        if len(key) == 1:
+            (train_ids if n_seen else test_ids).append(key)
+            subgroup_of[key] = "train" if n_seen else "unseen_single"
+        elif n_seen == len(key):
+            seen2.append(key)
         else:
-            test.append(cond)
-            subgroup[cond] = f"combo_seen{min(n_seen, 1)}"
+            test_ids.append(key)
+            subgroup_of[key] = f"combo_seen{min(n_seen, 1)}"
     n_seen2_train = int(len(seen2) * combo_seen2_train_fraction)
-    picked = set(rng.permutation(seen2)[:n_seen2_train].tolist()) if seen2 else set()
-    for cond in seen2:
-        (train if cond in picked else test).append(cond)
-        subgroup[cond] = "train" if cond in picked else "combo_seen2"
+    picked = {seen2[i] for i in rng.permutation(len(seen2))[:n_seen2_train]}
+    for key in seen2:
+        (train_ids if key in picked else test_ids).append(key)
+        subgroup_of[key] = "train" if key in picked else "combo_seen2"
+    train = [c for key in train_ids for c in groups[key]]
+    test = [c for key in test_ids for c in groups[key]]
+    subgroup = {c: subgroup_of[key] for key in groups for c in groups[key]}
     return train, test, subgroup
 
 

@@ -73,9 +73,20 @@ class ScGPTPerturbation(ScGPT):
     perturbations with GEARS. Nature Biotechnology 42, 927-935.
     """
 
-    def __init__(self, adata: AnnData, *, max_len: int = DEFAULT_MAX_LEN, **kwargs: Any):
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        max_len: int = DEFAULT_MAX_LEN,
+        prior: str | None = "covariance",
+        **kwargs: Any,
+    ):
+        _check_prior(prior)
         super().__init__(adata, max_len=max_len, **kwargs)
-        self.module, _ = rebuild_module(self.module, perturbation=True, n_cls=1)
+        self.module, _ = rebuild_module(
+            self.module, perturbation=True, perturbation_prior=prior is not None, n_cls=1
+        )
+        self.module.decoder.init_identity()
         self._set_genes()
 
     # ------------------------------------------------------------------ setup
@@ -125,7 +136,12 @@ class ScGPTPerturbation(ScGPT):
 
     @classmethod
     def load_pretrained(
-        cls, path: Any, adata: AnnData, *, max_len: int | None = None
+        cls,
+        path: Any,
+        adata: AnnData,
+        *,
+        max_len: int | None = None,
+        prior: str | None = "covariance",
     ) -> ScGPTPerturbation:
         """Pretrained weights + the perturbation flag embedding and the affine decoder.
 
@@ -145,7 +161,15 @@ class ScGPTPerturbation(ScGPT):
         max_len
             Genes per forward pass in training (a random subset of the genes, always with the
             perturbed ones, when there are more); ``None``: 1536 (official tutorial).
+        prior
+            ``"covariance"`` (default, our addition): every token also receives a prior of the
+            perturbation's effect on its gene, propagated from the perturbed genes through the
+            control cells' gene-gene covariance
+            (:class:`~omicformer.scgpt.train.CovariancePrior`), as a second value embedding
+            (``prior_encoder``) and as a residual of the decoder, so the transformer learns
+            corrections to it. ``None``: the official method (flags only).
         """
+        _check_prior(prior)
         model = super().load_pretrained(path, adata, max_len=max_len or DEFAULT_MAX_LEN)
         genes = [str(g) for g in gene_names(adata, model.get_setup_arg("gene_key"))]
         new = [g for g in dict.fromkeys(genes) if g not in model.vocab]
@@ -153,8 +177,13 @@ class ScGPTPerturbation(ScGPT):
         if new:
             model._extend_vocab(new)
             fresh.append("encoder.embedding.weight (new genes' rows)")
-        if not model.module.config.perturbation:
-            model.module, heads = rebuild_module(model.module, perturbation=True, n_cls=1)
+        c = model.module.config
+        if not c.perturbation or c.perturbation_prior != (prior is not None):
+            model.module, heads = rebuild_module(
+                model.module, perturbation=True, perturbation_prior=prior is not None, n_cls=1
+            )
+            if any(h.startswith("decoder.") for h in heads):
+                model.module.decoder.init_identity()
             fresh += heads
         model._set_genes()
         report = model.pretrained_report_
@@ -240,6 +269,7 @@ class ScGPTPerturbation(ScGPT):
         weight_decay: float = 0.0,
         lr_decay: float = 0.9,
         dropout: float | None = 0.0,
+        center: bool = True,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
@@ -317,8 +347,11 @@ class ScGPTPerturbation(ScGPT):
         genes = [parse_condition(c, control) for c in [control, *names]]
         perturbed = [self._perturbed_columns(gs) for gs in genes]
 
-        # hold out whole perturbation conditions for validation
-        held = split_indices(len(names), validation_size, random_state)[1] + 1
+        # hold out whole perturbations for validation ("A+B" and "B+A" together)
+        ids = sorted({condition_id(g) for g in genes[1:]}, key=sorted)
+        held_ids = {ids[i] for i in split_indices(len(ids), validation_size, random_state)[1]}
+        held = np.array([k for k, g in enumerate(genes) if k and condition_id(g) in held_ids],
+                        dtype=np.int64)  # fmt: skip
         val_mask = np.isin(codes, held)
         train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
         ctrl_rows = np.flatnonzero(codes == 0)
@@ -330,6 +363,20 @@ class ScGPTPerturbation(ScGPT):
             de.append(top_de_genes(delta, np.asarray(self.genes_), gs, n_de))
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
+        priors = None
+        if self.module.config.perturbation_prior:
+            own, observed = {}, {}
+            for code, gs in enumerate(genes[1:], start=1):
+                if len(gs) == 1 and code not in set(held.tolist()):
+                    col = int(perturbed[code][0])
+                    delta = np.asarray(X[codes == code].mean(axis=0)).ravel() - ctrl_mean
+                    own[self.genes_[col]] = float(delta[col])
+                    observed[self.genes_[col]] = delta.astype(np.float32)
+            self.prior_effects_, self.prior_observed_ = own, observed
+            self.prior_default_ = float(np.mean(list(own.values()))) if own else 0.0
+            prior = self._prior(X[ctrl_rows])
+            priors = np.stack([np.zeros(len(self.genes_), dtype=np.float32)]
+                              + [prior(p) for p in perturbed[1:]])  # fmt: skip
 
         train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
         val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
@@ -337,8 +384,9 @@ class ScGPTPerturbation(ScGPT):
         gene_ids = self.vocab.lookup(self.genes_)
 
         def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
-            return PerturbationCollator(ds, pool, gene_ids, perturbed, de, max_len=self.max_len,
-                                        seed=seed)  # fmt: skip
+            return PerturbationCollator(ds, pool, gene_ids, perturbed, de, priors=priors,
+                                        center=ctrl_mean if center else None,
+                                        max_len=self.max_len, seed=seed)  # fmt: skip
 
         def make_collator(seed: int | None = None) -> PerturbationCollator:
             return collator(seed, train_ds if seed is None else val_ds)
@@ -356,6 +404,18 @@ class ScGPTPerturbation(ScGPT):
             enable_progress_bar=enable_progress_bar, **trainer_kwargs,
         )  # fmt: skip
         self.train_conditions_ = [c for c in names if codes_of[c] not in set(held.tolist())]
+        self.centered_ = bool(center)
+
+    def _prior(self, controls: Any) -> Any:
+        """The :class:`CovariancePrior` of these control cells and the trained own effects."""
+        from ..train._perturb import CovariancePrior
+
+        pos = {g: i for i, g in enumerate(self.genes_)}
+        own = {pos[g]: e for g, e in getattr(self, "prior_effects_", {}).items() if g in pos}
+        seen = getattr(self, "prior_observed_", {})
+        observed = {pos[g]: d for g, d in seen.items() if g in pos}
+        return CovariancePrior(controls, own, getattr(self, "prior_default_", 0.0),
+                               observed=observed)  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -412,6 +472,8 @@ class ScGPTPerturbation(ScGPT):
             msg = f"n_control_cells={n_control_cells} must be >= 1."
             raise ValueError(msg)
         control = self.get_setup_arg("control")
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
         requested = self.check_perturbations(perturbations)
         cols = self._columns(adata)
         labels = self._conditions(adata).to_numpy() if self.get_setup_arg(
@@ -429,24 +491,30 @@ class ScGPTPerturbation(ScGPT):
         pick = np.sort(
             rng.choice(len(ctrl_rows), min(n_control_cells, len(ctrl_rows)), replace=False)
         )
-        Xc = torch.as_tensor(ctrl_all[pick].toarray())
+        shift = ctrl_mean if getattr(self, "centered_", False) else np.zeros_like(ctrl_mean)
+        Xc = torch.as_tensor(ctrl_all[pick].toarray() - shift[None, :].astype(np.float32))
 
         dev = resolve_device(device)
         module = self.module.to(dev).eval()
         gene_ids = torch.as_tensor(self.vocab.lookup(self.genes_), device=dev)
         out = np.zeros((len(requested), len(self.genes_)), dtype=np.float64)
+        prior = self._prior(ctrl_all) if module.config.perturbation_prior else None
         with torch.inference_mode():
             for k, genes in enumerate(tqdm(requested, disable=not progress, desc="perturbations")):
+                cols_k = self._perturbed_columns(genes)
                 flags = torch.zeros(len(self.genes_), dtype=torch.long, device=dev)
-                flags[torch.as_tensor(self._perturbed_columns(genes), device=dev)] = 1
+                flags[torch.as_tensor(cols_k, device=dev)] = 1
+                prior_k = None if prior is None else torch.as_tensor(prior(cols_k), device=dev)
                 total = torch.zeros(len(self.genes_), dtype=torch.float64, device=dev)
                 for start in range(0, Xc.shape[0], batch_size):
                     x = Xc[start : start + batch_size].to(dev)
                     n = x.shape[0]
-                    pred = module(gene_ids.expand(n, -1), x, None,
-                                  pert_flags=flags.expand(n, -1))["mlm_output"]  # fmt: skip
+                    pred = module(
+                        gene_ids.expand(n, -1), x, None, pert_flags=flags.expand(n, -1),
+                        pert_prior=None if prior_k is None else prior_k.expand(n, -1),
+                    )["mlm_output"]  # fmt: skip
                     total += pred.double().sum(0)
-                out[k] = (total / Xc.shape[0]).cpu().numpy()
+                out[k] = (total / Xc.shape[0]).cpu().numpy() + shift
         self.module.cpu()
         inverse = _inverse(cols)  # model gene order -> adata's gene order
         X = out[:, inverse]
@@ -503,11 +571,27 @@ class ScGPTPerturbation(ScGPT):
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:
         return {"max_len": self.max_len, "genes": list(self.genes_),
-                "train_conditions": list(getattr(self, "train_conditions_", []))}  # fmt: skip
+                "train_conditions": list(getattr(self, "train_conditions_", [])),
+                "prior_effects": dict(getattr(self, "prior_effects_", {})),
+                "prior_default": float(getattr(self, "prior_default_", 0.0)),
+                "prior_observed": {g: np.asarray(d, dtype=np.float64).tolist() for g, d in
+                                   getattr(self, "prior_observed_", {}).items()},
+                "centered": bool(getattr(self, "centered_", False))}  # fmt: skip
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
         self.genes_ = list(settings["genes"])
         self.train_conditions_ = list(settings.get("train_conditions", []))
+        self.prior_effects_ = dict(settings.get("prior_effects", {}))
+        self.prior_default_ = float(settings.get("prior_default", 0.0))
+        self.prior_observed_ = {g: np.asarray(d, dtype=np.float32)
+                                for g, d in settings.get("prior_observed", {}).items()}  # fmt: skip
+        self.centered_ = bool(settings.get("centered", False))
+
+
+def _check_prior(prior: str | None) -> None:
+    if prior not in ("covariance", None):
+        msg = f"prior={prior!r} is not 'covariance' or None."
+        raise ValueError(msg)
 
 
 def _inverse(cols: np.ndarray) -> np.ndarray:

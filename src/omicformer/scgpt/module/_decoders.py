@@ -45,6 +45,18 @@ class AffineExprDecoder(nn.Module):
         self.coeff_decoder = ExprDecoder(d_model, explicit_zero_prob, use_batch_labels)
         self.bias_decoder = ExprDecoder(d_model, explicit_zero_prob, use_batch_labels)
 
+    def init_identity(self) -> None:
+        """Start as ``pred = values``: zero output weights, coefficient bias 1, bias bias 0.
+
+        A fresh decoder then predicts "no change" and training learns the change, instead of
+        first having to learn every gene's expression level from random weights.
+        """
+        with torch.no_grad():
+            for head, value in ((self.coeff_decoder, 1.0), (self.bias_decoder, 0.0)):
+                last = head.fc[-1]
+                last.weight.zero_()
+                last.bias.fill_(value)
+
     def forward(self, x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
         coeff, bias = self.coeff_decoder(x), self.bias_decoder(x)
         out = {"pred": coeff["pred"] * values + bias["pred"]}

@@ -59,6 +59,10 @@ class ScGPTConfig:
     # affine expression decoder `coeff(h) * x_ctrl + bias(h)`
     perturbation: bool = False
     pert_pad_id: int = 2
+    # our addition: a per-gene prior of the perturbation's effect (e.g. from the control cells'
+    # covariance) enters as a second continuous value (`prior_encoder`) and as a residual of
+    # the decoder: coeff(h) * x_ctrl + bias(h) + prior
+    perturbation_prior: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
@@ -109,6 +113,11 @@ class TransformerModel(nn.Module):
             self.flag_encoder = nn.Embedding(2, c.d_model)
         if c.perturbation:
             self.pert_encoder = nn.Embedding(3, c.d_model, padding_idx=c.pert_pad_id)
+        if c.perturbation_prior:
+            if not c.perturbation:
+                msg = "perturbation_prior=True needs perturbation=True."
+                raise ValueError(msg)
+            self.prior_encoder = ContinuousValueEncoder(c.d_model, c.dropout)
 
         self.transformer_encoder = TransformerEncoder(
             c.d_model, c.nhead, c.d_hid, c.nlayers, c.dropout, "pre" if c.pre_norm else "post"
@@ -154,6 +163,7 @@ class TransformerModel(nn.Module):
         values: torch.Tensor,
         batch_labels: torch.Tensor | None,
         pert_flags: torch.Tensor | None = None,
+        pert_prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings ``(B, L, D)`` and the gene embeddings before values are added."""
         gene = self.encoder(src)
@@ -166,6 +176,11 @@ class TransformerModel(nn.Module):
                 msg = "pert_flags need a model built with perturbation=True (pert_encoder)."
                 raise ValueError(msg)
             total = total + self.pert_encoder(pert_flags)
+        if pert_prior is not None:
+            if not self.config.perturbation_prior:
+                msg = "pert_prior needs a model built with perturbation_prior=True."
+                raise ValueError(msg)
+            total = total + self.prior_encoder(pert_prior)
         return self._domain_norm(total, batch_labels), gene
 
     def _domain_norm(self, total: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
@@ -193,9 +208,12 @@ class TransformerModel(nn.Module):
         src_key_padding_mask: torch.Tensor | None,
         batch_labels: torch.Tensor | None = None,
         pert_flags: torch.Tensor | None = None,
+        pert_prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Transformer output ``(B, L, D)``; ``src_key_padding_mask`` is True at pads."""
-        total, self.cur_gene_token_embs = self._embed_tokens(src, values, batch_labels, pert_flags)
+        total, self.cur_gene_token_embs = self._embed_tokens(
+            src, values, batch_labels, pert_flags, pert_prior
+        )
         return self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
 
     def get_cell_embedding(
@@ -250,6 +268,7 @@ class TransformerModel(nn.Module):
         transformer_output: torch.Tensor,
         batch_labels: torch.Tensor | None,
         values: torch.Tensor | None = None,
+        pert_prior: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         x = transformer_output
         if self.config.use_batch_labels:
@@ -260,6 +279,8 @@ class TransformerModel(nn.Module):
                 msg = "The affine expression decoder needs the input values."
                 raise ValueError(msg)
             dec = self.decoder(x, values)
+            if pert_prior is not None:
+                dec["pred"] = dec["pred"] + pert_prior
         else:
             dec = self.decoder(x)
         out = {"mlm_output": dec["pred"]}
@@ -277,6 +298,7 @@ class TransformerModel(nn.Module):
         MVC: bool = False,
         ECS: bool = False,
         pert_flags: torch.Tensor | None = None,
+        pert_prior: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Bidirectional pass (masked-value training, fine-tuning, perturbation and inference).
 
@@ -284,12 +306,14 @@ class TransformerModel(nn.Module):
         ``mvc_output``, ``loss_ecs``, ``dab_output`` (official output keys). ``pert_flags``
         (B, L) adds the perturbation flag embeddings (models built with ``perturbation=True``,
         where ``mlm_output`` is then ``coeff(h) * values + bias(h)``: the official
-        ``TransformerGenerator``'s predicted post-perturbation expression).
+        ``TransformerGenerator``'s predicted post-perturbation expression). ``pert_prior``
+        (B, L), for models built with ``perturbation_prior=True``: a prior of each gene's
+        change, encoded as a second value and added to ``mlm_output``.
         """
         transformer_output = self._encode(
-            src, values, src_key_padding_mask, batch_labels, pert_flags
+            src, values, src_key_padding_mask, batch_labels, pert_flags, pert_prior
         )
-        out = self._decode(transformer_output, batch_labels, values)
+        out = self._decode(transformer_output, batch_labels, values, pert_prior)
         return self._heads(
             out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS
         )

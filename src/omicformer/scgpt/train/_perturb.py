@@ -30,6 +30,88 @@ from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 NOT_PERTURBED, PERTURBED = 0, 1
 
 
+class CovariancePrior:
+    """A perturbation's expected effect on every gene from the control cells' covariance.
+
+    Knocking a gene ``g`` down (or up) by ``e_g`` on the log scale is propagated linearly
+    through the control cells' gene-gene covariance ``C`` (a Gaussian conditional mean):
+    ``prior = e_g * C[:, g] / (C[g, g] + ridge)``, with ``prior[g] = e_g`` for the perturbed gene
+    itself. ``e_g`` is the gene's own mean change in its training single perturbation when there
+    is one, else the mean of those own changes over the training singles (the typical knockdown
+    of the screen). A combination gets the sum of its genes' priors, where a gene's observed
+    single-perturbation change (``observed``) replaces its propagation (the additive
+    expectation). Only control cells and training perturbations enter, never a perturbation
+    to predict.
+
+    Parameters
+    ----------
+    controls
+        Control cells x model genes (CSR or dense), the expression the model reads.
+    own_effect
+        ``{column: e_g}`` for the genes with a training single perturbation.
+    default_effect
+        ``e_g`` of every other gene.
+    ridge
+        Added to each perturbed gene's variance, relative to the median variance of the
+        expressed genes (shrinks the slopes of rarely detected genes).
+    observed
+        ``{column: change of every gene}`` of the training single perturbations.
+    """
+
+    def __init__(
+        self,
+        controls: Any,
+        own_effect: dict[int, float],
+        default_effect: float,
+        ridge: float = 0.05,
+        observed: dict[int, np.ndarray] | None = None,
+    ):
+        X = controls.toarray() if sp.issparse(controls) else np.asarray(controls)
+        self.Xc = (X - X.mean(axis=0)).astype(np.float64)
+        self.var = (self.Xc**2).sum(axis=0) / max(len(X) - 1, 1)
+        expressed = self.var[self.var > 0]
+        self.ridge = ridge * (float(np.median(expressed)) if expressed.size else 1.0)
+        self.own_effect = {int(k): float(v) for k, v in own_effect.items()}
+        self.default_effect = float(default_effect)
+        self.observed = {
+            int(k): np.asarray(v, dtype=np.float64) for k, v in (observed or {}).items()
+        }
+        self._slopes: dict[int, np.ndarray] = {}
+
+    def effect(self, col: int) -> float:
+        """``e_g`` of model gene column ``col``."""
+        return self.own_effect.get(int(col), self.default_effect)
+
+    def slope(self, col: int) -> np.ndarray:
+        """``C[:, g] / (C[g, g] + ridge)`` for gene column ``col`` (cached)."""
+        col = int(col)
+        if col not in self._slopes:
+            cov = self.Xc.T @ self.Xc[:, col] / max(len(self.Xc) - 1, 1)
+            self._slopes[col] = cov / (self.var[col] + self.ridge)
+        return self._slopes[col]
+
+    def single(self, col: int) -> np.ndarray:
+        """Prior change of every gene when gene column ``col`` alone is perturbed."""
+        prior = self.effect(col) * self.slope(col)
+        prior[int(col)] = self.effect(col)
+        return prior
+
+    def __call__(self, cols: Sequence[int]) -> np.ndarray:
+        """Prior change of every gene (float32) when the genes at ``cols`` are perturbed.
+
+        A single gene: the covariance propagation. Several genes: the sum over them of the
+        observed change of their training single perturbation where there is one, else of
+        their covariance propagation (the additive expectation).
+        """
+        cols = [int(c) for c in cols]
+        if len(cols) == 1:
+            return self.single(cols[0]).astype(np.float32)
+        prior = np.zeros(self.Xc.shape[1])
+        for col in cols:
+            prior += self.observed[col] if col in self.observed else self.single(col)
+        return prior.astype(np.float32)
+
+
 class PerturbationDataset(Dataset):
     """Cells of a Perturb-seq experiment: items ``(row, condition code)``.
 
@@ -74,6 +156,12 @@ class PerturbationCollator:
         For every condition code, the columns of its perturbed genes.
     de_genes
         For every condition code, the columns of its DE genes (for the ``de_weight`` loss).
+    priors
+        For every condition code, the prior change of every gene (``(n_genes,)``, see
+        :class:`CovariancePrior`), or ``None`` for a model without a prior input.
+    center
+        Subtracted from inputs and targets (the control mean of every gene), so the model
+        reads and predicts deviations from the control mean; ``None``: the raw expression.
     max_len
         Genes per pass; with more genes, every batch uses a random subset of ``max_len`` genes
         (official ``randperm`` subsampling) that always holds the batch's perturbed genes.
@@ -90,6 +178,8 @@ class PerturbationCollator:
         perturbed: Sequence[np.ndarray],
         de_genes: Sequence[np.ndarray],
         *,
+        priors: np.ndarray | None = None,
+        center: np.ndarray | None = None,
         max_len: int,
         seed: int | None = None,
     ):
@@ -99,6 +189,8 @@ class PerturbationCollator:
         self.dataset, self.pool = dataset, sp.csr_matrix(control_pool, dtype=np.float32)
         self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
         self.perturbed, self.de_genes = list(perturbed), list(de_genes)
+        self.priors = None if priors is None else np.asarray(priors, dtype=np.float32)
+        self.center = None if center is None else np.asarray(center, dtype=np.float32)
         self.max_len, self.seed = int(max_len), seed
 
     def __call__(self, items: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -109,6 +201,9 @@ class PerturbationCollator:
         inputs = self.pool[rng.integers(0, self.pool.shape[0], len(rows))].toarray()
         is_ctrl = codes == self.dataset.control_code
         inputs[is_ctrl] = target[is_ctrl]  # GEARS: a control cell is its own input
+        if self.center is not None:
+            inputs -= self.center
+            target -= self.center
         n_genes = len(self.gene_ids)
         flags = np.full((len(rows), n_genes), NOT_PERTURBED, dtype=np.int64)
         de = np.zeros((len(rows), n_genes), dtype=bool)
@@ -150,8 +245,8 @@ class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     """
 
     #: Module parts the perturbation objective uses; everything else is frozen while fitting.
-    USED = ("encoder.", "value_encoder.", "pert_encoder.", "transformer_encoder.", "decoder.",
-            "bn.", "dsbn.", "batch_encoder.")  # fmt: skip
+    USED = ("encoder.", "value_encoder.", "pert_encoder.", "prior_encoder.",
+            "transformer_encoder.", "decoder.", "bn.", "dsbn.", "batch_encoder.")  # fmt: skip
 
     def __init__(
         self,
@@ -176,7 +271,10 @@ class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss`` = MSE on all genes (+ ``de_weight`` x MSE on DE genes), and its parts."""
-        out = self.module(batch["genes"], batch["values"], None, pert_flags=batch["pert_flags"])
+        out = self.module(
+            batch["genes"], batch["values"], None,
+            pert_flags=batch["pert_flags"], pert_prior=batch.get("pert_prior"),
+        )  # fmt: skip
         sq = (out["mlm_output"].float() - batch["target"]) ** 2
         parts = {"loss_mse": sq.mean()}
         de = batch["de"]
