@@ -33,6 +33,7 @@ def predict_perturbation(
     gene_key: str | None = None,
     max_epochs: int | None = None,
     n_control_cells: int = 300,
+    prior: str | None = "covariance",
     de_weight: float = 0.0,
     batch_size: int = 64,
     device: str = "auto",
@@ -76,6 +77,12 @@ def predict_perturbation(
     n_control_cells
         Control cells perturbed in silico per perturbation (the same cells for every
         perturbation); all when there are fewer.
+    prior
+        ``"covariance"`` (default, our addition to the official method): each gene's token
+        also receives the effect expected from the control cells' gene-gene covariance
+        (combinations: the sum of the genes' observed single effects where measured), and the
+        transformer learns corrections to it; ``None``: the official method (flags only).
+        See :class:`~omicformer.scgpt.train.CovariancePrior`.
     de_weight
         Weight of the extra loss on each training condition's DE genes (0: official loss).
     batch_size
@@ -116,7 +123,7 @@ def predict_perturbation(
     from .model import ScGPTPerturbation
 
     work = _prepare(adata, perturbations, condition_key, control, layer, gene_key,
-                    n_control_cells)  # fmt: skip
+                    n_control_cells, prior)  # fmt: skip
     if isinstance(model, ScGPTPerturbation) and model.is_trained_:
         fitted = model
         if fitted.get_setup_arg("control") != control:
@@ -135,7 +142,7 @@ def predict_perturbation(
         retrained = False
     else:
         ScGPTPerturbation.setup_anndata(work, condition_key=_CONDITION, control=control)
-        fitted = ScGPTPerturbation.load_pretrained(model, work)
+        fitted = ScGPTPerturbation.load_pretrained(model, work, prior=prior)
         dev = resolve_device(device)
         fitted.train(
             max_epochs=max_epochs, batch_size=batch_size, de_weight=de_weight,
@@ -153,7 +160,8 @@ def predict_perturbation(
     info["params"] = {
         "model": describe_model(model), "condition_key": condition_key, "control": control,
         "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
-        "n_control_cells": n_control_cells, "de_weight": de_weight, "batch_size": batch_size,
+        "n_control_cells": n_control_cells, "prior": "none" if prior is None else prior,
+        "de_weight": de_weight, "batch_size": batch_size,
         "random_state": random_state, "retrained": retrained,
     }  # fmt: skip
     info["epochs"] = len(history["train_loss"]) if "train_loss" in history else 0
@@ -171,6 +179,7 @@ def _prepare(
     layer: str | None,
     gene_key: str | None,
     n_control_cells: int,
+    prior: str | None,
 ) -> AnnData:
     """Validate everything before any work; return a private AnnData for scvi-tools' setup.
 
@@ -181,6 +190,9 @@ def _prepare(
     import scipy.sparse as sp
 
     check_layer(adata, layer)
+    if prior not in ("covariance", None):
+        msg = f"prior={prior!r} is not 'covariance' or None."
+        raise ValueError(msg)
     if n_control_cells < 1:
         msg = f"n_control_cells={n_control_cells} must be >= 1."
         raise ValueError(msg)

@@ -1,4 +1,4 @@
-"""Training of scGPT: Lightning plans, datasets and collates (pretraining, classification, integration).
+"""Training of scGPT: Lightning plans, datasets and collates (pretraining, classification, integration, perturbation).
 
 The loop itself is the shared runner, :func:`omicformer._core._train.run_training`.
 """
@@ -7,6 +7,12 @@ from ..._core._train import HistoryCallback  # noqa: F401  (its home before the 
 from ._classify import ClassificationCollator, ClassifierTrainingPlan, LabelledCellDataset
 from ._data import CellCollator, CellDataset, GenerativeCollator, GroupedBatchSampler
 from ._integrate import IntegrationTrainingPlan, MaskedValueCollator
+from ._perturb import (
+    CovariancePrior,
+    PerturbationCollator,
+    PerturbationDataset,
+    PerturbationTrainingPlan,
+)
 from ._plan import GenerativeTrainingPlan
 
 __all__ = [
@@ -14,10 +20,14 @@ __all__ = [
     "CellDataset",
     "ClassificationCollator",
     "ClassifierTrainingPlan",
+    "CovariancePrior",
     "GenerativeCollator",
     "GenerativeTrainingPlan",
     "GroupedBatchSampler",
     "IntegrationTrainingPlan",
     "LabelledCellDataset",
     "MaskedValueCollator",
+    "PerturbationCollator",
+    "PerturbationDataset",
+    "PerturbationTrainingPlan",
 ]
