@@ -996,3 +996,39 @@ def test_tl_fitted_model_with_other_genes_raises(tl_run, names, sim):
     with pytest.raises(ValueError, match="do not match"):
         tl.predict_perturbation(adata, names["unseen"], model=model, **QUICK)
     _assert_unchanged(adata, snap)
+
+
+DDP_SCRIPT = """
+import warnings
+import torch
+warnings.filterwarnings("ignore")
+from omicformer import datasets
+from omicformer.scgpt.model import ScGPTPerturbation
+
+a = datasets.perturbseq_simulation(n_cells=240, n_genes=30, n_singles=6, n_doubles=3)
+ScGPTPerturbation.setup_anndata(a)
+m = ScGPTPerturbation(a, d_model=16, n_layers=1, n_heads=2)
+m.train(max_epochs=1, batch_size=16, accelerator="cpu", devices=2, strategy="ddp",
+        enable_progress_bar=False)
+rank = torch.distributed.get_rank()
+w = sum(float(p.sum()) for p in m.module.parameters())
+print(f"RESULT {rank} {w:.6f}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    results = dict(re.findall(r"RESULT (\d) (-?\d+\.\d{6})", out))
+    assert set(results) == {"0", "1"}, out[-3000:]
+    assert results["0"] == results["1"]

@@ -34,6 +34,8 @@ DEFAULT_MAX_LEN = 1536
 #: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
 DEFAULT_CELL_PASSES = 60_000
 DEFAULT_EPOCH_RANGE = (1, 15)
+#: Attention scores (cells x heads x genes^2) computed at once when predicting.
+ATTENTION_BUDGET = 200_000_000
 
 
 class ScGPTPerturbation(ScGPT):
@@ -443,7 +445,8 @@ class ScGPTPerturbation(ScGPT):
             Control cells (drawn once, seeded, the same for every perturbation) whose
             predictions are averaged; all controls when there are fewer.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (fewer with many genes: every gene is a token, and a pass
+            holds at most 2e8 attention scores).
         device
             ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         random_state
@@ -499,6 +502,9 @@ class ScGPTPerturbation(ScGPT):
         gene_ids = torch.as_tensor(self.vocab.lookup(self.genes_), device=dev)
         out = np.zeros((len(requested), len(self.genes_)), dtype=np.float64)
         prior = self._prior(ctrl_all) if module.config.perturbation_prior else None
+        # every gene is a token: bound the attention scores held at once (cells x heads x L^2)
+        n_genes = len(self.genes_)
+        step = max(1, min(batch_size, ATTENTION_BUDGET // (module.config.nhead * n_genes**2)))
         with torch.inference_mode():
             for k, genes in enumerate(tqdm(requested, disable=not progress, desc="perturbations")):
                 cols_k = self._perturbed_columns(genes)
@@ -506,8 +512,8 @@ class ScGPTPerturbation(ScGPT):
                 flags[torch.as_tensor(cols_k, device=dev)] = 1
                 prior_k = None if prior is None else torch.as_tensor(prior(cols_k), device=dev)
                 total = torch.zeros(len(self.genes_), dtype=torch.float64, device=dev)
-                for start in range(0, Xc.shape[0], batch_size):
-                    x = Xc[start : start + batch_size].to(dev)
+                for start in range(0, Xc.shape[0], step):
+                    x = Xc[start : start + step].to(dev)
                     n = x.shape[0]
                     pred = module(
                         gene_ids.expand(n, -1), x, None, pert_flags=flags.expand(n, -1),
