@@ -83,41 +83,73 @@ HSMM_SIG_DIGITS = 4  # FPKM rounded to 4 significant digits (relative error <= 5
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _write_compact(adata: ad.AnnData, path: Path) -> None:
+def _write_compact(adata: ad.AnnData, path: Path, *, tight: bool = False) -> None:
     """Write ``adata`` as h5ad with gzip-9 everywhere and byte-shuffle on integer arrays.
 
     anndata writes the file first; it is then copied dataset by dataset into the final file with
     the extra filters (a plain HDF5 filter, transparent to every h5ad reader).
+
+    ``tight=True`` (used by ``build_more_scrna_datasets.py``) adds three lossless measures that
+    shrink a typical count matrix file by about 40%:
+
+    - ASCII string arrays (``obs_names``, ``var_names``, string columns, categories) are stored
+      as fixed-length strings, which gzip compresses; HDF5 keeps variable-length strings in an
+      uncompressed heap (about 60-90 bytes per gene name). anndata reads string arrays through
+      h5py's ``asstr()``, which returns ``str`` for both kinds.
+    - 1-D arrays get chunks of ``TIGHT_CHUNK`` elements instead of h5py's automatic ~9,000, so
+      the shuffle and gzip filters see long runs (CSR ``indices`` about 12% smaller).
+    - the byte-shuffle filter is applied to float arrays too.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.h5ad"
         adata.write_h5ad(raw, convert_strings_to_categoricals=False)
         with h5py.File(raw, "r") as src, h5py.File(path, "w") as dst:
-            _copy_group(src, dst)
+            _copy_group(src, dst, tight=tight)
     back = ad.read_h5ad(path)
     assert back.shape == adata.shape
+    assert back.obs_names.equals(adata.obs_names)
+    assert back.var_names.equals(adata.var_names)
     assert (back.X != adata.X).nnz == 0
 
 
-def _copy_group(src: h5py.Group, dst: h5py.Group) -> None:
+TIGHT_CHUNK = 1 << 18  # elements per HDF5 chunk of 1-D arrays with tight=True
+
+
+def _fixed_length(obj: h5py.Dataset) -> np.ndarray | None:
+    """An ASCII variable-length string array as fixed-length bytes (``None`` if not one)."""
+    info = h5py.check_string_dtype(obj.dtype)
+    if obj.ndim == 0 or obj.size == 0 or info is None or info.length is not None:
+        return None
+    values = obj.asstr()[()]
+    if not all(v.isascii() for v in values.ravel()):
+        return None
+    width = max(1, max(len(v) for v in values.ravel()))
+    return values.astype(f"S{width}")
+
+
+def _copy_group(src: h5py.Group, dst: h5py.Group, *, tight: bool = False) -> None:
     for key, value in src.attrs.items():
         dst.attrs[key] = value
     for name, obj in src.items():
         if isinstance(obj, h5py.Group):
-            _copy_group(obj, dst.create_group(name))
+            _copy_group(obj, dst.create_group(name), tight=tight)
             continue
-        data = obj[()]
+        data, dtype = obj[()], obj.dtype
+        if tight and (fixed := _fixed_length(obj)) is not None:
+            data, dtype = fixed, fixed.dtype
         if obj.shape == () or obj.size == 0:
-            out = dst.create_dataset(name, data=data, dtype=obj.dtype)
+            out = dst.create_dataset(name, data=data, dtype=dtype)
         else:
+            tight_1d = tight and obj.ndim == 1
             out = dst.create_dataset(
                 name,
                 data=data,
-                dtype=obj.dtype,
+                dtype=dtype,
+                chunks=(min(obj.size, TIGHT_CHUNK),) if tight_1d else None,
                 compression="gzip",
                 compression_opts=9,
-                shuffle=obj.dtype.kind in "iub",
+                shuffle=obj.dtype.kind in ("iubf" if tight else "iub"),
             )
         for key, value in obj.attrs.items():
             out.attrs[key] = value

@@ -216,7 +216,7 @@ class PerturbationCollator:
             rest = np.setdiff1d(cols, must)
             extra = rng.choice(rest, max(self.max_len - len(must), 0), replace=False)
             cols = np.sort(np.concatenate([must, extra]))
-        return {
+        batch = {
             "genes": torch.as_tensor(
                 np.broadcast_to(self.gene_ids[cols], (len(rows), len(cols))).copy()
             ),
@@ -225,6 +225,9 @@ class PerturbationCollator:
             "target": torch.as_tensor(target[:, cols]),
             "de": torch.as_tensor(de[:, cols]),
         }
+        if self.priors is not None:
+            batch["pert_prior"] = torch.as_tensor(self.priors[codes][:, cols])
+        return batch
 
 
 class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):

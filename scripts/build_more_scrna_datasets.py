@@ -1,0 +1,626 @@
+"""Build the second set of single-cell RNA files bundled in ``omicformer`` (issue 9).
+
+Every source is a data file that a PyPI package ships. The script fetches each package with
+``pip download --no-deps`` into a temporary folder, reads the file out of the archive (nothing is
+installed) and writes, into ``src/omicformer/datasets/data/``:
+
+- ``scrna_pbmc3k.h5ad`` — 10x PBMC 3k, ``desc/datasets/pbmc.h5ad`` from the ``desc`` 2.1.1 wheel
+  (MIT): 2,700 cells, raw counts, plus cell-type labels from the scanpy PBMC 3k tutorial
+  clustering (see :func:`label_pbmc3k`).
+- ``scrna_hlca_query.h5ad`` — ``notebooks/HLCA_query.h5ad`` from the ``scArches`` 0.6.1 sdist:
+  1,786 lung cells, raw counts; Ensembl ids mapped to GENCODE v44 symbols with
+  ``celltypist/data/samples/GENCODEv44_Gene_id2name.csv`` from the ``celltypist`` 1.7.1 wheel.
+- ``scrna_wu2020_tcells.h5ad`` — ``scirpy/tests/data/wu2020_200_v0_11.h5ad`` from the
+  ``scirpy`` 0.22.5 wheel (BSD-3-Clause): 200 T cells, raw counts.
+- ``scrna_oligodendroglioma.h5ad`` — ``infercnvpy/datasets/data/oligodendroglioma.h5ad`` from
+  the ``infercnvpy`` 0.6.1 wheel (BSD-3-Clause): 184 cells, normalised values as shipped.
+- ``scrna_pbmc_cite.h5ad`` — ``tests/test_data/pbmc_{10k,5k}_protein_v3.h5ad`` from the
+  ``scvi-tools`` 1.4.2 sdist (BSD-3-Clause): 200 + 200 PBMCs with CITE-seq protein counts.
+
+Common rules: expression is stored once, in ``X`` (CSR; int32 for counts, float32 otherwise),
+genes with zero counts in every cell are dropped, and the file is written by
+``build_scrna_datasets._write_compact(..., tight=True)`` (gzip level 9, byte-shuffle,
+large chunks, fixed-length strings). Each
+extracted file is checked against a pinned MD5, so a changed upstream file stops the build.
+
+Requirements (building only): ``pip`` with access to PyPI, and ``scanpy`` with ``igraph`` for
+the PBMC 3k labels. The ``desc`` 2.1.1 wheel declares an invalid requirement
+(``matplotlib (>=2.2pydot)``) that pip >= 24.1 refuses even with ``--no-deps``; the script then
+downloads the ``pip`` 24.0 wheel and runs that pip from the wheel to fetch ``desc``.
+
+Usage
+-----
+From the repository root::
+
+    python scripts/build_more_scrna_datasets.py
+    python scripts/build_more_scrna_datasets.py --only pbmc3k cite
+    python scripts/build_more_scrna_datasets.py --download-dir /tmp/pkgs   # keep the archives
+
+The script prints each file's shape and size, the PBMC 3k label counts and the fraction of each
+dataset's genes found in the official scGPT vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_scrna_datasets import (
+    DATA_DIR,
+    VOCAB_PATH,
+    _report_vocab_match,
+    _size,
+    _unique_symbols,
+    _write_compact,
+)
+
+INFO_KEY = "omicformer_dataset"
+GENE_RULE = (
+    "genes with zero counts in all cells dropped, the others ordered by the number of cells "
+    "detecting them (most first)"
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data file inside one PyPI archive."""
+
+    spec: str  # pip requirement
+    sdist: bool  # source package (tar.gz) instead of a wheel
+    member: str  # path inside the archive (sdists: below the top folder)
+    md5: str
+    license: str
+
+
+SOURCES = {
+    "pbmc3k": Source(
+        "desc==2.1.1", False, "desc/datasets/pbmc.h5ad", "b8fc657a34bdc0cc381e12b57837f9c4", "MIT"
+    ),
+    "hlca": Source(
+        "scArches==0.6.1",
+        True,
+        "notebooks/HLCA_query.h5ad",
+        "f3f94e306347e103cd13c62cfddcde71",
+        "BSD-3-Clause (LICENSE file); the package metadata says MIT",
+    ),
+    "gencode": Source(
+        "celltypist==1.7.1",
+        False,
+        "celltypist/data/samples/GENCODEv44_Gene_id2name.csv",
+        "206fee9d9af765f1402d489af98a43fb",
+        "MIT",
+    ),
+    "wu2020": Source(
+        "scirpy==0.22.5",
+        False,
+        "scirpy/tests/data/wu2020_200_v0_11.h5ad",
+        "ff7c9264a954cc844677ca3be4f5eb83",
+        "BSD-3-Clause",
+    ),
+    "oligodendroglioma": Source(
+        "infercnvpy==0.6.1",
+        False,
+        "infercnvpy/datasets/data/oligodendroglioma.h5ad",
+        "5ec7b69d1cf7c99d3f09e981d2d63672",
+        "BSD-3-Clause",
+    ),
+    "cite_10k": Source(
+        "scvi-tools==1.4.2",
+        True,
+        "tests/test_data/pbmc_10k_protein_v3.h5ad",
+        "7fc505cb165d9b02bc68779af2316452",
+        "BSD-3-Clause",
+    ),
+    "cite_5k": Source(
+        "scvi-tools==1.4.2",
+        True,
+        "tests/test_data/pbmc_5k_protein_v3.h5ad",
+        "f2b64fb89175c9b4a43ff9abe9a2ac4a",
+        "BSD-3-Clause",
+    ),
+}
+LEGACY_PIP = "pip==24.0"  # last pip that accepts desc 2.1.1's invalid requirement string
+
+# PBMC 3k: the scanpy "Preprocessing and clustering 3k PBMCs" tutorial, step by step
+PBMC3K_KEY = "cell_type_scanpy_pbmc3k"
+PBMC3K_CLUSTER_KEY = "leiden_scanpy_pbmc3k"
+PBMC3K_PARAMS = {
+    "filter_cells_min_genes": 200,
+    "filter_genes_min_cells": 3,
+    "max_genes_by_counts": 2500,  # keep cells with n_genes_by_counts < 2500
+    "max_pct_counts_mt": 5.0,  # keep cells with pct_counts_mt < 5 (genes starting "MT-")
+    "normalize_total_target_sum": 1e4,
+    "hvg": "seurat flavour, min_mean=0.0125, max_mean=3, min_disp=0.5",
+    "regress_out": "total_counts, pct_counts_mt",
+    "scale_max_value": 10,
+    "pca": "50 components, svd_solver='arpack'",
+    "neighbors": "n_neighbors=10, n_pcs=40",
+    # The tutorial uses resolution 0.9; with scanpy 1.11 / igraph 1.0 that merges CD8 T and NK
+    # cells into one cluster, so scanpy's default resolution 1.0 is used (8 clusters, 8 types).
+    "leiden": "resolution=1.0, flavor='igraph', n_iterations=2, directed=False, random_state=0",
+}
+PBMC3K_RESOLUTION = 1.0
+# Marker table of the tutorial (from Seurat's PBMC 3k guide): one list per cell type.
+PBMC3K_MARKERS = {
+    "CD4 T": ["IL7R"],
+    "CD14+ Monocytes": ["CD14", "LYZ"],
+    "B": ["MS4A1"],
+    "CD8 T": ["CD8A"],
+    "NK": ["GNLY", "NKG7"],
+    "FCGR3A+ Monocytes": ["FCGR3A", "MS4A7"],
+    "Dendritic": ["FCER1A", "CST3"],
+    "Megakaryocytes": ["PPBP"],
+}
+
+
+# --------------------------------------------------------------------------------------------
+# fetching
+# --------------------------------------------------------------------------------------------
+def _pip_download(src: Source, workdir: Path) -> Path:
+    """Download ``src.spec`` (no dependencies) into ``workdir``; return the archive."""
+    name, version = src.spec.split("==")
+    stem = name.replace("-", "_").lower()
+
+    def find() -> Path | None:
+        for path in sorted(workdir.iterdir()):
+            low = path.name.lower().replace("-", "_")
+            ext_ok = low.endswith(".tar.gz") if src.sdist else low.endswith(".whl")
+            if ext_ok and low.startswith(f"{stem}_{version}"):
+                return path
+        return None
+
+    if (found := find()) is not None:
+        return found
+    kind = ["--no-binary", ":all:"] if src.sdist else ["--only-binary", ":all:"]
+    cmd = ["-m", "pip", "download", "--no-deps", *kind, src.spec, "-d", str(workdir)]
+    run = subprocess.run([sys.executable, *cmd], check=False)
+    if run.returncode != 0 and not src.sdist:
+        print(f"pip refused {src.spec}; retrying with {LEGACY_PIP} run from its wheel")
+        legacy = workdir / "_legacy_pip"
+        legacy.mkdir(exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", LEGACY_PIP, "-d", str(legacy)],
+            check=True,
+        )
+        wheel = next(legacy.glob("pip-*.whl"))
+        subprocess.run([sys.executable, str(wheel / "pip"), *cmd[2:]], check=True)
+    elif run.returncode != 0:
+        msg = f"`pip download {src.spec}` failed (exit {run.returncode})"
+        raise RuntimeError(msg)
+    found = find()
+    if found is None:
+        msg = f"no archive for {src.spec} in {workdir} after pip download"
+        raise FileNotFoundError(msg)
+    return found
+
+
+def _extract(src: Source, workdir: Path) -> Path:
+    """The file ``src.member`` extracted from its archive into ``workdir``, MD5-checked."""
+    archive = _pip_download(src, workdir)
+    out = workdir / "extracted" / archive.name / src.member
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.sdist:
+            with tarfile.open(archive) as tf:
+                top = tf.getnames()[0].split("/")[0]
+                fh = tf.extractfile(f"{top}/{src.member}")
+                assert fh is not None
+                out.write_bytes(fh.read())
+        else:
+            with zipfile.ZipFile(archive) as zf:
+                out.write_bytes(zf.read(src.member))
+    digest = hashlib.md5(out.read_bytes()).hexdigest()
+    if digest != src.md5:
+        msg = f"{src.spec}:{src.member} has MD5 {digest}, expected {src.md5}"
+        raise ValueError(msg)
+    return out
+
+
+def _counts_csr(x) -> sp.csr_matrix:
+    """Integer-valued matrix (dense or sparse, any float type) as CSR int32, checked."""
+    x = sp.csr_matrix(x)
+    x.eliminate_zeros()
+    rounded = np.rint(x.data)
+    assert np.array_equal(rounded, x.data), "expected integer counts"
+    assert rounded.min() >= 0
+    out = sp.csr_matrix((rounded.astype(np.int32), x.indices, x.indptr), shape=x.shape)
+    out.sort_indices()
+    return out
+
+
+def _detected_genes(adata: ad.AnnData) -> ad.AnnData:
+    """Genes detected in at least one cell, most detected first (ties keep the source order).
+
+    Ordering columns by detection frequency puts each cell's non-zeros at small, clustered
+    column indices, which gzip compresses about 20% better in the CSR ``indices`` array.
+    """
+    n_cells = np.asarray((adata.X > 0).sum(axis=0)).ravel()
+    order = np.argsort(-n_cells, kind="stable")
+    order = order[n_cells[order] > 0]
+    out = adata[:, order].copy()
+    out.X = sp.csr_matrix(out.X)
+    out.X.sort_indices()
+    return out
+
+
+def _save(adata: ad.AnnData, filename: str, note: str = "") -> Path:
+    path = DATA_DIR / filename
+    _write_compact(adata, path, tight=True)
+    print(f"{filename}: {adata.n_obs} x {adata.n_vars}{note}, {_size(path)}")
+    return path
+
+
+def _info(src: Source, processing: str) -> dict[str, str]:
+    return {
+        "source": f"PyPI {src.spec} ({'sdist' if src.sdist else 'wheel'}), {src.member}",
+        "license": src.license,
+        "processing": processing,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# PBMC 3k
+# --------------------------------------------------------------------------------------------
+def label_pbmc3k(counts: ad.AnnData) -> tuple[pd.DataFrame, dict]:
+    """Cell types from the scanpy PBMC 3k tutorial clustering, named from its marker table.
+
+    Steps (parameters in ``PBMC3K_PARAMS``): ``filter_cells(min_genes=200)``,
+    ``filter_genes(min_cells=3)``, keep cells with < 2,500 genes and < 5% mitochondrial counts,
+    ``normalize_total(1e4)``, ``log1p``, highly variable genes (seurat flavour), ``regress_out``
+    total counts and mitochondrial percentage, ``scale(max_value=10)``, PCA (arpack),
+    ``neighbors(10, 40 PCs)``, ``leiden(resolution=1.0, igraph, 2 iterations, seed 0)`` (the
+    tutorial's 0.9 merges CD8 T and NK cells with scanpy 1.11 and igraph 1.0).
+
+    Naming: for every Leiden cluster and marker gene, the cluster's mean log-normalised
+    expression is z-scored across clusters; a cluster's score for a cell type is the mean z of
+    that type's markers (``PBMC3K_MARKERS``, the tutorial's table) and it takes the type with the
+    highest score. Clusters with the same type are merged. Cells failing QC get no label.
+    """
+    import scanpy as sc
+
+    p = PBMC3K_PARAMS
+    a = counts.copy()
+    a.X = a.X.astype(np.float32)
+    sc.pp.filter_cells(a, min_genes=p["filter_cells_min_genes"])
+    sc.pp.filter_genes(a, min_cells=p["filter_genes_min_cells"])
+    a.var["mt"] = a.var_names.str.startswith("MT-")
+    sc.pp.calculate_qc_metrics(a, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
+    keep = (a.obs["n_genes_by_counts"] < p["max_genes_by_counts"]) & (
+        a.obs["pct_counts_mt"] < p["max_pct_counts_mt"]
+    )
+    a = a[keep.to_numpy()].copy()
+    sc.pp.normalize_total(a, target_sum=p["normalize_total_target_sum"])
+    sc.pp.log1p(a)
+    lognorm = a.copy()
+    sc.pp.highly_variable_genes(a, min_mean=0.0125, max_mean=3, min_disp=0.5)
+    a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    sc.pp.regress_out(a, ["total_counts", "pct_counts_mt"])
+    sc.pp.scale(a, max_value=p["scale_max_value"])
+    sc.tl.pca(a, svd_solver="arpack")
+    sc.pp.neighbors(a, n_neighbors=10, n_pcs=40)
+    sc.tl.leiden(
+        a,
+        resolution=PBMC3K_RESOLUTION,
+        random_state=0,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+    )
+    clusters = a.obs["leiden"].astype(str)
+
+    markers = [g for genes in PBMC3K_MARKERS.values() for g in genes]
+    expr = pd.DataFrame(
+        lognorm[:, markers].X.toarray(), index=lognorm.obs_names, columns=markers
+    ).groupby(clusters.to_numpy())
+    means = expr.mean()
+    z = (means - means.mean()) / means.std(ddof=0)
+    scores = pd.DataFrame({t: z[genes].mean(axis=1) for t, genes in PBMC3K_MARKERS.items()})
+    cluster_type = scores.idxmax(axis=1)
+    missing = set(PBMC3K_MARKERS) - set(cluster_type)
+    assert not missing, f"no cluster named {missing}; scores:\n{scores.round(2)}"
+
+    obs = pd.DataFrame(index=counts.obs_names)
+    order = sorted(set(clusters), key=int)
+    obs[PBMC3K_CLUSTER_KEY] = pd.Categorical(clusters.reindex(obs.index), categories=order)
+    obs[PBMC3K_KEY] = pd.Categorical(
+        clusters.map(cluster_type).reindex(obs.index), categories=list(PBMC3K_MARKERS)
+    )
+    print("PBMC 3k marker scores (mean z over each type's markers):")
+    print(scores.round(2).assign(type=cluster_type).to_string())
+    record = {
+        "procedure": (
+            "scanpy PBMC 3k tutorial clustering on the raw counts, then marker-based names: "
+            "each Leiden cluster takes the cell type whose markers have the highest mean "
+            "z-score (cluster means of log-normalised expression, z-scored across clusters); "
+            "cells failing QC are unlabelled (NaN)"
+        ),
+        "params": {k: str(v) for k, v in PBMC3K_PARAMS.items()},
+        "markers": {t: list(g) for t, g in PBMC3K_MARKERS.items()},
+        "cluster_to_cell_type": {str(k): str(v) for k, v in cluster_type.items()},
+        "scanpy_version": sc.__version__,
+        "n_labelled": int(obs[PBMC3K_KEY].notna().sum()),
+    }
+    return obs, record
+
+
+def build_pbmc3k(path: Path) -> ad.AnnData:
+    """10x PBMC 3k raw counts from desc, all 2,700 cells, with the tutorial labels."""
+    src = ad.read_h5ad(path)
+    assert src.shape == (2700, 32738)
+    counts = ad.AnnData(
+        _counts_csr(src.X),
+        obs=pd.DataFrame(index=src.obs_names.astype(str)),
+        var=pd.DataFrame(
+            {"gene_ids": src.var["gene_ids"].astype(str).to_numpy()},
+            index=src.var_names.astype(str),
+        ),
+    )
+    obs, record = label_pbmc3k(counts)
+    adata = _detected_genes(counts)
+    adata.obs = obs
+    adata.uns[PBMC3K_KEY] = record
+    adata.uns[INFO_KEY] = _info(
+        SOURCES["pbmc3k"],
+        f"raw counts unchanged; {GENE_RULE} (of 32,738); "
+        f"obs['{PBMC3K_KEY}'] and obs['{PBMC3K_CLUSTER_KEY}'] from the scanpy PBMC 3k "
+        f"tutorial clustering (see uns['{PBMC3K_KEY}'])",
+    )
+    _save(adata, "scrna_pbmc3k.h5ad", " (of 32,738 genes)")
+    print("PBMC 3k labels:", adata.obs[PBMC3K_KEY].value_counts(dropna=False).to_dict())
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# HLCA query (Delorey et al. 2021 lung)
+# --------------------------------------------------------------------------------------------
+def build_hlca(path: Path, gencode_csv: Path) -> ad.AnnData:
+    """Raw counts with Ensembl ids; ``var_names`` become GENCODE v44 symbols.
+
+    Ids absent from the GENCODE v44 table keep the 10x (GRCh38-2020) name shipped in the file;
+    symbols shared by several ids are made unique (most detected id keeps the bare symbol).
+    """
+    src = ad.read_h5ad(path)
+    assert src.shape == (1786, 33567)
+    gencode = pd.read_csv(gencode_csv, header=None, names=["gene_id", "symbol"])
+    id2name = dict(zip(gencode["gene_id"], gencode["symbol"], strict=True))
+    counts = ad.AnnData(
+        _counts_csr(src.X),
+        obs=pd.DataFrame(index=src.obs_names.astype(str)),
+        var=pd.DataFrame(
+            {
+                "gene_ids": src.var["gene_ids"].astype(str).to_numpy(),
+                "gene_names_10x": src.var["gene_names"].astype(str).to_numpy(),
+            }
+        ),
+    )
+    adata = _detected_genes(counts)
+    var = adata.var.copy()
+    in_gencode = var["gene_ids"].isin(id2name)
+    symbol = var["gene_ids"].map(id2name).where(in_gencode, var["gene_names_10x"])
+    changed = int((symbol != var["gene_names_10x"]).sum())
+    n_cells = np.asarray((adata.X > 0).sum(axis=0)).ravel()
+    var["in_gencode_v44"] = in_gencode.to_numpy()
+    var.index = _unique_symbols(symbol, n_cells)
+    adata.var = var
+    print(
+        f"HLCA: {in_gencode.sum()} / {len(var)} ids in GENCODE v44; "
+        f"{changed} symbols differ from the shipped 10x names"
+    )
+    assert set(src.obs["dataset"].astype(str)) == {"test_dataset_delorey_regev"}
+    adata.uns[INFO_KEY] = _info(
+        SOURCES["hlca"],
+        f"raw counts unchanged; {GENE_RULE} (of 33,567); "
+        "var_names = GENCODE v44 symbol of var['gene_ids'] (celltypist 1.7.1 "
+        "GENCODEv44_Gene_id2name.csv), else the shipped 10x name, made unique; "
+        "obs['dataset'] (one value, 'test_dataset_delorey_regev') dropped",
+    )
+    _save(adata, "scrna_hlca_query.h5ad", " (of 33,567 genes)")
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# Wu et al. 2020 T cells (scirpy test file)
+# --------------------------------------------------------------------------------------------
+WU2020_OBS = ["cluster_orig", "patient", "sample", "source", "clonotype_orig"]
+
+
+def build_wu2020(path: Path) -> ad.AnnData:
+    """200 T cells: counts, the authors' T-cell subtypes, patient, sample and tissue source."""
+    src = ad.read_h5ad(path)
+    assert src.shape == (200, 30727)
+    obs = pd.DataFrame(index=src.obs_names.astype(str))
+    for key in WU2020_OBS:
+        values = src.obs[key].astype(str).to_numpy()
+        obs[key] = pd.Categorical(values, categories=sorted(set(values)))
+    adata = ad.AnnData(
+        _counts_csr(src.X),
+        obs=obs,
+        var=pd.DataFrame(
+            {"gene_ids": src.var["gene_ids"].astype(str).to_numpy()},
+            index=src.var_names.astype(str),
+        ),
+        obsm={"X_umap_orig": np.asarray(src.obsm["X_umap_orig"], dtype=np.float32)},
+    )
+    adata = _detected_genes(adata)
+    adata.uns[INFO_KEY] = _info(
+        SOURCES["wu2020"],
+        f"raw counts unchanged; {GENE_RULE} (of 30,727); "
+        f"obs kept: {', '.join(WU2020_OBS)}; obsm['X_umap_orig'] kept; "
+        "TCR chain columns (IR_*) and scirpy's 'batch' (= sample) dropped",
+    )
+    _save(adata, "scrna_wu2020_tcells.h5ad", " (of 30,727 genes)")
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# Oligodendroglioma (Tirosh et al. 2016, via inferCNV)
+# --------------------------------------------------------------------------------------------
+OLIGO_MANTISSA_BITS = 10
+
+
+def _round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 values rounded to nearest with ``bits`` stored mantissa bits (others zero)."""
+    drop = 23 - bits
+    u = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    mask = np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+    out = ((u + np.uint32(1 << (drop - 1))) & mask).view(np.float32)
+    rel = np.abs(out.astype(np.float64) - values) / np.abs(values)
+    assert rel.max() <= 2.0 ** -(bits + 1)
+    return out
+
+
+def build_oligodendroglioma(path: Path) -> ad.AnnData:
+    """184 cells x 9,450 genes, normalised values (not counts), with gene positions.
+
+    The float32 values are rounded to 11 significant bits (``OLIGO_MANTISSA_BITS`` = 10 stored
+    mantissa bits, as in float16): relative error <= 2**-11, about 4.9e-4, the bound of the
+    4-significant-digit rounding used for HSMM. The zeroed low bits let gzip halve ``X/data``.
+    """
+    src = ad.read_h5ad(path)
+    assert src.shape == (184, 9450)
+    x = sp.csr_matrix(src.X, dtype=np.float32)
+    x.eliminate_zeros()
+    x.sort_indices()
+    var = pd.DataFrame(index=src.var_names.astype(str))
+    var["chromosome"] = pd.Categorical(src.var["chromosome"].astype(str).to_numpy())
+    var["start"] = src.var["start"].astype(np.int64).to_numpy()
+    var["end"] = src.var["end"].astype(np.int64).to_numpy()
+    obs = pd.DataFrame(index=src.obs_names.astype(str))
+    obs["cell_type"] = pd.Categorical(src.obs["cell_type"].astype(str).to_numpy())
+    x.data = _round_mantissa(x.data, OLIGO_MANTISSA_BITS)
+    adata = _detected_genes(ad.AnnData(x, obs=obs, var=var))
+    adata.uns[INFO_KEY] = _info(
+        SOURCES["oligodendroglioma"],
+        "normalised values as shipped (not counts), rounded to 11 significant bits "
+        f"(relative error <= 4.9e-4); {GENE_RULE}; "
+        "var n_counts/n_cells and uns colours dropped",
+    )
+    _save(adata, "scrna_oligodendroglioma.h5ad")
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# CITE-seq PBMCs from two 10x runs (scvi-tools test files)
+# --------------------------------------------------------------------------------------------
+CITE_BATCHES = {"cite_10k": "pbmc_10k_protein_v3", "cite_5k": "pbmc_5k_protein_v3"}
+
+
+def build_cite(paths: dict[str, Path]) -> ad.AnnData:
+    """Both runs on their shared genes, with every protein of either panel.
+
+    ``obsm["protein_expression"]`` holds the union of the two antibody panels (the 10k panel's
+    14 proteins, then the 15 that only the 5k panel has); a protein a run did not measure is 0
+    in that run's cells, and ``uns["protein_measured"]`` lists each run's panel.
+    """
+    parts, proteins = {}, {}
+    for key, batch in CITE_BATCHES.items():
+        src = ad.read_h5ad(paths[key])
+        assert src.n_obs == 200
+        names = [str(p) for p in src.uns["protein_names"]]
+        prot = np.asarray(src.obsm["protein_expression"])
+        assert np.array_equal(prot, np.rint(prot))
+        assert prot.min() >= 0
+        proteins[batch] = names
+        part = ad.AnnData(
+            _counts_csr(src.X),
+            obs=pd.DataFrame(index=src.obs_names.astype(str)),
+            var=pd.DataFrame(index=src.var_names.astype(str)),
+        )
+        part.obsm["protein_expression"] = pd.DataFrame(
+            prot.astype(np.int32), index=part.obs_names, columns=names
+        )
+        parts[batch] = part
+    first, second = proteins.values()
+    assert set(first) <= set(second), "expected the 10k panel inside the 5k panel"
+    panel = first + [p for p in second if p not in first]
+    genes = parts[CITE_BATCHES["cite_10k"]].var_names
+    genes = genes[genes.isin(parts[CITE_BATCHES["cite_5k"]].var_names)]
+    for part in parts.values():
+        part.obsm["protein_expression"] = part.obsm["protein_expression"].reindex(
+            columns=panel, fill_value=0
+        )
+    adata = ad.concat({b: p[:, genes] for b, p in parts.items()}, label="batch", index_unique="-")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.int32)
+    adata.obsm["protein_expression"] = adata.obsm["protein_expression"].astype(np.int32)
+    n_union = len(
+        parts[CITE_BATCHES["cite_10k"]].var_names.union(parts[CITE_BATCHES["cite_5k"]].var_names)
+    )
+    adata = _detected_genes(adata)
+    adata.uns["protein_measured"] = {b: list(p) for b, p in proteins.items()}
+    adata.uns[INFO_KEY] = _info(
+        SOURCES["cite_10k"],
+        "both files (pbmc_10k_protein_v3.h5ad, pbmc_5k_protein_v3.h5ad) concatenated on their "
+        f"shared genes (obs['batch'] = file; obs_names = barcode-batch); {GENE_RULE}; "
+        "raw RNA counts and protein counts unchanged; protein "
+        "columns = union of the two panels, 0 where a run did not measure the protein "
+        "(uns['protein_measured']); the files' obs QC columns and var HVG columns dropped",
+    )
+    _save(adata, "scrna_pbmc_cite.h5ad", f" (of {len(genes)} shared, {n_union} in either)")
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    choices = ["pbmc3k", "hlca", "wu2020", "oligodendroglioma", "cite"]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=choices, default=choices)
+    parser.add_argument(
+        "--download-dir",
+        type=Path,
+        default=None,
+        help="keep (and reuse) the downloaded archives here instead of a temporary folder",
+    )
+    args = parser.parse_args(argv)
+
+    built: dict[str, ad.AnnData] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.download_dir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+
+        def get(key: str) -> Path:
+            return _extract(SOURCES[key], workdir)
+
+        if "pbmc3k" in args.only:
+            built["pbmc3k_desc"] = build_pbmc3k(get("pbmc3k"))
+        if "hlca" in args.only:
+            built["hlca_query"] = build_hlca(get("hlca"), get("gencode"))
+        if "wu2020" in args.only:
+            built["wu2020_tcells"] = build_wu2020(get("wu2020"))
+        if "oligodendroglioma" in args.only:
+            built["oligodendroglioma"] = build_oligodendroglioma(get("oligodendroglioma"))
+        if "cite" in args.only:
+            built["pbmc_cite_two_batch"] = build_cite({k: get(k) for k in CITE_BATCHES})
+    with gzip.open(VOCAB_PATH, "rt", encoding="utf-8") as fh:
+        vocab = json.load(fh)
+    print("scGPT vocabulary match:")
+    _report_vocab_match(built, vocab)
+    total = sum((DATA_DIR / f).stat().st_size for f in _FILES if (DATA_DIR / f).exists())
+    print(f"all {len(_FILES)} files: {total / 1e6:.2f} MB")
+
+
+_FILES = [
+    "scrna_pbmc3k.h5ad",
+    "scrna_hlca_query.h5ad",
+    "scrna_wu2020_tcells.h5ad",
+    "scrna_oligodendroglioma.h5ad",
+    "scrna_pbmc_cite.h5ad",
+]
+
+
+if __name__ == "__main__":
+    main()
