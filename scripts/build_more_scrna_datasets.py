@@ -388,46 +388,68 @@ def build_pbmc3k(path: Path) -> ad.AnnData:
 # --------------------------------------------------------------------------------------------
 # HLCA query (Delorey et al. 2021 lung)
 # --------------------------------------------------------------------------------------------
-def build_hlca(path: Path, gencode_csv: Path) -> ad.AnnData:
-    """Raw counts with Ensembl ids; ``var_names`` become GENCODE v44 symbols.
+# The file's ``gene_names`` column was damaged upstream as if by ``name.lstrip("GRCh38_")``: the
+# leading characters G, R, C, h, 3, 8 and _ are gone (CLIC3 -> LIC3, RCCD1 -> D1, GAPDH -> APDH),
+# so symbols come from the Ensembl ids instead.
+HLCA_STRIPPED = "GRCh38_"
+HLCA_SYMBOL_SOURCES = ["GENCODE v44", "10x hg19 (desc pbmc3k)", "Ensembl id"]
 
-    Ids absent from the GENCODE v44 table keep the 10x (GRCh38-2020) name shipped in the file;
-    symbols shared by several ids are made unique (most detected id keeps the bare symbol).
+
+def build_hlca(path: Path, gencode_csv: Path, pbmc3k_path: Path) -> ad.AnnData:
+    """Raw counts with Ensembl ids; ``var_names`` become gene symbols looked up by id.
+
+    Symbol of each id, first match wins: (1) the GENCODE v44 table shipped in celltypist;
+    (2) for ids retired before v44, the symbol of the same id in the 10x hg19 annotation of
+    ``desc``'s PBMC 3k file, when stripping it as upstream did gives the shipped (damaged) name;
+    (3) otherwise the Ensembl id itself (GENCODE's own name for genes without a symbol).
+    Symbols shared by several ids are made unique (the most detected id keeps the bare symbol).
+    ``var["symbol_source"]`` says which rule named each gene.
     """
     src = ad.read_h5ad(path)
     assert src.shape == (1786, 33567)
     gencode = pd.read_csv(gencode_csv, header=None, names=["gene_id", "symbol"])
-    id2name = dict(zip(gencode["gene_id"], gencode["symbol"], strict=True))
+    v44 = dict(zip(gencode["gene_id"], gencode["symbol"], strict=True))
+    hg19_var = ad.read_h5ad(pbmc3k_path, backed="r").var
+    hg19 = dict(zip(hg19_var["gene_ids"].astype(str), hg19_var["gene_symbols"].astype(str)))
+    shipped = pd.Series(src.var["gene_names"].astype(str).to_numpy())
+    ids = pd.Series(src.var["gene_ids"].astype(str).to_numpy())
+
+    in_v44 = ids.map(v44).notna().to_numpy()
+    damaged_ok = (ids.map(v44).str.lstrip(HLCA_STRIPPED) == shipped)[in_v44]
+    print(
+        f"HLCA: shipped gene_names match GENCODE v44 after upstream stripping: {damaged_ok.mean():.1%}"
+    )
+    from_hg19 = ids.map(hg19)
+    hg19_ok = (~in_v44) & (from_hg19.str.lstrip(HLCA_STRIPPED) == shipped).to_numpy()
+    symbol = ids.map(v44).where(in_v44, from_hg19.where(hg19_ok, ids))
+    source = np.select([in_v44, hg19_ok], HLCA_SYMBOL_SOURCES[:2], HLCA_SYMBOL_SOURCES[2])
+
     counts = ad.AnnData(
         _counts_csr(src.X),
         obs=pd.DataFrame(index=src.obs_names.astype(str)),
         var=pd.DataFrame(
             {
-                "gene_ids": src.var["gene_ids"].astype(str).to_numpy(),
-                "gene_names_10x": src.var["gene_names"].astype(str).to_numpy(),
+                "gene_ids": ids.to_numpy(),
+                "symbol": symbol.to_numpy(),
+                "symbol_source": pd.Categorical(source, categories=HLCA_SYMBOL_SOURCES),
             }
         ),
     )
     adata = _detected_genes(counts)
     var = adata.var.copy()
-    in_gencode = var["gene_ids"].isin(id2name)
-    symbol = var["gene_ids"].map(id2name).where(in_gencode, var["gene_names_10x"])
-    changed = int((symbol != var["gene_names_10x"]).sum())
     n_cells = np.asarray((adata.X > 0).sum(axis=0)).ravel()
-    var["in_gencode_v44"] = in_gencode.to_numpy()
-    var.index = _unique_symbols(symbol, n_cells)
+    var.index = _unique_symbols(var.pop("symbol"), n_cells)
     adata.var = var
-    print(
-        f"HLCA: {in_gencode.sum()} / {len(var)} ids in GENCODE v44; "
-        f"{changed} symbols differ from the shipped 10x names"
-    )
+    print("HLCA symbol sources (detected genes):", var["symbol_source"].value_counts().to_dict())
     assert set(src.obs["dataset"].astype(str)) == {"test_dataset_delorey_regev"}
     adata.uns[INFO_KEY] = _info(
         SOURCES["hlca"],
-        f"raw counts unchanged; {GENE_RULE} (of 33,567); "
-        "var_names = GENCODE v44 symbol of var['gene_ids'] (celltypist 1.7.1 "
-        "GENCODEv44_Gene_id2name.csv), else the shipped 10x name, made unique; "
-        "obs['dataset'] (one value, 'test_dataset_delorey_regev') dropped",
+        f"raw counts unchanged; {GENE_RULE} (of 33,567); var_names = symbol of "
+        "var['gene_ids'] from GENCODE v44 (celltypist 1.7.1 GENCODEv44_Gene_id2name.csv), else "
+        "from the 10x hg19 annotation in desc's pbmc.h5ad (checked against the shipped name), "
+        "else the Ensembl id; made unique; var['symbol_source'] says which; the shipped "
+        "gene_names column (damaged: leading G/R/C/h/3/8/_ stripped) and obs['dataset'] "
+        "(one value, 'test_dataset_delorey_regev') dropped",
     )
     _save(adata, "scrna_hlca_query.h5ad", " (of 33,567 genes)")
     return adata
@@ -598,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         if "pbmc3k" in args.only:
             built["pbmc3k_desc"] = build_pbmc3k(get("pbmc3k"))
         if "hlca" in args.only:
-            built["hlca_query"] = build_hlca(get("hlca"), get("gencode"))
+            built["hlca_query"] = build_hlca(get("hlca"), get("gencode"), get("pbmc3k"))
         if "wu2020" in args.only:
             built["wu2020_tcells"] = build_wu2020(get("wu2020"))
         if "oligodendroglioma" in args.only:

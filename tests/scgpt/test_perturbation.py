@@ -579,6 +579,44 @@ def test_collator_subset_keeps_perturbed_genes_and_has_max_len(items, must):
             _pool_row(batch["values"][b].numpy(), cols)
 
 
+def test_collator_hands_the_prior_and_centres_inputs_and_targets():
+    priors = np.arange(3 * N_COL, dtype=np.float32).reshape(3, N_COL) / 10
+    centre = np.linspace(1, 2, N_COL).astype(np.float32)
+    ds = PerturbationDataset(sp.csr_matrix(TARGETS), CODES, control_code=0)
+    collator = PerturbationCollator(ds, sp.csr_matrix(POOL), GENE_IDS, PERTURBED, DE_COLS,
+                                    priors=priors, center=centre, max_len=4, seed=3)  # fmt: skip
+    batch = collator([ds[i] for i in range(6)])
+    cols = batch["genes"][0].numpy() - 100
+    for b in range(6):
+        code = CODES[b]
+        np.testing.assert_allclose(batch["pert_prior"][b].numpy(), priors[code, cols])
+        np.testing.assert_allclose(batch["target"][b].numpy(), TARGETS[b, cols] - centre[cols])
+        if code == 0:
+            np.testing.assert_allclose(batch["values"][b].numpy(), TARGETS[b, cols] - centre[cols])
+        else:
+            _pool_row(batch["values"][b].numpy() + centre[cols], cols)
+
+
+def test_covariance_prior_is_the_gaussian_propagation_written_out():
+    from omicformer.scgpt.train import CovariancePrior
+
+    rng = np.random.default_rng(0)
+    ctrl = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + 3
+    observed = {3: np.array([0.1, -0.2, 0.3, -0.4, 0.5])}
+    prior = CovariancePrior(sp.csr_matrix(ctrl), {1: -1.5}, -0.7, ridge=0.05, observed=observed)
+    c = np.cov(ctrl.T)  # written out: slope_g = C[:, g] / (C[g, g] + 0.05 * median variance)
+    r = 0.05 * np.median(np.diag(c))
+    one = -1.5 * c[:, 1] / (c[1, 1] + r)
+    one[1] = -1.5
+    np.testing.assert_allclose(prior([1]), one, rtol=1e-5)
+    other = -0.7 * c[:, 2] / (c[2, 2] + r)  # no single measured: the typical effect
+    other[2] = -0.7
+    np.testing.assert_allclose(prior([2]), other, rtol=1e-5)
+    # combinations: measured singles' observed changes replace their propagation, then add up
+    np.testing.assert_allclose(prior([2, 3]), other + observed[3], rtol=1e-5)
+    np.testing.assert_allclose(prior([1, 2]), one + other, rtol=1e-5)
+
+
 def test_collator_is_reproducible():
     a, _ = _collate(max_len=4, seed=11)
     b, _ = _collate(max_len=4, seed=11)
