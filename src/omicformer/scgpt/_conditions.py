@@ -105,6 +105,26 @@ def parse_conditions(
     return parsed
 
 
+def parse_requests(perturbations: Sequence[str], control: str = CONTROL) -> list[tuple[str, ...]]:
+    """Parse perturbations requested for prediction (one check for every predictor).
+
+    ``ValueError`` for an empty list, a string that does not parse, the control itself, or a
+    perturbation asked for twice.
+    """
+    perturbations = list(perturbations)
+    if not perturbations:
+        msg = "perturbations is empty; pass condition strings such as ['KLF1+ctrl']."
+        raise ValueError(msg)
+    parsed = [parse_condition(p, control) for p in perturbations]
+    if any(not g for g in parsed):
+        msg = f"{control!r} is the control, not a perturbation to predict."
+        raise ValueError(msg)
+    if len(set(perturbations)) != len(perturbations):
+        msg = "perturbations contains duplicates."
+        raise ValueError(msg)
+    return parsed
+
+
 def close_symbols(gene: str, known: Iterable[str], n: int = 3) -> list[str]:
     """Up to ``n`` symbols of ``known`` that look like ``gene`` (case-insensitive)."""
     known = list(known)

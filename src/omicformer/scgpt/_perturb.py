@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, iter_row_chunks
-from ._conditions import CONTROL, check_genes_known, parse_condition
+from ._conditions import CONTROL, check_genes_known, parse_requests
 from ._genes import gene_names
 from ._perturb_data import check_perturbation_data
 from ._resolve import describe_model
@@ -199,14 +199,7 @@ def _prepare(
     if isinstance(perturbations, str):
         msg = f"perturbations must be a list of condition strings, e.g. [{perturbations!r}]."
         raise TypeError(msg)
-    perturbations = list(perturbations)
-    if not perturbations:
-        msg = "perturbations is empty; pass condition strings such as ['KLF1+ctrl']."
-        raise ValueError(msg)
-    requested = [parse_condition(p, control) for p in perturbations]
-    if any(not g for g in requested):
-        msg = f"{control!r} is the control, not a perturbation to predict."
-        raise ValueError(msg)
+    requested = parse_requests(perturbations, control)
     check_perturbation_data(adata, condition_key, control, layer)
     names = gene_names(adata, gene_key)
     if len(set(names)) != len(names):

@@ -17,7 +17,13 @@ from scvi.data.fields import CategoricalObsField
 
 from ..._core._anndata import check_layer
 from ..._core._train import split_indices
-from .._conditions import CONTROL, check_genes_known, condition_id, parse_condition
+from .._conditions import (
+    CONTROL,
+    check_genes_known,
+    condition_id,
+    parse_condition,
+    parse_requests,
+)
 from .._genes import gene_names
 from .._perturb_data import check_perturbation_data, top_de_genes
 from .._vocab import GeneVocab
@@ -554,18 +560,7 @@ class ScGPTPerturbation(ScGPT):
         """Parse ``perturbations`` and check their genes are model genes (clear errors)."""
         if isinstance(perturbations, str):
             perturbations = [perturbations]
-        perturbations = list(perturbations)
-        if not perturbations:
-            msg = "perturbations is empty; pass condition strings such as ['KLF1+ctrl']."
-            raise ValueError(msg)
-        control = self.get_setup_arg("control")
-        parsed = [parse_condition(p, control) for p in perturbations]
-        if any(not g for g in parsed):
-            msg = f"{control!r} is the control, not a perturbation; its prediction is the input."
-            raise ValueError(msg)
-        if len(set(perturbations)) != len(perturbations):
-            msg = "perturbations contains duplicates."
-            raise ValueError(msg)
+        parsed = parse_requests(perturbations, self.get_setup_arg("control"))
         check_genes_known([g for gs in parsed for g in gs], self.genes_, "the model's genes")
         return parsed
 
