@@ -530,8 +530,9 @@ class ScGPTPerturbation(ScGPT):
         self.module.cpu()
         inverse = _inverse(cols)  # model gene order -> adata's gene order
         X = out[:, inverse]
+        trained = self._trained_ids()
         seen = [p for p, g in zip(perturbations, requested, strict=True)
-                if condition_id(g) in self._trained_ids()]  # fmt: skip
+                if condition_id(g) in trained]  # fmt: skip
         if seen:
             warnings.warn(
                 f"{len(seen)} requested perturbation(s) were training data, not unseen: "
