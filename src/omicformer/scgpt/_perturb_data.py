@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._core._anndata import check_layer, check_obs_key, check_values, iter_row_chunks
 from ._conditions import CONTROL, condition_id, parse_conditions
@@ -62,8 +63,6 @@ def condition_means(
         keep = codes >= 0
         if not keep.any():
             continue
-        import scipy.sparse as sp
-
         onehot = sp.csr_matrix(
             (np.ones(int(keep.sum())), (codes[keep], np.flatnonzero(keep))),
             shape=(len(names), len(rows)),
