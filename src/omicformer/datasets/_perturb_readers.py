@@ -1,0 +1,252 @@
+"""Readers of Perturb-seq screens users download: GEARS folders and scPerturb ``.h5ad`` files.
+
+Both return the GEARS layout of :func:`~omicformer.datasets.perturbseq_simulation`:
+``obs["condition"]`` holds ``"ctrl"``, ``"GENE+ctrl"`` or ``"GENE1+GENE2"``, ``var_names`` are
+gene symbols and ``X`` is log-normalised expression.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._perturb import _GEARS_FILE, _TARGET_SUM
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
+    from anndata import AnnData
+
+__all__ = ["read_gears", "read_scperturb"]
+
+
+def _h5ad_path(path: str | Path, default_name: str | None) -> Path:
+    """``path`` itself if it is a file; ``path / default_name`` for a folder; else an error."""
+    path = Path(path).expanduser()
+    if path.is_dir() and default_name is not None:
+        file = path / default_name
+        if not file.is_file():
+            found = sorted(p.name for p in path.iterdir())[:20]
+            msg = f"No {default_name} in the folder {path} (it holds: {found})."
+            raise FileNotFoundError(msg)
+        return file
+    if path.is_dir():
+        msg = f"{path} is a folder; pass the path of the .h5ad file."
+        raise FileNotFoundError(msg)
+    if not path.is_file():
+        msg = f"{path} does not exist."
+        raise FileNotFoundError(msg)
+    return path
+
+
+def _float32(matrix: Any) -> np.ndarray | sp.csr_matrix:
+    """A float32 copy of an expression matrix: sparse becomes CSR, dense stays dense."""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        return sp.csr_matrix(matrix, dtype=np.float32)
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def read_gears(path: str | Path) -> AnnData:
+    """Read a GEARS Perturb-seq dataset (``perturb_processed.h5ad``) with symbols as ``var_names``.
+
+    GEARS (``gears.PertData``) downloads each dataset as a folder, e.g. ``data/norman/``,
+    ``data/adamson/`` or ``data/replogle_k562_essential/``, holding ``perturb_processed.h5ad``:
+    log-normalised expression in ``X``, ``obs["condition"]`` (``"ctrl"``, ``"GENE+ctrl"``,
+    ``"GENE1+GENE2"``), ``cell_type``, ``dose_val``, ``control``, ``condition_name``, and gene
+    symbols in ``var["gene_name"]`` (the index holds gene ids). :func:`perturbseq_simulation`
+    written to disk has the same layout.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file, or the folder that holds ``perturb_processed.h5ad``.
+
+    Returns
+    -------
+    AnnData with ``var_names`` = ``var["gene_name"]`` made unique (repeats get ``-1``, ``-2``,
+    ...; a missing name keeps its id) and the original index in ``var["gene_id"]``; ``X`` as
+    shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns`` unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file, or ``perturb_processed.h5ad`` in the folder, does not exist.
+    ValueError
+        If ``obs`` has no ``condition`` column or ``var`` no ``gene_name`` column.
+
+    Notes
+    -----
+    The data sets GEARS distributes have their own licences and citations (Norman et al. 2019,
+    Adamson et al. 2016, Replogle et al. 2022). GEARS: Y. Roohani, K. Huang, J. Leskovec,
+    *Nat. Biotechnol.* 42, 927-935 (2024).
+
+    Examples
+    --------
+    >>> from omicformer import datasets
+    >>> adata = datasets.read_gears("data/norman")  # doctest: +SKIP
+    >>> adata.obs["condition"].head()  # doctest: +SKIP
+    """
+    import anndata as ad
+    import pandas as pd
+
+    file = _h5ad_path(path, _GEARS_FILE)
+    adata = ad.read_h5ad(file)
+    if "condition" not in adata.obs.columns:
+        msg = (
+            f"{file} is not in the GEARS layout: obs has no 'condition' column (columns: "
+            f"{list(adata.obs.columns)[:20]}). For scPerturb files use read_scperturb()."
+        )
+        raise ValueError(msg)
+    if "gene_name" not in adata.var.columns:
+        msg = (
+            f"{file} is not in the GEARS layout: var has no 'gene_name' column (columns: "
+            f"{list(adata.var.columns)[:20]}; index starts {list(adata.var_names[:3])})."
+        )
+        raise ValueError(msg)
+    ids = adata.var_names.astype(str)
+    names = adata.var["gene_name"]
+    symbols = names.astype(object).where(names.notna(), pd.Series(ids, index=names.index))
+    symbols = pd.Index(symbols.astype(str).to_numpy())
+    adata.var["gene_id"] = np.asarray(ids)
+    adata.var_names = ad.utils.make_index_unique(symbols)
+    adata.X = _float32(adata.X)
+    return adata
+
+
+def _convert_scperturb_labels(values: pd.Series, control: str) -> pd.Categorical:
+    """Convert scPerturb labels (``control``, ``A``, ``A_B``) to GEARS condition strings."""
+    import pandas as pd
+
+    from ..scgpt._conditions import CONTROL, SEP, condition_name, parse_condition
+
+    bad = values[[not isinstance(v, str) for v in values]]
+    if len(bad):
+        examples = list(dict.fromkeys(map(repr, bad)))[:8]
+        msg = (
+            f"{len(bad)} cell(s) have a missing or non-string perturbation: {', '.join(examples)}. "
+            "Every cell needs a label (the control label for unperturbed cells); subset them out."
+        )
+        raise ValueError(msg)
+    mapping: dict[str, str] = {}
+    unparsable: list[str] = []
+    for label in dict.fromkeys(values):
+        if label == control:
+            mapping[label] = CONTROL
+            continue
+        genes = tuple(g for g in label.split("_") if g != control)
+        name = condition_name(genes)
+        try:
+            ok = not any(SEP in g for g in genes) and parse_condition(name) == genes
+        except ValueError:
+            ok = False
+        if not ok:
+            unparsable.append(repr(label))
+        mapping[label] = name
+    if unparsable:
+        msg = (
+            f"Cannot convert perturbation label(s) {', '.join(unparsable[:8])}: expected "
+            f"{control!r}, a gene symbol or symbols joined by '_' (no spaces, each gene once)."
+        )
+        raise ValueError(msg)
+    if control not in mapping:
+        msg = (
+            f"No control cells: no perturbation equals control={control!r} (labels look like "
+            f"{list(mapping)[:5]}). Pass control= with the label of unperturbed cells."
+        )
+        raise ValueError(msg)
+    return pd.Categorical(values.map(mapping).to_numpy())
+
+
+def read_scperturb(
+    path: str | Path, *, perturbation_key: str = "perturbation", control: str = "control"
+) -> AnnData:
+    """Read an scPerturb ``.h5ad`` file and convert it to the GEARS condition convention.
+
+    scPerturb files hold raw counts in ``X``, gene symbols as ``var_names`` and
+    ``obs["perturbation"]``: ``"control"`` for unperturbed cells, a gene symbol for single
+    perturbations and symbols joined by ``"_"`` for combinations (``obs`` often also has
+    ``perturbation_type`` and ``nperts``).
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file.
+    perturbation_key
+        ``obs`` column with the perturbation labels.
+    control
+        Label of unperturbed cells in that column.
+
+    Returns
+    -------
+    AnnData with ``obs["condition"]`` (categorical) = ``"ctrl"``, ``"GENE+ctrl"`` or
+    ``"GENE1+GENE2"`` (more genes joined by ``"+"``), the original column kept (renamed
+    ``condition_scperturb`` if ``perturbation_key`` is ``"condition"``);
+    ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
+    cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    KeyError
+        If ``obs`` has no ``perturbation_key`` column.
+    ValueError
+        For missing or non-string labels, labels that are not gene symbols joined by ``"_"``,
+        no cell labelled ``control``, or negative / non-finite values in ``X``.
+
+    Notes
+    -----
+    scPerturb: S. Peidli et al., "scPerturb: harmonized single-cell perturbation data",
+    *Nat. Methods* 21, 531-540 (2024). Each data set has its own licence and citation.
+
+    Examples
+    --------
+    >>> from omicformer import datasets
+    >>> adata = datasets.read_scperturb("NormanWeissman2019_filtered.h5ad")  # doctest: +SKIP
+    >>> adata.obs["condition"].value_counts().head()  # doctest: +SKIP
+    """
+    import warnings
+
+    import anndata as ad
+    import scipy.sparse as sp
+
+    file = _h5ad_path(path, None)
+    adata = ad.read_h5ad(file)
+    if perturbation_key not in adata.obs.columns:
+        msg = (
+            f"perturbation_key={perturbation_key!r} not found in obs of {file} (columns: "
+            f"{list(adata.obs.columns)[:20]})."
+        )
+        raise KeyError(msg)
+    original = adata.obs[perturbation_key]
+    values = original.astype(object).where(original.notna(), None)
+    condition = _convert_scperturb_labels(values, control)
+
+    counts = _float32(adata.X)
+    data = counts.data if sp.issparse(counts) else counts
+    if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
+        msg = f"X of {file} has negative or non-finite values; scPerturb files hold raw counts."
+        raise ValueError(msg)
+    if data.size and not np.array_equal(data, np.rint(data)):
+        warnings.warn(
+            f"X of {file} is not integer-valued; it is normalised as if it held raw counts.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if perturbation_key == "condition":
+        adata.obs = adata.obs.rename(columns={"condition": "condition_scperturb"})
+    adata.obs["condition"] = condition
+    total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(_TARGET_SUM, total, out=np.zeros_like(total), where=total > 0)
+    if sp.issparse(counts):
+        lognorm = sp.csr_matrix(sp.diags(scale) @ counts.astype(np.float64))
+        lognorm.data = np.log1p(lognorm.data)
+    else:
+        lognorm = np.log1p(counts * scale[:, None])
+    adata.layers["counts"] = counts
+    adata.X = _float32(lognorm)
+    return adata
