@@ -6,6 +6,7 @@ The loop itself is the shared runner, :func:`omicformer._core._train.run_trainin
 from ..._core._train import HistoryCallback  # noqa: F401  (its home before the shared runner)
 from ._classify import ClassificationCollator, ClassifierTrainingPlan, LabelledCellDataset
 from ._data import CellCollator, CellDataset, GenerativeCollator, GroupedBatchSampler
+from ._init import init_gene_embeddings_pca, pca_gene_loadings
 from ._integrate import IntegrationTrainingPlan, MaskedValueCollator
 from ._perturb import (
     CovariancePrior,
@@ -30,4 +31,6 @@ __all__ = [
     "PerturbationCollator",
     "PerturbationDataset",
     "PerturbationTrainingPlan",
+    "init_gene_embeddings_pca",
+    "pca_gene_loadings",
 ]
