@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from omicformer import datasets
@@ -72,3 +73,19 @@ def test_bad_vocab_files(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"A": 0, "B": 2}))
     with pytest.raises(ValueError, match="contiguous"):
         GeneVocab.from_file(tmp_path / "b.json")
+
+
+def test_small_vocabulary_matches_whole_transcriptome_data():
+    """A 20-gene vocabulary on 1,000 genes: 2% of adata's genes but all of the vocabulary's."""
+    import anndata as ad
+
+    from omicformer.scgpt._genes import match_genes
+    from omicformer.scgpt._vocab import GeneVocab
+
+    genes = [f"GENE{i}" for i in range(1000)]
+    adata = ad.AnnData(np.ones((2, 1000), np.float32), var=pd.DataFrame(index=genes))
+    ids = match_genes(adata, GeneVocab.from_genes(genes[:20]))
+    assert (ids >= 0).sum() == 20
+    adata.var_names = [f"ENSG{i:011d}" for i in range(1000)]  # no symbol matches: refused
+    with pytest.raises(ValueError, match="Ensembl"):
+        match_genes(adata, GeneVocab.from_genes(genes[:20]))

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._vocab import SPECIAL_TOKENS
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -35,17 +37,21 @@ def match_genes(
 ) -> np.ndarray:
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
-    Raises ``ValueError`` when fewer than ``min_fraction`` of the genes are in the vocabulary,
-    saying how many matched and how to fix it (symbols vs Ensembl IDs, ``gene_key``).
+    Raises ``ValueError`` when the matched genes are fewer than ``min_fraction`` of the smaller
+    of ``adata``'s genes and the vocabulary's genes, saying how many matched and how to fix it
+    (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small
+    vocabulary (the default model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
     ids = vocab.lookup(names)
     n_match = int((ids >= 0).sum())
-    if n_match == 0 or n_match < min_fraction * len(names):
+    n_vocab_genes = len(vocab) - sum(tok in vocab for tok in SPECIAL_TOKENS)
+    if n_match == 0 or n_match < min_fraction * min(len(names), n_vocab_genes):
         example = ", ".join(names[:3])
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
-            f"model's vocabulary of {len(vocab)} tokens (need at least {min_fraction:.0%}). "
+            f"model's vocabulary of {len(vocab)} tokens (need at least {min_fraction:.0%} of the "
+            "smaller of the two gene sets). "
             f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'). "
             "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
         )
