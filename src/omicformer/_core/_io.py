@@ -1,15 +1,40 @@
-"""Model folders: safetensors weights + JSON config, shared by every omicformer model."""
+"""Files shared by every omicformer model: model folders (safetensors + JSON), chunked ``.npy`` output."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
+import uuid
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "omicformer_config.json"
+#: Distributions whose versions a saved model records (``config["versions"]``).
+VERSIONED = ("omicformer", "torch", "lightning", "anndata", "scvi-tools", "numpy", "scipy")
+
+
+def environment_versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries a model was trained and saved with.
+
+    Returns
+    -------
+    ``{"python": ..., "omicformer": ..., "torch": ..., "lightning": ..., "anndata": ...,
+    "scvi-tools": ..., "numpy": ..., "scipy": ...}`` (``None`` for one not installed).
+    """
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def save_model_dir(
@@ -19,7 +44,10 @@ def save_model_dir(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``state_dict`` as safetensors and ``config`` as JSON into folder ``path``."""
+    """Write ``state_dict`` as safetensors and ``config`` as JSON into folder ``path``.
+
+    The config gains ``"versions"`` (:func:`environment_versions`) unless it has them.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -29,6 +57,7 @@ def save_model_dir(
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(path / WEIGHTS_NAME))
+    config = {**config, "versions": config.get("versions") or environment_versions()}
     (path / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
     return path
 
@@ -55,3 +84,147 @@ def is_model_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by :func:`save_model_dir`."""
     path = Path(path)
     return (path / WEIGHTS_NAME).exists() and (path / CONFIG_NAME).exists()
+
+
+# ---------------------------------------------------------------------------- .npy output
+class NpyChunkWriter:
+    """Write an ``(n, ...)`` array into a ``.npy`` file chunk by chunk, all or nothing.
+
+    The array lives in a memory map (:func:`numpy.lib.format.open_memmap`) of a temporary file
+    in the destination folder, whose disk space is reserved up front (``posix_fallocate``: a
+    full disk fails at once with ``ENOSPC`` instead of crashing later on a page write). On
+    success the file is flushed and renamed (:func:`os.replace`, atomic) to ``path``; on any
+    error the temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path
+        Destination ``.npy`` file; its folder must exist.
+    shape, dtype
+        Shape and dtype of the array.
+
+    Examples
+    --------
+    >>> with NpyChunkWriter("emb.npy", (n_obs, 512)) as out:  # doctest: +SKIP
+    ...     for rows, values in chunks:
+    ...         out[rows] = values
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any = np.float32
+    ) -> None:
+        self.path = check_npy_path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.array: np.memmap | None = None
+
+    def __enter__(self) -> np.memmap:
+        try:
+            self.array = np.lib.format.open_memmap(
+                self.tmp_path, mode="w+", dtype=self.dtype, shape=self.shape
+            )
+            _reserve(self.tmp_path)
+        except BaseException:
+            self._discard()
+            raise
+        return self.array
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            self.array.flush()
+            self.array = None  # close the map before the rename
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        self.array = None
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def check_npy_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it names a ``.npy`` file in an existing folder."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        msg = f"out_file={str(path)!r} must end in .npy (a NumPy array file)."
+        raise ValueError(msg)
+    if not path.parent.is_dir():
+        msg = f"out_file={str(path)!r}: the folder {str(path.parent)!r} does not exist."
+        raise FileNotFoundError(msg)
+    if path.is_dir():
+        msg = f"out_file={str(path)!r} is a folder."
+        raise IsADirectoryError(msg)
+    return path
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the file's blocks now, so that a full disk raises ``ENOSPC`` here."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # file systems without fallocate (EOPNOTSUPP, EINVAL): the space is taken on write
+    finally:
+        os.close(fd)
+
+
+class ChunkOutput:
+    """Where a result of ``shape`` goes chunk by chunk: memory, or a ``.npy`` file (``out_file``).
+
+    Use as a context manager: ``write(rows, values)`` per chunk, then :meth:`result` after the
+    block. With ``out_file`` the rows go to a :class:`NpyChunkWriter` (the file appears only
+    when the block ends without error); otherwise to an in-memory array.
+
+    Parameters
+    ----------
+    shape, dtype
+        Shape and dtype of the whole result.
+    out_file
+        ``None`` (memory) or a ``.npy`` path (checked here, before any work).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        out_file: str | os.PathLike[str] | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.writer = None if out_file is None else NpyChunkWriter(out_file, shape, dtype)
+        self.array: np.ndarray | None = None
+
+    @property
+    def to_file(self) -> bool:
+        """Whether the result goes to a file."""
+        return self.writer is not None
+
+    def __enter__(self) -> ChunkOutput:
+        if self.writer is None:
+            self.array = np.zeros(self.shape, dtype=self.dtype)
+        else:
+            self.array = self.writer.__enter__()
+        return self
+
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Store ``values`` at ``rows``."""
+        self.array[rows] = values
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.writer is not None:
+            self.array = None
+            self.writer.__exit__(exc_type, exc, tb)
+
+    def result(self) -> np.ndarray:
+        """The array: in memory, or the finished file opened read-only as a memory map."""
+        if self.writer is None:
+            return self.array
+        return np.load(self.writer.path, mmap_mode="r")

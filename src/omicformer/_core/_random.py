@@ -1,8 +1,10 @@
 """Per-batch random generators for collators (no Lightning import: ``module/`` code uses it).
 
 The rule every collator follows: training batches draw from torch's global generator, which the
-shared runner reseeds per epoch and DDP rank and Lightning per DataLoader worker; validation
-batches are a fixed function of a seed and the batch's first item.
+shared runner seeds for each batch from ``(random_state, epoch, batch number)`` around the
+collate call (``omicformer._core._resume``), so a batch's draws do not depend on DataLoader
+workers, prefetching, the number of devices or a resume; validation batches are a fixed function
+of a seed and the batch's first item.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ def collate_rng(seed: int | None = None, key: int = 0) -> np.random.Generator:
     ----------
     seed
         ``None`` (training): seeded by one draw from torch's global generator, which the runner
-        reseeds per epoch and rank and Lightning per DataLoader worker. An integer
-        (validation): a fixed function of ``(seed, key)``, so validation losses are comparable
-        across epochs.
+        seeds per batch from ``(random_state, epoch, batch number)``. An integer (validation):
+        a fixed function of ``(seed, key)``, so validation losses are comparable across
+        epochs.
     key
         With an integer ``seed``: what identifies the batch, e.g. the index of its first item.
     """

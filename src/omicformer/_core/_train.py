@@ -9,15 +9,20 @@ same way for scGPT and DNABERT:
   GPUs that support it, 16-bit mixed on older GPUs, 32-bit on CPU);
 * one validation-split rule (:func:`split_indices`);
 * batches from :class:`EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
-  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch;
+  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch; or,
+  for out-of-core datasets, from the dataset's own sampler (``make_batch_sampler``, e.g. the
+  chunk-shuffling :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
 * randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
-  from torch's global generator, which :class:`SeedCallback` reseeds at every epoch from
-  ``(random_state, global rank, epoch)`` and Lightning's worker init function reseeds in every
-  DataLoader worker (worker id and rank mixed in), so no two workers, ranks or epochs repeat a
-  mask; validation batches are a fixed function of ``(random_state, first item)``;
+  from torch's global generator seeded for that batch from ``(random_state, epoch, batch
+  number)`` (``omicformer._core._resume``), so no two batches, workers, ranks or epochs
+  repeat a mask, whatever the prefetching; validation batches are a fixed function of
+  ``(random_state, first item)``. Dropout draws from torch's global generator, which
+  :class:`SeedCallback` reseeds at every epoch from ``(random_state, global rank, epoch)``;
 * one history format (:class:`HistoryCallback`, as scvi-tools: ``{name: DataFrame}``);
 * early stopping on ``validation_loss`` (best weights restored), Lightning checkpoints for
-  resuming (``checkpoint_dir``, ``ckpt_path="last"``);
+  resuming (``checkpoint_dir``, ``checkpoint_every_n_steps``, ``ckpt_path="last"``) that hold
+  the sampler position and random state, so a run killed mid-epoch resumes exactly
+  (``omicformer._core._resume``);
 * :func:`is_global_zero` so that ``save`` writes once under DDP.
 """
 
@@ -38,6 +43,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._random import collate_generator, collate_rng
+from ._resume import (
+    ResumableBatchSampler,
+    ResumeCallback,
+    check_checkpoint,
+    resumable_loader,
+    step_checkpoint,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,9 +92,10 @@ def seed_all(random_state: int) -> None:
 class SeedCallback(pl.Callback):
     """Reseed torch's global generator at every training epoch from ``(seed, rank, epoch)``.
 
-    Each DDP process then draws its own masks and dropout (the weights stay identical: DDP
-    broadcasts them), every epoch draws new ones, and a run resumed at an epoch boundary draws
-    what the uninterrupted run drew.
+    Each DDP process then draws its own dropout (the weights stay identical: DDP broadcasts
+    them), every epoch draws new ones, and a run resumed at an epoch boundary draws what the
+    uninterrupted run drew (mid-epoch, ``omicformer._core._resume.ResumeCallback``
+    restores the stream). Collate draws (masks) are seeded per batch instead (``_resume``).
     """
 
     def __init__(self, seed: int) -> None:
@@ -198,8 +211,27 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader over :class:`EpochBatchSampler` batches (the runner's only loader)."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed)
+    """The runner's only loader: batches of ``dataset.make_batch_sampler`` or :class:`EpochBatchSampler`.
+
+    A dataset that reads in chunks (out of core) supplies its own batch sampler through a
+    method ``make_batch_sampler(batch_size, *, shuffle, seed)`` (e.g. a
+    :class:`~omicformer._core._ondisk.ChunkBatchSampler`); it must shuffle per ``set_epoch``
+    and split batches across DDP ranks as :class:`EpochBatchSampler` does. Other datasets get
+    an :class:`EpochBatchSampler` (with ``groups``: one group per minibatch).
+    """
+    make_sampler = getattr(dataset, "make_batch_sampler", None)
+    if make_sampler is None:
+        sampler = EpochBatchSampler(
+            len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
+        )
+    elif groups is not None:
+        msg = (
+            f"{type(dataset).__name__} supplies its own batch sampler and cannot also group "
+            "minibatches (groups=); use an in-memory dataset for grouped batches."
+        )
+        raise ValueError(msg)
+    else:
+        sampler = make_sampler(batch_size, shuffle=shuffle, seed=seed)
     # Its own generator: creating an iterator then draws the workers' base seed from it, not
     # from the global generator that SeedCallback reseeds per epoch (otherwise a run resumed
     # from a checkpoint, whose iterator is created before that reseed, would draw differently).
@@ -296,6 +328,13 @@ class BestWeights(pl.Callback):
         if self.state is not None:
             pl_module.load_state_dict(self.state)
 
+    def state_dict(self) -> dict[str, Any]:
+        # part of checkpoints: a resumed run still restores the best epoch of before the crash
+        return {"best": self.best, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.state = float(state_dict["best"]), state_dict["state"]
+
 
 # ---------------------------------------------------------------------------- trainer
 def auto_precision(accelerator: str, precision: str | int | None) -> str | int:
@@ -348,6 +387,7 @@ def run_training(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every_n_steps: int | None = None,
     ckpt_path: str | os.PathLike[str] | None = None,
+    accumulate_grad_batches: int = 1,
     enable_progress_bar: bool = True,
     **trainer_kwargs: Any,
 ) -> History:
@@ -359,7 +399,10 @@ def run_training(
         The model's Lightning plan; its ``validation_step`` must log ``validation_loss``.
     train, collate_fn
         Training items and the collate turning a list of them into a batch; collators draw
-        their randomness with :func:`collate_rng`.
+        their randomness with :func:`collate_rng`. A dataset with a
+        ``make_batch_sampler(batch_size, *, shuffle, seed)`` method (out-of-core datasets,
+        :mod:`omicformer._core._ondisk`) supplies its own batch sampler; others are batched by
+        :class:`EpochBatchSampler`.
     val, val_collate_fn
         Validation items (``None``/empty: none) and their collate (default ``collate_fn``).
     groups
@@ -388,14 +431,20 @@ def run_training(
         there at every epoch end, or every ``checkpoint_every_n_steps`` steps.
     ckpt_path
         Resume from this Lightning checkpoint; ``"last"``: ``checkpoint_dir/last.ckpt`` when
-        it exists (a fresh start otherwise, so a restarted script can always pass it).
+        it exists (a fresh start otherwise, so a restarted script can always pass it). The
+        checkpoint holds the sampler position and random state: a run killed mid-epoch and
+        resumed reaches the weights of an uninterrupted run (on CPU). A checkpoint of another
+        configuration raises a ``ValueError`` naming the mismatched weights.
+    accumulate_grad_batches
+        Sum gradients over this many minibatches per optimiser step (effective batch size
+        ``batch_size * accumulate_grad_batches * devices``); ``max_steps`` and
+        ``checkpoint_every_n_steps`` count optimiser steps.
     enable_progress_bar
         Lightning's progress bar (and its INFO messages).
     **trainer_kwargs
-        Further :class:`lightning.pytorch.Trainer` arguments (``accumulate_grad_batches``,
-        ``callbacks``, ``logger``, ...).
+        Further :class:`lightning.pytorch.Trainer` arguments (``callbacks``, ``logger``, ...).
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     if (max_epochs is None and max_steps is None) or batch_size < 1:
         msg = f"Give max_epochs or max_steps, and batch_size >= 1 (got {batch_size})."
@@ -408,6 +457,9 @@ def run_training(
     if early_stopping and not has_val:
         msg = "early_stopping=True needs validation data: set validation_size > 0."
         raise ValueError(msg)
+    if int(accumulate_grad_batches) < 1:
+        msg = f"accumulate_grad_batches={accumulate_grad_batches} must be >= 1."
+        raise ValueError(msg)
     if ckpt_path is not None and checkpoint_dir is None and str(ckpt_path) == "last":
         msg = "ckpt_path='last' needs checkpoint_dir= (the folder holding last.ckpt)."
         raise ValueError(msg)
@@ -416,6 +468,8 @@ def run_training(
     train_groups, val_groups = groups if groups is not None else (None, None)
     loader = make_loader(train, collate_fn, batch_size=batch_size, shuffle=True,
                          groups=train_groups, num_workers=num_workers, seed=random_state)  # fmt: skip
+    # sampler position and per-batch collate seeds, so that a run resumed mid-epoch is exact
+    loader = resumable_loader(loader, random_state)
     val_loader = None
     if has_val:
         val_loader = make_loader(val, val_collate_fn or collate_fn, batch_size=batch_size,
@@ -423,23 +477,22 @@ def run_training(
 
     history = HistoryCallback()
     callbacks = [*trainer_kwargs.pop("callbacks", []), SeedCallback(random_state), history]
+    samplers = (
+        [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
+    )
+    callbacks.append(ResumeCallback(samplers))
     if early_stopping:
         callbacks += [
             EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"),
             BestWeights("validation_loss"),
         ]
     if checkpoint_dir is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=os.fspath(checkpoint_dir),
-                save_last=True,
-                save_top_k=0,
-                every_n_train_steps=checkpoint_every_n_steps,
-            )
-        )
+        callbacks.append(step_checkpoint(checkpoint_dir, checkpoint_every_n_steps))
         if ckpt_path is not None and str(ckpt_path) == "last":
             last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
             ckpt_path = last if os.path.exists(last) else None
+    if ckpt_path is not None:
+        check_checkpoint(plan, ckpt_path)  # a clear error for another configuration's checkpoint
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)
@@ -459,6 +512,7 @@ def run_training(
             strategy=strategy,
             precision=auto_precision(accelerator, precision),
             gradient_clip_val=gradient_clip_val,
+            accumulate_grad_batches=int(accumulate_grad_batches),
             enable_progress_bar=enable_progress_bar,
             enable_checkpointing=checkpoint_dir is not None,
             use_distributed_sampler=False,

@@ -3,10 +3,14 @@
 Differences from the official ``embed_data`` that do not change the numbers: cells are grouped
 into length buckets (little padding; SDPA runs unmasked on full buckets), the matrix is read in
 chunks (works on ``backed="r"`` AnnData), and on GPU the forward runs under bf16/fp16 autocast.
+Chunks are also the unit of output (written one by one to a ``.npy`` memory map for results
+larger than RAM) and of distribution (spread over Lightning processes, the result equal to a
+single process's).
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -15,8 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._core._anndata import check_values, iter_row_chunks
+from .._core._anndata import check_values, get_matrix, iter_row_chunks, to_csr
 from .._core._device import inference_autocast, resolve_device
+from .._core._io import ChunkOutput
 from .._core._progress import progress as _progress
 from ._tokenize import length_buckets, pad_batch, tokenize_rows
 
@@ -37,19 +42,26 @@ def vocab_chunks(
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
-        check_values(chunk, where, int(idx[0]))
-        sub = chunk[:, cols]
-        sub.eliminate_zeros()
-        sub.sort_indices()
-        empty = np.flatnonzero(np.diff(sub.indptr) == 0)
-        if empty.size:
-            msg = (
-                f"{empty.size} cell(s) (e.g. row {int(idx[empty[0]])}) express none of the genes "
-                "in the model's vocabulary; remove them first, e.g. "
-                "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
-            )
-            raise ValueError(msg)
-        yield idx, sub
+        yield idx, vocab_chunk(chunk, cols, idx, where)
+
+
+def vocab_chunk(
+    chunk: sp.csr_matrix, cols: np.ndarray, idx: np.ndarray, where: str
+) -> sp.csr_matrix:
+    """The vocabulary columns ``cols`` of rows ``idx`` (read as ``chunk``), validated (see above)."""
+    check_values(chunk, where, int(idx[0]))
+    sub = chunk[:, cols]
+    sub.eliminate_zeros()
+    sub.sort_indices()
+    empty = np.flatnonzero(np.diff(sub.indptr) == 0)
+    if empty.size:
+        msg = (
+            f"{empty.size} cell(s) (e.g. row {int(idx[empty[0]])}) express none of the genes "
+            "in the model's vocabulary; remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
+        )
+        raise ValueError(msg)
+    return sub
 
 
 def cell_seeds(X: sp.csr_matrix, gene_ids: np.ndarray, random_state: int) -> np.ndarray:
@@ -104,6 +116,11 @@ def embed_cells(
     progress: bool = True,
     normalize: bool = True,
     batch_labels: np.ndarray | None = None,
+    out_file: str | os.PathLike[str] | None = None,
+    accelerator: str | None = None,
+    devices: int | str | list[int] | None = None,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> np.ndarray:
     """Embed every cell of ``adata``; returns ``(n_obs, d_model)`` float32.
 
@@ -112,40 +129,136 @@ def embed_cells(
     cells with no expressed vocabulary gene. ``batch_labels`` (integer code per cell) are passed
     to models with batch tokens or domain-specific batch norm; every minibatch then holds cells
     of a single batch, as DSBN requires.
+
+    Cells are read, tokenised and embedded ``chunk_size`` at a time (rounded to whole
+    batches). ``out_file`` (``.npy``): chunks go to that file through a memory map
+    (:class:`~omicformer._core._io.NpyChunkWriter`: the file appears only when complete) and a
+    read-only memory map of it is returned. ``accelerator``/``devices``/``strategy``/
+    ``num_nodes`` (any of them set): the chunks are spread over Lightning processes
+    (:func:`~omicformer._core._distributed.predict_chunks`), each chunk embedded exactly as a
+    single process embeds it; every rank returns the whole result in the original order.
     """
+    distributed = _check_embed_args(
+        max_len, batch_size, chunk_size, device, accelerator, devices, strategy, num_nodes
+    )
+    chunk_size = batch_size * max(1, chunk_size // batch_size)  # whole buckets per chunk
+    output = ChunkOutput((adata.n_obs, module.config.d_model), out_file)  # checks the path
+    work = _ChunkEmbedder(
+        module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
+        max_len=max_len, n_bins=n_bins, random_state=random_state, chunk_size=chunk_size,
+        normalize=normalize, batch_labels=batch_labels,
+        pad_value=module.config.pad_value if pad_value is None else pad_value,
+    )  # fmt: skip
+    if distributed and work.n_chunks:
+        from .._core._distributed import predict_chunks
+
+        return predict_chunks(
+            work, work.n_chunks, module, output, num_nodes=num_nodes, strategy=strategy,
+            accelerator="auto" if accelerator is None else accelerator,
+            devices="auto" if devices is None else devices, progress=progress,
+        )  # fmt: skip
+    dev = resolve_device(device)
+    was_training = module.training
+    module.eval().to(dev)
+    n_batches = -(-adata.n_obs // batch_size)
+    work.bar = _progress(
+        range(n_batches), total=n_batches, desc="scGPT embed", disable=not progress
+    )
+    try:
+        with output:
+            for c in range(work.n_chunks):
+                output.write(*work(c, dev))
+    finally:
+        work.bar.close()
+        work.bar = None
+        module.train(was_training)
+    return output.result()
+
+
+def _check_embed_args(
+    max_len: int | None,
+    batch_size: int,
+    chunk_size: int,
+    device: str | torch.device,
+    accelerator: str | None,
+    devices: int | str | list[int] | None,
+    strategy: str,
+    num_nodes: int,
+) -> bool:
+    """Validate ``embed_cells`` arguments; whether Lightning's processes are asked for."""
     if max_len is not None and max_len < 2:
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)
-    if batch_size < 1:
-        msg = f"batch_size={batch_size} must be >= 1."
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("num_nodes", num_nodes)):  # fmt: skip
+        if int(value) < 1:
+            msg = f"{name}={value} must be >= 1."
+            raise ValueError(msg)
+    distributed = not (accelerator is None and devices is None and strategy == "auto" and num_nodes == 1)  # fmt: skip
+    if distributed and not (isinstance(device, str) and device == "auto"):
+        msg = (
+            f"device={device!r} and accelerator/devices/strategy/num_nodes were both given: pass "
+            "device= to embed on one device in this process, or accelerator=, devices= (and "
+            "strategy=, num_nodes=) to embed with Lightning on several."
+        )
         raise ValueError(msg)
-    dev = resolve_device(device)
-    chunk_size = batch_size * max(1, chunk_size // batch_size)  # whole buckets per chunk
-    pad_value = module.config.pad_value if pad_value is None else pad_value
-    cols = np.flatnonzero(gene_ids >= 0)
-    col_ids = gene_ids[cols]
-    was_training = module.training
-    module.eval().to(dev)
-    out = np.zeros((adata.n_obs, module.config.d_model), dtype=np.float32)
-    n_batches = -(-adata.n_obs // batch_size)
-    bar = _progress(range(n_batches), total=n_batches, desc="scGPT embed", disable=not progress)
-    try:
-        for idx, sub in vocab_chunks(adata, layer, cols, chunk_size):
-            cells = tokenize_rows(
-                sub, col_ids, cls_id=vocab.cls_id, pad_value=pad_value, n_bins=n_bins,
-                max_len=max_len, row_seeds=cell_seeds(sub, col_ids, random_state),
-            )  # fmt: skip
-            lengths = np.fromiter((len(c.genes) for c in cells), dtype=np.int64)
-            for b, labels in _buckets(lengths, batch_size, batch_labels, idx):
-                batch = pad_batch([cells[i] for i in b], pad_id=vocab.pad_id, pad_value=pad_value)
-                out[idx[b]] = encode_tokens(module, batch, dev, labels).cpu().numpy()
-                bar.update(1)
-    finally:
-        bar.close()
-        module.train(was_training)
-    if normalize:
-        out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
-    return out
+    return distributed
+
+
+class _ChunkEmbedder:
+    """Embeds chunk ``c`` of ``adata`` (rows ``c * chunk_size`` onwards): the unit of work.
+
+    A chunk's embeddings depend only on the chunk (its length buckets, per-cell seeds), so any
+    process embedding chunk ``c`` gets what a single process gets.
+    """
+
+    def __init__(
+        self,
+        module: TransformerModel,
+        vocab: GeneVocab,
+        adata: AnnData,
+        *,
+        gene_ids: np.ndarray,
+        layer: str | None,
+        batch_size: int,
+        max_len: int | None,
+        n_bins: int | None,
+        pad_value: float,
+        random_state: int,
+        chunk_size: int,
+        normalize: bool,
+        batch_labels: np.ndarray | None,
+    ) -> None:
+        self.module, self.vocab, self.adata, self.layer = module, vocab, adata, layer
+        self.cols = np.flatnonzero(gene_ids >= 0)
+        self.col_ids = gene_ids[self.cols]
+        self.batch_size, self.max_len, self.n_bins = batch_size, max_len, n_bins
+        self.pad_value, self.random_state, self.normalize = pad_value, random_state, normalize
+        self.chunk_size, self.batch_labels = chunk_size, batch_labels
+        self.where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        self.n_chunks = -(-adata.n_obs // chunk_size)
+        self.bar = None
+
+    def __call__(self, c: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        start = c * self.chunk_size
+        stop = min(start + self.chunk_size, self.adata.n_obs)
+        idx = np.arange(start, stop)
+        X = get_matrix(self.adata, self.layer)
+        sub = vocab_chunk(to_csr(X[start:stop]), self.cols, idx, self.where)
+        cells = tokenize_rows(
+            sub, self.col_ids, cls_id=self.vocab.cls_id, pad_value=self.pad_value,
+            n_bins=self.n_bins, max_len=self.max_len,
+            row_seeds=cell_seeds(sub, self.col_ids, self.random_state),
+        )  # fmt: skip
+        lengths = np.fromiter((len(cell.genes) for cell in cells), dtype=np.int64)
+        out = np.empty((len(idx), self.module.config.d_model), dtype=np.float32)
+        for b, labels in _buckets(lengths, self.batch_size, self.batch_labels, idx):
+            batch = pad_batch([cells[i] for i in b], pad_id=self.vocab.pad_id, pad_value=self.pad_value)  # fmt: skip
+            out[b] = encode_tokens(self.module, batch, device, labels).cpu().numpy()
+            if self.bar is not None:
+                self.bar.update(1)
+        if self.normalize:
+            out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+        return idx, out
 
 
 def _buckets(

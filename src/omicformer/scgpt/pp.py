@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from .._core._anndata import check_layer, check_values, iter_row_chunks
 from ._binning import bin_csr_rows
+from ._collection import concat_h5ad
 from ._genes import MIN_MATCH_FRACTION, match_genes, match_report
 from ._perturb_data import prepare_perturbation
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from ._vocab import GeneVocab
 
-__all__ = ["bin_expression", "match_vocab", "prepare_perturbation"]
+__all__ = ["bin_expression", "concat_h5ad", "match_vocab", "prepare_perturbation"]
 
 
 def bin_expression(

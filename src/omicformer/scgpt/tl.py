@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key
+from .._core._io import check_npy_path
 from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
@@ -39,6 +41,12 @@ def embed(
     device: str = "auto",
     random_state: int = 0,
     progress: bool = True,
+    out_file: str | os.PathLike[str] | None = None,
+    chunk_size: int = 8192,
+    accelerator: str | None = None,
+    devices: int | str | list[int] | None = None,
+    strategy: str = "auto",
+    num_nodes: int = 1,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed cells with scGPT (zero-shot): the L2-normalised ``<cls>`` output of the last layer.
@@ -48,7 +56,8 @@ def embed(
     the per-cell 51-bin quantile bins of its non-zero values; cells with more than ``max_len``
     tokens keep ``<cls>`` and a random subset of genes. Cells are batched by length (so little
     padding is computed) and the matrix is read in chunks, so ``backed="r"`` AnnData works
-    without loading the matrix.
+    without loading the matrix; with ``out_file`` the embeddings do not have to fit in memory
+    either, and with ``devices``/``num_nodes`` the chunks are spread over GPUs or nodes.
 
     Parameters
     ----------
@@ -83,6 +92,21 @@ def embed(
         Seed for binning ties and for subsampling genes of cells longer than ``max_len``.
     progress
         Show a progress bar.
+    out_file
+        A ``.npy`` path: write the embeddings there chunk by chunk (through a memory map, for
+        outputs larger than memory) instead of into ``adata.obsm``; the path is recorded in
+        ``uns``. The file appears only when complete (written under a temporary name in the
+        same folder, then renamed); after an error (e.g. a full disk) no file is left under
+        either name and ``adata`` is unchanged. Read it with
+        ``np.load(out_file, mmap_mode="r")``.
+    chunk_size
+        Cells read, tokenised and embedded at a time (memory besides the model), and the unit
+        spread over devices.
+    accelerator, devices, strategy, num_nodes
+        Embed with Lightning (``Trainer.predict``) on several devices or nodes, e.g.
+        ``accelerator="gpu", devices=4`` (DDP: run from a script, as for training). Every
+        process gets the result a single process computes, cells in their original order.
+        Leave ``device`` at ``"auto"`` then.
     copy
         Return a copy with the results instead of writing to ``adata``.
 
@@ -91,9 +115,11 @@ def embed(
     ``None``, or a copy when ``copy=True``. Sets the following fields:
 
     ``adata.obsm[key_added]``
-        ``(n_obs, d_model)`` float32 cell embeddings, unit L2 norm.
+        ``(n_obs, d_model)`` float32 cell embeddings, unit L2 norm (not with ``out_file``).
     ``adata.uns["scgpt"][key_added]``
-        ``params`` used, the model description and how many genes matched the vocabulary.
+        ``params`` used, the model description and how many genes matched the vocabulary;
+        with ``out_file``, also ``"out_file"``: the path of the ``.npy`` file holding the
+        embeddings (rows in the order of ``adata.obs_names``).
 
     Examples
     --------
@@ -103,6 +129,13 @@ def embed(
     >>> scgpt.tl.embed(adata)
     >>> sc.pp.neighbors(adata, use_rep="X_scgpt")
     >>> sc.tl.umap(adata)
+
+    An atlas larger than memory, embedded on 4 GPUs into a file:
+
+    >>> import anndata, numpy as np
+    >>> atlas = anndata.read_h5ad("atlas.h5ad", backed="r")
+    >>> scgpt.tl.embed(atlas, out_file="atlas_scgpt.npy", accelerator="gpu", devices=4)
+    >>> z = np.load(atlas.uns["scgpt"]["X_scgpt"]["out_file"], mmap_mode="r")
 
     References
     ----------
@@ -119,18 +152,23 @@ def embed(
         )
         raise ValueError(msg)
     check_obs_key(adata, batch_key, "batch_key")
+    if out_file is not None:
+        out_file = os.path.abspath(check_npy_path(out_file))  # before loading the model
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
-        progress=progress, batch_labels=codes,
+        progress=progress, batch_labels=codes, out_file=out_file, chunk_size=chunk_size,
+        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
     adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = emb
+    if out_file is None:
+        adata.obsm[key_added] = emb
     uns = adata.uns.setdefault("scgpt", {})
     uns[key_added] = {
+        **({} if out_file is None else {"out_file": out_file}),
         "params": {
             "model": description,
             "layer": layer,
@@ -139,6 +177,7 @@ def embed(
             "batch_size": batch_size,
             "max_len": max_len,
             "random_state": random_state,
+            "chunk_size": chunk_size,
         },
         **match_report(gene_ids),
     }

@@ -6,6 +6,8 @@ saved model quickly through :func:`load_module`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -179,10 +181,49 @@ def without_gene_names(registry: dict) -> dict:
 
 
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """Dict (nested dicts allowed) with non-JSON values turned into strings (``init_params``)."""
-    return {
-        k: jsonable(v)
-        if isinstance(v, dict)
-        else (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
-        for k, v in d.items()
-    }
+    """Dict (nested dicts, lists allowed) with other non-JSON values turned into strings.
+
+    Used for ``init_params`` and ``train_config``: NumPy scalars become numbers, paths and
+    other objects (a vocabulary, callbacks) their ``str``.
+    """
+    return {str(k): _json_value(v) for k, v in d.items()}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return jsonable(v)
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+
+
+def records_train_config(train: Any) -> Any:
+    """Wrap a ``train`` method: once it returns, ``model.train_config_`` holds its arguments.
+
+    ``save`` writes them to the folder's config, so a saved model says how it was trained.
+    """
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        depth = getattr(self, "_train_depth", 0)
+        self._train_depth = depth + 1  # a subclass's train may call its parent's
+        try:
+            result = train(self, *args, **kwargs)
+        finally:
+            self._train_depth = depth
+        if depth == 0:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                arguments = dict(list(bound.arguments.items())[1:])
+            except TypeError:
+                arguments = {"args": list(args), **kwargs}
+            extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)  # fmt: skip
+            arguments |= arguments.pop(extra, None) or {}
+            self.train_config_ = {"method": f"{type(self).__name__}.train", "arguments": jsonable(arguments)}  # fmt: skip
+        return result
+
+    return wrapper

@@ -38,7 +38,7 @@ from scvi.model.base import BaseModelClass
 from omicformer._version import __version__
 
 from ..._core._anndata import check_layer, check_obs_key
-from ..._core._io import save_model_dir
+from ..._core._io import environment_versions, save_model_dir
 from ..._core._train import history_from_json, history_to_json, is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
@@ -53,6 +53,7 @@ from ._io import (
     jsonable,
     load_module,
     pretrained_module,
+    records_train_config,
     registry_from_json,
     registry_to_json,
     without_gene_names,
@@ -123,6 +124,17 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
+
+    #: Arguments of the last successful ``train`` call (``None``: not trained here), saved by
+    #: :meth:`save` as ``train_config``.
+    train_config_: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "train" in vars(cls):
+            cls.train = records_train_config(vars(cls)["train"])
+
+    train = records_train_config(GenerativeTrainingMixin.train)
 
     def __init__(
         self,
@@ -292,6 +304,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         *,
         random_state: int = 0,
         progress: bool = True,
+        out_file: str | os.PathLike[str] | None = None,
+        chunk_size: int = 8192,
+        accelerator: str | None = None,
+        devices: int | str | list[int] | None = None,
+        strategy: str = "auto",
+        num_nodes: int = 1,
     ) -> np.ndarray:
         """L2-normalised ``<cls>`` cell embeddings, ``(n_obs, d_model)`` float32.
 
@@ -310,10 +328,30 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
             Seed for binning ties and gene subsampling of long cells.
         progress
             Show a progress bar.
+        out_file
+            A ``.npy`` path: embeddings are written there chunk by chunk through a memory map
+            (for results larger than memory) and a read-only memory map of the file is
+            returned. The file appears only when complete (written under a temporary name in
+            the same folder, then renamed); after an error (e.g. a full disk) no file is left
+            under either name.
+        chunk_size
+            Cells read, tokenised and embedded at a time (the memory used besides the model),
+            and the unit spread over devices.
+        accelerator, devices, strategy, num_nodes
+            Embed with Lightning's ``Trainer.predict`` instead of in this process, e.g.
+            ``accelerator="gpu", devices=4`` (DDP, run from a script) or ``num_nodes=2`` on a
+            cluster: chunks are spread over the processes and gathered, and every process
+            returns the same result as a single process, cells in their original order.
+            Leave ``device`` at ``"auto"`` then.
+
+        Returns
+        -------
+        ``(n_obs, d_model)`` float32 array (a read-only memory map with ``out_file``).
 
         Examples
         --------
         >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
+        >>> z = model.get_latent_representation(atlas, out_file="atlas_scgpt.npy")
         """
         adata = self.adata if adata is None else adata
         if adata is None:
@@ -325,7 +363,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         kwargs = {"gene_ids": gene_ids, "layer": layer, "batch_size": batch_size,
                   "max_len": self.max_len if max_len is None else max_len,
                   "n_bins": self.module.config.n_bins, "device": device,
-                  "random_state": random_state, "progress": progress}  # fmt: skip
+                  "random_state": random_state, "progress": progress, "out_file": out_file,
+                  "chunk_size": chunk_size, "accelerator": accelerator, "devices": devices,
+                  "strategy": strategy, "num_nodes": num_nodes}  # fmt: skip
         # DSBN normalises a minibatch with one domain's statistics: embed_cells then groups
         # minibatches by batch label.
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
@@ -342,7 +382,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         """Save weights (safetensors), config (JSON) and the official ``vocab.json``.
 
         Under DDP (a script run once per device) only global rank 0 writes, so a training
-        script can call ``save`` unguarded.
+        script can call ``save`` unguarded. Besides the architecture, setup and history, the
+        config records ``train_config`` (the arguments of the last :meth:`train` call) and
+        ``versions`` (Python, omicformer, torch, lightning, anndata, scvi-tools, numpy, scipy).
 
         Parameters
         ----------
@@ -371,6 +413,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
             "registry": registry_to_json(without_gene_names(self.registry_)),
             "history": history_to_json(self.history_) or None,
             "is_trained": bool(self.is_trained_),
+            "train_config": self.train_config_,
+            "versions": environment_versions(),
         }
         if save_anndata and self.adata is None:
             msg = "save_anndata=True but this model has no AnnData attached."
@@ -393,6 +437,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
             batch/label categories. ``None`` uses ``adata.h5ad`` in the folder if present,
             else the model has no AnnData (embedding still works with ``adata=``).
 
+        Notes
+        -----
+        ``model.train_config_`` and ``model.saved_versions_`` hold the training arguments and
+        library versions recorded by :meth:`save` (``None`` for folders written before they
+        were recorded).
+
         Examples
         --------
         >>> model = ScGPT.load("my_scgpt/", adata=adata)
@@ -410,6 +460,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         model.init_params_ = config.get("init_params", {})
         model.history_ = history_from_json(config.get("history")) or None
         model.is_trained_ = bool(config.get("is_trained", False))
+        model.train_config_ = config.get("train_config")
+        model.saved_versions_ = config.get("versions")
         return model
 
     @classmethod

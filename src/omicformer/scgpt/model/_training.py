@@ -16,6 +16,8 @@ from .._embed import vocab_chunks
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ..._core._ondisk import ChunkedRows
+
 
 class GenerativeTrainingMixin:
     """``train()`` for scGPT models: Lightning generative pretraining (+ MVC, optional ECS)."""
@@ -27,6 +29,32 @@ class GenerativeTrainingMixin:
         cols = np.flatnonzero(gene_ids >= 0)
         X = sp.vstack([sub for _, sub in vocab_chunks(self.adata, layer, cols)], format="csr")
         return X, gene_ids[cols]
+
+    def _training_rows(self, chunk_size: int, cache_chunks: int) -> tuple[ChunkedRows, np.ndarray]:
+        """Vocabulary genes of every cell, read lazily in chunks, and their vocab ids.
+
+        Out-of-core counterpart of :meth:`_training_matrix`: nothing but the current chunks is
+        kept in memory. All cells are validated first, in one pass of chunk reads, so bad input
+        fails before training starts, as in memory.
+        """
+        from ..._core._ondisk import ChunkedRows, RowSource
+        from ..train._data import vocab_columns
+
+        layer = self.get_setup_arg("layer")
+        gene_ids = self._gene_ids_for(self.adata)
+        cols = np.flatnonzero(gene_ids >= 0)
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        transform = functools.partial(vocab_columns, cols=cols, where=where)
+        source = RowSource.from_anndata(self.adata, layer)
+        rows = ChunkedRows(
+            source, chunk_size=chunk_size, transform=transform, cache_chunks=cache_chunks
+        )
+        try:
+            for _ in rows.iter_chunks():  # validation only: each chunk is dropped at once
+                pass
+        finally:
+            source.close()  # reopened by whichever process reads next (workers, ranks)
+        return rows, gene_ids[cols]
 
     def _fit(
         self,
@@ -86,8 +114,12 @@ class GenerativeTrainingMixin:
         num_workers: int = 0,
         random_state: int = 0,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_every_n_steps: int | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
         enable_progress_bar: bool = True,
+        streaming: bool | None = None,
+        chunk_size: int = 1024,
+        shuffle_window: int = 4,
         **trainer_kwargs: Any,
     ) -> None:
         """Generative pretraining with Lightning (CPU, one GPU, or several with DDP).
@@ -135,11 +167,30 @@ class GenerativeTrainingMixin:
         random_state
             Seed of the split, the shuffling, the masking and dropout: equal seeds give equal
             results on CPU.
-        checkpoint_dir, ckpt_path
-            Write Lightning checkpoints (``last.ckpt``) to ``checkpoint_dir`` every epoch;
-            ``ckpt_path="last"`` resumes from there.
+        checkpoint_dir, checkpoint_every_n_steps, ckpt_path
+            Write Lightning checkpoints (``last.ckpt``: weights, optimiser, sampler position,
+            random state) to ``checkpoint_dir`` every epoch, or every
+            ``checkpoint_every_n_steps`` optimiser steps; ``ckpt_path="last"`` resumes from
+            there (a run killed mid-epoch then reaches the weights of an uninterrupted run).
         enable_progress_bar
             Show Lightning's progress bar.
+        streaming
+            Read cells out of core instead of loading the matrix: ``None`` (default) streams
+            when the model's AnnData is ``backed="r"``; ``True`` streams in-memory data too
+            (same batches as backed data, e.g. to compare); ``False`` loads all vocabulary
+            genes of all cells into memory first. Streaming reads ``chunk_size`` contiguous
+            cells at a time (the file is opened read-only in every process that reads it),
+            shuffles the order of chunks every epoch and the cells within windows of
+            ``shuffle_window`` chunks, then cuts minibatches (block shuffling, as AnnLoader
+            and scDataset); peak memory holds ``shuffle_window`` chunks, not the data, and an
+            epoch reads every chunk about once (once per DataLoader worker). All cells are
+            validated in one chunked pass before training. Not available with ``dsbn`` (its
+            minibatches group cells by batch label; use ``streaming=False``).
+        chunk_size
+            Cells per read when streaming.
+        shuffle_window
+            Chunks whose cells are shuffled together when streaming (larger: better mixing,
+            more memory).
         **trainer_kwargs
             Further :class:`lightning.pytorch.Trainer` arguments (e.g.
             ``accumulate_grad_batches``).
@@ -155,23 +206,41 @@ class GenerativeTrainingMixin:
         --------
         >>> model.train(max_epochs=20, batch_size=64, ecs_weight=10.0)
         >>> model.history["validation_loss"].plot()
+
+        Out of core (a file larger than memory):
+
+        >>> adata = anndata.read_h5ad("atlas.h5ad", backed="r")
+        >>> ScGPT.setup_anndata(adata, layer="counts")
+        >>> model = ScGPT(adata)
+        >>> model.train(max_epochs=1, chunk_size=2048, shuffle_window=8)  # streams (backed)
         """
         from ..train import CellDataset, GenerativeCollator, GenerativeTrainingPlan
+        from ..train._data import ChunkedCellDataset
 
         if self.adata is None:
             msg = "This model has no AnnData; load it with ScGPT.load(path, adata=...) to train."
             raise ValueError(msg)
         _check_train_args(gen_ratios, ecs_weight)
-        X, col_ids = self._training_matrix()
-        codes = self._batch_codes(self.adata) if self._needs_batch_codes() else None
-        train_idx, val_idx = split_indices(X.shape[0], validation_size, random_state)
-
         c = self.module.config
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
+                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
+        codes = self._batch_codes(self.adata) if self._needs_batch_codes() else None
+        if stream:
+            rows, col_ids = self._training_rows(chunk_size, cache_chunks=shuffle_window)
+            n_cells = len(rows)
+        else:
+            X, col_ids = self._training_matrix()
+            n_cells = X.shape[0]
+        train_idx, val_idx = split_indices(n_cells, validation_size, random_state)
+
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id, "pad_value": c.pad_value,
                   "n_bins": c.n_bins, "max_len": self.max_len, "gen_ratios": gen_ratios}  # fmt: skip
 
-        def dataset(idx: np.ndarray) -> CellDataset:
-            return CellDataset(X[idx], None if codes is None else codes[idx])
+        def dataset(idx: np.ndarray) -> CellDataset | ChunkedCellDataset:
+            sub_codes = None if codes is None else codes[idx]
+            if stream:
+                return ChunkedCellDataset(rows.subset(idx), sub_codes, window=shuffle_window)
+            return CellDataset(X[idx], sub_codes)
 
         train_ds, val_ds = dataset(train_idx), dataset(val_idx)
         plan = GenerativeTrainingPlan(
@@ -180,15 +249,40 @@ class GenerativeTrainingMixin:
         )  # fmt: skip
         # DSBN normalises a minibatch with one domain's statistics: one batch label per minibatch
         groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-        self._fit(
-            plan, functools.partial(GenerativeCollator, col_ids, **common), (train_ds, val_ds),
-            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
-            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-            strategy=strategy, precision=precision, num_workers=num_workers,
-            random_state=random_state, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
-            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-        )  # fmt: skip
+        try:
+            self._fit(
+                plan, functools.partial(GenerativeCollator, col_ids, **common), (train_ds, val_ds),
+                (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
+                max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                strategy=strategy, precision=precision, num_workers=num_workers,
+                random_state=random_state, early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+                checkpoint_every_n_steps=checkpoint_every_n_steps, ckpt_path=ckpt_path,
+                enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+            )  # fmt: skip
+        finally:
+            if stream:
+                rows.source.close()
+
+
+def _check_streaming(
+    adata: Any, streaming: bool | None, chunk_size: int, shuffle_window: int, *, dsbn: bool
+) -> bool:
+    """Whether to train out of core; ``ValueError`` for settings that cannot work."""
+    for name, value in (("chunk_size", chunk_size), ("shuffle_window", shuffle_window)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            msg = f"{name}={value!r} must be an integer >= 1."
+            raise ValueError(msg)
+    stream = bool(adata.isbacked) if streaming is None else bool(streaming)
+    if stream and dsbn:
+        msg = (
+            "Models with dsbn=True train on minibatches of one batch label each, which "
+            "streaming (chunk-shuffled batches) does not provide; pass streaming=False to load "
+            "the data into memory"
+            + (" (adata is backed: it is read whole)." if adata.isbacked else ".")
+        )
+        raise ValueError(msg)
+    return stream
 
 
 def _check_train_args(gen_ratios: Sequence[float], ecs_weight: float) -> None:

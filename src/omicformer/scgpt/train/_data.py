@@ -1,6 +1,8 @@
-"""Data pipeline for scGPT generative pretraining: dataset, collate and a batch-grouping sampler.
+"""Data pipeline for scGPT generative pretraining: datasets, collate and a batch-grouping sampler.
 
-The dataset hands out the non-zero entries of one cell; all randomness (binning ties, gene
+The datasets hand out the non-zero entries of one cell, from an in-memory CSR
+(:class:`CellDataset`) or read from a (backed) matrix one chunk at a time
+(:class:`ChunkedCellDataset`, out of core); all randomness (binning ties, gene
 subsampling to ``max_len``, the generate ratio of a batch and which genes to generate) lives in
 :class:`GenerativeCollator`, which takes its generator from the shared runner's
 :func:`~omicformer._core._random.collate_rng` (fresh per batch, worker, rank and epoch in
@@ -17,7 +19,9 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
+from ..._core._anndata import check_values
 from ..._core._deprecation import warn_renamed
+from ..._core._ondisk import ChunkBatchSampler, ChunkedRows
 from ..._core._random import collate_rng
 from ..._core._train import EpochBatchSampler
 from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_rows
@@ -56,6 +60,78 @@ class CellDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
         s, e = self.X.indptr[i], self.X.indptr[i + 1]
         return int(i), self.X.indices[s:e], self.X.data[s:e], int(self.batch_codes[i])
+
+
+def vocab_columns(
+    chunk: sp.csr_matrix, first_row: int, *, cols: np.ndarray, where: str = "adata.X"
+) -> sp.csr_matrix:
+    """The vocabulary columns ``cols`` of a chunk of cells: non-zero entries, sorted, validated.
+
+    A :class:`~omicformer._core._ondisk.ChunkedRows` transform. Raises ``ValueError`` for
+    NaN/inf or negative values and for cells that express none of the vocabulary genes (rows
+    named from ``first_row``, the chunk's first row in the file).
+    """
+    check_values(chunk, where, first_row)
+    sub = sp.csr_matrix(chunk[:, cols], dtype=np.float32)
+    sub.eliminate_zeros()
+    sub.sort_indices()
+    empty = np.flatnonzero(np.diff(sub.indptr) == 0)
+    if empty.size:
+        msg = (
+            f"{empty.size} cell(s) (e.g. row {first_row + int(empty[0])}) express none of the "
+            "genes in the model's vocabulary; remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
+        )
+        raise ValueError(msg)
+    return sub
+
+
+class ChunkedCellDataset(Dataset):
+    """Cells read out of core, one contiguous chunk of rows at a time; items as :class:`CellDataset`.
+
+    Memory holds ``window`` chunks, not the matrix. Batches come from the dataset's own
+    :class:`~omicformer._core._ondisk.ChunkBatchSampler` (chunk order shuffled per epoch, cells
+    shuffled within windows of ``window`` chunks), which the shared runner picks up through
+    :meth:`make_batch_sampler`; one epoch reads every chunk about once.
+
+    Parameters
+    ----------
+    rows
+        The cells' vocabulary columns (a :class:`~omicformer._core._ondisk.ChunkedRows` with
+        the :func:`vocab_columns` transform); it should cache at least ``window`` chunks.
+    batch_codes
+        Integer batch code per cell (``None``: all 0).
+    window
+        Chunks whose cells are shuffled together.
+    """
+
+    def __init__(
+        self, rows: ChunkedRows, batch_codes: np.ndarray | None = None, *, window: int = 4
+    ):
+        self.rows, self.window = rows, int(window)
+        self.batch_codes = (
+            np.zeros(len(rows), dtype=np.int64)
+            if batch_codes is None
+            else np.asarray(batch_codes, np.int64)
+        )
+        if len(self.batch_codes) != len(rows):
+            msg = f"{len(self.batch_codes)} batch codes for {len(rows)} cells."
+            raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+        cols, vals = self.rows[i]
+        return int(i), cols, vals, int(self.batch_codes[i])
+
+    def make_batch_sampler(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0
+    ) -> ChunkBatchSampler:
+        """Chunk-shuffling minibatches of this dataset (used by the shared runner)."""
+        return ChunkBatchSampler(
+            self.rows.chunk_ids, batch_size, window=self.window, shuffle=shuffle, seed=seed
+        )
 
 
 def items_matrix(

@@ -1,0 +1,372 @@
+"""Out-of-core training data: rows read one contiguous chunk at a time, and chunk-shuffled batches.
+
+Random access to single rows of an on-disk (``backed="r"``) matrix costs one read per row; at
+atlas scale that is the bottleneck, and loading everything does not fit in memory. As
+AnnLoader and scDataset ("block shuffling"), training here reads contiguous chunks of rows
+instead and shuffles at two levels:
+
+* :class:`ChunkedRows`: the rows of an AnnData matrix (backed or in memory), read one
+  contiguous chunk of ``chunk_size`` rows at a time, the last few chunks cached, each chunk
+  passed through a ``transform`` (column selection, validation) when read;
+* :class:`ChunkBatchSampler`: per epoch, the order of chunks is shuffled from
+  ``(seed, epoch)``, rows are shuffled within windows of ``window`` chunks, and the result is
+  cut into minibatches; under DDP each rank takes a contiguous, distinct share of the batches
+  (same number of steps on every rank). One epoch then reads every chunk about once
+  (``n_rows / chunk_size`` reads, not one per row), and memory holds ``window`` chunks plus
+  a few integers per row.
+
+A dataset supplies its sampler to the shared runner through ``make_batch_sampler(batch_size,
+*, shuffle, seed)`` (:func:`omicformer._core._train.make_loader`).
+A backed file is opened read-only by path in every process that reads it (DataLoader workers,
+DDP ranks), never through a handle inherited across ``fork``; :func:`open_h5` turns a missing
+or write-locked file into a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+from torch.utils.data import Sampler
+
+from ._anndata import check_layer, get_matrix, to_csr
+
+if TYPE_CHECKING:
+    import h5py
+    from anndata import AnnData
+
+__all__ = ["ChunkBatchSampler", "ChunkedRows", "RowSource", "open_h5"]
+
+#: ``transform(chunk, first_row) -> chunk``, applied to every chunk when it is read.
+ChunkTransform = Callable[[sp.csr_matrix, int], sp.csr_matrix]
+
+
+# ---------------------------------------------------------------------------- files
+def open_h5(path: str | os.PathLike[str]) -> h5py.File:
+    """Open an HDF5 (``.h5ad``) file read-only, with clear errors for the usual faults.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist (moved or deleted after it was opened ``backed``).
+    OSError
+        Another process holds the file open for writing (HDF5 file lock).
+    """
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        msg = f"Backed file {path!r} does not exist (moved or deleted?); reopen the AnnData from its new location."
+        raise FileNotFoundError(msg)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        if "lock" not in str(err).lower():
+            raise
+        msg = (
+            f"Cannot read {path!r}: another process has it open for writing (HDF5 file lock). "
+            "Close the writer (e.g. an AnnData opened with backed='r+' or h5py.File(..., 'a')) "
+            "and open the data read-only, anndata.read_h5ad(path, backed='r')."
+        )
+        raise OSError(msg) from err
+
+
+class RowSource:
+    """Where rows come from: an in-memory matrix, or an element of an ``.h5ad`` file.
+
+    A file is opened read-only by path, lazily and once per process (see :func:`open_h5`), so
+    the source can be pickled to DataLoader workers and DDP ranks.
+
+    Parameters
+    ----------
+    matrix
+        In-memory matrix (dense or sparse); or ``None`` with ``filename``.
+    filename, key
+        ``.h5ad`` file and the element to read (``"X"`` or ``"layers/<name>"``).
+    """
+
+    def __init__(
+        self,
+        matrix: Any = None,
+        *,
+        filename: str | os.PathLike[str] | None = None,
+        key: str = "X",
+    ) -> None:
+        if (matrix is None) == (filename is None):
+            msg = "Give either an in-memory matrix or a filename."
+            raise ValueError(msg)
+        self.matrix = matrix
+        self.filename = None if filename is None else os.fspath(filename)
+        self.key = key
+        self._file: h5py.File | None = None
+        self._element: Any = None
+        self._pid: int | None = None
+        if matrix is None:
+            self.shape = tuple(int(s) for s in self._open().shape)
+        else:
+            self.shape = tuple(int(s) for s in matrix.shape)
+
+    @classmethod
+    def from_anndata(cls, adata: AnnData, layer: str | None = None) -> RowSource:
+        """The matrix of ``adata`` (``X`` or ``layers[layer]``), in memory or ``backed="r"``.
+
+        A backed AnnData must be read-only (``backed="r"``) and not a view; its file is
+        reopened by path, so a file that was moved, deleted or is locked by a writer gives a
+        clear error here, before any training.
+        """
+        if not adata.isbacked:
+            return cls(get_matrix(adata, layer))  # KeyError for an unknown layer
+        check_layer(adata, layer)  # without touching adata.X, which would reopen the file
+        if adata.is_view:
+            msg = (
+                "adata is a view of a backed AnnData; streaming reads whole files. Write the "
+                "subset to its own file (adata.write_h5ad(path)) and open that with backed='r'."
+            )
+            raise ValueError(msg)
+        mode = getattr(adata.file, "_filemode", "r")
+        if mode != "r":
+            msg = (
+                f"adata is opened with backed={mode!r} (read-write); streaming reads the file from "
+                "several processes and needs it read-only: reopen it with "
+                f"anndata.read_h5ad({os.fspath(adata.filename)!r}, backed='r')."
+            )
+            raise ValueError(msg)
+        return cls(filename=adata.filename, key="X" if layer is None else f"layers/{layer}")
+
+    def _open(self) -> Any:
+        """The file's matrix element, opened in this process (reopened after a fork/spawn)."""
+        if self._element is None or self._pid != os.getpid():
+            from anndata.io import sparse_dataset
+
+            f = open_h5(self.filename)
+            try:
+                element = _matrix_element(f, self.key, self.filename)
+            except Exception:
+                f.close()
+                raise
+            self._file, self._pid = f, os.getpid()
+            self._element = sparse_dataset(element) if hasattr(element, "keys") else element
+        return self._element
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` as float32 CSR (one contiguous read)."""
+        block = self.matrix if self.matrix is not None else self._open()
+        return to_csr(block[start:stop])
+
+    def close(self) -> None:
+        """Close the file (if any); it is reopened on the next read."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = self._element = self._pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None, "_element": None, "_pid": None}
+
+
+def _matrix_element(f: h5py.File, key: str, filename: str) -> Any:
+    """The group (sparse) or dataset (dense) at ``key``; errors for absent or CSC matrices."""
+    if key not in f:
+        msg = f"{key!r} not found in {filename!r}."
+        raise KeyError(msg)
+    element = f[key]
+    if element.attrs.get("encoding-type") == "csc_matrix":
+        msg = (
+            f"{key!r} in {filename!r} is stored column-major (CSC): every chunk of rows would "
+            "read the whole matrix. Store it as CSR, e.g. adata.X = "
+            "scipy.sparse.csr_matrix(adata.X) before write_h5ad."
+        )
+        raise ValueError(msg)
+    return element
+
+
+# ---------------------------------------------------------------------------- rows
+class ChunkedRows:
+    """Rows of a :class:`RowSource` read one contiguous chunk at a time (cached).
+
+    Item ``i`` is source row ``rows[i]``; it is served from chunk ``rows[i] // chunk_size``
+    (source rows ``[k * chunk_size, (k + 1) * chunk_size)``), read whole, passed through
+    ``transform`` and kept in a cache of the ``cache_chunks`` most recently used chunks.
+
+    Parameters
+    ----------
+    source
+        The matrix (:class:`RowSource`).
+    rows
+        Source rows of the items, sorted (``None``: all rows).
+    chunk_size
+        Rows per read.
+    transform
+        ``transform(chunk, first_row) -> chunk`` applied once per read (select columns,
+        validate); must keep the number of rows and be picklable for worker processes.
+    cache_chunks
+        Chunks kept in memory; use the sampler's ``window`` so that every chunk is read once
+        per epoch.
+    """
+
+    def __init__(
+        self,
+        source: RowSource,
+        *,
+        rows: np.ndarray | None = None,
+        chunk_size: int = 1024,
+        transform: ChunkTransform | None = None,
+        cache_chunks: int = 1,
+    ) -> None:
+        if int(chunk_size) < 1 or int(cache_chunks) < 1:
+            msg = f"chunk_size={chunk_size} and cache_chunks={cache_chunks} must be >= 1."
+            raise ValueError(msg)
+        n = source.shape[0]
+        rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= n or np.any(np.diff(rows) < 0)):
+            msg = f"rows must be sorted indices in [0, {n})."
+            raise ValueError(msg)
+        self.source, self.rows, self.transform = source, rows, transform
+        self.chunk_size, self.cache_chunks = int(chunk_size), int(cache_chunks)
+        self.n_reads = 0
+        self._cache: OrderedDict[int, sp.csr_matrix] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def chunk_ids(self) -> np.ndarray:
+        """Chunk of every item (what :class:`ChunkBatchSampler` groups by)."""
+        return self.rows // self.chunk_size
+
+    def subset(self, items: np.ndarray) -> ChunkedRows:
+        """The rows of these items (sorted), sharing source and transform; own cache."""
+        return ChunkedRows(
+            self.source, rows=self.rows[np.sort(np.asarray(items, np.int64))],
+            chunk_size=self.chunk_size, transform=self.transform, cache_chunks=self.cache_chunks,
+        )  # fmt: skip
+
+    def _read(self, k: int) -> sp.csr_matrix:
+        start = k * self.chunk_size
+        chunk = self.source.read(start, min(start + self.chunk_size, self.source.shape[0]))
+        self.n_reads += 1
+        return chunk if self.transform is None else self.transform(chunk, start)
+
+    def chunk(self, k: int) -> sp.csr_matrix:
+        """Chunk ``k`` (source rows ``k * chunk_size`` on), from the cache or read now."""
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        chunk = self._read(k)
+        self._cache[k] = chunk
+        while len(self._cache) > self.cache_chunks:
+            self._cache.popitem(last=False)
+        return chunk
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(column indices, values)`` of item ``i``'s stored entries."""
+        row = int(self.rows[i])
+        k, local = divmod(row, self.chunk_size)
+        X = self.chunk(k)
+        s, e = X.indptr[local], X.indptr[local + 1]
+        return X.indices[s:e], X.data[s:e]
+
+    def iter_chunks(self) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """``(first source row, chunk)`` of every chunk holding an item, in order, uncached.
+
+        One pass over the data in ``len(rows) / chunk_size`` reads, e.g. to validate it
+        before training.
+        """
+        for k in np.unique(self.chunk_ids):
+            yield int(k) * self.chunk_size, self._read(int(k))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+
+# ---------------------------------------------------------------------------- sampler
+class ChunkBatchSampler(Sampler[list[int]]):
+    """Minibatches that read contiguous chunks: chunk order shuffled, rows shuffled in windows.
+
+    Per epoch (a function of ``(seed, epoch)``, identical on every rank): the chunks are put in
+    random order and grouped into windows of ``window`` chunks; the items of each window are
+    shuffled together; the concatenation is cut into minibatches of ``batch_size`` (block
+    shuffling, as AnnLoader and scDataset). Every item appears exactly once per epoch. With a
+    dataset that caches ``window`` chunks, each chunk is read once per epoch (per DataLoader
+    worker). Under ``torch.distributed`` the batch list is padded by repetition to a multiple
+    of the world size and rank ``r`` takes the ``r``-th contiguous share, so ranks see
+    distinct batches, run the same number of steps and read mostly distinct chunks. Used with
+    ``Trainer(use_distributed_sampler=False)``; ``shuffle=False`` keeps the item order.
+
+    Parameters
+    ----------
+    chunk_ids
+        Chunk of every item (e.g. :attr:`ChunkedRows.chunk_ids`).
+    batch_size
+        Maximum items per minibatch.
+    window
+        Chunks whose items are shuffled together.
+    shuffle
+        Shuffle chunks and items; ``False``: items in order.
+    seed
+        Base seed; Lightning calls :meth:`set_epoch` every epoch.
+    """
+
+    def __init__(
+        self,
+        chunk_ids: np.ndarray,
+        batch_size: int,
+        *,
+        window: int = 4,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if int(batch_size) < 1 or int(window) < 1:
+            msg = f"batch_size={batch_size} and window={window} must be >= 1."
+            raise ValueError(msg)
+        chunk_ids = np.asarray(chunk_ids, np.int64)
+        order = np.argsort(chunk_ids, kind="stable")
+        self._chunks, starts = np.unique(chunk_ids[order], return_index=True)
+        # items of the j-th distinct chunk: self._items[self._bounds[j]:self._bounds[j + 1]]
+        self._items, self._bounds = order, np.append(starts, len(order))
+        self.n_items = len(chunk_ids)
+        self.batch_size, self.window = int(batch_size), int(window)
+        self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (different shuffles per epoch, identical across ranks)."""
+        self.epoch = int(epoch)
+
+    def order(self) -> np.ndarray:
+        """Item order of the current epoch (all items, each once) before cutting into batches."""
+        if not self.shuffle:
+            return np.arange(self.n_items)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chunks = rng.permutation(len(self._chunks))
+        parts = []
+        for w in range(0, len(chunks), self.window):
+            items = np.concatenate(
+                [
+                    self._items[self._bounds[j] : self._bounds[j + 1]]
+                    for j in chunks[w : w + self.window]
+                ]
+            )
+            parts.append(rng.permutation(items))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        from ._train import global_rank, world_size
+
+        order = self.order()
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rank, world = global_rank(), world_size()
+        if world > 1 and batches:
+            per_rank = -(-len(batches) // world)
+            batches = (batches * world)[: per_rank * world]
+            batches = batches[rank * per_rank : (rank + 1) * per_rank]
+        for b in batches:
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        from ._train import world_size
+
+        n_batches = -(-self.n_items // self.batch_size)
+        return -(-n_batches // world_size())

@@ -1,0 +1,303 @@
+"""Many ``.h5ad`` files as one: on-disk concatenation with genes aligned by symbol."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger("omicformer")
+
+__all__ = ["concat_h5ad"]
+
+#: ``uns`` key of the report written by :func:`concat_h5ad`.
+REPORT_KEY = "concat_h5ad"
+
+
+def concat_h5ad(
+    paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
+    out_path: str | os.PathLike[str],
+    *,
+    join: Literal["inner", "outer"] = "inner",
+    gene_key: str | None = None,
+    label: str | None = None,
+    index_unique: str | None = None,
+    overwrite: bool = False,
+    max_loaded_elems: int = 100_000_000,
+) -> None:
+    """Concatenate ``.h5ad`` files cell-wise into one file, without loading them into memory.
+
+    Genes are aligned by symbol (``var_names``, or the ``var[gene_key]`` column), so files of
+    different studies can be combined; the result is one file to open with
+    ``anndata.read_h5ad(out_path, backed="r")`` and use for :func:`omicformer.scgpt.tl.embed`
+    or :meth:`~omicformer.scgpt.model.ScGPT.train`, which stream backed data in chunks. The
+    copying is :func:`anndata.experimental.concat_on_disk`, which holds at most
+    ``max_loaded_elems`` matrix entries in memory. The file is written under a temporary name
+    in the same folder and renamed when complete, so ``out_path`` never holds a partial file.
+
+    Parameters
+    ----------
+    paths
+        The input ``.h5ad`` files, in order; a mapping ``{name: path}`` names each file (for
+        ``label`` and ``index_unique``; default names ``"0"``, ``"1"``, ...).
+    out_path
+        The ``.h5ad`` file to write.
+    join
+        ``"inner"``: keep the genes of every file; ``"outer"``: the union of genes, a cell
+        getting zeros for the genes its file lacks. scGPT reads only the expressed genes of a
+        cell, so ``"outer"`` keeps every cell's measurements as they are, whereas ``"inner"``
+        drops the genes not shared.
+    gene_key
+        ``var`` column with gene symbols in every file (e.g. ``"feature_name"`` in CELLxGENE
+        files, whose ``var_names`` are Ensembl IDs); ``None`` uses ``var_names``. The output's
+        ``var_names`` are the symbols. A symbol repeated within a file is made unique as
+        :meth:`anndata.AnnData.var_names_make_unique` does (``"TBCE"``, ``"TBCE-1"``).
+    label
+        ``obs`` column to record each cell's file name in (``None``: none).
+    index_unique
+        Separator to make cell names unique by appending the file name (``None``: keep them).
+    overwrite
+        Replace an existing ``out_path``.
+    max_loaded_elems
+        Matrix entries held in memory at once while copying sparse matrices.
+
+    Returns
+    -------
+    ``None``; writes ``out_path`` with the concatenated cells (``obs`` columns and ``var``
+    columns equal across files are kept) and ``uns["concat_h5ad"]``: ``files``, ``n_cells``
+    (per file), ``n_genes`` (per file), ``n_genes_union``, ``n_genes_intersection``,
+    ``n_genes_out``, ``join`` and ``gene_key``. Genes that differ across files are also
+    reported in a warning.
+
+    Raises
+    ------
+    FileNotFoundError
+        An input file, or the folder of ``out_path``, does not exist.
+    FileExistsError
+        ``out_path`` exists and ``overwrite=False``.
+    ValueError
+        The files share no gene (examples of each file's genes are named), a bad ``join``,
+        or ``out_path`` is also an input.
+    KeyError
+        ``gene_key`` is not a ``var`` column of some file.
+
+    Examples
+    --------
+    >>> from omicformer import scgpt
+    >>> scgpt.pp.concat_h5ad(
+    ...     {"lung": "lung.h5ad", "blood": "blood.h5ad"},
+    ...     "atlas.h5ad",
+    ...     join="outer",
+    ...     label="dataset",
+    ... )
+    >>> atlas = anndata.read_h5ad("atlas.h5ad", backed="r")
+    >>> scgpt.tl.embed(atlas, model="default")
+    """
+    names, files, out = _check_paths(paths, out_path, join=join, overwrite=overwrite)
+    genes, n_cells = zip(*(_read_genes(f, gene_key) for f in files), strict=True)
+    report = _gene_report(names, files, genes, n_cells, join=join, gene_key=gene_key)
+
+    from anndata.experimental import concat_on_disk
+    from anndata.io import write_elem
+
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.h5ad")
+    try:
+        with tempfile.TemporaryDirectory() as links:
+            inputs = files if gene_key is None else [
+                _symbol_view(f, g, Path(links) / f"{i}.h5ad", gene_key)
+                for i, (f, g) in enumerate(zip(files, genes, strict=True))
+            ]  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
+                concat_on_disk(
+                    dict(zip(names, inputs, strict=True)), tmp, join=join, merge="same",
+                    label=label, index_unique=index_unique, max_loaded_elems=max_loaded_elems,
+                )  # fmt: skip
+        import h5py
+
+        with h5py.File(tmp, "a") as f:
+            if "uns" not in f:
+                write_elem(f, "uns", {})
+            write_elem(f["uns"], REPORT_KEY, report)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _check_paths(
+    paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
+    out_path: str | os.PathLike[str],
+    *,
+    join: str,
+    overwrite: bool,
+) -> tuple[list[str], list[Path], Path]:
+    """File names, absolute input paths and output path; errors before anything is written."""
+    if join not in ("inner", "outer"):
+        msg = f"join={join!r} must be 'inner' or 'outer'."
+        raise ValueError(msg)
+    if isinstance(paths, str | os.PathLike):
+        msg = "paths must be a list (or mapping) of .h5ad files, not a single path."
+        raise TypeError(msg)
+    if isinstance(paths, Mapping):
+        names, files = [str(k) for k in paths], [Path(p) for p in paths.values()]
+    else:
+        files = [Path(p) for p in paths]
+        names = [str(i) for i in range(len(files))]
+    if not files:
+        msg = "paths is empty: give at least one .h5ad file."
+        raise ValueError(msg)
+    out = Path(out_path)
+    for p in [*files, out]:
+        if p.suffix != ".h5ad":
+            msg = f"{os.fspath(p)!r} is not an .h5ad file name."
+            raise ValueError(msg)
+    for p in files:
+        if not p.is_file():
+            msg = f"Input file {os.fspath(p)!r} does not exist."
+            raise FileNotFoundError(msg)
+    if not out.parent.is_dir():
+        msg = f"The folder of out_path {os.fspath(out)!r} does not exist."
+        raise FileNotFoundError(msg)
+    files = [p.resolve() for p in files]
+    if out.exists():
+        if out.resolve() in files:
+            msg = f"out_path {os.fspath(out)!r} is also an input; write to a new file."
+            raise ValueError(msg)
+        if not overwrite:
+            msg = f"{os.fspath(out)!r} exists; pass overwrite=True to replace it."
+            raise FileExistsError(msg)
+    return names, files, out
+
+
+def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
+    """Gene symbols (made unique) and number of cells of one file, reading only ``var``."""
+    from anndata.io import read_elem
+
+    from .._core._ondisk import open_h5  # torch is imported with it: not at pp import
+
+    with open_h5(path) as f:
+        var = read_elem(f["var"])
+        X = f["X"]
+        n_cells = int(X.attrs["shape"][0] if "shape" in X.attrs else X.shape[0])
+    if gene_key is None:
+        symbols = var.index.astype(str)
+    elif gene_key not in var.columns:
+        msg = (
+            f"gene_key={gene_key!r} is not a var column of {os.fspath(path)!r} "
+            f"(columns: {list(var.columns)[:20]})."
+        )
+        raise KeyError(msg)
+    else:
+        symbols = pd.Index(var[gene_key].astype(str))
+    return _make_unique(np.asarray(symbols, dtype=object)), n_cells
+
+
+def _make_unique(names: np.ndarray) -> np.ndarray:
+    """``anndata``'s ``var_names_make_unique``: repeats become ``name-1``, ``name-2``, ..."""
+    if pd.Index(names).is_unique:
+        return names
+    out, seen = names.copy(), set(names)
+    counts: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in counts:
+            k = counts[name]
+            while f"{name}-{k}" in seen:
+                k += 1
+            out[i] = f"{name}-{k}"
+            seen.add(out[i])
+            counts[name] = k + 1
+        else:
+            counts[name] = 1
+    return out
+
+
+def _gene_report(
+    names: list[str],
+    files: list[Path],
+    genes: Sequence[np.ndarray],
+    n_cells: Sequence[int],
+    *,
+    join: str,
+    gene_key: str | None,
+) -> dict[str, Any]:
+    """Union/intersection of the files' genes: an error if they share none, a warning if they differ."""
+    union = pd.Index(np.concatenate(genes)).unique()
+    shared = pd.Index(genes[0])
+    for g in genes[1:]:
+        shared = shared.intersection(pd.Index(g), sort=False)
+    label = [f"{n!r} ({f.name})" for n, f in zip(names, files, strict=True)]
+    if len(shared) == 0:
+        examples = "; ".join(f"{lab}: {list(g[:3])}" for lab, g in zip(label, genes, strict=True))
+        msg = (
+            f"The {len(files)} files share no gene (by {'var_names' if gene_key is None else f'var[{gene_key!r}]'}); "
+            f"their genes look like {examples}. If some files use Ensembl IDs and others symbols, "
+            "pass gene_key= naming a var column with symbols in every file."
+        )
+        raise ValueError(msg)
+    n_out = len(shared) if join == "inner" else len(union)
+    if len(shared) < len(union):
+        lacking = [
+            f"{lab} lacks {len(miss)} (e.g. {list(miss[:3])})"
+            for lab, g in zip(label, genes, strict=True)
+            if len(miss := union.difference(pd.Index(g), sort=False))
+        ]
+        effect = (
+            f"join='inner' keeps the {len(shared)} shared genes"
+            if join == "inner"
+            else f"join='outer' keeps all {len(union)}, with zeros where a file lacks a gene"
+        )
+        warnings.warn(
+            f"The files have different genes: {len(shared)} shared, {len(union)} in all; "
+            f"{effect}. {'; '.join(lacking)}.",
+            UserWarning,
+            stacklevel=3,
+        )
+    logger.info("concat_h5ad: %d files, %d cells, %d genes (union %d, shared %d)",
+                len(files), sum(n_cells), n_out, len(union), len(shared))  # fmt: skip
+    return {
+        "files": np.asarray([os.fspath(f) for f in files], dtype=object),
+        "names": np.asarray(names, dtype=object),
+        "n_cells": np.asarray(n_cells, dtype=np.int64),
+        "n_genes": np.asarray([len(g) for g in genes], dtype=np.int64),
+        "n_genes_union": len(union),
+        "n_genes_intersection": len(shared),
+        "n_genes_out": n_out,
+        "join": join,
+        "gene_key": "" if gene_key is None else gene_key,
+    }
+
+
+def _symbol_view(src: Path, symbols: np.ndarray, dst: Path, gene_key: str) -> Path:
+    """A small ``.h5ad`` whose ``var_names`` are ``symbols``; every other element links to ``src``.
+
+    HDF5 external links: nothing but ``var`` is copied, and ``concat_on_disk`` reads the
+    original matrices through the links.
+    """
+    import h5py
+    from anndata.io import read_elem, write_elem
+
+    from .._core._ondisk import open_h5
+
+    with open_h5(src) as f:
+        var = read_elem(f["var"])
+        attrs = dict(f.attrs)
+        keys = [k for k in f if k != "var"]
+    var = var.copy()
+    var.index = pd.Index(symbols, dtype=object, name=None)
+    var[gene_key] = np.asarray(symbols, dtype=object)
+    with h5py.File(dst, "w") as out:
+        for k, v in attrs.items():
+            out.attrs[k] = v
+        for k in keys:
+            out[k] = h5py.ExternalLink(os.fspath(src), f"/{k}")
+        write_elem(out, "var", var)
+    return dst

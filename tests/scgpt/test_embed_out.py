@@ -1,0 +1,198 @@
+"""Embeddings written to a .npy file chunk by chunk, faults while writing, distributed embedding."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from omicformer._core import _io
+from omicformer.scgpt import tl
+from omicformer.scgpt.model import ScGPT
+
+CHUNKED = {"batch_size": 8, "chunk_size": 16, "progress": False}  # 5 chunks of 70 cells
+
+
+@pytest.fixture
+def ckpt(official_ckpt):
+    return str(official_ckpt[0])
+
+
+def _adata(n: int = 70) -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    X = rng.poisson(1.5, (n, 30)).astype(np.float32) + np.eye(n, 30, dtype=np.float32)
+    a = ad.AnnData(sp.csr_matrix(X), obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))  # fmt: skip
+    ScGPT.setup_anndata(a)
+    return a
+
+
+@pytest.fixture
+def model() -> ScGPT:
+    return ScGPT(_adata(), d_model=16, n_layers=1, n_heads=2, random_state=0)
+
+
+# ---------------------------------------------------------------- out_file equals in memory
+def test_out_file_equals_in_memory(model, tmp_path):
+    z = model.get_latent_representation(device="cpu", **CHUNKED)
+    path = tmp_path / "z.npy"
+    zf = model.get_latent_representation(device="cpu", out_file=path, **CHUNKED)
+    assert isinstance(zf, np.memmap) and not zf.flags.writeable  # read-only map of the file
+    np.testing.assert_array_equal(zf, z)
+    np.testing.assert_array_equal(np.load(path), z)
+    assert sorted(os.listdir(tmp_path)) == ["z.npy"]  # no temporary file left
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # chunking does not change a cell's embedding beyond float noise
+    whole = model.get_latent_representation(device="cpu", batch_size=8, progress=False)
+    np.testing.assert_allclose(whole, z, atol=1e-6)
+
+
+def test_tl_embed_out_file_records_path_instead_of_obsm(ckpt, continuous_adata_factory, tmp_path):
+    a = continuous_adata_factory(40)
+    mem = tl.embed(a, model=ckpt, device="cpu", copy=True, **CHUNKED)
+    backed_path = tmp_path / "a.h5ad"
+    a.write_h5ad(backed_path)
+    backed = ad.read_h5ad(backed_path, backed="r")
+    out = tmp_path / "emb" / "x.npy"
+    out.parent.mkdir()
+    assert tl.embed(backed, model=ckpt, device="cpu", out_file=out, **CHUNKED) is None
+    assert "X_scgpt" not in backed.obsm
+    record = backed.uns["scgpt"]["X_scgpt"]
+    assert record["out_file"] == str(out.resolve())
+    assert record["params"]["chunk_size"] == 16
+    assert record["n_genes_matched"] == mem.uns["scgpt"]["X_scgpt"]["n_genes_matched"]
+    np.testing.assert_array_equal(np.load(record["out_file"]), mem.obsm["X_scgpt"])
+    backed.file.close()
+
+
+def test_bad_out_file_is_refused_before_any_work(ckpt, continuous_adata_factory, tmp_path):
+    a = continuous_adata_factory(10)
+    for bad, err, match in ((tmp_path / "x.h5ad", ValueError, r"must end in \.npy"),
+                            (tmp_path / "no" / "x.npy", FileNotFoundError, "does not exist")):  # fmt: skip
+        with pytest.raises(err, match=match):
+            tl.embed(a, model=ckpt, device="cpu", out_file=bad, progress=False)
+    assert "scgpt" not in a.uns and not a.obsm
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- faults while writing
+def _fail_on_second_write(monkeypatch):
+    calls = []
+    original = np.memmap.__setitem__
+
+    def setitem(self, key, value):
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, key, value)
+
+    monkeypatch.setattr(np.memmap, "__setitem__", setitem)
+    return calls
+
+
+def test_disk_full_mid_write_leaves_no_file(model, tmp_path, monkeypatch, ckpt,
+                                           continuous_adata_factory):  # fmt: skip
+    final = tmp_path / "z.npy"
+    calls = _fail_on_second_write(monkeypatch)
+    with pytest.raises(OSError, match="No space left") as info:
+        model.get_latent_representation(device="cpu", out_file=final, **CHUNKED)
+    assert info.value.errno == errno.ENOSPC and len(calls) == 2  # failed after one chunk
+    assert os.listdir(tmp_path) == []  # neither the final file nor the temporary one
+
+    # an older file under the final name survives a failed run untouched; adata too
+    a = continuous_adata_factory(40)
+    np.save(final, np.arange(3.0))
+    calls.clear()
+    with pytest.raises(OSError, match="No space left"):
+        tl.embed(a, model=ckpt, device="cpu", out_file=final, **CHUNKED)
+    assert os.listdir(tmp_path) == ["z.npy"]
+    np.testing.assert_array_equal(np.load(final), np.arange(3.0))
+    assert "scgpt" not in a.uns and not a.obsm
+
+
+def test_disk_full_at_allocation_fails_before_embedding(model, tmp_path, monkeypatch):
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    monkeypatch.setattr(_io, "_reserve", _io._reserve)  # the real reservation, with the fault
+    forwards = []
+    monkeypatch.setattr("omicformer.scgpt._embed.encode_tokens",
+                        lambda *a, **k: forwards.append(1))  # fmt: skip
+    with pytest.raises(OSError, match="No space left"):
+        model.get_latent_representation(device="cpu", out_file=tmp_path / "z.npy", **CHUNKED)
+    assert forwards == [] and os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- distributed (Lightning)
+def test_lightning_path_equals_single_process(model, tmp_path):
+    mode = model.module.training
+    z = model.get_latent_representation(device="cpu", **CHUNKED)
+    via = model.get_latent_representation(accelerator="cpu", devices=1, **CHUNKED)
+    np.testing.assert_array_equal(via, z)
+    zf = model.get_latent_representation(accelerator="cpu", devices=1, out_file=tmp_path / "z.npy",
+                                         **CHUNKED)  # fmt: skip
+    np.testing.assert_array_equal(zf, z)
+    assert os.listdir(tmp_path) == ["z.npy"]
+    assert model.module.training == mode and model.device.type == "cpu"  # as before
+    with pytest.raises(ValueError, match="device='cpu' and accelerator"):
+        model.get_latent_representation(device="cpu", devices=2, **CHUNKED)
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        model.get_latent_representation(batch_size=8, chunk_size=0)
+
+
+def test_lightning_path_removes_temporary_file_on_error(model, tmp_path, monkeypatch):
+    _fail_on_second_write(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        model.get_latent_representation(accelerator="cpu", devices=1, out_file=tmp_path / "z.npy",
+                                         **CHUNKED)  # fmt: skip
+    assert os.listdir(tmp_path) == []
+
+
+DDP_SCRIPT = """
+import sys, warnings
+import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT
+
+rng = np.random.default_rng(0)
+X = rng.poisson(1.5, (70, 30)).astype(np.float32) + np.eye(70, 30, dtype=np.float32)
+a = ad.AnnData(sp.csr_matrix(X), var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+ScGPT.setup_anndata(a)
+m = ScGPT(a, d_model=16, n_layers=1, n_heads=2, random_state=0)
+kw = dict(batch_size=8, chunk_size=16, progress=False)
+ddp = dict(accelerator="cpu", devices=2, strategy="ddp")
+z = m.get_latent_representation(**kw, **ddp)
+zf = m.get_latent_representation(**kw, **ddp, out_file="ddp.npy")
+rank = torch.distributed.get_rank()
+np.save(f"rank{rank}.npy", np.asarray(z))
+assert np.array_equal(np.asarray(zf), z)
+if rank == 0:
+    np.save("single.npy", m.get_latent_representation(device="cpu", **kw))
+print(f"DONE {rank}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_equal_single_process(tmp_path, model):
+    script = tmp_path / "embed.py"
+    script.write_text(DDP_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "DONE 0" in out and "DONE 1" in out, out[-3000:]
+    single = np.load(tmp_path / "single.npy")
+    for name in ("rank0.npy", "rank1.npy", "ddp.npy"):  # 5 chunks: ranks 0/1 take 3/2
+        np.testing.assert_array_equal(np.load(tmp_path / name), single, err_msg=name)
+    # and the single-process result of this (pytest) process, same weights and data
+    here = model.get_latent_representation(device="cpu", **CHUNKED)
+    np.testing.assert_array_equal(here, single)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
