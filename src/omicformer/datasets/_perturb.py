@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["perturbseq_simulation"]
 
 _SCGPT_DATA = Path(__file__).resolve().parent.parent / "scgpt" / "_data"
-_DEFAULT_VOCAB = _SCGPT_DATA / "default_model" / "vocab.json"
+# The 4,000 genes drawn from: the vocabulary of the default scGPT v2 (frozen here so the data
+# set does not change when the default model is retrained).
+_SIM_GENES = Path(__file__).resolve().parent / "data" / "perturbseq_simulation_genes.txt.gz"
 _CENSUS_VOCAB = _SCGPT_DATA / "default_census_vocab.json.gz"
 _INFO_KEY = "omicformer_dataset"
 _GEARS_FILE = "perturb_processed.h5ad"
@@ -54,9 +56,9 @@ _LIBRARY_SIGMA = 0.35
 
 
 def _pick_symbols(n_genes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Gene symbols (about 5% outside the default scGPT vocabulary) and an in-vocab mask."""
-    with open(_DEFAULT_VOCAB, encoding="utf-8") as fh:
-        default = sorted(k for k in json.load(fh) if not k.startswith("<"))
+    """Gene symbols (about 5% outside the fixed gene list) and an in-list mask."""
+    with gzip.open(_SIM_GENES, "rt", encoding="utf-8") as fh:
+        default = sorted(line.strip() for line in fh if line.strip())
     with gzip.open(_CENSUS_VOCAB, "rt", encoding="utf-8") as fh:
         census = json.load(fh)
     known = set(default)
@@ -268,9 +270,11 @@ def perturbseq_simulation(
 
     Generative model (all draws from ``numpy.random.default_rng(random_state)``):
 
-    * **Genes**: real human symbols, 95% drawn from the default scGPT vocabulary and 5% from the
-      official census vocabulary but *not* in the default one (never perturbed), so models meet
-      genes they have no token for. Basal expression is log-normal (log-sd 2), so lowly
+    * **Genes**: real human symbols, 95% drawn from a fixed list of 4,000 genes (the vocabulary
+      of the default scGPT v2, shipped as ``perturbseq_simulation_genes.txt.gz`` so the data
+      does not change when the default model is retrained) and 5% from the official census
+      vocabulary but *not* in that list (never perturbed), so models meet genes they have no
+      token for (more of them with the default v3, whose vocabulary is smaller). Basal expression is log-normal (log-sd 2), so lowly
       expressed genes are mostly zeros.
     * **Network**: a DAG. 20% of the genes are regulators in 3 layers; the first layer
       (roots, 40%) has a cell-specific log-normal activity (log-sd 0.6), so control cells carry
@@ -328,7 +332,8 @@ def perturbseq_simulation(
     * ``uns["omicformer_dataset"]``: the parameters, ``"simulated": True`` and the ground truth:
       ``grn`` (edges as ``regulator`` / ``target`` gene indices with ``sign`` (+1 activating,
       -1 repressing), ``hill_k``, ``hill_n``; per gene ``layer`` (0 roots, 3 non-regulators),
-      ``logic``, ``leak``, ``basal``, ``dispersion``, ``in_default_vocab``),
+      ``logic``, ``leak``, ``basal``, ``dispersion``, ``in_default_vocab`` (in the fixed
+      4,000-gene list above)),
       ``perturbed_genes`` with their ``knockdown_efficiency`` (residual fraction), and
       ``program_genes`` with ``program_sign``.
 
