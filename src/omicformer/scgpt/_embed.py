@@ -42,22 +42,27 @@ def vocab_chunks(
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
-        yield idx, vocab_chunk(chunk, cols, idx, where)
+        yield idx, vocab_columns(chunk, int(idx[0]), cols=cols, where=where)
 
 
-def vocab_chunk(
-    chunk: sp.csr_matrix, cols: np.ndarray, idx: np.ndarray, where: str
+def vocab_columns(
+    chunk: sp.csr_matrix, first_row: int, *, cols: np.ndarray, where: str = "adata.X"
 ) -> sp.csr_matrix:
-    """The vocabulary columns ``cols`` of rows ``idx`` (read as ``chunk``), validated (see above)."""
-    check_values(chunk, where, int(idx[0]))
-    sub = chunk[:, cols]
+    """The vocabulary columns ``cols`` of a chunk of cells: non-zero entries, sorted, validated.
+
+    Raises ``ValueError`` for NaN/inf or negative values and for cells that express none of
+    the vocabulary genes (rows named from ``first_row``, the chunk's first row in the file).
+    Also the :class:`~omicformer._core._ondisk.ChunkedRows` transform of streaming training.
+    """
+    check_values(chunk, where, first_row)
+    sub = sp.csr_matrix(chunk[:, cols], dtype=np.float32)
     sub.eliminate_zeros()
     sub.sort_indices()
     empty = np.flatnonzero(np.diff(sub.indptr) == 0)
     if empty.size:
         msg = (
-            f"{empty.size} cell(s) (e.g. row {int(idx[empty[0]])}) express none of the genes "
-            "in the model's vocabulary; remove them first, e.g. "
+            f"{empty.size} cell(s) (e.g. row {first_row + int(empty[0])}) express none of the "
+            "genes in the model's vocabulary; remove them first, e.g. "
             "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
         )
         raise ValueError(msg)
@@ -243,7 +248,7 @@ class _ChunkEmbedder:
         stop = min(start + self.chunk_size, self.adata.n_obs)
         idx = np.arange(start, stop)
         X = get_matrix(self.adata, self.layer)
-        sub = vocab_chunk(to_csr(X[start:stop]), self.cols, idx, self.where)
+        sub = vocab_columns(to_csr(X[start:stop]), int(idx[0]), cols=self.cols, where=self.where)
         cells = tokenize_rows(
             sub, self.col_ids, cls_id=self.vocab.cls_id, pad_value=self.pad_value,
             n_bins=self.n_bins, max_len=self.max_len,

@@ -38,7 +38,7 @@ class GenerativeTrainingMixin:
         fails before training starts, as in memory.
         """
         from ..._core._ondisk import ChunkedRows, RowSource
-        from ..train._data import vocab_columns
+        from .._embed import vocab_columns
 
         layer = self.get_setup_arg("layer")
         gene_ids = self._gene_ids_for(self.adata)

@@ -19,7 +19,6 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
-from ..._core._anndata import check_values
 from ..._core._deprecation import warn_renamed
 from ..._core._ondisk import ChunkBatchSampler, ChunkedRows
 from ..._core._random import collate_rng
@@ -60,30 +59,6 @@ class CellDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
         s, e = self.X.indptr[i], self.X.indptr[i + 1]
         return int(i), self.X.indices[s:e], self.X.data[s:e], int(self.batch_codes[i])
-
-
-def vocab_columns(
-    chunk: sp.csr_matrix, first_row: int, *, cols: np.ndarray, where: str = "adata.X"
-) -> sp.csr_matrix:
-    """The vocabulary columns ``cols`` of a chunk of cells: non-zero entries, sorted, validated.
-
-    A :class:`~omicformer._core._ondisk.ChunkedRows` transform. Raises ``ValueError`` for
-    NaN/inf or negative values and for cells that express none of the vocabulary genes (rows
-    named from ``first_row``, the chunk's first row in the file).
-    """
-    check_values(chunk, where, first_row)
-    sub = sp.csr_matrix(chunk[:, cols], dtype=np.float32)
-    sub.eliminate_zeros()
-    sub.sort_indices()
-    empty = np.flatnonzero(np.diff(sub.indptr) == 0)
-    if empty.size:
-        msg = (
-            f"{empty.size} cell(s) (e.g. row {first_row + int(empty[0])}) express none of the "
-            "genes in the model's vocabulary; remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
-        )
-        raise ValueError(msg)
-    return sub
 
 
 class ChunkedCellDataset(Dataset):
