@@ -168,7 +168,7 @@ def main() -> None:
     matplotlib.use("Agg")
     from omicformer import scgpt
 
-    ax = scgpt.pl.loss_curve(model, show=False)
+    ax = scgpt.pl.loss_curve(model, keys=("train_loss_step",), show=False)  # one short epoch
     ax.set_title("default scGPT pretraining (6,600 real cells, CPU)")
     fig = ax.figure
     fig.tight_layout()

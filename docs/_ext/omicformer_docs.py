@@ -145,7 +145,21 @@ SCGPT_LABELS = {
     "train_minutes_cpu": "training time (minutes, CPU)",
     "n_train_cells": "training cells",
     "vocab_size": "vocabulary size (genes + `<pad>`, `<cls>`, `<eoc>`)",
+    "pca_init": "gene embeddings initialised from PCA loadings",
 }
+
+
+def _knn_table(knn: dict[str, dict], source: str) -> str:
+    """Zero-shot kNN accuracy of the default embedding vs PCA, one row per labelled data set."""
+    rows = [
+        (f"`{name}`", f"`{r['labels']}`", _fmt(r["cells"]),
+         "yes" if r["in_pretraining"] else "**no** (held out)",
+         f"{r['scgpt']:.3f}", f"{r['pca']:.3f}", f"{r['ratio']:.2f}x")
+        for name, r in knn.items()
+    ]  # fmt: skip
+    header = ("data set", "labels", "cells", "in pretraining", "default scGPT", "PCA-50",
+              "scGPT / PCA")  # fmt: skip
+    return _table(rows, header, source)
 
 
 def scgpt_substitutions() -> dict[str, str]:
@@ -177,6 +191,13 @@ def scgpt_substitutions() -> dict[str, str]:
     if metrics.is_file():
         data = json.loads(metrics.read_text())
         history = data.pop("history", {}) if isinstance(data.get("history"), dict) else {}
+        knn = data.pop("zero_shot_knn", None)
+        source = f"docs/_static/{metrics.name}"
+        out["scgpt_knn"] = (
+            _knn_table(knn, source)
+            if isinstance(knn, dict)
+            else placeholder("The zero-shot kNN table", SCGPT_SCRIPT)
+        )
         rows = [(SCGPT_LABELS.get(k, f"`{k}`"), _fmt(v)) for k, v in _flatten(data)]
         for key in ("train_loss", "validation_loss", "train_loss_gen", "train_loss_mvc",
                     "train_loss_ecs"):  # fmt: skip
@@ -185,10 +206,11 @@ def scgpt_substitutions() -> dict[str, str]:
         out["scgpt_metrics"] = _table(rows, ("metric", "value"), f"docs/_static/{metrics.name}")
     else:
         out["scgpt_metrics"] = placeholder("The default model's numbers", SCGPT_SCRIPT)
+        out["scgpt_knn"] = placeholder("The zero-shot kNN table", SCGPT_SCRIPT)
 
     loss = STATIC / "default_scgpt_loss.png"
     out["scgpt_loss_curve"] = (
-        _figure(loss, "Pretraining losses of the default scGPT, per epoch.")
+        _figure(loss, "Pretraining loss of the default scGPT, per optimiser step.")
         if loss.is_file()
         else placeholder("The loss curve", SCGPT_SCRIPT)
     )

@@ -28,8 +28,12 @@ def sim():
 
 @pytest.fixture(scope="module")
 def default_vocab():
-    with open(SCGPT_DATA / "default_model" / "vocab.json", encoding="utf-8") as fh:
-        return {k for k in json.load(fh) if not k.startswith("<")}
+    """The frozen 4,000-gene list the simulation draws from (the default v2 vocabulary)."""
+    path = Path(datasets.__file__).parent / "data" / "perturbseq_simulation_genes.txt.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        genes = {line.strip() for line in fh if line.strip()}
+    assert len(genes) == 4000
+    return genes
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,15 @@ def test_loss_curve_from_history():
         pl.loss_curve(hist, keys=("train_loss_ecs",), show=False)
 
 
+def test_loss_curve_per_step_uses_the_recorded_steps():
+    steps = pd.DataFrame(
+        {"train_loss_step": [5.0, 4.0, 3.5]}, index=pd.Index([0, 10, 20], name="step")
+    )
+    ax = pl.loss_curve({"train_loss_step": steps}, keys=("train_loss_step",), show=False)
+    assert list(ax.lines[0].get_xdata()) == [0, 10, 20]
+    assert ax.get_xlabel() == "step"
+
+
 # ---------------------------------------------------------------- integration
 N_CELLS = 60
 

@@ -29,7 +29,7 @@ def loss_curve(
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
 ) -> Axes | None:
-    """Per-epoch training and validation losses of an :class:`~omicformer.scgpt.model.ScGPT`.
+    """Training and validation losses of an :class:`~omicformer.scgpt.model.ScGPT`, per epoch or step.
 
     Parameters
     ----------
@@ -39,6 +39,7 @@ def loss_curve(
     keys
         Which losses to draw; default: every one of ``train_loss``, ``validation_loss`` and the
         objective parts (``train_loss_gen``, ``train_loss_mvc``, ``train_loss_ecs``) present.
+        ``("train_loss_step",)`` draws the loss of every optimiser step against the step.
     ax
         Axes to draw on (a new figure otherwise).
     show
@@ -70,8 +71,11 @@ def loss_curve(
             raise KeyError(msg)
         values = history[key]
         y = np.asarray(values.iloc[:, 0] if hasattr(values, "iloc") else values, dtype=float)
-        ax.plot(np.arange(1, y.size + 1), y, marker="o" if y.size < 30 else None, ms=3, label=key)
-    ax.set_xlabel("epoch")
+        x = np.arange(1, y.size + 1)  # epochs count from 1
+        if key.endswith("_step") and hasattr(values, "index"):
+            x = np.asarray(values.index, dtype=float)  # optimiser steps, as recorded
+        ax.plot(x, y, marker="o" if y.size < 30 else None, ms=3, label=key)
+    ax.set_xlabel("step" if all(k.endswith("_step") for k in keys) else "epoch")
     ax.set_ylabel("loss")
     ax.set_title("scGPT pretraining")
     ax.legend(frameon=False, fontsize=8)
