@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import sys
 import uuid
@@ -142,6 +143,20 @@ class NpyChunkWriter:
             self._discard()
             raise
 
+    def release(self) -> None:
+        """Write the rows stored so far to disk and drop them from memory.
+
+        Pages of a file memory map that were written stay resident (and count in the
+        process's RSS) until the map is closed; flushing and ``madvise(MADV_DONTNEED)`` after
+        each chunk keeps the memory of an embedding run independent of the output's size.
+        """
+        if self.array is None:
+            return
+        self.array.flush()
+        mm = getattr(self.array, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
+
     def _discard(self) -> None:
         self.array = None
         self.tmp_path.unlink(missing_ok=True)
@@ -215,8 +230,10 @@ class ChunkOutput:
         return self
 
     def write(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """Store ``values`` at ``rows``."""
+        """Store ``values`` at ``rows`` (with a file: on disk, not kept in memory)."""
         self.array[rows] = values
+        if self.writer is not None:
+            self.writer.release()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.writer is not None:

@@ -1,0 +1,81 @@
+"""benchmarks/gpu_check.sh and its Python steps, on CPU with tiny sizes (no GPU, no pip)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("config", ["tiny", "default"])
+def test_train_throughput_times_steps_on_cpu(config, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    argv = ["--config", config, "--device", "cpu", "--steps", "2", "--warmup", "1",
+            "--batch-size", "4", "--genes-per-cell", "20", "--max-len", "16", "--json", str(out)]  # fmt: skip
+    assert _load("train_throughput").main(argv) == 0
+    r = json.loads(out.read_text())
+    assert r["steps"] == 2 and r["precision"] == "32-true" and r["tokens_per_cell"] == 16
+    assert r["steps_per_s"] > 0 and r["cells_per_s"] == pytest.approx(4 * r["steps_per_s"])
+    assert r["peak_mib"] > 0 and r["peak_kind"] == "process peak RSS"
+    if config == "default":  # the shipped default model's architecture and vocabulary
+        from omicformer.scgpt._resolve import resolve_model
+
+        module, _, _ = resolve_model("default")
+        assert r["params"] == sum(p.numel() for p in module.parameters())
+    assert f"train {config}: " in capsys.readouterr().out
+
+
+def test_train_throughput_refuses_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        _load("train_throughput").main(["--config", "tiny", "--device", "cuda"])
+
+
+def test_embed_devices_reports_cosine_and_fails_below_threshold(capsys):
+    embed_devices = _load("embed_devices")
+    argv = ["--device", "cpu", "--batch-size", "7", "--n-cells", "40"]
+    assert embed_devices.main(argv) == 0
+    assert "cosine min 1.000000 mean 1.000000 over 40 cells" in capsys.readouterr().out
+    assert embed_devices.main([*argv, "--min-cosine", "1.5"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def _script(*args: str, python: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": python, "LOG_DIR": str(tmp_path / "logs")}
+    return subprocess.run(["bash", str(BENCH / "gpu_check.sh"), *args], env=env,
+                          capture_output=True, text=True, check=False, timeout=900)  # fmt: skip
+
+
+def test_gpu_check_exits_non_zero_when_a_step_fails(tmp_path):
+    proc = _script("--cpu-smoke", python="false", tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout.count("FAIL  ") == 4 and "GPU check FAILED" in proc.stdout
+    assert _script("--bogus", python="false", tmp_path=tmp_path).returncode == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
+    proc = _script("--cpu-smoke", python=sys.executable, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = proc.stdout.split("== summary")[1]
+    for line in ("embed (whole-human config): reference", "speed-up ours/reference",
+                 "train default:", "train human:", "embed cpu vs cpu: cosine min 1.000000"):  # fmt: skip
+        assert line in summary
+    assert summary.count("ok    ") == 4 and "GPU check passed" in summary
