@@ -1,0 +1,135 @@
+"""Initialisations of the default DNABERT, each checked against a value computed by hand.
+
+compositional_kmer_init / use_compositional_embeddings: k-mer rows are sums of
+position-nucleotide vectors; sinusoidal_position_init: row dot products depend on distance only.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from omicformer.dnabert import pp
+from omicformer.dnabert.module import (
+    MLM,
+    CompositionalKmerEmbedding,
+    bert_config,
+    build_bert,
+    compositional_kmer_init,
+    merge_compositional_embeddings,
+    sinusoidal_position_init,
+    use_compositional_embeddings,
+)
+
+
+def _small_mlm(k: int):
+    return build_bert(bert_config(k, n_layers=1, d_model=16, n_heads=2, max_len=32), MLM, seed=0)
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_kmer_rows_are_sums_of_position_base_vectors(k):
+    model = _small_mlm(k)
+    emb = model.bert.embeddings.word_embeddings
+    P = compositional_kmer_init(emb, k, generator=torch.Generator().manual_seed(1))
+    assert P.shape == (k, 4, 16)
+    vocab = pp.kmer_vocab(k)  # the official vocab.txt order, specials first
+    rng = np.random.default_rng(0)
+    picks = ["A" * k, "G" * k, "ATCG"[:k] if k <= 4 else "ACGTTG", *rng.choice(vocab[5:], 20)]
+    for kmer in picks:
+        by_hand = sum(P[j, "ATCG".index(base)] for j, base in enumerate(kmer))
+        torch.testing.assert_close(emb.weight[vocab.index(kmer)], by_hand)
+    # the tied MLM decoder sees the same rows
+    assert model.cls.predictions.decoder.weight.data_ptr() == emb.weight.data_ptr()
+
+
+def test_specials_scale_and_reproducibility():
+    k = 6
+    emb = torch.nn.Embedding(5 + 4**k, 32, padding_idx=0)
+    P = compositional_kmer_init(emb, k, std=0.05, generator=torch.Generator().manual_seed(3))
+    w = emb.weight.detach()
+    assert torch.count_nonzero(w[0]) == 0  # [PAD] row stays zero (padding_idx)
+    # specials are independent draws, not sums of the position vectors
+    sums = P.sum(0)  # any k-mer row is a sum of one vector per position; specials are not
+    for i in range(1, 5):
+        assert not any(torch.allclose(w[i], sums[b]) for b in range(4))
+    assert abs(float(w[5:].std()) - 0.05) < 0.005  # every row about N(0, std^2)
+    emb2 = torch.nn.Embedding(5 + 4**k, 32, padding_idx=0)
+    compositional_kmer_init(emb2, k, std=0.05, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(emb.weight, emb2.weight)
+
+
+def test_tied_decoder_scores_factorise_over_positions():
+    """With compositional rows the k-mer softmax is a product of per-position base softmaxes."""
+    k = 4
+    emb = torch.nn.Embedding(5 + 4**k, 8)
+    P = compositional_kmer_init(emb, k, std=1.0, generator=torch.Generator().manual_seed(0))
+    h = torch.randn(8, generator=torch.Generator().manual_seed(1))
+    log_p = torch.log_softmax(emb.weight[5:] @ h, dim=0)  # over the 4**k k-mers
+    base_log_p = torch.log_softmax(P @ h, dim=1)  # (k, 4): per-position base distributions
+    for kmer in ["AAAA", "GATC", "TTGC", "CCCG"]:
+        i = pp.kmer_vocab(k).index(kmer) - 5
+        expected = sum(base_log_p[j, "ATCG".index(b)] for j, b in enumerate(kmer))
+        torch.testing.assert_close(log_p[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rejects_wrong_vocabulary():
+    with pytest.raises(ValueError, match="k=6"):
+        compositional_kmer_init(torch.nn.Embedding(5 + 4**5, 8), 6)
+
+
+def test_sinusoidal_positions_depend_on_distance_only():
+    pos = torch.nn.Embedding(64, 16)
+    w = sinusoidal_position_init(pos, std=0.05).detach().double()
+    assert abs(float(w.std()) - 0.05) < 1e-6
+    # by hand: unscaled rows [sin(p f_i), cos(p f_i)], f_i = 10000 ** (-2i / 16)
+    f = 10_000.0 ** (-np.arange(0, 16, 2) / 16)
+    row = np.empty(16)
+    row[0::2], row[1::2] = np.sin(5 * f), np.cos(5 * f)
+    ratio = float(w[5, 1] / row[1])
+    np.testing.assert_allclose(w[5].numpy(), ratio * row, rtol=1e-5, atol=1e-8)
+    for d in (1, 3, 7):  # <w_p, w_{p+d}> = ratio^2 * sum_i cos(d f_i), whatever p
+        expected = ratio**2 * np.cos(d * f).sum()
+        for p in (0, 10, 40):
+            assert abs(float(w[p] @ w[p + d]) - expected) < 1e-6 * abs(ratio**2) * 8
+    with pytest.raises(ValueError, match="even"):
+        sinusoidal_position_init(torch.nn.Embedding(8, 5))
+
+
+def test_compositional_training_embeddings_merge_to_plain_bert():
+    k = 3
+    model = _small_mlm(k)
+    keys = set(model.state_dict())
+    comp = use_compositional_embeddings(model, k, generator=torch.Generator().manual_seed(0))
+    assert isinstance(model.bert.embeddings.word_embeddings, CompositionalKmerEmbedding)
+    vocab = pp.kmer_vocab(k)
+    W = comp.weight.detach()
+    for kmer in ["AAA", "TCG", "GGA"]:  # k-mer rows start as sums of position-base vectors
+        by_hand = sum(comp.P[j, "ATCG".index(b)] for j, b in enumerate(kmer)).detach()
+        torch.testing.assert_close(W[vocab.index(kmer)], by_hand)
+    ids = torch.as_tensor(pp.tokenize(["ACGTACGTTGCA", "TTTTGGGGCCCC"], k)["input_ids"])
+    model.eval()
+    # the decoder is tied: logits of a hidden state h are h @ W.T + bias
+    h = torch.randn(2, 16)
+    torch.testing.assert_close(
+        model.cls.predictions.decoder(h), h @ W.T + model.cls.predictions.bias
+    )
+    # one optimisation step moves P (shared by every k-mer) and R
+    model.train()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert comp.P.grad.abs().sum() > 0 and comp.R.grad.abs().sum() > 0
+    with torch.no_grad():
+        comp.P.add_(0.1 * torch.randn_like(comp.P))
+        comp.R.add_(0.01 * torch.randn_like(comp.R))
+    model.eval()
+    before = model(input_ids=ids).logits
+    plain = merge_compositional_embeddings(model)
+    after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before)
+    assert model.cls.predictions.decoder.weight.data_ptr() == plain.weight.data_ptr()
+    assert set(model.state_dict()) == keys
+    # a fresh BertForMaskedLM loading the merged weights computes the same
+    fresh = _small_mlm(k).eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(input_ids=ids).logits, before)
+    with pytest.raises(TypeError):
+        merge_compositional_embeddings(model)
