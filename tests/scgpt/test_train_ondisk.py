@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import anndata as ad
 import lightning.pytorch as pl
@@ -141,7 +139,7 @@ def test_streaming_false_loads_backed_data(backed):
     assert model.is_trained and backed.isbacked
 
 
-def test_backed_file_missing_or_opened_for_writing(adata, tmp_path):
+def test_backed_file_missing_or_opened_for_writing(adata, tmp_path, h5_writer):
     path = tmp_path / "a.h5ad"
     adata.write_h5ad(path)
     b = ad.read_h5ad(path, backed="r")
@@ -160,18 +158,8 @@ def test_backed_file_missing_or_opened_for_writing(adata, tmp_path):
     b = ad.read_h5ad(path, backed="r")
     model = _model(b)
     b.file.close()  # releases the read lock; another process then opens the file to write
-    writer = subprocess.Popen(
-        [sys.executable, "-c", "import h5py, sys\n"
-         f"f = h5py.File({str(path)!r}, 'r+'); print('open', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert writer.stdout.readline().strip() == "open"
-        with pytest.raises(OSError, match="Close the writer"):
-            model.train(max_epochs=1, **FIT)
-    finally:
-        writer.stdin.close()
-        writer.wait(timeout=30)
+    with h5_writer(path), pytest.raises(OSError, match="Close the writer"):
+        model.train(max_epochs=1, **FIT)
     assert not model.is_trained
 
 
