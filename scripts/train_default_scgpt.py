@@ -21,8 +21,8 @@ Recipe (measured minutes are written to ``docs/_static/default_scgpt_metrics.jso
 * **Model**: d_model 128, 4 layers, 4 heads, d_hid 128, dropout 0.1, 51 bins, continuous
   values.
 * **Objective**: the official generative pretraining (generation ratio 0.25/0.5/0.75 per batch)
-  + MVC + ECS (weight ``--ecs-weight``, threshold 0.3); Adam, lr ``--lr`` with the official
-  step decay (x0.99 every 100 steps), batch 32, ``--epochs`` epochs, ``--max-len`` tokens per
+  + MVC + ECS (weight ``--ecs-weight``, threshold 0.3); Adam, lr ``--lr`` (1e-4) with the official
+  step decay (x0.99 every 100 steps), batch 32, ``--epochs`` (1) epoch(s), ``--max-len`` tokens per
   cell during training (a random subset of a cell's genes when it expresses more), 1,200 at
   inference.
 
