@@ -1,7 +1,8 @@
 """Initialisations of the default DNABERT, each checked against a value computed by hand.
 
 compositional_kmer_init / use_compositional_embeddings: k-mer rows are sums of
-position-nucleotide vectors; sinusoidal_position_init: row dot products depend on distance only.
+position-nucleotide vectors; sinusoidal_position_init: row dot products depend on distance only;
+random position offsets: every position but [CLS] shifted by one drawn offset.
 """
 
 import numpy as np
@@ -12,12 +13,15 @@ from omicformer.dnabert import pp
 from omicformer.dnabert.module import (
     MLM,
     CompositionalKmerEmbedding,
+    RandomOffsetPositionEmbedding,
     bert_config,
     build_bert,
     compositional_kmer_init,
     merge_compositional_embeddings,
+    remove_random_position_offsets,
     sinusoidal_position_init,
     use_compositional_embeddings,
+    use_random_position_offsets,
 )
 
 
@@ -133,3 +137,52 @@ def test_compositional_training_embeddings_merge_to_plain_bert():
     torch.testing.assert_close(fresh(input_ids=ids).logits, before)
     with pytest.raises(TypeError):
         merge_compositional_embeddings(model)
+
+
+def test_random_position_offsets_shift_all_but_cls():
+    emb = torch.nn.Embedding(32, 4)
+    wrapped = RandomOffsetPositionEmbedding(emb)
+    ids = torch.arange(10)[None, :]  # as BertEmbeddings passes them: (1, T)
+    wrapped.eval()
+    torch.testing.assert_close(wrapped(ids), emb(ids))
+    wrapped.train()
+    seen = set()
+    for seed in range(200):
+        torch.manual_seed(seed)
+        out = wrapped(ids)
+        torch.manual_seed(seed)
+        offset = int(torch.randint(0, 32 - 1 - 9 + 1, ()))  # room = 32 - 1 - max position
+        by_hand = torch.cat([emb.weight[:1], emb.weight[1 + offset : 10 + offset]])[None]
+        torch.testing.assert_close(out, by_hand)
+        seen.add(offset)
+    assert seen == set(range(23))  # every offset 0..22 occurs; position 31 is reachable
+    full = torch.arange(32)[None, :]
+    torch.testing.assert_close(wrapped(full), emb(full))  # no room: unchanged
+
+
+def test_random_position_offsets_in_a_bert():
+    k = 3
+    model = _small_mlm(k)
+    model.config.hidden_dropout_prob = 0.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    keys = set(model.state_dict())
+    ids = torch.as_tensor(pp.tokenize(["ACGTACGTTGCA"], k)["input_ids"])
+    model.eval()
+    plain = model(input_ids=ids).logits
+    use_random_position_offsets(model)
+    wrapper = model.bert.embeddings.position_embeddings
+    assert isinstance(wrapper, RandomOffsetPositionEmbedding)
+    torch.testing.assert_close(model(input_ids=ids).logits, plain)  # eval: unchanged
+    captured = []
+    wrapper.embedding.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
+    model.train()
+    torch.manual_seed(5)
+    shifted = model(input_ids=ids).logits
+    used = captured[-1]
+    assert used[0, 0] == 0 and (used[0, 1:] - used[0, 1]).tolist() == list(range(ids.shape[1] - 1))
+    remove_random_position_offsets(model)
+    assert set(model.state_dict()) == keys
+    model.eval()
+    torch.testing.assert_close(model(input_ids=ids, position_ids=used).logits, shifted)

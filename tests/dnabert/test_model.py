@@ -312,3 +312,28 @@ def test_official_classification_folder(tmp_path, seqs):
     probs = model.predict(seqs[:3], device="cpu", progress=False)
     expected = torch.softmax(_logits(reference, seqs[:3], 3), -1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_pooling_kept_through_save(tmp_path, tiny, fit_kw, labelled):
+    seqs, labels = labelled
+    kw = {"device": "cpu", "progress": False}
+    official = DNABert(k=3, **tiny)
+    official.finetune(seqs, labels, max_steps=1, **fit_kw)
+    assert official.config.classifier_pooling == "cls"  # no say in the config: official [CLS]
+    model = DNABert(k=3, **tiny)
+    model.module.config.classifier_pooling = "mean"  # an MLM that recommends mean pooling
+    model.finetune(seqs, labels, max_epochs=2, batch_size=8, lr=3e-3, **fit_kw)
+    assert model.config.classifier_pooling == "mean"
+    path = model.save(tmp_path / "mean")
+    raw = json.loads((path / "config.json").read_text())
+    assert raw["architectures"] == ["BertForSequenceClassification"]  # weight layout unchanged
+    assert raw["classifier_pooling"] == "mean"
+    loaded = DNABert.load(path)
+    probs = model.predict(seqs, **kw)
+    np.testing.assert_array_equal(loaded.predict(seqs, **kw), probs)
+    # the same weights read through the [CLS] pooler give other probabilities
+    model.finetune(seqs, labels, pooling="cls", max_steps=1, lr=1e-12, **fit_kw)
+    assert model.config.classifier_pooling == "cls"
+    assert not np.allclose(model.predict(seqs, **kw), probs, atol=1e-3)
+    with pytest.raises(ValueError, match="pooling='max'"):
+        model.finetune(seqs, labels, pooling="max", max_steps=1, **fit_kw)

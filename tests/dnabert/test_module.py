@@ -10,6 +10,7 @@ from omicformer.dnabert.module import (
     bert_config,
     build_bert,
     classification_collate,
+    classifier_pooling,
     span_mask_positions,
     span_mask_tokens,
 )
@@ -164,3 +165,35 @@ def test_build_bert_is_seeded_hf_model():
     assert clf.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="divisible"):
         bert_config(3, hidden_size=30, n_heads=4)
+
+
+def test_mean_pooling_classifier_by_hand():
+    """pooler(mean of k-mer states) -> classifier, padding and [CLS]/[SEP] left out."""
+    config = bert_config(3, n_layers=2, d_model=16, n_heads=2, max_len=32, num_labels=3)
+    assert classifier_pooling(config) == "cls"  # official default
+    config.classifier_pooling = "mean"
+    model = build_bert(config, "classification", seed=0).eval()
+    plain = build_bert(bert_config(3, n_layers=2, d_model=16, n_heads=2, max_len=32), "mlm")
+    assert set(model.state_dict()) - {"classifier.weight", "classifier.bias"} >= {
+        k for k in plain.state_dict() if k.startswith("bert.") and "pooler" not in k
+    }
+    batch = pp.tokenize(["ACGTTGCAAC", "GGATCCAT"], 3)  # 8 and 6 k-mers: the second is padded
+    ids, mask = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for row in range(2):
+            n = int(mask[row].sum())  # [CLS] + k-mers + [SEP]
+            hidden = model.bert(input_ids=ids[row : row + 1, :n]).last_hidden_state[0]
+            mean = hidden[1 : n - 1].mean(0)  # k-mers only
+            pooled = torch.tanh(
+                mean @ model.bert.pooler.dense.weight.T + model.bert.pooler.dense.bias
+            )
+            by_hand = pooled @ model.classifier.weight.T + model.classifier.bias
+            torch.testing.assert_close(logits[row], by_hand, atol=1e-5, rtol=1e-5)
+        out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 2]))
+        torch.testing.assert_close(
+            out.loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+        )
+    config.classifier_pooling = "max"
+    with pytest.raises(ValueError, match="classifier_pooling"):
+        build_bert(config, "classification")

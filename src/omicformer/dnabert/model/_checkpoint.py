@@ -164,7 +164,7 @@ def write_checkpoint(
         state = {key: v.half() if v.is_floating_point() else v for key, v in state.items()}
     save_model_dir(path, state, {**metadata, "k": k, "task": task}, overwrite=overwrite)
     config = module.config
-    config.architectures = [type(module).__name__]
+    config.architectures = [getattr(module, "hf_architecture", type(module).__name__)]
     (path / HF_CONFIG).write_text(config.to_json_string(use_diff=False))
     (path / VOCAB).write_text("\n".join(kmer_vocab(k)) + "\n")
     max_len = int(config.max_position_embeddings)

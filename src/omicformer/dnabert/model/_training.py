@@ -17,10 +17,12 @@ from .._kmers import check_sequences, split_windows, vocab_size
 from ..module import (
     CLASSIFICATION,
     MLM,
+    POOLINGS,
     SpanMaskingCollator,
     TokenDataset,
     build_bert,
     classification_collate,
+    classifier_pooling,
 )
 from ._inference import default_overlap
 from ._inputs import (
@@ -201,6 +203,7 @@ class TrainingMixin:
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         class_weight: str | None = None,
+        pooling: str | None = None,
         window_overlap: int | None = None,
         validation_size: float = VALIDATION_SIZE,
         early_stopping: bool = False,
@@ -243,6 +246,12 @@ class TrainingMixin:
             used lr 2e-4, 10% warmup, weight decay 0.01).
         class_weight
             ``"balanced"`` weights the loss by inverse class frequency; ``None`` does not.
+        pooling
+            What the head classifies: ``"cls"``, BERT's pooler on the ``[CLS]`` state (official
+            DNABERT), or ``"mean"``, the same pooler on the mean of the k-mer states. ``None``
+            (default) takes the model's ``config.classifier_pooling`` (the shipped default MLM
+            says ``"mean"``: its ``[CLS]`` state carries too little to fine-tune from, see the
+            DNABERT guide), else ``"cls"``. Kept in the saved ``config.json``.
         window_overlap
             Overlap (bases) of windows of long sequences; default a quarter window.
         validation_size
@@ -264,6 +273,11 @@ class TrainingMixin:
         if class_weight not in (None, "balanced"):
             msg = f"class_weight={class_weight!r} must be None or 'balanced'."
             raise ValueError(msg)
+        if pooling is None:
+            pooling = classifier_pooling(self.module.config)
+        elif pooling not in POOLINGS:
+            msg = f"pooling={pooling!r} must be one of {POOLINGS} (or None for the model's own)."
+            raise ValueError(msg)
         check_sequences(seqs, self.k, names=names)
         train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
         overlap = default_overlap(self.window_size) if window_overlap is None else window_overlap
@@ -278,7 +292,7 @@ class TrainingMixin:
         if class_weight == "balanced":
             counts = np.bincount(train.labels.numpy(), minlength=len(classes)).astype(float)
             weight = torch.as_tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)))
-        self._set_classifier(classes, random_state)
+        self._set_classifier(classes, random_state, pooling)
         plan = DNABertTrainingPlan(
             self.module,
             CLASSIFICATION,
@@ -314,11 +328,21 @@ class TrainingMixin:
     def _reusable_labels(self) -> list[str] | None:
         return self.labels_ if self.task == CLASSIFICATION else None
 
-    def _set_classifier(self, classes: list[str], random_state: int) -> None:
-        """Give the model a classification head for ``classes`` (kept if it already fits)."""
+    def _set_classifier(self, classes: list[str], random_state: int, pooling: str) -> None:
+        """Give the model a ``pooling`` head for ``classes`` (kept if it already fits)."""
+        config = self.module.config
         if self.task == CLASSIFICATION and self.labels_ == classes:
+            if classifier_pooling(config) == pooling:
+                return
+            # same head weights, other pooling: rebuild around them
+            config = copy.deepcopy(config)
+            config.classifier_pooling = pooling
+            module = build_bert(config, CLASSIFICATION, seed=random_state)
+            module.load_state_dict(self.module.state_dict())
+            self.module = module
             return
-        config = copy.deepcopy(self.module.config)
+        config = copy.deepcopy(config)
+        config.classifier_pooling = pooling
         config.num_labels = len(classes)
         config.id2label = dict(enumerate(classes))
         config.label2id = {c: i for i, c in enumerate(classes)}

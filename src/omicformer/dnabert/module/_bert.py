@@ -1,20 +1,25 @@
 """Hugging Face BERT models for DNABERT: configs, construction (SDPA), pooling, state dicts.
 
 The networks are ``transformers``' own :class:`~transformers.BertForMaskedLM` and
-:class:`~transformers.BertForSequenceClassification`; nothing here re-implements BERT.
+:class:`~transformers.BertForSequenceClassification`; nothing here re-implements BERT. A
+classifier whose config says ``classifier_pooling="mean"`` feeds the BERT pooler the mean of the
+k-mer states instead of the ``[CLS]`` state (same parameters, so the same checkpoint layout).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
 from ..._core._deprecation import renamed_kwargs
-from .._kmers import MAX_TOKENS, PAD_ID, vocab_size
+from .._kmers import CLS_ID, MAX_TOKENS, PAD_ID, SEP_ID, vocab_size
 
 MLM = "mlm"
 CLASSIFICATION = "classification"
+POOLINGS = ("cls", "mean")
+SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID)
 
 
 @renamed_kwargs(hidden_size="d_model", intermediate_size="d_hid", max_length="max_len")
@@ -67,6 +72,8 @@ def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.
     from transformers import BertForMaskedLM, BertForSequenceClassification
 
     cls = {MLM: BertForMaskedLM, CLASSIFICATION: BertForSequenceClassification}[task]
+    if task == CLASSIFICATION and classifier_pooling(config) == "mean":
+        cls = _mean_pool_classifier()
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -75,6 +82,41 @@ def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.
         except (ImportError, ValueError, TypeError):  # older transformers or no SDPA support
             model = cls(config)
     return model
+
+
+def classifier_pooling(config) -> str:
+    """``"cls"`` (official DNABERT, BERT's pooler on ``[CLS]``) or ``"mean"`` (over k-mers)."""
+    pooling = getattr(config, "classifier_pooling", None) or "cls"
+    if pooling not in POOLINGS:
+        msg = f"classifier_pooling={pooling!r} must be one of {POOLINGS}."
+        raise ValueError(msg)
+    return pooling
+
+
+@functools.cache
+def _mean_pool_classifier() -> type:
+    """``BertForSequenceClassification`` whose pooler reads the mean of the real k-mer states."""
+    from transformers import BertForSequenceClassification
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class MeanPoolBertForSequenceClassification(BertForSequenceClassification):
+        """Saved as (and weight-compatible with) ``BertForSequenceClassification``."""
+
+        hf_architecture = "BertForSequenceClassification"
+
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            labels = kwargs.pop("labels", None)
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            total, count = mean_pool(out.last_hidden_state, input_ids, SPECIAL_IDS)
+            mean = total / count.clamp(min=1)[:, None]
+            pooler = self.bert.pooler
+            logits = self.classifier(self.dropout(pooler.activation(pooler.dense(mean))))
+            loss = None
+            if labels is not None:
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels.view(-1))
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return MeanPoolBertForSequenceClassification
 
 
 def rename_legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
