@@ -225,3 +225,21 @@ def official():
         write_checkpoint=write_official_checkpoint,
         RefTransformerModel=RefTransformerModel,
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train faster single-threaded, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def backed(adata, tmp_path):
+    """The module's ``adata`` fixture written to an h5ad and opened ``backed="r"``."""
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    b = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    yield b
+    b.file.close()

@@ -32,13 +32,7 @@ from omicformer.scgpt.train._perturb import (
     PerturbationTrainingPlan,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _genes_of(condition: str, control: str = "ctrl") -> list[str]:

@@ -33,14 +33,6 @@ def adata() -> ad.AnnData:
     )
 
 
-@pytest.fixture
-def backed(adata, tmp_path):
-    adata.write_h5ad(tmp_path / "cells.h5ad")
-    b = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
-    yield b
-    b.file.close()
-
-
 class CellIndex(pl.Callback):
     """Records the training cells of every batch, per epoch."""
 

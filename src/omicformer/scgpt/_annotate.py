@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,40 @@ METHODS = ("finetune", "knn")
 #: Reference and query must share at least this many vocabulary genes.
 MIN_SHARED_GENES = 50
 UNKNOWN = "Unknown"
+
+
+class Cells(NamedTuple):
+    """Cells ``rows`` (``None``: all) of ``adata``: in memory, or a read-only backed AnnData."""
+
+    adata: AnnData
+    rows: np.ndarray | None
+
+
+def streamable(adata: AnnData) -> bool:
+    """Whether ``adata`` is a ``backed="r"`` AnnData (not a view): trained and read in chunks."""
+    if not adata.isbacked or adata.is_view:
+        return False
+    return getattr(adata.file, "_filemode", "r") == "r"
+
+
+def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
+    """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
+
+    The expression stays on disk; ``var`` holds only the gene names (``var_names``, or the
+    ``gene_key`` column) with the genes not kept renamed to names no vocabulary holds, so the
+    model reads exactly the kept genes, as from a copy restricted to them. ``adata`` itself
+    is not changed.
+    """
+    import anndata as ad
+
+    names = gene_names(adata, gene_key).astype(object)
+    names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
+    work = ad.read_h5ad(adata.filename, backed="r")
+    if gene_key is None:
+        work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
+    else:
+        work.var = pd.DataFrame({gene_key: names.astype(str)}, index=adata.var_names.copy())
+    return work
 
 
 def annotate(
@@ -55,7 +89,14 @@ def annotate(
     ----------
     adata
         Cells to label (raw counts or other non-negative expression in ``X`` or ``layer``;
-        gene symbols in ``var_names`` or ``var[gene_key]``).
+        gene symbols in ``var_names`` or ``var[gene_key]``). ``backed="r"`` works for
+        ``adata`` and ``reference``: their files are read in chunks of cells, for prediction
+        and for fine-tuning (streamed, as ``ScGPTClassifier.train(streaming=True)``), so
+        memory does not grow with the number of cells. Only a reference with unlabelled
+        cells (``reference=None``) has its labelled cells loaded into memory first, as does a
+        model with domain-specific batch norm (its minibatches hold one batch each, which
+        streaming does not provide); ``backed="r+"`` data and views of backed data are
+        loaded.
     reference
         Labelled cells, ``reference.obs[label_key]``, with the same kind of expression and
         gene names. ``None``: the labelled cells of ``adata`` are the reference and its cells
@@ -154,6 +195,9 @@ def annotate(
             random_state=random_state, progress=progress,
         )  # fmt: skip
 
+    for cells in {id(ref.adata): ref, id(query.adata): query}.values():
+        if cells.adata.isbacked:  # reopened by _check_inputs; read again by path when needed
+            cells.adata.file.close()
     classes = list(proba.columns)
     best = proba.to_numpy().argmax(1)
     conf = proba.to_numpy()[np.arange(len(best)), best]
@@ -197,12 +241,17 @@ def _check_inputs(
     layer: str | None,
     gene_key: str | None,
     min_confidence: float,
-) -> tuple[AnnData, AnnData, np.ndarray, Any, dict[str, int]]:
+) -> tuple[Cells, Cells, np.ndarray, Any, dict[str, int]]:
     """Validate everything before any change.
 
-    Returns the labelled reference (a copy) and the query (a view), both restricted to the
+    Returns the labelled reference and the query as :class:`Cells`, both read with only the
     genes they share in the model's vocabulary, the query mask, a reusable trained classifier
-    (or ``None``) and the gene counts.
+    (or ``None``) and the gene counts. In memory the reference is a copy of the labelled cells
+    and the query a view. A ``backed="r"`` file is not loaded: it is reopened read-only
+    (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
+    in chunks by training (a reference whose cells all have a label) and prediction (query
+    cells). A reference with unlabelled cells (``reference=None``) and other backed AnnData
+    (``backed="r+"``, views) are loaded into memory.
     """
     if method not in METHODS:
         msg = f"method={method!r} must be one of {METHODS}."
@@ -249,12 +298,45 @@ def _check_inputs(
         )
         raise ValueError(msg)
     # both sides read the same genes, so that reference and query cells are comparable
-    ref = source[has_label][:, np.isin(ref_ids, common)].copy()
-    ref.obs[label_key] = pd.Categorical(ref.obs[label_key].astype(str))
-    query = adata[query_mask][:, np.isin(query_ids, common)]
+    if streamable(source) and has_label.all():
+        work = reopened(source, gene_key, np.isin(ref_ids, common))
+        work.obs = pd.DataFrame(
+            {label_key: pd.Categorical(source.obs[label_key].astype(str))},
+            index=source.obs_names.copy(),
+        )
+        ref = Cells(work, None)
+    else:  # labelled cells only (scvi-tools registers no missing labels): a copy in memory
+        sub = _subset(source, has_label, np.isin(ref_ids, common), layer).copy()
+        sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
+        ref = Cells(sub, None)
+    if streamable(adata):
+        rows = None if query_mask.all() else np.flatnonzero(query_mask)
+        query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
+    else:
+        query = Cells(_subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars)}  # fmt: skip
     return ref, query, query_mask, fitted, genes
+
+
+def _subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:
+    """``adata[rows][:, genes]``: a view in memory; read in chunks into memory when backed.
+
+    (A backed view cannot be indexed again, and ``to_memory`` would close the caller's file.)
+    """
+    if not adata.isbacked:
+        return adata[rows][:, genes]
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from .._core._anndata import iter_row_chunks
+
+    X = sp.vstack([chunk[rows[idx]][:, genes] for idx, chunk in iter_row_chunks(adata, layer)],
+                  format="csr")  # fmt: skip
+    out = ad.AnnData(X, obs=adata.obs[rows].copy(), var=adata.var[genes].copy())
+    if layer is not None:
+        out.layers[layer] = X
+    return out
 
 
 def labelled_cells(
@@ -298,16 +380,20 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
 
     clf = fitted
     if clf is None:
-        ScGPTClassifier.setup_anndata(ref, layer=layer, labels_key=label_key, gene_key=gene_key)
-        clf = ScGPTClassifier.load_pretrained(model, ref, max_len=max_len)
+        ScGPTClassifier.setup_anndata(ref.adata, layer=layer, labels_key=label_key,
+                                      gene_key=gene_key)  # fmt: skip
+        clf = ScGPTClassifier.load_pretrained(model, ref.adata, max_len=max_len)
         dev = resolve_device(device)
         clf.train(
             max_epochs=max_epochs, batch_size=batch_size, dropout=dropout,
             random_state=random_state,
             accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1,
             enable_progress_bar=progress,
+            # DSBN (a model= carrying it) needs one-batch minibatches: load, don't stream
+            streaming=False if clf.module.config.domain_spec_batchnorm else None,
         )  # fmt: skip
-    proba = clf.predict_proba(query, device=device, random_state=random_state, progress=progress)
+    proba = clf._proba(query.adata, rows=query.rows, device=device, random_state=random_state,
+                       progress=progress)  # fmt: skip
     return proba, dict(getattr(clf, "validation_scores_", {})), clf
 
 
@@ -321,14 +407,22 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
 
     module, vocab, _ = resolve_model(model, task="embed")
 
-    def embed(a: AnnData) -> np.ndarray:
-        ids = match_genes(a, vocab, gene_key)
-        return embed_cells(module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
-                           max_len=max_len, n_bins=module.config.n_bins, device=device,
-                           random_state=random_state, progress=progress)  # fmt: skip
+    done: dict[int, np.ndarray] = {}
+
+    def embed(cells: Cells) -> np.ndarray:
+        a = cells.adata
+        if id(a) not in done:  # all cells, once per AnnData (backed: read in chunks)
+            ids = match_genes(a, vocab, gene_key)
+            done[id(a)] = embed_cells(
+                module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
+                max_len=max_len, n_bins=module.config.n_bins, device=device,
+                random_state=random_state, progress=progress,
+            )  # fmt: skip
+        return done[id(a)] if cells.rows is None else done[id(a)][cells.rows]
 
     ref_emb, query_emb = embed(ref), embed(query)
-    y = ref.obs[label_key].astype(str).to_numpy()
+    y = ref.adata.obs[label_key].astype(str).to_numpy()
+    y = y if ref.rows is None else y[ref.rows]
     k = min(n_neighbors, len(y))
     fit, held = split_indices(len(y), 0.1, random_state)
     validation = {}
@@ -338,6 +432,7 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
         validation = {"n_cells": len(held), "accuracy": float(accuracy_score(y[held], pred)),
                       "macro_f1": float(f1_score(y[held], pred, average="macro"))}  # fmt: skip
     knn = KNeighborsClassifier(k).fit(ref_emb, y)
-    proba = pd.DataFrame(knn.predict_proba(query_emb), index=query.obs_names.copy(),
+    names = query.adata.obs_names if query.rows is None else query.adata.obs_names[query.rows]
+    proba = pd.DataFrame(knn.predict_proba(query_emb), index=names.copy(),
                          columns=[str(c) for c in knn.classes_])  # fmt: skip
     return proba, validation, knn

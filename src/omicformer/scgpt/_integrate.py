@@ -61,7 +61,13 @@ def integrate(
         Cells x genes, raw counts or other non-negative expression in ``X`` or ``layer`` (scGPT
         bins each cell's values by rank, so log-normalised data work too); gene symbols in
         ``var_names`` or ``var[gene_key]``. Genes outside the model's vocabulary are dropped
-        (how many is logged and stored in ``uns``).
+        (how many is logged and stored in ``uns``). ``backed="r"`` works: with
+        ``dsbn=False`` fine-tuning streams the file in chunks of cells (chunk-shuffled
+        minibatches, as ``ScGPTIntegration.train(streaming=True)``) and memory does not grow
+        with the number of cells; with the default ``dsbn=True`` the vocabulary genes of all
+        cells are loaded into memory first (read in chunks), because DSBN trains on
+        minibatches of one batch each, which streaming does not provide. The embedding reads
+        the file in chunks either way.
     batch_key
         ``obs`` column with the batch of each cell (at least 2 batches).
     model
@@ -85,7 +91,8 @@ def integrate(
     dab_weight
         Weight of the adversarial batch loss (official 1).
     dsbn
-        Domain-specific batch norm (official ``DSBN=True``).
+        Domain-specific batch norm (official ``DSBN=True``). ``False`` lets a ``backed="r"``
+        ``adata`` be fine-tuned out of core (see ``adata``).
     batch_conditioned
         Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
         in the tutorial), so that the cell embedding needs not carry the batch to reconstruct
@@ -140,17 +147,18 @@ def integrate(
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
 
-    work, genes, fitted = _prepare(
+    work, genes, fitted, stream = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-        ecs_threshold, max_len,
+        ecs_threshold, max_len, dsbn,
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     if fitted is not None:
         integration = fitted
     else:
         ScGPTIntegration.setup_anndata(
-            work, batch_key=_BATCH, labels_key=_LABELS if labels_key else None
-        )
+            work, batch_key=_BATCH, labels_key=_LABELS if labels_key else None,
+            layer=layer if stream else None, gene_key=gene_key if stream else None,
+        )  # fmt: skip
         integration = ScGPTIntegration.load_pretrained(
             model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
             use_batch_labels=batch_conditioned,
@@ -166,6 +174,8 @@ def integrate(
         work, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
         progress=progress,
     )  # fmt: skip
+    if stream:  # the reopened file; read again by path if the returned model needs it
+        work.file.close()
 
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = emb
@@ -192,17 +202,22 @@ def integrate(
 
 
 def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-             ecs_threshold, max_len):  # fmt: skip
+             ecs_threshold, max_len, dsbn):  # fmt: skip
     """Validate everything before any change; return the working AnnData and gene counts.
 
-    The working AnnData holds the vocabulary genes of ``adata`` (read in chunks, checked for
-    NaN, negative values and cells without any such gene), ``obs["batch"]`` and, with
-    ``labels_key``, ``obs["labels"]`` (missing labels as the unlabelled category). scvi-tools'
-    setup writes into it, never into ``adata``.
+    Also returns a reusable fitted model (or ``None``) and whether the work is streamed.
+    The working AnnData has ``obs["batch"]`` and, with ``labels_key``, ``obs["labels"]``
+    (missing labels as the unlabelled category); scvi-tools' setup writes into it, never into
+    ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
+    for NaN, negative values and cells without any such gene). A ``backed="r"`` ``adata``
+    fine-tuned without DSBN is not loaded: the working AnnData is its file reopened read-only
+    (same ``layer`` and ``gene_key``), streamed by training (which checks the values first)
+    and read in chunks by the embedding.
     """
     import anndata as ad
     import scipy.sparse as sp
 
+    from ._annotate import reopened, streamable
     from ._embed import vocab_chunks
 
     check_layer(adata, layer)
@@ -256,17 +271,21 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     if dropped:
         logger.info("integrate: %d of %d genes are not in the model's vocabulary and are dropped.",
                     dropped, genes["n_genes_total"])  # fmt: skip
-    cols = np.flatnonzero(gene_ids >= 0)
-    X = sp.vstack([sub for _, sub in vocab_chunks(adata, layer, cols)], format="csr")
     batch_column = _BATCH if fitted is None else fitted.get_setup_arg("batch_key")
     obs = pd.DataFrame({batch_column: pd.Categorical(batches.astype(str).to_numpy())},
                        index=adata.obs_names.copy())  # fmt: skip
     if labels is not None:
         obs[_LABELS] = labels
+    if fitted is None and not dsbn and streamable(adata):
+        work = reopened(adata, gene_key, gene_ids >= 0)
+        work.obs = obs
+        return work, genes, fitted, True
+    cols = np.flatnonzero(gene_ids >= 0)
+    X = sp.vstack([sub for _, sub in vocab_chunks(adata, layer, cols)], format="csr")
     var = pd.DataFrame(index=pd.Index(gene_names(adata, gene_key)[cols].astype(str)))
     work = ad.AnnData(X=X, obs=obs, var=var)
     work.var_names_make_unique()
-    return work, genes, fitted
+    return work, genes, fitted, False
 
 
 def _labels(values: pd.Series, key: str) -> pd.Categorical:

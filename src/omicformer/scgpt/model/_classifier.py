@@ -20,6 +20,9 @@ from ._scgpt import ScGPT
 if TYPE_CHECKING:
     from anndata import AnnData
 
+#: Cells per :func:`embed_cells` chunk in prediction (rounded to whole batches).
+EMBED_CHUNK = 8192
+
 
 class ScGPTClassifier(ScGPT):
     """scGPT with a cell-type head, fine-tuned end to end (official annotation recipe).
@@ -122,6 +125,9 @@ class ScGPTClassifier(ScGPT):
         checkpoint_dir: str | os.PathLike[str] | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
         enable_progress_bar: bool = True,
+        streaming: bool | None = None,
+        chunk_size: int = 1024,
+        shuffle_window: int = 4,
         **trainer_kwargs: Any,
     ) -> None:
         """Fine-tune encoder and head with cross-entropy (the official annotation recipe).
@@ -151,6 +157,15 @@ class ScGPTClassifier(ScGPT):
             module's. On CPU a training step with dropout 0.1 took 4x as long as with 0.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
+        streaming, chunk_size, shuffle_window
+            Out-of-core training, as :meth:`ScGPT.train`: ``None`` (default) streams when the
+            model's AnnData is ``backed="r"``, reading ``chunk_size`` contiguous cells at a
+            time and shuffling cells within windows of ``shuffle_window`` chunks; ``True``
+            streams in-memory data too (same batches as backed data); ``False`` loads the
+            vocabulary genes of all cells. Labels stay in memory (one integer per cell);
+            unlabelled cells are read with their chunk but never trained on. Not available
+            when the module has domain-specific batch norm (``ValueError``: pass
+            ``streaming=False``). Calibration and prediction read backed data in chunks too.
 
         Notes
         -----
@@ -158,19 +173,18 @@ class ScGPTClassifier(ScGPT):
         ``train_loss_step``), ``temperature_``, ``validation_scores_``, ``train_indices``,
         ``validation_indices`` and ``is_trained``. Cells without a label are skipped.
         """
-        from ..train._classify import (
-            ClassificationCollator,
-            ClassifierTrainingPlan,
-            LabelledCellDataset,
-        )
+        from ..train._classify import ClassificationCollator, ClassifierTrainingPlan
+        from ._training import _check_streaming
 
         if class_weight not in (None, "balanced"):
             msg = f"class_weight={class_weight!r} must be 'balanced' or None."
             raise ValueError(msg)
+        c = self.module.config
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
+                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
         if dropout is not None:
             self.module.set_dropout(dropout)
         self._new_head()
-        X, col_ids = self._training_matrix()
         labels = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         labelled = np.flatnonzero(labels >= 0)
         batch = self._batch_codes(self.adata) if self._needs_batch_codes() else None
@@ -179,31 +193,29 @@ class ScGPTClassifier(ScGPT):
         n_classes = len(self.classes_)
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
-
-        def dataset(idx: np.ndarray) -> LabelledCellDataset:
-            return LabelledCellDataset(X[idx], labels[idx], None if batch is None else batch[idx])
-
         weight = None
         if class_weight == "balanced":
             counts = np.bincount(labels[train_idx], minlength=n_classes).astype(float)
             weight = torch.as_tensor(counts.sum() / (n_classes * np.maximum(counts, 1))).float()
-        c = self.module.config
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len}  # fmt: skip
-        train_ds, val_ds = dataset(train_idx), dataset(val_idx)
-        plan = ClassifierTrainingPlan(
-            self.module, lr=lr, weight_decay=weight_decay, class_weight=weight, lr_decay=lr_decay
-        )
-        groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-        self._fit(
-            plan, functools.partial(ClassificationCollator, col_ids, **common), (train_ds, val_ds),
-            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
-            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-            strategy=strategy, precision=precision, num_workers=num_workers,
-            random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
-            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
-            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-        )  # fmt: skip
+        with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
+            train_ds, val_ds = dataset(train_idx, batch, labels), dataset(val_idx, batch, labels)
+            plan = ClassifierTrainingPlan(
+                self.module, lr=lr, weight_decay=weight_decay, class_weight=weight,
+                lr_decay=lr_decay,
+            )  # fmt: skip
+            groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
+            self._fit(
+                plan, functools.partial(ClassificationCollator, col_ids, **common),
+                (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,
+                max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+                devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                num_workers=num_workers, random_state=random_state,
+                early_stopping=early_stopping and len(val_idx) > 0,
+                early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+                ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+            )  # fmt: skip
         self._calibrate(val_idx, labels, random_state)
 
     def _calibrate(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
@@ -215,7 +227,7 @@ class ScGPTClassifier(ScGPT):
         self.temperature_, self.validation_scores_ = 1.0, {}
         if len(val_idx) == 0:
             return
-        logits = self._logits(self.adata[val_idx], random_state=random_state, progress=False)
+        logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
         y = labels[val_idx]
         self.temperature_ = fit_temperature(logits, y)
         pred = logits.argmax(1)
@@ -232,18 +244,50 @@ class ScGPTClassifier(ScGPT):
         self,
         adata: AnnData,
         *,
+        rows: np.ndarray | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         random_state: int = 0,
         progress: bool = True,
     ) -> np.ndarray:
+        """Class logits of the cells ``rows`` of ``adata`` (``None``: all), ``(n, n_classes)``.
+
+        ``adata`` is embedded by :func:`embed_cells`, which reads a backed AnnData in chunks.
+        A subset ``rows`` is embedded in blocks of that chunk size, each block a view of its
+        rows only: a backed block is read once and memory holds one block (a view of
+        ``adata[rows]`` would be read whole for every chunk, and a backed view cannot be
+        indexed again). The blocks are the chunks :func:`embed_cells` would make of
+        ``adata[rows]``, so the logits do not depend on how the data are stored.
+        """
+        kw = {"batch_size": batch_size, "device": device, "random_state": random_state,
+              "progress": progress}  # fmt: skip
+        if rows is None:
+            return self._block_logits(adata, **kw)
+        rows = np.asarray(rows, np.int64)
+        block = batch_size * max(1, EMBED_CHUNK // batch_size)  # embed_cells' chunk rounding
+        parts = [self._block_logits(adata[rows[s : s + block]], **kw)
+                 for s in range(0, rows.size, block)]  # fmt: skip
+        if not parts:
+            return np.zeros((0, self.module.config.n_cls), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def _block_logits(
+        self,
+        adata: AnnData,
+        *,
+        batch_size: int,
+        device: str | torch.device,
+        random_state: int,
+        progress: bool,
+    ) -> np.ndarray:
+        """Class logits of every cell of ``adata`` (one :func:`embed_cells` chunk)."""
         layer = self.get_setup_arg("layer")
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
         emb = embed_cells(
             self.module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
             batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
             device=device, random_state=random_state, progress=progress, normalize=False,
-            batch_labels=codes,
+            batch_labels=codes, chunk_size=EMBED_CHUNK,
         )  # fmt: skip
         head = self.module.cls_decoder.eval()
         device = next(head.parameters()).device
@@ -264,17 +308,23 @@ class ScGPTClassifier(ScGPT):
         ----------
         adata
             Any AnnData with the registered layer and gene symbols (``None``: the model's);
-            ``backed="r"`` works.
+            ``backed="r"`` works and is read in chunks.
         batch_size, device, random_state, progress
             Inference settings, as :meth:`get_latent_representation`.
         """
         adata = self.adata if adata is None else adata
-        logits = self._logits(adata, batch_size=batch_size, device=device,
-                              random_state=random_state, progress=progress)  # fmt: skip
-        z = logits / self.temperature_
+        return self._proba(adata, batch_size=batch_size, device=device,
+                           random_state=random_state, progress=progress)  # fmt: skip
+
+    def _proba(
+        self, adata: AnnData, *, rows: np.ndarray | None = None, **kwargs: Any
+    ) -> pd.DataFrame:
+        """:meth:`predict_proba` of the cells ``rows`` of ``adata`` (``None``: all; see :meth:`_logits`)."""
+        z = self._logits(adata, rows=rows, **kwargs) / self.temperature_
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        return pd.DataFrame(p, index=adata.obs_names.copy(), columns=self.classes_)
+        names = adata.obs_names if rows is None else adata.obs_names[rows]
+        return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
 
     def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
         """Most probable class per cell (a categorical :class:`~pandas.Series`).

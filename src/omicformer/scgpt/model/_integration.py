@@ -183,11 +183,14 @@ class ScGPTIntegration(ScGPT):
         checkpoint_dir: str | os.PathLike[str] | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
         enable_progress_bar: bool = True,
+        streaming: bool | None = None,
+        chunk_size: int = 1024,
+        shuffle_window: int = 4,
         **trainer_kwargs: Any,
     ) -> None:
         """Fine-tune for integration (official ``Tutorial_Integration`` objective).
 
-        Every minibatch holds cells of one batch (as DSBN needs). Loss:
+        In memory, every minibatch holds cells of one batch (as DSBN needs). Loss:
         ``mse + gepc + ecs_weight * ecs + dab_weight * dab (+ label_weight * cls)``; see
         :class:`~omicformer.scgpt.train.IntegrationTrainingPlan`.
 
@@ -226,6 +229,16 @@ class ScGPTIntegration(ScGPT):
             module's. On CPU a training step with dropout 0.1 took 4x as long as with 0.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
+        streaming, chunk_size, shuffle_window
+            Out-of-core training, as :meth:`ScGPT.train`: ``None`` (default) streams when the
+            model's AnnData is ``backed="r"``; ``True`` streams in-memory data too (same
+            batches as backed data); ``False`` loads the vocabulary genes of all cells. Batch
+            and label codes stay in memory (one integer each per cell). Streamed minibatches
+            mix batches (chunk-shuffled, as :meth:`ScGPT.train`), so streaming needs a model
+            without DSBN (``load_pretrained(..., dsbn=False)``); with DSBN, which normalises
+            each minibatch with one batch's statistics, streaming raises ``ValueError`` (pass
+            ``streaming=False`` to load the data; :func:`~omicformer.scgpt.tl.integrate` does
+            that itself).
 
         Notes
         -----
@@ -233,49 +246,52 @@ class ScGPTIntegration(ScGPT):
         ``train_loss_ecs``, ``train_loss_dab``, ``train_loss_cls``, ``validation_loss``, ...),
         ``train_indices``, ``validation_indices`` and ``is_trained``.
         """
-        from ..train import LabelledCellDataset
         from ..train._integrate import IntegrationTrainingPlan, MaskedValueCollator
+        from ._training import _check_streaming
 
         for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
                             ("label_weight", label_weight)):  # fmt: skip
             if value < 0:
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
+        c = self.module.config
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
+                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
         if dropout is not None:
             self.module.set_dropout(dropout)
         n_labels = len(self._label_categories())
         label_weight = label_weight if n_labels else 0.0
-        X, col_ids = self._training_matrix()
         batches = self._batch_codes(self.adata)
         labels = self._label_codes()
-        train_idx, val_idx = split_indices(X.shape[0], validation_size, random_state)
+        train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
             max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
-
-        def dataset(idx: np.ndarray) -> LabelledCellDataset:
-            return LabelledCellDataset(X[idx], labels[idx], batches[idx])
-
-        c = self.module.config
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
                   "mask_ratio": mask_ratio, "mask_value": c.mask_value,
                   "n_zero_genes": n_zero_genes if mvc else 0}  # fmt: skip
-        train_ds, val_ds = dataset(train_idx), dataset(val_idx)
-        plan = IntegrationTrainingPlan(
-            self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
-            label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
-        )  # fmt: skip
-        groups = (train_ds.batch_codes, val_ds.batch_codes)  # one batch per minibatch, for DSBN
-        self._fit(
-            plan, functools.partial(MaskedValueCollator, col_ids, **common), (train_ds, val_ds),
-            (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
-            max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-            strategy=strategy, precision=precision, num_workers=num_workers,
-            random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
-            early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
-            ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-        )  # fmt: skip
+        with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
+            train_ds, val_ds = (
+                dataset(train_idx, batches, labels),
+                dataset(val_idx, batches, labels),
+            )
+            plan = IntegrationTrainingPlan(
+                self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
+                label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
+            )  # fmt: skip
+            # in memory one batch per minibatch (for DSBN); streamed batches are chunk-shuffled
+            groups = None if stream else (train_ds.batch_codes, val_ds.batch_codes)
+            self._fit(
+                plan, functools.partial(MaskedValueCollator, col_ids, **common),
+                (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,
+                max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+                devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                num_workers=num_workers, random_state=random_state,
+                early_stopping=early_stopping and len(val_idx) > 0,
+                early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+                ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+            )  # fmt: skip
 
     def _needs_batch_codes(self) -> bool:
         return bool(self.module.config.domain_spec_batchnorm or self.module.config.use_batch_labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._embed import vocab_chunks
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from ..._core._ondisk import ChunkedRows
 
@@ -55,6 +56,47 @@ class GenerativeTrainingMixin:
         finally:
             source.close()  # reopened by whichever process reads next (workers, ranks)
         return rows, gene_ids[cols]
+
+    @contextlib.contextmanager
+    def _training_cells(
+        self, stream: bool, chunk_size: int, shuffle_window: int
+    ) -> Iterator[tuple[Callable[..., Any], np.ndarray]]:
+        """The training cells of every trainer, in memory or streamed; closes the file after.
+
+        Yields ``(dataset, col_ids)``: ``dataset(idx, batch_codes=None, labels=None)`` makes
+        the dataset of cells ``idx`` (sorted rows of ``self.adata``) with those cells' entries
+        of the per-cell arrays ``batch_codes`` and ``labels`` (all cells, kept in memory):
+        :class:`~omicformer.scgpt.train.CellDataset` /
+        :class:`~omicformer.scgpt.train.LabelledCellDataset` on the vocabulary columns loaded
+        with :meth:`_training_matrix`, or, with ``stream``, a
+        :class:`~omicformer.scgpt.train._data.ChunkedCellDataset` reading ``chunk_size`` cells
+        at a time (:meth:`_training_rows`, all cells validated first). ``col_ids`` are the
+        vocabulary ids of the dataset's columns.
+        """
+        from ..train import CellDataset, LabelledCellDataset
+        from ..train._data import ChunkedCellDataset
+
+        if stream:
+            rows, col_ids = self._training_rows(chunk_size, cache_chunks=shuffle_window)
+        else:
+            X, col_ids = self._training_matrix()
+
+        def dataset(
+            idx: np.ndarray, batch_codes: np.ndarray | None = None, labels: np.ndarray | None = None
+        ) -> Any:
+            codes = None if batch_codes is None else batch_codes[idx]
+            y = None if labels is None else labels[idx]
+            if stream:
+                return ChunkedCellDataset(rows.subset(idx), codes, labels=y, window=shuffle_window)
+            if y is None:
+                return CellDataset(X[idx], codes)
+            return LabelledCellDataset(X[idx], y, codes)
+
+        try:
+            yield dataset, col_ids
+        finally:
+            if stream:
+                rows.source.close()
 
     def _fit(
         self,
@@ -214,8 +256,7 @@ class GenerativeTrainingMixin:
         >>> model = ScGPT(adata)
         >>> model.train(max_epochs=1, chunk_size=2048, shuffle_window=8)  # streams (backed)
         """
-        from ..train import CellDataset, GenerativeCollator, GenerativeTrainingPlan
-        from ..train._data import ChunkedCellDataset
+        from ..train import GenerativeCollator, GenerativeTrainingPlan
 
         if self.adata is None:
             msg = "This model has no AnnData; load it with ScGPT.load(path, adata=...) to train."
@@ -225,31 +266,17 @@ class GenerativeTrainingMixin:
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
                                   dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
         codes = self._batch_codes(self.adata) if self._needs_batch_codes() else None
-        if stream:
-            rows, col_ids = self._training_rows(chunk_size, cache_chunks=shuffle_window)
-            n_cells = len(rows)
-        else:
-            X, col_ids = self._training_matrix()
-            n_cells = X.shape[0]
-        train_idx, val_idx = split_indices(n_cells, validation_size, random_state)
-
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id, "pad_value": c.pad_value,
                   "n_bins": c.n_bins, "max_len": self.max_len, "gen_ratios": gen_ratios}  # fmt: skip
-
-        def dataset(idx: np.ndarray) -> CellDataset | ChunkedCellDataset:
-            sub_codes = None if codes is None else codes[idx]
-            if stream:
-                return ChunkedCellDataset(rows.subset(idx), sub_codes, window=shuffle_window)
-            return CellDataset(X[idx], sub_codes)
-
-        train_ds, val_ds = dataset(train_idx), dataset(val_idx)
-        plan = GenerativeTrainingPlan(
-            self.module, lr=lr, weight_decay=weight_decay, mvc=mvc, ecs_weight=ecs_weight,
-            scheduler_interval=scheduler_interval, scheduler_factor=scheduler_factor,
-        )  # fmt: skip
-        # DSBN normalises a minibatch with one domain's statistics: one batch label per minibatch
-        groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-        try:
+        with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
+            train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
+            train_ds, val_ds = dataset(train_idx, codes), dataset(val_idx, codes)
+            plan = GenerativeTrainingPlan(
+                self.module, lr=lr, weight_decay=weight_decay, mvc=mvc, ecs_weight=ecs_weight,
+                scheduler_interval=scheduler_interval, scheduler_factor=scheduler_factor,
+            )  # fmt: skip
+            # DSBN normalises a minibatch with one domain's statistics: one batch label each
+            groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
             self._fit(
                 plan, functools.partial(GenerativeCollator, col_ids, **common), (train_ds, val_ds),
                 (train_idx, val_idx), groups=groups, batch_size=batch_size, max_epochs=max_epochs,
@@ -260,9 +287,6 @@ class GenerativeTrainingMixin:
                 checkpoint_every_n_steps=checkpoint_every_n_steps, ckpt_path=ckpt_path,
                 enable_progress_bar=enable_progress_bar, **trainer_kwargs,
             )  # fmt: skip
-        finally:
-            if stream:
-                rows.source.close()
 
 
 def _check_streaming(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .._tokenize import pad_batch
 from ..module import TransformerModel
-from ._data import CellCollator, CellDataset
+from ._data import CellCollator, CellDataset, per_cell_codes
 from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 
 #: Parameters the classifier objective trains: encoders, transformer, batch layers, the head.
@@ -35,14 +35,15 @@ CLASSIFIER_PARTS = (
 
 
 class LabelledCellDataset(CellDataset):
-    """:class:`CellDataset` whose items also carry a class code: ``(i, cols, values, batch, y)``."""
+    """:class:`CellDataset` whose items also carry a class code: ``(i, cols, values, batch, y)``.
+
+    In memory; its out-of-core counterpart is
+    :class:`~omicformer.scgpt.train._data.ChunkedCellDataset` with ``labels=``.
+    """
 
     def __init__(self, X: sp.csr_matrix, labels: np.ndarray, batch_codes: np.ndarray | None = None):
         super().__init__(X, batch_codes)
-        self.labels = np.asarray(labels, dtype=np.int64)
-        if len(self.labels) != self.X.shape[0]:
-            msg = f"{len(self.labels)} labels for {self.X.shape[0]} cells."
-            raise ValueError(msg)
+        self.labels = per_cell_codes(labels, self.X.shape[0], "labels")
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int, int]:
         return (*super().__getitem__(i), int(self.labels[i]))

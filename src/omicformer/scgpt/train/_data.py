@@ -26,6 +26,15 @@ from ..._core._train import EpochBatchSampler
 from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_rows
 
 
+def per_cell_codes(codes: np.ndarray | None, n_cells: int, what: str) -> np.ndarray:
+    """``codes`` as int64, one per cell (``None``: all 0); ``ValueError`` for a wrong length."""
+    out = np.zeros(n_cells, dtype=np.int64) if codes is None else np.asarray(codes, np.int64)
+    if len(out) != n_cells:
+        msg = f"{len(out)} {what} for {n_cells} cells."
+        raise ValueError(msg)
+    return out
+
+
 class CellDataset(Dataset):
     """Cells of a CSR matrix whose columns are vocabulary genes.
 
@@ -46,12 +55,7 @@ class CellDataset(Dataset):
         X.eliminate_zeros()
         X.sort_indices()
         self.X = X
-        n = X.shape[0]
-        self.batch_codes = (
-            np.zeros(n, dtype=np.int64)
-            if batch_codes is None
-            else np.asarray(batch_codes, np.int64)
-        )
+        self.batch_codes = per_cell_codes(batch_codes, X.shape[0], "batch codes")
 
     def __len__(self) -> int:
         return self.X.shape[0]
@@ -64,7 +68,8 @@ class CellDataset(Dataset):
 class ChunkedCellDataset(Dataset):
     """Cells read out of core, one contiguous chunk of rows at a time; items as :class:`CellDataset`.
 
-    Memory holds ``window`` chunks, not the matrix. Batches come from the dataset's own
+    Memory holds ``window`` chunks, not the matrix; batch codes and labels are small per-cell
+    arrays kept in memory. Batches come from the dataset's own
     :class:`~omicformer._core._ondisk.ChunkBatchSampler` (chunk order shuffled per epoch, cells
     shuffled within windows of ``window`` chunks), which the shared runner picks up through
     :meth:`make_batch_sampler`; one epoch reads every chunk about once.
@@ -76,29 +81,37 @@ class ChunkedCellDataset(Dataset):
         the :func:`vocab_columns` transform); it should cache at least ``window`` chunks.
     batch_codes
         Integer batch code per cell (``None``: all 0).
+    labels
+        Integer class code per cell (``-1``: no label); items then end with it,
+        ``(i, cols, values, batch code, label)``, as
+        :class:`~omicformer.scgpt.train.LabelledCellDataset` (fine-tuning collators).
+        ``None``: items as :class:`CellDataset`.
     window
         Chunks whose cells are shuffled together.
     """
 
     def __init__(
-        self, rows: ChunkedRows, batch_codes: np.ndarray | None = None, *, window: int = 4
+        self,
+        rows: ChunkedRows,
+        batch_codes: np.ndarray | None = None,
+        *,
+        labels: np.ndarray | None = None,
+        window: int = 4,
     ):
         self.rows, self.window = rows, int(window)
-        self.batch_codes = (
-            np.zeros(len(rows), dtype=np.int64)
-            if batch_codes is None
-            else np.asarray(batch_codes, np.int64)
-        )
-        if len(self.batch_codes) != len(rows):
-            msg = f"{len(self.batch_codes)} batch codes for {len(rows)} cells."
-            raise ValueError(msg)
+        self.batch_codes = per_cell_codes(batch_codes, len(rows), "batch codes")
+        self.labels = None if labels is None else per_cell_codes(labels, len(rows), "labels")
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+    def __getitem__(
+        self, i: int
+    ) -> tuple[int, np.ndarray, np.ndarray, int] | tuple[int, np.ndarray, np.ndarray, int, int]:
         cols, vals = self.rows[i]
-        return int(i), cols, vals, int(self.batch_codes[i])
+        if self.labels is None:
+            return int(i), cols, vals, int(self.batch_codes[i])
+        return int(i), cols, vals, int(self.batch_codes[i]), int(self.labels[i])
 
     def make_batch_sampler(
         self, batch_size: int, *, shuffle: bool = True, seed: int = 0

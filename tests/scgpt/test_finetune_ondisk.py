@@ -1,0 +1,242 @@
+"""Out-of-core fine-tuning: ScGPTClassifier / ScGPTIntegration and tl.annotate / tl.integrate on backed AnnData.
+
+Every expected value comes from the in-memory run: ``streaming=True`` on in-memory data gives
+the batches a backed file gives, so weights, probabilities and embeddings must be equal.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer._core._ondisk import RowSource
+from omicformer.scgpt import tl
+from omicformer.scgpt.model import ScGPT, ScGPTClassifier, ScGPTIntegration, _classifier
+
+N_GENES = 60
+TYPES = ["T", "B", "Mono"]
+FIT = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "batch_size": 8}
+STREAM = {"chunk_size": 16, "shuffle_window": 2, "random_state": 2}
+
+
+def _cells(n_per_group: int = 8, seed: int = 0) -> ad.AnnData:
+    """Two batches x three cell types (type t boosts genes 20t..20t+19; batch "b" genes 0-9)."""
+    rng = np.random.default_rng(seed)
+    rows, types, batches = [], [], []
+    for batch in ("a", "b"):
+        for t, name in enumerate(TYPES):
+            lam = np.full(N_GENES, 0.7)
+            lam[20 * t : 20 * (t + 1)] = 5.0
+            if batch == "b":
+                lam[:10] *= 3
+            rows.append(rng.poisson(lam, size=(n_per_group, N_GENES)))
+            types += [name] * n_per_group
+            batches += [batch] * n_per_group
+    X = np.vstack(rows).astype(np.float32)
+    X[:, 1] += 1  # every cell expresses a vocabulary gene
+    order = rng.permutation(len(types))  # chunks hold mixed types and batches
+    obs = pd.DataFrame({"cell_type": np.array(types)[order], "batch": np.array(batches)[order]},
+                       index=[f"c{i}" for i in range(len(types))])  # fmt: skip
+    var = pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    return ad.AnnData(sp.csr_matrix(X[order]), obs=obs, var=var)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> ScGPT:
+    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
+    a = _cells(2, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=16, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+@pytest.fixture
+def adata() -> ad.AnnData:
+    return _cells()
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def _count_reads(monkeypatch) -> list[int]:
+    reads: list[int] = []
+    original = RowSource.read
+    monkeypatch.setattr(
+        RowSource, "read", lambda self, a, b: reads.append(a) or original(self, a, b)
+    )
+    return reads
+
+
+# ---------------------------------------------------------------- ScGPTClassifier
+def _classifier_model(data: ad.AnnData, pretrained: ScGPT) -> ScGPTClassifier:
+    ScGPTClassifier.setup_anndata(data, labels_key="cell_type")
+    return ScGPTClassifier.load_pretrained(pretrained, data)
+
+
+def test_classifier_backed_streaming_equals_in_memory(adata, backed, pretrained, monkeypatch):
+    memory = _classifier_model(adata, pretrained)
+    memory.train(max_epochs=2, streaming=True, **STREAM, **FIT)
+    reads = _count_reads(monkeypatch)
+    stream = _classifier_model(backed, pretrained)
+    stream.train(max_epochs=2, **STREAM, **FIT)  # backed: streams by default
+    assert reads  # trained from chunk reads of the file
+    np.testing.assert_array_equal(memory.train_indices, stream.train_indices)
+    _same_weights(memory.module, stream.module)
+    assert memory.temperature_ == stream.temperature_  # calibrated on backed validation cells
+    assert memory.validation_scores_ == stream.validation_scores_
+    pd.testing.assert_frame_equal(memory.history["train_loss"], stream.history["train_loss"])
+    pd.testing.assert_frame_equal(
+        memory.predict_proba(adata, progress=False), stream.predict_proba(backed, progress=False)
+    )
+
+
+def test_classifier_predicts_rows_of_backed_data_in_blocks(adata, backed, pretrained, monkeypatch):
+    clf = _classifier_model(adata, pretrained)
+    clf.train(max_epochs=1, validation_size=0.0, **FIT)
+    rows = np.array([1, 2, 5, 8, 9, 13, 30, 31, 40, 47])
+    expected = clf.predict_proba(adata[rows], batch_size=4, progress=False)  # one chunk
+    monkeypatch.setattr(_classifier, "EMBED_CHUNK", 4)  # blocks of 4 cells, views of the file
+    got = clf._proba(backed, rows=rows, batch_size=4, progress=False)
+    pd.testing.assert_frame_equal(
+        expected, clf._proba(adata, rows=rows, batch_size=4, progress=False), rtol=1e-6, atol=1e-6
+    )
+    pd.testing.assert_frame_equal(
+        clf._proba(adata, rows=rows, batch_size=4, progress=False), got, rtol=0, atol=0
+    )
+
+
+def test_classifier_refuses_bad_streaming_settings(adata, backed, pretrained):
+    clf = _classifier_model(adata, pretrained)
+    for bad in ({"chunk_size": 0}, {"chunk_size": 2.5}, {"shuffle_window": 0}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            clf.train(max_epochs=1, streaming=True, **bad, **FIT)
+    assert not clf.is_trained
+    ScGPTClassifier.setup_anndata(backed, labels_key="cell_type", batch_key="batch")
+    dsbn = ScGPTClassifier(backed, d_model=16, n_layers=1, n_heads=2, dsbn=True)
+    with pytest.raises(ValueError, match="streaming=False"):
+        dsbn.train(max_epochs=1, **FIT)
+    dsbn.train(max_epochs=1, streaming=False, **FIT)  # loads the backed file
+    assert dsbn.is_trained and backed.isbacked
+
+
+# ---------------------------------------------------------------- ScGPTIntegration
+def _integration_model(data: ad.AnnData, pretrained: ScGPT, **kw) -> ScGPTIntegration:
+    ScGPTIntegration.setup_anndata(data, batch_key="batch", labels_key="cell_type")
+    return ScGPTIntegration.load_pretrained(pretrained, data, **kw)
+
+
+def test_integration_backed_streaming_equals_in_memory(adata, backed, pretrained):
+    memory = _integration_model(adata, pretrained, dsbn=False, use_batch_labels=True)
+    memory.train(max_epochs=2, streaming=True, **STREAM, **FIT)
+    stream = _integration_model(backed, pretrained, dsbn=False, use_batch_labels=True)
+    stream.train(max_epochs=2, **STREAM, **FIT)
+    _same_weights(memory.module, stream.module)
+    pd.testing.assert_frame_equal(
+        memory.history["validation_loss"], stream.history["validation_loss"]
+    )
+    np.testing.assert_array_equal(
+        memory.get_latent_representation(adata, progress=False),
+        stream.get_latent_representation(backed, progress=False),  # read in chunks
+    )
+
+
+def test_integration_with_dsbn_refuses_to_stream(adata, backed, pretrained):
+    memory = _integration_model(adata, pretrained)  # dsbn=True by default
+    with pytest.raises(ValueError, match="streaming=False"):
+        memory.train(max_epochs=1, streaming=True, **FIT)
+    for bad in ({"chunk_size": -1}, {"shuffle_window": True}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            memory.train(max_epochs=1, **bad, **FIT)
+    model = _integration_model(backed, pretrained)
+    with pytest.raises(ValueError, match="streaming=False"):
+        model.train(max_epochs=1, **FIT)
+    assert not model.is_trained
+    model.train(max_epochs=1, streaming=False, **FIT)
+    assert model.is_trained
+
+
+# ---------------------------------------------------------------- tl.annotate / tl.integrate
+def _annotated_fields(a: ad.AnnData, key: str) -> tuple[list[str], list[str]]:
+    return sorted(a.obs.columns), sorted(a.uns["scgpt"][key])
+
+
+@pytest.mark.parametrize("with_reference", [True, False])
+def test_annotate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, with_reference):
+    ref, query = _cells(seed=0), _cells(4, seed=1)
+    if not with_reference:  # unlabelled cells of adata are the query
+        query = ref.copy()
+        query.obs["cell_type"] = query.obs["cell_type"].astype(object)
+        query.obs.iloc[::5, 0] = np.nan
+        ref = None
+    memory = query.copy()
+    tl.annotate(memory, ref, label_key="cell_type", model=pretrained, max_epochs=1,
+                progress=False)  # fmt: skip
+    query.write_h5ad(tmp_path / "query.h5ad")
+    backed = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
+    if ref is not None:
+        ref.write_h5ad(tmp_path / "ref.h5ad")
+        ref = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    reads = _count_reads(monkeypatch)
+    tl.annotate(backed, ref, label_key="cell_type", model=pretrained, max_epochs=1,
+                progress=False)  # fmt: skip
+    # a labelled reference file is streamed; with reference=None its labelled cells are loaded
+    assert bool(reads) == with_reference
+    assert _annotated_fields(backed, "scgpt_cell_type") == _annotated_fields(
+        memory, "scgpt_cell_type"
+    )
+    predicted = backed.obs["scgpt_cell_type"]
+    assert predicted.notna().all() and set(predicted.astype(str)) <= set(TYPES)
+    known = memory.obs["cell_type"].notna().to_numpy() if ref is None else np.zeros(0, bool)
+    if ref is None:  # labelled cells keep their label, the others get a confidence
+        np.testing.assert_array_equal(predicted[known].astype(str),
+                                      memory.obs["cell_type"][known].astype(str))  # fmt: skip
+        assert np.isfinite(backed.obs["scgpt_cell_type_confidence"][~known]).all()
+    assert backed.isbacked and backed.file.is_open  # the caller's handle stays usable
+
+
+def test_annotate_knn_on_backed_data_equals_in_memory(pretrained, tmp_path):
+    adata = _cells()
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(object)
+    adata.obs.iloc[::4, 0] = np.nan
+    memory = adata.copy()
+    tl.annotate(memory, label_key="cell_type", model=pretrained, method="knn", progress=False)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    tl.annotate(backed, label_key="cell_type", model=pretrained, method="knn", progress=False)
+    new = ["scgpt_cell_type", "scgpt_cell_type_confidence"]
+    pd.testing.assert_frame_equal(backed.obs[new], memory.obs[new])
+    assert backed.uns["scgpt"]["scgpt_cell_type"] == memory.uns["scgpt"]["scgpt_cell_type"]
+    backed.file.close()
+
+
+@pytest.mark.parametrize("dsbn", [True, False])
+def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, dsbn):
+    adata = _cells()
+    memory = adata.copy()
+    kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "progress": False,
+          "dsbn": dsbn}  # fmt: skip
+    tl.integrate(memory, **kw)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    reads = _count_reads(monkeypatch)
+    tl.integrate(backed, **kw)
+    assert bool(reads) == (not dsbn)  # streamed without DSBN; DSBN loads (one batch per step)
+    assert sorted(backed.obsm) == sorted(memory.obsm)
+    z, info = backed.obsm["X_scgpt_integrated"], backed.uns["scgpt"]["X_scgpt_integrated"]
+    assert z.shape == memory.obsm["X_scgpt_integrated"].shape
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    expected = memory.uns["scgpt"]["X_scgpt_integrated"]
+    assert sorted(info) == sorted(expected) and info["params"] == expected["params"]
+    assert sorted(info["losses"]) == sorted(expected["losses"])
+    if dsbn:  # the same in-memory training: the same embedding
+        np.testing.assert_array_equal(z, memory.obsm["X_scgpt_integrated"])
+    assert list(backed.obs.columns) == list(memory.obs.columns) and backed.file.is_open
+    backed.file.close()
