@@ -72,6 +72,8 @@ CASES = ("embed_backed", "embed_memory", "pad_baseline", "train_backed", "train_
 IN_MEMORY = {"embed_memory", "pad_baseline", "train_memory"}
 MODEL = {"d_model": 32, "nlayers": 2, "nhead": 2, "max_len": 256}
 N_GENES, N_TYPES, BURST_Q = 20_000, 12, 0.5
+#: The AnnData a case opened (its ``obs`` is measured after the clock stops).
+OPENED: list = []
 
 
 # ---------------------------------------------------------------------------- synthetic data
@@ -251,6 +253,7 @@ def embed(args: argparse.Namespace, out: dict) -> None:
     backed = args.case == "embed_backed"
     adata = ad.read_h5ad(args.file, backed="r" if backed else None)
     out["rss_after_open"] = MemoryWatch.status("VmRSS:")
+    OPENED.append(adata)
     model = tiny_module(list(adata.var_names))
     out_file = os.path.join(args.scratch, "emb.npy") if backed else None
     tl.embed(adata, model, max_len=MODEL["max_len"], batch_size=args.batch_size, device="cpu",
@@ -281,6 +284,7 @@ def pad_baseline(args: argparse.Namespace, out: dict) -> None:
 
     adata = ad.read_h5ad(args.file)
     out["rss_after_open"] = MemoryWatch.status("VmRSS:")
+    OPENED.append(adata)
     module, vocab = tiny_module(list(adata.var_names))
     ids = np.arange(adata.n_vars)  # every gene is in the vocabulary, in order
     X = to_csr(adata.X)
@@ -326,6 +330,7 @@ def train(args: argparse.Namespace, out: dict) -> None:
     backed = args.case == "train_backed"
     adata = ad.read_h5ad(args.file, backed="r" if backed else None)
     out["rss_after_open"] = MemoryWatch.status("VmRSS:")
+    OPENED.append(adata)
     ScGPT.setup_anndata(adata)
     model = ScGPT(adata, d_model=MODEL["d_model"], n_layers=MODEL["nlayers"],
                   n_heads=MODEL["nhead"], max_len=MODEL["max_len"], dropout=0.0)  # fmt: skip
@@ -335,6 +340,14 @@ def train(args: argparse.Namespace, out: dict) -> None:
                 streaming=backed, callbacks=[clock])  # fmt: skip
     out["n"] = clock.steps * args.batch_size
     out["loop_seconds"], out["loop_cpu_seconds"] = clock.seconds, clock.cpu
+
+
+def obs_mib(adata) -> float:
+    """Memory of what anndata holds per cell for a file: ``obs`` and its index (cell names)."""
+    obs = adata.obs
+    return (
+        obs.memory_usage(deep=True, index=False).sum() + obs.index.memory_usage(deep=True)
+    ) / 2**20
 
 
 def run_case(args: argparse.Namespace) -> None:
@@ -357,6 +370,7 @@ def run_case(args: argparse.Namespace) -> None:
         fn(args, out)
     out["seconds"], out["cpu_seconds"] = time.perf_counter() - t, time.process_time() - cpu0
     out["peak_rss"], out["peak_anon"] = mem.peak_rss, mem.peak_anon
+    out["obs_mib"] = obs_mib(OPENED[0]) if OPENED else float("nan")
     Path(args.result).write_text(json.dumps(out))
 
 
@@ -412,21 +426,23 @@ def measure(args: argparse.Namespace, case: str, size: int, path: Path, info: di
 
 def report(rows: list[dict], info: dict[int, dict]) -> None:
     print(f"{'cells':>9s} {'case':14s} {'seconds':>8s} {'cells/s':>8s} {'cells/CPU-s':>11s} "
-          f"{'peak RSS MiB':>12s} {'anon MiB':>8s} {'open MiB':>8s} {'+MiB':>6s}  note")  # fmt: skip
+          f"{'peak RSS MiB':>12s} {'anon MiB':>8s} {'open MiB':>8s} {'+MiB':>6s} {'obs MiB':>7s}  note")  # fmt: skip
     for r in rows:
         if "skipped" in r:
             print(f"{r['size']:9d} {r['case']:14s} {'-':>8s} {'-':>8s} {'-':>11s} {'-':>12s} "
-                  f"{'-':>8s} {'-':>8s} {'-':>6s}  {r['skipped']}")  # fmt: skip
+                  f"{'-':>8s} {'-':>8s} {'-':>6s} {'-':>7s}  {r['skipped']}")  # fmt: skip
             continue
         secs = r.get("loop_seconds", r["seconds"])
         cpu = r.get("loop_cpu_seconds", r["cpu_seconds"])
         note = f"set-up {r['seconds'] - secs:.1f} s, {r['n']} cells trained" if "loop_seconds" in r else ""  # fmt: skip
         print(f"{r['size']:9d} {r['case']:14s} {r['seconds']:8.1f} {r['n'] / secs:8.0f} "
               f"{r['n'] / cpu:11.0f} {r['peak_rss']:12.0f} {r['peak_anon']:8.0f} "
-              f"{r['rss_after_open']:8.0f} {r['peak_rss'] - r['rss_after_open']:6.0f}  {note}")  # fmt: skip
+              f"{r['rss_after_open']:8.0f} {r['peak_rss'] - r['rss_after_open']:6.0f} "
+              f"{r.get('obs_mib', float('nan')):7.0f}  {note}")  # fmt: skip
     print("peak RSS: the case's process (ru_maxrss); anon: peak anonymous RSS (sampled, without "
           "mapped file pages); open MiB: RSS after imports and opening the file (obs, var, and "
-          "for in-memory cases the matrix); +MiB: peak RSS - open MiB.")  # fmt: skip
+          "for in-memory cases the matrix); +MiB: peak RSS - open MiB; obs MiB: anndata's obs "
+          "and cell names, held in memory for a backed file too (part of open MiB).")  # fmt: skip
     for n, i in info.items():
         print(f"data {n} cells: {i['nnz'] / n:.0f} detected genes/cell, {i['bytes'] / 2**30:.2f} GiB "
               f"on disk")  # fmt: skip

@@ -221,3 +221,48 @@ def test_run_training_takes_the_dataset_sampler():
     with pytest.raises(ValueError, match="own batch sampler"):
         _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True,
                            groups=np.zeros(8, int))  # fmt: skip
+
+
+def _reference_order(chunk_ids, window, seed, epoch):
+    """The sampler's documented order, written plainly (int64, argsort): what it must equal."""
+    chunk_ids = np.asarray(chunk_ids, np.int64)
+    items = np.argsort(chunk_ids, kind="stable")
+    chunks, starts = np.unique(chunk_ids[items], return_index=True)
+    bounds = np.append(starts, len(items))
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(chunks))
+    parts = [
+        rng.permutation(
+            np.concatenate([items[bounds[j] : bounds[j + 1]] for j in perm[w : w + window]])
+        )
+        for w in range(0, len(perm), window)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_chunk_sampler_order_is_compact_and_unchanged(sort):
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 37, 500):
+        chunk_ids = rng.integers(0, 9, n)
+        chunk_ids = np.sort(chunk_ids) if sort else chunk_ids
+        sampler = ChunkBatchSampler(chunk_ids, 6, window=3, seed=2)
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            order = sampler.order()
+            assert order.dtype == np.int32  # 4 bytes per cell, not 8
+            np.testing.assert_array_equal(order, _reference_order(chunk_ids, 3, 2, epoch))
+            flat = [i for b in sampler for i in b]
+            assert flat == order.tolist()
+
+
+def test_chunked_rows_keep_int32_rows_and_no_whole_indptr(h5ad_path, matrix):
+    source = RowSource(filename=h5ad_path)
+    rows = ChunkedRows(source, chunk_size=10)
+    assert rows.rows.dtype == np.int32 and rows.chunk_ids.dtype == np.int32
+    sub = rows.subset(np.array([99, 3, 50]))
+    assert sub.rows.dtype == np.int32 and sub.rows.tolist() == [3, 50, 99]
+    _, vals = sub[2]
+    np.testing.assert_array_equal(vals, matrix[99].data)
+    assert not isinstance(source._open()._indptr, np.ndarray)  # read per chunk, not cached
+    source.close()

@@ -131,3 +131,32 @@ def test_cell_embedding_independent_of_companions(ckpt, counts_adata):
     rev.obs_names = [f"other{i}" for i in range(10)]
     part = _embed(rev, ckpt, max_len=8, batch_size=3, copy=True).obsm["X_scgpt"]
     np.testing.assert_allclose(part, full[::-1][:10], atol=1e-6)
+
+
+def test_backed_view_reads_only_the_rows_of_each_chunk(
+    ckpt, continuous_adata_factory, tmp_path, monkeypatch
+):
+    from anndata._core.sparse_dataset import BaseCompressedSparseDataset
+
+    a = continuous_adata_factory(90)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    mask = np.random.default_rng(3).random(90) < 0.6
+    view = backed[mask, 2:]  # rows and columns subset (two vocabulary genes dropped)
+    reads = []
+    getitem = BaseCompressedSparseDataset.__getitem__
+
+    def counted(self, index):
+        block = getitem(self, index)
+        reads.append(block.shape[0])
+        return block
+
+    monkeypatch.setattr(BaseCompressedSparseDataset, "__getitem__", counted)
+    out = tmp_path / "view.npy"
+    _embed(view, ckpt, batch_size=4, chunk_size=8, out_file=out)  # 7 chunks of <= 8 cells
+    monkeypatch.undo()
+    assert reads and max(reads) < 20 < view.n_obs  # never the whole view (anndata's view.X)
+    assert sum(reads) <= backed.n_obs  # every file row read at most once
+    ref = _embed(a[mask, 2:].copy(), ckpt, batch_size=4, chunk_size=8, copy=True)
+    np.testing.assert_array_equal(np.load(out), ref.obsm["X_scgpt"])
+    backed.file.close()

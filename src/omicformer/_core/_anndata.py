@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,12 +41,13 @@ def iter_row_chunks(
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
     """Yield ``(row_indices, csr_chunk)`` over cells, reading at most ``chunk_size`` rows at a time.
 
-    Works for in-memory and ``backed="r"`` AnnData: only one chunk is ever materialised.
+    Works for in-memory and ``backed="r"`` AnnData, and views of them (:class:`RowReader`):
+    only one chunk is ever materialised.
     """
-    X = get_matrix(adata, layer)
+    reader = RowReader(adata, layer)
     for start in range(0, adata.n_obs, chunk_size):
         stop = min(start + chunk_size, adata.n_obs)
-        yield np.arange(start, stop), to_csr(X[start:stop])
+        yield np.arange(start, stop), reader.read(start, stop)
 
 
 def check_values(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
@@ -74,3 +75,97 @@ def to_csr(block) -> sp.csr_matrix:
     if sp.issparse(block):
         return sp.csr_matrix(block, dtype=np.float32)
     return sp.csr_matrix(np.asarray(block, dtype=np.float32))
+
+
+#: Rows of a backed view at most this far apart are read in one contiguous slice.
+MAX_GAP = 16
+
+
+class RowReader:
+    """Read rows ``start:stop`` of ``adata.X`` (or a layer), only those rows.
+
+    For an AnnData that is not a view this is ``matrix[start:stop]``; a backed matrix is
+    opened without caching its whole ``indptr`` (an array as long as the file). For a view
+    (``adata[mask]``, backed or not), the rows of the view that are asked for are read from
+    the AnnData it is a view of, then its columns selected: anndata's ``view.X`` would
+    materialise the whole view on every access.
+
+    Parameters
+    ----------
+    adata
+        In memory or ``backed="r"``, a view or not.
+    layer
+        ``None`` for ``adata.X``, else a key of ``adata.layers``.
+    """
+
+    def __init__(self, adata: AnnData, layer: str | None = None) -> None:
+        check_layer(adata, layer)
+        self.n_obs = int(adata.n_obs)
+        ref = getattr(adata, "_adata_ref", None) if adata.is_view else None
+        base = adata if ref is None else ref
+        self.backed = bool(base.isbacked) and layer is None  # layers are read into memory
+        self.matrix = _backed_matrix(base) if self.backed else get_matrix(base, layer)
+        self.rows: range | np.ndarray | None = None
+        self.cols: Any = None
+        if ref is not None:
+            self.rows = _positions(adata._oidx, base.n_obs)
+            if not _is_everything(adata._vidx, base.n_vars):
+                self.cols = adata._vidx
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` (of ``adata``) as float32 CSR."""
+        if self.rows is None:
+            return to_csr(self.matrix[start:stop])
+        rows = self.rows[start:stop]
+        if isinstance(rows, range) and rows.step == 1:
+            X = to_csr(self.matrix[rows.start : rows.stop])
+        else:
+            X = self._take(np.asarray(rows, dtype=np.int64))
+        return X if self.cols is None else X[:, self.cols]
+
+    def _take(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Rows ``rows`` of the matrix, in that order; on disk in runs of nearby rows."""
+        if not self.backed:
+            return to_csr(self.matrix[rows])
+        wanted, where = np.unique(rows, return_inverse=True)
+        cuts = np.flatnonzero(np.diff(wanted) > MAX_GAP) + 1
+        parts = []
+        for run in np.split(wanted, cuts):
+            lo, hi = int(run[0]), int(run[-1]) + 1
+            block = to_csr(self.matrix[lo:hi])
+            parts.append(block if hi - lo == len(run) else block[run - lo])
+        X = parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
+        if len(wanted) == len(rows) and np.array_equal(wanted, rows):
+            return X
+        return X[where.ravel()]
+
+
+def _backed_matrix(adata: AnnData) -> Any:
+    """The ``X`` element of a backed AnnData's file: a sparse dataset or an HDF5 dataset."""
+    from anndata.io import sparse_dataset
+
+    if not adata.file.is_open:
+        adata.file.open()
+    element = adata.file["X"]
+    if hasattr(element, "keys"):  # a group: sparse, read ``indptr`` per slice, never whole
+        return sparse_dataset(element, should_cache_indptr=False)
+    return element
+
+
+def _positions(index: Any, n: int) -> range | np.ndarray:
+    """Positions selected by an anndata view index (slice, integer, mask, integers)."""
+    if isinstance(index, slice):
+        return range(n)[index]
+    if isinstance(index, int | np.integer):
+        i = int(index) % n
+        return range(i, i + 1)
+    index = np.asarray(index)
+    if index.dtype == bool:
+        return np.flatnonzero(index)
+    index = index.astype(np.int64)
+    return np.where(index < 0, index + n, index)
+
+
+def _is_everything(index: Any, n: int) -> bool:
+    """Whether a view index selects all ``n`` positions in order."""
+    return isinstance(index, slice) and range(n)[index] == range(n)

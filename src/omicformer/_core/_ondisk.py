@@ -13,7 +13,8 @@ instead and shuffles at two levels:
   cut into minibatches; under DDP each rank takes a contiguous, distinct share of the batches
   (same number of steps on every rank). One epoch then reads every chunk about once
   (``n_rows / chunk_size`` reads, not one per row), and memory holds ``window`` chunks plus
-  a few integers per row.
+  a few 4-byte integers per row (row numbers and the epoch's order, int32 below 2**31 rows;
+  a backed file's ``indptr`` is read per chunk, not cached whole).
 
 A dataset supplies its sampler to the shared runner through ``make_batch_sampler(batch_size,
 *, shuffle, seed)`` (:func:`omicformer._core._train.make_loader`).
@@ -43,6 +44,11 @@ __all__ = ["ChunkBatchSampler", "ChunkedRows", "RowSource", "open_h5"]
 
 #: ``transform(chunk, first_row) -> chunk``, applied to every chunk when it is read.
 ChunkTransform = Callable[[sp.csr_matrix, int], sp.csr_matrix]
+
+
+def index_dtype(n: int) -> np.dtype:
+    """The smallest of int32 and int64 that holds indices ``0 .. n`` (4 bytes a cell up to 2**31)."""
+    return np.dtype(np.int32 if n < np.iinfo(np.int32).max else np.int64)
 
 
 # ---------------------------------------------------------------------------- files
@@ -149,7 +155,9 @@ class RowSource:
                 f.close()
                 raise
             self._file, self._pid = f, os.getpid()
-            self._element = sparse_dataset(element) if hasattr(element, "keys") else element
+            if hasattr(element, "keys"):  # sparse: read ``indptr`` per chunk, not all cells'
+                element = sparse_dataset(element, should_cache_indptr=False)
+            self._element = element
         return self._element
 
     def read(self, start: int, stop: int) -> sp.csr_matrix:
@@ -220,10 +228,15 @@ class ChunkedRows:
             msg = f"chunk_size={chunk_size} and cache_chunks={cache_chunks} must be >= 1."
             raise ValueError(msg)
         n = source.shape[0]
-        rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= n or np.any(np.diff(rows) < 0)):
-            msg = f"rows must be sorted indices in [0, {n})."
-            raise ValueError(msg)
+        dtype = index_dtype(n)
+        if rows is None:
+            rows = np.arange(n, dtype=dtype)
+        else:
+            rows = np.asarray(rows)
+            if rows.size and (rows.min() < 0 or rows.max() >= n or np.any(rows[1:] < rows[:-1])):
+                msg = f"rows must be sorted indices in [0, {n})."
+                raise ValueError(msg)
+            rows = rows.astype(dtype, copy=False)
         self.source, self.rows, self.transform = source, rows, transform
         self.chunk_size, self.cache_chunks = int(chunk_size), int(cache_chunks)
         self.n_reads = 0
@@ -234,14 +247,17 @@ class ChunkedRows:
 
     @property
     def chunk_ids(self) -> np.ndarray:
-        """Chunk of every item (what :class:`ChunkBatchSampler` groups by)."""
-        return self.rows // self.chunk_size
+        """Chunk of every item (what :class:`ChunkBatchSampler` groups by), non-decreasing."""
+        return self.rows // self.rows.dtype.type(self.chunk_size)
 
     def subset(self, items: np.ndarray) -> ChunkedRows:
         """The rows of these items (sorted), sharing source and transform; own cache."""
+        items = np.asarray(items)
+        if np.any(items[1:] < items[:-1]):
+            items = np.sort(items)
         return ChunkedRows(
-            self.source, rows=self.rows[np.sort(np.asarray(items, np.int64))],
-            chunk_size=self.chunk_size, transform=self.transform, cache_chunks=self.cache_chunks,
+            self.source, rows=self.rows[items], chunk_size=self.chunk_size,
+            transform=self.transform, cache_chunks=self.cache_chunks,
         )  # fmt: skip
 
     def _read(self, k: int) -> sp.csr_matrix:
@@ -322,12 +338,21 @@ class ChunkBatchSampler(Sampler[list[int]]):
         if int(batch_size) < 1 or int(window) < 1:
             msg = f"batch_size={batch_size} and window={window} must be >= 1."
             raise ValueError(msg)
-        chunk_ids = np.asarray(chunk_ids, np.int64)
-        order = np.argsort(chunk_ids, kind="stable")
-        self._chunks, starts = np.unique(chunk_ids[order], return_index=True)
-        # items of the j-th distinct chunk: self._items[self._bounds[j]:self._bounds[j + 1]]
-        self._items, self._bounds = order, np.append(starts, len(order))
+        chunk_ids = np.asarray(chunk_ids)
         self.n_items = len(chunk_ids)
+        dtype = index_dtype(self.n_items)
+        if np.all(chunk_ids[1:] >= chunk_ids[:-1]):  # e.g. ChunkedRows.chunk_ids: no sort
+            self._items = None  # items of the j-th distinct chunk: bounds[j]:bounds[j + 1]
+            starts = np.flatnonzero(chunk_ids[1:] != chunk_ids[:-1]) + 1
+            self._chunks = chunk_ids[np.append(0, starts)] if self.n_items else chunk_ids[:0]
+        else:
+            self._items = np.argsort(chunk_ids, kind="stable").astype(dtype)
+            self._chunks, starts = np.unique(chunk_ids[self._items], return_index=True)
+            starts = starts[1:]
+        # items of the j-th distinct chunk: self._items[self._bounds[j]:self._bounds[j + 1]]
+        self._bounds = np.concatenate([[0], starts, [self.n_items]]).astype(np.int64)
+        if not self.n_items:
+            self._bounds = np.zeros(1, np.int64)
         self.batch_size, self.window = int(batch_size), int(window)
         self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
 
@@ -337,20 +362,25 @@ class ChunkBatchSampler(Sampler[list[int]]):
 
     def order(self) -> np.ndarray:
         """Item order of the current epoch (all items, each once) before cutting into batches."""
+        dtype = index_dtype(self.n_items)
         if not self.shuffle:
-            return np.arange(self.n_items)
+            return np.arange(self.n_items, dtype=dtype)
         rng = np.random.default_rng([self.seed, self.epoch])
         chunks = rng.permutation(len(self._chunks))
-        parts = []
+        out, at = np.empty(self.n_items, dtype=dtype), 0
         for w in range(0, len(chunks), self.window):
             items = np.concatenate(
-                [
-                    self._items[self._bounds[j] : self._bounds[j + 1]]
-                    for j in chunks[w : w + self.window]
-                ]
+                [self._chunk_items(j, dtype) for j in chunks[w : w + self.window]]
             )
-            parts.append(rng.permutation(items))
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            rng.shuffle(items)  # the draws of rng.permutation(items)
+            out[at : at + len(items)] = items
+            at += len(items)
+        return out
+
+    def _chunk_items(self, j: int, dtype: np.dtype) -> np.ndarray:
+        """Items of the ``j``-th distinct chunk."""
+        lo, hi = self._bounds[j], self._bounds[j + 1]
+        return np.arange(lo, hi, dtype=dtype) if self._items is None else self._items[lo:hi]
 
     def __iter__(self) -> Iterator[list[int]]:
         from ._train import global_rank, world_size

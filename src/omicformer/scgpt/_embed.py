@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._core._anndata import check_values, get_matrix, iter_row_chunks, to_csr
+from .._core._anndata import RowReader, check_values, iter_row_chunks
 from .._core._device import inference_autocast, resolve_device
 from .._core._io import ChunkOutput
 from .._core._progress import progress as _progress
@@ -136,7 +136,8 @@ def embed_cells(
     of a single batch, as DSBN requires.
 
     Cells are read, tokenised and embedded ``chunk_size`` at a time (rounded to whole
-    batches). ``out_file`` (``.npy``): chunks go to that file through a memory map
+    batches); of a view (e.g. ``adata[mask]`` of a ``backed="r"`` file) only the rows of the
+    chunk are read (:class:`~omicformer._core._anndata.RowReader`). ``out_file`` (``.npy``): chunks go to that file through a memory map
     (:class:`~omicformer._core._io.NpyChunkWriter`: the file appears only when complete) and a
     read-only memory map of it is returned. ``accelerator``/``devices``/``strategy``/
     ``num_nodes`` (any of them set): the chunks are spread over Lightning processes
@@ -242,13 +243,25 @@ class _ChunkEmbedder:
         self.where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         self.n_chunks = -(-adata.n_obs // chunk_size)
         self.bar = None
+        self._reader: tuple[int, RowReader] | None = None
+
+    @property
+    def reader(self) -> RowReader:
+        """Reads the rows of one chunk (of a view too: only its rows); one per process."""
+        if self._reader is None or self._reader[0] != os.getpid():
+            self._reader = (os.getpid(), RowReader(self.adata, self.layer))
+        return self._reader[1]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}
 
     def __call__(self, c: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
         start = c * self.chunk_size
         stop = min(start + self.chunk_size, self.adata.n_obs)
         idx = np.arange(start, stop)
-        X = get_matrix(self.adata, self.layer)
-        sub = vocab_columns(to_csr(X[start:stop]), int(idx[0]), cols=self.cols, where=self.where)
+        chunk = self.reader.read(start, stop)
+        sub = vocab_columns(chunk, start, cols=self.cols, where=self.where)
+        del chunk
         cells = tokenize_rows(
             sub, self.col_ids, cls_id=self.vocab.cls_id, pad_value=self.pad_value,
             n_bins=self.n_bins, max_len=self.max_len,

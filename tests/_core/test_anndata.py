@@ -1,0 +1,83 @@
+"""Chunked reads of AnnData rows: backed or in memory, views of both, X or a layer."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from omicformer._core._anndata import RowReader, iter_row_chunks, to_csr
+
+INDICES = {
+    "all": slice(None),
+    "step": slice(10, 400, 3),
+    "sparse mask": np.random.default_rng(1).random(500) < 0.05,
+    "dense mask": np.random.default_rng(2).random(500) < 0.7,
+    "unsorted, repeated": np.array([5, 3, 3, 499, 0, 250]),
+    "negative": -np.arange(1, 50),
+}
+COLUMNS = {"all": slice(None), "slice": slice(2, 20), "array": np.array([4, 1, 7])}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    X = sp.random(500, 30, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    X.data *= 10
+    d = tmp_path_factory.mktemp("reader")
+    ad.AnnData(X, layers={"L": X * 2}).write_h5ad(d / "sparse.h5ad")
+    ad.AnnData(X.toarray()).write_h5ad(d / "dense.h5ad")
+    return X, d
+
+
+@pytest.mark.parametrize("fmt", ["sparse", "dense"])
+@pytest.mark.parametrize("rows", INDICES, ids=str)
+@pytest.mark.parametrize("cols", COLUMNS, ids=str)
+def test_reader_equals_the_view_matrix(files, fmt, rows, cols):
+    X, d = files
+    memory = ad.AnnData(X if fmt == "sparse" else X.toarray())
+    backed = ad.read_h5ad(d / f"{fmt}.h5ad", backed="r")
+    for adata in (backed, memory):
+        view = adata[INDICES[rows], COLUMNS[cols]]
+        if rows == "all" and cols == "all":
+            view = adata
+        expected = to_csr(memory[INDICES[rows], COLUMNS[cols]].X)
+        reader = RowReader(view)
+        for start in range(0, view.n_obs, 17):
+            got = reader.read(start, min(start + 17, view.n_obs))
+            assert got.dtype == np.float32 and got.shape == expected[start : start + 17].shape
+            assert (got != expected[start : start + 17]).nnz == 0
+    backed.file.close()
+
+
+def test_reader_of_a_layer_in_a_view_and_chunks(files):
+    X, d = files
+    backed = ad.read_h5ad(d / "sparse.h5ad", backed="r")
+    mask = INDICES["dense mask"]
+    chunks = list(iter_row_chunks(backed[mask], "L", chunk_size=64))
+    got = sp.vstack([c for _, c in chunks])
+    assert (got != 2 * X[mask]).nnz == 0
+    assert [len(i) for i, _ in chunks][:-1] == [64] * (len(chunks) - 1)
+    backed.file.close()
+
+
+def test_backed_reads_never_take_the_whole_indptr(files, monkeypatch):
+    """Reading rows of a backed file reads their ``indptr`` entries, not all cells' (8 B each)."""
+    import h5py
+
+    X, d = files
+    backed = ad.read_h5ad(d / "sparse.h5ad", backed="r")
+    reader = RowReader(backed)
+    sizes = []
+    getitem = h5py.Dataset.__getitem__
+
+    def counted(self, key, *args, **kwargs):
+        out = getitem(self, key, *args, **kwargs)
+        if self.name.endswith("indptr"):
+            sizes.append(np.size(out))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    assert (reader.read(100, 110) != X[100:110]).nnz == 0
+    assert sizes and max(sizes) <= 11
+    backed.file.close()
