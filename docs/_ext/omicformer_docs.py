@@ -256,7 +256,7 @@ def dnabert_substitutions() -> dict[str, str]:
                 for name, m in tests.items()
                 if isinstance(m, dict)
             ]
-            header = ("promoter test split", "MCC", "F1", "AUROC", "accuracy", "n")
+            header = ("`default_promoter`, test split", "MCC", "F1", "AUROC", "accuracy", "n")
             parts.append(_table(test_rows, header, f"docs/_static/{metrics.name}"))
         rows = [(f"`{k}`", _fmt(v)) for k, v in _flatten(data)]
         parts.append(_table(rows, ("training", "value"), f"docs/_static/{metrics.name}"))
@@ -268,7 +268,9 @@ def dnabert_substitutions() -> dict[str, str]:
         loss = STATIC / name
         if loss.is_file():
             out["dnabert_loss_curve"] = _figure(
-                loss, "Span-masked MLM loss of the default DNABERT (k=6) on C. elegans chrX."
+                loss,
+                "Span-masked MLM loss of the default DNABERT (k=6) on C. elegans chrX and "
+                "D. melanogaster upstream regions.",
             )
             break
     else:
