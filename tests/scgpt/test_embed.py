@@ -159,4 +159,7 @@ def test_backed_view_reads_only_the_rows_of_each_chunk(
     assert sum(reads) <= backed.n_obs  # every file row read at most once
     ref = _embed(a[mask, 2:].copy(), ckpt, batch_size=4, chunk_size=8, copy=True)
     np.testing.assert_array_equal(np.load(out), ref.obsm["X_scgpt"])
+    # without out_file a backed view cannot hold the result: refused before any work
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*out_file"):
+        _embed(view, ckpt, batch_size=4)
     backed.file.close()

@@ -151,6 +151,12 @@ def embed(
             "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
         )
         raise ValueError(msg)
+    if adata.is_view and adata.isbacked and out_file is None:
+        msg = (
+            "adata is a view of a backed AnnData, which cannot hold obsm; pass out_file= (a "
+            ".npy path, written in chunks) or load the view first with adata.to_memory()."
+        )
+        raise ValueError(msg)
     check_obs_key(adata, batch_key, "batch_key")
     if out_file is not None:
         out_file = os.path.abspath(check_npy_path(out_file))  # before loading the model
