@@ -69,7 +69,7 @@ class GenerativeTrainingMixin:
         :class:`~omicformer.scgpt.train.CellDataset` /
         :class:`~omicformer.scgpt.train.LabelledCellDataset` on the vocabulary columns loaded
         with :meth:`_training_matrix`, or, with ``stream``, a
-        :class:`~omicformer.scgpt.train._data.ChunkedCellDataset` reading ``chunk_size`` cells
+        ``ChunkedCellDataset`` (``omicformer.scgpt.train._data``) reading ``chunk_size`` cells
         at a time (:meth:`_training_rows`, all cells validated first). ``col_ids`` are the
         vocabulary ids of the dataset's columns.
         """

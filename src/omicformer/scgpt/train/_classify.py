@@ -38,7 +38,7 @@ class LabelledCellDataset(CellDataset):
     """:class:`CellDataset` whose items also carry a class code: ``(i, cols, values, batch, y)``.
 
     In memory; its out-of-core counterpart is
-    :class:`~omicformer.scgpt.train._data.ChunkedCellDataset` with ``labels=``.
+    ``ChunkedCellDataset`` (``omicformer.scgpt.train._data``) with ``labels=``.
     """
 
     def __init__(self, X: sp.csr_matrix, labels: np.ndarray, batch_codes: np.ndarray | None = None):
