@@ -74,12 +74,56 @@ def test_tl_embed_out_file_records_path_instead_of_obsm(ckpt, continuous_adata_f
 
 def test_bad_out_file_is_refused_before_any_work(ckpt, continuous_adata_factory, tmp_path):
     a = continuous_adata_factory(10)
-    for bad, err, match in ((tmp_path / "x.h5ad", ValueError, r"must end in \.npy"),
-                            (tmp_path / "no" / "x.npy", FileNotFoundError, "does not exist")):  # fmt: skip
+    (tmp_path / "data.zarr").mkdir()  # a folder that is not a zarr store
+    (tmp_path / "data.zarr" / "keep.txt").write_text("user data")
+    for bad, err, match in ((tmp_path / "x.csv", ValueError, r"must end in \.npy, \.h5ad or \.zarr"),
+                            (tmp_path / "no" / "x.npy", FileNotFoundError, "does not exist"),
+                            (tmp_path / "no" / "x.h5ad", FileNotFoundError, "does not exist"),
+                            (tmp_path / "data.zarr", IsADirectoryError, "not a zarr store")):  # fmt: skip
         with pytest.raises(err, match=match):
             tl.embed(a, model=ckpt, device="cpu", out_file=bad, progress=False)
     assert "scgpt" not in a.uns and not a.obsm
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["data.zarr"]
+    assert os.listdir(tmp_path / "data.zarr") == ["keep.txt"]
+
+
+# ---------------------------------------------------------------- obsm of a new h5ad / zarr
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_anndata_out_file_holds_obsm_with_obs_names(model, tmp_path, suffix):
+    z = model.get_latent_representation(device="cpu", **CHUNKED)
+    path = tmp_path / f"z{suffix}"
+    zf = model.get_latent_representation(device="cpu", out_file=path, **CHUNKED)
+    np.testing.assert_array_equal(np.asarray(zf), z)
+    read = ad.read_h5ad if suffix == ".h5ad" else ad.read_zarr
+    back = read(path)
+    assert back.shape == (70, 0) and list(back.obsm) == ["X_scgpt"]
+    assert list(back.obs_names) == list(model.adata.obs_names)
+    np.testing.assert_array_equal(back.obsm["X_scgpt"], z)
+    assert sorted(os.listdir(tmp_path)) == [path.name]  # no temporary file or folder left
+    # a second run (other binning ties) replaces the file (or store) in place
+    z1 = model.get_latent_representation(device="cpu", random_state=1, **CHUNKED)
+    assert not np.array_equal(z1, z)
+    model.get_latent_representation(device="cpu", out_file=path, random_state=1, **CHUNKED)
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+    np.testing.assert_array_equal(read(path).obsm["X_scgpt"], z1)
+
+
+def test_tl_embed_backed_into_new_h5ad(ckpt, continuous_adata_factory, tmp_path):
+    a = continuous_adata_factory(40)
+    mem = tl.embed(a[5:30].copy(), model=ckpt, device="cpu", key_added="emb", copy=True,
+                   **CHUNKED)  # fmt: skip
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="the file adata is read from"):
+        tl.embed(backed, model=ckpt, device="cpu", out_file=tmp_path / "a.h5ad", **CHUNKED)
+    out = tmp_path / "emb.h5ad"
+    view = backed[5:30]
+    tl.embed(view, model=ckpt, device="cpu", key_added="emb", out_file=out, **CHUNKED)
+    assert "emb" not in view.obsm and "emb" not in backed.obsm and "scgpt" not in view.uns
+    back = ad.read_h5ad(out)
+    assert list(back.obs_names) == list(a.obs_names[5:30])
+    np.testing.assert_array_equal(back.obsm["emb"], mem.obsm["emb"])
+    backed.file.close()
 
 
 # ---------------------------------------------------------------- faults while writing
@@ -117,6 +161,29 @@ def test_disk_full_mid_write_leaves_no_file(model, tmp_path, monkeypatch, ckpt,
     assert "scgpt" not in a.uns and not a.obsm
 
 
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_disk_full_mid_write_leaves_no_anndata_file(model, tmp_path, monkeypatch, suffix):
+    from omicformer._core._obsm_out import AnnDataChunkWriter
+
+    final = tmp_path / f"z{suffix}"
+    model.get_latent_representation(device="cpu", out_file=final, **CHUNKED)  # an older result
+    before = (ad.read_h5ad if suffix == ".h5ad" else ad.read_zarr)(final).obsm["X_scgpt"]
+    calls, original = [], AnnDataChunkWriter.__setitem__
+
+    def setitem(self, rows, values):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, rows, values)
+
+    monkeypatch.setattr(AnnDataChunkWriter, "__setitem__", setitem)
+    with pytest.raises(OSError, match="No space left"):
+        model.get_latent_representation(device="cpu", out_file=final, random_state=3, **CHUNKED)
+    assert os.listdir(tmp_path) == [final.name]  # the older result, untouched
+    after = (ad.read_h5ad if suffix == ".h5ad" else ad.read_zarr)(final).obsm["X_scgpt"]
+    np.testing.assert_array_equal(after, before)
+
+
 def test_disk_full_at_allocation_fails_before_embedding(model, tmp_path, monkeypatch):
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -126,9 +193,10 @@ def test_disk_full_at_allocation_fails_before_embedding(model, tmp_path, monkeyp
     forwards = []
     monkeypatch.setattr("omicformer.scgpt._embed.encode_tokens",
                         lambda *a, **k: forwards.append(1))  # fmt: skip
-    with pytest.raises(OSError, match="No space left"):
-        model.get_latent_representation(device="cpu", out_file=tmp_path / "z.npy", **CHUNKED)
-    assert forwards == [] and os.listdir(tmp_path) == []
+    for name in ("z.npy", "z.h5ad"):  # .h5ad: the obsm array is allocated up front too
+        with pytest.raises(OSError, match="No space left"):
+            model.get_latent_representation(device="cpu", out_file=tmp_path / name, **CHUNKED)
+        assert forwards == [] and os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------- distributed (Lightning)
@@ -140,7 +208,10 @@ def test_lightning_path_equals_single_process(model, tmp_path):
     zf = model.get_latent_representation(accelerator="cpu", devices=1, out_file=tmp_path / "z.npy",
                                          **CHUNKED)  # fmt: skip
     np.testing.assert_array_equal(zf, z)
-    assert os.listdir(tmp_path) == ["z.npy"]
+    zh = model.get_latent_representation(accelerator="cpu", devices=1,
+                                         out_file=tmp_path / "z.h5ad", **CHUNKED)  # fmt: skip
+    np.testing.assert_array_equal(zh, z)
+    assert sorted(os.listdir(tmp_path)) == ["z.h5ad", "z.npy"]
     assert model.module.training == mode and model.device.type == "cpu"  # as before
     with pytest.raises(ValueError, match="device='cpu' and accelerator"):
         model.get_latent_representation(device="cpu", devices=2, **CHUNKED)
@@ -171,7 +242,10 @@ kw = dict(batch_size=8, chunk_size=16, progress=False)
 ddp = dict(accelerator="cpu", devices=2, strategy="ddp")
 z = m.get_latent_representation(**kw, **ddp)
 zf = m.get_latent_representation(**kw, **ddp, out_file="ddp.npy")
+zh = m.get_latent_representation(**kw, **ddp, out_file="ddp.h5ad")  # written by rank 0
 rank = torch.distributed.get_rank()
+assert np.array_equal(np.asarray(zh), z)
+assert np.array_equal(ad.read_h5ad("ddp.h5ad").obsm["X_scgpt"], z)
 np.save(f"rank{rank}.npy", np.asarray(z))
 assert np.array_equal(np.asarray(zf), z)
 if rank == 0:

@@ -168,12 +168,34 @@ def check_npy_path(path: str | os.PathLike[str]) -> Path:
     if path.suffix != ".npy":
         msg = f"out_file={str(path)!r} must end in .npy (a NumPy array file)."
         raise ValueError(msg)
+    return check_out_path(path)
+
+
+def check_out_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a valid ``out_file``.
+
+    A ``.npy`` file, or a new AnnData file (``.h5ad``, or a ``.zarr`` store) whose ``obsm``
+    receives the result; in an existing folder. An existing ``.npy``/``.h5ad`` file or zarr
+    store there is replaced when the result is complete; any other folder is refused.
+    """
+    from ._obsm_out import OUT_SUFFIXES, is_zarr_store
+
+    path = Path(path)
+    if path.suffix not in OUT_SUFFIXES:
+        kinds = "; ".join(f"{k}: {v}" for k, v in OUT_SUFFIXES.items())
+        msg = f"out_file={str(path)!r} must end in .npy, .h5ad or .zarr ({kinds})."
+        raise ValueError(msg)
     if not path.parent.is_dir():
         msg = f"out_file={str(path)!r}: the folder {str(path.parent)!r} does not exist."
         raise FileNotFoundError(msg)
-    if path.is_dir():
-        msg = f"out_file={str(path)!r} is a folder."
+    if path.is_dir() and not (path.suffix == ".zarr" and is_zarr_store(path)):
+        msg = f"out_file={str(path)!r} is a folder" + (
+            " that is not a zarr store; choose a new name." if path.suffix == ".zarr" else "."
+        )
         raise IsADirectoryError(msg)
+    if path.suffix == ".zarr" and path.exists() and not path.is_dir():
+        msg = f"out_file={str(path)!r} is a file, not a zarr store (a folder)."
+        raise FileExistsError(msg)
     return path
 
 
@@ -193,18 +215,23 @@ def _reserve(path: Path) -> None:
 
 
 class ChunkOutput:
-    """Where a result of ``shape`` goes chunk by chunk: memory, or a ``.npy`` file (``out_file``).
+    """Where a result of ``shape`` goes chunk by chunk: memory, or a file (``out_file``).
 
     Use as a context manager: ``write(rows, values)`` per chunk, then :meth:`result` after the
-    block. With ``out_file`` the rows go to a :class:`NpyChunkWriter` (the file appears only
-    when the block ends without error); otherwise to an in-memory array.
+    block. With a ``.npy`` ``out_file`` the rows go to a :class:`NpyChunkWriter`, with
+    ``.h5ad``/``.zarr`` to ``obsm[key]`` of a new AnnData file
+    (:class:`~omicformer._core._obsm_out.AnnDataChunkWriter`, which needs ``obs_names``); the
+    file appears only when the block ends without error. Otherwise an in-memory array.
 
     Parameters
     ----------
     shape, dtype
         Shape and dtype of the whole result.
     out_file
-        ``None`` (memory) or a ``.npy`` path (checked here, before any work).
+        ``None`` (memory), a ``.npy``, ``.h5ad`` or ``.zarr`` path (checked here, before any
+        work).
+    obs_names, key
+        Cell names and ``obsm`` key of an ``.h5ad``/``.zarr`` output.
     """
 
     def __init__(
@@ -212,10 +239,24 @@ class ChunkOutput:
         shape: tuple[int, ...],
         out_file: str | os.PathLike[str] | None = None,
         dtype: Any = np.float32,
+        *,
+        obs_names: Any = None,
+        key: str = "X_scgpt",
     ) -> None:
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
-        self.writer = None if out_file is None else NpyChunkWriter(out_file, shape, dtype)
-        self.array: np.ndarray | None = None
+        self.writer: Any = None
+        self.array: Any = None
+        if out_file is None:
+            return
+        path = check_out_path(out_file)
+        if path.suffix == ".npy":
+            self.writer = NpyChunkWriter(path, shape, dtype)
+        else:
+            from ._obsm_out import AnnDataChunkWriter
+
+            if obs_names is None:
+                obs_names = [str(i) for i in range(self.shape[0])]
+            self.writer = AnnDataChunkWriter(path, self.shape, dtype, obs_names, key)
 
     @property
     def to_file(self) -> bool:
@@ -240,8 +281,13 @@ class ChunkOutput:
             self.array = None
             self.writer.__exit__(exc_type, exc, tb)
 
-    def result(self) -> np.ndarray:
-        """The array: in memory, or the finished file opened read-only as a memory map."""
+    def result(self) -> Any:
+        """The array: in memory, or the finished file's, read-only.
+
+        A memory map for ``.npy`` and ``.h5ad``, a :class:`zarr.Array` for ``.zarr``.
+        """
         if self.writer is None:
             return self.array
-        return np.load(self.writer.path, mmap_mode="r")
+        if isinstance(self.writer, NpyChunkWriter):
+            return np.load(self.writer.path, mmap_mode="r")
+        return self.writer.result()

@@ -122,6 +122,7 @@ def embed_cells(
     normalize: bool = True,
     batch_labels: np.ndarray | None = None,
     out_file: str | os.PathLike[str] | None = None,
+    out_key: str = "X_scgpt",
     accelerator: str | None = None,
     devices: int | str | list[int] | None = None,
     strategy: str = "auto",
@@ -137,10 +138,13 @@ def embed_cells(
 
     Cells are read, tokenised and embedded ``chunk_size`` at a time (rounded to whole
     batches); of a view (e.g. ``adata[mask]`` of a ``backed="r"`` file) only the rows of the
-    chunk are read (:class:`~omicformer._core._anndata.RowReader`). ``out_file`` (``.npy``): chunks go to that file through a memory map
-    (:class:`~omicformer._core._io.NpyChunkWriter`: the file appears only when complete) and a
-    read-only memory map of it is returned. ``accelerator``/``devices``/``strategy``/
-    ``num_nodes`` (any of them set): the chunks are spread over Lightning processes
+    chunk are read (:class:`~omicformer._core._anndata.RowReader`). ``out_file``: chunks go to
+    that file, a ``.npy`` array through a memory map
+    (:class:`~omicformer._core._io.NpyChunkWriter`) or ``obsm[out_key]`` of a new ``.h5ad``/
+    ``.zarr`` AnnData file with ``adata``'s ``obs_names``
+    (:class:`~omicformer._core._obsm_out.AnnDataChunkWriter`); the file appears only when
+    complete, and the array is returned read-only (memory map, or zarr array).
+    ``accelerator``/``devices``/``strategy``/``num_nodes`` (any of them set): the chunks are spread over Lightning processes
     (:func:`~omicformer._core._distributed.predict_chunks`), each chunk embedded exactly as a
     single process embeds it; every rank returns the whole result in the original order.
     """
@@ -148,7 +152,9 @@ def embed_cells(
         max_len, batch_size, chunk_size, device, accelerator, devices, strategy, num_nodes
     )
     chunk_size = batch_size * max(1, chunk_size // batch_size)  # whole buckets per chunk
-    output = ChunkOutput((adata.n_obs, module.config.d_model), out_file)  # checks the path
+    output = ChunkOutput(
+        (adata.n_obs, module.config.d_model), out_file, obs_names=adata.obs_names, key=out_key
+    )  # checks the path
     work = _ChunkEmbedder(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=n_bins, random_state=random_state, chunk_size=chunk_size,

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key
-from .._core._io import check_npy_path
+from .._core._io import check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
@@ -93,12 +93,23 @@ def embed(
     progress
         Show a progress bar.
     out_file
-        A ``.npy`` path: write the embeddings there chunk by chunk (through a memory map, for
-        outputs larger than memory) instead of into ``adata.obsm``; the path is recorded in
-        ``uns``. The file appears only when complete (written under a temporary name in the
-        same folder, then renamed); after an error (e.g. a full disk) no file is left under
-        either name and ``adata`` is unchanged. Read it with
-        ``np.load(out_file, mmap_mode="r")``.
+        Write the embeddings to a file chunk by chunk (for outputs larger than memory)
+        instead of into ``adata.obsm``; the path is recorded in ``uns``. Its suffix picks the
+        format:
+
+        - ``.npy``: a NumPy array (through a memory map); read it with
+          ``np.load(out_file, mmap_mode="r")``;
+        - ``.h5ad`` or ``.zarr``: a new AnnData file with ``adata``'s ``obs_names`` (no ``X``)
+          and the embeddings in ``obsm[key_added]``; ``anndata.read_h5ad``/``read_zarr``
+          load it (e.g. to copy ``obsm`` into ``adata``), ``h5py.File(out_file)["obsm"]`` or
+          ``zarr.open(out_file)["obsm"]`` read rows of it without loading it.
+
+        The file appears only when complete (written under a temporary name in the same
+        folder, then renamed; an older file or zarr store of that name is replaced); after an
+        error (e.g. a full disk) no file is left under either name and ``adata`` is unchanged.
+        It cannot be the file ``adata`` is read from. A view of a backed AnnData (e.g.
+        ``atlas[mask]``) needs ``out_file`` and gets no ``uns`` record (anndata cannot store
+        one there).
     chunk_size
         Cells read, tokenised and embedded at a time (memory besides the model), and the unit
         spread over devices.
@@ -118,8 +129,8 @@ def embed(
         ``(n_obs, d_model)`` float32 cell embeddings, unit L2 norm (not with ``out_file``).
     ``adata.uns["scgpt"][key_added]``
         ``params`` used, the model description and how many genes matched the vocabulary;
-        with ``out_file``, also ``"out_file"``: the path of the ``.npy`` file holding the
-        embeddings (rows in the order of ``adata.obs_names``).
+        with ``out_file``, also ``"out_file"``: the path of the file holding the embeddings
+        (rows in the order of ``adata.obs_names``).
 
     Examples
     --------
@@ -136,6 +147,12 @@ def embed(
     >>> atlas = anndata.read_h5ad("atlas.h5ad", backed="r")
     >>> scgpt.tl.embed(atlas, out_file="atlas_scgpt.npy", accelerator="gpu", devices=4)
     >>> z = np.load(atlas.uns["scgpt"]["X_scgpt"]["out_file"], mmap_mode="r")
+
+    Or into ``obsm`` of a new h5ad file, whose rows can be read without loading it:
+
+    >>> import h5py
+    >>> scgpt.tl.embed(atlas, out_file="atlas_scgpt.h5ad")
+    >>> first = h5py.File("atlas_scgpt.h5ad", "r")["obsm/X_scgpt"][:1000]
 
     References
     ----------
@@ -159,16 +176,25 @@ def embed(
         raise ValueError(msg)
     check_obs_key(adata, batch_key, "batch_key")
     if out_file is not None:
-        out_file = os.path.abspath(check_npy_path(out_file))  # before loading the model
+        out_file = os.path.abspath(check_out_path(out_file))  # before loading the model
+        if adata.isbacked and os.path.abspath(adata.filename) == out_file:
+            msg = (
+                f"out_file={out_file!r} is the file adata is read from; choose a new path "
+                "(the result goes into a new file)."
+            )
+            raise ValueError(msg)
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
-        progress=progress, batch_labels=codes, out_file=out_file, chunk_size=chunk_size,
+        progress=progress, batch_labels=codes, out_file=out_file, out_key=key_added,
+        chunk_size=chunk_size,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
+    if adata.is_view and adata.isbacked:
+        return None  # anndata cannot store uns in a view of a backed file: the file is all
     adata = adata.copy() if copy else adata
     if out_file is None:
         adata.obsm[key_added] = emb

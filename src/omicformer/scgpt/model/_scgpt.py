@@ -329,11 +329,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         progress
             Show a progress bar.
         out_file
-            A ``.npy`` path: embeddings are written there chunk by chunk through a memory map
-            (for results larger than memory) and a read-only memory map of the file is
-            returned. The file appears only when complete (written under a temporary name in
-            the same folder, then renamed); after an error (e.g. a full disk) no file is left
-            under either name.
+            Write the embeddings chunk by chunk (for results larger than memory) to a ``.npy``
+            file, or to ``obsm["X_scgpt"]`` of a new ``.h5ad``/``.zarr`` AnnData file holding
+            ``adata``'s ``obs_names``, and return the file's array read-only (a memory map;
+            a :class:`zarr.Array` for ``.zarr``). The file appears only when complete (written
+            under a temporary name in the same folder, then renamed); after an error (e.g. a
+            full disk) no file is left under either name.
         chunk_size
             Cells read, tokenised and embedded at a time (the memory used besides the model),
             and the unit spread over devices.
@@ -346,7 +347,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
 
         Returns
         -------
-        ``(n_obs, d_model)`` float32 array (a read-only memory map with ``out_file``).
+        ``(n_obs, d_model)`` float32 array (read-only, backed by the file, with ``out_file``).
 
         Examples
         --------
