@@ -185,9 +185,9 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return int(i), self.x[i]
 
-    def make_batch_sampler(self, batch_size, *, shuffle, seed):
+    def make_batch_sampler(self, batch_size, *, shuffle, seed, groups=None):
         return ChunkBatchSampler(np.arange(len(self)) // 5, batch_size, window=2,
-                                 shuffle=shuffle, seed=seed)  # fmt: skip
+                                 shuffle=shuffle, seed=seed, groups=groups)  # fmt: skip
 
 
 class _Fit(pl.LightningModule):
@@ -218,9 +218,41 @@ def test_run_training_takes_the_dataset_sampler():
         sampler.set_epoch(epoch)
         expected += list(sampler)
     assert plan.seen == expected
-    with pytest.raises(ValueError, match="own batch sampler"):
-        _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True,
-                           groups=np.zeros(8, int))  # fmt: skip
+    # groups (DSBN) reach the dataset's sampler: one group per minibatch
+    groups = np.arange(8) % 2
+    loader = _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True, groups=groups)
+    assert all(len(set(groups[b])) == 1 for b in loader.batch_sampler)
+
+
+def test_chunk_sampler_groups_one_group_and_chunk_per_batch(monkeypatch):
+    chunk_ids = np.arange(50) // 8  # 7 chunks (the last of 2 items)
+    groups = np.random.default_rng(1).integers(0, 3, 50)
+    sampler = ChunkBatchSampler(chunk_ids, 3, window=3, seed=5, groups=groups)
+    # per chunk and group ceil(n / 3) batches, the same count every epoch
+    expected = sum(-(-int(((chunk_ids == c) & (groups == g)).sum()) // 3)
+                   for c in range(7) for g in range(3))  # fmt: skip
+    seen = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == expected
+        assert sorted(i for b in batches for i in b) == list(range(50))  # each item once
+        for b in batches:
+            assert len(set(groups[b])) == 1 and len(set(chunk_ids[b])) == 1 and len(b) <= 3
+        # the batches of a window's 3 chunks come together (memory holds one window)
+        chunk_of = [int(chunk_ids[b[0]]) for b in batches]
+        first_seen = list(dict.fromkeys(chunk_of))
+        window_of = [first_seen.index(c) // 3 for c in chunk_of]
+        assert window_of == sorted(window_of)
+        seen.append(batches)
+    assert seen[0] != seen[1]  # reshuffled per epoch
+    groups6 = np.array([0, 1, 0, 1, 1, 1])
+    plain = ChunkBatchSampler(np.arange(6) // 3, 2, shuffle=False, groups=groups6)
+    assert list(plain) == [[0, 2], [1], [3, 4], [5]]  # chunk by chunk, group by group
+    with pytest.raises(ValueError, match="groups"):
+        ChunkBatchSampler(chunk_ids, 3, groups=groups[:10])
+    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    assert len(sampler) == -(-expected // 2)
 
 
 def _reference_order(chunk_ids, window, seed, epoch):

@@ -119,12 +119,27 @@ def test_classifier_refuses_bad_streaming_settings(adata, backed, pretrained):
         with pytest.raises(ValueError, match="must be an integer"):
             clf.train(max_epochs=1, streaming=True, **bad, **FIT)
     assert not clf.is_trained
-    ScGPTClassifier.setup_anndata(backed, labels_key="cell_type", batch_key="batch")
-    dsbn = ScGPTClassifier(backed, d_model=16, n_layers=1, n_heads=2, dsbn=True)
-    with pytest.raises(ValueError, match="streaming=False"):
-        dsbn.train(max_epochs=1, **FIT)
-    dsbn.train(max_epochs=1, streaming=False, **FIT)  # loads the backed file
-    assert dsbn.is_trained and backed.isbacked
+
+
+def test_classifier_with_dsbn_streams_one_batch_per_minibatch(adata, backed, monkeypatch):
+    from omicformer._core import _ondisk
+
+    def dsbn_model(data):
+        ScGPTClassifier.setup_anndata(data, labels_key="cell_type", batch_key="batch")
+        return ScGPTClassifier(data, d_model=16, n_layers=1, n_heads=2, dsbn=True, random_state=0)
+
+    memory = dsbn_model(adata)
+    memory.train(max_epochs=2, streaming=True, **STREAM, **FIT)
+    seen = []
+    original = _ondisk.ChunkBatchSampler.batches
+    monkeypatch.setattr(_ondisk.ChunkBatchSampler, "batches",
+                        lambda self: seen.append(self.groups) or original(self))  # fmt: skip
+    reads = _count_reads(monkeypatch)
+    stream = dsbn_model(backed)
+    stream.train(max_epochs=2, **STREAM, **FIT)  # backed: streams, grouped by batch
+    assert reads and seen and all(g is not None for g in seen)
+    _same_weights(memory.module, stream.module)
+    assert stream.is_trained and backed.isbacked
 
 
 # ---------------------------------------------------------------- ScGPTIntegration
@@ -148,19 +163,33 @@ def test_integration_backed_streaming_equals_in_memory(adata, backed, pretrained
     )
 
 
-def test_integration_with_dsbn_refuses_to_stream(adata, backed, pretrained):
+def test_integration_with_dsbn_streams_one_batch_per_minibatch(adata, backed, pretrained,
+                                                               monkeypatch):  # fmt: skip
+    from omicformer.scgpt.train import _integrate as plan_module
+
     memory = _integration_model(adata, pretrained)  # dsbn=True by default
-    with pytest.raises(ValueError, match="streaming=False"):
-        memory.train(max_epochs=1, streaming=True, **FIT)
     for bad in ({"chunk_size": -1}, {"shuffle_window": True}):
         with pytest.raises(ValueError, match="must be an integer"):
             memory.train(max_epochs=1, **bad, **FIT)
+    memory.train(max_epochs=2, streaming=True, **STREAM, **FIT)
+    batch_sets = []
+    step = plan_module.IntegrationTrainingPlan.training_step
+
+    def spy(self, batch, batch_idx):
+        batch_sets.append(set(batch["batch_labels"].tolist()))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(plan_module.IntegrationTrainingPlan, "training_step", spy)
+    reads = _count_reads(monkeypatch)
     model = _integration_model(backed, pretrained)
-    with pytest.raises(ValueError, match="streaming=False"):
-        model.train(max_epochs=1, **FIT)
-    assert not model.is_trained
-    model.train(max_epochs=1, streaming=False, **FIT)
-    assert model.is_trained
+    model.train(max_epochs=2, **STREAM, **FIT)  # backed: streamed
+    assert reads and batch_sets and all(len(s) == 1 for s in batch_sets)  # DSBN's contract
+    assert {b for s in batch_sets for b in s} == {0, 1}
+    _same_weights(memory.module, model.module)
+    np.testing.assert_array_equal(
+        memory.get_latent_representation(adata, progress=False),
+        model.get_latent_representation(backed, progress=False),
+    )
 
 
 # ---------------------------------------------------------------- tl.annotate / tl.integrate
@@ -228,7 +257,7 @@ def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, ds
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
     reads = _count_reads(monkeypatch)
     tl.integrate(backed, **kw)
-    assert bool(reads) == (not dsbn)  # streamed without DSBN; DSBN loads (one batch per step)
+    assert reads  # streamed, with DSBN too (one batch per minibatch)
     assert sorted(backed.obsm) == sorted(memory.obsm)
     z, info = backed.obsm["X_scgpt_integrated"], backed.uns["scgpt"]["X_scgpt_integrated"]
     assert z.shape == memory.obsm["X_scgpt_integrated"].shape
@@ -236,7 +265,5 @@ def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, ds
     expected = memory.uns["scgpt"]["X_scgpt_integrated"]
     assert sorted(info) == sorted(expected) and info["params"] == expected["params"]
     assert sorted(info["losses"]) == sorted(expected["losses"])
-    if dsbn:  # the same in-memory training: the same embedding
-        np.testing.assert_array_equal(z, memory.obsm["X_scgpt_integrated"])
     assert list(backed.obs.columns) == list(memory.obs.columns) and backed.file.is_open
     backed.file.close()

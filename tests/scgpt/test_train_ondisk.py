@@ -106,11 +106,15 @@ def test_streaming_in_memory_keeps_streaming_off_by_default(adata):
     assert sorted(rec.cells[0]) == list(range(90))
 
 
-def test_streaming_refuses_bad_settings_before_reading(adata, backed):
+def test_dsbn_streams_one_batch_label_per_minibatch(adata, backed):
     ScGPT.setup_anndata(backed, batch_key="batch")
     dsbn = ScGPT(backed, **TINY, dsbn=True)
-    with pytest.raises(ValueError, match="streaming=False"):
-        dsbn.train(max_epochs=1, **FIT)
+    dsbn.train(max_epochs=1, **FIT)  # backed: streamed, minibatches grouped by batch label
+    assert dsbn.is_trained and backed.isbacked
+    assert np.isfinite(dsbn.history["train_loss"].to_numpy()).all()
+
+
+def test_streaming_refuses_bad_settings_before_reading(adata, backed):
     model = _model(adata)
     for bad in ({"chunk_size": 0}, {"shuffle_window": 1.5}):
         with pytest.raises(ValueError, match="must be an integer"):

@@ -17,7 +17,7 @@ instead and shuffles at two levels:
   a backed file's ``indptr`` is read per chunk, not cached whole).
 
 A dataset supplies its sampler to the shared runner through ``make_batch_sampler(batch_size,
-*, shuffle, seed)`` (:func:`omicformer._core._train.make_loader`).
+*, shuffle, seed, groups=None)`` (:func:`omicformer._core._train.make_loader`).
 A backed file is opened read-only by path in every process that reads it (DataLoader workers,
 DDP ranks), never through a handle inherited across ``fork``; :func:`open_h5` turns a missing
 or write-locked file into a clear error.
@@ -312,6 +312,12 @@ class ChunkBatchSampler(Sampler[list[int]]):
     distinct batches, run the same number of steps and read mostly distinct chunks. Used with
     ``Trainer(use_distributed_sampler=False)``; ``shuffle=False`` keeps the item order.
 
+    With ``groups`` (e.g. batch labels for domain-specific batch norm) every minibatch holds
+    items of one group and one chunk: each chunk's shuffled items are split by group and cut
+    into minibatches, and the minibatches of a window's chunks are shuffled together. The
+    number of minibatches per epoch is then the same every epoch (per chunk and group,
+    ``ceil(n / batch_size)``), as a resumable run needs.
+
     Parameters
     ----------
     chunk_ids
@@ -324,6 +330,8 @@ class ChunkBatchSampler(Sampler[list[int]]):
         Shuffle chunks and items; ``False``: items in order.
     seed
         Base seed; Lightning calls :meth:`set_epoch` every epoch.
+    groups
+        Group of every item (integers); ``None``: minibatches mix everything in a window.
     """
 
     def __init__(
@@ -334,6 +342,7 @@ class ChunkBatchSampler(Sampler[list[int]]):
         window: int = 4,
         shuffle: bool = True,
         seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> None:
         if int(batch_size) < 1 or int(window) < 1:
             msg = f"batch_size={batch_size} and window={window} must be >= 1."
@@ -355,6 +364,23 @@ class ChunkBatchSampler(Sampler[list[int]]):
             self._bounds = np.zeros(1, np.int64)
         self.batch_size, self.window = int(batch_size), int(window)
         self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+        self.groups = None
+        if groups is not None:
+            self.groups = np.asarray(groups)
+            if self.groups.shape != (self.n_items,):
+                msg = f"{self.groups.shape[0]} groups for {self.n_items} items."
+                raise ValueError(msg)
+        self._n_batches = self._count_batches()
+
+    def _count_batches(self) -> int:
+        """Minibatches per epoch (the same every epoch)."""
+        if self.groups is None:
+            return -(-self.n_items // self.batch_size)
+        n = 0
+        for j in range(len(self._chunks)):
+            sizes = np.unique(self.groups[self._chunk_items(j, np.int64)], return_counts=True)[1]
+            n += int((-(-sizes // self.batch_size)).sum())
+        return n
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (different shuffles per epoch, identical across ranks)."""
@@ -382,11 +408,36 @@ class ChunkBatchSampler(Sampler[list[int]]):
         lo, hi = self._bounds[j], self._bounds[j + 1]
         return np.arange(lo, hi, dtype=dtype) if self._items is None else self._items[lo:hi]
 
+    def batches(self) -> list[np.ndarray]:
+        """Minibatches of the current epoch (all ranks' before the split between ranks)."""
+        if self.groups is None:
+            order = self.order()
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        dtype = index_dtype(self.n_items)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n_chunks = len(self._chunks)
+        chunks = rng.permutation(n_chunks) if self.shuffle else np.arange(n_chunks)
+        out: list[np.ndarray] = []
+        for w in range(0, n_chunks, self.window):
+            window: list[np.ndarray] = []
+            for j in chunks[w : w + self.window]:
+                items = self._chunk_items(j, dtype)
+                if self.shuffle:
+                    items = rng.permutation(items)
+                codes = self.groups[items]
+                for g in np.unique(codes):
+                    mine = items[codes == g]
+                    window += [mine[i : i + self.batch_size]
+                               for i in range(0, len(mine), self.batch_size)]  # fmt: skip
+            if self.shuffle:
+                window = [window[i] for i in rng.permutation(len(window))]
+            out += window
+        return out
+
     def __iter__(self) -> Iterator[list[int]]:
         from ._train import global_rank, world_size
 
-        order = self.order()
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = self.batches()
         rank, world = global_rank(), world_size()
         if world > 1 and batches:
             per_rank = -(-len(batches) // world)
@@ -398,5 +449,4 @@ class ChunkBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         from ._train import world_size
 
-        n_batches = -(-self.n_items // self.batch_size)
-        return -(-n_batches // world_size())
+        return -(-self._n_batches // world_size())

@@ -214,24 +214,19 @@ def make_loader(
     """The runner's only loader: batches of ``dataset.make_batch_sampler`` or :class:`EpochBatchSampler`.
 
     A dataset that reads in chunks (out of core) supplies its own batch sampler through a
-    method ``make_batch_sampler(batch_size, *, shuffle, seed)`` (e.g. a
-    :class:`~omicformer._core._ondisk.ChunkBatchSampler`); it must shuffle per ``set_epoch``
-    and split batches across DDP ranks as :class:`EpochBatchSampler` does. Other datasets get
-    an :class:`EpochBatchSampler` (with ``groups``: one group per minibatch).
+    method ``make_batch_sampler(batch_size, *, shuffle, seed, groups)`` (e.g. a
+    :class:`~omicformer._core._ondisk.ChunkBatchSampler`); it must shuffle per ``set_epoch``,
+    keep one group per minibatch when ``groups`` is given, and split batches across DDP ranks
+    as :class:`EpochBatchSampler` does. Other datasets get an :class:`EpochBatchSampler` (with
+    ``groups``: one group per minibatch).
     """
     make_sampler = getattr(dataset, "make_batch_sampler", None)
     if make_sampler is None:
         sampler = EpochBatchSampler(
             len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
         )
-    elif groups is not None:
-        msg = (
-            f"{type(dataset).__name__} supplies its own batch sampler and cannot also group "
-            "minibatches (groups=); use an in-memory dataset for grouped batches."
-        )
-        raise ValueError(msg)
     else:
-        sampler = make_sampler(batch_size, shuffle=shuffle, seed=seed)
+        sampler = make_sampler(batch_size, shuffle=shuffle, seed=seed, groups=groups)
     # Its own generator: creating an iterator then draws the workers' base seed from it, not
     # from the global generator that SeedCallback reseeds per epoch (otherwise a run resumed
     # from a checkpoint, whose iterator is created before that reseed, would draw differently).
@@ -400,7 +395,7 @@ def run_training(
     train, collate_fn
         Training items and the collate turning a list of them into a batch; collators draw
         their randomness with :func:`collate_rng`. A dataset with a
-        ``make_batch_sampler(batch_size, *, shuffle, seed)`` method (out-of-core datasets,
+        ``make_batch_sampler(batch_size, *, shuffle, seed, groups)`` method (out-of-core datasets,
         :mod:`omicformer._core._ondisk`) supplies its own batch sampler; others are batched by
         :class:`EpochBatchSampler`.
     val, val_collate_fn

@@ -93,10 +93,8 @@ def annotate(
         ``adata`` and ``reference``: their files are read in chunks of cells, for prediction
         and for fine-tuning (streamed, as ``ScGPTClassifier.train(streaming=True)``), so
         memory does not grow with the number of cells. Only a reference with unlabelled
-        cells (``reference=None``) has its labelled cells loaded into memory first, as does a
-        model with domain-specific batch norm (its minibatches hold one batch each, which
-        streaming does not provide); ``backed="r+"`` data and views of backed data are
-        loaded.
+        cells (``reference=None``) has its labelled cells loaded into memory first;
+        ``backed="r+"`` data and views of backed data are loaded.
     reference
         Labelled cells, ``reference.obs[label_key]``, with the same kind of expression and
         gene names. ``None``: the labelled cells of ``adata`` are the reference and its cells
@@ -389,8 +387,6 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
             random_state=random_state,
             accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1,
             enable_progress_bar=progress,
-            # DSBN (a model= carrying it) needs one-batch minibatches: load, don't stream
-            streaming=False if clf.module.config.domain_spec_batchnorm else None,
         )  # fmt: skip
     proba = clf._proba(query.adata, rows=query.rows, device=device, random_state=random_state,
                        progress=progress)  # fmt: skip

@@ -61,13 +61,10 @@ def integrate(
         Cells x genes, raw counts or other non-negative expression in ``X`` or ``layer`` (scGPT
         bins each cell's values by rank, so log-normalised data work too); gene symbols in
         ``var_names`` or ``var[gene_key]``. Genes outside the model's vocabulary are dropped
-        (how many is logged and stored in ``uns``). ``backed="r"`` works: with
-        ``dsbn=False`` fine-tuning streams the file in chunks of cells (chunk-shuffled
-        minibatches, as ``ScGPTIntegration.train(streaming=True)``) and memory does not grow
-        with the number of cells; with the default ``dsbn=True`` the vocabulary genes of all
-        cells are loaded into memory first (read in chunks), because DSBN trains on
-        minibatches of one batch each, which streaming does not provide. The embedding reads
-        the file in chunks either way.
+        (how many is logged and stored in ``uns``). ``backed="r"`` works: fine-tuning
+        streams the file in chunks of cells (minibatches of one batch and one chunk,
+        shuffled within windows of chunks, as ``ScGPTIntegration.train(streaming=True)``) and
+        memory does not grow with the number of cells; so does the embedding.
     batch_key
         ``obs`` column with the batch of each cell (at least 2 batches).
     model
@@ -276,7 +273,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
                        index=adata.obs_names.copy())  # fmt: skip
     if labels is not None:
         obs[_LABELS] = labels
-    if fitted is None and not dsbn and streamable(adata):
+    if fitted is None and streamable(adata):
         work = reopened(adata, gene_key, gene_ids >= 0)
         work.obs = obs
         return work, genes, fitted, True

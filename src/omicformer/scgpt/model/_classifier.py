@@ -163,9 +163,9 @@ class ScGPTClassifier(ScGPT):
             time and shuffling cells within windows of ``shuffle_window`` chunks; ``True``
             streams in-memory data too (same batches as backed data); ``False`` loads the
             vocabulary genes of all cells. Labels stay in memory (one integer per cell);
-            unlabelled cells are read with their chunk but never trained on. Not available
-            when the module has domain-specific batch norm (``ValueError``: pass
-            ``streaming=False``). Calibration and prediction read backed data in chunks too.
+            unlabelled cells are read with their chunk but never trained on. With
+            domain-specific batch norm every minibatch holds cells of one batch (and one
+            chunk). Calibration and prediction read backed data in chunks too.
 
         Notes
         -----
@@ -180,8 +180,7 @@ class ScGPTClassifier(ScGPT):
             msg = f"class_weight={class_weight!r} must be 'balanced' or None."
             raise ValueError(msg)
         c = self.module.config
-        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
-                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         if dropout is not None:
             self.module.set_dropout(dropout)
         self._new_head()

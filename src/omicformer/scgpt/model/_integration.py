@@ -233,12 +233,10 @@ class ScGPTIntegration(ScGPT):
             Out-of-core training, as :meth:`ScGPT.train`: ``None`` (default) streams when the
             model's AnnData is ``backed="r"``; ``True`` streams in-memory data too (same
             batches as backed data); ``False`` loads the vocabulary genes of all cells. Batch
-            and label codes stay in memory (one integer each per cell). Streamed minibatches
-            mix batches (chunk-shuffled, as :meth:`ScGPT.train`), so streaming needs a model
-            without DSBN (``load_pretrained(..., dsbn=False)``); with DSBN, which normalises
-            each minibatch with one batch's statistics, streaming raises ``ValueError`` (pass
-            ``streaming=False`` to load the data; :func:`~omicformer.scgpt.tl.integrate` does
-            that itself).
+            and label codes stay in memory (one integer each per cell). As in memory, every
+            minibatch holds cells of one batch (DSBN normalises it with that batch's
+            statistics); streamed, also of one chunk, and the minibatches of a window's chunks
+            are shuffled together.
 
         Notes
         -----
@@ -255,8 +253,7 @@ class ScGPTIntegration(ScGPT):
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
         c = self.module.config
-        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
-                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         if dropout is not None:
             self.module.set_dropout(dropout)
         n_labels = len(self._label_categories())
@@ -280,8 +277,8 @@ class ScGPTIntegration(ScGPT):
                 self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
                 label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
             )  # fmt: skip
-            # in memory one batch per minibatch (for DSBN); streamed batches are chunk-shuffled
-            groups = None if stream else (train_ds.batch_codes, val_ds.batch_codes)
+            # one batch per minibatch (official per_seq_batch_sample; DSBN needs it)
+            groups = (train_ds.batch_codes, val_ds.batch_codes)
             self._fit(
                 plan, functools.partial(MaskedValueCollator, col_ids, **common),
                 (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,

@@ -226,8 +226,9 @@ class GenerativeTrainingMixin:
             ``shuffle_window`` chunks, then cuts minibatches (block shuffling, as AnnLoader
             and scDataset); peak memory holds ``shuffle_window`` chunks, not the data, and an
             epoch reads every chunk about once (once per DataLoader worker). All cells are
-            validated in one chunked pass before training. Not available with ``dsbn`` (its
-            minibatches group cells by batch label; use ``streaming=False``).
+            validated in one chunked pass before training. With ``dsbn`` every streamed
+            minibatch holds cells of one batch label and one chunk (the minibatches of a
+            window's chunks are shuffled together).
         chunk_size
             Cells per read when streaming.
         shuffle_window
@@ -263,8 +264,7 @@ class GenerativeTrainingMixin:
             raise ValueError(msg)
         _check_train_args(gen_ratios, ecs_weight)
         c = self.module.config
-        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window,
-                                  dsbn=bool(c.domain_spec_batchnorm))  # fmt: skip
+        stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         codes = self._batch_codes(self.adata) if self._needs_batch_codes() else None
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id, "pad_value": c.pad_value,
                   "n_bins": c.n_bins, "max_len": self.max_len, "gen_ratios": gen_ratios}  # fmt: skip
@@ -290,23 +290,14 @@ class GenerativeTrainingMixin:
 
 
 def _check_streaming(
-    adata: Any, streaming: bool | None, chunk_size: int, shuffle_window: int, *, dsbn: bool
+    adata: Any, streaming: bool | None, chunk_size: int, shuffle_window: int
 ) -> bool:
     """Whether to train out of core; ``ValueError`` for settings that cannot work."""
     for name, value in (("chunk_size", chunk_size), ("shuffle_window", shuffle_window)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             msg = f"{name}={value!r} must be an integer >= 1."
             raise ValueError(msg)
-    stream = bool(adata.isbacked) if streaming is None else bool(streaming)
-    if stream and dsbn:
-        msg = (
-            "Models with dsbn=True train on minibatches of one batch label each, which "
-            "streaming (chunk-shuffled batches) does not provide; pass streaming=False to load "
-            "the data into memory"
-            + (" (adata is backed: it is read whole)." if adata.isbacked else ".")
-        )
-        raise ValueError(msg)
-    return stream
+    return bool(adata.isbacked) if streaming is None else bool(streaming)
 
 
 def _check_train_args(gen_ratios: Sequence[float], ecs_weight: float) -> None:

@@ -114,12 +114,20 @@ class ChunkedCellDataset(Dataset):
         return int(i), cols, vals, int(self.batch_codes[i]), int(self.labels[i])
 
     def make_batch_sampler(
-        self, batch_size: int, *, shuffle: bool = True, seed: int = 0
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> ChunkBatchSampler:
-        """Chunk-shuffling minibatches of this dataset (used by the shared runner)."""
-        return ChunkBatchSampler(
-            self.rows.chunk_ids, batch_size, window=self.window, shuffle=shuffle, seed=seed
-        )
+        """Chunk-shuffling minibatches of this dataset (used by the shared runner).
+
+        ``groups`` (e.g. :attr:`batch_codes` for domain-specific batch norm): every minibatch
+        holds cells of one group (and one chunk).
+        """
+        return ChunkBatchSampler(self.rows.chunk_ids, batch_size, window=self.window,
+                                 shuffle=shuffle, seed=seed, groups=groups)  # fmt: skip
 
 
 def items_matrix(
