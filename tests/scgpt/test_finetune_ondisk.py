@@ -216,8 +216,17 @@ def test_annotate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, wit
     reads = _count_reads(monkeypatch)
     tl.annotate(backed, ref, label_key="cell_type", model=pretrained, max_epochs=1,
                 progress=False)  # fmt: skip
-    # a labelled reference file is streamed; with reference=None its labelled cells are loaded
-    assert bool(reads) == with_reference
+    # the reference is streamed: a labelled file, or (reference=None) adata's own file, whose
+    # unlabelled cells are registered with label code -1 and only predicted
+    assert reads
+    if not with_reference:
+        from omicformer.scgpt import _annotate
+
+        monkeypatch.setattr(_annotate, "_subset", lambda *a, **k: pytest.fail("loaded"))
+        again = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
+        tl.annotate(again, label_key="cell_type", model=pretrained, max_epochs=1, progress=False)
+        pd.testing.assert_frame_equal(again.obs, backed.obs)  # same run, same result
+        again.file.close()
     assert _annotated_fields(backed, "scgpt_cell_type") == _annotated_fields(
         memory, "scgpt_cell_type"
     )

@@ -51,3 +51,18 @@ def test_saved_folder_readers(model, tmp_path, capsys):
 def test_unsupported_methods_say_what_to_use(model, call, match):
     with pytest.raises(NotImplementedError, match=match):
         call(model)
+
+
+def test_labels_field_codes_missing_labels_minus_one():
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    X = sp.csr_matrix(np.ones((6, 3), np.float32))
+    a = ad.AnnData(X, var=pd.DataFrame(index=["A", "B", "C"]))
+    a.obs["y"] = pd.Categorical(["T", "B", None, "T", "B", np.nan])
+    ScGPTClassifier.setup_anndata(a, labels_key="y")
+    assert a.obs["_scvi_labels"].tolist() == [1, 0, -1, 1, 0, -1]  # categories sorted: B, T
+    clf = ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2)
+    assert clf.classes_ == ["B", "T"]  # no class for the unlabelled cells
+    full = a[[0, 1, 3, 4]].copy()  # without missing labels: exactly scvi-tools' field
+    ScGPTClassifier.setup_anndata(full, labels_key="y")
+    assert full.obs["_scvi_labels"].tolist() == [1, 0, 1, 0]

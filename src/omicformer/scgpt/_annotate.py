@@ -92,8 +92,8 @@ def annotate(
         gene symbols in ``var_names`` or ``var[gene_key]``). ``backed="r"`` works for
         ``adata`` and ``reference``: their files are read in chunks of cells, for prediction
         and for fine-tuning (streamed, as ``ScGPTClassifier.train(streaming=True)``), so
-        memory does not grow with the number of cells. Only a reference with unlabelled
-        cells (``reference=None``) has its labelled cells loaded into memory first;
+        memory does not grow with the number of cells, also with ``reference=None`` (the
+        file's labelled cells are trained on, its unlabelled ones predicted);
         ``backed="r+"`` data and views of backed data are loaded.
     reference
         Labelled cells, ``reference.obs[label_key]``, with the same kind of expression and
@@ -247,9 +247,9 @@ def _check_inputs(
     (or ``None``) and the gene counts. In memory the reference is a copy of the labelled cells
     and the query a view. A ``backed="r"`` file is not loaded: it is reopened read-only
     (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
-    in chunks by training (a reference whose cells all have a label) and prediction (query
-    cells). A reference with unlabelled cells (``reference=None``) and other backed AnnData
-    (``backed="r+"``, views) are loaded into memory.
+    in chunks by training (the reference's labelled cells; with ``reference=None`` its
+    unlabelled cells are registered with label code ``-1`` and skipped) and prediction (query
+    cells). Other backed AnnData (``backed="r+"``, views) are loaded into memory.
     """
     if method not in METHODS:
         msg = f"method={method!r} must be one of {METHODS}."
@@ -296,20 +296,22 @@ def _check_inputs(
         )
         raise ValueError(msg)
     # both sides read the same genes, so that reference and query cells are comparable
-    if streamable(source) and has_label.all():
+    if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
         work = reopened(source, gene_key, np.isin(ref_ids, common))
-        work.obs = pd.DataFrame(
-            {label_key: pd.Categorical(source.obs[label_key].astype(str))},
-            index=source.obs_names.copy(),
-        )
-        ref = Cells(work, None)
+        values = source.obs[label_key].astype(str).where(has_label)
+        work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
+                                index=source.obs_names.copy())  # fmt: skip
+        ref = Cells(work, None if has_label.all() else np.flatnonzero(has_label))
     else:  # labelled cells only (scvi-tools registers no missing labels): a copy in memory
         sub = _subset(source, has_label, np.isin(ref_ids, common), layer).copy()
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)
     if streamable(adata):
         rows = None if query_mask.all() else np.flatnonzero(query_mask)
-        query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
+        if reference is None:  # the same file and genes as the reference: one handle
+            query = Cells(ref.adata, rows)
+        else:
+            query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
     else:
         query = Cells(_subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),

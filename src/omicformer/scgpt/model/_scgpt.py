@@ -58,7 +58,7 @@ from ._io import (
     registry_to_json,
     without_gene_names,
 )
-from ._scvi import ScviAdapterMixin
+from ._scvi import LabelsObsField, ScviAdapterMixin
 from ._training import GenerativeTrainingMixin
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         batch_key
             ``obs`` column with batch labels (for ``use_batch_labels``/``dsbn``).
         labels_key
-            ``obs`` column with cell labels (sizes the cell classifier head).
+            ``obs`` column with cell labels (sizes the cell classifier head). Missing values
+            (NaN) mark unlabelled cells (code ``-1``), which classifiers do not train on.
         gene_key
             ``var`` column with gene symbols; ``None`` uses ``var_names``.
         **kwargs
@@ -232,7 +233,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
                 REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False
             ),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            LabelsObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)

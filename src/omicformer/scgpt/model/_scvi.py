@@ -12,8 +12,31 @@ from pathlib import Path
 from typing import Any
 
 from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField
 
 from ._io import registry_from_json
+
+
+class LabelsObsField(CategoricalObsField):
+    """scvi-tools' categorical ``obs`` field, where cells may lack a label (NaN: code ``-1``).
+
+    scvi-tools refuses missing categories; a reference whose unlabelled cells are predicted
+    (``tl.annotate(adata, reference=None)``) keeps them in the registered AnnData, so that a
+    backed file can be streamed whole: their code ``-1`` excludes them from training. Without
+    missing values the field registers exactly as :class:`~scvi.data.fields.CategoricalObsField`.
+    """
+
+    def register_field(self, adata: Any) -> dict:
+        """Register the labels: categories of the non-missing values, ``-1`` for missing."""
+        if self.is_default or adata.obs[self._original_attr_key].notna().all():
+            return super().register_field(adata)
+        self.validate_field(adata)
+        labels = adata.obs[self._original_attr_key].astype("category")
+        adata.obs[self.attr_key] = labels.cat.codes.to_numpy()
+        return {
+            self.CATEGORICAL_MAPPING_KEY: labels.cat.categories.to_numpy(copy=True),
+            self.ORIGINAL_ATTR_KEY: self._original_attr_key,
+        }
 
 
 class ScviAdapterMixin:
