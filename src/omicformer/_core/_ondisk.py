@@ -387,7 +387,10 @@ class ChunkBatchSampler(Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def order(self) -> np.ndarray:
-        """Item order of the current epoch (all items, each once) before cutting into batches."""
+        """Item order of the current epoch (all items, each once) before cutting into batches.
+
+        Without ``groups``; with them, :meth:`batches` cuts each chunk by group instead.
+        """
         dtype = index_dtype(self.n_items)
         if not self.shuffle:
             return np.arange(self.n_items, dtype=dtype)
