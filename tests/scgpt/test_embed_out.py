@@ -116,6 +116,11 @@ def test_tl_embed_backed_into_new_h5ad(ckpt, continuous_adata_factory, tmp_path)
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
     with pytest.raises(ValueError, match="the file adata is read from"):
         tl.embed(backed, model=ckpt, device="cpu", out_file=tmp_path / "a.h5ad", **CHUNKED)
+    ScGPT.setup_anndata(backed)
+    model = ScGPT.load_pretrained(ckpt, backed)
+    with pytest.raises(ValueError, match="the file adata is read from"):
+        model.get_latent_representation(device="cpu", out_file=tmp_path / "a.h5ad", **CHUNKED)
+    assert sorted(os.listdir(tmp_path)) == ["a.h5ad"]
     out = tmp_path / "emb.h5ad"
     view = backed[5:30]
     tl.embed(view, model=ckpt, device="cpu", key_added="emb", out_file=out, **CHUNKED)

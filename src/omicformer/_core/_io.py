@@ -199,6 +199,22 @@ def check_out_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_not_input(adata: Any, out_file: str | os.PathLike[str] | None) -> None:
+    """``ValueError`` if ``out_file`` is the file a backed ``adata`` is read from.
+
+    The output replaces whatever has its name once complete: writing over the input would
+    swap the user's data for the result.
+    """
+    if out_file is None or not getattr(adata, "isbacked", False):
+        return
+    if os.path.abspath(adata.filename) == os.path.abspath(out_file):
+        msg = (
+            f"out_file={os.fspath(out_file)!r} is the file adata is read from; choose a new path "
+            "(the result goes into a new file)."
+        )
+        raise ValueError(msg)
+
+
 def _reserve(path: Path) -> None:
     """Allocate the file's blocks now, so that a full disk raises ``ENOSPC`` here."""
     if not hasattr(os, "posix_fallocate"):

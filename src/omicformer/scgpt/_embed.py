@@ -21,7 +21,7 @@ import torch
 
 from .._core._anndata import RowReader, check_values, iter_row_chunks
 from .._core._device import inference_autocast, resolve_device
-from .._core._io import ChunkOutput
+from .._core._io import ChunkOutput, check_not_input
 from .._core._progress import progress as _progress
 from ._tokenize import length_buckets, pad_batch, tokenize_rows
 
@@ -152,6 +152,7 @@ def embed_cells(
         max_len, batch_size, chunk_size, device, accelerator, devices, strategy, num_nodes
     )
     chunk_size = batch_size * max(1, chunk_size // batch_size)  # whole buckets per chunk
+    check_not_input(adata, out_file)
     output = ChunkOutput(
         (adata.n_obs, module.config.d_model), out_file, obs_names=adata.obs_names, key=out_key
     )  # checks the path

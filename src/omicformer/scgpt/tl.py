@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key
-from .._core._io import check_out_path
+from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
 from ._genes import match_genes, match_report
@@ -177,12 +177,7 @@ def embed(
     check_obs_key(adata, batch_key, "batch_key")
     if out_file is not None:
         out_file = os.path.abspath(check_out_path(out_file))  # before loading the model
-        if adata.isbacked and os.path.abspath(adata.filename) == out_file:
-            msg = (
-                f"out_file={out_file!r} is the file adata is read from; choose a new path "
-                "(the result goes into a new file)."
-            )
-            raise ValueError(msg)
+        check_not_input(adata, out_file)
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
