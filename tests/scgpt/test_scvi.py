@@ -63,6 +63,21 @@ def test_labels_field_codes_missing_labels_minus_one():
     assert a.obs["_scvi_labels"].tolist() == [1, 0, -1, 1, 0, -1]  # categories sorted: B, T
     clf = ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2)
     assert clf.classes_ == ["B", "T"]  # no class for the unlabelled cells
-    full = a[[0, 1, 3, 4]].copy()  # without missing labels: exactly scvi-tools' field
-    ScGPTClassifier.setup_anndata(full, labels_key="y")
-    assert full.obs["_scvi_labels"].tolist() == [1, 0, 1, 0]
+    # without missing labels: exactly scvi-tools' field (codes and registry)
+    from scvi.data.fields import CategoricalObsField
+
+    full = a[[0, 1, 3, 4]].copy()
+    full.obs["b"] = ["r2", "r1", "r1", "r2"]
+    full.obs["y"] = full.obs["y"].cat.add_categories("unused")  # kept, as scvi-tools does
+    ScGPTClassifier.setup_anndata(full, labels_key="y", batch_key="b")
+    for key, reg in (("y", "labels"), ("b", "batch")):
+        mine = full.obs[f"_scvi_{reg}"].tolist()
+        state = ScGPTClassifier(full, d_model=8, n_layers=1, n_heads=2).get_state_registry(reg)
+        scvi_field = CategoricalObsField(f"x_{reg}", key)
+        scvi_state = scvi_field.register_field(full)
+        assert mine == full.obs[f"_scvi_x_{reg}"].tolist()
+        assert list(state.categorical_mapping) == list(scvi_state["categorical_mapping"])
+    assert list(state.categorical_mapping) == ["r1", "r2"]
+    a.obs["b"] = ["r1", None, "r1", "r1", "r2", "r2"]
+    with pytest.raises(ValueError, match=r"obs\['b'\] has missing values"):
+        ScGPTClassifier.setup_anndata(a, labels_key="y", batch_key="b")

@@ -2,7 +2,8 @@
 
 Design: :class:`ScGPT` subclasses :class:`scvi.model.base.BaseModelClass` and registers its
 inputs through an :class:`scvi.data.AnnDataManager` (``LayerField`` for the expression,
-``CategoricalObsField`` for batch and labels), so users get the familiar ``setup_anndata``,
+``CategoricalObsField``'s state for batch and labels, coded by
+:class:`~omicformer.scgpt.model._scvi.ObsCodesField`), so users get the familiar ``setup_anndata``,
 ``view_anndata_setup``, ``registry``, ``history`` and ``is_trained``. We override what assumes
 scvi's own modules and file format:
 
@@ -32,7 +33,7 @@ import rich.pretty  # noqa: F401  (scvi-tools 1.4's view_anndata_setup uses it u
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
 from omicformer._version import __version__
@@ -58,7 +59,7 @@ from ._io import (
     registry_to_json,
     without_gene_names,
 )
-from ._scvi import LabelsObsField, ScviAdapterMixin
+from ._scvi import ObsCodesField, ScviAdapterMixin
 from ._training import GenerativeTrainingMixin
 
 if TYPE_CHECKING:
@@ -232,8 +233,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
             _GeneLayerField(
                 REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False
             ),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            LabelsObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            ObsCodesField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            ObsCodesField(REGISTRY_KEYS.LABELS_KEY, labels_key, allow_missing=True),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)

@@ -27,8 +27,8 @@ from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_row
 
 
 def per_cell_codes(codes: np.ndarray | None, n_cells: int, what: str) -> np.ndarray:
-    """``codes`` as int64, one per cell (``None``: all 0); ``ValueError`` for a wrong length."""
-    out = np.zeros(n_cells, dtype=np.int64) if codes is None else np.asarray(codes, np.int64)
+    """``codes`` as int64, one per cell (``None``: all 0, as int8); ``ValueError`` for a wrong length."""
+    out = np.zeros(n_cells, dtype=np.int8) if codes is None else np.asarray(codes, np.int64)
     if len(out) != n_cells:
         msg = f"{len(out)} {what} for {n_cells} cells."
         raise ValueError(msg)
