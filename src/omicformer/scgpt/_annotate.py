@@ -302,7 +302,7 @@ def _check_inputs(
         work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
                                 index=source.obs_names.copy())  # fmt: skip
         ref = Cells(work, None if has_label.all() else np.flatnonzero(has_label))
-    else:  # labelled cells only (scvi-tools registers no missing labels): a copy in memory
+    else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
         sub = _subset(source, has_label, np.isin(ref_ids, common), layer).copy()
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)

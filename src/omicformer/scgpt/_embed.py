@@ -144,9 +144,10 @@ def embed_cells(
     ``.zarr`` AnnData file with ``adata``'s ``obs_names``
     (:class:`~omicformer._core._obsm_out.AnnDataChunkWriter`); the file appears only when
     complete, and the array is returned read-only (memory map, or zarr array).
-    ``accelerator``/``devices``/``strategy``/``num_nodes`` (any of them set): the chunks are spread over Lightning processes
-    (:func:`~omicformer._core._distributed.predict_chunks`), each chunk embedded exactly as a
-    single process embeds it; every rank returns the whole result in the original order.
+    ``accelerator``/``devices``/``strategy``/``num_nodes`` (any of them set): the chunks are
+    spread over Lightning processes (:func:`~omicformer._core._distributed.predict_chunks`),
+    each chunk embedded exactly as a single process embeds it; every rank returns the whole
+    result in the original order.
     """
     distributed = _check_embed_args(
         max_len, batch_size, chunk_size, device, accelerator, devices, strategy, num_nodes
