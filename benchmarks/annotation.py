@@ -339,6 +339,7 @@ def scgpt(method: str):
             query,
             reference=task.ref,
             label_key=LABEL,
+            model=args.model,
             method=method,
             random_state=seed,
             progress=False,
@@ -413,6 +414,9 @@ def main() -> None:
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--scanvi-epochs", type=int, default=None, help="default 20 (--quick: 10)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    p.add_argument("--model", default="default",
+                   help='scGPT model for the scGPT rows: "default" or a model folder (an '
+                   "official checkpoint or a scripts/train_default_scgpt.py output)")  # fmt: skip
     args = p.parse_args()
     seeds = [args.seeds[0]] if args.quick else args.seeds
     args.scvi_epochs = args.scvi_epochs or (100 if args.quick else 400)
@@ -428,7 +432,7 @@ def main() -> None:
         f"{torch.__version__} ({torch.get_num_threads()} threads), scanpy {sc.__version__}, "
         f"scikit-learn {sklearn.__version__}, scvi-tools {scvi.__version__}; seeds "
         f"{', '.join(map(str, seeds))}; scANVI: {args.scvi_epochs} scVI + {args.scanvi_epochs} "
-        "scANVI epochs"
+        f"scANVI epochs; scGPT model {args.model!r}"
     )
     adata, counts_reason, counts_note = pbmc68k()
     print(f"pbmc68k_reduced counts recovered from log-normalised X: {counts_note}")

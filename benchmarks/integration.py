@@ -198,15 +198,15 @@ def scvi_method(adata, batch_key, seed, args):
 
 
 def scgpt_embed(adata, batch_key, seed, args):
-    out = scgpt.tl.embed(adata, progress=False, random_state=seed, copy=True)
+    out = scgpt.tl.embed(adata, model=args.model, progress=False, random_state=seed, copy=True)
     return out.obsm["X_scgpt"]
 
 
 def scgpt_integrate(adata, batch_key, seed, args):
     if not hasattr(scgpt.tl, "integrate"):
         return "not available"
-    out = scgpt.tl.integrate(adata, batch_key=batch_key, random_state=seed, progress=False,
-                             copy=True)  # fmt: skip
+    out = scgpt.tl.integrate(adata, batch_key=batch_key, model=args.model, random_state=seed,
+                             progress=False, copy=True)  # fmt: skip
     return out.obsm["X_scgpt_integrated"]
 
 
@@ -296,6 +296,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="seed 0 and 100 scVI epochs")
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", default="default",
+                   help='scGPT model for the scGPT rows: "default" or a model folder (an '
+                   "official checkpoint or a scripts/train_default_scgpt.py output)")  # fmt: skip
     p.add_argument("--csv", default=None, help="also write every row to this CSV")
     p.add_argument("--figure", default=None,
                    help="write before (PCA) / after (scGPT integrate, first seed) UMAPs of each "
@@ -311,7 +314,8 @@ def main() -> None:
 
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({args.threads} thread(s)), scvi-tools {scvi.__version__}, scib-metrics "
-          f"{scib_metrics.__version__}, scanpy {sc.__version__}; seeds {args.seeds}")  # fmt: skip
+          f"{scib_metrics.__version__}, scanpy {sc.__version__}; seeds {args.seeds}; "
+          f"scGPT model {args.model!r}")  # fmt: skip
     res = pd.concat([evaluate(s, args.seeds, args.methods, args) for s in args.sets])
     if args.csv:
         res.to_csv(args.csv, index=False)

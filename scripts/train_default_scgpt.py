@@ -49,6 +49,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+from lightning.pytorch.callbacks import Callback
 
 from omicformer import datasets
 from omicformer.scgpt._vocab import GeneVocab
@@ -99,6 +100,27 @@ def select_genes(logn: ad.AnnData, n_hvg: int) -> list[str]:
     return sorted(genes, key=lambda g: census[g])  # official census order
 
 
+class EpochSnapshots(Callback):
+    """Save the model before training (``e0``) and after every epoch (``e1``, ...) under ``root``."""
+
+    def __init__(self, model: ScGPT, root: str):
+        self.model, self.root = model, Path(root)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._save(0)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer.current_epoch + 1)
+
+    def _save(self, epoch: int) -> None:
+        m = self.model
+        trained, max_len = m.is_trained_, m.max_len
+        m.is_trained_, m.max_len = True, 1200  # as the shipped folder
+        m.save(self.root / f"e{epoch}", overwrite=True)
+        m.is_trained_, m.max_len = trained, max_len
+        print(f"saved {self.root / f'e{epoch}'}", flush=True)
+
+
 def evaluate(model_dir: str) -> dict[str, dict]:
     """The zero-shot kNN table of ``benchmarks/scgpt_zero_shot.py`` for the new model."""
     import importlib.util
@@ -120,6 +142,16 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--ecs-weight", type=float, default=10.0)
+    p.add_argument("--ecs-threshold", type=float, default=0.3)
+    p.add_argument(
+        "--freeze-gene-embeddings",
+        action="store_true",
+        help="keep the (PCA-initialised) gene-token embeddings fixed while training",
+    )
+    p.add_argument("--epoch-dirs", default=None,
+                   help="also save the model before training and after every epoch as "
+                        "EPOCH_DIRS/e0, e1, ... (benchmarks/scgpt_zero_shot.py --model scores "
+                        "each)")  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "src/omicformer/scgpt/_data/default_model"))
     p.add_argument(
         "--static-dir", default=str(ROOT / "docs" / "_static"), help="loss plot + metrics"
@@ -135,12 +167,17 @@ def main() -> None:
     print(f"training cells {adata.n_obs}, vocabulary genes {len(genes)}", flush=True)
     ScGPT.setup_anndata(adata)
     model = ScGPT(adata, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
-                  dropout=0.1, max_len=args.max_len, vocab=vocab, random_state=0)  # fmt: skip
+                  dropout=0.1, max_len=args.max_len, vocab=vocab, random_state=0,
+                  ecs_threshold=args.ecs_threshold)  # fmt: skip
     if not args.no_pca_init:
         init_gene_embeddings_pca(model.module, vocab, logn[keep][:, genes].X, genes)
+    if args.freeze_gene_embeddings:
+        model.module.encoder.embedding.weight.requires_grad_(False)
+    callbacks = [EpochSnapshots(model, args.epoch_dirs)] if args.epoch_dirs else []
     t = time.perf_counter()
     model.train(max_epochs=args.epochs, batch_size=32, lr=args.lr, ecs_weight=args.ecs_weight,
-                accelerator="cpu", devices=1, random_state=0, enable_progress_bar=False)  # fmt: skip
+                accelerator="cpu", devices=1, random_state=0, enable_progress_bar=False,
+                callbacks=callbacks)  # fmt: skip
     minutes = (time.perf_counter() - t) / 60
     model.max_len = 1200  # inference default, as the official embed_data
     model.save(args.out, overwrite=True)
