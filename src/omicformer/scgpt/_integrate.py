@@ -88,8 +88,10 @@ def integrate(
     dab_weight
         Weight of the adversarial batch loss (official 1).
     dsbn
-        Domain-specific batch norm (official ``DSBN=True``). ``False`` lets a ``backed="r"``
-        ``adata`` be fine-tuned out of core (see ``adata``).
+        Domain-specific batch norm (official ``DSBN=True``). With the default model,
+        ``False`` mixed batches that share cell types better (two PBMC pairings), while
+        ``True`` kept far more biology where batch and biology are confounded (hsmm); see
+        "``dsbn=True`` or ``False``?" in the scGPT guide.
     batch_conditioned
         Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
         in the tutorial), so that the cell embedding needs not carry the batch to reconstruct
