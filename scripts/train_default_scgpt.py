@@ -37,6 +37,11 @@ Writes the model folder (``model.safetensors``, ``omicformer_config.json``, ``vo
 ``docs/_static/default_scgpt_loss.png`` and ``docs/_static/default_scgpt_metrics.json``.
 
     python scripts/train_default_scgpt.py [--epochs 1] [--out src/omicformer/scgpt/_data/default_model]
+
+Sweeps (the "Sweep around the v3 recipe" table of ``docs/scgpt.md``): ``--epoch-dirs DIR`` also
+saves ``DIR/e0`` (before training) and ``DIR/e1``, ... (after each epoch) for
+``benchmarks/scgpt_zero_shot.py --model DIR/eN``; ``--n-hvg``, ``--ecs-weight``,
+``--ecs-threshold`` and ``--freeze-gene-embeddings`` change the recipe.
 """
 
 from __future__ import annotations
