@@ -3,7 +3,7 @@ seeds, vs a k-mer logistic regression; tokenisation throughput: ``dnabert.pp.tok
 Python ``seq2kmer`` + dict lookup.
 
 Promoter part. The pretrained ``default_mlm`` (or ``--mlm``) is fine-tuned with the recipe of
-``scripts/train_default_dnabert.py`` (900 steps of batch 16, lr 3e-4, 10% warmup, bf16 on CPU)
+``scripts/train_default_dnabert.py`` (1,800 steps of batch 16, lr 3e-4, 10% warmup, bf16 on CPU)
 once per ``--seeds`` value on the train split of ``promoter_task(length=300,
 random_state=0)``; seed 0 is the recipe of the shipped ``default_promoter``. The k-mer
 baseline, :func:`omicformer.dnabert.tasks.kmer_baseline` (normalised 6-mer counts, L2 logistic
@@ -31,7 +31,7 @@ tokenised for k=``--k`` into a padded id matrix ``[CLS] k-mers [SEP]`` by
 Both outputs are checked to be identical; the median and best of ``--repeats`` runs are
 reported (single runs of ``pp.tokenize`` vary several-fold with memory allocation).
 
-    python benchmarks/dnabert_promoter.py            # 3 seeds: about 65 CPU-minutes
+    python benchmarks/dnabert_promoter.py            # 3 seeds: about 80 CPU-minutes
     python benchmarks/dnabert_promoter.py --mlm path/to/mlm --seeds 0 1 2 3 4 --skip-tokenize
 """
 
@@ -352,7 +352,7 @@ def main() -> None:
         "--mlm", default="default", help="pretrained MLM folder to fine-tune ('default': shipped)"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
-    p.add_argument("--finetune-steps", type=int, default=900, help="promoter fine-tuning steps")
+    p.add_argument("--finetune-steps", type=int, default=1800, help="promoter fine-tuning steps")
     p.add_argument("--hnf4a-steps", type=int, default=500, help="HNF4A-task fine-tuning steps")
     p.add_argument(
         "--pooling", choices=["cls", "mean"], help="fine-tuning head (default: the MLM's own)"
