@@ -31,7 +31,7 @@ tokenised for k=``--k`` into a padded id matrix ``[CLS] k-mers [SEP]`` by
 Both outputs are checked to be identical; the median and best of ``--repeats`` runs are
 reported (single runs of ``pp.tokenize`` vary several-fold with memory allocation).
 
-    python benchmarks/dnabert_promoter.py            # 3 seeds: about 80 CPU-minutes
+    python benchmarks/dnabert_promoter.py            # 3 seeds: about 100 CPU-minutes
     python benchmarks/dnabert_promoter.py --mlm path/to/mlm --seeds 0 1 2 3 4 --skip-tokenize
 """
 
@@ -353,7 +353,7 @@ def main() -> None:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     p.add_argument("--finetune-steps", type=int, default=1800, help="promoter fine-tuning steps")
-    p.add_argument("--hnf4a-steps", type=int, default=500, help="HNF4A-task fine-tuning steps")
+    p.add_argument("--hnf4a-steps", type=int, default=1500, help="HNF4A-task fine-tuning steps")
     p.add_argument(
         "--pooling", choices=["cls", "mean"], help="fine-tuning head (default: the MLM's own)"
     )
