@@ -214,3 +214,52 @@ def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query):
     np.testing.assert_array_equal(
         a.obs["scgpt_cell_type_confidence"], b.obs["scgpt_cell_type_confidence"]
     )
+
+
+def test_head_standardisation_folds_into_an_official_head(pretrained):
+    """Training standardises the <cls> embedding before the head; folding that into the head's
+    first Linear must give the same logits with the head alone.
+
+    Expected values use the formula written out, ``head((e - mean) / sqrt(var + eps))`` on a
+    copy of the unfolded head, with the statistics after the training-mode updates
+    (``mean <- (1 - m) mean + m batch_mean``, same for the unbiased batch variance).
+    """
+    import copy
+
+    from omicformer.scgpt.module import ClsDecoder
+    from omicformer.scgpt.train import ClassifierTrainingPlan
+
+    module = copy.deepcopy(pretrained.module)
+    module.cls_decoder = ClsDecoder(32, 3, nlayers=3)
+    torch.manual_seed(0)
+    emb = 5.0 + 0.03 * torch.randn(64, 32)  # collapsed: a large shared part, small differences
+    start = (torch.full((32,), 4.0), torch.full((32,), 2.0))
+    plan = ClassifierTrainingPlan(module, input_stats=start, stats_momentum=0.25)
+    mean, var = start[0].clone(), start[1].clone()
+    plan.train()
+    for chunk in emb.split(16):  # training mode: statistics move towards each minibatch's
+        plan.input_norm(chunk)
+        mean, var = 0.75 * mean + 0.25 * chunk.mean(0), 0.75 * var + 0.25 * chunk.var(0)
+    norm = plan.input_norm
+    torch.testing.assert_close(norm.mean, mean)
+    torch.testing.assert_close(norm.var, var)
+    plan.eval()
+    before = norm.mean.clone()
+    plan.input_norm(emb)  # evaluation mode leaves the statistics alone
+    torch.testing.assert_close(norm.mean, before)
+    unfolded = copy.deepcopy(module.cls_decoder).eval()
+    with torch.no_grad():
+        expected = unfolded((emb - mean) / torch.sqrt(var + 1e-5))
+    plan.fold_standardisation()
+    assert plan.input_norm is None
+    assert isinstance(module.cls_decoder, ClsDecoder)  # still the official head's layout
+    with torch.no_grad():
+        got = module.cls_decoder.eval()(emb)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # without statistics the plan is the official recipe and there is nothing to fold
+    official = ClassifierTrainingPlan(copy.deepcopy(module))
+    assert official.input_norm is None
+    weights = copy.deepcopy(official.module.cls_decoder.state_dict())
+    official.fold_standardisation()
+    for k, v in official.module.cls_decoder.state_dict().items():
+        torch.testing.assert_close(v, weights[k])

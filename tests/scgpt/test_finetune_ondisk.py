@@ -105,8 +105,10 @@ def test_classifier_predicts_rows_of_backed_data_in_blocks(adata, backed, pretra
     expected = clf.predict_proba(adata[rows], batch_size=4, progress=False)  # one chunk
     monkeypatch.setattr(_classifier, "EMBED_CHUNK", 4)  # blocks of 4 cells, views of the file
     got = clf._proba(backed, rows=rows, batch_size=4, progress=False)
+    # float32 matmuls of 10 vs 4 rows; the folded head standardisation (large first-layer
+    # weights and bias that cancel) makes their rounding visible at ~1e-6
     pd.testing.assert_frame_equal(
-        expected, clf._proba(adata, rows=rows, batch_size=4, progress=False), rtol=1e-6, atol=1e-6
+        expected, clf._proba(adata, rows=rows, batch_size=4, progress=False), rtol=1e-5, atol=1e-5
     )
     pd.testing.assert_frame_equal(
         clf._proba(adata, rows=rows, batch_size=4, progress=False), got, rtol=0, atol=0

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 #: Cells per :func:`embed_cells` chunk in prediction (rounded to whole batches).
 EMBED_CHUNK = 8192
+#: Training cells (at most) whose embeddings start the head's input standardisation.
+STANDARDIZE_CELLS = 2048
+#: How fast the head's input standardisation follows the encoder (BatchNorm's default).
+STATS_MOMENTUM = 0.1
 
 
 class ScGPTClassifier(ScGPT):
@@ -115,6 +119,7 @@ class ScGPTClassifier(ScGPT):
         weight_decay: float = 0.0,
         lr_decay: float = 0.95,
         dropout: float | None = None,
+        standardize: bool = True,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
@@ -155,6 +160,19 @@ class ScGPTClassifier(ScGPT):
         dropout
             Dropout rate while fine-tuning (and kept in the saved config); ``None`` keeps the
             module's. On CPU a training step with dropout 0.1 took 4x as long as with 0.
+        standardize
+            Standardise the cell embedding per dimension before the head while training, then
+            fold that into the head's first linear layer, so the saved head is the official
+            ``ClsDecoder`` and predicts without it. The statistics start as the mean and
+            variance of (up to 2,048) training cells under the pretrained encoder and follow
+            the encoder as it changes (each training minibatch moves them by 0.1, BatchNorm's
+            default momentum); validation and prediction use them as they stand. Why: the
+            ``<cls>`` embeddings of a pretrained model can share a large common part (for the
+            shipped default model, the cells' deviations from their mean embedding are 3.6%
+            of its norm), so an unstandardised head sees nearly identical inputs and learns
+            slowly. Query macro-F1 with the default model (3 seeds, ``docs/benchmarks.md``):
+            0.628 -> 0.660 on a 70/30 split of ``pbmc68k_reduced``, 0.640 -> 0.669 on the
+            transfer to ``pbmc_celltypist``. ``False``: the official recipe exactly.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
         streaming, chunk_size, shuffle_window
@@ -200,22 +218,47 @@ class ScGPTClassifier(ScGPT):
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len}  # fmt: skip
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
             train_ds, val_ds = dataset(train_idx, batch, labels), dataset(val_idx, batch, labels)
+            stats = None
+            if standardize:
+                stats = self._embedding_stats(train_idx, random_state, accelerator)
             plan = ClassifierTrainingPlan(
                 self.module, lr=lr, weight_decay=weight_decay, class_weight=weight,
-                lr_decay=lr_decay,
+                lr_decay=lr_decay, input_stats=stats, stats_momentum=STATS_MOMENTUM,
             )  # fmt: skip
             groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-            self._fit(
-                plan, functools.partial(ClassificationCollator, col_ids, **common),
-                (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,
-                max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
-                devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                num_workers=num_workers, random_state=random_state,
-                early_stopping=early_stopping and len(val_idx) > 0,
-                early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
-                ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-            )  # fmt: skip
+            try:
+                self._fit(
+                    plan, functools.partial(ClassificationCollator, col_ids, **common),
+                    (train_ds, val_ds), (train_idx, val_idx), groups=groups,
+                    batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                    accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                    strategy=strategy, precision=precision, num_workers=num_workers,
+                    random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
+                    early_stopping_patience=early_stopping_patience,
+                    checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
+                    enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+                )  # fmt: skip
+            finally:  # also after an interruption: the head must predict without the plan
+                plan.fold_standardisation()
         self._calibrate(val_idx, labels, random_state)
+
+    def _embedding_stats(
+        self, train_idx: np.ndarray, random_state: int, accelerator: str = "auto"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and variance of the ``<cls>`` embedding of training cells.
+
+        At most :data:`STANDARDIZE_CELLS` cells, drawn with ``random_state``; current encoder.
+        """
+        rng = np.random.default_rng(random_state)
+        n = min(len(train_idx), STANDARDIZE_CELLS)
+        rows = np.sort(rng.choice(train_idx, n, replace=False))
+        device = "cpu" if accelerator == "cpu" else "auto"
+        emb = self._embeddings(
+            self.adata, rows=rows, device=device, random_state=random_state, progress=False
+        )
+        emb = torch.from_numpy(emb).double()
+        var = emb.var(0) if n > 1 else torch.ones(emb.shape[1], dtype=torch.float64)
+        return emb.mean(0).float(), var.float()
 
     def _calibrate(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
         """Temperature and scores on the validation cells (none held out: temperature 1)."""
@@ -239,38 +282,65 @@ class ScGPTClassifier(ScGPT):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def _logits(
+    def _logits(self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any) -> np.ndarray:
+        """Class logits of the cells ``rows`` of ``adata`` (``None``: all), ``(n, n_classes)``.
+
+        Keywords as :meth:`_embeddings`; the head runs block by block, so memory holds one
+        block's embeddings.
+        """
+        return self._by_block(self._block_logits, self.module.config.n_cls, adata, rows, **kw)
+
+    @torch.no_grad()
+    def _embeddings(
+        self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any
+    ) -> np.ndarray:
+        """Unnormalised ``<cls>`` embeddings of the cells ``rows`` of ``adata`` (``None``: all).
+
+        Keywords: ``batch_size`` (64), ``device`` ("auto"), ``random_state`` (0), ``progress``
+        (True), as :func:`embed_cells`.
+        """
+        return self._by_block(self._block_embeddings, self.module.config.d_model, adata, rows, **kw)
+
+    def _by_block(
         self,
+        fn: Any,
+        width: int,
         adata: AnnData,
+        rows: np.ndarray | None,
         *,
-        rows: np.ndarray | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         random_state: int = 0,
         progress: bool = True,
     ) -> np.ndarray:
-        """Class logits of the cells ``rows`` of ``adata`` (``None``: all), ``(n, n_classes)``.
+        """``fn`` on the cells ``rows`` of ``adata``, one :func:`embed_cells` chunk at a time.
 
         ``adata`` is embedded by :func:`embed_cells`, which reads a backed AnnData in chunks.
         A subset ``rows`` is embedded in blocks of that chunk size, each block a view of its
         rows only: a backed block is read once and memory holds one block (a view of
         ``adata[rows]`` would be read whole for every chunk, and a backed view cannot be
         indexed again). The blocks are the chunks :func:`embed_cells` would make of
-        ``adata[rows]``, so the logits do not depend on how the data are stored.
+        ``adata[rows]``, so the result does not depend on how the data are stored.
         """
         kw = {"batch_size": batch_size, "device": device, "random_state": random_state,
               "progress": progress}  # fmt: skip
         if rows is None:
-            return self._block_logits(adata, **kw)
+            return fn(adata, **kw)
         rows = np.asarray(rows, np.int64)
         block = batch_size * max(1, EMBED_CHUNK // batch_size)  # embed_cells' chunk rounding
-        parts = [self._block_logits(adata[rows[s : s + block]], **kw)
-                 for s in range(0, rows.size, block)]  # fmt: skip
+        parts = [fn(adata[rows[s : s + block]], **kw) for s in range(0, rows.size, block)]
         if not parts:
-            return np.zeros((0, self.module.config.n_cls), dtype=np.float32)
+            return np.zeros((0, width), dtype=np.float32)
         return np.concatenate(parts)
 
-    def _block_logits(
+    def _block_logits(self, adata: AnnData, **kw: Any) -> np.ndarray:
+        """Class logits of every cell of ``adata`` (one chunk)."""
+        emb = self._block_embeddings(adata, **kw)
+        head = self.module.cls_decoder.eval()
+        dev = next(head.parameters()).device
+        return head(torch.from_numpy(emb).to(dev)).float().cpu().numpy()
+
+    def _block_embeddings(
         self,
         adata: AnnData,
         *,
@@ -279,18 +349,15 @@ class ScGPTClassifier(ScGPT):
         random_state: int,
         progress: bool,
     ) -> np.ndarray:
-        """Class logits of every cell of ``adata`` (one :func:`embed_cells` chunk)."""
+        """Unnormalised ``<cls>`` embeddings of every cell of ``adata`` (one chunk)."""
         layer = self.get_setup_arg("layer")
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
-        emb = embed_cells(
+        return embed_cells(
             self.module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
             batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
             device=device, random_state=random_state, progress=progress, normalize=False,
             batch_labels=codes, chunk_size=EMBED_CHUNK,
         )  # fmt: skip
-        head = self.module.cls_decoder.eval()
-        device = next(head.parameters()).device
-        return head(torch.from_numpy(emb).to(device)).float().cpu().numpy()
 
     def predict_proba(
         self,

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .._tokenize import pad_batch
 from ..module import TransformerModel
@@ -65,6 +66,50 @@ class ClassificationCollator(CellCollator):
         return batch
 
 
+class EmbeddingStandardizer(nn.Module):
+    """``(e - mean) / sqrt(var + eps)`` per dimension, with statistics that follow the encoder.
+
+    Unlike a ``BatchNorm1d``, the same (buffered) statistics standardise training and evaluation
+    minibatches, so validation scores what prediction will do. In training mode each minibatch
+    of at least 2 cells moves them by ``momentum`` towards its own mean and variance (no
+    gradient flows through them); ``momentum=0`` keeps them fixed. The buffers are part of the
+    state dict, so restoring the best epoch's weights restores its statistics too.
+
+    Parameters
+    ----------
+    mean, var
+        Initial statistics, ``(d_model,)``.
+    momentum
+        Update rate per training minibatch, in [0, 1].
+    eps
+        Added to the variance.
+    """
+
+    def __init__(
+        self, mean: torch.Tensor, var: torch.Tensor, momentum: float = 0.1, eps: float = 1e-5
+    ):
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            msg = f"momentum={momentum} must be in [0, 1]."
+            raise ValueError(msg)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("var", torch.as_tensor(var, dtype=torch.float32).clone())
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """Standardised ``emb`` (float32); updates the statistics first in training mode."""
+        emb = emb.float()
+        if self.training and self.momentum > 0 and len(emb) > 1:
+            with torch.no_grad():
+                stats = torch.stack([emb.mean(0), emb.var(0)])
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(stats)  # every rank keeps the same statistics
+                    stats /= torch.distributed.get_world_size()
+                self.mean.lerp_(stats[0], self.momentum)
+                self.var.lerp_(stats[1], self.momentum)
+        return (emb - self.mean) * torch.rsqrt(self.var + self.eps)
+
+
 class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     """Cross-entropy on ``cls_decoder(<cls> embedding)``; encoder and head are trained.
 
@@ -81,6 +126,14 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Per-class weights of the loss (e.g. inverse class frequencies), or ``None``.
     lr_decay
         Learning rate factor applied after every epoch (official ``schedule_ratio`` 0.9).
+    input_stats
+        ``(mean, var)`` of the cell embedding, e.g. of the training cells under the pretrained
+        encoder: the head then reads ``(e - mean) / sqrt(var + 1e-5)`` (``input_norm``, an
+        :class:`EmbeddingStandardizer`); call :meth:`fold_standardisation` after training to
+        fold it into the head. ``None``: the official recipe.
+    stats_momentum
+        How fast ``input_norm`` follows the encoder while it is fine-tuned (see
+        :class:`EmbeddingStandardizer`); 0 keeps ``input_stats`` fixed.
     """
 
     def __init__(
@@ -91,11 +144,16 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         weight_decay: float = 0.0,
         class_weight: torch.Tensor | None = None,
         lr_decay: float = 0.9,
+        input_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        stats_momentum: float = 0.1,
     ):
         super().__init__()
         self.module = module
         self.lr, self.weight_decay, self.lr_decay = lr, weight_decay, lr_decay
         self.register_buffer("class_weight", class_weight, persistent=False)
+        self.input_norm = (
+            None if input_stats is None else EmbeddingStandardizer(*input_stats, stats_momentum)
+        )
         self._needs_batch = bool(
             module.config.use_batch_labels or module.config.domain_spec_batchnorm
         )
@@ -105,7 +163,33 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         """Class logits ``(B, n_classes)`` of one batch."""
         labels = batch["batch_labels"] if self._needs_batch else None
         out = self.module._encode(batch["genes"], batch["values"], batch["padding_mask"], labels)
-        return self.module.cls_decoder(self.module.get_cell_embedding(out, batch["values"]))
+        emb = self.module.get_cell_embedding(out, batch["values"])
+        if self.input_norm is not None:
+            emb = self.input_norm(emb)
+        return self.module.cls_decoder(emb)
+
+    @torch.no_grad()
+    def fold_standardisation(self) -> None:
+        """Fold the input standardisation into the head's first linear layer.
+
+        ``input_norm(e) = (e - mean) * scale`` with its current statistics, and
+        ``Linear((e - mean) * scale) == Linear'(e)`` for ``W' = W diag(scale)``,
+        ``b' = b - W' mean``. Afterwards ``module.cls_decoder`` alone gives the logits of
+        :meth:`logits` in eval mode (an ordinary official-format head) and the plan no longer
+        standardises.
+        """
+        norm = self.input_norm
+        if norm is None:
+            return
+        head = self.module.cls_decoder
+        first = head._decoder[0] if len(head._decoder) else head.out_layer
+        w = first.weight
+        scale = torch.rsqrt(norm.var.double() + norm.eps)
+        new_w = w.double() * scale[None, :]
+        new_b = first.bias.double() - new_w @ norm.mean.double()
+        w.copy_(new_w.to(w.dtype))
+        first.bias.copy_(new_b.to(first.bias.dtype))
+        self.input_norm = None
 
     def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
         logits = self.logits(batch).float()
