@@ -263,3 +263,45 @@ def test_head_standardisation_folds_into_an_official_head(pretrained):
     official.fold_standardisation()
     for k, v in official.module.cls_decoder.state_dict().items():
         torch.testing.assert_close(v, weights[k])
+
+
+DDP_CLASSIFIER = """
+import warnings
+import numpy as np, pandas as pd, scipy.sparse as sp, anndata as ad, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT, ScGPTClassifier
+
+rng = np.random.default_rng(0)
+X = rng.poisson(1.0, (70, 30)).astype(np.float32) + np.eye(70, 30, dtype=np.float32)
+X[:35, :10] += 4  # two cell types
+obs = pd.DataFrame({"t": np.repeat(["x", "y"], 35)}, index=[f"c{i}" for i in range(70)])
+a = ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+ScGPT.setup_anndata(a)
+pre = ScGPT(a, d_model=16, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+ScGPTClassifier.setup_anndata(a, labels_key="t")
+clf = ScGPTClassifier.load_pretrained(pre, a)
+clf.train(max_epochs=2, batch_size=8, accelerator="cpu", devices=2, strategy="ddp",
+          enable_progress_bar=False)
+rank = torch.distributed.get_rank()
+w = clf.module.cls_decoder._decoder[0]
+print(f"RESULT {rank} {float(w.weight.sum()):.6f} {float(w.bias.sum()):.6f}", flush=True)
+torch.distributed.destroy_process_group()  # no live gloo threads at exit
+"""
+
+
+@pytest.mark.slow
+def test_classifier_ddp_two_cpu_processes_fold_the_same_head(tmp_path):
+    """The head-input statistics are pooled over ranks: both replicas fold the same head."""
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_clf.py"
+    script.write_text(DDP_CLASSIFIER)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    results = {r: (w, b) for r, w, b in re.findall(r"RESULT (\d) (-?\d+\.\d+) (-?\d+\.\d+)", out)}
+    assert set(results) == {"0", "1"}, out[-3000:]
+    assert results["0"] == results["1"]

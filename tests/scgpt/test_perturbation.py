@@ -1045,6 +1045,7 @@ m.train(max_epochs=1, batch_size=16, accelerator="cpu", devices=2, strategy="ddp
 rank = torch.distributed.get_rank()
 w = sum(float(p.sum()) for p in m.module.parameters())
 print(f"RESULT {rank} {w:.6f}", flush=True)
+torch.distributed.destroy_process_group()  # no live gloo threads at exit
 """
 
 

@@ -71,8 +71,8 @@ class EmbeddingStandardizer(nn.Module):
 
     Unlike a ``BatchNorm1d``, the same (buffered) statistics standardise training and evaluation
     minibatches, so validation scores what prediction will do. In training mode each minibatch
-    of at least 2 cells moves them by ``momentum`` towards its own mean and variance (no
-    gradient flows through them); ``momentum=0`` keeps them fixed. The buffers are part of the
+    of at least 2 cells (over all DDP ranks) moves them by ``momentum`` towards its own mean and
+    unbiased variance (no gradient flows through them); ``momentum=0`` keeps them fixed. The buffers are part of the
     state dict, so restoring the best epoch's weights restores its statistics too.
 
     Parameters
@@ -99,15 +99,24 @@ class EmbeddingStandardizer(nn.Module):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """Standardised ``emb`` (float32); updates the statistics first in training mode."""
         emb = emb.float()
-        if self.training and self.momentum > 0 and len(emb) > 1:
+        if self.training and self.momentum > 0:
             with torch.no_grad():
-                stats = torch.stack([emb.mean(0), emb.var(0)])
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
-                    torch.distributed.all_reduce(stats)  # every rank keeps the same statistics
-                    stats /= torch.distributed.get_world_size()
-                self.mean.lerp_(stats[0], self.momentum)
-                self.var.lerp_(stats[1], self.momentum)
+                self._update(emb)
         return (emb - self.mean) * torch.rsqrt(self.var + self.eps)
+
+    def _update(self, emb: torch.Tensor) -> None:
+        """Move the statistics towards those of ``emb`` (pooled over DDP ranks, float64)."""
+        x = emb.double()
+        sums = torch.cat([x.new_tensor([len(x)]), x.sum(0), (x * x).sum(0)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)  # every rank, every step: the same statistics
+        n, d = float(sums[0]), len(self.mean)
+        if n < 2:  # no variance from one cell
+            return
+        mean = sums[1 : d + 1] / n
+        var = (sums[d + 1 :] - n * mean * mean).clamp_min(0) / (n - 1)
+        self.mean.lerp_(mean.float(), self.momentum)
+        self.var.lerp_(var.float(), self.momentum)
 
 
 class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
