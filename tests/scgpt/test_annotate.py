@@ -220,8 +220,9 @@ def test_head_standardisation_folds_into_an_official_head(pretrained):
     """Training standardises the <cls> embedding before the head; folding that into the head's
     first Linear must give the same logits with the head alone.
 
-    Expected values use the formula written out, ``head((e - mean) / sqrt(var + eps))`` on a
-    copy of the unfolded head, with the statistics after the training-mode updates
+    Expected values use the formula written out, ``head((e - mean) / sqrt(mean(var) + eps))``
+    (centred per dimension, one scale) on a copy of the unfolded head, with the statistics
+    after the training-mode updates
     (``mean <- (1 - m) mean + m batch_mean``, same for the unbiased batch variance).
     """
     import copy
@@ -249,7 +250,7 @@ def test_head_standardisation_folds_into_an_official_head(pretrained):
     torch.testing.assert_close(norm.mean, before)
     unfolded = copy.deepcopy(module.cls_decoder).eval()
     with torch.no_grad():
-        expected = unfolded((emb - mean) / torch.sqrt(var + 1e-5))
+        expected = unfolded((emb - mean) / torch.sqrt(var.mean() + 1e-5))
     plan.fold_standardisation()
     assert plan.input_norm is None
     assert isinstance(module.cls_decoder, ClsDecoder)  # still the official head's layout

@@ -67,7 +67,11 @@ class ClassificationCollator(CellCollator):
 
 
 class EmbeddingStandardizer(nn.Module):
-    """``(e - mean) / sqrt(var + eps)`` per dimension, with statistics that follow the encoder.
+    """``(e - mean) / sqrt(mean(var) + eps)``, with statistics that follow the encoder.
+
+    Each dimension is centred on its mean; all are divided by one scale, the root of the
+    variance averaged over dimensions (isotropic: a direction in which the training cells vary
+    little is not magnified, so a query shifted along it is not either).
 
     Unlike a ``BatchNorm1d``, the same (buffered) statistics standardise training and evaluation
     minibatches, so validation scores what prediction will do. In training mode each minibatch
@@ -78,7 +82,7 @@ class EmbeddingStandardizer(nn.Module):
     Parameters
     ----------
     mean, var
-        Initial statistics, ``(d_model,)``.
+        Initial per-dimension statistics, ``(d_model,)``.
     momentum
         Update rate per training minibatch, in [0, 1].
     eps
@@ -102,7 +106,7 @@ class EmbeddingStandardizer(nn.Module):
         if self.training and self.momentum > 0:
             with torch.no_grad():
                 self._update(emb)
-        return (emb - self.mean) * torch.rsqrt(self.var + self.eps)
+        return (emb - self.mean) * torch.rsqrt(self.var.mean() + self.eps)
 
     def _update(self, emb: torch.Tensor) -> None:
         """Move the statistics towards those of ``emb`` (pooled over DDP ranks, float64)."""
@@ -137,7 +141,7 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Learning rate factor applied after every epoch (official ``schedule_ratio`` 0.9).
     input_stats
         ``(mean, var)`` of the cell embedding, e.g. of the training cells under the pretrained
-        encoder: the head then reads ``(e - mean) / sqrt(var + 1e-5)`` (``input_norm``, an
+        encoder: the head then reads ``(e - mean) / sqrt(mean(var) + 1e-5)`` (``input_norm``, an
         :class:`EmbeddingStandardizer`); call :meth:`fold_standardisation` after training to
         fold it into the head. ``None``: the official recipe.
     stats_momentum
@@ -181,8 +185,8 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     def fold_standardisation(self) -> None:
         """Fold the input standardisation into the head's first linear layer.
 
-        ``input_norm(e) = (e - mean) * scale`` with its current statistics, and
-        ``Linear((e - mean) * scale) == Linear'(e)`` for ``W' = W diag(scale)``,
+        ``input_norm(e) = (e - mean) * scale`` with its current statistics (one ``scale`` for
+        every dimension), and ``Linear((e - mean) * scale) == Linear'(e)`` for ``W' = W scale``,
         ``b' = b - W' mean``. Afterwards ``module.cls_decoder`` alone gives the logits of
         :meth:`logits` in eval mode (an ordinary official-format head) and the plan no longer
         standardises.
@@ -193,8 +197,8 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         head = self.module.cls_decoder
         first = head._decoder[0] if len(head._decoder) else head.out_layer
         w = first.weight
-        scale = torch.rsqrt(norm.var.double() + norm.eps)
-        new_w = w.double() * scale[None, :]
+        scale = torch.rsqrt(norm.var.double().mean() + norm.eps)
+        new_w = w.double() * scale
         new_b = first.bias.double() - new_w @ norm.mean.double()
         w.copy_(new_w.to(w.dtype))
         first.bias.copy_(new_b.to(first.bias.dtype))
