@@ -243,3 +243,30 @@ def backed(adata, tmp_path):
     b = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
     yield b
     b.file.close()
+
+
+# ---------------------------------------------------------------- multi-process (DDP) scripts
+@pytest.fixture
+def run_script(tmp_path):
+    """Run Python source in a fresh interpreter in ``tmp_path``, e.g. a two-process DDP job.
+
+    ``run(source, *args)`` fails the test with the output's tail unless the process exits 0, and
+    returns ``(output, results)``: stdout + stderr, and ``{rank: numbers}`` from every
+    ``RESULT <rank> <x.xxxxxx> ...`` the script printed (numbers with 6 decimals, so lines of
+    two ranks that run together still parse).
+    """
+    import re
+    import subprocess
+    import sys
+
+    def run(source: str, *args: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+        script = tmp_path / "script.py"
+        script.write_text(source)
+        proc = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        found = re.findall(r"RESULT (\d)((?: -?\d+\.\d{6})+)", out)
+        return out, {rank: tuple(nums.split()) for rank, nums in found}
+
+    return run

@@ -291,18 +291,9 @@ torch.distributed.destroy_process_group()  # no live gloo threads at exit
 
 
 @pytest.mark.slow
-def test_classifier_ddp_two_cpu_processes_fold_the_same_head(tmp_path):
+def test_classifier_ddp_two_cpu_processes_fold_the_same_head(run_script):
     """The head-input statistics are pooled over ranks: both replicas fold the same head."""
-    import re
-    import subprocess
-    import sys
-
-    script = tmp_path / "ddp_clf.py"
-    script.write_text(DDP_CLASSIFIER)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    results = {r: (w, b) for r, w, b in re.findall(r"RESULT (\d) (-?\d+\.\d+) (-?\d+\.\d+)", out)}
+    out, results = run_script(DDP_CLASSIFIER)
     assert set(results) == {"0", "1"}, out[-3000:]
+    assert all(len(nums) == 2 for nums in results.values()), out[-3000:]
     assert results["0"] == results["1"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 
 import anndata as ad
 import numpy as np
@@ -260,13 +258,8 @@ print(f"DONE {rank}", flush=True)
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_equal_single_process(tmp_path, model):
-    script = tmp_path / "embed.py"
-    script.write_text(DDP_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+def test_ddp_two_cpu_processes_equal_single_process(tmp_path, model, run_script):
+    out, _ = run_script(DDP_SCRIPT)
     assert "DONE 0" in out and "DONE 1" in out, out[-3000:]
     single = np.load(tmp_path / "single.npy")
     for name in ("rank0.npy", "rank1.npy", "ddp.npy"):  # 5 chunks: ranks 0/1 take 3/2

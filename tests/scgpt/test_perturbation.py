@@ -1050,18 +1050,7 @@ torch.distributed.destroy_process_group()  # no live gloo threads at exit
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
-    import re
-    import subprocess
-    import sys
-
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    results = dict(re.findall(r"RESULT (\d) (-?\d+\.\d{6})", out))
+def test_ddp_two_cpu_processes_keep_replicas_identical(run_script):
+    out, results = run_script(DDP_SCRIPT)
     assert set(results) == {"0", "1"}, out[-3000:]
     assert results["0"] == results["1"]

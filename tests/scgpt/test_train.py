@@ -220,19 +220,7 @@ torch.distributed.destroy_process_group()  # no live gloo threads at exit
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["plain", "dsbn"])
-def test_ddp_two_cpu_processes(tmp_path, mode):
-    import re
-    import subprocess
-    import sys
-
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), mode], cwd=tmp_path, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    results = dict(re.findall(r"RESULT (\d) (-?\d+\.\d{6})", out))  # ranks may share a line
+def test_ddp_two_cpu_processes(run_script, mode):
+    out, results = run_script(DDP_SCRIPT, mode)
     assert set(results) == {"0", "1"}, out[-3000:]
     assert results["0"] == results["1"]  # DDP kept the replicas identical
