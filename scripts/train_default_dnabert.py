@@ -68,7 +68,8 @@ Recipe (v2; one CPU run on one thread of a shared 2-core machine, 2026-12-02; mi
   ``random_state=0``, ``pooling="mean"`` (the head reads the mean k-mer state:
   ``default_mlm`` records ``classifier_pooling="mean"``; through ``[CLS]`` a shorter v2 run
   reached MCC 0.374 against 0.518 with the mean); saved to ``default_promoter/`` (the
-  shipped folder: ``--from-mlm``, 23.1 CPU-minutes on one thread). ``benchmarks/dnabert_promoter.py`` repeats this fine-tuning from
+  shipped folder: ``--from-mlm``, 23.1 CPU-minutes on one thread).
+  ``benchmarks/dnabert_promoter.py`` repeats this fine-tuning from
   ``default_mlm`` over several seeds against the k-mer baseline.
 * Result of the run that wrote ``default_mlm``: held-out span-masked MLM loss 3.38 (ce2,
   256 bp), 3.41 (ce2, 515 bp), 3.54 (dm3, 515 bp), against 7.26 / 7.27 for v1 (uniform guess
@@ -384,13 +385,12 @@ def main() -> None:
     )
     ft_minutes = (time.process_time() - c1) / 60
     round_history(model)
-    promoter_dir = out
-    model.save(promoter_dir / "default_promoter", overwrite=True, half=True)
+    model.save(out / "default_promoter", overwrite=True, half=True)
 
     # evaluate what ships: the float16 folders, reloaded
     c2 = time.process_time()
     mlm = DNABert.load(out / "default_mlm")
-    promoter = DNABert.load(promoter_dir / "default_promoter")
+    promoter = DNABert.load(out / "default_promoter")
     hist = {k: frame.iloc[:, 0].tolist() for k, frame in mlm.history.items()}
     ce2, dm3 = list(ce2_test.values()), list(dm3_test.values())
     heldout = {
@@ -445,7 +445,7 @@ def main() -> None:
         "evaluation_cpu_minutes": round(eval_minutes, 2),
         "folder_bytes": {
             "default_mlm": folder_bytes(out / "default_mlm"),
-            "default_promoter": folder_bytes(promoter_dir / "default_promoter"),
+            "default_promoter": folder_bytes(out / "default_promoter"),
         },
         "torch_threads": args.threads,
     }
