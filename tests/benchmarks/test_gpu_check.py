@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,19 +13,12 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("config", ["tiny", "default"])
-def test_train_throughput_times_steps_on_cpu(config, tmp_path, capsys):
+def test_train_throughput_times_steps_on_cpu(config, tmp_path, capsys, load_benchmark):
     out = tmp_path / "train.json"
     argv = ["--config", config, "--device", "cpu", "--steps", "2", "--warmup", "1",
             "--batch-size", "4", "--genes-per-cell", "20", "--max-len", "16", "--json", str(out)]  # fmt: skip
-    assert _load("train_throughput").main(argv) == 0
+    assert load_benchmark("train_throughput").main(argv) == 0
     r = json.loads(out.read_text())
     assert r["steps"] == 2 and r["precision"] == "32-true" and r["tokens_per_cell"] == 16
     assert r["steps_per_s"] > 0 and r["cells_per_s"] == pytest.approx(4 * r["steps_per_s"])
@@ -39,17 +31,17 @@ def test_train_throughput_times_steps_on_cpu(config, tmp_path, capsys):
     assert f"train {config}: " in capsys.readouterr().out
 
 
-def test_train_throughput_refuses_cuda_without_a_gpu():
+def test_train_throughput_refuses_cuda_without_a_gpu(load_benchmark):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit, match="CUDA is not available"):
-        _load("train_throughput").main(["--config", "tiny", "--device", "cuda"])
+        load_benchmark("train_throughput").main(["--config", "tiny", "--device", "cuda"])
 
 
-def test_embed_devices_reports_cosine_and_fails_below_threshold(capsys):
-    embed_devices = _load("embed_devices")
+def test_embed_devices_reports_cosine_and_fails_below_threshold(capsys, load_benchmark):
+    embed_devices = load_benchmark("embed_devices")
     argv = ["--device", "cpu", "--batch-size", "7", "--n-cells", "40"]
     assert embed_devices.main(argv) == 0
     assert "cosine min 1.000000 mean 1.000000 over 40 cells" in capsys.readouterr().out

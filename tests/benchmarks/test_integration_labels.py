@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -13,22 +10,18 @@ import scanpy as sc
 
 from omicformer import datasets
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "integration.py"
 PROTEINS = ["CD3_TotalSeqB", "CD19_TotalSeqB", "CD56_TotalSeqB", "CD14_TotalSeqB", "CD4_TotalSeqB"]
 
 
 @pytest.fixture(scope="module")
-def integration():
-    spec = importlib.util.spec_from_file_location("bench_integration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def integration(load_benchmark):
+    return load_benchmark("integration")
 
 
 def test_protein_labels_hand_example(integration):
-    # run "a": cell i carries a lot of the i-th marker; cell 4 is CD4-high only and otherwise
-    # like cell 0, so its largest marker z is CD3's. Run "b" is run "a" with 10x the counts: the
-    # per-cell CLR makes the labels depend on proportions only.
+    # run "a": cell i (0-3) carries a lot of the i-th marker; cell 4 has more CD4 (not a
+    # marker) than CD3 and no other marker, so it is T too. Run "b" is run "a" with 10x the
+    # counts: the per-cell CLR makes the labels depend on proportions only.
     a = np.array([[90, 5, 5, 5, 40], [5, 90, 5, 5, 5], [5, 5, 90, 5, 5], [5, 5, 5, 90, 5],
                   [60, 5, 5, 5, 90]], dtype=float)  # fmt: skip
     counts = pd.DataFrame(np.vstack([a, 10 * a]), columns=PROTEINS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -21,11 +20,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling.py"
 
 
 @pytest.fixture(scope="module")
-def scaling():
-    spec = importlib.util.spec_from_file_location("bench_scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def scaling(load_benchmark):
+    return load_benchmark("scaling")
 
 
 @pytest.fixture(scope="module")
