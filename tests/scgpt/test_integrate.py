@@ -1,5 +1,7 @@
 """scgpt.tl.integrate, ScGPTIntegration and the integration objective on small synthetic batches."""
 
+import inspect
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -56,7 +58,8 @@ def pretrained() -> ScGPT:
 def integrated(pretrained):
     adata = _batches()
     before = adata.copy()
-    model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, **QUICK)
+    model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, dsbn=True,
+                         **QUICK)  # fmt: skip
     return adata, before, model
 
 
@@ -105,6 +108,16 @@ def test_copy_returns_new_adata_and_leaves_input(pretrained):
     out = tl.integrate(adata, batch_key="batch", model=pretrained, copy=True, key_added="Z",
                        max_epochs=1, batch_size=16, progress=False)  # fmt: skip
     assert "Z" in out.obsm and "Z" not in adata.obsm and "scgpt" not in adata.uns
+
+
+def test_default_fine_tunes_without_dsbn(pretrained):
+    # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
+    # the official DSBN=True
+    model = tl.integrate(_batches(), batch_key="batch", model=pretrained, max_epochs=1,
+                         batch_size=16, progress=False, return_model=True)  # fmt: skip
+    c = model.module.config
+    assert not c.domain_spec_batchnorm and c.do_dab and c.use_batch_labels
+    assert inspect.signature(ScGPTIntegration.load_pretrained).parameters["dsbn"].default is True
 
 
 def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
