@@ -90,10 +90,10 @@ def integrate(
     dsbn
         Domain-specific batch norm (the official tutorial's ``DSBN=True``). Off by default:
         with the default model, ``False`` mixed batches that share cell types more and kept
-        more of their biology (scib total 0.741 against 0.597 on two CITE-seq PBMC runs,
-        0.415 against 0.366 on two PBMC experiments), while ``True`` kept far more biology
-        where every batch holds other cells (hsmm: one time point per plate, total 0.509
-        against 0.414); see "``dsbn=True`` or ``False``?" in the scGPT guide.
+        more of their biology (scib total, 3 seeds: 0.741 against 0.597 on two CITE-seq PBMC
+        runs, 0.422 against 0.374 on two PBMC experiments), while ``True`` kept far more
+        biology where every batch holds other cells (hsmm, one time point per plate: 0.485
+        against 0.421); see "``dsbn=True`` or ``False``?" in the scGPT guide.
     batch_conditioned
         Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
         in the tutorial), so that the cell embedding needs not carry the batch to reconstruct
