@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 from omicformer._core import _io
 from omicformer.scgpt import tl
@@ -253,6 +255,7 @@ np.save(f"rank{rank}.npy", np.asarray(z))
 assert np.array_equal(np.asarray(zf), z)
 if rank == 0:
     np.save("single.npy", m.get_latent_representation(device="cpu", **kw))
+    print(f"THREADS {torch.get_num_threads()}", flush=True)  # Lightning's CPU DDP sets it
 print(f"DONE {rank}", flush=True)
 """
 
@@ -264,7 +267,13 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path, model, run_script)
     single = np.load(tmp_path / "single.npy")
     for name in ("rank0.npy", "rank1.npy", "ddp.npy"):  # 5 chunks: ranks 0/1 take 3/2
         np.testing.assert_array_equal(np.load(tmp_path / name), single, err_msg=name)
-    # and the single-process result of this (pytest) process, same weights and data
-    here = model.get_latent_representation(device="cpu", **CHUNKED)
+    # and the single-process result of this (pytest) process, same weights and data, with the
+    # script's torch thread count (another count may sum in another order: 1-ulp differences)
+    threads, before = int(re.search(r"THREADS (\d+)", out).group(1)), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        here = model.get_latent_representation(device="cpu", **CHUNKED)
+    finally:
+        torch.set_num_threads(before)
     np.testing.assert_array_equal(here, single)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
