@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,3 +137,30 @@ def test_dsbn_normalises_each_batch_with_its_own_statistics():
     # running means move 10% of the way from 0 to each domain's own batch mean
     torch.testing.assert_close(bn.bns[0].running_mean, torch.tensor([0.2, 0.2]))
     torch.testing.assert_close(bn.bns[1].running_mean, torch.tensor([2.0, 0.2]))
+
+
+def test_gene_mean_cell_embedding_leaves_out_cls_and_padding():
+    """``gene-mean``: the mean output of positions 1.. that are not padding, written out per cell;
+    padding a cell further leaves its embedding unchanged (the official avg-pool does not)."""
+    m = _model(cell_emb_style="gene-mean")
+    torch.manual_seed(1)
+    genes = torch.tensor([[36, 3, 5, 7, 37, 37], [36, 2, 4, 6, 8, 9]])  # <cls>=36, <pad>=37
+    values = torch.rand(2, 6) * 5
+    pad = genes == 37
+    with torch.no_grad():
+        out = m._encode(genes, values, pad)
+        got = m.get_cell_embedding(out, values, pad)
+        for i in range(2):
+            keep = [j for j in range(1, 6) if not pad[i, j]]
+            torch.testing.assert_close(got[i], out[i, keep].mean(0))
+        short = m._encode(genes[:1, :4], values[:1, :4], pad[:1, :4])  # the same cell, no pads
+        torch.testing.assert_close(m.get_cell_embedding(short, values[:1, :4]), got[:1])
+        full = m(genes, values, pad)["cell_emb"]  # forward passes its padding mask on
+    torch.testing.assert_close(full, got)
+    official = _model(cell_emb_style="avg-pool")
+    with torch.no_grad():
+        avg = official.get_cell_embedding(out, values)
+    torch.testing.assert_close(avg, out.mean(1))  # every position, <cls> and padding included
+    assert not torch.allclose(avg[0], got[0])
+    with pytest.raises(ValueError, match="gene-mean"):
+        _model(cell_emb_style="mean")

@@ -100,7 +100,7 @@ def encode_tokens(
         batch_labels = batch_labels.to(device)
     with inference_autocast(device):
         out = module._encode(genes, values, mask, batch_labels)
-        emb = module.get_cell_embedding(out, values)
+        emb = module.get_cell_embedding(out, values, mask)
     return emb.float()
 
 

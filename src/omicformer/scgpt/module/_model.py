@@ -24,6 +24,9 @@ from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueE
 from ._losses import ecs_loss
 from ._transformer import TransformerEncoder, generative_attn_mask, padding_attn_mask
 
+#: Accepted ``ScGPTConfig.cell_emb_style`` values (the official three, then ours).
+CELL_EMB_STYLES = ("cls", "avg-pool", "w-pool", "gene-mean")
+
 
 @dataclass
 class ScGPTConfig:
@@ -48,7 +51,9 @@ class ScGPTConfig:
     domain_spec_batchnorm: bool | str = False  # "DSBN"
     input_emb_style: str = "continuous"  # continuous | category | scaling
     n_input_bins: int | None = None
-    cell_emb_style: str = "cls"  # cls | avg-pool | w-pool
+    # cls | avg-pool | w-pool; our addition "gene-mean": the mean output of the gene tokens,
+    # without <cls> and padding (official avg-pool averages every position, padding included)
+    cell_emb_style: str = "cls"
     mvc_decoder_style: str = "inner product"
     ecs_threshold: float = 0.3
     explicit_zero_prob: bool = False
@@ -81,8 +86,8 @@ class TransformerModel(nn.Module):
     def __init__(self, config: ScGPTConfig):
         super().__init__()
         c = self.config = config
-        if c.cell_emb_style not in ("cls", "avg-pool", "w-pool"):
-            msg = f"Unknown cell_emb_style {c.cell_emb_style!r}."
+        if c.cell_emb_style not in CELL_EMB_STYLES:
+            msg = f"Unknown cell_emb_style {c.cell_emb_style!r}; use one of {CELL_EMB_STYLES}."
             raise ValueError(msg)
         if (c.use_batch_labels or c.domain_spec_batchnorm or c.do_dab) and not c.num_batch_labels:
             msg = "num_batch_labels is required with use_batch_labels, domain_spec_batchnorm or do_dab."
@@ -217,14 +222,28 @@ class TransformerModel(nn.Module):
         return self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
 
     def get_cell_embedding(
-        self, layer_output: torch.Tensor, weights: torch.Tensor | None = None
+        self,
+        layer_output: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Cell embedding from the last layer (``<cls>`` output by default), not normalised."""
+        """Cell embedding from the last layer (``<cls>`` output by default), not normalised.
+
+        ``weights`` (B, L) are the official ``w-pool`` weights; ``padding_mask`` (B, L), True at
+        padding, tells ``gene-mean`` which positions to leave out (``None``: no padding). The
+        first position is the ``<cls>`` token.
+        """
         style = self.config.cell_emb_style
         if style == "cls":
             return layer_output[:, 0, :]
         if style == "avg-pool":
             return layer_output.mean(dim=1)
+        if style == "gene-mean":
+            genes = layer_output[:, 1:, :]
+            if padding_mask is None:
+                return genes.mean(dim=1)
+            keep = (~padding_mask[:, 1:]).to(genes.dtype).unsqueeze(2)
+            return (genes * keep).sum(1) / keep.sum(1).clamp_min(1.0)
         if weights is None or weights.dim() != 2:
             msg = "cell_emb_style='w-pool' needs 2-D weights."
             raise ValueError(msg)
@@ -242,8 +261,9 @@ class TransformerModel(nn.Module):
         CLS: bool,
         MVC: bool,
         ECS: bool,
+        padding_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        cell_emb = self.get_cell_embedding(transformer_output, values)
+        cell_emb = self.get_cell_embedding(transformer_output, values, padding_mask)
         out["cell_emb"] = cell_emb
         batch_emb = self.batch_encoder(batch_labels) if self.config.use_batch_labels else None
         if CLS:
@@ -315,8 +335,9 @@ class TransformerModel(nn.Module):
         )
         out = self._decode(transformer_output, batch_labels, values, pert_prior)
         return self._heads(
-            out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS
-        )
+            out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS,
+            padding_mask=src_key_padding_mask,
+        )  # fmt: skip
 
     def generative_forward(
         self,
@@ -352,5 +373,6 @@ class TransformerModel(nn.Module):
         out["gen_preds"] = out["mlm_output"][:, Lp:]
         gene_embs = torch.cat([pcpt_gene, gen_gene], dim=1)
         return self._heads(
-            out, transformer_output[:, :Lp], gene_embs, pcpt_values, batch_labels, CLS, MVC, ECS
-        )
+            out, transformer_output[:, :Lp], gene_embs, pcpt_values, batch_labels, CLS, MVC, ECS,
+            padding_mask=pcpt_key_padding_mask,
+        )  # fmt: skip
