@@ -86,6 +86,23 @@ def test_classifier_save_load_round_trip(trained, ref_query, tmp_path):
     assert out.obsm["X_scgpt"].shape == (45, 32)
 
 
+def test_classifier_head_reads_the_chosen_cell_embedding(trained, pretrained, ref_query):
+    assert pretrained.module.config.cell_emb_style == "cls"
+    assert trained.module.config.cell_emb_style == "gene-mean"  # the default, kept when saved
+    ref = ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(pretrained, ref)
+    head = {k: v.clone() for k, v in clf.module.state_dict().items()}
+    with pytest.raises(ValueError, match="cell_emb_style='max'"):
+        clf.train(max_epochs=1, cell_emb_style="max", **FIT)
+    assert clf.module.config.cell_emb_style == "cls" and not clf.is_trained_
+    for k, v in clf.module.state_dict().items():
+        torch.testing.assert_close(v, head[k])
+    with torch.random.fork_rng():
+        clf.train(max_epochs=1, batch_size=16, cell_emb_style="cls", **FIT)
+    assert clf.module.config.cell_emb_style == "cls"  # the official recipe's <cls> output
+
+
 def test_annotate_finetune_writes_fields_and_reuses_a_trained_classifier(trained, ref_query):
     ref, query = ref_query
     q = query.copy()

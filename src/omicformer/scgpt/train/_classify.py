@@ -124,7 +124,7 @@ class EmbeddingStandardizer(nn.Module):
 
 
 class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
-    """Cross-entropy on ``cls_decoder(<cls> embedding)``; encoder and head are trained.
+    """Cross-entropy on ``cls_decoder(cell embedding)``; encoder and head are trained.
 
     Parameters
     ----------
@@ -176,7 +176,7 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         """Class logits ``(B, n_classes)`` of one batch."""
         labels = batch["batch_labels"] if self._needs_batch else None
         out = self.module._encode(batch["genes"], batch["values"], batch["padding_mask"], labels)
-        emb = self.module.get_cell_embedding(out, batch["values"])
+        emb = self.module.get_cell_embedding(out, batch["values"], batch["padding_mask"])
         if self.input_norm is not None:
             emb = self.input_norm(emb)
         return self.module.cls_decoder(emb)
