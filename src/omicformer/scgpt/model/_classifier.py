@@ -163,8 +163,9 @@ class ScGPTClassifier(ScGPT):
             Dropout rate while fine-tuning (and kept in the saved config); ``None`` keeps the
             module's. On CPU a training step with dropout 0.1 took 4x as long as with 0.
         standardize
-            Standardise the cell embedding (``cell_emb_style``) before the head while training (centred on the mean
-            cell, divided by one scale: the root of its variance averaged over dimensions),
+            Standardise the cell embedding (``cell_emb_style``) before the head while training
+            (centred on the mean cell, divided by one scale: the root of its variance averaged
+            over dimensions),
             then fold that into the head's first linear layer, so the saved head is the
             official ``ClsDecoder`` and predicts without it. The statistics start from (up to
             2,048) training cells under the pretrained encoder and follow the encoder as it
@@ -173,10 +174,10 @@ class ScGPTClassifier(ScGPT):
             a pretrained model can share a large common part (for the shipped default model,
             the cells' deviations from their mean embedding are 3.6% of its norm), so an
             unstandardised head sees nearly identical inputs and learns slowly. Query macro-F1
-            with the default model (3 seeds, ``docs/benchmarks.md``): 0.628 -> 0.652 on a 70/30
-            split of ``pbmc68k_reduced``, 0.640 -> 0.677 on the transfer to
-            ``pbmc_celltypist`` (whose accuracy went from 0.769 to 0.696, within the seed
-            spreads). ``False``: the official recipe exactly.
+            with the default model and the ``<cls>`` head (3 seeds, ``docs/benchmarks.md``):
+            0.628 -> 0.652 on a 70/30 split of ``pbmc68k_reduced``, 0.640 -> 0.677 on the
+            transfer to ``pbmc_celltypist`` (whose accuracy went from 0.769 to 0.696, within the
+            seed spreads). ``False``: no standardisation, as the official recipe.
         cell_emb_style
             What the head reads (kept in the saved config, so prediction and
             :meth:`get_latent_representation` of the trained model use it too).
