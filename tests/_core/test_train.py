@@ -96,6 +96,14 @@ def test_split_rule_hand_examples():
     assert list(train) == sorted(train) and list(val) == sorted(val)
     assert len(split_indices(5, 0.1, 0)[1]) == 0  # floor(0.5): no validation
     assert np.array_equal(split_indices(10, 0.25, 3)[1], split_indices(10, 0.25, 3)[1])
+    # stratified: floor(0.25 * n_c) per class: 12 -> 3, 5 -> 1, 3 -> 0 held out
+    classes = np.array([0] * 12 + [1] * 5 + [2] * 3)
+    train, val = split_indices(20, 0.25, 0, stratify=classes)
+    assert np.bincount(classes[val], minlength=3).tolist() == [3, 1, 0]
+    assert sorted([*train, *val]) == list(range(20)) and list(val) == sorted(val)
+    assert np.array_equal(val, split_indices(20, 0.25, 0, stratify=classes)[1])
+    with pytest.raises(ValueError, match="stratify"):
+        split_indices(20, 0.25, 0, stratify=classes[:5])
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="validation_size"):
             split_indices(10, bad, 0)

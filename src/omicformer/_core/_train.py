@@ -108,12 +108,14 @@ class SeedCallback(pl.Callback):
 
 # ---------------------------------------------------------------------------- data
 def split_indices(
-    n: int, validation_size: float, random_state: int
+    n: int, validation_size: float, random_state: int, stratify: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random train/validation split of ``range(n)``, the one rule of every model.
 
     ``floor(validation_size * n)`` items are held out (none when that is 0, as scvi-tools'
-    splitter); both parts are returned sorted.
+    splitter); both parts are returned sorted. With ``stratify`` (one class per item), the rule
+    applies to each class on its own: ``floor(validation_size * n_c)`` items of a class of
+    ``n_c`` are held out, so a class too small for that keeps all its items for training.
     """
     if not 0 <= validation_size < 1:
         msg = f"validation_size={validation_size} must be in [0, 1)."
@@ -121,9 +123,21 @@ def split_indices(
     if n < 1:
         msg = "No training items: the input is empty after filtering."
         raise ValueError(msg)
-    perm = np.random.default_rng(random_state).permutation(n)
-    n_val = int(np.floor(validation_size * n))
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    rng = np.random.default_rng(random_state)
+    if stratify is None:
+        perm = rng.permutation(n)
+        n_val = int(np.floor(validation_size * n))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    stratify = np.asarray(stratify)
+    if stratify.shape != (n,):
+        msg = f"stratify has shape {stratify.shape}; expected one class per item, ({n},)."
+        raise ValueError(msg)
+    held = [
+        rng.permutation(members)[: int(np.floor(validation_size * len(members)))]
+        for members in (np.flatnonzero(stratify == c) for c in np.unique(stratify))
+    ]
+    val = np.sort(np.concatenate(held)).astype(np.int64)
+    return np.setdiff1d(np.arange(n), val), val
 
 
 class EpochBatchSampler(Sampler[list[int]]):

@@ -80,8 +80,8 @@ def annotate(
 
     ``method="finetune"`` (the official scGPT annotation recipe): start from the pretrained
     model, fine-tune encoder and a classifier head on the reference's labels (cross-entropy,
-    inverse-frequency class weights; 10% of the reference held out for early stopping and to
-    calibrate the probabilities by temperature scaling), then predict. Two departures from the
+    inverse-frequency class weights; 10% of each label's reference cells held out for early
+    stopping and to calibrate the probabilities by temperature scaling), then predict. Two departures from the
     official recipe, both measured on the annotation benchmarks: the head reads the mean
     output of the cell's gene tokens rather than the ``<cls>`` output, standardised while
     training (:meth:`~omicformer.scgpt.model.ScGPTClassifier.train`, ``cell_emb_style`` and

@@ -151,9 +151,13 @@ class ScGPTClassifier(ScGPT):
             gave a higher macro-F1 on the held-out reference cells of ``pbmc68k_reduced``
             (0.565 against 0.485).
         max_steps, validation_size, early_stopping, early_stopping_patience
-            As :meth:`ScGPT.train`; by default 10% of the cells are held out, training stops
-            when their loss has not improved for 5 epochs and the best epoch's weights are kept.
-            The held-out cells also calibrate the probabilities (temperature scaling).
+            As :meth:`ScGPT.train`, except that the hold-out is stratified: by default 10% of
+            each label's cells (rounded down, so a label with fewer than 10 cells keeps all of
+            them for training) are held out; training stops when their loss has not improved
+            for 5 epochs and the best epoch's weights are kept. The held-out cells also
+            calibrate the probabilities (temperature scaling). With the default model the
+            stratified hold-out raised query macro-F1 on the transfer benchmark from
+            0.762 ± 0.033 to 0.782 ± 0.018 (split: 0.607 ± 0.039 and 0.601 ± 0.038; 6 seeds).
         class_weight
             ``"balanced"`` weights the loss by inverse class frequency (rare cell types count
             as much as common ones); ``None`` does not.
@@ -227,7 +231,9 @@ class ScGPTClassifier(ScGPT):
         labels = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         labelled = np.flatnonzero(labels >= 0)
         batch = self._batch_codes(self.adata) if self._needs_batch_codes() else None
-        train_pos, val_pos = split_indices(len(labelled), validation_size, random_state)
+        train_pos, val_pos = split_indices(
+            len(labelled), validation_size, random_state, stratify=labels[labelled]
+        )
         train_idx, val_idx = labelled[train_pos], labelled[val_pos]
         n_classes = len(self.classes_)
         if max_epochs is None and max_steps is None:
