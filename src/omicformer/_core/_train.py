@@ -136,7 +136,7 @@ def split_indices(
         rng.permutation(members)[: int(np.floor(validation_size * len(members)))]
         for members in (np.flatnonzero(stratify == c) for c in np.unique(stratify))
     ]
-    val = np.sort(np.concatenate(held)).astype(np.int64)
+    val = np.sort(np.concatenate(held))
     return np.setdiff1d(np.arange(n), val), val
 
 

@@ -81,11 +81,11 @@ def annotate(
     ``method="finetune"`` (the official scGPT annotation recipe): start from the pretrained
     model, fine-tune encoder and a classifier head on the reference's labels (cross-entropy,
     inverse-frequency class weights; 10% of each label's reference cells held out for early
-    stopping and to calibrate the probabilities by temperature scaling), then predict. Two departures from the
-    official recipe, both measured on the annotation benchmarks: the head reads the mean
-    output of the cell's gene tokens rather than the ``<cls>`` output, standardised while
-    training (:meth:`~omicformer.scgpt.model.ScGPTClassifier.train`, ``cell_emb_style`` and
-    ``standardize``).
+    stopping and to calibrate the probabilities by temperature scaling), then predict. Two
+    departures from the official recipe, both measured on the annotation benchmarks: the head
+    reads the mean output of the cell's gene tokens rather than the ``<cls>`` output,
+    standardised while training (:meth:`~omicformer.scgpt.model.ScGPTClassifier.train`,
+    ``cell_emb_style`` and ``standardize``).
     ``method="knn"``: no training; the query is labelled by its ``n_neighbors`` nearest
     reference cells in the zero-shot scGPT embedding (fast reference mapping).
 

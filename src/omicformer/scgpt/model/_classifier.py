@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from ..._core._train import VALIDATION_SIZE, split_indices
 from .._embed import embed_cells
 from ..module import ClsDecoder
-from ..module._model import CELL_EMB_STYLES
+from ..module._model import check_cell_emb_style
 from ._scgpt import ScGPT
 
 if TYPE_CHECKING:
@@ -219,9 +219,7 @@ class ScGPTClassifier(ScGPT):
         if class_weight not in (None, "balanced"):
             msg = f"class_weight={class_weight!r} must be 'balanced' or None."
             raise ValueError(msg)
-        if cell_emb_style not in CELL_EMB_STYLES:
-            msg = f"cell_emb_style={cell_emb_style!r} must be one of {CELL_EMB_STYLES}."
-            raise ValueError(msg)
+        check_cell_emb_style(cell_emb_style)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         if dropout is not None:

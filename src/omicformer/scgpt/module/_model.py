@@ -28,6 +28,13 @@ from ._transformer import TransformerEncoder, generative_attn_mask, padding_attn
 CELL_EMB_STYLES = ("cls", "avg-pool", "w-pool", "gene-mean")
 
 
+def check_cell_emb_style(style: str) -> None:
+    """Raise ``ValueError`` unless ``style`` is one of :data:`CELL_EMB_STYLES`."""
+    if style not in CELL_EMB_STYLES:
+        msg = f"cell_emb_style={style!r} must be one of {CELL_EMB_STYLES}."
+        raise ValueError(msg)
+
+
 @dataclass
 class ScGPTConfig:
     """Architecture of a scGPT model (official argument names in comments)."""
@@ -86,9 +93,7 @@ class TransformerModel(nn.Module):
     def __init__(self, config: ScGPTConfig):
         super().__init__()
         c = self.config = config
-        if c.cell_emb_style not in CELL_EMB_STYLES:
-            msg = f"Unknown cell_emb_style {c.cell_emb_style!r}; use one of {CELL_EMB_STYLES}."
-            raise ValueError(msg)
+        check_cell_emb_style(c.cell_emb_style)
         if (c.use_batch_labels or c.domain_spec_batchnorm or c.do_dab) and not c.num_batch_labels:
             msg = "num_batch_labels is required with use_batch_labels, domain_spec_batchnorm or do_dab."
             raise ValueError(msg)
