@@ -86,6 +86,34 @@ def test_classifier_save_load_round_trip(trained, ref_query, tmp_path):
     assert out.obsm["X_scgpt"].shape == (45, 32)
 
 
+def test_classifier_keeps_the_most_expressed_genes_of_long_cells(trained, pretrained, tmp_path):
+    import json
+
+    assert trained.gene_selection == "highest" and pretrained.gene_selection == "random"
+    # a cell longer than max_len embeds as the same cell holding only its top max_len - 1 genes
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.permutation(np.arange(1, N_GENES + 1)) for _ in range(6)]).astype(np.float32)
+    top = X * (X > N_GENES - 5)  # the 5 highest values of every row (distinct values)
+    genes = pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    long, short = ad.AnnData(sp.csr_matrix(X), var=genes), ad.AnnData(sp.csr_matrix(top), var=genes)
+    z_long = trained.get_latent_representation(long, max_len=6, progress=False)
+    z_short = trained.get_latent_representation(short, progress=False)
+    np.testing.assert_allclose(z_long, z_short, atol=1e-5)
+    # saved and restored; folders saved before the setting existed load as "random"
+    trained.save(tmp_path / "clf")
+    assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "highest"
+    cfg = json.loads((tmp_path / "clf" / "omicformer_config.json").read_text())
+    del cfg["model_settings"]["gene_selection"]
+    (tmp_path / "clf" / "omicformer_config.json").write_text(json.dumps(cfg))
+    assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "random"
+    ref = _cells(4, seed=2)
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    official = ScGPTClassifier.load_pretrained(pretrained, ref, gene_selection="random")
+    assert official.gene_selection == "random"
+    with pytest.raises(ValueError, match="gene_selection='top'"):
+        ScGPTClassifier.load_pretrained(pretrained, ref, gene_selection="top")
+
+
 def test_classifier_head_reads_the_chosen_cell_embedding(trained, pretrained, ref_query):
     assert pretrained.module.config.cell_emb_style == "cls"
     assert trained.module.config.cell_emb_style == "gene-mean"  # the default, kept when saved

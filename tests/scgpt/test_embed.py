@@ -51,6 +51,36 @@ def test_subsampling_keeps_cls_and_max_len():
     assert all(lookup[g] == v for g, v in zip(c.genes, c.values, strict=True))
 
 
+def test_highest_keeps_the_most_expressed_genes_binned_among_themselves():
+    rng = np.random.default_rng(3)
+    values = rng.permutation(np.arange(1, 21, dtype=np.float32))  # distinct: no ties
+    X = sp.csr_matrix(values[None])
+    ids = np.arange(100, 120)
+    cells = tokenize_rows(X, ids, cls_id=99, pad_value=-2, max_len=5, n_bins=5,
+                          rng=rng, gene_selection="highest")  # fmt: skip
+    c = cells[0]
+    top4 = np.sort(np.argsort(values)[-4:])  # columns of the values 17..20, in column order
+    assert c.genes.tolist() == [99, *ids[top4].tolist()] and c.values[0] == -2
+    # binned as if the cell held only those 4 genes. Official binning with 5 bins: edges at the
+    # 0, 1/3, 2/3 and 1 quantiles; of 17..20 those are 17, 18, 19, 20, so 17..20 fall in bins
+    # 1, 2, 3, 4. (Binned among all 20 values the edges would be 1, 7.3, 13.7, 20: 3, 3, 3, 4.)
+    order = np.argsort(values[top4])
+    assert c.values[1:][order].tolist() == [1, 2, 3, 4]
+    # cells that fit are unchanged, and ties at the cut are broken at random, not by position
+    short = tokenize_rows(X, ids, cls_id=99, pad_value=-2, max_len=None, n_bins=3,
+                          rng=np.random.default_rng(0), gene_selection="highest")  # fmt: skip
+    assert len(short[0].genes) == 21
+    tied = sp.csr_matrix(np.array([[5, 5, 5, 5, 1, 1]], dtype=np.float32))
+    kept = {
+        tuple(tokenize_rows(tied, np.arange(6), cls_id=99, pad_value=-2, max_len=3,
+                            rng=np.random.default_rng(s), gene_selection="highest")[0].genes)
+        for s in range(20)
+    }  # fmt: skip
+    assert len(kept) > 1 and all(set(k[1:]) <= {0, 1, 2, 3} for k in kept)
+    with pytest.raises(ValueError, match="gene_selection='top'"):
+        tokenize_rows(X, ids, cls_id=99, pad_value=-2, rng=rng, gene_selection="top")
+
+
 def test_backed_mode_equals_in_memory(ckpt, continuous_adata_factory, tmp_path):
     a = continuous_adata_factory(25)
     a.write_h5ad(tmp_path / "a.h5ad")

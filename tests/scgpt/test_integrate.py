@@ -117,6 +117,7 @@ def test_default_fine_tunes_without_dsbn(pretrained):
                          batch_size=16, progress=False, return_model=True)  # fmt: skip
     c = model.module.config
     assert not c.domain_spec_batchnorm and c.do_dab and c.use_batch_labels
+    assert model.gene_selection == "highest"  # long cells keep their most expressed genes
     assert inspect.signature(ScGPTIntegration.load_pretrained).parameters["dsbn"].default is True
 
 
@@ -125,6 +126,7 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
     model.save(tmp_path / "integ")
     loaded = ScGPTIntegration.load(tmp_path / "integ")
     assert loaded.batches_ == ["a", "b"] and loaded.is_trained_
+    assert loaded.gene_selection == model.gene_selection == "highest"
     # a trained ScGPTIntegration knowing the batches is used as is: no retraining
     again = tl.integrate(_batches(), batch_key="batch", model=loaded, copy=True, progress=False)
     assert again.uns["scgpt"]["X_scgpt_integrated"]["params"]["retrained"] is False

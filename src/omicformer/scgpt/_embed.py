@@ -23,7 +23,7 @@ from .._core._anndata import RowReader, check_values, iter_row_chunks
 from .._core._device import inference_autocast, resolve_device
 from .._core._io import ChunkOutput, check_not_input
 from .._core._progress import progress as _progress
-from ._tokenize import length_buckets, pad_batch, tokenize_rows
+from ._tokenize import check_gene_selection, length_buckets, pad_batch, tokenize_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -127,6 +127,7 @@ def embed_cells(
     devices: int | str | list[int] | None = None,
     strategy: str = "auto",
     num_nodes: int = 1,
+    gene_selection: str = "random",
 ) -> np.ndarray:
     """Embed every cell of ``adata``; returns ``(n_obs, d_model)`` float32.
 
@@ -147,8 +148,10 @@ def embed_cells(
     ``accelerator``/``devices``/``strategy``/``num_nodes`` (any of them set): the chunks are
     spread over Lightning processes (:func:`~omicformer._core._distributed.predict_chunks`),
     each chunk embedded exactly as a single process embeds it; every rank returns the whole
-    result in the original order.
+    result in the original order. ``gene_selection``: which genes a cell with more than
+    ``max_len - 1`` keeps (:func:`~omicformer.scgpt._tokenize.tokenize_rows`).
     """
+    check_gene_selection(gene_selection)
     distributed = _check_embed_args(
         max_len, batch_size, chunk_size, device, accelerator, devices, strategy, num_nodes
     )
@@ -160,7 +163,7 @@ def embed_cells(
     work = _ChunkEmbedder(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=n_bins, random_state=random_state, chunk_size=chunk_size,
-        normalize=normalize, batch_labels=batch_labels,
+        normalize=normalize, batch_labels=batch_labels, gene_selection=gene_selection,
         pad_value=module.config.pad_value if pad_value is None else pad_value,
     )  # fmt: skip
     if distributed and work.n_chunks:
@@ -241,8 +244,10 @@ class _ChunkEmbedder:
         chunk_size: int,
         normalize: bool,
         batch_labels: np.ndarray | None,
+        gene_selection: str = "random",
     ) -> None:
         self.module, self.vocab, self.adata, self.layer = module, vocab, adata, layer
+        self.gene_selection = gene_selection
         self.cols = np.flatnonzero(gene_ids >= 0)
         self.col_ids = gene_ids[self.cols]
         self.batch_size, self.max_len, self.n_bins = batch_size, max_len, n_bins
@@ -272,7 +277,7 @@ class _ChunkEmbedder:
         del chunk
         cells = tokenize_rows(
             sub, self.col_ids, cls_id=self.vocab.cls_id, pad_value=self.pad_value,
-            n_bins=self.n_bins, max_len=self.max_len,
+            n_bins=self.n_bins, max_len=self.max_len, gene_selection=self.gene_selection,
             row_seeds=cell_seeds(sub, self.col_ids, self.random_state),
         )  # fmt: skip
         lengths = np.fromiter((len(cell.genes) for cell in cells), dtype=np.int64)

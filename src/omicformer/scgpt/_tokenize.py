@@ -2,8 +2,10 @@
 
 A cell becomes ``<cls>`` followed by its non-zero genes in column order, with values
 ``[pad_value] + binned values`` (binning per cell over its non-zero values). Cells longer than
-``max_len`` keep ``<cls>`` and a random subset of ``max_len - 1`` genes; batches are padded with
-``<pad>`` / ``pad_value`` to their longest cell, as the official ``embed_data`` does.
+``max_len`` keep ``<cls>`` and ``max_len - 1`` of their genes: a random subset of the binned
+genes (``gene_selection="random"``, official), or the most highly expressed ones, binned among
+themselves (``"highest"``, our addition); batches are padded with ``<pad>`` / ``pad_value`` to
+their longest cell, as the official ``embed_data`` does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ import scipy.sparse as sp
 import torch
 
 from ._binning import bin_nonzero
+
+#: How a cell with more expressed genes than ``max_len - 1`` is cut down (see the module doc).
+GENE_SELECTIONS = ("random", "highest")
+
+
+def check_gene_selection(gene_selection: str) -> None:
+    """``ValueError`` unless ``gene_selection`` is one of :data:`GENE_SELECTIONS`."""
+    if gene_selection not in GENE_SELECTIONS:
+        msg = f"gene_selection={gene_selection!r} must be one of {GENE_SELECTIONS}."
+        raise ValueError(msg)
 
 
 @dataclass
@@ -35,6 +47,7 @@ def tokenize_rows(
     max_len: int | None = 1200,
     rng: np.random.Generator | None = None,
     row_seeds: np.ndarray | None = None,
+    gene_selection: str = "random",
 ) -> list[TokenizedCell]:
     """Tokenise the rows of ``X`` (cells x vocabulary-matched genes).
 
@@ -56,10 +69,17 @@ def tokenize_rows(
         Optional ``(n_rows, m)`` integer seeds; row ``i`` then draws from
         ``np.random.default_rng(row_seeds[i])`` instead of ``rng``, so a cell's tokens do not
         depend on which other cells are tokenised with it.
+    gene_selection
+        Which genes a cell with more than ``max_len - 1`` expressed genes keeps: ``"random"``
+        (official) bins all of them, then keeps a random subset; ``"highest"`` keeps the
+        ``max_len - 1`` with the highest values (ties broken at random), then bins those, so the
+        bins spread over the kept genes as they do in a shorter cell.
     """
     if rng is None and row_seeds is None:
         msg = "tokenize_rows needs rng= or row_seeds=."
         raise ValueError(msg)
+    check_gene_selection(gene_selection)
+    highest = gene_selection == "highest" and max_len is not None
     X = sp.csr_matrix(X)
     X.eliminate_zeros()
     X.sort_indices()
@@ -69,6 +89,10 @@ def tokenize_rows(
         cols = X.indices[s:e]
         vals = np.asarray(X.data[s:e], dtype=np.float64)
         r = rng if row_seeds is None else np.random.default_rng(row_seeds[i])
+        if highest and len(vals) > max_len - 1:
+            # primary key -value, secondary a random draw (lexsort sorts by the last key first)
+            top = np.sort(np.lexsort((r.random(len(vals)), -vals))[: max_len - 1])
+            cols, vals = cols[top], vals[top]
         if n_bins is not None:
             vals, _ = bin_nonzero(vals, n_bins, r)
         genes = np.concatenate([[cls_id], gene_ids[cols]]).astype(np.int64)

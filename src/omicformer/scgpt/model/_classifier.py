@@ -36,7 +36,9 @@ class ScGPTClassifier(ScGPT):
     folder, a saved folder or an :class:`ScGPT`), :meth:`train` on labelled cells, then
     :meth:`predict` / :meth:`predict_proba` on any AnnData with gene symbols. Probabilities are
     calibrated by temperature scaling on the validation cells. :meth:`save` / :meth:`load` keep
-    the classes and the temperature.
+    the classes and the temperature. Cells with more expressed genes than ``max_len - 1``
+    keep their most highly expressed ones (:attr:`gene_selection` ``"highest"``; the official
+    recipe keeps a random subset, ``load_pretrained(gene_selection="random")``).
 
     Parameters
     ----------
@@ -60,13 +62,22 @@ class ScGPTClassifier(ScGPT):
     using generative AI. Nature Methods 21, 1470-1480.
     """
 
+    gene_selection = "highest"
+
     def __init__(self, adata: AnnData, **kwargs: Any):
         _require_labels(type(self), adata)
         super().__init__(adata, **kwargs)
         self.temperature_ = 1.0
 
     @classmethod
-    def load_pretrained(cls, path: Any, adata: AnnData, *, max_len: int | None = None):
+    def load_pretrained(
+        cls,
+        path: Any,
+        adata: AnnData,
+        *,
+        max_len: int | None = None,
+        gene_selection: str | None = None,
+    ):
         """Pretrained encoder + a new classifier head with one output per class of ``adata``.
 
         Parameters
@@ -78,9 +89,12 @@ class ScGPTClassifier(ScGPT):
             AnnData registered with ``setup_anndata(..., labels_key=...)``.
         max_len
             Maximum tokens per cell; ``None`` keeps the checkpoint's.
+        gene_selection
+            Which genes a cell with more than ``max_len - 1`` expressed genes keeps;
+            ``None``: ``"highest"``, this class's default (see :attr:`gene_selection`).
         """
         _require_labels(cls, adata)
-        model = super().load_pretrained(path, adata, max_len=max_len)
+        model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection)
         model._new_head()
         model.temperature_ = 1.0
         return model
@@ -241,7 +255,8 @@ class ScGPTClassifier(ScGPT):
             counts = np.bincount(labels[train_idx], minlength=n_classes).astype(float)
             weight = torch.as_tensor(counts.sum() / (n_classes * np.maximum(counts, 1))).float()
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
-                  "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len}  # fmt: skip
+                  "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
+                  "gene_selection": self.gene_selection}  # fmt: skip
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
             train_ds, val_ds = dataset(train_idx, batch, labels), dataset(val_idx, batch, labels)
             stats = None
@@ -382,7 +397,7 @@ class ScGPTClassifier(ScGPT):
             self.module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
             batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
             device=device, random_state=random_state, progress=progress, normalize=False,
-            batch_labels=codes, chunk_size=EMBED_CHUNK,
+            batch_labels=codes, chunk_size=EMBED_CHUNK, gene_selection=self.gene_selection,
         )  # fmt: skip
 
     def predict_proba(
@@ -438,6 +453,7 @@ class ScGPTClassifier(ScGPT):
                 "validation_scores": getattr(self, "validation_scores_", {})}  # fmt: skip
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
+        super()._restore_settings(settings)
         self.temperature_ = float(settings.get("temperature", 1.0))
         self.validation_scores_ = dict(settings.get("validation_scores", {}))
         self._head_fits = True

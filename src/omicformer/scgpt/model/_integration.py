@@ -32,7 +32,10 @@ class ScGPTIntegration(ScGPT):
     default, domain-specific batch norm (DSBN); :meth:`train` then optimises masked value
     prediction + GEPC (MVC) + elastic cell similarity + the adversarial batch loss (and, when
     ``labels_key`` was registered, a cell-type loss on the labelled cells).
-    :meth:`get_latent_representation` returns the corrected ``<cls>`` embedding.
+    :meth:`get_latent_representation` returns the corrected ``<cls>`` embedding. Cells with
+    more expressed genes than ``max_len - 1`` keep their most highly expressed ones
+    (:attr:`gene_selection` ``"highest"``; the official recipe keeps a random subset,
+    ``load_pretrained(gene_selection="random")``).
 
     Parameters
     ----------
@@ -58,6 +61,8 @@ class ScGPTIntegration(ScGPT):
     using generative AI. Nature Methods 21, 1470-1480.
     """
 
+    gene_selection = "highest"
+
     def __init__(self, adata: AnnData, *, dsbn: bool = True, **kwargs: Any):
         _require_batches(type(self), adata)
         super().__init__(adata, dsbn=dsbn, **kwargs)
@@ -76,6 +81,7 @@ class ScGPTIntegration(ScGPT):
         dsbn: bool = True,
         ecs_threshold: float = 0.8,
         use_batch_labels: bool = False,
+        gene_selection: str | None = None,
     ) -> ScGPTIntegration:
         """Pretrained weights + the integration heads, sized for the batches of ``adata``.
 
@@ -96,6 +102,9 @@ class ScGPTIntegration(ScGPT):
             Give the batch to the expression and GEPC decoders (official option
             ``INPUT_BATCH_LABELS``), so the cell embedding needs not carry it;
             :func:`~omicformer.scgpt.tl.integrate` turns it on (``batch_conditioned=True``).
+        gene_selection
+            Which genes a cell with more than ``max_len - 1`` expressed genes keeps;
+            ``None``: ``"highest"``, this class's default (see :attr:`gene_selection`).
 
         Notes
         -----
@@ -104,7 +113,7 @@ class ScGPTIntegration(ScGPT):
         ``model.pretrained_report_["missing"]``.
         """
         _require_batches(cls, adata)
-        model = super().load_pretrained(path, adata, max_len=max_len)
+        model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection)
         fresh = model._add_integration_heads(
             dsbn=dsbn, ecs_threshold=ecs_threshold, use_batch_labels=use_batch_labels
         )
@@ -266,6 +275,7 @@ class ScGPTIntegration(ScGPT):
             max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
+                  "gene_selection": self.gene_selection,
                   "mask_ratio": mask_ratio, "mask_value": c.mask_value,
                   "n_zero_genes": n_zero_genes if mvc else 0}  # fmt: skip
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):

@@ -44,6 +44,7 @@ from ..._core._train import history_from_json, history_to_json, is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, needs_batch_labels
+from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 from ._io import (
@@ -93,7 +94,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
     n_bins
         Bins of the per-cell quantile binning of values (official 51).
     max_len
-        Maximum tokens per cell, ``<cls>`` included; longer cells keep a random gene subset.
+        Maximum tokens per cell, ``<cls>`` included; longer cells keep a random gene subset
+        (:attr:`gene_selection`).
     vocab
         ``None`` builds a vocabulary from the genes of ``adata`` (+ ``<pad>``, ``<cls>``,
         ``<eoc>``); or a ``GeneVocab`` / path to an official ``vocab.json``.
@@ -129,6 +131,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
     #: Arguments of the last successful ``train`` call (``None``: not trained here), saved by
     #: :meth:`save` as ``train_config``.
     train_config_: dict[str, Any] | None = None
+    #: Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in training and
+    #: embedding: ``"random"`` (official: a random subset) or ``"highest"`` (the most highly
+    #: expressed). Saved with the model; set it with ``load_pretrained(gene_selection=...)``.
+    gene_selection: str = "random"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -323,7 +329,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         batch_size
             Cells per forward pass.
         max_len
-            Maximum tokens per cell; ``None`` uses the model's ``max_len``.
+            Maximum tokens per cell; ``None`` uses the model's ``max_len``. Longer cells keep
+            the genes :attr:`gene_selection` says.
         device
             ``"auto"``, ``"cpu"``, ``"cuda"``, ... (the module is moved there).
         random_state
@@ -368,7 +375,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
                   "n_bins": self.module.config.n_bins, "device": device,
                   "random_state": random_state, "progress": progress, "out_file": out_file,
                   "chunk_size": chunk_size, "accelerator": accelerator, "devices": devices,
-                  "strategy": strategy, "num_nodes": num_nodes}  # fmt: skip
+                  "strategy": strategy, "num_nodes": num_nodes,
+                  "gene_selection": self.gene_selection}  # fmt: skip
         # DSBN normalises a minibatch with one domain's statistics: embed_cells then groups
         # minibatches by batch label.
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
@@ -468,7 +476,14 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         return model
 
     @classmethod
-    def load_pretrained(cls, path: Any, adata: AnnData, *, max_len: int | None = None) -> ScGPT:
+    def load_pretrained(
+        cls,
+        path: Any,
+        adata: AnnData,
+        *,
+        max_len: int | None = None,
+        gene_selection: str | None = None,
+    ) -> ScGPT:
         """Start from pretrained weights: an official scGPT folder or one saved by :meth:`save`.
 
         ``adata`` must be set up with :meth:`setup_anndata`; its genes are matched to the
@@ -489,6 +504,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         max_len
             Maximum tokens per cell; ``None`` uses the checkpoint's (official ``max_seq_len``)
             or 1200.
+        gene_selection
+            Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in
+            training and embedding: ``"random"`` (official) or ``"highest"``; ``None``: the
+            class's default (:attr:`gene_selection`).
 
         Examples
         --------
@@ -506,6 +525,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         model = cls._from_module(
             module, vocab, saved_len if max_len is None else max_len, adata, None
         )
+        if gene_selection is not None:
+            check_gene_selection(gene_selection)
+            model.gene_selection = gene_selection
         model.pretrained_report_ = report
         model.init_params_ = {"pretrained": report["source"]}
         return model
@@ -514,10 +536,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
 
     def _settings(self) -> dict[str, Any]:
         """What :meth:`save` records besides weights, config and registry (subclasses add)."""
-        return {"max_len": self.max_len}
+        return {"max_len": self.max_len, "gene_selection": self.gene_selection}
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
         """Inverse of :meth:`_settings` after :meth:`load` (``max_len`` is set on creation)."""
+        # folders saved before the setting existed were trained with random subsets
+        self.gene_selection = str(settings.get("gene_selection", "random"))
 
     @classmethod
     def _from_module(

@@ -267,7 +267,8 @@ class GenerativeTrainingMixin:
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         codes = self._batch_codes(self.adata) if self._needs_batch_codes() else None
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id, "pad_value": c.pad_value,
-                  "n_bins": c.n_bins, "max_len": self.max_len, "gen_ratios": gen_ratios}  # fmt: skip
+                  "n_bins": c.n_bins, "max_len": self.max_len, "gen_ratios": gen_ratios,
+                  "gene_selection": self.gene_selection}  # fmt: skip
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
             train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
             train_ds, val_ds = dataset(train_idx, codes), dataset(val_idx, codes)

@@ -23,7 +23,13 @@ from ..._core._deprecation import warn_renamed
 from ..._core._ondisk import ChunkBatchSampler, ChunkedRows
 from ..._core._random import collate_rng
 from ..._core._train import EpochBatchSampler
-from .._tokenize import TokenizedCell, pad_batch, split_generative, tokenize_rows
+from .._tokenize import (
+    TokenizedCell,
+    check_gene_selection,
+    pad_batch,
+    split_generative,
+    tokenize_rows,
+)
 
 
 def per_cell_codes(codes: np.ndarray | None, n_cells: int, what: str) -> np.ndarray:
@@ -155,6 +161,9 @@ class CellCollator:
         Bins of the per-cell quantile binning (``None``: raw values).
     max_len
         Maximum tokens per cell including ``<cls>``.
+    gene_selection
+        Which genes a longer cell keeps: ``"random"`` (official) or ``"highest"`` (see
+        :func:`~omicformer.scgpt._tokenize.tokenize_rows`).
     seed
         ``None`` (training): randomness from :func:`~omicformer._core._random.collate_rng`, new
         for every batch, worker, rank and epoch. An integer makes each batch a fixed function
@@ -171,10 +180,13 @@ class CellCollator:
         n_bins: int | None = 51,
         max_len: int | None = 1200,
         seed: int | None = None,
+        gene_selection: str = "random",
     ):
+        check_gene_selection(gene_selection)
         self.gene_ids = np.asarray(gene_ids, dtype=np.int64)
         self.cls_id, self.pad_id, self.pad_value = cls_id, pad_id, float(pad_value)
         self.n_bins, self.max_len, self.seed = n_bins, max_len, seed
+        self.gene_selection = gene_selection
 
     def tokenize(
         self, index: Sequence[int], cols: Sequence[np.ndarray], vals: Sequence[np.ndarray]
@@ -184,6 +196,7 @@ class CellCollator:
         cells = tokenize_rows(
             items_matrix(cols, vals, len(self.gene_ids)), self.gene_ids, cls_id=self.cls_id,
             pad_value=self.pad_value, n_bins=self.n_bins, max_len=self.max_len, rng=rng,
+            gene_selection=self.gene_selection,
         )  # fmt: skip
         return cells, rng
 
@@ -198,7 +211,7 @@ class GenerativeCollator(CellCollator):
 
     Parameters
     ----------
-    gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed
+    gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed, gene_selection
         Token layout and randomness, as :class:`CellCollator`.
     gen_ratios
         Candidate fractions of genes to generate; one is drawn per batch.
@@ -221,9 +234,11 @@ class GenerativeCollator(CellCollator):
         max_len: int | None = 1200,
         gen_ratios: Sequence[float] = (0.25, 0.5, 0.75),
         seed: int | None = None,
+        gene_selection: str = "random",
     ):
         super().__init__(gene_ids, cls_id=cls_id, pad_id=pad_id, pad_value=pad_value,
-                         n_bins=n_bins, max_len=max_len, seed=seed)  # fmt: skip
+                         n_bins=n_bins, max_len=max_len, seed=seed,
+                         gene_selection=gene_selection)  # fmt: skip
         self.gen_ratios = tuple(float(r) for r in gen_ratios)
 
     def __call__(

@@ -45,7 +45,7 @@ class MaskedValueCollator(CellCollator):
 
     Parameters
     ----------
-    gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed
+    gene_ids, cls_id, pad_id, pad_value, n_bins, max_len, seed, gene_selection
         Token layout and randomness, as :class:`~omicformer.scgpt.train.CellCollator`.
     mask_ratio
         Fraction of each cell's genes to mask (official 0.4).
@@ -80,9 +80,11 @@ class MaskedValueCollator(CellCollator):
         mask_value: float = -1.0,
         n_zero_genes: int = 0,
         seed: int | None = None,
+        gene_selection: str = "random",
     ):
         super().__init__(gene_ids, cls_id=cls_id, pad_id=pad_id, pad_value=pad_value,
-                         n_bins=n_bins, max_len=max_len, seed=seed)  # fmt: skip
+                         n_bins=n_bins, max_len=max_len, seed=seed,
+                         gene_selection=gene_selection)  # fmt: skip
         if not 0 < mask_ratio < 1:
             msg = f"mask_ratio={mask_ratio} must lie strictly between 0 and 1."
             raise ValueError(msg)
