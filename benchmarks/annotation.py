@@ -403,6 +403,8 @@ def print_table(title: str, res: pd.DataFrame, methods: list[str]) -> None:
             continue
         f1, acc = _mean_sd(r["f1"]), _mean_sd(r["acc"])
         print(f"  {METHODS[m]:<30}{f1:>16}{acc:>16}{r['s'].mean():>9.1f}")
+        if len(r) > 1:  # per seed, so that runs over other seeds can be pooled
+            print(f"    per seed, macro-F1: {' '.join(f'{v:.3f}' for v in r['f1'])}")
 
 
 def main() -> None:

@@ -123,10 +123,13 @@ def annotate(
         between 3 and 30 epochs), and early stopping ends sooner when the held-out loss stops
         improving.
     max_len
-        Tokens per cell (``<cls>`` included; cells with more expressed genes keep a random
-        subset). ``None``: 256 for ``"finetune"``, the length the default model was pretrained
-        with (training cost grows with it; on ``pbmc68k_reduced`` it also gave a higher
-        held-out macro-F1 than 1200: 0.565 against 0.407), and 1200 for ``"knn"``, as
+        Tokens per cell (``<cls>`` included). ``None``: 256 for ``"finetune"``, the length the
+        default model was pretrained with (training cost grows with it; on
+        ``pbmc68k_reduced`` it also gave a higher held-out macro-F1 than 1200: 0.565 against
+        0.407), and 1200 for ``"knn"``, as :func:`~omicformer.scgpt.tl.embed`. With
+        ``"finetune"`` a cell with more expressed genes keeps its ``max_len - 1`` most highly
+        expressed ones (binned among themselves; the official recipe keeps a random subset,
+        see ``ScGPTClassifier.gene_selection``); with ``"knn"`` a random subset, as
         :func:`~omicformer.scgpt.tl.embed`.
     batch_size
         Cells per minibatch.

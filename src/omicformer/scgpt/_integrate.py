@@ -105,8 +105,9 @@ def integrate(
     batch_size
         Cells per minibatch (official 64).
     max_len
-        Tokens per cell (``<cls>`` included; cells with more expressed genes keep a random
-        subset); ``None``: 256.
+        Tokens per cell (``<cls>`` included); ``None``: 256. A cell with more expressed genes
+        keeps its ``max_len - 1`` most highly expressed ones, binned among themselves (the
+        official recipe keeps a random subset; ``ScGPTIntegration.gene_selection``).
     device
         ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"``, ...
     random_state
