@@ -102,10 +102,18 @@ def test_classifier_keeps_the_most_expressed_genes_of_long_cells(trained, pretra
     # saved and restored; folders saved before the setting existed load as "random"
     trained.save(tmp_path / "clf")
     assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "highest"
+    # tl.embed of the model or its folder tokenises as the model was trained
+    for model in (trained, tmp_path / "clf"):
+        out = tl.embed(long, model=model, max_len=6, progress=False, copy=True)
+        np.testing.assert_allclose(out.obsm["X_scgpt"], z_long, atol=1e-5)
+        assert out.uns["scgpt"]["X_scgpt"]["params"]["gene_selection"] == "highest"
     cfg = json.loads((tmp_path / "clf" / "omicformer_config.json").read_text())
     del cfg["model_settings"]["gene_selection"]
     (tmp_path / "clf" / "omicformer_config.json").write_text(json.dumps(cfg))
     assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "random"
+    out = tl.embed(long, model=tmp_path / "clf", max_len=6, progress=False, copy=True)
+    assert out.uns["scgpt"]["X_scgpt"]["params"]["gene_selection"] == "random"
+    assert not np.allclose(out.obsm["X_scgpt"], z_long, atol=1e-3)
     ref = _cells(4, seed=2)
     ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
     official = ScGPTClassifier.load_pretrained(pretrained, ref, gene_selection="random")

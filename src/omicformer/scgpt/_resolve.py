@@ -55,6 +55,27 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
     raise TypeError(msg)
 
 
+def gene_selection_of(model: Any) -> str:
+    """How ``model`` keeps the genes of cells longer than ``max_len`` (``"random"``: official).
+
+    A model object or a folder saved by :meth:`~omicformer.scgpt.model.ScGPT.save` says which
+    it was trained with (folders saved before the setting existed: ``"random"``); official
+    checkpoints, the default model and bare modules keep a random subset.
+    """
+    if hasattr(model, "module") and hasattr(model, "vocab"):
+        return str(getattr(model, "gene_selection", "random"))
+    if isinstance(model, str | os.PathLike) and not (isinstance(model, str) and model == "default"):
+        path = Path(model)
+        if is_model_dir(path):
+            import json
+
+            from .._core._io import CONFIG_NAME
+
+            settings = json.loads((path / CONFIG_NAME).read_text()).get("model_settings", {})
+            return str(settings.get("gene_selection", "random"))
+    return "random"
+
+
 def describe_model(model: Any) -> str:
     """How ``uns`` records the ``model=`` argument: the path as given, else the class name."""
     if isinstance(model, str | os.PathLike):

@@ -13,7 +13,13 @@ from ._genes import match_genes, match_report
 from ._integrate import integrate
 from ._perturb import predict_perturbation
 from ._perturb_eval import evaluate_perturbation, perturbation_baseline
-from ._resolve import batch_codes, known_batches, needs_batch_labels, resolve_model
+from ._resolve import (
+    batch_codes,
+    gene_selection_of,
+    known_batches,
+    needs_batch_labels,
+    resolve_model,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -54,7 +60,9 @@ def embed(
     Follows the official ``scgpt.tasks.embed_data``: genes outside the model's vocabulary are
     dropped; a cell becomes ``<cls>`` plus its non-zero genes, with values ``pad_value`` then
     the per-cell 51-bin quantile bins of its non-zero values; cells with more than ``max_len``
-    tokens keep ``<cls>`` and a random subset of genes. Cells are batched by length (so little
+    tokens keep ``<cls>`` and a random subset of genes (with a model fine-tuned by
+    :func:`annotate` or :func:`integrate`, or its saved folder: their most highly expressed
+    genes, as the model was trained; see ``ScGPT.gene_selection``). Cells are batched by length (so little
     padding is computed) and the matrix is read in chunks, so ``backed="r"`` AnnData works
     without loading the matrix; with ``out_file`` the embeddings do not have to fit in memory
     either, and with ``devices``/``num_nodes`` the chunks are spread over GPUs or nodes.
@@ -181,11 +189,12 @@ def embed(
     module, vocab, description = resolve_model(model, task="embed")
     gene_ids = match_genes(adata, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
+    selection = gene_selection_of(model)
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
         progress=progress, batch_labels=codes, out_file=out_file, out_key=key_added,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, gene_selection=selection,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
     if adata.is_view and adata.isbacked:
@@ -203,6 +212,7 @@ def embed(
             "batch_key": batch_key,
             "batch_size": batch_size,
             "max_len": max_len,
+            "gene_selection": selection,
             "random_state": random_state,
             "chunk_size": chunk_size,
         },
