@@ -94,8 +94,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
     n_bins
         Bins of the per-cell quantile binning of values (official 51).
     max_len
-        Maximum tokens per cell, ``<cls>`` included; longer cells keep a random gene subset
-        (:attr:`gene_selection`).
+        Maximum tokens per cell, ``<cls>`` included; longer cells keep the genes
+        :attr:`gene_selection` says (here a random subset, as the official code).
     vocab
         ``None`` builds a vocabulary from the genes of ``adata`` (+ ``<pad>``, ``<cls>``,
         ``<eoc>``); or a ``GeneVocab`` / path to an official ``vocab.json``.
