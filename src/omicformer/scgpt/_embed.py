@@ -149,7 +149,7 @@ def embed_cells(
     spread over Lightning processes (:func:`~omicformer._core._distributed.predict_chunks`),
     each chunk embedded exactly as a single process embeds it; every rank returns the whole
     result in the original order. ``gene_selection``: which genes a cell with more than
-    ``max_len - 1`` keeps (:func:`~omicformer.scgpt._tokenize.tokenize_rows`).
+    ``max_len - 1`` keeps (``tokenize_rows``).
     """
     check_gene_selection(gene_selection)
     distributed = _check_embed_args(

@@ -163,7 +163,7 @@ class CellCollator:
         Maximum tokens per cell including ``<cls>``.
     gene_selection
         Which genes a longer cell keeps: ``"random"`` (official) or ``"highest"`` (see
-        :func:`~omicformer.scgpt._tokenize.tokenize_rows`).
+        ``tokenize_rows``).
     seed
         ``None`` (training): randomness from :func:`~omicformer._core._random.collate_rng`, new
         for every batch, worker, rank and epoch. An integer makes each batch a fixed function
