@@ -423,6 +423,20 @@ def print_table(title: str, res: pd.DataFrame, methods: list[str]) -> None:
             print(f"    per seed, macro-F1: {' '.join(f'{v:.3f}' for v in r['f1'])}")
 
 
+def split_title(task: Task) -> str:
+    return (f"stratified 70/30 split ({task.ref.n_obs} reference / {task.query.n_obs} query "
+            f"cells, {len(set(task.truth))} classes)")  # fmt: skip
+
+
+def run_set(title, make_task, seeds: list[int], args) -> None:
+    """Evaluate one set over the seeds and print its table (``title(task)`` heads it)."""
+    args.chosen_c = []
+    res, task = evaluate(make_task, seeds, args.methods, args)
+    print_table(f"{title(task)}, mean ± sd over {len(seeds)} seed(s)", res, args.methods)
+    if args.chosen_c:
+        print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -457,47 +471,17 @@ def main() -> None:
     print(f"pbmc68k_reduced counts recovered from log-normalised X: {counts_note}")
 
     if "pbmc68k" in sets:
-        args.chosen_c = []
-        res, task = evaluate(
-            lambda seed: split_task(adata, counts_reason, seed), seeds, args.methods, args
-        )
-        print_table(
-            f"pbmc68k_reduced, {LABEL}: stratified 70/30 split ({task.ref.n_obs} reference / "
-            f"{task.query.n_obs} query cells, {len(set(task.truth))} classes), "
-            f"mean ± sd over {len(seeds)} seed(s)",
-            res,
-            args.methods,
-        )
-        if args.chosen_c:
-            print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
-
+        run_set(lambda t: f"pbmc68k_reduced, {LABEL}: {split_title(t)}",
+                lambda seed: split_task(adata, counts_reason, seed), seeds, args)  # fmt: skip
     if "pbmc3k" in sets:
-        args.chosen_c = []
         cells = pbmc3k()
-        res, task = evaluate(lambda seed: split_task(cells, None, seed), seeds, args.methods, args)
-        print_table(
-            f"pbmc3k_desc, cell_type_scanpy_pbmc3k: stratified 70/30 split ({task.ref.n_obs} "
-            f"reference / {task.query.n_obs} query cells, {len(set(task.truth))} classes), "
-            f"mean ± sd over {len(seeds)} seed(s)",
-            res,
-            args.methods,
-        )
-        if args.chosen_c:
-            print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
-
+        run_set(lambda t: f"pbmc3k_desc, cell_type_scanpy_pbmc3k: {split_title(t)}",
+                lambda seed: split_task(cells, None, seed), seeds, args)  # fmt: skip
     if "transfer" in sets:
-        args.chosen_c = []
         task = transfer_task(adata, counts_reason)
-        res, _ = evaluate(lambda seed: task, seeds, args.methods, args)
-        print_table(
-            f"transfer: reference pbmc68k_reduced ({task.ref.n_obs} cells, {LABEL}) -> query "
-            f"pbmc_celltypist ({task.query.n_obs} scored cells, marker labels), "
-            f"mean ± sd over {len(seeds)} seed(s)",
-            res,
-            args.methods,
-        )
-        if args.chosen_c:
-            print(f"  CellTypist-style C chosen per seed: {args.chosen_c}")
+        run_set(lambda t: f"transfer: reference pbmc68k_reduced ({t.ref.n_obs} cells, {LABEL}) "
+                f"-> query pbmc_celltypist ({t.query.n_obs} scored cells, marker labels)",
+                lambda seed: task, seeds, args)  # fmt: skip
         for note in task.notes:
             print(f"  {note}")
 
