@@ -67,9 +67,12 @@ def test_highest_keeps_the_most_expressed_genes_binned_among_themselves():
     order = np.argsort(values[top4])
     assert c.values[1:][order].tolist() == [1, 2, 3, 4]
     # cells that fit are unchanged, and ties at the cut are broken at random, not by position
-    short = tokenize_rows(X, ids, cls_id=99, pad_value=-2, max_len=None, n_bins=3,
-                          rng=np.random.default_rng(0), gene_selection="highest")  # fmt: skip
+    short = [tokenize_rows(X, ids, cls_id=99, pad_value=-2, max_len=21, n_bins=3,
+                           rng=np.random.default_rng(0), gene_selection=g)[0]
+             for g in ("highest", "random")]  # fmt: skip
     assert len(short[0].genes) == 21
+    np.testing.assert_array_equal(short[0].genes, short[1].genes)
+    np.testing.assert_array_equal(short[0].values, short[1].values)
     tied = sp.csr_matrix(np.array([[5, 5, 5, 5, 1, 1]], dtype=np.float32))
     kept = {
         tuple(tokenize_rows(tied, np.arange(6), cls_id=99, pad_value=-2, max_len=3,
