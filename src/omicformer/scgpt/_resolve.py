@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core._io import is_model_dir
+from .._core._io import is_model_dir, load_model_config
 from ._vocab import GeneVocab
 from .checkpoint import OFFICIAL_FILES, load_official
 from .module import TransformerModel
@@ -67,11 +67,7 @@ def gene_selection_of(model: Any) -> str:
     if isinstance(model, str | os.PathLike) and not (isinstance(model, str) and model == "default"):
         path = Path(model)
         if is_model_dir(path):
-            import json
-
-            from .._core._io import CONFIG_NAME
-
-            settings = json.loads((path / CONFIG_NAME).read_text()).get("model_settings", {})
+            settings = load_model_config(path).get("model_settings", {})
             return str(settings.get("gene_selection", "random"))
     return "random"
 
