@@ -27,6 +27,13 @@ EMBED_CHUNK = 8192
 STANDARDIZE_CELLS = 2048
 #: How fast the head's input standardisation follows the encoder (BatchNorm's default).
 STATS_MOMENTUM = 0.1
+#: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
+DEFAULT_CELL_PASSES = 8_000
+DEFAULT_EPOCH_RANGE = (3, 30)
+#: ... and a default-length run stops after this many cell passes (large references: the
+#: minimum of 3 epochs would otherwise grow without bound, ~10 minutes per 20,000 cells on
+#: 2 CPU cores).
+MAX_DEFAULT_CELL_PASSES = 20_000
 
 
 class ScGPTClassifier(ScGPT):
@@ -158,7 +165,9 @@ class ScGPTClassifier(ScGPT):
         max_epochs
             Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
             passes, between 3 and 30 epochs (more epochs for small references, few for large
-            ones so that CPU runs stay in minutes).
+            ones), and at most 20,000 cell passes (``max_steps = 20000 / batch_size``; a
+            reference of more than 6,667 labelled cells then trains for less than 3 epochs),
+            so that CPU runs stay in minutes.
         batch_size, lr
             Minibatch size (per device) and Adam learning rate. The official tutorial uses 32
             and 1e-4 with a factor 0.9 per epoch; with the small default model, 3e-4 and 0.95
@@ -250,6 +259,7 @@ class ScGPTClassifier(ScGPT):
         n_classes = len(self.classes_)
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
+            max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
         weight = None
         if class_weight == "balanced":
             counts = np.bincount(labels[train_idx], minlength=n_classes).astype(float)
@@ -461,7 +471,8 @@ class ScGPTClassifier(ScGPT):
 
 def default_epochs(n_cells: int) -> int:
     """Epochs when ``max_epochs=None``: about 8,000 cell passes, between 3 and 30 epochs."""
-    return int(np.clip(np.ceil(8000 / max(n_cells, 1)), 3, 30))
+    lo, hi = DEFAULT_EPOCH_RANGE
+    return int(np.clip(np.ceil(DEFAULT_CELL_PASSES / max(n_cells, 1)), lo, hi))
 
 
 def _require_labels(cls: type[ScGPT], adata: AnnData) -> None:
