@@ -35,6 +35,28 @@ def test_copy_semantics_and_seed(ckpt, continuous_adata_factory):
     assert a.uns["scgpt"]["emb"]["params"]["max_len"] == 8
 
 
+def test_default_max_len_is_the_models(ckpt, continuous_adata_factory, tmp_path):
+    from omicformer.scgpt._resolve import max_len_of
+    from omicformer.scgpt.model import ScGPT
+
+    a = continuous_adata_factory(6)
+    # official checkpoints and the shipped default model: 1200, the official embed_data's
+    assert _embed(a, ckpt, copy=True).uns["scgpt"]["X_scgpt"]["params"]["max_len"] == 1200
+    assert max_len_of("default") == 1200
+    # a model object or its saved folder: the length the model was trained and embeds with
+    work = a.copy()
+    ScGPT.setup_anndata(work)
+    model = ScGPT.load_pretrained(ckpt, work, max_len=8)
+    model.save(tmp_path / "m")
+    z = model.get_latent_representation(work, progress=False)
+    for m in (model, tmp_path / "m"):
+        out = _embed(a, m, copy=True)
+        assert out.uns["scgpt"]["X_scgpt"]["params"]["max_len"] == 8
+        np.testing.assert_allclose(out.obsm["X_scgpt"], z, atol=1e-5)
+    # the cells are longer than 8 tokens, so the length matters
+    assert not np.allclose(_embed(a, model, copy=True, max_len=1200).obsm["X_scgpt"], z, atol=1e-3)
+
+
 def test_subsampling_keeps_cls_and_max_len():
     X = sp.csr_matrix(np.arange(1, 21, dtype=np.float32)[None])
     cells = tokenize_rows(

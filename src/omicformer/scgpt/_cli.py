@@ -19,7 +19,10 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         "--model", default="default", help="'default', official folder or saved model"
     )
     embed.add_argument("--batch-size", type=int, default=64)
-    embed.add_argument("--max-len", type=int, default=1200)
+    embed.add_argument(
+        "--max-len", type=int, default=None,
+        help="tokens per cell; default: the model's (1200 for the default model)",
+    )  # fmt: skip
     embed.add_argument("--layer", default=None)
     embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
     embed.add_argument(

@@ -14,6 +14,8 @@ from .checkpoint import OFFICIAL_FILES, load_official
 from .module import TransformerModel
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "_data" / "default_model"
+#: Tokens per cell of the official ``embed_data``, and of models that record no length.
+OFFICIAL_MAX_LEN = 1200
 
 
 def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, GeneVocab, str]:
@@ -70,6 +72,24 @@ def gene_selection_of(model: Any) -> str:
             settings = load_model_config(path).get("model_settings", {})
             return str(settings.get("gene_selection", "random"))
     return "random"
+
+
+def max_len_of(model: Any) -> int:
+    """Tokens per cell ``model`` embeds with (``<cls>`` included).
+
+    A model object or a folder saved by :meth:`~omicformer.scgpt.model.ScGPT.save` (the default
+    model too) records it: 256 for models fine-tuned by ``tl.annotate``/``tl.integrate``, 1200
+    for the default model. Official checkpoints and bare modules: 1200, as the official
+    ``embed_data``.
+    """
+    if hasattr(model, "module") and hasattr(model, "vocab"):
+        return int(getattr(model, "max_len", OFFICIAL_MAX_LEN))
+    if isinstance(model, str) and model == "default":
+        model = DEFAULT_MODEL_DIR
+    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model)):
+        settings = load_model_config(Path(model)).get("model_settings", {})
+        return int(settings.get("max_len", OFFICIAL_MAX_LEN))
+    return OFFICIAL_MAX_LEN
 
 
 def describe_model(model: Any) -> str:

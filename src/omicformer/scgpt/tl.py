@@ -17,6 +17,7 @@ from ._resolve import (
     batch_codes,
     gene_selection_of,
     known_batches,
+    max_len_of,
     needs_batch_labels,
     resolve_model,
 )
@@ -43,7 +44,7 @@ def embed(
     batch_key: str | None = None,
     key_added: str = "X_scgpt",
     batch_size: int = 64,
-    max_len: int = 1200,
+    max_len: int | None = None,
     device: str = "auto",
     random_state: int = 0,
     progress: bool = True,
@@ -92,7 +93,11 @@ def embed(
     batch_size
         Cells per forward pass.
     max_len
-        Maximum tokens per cell including ``<cls>`` (official default 1200); must be >= 2.
+        Maximum tokens per cell including ``<cls>``; must be >= 2. ``None``: the length the
+        model embeds with, 1200 (the official default) for the default model and official
+        checkpoints, 256 for a model fine-tuned by :func:`annotate` or :func:`integrate` (or
+        its saved folder), so that the result equals the model's own
+        ``get_latent_representation``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         On GPU the forward runs under bf16/fp16 autocast.
@@ -168,7 +173,7 @@ def embed(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     check_layer(adata, layer)
-    if max_len < 2:
+    if max_len is not None and max_len < 2:
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)
     if copy and adata.isbacked:
@@ -190,6 +195,7 @@ def embed(
     gene_ids = match_genes(adata, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
     selection = gene_selection_of(model)
+    max_len = max_len_of(model) if max_len is None else max_len
     emb = embed_cells(
         module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
