@@ -250,7 +250,7 @@ def test_default_epochs_scale_with_reference_size():
     assert [default_epochs(n) for n in (100, 441, 700, 5000)] == [30, 19, 12, 3]
 
 
-def test_default_run_stops_after_20000_cell_passes(ref_query, pretrained, monkeypatch):
+def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, monkeypatch):
     """A large reference trains for less than the 3-epoch minimum instead of for hours."""
     import omicformer.scgpt.model._training as training
 
@@ -266,8 +266,8 @@ def test_default_run_stops_after_20000_cell_passes(ref_query, pretrained, monkey
     clf = ScGPTClassifier.load_pretrained(pretrained, ref)
     with pytest.raises(RuntimeError, match="stop"):
         clf.train(batch_size=32)
-    # under 30 cells: ceil(8000 / n) > 30 -> 30 epochs; 20000 / 32 = 625 steps
-    assert seen["max_epochs"] == 30 and seen["max_steps"] == 625
+    # under 30 cells: ceil(8000 / n) > 30 -> 30 epochs; 12000 / 32 = 375 steps
+    assert seen["max_epochs"] == 30 and seen["max_steps"] == 375
     with pytest.raises(RuntimeError, match="stop"):
         clf.train(max_epochs=3)
     assert seen["max_epochs"] == 3 and seen["max_steps"] is None

@@ -31,9 +31,9 @@ STATS_MOMENTUM = 0.1
 DEFAULT_CELL_PASSES = 8_000
 DEFAULT_EPOCH_RANGE = (3, 30)
 #: ... and a default-length run stops after this many cell passes (large references: the
-#: minimum of 3 epochs would otherwise grow without bound, ~10 minutes per 20,000 cells on
-#: 2 CPU cores).
-MAX_DEFAULT_CELL_PASSES = 20_000
+#: minimum of 3 epochs would otherwise grow without bound; ``tl.annotate`` of 2,638 cells from
+#: a 10,552-cell reference took 215 s on 2 CPU cores, 378 s with 20,000 passes).
+MAX_DEFAULT_CELL_PASSES = 12_000
 
 
 class ScGPTClassifier(ScGPT):
@@ -165,8 +165,8 @@ class ScGPTClassifier(ScGPT):
         max_epochs
             Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
             passes, between 3 and 30 epochs (more epochs for small references, few for large
-            ones), and at most 20,000 cell passes (``max_steps = 20000 / batch_size``; a
-            reference of more than 6,667 labelled cells then trains for less than 3 epochs),
+            ones), and at most 12,000 cell passes (``max_steps = 12000 / batch_size``; a
+            reference of more than 4,000 labelled cells then trains for less than 3 epochs),
             so that CPU runs stay in minutes.
         batch_size, lr
             Minibatch size (per device) and Adam learning rate. The official tutorial uses 32
