@@ -11,7 +11,7 @@ import torch
 
 from omicformer.scgpt import tl
 from omicformer.scgpt.model import ScGPT, ScGPTIntegration
-from omicformer.scgpt.module import masked_mse_loss
+from omicformer.scgpt.module import masked_mse_loss, mnn_loss
 from omicformer.scgpt.train import IntegrationTrainingPlan, MaskedValueCollator
 
 N_GENES = 60
@@ -73,6 +73,7 @@ def test_integrate_writes_embedding_and_uns(integrated):
     assert info["batches"] == ["a", "b"]
     assert info["n_genes_matched"] == info["n_genes_total"] == N_GENES
     assert info["params"]["retrained"] is True and info["params"]["dab_weight"] == 1.0
+    assert info["params"]["mnn_weight"] == 30.0
     assert {"train_loss_mse", "train_loss_gepc", "train_loss_ecs", "train_loss_dab",
             "validation_loss"} <= set(info["losses"])  # fmt: skip
     # the caller's AnnData only gained the results (scvi-tools set-up stays on a private copy)
@@ -200,6 +201,12 @@ def test_plan_loss_is_the_official_sum(pretrained):
     torch.testing.assert_close(parts["loss_ecs"], ecs)
     torch.testing.assert_close(parts["loss"], mse + gepc + 10 * ecs + dab)
     assert masked_mse_loss is not None
+    # our cross-batch addition: + mnn_weight * mnn_loss of the same cell embeddings
+    plan = IntegrationTrainingPlan(model.module, ecs_weight=10.0, dab_weight=1.0, mnn_weight=3.0)
+    parts = plan.losses(batch)
+    mnn = mnn_loss(out["cell_emb"], batch["batch_labels"])
+    torch.testing.assert_close(parts["loss_mnn"], mnn)
+    torch.testing.assert_close(parts["loss"], mse + gepc + 10 * ecs + dab + 3 * mnn)
 
 
 def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
@@ -229,6 +236,7 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
         ({"batch_key": "batch", "model": "/no/such/folder"}, FileNotFoundError, "no such folder"),
         ({"batch_key": "batch", "ecs_threshold": 2.0}, ValueError, "ecs_threshold"),
         ({"batch_key": "batch", "dab_weight": -1.0}, ValueError, "dab_weight"),
+        ({"batch_key": "batch", "mnn_weight": -1.0}, ValueError, "mnn_weight"),
     ],
 )
 def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match):
@@ -346,6 +354,28 @@ def test_default_length_scales_with_the_data():
     assert [default_epochs(n) for n in (100, 533, 1133, 5000, 9000, 100_000)] == [
         15, 15, 7, 2, 1, 1,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("dsbn", [False, True])
+def test_minibatches_hold_one_batch_only_with_dsbn(pretrained, monkeypatch, dsbn):
+    import omicformer.scgpt.model._training as training
+
+    seen = {}
+
+    def fake_run_training(plan, train, collate_fn, **kwargs):
+        seen.update(kwargs, mnn_weight=plan.mnn_weight)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(training, "run_training", fake_run_training)
+    adata = _batches(2)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=dsbn)
+    with pytest.raises(RuntimeError, match="stop"):
+        model.train(max_epochs=1, mnn_weight=5.0)
+    # DSBN normalises a minibatch with one batch's statistics; otherwise batches mix, so that
+    # the cross-batch loss finds pairs
+    assert (seen["groups"] is not None) is dsbn and seen["mnn_weight"] == 5.0
+    assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
 
 
 def test_default_run_stops_after_16000_cell_passes(pretrained, monkeypatch):

@@ -10,6 +10,7 @@ from omicformer.scgpt.module import (
     generative_attn_mask,
     grad_reverse,
     masked_mse_loss,
+    mnn_loss,
     padding_attn_mask,
 )
 
@@ -102,6 +103,28 @@ def test_ecs_hand_computed_example():
     # give 1 - 0.7^2 = 0.51 twice and 1 - 0.3^2 = 0.91 seven times: (2 * 0.51 + 7 * 0.91) / 9.
     e = torch.tensor([[2.0, 0.0], [0.5, 0.0], [0.0, 3.0]])
     torch.testing.assert_close(ecs_loss(e, 0.3), torch.tensor(7.39 / 9))
+
+
+def test_mnn_hand_computed_example():
+    # batch 0: x0 = (3, 1), x1 = (-3, 1); batch 1: y0 = (3, -1), y1 = (-1, -1), y2 = (-2, 0);
+    # all shifted by (10, 10), which centring removes (their mean is the shift). Cosines across
+    # batches: x0.y0 = 8/10, x0.y1 = -4/sqrt(20), x0.y2 = -6/(2 sqrt(10)); x1.y0 = -1,
+    # x1.y1 = 2/sqrt(20), x1.y2 = 6/(2 sqrt(10)). Nearest of the other batch: x0 -> y0,
+    # x1 -> y2, y0 -> x0, y1 -> x1, y2 -> x1. Mutual: (x0, y0) and (x1, y2), each counted from
+    # both sides; y1's neighbour x1 prefers y2, so y1 is in no pair.
+    e = torch.tensor([[3.0, 1.0], [-3.0, 1.0], [3.0, -1.0], [-1.0, -1.0], [-2.0, 0.0]]) + 10.0
+    batches = torch.tensor([0, 0, 1, 1, 1])
+    expected = (2 * (1 - 0.8) + 2 * (1 - 3 / 10**0.5)) / 4
+    torch.testing.assert_close(mnn_loss(e, batches), torch.tensor(expected))
+    # minimising it moves x0 towards y0 (their cosine rises)
+    e = e.clone().requires_grad_(True)
+    mnn_loss(e, batches).backward()
+    stepped = (e - 0.1 * e.grad).detach()
+    c = stepped - stepped.mean(0)
+    assert F.cosine_similarity(c[0], c[2], dim=0) > 0.8
+    # one batch only: no pairs, a zero loss that still has a graph
+    single = mnn_loss(e, torch.zeros(5, dtype=torch.long))
+    assert single.item() == 0.0 and single.requires_grad
 
 
 def test_gradient_reversal_reaches_the_encoder_with_flipped_sign():

@@ -179,6 +179,7 @@ class ScGPTIntegration(ScGPT):
         ecs_weight: float = 10.0,
         dab_weight: float = 1.0,
         label_weight: float = 1.0,
+        mnn_weight: float = 0.0,
         weight_decay: float = 0.0,
         lr_decay: float = 0.9,
         dropout: float | None = None,
@@ -199,9 +200,10 @@ class ScGPTIntegration(ScGPT):
     ) -> None:
         """Fine-tune for integration (official ``Tutorial_Integration`` objective).
 
-        In memory, every minibatch holds cells of one batch (as DSBN needs). Loss:
-        ``mse + gepc + ecs_weight * ecs + dab_weight * dab (+ label_weight * cls)``; see
-        :class:`~omicformer.scgpt.train.IntegrationTrainingPlan`.
+        With DSBN every minibatch holds cells of one batch, as DSBN needs (the official
+        ``per_seq_batch_sample``); without it, minibatches mix the batches. Loss:
+        ``mse + gepc + ecs_weight * ecs + dab_weight * dab (+ mnn_weight * mnn)
+        (+ label_weight * cls)``; see :class:`~omicformer.scgpt.train.IntegrationTrainingPlan`.
 
         Parameters
         ----------
@@ -231,6 +233,13 @@ class ScGPTIntegration(ScGPT):
         label_weight
             Weight of the cell-type cross-entropy on labelled cells (only with a registered
             ``labels_key``; cells without a label only take part in the other losses).
+        mnn_weight
+            Weight of the cross-batch mutual-nearest-neighbour loss, not part of the official
+            recipe (:func:`~omicformer.scgpt.module.mnn_loss`): in each minibatch, two cells of
+            different batches that are each other's most similar cell of the other batch
+            (cosine of the centred ``<cls>`` embeddings) are pulled together. ``0`` (default)
+            disables it; it has no effect with DSBN, whose minibatches hold one batch.
+            :func:`~omicformer.scgpt.tl.integrate` uses 30.
         weight_decay, lr_decay
             Adam weight decay; learning rate factor per epoch (official 0.9).
         dropout
@@ -242,10 +251,10 @@ class ScGPTIntegration(ScGPT):
             Out-of-core training, as :meth:`ScGPT.train`: ``None`` (default) streams when the
             model's AnnData is ``backed="r"``; ``True`` streams in-memory data too (same
             batches as backed data); ``False`` loads the vocabulary genes of all cells. Batch
-            and label codes stay in memory (one integer each per cell). As in memory, every
-            minibatch holds cells of one batch (DSBN normalises it with that batch's
-            statistics); streamed, also of one chunk, and the minibatches of a window's chunks
-            are shuffled together.
+            and label codes stay in memory (one integer each per cell). As in memory, with
+            DSBN every minibatch holds cells of one batch (DSBN normalises it with that
+            batch's statistics); streamed, every minibatch also holds cells of one chunk, and
+            the minibatches of a window's chunks are shuffled together.
 
         Notes
         -----
@@ -257,7 +266,7 @@ class ScGPTIntegration(ScGPT):
         from ._training import _check_streaming
 
         for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
-                            ("label_weight", label_weight)):  # fmt: skip
+                            ("label_weight", label_weight), ("mnn_weight", mnn_weight)):  # fmt: skip
             if value < 0:
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
@@ -286,9 +295,12 @@ class ScGPTIntegration(ScGPT):
             plan = IntegrationTrainingPlan(
                 self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
                 label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
+                mnn_weight=mnn_weight,
             )  # fmt: skip
-            # one batch per minibatch (official per_seq_batch_sample; DSBN needs it)
-            groups = (train_ds.batch_codes, val_ds.batch_codes)
+            # DSBN: one batch per minibatch (official per_seq_batch_sample); else mixed
+            groups = None
+            if c.domain_spec_batchnorm:
+                groups = (train_ds.batch_codes, val_ds.batch_codes)
             self._fit(
                 plan, functools.partial(MaskedValueCollator, col_ids, **common),
                 (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,

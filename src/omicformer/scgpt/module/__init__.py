@@ -11,7 +11,7 @@ from ._decoders import (
 )
 from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
 from ._flops import encoder_flops
-from ._losses import ecs_loss, masked_mse_loss
+from ._losses import ecs_loss, masked_mse_loss, mnn_loss
 from ._model import ScGPTConfig, TransformerModel
 from ._transformer import (
     MultiheadSelfAttention,
@@ -42,5 +42,6 @@ __all__ = [
     "generative_attn_mask",
     "grad_reverse",
     "masked_mse_loss",
+    "mnn_loss",
     "padding_attn_mask",
 ]

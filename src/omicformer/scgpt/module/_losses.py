@@ -25,3 +25,23 @@ def ecs_loss(cell_emb: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
     eye = torch.eye(cos.shape[0], dtype=torch.bool, device=cos.device)
     cos = F.relu(cos.masked_fill(eye, 0.0))
     return torch.mean(1 - (cos - threshold) ** 2)
+
+
+def mnn_loss(cell_emb: torch.Tensor, batch_labels: torch.Tensor) -> torch.Tensor:
+    """Pull mutual nearest neighbours from different batches together (not in official scGPT).
+
+    The embeddings are centred on the minibatch mean and L2-normalised (``e``). Cell ``i``'s
+    cross-batch neighbour ``j(i)`` is the cell of another batch with the highest cosine
+    ``e_i . e_j``; ``i`` and ``j(i)`` are a pair when each is the other's neighbour (mutual
+    nearest neighbours, as MNN batch correction pairs cells). ``loss = mean(1 - e_i . e_j)``
+    over the pairs; ``0`` (in the graph) when the minibatch has none.
+    """
+    e = F.normalize(cell_emb - cell_emb.mean(0, keepdim=True), p=2, dim=1)
+    cos = e @ e.t()
+    cross = batch_labels[:, None] != batch_labels[None, :]
+    nearest = cos.masked_fill(~cross, -2.0).argmax(dim=1)
+    i = torch.arange(len(nearest), device=nearest.device)
+    pair = cross[i, nearest] & (nearest[nearest] == i)
+    if not pair.any():
+        return cell_emb.sum() * 0.0
+    return (1 - cos[i[pair], nearest[pair]]).mean()

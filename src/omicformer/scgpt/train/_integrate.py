@@ -11,11 +11,15 @@ Loss per batch, as the official tutorial (``MLM``, ``GEPC``, ``ECS``, ``DAB``, `
 * ``dab_weight * loss_dab``: cross-entropy of the batch discriminator, which sits behind the
   gradient-reversal layer, so the encoder learns to make batches indistinguishable
   (official weight 1);
+* ``mnn_weight * loss_mnn`` (our addition, off by default): mutual nearest neighbours from
+  different batches of a minibatch, on the centred ``<cls>`` embeddings, pulled together
+  (:func:`~omicformer.scgpt.module.mnn_loss`); needs minibatches that mix batches;
 * ``label_weight * loss_cls`` (our addition, as scANVI does): cross-entropy of the cell-type head
   on the cells that have a label, so that known cell types stay apart.
 
-Domain-specific batch norm lives in the module (``domain_spec_batchnorm=True``); every minibatch
-holds cells of one batch (the runner's ``groups``), as the official ``per_seq_batch_sample``.
+Domain-specific batch norm lives in the module (``domain_spec_batchnorm=True``); with it, every
+minibatch holds cells of one batch (the runner's ``groups``), as the official
+``per_seq_batch_sample``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .._tokenize import pad_batch
-from ..module import TransformerModel, masked_mse_loss
+from ..module import TransformerModel, masked_mse_loss, mnn_loss
 from ._data import CellCollator
 from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 
@@ -146,6 +150,8 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Weight of the ECS loss (official 10; the threshold is the module's ``ecs_threshold``).
     dab_weight
         Weight of the discriminator's cross-entropy (official 1).
+    mnn_weight
+        Weight of the cross-batch mutual-nearest-neighbour loss (not official; 0: off).
     label_weight
         Weight of the cell-type cross-entropy on labelled cells (0: off).
     weight_decay
@@ -165,6 +171,7 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         label_weight: float = 0.0,
         weight_decay: float = 0.0,
         lr_decay: float = 0.9,
+        mnn_weight: float = 0.0,
     ):
         super().__init__()
         c = module.config
@@ -178,6 +185,7 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         self.lr, self.weight_decay, self.lr_decay = lr, weight_decay, lr_decay
         self.mvc, self.ecs_weight = mvc, ecs_weight
         self.dab_weight, self.label_weight = dab_weight, label_weight
+        self.mnn_weight = mnn_weight
         self._needs_batch = bool(c.use_batch_labels or c.domain_spec_batchnorm)
         unused = list(UNUSED_HEADS)
         if not mvc:
@@ -210,6 +218,9 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         if self.ecs_weight > 0:
             parts["loss_ecs"] = out["loss_ecs"].float()
             loss = loss + self.ecs_weight * parts["loss_ecs"]
+        if self.mnn_weight > 0:
+            parts["loss_mnn"] = mnn_loss(out["cell_emb"].float(), batch["batch_labels"])
+            loss = loss + self.mnn_weight * parts["loss_mnn"]
         if self.dab_weight > 0:
             parts["loss_dab"] = F.cross_entropy(out["dab_output"].float(), batch["batch_labels"])
             loss = loss + self.dab_weight * parts["loss_dab"]
