@@ -270,3 +270,22 @@ def run_script(tmp_path):
         return out, {rank: tuple(nums.split()) for rank, nums in found}
 
     return run
+
+
+@pytest.fixture
+def runner_call(monkeypatch) -> dict:
+    """Stand-in for the shared training runner used by the model classes' ``train``.
+
+    The next ``run_training`` call records its keyword arguments and ``plan`` in the returned
+    dict and raises ``RuntimeError("stop")`` instead of training.
+    """
+    import omicformer.scgpt.model._training as training
+
+    seen: dict = {}
+
+    def fake_run_training(plan, train, collate_fn, **kwargs):
+        seen.update(kwargs, plan=plan)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(training, "run_training", fake_run_training)
+    return seen

@@ -250,17 +250,9 @@ def test_default_epochs_scale_with_reference_size():
     assert [default_epochs(n) for n in (100, 441, 700, 5000)] == [30, 19, 12, 3]
 
 
-def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, monkeypatch):
+def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, runner_call):
     """A large reference trains for less than the 3-epoch minimum instead of for hours."""
-    import omicformer.scgpt.model._training as training
-
-    seen = {}
-
-    def fake_run_training(plan, train, collate_fn, **kwargs):
-        seen.update(kwargs)
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(training, "run_training", fake_run_training)
+    seen = runner_call
     ref = ref_query[0].copy()
     ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
     clf = ScGPTClassifier.load_pretrained(pretrained, ref)

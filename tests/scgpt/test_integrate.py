@@ -357,16 +357,8 @@ def test_default_length_scales_with_the_data():
 
 
 @pytest.mark.parametrize("dsbn", [False, True])
-def test_minibatches_hold_one_batch_only_with_dsbn(pretrained, monkeypatch, dsbn):
-    import omicformer.scgpt.model._training as training
-
-    seen = {}
-
-    def fake_run_training(plan, train, collate_fn, **kwargs):
-        seen.update(kwargs, mnn_weight=plan.mnn_weight)
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(training, "run_training", fake_run_training)
+def test_minibatches_hold_one_batch_only_with_dsbn(pretrained, runner_call, dsbn):
+    seen = runner_call
     adata = _batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=dsbn)
@@ -374,20 +366,12 @@ def test_minibatches_hold_one_batch_only_with_dsbn(pretrained, monkeypatch, dsbn
         model.train(max_epochs=1, mnn_weight=5.0)
     # DSBN normalises a minibatch with one batch's statistics; otherwise batches mix, so that
     # the cross-batch loss finds pairs
-    assert (seen["groups"] is not None) is dsbn and seen["mnn_weight"] == 5.0
+    assert (seen["groups"] is not None) is dsbn and seen["plan"].mnn_weight == 5.0
     assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
 
 
-def test_default_run_stops_after_16000_cell_passes(pretrained, monkeypatch):
-    import omicformer.scgpt.model._training as integ
-
-    seen = {}
-
-    def fake_run_training(plan, train, collate_fn, **kwargs):
-        seen.update(kwargs)
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(integ, "run_training", fake_run_training)
+def test_default_run_stops_after_16000_cell_passes(pretrained, runner_call):
+    seen = runner_call
     adata = _batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, adata)
