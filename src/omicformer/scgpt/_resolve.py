@@ -64,14 +64,7 @@ def gene_selection_of(model: Any) -> str:
     it was trained with (folders saved before the setting existed: ``"random"``); official
     checkpoints, the default model and bare modules keep a random subset.
     """
-    if hasattr(model, "module") and hasattr(model, "vocab"):
-        return str(getattr(model, "gene_selection", "random"))
-    if isinstance(model, str | os.PathLike) and not (isinstance(model, str) and model == "default"):
-        path = Path(model)
-        if is_model_dir(path):
-            settings = load_model_config(path).get("model_settings", {})
-            return str(settings.get("gene_selection", "random"))
-    return "random"
+    return str(_model_setting(model, "gene_selection", "random"))
 
 
 def max_len_of(model: Any) -> int:
@@ -82,14 +75,18 @@ def max_len_of(model: Any) -> int:
     for the default model. Official checkpoints and bare modules: 1200, as the official
     ``embed_data``.
     """
+    return int(_model_setting(model, "max_len", OFFICIAL_MAX_LEN))
+
+
+def _model_setting(model: Any, name: str, default: Any) -> Any:
+    """Setting ``name`` of a model object or of a saved folder's ``model_settings``, else ``default``."""
     if hasattr(model, "module") and hasattr(model, "vocab"):
-        return int(getattr(model, "max_len", OFFICIAL_MAX_LEN))
+        return getattr(model, name, default)
     if isinstance(model, str) and model == "default":
         model = DEFAULT_MODEL_DIR
     if isinstance(model, str | os.PathLike) and is_model_dir(Path(model)):
-        settings = load_model_config(Path(model)).get("model_settings", {})
-        return int(settings.get("max_len", OFFICIAL_MAX_LEN))
-    return OFFICIAL_MAX_LEN
+        return load_model_config(Path(model)).get("model_settings", {}).get(name, default)
+    return default
 
 
 def describe_model(model: Any) -> str:
