@@ -356,17 +356,22 @@ def test_default_length_scales_with_the_data():
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("dsbn", [False, True])
-def test_minibatches_hold_one_batch_only_with_dsbn(pretrained, runner_call, dsbn):
+@pytest.mark.parametrize(
+    ("dsbn", "mnn_weight", "one_batch"),
+    [(False, 5.0, False), (False, 0.0, False), (True, 0.0, True), (True, 5.0, False)],
+)
+def test_minibatches_hold_one_batch_only_for_official_dsbn(
+    pretrained, runner_call, dsbn, mnn_weight, one_batch
+):
     seen = runner_call
     adata = _batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=dsbn)
     with pytest.raises(RuntimeError, match="stop"):
-        model.train(max_epochs=1, mnn_weight=5.0)
-    # DSBN normalises a minibatch with one batch's statistics; otherwise batches mix, so that
-    # the cross-batch loss finds pairs
-    assert (seen["groups"] is not None) is dsbn and seen["plan"].mnn_weight == 5.0
+        model.train(max_epochs=1, mnn_weight=mnn_weight)
+    # the official recipe (DSBN, no cross-batch loss) draws each minibatch from one batch; the
+    # cross-batch loss needs minibatches that mix the batches, with DSBN too
+    assert (seen["groups"] is not None) is one_batch and seen["plan"].mnn_weight == mnn_weight
     assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
 
 

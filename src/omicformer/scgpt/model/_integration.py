@@ -200,8 +200,10 @@ class ScGPTIntegration(ScGPT):
     ) -> None:
         """Fine-tune for integration (official ``Tutorial_Integration`` objective).
 
-        With DSBN every minibatch holds cells of one batch, as DSBN needs (the official
-        ``per_seq_batch_sample``); without it, minibatches mix the batches. Loss:
+        With DSBN and ``mnn_weight=0`` (the official recipe) every minibatch holds cells of one
+        batch (the official ``per_seq_batch_sample``); otherwise minibatches mix the batches,
+        and DSBN normalises the cells of each batch in a minibatch with that batch's layer.
+        Loss:
         ``mse + gepc + ecs_weight * ecs + dab_weight * dab (+ mnn_weight * mnn)
         (+ label_weight * cls)``; see :class:`~omicformer.scgpt.train.IntegrationTrainingPlan`.
 
@@ -238,7 +240,7 @@ class ScGPTIntegration(ScGPT):
             recipe (:func:`~omicformer.scgpt.module.mnn_loss`): in each minibatch, two cells of
             different batches that are each other's most similar cell of the other batch
             (cosine of the centred ``<cls>`` embeddings) are pulled together. ``0`` (default)
-            disables it; it has no effect with DSBN, whose minibatches hold one batch.
+            disables it. When it is on, minibatches mix the batches, also with DSBN.
             :func:`~omicformer.scgpt.tl.integrate` uses 30.
         weight_decay, lr_decay
             Adam weight decay; learning rate factor per epoch (official 0.9).
@@ -252,8 +254,8 @@ class ScGPTIntegration(ScGPT):
             model's AnnData is ``backed="r"``; ``True`` streams in-memory data too (same
             batches as backed data); ``False`` loads the vocabulary genes of all cells. Batch
             and label codes stay in memory (one integer each per cell). As in memory, with
-            DSBN every minibatch holds cells of one batch (DSBN normalises it with that
-            batch's statistics); streamed, every minibatch also holds cells of one chunk, and
+            DSBN and ``mnn_weight=0`` every minibatch holds cells of one batch; streamed,
+            every minibatch also holds cells of one chunk, and
             the minibatches of a window's chunks are shuffled together.
 
         Notes
@@ -297,9 +299,11 @@ class ScGPTIntegration(ScGPT):
                 label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
                 mnn_weight=mnn_weight,
             )  # fmt: skip
-            # DSBN: one batch per minibatch (official per_seq_batch_sample); else mixed
+            # DSBN without the cross-batch loss: one batch per minibatch (the official
+            # per_seq_batch_sample); else mixed (DSBN then normalises each batch's cells of a
+            # minibatch with that batch's layer)
             groups = None
-            if c.domain_spec_batchnorm:
+            if c.domain_spec_batchnorm and mnn_weight == 0:
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
             self._fit(
                 plan, functools.partial(MaskedValueCollator, col_ids, **common),
