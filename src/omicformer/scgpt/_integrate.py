@@ -53,10 +53,10 @@ def integrate(
     pretrained model, fine-tune on ``adata`` with masked value prediction (40% of each cell's
     values hidden) + GEPC (the same values predicted from the cell embedding), elastic cell
     similarity (ECS), an adversarial batch discriminator behind a gradient-reversal layer (DAB)
-    and, with ``dsbn=True``, domain-specific batch norm (DSBN), whose minibatches hold one batch
-    each. One addition by default: cells of different batches that are mutual nearest
-    neighbours in a minibatch (which then mixes the batches) are pulled together
-    (``mnn_weight``). The corrected embedding is the ``<cls>`` output, L2-normalised, as
+    and, with ``dsbn=True``, domain-specific batch norm (DSBN; the official minibatches hold one
+    batch each). One addition by default: cells of different batches that are mutual nearest
+    neighbours in a minibatch (minibatches then mix the batches, with DSBN too) are pulled
+    together (``mnn_weight``). The corrected embedding is the ``<cls>`` output, L2-normalised, as
     :func:`embed`.
 
     Parameters
