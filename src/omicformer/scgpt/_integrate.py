@@ -97,8 +97,8 @@ def integrate(
         (mutual nearest neighbours, by cosine of the centred ``<cls>`` embeddings) are pulled
         together (:func:`~omicformer.scgpt.module.mnn_loss`). Official ECS only ever compares
         cells of one batch (its minibatches hold one batch each), and the adversarial
-        discriminator alone left two PBMC experiments fully apart; without DSBN, minibatches
-        mix the batches and this loss finds pairs (also with ``dsbn=True``, which then
+        discriminator alone left two PBMC experiments fully apart; with this loss on,
+        minibatches mix the batches, so it finds pairs (with ``dsbn=True`` too, which then
         normalises each batch's cells of a minibatch with that batch's layer). ``0``: the
         official objective (with DSBN, one batch per minibatch). See "Integrating batches" in
         the scGPT guide for the scores it gave.

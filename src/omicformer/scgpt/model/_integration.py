@@ -255,8 +255,8 @@ class ScGPTIntegration(ScGPT):
             batches as backed data); ``False`` loads the vocabulary genes of all cells. Batch
             and label codes stay in memory (one integer each per cell). As in memory, with
             DSBN and ``mnn_weight=0`` every minibatch holds cells of one batch; streamed,
-            every minibatch also holds cells of one chunk, and
-            the minibatches of a window's chunks are shuffled together.
+            every minibatch also holds cells of one chunk, and the minibatches of a window's
+            chunks are shuffled together.
 
         Notes
         -----
