@@ -268,7 +268,7 @@ def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, ds
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
     reads = _count_reads(monkeypatch)
     tl.integrate(backed, **kw)
-    assert reads  # streamed, with DSBN too (one batch per minibatch)
+    assert reads  # streamed, with DSBN too
     assert sorted(backed.obsm) == sorted(memory.obsm)
     z, info = backed.obsm["X_scgpt_integrated"], backed.uns["scgpt"]["X_scgpt_integrated"]
     assert z.shape == memory.obsm["X_scgpt_integrated"].shape
