@@ -6,7 +6,10 @@ import contextlib
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 
 @contextlib.contextmanager
@@ -30,3 +33,34 @@ def _writer_holding(path):
 def h5_writer():
     """``with h5_writer(path):`` runs the block while another process writes ``path``."""
     return _writer_holding
+
+
+def _dense(X) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+class AnnDataSnapshot:
+    """``obs``, ``var``, ``X``, layers and the keys of ``uns``/``obsm`` of an AnnData, copied."""
+
+    def __init__(self, adata) -> None:
+        self.obs, self.var = adata.obs.copy(), adata.var.copy()
+        self.X = _dense(adata.X).copy()
+        self.layers = {k: _dense(v).copy() for k, v in adata.layers.items()}
+        self.uns, self.obsm = sorted(adata.uns), sorted(adata.obsm)
+
+    def assert_unchanged(self, adata) -> None:
+        """Fail unless ``adata`` still holds what was copied."""
+        pd.testing.assert_frame_equal(adata.obs, self.obs)
+        pd.testing.assert_frame_equal(adata.var, self.var)
+        np.testing.assert_array_equal(_dense(adata.X), self.X)
+        assert sorted(adata.layers) == sorted(self.layers)
+        for k, v in self.layers.items():
+            np.testing.assert_array_equal(_dense(adata.layers[k]), v)
+        assert sorted(adata.uns) == self.uns
+        assert sorted(adata.obsm) == self.obsm
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """``snap = snapshot(adata)``, later ``snap.assert_unchanged(adata)``."""
+    return AnnDataSnapshot

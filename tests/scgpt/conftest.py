@@ -289,3 +289,11 @@ def runner_call(monkeypatch) -> dict:
 
     monkeypatch.setattr(training, "run_training", fake_run_training)
     return seen
+
+
+@pytest.fixture(scope="module")
+def sim() -> ad.AnnData:
+    """Simulated Perturb-seq screen: 300 cells x 40 genes, 6 singles, 4 doubles, 50 controls."""
+    from omicformer.datasets import perturbseq_simulation
+
+    return perturbseq_simulation(n_cells=300, n_genes=40, n_singles=6, n_doubles=4, random_state=0)

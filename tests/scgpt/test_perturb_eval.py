@@ -14,7 +14,8 @@ import scipy.sparse as sp
 from matplotlib.figure import Figure
 
 from omicformer.scgpt import pl
-from omicformer.scgpt._perturb_eval import evaluate_perturbation, perturbation_baseline
+from omicformer.scgpt._perturb_baselines import perturbation_baseline
+from omicformer.scgpt._perturb_eval import evaluate_perturbation
 
 GENES = ["A", "B", "C", "D", "E"]
 # cells of each condition; means and deltas against CTRL written out below

@@ -12,7 +12,8 @@ from ._embed import embed_cells
 from ._genes import match_genes, match_report
 from ._integrate import integrate
 from ._perturb import predict_perturbation
-from ._perturb_eval import evaluate_perturbation, perturbation_baseline
+from ._perturb_baselines import perturbation_baseline
+from ._perturb_eval import evaluate_perturbation
 from ._resolve import (
     batch_codes,
     gene_selection_of,
