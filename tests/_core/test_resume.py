@@ -16,8 +16,9 @@ import scipy.sparse as sp
 import torch
 
 from omicformer._core import _resume, _train
+from omicformer._core._callbacks import BestWeights
 from omicformer._core._resume import ResumableBatchSampler, batch_seed, check_checkpoint
-from omicformer._core._train import BestWeights, EpochBatchSampler
+from omicformer._core._train import EpochBatchSampler
 from omicformer.scgpt.model import ScGPT
 
 FIT = {"max_epochs": 2, "batch_size": 8, "random_state": 3, "accelerator": "cpu",

@@ -11,15 +11,17 @@ import scipy.sparse as sp
 import torch
 
 from omicformer._core import _train
-from omicformer._core._deprecation import renamed_kwargs
-from omicformer._core._train import (
+from omicformer._core._callbacks import (
     BestWeights,
-    EpochBatchSampler,
     HistoryCallback,
     SeedCallback,
-    auto_precision,
     history_from_json,
     history_to_json,
+)
+from omicformer._core._deprecation import renamed_kwargs
+from omicformer._core._train import (
+    EpochBatchSampler,
+    auto_precision,
     run_training,
     split_indices,
 )

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._core._callbacks import History
 from ..._core._deprecation import renamed_kwargs
-from ..._core._train import VALIDATION_SIZE, History, run_training, split_indices
+from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._genome import Genome
 from .._kmers import check_sequences, split_windows, vocab_size
 from ..module import (

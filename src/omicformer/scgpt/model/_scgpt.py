@@ -39,8 +39,9 @@ from scvi.model.base import BaseModelClass
 from omicformer._version import __version__
 
 from ..._core._anndata import check_layer, check_obs_key
+from ..._core._callbacks import history_from_json, history_to_json
 from ..._core._io import environment_versions, save_model_dir
-from ..._core._train import history_from_json, history_to_json, is_global_zero
+from ..._core._train import is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, needs_batch_labels

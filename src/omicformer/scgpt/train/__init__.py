@@ -3,7 +3,7 @@
 The loop itself is the shared runner, :func:`omicformer._core._train.run_training`.
 """
 
-from ..._core._train import HistoryCallback  # noqa: F401  (its home before the shared runner)
+from ..._core._callbacks import HistoryCallback  # noqa: F401  (its home before the shared runner)
 from ._classify import ClassificationCollator, ClassifierTrainingPlan, LabelledCellDataset
 from ._data import CellCollator, CellDataset, GenerativeCollator, GroupedBatchSampler
 from ._init import init_gene_embeddings_pca, pca_gene_loadings

@@ -1,0 +1,129 @@
+"""Lightning callbacks of the shared runner (:func:`omicformer._core._train.run_training`).
+
+Per-epoch reseeding of dropout (:class:`SeedCallback`), the training history in scvi-tools'
+format (:class:`HistoryCallback`, with its JSON form for ``save``/``load``), and keeping the
+best epoch's weights (:class:`BestWeights`). The last two are part of Lightning checkpoints, so
+a resumed run keeps them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+History = dict[str, pd.DataFrame]
+
+
+class SeedCallback(pl.Callback):
+    """Reseed torch's global generator at every training epoch from ``(seed, rank, epoch)``.
+
+    Each DDP process then draws its own dropout (the weights stay identical: DDP broadcasts
+    them), every epoch draws new ones, and a run resumed at an epoch boundary draws what the
+    uninterrupted run drew (mid-epoch, ``omicformer._core._resume.ResumeCallback``
+    restores the stream). Collate draws (masks) are seeded per batch instead (``_resume``).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = np.random.SeedSequence([self.seed, trainer.global_rank, trainer.current_epoch])
+        torch.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0]))
+
+
+class HistoryCallback(pl.Callback):
+    """Training curves in scvi-tools' format: ``{name: DataFrame}``, one column named ``name``.
+
+    Every metric the plan logs per epoch (``train_loss``, ``validation_loss``, their parts)
+    is indexed by ``epoch``; the loss of every optimisation step is ``train_loss_step``, indexed
+    by ``step``. The history is part of Lightning checkpoints, so a resumed run keeps it.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.rows["train_loss_step"].append((trainer.global_step, float(loss.detach())))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if not key.endswith("_step"):
+                self.rows[key].append((trainer.current_epoch, float(value)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {k: list(v) for k, v in self.rows.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = defaultdict(list, {k: list(v) for k, v in state_dict["rows"].items()})
+
+    @property
+    def history(self) -> History:
+        """The curves collected so far."""
+        return history_from_rows(self.rows)
+
+
+def history_from_rows(rows: dict[str, Sequence[tuple[int, float]]]) -> History:
+    """``{name: [(epoch or step, value), ...]}`` -> ``{name: DataFrame}``."""
+    out = {}
+    for key, pairs in sorted(rows.items()):
+        index = pd.Index(
+            [int(i) for i, _ in pairs], name="step" if key.endswith("_step") else "epoch"
+        )
+        out[key] = pd.DataFrame({key: [float(v) for _, v in pairs]}, index=index)
+    return out
+
+
+def history_to_json(history: History | None) -> dict[str, dict[str, list]]:
+    """``{name: DataFrame}`` -> ``{name: {"epoch" or "step": [...], "value": [...]}}``."""
+    return {
+        key: {df.index.name or "epoch": [int(i) for i in df.index],
+              "value": [float(v) for v in df.iloc[:, 0]]}
+        for key, df in (history or {}).items()
+    }  # fmt: skip
+
+
+def history_from_json(data: dict | None) -> History:
+    """Inverse of :func:`history_to_json`."""
+    return history_from_rows(
+        {
+            key: list(zip(v.get("epoch", v.get("step", [])), v["value"], strict=True))
+            for key, v in (data or {}).items()
+        }
+    )
+
+
+class BestWeights(pl.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` and restore them after fit."""
+
+    def __init__(self, monitor: str = "validation_loss") -> None:
+        self.monitor = monitor
+        self.best = float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or not float(value) < self.best:
+            return
+        self.best = float(value)
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        # part of checkpoints: a resumed run still restores the best epoch of before the crash
+        return {"best": self.best, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.state = float(state_dict["best"]), state_dict["state"]
