@@ -28,7 +28,7 @@ from .._genes import gene_names
 from .._perturb_data import check_perturbation_data, top_de_genes
 from .._vocab import GeneVocab
 from ._io import rebuild_module
-from ._scgpt import ScGPT, _GeneLayerField
+from ._scgpt import GeneLayerField, ScGPT
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -133,7 +133,7 @@ class ScGPTPerturbation(ScGPT):
         gene_names(adata, gene_key)
         check_perturbation_data(adata, condition_key, control, layer)
         fields = [
-            _GeneLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False,
+            GeneLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False,
                             correct_data_format=False),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, None),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, condition_key),

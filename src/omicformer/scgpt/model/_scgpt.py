@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,15 +32,9 @@ import rich.pretty  # noqa: F401  (scvi-tools 1.4's view_anndata_setup uses it u
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from omicformer._version import __version__
-
 from ..._core._anndata import check_layer, check_obs_key
-from ..._core._callbacks import history_from_json, history_to_json
-from ..._core._io import environment_versions, save_model_dir
-from ..._core._train import is_global_zero
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, needs_batch_labels
@@ -49,28 +42,18 @@ from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 from ._io import (
-    ADATA_NAME,
-    MODEL_NAME,
-    MODEL_NAMES,
-    VOCAB_NAME,
-    jsonable,
-    load_module,
     pretrained_module,
     records_train_config,
-    registry_from_json,
-    registry_to_json,
-    without_gene_names,
 )
-from ._scvi import ObsCodesField, ScviAdapterMixin
+from ._persist import SaveLoadMixin
+from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin
 from ._training import GenerativeTrainingMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-_SETUP = "setup_args"
 
-
-class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
+class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelClass):
     """scGPT single-cell foundation model (Cui et al., Nature Methods 2024).
 
     Cells become ``<cls>`` + their expressed genes, each token the sum of a gene embedding
@@ -237,7 +220,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         check_obs_key(adata, labels_key, "labels_key")
         gene_names(adata, gene_key)  # KeyError for an unknown gene_key
         anndata_fields = [
-            _GeneLayerField(
+            GeneLayerField(
                 REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False
             ),
             ObsCodesField(REGISTRY_KEYS.BATCH_KEY, batch_key),
@@ -383,99 +366,6 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
         return embed_cells(self.module, self.vocab, adata, batch_labels=codes, **kwargs)
 
-    # ------------------------------------------------------------------ save / load
-    def save(
-        self,
-        dir_path: str | Path,
-        overwrite: bool = False,
-        save_anndata: bool = False,
-        **anndata_write_kwargs: Any,
-    ) -> None:
-        """Save weights (safetensors), config (JSON) and the official ``vocab.json``.
-
-        Under DDP (a script run once per device) only global rank 0 writes, so a training
-        script can call ``save`` unguarded. Besides the architecture, setup and history, the
-        config records ``train_config`` (the arguments of the last :meth:`train` call) and
-        ``versions`` (Python, omicformer, torch, lightning, anndata, scvi-tools, numpy, scipy).
-
-        Parameters
-        ----------
-        dir_path
-            Folder to write (created if needed).
-        overwrite
-            Replace a model already saved there.
-        save_anndata
-            Also write the AnnData as ``adata.h5ad``.
-        **anndata_write_kwargs
-            Passed to :meth:`anndata.AnnData.write_h5ad`.
-
-        Examples
-        --------
-        >>> model.save("my_scgpt/", overwrite=True)
-        >>> scgpt.tl.embed(adata, model="my_scgpt/")
-        """
-        if not is_global_zero():
-            return
-        config = {
-            "model": type(self).__name__ if type(self).__name__ in MODEL_NAMES else MODEL_NAME,
-            "omicformer_version": __version__,
-            "module_config": self.module.config.to_dict(),
-            "model_settings": self._settings(),
-            "init_params": jsonable(getattr(self, "init_params_", {})),
-            "registry": registry_to_json(without_gene_names(self.registry_)),
-            "history": history_to_json(self.history_) or None,
-            "is_trained": bool(self.is_trained_),
-            "train_config": self.train_config_,
-            "versions": environment_versions(),
-        }
-        if save_anndata and self.adata is None:
-            msg = "save_anndata=True but this model has no AnnData attached."
-            raise ValueError(msg)
-        path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
-        self.vocab.save_json(path / VOCAB_NAME)
-        if save_anndata:
-            self.adata.write_h5ad(path / ADATA_NAME, **anndata_write_kwargs)
-
-    @classmethod
-    def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> ScGPT:
-        """Load a model saved by :meth:`save`.
-
-        Parameters
-        ----------
-        dir_path
-            Folder written by :meth:`save`.
-        adata
-            AnnData to attach; it is set up with the saved ``setup_anndata`` arguments and
-            batch/label categories. ``None`` uses ``adata.h5ad`` in the folder if present,
-            else the model has no AnnData (embedding still works with ``adata=``).
-
-        Notes
-        -----
-        ``model.train_config_`` and ``model.saved_versions_`` hold the training arguments and
-        library versions recorded by :meth:`save` (``None`` for folders written before they
-        were recorded).
-
-        Examples
-        --------
-        >>> model = ScGPT.load("my_scgpt/", adata=adata)
-        """
-        module, vocab, config = load_module(dir_path)
-        registry = registry_from_json(config["registry"])
-        if adata is None and (Path(dir_path) / ADATA_NAME).exists():
-            import anndata
-
-            adata = anndata.read_h5ad(Path(dir_path) / ADATA_NAME)
-        model = cls._from_module(
-            module, vocab, config["model_settings"]["max_len"], adata, registry
-        )
-        model._restore_settings(config["model_settings"])
-        model.init_params_ = config.get("init_params", {})
-        model.history_ = history_from_json(config.get("history")) or None
-        model.is_trained_ = bool(config.get("is_trained", False))
-        model.train_config_ = config.get("train_config")
-        model.saved_versions_ = config.get("versions")
-        return model
-
     @classmethod
     def load_pretrained(
         cls,
@@ -534,41 +424,3 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, BaseModelClass):
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
-
-    def _settings(self) -> dict[str, Any]:
-        """What :meth:`save` records besides weights, config and registry (subclasses add)."""
-        return {"max_len": self.max_len, "gene_selection": self.gene_selection}
-
-    def _restore_settings(self, settings: dict[str, Any]) -> None:
-        """Inverse of :meth:`_settings` after :meth:`load` (``max_len`` is set on creation)."""
-        # folders saved before the setting existed were trained with random subsets
-        self.gene_selection = str(settings.get("gene_selection", "random"))
-
-    @classmethod
-    def _from_module(
-        cls,
-        module: TransformerModel,
-        vocab: GeneVocab,
-        max_len: int,
-        adata: AnnData | None,
-        registry: dict | None,
-    ) -> ScGPT:
-        """Build an instance around an existing module (no re-initialisation)."""
-        if adata is not None and registry is not None:
-            setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
-            setup(adata, source_registry=registry, **registry[_SETUP])
-        model = cls.__new__(cls)
-        BaseModelClass.__init__(model, adata, None if adata is not None else registry)
-        model._attach(module, vocab, max_len)
-        return model
-
-
-class _GeneLayerField(LayerField):
-    """Expression layer whose genes are matched to the vocabulary by name.
-
-    scvi's ``LayerField`` refuses to transfer a setup to AnnData with another number of genes;
-    scGPT reads genes by symbol, so any gene set is fine.
-    """
-
-    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs: Any) -> dict:
-        return self.register_field(adata_target)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField
+from scvi.data.fields import CategoricalObsField, LayerField
 
 from ._io import registry_from_json
 
@@ -57,6 +57,17 @@ class ObsCodesField(CategoricalObsField):
             self.CATEGORICAL_MAPPING_KEY: labels.categories.to_numpy(copy=True),
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,
         }
+
+
+class GeneLayerField(LayerField):
+    """Expression layer whose genes are matched to the vocabulary by name.
+
+    scvi's ``LayerField`` refuses to transfer a setup to AnnData with another number of genes;
+    scGPT reads genes by symbol, so any gene set is fine.
+    """
+
+    def transfer_field(self, state_registry: dict, adata_target: Any, **kwargs: Any) -> dict:
+        return self.register_field(adata_target)
 
 
 class ScviAdapterMixin:
