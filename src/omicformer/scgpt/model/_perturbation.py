@@ -40,8 +40,6 @@ DEFAULT_MAX_LEN = 1536
 #: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
 DEFAULT_CELL_PASSES = 60_000
 DEFAULT_EPOCH_RANGE = (1, 15)
-#: Attention scores (cells x heads x genes^2) computed at once when predicting.
-ATTENTION_BUDGET = 200_000_000
 
 
 class ScGPTPerturbation(ScGPT):
@@ -469,9 +467,9 @@ class ScGPTPerturbation(ScGPT):
         control cells, the perturbations that were training data).
         """
         import anndata as ad
-        from tqdm.auto import tqdm
 
         from ..._core._device import resolve_device
+        from ..train._perturb import mean_perturbed_expression
 
         adata = self.adata if adata is None else adata
         if adata is None:
@@ -503,31 +501,12 @@ class ScGPTPerturbation(ScGPT):
         shift = ctrl_mean if getattr(self, "centered_", False) else np.zeros_like(ctrl_mean)
         Xc = torch.as_tensor(ctrl_all[pick].toarray() - shift[None, :].astype(np.float32))
 
-        dev = resolve_device(device)
-        module = self.module.to(dev).eval()
-        gene_ids = torch.as_tensor(self.vocab.lookup(self.genes_), device=dev)
-        out = np.zeros((len(requested), len(self.genes_)), dtype=np.float64)
-        prior = self._prior(ctrl_all) if module.config.perturbation_prior else None
-        # every gene is a token: bound the attention scores held at once (cells x heads x L^2)
-        n_genes = len(self.genes_)
-        step = max(1, min(batch_size, ATTENTION_BUDGET // (module.config.nhead * n_genes**2)))
-        with torch.inference_mode():
-            for k, genes in enumerate(tqdm(requested, disable=not progress, desc="perturbations")):
-                cols_k = self._perturbed_columns(genes)
-                flags = torch.zeros(len(self.genes_), dtype=torch.long, device=dev)
-                flags[torch.as_tensor(cols_k, device=dev)] = 1
-                prior_k = None if prior is None else torch.as_tensor(prior(cols_k), device=dev)
-                total = torch.zeros(len(self.genes_), dtype=torch.float64, device=dev)
-                for start in range(0, Xc.shape[0], step):
-                    x = Xc[start : start + step].to(dev)
-                    n = x.shape[0]
-                    pred = module(
-                        gene_ids.expand(n, -1), x, None, pert_flags=flags.expand(n, -1),
-                        pert_prior=None if prior_k is None else prior_k.expand(n, -1),
-                    )["mlm_output"]  # fmt: skip
-                    total += pred.double().sum(0)
-                out[k] = (total / Xc.shape[0]).cpu().numpy() + shift
-        self.module.cpu()
+        prior = self._prior(ctrl_all) if self.module.config.perturbation_prior else None
+        out = mean_perturbed_expression(
+            self.module, self.vocab.lookup(self.genes_), Xc,
+            [self._perturbed_columns(genes) for genes in requested], prior,
+            batch_size=batch_size, device=resolve_device(device), progress=progress,
+        ) + shift  # fmt: skip
         inverse = _inverse(cols)  # model gene order -> adata's gene order
         X = out[:, inverse]
         trained = self._trained_ids()

@@ -28,6 +28,8 @@ from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 
 #: Official per-gene flags (``pert_encoder`` rows): not perturbed, perturbed.
 NOT_PERTURBED, PERTURBED = 0, 1
+#: Attention scores (cells x heads x genes^2) computed at once when predicting.
+ATTENTION_BUDGET = 200_000_000
 
 
 class CovariancePrior:
@@ -304,3 +306,71 @@ class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""
         return adam_with_epoch_decay(self.module, self.lr, self.weight_decay, self.lr_decay)
+
+
+@torch.inference_mode()
+def mean_perturbed_expression(
+    module: TransformerModel,
+    gene_ids: Sequence[int],
+    controls: torch.Tensor,
+    perturbed: Sequence[np.ndarray],
+    prior: CovariancePrior | None = None,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Predicted expression after each perturbation, averaged over control cells (in silico).
+
+    Every control cell is the input (all genes, continuous values) with the perturbed genes
+    flagged :data:`PERTURBED`, as in training; the module's output is averaged over the cells.
+
+    Parameters
+    ----------
+    module
+        Perturbation module (``perturbation=True``); moved to ``device`` and back to the CPU.
+    gene_ids
+        Vocabulary ids of the model's genes (the columns of ``controls``).
+    controls
+        Control cells x genes, float32, the values the module reads.
+    perturbed
+        For each perturbation, the columns of its perturbed genes.
+    prior
+        The :class:`CovariancePrior` when the module reads one.
+    batch_size
+        Cells per forward pass; fewer when ``ATTENTION_BUDGET`` attention scores would be
+        exceeded (every gene is a token).
+    device
+        Where to run.
+    progress
+        Show a progress bar over the perturbations.
+
+    Returns
+    -------
+    ``(len(perturbed), n_genes)`` float64 means.
+    """
+    from tqdm.auto import tqdm
+
+    module = module.to(device).eval()
+    n_genes = len(gene_ids)
+    ids = torch.as_tensor(np.asarray(gene_ids), device=device)
+    step = max(1, min(batch_size, ATTENTION_BUDGET // (module.config.nhead * n_genes**2)))
+    out = np.zeros((len(perturbed), n_genes), dtype=np.float64)
+    try:
+        for k, cols in enumerate(tqdm(perturbed, disable=not progress, desc="perturbations")):
+            flags = torch.full((n_genes,), NOT_PERTURBED, dtype=torch.long, device=device)
+            flags[torch.as_tensor(cols, device=device)] = PERTURBED
+            prior_k = None if prior is None else torch.as_tensor(prior(cols), device=device)
+            total = torch.zeros(n_genes, dtype=torch.float64, device=device)
+            for start in range(0, controls.shape[0], step):
+                x = controls[start : start + step].to(device)
+                n = x.shape[0]
+                pred = module(
+                    ids.expand(n, -1), x, None, pert_flags=flags.expand(n, -1),
+                    pert_prior=None if prior_k is None else prior_k.expand(n, -1),
+                )["mlm_output"]  # fmt: skip
+                total += pred.double().sum(0)
+            out[k] = (total / controls.shape[0]).cpu().numpy()
+    finally:
+        module.cpu()
+    return out
