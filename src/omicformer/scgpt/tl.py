@@ -86,9 +86,9 @@ def embed(
     batch_key
         ``obs`` column with batch labels, needed (only) by models with batch-dependent layers
         (trained with ``dsbn=True`` or ``use_batch_labels=True``): each cell then uses its
-        batch's layers. Batches are matched by name to those the model was trained on (as
-        recorded by :meth:`~omicformer.scgpt.model.ScGPT.save`); minibatches hold one batch
-        each, as DSBN requires.
+        batch's layers (with DSBN, its batch's running statistics). Batches are matched by name
+        to those the model was trained on (as recorded by
+        :meth:`~omicformer.scgpt.model.ScGPT.save`).
     key_added
         ``obsm`` key receiving the embedding.
     batch_size
