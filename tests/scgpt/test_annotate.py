@@ -202,6 +202,7 @@ def test_annotate_knn(pretrained, ref_query):
         (None, {"method": "svm"}, ValueError, "method='svm'"),
         (None, {"min_confidence": 1.5}, ValueError, r"min_confidence=1.5 must lie in \[0, 1\]"),
         (None, {"model": 3}, TypeError, "model=3 is not understood"),
+        (None, {"gene_selection": "top"}, ValueError, "gene_selection='top' must be one of"),
         ("all_missing", {}, ValueError, "has no labels"),
         ("singleton", {}, ValueError, r"fewer than 2 cells: \['Rare'\]"),
         ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),
@@ -228,6 +229,41 @@ def test_annotate_bad_input_leaves_adata_untouched(
         tl.annotate(query, ref, **args)
     pd.testing.assert_frame_equal(query.obs, before_obs)
     assert dict(query.uns) == before_uns
+
+
+def _top_genes(a: ad.AnnData, k: int) -> ad.AnnData:
+    """``a`` with every value of a cell below its ``k`` largest set to 0 (values distinct)."""
+    X = a.X.toarray()
+    kth = -np.sort(-X, axis=1)[:, k - 1 : k]
+    return ad.AnnData(sp.csr_matrix(X * (X >= kth)), obs=a.obs.copy(), var=a.var.copy())
+
+
+def test_annotate_gene_selection_reaches_training_and_knn(pretrained, ref_query):
+    ref, query = ref_query
+    _, clf = tl.annotate(query, ref, label_key="cell_type", model=pretrained, max_epochs=1,
+                         gene_selection="random", progress=False, copy=True,
+                         return_model=True)  # fmt: skip
+    assert clf.gene_selection == "random"  # the official subset, instead of the default
+    # knn, "highest": a cell longer than max_len reads as the cell holding only its top
+    # max_len - 1 genes (distinct values, so the top genes are unambiguous)
+    jitter = 1e-3 * np.arange(1, N_GENES + 1, dtype=np.float32)
+
+    def distinct(a: ad.AnnData) -> ad.AnnData:
+        X = a.X.toarray()
+        return ad.AnnData(sp.csr_matrix((X + jitter) * (X > 0)), obs=a.obs.copy(), var=a.var.copy())
+
+    ref, query = distinct(ref), distinct(query)
+    assert (np.diff(ref.X.indptr) > 5).all() and (np.diff(query.X.indptr) > 5).all()
+    args = {"label_key": "cell_type", "model": pretrained, "method": "knn", "max_len": 6,
+            "n_neighbors": 5, "progress": False, "copy": True}  # fmt: skip
+    long = tl.annotate(query, ref, gene_selection="highest", **args)
+    short = tl.annotate(_top_genes(query, 5), _top_genes(ref, 5), **args)
+    pd.testing.assert_frame_equal(long.obs, short.obs)
+    assert long.uns["scgpt"]["scgpt_cell_type"]["params"]["gene_selection"] == "highest"
+    assert short.uns["scgpt"]["scgpt_cell_type"]["params"]["gene_selection"] == "random"
+    rand = tl.annotate(query, ref, **args)  # default for knn: random subsets, as tl.embed
+    assert not np.allclose(rand.obs["scgpt_cell_type_confidence"],
+                           long.obs["scgpt_cell_type_confidence"])  # fmt: skip
 
 
 def test_annotate_nothing_to_predict(pretrained, ref_query):

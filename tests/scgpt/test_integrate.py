@@ -120,6 +120,13 @@ def test_default_fine_tunes_without_dsbn(pretrained):
     assert not c.domain_spec_batchnorm and c.do_dab and c.use_batch_labels
     assert model.gene_selection == "highest"  # long cells keep their most expressed genes
     assert inspect.signature(ScGPTIntegration.load_pretrained).parameters["dsbn"].default is True
+    official = _batches()
+    model = tl.integrate(official, batch_key="batch", model=pretrained, max_epochs=1,
+                         batch_size=16, gene_selection="random", progress=False,
+                         return_model=True)  # fmt: skip
+    assert model.gene_selection == "random"  # the official random subsets, on request
+    params = official.uns["scgpt"]["X_scgpt_integrated"]["params"]
+    assert params["gene_selection"] == "random"
 
 
 def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
@@ -237,6 +244,7 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
         ({"batch_key": "batch", "ecs_threshold": 2.0}, ValueError, "ecs_threshold"),
         ({"batch_key": "batch", "dab_weight": -1.0}, ValueError, "dab_weight"),
         ({"batch_key": "batch", "mnn_weight": -1.0}, ValueError, "mnn_weight"),
+        ({"batch_key": "batch", "gene_selection": "top"}, ValueError, "gene_selection='top'"),
     ],
 )
 def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match):

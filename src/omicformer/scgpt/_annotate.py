@@ -10,6 +10,7 @@ import pandas as pd
 from .._core._anndata import check_layer
 from ._genes import gene_names, match_genes
 from ._resolve import describe_model, resolve_model
+from ._tokenize import check_gene_selection
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -67,6 +68,7 @@ def annotate(
     min_confidence: float = 0.0,
     max_epochs: int | None = None,
     max_len: int | None = None,
+    gene_selection: str | None = None,
     batch_size: int = 32,
     dropout: float = 0.0,
     n_neighbors: int = 15,
@@ -131,6 +133,11 @@ def annotate(
         expressed ones (binned among themselves; the official recipe keeps a random subset,
         see ``ScGPTClassifier.gene_selection``); with ``"knn"`` a random subset, as
         :func:`~omicformer.scgpt.tl.embed`.
+    gene_selection
+        Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in training
+        and prediction: ``"highest"`` (its most highly expressed) or ``"random"`` (a seeded
+        random subset, the official recipe). ``None``: ``"highest"`` for ``"finetune"``,
+        ``"random"`` for ``"knn"``. A classifier passed as ``model`` keeps its own.
     batch_size
         Cells per minibatch.
     dropout
@@ -183,6 +190,8 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
+    if gene_selection is not None:
+        check_gene_selection(gene_selection)
     ref, query, query_mask, fitted, genes = _check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
@@ -190,13 +199,14 @@ def annotate(
         proba, validation, fitted_model = _finetune(
             ref, query, label_key, model, fitted, layer=layer, gene_key=gene_key,
             max_epochs=max_epochs, max_len=256 if max_len is None else max_len,
-            batch_size=batch_size, dropout=dropout, device=device,
+            gene_selection=gene_selection, batch_size=batch_size, dropout=dropout, device=device,
             random_state=random_state, progress=progress,
         )  # fmt: skip
     else:
         proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
             max_len=1200 if max_len is None else max_len, batch_size=batch_size, device=device,
+            gene_selection="random" if gene_selection is None else gene_selection,
             random_state=random_state, progress=progress,
         )  # fmt: skip
 
@@ -224,6 +234,8 @@ def annotate(
             "label_key": label_key, "method": method, "model": describe_model(model), "layer": layer,
             "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
             "max_len": max_len,
+            "gene_selection": fitted_model.gene_selection if method == "finetune"
+            else gene_selection or "random",
             "batch_size": batch_size, "dropout": dropout, "n_neighbors": n_neighbors, "random_state": random_state,
             "reference": "adata" if reference is None else "reference",
         },
@@ -381,7 +393,7 @@ def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
 
 # ---------------------------------------------------------------------------- methods
 def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epochs, max_len,
-              batch_size, dropout, device, random_state, progress):  # fmt: skip
+              gene_selection, batch_size, dropout, device, random_state, progress):  # fmt: skip
     from .._core._device import resolve_device
     from .model import ScGPTClassifier
 
@@ -389,7 +401,8 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
     if clf is None:
         ScGPTClassifier.setup_anndata(ref.adata, layer=layer, labels_key=label_key,
                                       gene_key=gene_key)  # fmt: skip
-        clf = ScGPTClassifier.load_pretrained(model, ref.adata, max_len=max_len)
+        clf = ScGPTClassifier.load_pretrained(model, ref.adata, max_len=max_len,
+                                              gene_selection=gene_selection)  # fmt: skip
         dev = resolve_device(device)
         clf.train(
             max_epochs=max_epochs, batch_size=batch_size, dropout=dropout,
@@ -403,7 +416,7 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
 
 
 def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len, batch_size,
-         device, random_state, progress):  # fmt: skip
+         device, gene_selection, random_state, progress):  # fmt: skip
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -421,7 +434,7 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
             done[id(a)] = embed_cells(
                 module, vocab, a, gene_ids=ids, layer=layer, batch_size=batch_size,
                 max_len=max_len, n_bins=module.config.n_bins, device=device,
-                random_state=random_state, progress=progress,
+                gene_selection=gene_selection, random_state=random_state, progress=progress,
             )  # fmt: skip
         return done[id(a)] if cells.rows is None else done[id(a)][cells.rows]
 

@@ -11,6 +11,7 @@ import pandas as pd
 from .._core._anndata import check_layer, check_obs_key
 from ._genes import gene_names, match_genes, match_report
 from ._resolve import describe_model, resolve_model
+from ._tokenize import check_gene_selection
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -41,6 +42,7 @@ def integrate(
     dropout: float = 0.0,
     batch_size: int = 64,
     max_len: int | None = None,
+    gene_selection: str | None = None,
     device: str = "auto",
     random_state: int = 0,
     progress: bool = True,
@@ -126,6 +128,11 @@ def integrate(
         Tokens per cell (``<cls>`` included); ``None``: 256. A cell with more expressed genes
         keeps its ``max_len - 1`` most highly expressed ones, binned among themselves (the
         official recipe keeps a random subset; ``ScGPTIntegration.gene_selection``).
+    gene_selection
+        Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in training
+        and embedding: ``"highest"`` (its most highly expressed) or ``"random"`` (a seeded
+        random subset, the official recipe). ``None``: ``"highest"``. A trained
+        :class:`~omicformer.scgpt.model.ScGPTIntegration` passed as ``model`` keeps its own.
     device
         ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"``, ...
     random_state
@@ -169,7 +176,7 @@ def integrate(
 
     work, genes, fitted, stream = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-        mnn_weight, ecs_threshold, max_len, dsbn,
+        mnn_weight, ecs_threshold, max_len, dsbn, gene_selection,
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     if fitted is not None:
@@ -181,7 +188,7 @@ def integrate(
         )  # fmt: skip
         integration = ScGPTIntegration.load_pretrained(
             model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
-            use_batch_labels=batch_conditioned,
+            use_batch_labels=batch_conditioned, gene_selection=gene_selection,
         )  # fmt: skip
         dev = resolve_device(device)
         integration.train(
@@ -208,7 +215,7 @@ def integrate(
             "ecs_weight": ecs_weight, "ecs_threshold": ecs_threshold, "dab_weight": dab_weight,
             "mnn_weight": mnn_weight, "dsbn": dsbn, "batch_conditioned": batch_conditioned,
             "dropout": dropout, "batch_size": batch_size, "max_len": max_len,
-            "random_state": random_state,
+            "gene_selection": integration.gene_selection, "random_state": random_state,
             "retrained": fitted is None,
         },
         "batches": [str(b) for b in integration.batches_],
@@ -223,7 +230,7 @@ def integrate(
 
 
 def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-             mnn_weight, ecs_threshold, max_len, dsbn):  # fmt: skip
+             mnn_weight, ecs_threshold, max_len, dsbn, gene_selection):  # fmt: skip
     """Validate everything before any change; return the working AnnData and gene counts.
 
     Also returns a reusable fitted model (or ``None``) and whether the work is streamed.
@@ -255,6 +262,8 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     if max_len is not None and max_len < 2:
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)
+    if gene_selection is not None:
+        check_gene_selection(gene_selection)
     if copy and adata.isbacked:
         msg = "copy=True is not supported for backed AnnData; use copy=False."
         raise ValueError(msg)
