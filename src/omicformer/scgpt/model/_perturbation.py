@@ -16,7 +16,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 
 from ..._core._anndata import check_layer
-from ..._core._train import split_indices
 from .._conditions import (
     CONTROL,
     check_genes_known,
@@ -25,7 +24,7 @@ from .._conditions import (
     parse_requests,
 )
 from .._genes import gene_names
-from .._perturb_data import check_perturbation_data, top_de_genes
+from .._perturb_data import check_perturbation_data
 from .._vocab import GeneVocab
 from ._io import rebuild_module
 from ._scgpt import GeneLayerField, ScGPT
@@ -333,6 +332,7 @@ class ScGPTPerturbation(ScGPT):
             PerturbationCollator,
             PerturbationDataset,
             PerturbationTrainingPlan,
+            training_screen,
         )
 
         if self.adata is None:
@@ -343,54 +343,34 @@ class ScGPTPerturbation(ScGPT):
             raise ValueError(msg)
         if dropout is not None:
             self.module.set_dropout(dropout)
-        control = self.get_setup_arg("control")
-        labels = self._conditions(self.adata).to_numpy()
-        names = sorted(set(labels) - {control})
-        codes_of = {c: i + 1 for i, c in enumerate(names)}
-        codes_of[control] = 0
-        codes = np.array([codes_of[c] for c in labels])
-        X = self._matrix(self.adata)
-        genes = [parse_condition(c, control) for c in [control, *names]]
-        perturbed = [self._perturbed_columns(gs) for gs in genes]
-
-        # hold out whole perturbations for validation ("A+B" and "B+A" together)
-        ids = sorted({condition_id(g) for g in genes[1:]}, key=sorted)
-        held_ids = {ids[i] for i in split_indices(len(ids), validation_size, random_state)[1]}
-        held = np.array([k for k, g in enumerate(genes) if k and condition_id(g) in held_ids],
-                        dtype=np.int64)  # fmt: skip
-        val_mask = np.isin(codes, held)
-        train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-        ctrl_rows = np.flatnonzero(codes == 0)
-        ctrl_mean = np.asarray(X[ctrl_rows].mean(axis=0)).ravel()
-        de = [np.zeros(0, dtype=np.int64)]
-        for code, gs in enumerate(genes[1:], start=1):
-            rows = np.flatnonzero(codes == code)
-            delta = np.asarray(X[rows].mean(axis=0)).ravel() - ctrl_mean
-            de.append(top_de_genes(delta, np.asarray(self.genes_), gs, n_de))
+        screen = training_screen(
+            self._matrix(self.adata), self._conditions(self.adata).to_numpy(),
+            self.get_setup_arg("control"), self._perturbed_columns, self.genes_, n_de=n_de,
+            validation_size=validation_size, random_state=random_state,
+        )  # fmt: skip
+        X, codes, perturbed, ctrl_mean = screen.X, screen.codes, screen.perturbed, screen.ctrl_mean
+        train_idx, val_idx = np.flatnonzero(~screen.val_mask), np.flatnonzero(screen.val_mask)
         if max_epochs is None and max_steps is None:
             max_epochs = default_epochs(len(train_idx))
         priors = None
         if self.module.config.perturbation_prior:
-            own, observed = {}, {}
-            for code, gs in enumerate(genes[1:], start=1):
-                if len(gs) == 1 and code not in set(held.tolist()):
-                    col = int(perturbed[code][0])
-                    delta = np.asarray(X[codes == code].mean(axis=0)).ravel() - ctrl_mean
-                    own[self.genes_[col]] = float(delta[col])
-                    observed[self.genes_[col]] = delta.astype(np.float32)
-            self.prior_effects_, self.prior_observed_ = own, observed
-            self.prior_default_ = float(np.mean(list(own.values()))) if own else 0.0
-            prior = self._prior(X[ctrl_rows])
+            singles = screen.trained_singles()
+            self.prior_effects_ = {self.genes_[c]: float(d[c]) for c, d in singles.items()}
+            self.prior_observed_ = {self.genes_[c]: d.astype(np.float32)
+                                    for c, d in singles.items()}  # fmt: skip
+            own = list(self.prior_effects_.values())
+            self.prior_default_ = float(np.mean(own)) if own else 0.0
+            prior = self._prior(X[screen.ctrl_rows])
             priors = np.stack([np.zeros(len(self.genes_), dtype=np.float32)]
                               + [prior(p) for p in perturbed[1:]])  # fmt: skip
 
         train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
         val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
-        pool = X[ctrl_rows]
+        pool = X[screen.ctrl_rows]
         gene_ids = self.vocab.lookup(self.genes_)
 
         def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
-            return PerturbationCollator(ds, pool, gene_ids, perturbed, de, priors=priors,
+            return PerturbationCollator(ds, pool, gene_ids, perturbed, screen.de, priors=priors,
                                         center=ctrl_mean if center else None,
                                         max_len=self.max_len, seed=seed)  # fmt: skip
 
@@ -409,7 +389,8 @@ class ScGPTPerturbation(ScGPT):
             checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
             enable_progress_bar=enable_progress_bar, **trainer_kwargs,
         )  # fmt: skip
-        self.train_conditions_ = [c for c in names if codes_of[c] not in set(held.tolist())]
+        held = set(screen.held.tolist())
+        self.train_conditions_ = [c for k, c in enumerate(screen.conditions) if k and k not in held]
         self.centered_ = bool(center)
 
     def _prior(self, controls: Any) -> Any:

@@ -13,7 +13,8 @@ differentially expressed genes (optional).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,6 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..._core._random import collate_rng
+from ..._core._train import split_indices
+from .._conditions import condition_id, parse_condition
+from .._perturb_data import top_de_genes
 from ..module import TransformerModel
 from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 
@@ -30,6 +34,78 @@ from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
 NOT_PERTURBED, PERTURBED = 0, 1
 #: Attention scores (cells x heads x genes^2) computed at once when predicting.
 ATTENTION_BUDGET = 200_000_000
+
+
+@dataclass
+class Screen:
+    """A Perturb-seq screen as fine-tuning reads it (built by :func:`training_screen`).
+
+    Condition code ``k`` names ``conditions[k]``; code 0 is the control. ``perturbed[k]`` and
+    ``de[k]`` are the model-gene columns of its perturbed and DE genes; ``held`` the codes whose
+    cells are held out for validation.
+    """
+
+    X: Any  # CSR, cells x model genes
+    codes: np.ndarray
+    conditions: list[str]
+    perturbed: list[np.ndarray]
+    de: list[np.ndarray]
+    held: np.ndarray
+    ctrl_mean: np.ndarray
+
+    @property
+    def val_mask(self) -> np.ndarray:
+        return np.isin(self.codes, self.held)
+
+    @property
+    def ctrl_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.codes == 0)
+
+    def delta(self, code: int) -> np.ndarray:
+        """Mean expression of the cells of ``code`` minus the control mean."""
+        return np.asarray(self.X[self.codes == code].mean(axis=0)).ravel() - self.ctrl_mean
+
+    def trained_singles(self) -> dict[int, np.ndarray]:
+        """``{column: delta}`` of every single-gene perturbation that is training data."""
+        held = set(self.held.tolist())
+        return {int(self.perturbed[k][0]): self.delta(k)
+                for k in range(1, len(self.conditions))
+                if len(self.perturbed[k]) == 1 and k not in held}  # fmt: skip
+
+
+def training_screen(
+    X: Any,
+    labels: np.ndarray,
+    control: str,
+    columns: Callable[[tuple[str, ...]], np.ndarray],
+    genes: Sequence[str],
+    *,
+    n_de: int,
+    validation_size: float,
+    random_state: int,
+) -> Screen:
+    """Code the conditions of ``labels``, hold out whole perturbations, find each one's DE genes.
+
+    A perturbation written in either order (``"A+B"``, ``"B+A"``) is held out as one; the DE
+    genes of a condition are the ``n_de`` of largest mean change against the control mean,
+    perturbed genes excluded (:func:`~omicformer.scgpt._perturb_data.top_de_genes`).
+    ``columns(genes)`` gives the model-gene columns of perturbed genes.
+    """
+    names = sorted(set(labels) - {control})
+    code_of = {c: k for k, c in enumerate([control, *names])}
+    codes = np.array([code_of[c] for c in labels])
+    parsed = [parse_condition(c, control) for c in [control, *names]]
+    ids = sorted({condition_id(g) for g in parsed[1:]}, key=sorted)
+    held_ids = {ids[i] for i in split_indices(len(ids), validation_size, random_state)[1]}
+    held = np.array([k for k, g in enumerate(parsed) if k and condition_id(g) in held_ids],
+                    dtype=np.int64)  # fmt: skip
+    ctrl_mean = np.asarray(X[codes == 0].mean(axis=0)).ravel()
+    screen = Screen(X, codes, [control, *names], [columns(g) for g in parsed],
+                    [np.zeros(0, dtype=np.int64)], held, ctrl_mean)  # fmt: skip
+    var = np.asarray(genes)
+    screen.de += [top_de_genes(screen.delta(k), var, parsed[k], n_de)
+                  for k in range(1, len(parsed))]  # fmt: skip
+    return screen
 
 
 class CovariancePrior:
