@@ -17,6 +17,7 @@ from omicformer.scgpt.train._perturb import (
     PerturbationCollator,
     PerturbationDataset,
     PerturbationTrainingPlan,
+    training_screen,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -314,3 +315,43 @@ def test_collator_and_dataset_checks():
     with pytest.raises(ValueError, match="No control cells"):
         PerturbationCollator(ds, sp.csr_matrix((0, N_COL)), GENE_IDS, PERTURBED, DE_COLS,
                              max_len=4)  # fmt: skip
+
+
+def test_training_screen_by_hand():
+    # genes A, B, C, D; two control cells with mean [2, 2, 2, 2]
+    X = sp.csr_matrix(np.array([
+        [1, 2, 3, 2],  # ctrl
+        [0, 2, 6, 2],  # A+ctrl: delta [-2, 0, 4, 0] -> DE (A excluded): C, B
+        [3, 2, 1, 2],  # ctrl
+        [0, 0, 2, 5],  # B+A:    delta [-2, -2, 0, 3] -> DE: D, C
+        [0, 0, 2, 7],  # A+B:    delta [-2, -2, 0, 5] -> DE: D, C
+        [2, 1, 2, 2],  # B+ctrl: delta [0, -1, 0, 0] -> DE: A, C (ties in gene order)
+    ], dtype=np.float32))  # fmt: skip
+    labels = np.array(["ctrl", "A+ctrl", "ctrl", "B+A", "A+B", "B+ctrl"])
+    genes = ["A", "B", "C", "D"]
+
+    def cols(g):
+        return np.array([genes.index(x) for x in g], dtype=np.int64)
+
+    s = training_screen(X, labels, "ctrl", cols, genes, n_de=2, validation_size=0.0,
+                        random_state=0)  # fmt: skip
+    assert s.conditions == ["ctrl", "A+B", "A+ctrl", "B+A", "B+ctrl"]  # control, then sorted
+    np.testing.assert_array_equal(s.codes, [0, 2, 0, 3, 1, 4])
+    assert [p.tolist() for p in s.perturbed] == [[], [0, 1], [0], [1, 0], [1]]
+    assert [d.tolist() for d in s.de] == [[], [3, 2], [2, 1], [3, 2], [0, 2]]
+    np.testing.assert_allclose(s.ctrl_mean, [2, 2, 2, 2])
+    assert s.held.size == 0 and not s.val_mask.any()
+    singles = s.trained_singles()
+    assert sorted(singles) == [0, 1]
+    np.testing.assert_allclose(singles[0], [-2, 0, 4, 0])
+    np.testing.assert_allclose(singles[1], [0, -1, 0, 0])
+    # validation holds out whole perturbations: "A+B" and "B+A" together or not at all
+    for seed in range(6):
+        s = training_screen(X, labels, "ctrl", cols, genes, n_de=2, validation_size=0.5,
+                            random_state=seed)  # fmt: skip
+        held = {s.conditions[k] for k in s.held}
+        assert held and ("A+B" in held) == ("B+A" in held) and "ctrl" not in held
+        np.testing.assert_array_equal(s.val_mask, np.isin(labels, sorted(held)))
+        assert not {s.conditions[k] for k in s.held} & {
+            genes[c] + "+ctrl" for c in s.trained_singles()
+        }  # a held-out single is no training single
