@@ -238,8 +238,12 @@ def _top_genes(a: ad.AnnData, k: int) -> ad.AnnData:
     return ad.AnnData(sp.csr_matrix(X * (X >= kth)), obs=a.obs.copy(), var=a.var.copy())
 
 
-def test_annotate_gene_selection_reaches_training_and_knn(pretrained, ref_query):
+def test_annotate_gene_selection_reaches_training_and_knn(pretrained, trained, ref_query):
     ref, query = ref_query
+    # knn with None embeds as tl.embed does: with the model's own selection
+    out = tl.annotate(query, ref, label_key="cell_type", model=trained, method="knn",
+                      progress=False, copy=True)  # fmt: skip
+    assert out.uns["scgpt"]["scgpt_cell_type"]["params"]["gene_selection"] == "highest"
     _, clf = tl.annotate(query, ref, label_key="cell_type", model=pretrained, max_epochs=1,
                          gene_selection="random", progress=False, copy=True,
                          return_model=True)  # fmt: skip

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._core._anndata import check_layer
 from ._genes import gene_names, match_genes
-from ._resolve import describe_model, resolve_model
+from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
 
 if TYPE_CHECKING:
@@ -136,8 +136,10 @@ def annotate(
     gene_selection
         Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in training
         and prediction: ``"highest"`` (its most highly expressed) or ``"random"`` (a seeded
-        random subset, the official recipe). ``None``: ``"highest"`` for ``"finetune"``,
-        ``"random"`` for ``"knn"``. A classifier passed as ``model`` keeps its own.
+        random subset, the official recipe). ``None``: ``"highest"`` for ``"finetune"``; for
+        ``"knn"`` the model's own, as :func:`~omicformer.scgpt.tl.embed` (``"random"`` for the
+        default model and official checkpoints). A classifier passed as ``model`` to
+        ``"finetune"`` keeps its own.
     batch_size
         Cells per minibatch.
     dropout
@@ -206,7 +208,7 @@ def annotate(
         proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
             max_len=1200 if max_len is None else max_len, batch_size=batch_size, device=device,
-            gene_selection="random" if gene_selection is None else gene_selection,
+            gene_selection=gene_selection_of(model) if gene_selection is None else gene_selection,
             random_state=random_state, progress=progress,
         )  # fmt: skip
 
@@ -235,7 +237,7 @@ def annotate(
             "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
             "max_len": max_len,
             "gene_selection": fitted_model.gene_selection if method == "finetune"
-            else gene_selection or "random",
+            else gene_selection or gene_selection_of(model),
             "batch_size": batch_size, "dropout": dropout, "n_neighbors": n_neighbors, "random_state": random_state,
             "reference": "adata" if reference is None else "reference",
         },
