@@ -204,12 +204,13 @@ def annotate(
             gene_selection=gene_selection, batch_size=batch_size, dropout=dropout, device=device,
             random_state=random_state, progress=progress,
         )  # fmt: skip
+        selection = fitted_model.gene_selection
     else:
+        selection = gene_selection_of(model) if gene_selection is None else gene_selection
         proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
             max_len=1200 if max_len is None else max_len, batch_size=batch_size, device=device,
-            gene_selection=gene_selection_of(model) if gene_selection is None else gene_selection,
-            random_state=random_state, progress=progress,
+            gene_selection=selection, random_state=random_state, progress=progress,
         )  # fmt: skip
 
     for cells in {id(ref.adata): ref, id(query.adata): query}.values():
@@ -236,8 +237,7 @@ def annotate(
             "label_key": label_key, "method": method, "model": describe_model(model), "layer": layer,
             "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
             "max_len": max_len,
-            "gene_selection": fitted_model.gene_selection if method == "finetune"
-            else gene_selection or gene_selection_of(model),
+            "gene_selection": selection,
             "batch_size": batch_size, "dropout": dropout, "n_neighbors": n_neighbors, "random_state": random_state,
             "reference": "adata" if reference is None else "reference",
         },

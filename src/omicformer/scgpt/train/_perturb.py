@@ -41,14 +41,16 @@ class Screen:
     """A Perturb-seq screen as fine-tuning reads it (built by :func:`training_screen`).
 
     Condition code ``k`` names ``conditions[k]``; code 0 is the control. ``perturbed[k]`` and
-    ``de[k]`` are the model-gene columns of its perturbed and DE genes; ``held`` the codes whose
-    cells are held out for validation.
+    ``de[k]`` are the model-gene columns of its perturbed and DE genes, ``deltas[k]`` the mean
+    expression of its cells minus the control mean; ``held`` the codes whose cells are held out
+    for validation.
     """
 
     X: Any  # CSR, cells x model genes
     codes: np.ndarray
     conditions: list[str]
     perturbed: list[np.ndarray]
+    deltas: list[np.ndarray]
     de: list[np.ndarray]
     held: np.ndarray
     ctrl_mean: np.ndarray
@@ -61,14 +63,10 @@ class Screen:
     def ctrl_rows(self) -> np.ndarray:
         return np.flatnonzero(self.codes == 0)
 
-    def delta(self, code: int) -> np.ndarray:
-        """Mean expression of the cells of ``code`` minus the control mean."""
-        return np.asarray(self.X[self.codes == code].mean(axis=0)).ravel() - self.ctrl_mean
-
     def trained_singles(self) -> dict[int, np.ndarray]:
         """``{column: delta}`` of every single-gene perturbation that is training data."""
         held = set(self.held.tolist())
-        return {int(self.perturbed[k][0]): self.delta(k)
+        return {int(self.perturbed[k][0]): self.deltas[k]
                 for k in range(1, len(self.conditions))
                 if len(self.perturbed[k]) == 1 and k not in held}  # fmt: skip
 
@@ -99,13 +97,13 @@ def training_screen(
     held_ids = {ids[i] for i in split_indices(len(ids), validation_size, random_state)[1]}
     held = np.array([k for k, g in enumerate(parsed) if k and condition_id(g) in held_ids],
                     dtype=np.int64)  # fmt: skip
-    ctrl_mean = np.asarray(X[codes == 0].mean(axis=0)).ravel()
-    screen = Screen(X, codes, [control, *names], [columns(g) for g in parsed],
-                    [np.zeros(0, dtype=np.int64)], held, ctrl_mean)  # fmt: skip
+    means = [np.asarray(X[codes == k].mean(axis=0)).ravel() for k in range(len(parsed))]
+    deltas = [m - means[0] for m in means]  # code 0: the control, all zeros
     var = np.asarray(genes)
-    screen.de += [top_de_genes(screen.delta(k), var, parsed[k], n_de)
-                  for k in range(1, len(parsed))]  # fmt: skip
-    return screen
+    de = [np.zeros(0, dtype=np.int64)]
+    de += [top_de_genes(deltas[k], var, parsed[k], n_de) for k in range(1, len(parsed))]
+    return Screen(X, codes, [control, *names], [columns(g) for g in parsed], deltas, de, held,
+                  means[0])  # fmt: skip
 
 
 class CovariancePrior:
