@@ -286,8 +286,15 @@ def test_classifier_needs_labels(ref_query, pretrained):
 def test_default_epochs_scale_with_reference_size():
     from omicformer.scgpt.model._classifier import default_epochs
 
-    # ceil(8000 / n) clipped to [3, 30]: 8000/441 = 18.1 -> 19; 8000/700 = 11.4 -> 12
-    assert [default_epochs(n) for n in (100, 441, 700, 5000)] == [30, 19, 12, 3]
+    # ceil(8000 / n) clipped to [3, 100]: 8000/441 = 18.1 -> 19; 8000/700 = 11.4 -> 12
+    assert [default_epochs(n) for n in (50, 100, 441, 700, 5000)] == [100, 80, 19, 12, 3]
+
+
+def test_default_patience_counts_cell_passes():
+    from omicformer.scgpt.model._classifier import default_patience
+
+    # ceil(2000 / n), at least 5: 2000/121 = 16.5 -> 17; 2000/441 = 4.5 -> 5 (the minimum)
+    assert [default_patience(n) for n in (27, 121, 400, 441, 5000)] == [75, 17, 5, 5, 5]
 
 
 def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, runner_call):
@@ -298,11 +305,14 @@ def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, runner
     clf = ScGPTClassifier.load_pretrained(pretrained, ref)
     with pytest.raises(RuntimeError, match="stop"):
         clf.train(batch_size=32)
-    # under 30 cells: ceil(8000 / n) > 30 -> 30 epochs; 12000 / 32 = 375 steps
-    assert seen["max_epochs"] == 30 and seen["max_steps"] == 375
+    # 81 training cells (3 of each type's 30 held out): ceil(8000 / 81) = 99 epochs;
+    # 12000 / 32 = 375 steps; patience ceil(2000 / 81) = 25 epochs
+    assert seen["max_epochs"] == 99 and seen["max_steps"] == 375
+    assert seen["early_stopping_patience"] == 25
     with pytest.raises(RuntimeError, match="stop"):
-        clf.train(max_epochs=3)
+        clf.train(max_epochs=3, early_stopping_patience=2)
     assert seen["max_epochs"] == 3 and seen["max_steps"] is None
+    assert seen["early_stopping_patience"] == 2
 
 
 def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query):

@@ -122,8 +122,9 @@ def annotate(
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs
         Fine-tuning epochs; ``None`` scales with the reference size (about 8,000 cell passes,
-        between 3 and 30 epochs, at most 12,000 cell passes), and early stopping ends sooner
-        when the held-out loss stops improving.
+        between 3 and 100 epochs, at most 12,000 cell passes), and early stopping ends sooner
+        when the held-out loss has not improved for about 2,000 cell passes (at least 5
+        epochs).
     max_len
         Tokens per cell (``<cls>`` included). ``None``: 256 for ``"finetune"``, the length the
         default model was pretrained with (training cost grows with it; on
