@@ -112,7 +112,7 @@ from threadpoolctl import threadpool_limits
 from omicformer import datasets
 
 LABEL = "bulk_labels"
-#: wu2020: T-cell clusters with fewer cells are left out (a 70/30 split needs >= 2 per side).
+#: wu2020: T-cell clusters with fewer cells are left out (the authors' 3 smallest, 1-3 cells).
 MIN_CLASS_CELLS = 5
 MARKERS = {
     "T": ["CD3E", "CD3D"],
@@ -188,15 +188,21 @@ def pbmc68k() -> tuple[AnnData, str | None, str]:
     return adata, note, note
 
 
-def pbmc3k() -> AnnData:
-    """``pbmc3k_desc`` with its labels under ``LABEL`` and the layers the methods read."""
-    adata = datasets.pbmc3k_desc()
-    adata = adata[adata.obs["cell_type_scanpy_pbmc3k"].notna().to_numpy()].copy()  # 62 unlabelled
-    adata.obs[LABEL] = adata.obs["cell_type_scanpy_pbmc3k"].astype(str)
+def _labelled(adata: AnnData, column: str, keep: np.ndarray) -> AnnData:
+    """The ``keep`` cells, ``obs[column]`` under ``LABEL``, ``X`` (counts) and log-normalised."""
+    adata = adata[keep].copy()
+    adata.obs[LABEL] = adata.obs[column].astype(str)
     adata.layers["counts"] = adata.X.copy()
     lognorm = sc.pp.normalize_total(adata, target_sum=1e4, inplace=False)["X"]
     adata.layers["lognorm"] = sp.csr_matrix(np.log1p(lognorm))
     return adata
+
+
+def pbmc3k() -> AnnData:
+    """``pbmc3k_desc`` with its labels under ``LABEL`` and the layers the methods read."""
+    adata = datasets.pbmc3k_desc()
+    column = "cell_type_scanpy_pbmc3k"
+    return _labelled(adata, column, adata.obs[column].notna().to_numpy())  # 62 unlabelled
 
 
 def wu2020() -> AnnData:
@@ -204,12 +210,7 @@ def wu2020() -> AnnData:
     adata = datasets.wu2020_tcells()
     sizes = adata.obs["cluster_orig"].value_counts()
     keep = adata.obs["cluster_orig"].isin(sizes.index[sizes >= MIN_CLASS_CELLS]).to_numpy()
-    adata = adata[keep].copy()
-    adata.obs = adata.obs[[]].assign(**{LABEL: adata.obs["cluster_orig"].astype(str)})
-    adata.layers["counts"] = adata.X.copy()
-    lognorm = sc.pp.normalize_total(adata, target_sum=1e4, inplace=False)["X"]
-    adata.layers["lognorm"] = sp.csr_matrix(np.log1p(lognorm))
-    return adata
+    return _labelled(adata, "cluster_orig", keep)
 
 
 def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
