@@ -25,7 +25,7 @@ The clusters are T-cell states of one lineage, so every method scores far lower 
 ``datasets.pbmc_celltypist()``, a separate 10x experiment with raw counts that shares 764 of the
 reference's 765 genes (``pbmc_seurat_small`` has 80 cells and 115 shared genes;
 ``pbmc_two_batch`` keeps only 230 genes). The query is restricted to the shared genes for every
-method. It has no labels, so truth labels come from marker genes (see ``marker_labels``):
+method. It has no labels, so truth labels come from marker genes (``pbmc_markers.marker_labels``, shared with ``integration.py``):
 
 1. ``normalize_total`` to 1e4 and ``log1p`` over all 32,786 genes; the top 2,000 genes by
    scanpy's ``seurat`` dispersion, z-scored and clipped at 10; PCA (20 components, full SVD).
@@ -89,9 +89,11 @@ import argparse
 import logging
 import os
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,7 +102,6 @@ import scipy.sparse as sp
 import sklearn
 import torch
 from anndata import AnnData
-from sklearn.cluster import AgglomerativeClustering
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -109,28 +110,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+sys.path.insert(0, str(Path(__file__).parent))
+from pbmc_markers import MARKER_TO_SCORED, marker_labels
+
 from omicformer import datasets
 
 LABEL = "bulk_labels"
 #: wu2020: T-cell clusters with fewer cells are left out (the authors' 3 smallest, 1-3 cells).
 MIN_CLASS_CELLS = 5
-MARKERS = {
-    "T": ["CD3E", "CD3D"],
-    "B": ["MS4A1", "CD79A"],
-    "NK": ["NKG7", "GNLY"],
-    "CD14 monocyte": ["CD14", "LYZ"],
-    "FCGR3A monocyte": ["FCGR3A", "MS4A7"],
-    "dendritic": ["FCER1A", "CST3"],
-    "megakaryocyte": ["PPBP"],
-}
-MARKER_TO_SCORED = {
-    "T": "T",
-    "B": "B",
-    "NK": "NK",
-    "CD14 monocyte": "myeloid",
-    "FCGR3A monocyte": "myeloid",
-    "dendritic": "myeloid",
-}  # megakaryocyte: not scored
 BULK_TO_COARSE = {
     "CD4+/CD25 T Reg": "T",
     "CD4+/CD45RA+/CD25- Naive T": "T",
@@ -221,30 +208,6 @@ def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
     ref, query = adata[np.sort(ref_idx)].copy(), adata[np.sort(q_idx)].copy()
     truth = query.obs.pop(LABEL).astype(str).to_numpy()
     return Task(ref, query, truth, counts_reason=counts_reason)
-
-
-def marker_labels(lognorm: AnnData) -> tuple[pd.Series, pd.DataFrame]:
-    """Name each cell by its cluster's best marker score (procedure in the module docstring)."""
-    n_top = min(2000, lognorm.n_vars)
-    hvg = sc.pp.highly_variable_genes(lognorm, n_top_genes=n_top, flavor="seurat", inplace=False)
-    x = lognorm[:, hvg["highly_variable"].to_numpy()].X.toarray()
-    x = np.clip(StandardScaler().fit_transform(x), -10, 10)
-    pcs = PCA(20, svd_solver="full").fit_transform(x)
-    clusters = AgglomerativeClustering(n_clusters=12, linkage="ward").fit_predict(pcs)
-    # markers the data lacks are left out of their type's mean (a type with none scores 0)
-    markers = {name: [g for g in m if g in lognorm.var_names] for name, m in MARKERS.items()}
-    genes = [g for m in markers.values() for g in m]
-    means = pd.DataFrame(lognorm[:, genes].X.toarray(), columns=genes).groupby(clusters).mean()
-    scaled = means / means.max().replace(0, np.inf)
-    scores = pd.DataFrame(
-        {name: scaled[m].mean(axis=1) if m else 0.0 for name, m in markers.items()}
-    )
-    names = scores.idxmax(axis=1)
-    per_cluster = pd.DataFrame(
-        {"cells": pd.Series(clusters).value_counts().sort_index(), "name": names}
-    )
-    per_cluster["score"] = scores.max(axis=1).astype(float).round(2)
-    return pd.Series(names.loc[clusters].to_numpy(), index=lognorm.obs_names), per_cluster
 
 
 def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:

@@ -86,7 +86,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotation import MARKER_TO_SCORED, marker_labels, recover_counts
+from annotation import recover_counts
+from pbmc_markers import MARKER_TO_SCORED, marker_labels
 
 from omicformer import datasets, scgpt
 
