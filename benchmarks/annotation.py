@@ -25,7 +25,8 @@ The clusters are T-cell states of one lineage, so every method scores far lower 
 ``datasets.pbmc_celltypist()``, a separate 10x experiment with raw counts that shares 764 of the
 reference's 765 genes (``pbmc_seurat_small`` has 80 cells and 115 shared genes;
 ``pbmc_two_batch`` keeps only 230 genes). The query is restricted to the shared genes for every
-method. It has no labels, so truth labels come from marker genes (``pbmc_markers.marker_labels``, shared with ``integration.py``):
+method. It has no labels, so truth labels come from marker genes
+(``pbmc_markers.marker_labels``, shared with ``integration.py``):
 
 1. ``normalize_total`` to 1e4 and ``log1p`` over all 32,786 genes; the top 2,000 genes by
    scanpy's ``seurat`` dispersion, z-scored and clipped at 10; PCA (20 components, full SVD).
