@@ -27,15 +27,12 @@ EMBED_CHUNK = 8192
 STANDARDIZE_CELLS = 2048
 #: How fast the head's input standardisation follows the encoder (BatchNorm's default).
 STATS_MOMENTUM = 0.1
-#: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped.
-#: The upper end is for small references: with 121 training cells, 30 epochs are 120 optimizer
-#: steps, too few for the head to leave the one-class solution on some seeds.
+#: Cell passes of a default-length run (``max_epochs=None``): epochs = this / n_cells, clipped
+#: (up to 100: for 121 training cells, 30 epochs were 120 steps, too few on some seeds).
 DEFAULT_CELL_PASSES = 8_000
 DEFAULT_EPOCH_RANGE = (3, 100)
-#: Default early-stopping patience (``early_stopping_patience=None``): this many cell passes
-#: without a lower validation loss, and at least ``MIN_PATIENCE`` epochs. A patience counted
-#: in epochs alone stops a small reference after a few optimizer steps, when its handful of
-#: held-out cells give a noisy loss that has not yet moved.
+#: Default patience (``early_stopping_patience=None``): this many cell passes, at least
+#: ``MIN_PATIENCE`` epochs (5 epochs of a small reference are a few steps on a noisy loss).
 PATIENCE_CELL_PASSES = 2_000
 MIN_PATIENCE = 5
 #: ... and a default-length run stops after this many cell passes (large references: the
