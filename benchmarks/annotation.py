@@ -428,8 +428,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="first seed, 100 + 10 scANVI epochs")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    p.add_argument("--sets", nargs="+", choices=["pbmc68k", "transfer", "pbmc3k", "wu2020"], default=None,
-                   help="default: pbmc68k transfer")  # fmt: skip
+    p.add_argument("--sets", nargs="+", choices=["pbmc68k", "transfer", "pbmc3k", "wu2020"],
+                   default=None, help="default: pbmc68k transfer")  # fmt: skip
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--scanvi-epochs", type=int, default=None, help="default 20 (--quick: 10)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
