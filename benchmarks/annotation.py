@@ -138,7 +138,7 @@ BULK_TO_COARSE = {
     "Dendritic": "myeloid",
     "CD34+": "CD34+ (no query class)",
 }
-#: ``cell_type_scanpy_pbmc3k`` -> scored class of the ``transfer_pbmc3k`` set (megakaryocytes: none).
+#: ``cell_type_scanpy_pbmc3k`` -> scored class of ``transfer_pbmc3k`` (megakaryocytes: none).
 PBMC3K_TO_COARSE = {"CD4 T": "T", "CD8 T": "T", "B": "B", "NK": "NK", "CD14+ Monocytes": "myeloid",
                     "FCGR3A+ Monocytes": "myeloid", "Dendritic": "myeloid"}  # fmt: skip
 METHODS = {
@@ -257,6 +257,7 @@ def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
 
 
 def transfer_pbmc3k_task(ref_all: AnnData, counts_reason: str | None) -> Task:
+    """Reference ``ref_all``; query the curated PBMC 3k cells (see the module docstring)."""
     cells = pbmc3k()
     truth = cells.obs[LABEL].map(PBMC3K_TO_COARSE)
     keep = truth.notna().to_numpy()
@@ -267,8 +268,8 @@ def transfer_pbmc3k_task(ref_all: AnnData, counts_reason: str | None) -> Task:
     notes = [f"query: pbmc3k_desc, {keep.sum()} of {cells.n_obs} labelled cells "
              f"({int((~keep).sum())} megakaryocytes not scored), {len(shared)} shared genes",
              "scored classes: " + ", ".join(f"{k} {v}" for k, v in counts.items())]  # fmt: skip
-    return Task(ref_all[:, shared].copy(), query, truth[keep].to_numpy(),
-                to_scored=BULK_TO_COARSE, batch=True, counts_reason=counts_reason, notes=notes)  # fmt: skip
+    return Task(ref_all[:, shared].copy(), query, truth[keep].to_numpy(), to_scored=BULK_TO_COARSE,
+                batch=True, counts_reason=counts_reason, notes=notes)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- methods

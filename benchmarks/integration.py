@@ -217,7 +217,7 @@ def pbmc_cite() -> tuple[ad.AnnData, str, str]:
 
 
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k}
-#: Sets a run without ``--sets`` evaluates (``pbmc3k`` takes hours of scVI on 2 cores).
+#: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]
 
 
