@@ -12,7 +12,7 @@ Data sets
 ``pbmc`` — two real 10x PBMC experiments as two batches: ``datasets.pbmc68k_reduced()`` (700
 cells, log-normalised, 765 genes) and ``datasets.pbmc_celltypist()`` (559 cells, raw counts), on
 their 764 shared genes: 1,259 cells. Labels come from one marker-gene procedure applied to each
-experiment separately (``annotation.marker_labels``: Ward clustering of the log-normalised
+experiment separately (``pbmc_markers.marker_labels``: Ward clustering of the log-normalised
 data into 12 clusters, each cluster named by its best marker score; markers a data set lacks
 are left out of their type's mean), then coarsened to T, B, NK, myeloid (the monocyte and
 dendritic types) and megakaryocyte. On ``pbmc68k_reduced`` these labels agree with its curated
@@ -94,7 +94,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotation import recover_counts
+from annotation_sets import recover_counts
 from pbmc_markers import MARKER_TO_SCORED, marker_labels
 
 from omicformer import datasets, scgpt
