@@ -17,7 +17,7 @@ from anndata import AnnData
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pbmc_markers import MARKER_TO_SCORED, marker_labels
+from pbmc_markers import MARKER_TO_SCORED, lognormalised, marker_labels
 
 from omicformer import datasets
 
@@ -113,9 +113,7 @@ def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
 
 def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
     raw = datasets.pbmc_celltypist()
-    full = raw.copy()
-    sc.pp.normalize_total(full, target_sum=1e4)
-    sc.pp.log1p(full)
+    full = lognormalised(raw)
     names, per_cluster = marker_labels(full)
     shared = ref_all.var_names[ref_all.var_names.isin(raw.var_names)]
     query = raw[:, shared].copy()  # X = counts = layers["counts"]

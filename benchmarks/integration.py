@@ -95,7 +95,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from annotation_sets import recover_counts
-from pbmc_markers import MARKER_TO_SCORED, marker_labels
+from pbmc_markers import MARKER_TO_SCORED, lognormalised, marker_labels
 
 from omicformer import datasets, scgpt
 
@@ -124,9 +124,7 @@ def pbmc() -> tuple[ad.AnnData, str, str]:
     if counts_a is None:
         raise RuntimeError(note)
     b = datasets.pbmc_celltypist()
-    b_log = b.copy()
-    sc.pp.normalize_total(b_log, target_sum=1e4)
-    sc.pp.log1p(b_log)
+    b_log = lognormalised(b)
     shared = a.var_names[a.var_names.isin(b.var_names)]
     keep_a = a.var_names.isin(shared)
     parts = {
@@ -153,9 +151,7 @@ def pbmc3k() -> tuple[ad.AnnData, str, str]:
     parts = {}
     for name, raw in (("pbmc3k_desc", datasets.pbmc3k_desc()),
                       ("pbmc_celltypist", datasets.pbmc_celltypist())):  # fmt: skip
-        lognorm = raw.copy()
-        sc.pp.normalize_total(lognorm, target_sum=1e4)
-        sc.pp.log1p(lognorm)
+        lognorm = lognormalised(raw)
         parts[name] = ad.AnnData(
             X=raw.X.copy(),
             obs=pd.DataFrame({"cell_type": coarse_marker_labels(lognorm)}, index=raw.obs_names),
@@ -170,9 +166,7 @@ def pbmc3k() -> tuple[ad.AnnData, str, str]:
 def hsmm() -> tuple[ad.AnnData, str, str]:
     """271 myoblasts, 4 plates; biology = Hours."""
     adata = datasets.hsmm()
-    lognorm = adata.copy()
-    sc.pp.normalize_total(lognorm, target_sum=1e4)
-    sc.pp.log1p(lognorm)
+    lognorm = lognormalised(adata)
     adata.layers["lognorm"] = lognorm.X
     adata.layers["counts"] = sp.csr_matrix(np.round(adata.layers["fpkm"].toarray()))
     adata.obs["Hours"] = adata.obs["Hours"].astype(str).astype("category")
@@ -202,9 +196,7 @@ def protein_labels(adata: ad.AnnData, batch_key: str) -> np.ndarray:
 def pbmc_cite() -> tuple[ad.AnnData, str, str]:
     """400 PBMCs, two 10x v3 CITE-seq runs; cell types from proteins, not from RNA."""
     adata = datasets.pbmc_cite_two_batch()
-    lognorm = adata.copy()
-    sc.pp.normalize_total(lognorm, target_sum=1e4)
-    sc.pp.log1p(lognorm)
+    lognorm = lognormalised(adata)
     out = ad.AnnData(
         X=adata.layers["counts"].copy(),
         obs=pd.DataFrame({"batch": adata.obs["batch"].astype("category"),

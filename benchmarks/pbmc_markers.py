@@ -41,6 +41,14 @@ MARKER_TO_SCORED = {
 }  # megakaryocyte: not scored
 
 
+def lognormalised(adata: AnnData) -> AnnData:
+    """A copy of ``adata`` with ``X = log1p(normalize_total(X, 1e4))``, the benchmarks' input."""
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
 def marker_labels(lognorm: AnnData) -> tuple[pd.Series, pd.DataFrame]:
     """Name each cell by its cluster's best marker score (procedure in the module docstring)."""
     n_top = min(2000, lognorm.n_vars)
