@@ -1,0 +1,170 @@
+"""Prediction for :class:`~omicformer.scgpt.model.ScGPTPerturbation`.
+
+Control cells are perturbed in silico and their predictions averaged per requested condition.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._conditions import check_genes_known, condition_id, parse_condition, parse_requests
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+class PerturbationPredictionMixin:
+    """``predict`` and its helpers, mixed into :class:`ScGPTPerturbation`.
+
+    The class using it provides ``genes_``, ``module``, ``vocab``, ``get_setup_arg`` and the
+    data accessors ``_columns``, ``_matrix``, ``_conditions`` and ``_perturbed_columns``.
+    """
+
+    def _prior(self, controls: Any) -> Any:
+        """The :class:`CovariancePrior` of these control cells and the trained own effects."""
+        from ..train._perturb import CovariancePrior
+
+        pos = {g: i for i, g in enumerate(self.genes_)}
+        own = {pos[g]: e for g, e in getattr(self, "prior_effects_", {}).items() if g in pos}
+        seen = getattr(self, "prior_observed_", {})
+        observed = {pos[g]: d for g, d in seen.items() if g in pos}
+        return CovariancePrior(controls, own, getattr(self, "prior_default_", 0.0),
+                               observed=observed)  # fmt: skip
+
+    def predict(
+        self,
+        perturbations: Sequence[str],
+        adata: AnnData | None = None,
+        *,
+        n_control_cells: int = 300,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> AnnData:
+        """Predicted mean expression after each perturbation.
+
+        Parameters
+        ----------
+        perturbations
+            Condition strings (``"GENE+ctrl"``, ``"GENE1+GENE2"``) of measured genes, seen in
+            training or not.
+        adata
+            AnnData whose control cells are perturbed in silico (same genes as the model;
+            registered layer and condition column); ``None``: the model's AnnData.
+        n_control_cells
+            Control cells (drawn once, seeded, the same for every perturbation) whose
+            predictions are averaged; all controls when there are fewer.
+        batch_size
+            Cells per forward pass (fewer with many genes: every gene is a token, and a pass
+            holds at most 2e8 attention scores).
+        device
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        random_state
+            Seed of the control cells' draw.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        AnnData with one observation per perturbation (``obs_names`` and
+        ``obs["condition"]``: the strings as given), ``X`` the predicted mean expression on
+        the scale and genes (same order) of ``adata``, ``layers["delta"]`` = ``X`` minus the
+        control mean of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of
+        control cells, the perturbations that were training data).
+        """
+        import anndata as ad
+
+        from ..._core._device import resolve_device
+        from ..train._perturb import mean_perturbed_expression
+
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            msg = "This model has no AnnData attached; pass adata= with control cells."
+            raise ValueError(msg)
+        if n_control_cells < 1:
+            msg = f"n_control_cells={n_control_cells} must be >= 1."
+            raise ValueError(msg)
+        control = self.get_setup_arg("control")
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        requested = self.check_perturbations(perturbations)
+        cols = self._columns(adata)
+        labels = self._conditions(adata).to_numpy() if self.get_setup_arg(
+            "condition_key") in adata.obs else None  # fmt: skip
+        if labels is None or not (labels == control).any():
+            msg = (
+                f"adata has no control cells (obs[{self.get_setup_arg('condition_key')!r}] == "
+                f"{control!r}) to perturb in silico."
+            )
+            raise ValueError(msg)
+        ctrl_rows = np.flatnonzero(labels == control)
+        ctrl_all = self._matrix(adata, ctrl_rows)
+        ctrl_mean = np.asarray(ctrl_all.mean(axis=0)).ravel()
+        rng = np.random.default_rng(random_state)
+        pick = np.sort(
+            rng.choice(len(ctrl_rows), min(n_control_cells, len(ctrl_rows)), replace=False)
+        )
+        shift = ctrl_mean if getattr(self, "centered_", False) else np.zeros_like(ctrl_mean)
+        Xc = torch.as_tensor(ctrl_all[pick].toarray() - shift[None, :].astype(np.float32))
+
+        prior = self._prior(ctrl_all) if self.module.config.perturbation_prior else None
+        out = mean_perturbed_expression(
+            self.module, self.vocab.lookup(self.genes_), Xc,
+            [self._perturbed_columns(genes) for genes in requested], prior,
+            batch_size=batch_size, device=resolve_device(device), progress=progress,
+        ) + shift  # fmt: skip
+        inverse = _inverse(cols)  # model gene order -> adata's gene order
+        X = out[:, inverse]
+        trained = self._trained_ids()
+        seen = [p for p, g in zip(perturbations, requested, strict=True)
+                if condition_id(g) in trained]  # fmt: skip
+        if seen:
+            warnings.warn(
+                f"{len(seen)} requested perturbation(s) were training data, not unseen: "
+                f"{seen[:5]}{' ...' if len(seen) > 5 else ''}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        names = [str(p) for p in perturbations]
+        pred = ad.AnnData(
+            X=X.astype(np.float32),
+            obs=pd.DataFrame({"condition": names}, index=pd.Index(names)),
+            var=adata.var.copy(),
+        )
+        pred.layers["delta"] = (X - ctrl_mean[inverse][None, :]).astype(np.float32)
+        pred.uns["perturbation_prediction"] = {
+            "method": type(self).__name__,
+            "control": control,
+            "condition_key": self.get_setup_arg("condition_key"),
+            "n_control_cells": int(Xc.shape[0]),
+            "seen_in_training": seen,
+            "random_state": int(random_state),
+        }
+        return pred
+
+    def check_perturbations(self, perturbations: Sequence[str]) -> list[tuple[str, ...]]:
+        """Parse ``perturbations`` and check their genes are model genes (clear errors)."""
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        parsed = parse_requests(perturbations, self.get_setup_arg("control"))
+        check_genes_known([g for gs in parsed for g in gs], self.genes_, "the model's genes")
+        return parsed
+
+    def _trained_ids(self) -> set[frozenset[str]]:
+        control = self.get_setup_arg("control")
+        names = getattr(self, "train_conditions_", [])
+        return {condition_id(parse_condition(c, control)) for c in names}
+
+
+def _inverse(cols: np.ndarray) -> np.ndarray:
+    """Permutation taking model-order columns back to the AnnData's order."""
+    inv = np.empty_like(cols)
+    inv[cols] = np.arange(len(cols))
+    return inv
