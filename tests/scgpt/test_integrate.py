@@ -348,6 +348,22 @@ def test_model_from_scratch_trains_and_embeds():
     assert model.history["train_loss_dab"].shape[0] == 1
 
 
+def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(pretrained):
+    """Model selection follows the official tutorial: ``validation_loss`` is the masked MSE."""
+    adata = _batches(4)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=False)
+    model.train(max_epochs=2, batch_size=8, validation_size=0.25, accelerator="cpu",
+                enable_progress_bar=False)  # fmt: skip
+    h = model.history
+    mse = h["validation_loss_mse"].to_numpy().ravel()
+    np.testing.assert_array_equal(h["validation_loss"].to_numpy().ravel(), mse)
+    weights = {"validation_loss_gepc": 1, "validation_loss_ecs": 10, "validation_loss_dab": 1}
+    total = mse + sum(h[k].to_numpy().ravel() * w for k, w in weights.items())
+    np.testing.assert_allclose(h["validation_loss_total"].to_numpy().ravel(), total, rtol=1e-5)
+    assert "train_loss_mse" in h and "train_loss_total" not in h
+
+
 def test_model_from_scratch_keeps_batch_conditioned_decoders():
     adata = _batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")

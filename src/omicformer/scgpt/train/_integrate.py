@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .._tokenize import pad_batch
 from ..module import TransformerModel, masked_mse_loss, mnn_loss
 from ._data import CellCollator
-from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
+from ._plan import FrozenHeadsMixin, LossPartsStepsMixin, adam_with_epoch_decay
 
 #: Parameters the integration objective never uses.
 UNUSED_HEADS = ("flag_encoder.", "decoder.zero_logit.", "mvc_decoder.W_zero_logit.")
@@ -133,7 +133,7 @@ class MaskedValueCollator(CellCollator):
         return torch.from_numpy(out)
 
 
-class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
+class IntegrationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """The official integration objective (see the module docstring) as a Lightning plan.
 
     Parameters
@@ -158,6 +158,9 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Adam weight decay.
     lr_decay
         Learning rate factor after every epoch (official ``schedule_ratio`` 0.9).
+
+    Logs ``train_loss`` and its parts per epoch; in validation, ``validation_loss`` is the
+    masked-value MSE (the official model-selection loss), ``validation_loss_total`` the total.
     """
 
     def __init__(
@@ -248,26 +251,16 @@ class IntegrationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         sq = sq + (zero_pred.float() ** 2)[real].sum()
         return sq / (masked.sum() + real.sum()).clamp(min=1)
 
-    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-        parts = self.losses(batch)
-        n = batch["genes"].shape[0]
-        logged = {f"{prefix}_{k}": v.detach() for k, v in parts.items()}
-        if prefix == "validation":  # the official model-selection loss: masked-value MSE
+    def _logged(self, parts: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """The parts as ``<prefix>_<key>``; ``validation_loss`` is the masked-value MSE.
+
+        The official model-selection loss; the validation total is ``validation_loss_total``.
+        """
+        logged = super()._logged(parts, prefix)
+        if prefix == "validation":
             logged["validation_loss_total"] = logged["validation_loss"]
             logged["validation_loss"] = logged["validation_loss_mse"]
-        self.log_dict(
-            logged,
-            on_step=False, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=False,
-        )  # fmt: skip
-        return parts["loss"]
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss`` and its parts per epoch."""
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs ``validation_loss`` (masked-value MSE), ``validation_loss_total`` and the parts."""
-        self._step(batch, "validation")
+        return logged
 
     def configure_optimizers(self) -> Any:
         """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""

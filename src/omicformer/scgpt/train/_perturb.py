@@ -28,7 +28,7 @@ from ..._core._train import split_indices
 from .._conditions import condition_id, parse_condition
 from .._perturb_data import top_de_genes
 from ..module import TransformerModel
-from ._plan import FrozenHeadsMixin, adam_with_epoch_decay
+from ._plan import FrozenHeadsMixin, LossPartsStepsMixin, adam_with_epoch_decay
 
 #: Official per-gene flags (``pert_encoder`` rows): not perturbed, perturbed.
 NOT_PERTURBED, PERTURBED = 0, 1
@@ -306,7 +306,7 @@ class PerturbationCollator:
         return batch
 
 
-class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
+class PerturbationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """The official perturbation objective as a Lightning plan.
 
     Parameters
@@ -321,6 +321,9 @@ class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Adam weight decay.
     lr_decay
         Learning rate factor after every epoch (official ``StepLR`` gamma 0.9).
+
+    Logs ``train_loss``, ``train_loss_mse`` and ``train_loss_de`` per epoch, and the same as
+    ``validation_*`` on held-out conditions.
     """
 
     #: Module parts the perturbation objective uses; everything else is frozen while fitting.
@@ -360,22 +363,6 @@ class PerturbationTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         parts["loss_de"] = sq[de].sum() / de.sum().clamp(min=1)
         loss = parts["loss_mse"] + self.de_weight * parts["loss_de"]
         return {"loss": loss, **parts}
-
-    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-        parts = self.losses(batch)
-        self.log_dict(
-            {f"{prefix}_{k}": v.detach() for k, v in parts.items()},
-            on_step=False, on_epoch=True, batch_size=batch["genes"].shape[0], sync_dist=True,
-        )  # fmt: skip
-        return parts["loss"]
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss``, ``train_loss_mse``, ``train_loss_de``."""
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs ``validation_loss`` (same objective on held-out conditions) and its parts."""
-        self._step(batch, "validation")
 
     def configure_optimizers(self) -> Any:
         """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""

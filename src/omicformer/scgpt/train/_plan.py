@@ -63,7 +63,45 @@ def adam_with_epoch_decay(
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
+class LossPartsStepsMixin:
+    """Training and validation steps for a plan whose ``losses(batch)`` gives its loss parts.
+
+    ``losses`` returns ``{"loss": total, **parts}``: each entry is logged per epoch as
+    ``train_<key>`` or ``validation_<key>`` (averaged over cells) and the total is optimised.
+
+    :attr:`size_key` names the batch tensor whose first dimension counts the cells;
+    :meth:`_logged` may rename what is logged.
+    """
+
+    #: Batch entry whose first dimension is the number of cells in the minibatch.
+    size_key = "genes"
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Total ``loss`` and its parts for one minibatch (each plan defines it)."""
+        raise NotImplementedError
+
+    def _logged(self, parts: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """What to log for one minibatch: every part as ``<prefix>_<key>``, detached."""
+        return {f"{prefix}_{k}": v.detach() for k, v in parts.items()}
+
+    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        parts = self.losses(batch)
+        self.log_dict(  # type: ignore[attr-defined]  (a LightningModule's)
+            self._logged(parts, prefix), on_step=False, on_epoch=True,
+            batch_size=batch[self.size_key].shape[0], sync_dist=True, prog_bar=False,
+        )  # fmt: skip
+        return parts["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on the total ``loss``; logs ``train_loss`` and its parts."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Logs ``validation_loss`` and its parts (the same objective on held-out cells)."""
+        self._step(batch, "validation")
+
+
+class GenerativeTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """Train a :class:`~omicformer.scgpt.module.TransformerModel` by generative pretraining.
 
     Parameters
@@ -82,6 +120,9 @@ class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         Multiply the learning rate by ``scheduler_factor`` every ``scheduler_interval`` optimiser
         steps (official ``StepLR`` schedule: 100 and 0.99). ``scheduler_factor=1`` disables it.
 
+    Logs ``train_loss``/``validation_loss`` and their parts (``loss_gen``, ``loss_mvc``,
+    ``loss_ecs``) per epoch.
+
     Examples
     --------
     >>> plan = GenerativeTrainingPlan(module, lr=1e-3, mvc=True)  # doctest: +SKIP
@@ -89,6 +130,8 @@ class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
     ...     plan, dataset, GenerativeCollator(gene_ids, cls_id=..., pad_id=...)
     ... )  # doctest: +SKIP
     """
+
+    size_key = "pcpt_genes"
 
     def __init__(
         self,
@@ -138,23 +181,6 @@ class GenerativeTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         if self.ecs_weight > 0:
             loss = loss + self.ecs_weight * parts["loss_ecs"]
         return {"loss": loss, **parts}
-
-    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-        parts = self.losses(batch)
-        n = batch["pcpt_genes"].shape[0]
-        self.log_dict(
-            {f"{prefix}_{k}": v.detach() for k, v in parts.items()},
-            on_step=False, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=False,
-        )  # fmt: skip
-        return parts["loss"]
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss`` (+ parts) per epoch."""
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs ``validation_loss`` (+ parts) per epoch."""
-        self._step(batch, "validation")
 
     def configure_optimizers(self) -> Any:
         """Adam and the official step-wise exponential decay."""
