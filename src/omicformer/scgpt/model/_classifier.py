@@ -16,6 +16,7 @@ from ..._core._train import VALIDATION_SIZE, split_indices
 from .._embed import embed_cells
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
+from ._classifier_probe import ReferenceProbeMixin, softmax
 from ._scgpt import ScGPT
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ MIN_PATIENCE = 5
 MAX_DEFAULT_CELL_PASSES = 12_000
 
 
-class ScGPTClassifier(ScGPT):
+class ScGPTClassifier(ReferenceProbeMixin, ScGPT):
     """scGPT with a cell-type head, fine-tuned end to end (official annotation recipe).
 
     Start from pretrained weights with :meth:`load_pretrained` (``"default"``, an official
@@ -109,6 +110,7 @@ class ScGPTClassifier(ScGPT):
         model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection)
         model._new_head()
         model.temperature_ = 1.0
+        model.probe_, model.probe_module_ = None, None
         return model
 
     from_pretrained = load_pretrained
@@ -148,6 +150,7 @@ class ScGPTClassifier(ScGPT):
         dropout: float | None = None,
         standardize: bool = True,
         cell_emb_style: str = "gene-mean",
+        probe: bool = True,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
@@ -224,7 +227,20 @@ class ScGPTClassifier(ScGPT):
             70/30 splits of ``pbmc68k_reduced`` from 0.643 ± 0.037 to 0.607 ± 0.039: the
             ``<cls>`` output separates the reference's own subtypes a little better, the gene
             tokens' mean carries over to another experiment much better.
-            ``standardize=False, cell_emb_style="cls"`` is the official recipe exactly.
+            ``standardize=False, cell_emb_style="cls", probe=False`` is the official recipe
+            exactly.
+        probe
+            Also keep a frozen copy of the pretrained encoder and fit a logistic regression
+            (scikit-learn, C=1, ``class_weight`` as above) on its standardised embedding of
+            (up to 10,000) training cells, calibrated on the validation cells. A query cell
+            that lies among the reference cells in that embedding (the conformal p-value of
+            its mean distance to its 15 nearest reference cells is at least 0.05) takes the
+            regression's probabilities; a cell far from all of them (another experiment)
+            the fine-tuned head's; in between, a mixture
+            (``omicformer.scgpt.model._classifier_probe``). Prediction then runs both
+            encoders. With the default model the regression beat the fine-tuned head on
+            cells like the reference's own and fell far behind it on another experiment's
+            (``docs/benchmarks.md``). ``False``: the fine-tuned head alone.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
         streaming, chunk_size, shuffle_window
@@ -276,6 +292,9 @@ class ScGPTClassifier(ScGPT):
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
                   "gene_selection": self.gene_selection}  # fmt: skip
+        self.probe_, self.probe_module_ = None, None
+        if probe:
+            self._keep_pretrained()
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
             train_ds, val_ds = dataset(train_idx, batch, labels), dataset(val_idx, batch, labels)
             stats = None
@@ -300,7 +319,13 @@ class ScGPTClassifier(ScGPT):
                 )  # fmt: skip
             finally:  # also after an interruption: the head must predict without the plan
                 plan.fold_standardisation()
+        probe_data = None
+        if probe:
+            probe_data = self._probe_data(train_idx, val_idx, random_state, accelerator)
+            self._fit_probe(*probe_data[:2], labels, class_weight)
         self._calibrate(val_idx, labels, random_state)
+        if probe:  # the final regression learns from every labelled cell (same temperature)
+            self._fit_probe(probe_data[2], probe_data[3], labels, class_weight)
 
     def _embedding_stats(
         self, train_idx: np.ndarray, random_state: int, accelerator: str = "auto"
@@ -321,7 +346,10 @@ class ScGPTClassifier(ScGPT):
         return emb.mean(0).float(), var.float()
 
     def _calibrate(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
-        """Temperature and scores on the validation cells (none held out: temperature 1)."""
+        """Temperatures and scores on the validation cells (none held out: temperature 1).
+
+        The scores are those of :meth:`predict_proba` (with the probe, if there is one).
+        """
         from sklearn.metrics import accuracy_score, f1_score
 
         from ..train._classify import fit_temperature
@@ -332,7 +360,9 @@ class ScGPTClassifier(ScGPT):
         logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
         y = labels[val_idx]
         self.temperature_ = fit_temperature(logits, y)
-        pred = logits.argmax(1)
+        self._calibrate_probe(val_idx, labels, random_state)
+        proba = self._proba(self.adata, rows=val_idx, random_state=random_state, progress=False)
+        pred = proba.to_numpy().argmax(1)
         self.validation_scores_ = {
             "n_cells": len(val_idx),
             "accuracy": float(accuracy_score(y, pred)),
@@ -408,12 +438,16 @@ class ScGPTClassifier(ScGPT):
         device: str | torch.device,
         random_state: int,
         progress: bool,
+        module: torch.nn.Module | None = None,
     ) -> np.ndarray:
-        """Unnormalised cell embeddings (the config's style) of every cell of ``adata`` (one chunk)."""
+        """Unnormalised cell embeddings (the config's style) of every cell of ``adata`` (one chunk).
+
+        ``module``: the encoder to run (``None``: the model's own).
+        """
         layer = self.get_setup_arg("layer")
         codes = self._batch_codes(adata) if self._needs_batch_codes() else None
         return embed_cells(
-            self.module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
+            self.module if module is None else module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
             batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
             device=device, random_state=random_state, progress=progress, normalize=False,
             batch_labels=codes, chunk_size=EMBED_CHUNK, gene_selection=self.gene_selection,
@@ -446,9 +480,8 @@ class ScGPTClassifier(ScGPT):
         self, adata: AnnData, *, rows: np.ndarray | None = None, **kwargs: Any
     ) -> pd.DataFrame:
         """:meth:`predict_proba` of the cells ``rows`` of ``adata`` (``None``: all; see :meth:`_logits`)."""
-        z = self._logits(adata, rows=rows, **kwargs) / self.temperature_
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p = softmax(self._logits(adata, rows=rows, **kwargs) / self.temperature_)
+        p = self._mix_probe(p, adata, rows, **kwargs)
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
 
@@ -469,7 +502,8 @@ class ScGPTClassifier(ScGPT):
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:
         return {**super()._settings(), "temperature": float(self.temperature_),
-                "validation_scores": getattr(self, "validation_scores_", {})}  # fmt: skip
+                "validation_scores": getattr(self, "validation_scores_", {}),
+                "probe": self._probe_settings()}  # fmt: skip
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
         super()._restore_settings(settings)
