@@ -15,7 +15,7 @@ import torch
 
 from omicformer._core._ondisk import RowSource
 from omicformer.scgpt import tl
-from omicformer.scgpt.model import ScGPT, ScGPTClassifier, ScGPTIntegration, _classifier
+from omicformer.scgpt.model import ScGPT, ScGPTClassifier, ScGPTIntegration, _classifier_infer
 
 N_GENES = 60
 TYPES = ["T", "B", "Mono"]
@@ -103,7 +103,7 @@ def test_classifier_predicts_rows_of_backed_data_in_blocks(adata, backed, pretra
     clf.train(max_epochs=1, validation_size=0.0, **FIT)
     rows = np.array([1, 2, 5, 8, 9, 13, 30, 31, 40, 47])
     expected = clf.predict_proba(adata[rows], batch_size=4, progress=False)  # one chunk
-    monkeypatch.setattr(_classifier, "EMBED_CHUNK", 4)  # blocks of 4 cells, views of the file
+    monkeypatch.setattr(_classifier_infer, "EMBED_CHUNK", 4)  # blocks of 4 cells, views of the file
     got = clf._proba(backed, rows=rows, batch_size=4, progress=False)
     # float32 matmuls of 10 vs 4 rows; the folded head standardisation (large first-layer
     # weights and bias that cancel) makes their rounding visible at ~1e-6

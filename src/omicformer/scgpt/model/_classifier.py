@@ -13,17 +13,15 @@ import torch
 from scvi import REGISTRY_KEYS
 
 from ..._core._train import VALIDATION_SIZE, split_indices
-from .._embed import embed_cells
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
+from ._classifier_infer import BlockInferenceMixin
 from ._classifier_probe import ReferenceProbeMixin, softmax
 from ._scgpt import ScGPT
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-#: Cells per :func:`embed_cells` chunk in prediction (rounded to whole batches).
-EMBED_CHUNK = 8192
 #: Training cells (at most) whose embeddings start the head's input standardisation.
 STANDARDIZE_CELLS = 2048
 #: How fast the head's input standardisation follows the encoder (BatchNorm's default).
@@ -42,7 +40,7 @@ MIN_PATIENCE = 5
 MAX_DEFAULT_CELL_PASSES = 12_000
 
 
-class ScGPTClassifier(ReferenceProbeMixin, ScGPT):
+class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
     """scGPT with a cell-type head, fine-tuned end to end (official annotation recipe).
 
     Start from pretrained weights with :meth:`load_pretrained` (``"default"``, an official
@@ -319,13 +317,11 @@ class ScGPTClassifier(ReferenceProbeMixin, ScGPT):
                 )  # fmt: skip
             finally:  # also after an interruption: the head must predict without the plan
                 plan.fold_standardisation()
-        probe_data = None
         if probe:
-            probe_data = self._probe_data(train_idx, val_idx, random_state, accelerator)
-            self._fit_probe(*probe_data[:2], labels, class_weight)
-        self._calibrate(val_idx, labels, random_state)
-        if probe:  # the final regression learns from every labelled cell (same temperature)
-            self._fit_probe(probe_data[2], probe_data[3], labels, class_weight)
+            self._calibrate_with_probe(train_idx, val_idx, labels, class_weight, random_state,
+                                       accelerator)  # fmt: skip
+        else:
+            self._calibrate(val_idx, labels, random_state)
 
     def _embedding_stats(
         self, train_idx: np.ndarray, random_state: int, accelerator: str = "auto"
@@ -371,88 +367,6 @@ class ScGPTClassifier(ReferenceProbeMixin, ScGPT):
         }
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def _logits(self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any) -> np.ndarray:
-        """Class logits of the cells ``rows`` of ``adata`` (``None``: all), ``(n, n_classes)``.
-
-        Keywords as :meth:`_embeddings`; the head runs block by block, so memory holds one
-        block's embeddings.
-        """
-        return self._by_block(self._block_logits, self.module.config.n_cls, adata, rows, **kw)
-
-    @torch.no_grad()
-    def _embeddings(
-        self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any
-    ) -> np.ndarray:
-        """Unnormalised cell embeddings of the cells ``rows`` of ``adata`` (``None``: all).
-
-        Keywords: ``batch_size`` (64), ``device`` ("auto"), ``random_state`` (0), ``progress``
-        (True), as :func:`embed_cells`.
-        """
-        return self._by_block(self._block_embeddings, self.module.config.d_model, adata, rows, **kw)
-
-    def _by_block(
-        self,
-        fn: Any,
-        width: int,
-        adata: AnnData,
-        rows: np.ndarray | None,
-        *,
-        batch_size: int = 64,
-        device: str | torch.device = "auto",
-        random_state: int = 0,
-        progress: bool = True,
-    ) -> np.ndarray:
-        """``fn`` on the cells ``rows`` of ``adata``, one :func:`embed_cells` chunk at a time.
-
-        ``adata`` is embedded by :func:`embed_cells`, which reads a backed AnnData in chunks.
-        A subset ``rows`` is embedded in blocks of that chunk size, each block a view of its
-        rows only: a backed block is read once and memory holds one block (a view of
-        ``adata[rows]`` would be read whole for every chunk, and a backed view cannot be
-        indexed again). The blocks are the chunks :func:`embed_cells` would make of
-        ``adata[rows]``, so the result does not depend on how the data are stored.
-        """
-        kw = {"batch_size": batch_size, "device": device, "random_state": random_state,
-              "progress": progress}  # fmt: skip
-        if rows is None:
-            return fn(adata, **kw)
-        rows = np.asarray(rows, np.int64)
-        block = batch_size * max(1, EMBED_CHUNK // batch_size)  # embed_cells' chunk rounding
-        parts = [fn(adata[rows[s : s + block]], **kw) for s in range(0, rows.size, block)]
-        if not parts:
-            return np.zeros((0, width), dtype=np.float32)
-        return np.concatenate(parts)
-
-    def _block_logits(self, adata: AnnData, **kw: Any) -> np.ndarray:
-        """Class logits of every cell of ``adata`` (one chunk)."""
-        emb = self._block_embeddings(adata, **kw)
-        head = self.module.cls_decoder.eval()
-        dev = next(head.parameters()).device
-        return head(torch.from_numpy(emb).to(dev)).float().cpu().numpy()
-
-    def _block_embeddings(
-        self,
-        adata: AnnData,
-        *,
-        batch_size: int,
-        device: str | torch.device,
-        random_state: int,
-        progress: bool,
-        module: torch.nn.Module | None = None,
-    ) -> np.ndarray:
-        """Unnormalised cell embeddings (the config's style) of every cell of ``adata`` (one chunk).
-
-        ``module``: the encoder to run (``None``: the model's own).
-        """
-        layer = self.get_setup_arg("layer")
-        codes = self._batch_codes(adata) if self._needs_batch_codes() else None
-        return embed_cells(
-            self.module if module is None else module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
-            batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
-            device=device, random_state=random_state, progress=progress, normalize=False,
-            batch_labels=codes, chunk_size=EMBED_CHUNK, gene_selection=self.gene_selection,
-        )  # fmt: skip
-
     def predict_proba(
         self,
         adata: AnnData | None = None,

@@ -134,6 +134,21 @@ class ReferenceProbeMixin:
             "temperature": temperature,
         }  # fmt: skip
 
+    def _calibrate_with_probe(
+        self, train_idx: np.ndarray, val_idx: np.ndarray, labels: np.ndarray,
+        class_weight: str | None, random_state: int, accelerator: str,
+    ) -> None:  # fmt: skip
+        """Fit the regression on the training cells, then refit it on every labelled cell.
+
+        In between, the classifier is calibrated and scored with it on the validation cells
+        (``_calibrate``); the refit keeps the temperature.
+        """
+        train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state,
+                                                       accelerator)  # fmt: skip
+        self._fit_probe(train, train_emb, labels, class_weight)
+        self._calibrate(val_idx, labels, random_state)
+        self._fit_probe(rows, emb, labels, class_weight)
+
     def _calibrate_probe(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
         """Temperature of the probe's logits on the validation cells."""
         from ..train._classify import fit_temperature

@@ -1,0 +1,106 @@
+"""Block-wise inference of :class:`~omicformer.scgpt.model.ScGPTClassifier` on AnnData.
+
+Embeddings and class logits of any cells of an AnnData, in memory or ``backed="r"``, one
+:func:`~omicformer.scgpt._embed.embed_cells` chunk at a time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .._embed import embed_cells
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: Cells per :func:`embed_cells` chunk in prediction (rounded to whole batches).
+EMBED_CHUNK = 8192
+
+
+class BlockInferenceMixin:
+    """``_embeddings`` and ``_logits`` of the cells ``rows`` of an AnnData, block by block."""
+
+    @torch.no_grad()
+    def _logits(self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any) -> np.ndarray:
+        """Class logits of the cells ``rows`` of ``adata`` (``None``: all), ``(n, n_classes)``.
+
+        Keywords as :meth:`_embeddings`; the head runs block by block, so memory holds one
+        block's embeddings.
+        """
+        return self._by_block(self._block_logits, self.module.config.n_cls, adata, rows, **kw)
+
+    @torch.no_grad()
+    def _embeddings(
+        self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any
+    ) -> np.ndarray:
+        """Unnormalised cell embeddings of the cells ``rows`` of ``adata`` (``None``: all).
+
+        Keywords: ``batch_size`` (64), ``device`` ("auto"), ``random_state`` (0), ``progress``
+        (True), as :func:`embed_cells`.
+        """
+        return self._by_block(self._block_embeddings, self.module.config.d_model, adata, rows, **kw)
+
+    def _by_block(
+        self,
+        fn: Any,
+        width: int,
+        adata: AnnData,
+        rows: np.ndarray | None,
+        *,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """``fn`` on the cells ``rows`` of ``adata``, one :func:`embed_cells` chunk at a time.
+
+        ``adata`` is embedded by :func:`embed_cells`, which reads a backed AnnData in chunks.
+        A subset ``rows`` is embedded in blocks of that chunk size, each block a view of its
+        rows only: a backed block is read once and memory holds one block (a view of
+        ``adata[rows]`` would be read whole for every chunk, and a backed view cannot be
+        indexed again). The blocks are the chunks :func:`embed_cells` would make of
+        ``adata[rows]``, so the result does not depend on how the data are stored.
+        """
+        kw = {"batch_size": batch_size, "device": device, "random_state": random_state,
+              "progress": progress}  # fmt: skip
+        if rows is None:
+            return fn(adata, **kw)
+        rows = np.asarray(rows, np.int64)
+        block = batch_size * max(1, EMBED_CHUNK // batch_size)  # embed_cells' chunk rounding
+        parts = [fn(adata[rows[s : s + block]], **kw) for s in range(0, rows.size, block)]
+        if not parts:
+            return np.zeros((0, width), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def _block_logits(self, adata: AnnData, **kw: Any) -> np.ndarray:
+        """Class logits of every cell of ``adata`` (one chunk)."""
+        emb = self._block_embeddings(adata, **kw)
+        head = self.module.cls_decoder.eval()
+        dev = next(head.parameters()).device
+        return head(torch.from_numpy(emb).to(dev)).float().cpu().numpy()
+
+    def _block_embeddings(
+        self,
+        adata: AnnData,
+        *,
+        batch_size: int,
+        device: str | torch.device,
+        random_state: int,
+        progress: bool,
+        module: torch.nn.Module | None = None,
+    ) -> np.ndarray:
+        """Unnormalised cell embeddings (the config's style) of every cell of ``adata`` (one chunk).
+
+        ``module``: the encoder to run (``None``: the model's own).
+        """
+        layer = self.get_setup_arg("layer")
+        codes = self._batch_codes(adata) if self._needs_batch_codes() else None
+        return embed_cells(
+            self.module if module is None else module, self.vocab, adata, gene_ids=self._gene_ids_for(adata), layer=layer,
+            batch_size=batch_size, max_len=self.max_len, n_bins=self.module.config.n_bins,
+            device=device, random_state=random_state, progress=progress, normalize=False,
+            batch_labels=codes, chunk_size=EMBED_CHUNK, gene_selection=self.gene_selection,
+        )  # fmt: skip
