@@ -57,6 +57,11 @@ def probe_weight(
     return np.minimum(1.0, p / alpha)
 
 
+def neighbors(n_reference: int) -> int:
+    """Neighbours that place a cell among ``n_reference`` kept reference cells (others for them)."""
+    return max(1, min(PROBE_NEIGHBORS, n_reference - 1))
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``z`` (float64)."""
     z = np.asarray(z, dtype=np.float64)
@@ -121,8 +126,8 @@ class ReferenceProbeMixin:
         keep = np.random.default_rng(0).choice(len(z), min(len(z), PROBE_REFERENCE_CELLS),
                                                replace=False)  # fmt: skip
         reference = z[np.sort(keep)]
-        k = min(PROBE_NEIGHBORS, len(reference) - 1)
-        if k >= 1:
+        k = neighbors(len(reference))
+        if len(reference) > 1:
             nn = NearestNeighbors(n_neighbors=k + 1).fit(reference)
             ref_dist = nn.kneighbors(reference)[0][:, 1:].mean(1)
         else:  # one reference cell: nothing to compare with, the probe is used everywhere
@@ -186,7 +191,7 @@ class ReferenceProbeMixin:
         z = self._probe_features(adata, rows=rows, **kw)
         p_probe = softmax(self._probe_logits(z) / self.probe_["temperature"])
         reference = self.probe_["reference"].astype(np.float64)
-        k = min(PROBE_NEIGHBORS, len(reference))
+        k = neighbors(len(reference))
         dist = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z)[0].mean(1)
         w = probe_weight(dist, self.probe_["reference_distances"])[:, None]
         return w * p_probe + (1.0 - w) * p_finetuned
