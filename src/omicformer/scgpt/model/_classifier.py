@@ -378,6 +378,10 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
     ) -> pd.DataFrame:
         """Calibrated class probabilities, ``(n_obs, n_classes)`` with class names as columns.
 
+        With the reference probe (``train(probe=True)``, the default) each cell's probabilities
+        mix the probe's and the fine-tuned head's by how close the cell lies to the reference
+        cells in the pretrained embedding (see :meth:`train`).
+
         Parameters
         ----------
         adata
