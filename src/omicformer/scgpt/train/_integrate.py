@@ -136,6 +136,9 @@ class MaskedValueCollator(CellCollator):
 class IntegrationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """The official integration objective (see the module docstring) as a Lightning plan.
 
+    Logs ``train_loss`` and its parts per epoch; in validation, ``validation_loss`` is the
+    masked-value MSE (the official model-selection loss), ``validation_loss_total`` the total.
+
     Parameters
     ----------
     module
@@ -158,9 +161,6 @@ class IntegrationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.Lightnin
         Adam weight decay.
     lr_decay
         Learning rate factor after every epoch (official ``schedule_ratio`` 0.9).
-
-    Logs ``train_loss`` and its parts per epoch; in validation, ``validation_loss`` is the
-    masked-value MSE (the official model-selection loss), ``validation_loss_total`` the total.
     """
 
     def __init__(

@@ -309,6 +309,9 @@ class PerturbationCollator:
 class PerturbationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """The official perturbation objective as a Lightning plan.
 
+    Logs ``train_loss``, ``train_loss_mse`` and ``train_loss_de`` per epoch, and the same as
+    ``validation_*`` on held-out conditions.
+
     Parameters
     ----------
     module
@@ -321,9 +324,6 @@ class PerturbationTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.Lightni
         Adam weight decay.
     lr_decay
         Learning rate factor after every epoch (official ``StepLR`` gamma 0.9).
-
-    Logs ``train_loss``, ``train_loss_mse`` and ``train_loss_de`` per epoch, and the same as
-    ``validation_*`` on held-out conditions.
     """
 
     #: Module parts the perturbation objective uses; everything else is frozen while fitting.

@@ -104,6 +104,9 @@ class LossPartsStepsMixin:
 class GenerativeTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
     """Train a :class:`~omicformer.scgpt.module.TransformerModel` by generative pretraining.
 
+    Logs ``train_loss``/``validation_loss`` and their parts (``loss_gen``, ``loss_mvc``,
+    ``loss_ecs``) per epoch.
+
     Parameters
     ----------
     module
@@ -119,9 +122,6 @@ class GenerativeTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.Lightning
     scheduler_interval, scheduler_factor
         Multiply the learning rate by ``scheduler_factor`` every ``scheduler_interval`` optimiser
         steps (official ``StepLR`` schedule: 100 and 0.99). ``scheduler_factor=1`` disables it.
-
-    Logs ``train_loss``/``validation_loss`` and their parts (``loss_gen``, ``loss_mvc``,
-    ``loss_ecs``) per epoch.
 
     Examples
     --------
