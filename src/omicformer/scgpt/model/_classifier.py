@@ -356,7 +356,6 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
         y = labels[val_idx]
         self.temperature_ = fit_temperature(logits, y)
-        self._calibrate_probe(val_idx, labels, random_state)
         proba = self._proba(self.adata, rows=val_idx, random_state=random_state, progress=False)
         pred = proba.to_numpy().argmax(1)
         self.validation_scores_ = {

@@ -145,24 +145,20 @@ class ReferenceProbeMixin:
     ) -> None:  # fmt: skip
         """Fit the regression on the training cells, then refit it on every labelled cell.
 
-        In between, the classifier is calibrated and scored with it on the validation cells
-        (``_calibrate``); the refit keeps the temperature.
+        In between, the probe's temperature is fitted on the validation cells, and the
+        classifier is calibrated and scored with the probe there (``_calibrate``); the refit
+        keeps the temperature.
         """
         train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state,
                                                        accelerator)  # fmt: skip
         self._fit_probe(train, train_emb, labels, class_weight)
+        if len(val_idx):  # the probe's temperature, on the validation cells' embeddings
+            from ..train._classify import fit_temperature
+
+            z = (emb[np.searchsorted(rows, val_idx)] - self.probe_["mean"]) / self.probe_["scale"]
+            self.probe_["temperature"] = fit_temperature(self._probe_logits(z), labels[val_idx])
         self._calibrate(val_idx, labels, random_state)
         self._fit_probe(rows, emb, labels, class_weight)
-
-    def _calibrate_probe(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
-        """Temperature of the probe's logits on the validation cells."""
-        from ..train._classify import fit_temperature
-
-        if self.probe_ is None or len(val_idx) == 0:
-            return
-        z = self._probe_features(self.adata, rows=val_idx, random_state=random_state,
-                                 progress=False)  # fmt: skip
-        self.probe_["temperature"] = fit_temperature(self._probe_logits(z), labels[val_idx])
 
     # ------------------------------------------------------------------ inference
     def _probe_embeddings(
