@@ -86,25 +86,53 @@ def test_probe_leaves_fine_tuning_alone_and_freezes_the_pretrained_encoder(pair,
     assert not any(p.requires_grad for p in with_probe.probe_module_.parameters())
 
 
-def test_probe_is_a_logistic_regression_on_the_pretrained_embedding(pair, pretrained, ref):
-    clf = pair[True]  # the final regression learns from every labelled reference cell
-    train = np.union1d(clf.train_indices, clf.validation_indices)
-    assert len(train) == ref.n_obs
+def _pretrained_embedding(pretrained, ref, clf):
+    """The embedding the probe reads, computed by a fresh (not fine-tuned) classifier."""
     fresh = ScGPTClassifier.load_pretrained(pretrained, ref)
     fresh.module.config = clf.module.config.__class__(
         **{**clf.module.config.to_dict(), "n_cls": fresh.module.config.n_cls}
     )
-    emb = fresh._embeddings(ref, rows=train, progress=False).astype(np.float64)
+    return lambda a, rows=None: fresh._embeddings(a, rows=rows, progress=False).astype(float)
+
+
+def _regression(emb_fn, ref, clf, rows):
+    emb = emb_fn(ref, rows)
     mean, scale = emb.mean(0), np.sqrt(emb.var(0).mean() + 1e-5)
     codes = pd.Categorical(ref.obs["cell_type"], categories=clf.classes_).codes
     lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
-    lr.fit((emb - mean) / scale, codes[train])
+    return lr.fit((emb - mean) / scale, codes[rows]), mean, scale, codes
+
+
+def test_probe_is_a_logistic_regression_on_the_pretrained_embedding(pair, pretrained, ref):
+    clf = pair[True]  # the final regression learns from every labelled reference cell
+    train = np.union1d(clf.train_indices, clf.validation_indices)
+    assert len(train) == ref.n_obs
+    emb_fn = _pretrained_embedding(pretrained, ref, clf)
+    lr, mean, scale, _ = _regression(emb_fn, ref, clf, train)
     query = _cells(5, seed=3)
-    q = (fresh._embeddings(query, progress=False).astype(np.float64) - mean) / scale
+    q = (emb_fn(query) - mean) / scale
     z = clf._probe_features(query, rows=None, progress=False)
     np.testing.assert_allclose(z, q, atol=1e-6)
     logits = z @ clf.probe_["coef"].T + clf.probe_["intercept"]
     np.testing.assert_allclose(logits, lr.decision_function(q), rtol=1e-4, atol=1e-4)
+
+
+def test_probe_temperature_minimises_the_validation_loss_of_the_training_cells_regression(
+    pair, pretrained, ref
+):
+    clf = pair[True]
+    train, val = np.sort(clf.train_indices), np.sort(clf.validation_indices)
+    emb_fn = _pretrained_embedding(pretrained, ref, clf)
+    lr, mean, scale, codes = _regression(emb_fn, ref, clf, train)
+    logits = lr.decision_function((emb_fn(ref, val) - mean) / scale)
+
+    def nll(t):
+        p = _softmax(logits / t)
+        return -np.log(p[np.arange(len(val)), codes[val]]).mean()
+
+    t = clf.probe_["temperature"]  # searched over [0.05, 20] (these cells separate: small t)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    assert t != 1.0 and nll(t) <= min(nll(g) for g in grid) + 1e-9
 
 
 def _softmax(z):
