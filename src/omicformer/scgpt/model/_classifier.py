@@ -356,8 +356,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
         y = labels[val_idx]
         self.temperature_ = fit_temperature(logits, y)
-        proba = self._proba(self.adata, rows=val_idx, random_state=random_state, progress=False)
-        pred = proba.to_numpy().argmax(1)
+        proba = self._mix_probe(softmax(logits / self.temperature_), self.adata, val_idx,
+                                random_state=random_state, progress=False)  # fmt: skip
+        pred = proba.argmax(1)
         self.validation_scores_ = {
             "n_cells": len(val_idx),
             "accuracy": float(accuracy_score(y, pred)),

@@ -40,6 +40,8 @@ PROBE_ALPHA = 0.05
 PROBE_C = 1.0
 #: File of a saved classifier's probe (frozen encoder + regression + reference distances).
 PROBE_NAME = "probe.safetensors"
+#: The probe's arrays, saved as tensors of that file (its scalars go to the model config).
+PROBE_ARRAYS = ("coef", "intercept", "mean", "reference", "reference_distances")
 
 
 def probe_weight(
@@ -214,7 +216,7 @@ class ReferenceProbeMixin:
             return
         tensors = {f"module.{k}": v.detach().cpu().contiguous().clone()
                    for k, v in self.probe_module_.state_dict().items()}  # fmt: skip
-        for key in ("coef", "intercept", "mean", "reference", "reference_distances"):
+        for key in PROBE_ARRAYS:
             tensors[key] = torch.from_numpy(np.ascontiguousarray(self.probe_[key]))
         save_file(tensors, str(path))
 
@@ -239,8 +241,7 @@ class ReferenceProbeMixin:
         module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items()
                                 if k.startswith("module.")})  # fmt: skip
         self.probe_module_ = module.eval().requires_grad_(False)
-        self.probe_ = {key: tensors[key].numpy() for key in
-                       ("coef", "intercept", "mean", "reference", "reference_distances")}  # fmt: skip
+        self.probe_ = {key: tensors[key].numpy() for key in PROBE_ARRAYS}
         self.probe_["scale"] = float(settings["scale"])
         self.probe_["temperature"] = float(settings["temperature"])
 
