@@ -21,6 +21,14 @@ tutorial; the 62 cells without one are left out), a stratified 70/30 split per s
 (193 cells, 13 classes), then a stratified 70/30 split per seed as above (135 reference cells).
 The clusters are T-cell states of one lineage, so every method scores far lower than on PBMCs.
 
+``oligodendroglioma`` (only with ``--sets oligodendroglioma``) — long cells, a small
+reference. ``datasets.oligodendroglioma()``: 184 Smart-seq2 cells (normalised TPM-like values,
+not counts; 9,450 genes, 1,646 of them in the default vocabulary, about 630 expressed per cell),
+label ``cell_type`` (6 types: the patient a malignant cell came from, 4 tumours, plus
+oligodendrocytes and microglia/macrophages), a stratified 70/30 split per seed as above (128
+reference / 56 query cells). scGPT gets the values, the baselines their ``log1p``; scANVI is
+skipped.
+
 ``transfer`` — reference = all 700 cells of ``pbmc68k_reduced``; query = the 559 cells of
 ``datasets.pbmc_celltypist()``, a separate 10x experiment with raw counts that shares 764 of the
 reference's 765 genes (``pbmc_seurat_small`` has 80 cells and 115 shared genes;
@@ -121,6 +129,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from annotation_sets import (
     LABEL,
     Task,
+    oligodendroglioma,
     pbmc3k,
     pbmc68k,
     split_task,
@@ -322,7 +331,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="first seed, 100 + 10 scANVI epochs")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--sets", nargs="+",
-                   choices=["pbmc68k", "transfer", "transfer_pbmc3k", "pbmc3k", "wu2020"],
+                   choices=["pbmc68k", "transfer", "transfer_pbmc3k", "pbmc3k", "wu2020",
+                            "oligodendroglioma"],
                    default=None, help="default: pbmc68k transfer")  # fmt: skip
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--scanvi-epochs", type=int, default=None, help="default 20 (--quick: 10)")
@@ -361,6 +371,10 @@ def main() -> None:
         tcells = wu2020()
         run_set(lambda t: f"wu2020_tcells, cluster_orig: {split_title(t)}",
                 lambda seed: split_task(tcells, None, seed), seeds, args)  # fmt: skip
+    if "oligodendroglioma" in sets:
+        tumour, reason = oligodendroglioma()
+        run_set(lambda t: f"oligodendroglioma, cell_type: {split_title(t)}",
+                lambda seed: split_task(tumour, reason, seed), seeds, args)  # fmt: skip
     transfers = {"transfer": (transfer_task, "pbmc_celltypist", "scored cells, marker labels"),
                  "transfer_pbmc3k": (transfer_pbmc3k_task, "pbmc3k_desc",
                                      "cells, curated labels, coarsened")}  # fmt: skip

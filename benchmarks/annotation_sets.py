@@ -101,6 +101,18 @@ def wu2020() -> AnnData:
     return _labelled(adata, "cluster_orig", keep)
 
 
+def oligodendroglioma() -> tuple[AnnData, str]:
+    """``oligodendroglioma`` with ``cell_type`` under ``LABEL``; no counts.
+
+    The values are normalised (TPM-like, about 1e5 per cell), not counts: scGPT bins ``X`` per
+    cell, the baselines read ``log1p`` of it (``layers["lognorm"]``), and scANVI is skipped.
+    """
+    adata = datasets.oligodendroglioma()
+    adata.obs[LABEL] = adata.obs["cell_type"].astype(str)
+    adata.layers["lognorm"] = sp.csr_matrix(np.log1p(adata.X))
+    return adata, "normalised values, not counts"
+
+
 def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
     labels = adata.obs[LABEL].astype(str).to_numpy()
     ref_idx, q_idx = train_test_split(
