@@ -175,3 +175,19 @@ def test_probe_save_load_round_trip(pair, tmp_path):
     pair[False].save(tmp_path / "clf", overwrite=True)  # no probe: the old one must go
     assert not (tmp_path / "clf" / PROBE_NAME).exists()
     assert ScGPTClassifier.load(tmp_path / "clf").probe_ is None
+
+
+def test_annotate_probe_argument_reaches_training(pretrained, ref):
+    from omicformer.scgpt import tl
+
+    query = _cells(5, seed=3)
+    for probe in (True, False):
+        q = query.copy()
+        clf = tl.annotate(q, ref, label_key="cell_type", model=pretrained, max_epochs=1,
+                          probe=probe, progress=False, return_model=True)  # fmt: skip
+        assert (clf.probe_ is not None) is probe
+        assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is probe
+    # a trained classifier is used as it is: the record says what labelled the cells
+    q = query.copy()
+    tl.annotate(q, ref, label_key="cell_type", model=clf, probe=True, progress=False)
+    assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is False
