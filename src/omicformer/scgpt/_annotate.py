@@ -188,9 +188,10 @@ def annotate(
     ``adata.uns["scgpt"][key_added]``
         ``params`` (the arguments; ``params["probe"]``: whether the classifier that labelled
         the cells has the reference probe, ``None`` for ``"knn"``), ``classes``, ``validation``
-        scores (accuracy, macro-F1 on the held-out reference cells) and the gene counts: ``n_genes_matched`` (query genes in the model's
-        vocabulary), ``n_genes_shared`` (of those, also in the reference: the genes both sides
-        are read with, so that their cells are comparable) and ``n_genes_total``.
+        scores (accuracy, macro-F1 on the held-out reference cells) and the gene counts:
+        ``n_genes_matched`` (query genes in the model's vocabulary), ``n_genes_shared`` (of
+        those, also in the reference: the genes both sides are read with, so that their cells
+        are comparable) and ``n_genes_total``.
 
     Examples
     --------
@@ -218,9 +219,9 @@ def annotate(
             gene_selection=gene_selection, batch_size=batch_size, dropout=dropout, probe=probe,
             device=device, random_state=random_state, progress=progress,
         )  # fmt: skip
-        selection, probe = fitted_model.gene_selection, fitted_model.probe_ is not None
+        selection, has_probe = fitted_model.gene_selection, fitted_model.probe_ is not None
     else:
-        probe = None
+        has_probe = None
         selection = gene_selection_of(model) if gene_selection is None else gene_selection
         proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
@@ -253,7 +254,7 @@ def annotate(
             "gene_key": gene_key, "min_confidence": min_confidence, "max_epochs": max_epochs,
             "max_len": max_len,
             "gene_selection": selection,
-            "batch_size": batch_size, "dropout": dropout, "probe": probe,
+            "batch_size": batch_size, "dropout": dropout, "probe": has_probe,
             "n_neighbors": n_neighbors, "random_state": random_state,
             "reference": "adata" if reference is None else "reference",
         },
