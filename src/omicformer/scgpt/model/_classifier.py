@@ -341,10 +341,17 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         var = emb.var(0) if n > 1 else torch.ones(emb.shape[1], dtype=torch.float64)
         return emb.mean(0).float(), var.float()
 
-    def _calibrate(self, val_idx: np.ndarray, labels: np.ndarray, random_state: int) -> None:
+    def _calibrate(
+        self,
+        val_idx: np.ndarray,
+        labels: np.ndarray,
+        random_state: int,
+        probe_features: np.ndarray | None = None,
+    ) -> None:
         """Temperatures and scores on the validation cells (none held out: temperature 1).
 
-        The scores are those of :meth:`predict_proba` (with the probe, if there is one).
+        The scores are those of :meth:`predict_proba` (with the probe, if there is one;
+        ``probe_features``: its standardised inputs of the validation cells, when computed).
         """
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -357,7 +364,8 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         y = labels[val_idx]
         self.temperature_ = fit_temperature(logits, y)
         proba = self._mix_probe(softmax(logits / self.temperature_), self.adata, val_idx,
-                                random_state=random_state, progress=False)  # fmt: skip
+                                features=probe_features, random_state=random_state,
+                                progress=False)  # fmt: skip
         pred = proba.argmax(1)
         self.validation_scores_ = {
             "n_cells": len(val_idx),

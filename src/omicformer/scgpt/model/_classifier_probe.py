@@ -154,12 +154,12 @@ class ReferenceProbeMixin:
         train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state,
                                                        accelerator)  # fmt: skip
         self._fit_probe(train, train_emb, labels, class_weight)
+        z = (emb[np.searchsorted(rows, val_idx)] - self.probe_["mean"]) / self.probe_["scale"]
         if len(val_idx):  # the probe's temperature, on the validation cells' embeddings
             from ..train._classify import fit_temperature
 
-            z = (emb[np.searchsorted(rows, val_idx)] - self.probe_["mean"]) / self.probe_["scale"]
             self.probe_["temperature"] = fit_temperature(self._probe_logits(z), labels[val_idx])
-        self._calibrate(val_idx, labels, random_state)
+        self._calibrate(val_idx, labels, random_state, probe_features=z)
         self._fit_probe(rows, emb, labels, class_weight)
 
     # ------------------------------------------------------------------ inference
@@ -179,14 +179,23 @@ class ReferenceProbeMixin:
         return z @ self.probe_["coef"].T + self.probe_["intercept"]
 
     def _mix_probe(
-        self, p_finetuned: np.ndarray, adata: AnnData, rows: Any, **kw: Any
+        self,
+        p_finetuned: np.ndarray,
+        adata: AnnData,
+        rows: Any,
+        *,
+        features: np.ndarray | None = None,
+        **kw: Any,
     ) -> np.ndarray:
-        """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``)."""
+        """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``).
+
+        ``features``: the cells' standardised pretrained embeddings, if already computed.
+        """
         from sklearn.neighbors import NearestNeighbors
 
         if self.probe_ is None:
             return p_finetuned
-        z = self._probe_features(adata, rows=rows, **kw)
+        z = self._probe_features(adata, rows=rows, **kw) if features is None else features
         p_probe = softmax(self._probe_logits(z) / self.probe_["temperature"])
         reference = self.probe_["reference"].astype(np.float64)
         k = neighbors(len(reference))
