@@ -160,7 +160,8 @@ class ReferenceProbeMixin:
 
             self.probe_["temperature"] = fit_temperature(self._probe_logits(z), labels[val_idx])
         self._calibrate(val_idx, labels, random_state, probe_features=z)
-        self._fit_probe(rows, emb, labels, class_weight)
+        if len(val_idx):  # without validation cells, ``rows`` are the training cells: fitted
+            self._fit_probe(rows, emb, labels, class_weight)
 
     # ------------------------------------------------------------------ inference
     def _probe_embeddings(
