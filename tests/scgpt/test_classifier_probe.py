@@ -9,7 +9,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from omicformer.scgpt.model import ScGPT, ScGPTClassifier
-from omicformer.scgpt.model._classifier_probe import PROBE_NAME, probe_weight
+from omicformer.scgpt.model._classifier_probe import PROBE_NAME, gene_bag, probe_weight
 
 N_GENES = 60
 TYPES = ["T", "B", "Mono"]
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cells(n_per_type: int, seed: int, shift: bool = False) -> ad.AnnData:
     """Three types with 20 marker genes each; ``shift``: cells unlike any of them, which
-    express only genes 50-59 (far from every reference cell in the embedding)."""
+    express only genes 50-59 (far from every reference cell in the embedding). Poisson counts
+    times a log-normal factor: no two values of a cell tie, so binning draws nothing."""
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for t, name in enumerate(TYPES):
@@ -34,6 +35,7 @@ def _cells(n_per_type: int, seed: int, shift: bool = False) -> ad.AnnData:
         labels += [name] * n_per_type
     X = np.vstack(rows).astype(np.float32)
     X[X.sum(1) == 0, -1] = 1
+    X *= rng.lognormal(0.0, 0.3, size=X.shape).astype(np.float32)
     obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
     return ad.AnnData(
         sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
@@ -74,25 +76,67 @@ def test_probe_weight_is_the_conformal_p_value_over_alpha():
     np.testing.assert_allclose(probe_weight(np.array([10.0]), ref, alpha=0.05), [1.0])  # 0.2/0.05
 
 
-def test_probe_leaves_fine_tuning_alone_and_freezes_the_pretrained_encoder(pair, pretrained):
+def test_probe_leaves_fine_tuning_alone_and_keeps_the_pretrained_gene_embeddings(
+    pair, pretrained, ref
+):
     with_probe, without = pair[True], pair[False]
-    assert without.probe_ is None and without.probe_module_ is None
+    assert without.probe_ is None and without.probe_genes_ is None
     for k, v in without.module.state_dict().items():
         torch.testing.assert_close(with_probe.module.state_dict()[k], v, rtol=0, atol=0)
-    frozen = with_probe.probe_module_.state_dict()
-    for k, v in pretrained.module.state_dict().items():
-        if not k.startswith("cls_decoder."):  # the classifier's new head is not the probe's
-            torch.testing.assert_close(frozen[k], v, rtol=0, atol=0)
-    assert not any(p.requires_grad for p in with_probe.probe_module_.parameters())
+    kept = with_probe.probe_genes_
+    genes = np.sort(pretrained.vocab.lookup(ref.var_names))  # every gene of ref is in the vocab
+    np.testing.assert_array_equal(kept["genes"], genes)
+    table = pretrained.module.encoder.embedding.weight.detach().double().numpy()[genes]
+    np.testing.assert_array_equal(kept["table"], table)
+    tuned = with_probe.module.encoder.embedding.weight.detach().double().numpy()[genes]
+    assert not np.allclose(tuned, table)  # fine-tuning moved them; the probe kept the old ones
 
 
-def _pretrained_embedding(pretrained, ref, clf):
-    """The embedding the probe reads, computed by a fresh (not fine-tuned) classifier."""
-    fresh = ScGPTClassifier.load_pretrained(pretrained, ref)
-    fresh.module.config = clf.module.config.__class__(
-        **{**clf.module.config.to_dict(), "n_cls": fresh.module.config.n_cls}
-    )
-    return lambda a, rows=None: fresh._embeddings(a, rows=rows, progress=False).astype(float)
+def test_gene_bag_by_hand():
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [5.0, 5.0]])
+    genes = np.array([5, 7, 9, 11])  # vocabulary ids of the table's rows
+    X = sp.csr_matrix(np.array([
+        [1.0, 3.0, 4.0, 0.0, 8.0],  # column 2 is not in the vocabulary, column 4 not kept
+        [0.0, 0.0, 2.0, 0.0, 1.0],  # none of the kept genes: zeros
+        [1.0, 2.0, 0.0, 3.0, 0.0],
+        [1.0, 1.0, 0.0, 5.0, 1.0],  # two tied values kept
+    ]))  # fmt: skip
+    gene_ids = np.array([5, 7, -1, 9, 13])
+    raw = gene_bag(X, gene_ids, genes, table, n_bins=None)
+    np.testing.assert_allclose(raw[:3], [[1 / 4, 3 / 4], [0, 0], [(1 + 3) / 6, (2 + 3) / 6]])
+    # 51 official bins: edges np.quantile([1, 2, 3], linspace(0, 1, 50)); 1 -> 1, 2 -> 25
+    # (between the edges 1.98 and 2.02), 3 -> 50 (the last edge); no ties to draw
+    binned = gene_bag(X, gene_ids, genes, table, n_bins=51)
+    np.testing.assert_allclose(binned[2], [(1 + 50) / 76, (25 + 50) / 76])
+    # the first cell's two values are the smallest and the largest: bins 1 and 50
+    np.testing.assert_allclose(binned[0], [1 / 51, 50 / 51])
+    # the last cell's kept values 1, 1, 5: edges np.quantile([1, 1, 5], linspace(0, 1, 50)), the
+    # first 25 of them 1, so a 1 may take any bin from 1 to 25 (the model draws one); the bag
+    # weighs it 13, the middle; 5 -> 50
+    np.testing.assert_allclose(binned[3], [(13 + 50) / 76, (13 + 50) / 76])
+
+
+def _bag_by_hand(pretrained, ref_genes):
+    """The probe representation written out: official 51-bin quantile binning of each cell's
+    non-zero values (its values never tie), then the bin-weighted mean of the pretrained gene
+    embeddings of the reference's genes."""
+    vocab = pretrained.vocab
+    table = pretrained.module.encoder.embedding.weight.detach().double().numpy()
+
+    def bag(a, rows=None):
+        a = a if rows is None else a[rows]
+        X = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
+        ids = vocab.lookup(a.var_names)
+        keep = np.isin(ids, ref_genes)
+        out = np.zeros((a.n_obs, table.shape[1]))
+        for i, x in enumerate(X[:, keep]):
+            nz = np.flatnonzero(x)
+            if nz.size:
+                b = np.digitize(x[nz], np.quantile(x[nz], np.linspace(0, 1, 50)))
+                out[i] = b @ table[ids[keep][nz]] / b.sum()
+        return out
+
+    return bag
 
 
 def _regression(emb_fn, ref, clf, rows):
@@ -103,11 +147,13 @@ def _regression(emb_fn, ref, clf, rows):
     return lr.fit((emb - mean) / scale, codes[rows]), mean, scale, codes
 
 
-def test_probe_is_a_logistic_regression_on_the_pretrained_embedding(pair, pretrained, ref):
+def test_probe_is_a_logistic_regression_on_the_bag_of_pretrained_gene_embeddings(
+    pair, pretrained, ref
+):
     clf = pair[True]  # the final regression learns from every labelled reference cell
     train = np.union1d(clf.train_indices, clf.validation_indices)
     assert len(train) == ref.n_obs
-    emb_fn = _pretrained_embedding(pretrained, ref, clf)
+    emb_fn = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))
     lr, mean, scale, _ = _regression(emb_fn, ref, clf, train)
     query = _cells(5, seed=3)
     q = (emb_fn(query) - mean) / scale
@@ -122,7 +168,7 @@ def test_probe_temperature_minimises_the_validation_loss_of_the_training_cells_r
 ):
     clf = pair[True]
     train, val = np.sort(clf.train_indices), np.sort(clf.validation_indices)
-    emb_fn = _pretrained_embedding(pretrained, ref, clf)
+    emb_fn = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))
     lr, mean, scale, codes = _regression(emb_fn, ref, clf, train)
     logits = lr.decision_function((emb_fn(ref, val) - mean) / scale)
 

@@ -108,7 +108,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection)
         model._new_head()
         model.temperature_ = 1.0
-        model.probe_, model.probe_module_ = None, None
+        model.probe_, model.probe_genes_ = None, None
         return model
 
     from_pretrained = load_pretrained
@@ -228,17 +228,18 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             ``standardize=False, cell_emb_style="cls", probe=False`` is the official recipe
             exactly.
         probe
-            Also keep a frozen copy of the pretrained encoder and fit a logistic regression
-            (scikit-learn, C=1, ``class_weight`` as above) on its standardised embedding of
-            (up to 10,000) training cells, calibrated on the validation cells. A query cell
-            that lies among the reference cells in that embedding (the conformal p-value of
-            its mean distance to its 15 nearest reference cells is at least 0.05) takes the
-            regression's probabilities; a cell far from all of them (another experiment)
-            the fine-tuned head's; in between, a mixture
-            (``omicformer.scgpt.model._classifier_probe``). Prediction then runs both
-            encoders. With the default model the regression beat the fine-tuned head on
-            cells like the reference's own and fell far behind it on another experiment's
-            (``docs/benchmarks.md``). ``False``: the fine-tuned head alone.
+            Also keep the pretrained gene embeddings of the reference's genes and fit a
+            logistic regression (scikit-learn, C=1, ``class_weight`` as above) on the
+            standardised *bag* of (up to 10,000) training cells: each cell's bin-weighted mean
+            of the embeddings of all its expressed genes (not only the ``max_len - 1`` the
+            encoder reads); calibrated on the validation cells. A query cell that lies among
+            the reference cells there (the conformal p-value of its mean distance to its 15
+            nearest reference cells is at least 0.05) takes the regression's probabilities; a
+            cell far from all of them (another experiment) the fine-tuned head's; in
+            between, a mixture (``omicformer.scgpt.model._classifier_probe``). The bag costs
+            no encoder pass. With the default model the regression beat the fine-tuned head
+            on cells like the reference's own and fell far behind it on another
+            experiment's (``docs/benchmarks.md``). ``False``: the fine-tuned head alone.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
         streaming, chunk_size, shuffle_window
@@ -290,7 +291,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
                   "gene_selection": self.gene_selection}  # fmt: skip
-        self.probe_, self.probe_module_ = None, None
+        self.probe_, self.probe_genes_ = None, None
         if probe:
             self._keep_pretrained()
         with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
@@ -318,8 +319,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             finally:  # also after an interruption: the head must predict without the plan
                 plan.fold_standardisation()
         if probe:
-            self._calibrate_with_probe(train_idx, val_idx, labels, class_weight, random_state,
-                                       accelerator)  # fmt: skip
+            self._calibrate_with_probe(train_idx, val_idx, labels, class_weight, random_state)
         else:
             self._calibrate(val_idx, labels, random_state)
 

@@ -2,27 +2,31 @@
 
 Fine-tuning a small pretrained encoder on a few hundred reference cells makes it robust to a
 query from another experiment, but costs it cells like the reference's own: on 70/30 splits
-of ``pbmc68k_reduced`` a logistic regression on the *pretrained* embedding beat the
+of ``pbmc68k_reduced`` a logistic regression on a *pretrained* representation beat the
 fine-tuned head by 0.08 macro-F1, while on a query from another experiment it fell 0.2 behind.
-The probe keeps both. Before fine-tuning, a copy of the pretrained encoder is kept frozen and
-a logistic regression is fitted on its (standardised) embedding of the training cells. A query
-cell is then labelled by ``w * p_probe + (1 - w) * p_finetuned``, where ``w`` says whether
-the cell lies among the reference cells in the pretrained embedding: ``d``, its mean distance
-to its 15 nearest reference cells, is ranked among the same distances of the reference cells
-themselves (leave-one-out), giving the conformal p-value ``p = (1 + #{d_ref >= d}) / (n + 1)``,
-and ``w = min(1, p / 0.05)``. Cells like the reference's own (``p`` uniform on [0, 1]) get
+The probe keeps both. Before fine-tuning, the pretrained gene embeddings of the reference's
+genes are kept. A cell's probe representation is their mean over all of its expressed genes,
+weighted by its binned values (the model's own input: per-cell quantile bins, ties drawn as
+:func:`~omicformer.scgpt.tl.embed` draws them), so it reads every expressed gene, not only the
+``max_len - 1`` the encoder sees. A logistic regression is fitted on the (standardised)
+representation of the training cells. A query cell is then labelled by
+``w * p_probe + (1 - w) * p_finetuned``, where ``w`` says whether the cell lies among the
+reference cells in that representation: ``d``, its mean distance to its 15 nearest reference
+cells, is ranked among the same distances of the reference cells themselves (leave-one-out),
+giving the conformal p-value ``p = (1 + #{d_ref >= d}) / (n + 1)``, and
+``w = min(1, p / 0.05)``. Cells like the reference's own (``p`` uniform on [0, 1]) get
 ``w = 1`` for 95% of them; cells of a batch the reference never saw (``p`` near 0) get the
 fine-tuned head's probabilities.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 if TYPE_CHECKING:
@@ -36,12 +40,67 @@ PROBE_REFERENCE_CELLS = 5_000
 PROBE_NEIGHBORS = 15
 #: A query cell whose p-value is at least this takes the probe's probabilities alone.
 PROBE_ALPHA = 0.05
+#: Cells read at a time for the probe's representation.
+PROBE_CHUNK = 4096
 #: Inverse regularisation strength of the probe's logistic regression (scikit-learn's C).
 PROBE_C = 1.0
-#: File of a saved classifier's probe (frozen encoder + regression + reference distances).
+#: File of a saved classifier's probe (gene embeddings + regression + reference distances).
 PROBE_NAME = "probe.safetensors"
 #: The probe's arrays, saved as tensors of that file (its scalars go to the model config).
 PROBE_ARRAYS = ("coef", "intercept", "mean", "reference", "reference_distances")
+#: The kept pretrained gene embeddings, saved as tensors of that file too.
+PROBE_GENE_ARRAYS = ("genes", "table")
+
+
+def gene_bag(
+    X: sp.csr_matrix,
+    gene_ids: np.ndarray,
+    genes: np.ndarray,
+    table: np.ndarray,
+    *,
+    n_bins: int | None,
+) -> np.ndarray:
+    """Per cell, the mean of ``table``'s rows over its expressed genes, weighted by their bins.
+
+    Parameters
+    ----------
+    X
+        Cells x genes, non-negative; column ``j`` is vocabulary gene ``gene_ids[j]`` (``-1``:
+        not in the vocabulary). Only columns whose gene is in ``genes`` count.
+    gene_ids
+        Vocabulary id of every column of ``X``.
+    genes, table
+        Sorted vocabulary ids and their embeddings (row ``i`` of ``table`` is ``genes[i]``).
+    n_bins
+        The model's per-cell quantile bins (the official edges over the cell's non-zero
+        values); a value tied with an edge, which the model's input draws at random in its
+        range (``_binning.digitize``), weighs the middle of that range, so the bag is
+        deterministic. ``None``: the values themselves.
+
+    Returns
+    -------
+    ``(n_cells, table.shape[1])`` float64; a cell with none of ``genes`` gets zeros.
+    """
+    from .._binning import quantile_edges
+
+    gene_ids = np.asarray(gene_ids)
+    pos = np.searchsorted(genes, gene_ids).clip(max=max(len(genes) - 1, 0))
+    cols = np.flatnonzero((gene_ids >= 0) & (len(genes) > 0) & (genes[pos] == gene_ids))
+    sub = sp.csr_matrix(X[:, cols], dtype=np.float64)
+    sub.eliminate_zeros()
+    weights = sub.data.copy()
+    if n_bins is not None:
+        for i in range(sub.shape[0]):
+            s, e = sub.indptr[i], sub.indptr[i + 1]
+            if e > s:
+                edges = quantile_edges(sub.data[s:e], n_bins)
+                left = np.digitize(sub.data[s:e], edges)
+                right = np.digitize(sub.data[s:e], edges, right=True)
+                weights[s:e] = np.where(left == right, left, (right + 1 + left) / 2)
+    rows = np.searchsorted(genes, gene_ids[cols][sub.indices])
+    W = sp.csr_matrix((weights, rows, sub.indptr), shape=(sub.shape[0], len(genes)))
+    total = np.asarray(W.sum(1)).ravel()
+    return np.asarray(W @ table) / np.where(total > 0, total, 1.0)[:, None]
 
 
 def probe_weight(
@@ -75,37 +134,40 @@ class ReferenceProbeMixin:
     """Fit, apply, save and load the reference probe (see the module docstring).
 
     ``probe_`` holds the regression and the reference distances (``None``: no probe),
-    ``probe_module_`` the frozen pretrained encoder.
+    ``probe_genes_`` the kept pretrained gene embeddings (``"genes"``: sorted vocabulary ids of
+    the reference's genes, ``"table"``: their embeddings).
     """
 
     probe_: dict[str, Any] | None = None
-    probe_module_: Any = None
+    probe_genes_: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ fitting
     def _keep_pretrained(self) -> None:
-        """Freeze a copy of the current (pretrained) encoder: the probe's, before fine-tuning."""
-        self.probe_module_ = copy.deepcopy(self.module).eval().requires_grad_(False)
+        """Keep the pretrained embeddings of the reference's genes: the probe's, before fine-tuning."""
+        genes = np.unique(self._gene_ids_for(self.adata))
+        genes = genes[genes >= 0]
+        weight = self.module.encoder.embedding.weight.detach()
+        table = weight[torch.as_tensor(genes)].cpu().float().numpy()  # as the model keeps them
+        self.probe_genes_ = {"genes": genes.astype(np.int64), "table": table}
 
     def _probe_data(
-        self, train_idx: np.ndarray, val_idx: np.ndarray, random_state: int, accelerator: str
+        self, train_idx: np.ndarray, val_idx: np.ndarray, random_state: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Pretrained embeddings of training (at most :data:`PROBE_CELLS`) and validation cells.
+        """Probe representations of training (at most :data:`PROBE_CELLS`) and validation cells.
 
         Returns ``(train_rows, train_emb, all_rows, all_emb)``, rows sorted.
         """
         rng = np.random.default_rng(random_state)
         train = np.sort(rng.choice(train_idx, min(len(train_idx), PROBE_CELLS), replace=False))
         rows = np.union1d(train, val_idx)
-        device = "cpu" if accelerator == "cpu" else "auto"
-        emb = self._probe_embeddings(self.adata, rows=rows, device=device,
-                                     random_state=random_state, progress=False)  # fmt: skip
-        emb = emb.astype(np.float64)
+        emb = self._probe_embeddings(self.adata, rows=rows, random_state=random_state,
+                                     progress=False)  # fmt: skip
         return train, emb[np.searchsorted(rows, train)], rows, emb
 
     def _fit_probe(
         self, rows: np.ndarray, emb: np.ndarray, codes: np.ndarray, class_weight: str | None
     ) -> None:
-        """Fit the regression on ``emb``, the pretrained embeddings of ``rows``, standardised.
+        """Fit the regression on ``emb``, the probe representations of ``rows``, standardised.
 
         Keeps (up to :data:`PROBE_REFERENCE_CELLS`) of them to place query cells, and a
         temperature already fitted.
@@ -143,7 +205,7 @@ class ReferenceProbeMixin:
 
     def _calibrate_with_probe(
         self, train_idx: np.ndarray, val_idx: np.ndarray, labels: np.ndarray,
-        class_weight: str | None, random_state: int, accelerator: str,
+        class_weight: str | None, random_state: int,
     ) -> None:  # fmt: skip
         """Fit the regression on the training cells, then refit it on every labelled cell.
 
@@ -151,11 +213,10 @@ class ReferenceProbeMixin:
         classifier is calibrated and scored with the probe there (``_calibrate``); the refit
         keeps the temperature.
         """
-        train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state,
-                                                       accelerator)  # fmt: skip
+        train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state)
         self._fit_probe(train, train_emb, labels, class_weight)
         z = (emb[np.searchsorted(rows, val_idx)] - self.probe_["mean"]) / self.probe_["scale"]
-        if len(val_idx):  # the probe's temperature, on the validation cells' embeddings
+        if len(val_idx):  # the probe's temperature, on the validation cells' representations
             from ..train._classify import fit_temperature
 
             self.probe_["temperature"] = fit_temperature(self._probe_logits(z), labels[val_idx])
@@ -167,13 +228,29 @@ class ReferenceProbeMixin:
     def _probe_embeddings(
         self, adata: AnnData, *, rows: np.ndarray | None, **kw: Any
     ) -> np.ndarray:
-        """Embeddings of the frozen pretrained encoder (the fine-tuned model's cell embedding)."""
-        fn = lambda a, **k: self._block_embeddings(a, module=self.probe_module_, **k)  # noqa: E731
-        return self._by_block(fn, self.module.config.d_model, adata, rows, **kw)
+        """Probe representations (:func:`gene_bag`) of the cells ``rows`` of ``adata``, float64.
+
+        Read in chunks of cells (``backed="r"`` too); keywords as :meth:`_by_block`.
+        """
+        fn = lambda a, **k: self._block_bag(a)  # noqa: E731
+        return self._by_block(fn, self.probe_genes_["table"].shape[1], adata, rows, **kw)
+
+    def _block_bag(self, adata: AnnData) -> np.ndarray:
+        from ..._core._anndata import check_values, iter_row_chunks
+
+        layer = self.get_setup_arg("layer")
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        ids, g = self._gene_ids_for(adata), self.probe_genes_
+        parts = [np.zeros((0, g["table"].shape[1]))]
+        for idx, chunk in iter_row_chunks(adata, layer, PROBE_CHUNK):
+            check_values(chunk, where, int(idx[0]))
+            parts.append(gene_bag(chunk, ids, g["genes"], g["table"],
+                                  n_bins=self.module.config.n_bins))  # fmt: skip
+        return np.concatenate(parts)
 
     def _probe_features(self, adata: AnnData, *, rows: np.ndarray | None, **kw: Any) -> np.ndarray:
-        """Standardised pretrained embeddings, the regression's input."""
-        emb = self._probe_embeddings(adata, rows=rows, **kw).astype(np.float64)
+        """Standardised probe representations, the regression's input."""
+        emb = self._probe_embeddings(adata, rows=rows, **kw)
         return (emb - self.probe_["mean"]) / self.probe_["scale"]
 
     def _probe_logits(self, z: np.ndarray) -> np.ndarray:
@@ -210,8 +287,8 @@ class ReferenceProbeMixin:
     ) -> None:
         """Save as :meth:`ScGPT.save <omicformer.scgpt.model.ScGPT.save>`, plus the probe.
 
-        The probe of ``train(probe=True)`` (frozen encoder, regression, reference distances)
-        goes to ``probe.safetensors`` in the same folder.
+        The probe of ``train(probe=True)`` (pretrained gene embeddings, regression, reference
+        distances) goes to ``probe.safetensors`` in the same folder.
         """
         from safetensors.torch import save_file
 
@@ -224,10 +301,9 @@ class ReferenceProbeMixin:
         if self.probe_ is None:
             path.unlink(missing_ok=True)  # a probe of an overwritten model must not linger
             return
-        tensors = {f"module.{k}": v.detach().cpu().contiguous().clone()
-                   for k, v in self.probe_module_.state_dict().items()}  # fmt: skip
-        for key in PROBE_ARRAYS:
-            tensors[key] = torch.from_numpy(np.ascontiguousarray(self.probe_[key]))
+        arrays = {**{k: self.probe_[k] for k in PROBE_ARRAYS},
+                  **{k: self.probe_genes_[k] for k in PROBE_GENE_ARRAYS}}  # fmt: skip
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         save_file(tensors, str(path))
 
     @classmethod
@@ -243,14 +319,11 @@ class ReferenceProbeMixin:
     def _load_probe(self, dir_path: str | Path, settings: dict[str, Any] | None) -> None:
         from safetensors.torch import load_file
 
-        self.probe_, self.probe_module_ = None, None
+        self.probe_, self.probe_genes_ = None, None
         if not settings:
             return
         tensors = load_file(str(Path(dir_path) / PROBE_NAME))
-        module = copy.deepcopy(self.module)
-        module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items()
-                                if k.startswith("module.")})  # fmt: skip
-        self.probe_module_ = module.eval().requires_grad_(False)
+        self.probe_genes_ = {key: tensors[key].numpy() for key in PROBE_GENE_ARRAYS}
         self.probe_ = {key: tensors[key].numpy() for key in PROBE_ARRAYS}
         self.probe_["scale"] = float(settings["scale"])
         self.probe_["temperature"] = float(settings["temperature"])
