@@ -1,10 +1,12 @@
 """What the reference probe of ``tl.annotate`` reads: the gene bag vs the pretrained encoder.
 
 The probe of :class:`~omicformer.scgpt.model.ScGPTClassifier` is a logistic regression
-(scikit-learn, C=1, ``class_weight="balanced"``) on a standardised representation of the
-reference cells (``omicformer.scgpt.model._classifier_probe``). This script fits exactly that
-regression on all reference cells of stratified 70/30 splits and scores query macro-F1 for
-three representations of the same cells, all from the same pretrained model:
+(scikit-learn, ``class_weight="balanced"``, C chosen by cross-validation on the reference,
+``_classifier_probe.choose_c``) on a standardised representation of the reference cells
+(``omicformer.scgpt.model._classifier_probe``). This script fits that regression on all
+reference cells of stratified 70/30 splits and scores query macro-F1 for three
+representations of the same cells, all from the same pretrained model (``--c 1`` fixes C
+instead):
 
 ``bag`` (what the probe reads)
     each cell's mean of the pretrained gene embeddings of all its expressed genes, weighted by
@@ -41,7 +43,7 @@ from sklearn.model_selection import train_test_split
 from omicformer.scgpt._embed import embed_cells
 from omicformer.scgpt._genes import match_genes
 from omicformer.scgpt._resolve import resolve_model
-from omicformer.scgpt.model._classifier_probe import PROBE_C, gene_bag
+from omicformer.scgpt.model._classifier_probe import choose_c, gene_bag
 
 SETS = {
     "pbmc68k": lambda: pbmc68k()[0],
@@ -74,12 +76,16 @@ def representations(adata, module, vocab) -> dict[str, np.ndarray]:
     }
 
 
-def probe_f1(F: np.ndarray, y: np.ndarray, seed: int) -> float:
-    """Query macro-F1 of the probe's regression fitted on the reference of split ``seed``."""
+def probe_f1(F: np.ndarray, y: np.ndarray, seed: int, c: float | None) -> float:
+    """Query macro-F1 of the probe's regression fitted on the reference of split ``seed``.
+
+    ``c``: the regression's C; ``None``: chosen as the probe chooses it (``choose_c``).
+    """
     ref, query = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
     mean, scale = F[ref].mean(0), np.sqrt(F[ref].var(0).mean() + 1e-5)
     Z = (F - mean) / scale
-    lr = LogisticRegression(C=PROBE_C, class_weight="balanced", max_iter=5000)
+    c = choose_c(Z[ref], y[ref], "balanced", 0) if c is None else c
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
     lr.fit(Z[ref], y[ref])
     return float(f1_score(y[query], lr.predict(Z[query]), average="macro"))
 
@@ -90,12 +96,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="default", help='"default" or a model folder')
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--c", type=float, default=None, help="fixed C (default: as the probe)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     module, vocab, description = resolve_model(args.model, task="embed")
     module.eval()
     print(f"{platform.machine()}, torch {torch.__version__} ({args.threads} threads); "
-          f"model {description}; seeds {args.seeds}; query macro-F1, mean ± sd")  # fmt: skip
+          f"model {description}; seeds {args.seeds}; C {args.c or 'by cross-validation'}; "
+          "query macro-F1, mean ± sd")  # fmt: skip
     print(f"{'set':18s} {'bag':>15s} {'encoder':>15s} {'random':>15s} {'bag/encoder':>12s} s")
     means = {r: [] for r in REPRESENTATIONS}
     for name in args.sets:
@@ -103,7 +111,7 @@ def main() -> None:
         t0 = time.perf_counter()
         reps = representations(adata, module, vocab)
         y = adata.obs[LABEL].astype(str).to_numpy()
-        scores = {r: [probe_f1(reps[r], y, s) for s in args.seeds] for r in REPRESENTATIONS}
+        scores = {r: [probe_f1(reps[r], y, s, args.c) for s in args.seeds] for r in REPRESENTATIONS}
         cells = []
         for r in REPRESENTATIONS:
             means[r].append(np.mean(scores[r]))

@@ -9,7 +9,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from omicformer.scgpt.model import ScGPT, ScGPTClassifier
-from omicformer.scgpt.model._classifier_probe import PROBE_NAME, gene_bag, probe_weight
+from omicformer.scgpt.model._classifier_probe import (
+    PROBE_C,
+    PROBE_NAME,
+    choose_c,
+    gene_bag,
+    probe_weight,
+)
 
 N_GENES = 60
 TYPES = ["T", "B", "Mono"]
@@ -143,8 +149,45 @@ def _regression(emb_fn, ref, clf, rows):
     emb = emb_fn(ref, rows)
     mean, scale = emb.mean(0), np.sqrt(emb.var(0).mean() + 1e-5)
     codes = pd.Categorical(ref.obs["cell_type"], categories=clf.classes_).codes
-    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+    lr = LogisticRegression(C=clf.probe_["C"], class_weight="balanced", max_iter=5000)
     return lr.fit((emb - mean) / scale, codes[rows]), mean, scale, codes
+
+
+def _cv_loss_by_hand(z, y, cs, seed):
+    """Summed held-out -log p(true label) per C, stratified folds as many as the rarest class
+    has cells (at most 5)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(5, np.bincount(y)[np.bincount(y) > 0].min())
+    loss = dict.fromkeys(cs, 0.0)
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, y):
+        for c in cs:
+            lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z[tr], y[tr])
+            p = lr.predict_proba(z[te])
+            loss[c] -= sum(np.log(p[i, list(lr.classes_).index(t)]) for i, t in enumerate(y[te]))
+    return loss
+
+
+def test_probe_c_is_chosen_by_cross_validation_on_the_training_cells(pair, pretrained, ref):
+    clf = pair[True]
+    train = np.sort(clf.train_indices)
+    emb = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))(ref, train)
+    z = (emb - emb.mean(0)) / np.sqrt(emb.var(0).mean() + 1e-5)
+    codes = pd.Categorical(ref.obs["cell_type"], categories=clf.classes_).codes[train]
+    loss = _cv_loss_by_hand(z, codes, (0.1, 0.3, 1.0, 3.0, 10.0), seed=FIT["random_state"])
+    assert clf.probe_["C"] == min(loss, key=loss.get)
+
+
+def test_choose_c_without_two_cells_per_class_keeps_the_default():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 3))
+    assert choose_c(z, np.array([0, 0, 0, 1, 1, 1, 2]), "balanced", 0) == PROBE_C
+    assert choose_c(z, np.zeros(7, dtype=int), "balanced", 0) == PROBE_C
+    # noisy labels: the held-out loss prefers the strongest regularisation of the grid
+    z = rng.normal(size=(60, 20))
+    y = rng.integers(0, 2, size=60)
+    loss = _cv_loss_by_hand(z, y, (0.1, 0.3, 1.0, 3.0, 10.0), seed=0)
+    assert choose_c(z, y, "balanced", 0) == min(loss, key=loss.get) == 0.1
 
 
 def test_probe_is_a_logistic_regression_on_the_bag_of_pretrained_gene_embeddings(

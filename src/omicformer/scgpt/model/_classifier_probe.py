@@ -42,8 +42,13 @@ PROBE_NEIGHBORS = 15
 PROBE_ALPHA = 0.05
 #: Cells read at a time for the probe's representation.
 PROBE_CHUNK = 4096
-#: Inverse regularisation strength of the probe's logistic regression (scikit-learn's C).
+#: Inverse regularisation strengths (scikit-learn's C) the probe's regression chooses from.
+PROBE_CS = (0.1, 0.3, 1.0, 3.0, 10.0)
+#: C where cross-validation cannot run (a class with a single training cell).
 PROBE_C = 1.0
+#: Training cells (at most, drawn at random) and folds of the cross-validation that picks C.
+PROBE_CV_CELLS = 2_000
+PROBE_FOLDS = 5
 #: File of a saved classifier's probe (gene embeddings + regression + reference distances).
 PROBE_NAME = "probe.safetensors"
 #: The probe's arrays, saved as tensors of that file (its scalars go to the model config).
@@ -118,6 +123,37 @@ def probe_weight(
     return np.minimum(1.0, p / alpha)
 
 
+def choose_c(z: np.ndarray, y: np.ndarray, class_weight: str | None, random_state: int) -> float:
+    """The C of :data:`PROBE_CS` with the lowest cross-validated log loss of the regression.
+
+    Stratified ``min(5, smallest class)``-fold cross-validation (shuffled with
+    ``random_state``) on at most :data:`PROBE_CV_CELLS` of the cells ``z`` with integer labels
+    ``y``; the loss is the mean of ``-log p(true label)`` over all held-out cells. With a class
+    of a single cell (or a single class) there is nothing to cross-validate:
+    :data:`PROBE_C`.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y)
+    if len(y) > PROBE_CV_CELLS:
+        keep = np.random.default_rng(random_state).choice(len(y), PROBE_CV_CELLS, replace=False)
+        z, y = z[np.sort(keep)], y[np.sort(keep)]
+    counts = np.unique(y, return_counts=True)[1]
+    folds = min(PROBE_FOLDS, int(counts.min()))
+    if len(counts) < 2 or folds < 2:
+        return PROBE_C
+    loss = np.zeros(len(PROBE_CS))
+    split = StratifiedKFold(folds, shuffle=True, random_state=random_state).split(z, y)
+    for train, held in split:  # every class has a cell in every fold: all are trained on
+        for j, c in enumerate(PROBE_CS):
+            lr = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
+            p = lr.fit(z[train], y[train]).predict_proba(z[held])
+            true = p[np.arange(len(held)), np.searchsorted(lr.classes_, y[held])]
+            loss[j] -= np.log(np.clip(true, 1e-12, None)).sum()
+    return float(PROBE_CS[int(np.argmin(loss))])
+
+
 def neighbors(n_reference: int) -> int:
     """Neighbours that place a cell among ``n_reference`` kept reference cells (others for them)."""
     return max(1, min(PROBE_NEIGHBORS, n_reference - 1))
@@ -165,19 +201,29 @@ class ReferenceProbeMixin:
         return train, emb[np.searchsorted(rows, train)], rows, emb
 
     def _fit_probe(
-        self, rows: np.ndarray, emb: np.ndarray, codes: np.ndarray, class_weight: str | None
+        self,
+        rows: np.ndarray,
+        emb: np.ndarray,
+        codes: np.ndarray,
+        class_weight: str | None,
+        random_state: int = 0,
     ) -> None:
         """Fit the regression on ``emb``, the probe representations of ``rows``, standardised.
 
-        Keeps (up to :data:`PROBE_REFERENCE_CELLS`) of them to place query cells, and a
-        temperature already fitted.
+        C is chosen by :func:`choose_c` at the first fit and kept when the regression is refitted,
+        as is a temperature already fitted. Keeps (up to :data:`PROBE_REFERENCE_CELLS`) of the
+        cells to place query cells.
         """
         from sklearn.linear_model import LogisticRegression
         from sklearn.neighbors import NearestNeighbors
 
         mean, scale = emb.mean(0), float(np.sqrt(emb.var(0).mean() + 1e-5))
         z = (emb - mean) / scale
-        lr = LogisticRegression(C=PROBE_C, class_weight=class_weight, max_iter=5000)
+        if self.probe_ is None:
+            c = choose_c(z, codes[rows], class_weight, random_state)
+        else:
+            c = self.probe_["C"]
+        lr = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
         lr.fit(z, codes[rows])
         n_classes, d = len(self.classes_), z.shape[1]
         coef = np.zeros((n_classes, d))
@@ -200,7 +246,7 @@ class ReferenceProbeMixin:
         self.probe_ = {
             "coef": coef, "intercept": intercept, "mean": mean, "scale": scale,
             "reference": reference.astype(np.float32), "reference_distances": ref_dist,
-            "temperature": temperature,
+            "temperature": temperature, "C": c,
         }  # fmt: skip
 
     def _calibrate_with_probe(
@@ -214,7 +260,7 @@ class ReferenceProbeMixin:
         keeps the temperature.
         """
         train, train_emb, rows, emb = self._probe_data(train_idx, val_idx, random_state)
-        self._fit_probe(train, train_emb, labels, class_weight)
+        self._fit_probe(train, train_emb, labels, class_weight, random_state)
         z = (emb[np.searchsorted(rows, val_idx)] - self.probe_["mean"]) / self.probe_["scale"]
         if len(val_idx):  # the probe's temperature, on the validation cells' representations
             from ..train._classify import fit_temperature
@@ -327,9 +373,11 @@ class ReferenceProbeMixin:
         self.probe_ = {key: tensors[key].numpy() for key in PROBE_ARRAYS}
         self.probe_["scale"] = float(settings["scale"])
         self.probe_["temperature"] = float(settings["temperature"])
+        self.probe_["C"] = float(settings["C"])
 
     def _probe_settings(self) -> dict[str, float] | None:
         if self.probe_ is None:
             return None
         return {"scale": float(self.probe_["scale"]),
-                "temperature": float(self.probe_["temperature"])}  # fmt: skip
+                "temperature": float(self.probe_["temperature"]),
+                "C": float(self.probe_["C"])}  # fmt: skip
