@@ -5,11 +5,12 @@ query from another experiment, but costs it cells like the reference's own: on 7
 of ``pbmc68k_reduced`` a logistic regression on a *pretrained* representation beat the
 fine-tuned head by 0.08 macro-F1, while on a query from another experiment it fell 0.2 behind.
 The probe keeps both. Before fine-tuning, the pretrained gene embeddings of the reference's
-genes are kept. A cell's probe representation is their mean over all of its expressed genes,
-weighted by its binned values (the model's own input: per-cell quantile bins, ties drawn as
-:func:`~omicformer.scgpt.tl.embed` draws them), so it reads every expressed gene, not only the
-``max_len - 1`` the encoder sees. A logistic regression is fitted on the (standardised)
-representation of the training cells. A query cell is then labelled by
+genes are kept. A cell's probe representation, its *bag*, is their mean over all of its
+expressed genes, weighted by its binned values (the model's own per-cell quantile bins;
+:func:`gene_bag`), so it reads every expressed gene, not only the ``max_len - 1`` the encoder
+sees, and costs no encoder pass. A logistic regression, its C chosen by cross-validation
+(:func:`choose_c`), is fitted on the (standardised) bags of the training cells. A query cell
+is then labelled by
 ``w * p_probe + (1 - w) * p_finetuned``, where ``w`` says whether the cell lies among the
 reference cells in that representation: ``d``, its mean distance to its 15 nearest reference
 cells, is ranked among the same distances of the reference cells themselves (leave-one-out),
