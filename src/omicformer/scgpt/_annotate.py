@@ -158,7 +158,8 @@ def annotate(
         cell. With the default model the probe lifted query macro-F1 on the 70/30 splits of
         ``docs/benchmarks.md`` (e.g. 0.630 to 0.722 on ``pbmc68k_reduced``, 0.81 to 0.946 on
         ``oligodendroglioma``), and on the transfers between experiments it changed little
-        (0.805 to 0.797) or helped (0.922 to 0.953). A classifier passed as ``model`` keeps its own.
+        (0.805 to 0.797) or helped (0.922 to 0.953). A classifier passed as ``model`` keeps
+        its own.
     n_neighbors
         Neighbours of ``method="knn"``.
     device

@@ -29,6 +29,13 @@ def digitize(x: np.ndarray, edges: np.ndarray, rng: np.random.Generator) -> np.n
     return np.ceil(r * (right - left) + left).astype(np.int64)
 
 
+def expected_digits(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The mean of :func:`digitize`'s draw: a tied value's range ``right + 1 .. left`` averaged."""
+    left = np.digitize(x, edges)
+    right = np.digitize(x, edges, right=True)
+    return np.where(left == right, left, (right + 1 + left) / 2)
+
+
 def bin_nonzero(
     values: np.ndarray, n_bins: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

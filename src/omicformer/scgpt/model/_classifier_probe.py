@@ -80,14 +80,15 @@ def gene_bag(
     n_bins
         The model's per-cell quantile bins (the official edges over the cell's non-zero
         values); a value tied with an edge, which the model's input draws at random in its
-        range (``_binning.digitize``), weighs the middle of that range, so the bag is
-        deterministic. ``None``: the values themselves.
+        range (``_binning.digitize``), weighs the middle of that range
+        (``_binning.expected_digits``), so the bag is deterministic. ``None``: the values
+        themselves.
 
     Returns
     -------
     ``(n_cells, table.shape[1])`` float64; a cell with none of ``genes`` gets zeros.
     """
-    from .._binning import quantile_edges
+    from .._binning import expected_digits, quantile_edges
 
     gene_ids = np.asarray(gene_ids)
     pos = np.searchsorted(genes, gene_ids).clip(max=max(len(genes) - 1, 0))
@@ -99,10 +100,7 @@ def gene_bag(
         for i in range(sub.shape[0]):
             s, e = sub.indptr[i], sub.indptr[i + 1]
             if e > s:
-                edges = quantile_edges(sub.data[s:e], n_bins)
-                left = np.digitize(sub.data[s:e], edges)
-                right = np.digitize(sub.data[s:e], edges, right=True)
-                weights[s:e] = np.where(left == right, left, (right + 1 + left) / 2)
+                weights[s:e] = expected_digits(sub.data[s:e], quantile_edges(sub.data[s:e], n_bins))
     rows = np.searchsorted(genes, gene_ids[cols][sub.indices])
     W = sp.csr_matrix((weights, rows, sub.indptr), shape=(sub.shape[0], len(genes)))
     total = np.asarray(W.sum(1)).ravel()
@@ -129,7 +127,7 @@ def choose_c(z: np.ndarray, y: np.ndarray, class_weight: str | None, random_stat
 
     Stratified ``min(5, smallest class)``-fold cross-validation (shuffled with
     ``random_state``) on at most :data:`PROBE_CV_CELLS` of the cells ``z`` with integer labels
-    ``y``; the loss is the mean of ``-log p(true label)`` over all held-out cells. With a class
+    ``y``; the loss is ``-log p(true label)`` summed over all held-out cells. With a class
     of a single cell (or a single class) there is nothing to cross-validate:
     :data:`PROBE_C`.
     """
