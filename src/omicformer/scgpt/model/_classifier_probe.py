@@ -136,8 +136,9 @@ def choose_c(z: np.ndarray, y: np.ndarray, class_weight: str | None, random_stat
 
     y = np.asarray(y)
     if len(y) > PROBE_CV_CELLS:
-        keep = np.random.default_rng(random_state).choice(len(y), PROBE_CV_CELLS, replace=False)
-        z, y = z[np.sort(keep)], y[np.sort(keep)]
+        keep = np.sort(np.random.default_rng(random_state).choice(len(y), PROBE_CV_CELLS,
+                                                                  replace=False))  # fmt: skip
+        z, y = z[keep], y[keep]
     counts = np.unique(y, return_counts=True)[1]
     folds = min(PROBE_FOLDS, int(counts.min()))
     if len(counts) < 2 or folds < 2:
@@ -195,8 +196,7 @@ class ReferenceProbeMixin:
         rng = np.random.default_rng(random_state)
         train = np.sort(rng.choice(train_idx, min(len(train_idx), PROBE_CELLS), replace=False))
         rows = np.union1d(train, val_idx)
-        emb = self._probe_embeddings(self.adata, rows=rows, random_state=random_state,
-                                     progress=False)  # fmt: skip
+        emb = self._probe_embeddings(self.adata, rows=rows)  # deterministic: no seed
         return train, emb[np.searchsorted(rows, train)], rows, emb
 
     def _fit_probe(
@@ -312,7 +312,8 @@ class ReferenceProbeMixin:
     ) -> np.ndarray:
         """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``).
 
-        ``features``: the cells' standardised pretrained embeddings, if already computed.
+        ``features``: the cells' standardised bags (:meth:`_probe_features`), if already
+        computed.
         """
         from sklearn.neighbors import NearestNeighbors
 
