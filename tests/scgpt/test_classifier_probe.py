@@ -266,6 +266,23 @@ def test_probe_save_load_round_trip(pair, tmp_path):
     assert ScGPTClassifier.load(tmp_path / "clf").probe_ is None
 
 
+def test_probe_of_an_earlier_version_or_a_lost_file_fails_to_load_with_its_reason(pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "clf"
+    pair[True].save(path)
+    tensors = load_file(str(path / PROBE_NAME))
+    # the first probe kept a copy of the pretrained encoder ("module.*"), not the gene table
+    old = {k: v for k, v in tensors.items() if k not in ("genes", "table")}
+    old["module.encoder.embedding.weight"] = torch.zeros(3, 2)
+    save_file(old, str(path / PROBE_NAME))
+    with pytest.raises(ValueError, match=r"lacks \['genes', 'table'\].*earlier omicformer"):
+        ScGPTClassifier.load(path)
+    (path / PROBE_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no probe\.safetensors"):
+        ScGPTClassifier.load(path)
+
+
 def test_annotate_probe_argument_reaches_training(pretrained, ref):
     from omicformer.scgpt import tl
 

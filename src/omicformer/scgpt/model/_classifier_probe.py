@@ -368,7 +368,23 @@ class ReferenceProbeMixin:
         self.probe_, self.probe_genes_ = None, None
         if not settings:
             return
-        tensors = load_file(str(Path(dir_path) / PROBE_NAME))
+        path = Path(dir_path) / PROBE_NAME
+        if not path.is_file():
+            msg = (
+                f"{dir_path} was saved with a reference probe but has no {PROBE_NAME}: copy the "
+                "whole folder that ScGPTClassifier.save wrote, or train the classifier again."
+            )
+            raise FileNotFoundError(msg)
+        tensors = load_file(str(path))
+        missing = [k for k in (*PROBE_GENE_ARRAYS, *PROBE_ARRAYS) if k not in tensors]
+        if missing:
+            msg = (
+                f"{path} lacks {missing}: it holds a probe of an earlier omicformer version (a "
+                "copy of the pretrained encoder instead of its gene embeddings), which this "
+                "version cannot read. Train the classifier again (ScGPTClassifier.train, or "
+                "scgpt.tl.annotate) and save it."
+            )
+            raise ValueError(msg)
         self.probe_genes_ = {key: tensors[key].numpy() for key in PROBE_GENE_ARRAYS}
         self.probe_ = {key: tensors[key].numpy() for key in PROBE_ARRAYS}
         self.probe_["scale"] = float(settings["scale"])
