@@ -379,10 +379,10 @@ class ReferenceProbeMixin:
         missing = [k for k in (*PROBE_GENE_ARRAYS, *PROBE_ARRAYS) if k not in tensors]
         if missing:
             msg = (
-                f"{path} lacks {missing}: it holds a probe of an earlier omicformer version (a "
-                "copy of the pretrained encoder instead of its gene embeddings), which this "
-                "version cannot read. Train the classifier again (ScGPTClassifier.train, or "
-                "scgpt.tl.annotate) and save it."
+                f"{path} lacks {missing}: it is incomplete, or holds the probe of an earlier "
+                "omicformer version (a copy of the pretrained encoder instead of its gene "
+                "embeddings), which this version cannot read. Train the classifier again "
+                "(ScGPTClassifier.train, or scgpt.tl.annotate) and save it."
             )
             raise ValueError(msg)
         self.probe_genes_ = {key: tensors[key].numpy() for key in PROBE_GENE_ARRAYS}
