@@ -102,8 +102,9 @@ def integrate(
         discriminator alone left two PBMC experiments fully apart; with this loss on,
         minibatches mix the batches, so it finds pairs (with ``dsbn=True`` too, which then
         normalises each batch's cells of a minibatch with that batch's layer). ``0``: the
-        official objective (with DSBN, one batch per minibatch). See "Integrating batches" in
-        the scGPT guide for the scores it gave.
+        official objective (with DSBN, one batch per minibatch). It assumes the batches share
+        their cell types: a population that only one batch holds can end inside another type
+        (try ``0`` then). See "Integrating batches" in the scGPT guide for the scores it gave.
     dsbn
         Domain-specific batch norm (the official tutorial's ``DSBN=True``). Off by default:
         with the default model, ``False`` mixed batches that share cell types more and kept
