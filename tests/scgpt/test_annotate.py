@@ -195,6 +195,31 @@ def test_annotate_knn(pretrained, ref_query):
     assert (got[kept] == before[kept]).all()
 
 
+def _scaled(a: ad.AnnData) -> ad.AnnData:
+    """scanpy's workflow: log-normalised expression kept in ``raw``, ``X`` scaled."""
+    import scanpy as sc
+
+    a = a.copy()
+    sc.pp.log1p(a)
+    a.raw = a
+    a.X = a.X.toarray()
+    sc.pp.scale(a)
+    return a
+
+
+def test_annotate_reads_raw_when_x_is_scaled(pretrained, ref_query):
+    ref, query = ref_query
+    kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False,
+          "n_neighbors": 5}  # fmt: skip
+    expected = tl.annotate(_scaled(query).raw.to_adata(), _scaled(ref).raw.to_adata(), copy=True,
+                           **kw).obs  # fmt: skip
+    q = _scaled(query)
+    with pytest.warns(UserWarning, match="reference.X holds negative values"):
+        tl.annotate(q, _scaled(ref), **kw)
+    pd.testing.assert_frame_equal(q.obs[expected.columns], expected)
+    np.testing.assert_array_equal(q.X, _scaled(query).X)  # X itself is untouched
+
+
 @pytest.mark.parametrize(
     ("change", "kwargs", "error", "match"),
     [

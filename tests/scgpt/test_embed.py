@@ -149,6 +149,35 @@ def test_bad_values(ckpt, continuous_adata_factory, mutate, err, match):
     _assert_untouched(a, before)
 
 
+def _scanpy_scaled(a):
+    """scanpy's workflow: log-normalised ``raw`` kept, then a subset of genes, scaled in ``X``."""
+    import scanpy as sc
+
+    sc.pp.log1p(a)
+    a.raw = a
+    a = a[:, 10:].copy()
+    a.X = a.X.toarray()
+    sc.pp.scale(a)
+    assert a.X.min() < 0 and a.raw.n_vars == a.n_vars + 10
+    return a
+
+
+def test_scaled_x_reads_raw_as_scanpy_does(ckpt, continuous_adata_factory):
+    a = _scanpy_scaled(continuous_adata_factory(12))
+    expected = _embed(a.raw.to_adata(), ckpt, copy=True).obsm["X_scgpt"]  # every raw gene
+    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw \(52 genes\)"):
+        _embed(a, ckpt)
+    np.testing.assert_allclose(a.obsm["X_scgpt"], expected, atol=1e-6)
+    # a layer asked for is read as it is; a raw that is scaled too is no way out
+    a.layers["scaled"] = a.X.copy()
+    with pytest.raises(ValueError, match="negative"):
+        _embed(a, ckpt, layer="scaled")
+    b = _scanpy_scaled(continuous_adata_factory(6))
+    b.raw = b.copy()
+    with pytest.raises(ValueError, match="negative"):
+        _embed(b, ckpt)
+
+
 def test_bad_arguments(ckpt, continuous_adata_factory):
     a = continuous_adata_factory(6)
     before = a.copy()

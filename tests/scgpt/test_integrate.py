@@ -111,6 +111,22 @@ def test_copy_returns_new_adata_and_leaves_input(pretrained):
     assert "Z" in out.obsm and "Z" not in adata.obsm and "scgpt" not in adata.uns
 
 
+def test_scaled_x_is_integrated_from_raw(pretrained):
+    import scanpy as sc
+
+    a = _batches()
+    sc.pp.log1p(a)
+    expected = tl.integrate(a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
+                            progress=False, copy=True).obsm["X_scgpt_integrated"]  # fmt: skip
+    a.raw = a
+    a.X = a.X.toarray()
+    sc.pp.scale(a)
+    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw"):
+        tl.integrate(a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
+                     progress=False)  # fmt: skip
+    np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
+
+
 def test_default_fine_tunes_without_dsbn(pretrained):
     # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
     # the official DSBN=True

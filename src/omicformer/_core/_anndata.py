@@ -68,6 +68,47 @@ def check_values(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
         raise ValueError(msg)
 
 
+def _min_value(matrix) -> float:
+    """Smallest stored value of an in-memory dense or sparse matrix (0.0 when empty)."""
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    return float(data.min()) if data.size else 0.0
+
+
+def raw_if_scaled(
+    adata: AnnData, layer: str | None, gene_key: str | None, where: str, stacklevel: int = 3
+) -> AnnData:
+    """``adata``, or its ``.raw`` expression when ``adata.X`` holds scaled values.
+
+    scanpy's workflow scales ``X`` after keeping the log-normalised matrix in ``adata.raw``
+    (``adata.raw = adata``; ``sc.pp.scale``); scGPT bins non-negative expression. When no
+    ``layer`` is asked for, ``X`` (in memory) has negative values and ``adata.raw`` exists
+    without any (and holds ``gene_key`` if one is given), a warning says so and an AnnData of
+    ``adata.raw``'s matrix and genes with ``adata``'s ``obs`` is returned for reading; results
+    are still written to ``adata``. Otherwise ``adata`` itself is returned (and the values
+    check raises its error if ``X`` is unusable).
+    """
+    if layer is not None or adata.isbacked or adata.raw is None or adata.n_obs == 0:
+        return adata
+    raw = adata.raw
+    if gene_key is not None and gene_key not in raw.var.columns:
+        return adata
+    low = _min_value(adata.X)
+    if low >= 0 or _min_value(raw.X) < 0:
+        return adata
+    import warnings
+
+    import anndata as ad
+
+    warnings.warn(
+        f"{where}.X holds negative values (min {low:.3g}: scaled data), so {where}.raw "
+        f"({raw.n_vars} genes) is read instead, as scanpy does with use_raw. Pass layer= to "
+        "read another matrix.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return ad.AnnData(X=raw.X, obs=adata.obs.copy(), var=raw.var.copy())
+
+
 def to_csr(block) -> sp.csr_matrix:
     """Convert a dense/sparse/backed block to float32 CSR."""
     if hasattr(block, "to_memory"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer
+from .._core._anndata import check_layer, raw_if_scaled
 from ._genes import gene_names, match_genes
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
@@ -122,6 +122,8 @@ def annotate(
         ``obs`` column for the predictions; default ``"scgpt_" + label_key``.
     layer, gene_key
         Where the expression and the gene symbols are (the same for ``reference``).
+        ``layer=None`` reads ``X``, or ``raw`` (with a warning) where ``X`` holds scaled values
+        (negative ones: scanpy's ``sc.pp.scale``) and ``raw`` none.
     min_confidence
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs
@@ -308,6 +310,11 @@ def _check_inputs(
     for a in (adata, source):
         check_layer(a, layer)
         gene_names(a, gene_key)  # KeyError for an unknown gene_key
+    # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
+    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)
+    source = (
+        adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference", 4)
+    )
     has_label, counts = labelled_cells(
         source.obs[label_key], f"{where}.obs[{label_key!r}]",
         rare_hint="a class needs cells to learn from and to validate on",

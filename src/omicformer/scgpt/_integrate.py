@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer, check_obs_key
+from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
 from ._genes import gene_names, match_genes, match_report
 from ._resolve import describe_model, resolve_model
 from ._tokenize import check_gene_selection
@@ -83,7 +83,9 @@ def integrate(
         values: unlabelled). As scANVI does, a cell-type head is then trained on the labelled
         cells too, so that known cell types stay apart.
     layer, gene_key
-        Where the expression and the gene symbols are.
+        Where the expression and the gene symbols are. ``layer=None`` reads ``adata.X``, or
+        ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
+        ``sc.pp.scale``) and ``adata.raw`` none.
     key_added
         ``obsm`` key of the corrected embedding.
     max_epochs
@@ -252,6 +254,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     check_layer(adata, layer)
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
+    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
     for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
                         ("mnn_weight", mnn_weight)):  # fmt: skip
         if value < 0:

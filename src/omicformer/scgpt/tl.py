@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .._core._anndata import check_layer, check_obs_key
+from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
@@ -80,7 +80,9 @@ def embed(
         by :meth:`~omicformer.scgpt.model.ScGPT.save`, or an
         :class:`~omicformer.scgpt.model.ScGPT` instance.
     layer
-        Layer holding the expression; ``None`` uses ``adata.X``.
+        Layer holding the expression; ``None`` uses ``adata.X``, or ``adata.raw`` (with a
+        warning) when ``X`` holds scaled values (negative ones: scanpy's ``sc.pp.scale``) and
+        ``adata.raw`` none.
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``.
     batch_key
@@ -192,13 +194,14 @@ def embed(
     if out_file is not None:
         out_file = os.path.abspath(check_out_path(out_file))  # before loading the model
         check_not_input(adata, out_file)
+    source = raw_if_scaled(adata, layer, gene_key, "adata")
     module, vocab, description = resolve_model(model, task="embed")
-    gene_ids = match_genes(adata, vocab, gene_key)
+    gene_ids = match_genes(source, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
     selection = gene_selection_of(model)
     max_len = max_len_of(model) if max_len is None else max_len
     emb = embed_cells(
-        module, vocab, adata, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
+        module, vocab, source, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
         max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
         progress=progress, batch_labels=codes, out_file=out_file, out_key=key_added,
         chunk_size=chunk_size, gene_selection=selection,
