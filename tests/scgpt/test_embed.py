@@ -178,6 +178,19 @@ def test_scaled_x_reads_raw_as_scanpy_does(ckpt, continuous_adata_factory):
         _embed(b, ckpt)
 
 
+def test_symbols_in_a_var_column_are_found(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(8)
+    expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]
+    a.var["feature_name"] = a.var_names.to_numpy()  # CELLxGENE: Ensembl ids, symbols in var
+    a.var["n_cells"] = np.arange(a.n_vars)
+    a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    with pytest.warns(UserWarning, match=r"var\['feature_name'\] are used \(50 of 52") as record:
+        tl.embed(a, model=ckpt, device="cpu", progress=False)
+    assert record[0].filename == __file__
+    np.testing.assert_allclose(a.obsm["X_scgpt"], expected, atol=1e-6)
+    assert a.uns["scgpt"]["X_scgpt"]["params"]["gene_key"] == "feature_name"
+
+
 def test_bad_arguments(ckpt, continuous_adata_factory):
     a = continuous_adata_factory(6)
     before = a.copy()

@@ -127,6 +127,20 @@ def test_scaled_x_is_integrated_from_raw(pretrained):
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 
 
+def test_symbols_in_a_var_column_are_found(pretrained):
+    kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
+          "progress": False}  # fmt: skip
+    a = _batches()
+    a.var["gene_name"] = a.var_names.to_numpy()
+    a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    expected = tl.integrate(a, gene_key="gene_name", copy=True, **kw).obsm["X_scgpt_integrated"]
+    with pytest.warns(UserWarning, match=r"var\['gene_name'\] are used \(60 of 60") as record:
+        tl.integrate(a, **kw)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
+    assert a.uns["scgpt"]["X_scgpt_integrated"]["params"]["gene_key"] == "gene_name"
+
+
 def test_default_fine_tunes_without_dsbn(pretrained):
     # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
     # the official DSBN=True

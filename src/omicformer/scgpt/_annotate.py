@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, raw_if_scaled
-from ._genes import gene_names, match_genes
+from ._genes import gene_names, match_genes, symbol_column, symbols_as_names
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -122,8 +122,10 @@ def annotate(
         ``obs`` column for the predictions; default ``"scgpt_" + label_key``.
     layer, gene_key
         Where the expression and the gene symbols are (the same for ``reference``).
-        ``layer=None`` reads ``X``, or ``raw`` (with a warning) where ``X`` holds scaled values
-        (negative ones: scanpy's ``sc.pp.scale``) and ``raw`` none.
+        ``gene_key=None`` reads ``var_names``, or a ``var`` column of symbols where they are
+        Ensembl ids (see :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``X``, or
+        ``raw`` (with a warning) where ``X`` holds scaled values (negative ones: scanpy's
+        ``sc.pp.scale``) and ``raw`` none.
     min_confidence
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs
@@ -213,7 +215,7 @@ def annotate(
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
     if gene_selection is not None:
         check_gene_selection(gene_selection)
-    ref, query, query_mask, fitted, genes = _check_inputs(
+    ref, query, query_mask, fitted, genes, gene_key = _check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
     if method == "finetune":
@@ -281,12 +283,13 @@ def _check_inputs(
     layer: str | None,
     gene_key: str | None,
     min_confidence: float,
-) -> tuple[Cells, Cells, np.ndarray, Any, dict[str, int]]:
+) -> tuple[Cells, Cells, np.ndarray, Any, dict[str, int], str | None]:
     """Validate everything before any change.
 
     Returns the labelled reference and the query as :class:`Cells`, both read with only the
     genes they share in the model's vocabulary, the query mask, a reusable trained classifier
-    (or ``None``) and the gene counts. In memory the reference is a copy of the labelled cells
+    (or ``None``), the gene counts and the ``gene_key`` both are read with (``var_names``
+    of Ensembl ids with symbols in a ``var`` column: that column, see ``symbol_column``). In memory the reference is a copy of the labelled cells
     and the query a view. A ``backed="r"`` file is not loaded: it is reopened read-only
     (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
     in chunks by training (the reference's labelled cells; with ``reference=None`` its
@@ -332,6 +335,7 @@ def _check_inputs(
         query_mask = np.ones(adata.n_obs, dtype=bool)
     fitted = _fitted_classifier(model, counts.index)
     module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
+    adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)
     ref_ids = match_genes(source, module_vocab, gene_key)
     query_ids = match_genes(adata, module_vocab, gene_key)
     common = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0])
@@ -363,7 +367,29 @@ def _check_inputs(
         query = Cells(_subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars)}  # fmt: skip
-    return ref, query, query_mask, fitted, genes
+    return ref, query, query_mask, fitted, genes, gene_key
+
+
+def _symbol_columns(
+    adata: AnnData, source: AnnData, reference: AnnData | None, vocab: Any, gene_key: str | None
+) -> tuple[AnnData, AnnData, str | None]:
+    """Query, reference and the ``gene_key`` to read both with (``symbol_column`` per side).
+
+    Where the two sides hold their symbols in different places (one in ``var_names``, one in
+    a ``var`` column, e.g. a CELLxGENE query), an in-memory side is read through an AnnData
+    with its symbols as gene names (:func:`symbols_as_names`), so one ``gene_key`` fits both.
+    """
+    query_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=5)
+    if reference is None:
+        return adata, adata, query_key
+    ref_key = symbol_column(source, vocab, gene_key, "reference", stacklevel=5)
+    if query_key == ref_key:
+        return adata, source, query_key
+    if query_key is not None and not streamable(adata):
+        adata, query_key = symbols_as_names(adata, query_key), None
+    if ref_key is not None and not streamable(source):
+        source, ref_key = symbols_as_names(source, ref_key), None
+    return adata, source, query_key if query_key == ref_key else gene_key
 
 
 def _subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:

@@ -45,8 +45,7 @@ def match_genes(
     names = gene_names(adata, gene_key)
     ids = vocab.lookup(names)
     n_match = int((ids >= 0).sum())
-    n_vocab_genes = len(vocab) - sum(tok in vocab for tok in SPECIAL_TOKENS)
-    if n_match == 0 or n_match < min_fraction * min(len(names), n_vocab_genes):
+    if not _enough(n_match, len(names), vocab, min_fraction):
         example = ", ".join(names[:3])
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
@@ -57,6 +56,66 @@ def match_genes(
         )
         raise ValueError(msg)
     return ids
+
+
+def _enough(n_match: int, n_names: int, vocab: GeneVocab, min_fraction: float) -> bool:
+    """The criterion of :func:`match_genes`: enough genes matched to go on."""
+    n_vocab_genes = len(vocab) - sum(tok in vocab for tok in SPECIAL_TOKENS)
+    return n_match > 0 and n_match >= min_fraction * min(n_names, n_vocab_genes)
+
+
+def symbol_column(
+    adata: AnnData,
+    vocab: GeneVocab,
+    gene_key: str | None,
+    where: str = "adata",
+    min_fraction: float = MIN_MATCH_FRACTION,
+    stacklevel: int = 3,
+) -> str | None:
+    """``gene_key``, or the ``var`` column holding gene symbols when ``var_names`` do not.
+
+    With ``gene_key=None`` and ``var_names`` matching too few vocabulary genes for
+    :func:`match_genes` (Ensembl ids, as in CELLxGENE files, whose symbols are in
+    ``var["feature_name"]``), the text column of ``var`` that matches the most vocabulary genes
+    is returned if it matches enough, with a warning naming it; otherwise ``None`` (and
+    :func:`match_genes` raises its error).
+    """
+    if gene_key is not None or adata.n_vars == 0:
+        return gene_key
+    if _enough(int((vocab.lookup(adata.var_names) >= 0).sum()), adata.n_vars, vocab, min_fraction):
+        return None
+    best, best_n = None, 0
+    for column in adata.var.columns:
+        values = adata.var[column]
+        if values.dtype.kind in "biufcmM":  # numbers, booleans, dates: not symbols
+            continue
+        n = int((vocab.lookup(values.astype(str)) >= 0).sum())
+        if n > best_n:
+            best, best_n = column, n
+    if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
+        return None
+    import warnings
+
+    warnings.warn(
+        f"{where}.var_names (e.g. {adata.var_names[0]!r}) match few genes of the model's "
+        f"vocabulary, so the gene symbols of {where}.var[{best!r}] are used ({best_n} of "
+        f"{adata.n_vars} genes matched). Pass gene_key= to choose the column.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return str(best)
+
+
+def symbols_as_names(adata: AnnData, gene_key: str) -> AnnData:
+    """An AnnData sharing ``adata``'s matrices and ``obs``, with ``var[gene_key]`` as gene names."""
+    import anndata as ad
+    import pandas as pd
+
+    names = pd.Index(gene_names(adata, gene_key))
+    out = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=pd.DataFrame(index=names))
+    for key, value in adata.layers.items():
+        out.layers[key] = value
+    return out
 
 
 def match_report(ids: np.ndarray) -> dict[str, int]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
-from ._genes import gene_names, match_genes, match_report
+from ._genes import gene_names, match_genes, match_report, symbol_column
 from ._resolve import describe_model, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -83,7 +83,9 @@ def integrate(
         values: unlabelled). As scANVI does, a cell-type head is then trained on the labelled
         cells too, so that known cell types stay apart.
     layer, gene_key
-        Where the expression and the gene symbols are. ``layer=None`` reads ``adata.X``, or
+        Where the expression and the gene symbols are (``gene_key=None``: ``var_names``, or
+        a ``var`` column of symbols where they are Ensembl ids, see
+        :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``adata.X``, or
         ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
         ``sc.pp.scale``) and ``adata.raw`` none.
     key_added
@@ -177,7 +179,7 @@ def integrate(
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
 
-    work, genes, fitted, stream = _prepare(
+    work, genes, fitted, stream, gene_key = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
         mnn_weight, ecs_threshold, max_len, dsbn, gene_selection,
     )  # fmt: skip
@@ -236,7 +238,9 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
              mnn_weight, ecs_threshold, max_len, dsbn, gene_selection):  # fmt: skip
     """Validate everything before any change; return the working AnnData and gene counts.
 
-    Also returns a reusable fitted model (or ``None``) and whether the work is streamed.
+    Also returns a reusable fitted model (or ``None``), whether the work is streamed and the
+    ``gene_key`` the genes were read with (``symbol_column``: a symbol column of ``var``
+    when ``var_names`` are not symbols).
     The working AnnData has ``obs["batch"]`` and, with ``labels_key``, ``obs["labels"]``
     (missing labels as the unlabelled category); scvi-tools' setup writes into it, never into
     ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
@@ -294,6 +298,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
         vocab = fitted.vocab
     else:
         vocab = resolve_model(model, task="embed")[1]
+    gene_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=4)
     gene_ids = match_genes(adata, vocab, gene_key)
     genes = match_report(gene_ids)
     if genes["n_genes_matched"] < MIN_GENES:
@@ -314,13 +319,13 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     if fitted is None and streamable(adata):
         work = reopened(adata, gene_key, gene_ids >= 0)
         work.obs = obs
-        return work, genes, fitted, True
+        return work, genes, fitted, True, gene_key
     cols = np.flatnonzero(gene_ids >= 0)
     X = sp.vstack([sub for _, sub in vocab_chunks(adata, layer, cols)], format="csr")
     var = pd.DataFrame(index=pd.Index(gene_names(adata, gene_key)[cols].astype(str)))
     work = ad.AnnData(X=X, obs=obs, var=var)
     work.var_names_make_unique()
-    return work, genes, fitted, False
+    return work, genes, fitted, False, gene_key
 
 
 def _labels(values: pd.Series, key: str) -> pd.Categorical:

@@ -9,7 +9,7 @@ from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
-from ._genes import match_genes, match_report
+from ._genes import match_genes, match_report, symbol_column
 from ._integrate import integrate
 from ._perturb import predict_perturbation
 from ._perturb_baselines import perturbation_baseline
@@ -84,7 +84,9 @@ def embed(
         warning) when ``X`` holds scaled values (negative ones: scanpy's ``sc.pp.scale``) and
         ``adata.raw`` none.
     gene_key
-        ``var`` column with gene symbols; ``None`` uses ``var_names``.
+        ``var`` column with gene symbols; ``None`` uses ``var_names``, or, when they match
+        too few of the model's genes (Ensembl ids), the ``var`` column that matches the most
+        (e.g. CELLxGENE's ``feature_name``; a warning names it).
     batch_key
         ``obs`` column with batch labels, needed (only) by models with batch-dependent layers
         (trained with ``dsbn=True`` or ``use_batch_labels=True``): each cell then uses its
@@ -196,6 +198,7 @@ def embed(
         check_not_input(adata, out_file)
     source = raw_if_scaled(adata, layer, gene_key, "adata")
     module, vocab, description = resolve_model(model, task="embed")
+    gene_key = symbol_column(source, vocab, gene_key, "adata")
     gene_ids = match_genes(source, vocab, gene_key)
     codes = _batch_codes(model, module, adata, batch_key)
     selection = gene_selection_of(model)
