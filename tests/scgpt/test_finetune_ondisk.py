@@ -257,6 +257,22 @@ def test_annotate_knn_on_backed_data_equals_in_memory(pretrained, tmp_path):
     backed.file.close()
 
 
+def test_annotate_backed_query_with_symbols_in_a_var_column(pretrained, tmp_path):
+    ref, query = _cells(seed=0), _cells(seed=1)
+    kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False}
+    expected = tl.annotate(query, ref, copy=True, **kw).obs
+    query.var["feature_name"] = query.var_names.to_numpy()  # a CELLxGENE file
+    query.var_names = [f"ENSG{i:011d}" for i in range(query.n_vars)]
+    query.write_h5ad(tmp_path / "q.h5ad")
+    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    with pytest.warns(UserWarning, match=r"adata.var\['feature_name'\] are used"):
+        tl.annotate(backed, ref, **kw)
+    new = ["scgpt_cell_type", "scgpt_cell_type_confidence"]
+    pd.testing.assert_frame_equal(backed.obs[new], expected[new])
+    assert list(ref.var_names[:2]) == ["G0", "G1"] and "feature_name" not in ref.var
+    backed.file.close()
+
+
 @pytest.mark.parametrize("dsbn", [True, False])
 def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, dsbn):
     adata = _cells()

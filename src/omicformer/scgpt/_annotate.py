@@ -377,7 +377,8 @@ def _symbol_columns(
 
     Where the two sides hold their symbols in different places (one in ``var_names``, one in
     a ``var`` column, e.g. a CELLxGENE query), an in-memory side is read through an AnnData
-    with its symbols as gene names (:func:`symbols_as_names`), so one ``gene_key`` fits both.
+    with its symbols where the other side has them (:func:`symbols_as_names`; a
+    ``backed="r"`` side is streamed from its file as it is), so one ``gene_key`` fits both.
     """
     query_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=5)
     if reference is None:
@@ -385,11 +386,15 @@ def _symbol_columns(
     ref_key = symbol_column(source, vocab, gene_key, "reference", stacklevel=5)
     if query_key == ref_key:
         return adata, source, query_key
-    if query_key is not None and not streamable(adata):
-        adata, query_key = symbols_as_names(adata, query_key), None
-    if ref_key is not None and not streamable(source):
-        source, ref_key = symbols_as_names(source, ref_key), None
-    return adata, source, query_key if query_key == ref_key else gene_key
+    streamed = [key for a, key in ((adata, query_key), (source, ref_key)) if streamable(a)]
+    if len(streamed) == 2:  # two files keeping their symbols in different places
+        return adata, source, gene_key
+    target = streamed[0] if streamed else None
+    if query_key != target:
+        adata = symbols_as_names(adata, query_key, target)
+    if ref_key != target:
+        source = symbols_as_names(source, ref_key, target)
+    return adata, source, target
 
 
 def _subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:

@@ -106,13 +106,22 @@ def symbol_column(
     return str(best)
 
 
-def symbols_as_names(adata: AnnData, gene_key: str) -> AnnData:
-    """An AnnData sharing ``adata``'s matrices and ``obs``, with ``var[gene_key]`` as gene names."""
+def symbols_as_names(adata: AnnData, gene_key: str | None, column: str | None = None) -> AnnData:
+    """An AnnData sharing ``adata``'s matrices and ``obs``, its symbols moved.
+
+    The symbols (``var_names``, or ``var[gene_key]``) become the gene names (``column=None``)
+    or the ``var[column]`` column, so that ``adata`` is read like another AnnData that keeps its
+    symbols there.
+    """
     import anndata as ad
     import pandas as pd
 
     names = pd.Index(gene_names(adata, gene_key))
-    out = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=pd.DataFrame(index=names))
+    if column is None:
+        var = pd.DataFrame(index=names)
+    else:
+        var = pd.DataFrame({column: names.to_numpy()}, index=adata.var_names.copy())
+    out = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=var)
     for key, value in adata.layers.items():
         out.layers[key] = value
     return out
