@@ -289,8 +289,9 @@ def _check_inputs(
     Returns the labelled reference and the query as :class:`Cells`, both read with only the
     genes they share in the model's vocabulary, the query mask, a reusable trained classifier
     (or ``None``), the gene counts and the ``gene_key`` both are read with (``var_names``
-    of Ensembl ids with symbols in a ``var`` column: that column, see ``symbol_column``). In memory the reference is a copy of the labelled cells
-    and the query a view. A ``backed="r"`` file is not loaded: it is reopened read-only
+    of Ensembl ids with symbols in a ``var`` column: that column, see ``symbol_column``). In
+    memory the reference is a copy of the labelled cells and the query a view (of ``raw``
+    where ``X`` is scaled, see ``raw_if_scaled``). A ``backed="r"`` file is not loaded: it is reopened read-only
     (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
     in chunks by training (the reference's labelled cells; with ``reference=None`` its
     unlabelled cells are registered with label code ``-1`` and skipped) and prediction (query

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -94,8 +95,6 @@ def symbol_column(
             best, best_n = column, n
     if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
         return None
-    import warnings
-
     warnings.warn(
         f"{where}.var_names (e.g. {adata.var_names[0]!r}) match few genes of the model's "
         f"vocabulary, so the gene symbols of {where}.var[{best!r}] are used ({best_n} of "
@@ -121,7 +120,9 @@ def symbols_as_names(adata: AnnData, gene_key: str | None, column: str | None = 
         var = pd.DataFrame(index=names)
     else:
         var = pd.DataFrame({column: names.to_numpy()}, index=adata.var_names.copy())
-    out = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=var)
+    with warnings.catch_warnings():  # symbols may repeat; they are matched, not indexed by
+        warnings.filterwarnings("ignore", "Variable names are not unique")
+        out = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=var)
     for key, value in adata.layers.items():
         out.layers[key] = value
     return out
