@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, raw_if_scaled
+from ._backed import reopened, streamable
 from ._genes import gene_names, match_genes, symbol_column, symbols_as_names
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
@@ -26,33 +27,6 @@ class Cells(NamedTuple):
 
     adata: AnnData
     rows: np.ndarray | None
-
-
-def streamable(adata: AnnData) -> bool:
-    """Whether ``adata`` is a ``backed="r"`` AnnData (not a view): trained and read in chunks."""
-    if not adata.isbacked or adata.is_view:
-        return False
-    return getattr(adata.file, "_filemode", "r") == "r"
-
-
-def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
-    """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
-
-    The expression stays on disk; ``var`` holds only the gene names (``var_names``, or the
-    ``gene_key`` column) with the genes not kept renamed to names no vocabulary holds, so the
-    model reads exactly the kept genes, as from a copy restricted to them. ``adata`` itself
-    is not changed.
-    """
-    import anndata as ad
-
-    names = gene_names(adata, gene_key).astype(object)
-    names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
-    work = ad.read_h5ad(adata.filename, backed="r")
-    if gene_key is None:
-        work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
-    else:
-        work.var = pd.DataFrame({gene_key: names.astype(str)}, index=adata.var_names.copy())
-    return work
 
 
 def annotate(
@@ -314,11 +288,6 @@ def _check_inputs(
     for a in (adata, source):
         check_layer(a, layer)
         gene_names(a, gene_key)  # KeyError for an unknown gene_key
-    # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)
-    source = (
-        adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference", 4)
-    )
     has_label, counts = labelled_cells(
         source.obs[label_key], f"{where}.obs[{label_key!r}]",
         rare_hint="a class needs cells to learn from and to validate on",
@@ -334,6 +303,11 @@ def _check_inputs(
             raise ValueError(msg)
     else:
         query_mask = np.ones(adata.n_obs, dtype=bool)
+    # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
+    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)
+    source = (
+        adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference", 4)
+    )
     fitted = _fitted_classifier(model, counts.index)
     module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
     adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)

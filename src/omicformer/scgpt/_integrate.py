@@ -252,13 +252,12 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     import anndata as ad
     import scipy.sparse as sp
 
-    from ._annotate import reopened, streamable
+    from ._backed import reopened, streamable
     from ._embed import vocab_chunks
 
     check_layer(adata, layer)
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
     for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
                         ("mnn_weight", mnn_weight)):  # fmt: skip
         if value < 0:
@@ -293,6 +292,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
     if labels_key is not None:
         labels = _labels(adata.obs[labels_key], labels_key)
 
+    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
     fitted = _fitted_integration(model, batches)
     if fitted is not None:
         vocab = fitted.vocab

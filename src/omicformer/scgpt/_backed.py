@@ -1,0 +1,40 @@
+"""Backed (``backed="r"``) AnnData that fine-tuning streams from its file instead of loading."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ._genes import gene_names
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def streamable(adata: AnnData) -> bool:
+    """Whether ``adata`` is a ``backed="r"`` AnnData (not a view): trained and read in chunks."""
+    if not adata.isbacked or adata.is_view:
+        return False
+    return getattr(adata.file, "_filemode", "r") == "r"
+
+
+def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
+    """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
+
+    The expression stays on disk; ``var`` holds only the gene names (``var_names``, or the
+    ``gene_key`` column) with the genes not kept renamed to names no vocabulary holds, so the
+    model reads exactly the kept genes, as from a copy restricted to them. ``adata`` itself
+    is not changed.
+    """
+    import anndata as ad
+
+    names = gene_names(adata, gene_key).astype(object)
+    names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
+    work = ad.read_h5ad(adata.filename, backed="r")
+    if gene_key is None:
+        work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
+    else:
+        work.var = pd.DataFrame({gene_key: names.astype(str)}, index=adata.var_names.copy())
+    return work
