@@ -42,6 +42,19 @@ def test_lookup_and_match_vocab(census):
     assert ids[list(adata.var_names).index("CD3E")] == v["CD3E"]
 
 
+def test_match_vocab_finds_symbols_in_a_var_column(census):
+    v = GeneVocab.from_file(census)
+    adata = datasets.pbmc68k_reduced()
+    symbols = adata.var_names.to_numpy()
+    adata.var["feature_name"] = symbols
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    with pytest.warns(UserWarning, match=r"var\['feature_name'\] are used") as record:
+        pp.match_vocab(adata, v)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(adata.var["id_in_vocab"], v.lookup(symbols))
+    assert adata.uns["scgpt"]["id_in_vocab"]["params"]["gene_key"] == "feature_name"
+
+
 def test_match_vocab_accepts_paths(census, tmp_path):
     from pathlib import Path
 

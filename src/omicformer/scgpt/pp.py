@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from .._core._anndata import check_layer, check_values, iter_row_chunks
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
-from ._genes import MIN_MATCH_FRACTION, match_genes, match_report
+from ._genes import MIN_MATCH_FRACTION, match_genes, match_report, symbol_column
 from ._perturb_data import prepare_perturbation
 
 if TYPE_CHECKING:
@@ -123,7 +123,9 @@ def match_vocab(
         A :class:`~omicformer.scgpt.GeneVocab`, a path to ``vocab.json`` or to a checkpoint
         folder, or ``"default"`` (the shipped model's vocabulary).
     gene_key
-        ``var`` column with gene symbols; ``None`` uses ``var_names``.
+        ``var`` column with gene symbols; ``None`` uses ``var_names``, or, when they match too
+        few genes (Ensembl ids), the ``var`` column that matches the most (a warning names it;
+        recorded in ``uns``), as in :func:`~omicformer.scgpt.tl.embed`.
     key_added
         ``var`` column receiving the token id (``-1`` when absent), as official ``id_in_vocab``.
     min_fraction
@@ -149,6 +151,7 @@ def match_vocab(
     True
     """
     vocab_obj = _as_vocab(vocab)
+    gene_key = symbol_column(adata, vocab_obj, gene_key, "adata", min_fraction)
     ids = match_genes(adata, vocab_obj, gene_key, min_fraction)
     adata = adata.copy() if copy else adata
     adata.var[key_added] = ids
