@@ -355,7 +355,7 @@ def test_default_run_stops_after_12000_cell_passes(ref_query, pretrained, runner
     assert seen["early_stopping_patience"] == 2
 
 
-def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query):
+def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query, caplog):
     """Extra query genes (known to the model, absent from the reference) change nothing."""
     ref, query = ref_query
     extra = ad.AnnData(
@@ -366,7 +366,15 @@ def test_annotate_reads_only_the_genes_both_sides_share(pretrained, ref_query):
     narrow_ref = ref[:, 10:].copy()
     kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False}
     a = tl.annotate(query[:, 10:].copy(), narrow_ref, copy=True, **kw)
-    b = tl.annotate(wide, narrow_ref, copy=True, **kw)
+    unknown = ad.AnnData(sp.csr_matrix(np.ones((query.n_obs, 5), np.float32)), obs=query.obs[[]],
+                         var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(5)]))  # fmt: skip
+    wide = ad.concat([wide, unknown], axis=1, merge="same")
+    with caplog.at_level("INFO", logger="omicformer.scgpt._annotate"):
+        b = tl.annotate(wide, narrow_ref, copy=True, **kw)
+    assert (
+        "5 of 65 query genes are not in the model's vocabulary and are dropped; 50 genes known "
+        "to the model are shared with the reference"
+    ) in caplog.text
     assert b.uns["scgpt"]["scgpt_cell_type"]["n_genes_shared"] == 50
     assert b.uns["scgpt"]["scgpt_cell_type"]["n_genes_matched"] == 60
     np.testing.assert_array_equal(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -15,6 +16,8 @@ from ._tokenize import check_gene_selection
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("finetune", "knn")
 #: Reference and query must share at least this many vocabulary genes.
@@ -321,6 +324,13 @@ def _check_inputs(
             f"{MIN_SHARED_GENES} needed); check that both use gene symbols (gene_key=)."
         )
         raise ValueError(msg)
+    dropped = int((query_ids < 0).sum())
+    if dropped or shared < (query_ids >= 0).sum():
+        logger.info(
+            "annotate: %d of %d query genes are not in the model's vocabulary and are dropped; "
+            "%d genes known to the model are shared with the reference and read on both sides.",
+            dropped, adata.n_vars, shared,
+        )  # fmt: skip
     # both sides read the same genes, so that reference and query cells are comparable
     if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
         work = reopened(source, gene_key, np.isin(ref_ids, common))
