@@ -224,7 +224,7 @@ def test_annotate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, wit
     if not with_reference:
         from omicformer.scgpt import _annotate
 
-        monkeypatch.setattr(_annotate, "_subset", lambda *a, **k: pytest.fail("loaded"))
+        monkeypatch.setattr(_annotate, "subset", lambda *a, **k: pytest.fail("loaded"))
         again = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
         tl.annotate(again, label_key="cell_type", model=pretrained, max_epochs=1, progress=False)
         pd.testing.assert_frame_equal(again.obs, backed.obs)  # same run, same result

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, raw_if_scaled
-from ._backed import reopened, streamable
+from ._backed import reopened, streamable, subset
 from ._genes import gene_names, match_genes, symbol_column, symbols_as_names
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
@@ -339,7 +339,7 @@ def _check_inputs(
                                 index=source.obs_names.copy())  # fmt: skip
         ref = Cells(work, None if has_label.all() else np.flatnonzero(has_label))
     else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
-        sub = _subset(source, has_label, np.isin(ref_ids, common), layer).copy()
+        sub = subset(source, has_label, np.isin(ref_ids, common), layer).copy()
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)
     if streamable(adata):
@@ -349,7 +349,7 @@ def _check_inputs(
         else:
             query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
     else:
-        query = Cells(_subset(adata, query_mask, np.isin(query_ids, common), layer), None)
+        query = Cells(subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars)}  # fmt: skip
     return ref, query, query_mask, fitted, genes, gene_key
@@ -380,26 +380,6 @@ def _symbol_columns(
     if ref_key != target:
         source = symbols_as_names(source, ref_key, target)
     return adata, source, target
-
-
-def _subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:
-    """``adata[rows][:, genes]``: a view in memory; read in chunks into memory when backed.
-
-    (A backed view cannot be indexed again, and ``to_memory`` would close the caller's file.)
-    """
-    if not adata.isbacked:
-        return adata[rows][:, genes]
-    import anndata as ad
-    import scipy.sparse as sp
-
-    from .._core._anndata import iter_row_chunks
-
-    X = sp.vstack([chunk[rows[idx]][:, genes] for idx, chunk in iter_row_chunks(adata, layer)],
-                  format="csr")  # fmt: skip
-    out = ad.AnnData(X, obs=adata.obs[rows].copy(), var=adata.var[genes].copy())
-    if layer is not None:
-        out.layers[layer] = X
-    return out
 
 
 def labelled_cells(

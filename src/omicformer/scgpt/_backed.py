@@ -1,4 +1,4 @@
-"""Backed (``backed="r"``) AnnData that fine-tuning streams from its file instead of loading."""
+"""Backed AnnData in fine-tuning: ``backed="r"`` files streamed, other backed data read in chunks."""
 
 from __future__ import annotations
 
@@ -38,3 +38,23 @@ def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
     else:
         work.var = pd.DataFrame({gene_key: names.astype(str)}, index=adata.var_names.copy())
     return work
+
+
+def subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:
+    """``adata[rows][:, genes]``: a view in memory; read in chunks into memory when backed.
+
+    (A backed view cannot be indexed again, and ``to_memory`` would close the caller's file.)
+    """
+    if not adata.isbacked:
+        return adata[rows][:, genes]
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from .._core._anndata import iter_row_chunks
+
+    X = sp.vstack([chunk[rows[idx]][:, genes] for idx, chunk in iter_row_chunks(adata, layer)],
+                  format="csr")  # fmt: skip
+    out = ad.AnnData(X, obs=adata.obs[rows].copy(), var=adata.var[genes].copy())
+    if layer is not None:
+        out.layers[layer] = X
+    return out
