@@ -235,6 +235,19 @@ def test_annotate_finds_the_query_symbols_in_a_var_column(pretrained, ref_query)
     assert q.var_names[0] == "ENSG00000000000"  # the query's genes keep their names
 
 
+def test_annotate_matches_query_symbols_of_another_case(pretrained, ref_query):
+    ref, query = ref_query
+    kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False,
+          "n_neighbors": 5}  # fmt: skip
+    expected = tl.annotate(query, ref, copy=True, **kw).obs
+    q = query.copy()
+    q.var_names = [g.lower() for g in q.var_names]
+    with pytest.warns(UserWarning, match="only when case is ignored") as record:
+        tl.annotate(q, ref, **kw)
+    assert record[0].filename == __file__
+    pd.testing.assert_frame_equal(q.obs[expected.columns], expected)
+
+
 @pytest.mark.parametrize(
     ("change", "kwargs", "error", "match"),
     [

@@ -191,6 +191,18 @@ def test_symbols_in_a_var_column_are_found(ckpt, continuous_adata_factory):
     assert a.uns["scgpt"]["X_scgpt"]["params"]["gene_key"] == "feature_name"
 
 
+def test_symbols_of_another_case_are_matched(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(8)
+    expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]
+    a.var_names = [g.lower() for g in a.var_names]  # "g0" for the vocabulary's "G0"
+    with pytest.warns(
+        UserWarning, match=r"only when case is ignored \(0 as written, 50 of 52"
+    ) as record:
+        tl.embed(a, model=ckpt, device="cpu", progress=False)
+    assert record[0].filename == __file__
+    np.testing.assert_allclose(a.obsm["X_scgpt"], expected, atol=1e-6)
+
+
 def test_bad_arguments(ckpt, continuous_adata_factory):
     a = continuous_adata_factory(6)
     before = a.copy()

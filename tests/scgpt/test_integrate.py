@@ -141,6 +141,17 @@ def test_symbols_in_a_var_column_are_found(pretrained):
     assert a.uns["scgpt"]["X_scgpt_integrated"]["params"]["gene_key"] == "gene_name"
 
 
+def test_symbols_of_another_case_are_matched(pretrained):
+    kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
+          "progress": False}  # fmt: skip
+    a = _batches()
+    expected = tl.integrate(a, copy=True, **kw).obsm["X_scgpt_integrated"]
+    a.var_names = [g.lower() for g in a.var_names]
+    with pytest.warns(UserWarning, match=r"only when case is ignored \(0 as written, 60 of 60"):
+        tl.integrate(a, **kw)
+    np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
+
+
 def test_default_fine_tunes_without_dsbn(pretrained):
     # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
     # the official DSBN=True

@@ -102,3 +102,21 @@ def test_small_vocabulary_matches_whole_transcriptome_data():
     adata.var_names = [f"ENSG{i:011d}" for i in range(1000)]  # no symbol matches: refused
     with pytest.raises(ValueError, match="Ensembl"):
         match_genes(adata, GeneVocab.from_genes(genes[:20]))
+
+
+def test_lookup_ignoring_case():
+    v = GeneVocab.from_genes(["CD3E", "C1orf112", "Abc", "ABC"])  # "Abc"/"ABC" clash
+    genes = ["cd3e", "Cd3e", "C1ORF112", "abc", "ABC", "Abc", "nope", "<PAD>"]
+    np.testing.assert_array_equal(v.lookup(genes), [-1, -1, -1, -1, 3, 2, -1, -1])
+    np.testing.assert_array_equal(v.lookup(genes, ignore_case=True), [0, 0, 1, -1, 3, 2, -1, -1])
+
+
+def test_match_vocab_ignores_the_case_of_mouse_style_symbols(census):
+    v = GeneVocab.from_file(census)
+    adata = datasets.pbmc68k_reduced()
+    symbols = adata.var_names.to_numpy()
+    adata.var_names = [g[0] + g[1:].lower() for g in symbols]  # "Cd3e", as mouse symbols
+    with pytest.warns(UserWarning, match=r"only when case is ignored \(\d+ as written") as record:
+        pp.match_vocab(adata, v)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(adata.var["id_in_vocab"], v.lookup(symbols))

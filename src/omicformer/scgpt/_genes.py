@@ -38,13 +38,15 @@ def match_genes(
 ) -> np.ndarray:
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
+    A symbol that is not a token as written is matched ignoring case
+    (:meth:`GeneVocab.lookup` with ``ignore_case=True``: mouse ``"Cd3e"`` to ``"CD3E"``).
     Raises ``ValueError`` when the matched genes are fewer than ``min_fraction`` of the smaller
     of ``adata``'s genes and the vocabulary's genes, saying how many matched and how to fix it
     (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small
     vocabulary (the default model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
-    ids = vocab.lookup(names)
+    ids = vocab.lookup(names, ignore_case=True)
     n_match = int((ids >= 0).sum())
     if not _enough(n_match, len(names), vocab, min_fraction):
         example = ", ".join(names[:3])
@@ -52,7 +54,8 @@ def match_genes(
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
             f"model's vocabulary of {len(vocab)} tokens (need at least {min_fraction:.0%} of the "
             "smaller of the two gene sets). "
-            f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'). "
+            f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'; "
+            "matched ignoring case). "
             "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
         )
         raise ValueError(msg)
@@ -79,18 +82,26 @@ def symbol_column(
     :func:`match_genes` (Ensembl ids, as in CELLxGENE files, whose symbols are in
     ``var["feature_name"]``), the text column of ``var`` that matches the most vocabulary genes
     is returned if it matches enough, with a warning naming it; otherwise ``None`` (and
-    :func:`match_genes` raises its error).
+    :func:`match_genes` raises its error). Symbols that match enough only when case is ignored
+    (mouse ``"Cd3e"`` for ``"CD3E"``) are used too, with a warning saying so.
     """
-    if gene_key is not None or adata.n_vars == 0:
+    if adata.n_vars == 0:
         return gene_key
-    if _enough(int((vocab.lookup(adata.var_names) >= 0).sum()), adata.n_vars, vocab, min_fraction):
+    if gene_key is not None:
+        _warn_if_case_ignored(gene_names(adata, gene_key), vocab, min_fraction,
+                              f"{where}.var[{gene_key!r}]", stacklevel + 1)  # fmt: skip
+        return gene_key
+    names = np.asarray(adata.var_names, dtype=str)
+    if _enough(int((vocab.lookup(names, ignore_case=True) >= 0).sum()), adata.n_vars, vocab,
+               min_fraction):  # fmt: skip
+        _warn_if_case_ignored(names, vocab, min_fraction, f"{where}.var_names", stacklevel + 1)
         return None
     best, best_n = None, 0
     for column in adata.var.columns:
         values = adata.var[column]
         if values.dtype.kind in "biufcmM":  # numbers, booleans, dates: not symbols
             continue
-        n = int((vocab.lookup(values.astype(str)) >= 0).sum())
+        n = int((vocab.lookup(values.astype(str), ignore_case=True) >= 0).sum())
         if n > best_n:
             best, best_n = column, n
     if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
@@ -102,7 +113,32 @@ def symbol_column(
         UserWarning,
         stacklevel=stacklevel,
     )
+    _warn_if_case_ignored(gene_names(adata, str(best)), vocab, min_fraction,
+                          f"{where}.var[{best!r}]", stacklevel + 1)  # fmt: skip
     return str(best)
+
+
+def _warn_if_case_ignored(
+    names: np.ndarray, vocab: GeneVocab, min_fraction: float, what: str, stacklevel: int
+) -> None:
+    """Warn when ``names`` match enough vocabulary genes only with case ignored.
+
+    ``stacklevel`` is passed to :func:`warnings.warn` as it is.
+    """
+    exact = int((vocab.lookup(names) >= 0).sum())
+    if _enough(exact, len(names), vocab, min_fraction):
+        return
+    folded = int((vocab.lookup(names, ignore_case=True) >= 0).sum())
+    if folded > exact and _enough(folded, len(names), vocab, min_fraction):
+        warnings.warn(
+            f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary only "
+            f"when case is ignored ({exact} as written, {folded} of {len(names)} ignoring "
+            "case), so they are matched to its symbols in upper case. For mouse data this "
+            "reads each gene as the human gene of the same symbol (an ortholog for most); map "
+            "genes to human orthologs for a closer match.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def symbols_as_names(adata: AnnData, gene_key: str | None, column: str | None = None) -> AnnData:

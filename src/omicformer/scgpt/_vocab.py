@@ -33,6 +33,7 @@ class GeneVocab:
             if tok not in stoi:
                 self._itos.append(tok)
         self._stoi = {tok: i for i, tok in enumerate(self._itos)}
+        self._folded_cache: dict[str, int] | None = None
 
     @classmethod
     def from_genes(cls, genes: Iterable[str]) -> GeneVocab:
@@ -89,10 +90,38 @@ class GeneVocab:
         """Id of ``<cls>``."""
         return self._stoi[CLS_TOKEN]
 
-    def lookup(self, genes: Iterable[str]) -> np.ndarray:
-        """Token ids of ``genes``; ``-1`` where a gene is not in the vocabulary."""
+    def lookup(self, genes: Iterable[str], *, ignore_case: bool = False) -> np.ndarray:
+        """Token ids of ``genes``; ``-1`` where a gene is not in the vocabulary.
+
+        With ``ignore_case=True``, a gene that is not a token as written is matched to the
+        token equal to it in upper case (``"Cd3e"`` and ``"CD3E"`` both to ``"CD3E"``), unless
+        several tokens are (then it stays ``-1``). Gene symbols of one species are unique
+        regardless of case (the official census vocabulary has no two tokens that differ only
+        in case), and a mouse symbol in upper case is, for most genes, its human ortholog's.
+        """
         get = self._stoi.get
-        return np.fromiter((get(str(g), -1) for g in genes), dtype=np.int64)
+        if not ignore_case:
+            return np.fromiter((get(str(g), -1) for g in genes), dtype=np.int64)
+        folded = self._folded()
+        return np.fromiter(
+            (i if (i := get(s, -1)) >= 0 else folded.get(s.upper(), -1) for s in map(str, genes)),
+            dtype=np.int64,
+        )
+
+    def _folded(self) -> dict[str, int]:
+        """``{token in upper case: id}`` of the gene tokens no other token folds onto."""
+        if self._folded_cache is None:
+            folded: dict[str, int] = {}
+            clashes: set[str] = set()
+            for tok, i in self._stoi.items():
+                if tok in SPECIAL_TOKENS:
+                    continue
+                key = tok.upper()
+                if key in folded:
+                    clashes.add(key)
+                folded[key] = i
+            self._folded_cache = {k: v for k, v in folded.items() if k not in clashes}
+        return self._folded_cache
 
     def genes(self) -> list[str]:
         """All tokens in id order."""

@@ -364,7 +364,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
         val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
         pool = X[screen.ctrl_rows]
-        gene_ids = self.vocab.lookup(self.genes_)
+        gene_ids = self.vocab.lookup(self.genes_, ignore_case=True)
 
         def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
             return PerturbationCollator(ds, pool, gene_ids, perturbed, screen.de, priors=priors,

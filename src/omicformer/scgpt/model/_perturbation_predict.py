@@ -116,7 +116,7 @@ class PerturbationPredictionMixin:
 
         prior = self._prior(ctrl_all) if self.module.config.perturbation_prior else None
         out = mean_perturbed_expression(
-            self.module, self.vocab.lookup(self.genes_), Xc,
+            self.module, self.vocab.lookup(self.genes_, ignore_case=True), Xc,
             [self._perturbed_columns(genes) for genes in requested], prior,
             batch_size=batch_size, device=resolve_device(device), progress=progress,
         ) + shift  # fmt: skip
