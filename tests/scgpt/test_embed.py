@@ -196,7 +196,7 @@ def test_symbols_of_another_case_are_matched(ckpt, continuous_adata_factory):
     expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]
     a.var_names = [g.lower() for g in a.var_names]  # "g0" for the vocabulary's "G0"
     with pytest.warns(
-        UserWarning, match=r"only when case is ignored \(0 as written, 50 of 52"
+        UserWarning, match=r"mostly when case is ignored \(0 as written, 50 of 52"
     ) as record:
         tl.embed(a, model=ckpt, device="cpu", progress=False)
     assert record[0].filename == __file__

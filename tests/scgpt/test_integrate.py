@@ -147,7 +147,7 @@ def test_symbols_of_another_case_are_matched(pretrained):
     a = _batches()
     expected = tl.integrate(a, copy=True, **kw).obsm["X_scgpt_integrated"]
     a.var_names = [g.lower() for g in a.var_names]
-    with pytest.warns(UserWarning, match=r"only when case is ignored \(0 as written, 60 of 60"):
+    with pytest.warns(UserWarning, match=r"mostly when case is ignored \(0 as written, 60 of 60"):
         tl.integrate(a, **kw)
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 

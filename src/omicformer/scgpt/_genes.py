@@ -38,15 +38,14 @@ def match_genes(
 ) -> np.ndarray:
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
-    A symbol that is not a token as written is matched ignoring case
-    (:meth:`GeneVocab.lookup` with ``ignore_case=True``: mouse ``"Cd3e"`` to ``"CD3E"``).
-    Raises ``ValueError`` when the matched genes are fewer than ``min_fraction`` of the smaller
+    Symbols are matched as written, or ignoring case where most matches need that (mouse
+    ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`). Raises ``ValueError`` when the matched genes are fewer than ``min_fraction`` of the smaller
     of ``adata``'s genes and the vocabulary's genes, saying how many matched and how to fix it
     (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small
     vocabulary (the default model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
-    ids = vocab.lookup(names, ignore_case=True)
+    ids, _ = lookup_symbols(names, vocab)
     n_match = int((ids >= 0).sum())
     if not _enough(n_match, len(names), vocab, min_fraction):
         example = ", ".join(names[:3])
@@ -54,12 +53,30 @@ def match_genes(
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
             f"model's vocabulary of {len(vocab)} tokens (need at least {min_fraction:.0%} of the "
             "smaller of the two gene sets). "
-            f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'; "
-            "matched ignoring case). "
+            f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'). "
             "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
         )
         raise ValueError(msg)
     return ids
+
+
+def lookup_symbols(names: np.ndarray, vocab: GeneVocab) -> tuple[np.ndarray, bool]:
+    """Vocabulary ids of the symbols ``names`` and whether case was ignored to find them.
+
+    Symbols are matched as written, as the official scGPT code matches them, unless more
+    genes match only when case is ignored (:meth:`GeneVocab.lookup` with
+    ``ignore_case=True``) than match as written: mouse symbols (``"Cd3e"``) or symbols
+    exported in lower case. Data with the vocabulary's own symbols, where a few old-style
+    names (``"C2ORF15"``) would match only ignoring case, are thus read exactly as the
+    official code reads them. The rule depends on the proportion of such genes, so a subset
+    of the genes is matched the same way.
+    """
+    exact = vocab.lookup(names)
+    folded = vocab.lookup(names, ignore_case=True)
+    n_exact = int((exact >= 0).sum())
+    if int((folded >= 0).sum()) - n_exact > n_exact:
+        return folded, True
+    return exact, False
 
 
 def _enough(n_match: int, n_names: int, vocab: GeneVocab, min_fraction: float) -> bool:
@@ -82,8 +99,8 @@ def symbol_column(
     :func:`match_genes` (Ensembl ids, as in CELLxGENE files, whose symbols are in
     ``var["feature_name"]``), the text column of ``var`` that matches the most vocabulary genes
     is returned if it matches enough, with a warning naming it; otherwise ``None`` (and
-    :func:`match_genes` raises its error). Symbols that match enough only when case is ignored
-    (mouse ``"Cd3e"`` for ``"CD3E"``) are used too, with a warning saying so.
+    :func:`match_genes` raises its error). Symbols that match mostly when case is ignored
+    (mouse ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`) are used so, with a warning.
     """
     if adata.n_vars == 0:
         return gene_key
@@ -92,7 +109,7 @@ def symbol_column(
                               f"{where}.var[{gene_key!r}]", stacklevel + 1)  # fmt: skip
         return gene_key
     names = np.asarray(adata.var_names, dtype=str)
-    if _enough(int((vocab.lookup(names, ignore_case=True) >= 0).sum()), adata.n_vars, vocab,
+    if _enough(int((lookup_symbols(names, vocab)[0] >= 0).sum()), adata.n_vars, vocab,
                min_fraction):  # fmt: skip
         _warn_if_case_ignored(names, vocab, min_fraction, f"{where}.var_names", stacklevel + 1)
         return None
@@ -101,7 +118,7 @@ def symbol_column(
         values = adata.var[column]
         if values.dtype.kind in "biufcmM":  # numbers, booleans, dates: not symbols
             continue
-        n = int((vocab.lookup(values.astype(str), ignore_case=True) >= 0).sum())
+        n = int((lookup_symbols(values.astype(str).to_numpy(), vocab)[0] >= 0).sum())
         if n > best_n:
             best, best_n = column, n
     if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
@@ -121,21 +138,20 @@ def symbol_column(
 def _warn_if_case_ignored(
     names: np.ndarray, vocab: GeneVocab, min_fraction: float, what: str, stacklevel: int
 ) -> None:
-    """Warn when ``names`` match enough vocabulary genes only with case ignored.
+    """Warn when :func:`lookup_symbols` ignores case for ``names`` and so matches enough.
 
     ``stacklevel`` is passed to :func:`warnings.warn` as it is.
     """
-    exact = int((vocab.lookup(names) >= 0).sum())
-    if _enough(exact, len(names), vocab, min_fraction):
-        return
-    folded = int((vocab.lookup(names, ignore_case=True) >= 0).sum())
-    if folded > exact and _enough(folded, len(names), vocab, min_fraction):
+    ids, case_ignored = lookup_symbols(names, vocab)
+    folded = int((ids >= 0).sum())
+    if case_ignored and _enough(folded, len(names), vocab, min_fraction):
+        exact = int((vocab.lookup(names) >= 0).sum())
         warnings.warn(
-            f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary only "
-            f"when case is ignored ({exact} as written, {folded} of {len(names)} ignoring "
-            "case), so they are matched to its symbols in upper case. For mouse data this "
-            "reads each gene as the human gene of the same symbol (an ortholog for most); map "
-            "genes to human orthologs for a closer match.",
+            f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary "
+            f"mostly when case is ignored ({exact} as written, {folded} of {len(names)} "
+            "ignoring case), so they are matched to its symbols ignoring case. For mouse data "
+            "this reads each gene as the human gene of the same symbol (an ortholog for most); "
+            "map genes to human orthologs for a closer match.",
             UserWarning,
             stacklevel=stacklevel,
         )

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .._conditions import check_genes_known, condition_id, parse_condition, parse_requests
+from .._genes import lookup_symbols
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -116,7 +117,7 @@ class PerturbationPredictionMixin:
 
         prior = self._prior(ctrl_all) if self.module.config.perturbation_prior else None
         out = mean_perturbed_expression(
-            self.module, self.vocab.lookup(self.genes_, ignore_case=True), Xc,
+            self.module, lookup_symbols(np.asarray(self.genes_, dtype=str), self.vocab)[0], Xc,
             [self._perturbed_columns(genes) for genes in requested], prior,
             batch_size=batch_size, device=resolve_device(device), progress=progress,
         ) + shift  # fmt: skip
