@@ -39,9 +39,10 @@ def match_genes(
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
     Symbols are matched as written, or ignoring case where most matches need that (mouse
-    ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`). Raises ``ValueError`` when the matched genes are fewer than ``min_fraction`` of the smaller
-    of ``adata``'s genes and the vocabulary's genes, saying how many matched and how to fix it
-    (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small
+    ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`). Raises ``ValueError`` when the
+    matched genes are fewer than ``min_fraction`` of the smaller of ``adata``'s genes and the
+    vocabulary's genes, saying how many matched and how to fix it (symbols vs Ensembl IDs,
+    ``gene_key``). Comparing with the smaller set keeps a small
     vocabulary (the default model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
@@ -69,7 +70,7 @@ def lookup_symbols(names: np.ndarray, vocab: GeneVocab) -> tuple[np.ndarray, boo
     exported in lower case. Data with the vocabulary's own symbols, where a few old-style
     names (``"C2ORF15"``) would match only ignoring case, are thus read exactly as the
     official code reads them. The rule depends on the proportion of such genes, so a subset
-    of the genes is matched the same way.
+    holding the same kinds of genes (those two datasets share, say) is matched the same way.
     """
     exact = vocab.lookup(names)
     folded = vocab.lookup(names, ignore_case=True)
