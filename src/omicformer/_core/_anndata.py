@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
 
@@ -28,6 +29,29 @@ def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:
         cols = list(adata.obs.columns)[:20]
         msg = f"{argname}={key!r} not found in adata.obs (columns: {cols})."
         raise KeyError(msg)
+
+
+def labelled_cells(
+    values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
+) -> tuple[np.ndarray, pd.Series]:
+    """Which cells have a label (not missing, not blank) and the cells per label.
+
+    Raises ``ValueError`` naming ``where`` when no cell has a label or a label has fewer than 2
+    cells (those are named); the hints end the messages.
+    """
+    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if not has_label.any():
+        msg = f"{where} has no labels (all missing){'; ' + no_label_hint if no_label_hint else ''}."
+        raise ValueError(msg)
+    counts = values[has_label].astype(str).value_counts()
+    rare = sorted(counts.index[counts < 2])
+    if rare:
+        msg = (
+            f"{where} has labels with fewer than 2 cells: {rare[:10]}; remove or merge them"
+            f"{' (' + rare_hint + ')' if rare_hint else ''}."
+        )
+        raise ValueError(msg)
+    return has_label, counts
 
 
 def get_matrix(adata: AnnData, layer: str | None):

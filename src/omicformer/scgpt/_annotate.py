@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer, raw_if_scaled
+from .._core._anndata import check_layer, labelled_cells, raw_if_scaled
 from ._backed import reopened, streamable, subset
 from ._genes import gene_names, match_genes, symbol_column, symbols_as_names
 from ._resolve import describe_model, gene_selection_of, resolve_model
@@ -380,29 +380,6 @@ def _symbol_columns(
     if ref_key != target:
         source = symbols_as_names(source, ref_key, target)
     return adata, source, target
-
-
-def labelled_cells(
-    values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
-) -> tuple[np.ndarray, pd.Series]:
-    """Which cells have a label (not missing, not blank) and the cells per label.
-
-    Raises ``ValueError`` naming ``where`` when no cell has a label or a label has fewer than 2
-    cells (those are named); the hints end the messages.
-    """
-    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
-    if not has_label.any():
-        msg = f"{where} has no labels (all missing){'; ' + no_label_hint if no_label_hint else ''}."
-        raise ValueError(msg)
-    counts = values[has_label].astype(str).value_counts()
-    rare = sorted(counts.index[counts < 2])
-    if rare:
-        msg = (
-            f"{where} has labels with fewer than 2 cells: {rare[:10]}; remove or merge them"
-            f"{' (' + rare_hint + ')' if rare_hint else ''}."
-        )
-        raise ValueError(msg)
-    return has_label, counts
 
 
 def _fitted_classifier(model: Any, classes: pd.Index) -> Any:

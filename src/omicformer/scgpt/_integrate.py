@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
+from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
 from ._genes import gene_names, match_genes, match_report, symbol_column
 from ._resolve import describe_model, resolve_model
 from ._tokenize import check_gene_selection
@@ -330,7 +330,6 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
 
 def _labels(values: pd.Series, key: str) -> pd.Categorical:
     """Cell-type labels, missing/empty values as the unlabelled category; checks them."""
-    from ._annotate import labelled_cells
     from .model._integration import UNLABELLED
 
     has, counts = labelled_cells(
