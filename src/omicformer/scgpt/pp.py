@@ -125,7 +125,9 @@ def match_vocab(
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``, or, when they match too
         few genes (Ensembl ids), the ``var`` column that matches the most (a warning names it;
-        recorded in ``uns``), as in :func:`~omicformer.scgpt.tl.embed`.
+        recorded in ``uns``), as in :func:`~omicformer.scgpt.tl.embed`. Symbols are matched
+        as written, or ignoring case when most of them match only so (mouse symbols; a
+        warning says so).
     key_added
         ``var`` column receiving the token id (``-1`` when absent), as official ``id_in_vocab``.
     min_fraction

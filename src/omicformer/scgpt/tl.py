@@ -86,7 +86,9 @@ def embed(
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``, or, when they match
         too few of the model's genes (Ensembl ids), the ``var`` column that matches the most
-        (e.g. CELLxGENE's ``feature_name``; a warning names it).
+        (e.g. CELLxGENE's ``feature_name``; a warning names it). Symbols are matched as
+        written, or ignoring case when most of them match only so (mouse ``"Cd3e"`` for
+        ``"CD3E"``; a warning says so).
     batch_key
         ``obs`` column with batch labels, needed (only) by models with batch-dependent layers
         (trained with ``dsbn=True`` or ``use_batch_labels=True``): each cell then uses its
