@@ -19,7 +19,7 @@ from .._conditions import (
     CONTROL,
     check_genes_known,
 )
-from .._genes import gene_names, lookup_symbols
+from .._genes import gene_names
 from .._perturb_data import check_perturbation_data
 from .._vocab import GeneVocab
 from ._io import rebuild_module
@@ -364,7 +364,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
         val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
         pool = X[screen.ctrl_rows]
-        gene_ids = lookup_symbols(np.asarray(self.genes_, dtype=str), self.vocab)[0]
+        gene_ids = self._gene_token_ids()
 
         def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
             return PerturbationCollator(ds, pool, gene_ids, perturbed, screen.de, priors=priors,

@@ -27,6 +27,10 @@ class PerturbationPredictionMixin:
     data accessors ``_columns``, ``_matrix``, ``_conditions`` and ``_perturbed_columns``.
     """
 
+    def _gene_token_ids(self) -> np.ndarray:
+        """Vocabulary id of each of the model's genes ``genes_`` (``-1``: not in it)."""
+        return lookup_symbols(np.asarray(self.genes_, dtype=str), self.vocab)[0]
+
     def _prior(self, controls: Any) -> Any:
         """The :class:`CovariancePrior` of these control cells and the trained own effects."""
         from ..train._perturb import CovariancePrior
@@ -117,7 +121,7 @@ class PerturbationPredictionMixin:
 
         prior = self._prior(ctrl_all) if self.module.config.perturbation_prior else None
         out = mean_perturbed_expression(
-            self.module, lookup_symbols(np.asarray(self.genes_, dtype=str), self.vocab)[0], Xc,
+            self.module, self._gene_token_ids(), Xc,
             [self._perturbed_columns(genes) for genes in requested], prior,
             batch_size=batch_size, device=resolve_device(device), progress=progress,
         ) + shift  # fmt: skip
