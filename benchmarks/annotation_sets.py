@@ -39,6 +39,8 @@ BULK_TO_COARSE = {
 #: ``cell_type_scanpy_pbmc3k`` -> scored class of ``transfer_pbmc3k`` (megakaryocytes: none).
 PBMC3K_TO_COARSE = {"CD4 T": "T", "CD8 T": "T", "B": "B", "NK": "NK", "CD14+ Monocytes": "myeloid",
                     "FCGR3A+ Monocytes": "myeloid", "Dendritic": "myeloid"}  # fmt: skip
+#: ... and of PBMC 3k's labels as the reference of ``transfer_from_pbmc3k``.
+PBMC3K_REFERENCE_TO_COARSE = {**PBMC3K_TO_COARSE, "Megakaryocytes": "megakaryocyte (not scored)"}
 
 
 @dataclass
@@ -123,7 +125,14 @@ def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
     return Task(ref, query, truth, counts_reason=counts_reason)
 
 
-def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
+def transfer_task(
+    ref_all: AnnData, counts_reason: str | None, to_scored: dict[str, str] | None = None
+) -> Task:
+    """Reference ``ref_all`` (``pbmc68k_reduced`` unless told); query ``pbmc_celltypist``.
+
+    ``to_scored`` maps the reference's labels to the scored classes (``None``:
+    ``BULK_TO_COARSE``, for ``pbmc68k_reduced``'s ``bulk_labels``).
+    """
     raw = datasets.pbmc_celltypist()
     full = lognormalised(raw)
     names, per_cluster = marker_labels(full)
@@ -141,7 +150,8 @@ def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
         + ", ".join(f"{name} {n}" for name, n in names.value_counts().items()),
         "scored classes: "
         + ", ".join(f"{name} {n}" for name, n in scored[keep].value_counts().items())
-        + f"; {int((~keep).sum())} megakaryocyte cells not scored (no reference class)",
+        + f"; {int((~keep).sum())} megakaryocyte cells not scored"
+        + (" (no reference class)" if to_scored is None else " (as in the other transfer)"),
         "per cluster: "
         + "; ".join(f"{i}: {r.cells} {r['name']} ({r.score})" for i, r in per_cluster.iterrows()),
     ]
@@ -149,7 +159,7 @@ def transfer_task(ref_all: AnnData, counts_reason: str | None) -> Task:
         ref,
         query,
         scored[keep].to_numpy(),
-        to_scored=BULK_TO_COARSE,
+        to_scored=BULK_TO_COARSE if to_scored is None else to_scored,
         batch=True,
         counts_reason=counts_reason,
         notes=notes,
@@ -170,3 +180,8 @@ def transfer_pbmc3k_task(ref_all: AnnData, counts_reason: str | None) -> Task:
              "scored classes: " + ", ".join(f"{k} {v}" for k, v in counts.items())]  # fmt: skip
     return Task(ref_all[:, shared].copy(), query, truth[keep].to_numpy(), to_scored=BULK_TO_COARSE,
                 batch=True, counts_reason=counts_reason, notes=notes)  # fmt: skip
+
+
+def transfer_from_pbmc3k_task() -> Task:
+    """Reference: the 2,638 labelled PBMC 3k cells; query: ``pbmc_celltypist`` (marker labels)."""
+    return transfer_task(pbmc3k(), None, to_scored=PBMC3K_REFERENCE_TO_COARSE)
