@@ -382,24 +382,24 @@ def main() -> None:
         tumour, reason = oligodendroglioma()
         run_set(lambda t: f"oligodendroglioma, cell_type: {split_title(t)}",
                 lambda seed: split_task(tumour, reason, seed), seeds, args)  # fmt: skip
-    transfers = {"transfer": (transfer_task, "pbmc_celltypist", "scored cells, marker labels"),
-                 "transfer_pbmc3k": (transfer_pbmc3k_task, "pbmc3k_desc",
-                                     "cells, curated labels, coarsened")}  # fmt: skip
-    for name, (make_task, query_name, what) in transfers.items():
+    # set -> (task maker, reference and its label, query and what is scored)
+    ref68k = f"pbmc68k_reduced ({adata.n_obs} cells, {LABEL})"
+    transfers = {
+        "transfer": (lambda: transfer_task(adata, counts_reason), ref68k,
+                     "pbmc_celltypist", "scored cells, marker labels"),
+        "transfer_pbmc3k": (lambda: transfer_pbmc3k_task(adata, counts_reason), ref68k,
+                            "pbmc3k_desc", "cells, curated labels, coarsened"),
+        "transfer_from_pbmc3k": (transfer_from_pbmc3k_task,
+                                 "pbmc3k_desc ({n} cells, cell_type_scanpy_pbmc3k)",
+                                 "pbmc_celltypist", "scored cells, marker labels"),
+    }  # fmt: skip
+    for name, (make_task, reference, query_name, what) in transfers.items():
         if name not in sets:
             continue
-        task = make_task(adata, counts_reason)
-        title = (f"transfer: reference pbmc68k_reduced ({task.ref.n_obs} cells, {LABEL}) -> "
+        task = make_task()
+        title = (f"transfer: reference {reference.format(n=task.ref.n_obs)} -> "
                  f"query {query_name} ({task.query.n_obs} {what})")  # fmt: skip
         run_set(lambda t, title=title: title, lambda seed, task=task: task, seeds, args)
-        for note in task.notes:
-            print(f"  {note}")
-    if "transfer_from_pbmc3k" in sets:
-        task = transfer_from_pbmc3k_task()
-        title = (f"transfer: reference pbmc3k_desc ({task.ref.n_obs} cells, "
-                 f"cell_type_scanpy_pbmc3k) -> query pbmc_celltypist ({task.query.n_obs} scored "
-                 "cells, marker labels)")  # fmt: skip
-        run_set(lambda t: title, lambda seed: task, seeds, args)
         for note in task.notes:
             print(f"  {note}")
 
