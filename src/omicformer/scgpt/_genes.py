@@ -42,8 +42,8 @@ def match_genes(
     ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`). Raises ``ValueError`` when the
     matched genes are fewer than ``min_fraction`` of the smaller of ``adata``'s genes and the
     vocabulary's genes, saying how many matched and how to fix it (symbols vs Ensembl IDs,
-    ``gene_key``). Comparing with the smaller set keeps a small
-    vocabulary (the default model's few thousand genes) usable on whole-transcriptome data.
+    ``gene_key``). Comparing with the smaller set keeps a small vocabulary (the default
+    model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
     ids, _ = lookup_symbols(names, vocab)

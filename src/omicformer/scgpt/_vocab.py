@@ -95,9 +95,10 @@ class GeneVocab:
 
         With ``ignore_case=True``, a gene that is not a token as written is matched to the
         token that is the same in upper case (``"Cd3e"`` and ``"cd3e"`` to ``"CD3E"``,
-        ``"C2ORF15"`` to ``"C2orf15"``), unless several tokens are (then it stays ``-1``). Gene symbols of one species are unique
-        regardless of case (the official census vocabulary has no two tokens that differ only
-        in case), and a mouse symbol in upper case is, for most genes, its human ortholog's.
+        ``"C2ORF15"`` to ``"C2orf15"``), unless several tokens are (then it stays ``-1``).
+        Gene symbols of one species are unique regardless of case (the official census
+        vocabulary has no two tokens that differ only in case), and a mouse symbol in upper
+        case is, for most genes, its human ortholog's.
         """
         get = self._stoi.get
         if not ignore_case:
