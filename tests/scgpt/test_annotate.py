@@ -249,6 +249,8 @@ def test_annotate_finds_query_symbols_kept_otherwise(pretrained, ref_query, rena
     assert record[0].filename == __file__  # the warning points at the caller's line
     pd.testing.assert_frame_equal(q.obs[expected.columns], expected)
     assert q.var_names.equals(names)  # the query's genes keep their names
+    key = "scgpt_cell_type"
+    assert q.uns["scgpt"][key]["case_ignored"] is (rename is _lower_case_symbols)
 
 
 @pytest.mark.parametrize(

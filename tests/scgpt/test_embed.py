@@ -201,6 +201,10 @@ def test_symbols_of_another_case_are_matched(ckpt, continuous_adata_factory):
         tl.embed(a, model=ckpt, device="cpu", progress=False)
     assert record[0].filename == __file__
     np.testing.assert_allclose(a.obsm["X_scgpt"], expected, atol=1e-6)
+    assert a.uns["scgpt"]["X_scgpt"]["case_ignored"] is True
+    a.var_names = [g.upper() for g in a.var_names]  # as written again
+    _embed(a, ckpt, key_added="upper")
+    assert a.uns["scgpt"]["upper"]["case_ignored"] is False
 
 
 def test_bad_arguments(ckpt, continuous_adata_factory):

@@ -150,6 +150,7 @@ def test_symbols_of_another_case_are_matched(pretrained):
     with pytest.warns(UserWarning, match=r"mostly when case is ignored \(0 as written, 60 of 60"):
         tl.integrate(a, **kw)
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
+    assert a.uns["scgpt"]["X_scgpt_integrated"]["case_ignored"] is True
 
 
 def test_default_fine_tunes_without_dsbn(pretrained):

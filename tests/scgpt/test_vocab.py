@@ -40,6 +40,7 @@ def test_lookup_and_match_vocab(census):
     assert report["params"]["gene_key"] is None
     assert 0.9 < (ids >= 0).mean() < 1
     assert ids[list(adata.var_names).index("CD3E")] == v["CD3E"]
+    assert report["case_ignored"] is False
 
 
 def test_match_vocab_finds_symbols_in_a_var_column(census):
@@ -52,6 +53,7 @@ def test_match_vocab_finds_symbols_in_a_var_column(census):
         pp.match_vocab(adata, v)
     assert record[0].filename == __file__
     np.testing.assert_array_equal(adata.var["id_in_vocab"], v.lookup(symbols))
+    assert adata.uns["scgpt"]["id_in_vocab"]["case_ignored"] is False
     assert adata.uns["scgpt"]["id_in_vocab"]["params"]["gene_key"] == "feature_name"
 
 
@@ -120,6 +122,7 @@ def test_match_vocab_ignores_the_case_of_mouse_style_symbols(census):
         pp.match_vocab(adata, v)
     assert record[0].filename == __file__
     np.testing.assert_array_equal(adata.var["id_in_vocab"], v.lookup(symbols))
+    assert adata.uns["scgpt"]["id_in_vocab"]["case_ignored"] is True
 
 
 def test_case_is_ignored_only_where_most_matches_need_it():

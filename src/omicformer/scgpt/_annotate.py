@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._core._anndata import check_layer, labelled_cells, raw_if_scaled
 from ._backed import reopened, streamable, subset
-from ._genes import gene_names, match_genes, symbol_column, symbols_as_names
+from ._genes import case_ignored, gene_names, match_genes, symbol_column, symbols_as_names
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -174,7 +174,8 @@ def annotate(
         scores (accuracy, macro-F1 on the held-out reference cells) and the gene counts:
         ``n_genes_matched`` (query genes in the model's vocabulary), ``n_genes_shared`` (of
         those, also in the reference: the genes both sides are read with, so that their cells
-        are comparable) and ``n_genes_total``.
+        are comparable), ``n_genes_total`` and ``case_ignored`` (query symbols matched
+        ignoring case).
 
     Examples
     --------
@@ -351,7 +352,8 @@ def _check_inputs(
     else:
         query = Cells(subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
-             "n_genes_total": int(adata.n_vars)}  # fmt: skip
+             "n_genes_total": int(adata.n_vars),
+             "case_ignored": case_ignored(adata, module_vocab, gene_key)}  # fmt: skip
     return ref, query, query_mask, fitted, genes, gene_key
 
 

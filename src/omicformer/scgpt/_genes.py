@@ -143,9 +143,9 @@ def _warn_if_case_ignored(
 
     ``stacklevel`` is passed to :func:`warnings.warn` as it is.
     """
-    ids, case_ignored = lookup_symbols(names, vocab)
+    ids, ignored = lookup_symbols(names, vocab)
     folded = int((ids >= 0).sum())
-    if case_ignored and _enough(folded, len(names), vocab, min_fraction):
+    if ignored and _enough(folded, len(names), vocab, min_fraction):
         exact = int((vocab.lookup(names) >= 0).sum())
         warnings.warn(
             f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary "
@@ -181,6 +181,12 @@ def symbols_as_names(adata: AnnData, gene_key: str | None, column: str | None = 
     return out
 
 
-def match_report(ids: np.ndarray) -> dict[str, int]:
-    """Counts for ``uns``: genes matched / total."""
-    return {"n_genes_matched": int((ids >= 0).sum()), "n_genes_total": len(ids)}
+def case_ignored(adata: AnnData, vocab: GeneVocab, gene_key: str | None = None) -> bool:
+    """Whether :func:`match_genes` matches the symbols of ``adata`` ignoring case."""
+    return lookup_symbols(gene_names(adata, gene_key), vocab)[1]
+
+
+def match_report(ids: np.ndarray, ignored: bool = False) -> dict[str, int | bool]:
+    """For ``uns``: genes matched / total, and whether symbols were matched ignoring case."""
+    return {"n_genes_matched": int((ids >= 0).sum()), "n_genes_total": len(ids),
+            "case_ignored": bool(ignored)}  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
-from ._genes import gene_names, match_genes, match_report, symbol_column
+from ._genes import case_ignored, gene_names, match_genes, match_report, symbol_column
 from ._resolve import describe_model, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -160,8 +160,8 @@ def integrate(
         ``(n_obs, d_model)`` float32 corrected embedding, unit L2 norm.
     ``adata.uns["scgpt"][key_added]``
         ``params``, ``batches`` (in the model's code order), ``epochs`` trained, ``losses``
-        (last-epoch training and validation losses), ``n_genes_matched`` and
-        ``n_genes_total``.
+        (last-epoch training and validation losses), ``n_genes_matched``,
+        ``n_genes_total`` and ``case_ignored`` (symbols matched ignoring case).
 
     Examples
     --------
@@ -300,7 +300,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
         vocab = resolve_model(model, task="embed")[1]
     gene_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=4)
     gene_ids = match_genes(adata, vocab, gene_key)
-    genes = match_report(gene_ids)
+    genes = match_report(gene_ids, case_ignored(adata, vocab, gene_key))
     if genes["n_genes_matched"] < MIN_GENES:
         msg = (
             f"only {genes['n_genes_matched']} of the {genes['n_genes_total']} genes are in the "

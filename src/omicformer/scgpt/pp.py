@@ -11,7 +11,13 @@ import scipy.sparse as sp
 from .._core._anndata import check_layer, check_values, iter_row_chunks
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
-from ._genes import MIN_MATCH_FRACTION, match_genes, match_report, symbol_column
+from ._genes import (
+    MIN_MATCH_FRACTION,
+    case_ignored,
+    match_genes,
+    match_report,
+    symbol_column,
+)
 from ._perturb_data import prepare_perturbation
 
 if TYPE_CHECKING:
@@ -142,7 +148,8 @@ def match_vocab(
     ``adata.var[key_added]``
         Token id of each gene, ``-1`` when absent.
     ``adata.uns["scgpt"][key_added]``
-        ``params`` used, ``n_genes_matched`` and ``n_genes_total``.
+        ``params`` used, ``n_genes_matched``, ``n_genes_total`` and ``case_ignored``
+        (whether the symbols were matched ignoring case).
 
     Examples
     --------
@@ -159,7 +166,8 @@ def match_vocab(
     adata.var[key_added] = ids
     source = "GeneVocab" if vocab_obj is vocab else os.fspath(vocab)
     params = {"vocab": source, "gene_key": gene_key, "min_fraction": min_fraction}
-    adata.uns.setdefault("scgpt", {})[key_added] = {"params": params, **match_report(ids)}
+    report = match_report(ids, case_ignored(adata, vocab_obj, gene_key))
+    adata.uns.setdefault("scgpt", {})[key_added] = {"params": params, **report}
     return adata if copy else None
 
 

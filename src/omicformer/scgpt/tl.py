@@ -9,7 +9,7 @@ from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
-from ._genes import match_genes, match_report, symbol_column
+from ._genes import case_ignored, match_genes, match_report, symbol_column
 from ._integrate import integrate
 from ._perturb import predict_perturbation
 from ._perturb_baselines import perturbation_baseline
@@ -148,8 +148,9 @@ def embed(
     ``adata.obsm[key_added]``
         ``(n_obs, d_model)`` float32 cell embeddings, unit L2 norm (not with ``out_file``).
     ``adata.uns["scgpt"][key_added]``
-        ``params`` used, the model description and how many genes matched the vocabulary;
-        with ``out_file``, also ``"out_file"``: the path of the file holding the embeddings
+        ``params`` used, the model description, how many genes matched the vocabulary
+        (``n_genes_matched`` of ``n_genes_total``) and ``case_ignored`` (symbols matched
+        ignoring case, see :func:`~omicformer.scgpt.pp.match_vocab`); with ``out_file``, also ``"out_file"``: the path of the file holding the embeddings
         (rows in the order of ``adata.obs_names``).
 
     Examples
@@ -231,7 +232,7 @@ def embed(
             "random_state": random_state,
             "chunk_size": chunk_size,
         },
-        **match_report(gene_ids),
+        **match_report(gene_ids, case_ignored(source, vocab, gene_key)),
     }
     return adata if copy else None
 
