@@ -20,6 +20,7 @@ from omicformer._core._callbacks import (
 )
 from omicformer._core._deprecation import renamed_kwargs
 from omicformer._core._train import (
+    BalancedBatchSampler,
     EpochBatchSampler,
     auto_precision,
     run_training,
@@ -131,6 +132,29 @@ def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch):
     monkeypatch.setattr(_train, "world_size", lambda: 1)
     monkeypatch.setattr(_train, "global_rank", lambda: 0)
     assert list(plain) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_balanced_batch_sampler_deals_every_group_equally(monkeypatch):
+    groups = np.array([0] * 12 + [1] * 3)  # items 12, 13, 14 form the small group
+    plain = BalancedBatchSampler(len(groups), 4, groups=groups, shuffle=False)
+    # ceil(15 / 4) = 4 minibatches of 2 + 2; the small group dealt again when it runs out
+    assert list(plain) == [[0, 1, 12, 13], [2, 3, 14, 12], [4, 5, 13, 14], [6, 7, 12, 13]]
+    assert len(plain) == 4
+    sampler = BalancedBatchSampler(len(groups), 5, groups=groups, seed=3)  # 5 // 2 = 2 each
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3
+    assert all(sorted(groups[b]) == [0, 0, 1, 1] for b in batches)
+    assert list(sampler) == batches  # a function of (seed, epoch)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(_train, "global_rank", lambda r=rank: r)
+        shards.append(list(sampler))
+    assert len(shards[0]) == len(shards[1]) == len(sampler) == 2
+    with pytest.raises(ValueError, match="3 groups do not fit a minibatch of 2"):
+        BalancedBatchSampler(6, 2, groups=np.array([0, 1, 2, 0, 1, 2]))
 
 
 # ---------------------------------------------------------------- trainer settings

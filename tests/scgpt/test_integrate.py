@@ -438,6 +438,7 @@ def test_minibatches_hold_one_batch_only_for_official_dsbn(
     # the official recipe (DSBN, no cross-batch loss) draws each minibatch from one batch; the
     # cross-batch loss needs minibatches that mix the batches, with DSBN too
     assert (seen["groups"] is not None) is one_batch and seen["plan"].mnn_weight == mnn_weight
+    assert seen["balance_groups"] is False  # the model class draws random minibatches
     assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
 
 
@@ -452,3 +453,46 @@ def test_default_run_stops_after_16000_cell_passes(pretrained, runner_call):
     with pytest.raises(RuntimeError, match="stop"):
         model.train(max_epochs=3)
     assert seen["max_epochs"] == 3 and seen["max_steps"] is None
+
+
+def _unequal() -> ad.AnnData:
+    """36 cells of batch "a", 6 of batch "b" (2 per type)."""
+    a = _batches()
+    keep = (a.obs["batch"] == "a").to_numpy() | (np.arange(a.n_obs) % 6 == 0)
+    return a[keep].copy()
+
+
+def test_unequal_batches_get_balanced_minibatches(pretrained, runner_call):
+    seen = runner_call
+    for adata, balanced in ((_unequal(), True), (_batches(), False)):
+        with pytest.raises(RuntimeError, match="stop"):
+            tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
+        assert seen["balance_groups"] is balanced
+        assert (seen["groups"] is not None) is balanced  # batch codes, for the sampler
+    for kwargs in ({"balance_batches": False}, {"mnn_weight": 0.0, "dsbn": True}):
+        with pytest.raises(RuntimeError, match="stop"):  # asked off; one batch per minibatch
+            tl.integrate(_unequal(), batch_key="batch", model=pretrained, **QUICK, **kwargs)
+        assert seen["balance_groups"] is False
+    adata = _batches(2)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=True)
+    with pytest.raises(ValueError, match="cannot be combined with DSBN at mnn_weight=0"):
+        model.train(max_epochs=1, balance_batches=True)
+
+
+def test_balanced_minibatches_are_used_in_training(pretrained, monkeypatch):
+    from omicformer._core import _train
+
+    dealt = []
+    original = _train.BalancedBatchSampler._all_batches
+
+    def spy(self):
+        batches = original(self)
+        dealt.extend(np.bincount(self.groups[b], minlength=2).tolist() for b in batches)
+        return batches
+
+    monkeypatch.setattr(_train.BalancedBatchSampler, "_all_batches", spy)
+    adata = _unequal()
+    tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
+    assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
+    assert dealt and all(counts == [8, 8] for counts in dealt)  # batch_size 16: 8 + 8

@@ -9,7 +9,8 @@ same way for scGPT and DNABERT:
   GPUs that support it, 16-bit mixed on older GPUs, 32-bit on CPU);
 * one validation-split rule (:func:`split_indices`);
 * batches from :class:`EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
-  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch; or,
+  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch, or
+  every group in equal numbers (:class:`BalancedBatchSampler`); or,
   for out-of-core datasets, from the dataset's own sampler (``make_batch_sampler``, e.g. the
   chunk-shuffling :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
 * randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
@@ -195,6 +196,67 @@ class EpochBatchSampler(Sampler[list[int]]):
         return -(-n // world_size())
 
 
+class BalancedBatchSampler(EpochBatchSampler):
+    """Minibatches that mix the groups, every group with the same number of items in each.
+
+    A minibatch holds ``batch_size // n_groups`` items of every group (so ``batch_size``
+    rounded down to a multiple of the number of groups); an epoch has as many minibatches as
+    :class:`EpochBatchSampler` would make of all items, ``ceil(n_items / batch_size)``. Each
+    group's items are dealt in a random order (``shuffle=False``: in index order) and dealt
+    again, reshuffled, when they run out, so an epoch shows the items of a small group more than
+    once and not every item of a large one. Order and membership are a function of ``(seed,
+    epoch)``; ranks of a DDP run take every ``world_size``-th minibatch, as
+    :class:`EpochBatchSampler`. For cross-batch losses that pair cells of different batches
+    within a minibatch (:func:`~omicformer.scgpt.module.mnn_loss`): a batch of a sixth of the
+    cells would otherwise have about a sixth of each minibatch.
+
+    Parameters
+    ----------
+    n_items, batch_size, groups, shuffle, seed
+        As :class:`EpochBatchSampler`; ``groups`` (one per item) is required, and there must be
+        at most ``batch_size`` of them.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        *,
+        groups: np.ndarray,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(n_items, batch_size, groups=groups, shuffle=shuffle, seed=seed)
+        n_groups = len(np.unique(self.groups))
+        if n_groups > self.batch_size:
+            msg = (
+                f"{n_groups} groups do not fit a minibatch of {self.batch_size} items with one "
+                "item of each; raise batch_size or leave the groups unbalanced."
+            )
+            raise ValueError(msg)
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        members = [np.flatnonzero(self.groups == g) for g in np.unique(self.groups)]
+        per_group = self.batch_size // max(len(members), 1)
+        n_batches = -(-len(self.groups) // self.batch_size)
+        need = n_batches * per_group
+        dealt = []
+        for idx in members:
+            rounds = [
+                rng.permutation(idx) if self.shuffle else idx for _ in range(-(-need // len(idx)))
+            ]
+            dealt.append(np.concatenate(rounds)[:need].reshape(n_batches, per_group))
+        batches = np.concatenate(dealt, axis=1) if dealt else np.zeros((0, 0), np.int64)
+        if self.shuffle:
+            batches = rng.permuted(batches, axis=1)
+        return list(batches)
+
+    def __len__(self) -> int:
+        n_batches = -(-len(self.groups) // self.batch_size)
+        return -(-n_batches // world_size())
+
+
 def make_loader(
     dataset: Dataset,
     collate_fn: Callable,
@@ -202,6 +264,7 @@ def make_loader(
     batch_size: int,
     shuffle: bool,
     groups: np.ndarray | None = None,
+    balance_groups: bool = False,
     num_workers: int = 0,
     seed: int = 0,
 ) -> DataLoader:
@@ -212,10 +275,19 @@ def make_loader(
     :class:`~omicformer._core._ondisk.ChunkBatchSampler`); it must shuffle per ``set_epoch``,
     keep one group per minibatch when ``groups`` is given, and split batches across DDP ranks
     as :class:`EpochBatchSampler` does. Other datasets get an :class:`EpochBatchSampler` (with
-    ``groups``: one group per minibatch).
+    ``groups``: one group per minibatch), or with ``groups`` and ``balance_groups=True`` a
+    :class:`BalancedBatchSampler` (every group in every minibatch, in equal numbers; out-of-core
+    datasets do not balance and raise).
     """
     make_sampler = getattr(dataset, "make_batch_sampler", None)
-    if make_sampler is None:
+    if balance_groups:
+        if groups is None or make_sampler is not None:
+            msg = "balance_groups=True needs groups= and an in-memory dataset."
+            raise ValueError(msg)
+        sampler = BalancedBatchSampler(
+            len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
+        )
+    elif make_sampler is None:
         sampler = EpochBatchSampler(
             len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
         )
@@ -269,6 +341,7 @@ def run_training(
     val: Dataset | None = None,
     val_collate_fn: Callable | None = None,
     groups: tuple[np.ndarray, np.ndarray] | None = None,
+    balance_groups: bool = False,
     batch_size: int = 32,
     max_epochs: int | None = 1,
     max_steps: int | None = None,
@@ -305,6 +378,10 @@ def run_training(
         Validation items (``None``/empty: none) and their collate (default ``collate_fn``).
     groups
         ``(train_groups, val_groups)``: every minibatch holds one group (DSBN).
+    balance_groups
+        With ``groups``: every training minibatch holds every group instead, in equal numbers
+        (:class:`BalancedBatchSampler`); validation minibatches then take the validation items
+        in order, mixed. In-memory datasets only.
     batch_size
         Items per minibatch and device.
     max_epochs, max_steps
@@ -365,7 +442,10 @@ def run_training(
     seed_all(random_state)
     train_groups, val_groups = groups if groups is not None else (None, None)
     loader = make_loader(train, collate_fn, batch_size=batch_size, shuffle=True,
-                         groups=train_groups, num_workers=num_workers, seed=random_state)  # fmt: skip
+                         groups=train_groups, balance_groups=balance_groups,
+                         num_workers=num_workers, seed=random_state)  # fmt: skip
+    if balance_groups:
+        val_groups = None
     # sampler position and per-batch collate seeds, so that a run resumed mid-epoch is exact
     loader = resumable_loader(loader, random_state)
     val_loader = None

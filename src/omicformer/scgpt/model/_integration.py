@@ -180,6 +180,7 @@ class ScGPTIntegration(ScGPT):
         dab_weight: float = 1.0,
         label_weight: float = 1.0,
         mnn_weight: float = 0.0,
+        balance_batches: bool = False,
         weight_decay: float = 0.0,
         lr_decay: float = 0.9,
         dropout: float | None = None,
@@ -242,6 +243,14 @@ class ScGPTIntegration(ScGPT):
             (cosine of the centred ``<cls>`` embeddings) are pulled together. ``0`` (default)
             disables it. When it is on, minibatches mix the batches, also with DSBN.
             :func:`~omicformer.scgpt.tl.integrate` uses 30.
+        balance_batches
+            Every training minibatch holds the same number of cells of every batch
+            (:class:`~omicformer._core._train.BalancedBatchSampler`; cells of small batches are
+            drawn more often, of large ones less), so that the cross-batch loss finds pairs for
+            the cells of a small batch. ``False`` (default): minibatches are random draws of all
+            cells. Needs mixed minibatches (not DSBN with ``mnn_weight=0``) and in-memory
+            training (not streaming). :func:`~omicformer.scgpt.tl.integrate` turns it on where
+            the largest batch has more than twice the cells of the smallest.
         weight_decay, lr_decay
             Adam weight decay; learning rate factor per epoch (official 0.9).
         dropout
@@ -305,9 +314,20 @@ class ScGPTIntegration(ScGPT):
             groups = None
             if c.domain_spec_batchnorm and mnn_weight == 0:
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
+            if balance_batches:
+                if groups is not None or stream:
+                    msg = (
+                        "balance_batches=True mixes the batches in every minibatch of cells held "
+                        "in memory; it cannot be combined with DSBN at mnn_weight=0 (one batch "
+                        "per minibatch) or with streaming. Set mnn_weight > 0, dsbn=False or "
+                        "streaming=False."
+                    )
+                    raise ValueError(msg)
+                groups = (train_ds.batch_codes, val_ds.batch_codes)
             self._fit(
                 plan, functools.partial(MaskedValueCollator, col_ids, **common),
-                (train_ds, val_ds), (train_idx, val_idx), groups=groups, batch_size=batch_size,
+                (train_ds, val_ds), (train_idx, val_idx), groups=groups,
+                balance_groups=balance_batches, batch_size=batch_size,
                 max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
                 devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
                 num_workers=num_workers, random_state=random_state,
