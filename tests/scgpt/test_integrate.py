@@ -473,6 +473,12 @@ def test_unequal_batches_get_balanced_minibatches(pretrained, runner_call):
         with pytest.raises(RuntimeError, match="stop"):  # asked off; one batch per minibatch
             tl.integrate(_unequal(), batch_key="batch", model=pretrained, **QUICK, **kwargs)
         assert seen["balance_groups"] is False
+    adata = _unequal()
+    before = adata.copy()
+    with pytest.raises(ValueError, match="balance_batches=True needs minibatches that mix"):
+        tl.integrate(adata, batch_key="batch", model=pretrained, balance_batches=True,
+                     mnn_weight=0.0, dsbn=True, **QUICK)  # fmt: skip
+    assert set(adata.obsm) == set(before.obsm) and set(adata.uns) == set(before.uns)
     adata = _batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=True)

@@ -192,10 +192,19 @@ def integrate(
         mnn_weight, ecs_threshold, max_len, dsbn, gene_selection,
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
+    sizes = adata.obs[batch_key].astype(str).value_counts()
+    mixed = mnn_weight > 0 or not dsbn  # else one batch per minibatch (official DSBN)
+    fits = len(sizes) <= batch_size  # one cell of every batch per minibatch at least
+    if balance_batches and not (mixed and fits and not stream):
+        msg = (
+            "balance_batches=True needs minibatches that mix the batches (mnn_weight > 0 or "
+            f"dsbn=False), at most batch_size={batch_size} batches ({len(sizes)} here) and cells "
+            "held in memory (not a backed file streamed)."
+        )
+        if stream:
+            work.file.close()
+        raise ValueError(msg)
     if balance_batches is None:  # balance unequal batches where minibatches mix them
-        sizes = adata.obs[batch_key].astype(str).value_counts()
-        mixed = mnn_weight > 0 or not dsbn  # else one batch per minibatch (official DSBN)
-        fits = len(sizes) <= batch_size  # one cell of every batch per minibatch at least
         balance_batches = bool(
             mixed and fits and not stream and fitted is None and sizes.max() > 2 * sizes.min()
         )
@@ -234,7 +243,8 @@ def integrate(
             "batch_key": batch_key, "labels_key": labels_key, "model": describe_model(model),
             "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
             "ecs_weight": ecs_weight, "ecs_threshold": ecs_threshold, "dab_weight": dab_weight,
-            "mnn_weight": mnn_weight, "balance_batches": balance_batches, "dsbn": dsbn, "batch_conditioned": batch_conditioned,
+            "mnn_weight": mnn_weight, "balance_batches": balance_batches, "dsbn": dsbn,
+            "batch_conditioned": batch_conditioned,
             "dropout": dropout, "batch_size": batch_size, "max_len": max_len,
             "gene_selection": integration.gene_selection, "random_state": random_state,
             "retrained": fitted is None,
