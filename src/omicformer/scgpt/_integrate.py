@@ -188,6 +188,7 @@ def integrate(
     """
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
+    from .model._integration import one_batch_per_minibatch
 
     work, genes, fitted, stream, gene_key = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
@@ -195,7 +196,7 @@ def integrate(
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
-    mixed = mnn_weight > 0 or not dsbn  # else one batch per minibatch (official DSBN)
+    mixed = not one_batch_per_minibatch(dsbn, mnn_weight)
     fits = len(sizes) <= batch_size  # one cell of every batch per minibatch at least
     if balance_batches and not (mixed and fits and not stream):
         msg = (

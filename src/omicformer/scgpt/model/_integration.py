@@ -312,7 +312,7 @@ class ScGPTIntegration(ScGPT):
             # per_seq_batch_sample); else mixed (DSBN then normalises each batch's cells of a
             # minibatch with that batch's layer)
             groups = None
-            if c.domain_spec_batchnorm and mnn_weight == 0:
+            if one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
             if balance_batches:
                 if groups is not None or stream:
@@ -338,6 +338,14 @@ class ScGPTIntegration(ScGPT):
 
     def _needs_batch_codes(self) -> bool:
         return bool(self.module.config.domain_spec_batchnorm or self.module.config.use_batch_labels)
+
+
+def one_batch_per_minibatch(dsbn: bool, mnn_weight: float) -> bool:
+    """Whether training draws every minibatch from one batch: DSBN without the cross-batch loss.
+
+    The official ``per_seq_batch_sample``; otherwise minibatches mix the batches.
+    """
+    return bool(dsbn) and mnn_weight == 0
 
 
 def default_epochs(n_cells: int) -> int:
