@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from omicformer._core import _train
+from omicformer._core import _ranks, _train
 from omicformer._core._ondisk import ChunkBatchSampler, ChunkedRows, RowSource, open_h5
 from omicformer._core._train import run_training
 
@@ -88,10 +88,10 @@ def test_chunk_sampler_no_shuffle_and_ranks(matrix, monkeypatch):
     assert list(plain) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     sampler = ChunkBatchSampler(np.arange(103) // 10, 8, window=2, seed=3)
     everything = list(sampler)  # 13 batches
-    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
     shards = []
     for rank in (0, 1):
-        monkeypatch.setattr(_train, "global_rank", lambda r=rank: r)
+        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
         shards.append(list(sampler))
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 7  # same number of steps
     assert shards[0] + shards[1][:6] == everything  # contiguous shares, distinct batches
@@ -251,7 +251,7 @@ def test_chunk_sampler_groups_one_group_and_chunk_per_batch(monkeypatch):
     assert list(plain) == [[0, 2], [1], [3, 4], [5]]  # chunk by chunk, group by group
     with pytest.raises(ValueError, match="groups"):
         ChunkBatchSampler(chunk_ids, 3, groups=groups[:10])
-    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
     assert len(sampler) == -(-expected // 2)
 
 

@@ -15,10 +15,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from omicformer._core import _resume, _train
+from omicformer._core import _ranks, _resume
 from omicformer._core._callbacks import BestWeights
 from omicformer._core._resume import ResumableBatchSampler, batch_seed, check_checkpoint
-from omicformer._core._train import EpochBatchSampler
+from omicformer._core._samplers import EpochBatchSampler
 from omicformer.scgpt.model import ScGPT
 
 FIT = {"max_epochs": 2, "batch_size": 8, "random_state": 3, "accelerator": "cpu",
@@ -90,10 +90,10 @@ def _epoch(inner: EpochBatchSampler, epoch: int) -> list[list[int]]:
 
 def test_batch_keys_do_not_depend_on_the_number_of_devices(monkeypatch):
     single = {tuple(b): b.key for b in ResumableBatchSampler(EpochBatchSampler(40, 5, seed=1), 1)}
-    monkeypatch.setattr(_train, "world_size", lambda: 2)
+    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
     sharded = {}
     for rank in (0, 1):
-        monkeypatch.setattr(_train, "global_rank", lambda r=rank: r)
+        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
         monkeypatch.setattr(_resume, "_rank_world", lambda r=rank: (r, 2))
         sharded |= {tuple(b): b.key for b in ResumableBatchSampler(EpochBatchSampler(40, 5, seed=1), 1)}  # fmt: skip
     assert sharded == single  # batch b of epoch e draws the same masks on 1 or 2 devices

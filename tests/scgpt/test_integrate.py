@@ -487,17 +487,17 @@ def test_unequal_batches_get_balanced_minibatches(pretrained, runner_call):
 
 
 def test_balanced_minibatches_are_used_in_training(pretrained, monkeypatch):
-    from omicformer._core import _train
+    from omicformer._core import _samplers
 
     dealt = []
-    original = _train.BalancedBatchSampler._all_batches
+    original = _samplers.BalancedBatchSampler._all_batches
 
     def spy(self):
         batches = original(self)
         dealt.extend(np.bincount(self.groups[b], minlength=2).tolist() for b in batches)
         return batches
 
-    monkeypatch.setattr(_train.BalancedBatchSampler, "_all_batches", spy)
+    monkeypatch.setattr(_samplers.BalancedBatchSampler, "_all_batches", spy)
     adata = _unequal()
     tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
     assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True

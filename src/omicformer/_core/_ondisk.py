@@ -438,7 +438,7 @@ class ChunkBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        from ._train import global_rank, world_size
+        from ._ranks import global_rank, world_size
 
         batches = self.batches()
         rank, world = global_rank(), world_size()
@@ -450,6 +450,6 @@ class ChunkBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        from ._train import world_size
+        from ._ranks import world_size
 
         return -(-self._n_batches // world_size())

@@ -8,9 +8,9 @@ same way for scGPT and DNABERT:
   ``strategy``: DDP on several devices or nodes; ``precision="auto"``: bf16 mixed precision on
   GPUs that support it, 16-bit mixed on older GPUs, 32-bit on CPU);
 * one validation-split rule (:func:`split_indices`);
-* batches from :class:`EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
+* batches from :class:`~omicformer._core._samplers.EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
   one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch, or
-  every group in equal numbers (:class:`BalancedBatchSampler`); or,
+  every group in equal numbers (:class:`~omicformer._core._samplers.BalancedBatchSampler`); or,
   for out-of-core datasets, from the dataset's own sampler (``make_batch_sampler``, e.g. the
   chunk-shuffling :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
 * randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
@@ -24,7 +24,7 @@ same way for scGPT and DNABERT:
   resuming (``checkpoint_dir``, ``checkpoint_every_n_steps``, ``ckpt_path="last"``) that hold
   the sampler position and random state, so a run killed mid-epoch resumes exactly
   (``omicformer._core._resume``);
-* :func:`is_global_zero` so that ``save`` writes once under DDP.
+* :func:`~omicformer._core._ranks.is_global_zero` so that ``save`` writes once under DDP.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, SeedCallback
 from ._random import collate_generator, collate_rng
@@ -50,9 +50,7 @@ from ._resume import (
     resumable_loader,
     step_checkpoint,
 )
-
-if TYPE_CHECKING:
-    pass
+from ._samplers import BalancedBatchSampler, EpochBatchSampler
 
 __all__ = ["collate_generator", "collate_rng", "run_training", "split_indices"]
 
@@ -60,28 +58,7 @@ __all__ = ["collate_generator", "collate_rng", "run_training", "split_indices"]
 VALIDATION_SIZE = 0.1
 
 
-# ---------------------------------------------------------------------------- ranks and seeds
-def global_rank() -> int:
-    """Global rank of this process under DDP (0 when not distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return int(torch.distributed.get_rank())
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def is_global_zero() -> bool:
-    """Whether this process is global rank 0 (``save`` writes only there)."""
-    return global_rank() == 0
-
-
-def world_size() -> int:
-    """Number of DDP processes (1 when not distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return int(torch.distributed.get_world_size())
-    return 1
-
-
+# ---------------------------------------------------------------------------- seeds
 def seed_all(random_state: int) -> None:
     """Seed Python, NumPy and torch, and make Lightning seed DataLoader workers per rank."""
     pl.seed_everything(int(random_state), workers=True, verbose=False)
@@ -119,142 +96,6 @@ def split_indices(
     ]
     val = np.sort(np.concatenate(held))
     return np.setdiff1d(np.arange(n), val), val
-
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """Minibatches of item indices, reshuffled per epoch, split across DDP ranks.
-
-    With ``groups``, every minibatch holds items of one group only (domain-specific batch norm
-    normalises a minibatch with one domain's statistics, as the official
-    ``per_seq_batch_sample``). Order and membership are a function of ``(seed, epoch)``; under
-    ``torch.distributed`` rank ``r`` takes every ``world_size``-th batch, the list padded by
-    repetition so that all ranks run the same number of steps. Used with
-    ``Trainer(use_distributed_sampler=False)``.
-
-    Parameters
-    ----------
-    n_items
-        Number of items.
-    batch_size
-        Maximum items per minibatch.
-    groups
-        Optional group per item.
-    shuffle
-        Shuffle items (within groups) and the order of batches.
-    seed
-        Base seed; Lightning calls :meth:`set_epoch` every epoch.
-    """
-
-    def __init__(
-        self,
-        n_items: int,
-        batch_size: int,
-        *,
-        groups: np.ndarray | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-    ) -> None:
-        self.groups = np.zeros(n_items, np.int64) if groups is None else np.asarray(groups)
-        if len(self.groups) != n_items:
-            msg = f"{len(self.groups)} groups for {n_items} items."
-            raise ValueError(msg)
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (different shuffles per epoch, identical across ranks)."""
-        self.epoch = int(epoch)
-
-    def _all_batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        batches = []
-        for g in np.unique(self.groups):
-            idx = np.flatnonzero(self.groups == g)
-            if self.shuffle:
-                idx = rng.permutation(idx)
-            batches += [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rank, world = global_rank(), world_size()
-        batches = self._all_batches()
-        if world > 1:
-            n = -(-len(batches) // world) * world
-            batches = (batches * (n // max(len(batches), 1) + 1))[:n]
-            batches = batches[rank::world]
-        for b in batches:
-            yield b.tolist()
-
-    def __len__(self) -> int:
-        n = sum(
-            -(-int((self.groups == g).sum()) // self.batch_size) for g in np.unique(self.groups)
-        )
-        return -(-n // world_size())
-
-
-class BalancedBatchSampler(EpochBatchSampler):
-    """Minibatches that mix the groups, every group with the same number of items in each.
-
-    A minibatch holds ``batch_size // n_groups`` items of every group (so ``batch_size``
-    rounded down to a multiple of the number of groups); an epoch has as many minibatches as
-    :class:`EpochBatchSampler` would make of all items, ``ceil(n_items / batch_size)``. Each
-    group's items are dealt in a random order (``shuffle=False``: in index order) and dealt
-    again, reshuffled, when they run out, so an epoch shows the items of a small group more than
-    once and not every item of a large one. Order and membership are a function of ``(seed,
-    epoch)``; ranks of a DDP run take every ``world_size``-th minibatch, as
-    :class:`EpochBatchSampler`. For cross-batch losses that pair cells of different batches
-    within a minibatch (:func:`~omicformer.scgpt.module.mnn_loss`): a batch of a sixth of the
-    cells would otherwise have about a sixth of each minibatch.
-
-    Parameters
-    ----------
-    n_items, batch_size, groups, shuffle, seed
-        As :class:`EpochBatchSampler`; ``groups`` (one per item) is required, and there must be
-        at most ``batch_size`` of them.
-    """
-
-    def __init__(
-        self,
-        n_items: int,
-        batch_size: int,
-        *,
-        groups: np.ndarray,
-        shuffle: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(n_items, batch_size, groups=groups, shuffle=shuffle, seed=seed)
-        n_groups = len(np.unique(self.groups))
-        if n_groups > self.batch_size:
-            msg = (
-                f"{n_groups} groups do not fit a minibatch of {self.batch_size} items with one "
-                "item of each; raise batch_size or leave the groups unbalanced."
-            )
-            raise ValueError(msg)
-
-    def _all_batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        members = [np.flatnonzero(self.groups == g) for g in np.unique(self.groups)]
-        per_group = self.batch_size // max(len(members), 1)
-        n_batches = -(-len(self.groups) // self.batch_size)
-        need = n_batches * per_group
-        dealt = []
-        for idx in members:
-            rounds = [
-                rng.permutation(idx) if self.shuffle else idx for _ in range(-(-need // len(idx)))
-            ]
-            dealt.append(np.concatenate(rounds)[:need].reshape(n_batches, per_group))
-        batches = np.concatenate(dealt, axis=1) if dealt else np.zeros((0, 0), np.int64)
-        if self.shuffle:
-            batches = rng.permuted(batches, axis=1)
-        return list(batches)
-
-    def __len__(self) -> int:
-        n_batches = -(-len(self.groups) // self.batch_size)
-        return -(-n_batches // world_size())
 
 
 def make_loader(

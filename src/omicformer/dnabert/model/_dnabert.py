@@ -10,7 +10,7 @@ import torch
 
 from ..._core._callbacks import History, history_from_json, history_from_rows, history_to_json
 from ..._core._deprecation import renamed_kwargs, warn_renamed
-from ..._core._train import is_global_zero
+from ..._core._ranks import is_global_zero
 from .._genome import Genome
 from .._kmers import check_k
 from ..module import (

@@ -338,7 +338,7 @@ class ReferenceProbeMixin:
         """
         from safetensors.torch import save_file
 
-        from ..._core._train import is_global_zero
+        from ..._core._ranks import is_global_zero
 
         super().save(dir_path, overwrite=overwrite, **kwargs)  # type: ignore[misc]
         path = Path(dir_path) / PROBE_NAME

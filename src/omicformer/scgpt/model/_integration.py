@@ -245,7 +245,7 @@ class ScGPTIntegration(ScGPT):
             :func:`~omicformer.scgpt.tl.integrate` uses 30.
         balance_batches
             Every training minibatch holds the same number of cells of every batch
-            (:class:`~omicformer._core._train.BalancedBatchSampler`; cells of small batches are
+            (:class:`~omicformer._core._samplers.BalancedBatchSampler`; cells of small batches are
             drawn more often, of large ones less), so that the cross-batch loss finds pairs for
             the cells of a small batch. ``False`` (default): minibatches are random draws of all
             cells. Needs mixed minibatches (not DSBN with ``mnn_weight=0``) and in-memory

@@ -17,7 +17,7 @@ from omicformer._version import __version__
 
 from ..._core._callbacks import history_from_json, history_to_json
 from ..._core._io import environment_versions, save_model_dir
-from ..._core._train import is_global_zero
+from ..._core._ranks import is_global_zero
 from ._io import (
     ADATA_NAME,
     MODEL_NAME,

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..._core._deprecation import warn_renamed
 from ..._core._ondisk import ChunkBatchSampler, ChunkedRows
 from ..._core._random import collate_rng
-from ..._core._train import EpochBatchSampler
+from ..._core._samplers import EpochBatchSampler
 from .._tokenize import (
     TokenizedCell,
     check_gene_selection,
@@ -267,7 +267,7 @@ class GenerativeCollator(CellCollator):
 
 
 class GroupedBatchSampler(EpochBatchSampler):
-    """Deprecated: use :class:`omicformer._core._train.EpochBatchSampler` with ``groups=``."""
+    """Deprecated: use :class:`omicformer._core._samplers.EpochBatchSampler` with ``groups=``."""
 
     def __init__(self, groups: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0):
         warn_renamed("omicformer.scgpt.train", "GroupedBatchSampler", "EpochBatchSampler")
