@@ -339,18 +339,6 @@ def test_training_runs_in_train_mode_so_dsbn_learns_its_statistics(integrated):
     assert not model.module.training  # and back to eval mode for inference
 
 
-def test_set_dropout_sets_every_rate(pretrained):
-    from omicformer.scgpt.module._transformer import MultiheadSelfAttention
-
-    module = ScGPT.load_pretrained(pretrained, pretrained.adata).module
-    module.set_dropout(0.3)
-    rates = [m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)]
-    rates += [m.dropout for m in module.modules() if isinstance(m, MultiheadSelfAttention)]
-    assert rates and set(rates) == {0.3} and module.config.dropout == 0.3
-    with pytest.raises(ValueError, match="dropout"):
-        module.set_dropout(1.0)
-
-
 def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained):
     a = _batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")

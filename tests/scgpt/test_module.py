@@ -187,3 +187,15 @@ def test_gene_mean_cell_embedding_leaves_out_cls_and_padding():
     assert not torch.allclose(avg[0], got[0])
     with pytest.raises(ValueError, match="gene-mean"):
         _model(cell_emb_style="mean")
+
+
+def test_set_dropout_sets_every_rate():
+    from omicformer.scgpt.module._transformer import MultiheadSelfAttention
+
+    module = _model(do_dab=True, use_batch_labels=True, num_batch_labels=2)
+    module.set_dropout(0.3)
+    rates = [m.p for m in module.modules() if isinstance(m, nn.Dropout)]
+    rates += [m.dropout for m in module.modules() if isinstance(m, MultiheadSelfAttention)]
+    assert rates and set(rates) == {0.3} and module.config.dropout == 0.3
+    with pytest.raises(ValueError, match="dropout"):
+        module.set_dropout(1.0)
