@@ -8,11 +8,12 @@ same way for scGPT and DNABERT:
   ``strategy``: DDP on several devices or nodes; ``precision="auto"``: bf16 mixed precision on
   GPUs that support it, 16-bit mixed on older GPUs, 32-bit on CPU);
 * one validation-split rule (:func:`split_indices`);
-* batches from :class:`~omicformer._core._samplers.EpochBatchSampler`: reshuffled per epoch from ``(random_state, epoch)``,
-  one slice per DDP rank, optionally one group (e.g. batch label for DSBN) per minibatch, or
-  every group in equal numbers (:class:`~omicformer._core._samplers.BalancedBatchSampler`); or,
-  for out-of-core datasets, from the dataset's own sampler (``make_batch_sampler``, e.g. the
-  chunk-shuffling :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
+* batches from :class:`~omicformer._core._samplers.EpochBatchSampler`: reshuffled per epoch
+  from ``(random_state, epoch)``, one slice per DDP rank, optionally one group (e.g. batch
+  label for DSBN) per minibatch, or every group in equal numbers
+  (:class:`~omicformer._core._samplers.BalancedBatchSampler`); or, for out-of-core datasets,
+  from the dataset's own sampler (``make_batch_sampler``, e.g. the chunk-shuffling
+  :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
 * randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
   from torch's global generator seeded for that batch from ``(random_state, epoch, batch
   number)`` (``omicformer._core._resume``), so no two batches, workers, ranks or epochs
