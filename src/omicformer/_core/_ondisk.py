@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 from torch.utils.data import Sampler
 
+from . import _ranks
 from ._anndata import check_layer, get_matrix, to_csr
 
 if TYPE_CHECKING:
@@ -438,10 +439,8 @@ class ChunkBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        from ._ranks import global_rank, world_size
-
         batches = self.batches()
-        rank, world = global_rank(), world_size()
+        rank, world = _ranks.global_rank(), _ranks.world_size()
         if world > 1 and batches:
             per_rank = -(-len(batches) // world)
             batches = (batches * world)[: per_rank * world]
@@ -450,6 +449,4 @@ class ChunkBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        from ._ranks import world_size
-
-        return -(-self._n_batches // world_size())
+        return -(-self._n_batches // _ranks.world_size())
