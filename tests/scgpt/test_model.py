@@ -221,7 +221,7 @@ def test_load_pretrained_official_folder(official, continuous_adata_factory, tmp
     for k, v in ref.state_dict().items():  # torch names == official names after Wqkv -> in_proj_
         if k.startswith(("encoder.", "value_encoder.", "transformer_encoder.")):
             assert torch.equal(ours[k], v), k
-    z = model.get_latent_representation(progress=False)
+    z = model.get_latent_representation(device="cpu", progress=False)  # float32, as the reference
     # the reference forward of official ``embed_data``: genes outside the vocab dropped first
     X = adata.X.toarray()[:, :50]
     expected = official.embed(ref, X, np.arange(50), vocab, max_len=600, pad_to_max=False)

@@ -176,6 +176,7 @@ def embed_cells(
         )  # fmt: skip
     dev = resolve_device(device)
     was_training = module.training
+    home = next(module.parameters()).device  # the caller's model goes back there afterwards
     module.eval().to(dev)
     n_batches = -(-adata.n_obs // batch_size)
     work.bar = _progress(
@@ -188,7 +189,7 @@ def embed_cells(
     finally:
         work.bar.close()
         work.bar = None
-        module.train(was_training)
+        module.to(home).train(was_training)
     return output.result()
 
 

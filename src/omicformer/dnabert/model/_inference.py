@@ -60,28 +60,32 @@ def run_windows(
     order = np.argsort([-len(w) for w in windows], kind="stable")  # similar lengths together
 
     dev = resolve_device(device)
+    home, was_training = next(module.parameters()).device, module.training
     module.eval().to(dev)
     width = module.config.num_labels if output == "probs" else module.config.hidden_size
     sums = np.zeros((n, width), dtype=np.float64)
     weights = np.zeros(n, dtype=np.float64)
     specials = (PAD_ID, CLS_ID, SEP_ID)
     starts = range(0, len(windows), batch_size)
-    for start in progress_bar(starts, total=len(starts), desc=desc, disable=not progress):
-        idx = order[start : start + batch_size]
-        batch = tokenize_batch([windows[i] for i in idx], k, max_len=max_tokens, dtype=np.int16)
-        input_ids = torch.from_numpy(batch["input_ids"]).to(dev).long()
-        attention_mask = torch.from_numpy(batch["attention_mask"]).to(dev)
-        with inference_autocast(dev):
-            if output == "probs":
-                logits = module(input_ids=input_ids, attention_mask=attention_mask).logits
-                values, w = torch.softmax(logits.float(), dim=-1), torch.ones(len(idx))
-            else:
-                hidden = module.bert(input_ids=input_ids, attention_mask=attention_mask)
-                hidden = hidden.last_hidden_state.float()  # (B, T, D)
-                if output == "cls":
-                    values, w = hidden[:, 0], torch.ones(len(idx))
+    try:
+        for start in progress_bar(starts, total=len(starts), desc=desc, disable=not progress):
+            idx = order[start : start + batch_size]
+            batch = tokenize_batch([windows[i] for i in idx], k, max_len=max_tokens, dtype=np.int16)
+            input_ids = torch.from_numpy(batch["input_ids"]).to(dev).long()
+            attention_mask = torch.from_numpy(batch["attention_mask"]).to(dev)
+            with inference_autocast(dev):
+                if output == "probs":
+                    logits = module(input_ids=input_ids, attention_mask=attention_mask).logits
+                    values, w = torch.softmax(logits.float(), dim=-1), torch.ones(len(idx))
                 else:
-                    values, w = mean_pool(hidden, input_ids, specials)
-        np.add.at(sums, owner[idx], values.double().cpu().numpy())
-        np.add.at(weights, owner[idx], w.double().cpu().numpy())
+                    hidden = module.bert(input_ids=input_ids, attention_mask=attention_mask)
+                    hidden = hidden.last_hidden_state.float()  # (B, T, D)
+                    if output == "cls":
+                        values, w = hidden[:, 0], torch.ones(len(idx))
+                    else:
+                        values, w = mean_pool(hidden, input_ids, specials)
+            np.add.at(sums, owner[idx], values.double().cpu().numpy())
+            np.add.at(weights, owner[idx], w.double().cpu().numpy())
+    finally:
+        module.to(home).train(was_training)
     return (sums / weights[:, None]).astype(np.float32)

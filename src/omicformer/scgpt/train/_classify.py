@@ -196,10 +196,10 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
             return
         head = self.module.cls_decoder
         first = head._decoder[0] if len(head._decoder) else head.out_layer
-        w = first.weight
-        scale = torch.rsqrt(norm.var.double().mean() + norm.eps)
+        w = first.weight  # the statistics may live elsewhere (e.g. after an interrupted fit)
+        scale = torch.rsqrt(norm.var.double().mean() + norm.eps).to(w.device)
         new_w = w.double() * scale
-        new_b = first.bias.double() - new_w @ norm.mean.double()
+        new_b = first.bias.double() - new_w @ norm.mean.double().to(w.device)
         w.copy_(new_w.to(w.dtype))
         first.bias.copy_(new_b.to(first.bias.dtype))
         self.input_norm = None
