@@ -5,14 +5,17 @@
 #   bash benchmarks/gpu_check.sh --no-install   # the environment is already installed
 #   bash benchmarks/gpu_check.sh --cpu-smoke    # the same steps on CPU with tiny sizes (CI)
 #
-# Installs nothing beyond the README (`pip install -e ".[test]"`), takes under 10 minutes on a
+# Installs nothing beyond the README (`pip install -e ".[test]"`), takes under 13 minutes on a
 # recent GPU and reports:
 #   1. embed throughput and MFU, bf16, whole-human configuration (d_model 512, 12 layers), ours
 #      against the reference path (benchmarks/embed_throughput.py);
 #   2. training step throughput and peak GPU memory, default and whole-human configurations
 #      (benchmarks/train_throughput.py);
 #   3. equality of CPU and GPU embeddings, default model on the bundled pbmc68k_reduced: cosine
-#      similarity, min and mean over cells (benchmarks/embed_devices.py).
+#      similarity, min and mean over cells (benchmarks/embed_devices.py);
+#   4. tl.annotate and tl.integrate with default arguments (device "auto"): wall time, the
+#      device used, annotation macro-F1 and 15-NN label accuracy / batch mixing of the
+#      integrated embedding (benchmarks/finetune_devices.py).
 # Prints a compact summary and exits non-zero when a step fails (error, time limit, or cosine
 # below its threshold). Environment: PYTHON (default python), PEAK_TFLOPS (dense bf16 peak of
 # the GPU for MFU; default from the GPU's name, H100/H200 989), LOG_DIR (keep the full logs).
@@ -62,7 +65,8 @@ if [ "$MODE" = gpu ]; then
          --genes-per-cell 1200 --peak-tflops "$PEAK_TFLOPS")
   TRAIN=(--device cuda --batch-size 32 --steps 20 --warmup 3)
   EQUAL=(--device cuda)
-  LIMIT=(180 120 150 120)         # seconds per step: 9.5 minutes at most
+  FINETUNE=()                     # device "auto", as a user calls them
+  LIMIT=(180 120 150 120 240)     # seconds per step: 13.5 minutes at most
 else
   DEVICE=cpu
   GPU="CPU (smoke test, tiny sizes)"
@@ -70,7 +74,8 @@ else
   EMBED=(--config human --device cpu --n-cells 16 --batch-size 8 --max-len 32 --genes-per-cell 32)
   TRAIN=(--device cpu --batch-size 4 --steps 2 --warmup 1 --genes-per-cell 32 --max-len 32)
   EQUAL=(--device cpu --batch-size 7 --n-cells 100)
-  LIMIT=(300 300 300 300)
+  FINETUNE=(--device cpu --n-cells 300 --max-epochs 1)
+  LIMIT=(300 300 300 300 300)
 fi
 "$PY" -c "import torch, omicformer; print('omicformer', omicformer.__version__, '| torch', torch.__version__, '| cuda', torch.version.cuda)" 2>/dev/null | tee "$LOGS/env.log"
 echo "== device: $GPU; logs in $LOGS"
@@ -97,11 +102,12 @@ run() {
   SUMMARY+=("ok    $name ($((SECONDS - t0)) s)")
 }
 
-STEPS=(embed_throughput train_default train_human "embed_cpu_vs_$DEVICE")
+STEPS=(embed_throughput train_default train_human "embed_cpu_vs_$DEVICE" finetune_defaults)
 run "${STEPS[0]}" "${LIMIT[0]}" "$PY" benchmarks/embed_throughput.py "${EMBED[@]}"
 run "${STEPS[1]}" "${LIMIT[1]}" "$PY" benchmarks/train_throughput.py --config default "${TRAIN[@]}"
 run "${STEPS[2]}" "${LIMIT[2]}" "$PY" benchmarks/train_throughput.py --config human "${TRAIN[@]}"
 run "${STEPS[3]}" "${LIMIT[3]}" "$PY" benchmarks/embed_devices.py "${EQUAL[@]}"
+run "${STEPS[4]}" "${LIMIT[4]}" "$PY" benchmarks/finetune_devices.py ${FINETUNE[@]+"${FINETUNE[@]}"}
 
 echo
 echo "== summary: $GPU, $((SECONDS - START)) s"
@@ -112,7 +118,7 @@ if [ -s "$E" ]; then
   grep -h -E "^speed-up|^MFU" "$E" | sed 's/^/   /'
 fi
 for step in "${STEPS[@]:1}"; do
-  grep -h -E "^train |^embed " "$LOGS/$step.log" 2>/dev/null | sed 's/^/   /'
+  grep -h -E "^train |^embed |^annotate|^integrate" "$LOGS/$step.log" 2>/dev/null | sed 's/^/   /'
 done
 printf '%s\n' "${SUMMARY[@]}"
 if [ "$FAILED" != 0 ]; then

@@ -58,7 +58,7 @@ def _script(*args: str, python: str, tmp_path: Path) -> subprocess.CompletedProc
 def test_gpu_check_exits_non_zero_when_a_step_fails(tmp_path):
     proc = _script("--cpu-smoke", python="false", tmp_path=tmp_path)
     assert proc.returncode == 1
-    assert proc.stdout.count("FAIL  ") == 4 and "GPU check FAILED" in proc.stdout
+    assert proc.stdout.count("FAIL  ") == 5 and "GPU check FAILED" in proc.stdout
     assert _script("--bogus", python="false", tmp_path=tmp_path).returncode == 2
 
 
@@ -68,6 +68,7 @@ def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = proc.stdout.split("== summary")[1]
     for line in ("embed (whole-human config): reference", "speed-up ours/reference",
-                 "train default:", "train human:", "embed cpu vs cpu: cosine min 1.000000"):  # fmt: skip
+                 "train default:", "train human:", "embed cpu vs cpu: cosine min 1.000000",
+                 "annotate: ", "integrate: X_scgpt_integrated  15-NN"):  # fmt: skip
         assert line in summary
-    assert summary.count("ok    ") == 4 and "GPU check passed" in summary
+    assert summary.count("ok    ") == 5 and "GPU check passed" in summary
