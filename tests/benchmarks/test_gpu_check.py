@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -72,3 +73,16 @@ def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
                  "annotate: ", "integrate: X_scgpt_integrated  15-NN"):  # fmt: skip
         assert line in summary
     assert summary.count("ok    ") == 5 and "GPU check passed" in summary
+
+
+def test_finetune_devices_knn_scores_on_two_far_clusters(load_benchmark):
+    knn_scores = load_benchmark("finetune_devices").knn_scores
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 0.1, (16, 3)), rng.normal(100, 0.1, (16, 3))])
+    labels = np.repeat(["a", "b"], 16)
+    batches = np.tile(["x", "y"], 16)  # 8 of each batch per cluster
+    # each cell's 15 neighbours are the rest of its cluster: its own label, 8 of the other batch
+    assert knn_scores(x, labels, batches) == (1.0, 8 / 15)
+    flipped = labels.copy()
+    flipped[0] = "b"  # outvoted by its 15 neighbours; the others keep their majority
+    assert knn_scores(x, flipped, batches)[0] == 31 / 32
