@@ -183,11 +183,33 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
     np.testing.assert_allclose(
         again.obsm["X_scgpt_integrated"], adata.obsm["X_scgpt_integrated"], atol=1e-5
     )
-    # and tl.embed with the saved folder gives the same corrected embedding, at its length
+    # and tl.embed with the saved folder gives the same embedding before the MNN correction
     out = tl.embed(_batches(), model=tmp_path / "integ", batch_key="batch", progress=False,
                    copy=True)  # fmt: skip
     assert out.uns["scgpt"]["X_scgpt"]["params"]["max_len"] == model.max_len == 256
-    np.testing.assert_allclose(out.obsm["X_scgpt"], adata.obsm["X_scgpt_integrated"], atol=1e-5)
+    plain = tl.integrate(_batches(), batch_key="batch", model=loaded, mnn_correct=False,
+                         copy=True, progress=False)  # fmt: skip
+    np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
+
+
+def test_mnn_correction_of_the_fine_tuned_embedding(integrated):
+    from omicformer._core._mnn import mnn_correct
+
+    adata, _, model = integrated
+    plain = tl.integrate(_batches(), batch_key="batch", model=model, mnn_correct=False,
+                         copy=True, progress=False)  # fmt: skip
+    z0 = plain.obsm["X_scgpt_integrated"]
+    assert plain.uns["scgpt"]["X_scgpt_integrated"]["mnn_correction"] is None
+    batches = adata.obs["batch"].astype(str).to_numpy()
+    expected, report = mnn_correct(z0, batches, random_state=0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    z = adata.obsm["X_scgpt_integrated"]
+    np.testing.assert_allclose(z, expected, atol=1e-5)
+    info = adata.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["params"]["mnn_correct"] is True and info["mnn_correction"] == report
+    assert report["order"] == ["a", "b"] and report["pairs"]["b"] > 0  # equal sizes: by name
+    np.testing.assert_allclose(z[batches == "a"], z0[batches == "a"], atol=1e-6)  # stays
+    assert not np.allclose(z[batches == "b"], z0[batches == "b"], atol=1e-3)  # moved
 
 
 def test_labels_key_trains_a_cell_type_head(pretrained):

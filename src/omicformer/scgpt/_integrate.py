@@ -37,6 +37,7 @@ def integrate(
     ecs_threshold: float = 0.8,
     dab_weight: float = 1.0,
     mnn_weight: float = 30.0,
+    mnn_correct: bool = True,
     balance_batches: bool | None = None,
     dsbn: bool = False,
     batch_conditioned: bool = True,
@@ -60,7 +61,8 @@ def integrate(
     batch each). One addition by default: cells of different batches that are mutual nearest
     neighbours in a minibatch (minibatches then mix the batches, with DSBN too) are pulled
     together (``mnn_weight``). The corrected embedding is the ``<cls>`` output, L2-normalised, as
-    :func:`embed`.
+    :func:`embed`; by default, mutual-nearest-neighbour correction vectors then move each batch
+    onto the others (``mnn_correct``).
 
     Parameters
     ----------
@@ -110,6 +112,17 @@ def integrate(
         official objective (with DSBN, one batch per minibatch). It assumes the batches share
         their cell types: a population that only one batch holds can end inside another type
         (try ``0`` then). See "Integrating batches" in the scGPT guide for the scores it gave.
+    mnn_correct
+        After fine-tuning, correct the embedding as Haghverdi et al. (2018) correct genes:
+        cells of two batches that are among each other's 20 nearest cells of the other batch
+        are pairs, and each batch (largest first) moves onto those merged before it by a
+        Gaussian-kernel average of its nearest pairs' differences; then every cell is
+        L2-normalised again. Not part of the official recipe. On two PBMC experiments it
+        raised the scib batch correction score from 0.51 to 0.71 with the same biology
+        conservation (0.638); see "Integrating batches" in the scGPT guide for every data set.
+        It moves a population that only one batch holds with the pairs nearest to it. Applies
+        to the cells integrated together here: the returned model's own embedding of
+        further cells is not corrected.
     balance_batches
         Every training minibatch holds the same number of cells of every batch (cells of
         small batches drawn more often), so that the cross-batch loss finds pairs for a small
@@ -169,7 +182,9 @@ def integrate(
     ``adata.obsm[key_added]``
         ``(n_obs, d_model)`` float32 corrected embedding, unit L2 norm.
     ``adata.uns["scgpt"][key_added]``
-        ``params``, ``batches`` (in the model's code order), ``epochs`` trained, ``losses``
+        ``params``, ``batches`` (in the model's code order), ``mnn_correction`` (``order``:
+        the batches in merge order, ``pairs``: pairs found per merged batch; ``None`` without
+        ``mnn_correct``), ``epochs`` trained, ``losses``
         (last-epoch training and validation losses), ``n_genes_matched``,
         ``n_genes_total`` and ``case_ignored`` (symbols matched ignoring case).
 
@@ -238,6 +253,15 @@ def integrate(
     if stream:  # the reopened file; read again by path if the returned model needs it
         work.file.close()
 
+    correction = None
+    if mnn_correct:
+        from .._core._mnn import mnn_correct as correct
+
+        emb, correction = correct(
+            emb, adata.obs[batch_key].astype(str).to_numpy(), random_state=random_state
+        )
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = emb
     history = integration.history or {}
@@ -246,13 +270,15 @@ def integrate(
             "batch_key": batch_key, "labels_key": labels_key, "model": describe_model(model),
             "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
             "ecs_weight": ecs_weight, "ecs_threshold": ecs_threshold, "dab_weight": dab_weight,
-            "mnn_weight": mnn_weight, "balance_batches": balance_batches, "dsbn": dsbn,
+            "mnn_weight": mnn_weight, "mnn_correct": mnn_correct,
+            "balance_batches": balance_batches, "dsbn": dsbn,
             "batch_conditioned": batch_conditioned,
             "dropout": dropout, "batch_size": batch_size, "max_len": max_len,
             "gene_selection": integration.gene_selection, "random_state": random_state,
             "retrained": fitted is None,
         },
         "batches": [str(b) for b in integration.batches_],
+        "mnn_correction": correction,
         "epochs": len(history["train_loss"]) if "train_loss" in history else 0,
         "losses": {k: float(np.asarray(v).ravel()[-1]) for k, v in history.items()
                    if "step" not in k and len(v)},

@@ -1,0 +1,65 @@
+"""omicformer._core._mnn: mutual nearest neighbours and the correction built on them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from omicformer._core._mnn import kernel_corrections, mnn_correct, mnn_pairs
+
+
+def _brute_force_pairs(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    a_to_b = [set(np.argsort(row, kind="stable")[:k]) for row in d]
+    b_to_a = [set(np.argsort(col, kind="stable")[:k]) for col in d.T]
+    return {(i, j) for i in range(len(a)) for j in a_to_b[i] if i in b_to_a[j]}
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_pairs_are_the_mutual_k_nearest_neighbours(k):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 5)), rng.normal(0.5, 1.0, size=(30, 5))
+    pairs = mnn_pairs(a, b, k)
+    assert {tuple(p) for p in pairs.tolist()} == _brute_force_pairs(a, b, k)
+    assert len(pairs) == len(_brute_force_pairs(a, b, k))
+    np.testing.assert_array_equal(pairs, pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))])
+
+
+def test_kernel_average_by_hand():
+    # anchors at 0 and 1 carry vectors 1 and 3; s² = 1: a cell at 0 weighs them 1 : e^-1
+    anchors, vectors = np.array([[0.0], [1.0]]), np.array([[1.0], [3.0]])
+    got = kernel_corrections(np.array([[0.0], [1.0]]), anchors, vectors, s2=1.0, n_anchors=2)
+    w = math.exp(-1)
+    np.testing.assert_allclose(got[:, 0], [(1 + 3 * w) / (1 + w), (3 + 1 * w) / (1 + w)])
+    # only the nearest anchor: its vector alone
+    one = kernel_corrections(np.array([[0.2]]), anchors, vectors, s2=1.0, n_anchors=1)
+    np.testing.assert_allclose(one, [[1.0]])
+
+
+def test_a_shifted_batch_lands_on_the_larger_one():
+    # batch "a": a 5 x 5 grid (spacing 1) and a far cluster of its own; batch "b": the grid
+    # shifted by v (|v| < 1/2, so each shifted point's nearest grid point is its own)
+    grid = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    own = np.array([[50.0, 50.0], [50.0, 51.0], [51.0, 50.0]])
+    v = np.array([0.3, -0.2])
+    x = np.vstack([grid, own, grid + v])
+    batches = np.array(["a"] * 28 + ["b"] * 25)
+    out, report = mnn_correct(x, batches, k=1)
+    assert report == {"order": ["a", "b"], "pairs": {"b": 25}}  # the grid points, not the cluster
+    np.testing.assert_allclose(out[:28], x[:28])  # the first batch stays
+    np.testing.assert_allclose(out[28:], grid, atol=1e-6)  # every pair's vector is -v
+
+
+def test_merge_order_is_by_size_and_the_result_is_seeded():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 4))
+    batches = np.array(["small"] * 10 + ["large"] * 30 + ["mid"] * 20)
+    out, report = mnn_correct(x, batches, k=5, random_state=3)
+    assert report["order"] == ["large", "mid", "small"]
+    assert set(report["pairs"]) == {"mid", "small"} and min(report["pairs"].values()) > 0
+    np.testing.assert_array_equal(out[10:40], x[10:40].astype(np.float32))
+    again, _ = mnn_correct(x, batches, k=5, random_state=3)
+    np.testing.assert_array_equal(out, again)
+    assert out.dtype == np.float32 and not np.allclose(out[:10], x[:10])
