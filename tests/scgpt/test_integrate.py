@@ -195,21 +195,36 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
 def test_mnn_correction_of_the_fine_tuned_embedding(integrated):
     from omicformer._core._mnn import mnn_correct
 
-    adata, _, model = integrated
-    plain = tl.integrate(_batches(), batch_key="batch", model=model, mnn_correct=False,
-                         copy=True, progress=False)  # fmt: skip
+    adata, _, model = integrated  # dsbn=True: batches taken to hold different cells
+    info = adata.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["params"]["mnn_correct"] is False and info["mnn_correction"] is None
+    kw = {"batch_key": "batch", "model": model, "copy": True, "progress": False}
+    plain = tl.integrate(_batches(), **kw)  # the trained model again: no retraining
     z0 = plain.obsm["X_scgpt_integrated"]
-    assert plain.uns["scgpt"]["X_scgpt_integrated"]["mnn_correction"] is None
-    batches = adata.obs["batch"].astype(str).to_numpy()
+    np.testing.assert_allclose(z0, adata.obsm["X_scgpt_integrated"], atol=1e-5)
+    out = tl.integrate(_batches(), mnn_correct=True, **kw)
+    batches = out.obs["batch"].astype(str).to_numpy()
     expected, report = mnn_correct(z0, batches, random_state=0)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    z = adata.obsm["X_scgpt_integrated"]
+    z = out.obsm["X_scgpt_integrated"]
     np.testing.assert_allclose(z, expected, atol=1e-5)
-    info = adata.uns["scgpt"]["X_scgpt_integrated"]
+    info = out.uns["scgpt"]["X_scgpt_integrated"]
     assert info["params"]["mnn_correct"] is True and info["mnn_correction"] == report
     assert report["order"] == ["a", "b"] and report["pairs"]["b"] > 0  # equal sizes: by name
     np.testing.assert_allclose(z[batches == "a"], z0[batches == "a"], atol=1e-6)  # stays
     assert not np.allclose(z[batches == "b"], z0[batches == "b"], atol=1e-3)  # moved
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "on"),
+    [({}, True), ({"dsbn": True}, False), ({"mnn_weight": 0.0}, False),
+     ({"dsbn": True, "mnn_correct": True}, True)],
+)  # fmt: skip
+def test_mnn_correction_is_on_for_batches_that_share_cell_types(pretrained, kwargs, on):
+    out = tl.integrate(_batches(4), batch_key="batch", model=pretrained, max_epochs=1,
+                       batch_size=8, copy=True, progress=False, **kwargs)  # fmt: skip
+    info = out.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["params"]["mnn_correct"] is on and (info["mnn_correction"] is not None) is on
 
 
 def test_labels_key_trains_a_cell_type_head(pretrained):

@@ -64,8 +64,8 @@ def mnn_correct(
     batches: np.ndarray,
     *,
     k: int = 20,
-    sigma: float = 0.02,
-    n_anchors: int = 50,
+    sigma: float = 0.1,
+    n_anchors: int = 200,
     random_state: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Move each batch's cells onto the batches merged before it (see the module docstring).

@@ -37,7 +37,7 @@ def integrate(
     ecs_threshold: float = 0.8,
     dab_weight: float = 1.0,
     mnn_weight: float = 30.0,
-    mnn_correct: bool = True,
+    mnn_correct: bool | None = None,
     balance_batches: bool | None = None,
     dsbn: bool = False,
     batch_conditioned: bool = True,
@@ -60,9 +60,9 @@ def integrate(
     and, with ``dsbn=True``, domain-specific batch norm (DSBN; the official minibatches hold one
     batch each). One addition by default: cells of different batches that are mutual nearest
     neighbours in a minibatch (minibatches then mix the batches, with DSBN too) are pulled
-    together (``mnn_weight``). The corrected embedding is the ``<cls>`` output, L2-normalised, as
-    :func:`embed`; by default, mutual-nearest-neighbour correction vectors then move each batch
-    onto the others (``mnn_correct``).
+    together (``mnn_weight``), and mutual-nearest-neighbour correction vectors then move each
+    batch onto the others (``mnn_correct``). The corrected embedding is the ``<cls>`` output,
+    L2-normalised, as :func:`embed`.
 
     Parameters
     ----------
@@ -116,13 +116,17 @@ def integrate(
         After fine-tuning, correct the embedding as Haghverdi et al. (2018) correct genes:
         cells of two batches that are among each other's 20 nearest cells of the other batch
         are pairs, and each batch (largest first) moves onto those merged before it by a
-        Gaussian-kernel average of its nearest pairs' differences; then every cell is
-        L2-normalised again. Not part of the official recipe. On two PBMC experiments it
-        raised the scib batch correction score from 0.51 to 0.71 with the same biology
-        conservation (0.638); see "Integrating batches" in the scGPT guide for every data set.
-        It moves a population that only one batch holds with the pairs nearest to it. Applies
-        to the cells integrated together here: the returned model's own embedding of
-        further cells is not corrected.
+        Gaussian-kernel average of the pair differences around each cell; then every cell is
+        L2-normalised again. Not part of the official recipe. ``None`` (default): on when
+        ``mnn_weight > 0`` and ``dsbn=False``, the settings for batches that share their cell
+        types; batches that hold different cells (``dsbn=True`` or ``mnn_weight=0``) are left
+        alone; a trained model passed as ``model`` is judged by how it was trained. Over 3
+        seeds it raised the scib batch correction score from 0.670 to 0.731 on
+        two PBMC experiments and from 0.834 to 0.896 on two CITE-seq runs, biology unchanged
+        (within 0.003), and lowered both on plates that each hold one time point (hsmm; use
+        ``dsbn=True`` there). See "Integrating batches" in the scGPT guide. It applies to the
+        cells integrated together here: the returned model's own embedding of further cells is
+        not corrected.
     balance_batches
         Every training minibatch holds the same number of cells of every batch (cells of
         small batches drawn more often), so that the cross-batch loss finds pairs for a small
@@ -254,6 +258,10 @@ def integrate(
         work.file.close()
 
     correction = None
+    if mnn_correct is None:  # as the model was trained (a model passed in: its own settings)
+        trained = (getattr(integration, "train_config_", None) or {}).get("arguments") or {}
+        weight = float(trained.get("mnn_weight", mnn_weight))
+        mnn_correct = weight > 0 and not integration.module.config.domain_spec_batchnorm
     if mnn_correct:
         from .._core._mnn import mnn_correct as correct
 
