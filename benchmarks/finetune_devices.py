@@ -65,9 +65,9 @@ def _device_used(dev: str) -> str:
 
 
 def annotate_step(args) -> bool:
+    from annotation_sets import LABEL, pbmc68k, split_task
     from sklearn.metrics import f1_score
 
-    from annotation_sets import LABEL, pbmc68k, split_task
     from omicformer.scgpt import tl
 
     adata, reason, _ = pbmc68k()
@@ -92,6 +92,7 @@ def annotate_step(args) -> bool:
 
 def integrate_step(args) -> bool:
     import integration as ib
+
     from omicformer.scgpt import tl
 
     adata, batch_key, label_key = ib.pbmc()
