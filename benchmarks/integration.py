@@ -60,9 +60,9 @@ Inputs per method
 * scGPT zero-shot: ``scgpt.tl.embed`` (default model, raw/log-normalised values as given; scGPT
   bins per cell so the two scales are equivalent);
 * scGPT integrate: ``scgpt.tl.integrate(adata, batch_key=..., random_state=seed)`` with every
-  other argument at its default;
+  other argument at its default (so with the MNN correction of the embedding);
 * scGPT integrate, ``dsbn=True``: the same with domain-specific batch norm, the documented
-  choice when every batch holds other cells (hsmm).
+  choice when every batch holds other cells (hsmm; no MNN correction then).
 
 Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchmark`` extra
 (``pip install -e ".[benchmark]"``: scib-metrics, harmonypy).
