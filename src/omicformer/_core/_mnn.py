@@ -56,7 +56,10 @@ def kernel_corrections(
     d2 = d**2
     w = np.exp(-(d2 - d2[:, :1]) / s2)
     w /= w.sum(axis=1, keepdims=True)
-    return np.einsum("nm,nmd->nd", w, vectors[idx])
+    # a sparse (cells x anchors) weight matrix: memory grows with cells x n_anchors, not x dims
+    indptr = np.arange(0, idx.size + 1, idx.shape[1])
+    weights = sp.csr_matrix((w.ravel(), idx.ravel(), indptr), shape=(len(cells), len(anchors)))
+    return np.asarray(weights @ vectors)
 
 
 def mnn_correct(
