@@ -11,6 +11,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -297,3 +298,37 @@ def sim() -> ad.AnnData:
     from omicformer.datasets import perturbseq_simulation
 
     return perturbseq_simulation(n_cells=300, n_genes=40, n_singles=6, n_doubles=4, random_state=0)
+
+
+TWO_BATCH_GENES = 60
+TWO_BATCH_TYPES = ["T", "B", "Mono"]
+
+
+def _two_batch_cells(n_per_type: int = 12, seed: int = 0) -> ad.AnnData:
+    """Two batches x three cell types: type t boosts genes 20t..20t+19; batch "b" also has
+    genes 0-9 tripled and genes 50-59 silenced (a batch effect on top of the biology)."""
+    rng = np.random.default_rng(seed)
+    rows, types, batches = [], [], []
+    for batch in ("a", "b"):
+        for t, name in enumerate(TWO_BATCH_TYPES):
+            lam = np.full(TWO_BATCH_GENES, 0.8)
+            lam[20 * t : 20 * (t + 1)] = 5.0
+            if batch == "b":
+                lam[:10] *= 3
+                lam[50:] = 0.0
+            rows.append(rng.poisson(lam, size=(n_per_type, TWO_BATCH_GENES)))
+            types += [name] * n_per_type
+            batches += [batch] * n_per_type
+    X = np.vstack(rows).astype(np.float32)
+    X[X.sum(1) == 0, 1] = 1
+    obs = pd.DataFrame({"cell_type": types, "batch": batches},
+                       index=[f"c{i}" for i in range(len(types))])  # fmt: skip
+    return ad.AnnData(
+        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(TWO_BATCH_GENES)])
+    )
+
+
+@pytest.fixture(scope="session")
+def two_batches():
+    """Factory of small two-batch data: ``two_batches(n_per_type=12, seed=0)`` (integration tests)."""
+    return _two_batch_cells

@@ -15,48 +15,23 @@ from omicformer.scgpt.module import masked_mse_loss, mnn_loss
 from omicformer.scgpt.train import IntegrationTrainingPlan, MaskedValueCollator
 
 N_GENES = 60
-TYPES = ["T", "B", "Mono"]
 QUICK = {"max_epochs": 2, "batch_size": 16, "progress": False}
-
-
-def _batches(n_per_type: int = 12, seed: int = 0) -> ad.AnnData:
-    """Two batches x three cell types: type t boosts genes 20t..20t+19; batch "b" also has
-    genes 0-9 tripled and genes 50-59 silenced (a batch effect on top of the biology)."""
-    rng = np.random.default_rng(seed)
-    rows, types, batches = [], [], []
-    for batch in ("a", "b"):
-        for t, name in enumerate(TYPES):
-            lam = np.full(N_GENES, 0.8)
-            lam[20 * t : 20 * (t + 1)] = 5.0
-            if batch == "b":
-                lam[:10] *= 3
-                lam[50:] = 0.0
-            rows.append(rng.poisson(lam, size=(n_per_type, N_GENES)))
-            types += [name] * n_per_type
-            batches += [batch] * n_per_type
-    X = np.vstack(rows).astype(np.float32)
-    X[X.sum(1) == 0, 1] = 1
-    obs = pd.DataFrame({"cell_type": types, "batch": batches},
-                       index=[f"c{i}" for i in range(len(types))])  # fmt: skip
-    return ad.AnnData(
-        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
-    )
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained() -> ScGPT:
+def pretrained(two_batches) -> ScGPT:
     """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
-    a = _batches(2, seed=9)
+    a = two_batches(2, seed=9)
     ScGPT.setup_anndata(a)
     return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
 
 
 @pytest.fixture(scope="module")
-def integrated(pretrained):
-    adata = _batches()
+def integrated(pretrained, two_batches):
+    adata = two_batches()
     before = adata.copy()
     model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, dsbn=True,
                          **QUICK)  # fmt: skip
@@ -93,8 +68,8 @@ def test_returned_model_has_the_official_integration_parts(integrated):
     assert "grad_reverse_discriminator._decoder.0.weight" in model.pretrained_report_["missing"]
 
 
-def test_same_seed_same_embedding(pretrained):
-    a, b = _batches(), _batches()
+def test_same_seed_same_embedding(pretrained, two_batches):
+    a, b = two_batches(), two_batches()
     tl.integrate(
         a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16, progress=False
     )
@@ -104,17 +79,17 @@ def test_same_seed_same_embedding(pretrained):
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], b.obsm["X_scgpt_integrated"])
 
 
-def test_copy_returns_new_adata_and_leaves_input(pretrained):
-    adata = _batches()
+def test_copy_returns_new_adata_and_leaves_input(pretrained, two_batches):
+    adata = two_batches()
     out = tl.integrate(adata, batch_key="batch", model=pretrained, copy=True, key_added="Z",
                        max_epochs=1, batch_size=16, progress=False)  # fmt: skip
     assert "Z" in out.obsm and "Z" not in adata.obsm and "scgpt" not in adata.uns
 
 
-def test_scaled_x_is_integrated_from_raw(pretrained):
+def test_scaled_x_is_integrated_from_raw(pretrained, two_batches):
     import scanpy as sc
 
-    a = _batches()
+    a = two_batches()
     sc.pp.log1p(a)
     expected = tl.integrate(a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
                             progress=False, copy=True).obsm["X_scgpt_integrated"]  # fmt: skip
@@ -127,10 +102,10 @@ def test_scaled_x_is_integrated_from_raw(pretrained):
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 
 
-def test_symbols_in_a_var_column_are_found(pretrained):
+def test_symbols_in_a_var_column_are_found(pretrained, two_batches):
     kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
           "progress": False}  # fmt: skip
-    a = _batches()
+    a = two_batches()
     a.var["gene_name"] = a.var_names.to_numpy()
     a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
     expected = tl.integrate(a, gene_key="gene_name", copy=True, **kw).obsm["X_scgpt_integrated"]
@@ -141,10 +116,10 @@ def test_symbols_in_a_var_column_are_found(pretrained):
     assert a.uns["scgpt"]["X_scgpt_integrated"]["params"]["gene_key"] == "gene_name"
 
 
-def test_symbols_of_another_case_are_matched(pretrained):
+def test_symbols_of_another_case_are_matched(pretrained, two_batches):
     kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
           "progress": False}  # fmt: skip
-    a = _batches()
+    a = two_batches()
     expected = tl.integrate(a, copy=True, **kw).obsm["X_scgpt_integrated"]
     a.var_names = [g.lower() for g in a.var_names]
     with pytest.warns(UserWarning, match=r"mostly when case is ignored \(0 as written, 60 of 60"):
@@ -153,16 +128,16 @@ def test_symbols_of_another_case_are_matched(pretrained):
     assert a.uns["scgpt"]["X_scgpt_integrated"]["case_ignored"] is True
 
 
-def test_default_fine_tunes_without_dsbn(pretrained):
+def test_default_fine_tunes_without_dsbn(pretrained, two_batches):
     # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
     # the official DSBN=True
-    model = tl.integrate(_batches(), batch_key="batch", model=pretrained, max_epochs=1,
+    model = tl.integrate(two_batches(), batch_key="batch", model=pretrained, max_epochs=1,
                          batch_size=16, progress=False, return_model=True)  # fmt: skip
     c = model.module.config
     assert not c.domain_spec_batchnorm and c.do_dab and c.use_batch_labels
     assert model.gene_selection == "highest"  # long cells keep their most expressed genes
     assert inspect.signature(ScGPTIntegration.load_pretrained).parameters["dsbn"].default is True
-    official = _batches()
+    official = two_batches()
     model = tl.integrate(official, batch_key="batch", model=pretrained, max_epochs=1,
                          batch_size=16, gene_selection="random", progress=False,
                          return_model=True)  # fmt: skip
@@ -171,64 +146,29 @@ def test_default_fine_tunes_without_dsbn(pretrained):
     assert params["gene_selection"] == "random"
 
 
-def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path):
+def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_batches):
     adata, _, model = integrated
     model.save(tmp_path / "integ")
     loaded = ScGPTIntegration.load(tmp_path / "integ")
     assert loaded.batches_ == ["a", "b"] and loaded.is_trained_
     assert loaded.gene_selection == model.gene_selection == "highest"
     # a trained ScGPTIntegration knowing the batches is used as is: no retraining
-    again = tl.integrate(_batches(), batch_key="batch", model=loaded, copy=True, progress=False)
+    again = tl.integrate(two_batches(), batch_key="batch", model=loaded, copy=True, progress=False)
     assert again.uns["scgpt"]["X_scgpt_integrated"]["params"]["retrained"] is False
     np.testing.assert_allclose(
         again.obsm["X_scgpt_integrated"], adata.obsm["X_scgpt_integrated"], atol=1e-5
     )
     # and tl.embed with the saved folder gives the same embedding before the MNN correction
-    out = tl.embed(_batches(), model=tmp_path / "integ", batch_key="batch", progress=False,
+    out = tl.embed(two_batches(), model=tmp_path / "integ", batch_key="batch", progress=False,
                    copy=True)  # fmt: skip
     assert out.uns["scgpt"]["X_scgpt"]["params"]["max_len"] == model.max_len == 256
-    plain = tl.integrate(_batches(), batch_key="batch", model=loaded, mnn_correct=False,
+    plain = tl.integrate(two_batches(), batch_key="batch", model=loaded, mnn_correct=False,
                          copy=True, progress=False)  # fmt: skip
     np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
 
 
-def test_mnn_correction_of_the_fine_tuned_embedding(integrated):
-    from omicformer._core._mnn import mnn_correct
-
-    adata, _, model = integrated  # dsbn=True: batches taken to hold different cells
-    info = adata.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is False and info["mnn_correction"] is None
-    kw = {"batch_key": "batch", "model": model, "copy": True, "progress": False}
-    plain = tl.integrate(_batches(), **kw)  # the trained model again: no retraining
-    z0 = plain.obsm["X_scgpt_integrated"]
-    np.testing.assert_allclose(z0, adata.obsm["X_scgpt_integrated"], atol=1e-5)
-    out = tl.integrate(_batches(), mnn_correct=True, **kw)
-    batches = out.obs["batch"].astype(str).to_numpy()
-    expected, report = mnn_correct(z0, batches, random_state=0)
-    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    z = out.obsm["X_scgpt_integrated"]
-    np.testing.assert_allclose(z, expected, atol=1e-5)
-    info = out.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is True and info["mnn_correction"] == report
-    assert report["order"] == ["a", "b"] and report["pairs"]["b"] > 0  # equal sizes: by name
-    np.testing.assert_allclose(z[batches == "a"], z0[batches == "a"], atol=1e-6)  # stays
-    assert not np.allclose(z[batches == "b"], z0[batches == "b"], atol=1e-3)  # moved
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "on"),
-    [({}, True), ({"dsbn": True}, False), ({"mnn_weight": 0.0}, False),
-     ({"dsbn": True, "mnn_correct": True}, True)],
-)  # fmt: skip
-def test_mnn_correction_is_on_for_batches_that_share_cell_types(pretrained, kwargs, on):
-    out = tl.integrate(_batches(4), batch_key="batch", model=pretrained, max_epochs=1,
-                       batch_size=8, copy=True, progress=False, **kwargs)  # fmt: skip
-    info = out.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is on and (info["mnn_correction"] is not None) is on
-
-
-def test_labels_key_trains_a_cell_type_head(pretrained):
-    adata = _batches()
+def test_labels_key_trains_a_cell_type_head(pretrained, two_batches):
+    adata = two_batches()
     adata.obs.loc[adata.obs_names[::3], "cell_type"] = np.nan  # a third unlabelled
     model = tl.integrate(adata, batch_key="batch", labels_key="cell_type", model=pretrained,
                          return_model=True, **QUICK)  # fmt: skip
@@ -238,10 +178,10 @@ def test_labels_key_trains_a_cell_type_head(pretrained):
 
 
 # ------------------------------------------------------------------------------ the objective
-def test_masked_value_collator_follows_random_mask_value():
+def test_masked_value_collator_follows_random_mask_value(two_batches):
     ids = np.arange(10, 10 + N_GENES)
     coll = MaskedValueCollator(ids, cls_id=1, pad_id=0, n_bins=5, max_len=None, seed=3)
-    a = _batches(2)
+    a = two_batches(2)
     X = a.X.tocsr()
     items = [(i, X.indices[X.indptr[i]:X.indptr[i + 1]], X.data[X.indptr[i]:X.indptr[i + 1]], 0)
              for i in range(4)]  # fmt: skip
@@ -259,8 +199,8 @@ def test_masked_value_collator_follows_random_mask_value():
     assert torch.equal(again["masked"], batch["masked"])  # seeded validation batches repeat
 
 
-def test_plan_loss_is_the_official_sum(pretrained):
-    a = _batches(3)
+def test_plan_loss_is_the_official_sum(pretrained, two_batches):
+    a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False)
     X, cols = model._training_matrix()
@@ -295,9 +235,9 @@ def test_plan_loss_is_the_official_sum(pretrained):
     torch.testing.assert_close(parts["loss"], mse + gepc + 10 * ecs + dab + 3 * mnn)
 
 
-def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
+def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained, two_batches):
     """A minibatch with two batches normalises each with its own statistics (as two calls)."""
-    a = _batches(3)
+    a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
     module = ScGPTIntegration.load_pretrained(pretrained, a).module.train()
     x = torch.randn(6, 5, 32)
@@ -326,8 +266,8 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained):
         ({"batch_key": "batch", "gene_selection": "top"}, ValueError, "gene_selection='top'"),
     ],
 )
-def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match):
-    adata = _batches(2)
+def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match, two_batches):
+    adata = two_batches(2)
     adata.obs["one"] = "x"
     adata.obs["rare"] = ["x"] + ["y"] * (adata.n_obs - 1)
     adata.obs["none"] = np.nan
@@ -339,8 +279,8 @@ def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match):
     assert not adata.obsm
 
 
-def test_genes_outside_vocab_are_dropped_and_reported(pretrained, caplog):
-    adata = _batches(2)
+def test_genes_outside_vocab_are_dropped_and_reported(pretrained, caplog, two_batches):
+    adata = two_batches(2)
     extra = ad.AnnData(sp.csr_matrix(np.ones((adata.n_obs, 5), np.float32)), obs=adata.obs,
                        var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(5)]))  # fmt: skip
     both = ad.concat([adata, extra], axis=1, merge="first")
@@ -352,15 +292,15 @@ def test_genes_outside_vocab_are_dropped_and_reported(pretrained, caplog):
     assert "5 of 65 genes are not in the model's vocabulary" in caplog.text
 
 
-def test_too_few_vocabulary_genes(pretrained):
-    adata = _batches(2)
+def test_too_few_vocabulary_genes(pretrained, two_batches):
+    adata = two_batches(2)
     adata.var_names = [f"G{i}" if i < 40 else f"X{i}" for i in range(N_GENES)]
     with pytest.raises(ValueError, match="only 40 of the 60 genes"):
         tl.integrate(adata, batch_key="batch", model=pretrained, progress=False)
 
 
-def test_model_class_needs_batches():
-    adata = _batches(2)
+def test_model_class_needs_batches(two_batches):
+    adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata)
     with pytest.raises(ValueError, match="batch_key"):
         ScGPTIntegration.load_pretrained("default", adata)
@@ -376,8 +316,8 @@ def test_training_runs_in_train_mode_so_dsbn_learns_its_statistics(integrated):
     assert not model.module.training  # and back to eval mode for inference
 
 
-def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained):
-    a = _batches(3)
+def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained, two_batches):
+    a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False, use_batch_labels=True)
     X, cols = model._training_matrix()
@@ -403,8 +343,8 @@ def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained):
     torch.testing.assert_close(plan.losses(batch)["loss_gepc"], (errors**2).mean())
 
 
-def test_model_from_scratch_trains_and_embeds():
-    adata = _batches(4)
+def test_model_from_scratch_trains_and_embeds(two_batches):
+    adata = two_batches(4)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
     c = model.module.config
@@ -415,9 +355,9 @@ def test_model_from_scratch_trains_and_embeds():
     assert model.history["train_loss_dab"].shape[0] == 1
 
 
-def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(pretrained):
+def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(pretrained, two_batches):
     """Model selection follows the official tutorial: ``validation_loss`` is the masked MSE."""
-    adata = _batches(4)
+    adata = two_batches(4)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=False)
     model.train(max_epochs=2, batch_size=8, validation_size=0.25, accelerator="cpu",
@@ -431,8 +371,8 @@ def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(pretraine
     assert "train_loss_mse" in h and "train_loss_total" not in h
 
 
-def test_model_from_scratch_keeps_batch_conditioned_decoders():
-    adata = _batches(2)
+def test_model_from_scratch_keeps_batch_conditioned_decoders(two_batches):
+    adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, use_batch_labels=True)
     assert model.module.config.use_batch_labels and hasattr(model.module, "batch_encoder")
@@ -445,85 +385,3 @@ def test_default_length_scales_with_the_data():
     assert [default_epochs(n) for n in (100, 533, 1133, 5000, 9000, 100_000)] == [
         15, 15, 7, 2, 1, 1,
     ]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("dsbn", "mnn_weight", "one_batch"),
-    [(False, 5.0, False), (False, 0.0, False), (True, 0.0, True), (True, 5.0, False)],
-)
-def test_minibatches_hold_one_batch_only_for_official_dsbn(
-    pretrained, runner_call, dsbn, mnn_weight, one_batch
-):
-    seen = runner_call
-    adata = _batches(2)
-    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=dsbn)
-    with pytest.raises(RuntimeError, match="stop"):
-        model.train(max_epochs=1, mnn_weight=mnn_weight)
-    # the official recipe (DSBN, no cross-batch loss) draws each minibatch from one batch; the
-    # cross-batch loss needs minibatches that mix the batches, with DSBN too
-    assert (seen["groups"] is not None) is one_batch and seen["plan"].mnn_weight == mnn_weight
-    assert seen["balance_groups"] is False  # the model class draws random minibatches
-    assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
-
-
-def test_default_run_stops_after_16000_cell_passes(pretrained, runner_call):
-    seen = runner_call
-    adata = _batches(2)
-    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata)
-    with pytest.raises(RuntimeError, match="stop"):
-        model.train(batch_size=64)
-    assert seen["max_epochs"] == 15 and seen["max_steps"] == 250
-    with pytest.raises(RuntimeError, match="stop"):
-        model.train(max_epochs=3)
-    assert seen["max_epochs"] == 3 and seen["max_steps"] is None
-
-
-def _unequal() -> ad.AnnData:
-    """36 cells of batch "a", 6 of batch "b" (2 per type)."""
-    a = _batches()
-    keep = (a.obs["batch"] == "a").to_numpy() | (np.arange(a.n_obs) % 6 == 0)
-    return a[keep].copy()
-
-
-def test_unequal_batches_get_balanced_minibatches(pretrained, runner_call):
-    seen = runner_call
-    for adata, balanced in ((_unequal(), True), (_batches(), False)):
-        with pytest.raises(RuntimeError, match="stop"):
-            tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
-        assert seen["balance_groups"] is balanced
-        assert (seen["groups"] is not None) is balanced  # batch codes, for the sampler
-    for kwargs in ({"balance_batches": False}, {"mnn_weight": 0.0, "dsbn": True}):
-        with pytest.raises(RuntimeError, match="stop"):  # asked off; one batch per minibatch
-            tl.integrate(_unequal(), batch_key="batch", model=pretrained, **QUICK, **kwargs)
-        assert seen["balance_groups"] is False
-    adata = _unequal()
-    before = adata.copy()
-    with pytest.raises(ValueError, match="balance_batches=True needs minibatches that mix"):
-        tl.integrate(adata, batch_key="batch", model=pretrained, balance_batches=True,
-                     mnn_weight=0.0, dsbn=True, **QUICK)  # fmt: skip
-    assert set(adata.obsm) == set(before.obsm) and set(adata.uns) == set(before.uns)
-    adata = _batches(2)
-    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=True)
-    with pytest.raises(ValueError, match="cannot be combined with DSBN at mnn_weight=0"):
-        model.train(max_epochs=1, balance_batches=True)
-
-
-def test_balanced_minibatches_are_used_in_training(pretrained, monkeypatch):
-    from omicformer._core import _samplers
-
-    dealt = []
-    original = _samplers.BalancedBatchSampler._all_batches
-
-    def spy(self):
-        batches = original(self)
-        dealt.extend(np.bincount(self.groups[b], minlength=2).tolist() for b in batches)
-        return batches
-
-    monkeypatch.setattr(_samplers.BalancedBatchSampler, "_all_batches", spy)
-    adata = _unequal()
-    tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
-    assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
-    assert dealt and all(counts == [8, 8] for counts in dealt)  # batch_size 16: 8 + 8
