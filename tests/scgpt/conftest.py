@@ -330,5 +330,16 @@ def _two_batch_cells(n_per_type: int = 12, seed: int = 0) -> ad.AnnData:
 
 @pytest.fixture(scope="session")
 def two_batches():
-    """Factory of small two-batch data: ``two_batches(n_per_type=12, seed=0)`` (integration tests)."""
+    """Factory of small two-batch data, ``two_batches(n_per_type=12, seed=0)``."""
     return _two_batch_cells
+
+
+@pytest.fixture(scope="module")
+def two_batch_pretrained(two_batches):
+    """A tiny (untrained) scGPT over the 60 genes of ``two_batches``, standing in for a
+    pretrained model (one per test module)."""
+    from omicformer.scgpt.model import ScGPT
+
+    a = two_batches(2, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from omicformer.scgpt import tl
-from omicformer.scgpt.model import ScGPT, ScGPTIntegration
+from omicformer.scgpt.model import ScGPTIntegration
 from omicformer.scgpt.module import masked_mse_loss, mnn_loss
 from omicformer.scgpt.train import IntegrationTrainingPlan, MaskedValueCollator
 
@@ -22,19 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained(two_batches) -> ScGPT:
-    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
-    a = two_batches(2, seed=9)
-    ScGPT.setup_anndata(a)
-    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def integrated(pretrained, two_batches):
+def integrated(two_batch_pretrained, two_batches):
     adata = two_batches()
     before = adata.copy()
-    model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, dsbn=True,
-                         **QUICK)  # fmt: skip
+    model = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, return_model=True,
+                         dsbn=True, **QUICK)  # fmt: skip
     return adata, before, model
 
 
@@ -68,42 +60,53 @@ def test_returned_model_has_the_official_integration_parts(integrated):
     assert "grad_reverse_discriminator._decoder.0.weight" in model.pretrained_report_["missing"]
 
 
-def test_same_seed_same_embedding(pretrained, two_batches):
+def test_same_seed_same_embedding(two_batch_pretrained, two_batches):
     a, b = two_batches(), two_batches()
     tl.integrate(
-        a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16, progress=False
+        a,
+        batch_key="batch",
+        model=two_batch_pretrained,
+        max_epochs=1,
+        batch_size=16,
+        progress=False,
     )
     tl.integrate(
-        b, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16, progress=False
+        b,
+        batch_key="batch",
+        model=two_batch_pretrained,
+        max_epochs=1,
+        batch_size=16,
+        progress=False,
     )
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], b.obsm["X_scgpt_integrated"])
 
 
-def test_copy_returns_new_adata_and_leaves_input(pretrained, two_batches):
+def test_copy_returns_new_adata_and_leaves_input(two_batch_pretrained, two_batches):
     adata = two_batches()
-    out = tl.integrate(adata, batch_key="batch", model=pretrained, copy=True, key_added="Z",
-                       max_epochs=1, batch_size=16, progress=False)  # fmt: skip
+    out = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, copy=True,
+                       key_added="Z", max_epochs=1, batch_size=16, progress=False)  # fmt: skip
     assert "Z" in out.obsm and "Z" not in adata.obsm and "scgpt" not in adata.uns
 
 
-def test_scaled_x_is_integrated_from_raw(pretrained, two_batches):
+def test_scaled_x_is_integrated_from_raw(two_batch_pretrained, two_batches):
     import scanpy as sc
 
     a = two_batches()
     sc.pp.log1p(a)
-    expected = tl.integrate(a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
-                            progress=False, copy=True).obsm["X_scgpt_integrated"]  # fmt: skip
+    expected = tl.integrate(a, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                            batch_size=16, progress=False, copy=True)  # fmt: skip
+    expected = expected.obsm["X_scgpt_integrated"]
     a.raw = a
     a.X = a.X.toarray()
     sc.pp.scale(a)
     with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw"):
-        tl.integrate(a, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
+        tl.integrate(a, batch_key="batch", model=two_batch_pretrained, max_epochs=1, batch_size=16,
                      progress=False)  # fmt: skip
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 
 
-def test_symbols_in_a_var_column_are_found(pretrained, two_batches):
-    kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
+def test_symbols_in_a_var_column_are_found(two_batch_pretrained, two_batches):
+    kw = {"batch_key": "batch", "model": two_batch_pretrained, "max_epochs": 1, "batch_size": 16,
           "progress": False}  # fmt: skip
     a = two_batches()
     a.var["gene_name"] = a.var_names.to_numpy()
@@ -116,8 +119,8 @@ def test_symbols_in_a_var_column_are_found(pretrained, two_batches):
     assert a.uns["scgpt"]["X_scgpt_integrated"]["params"]["gene_key"] == "gene_name"
 
 
-def test_symbols_of_another_case_are_matched(pretrained, two_batches):
-    kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "batch_size": 16,
+def test_symbols_of_another_case_are_matched(two_batch_pretrained, two_batches):
+    kw = {"batch_key": "batch", "model": two_batch_pretrained, "max_epochs": 1, "batch_size": 16,
           "progress": False}  # fmt: skip
     a = two_batches()
     expected = tl.integrate(a, copy=True, **kw).obsm["X_scgpt_integrated"]
@@ -128,17 +131,17 @@ def test_symbols_of_another_case_are_matched(pretrained, two_batches):
     assert a.uns["scgpt"]["X_scgpt_integrated"]["case_ignored"] is True
 
 
-def test_default_fine_tunes_without_dsbn(pretrained, two_batches):
+def test_default_fine_tunes_without_dsbn(two_batch_pretrained, two_batches):
     # tl.integrate's tuned default (docs/scgpt.md, "dsbn=True or False?"); the model class keeps
     # the official DSBN=True
-    model = tl.integrate(two_batches(), batch_key="batch", model=pretrained, max_epochs=1,
+    model = tl.integrate(two_batches(), batch_key="batch", model=two_batch_pretrained, max_epochs=1,
                          batch_size=16, progress=False, return_model=True)  # fmt: skip
     c = model.module.config
     assert not c.domain_spec_batchnorm and c.do_dab and c.use_batch_labels
     assert model.gene_selection == "highest"  # long cells keep their most expressed genes
     assert inspect.signature(ScGPTIntegration.load_pretrained).parameters["dsbn"].default is True
     official = two_batches()
-    model = tl.integrate(official, batch_key="batch", model=pretrained, max_epochs=1,
+    model = tl.integrate(official, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
                          batch_size=16, gene_selection="random", progress=False,
                          return_model=True)  # fmt: skip
     assert model.gene_selection == "random"  # the official random subsets, on request
@@ -167,11 +170,11 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_bat
     np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
 
 
-def test_labels_key_trains_a_cell_type_head(pretrained, two_batches):
+def test_labels_key_trains_a_cell_type_head(two_batch_pretrained, two_batches):
     adata = two_batches()
     adata.obs.loc[adata.obs_names[::3], "cell_type"] = np.nan  # a third unlabelled
-    model = tl.integrate(adata, batch_key="batch", labels_key="cell_type", model=pretrained,
-                         return_model=True, **QUICK)  # fmt: skip
+    model = tl.integrate(adata, batch_key="batch", labels_key="cell_type",
+                         model=two_batch_pretrained, return_model=True, **QUICK)  # fmt: skip
     assert model.module.cls_decoder.out_layer.out_features == 3
     assert "train_loss_cls" in model.history
     assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["labels_key"] == "cell_type"
@@ -199,10 +202,10 @@ def test_masked_value_collator_follows_random_mask_value(two_batches):
     assert torch.equal(again["masked"], batch["masked"])  # seeded validation batches repeat
 
 
-def test_plan_loss_is_the_official_sum(pretrained, two_batches):
+def test_plan_loss_is_the_official_sum(two_batch_pretrained, two_batches):
     a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, a, dsbn=False)
     X, cols = model._training_matrix()
     coll = MaskedValueCollator(cols, cls_id=model.vocab.cls_id, pad_id=model.vocab.pad_id,
                                max_len=None, seed=0)  # fmt: skip
@@ -235,11 +238,11 @@ def test_plan_loss_is_the_official_sum(pretrained, two_batches):
     torch.testing.assert_close(parts["loss"], mse + gepc + 10 * ecs + dab + 3 * mnn)
 
 
-def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained, two_batches):
+def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(two_batch_pretrained, two_batches):
     """A minibatch with two batches normalises each with its own statistics (as two calls)."""
     a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
-    module = ScGPTIntegration.load_pretrained(pretrained, a).module.train()
+    module = ScGPTIntegration.load_pretrained(two_batch_pretrained, a).module.train()
     x = torch.randn(6, 5, 32)
     labels = torch.tensor([0, 1, 0, 1, 1, 0])
     mixed = module._domain_norm(x, labels)
@@ -266,37 +269,39 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(pretrained, two_batches):
         ({"batch_key": "batch", "gene_selection": "top"}, ValueError, "gene_selection='top'"),
     ],
 )
-def test_bad_input_raises_before_any_change(pretrained, kwargs, error, match, two_batches):
+def test_bad_input_raises_before_any_change(
+    two_batch_pretrained, kwargs, error, match, two_batches
+):
     adata = two_batches(2)
     adata.obs["one"] = "x"
     adata.obs["rare"] = ["x"] + ["y"] * (adata.n_obs - 1)
     adata.obs["none"] = np.nan
     before = adata.copy()
-    kwargs = {"model": pretrained, **kwargs}
+    kwargs = {"model": two_batch_pretrained, **kwargs}
     with pytest.raises(error, match=match):
         tl.integrate(adata, progress=False, **kwargs)
     assert list(adata.obs.columns) == list(before.obs.columns) and not adata.uns
     assert not adata.obsm
 
 
-def test_genes_outside_vocab_are_dropped_and_reported(pretrained, caplog, two_batches):
+def test_genes_outside_vocab_are_dropped_and_reported(two_batch_pretrained, caplog, two_batches):
     adata = two_batches(2)
     extra = ad.AnnData(sp.csr_matrix(np.ones((adata.n_obs, 5), np.float32)), obs=adata.obs,
                        var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(5)]))  # fmt: skip
     both = ad.concat([adata, extra], axis=1, merge="first")
     with caplog.at_level("INFO", logger="omicformer.scgpt._integrate"):
-        tl.integrate(both, batch_key="batch", model=pretrained, max_epochs=1, batch_size=16,
-                     progress=False)  # fmt: skip
+        tl.integrate(both, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                     batch_size=16, progress=False)  # fmt: skip
     info = both.uns["scgpt"]["X_scgpt_integrated"]
     assert (info["n_genes_matched"], info["n_genes_total"]) == (N_GENES, N_GENES + 5)
     assert "5 of 65 genes are not in the model's vocabulary" in caplog.text
 
 
-def test_too_few_vocabulary_genes(pretrained, two_batches):
+def test_too_few_vocabulary_genes(two_batch_pretrained, two_batches):
     adata = two_batches(2)
     adata.var_names = [f"G{i}" if i < 40 else f"X{i}" for i in range(N_GENES)]
     with pytest.raises(ValueError, match="only 40 of the 60 genes"):
-        tl.integrate(adata, batch_key="batch", model=pretrained, progress=False)
+        tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, progress=False)
 
 
 def test_model_class_needs_batches(two_batches):
@@ -316,10 +321,14 @@ def test_training_runs_in_train_mode_so_dsbn_learns_its_statistics(integrated):
     assert not model.module.training  # and back to eval mode for inference
 
 
-def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(pretrained, two_batches):
+def test_zero_genes_are_unexpressed_and_enter_gepc_with_target_zero(
+    two_batch_pretrained, two_batches
+):
     a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, a, dsbn=False, use_batch_labels=True)
+    model = ScGPTIntegration.load_pretrained(
+        two_batch_pretrained, a, dsbn=False, use_batch_labels=True
+    )
     X, cols = model._training_matrix()
     coll = MaskedValueCollator(cols, cls_id=model.vocab.cls_id, pad_id=model.vocab.pad_id,
                                max_len=None, n_zero_genes=8, seed=0)  # fmt: skip
@@ -355,11 +364,13 @@ def test_model_from_scratch_trains_and_embeds(two_batches):
     assert model.history["train_loss_dab"].shape[0] == 1
 
 
-def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(pretrained, two_batches):
+def test_validation_loss_is_the_masked_value_mse_and_the_total_is_kept(
+    two_batch_pretrained, two_batches
+):
     """Model selection follows the official tutorial: ``validation_loss`` is the masked MSE."""
     adata = two_batches(4)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=False)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=False)
     model.train(max_epochs=2, batch_size=8, validation_size=0.25, accelerator="cpu",
                 enable_progress_bar=False)  # fmt: skip
     h = model.history

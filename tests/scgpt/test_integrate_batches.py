@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from omicformer.scgpt import tl
-from omicformer.scgpt.model import ScGPT, ScGPTIntegration
+from omicformer.scgpt.model import ScGPTIntegration
 
 QUICK = {"max_epochs": 2, "batch_size": 16, "progress": False}
 
@@ -15,19 +15,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained(two_batches) -> ScGPT:
-    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
-    a = two_batches(2, seed=9)
-    ScGPT.setup_anndata(a)
-    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def integrated(pretrained, two_batches):
+def integrated(two_batch_pretrained, two_batches):
     """``tl.integrate`` with DSBN (batches taken to hold different cells) and its model."""
     adata = two_batches()
-    model = tl.integrate(adata, batch_key="batch", model=pretrained, return_model=True, dsbn=True,
-                         **QUICK)  # fmt: skip
+    model = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, return_model=True,
+                         dsbn=True, **QUICK)  # fmt: skip
     return adata, model
 
 
@@ -60,9 +52,9 @@ def test_mnn_correction_of_the_fine_tuned_embedding(integrated, two_batches):
      ({"dsbn": True, "mnn_correct": True}, True)],
 )  # fmt: skip
 def test_mnn_correction_is_on_for_batches_that_share_cell_types(
-    pretrained, kwargs, on, two_batches
+    two_batch_pretrained, kwargs, on, two_batches
 ):
-    out = tl.integrate(two_batches(4), batch_key="batch", model=pretrained, max_epochs=1,
+    out = tl.integrate(two_batches(4), batch_key="batch", model=two_batch_pretrained, max_epochs=1,
                        batch_size=8, copy=True, progress=False, **kwargs)  # fmt: skip
     info = out.uns["scgpt"]["X_scgpt_integrated"]
     assert info["params"]["mnn_correct"] is on and (info["mnn_correction"] is not None) is on
@@ -73,12 +65,12 @@ def test_mnn_correction_is_on_for_batches_that_share_cell_types(
     [(False, 5.0, False), (False, 0.0, False), (True, 0.0, True), (True, 5.0, False)],
 )
 def test_minibatches_hold_one_batch_only_for_official_dsbn(
-    pretrained, runner_call, dsbn, mnn_weight, one_batch, two_batches
+    two_batch_pretrained, runner_call, dsbn, mnn_weight, one_batch, two_batches
 ):
     seen = runner_call
     adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=dsbn)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=dsbn)
     with pytest.raises(RuntimeError, match="stop"):
         model.train(max_epochs=1, mnn_weight=mnn_weight)
     # the official recipe (DSBN, no cross-batch loss) draws each minibatch from one batch; the
@@ -88,11 +80,11 @@ def test_minibatches_hold_one_batch_only_for_official_dsbn(
     assert inspect.signature(ScGPTIntegration.train).parameters["mnn_weight"].default == 0.0
 
 
-def test_default_run_stops_after_16000_cell_passes(pretrained, runner_call, two_batches):
+def test_default_run_stops_after_16000_cell_passes(two_batch_pretrained, runner_call, two_batches):
     seen = runner_call
     adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata)
     with pytest.raises(RuntimeError, match="stop"):
         model.train(batch_size=64)
     assert seen["max_epochs"] == 15 and seen["max_steps"] == 250
@@ -108,33 +100,37 @@ def _unequal(two_batches) -> ad.AnnData:
     return a[keep].copy()
 
 
-def test_unequal_batches_get_balanced_minibatches(pretrained, runner_call, two_batches):
+def test_unequal_batches_get_balanced_minibatches(two_batch_pretrained, runner_call, two_batches):
     seen = runner_call
     for adata, balanced in ((_unequal(two_batches), True), (two_batches(), False)):
         with pytest.raises(RuntimeError, match="stop"):
-            tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
+            tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
         assert seen["balance_groups"] is balanced
         assert (seen["groups"] is not None) is balanced  # batch codes, for the sampler
     for kwargs in ({"balance_batches": False}, {"mnn_weight": 0.0, "dsbn": True}):
         with pytest.raises(RuntimeError, match="stop"):  # asked off; one batch per minibatch
             tl.integrate(
-                _unequal(two_batches), batch_key="batch", model=pretrained, **QUICK, **kwargs
+                _unequal(two_batches),
+                batch_key="batch",
+                model=two_batch_pretrained,
+                **QUICK,
+                **kwargs,
             )
         assert seen["balance_groups"] is False
     adata = _unequal(two_batches)
     before = adata.copy()
     with pytest.raises(ValueError, match="balance_batches=True needs minibatches that mix"):
-        tl.integrate(adata, batch_key="batch", model=pretrained, balance_batches=True,
+        tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, balance_batches=True,
                      mnn_weight=0.0, dsbn=True, **QUICK)  # fmt: skip
     assert set(adata.obsm) == set(before.obsm) and set(adata.uns) == set(before.uns)
     adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(pretrained, adata, dsbn=True)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=True)
     with pytest.raises(ValueError, match="cannot be combined with DSBN at mnn_weight=0"):
         model.train(max_epochs=1, balance_batches=True)
 
 
-def test_balanced_minibatches_are_used_in_training(pretrained, monkeypatch, two_batches):
+def test_balanced_minibatches_are_used_in_training(two_batch_pretrained, monkeypatch, two_batches):
     from omicformer._core import _samplers
 
     dealt = []
@@ -147,6 +143,6 @@ def test_balanced_minibatches_are_used_in_training(pretrained, monkeypatch, two_
 
     monkeypatch.setattr(_samplers.BalancedBatchSampler, "_all_batches", spy)
     adata = _unequal(two_batches)
-    tl.integrate(adata, batch_key="batch", model=pretrained, **QUICK)
+    tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
     assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
     assert dealt and all(counts == [8, 8] for counts in dealt)  # batch_size 16: 8 + 8
