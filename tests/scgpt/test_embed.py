@@ -221,15 +221,24 @@ def test_bad_arguments(ckpt, continuous_adata_factory):
     _assert_untouched(a, before)
 
 
-def test_empty_cells_and_vocab_mismatch(ckpt, continuous_adata_factory):
+def test_cells_without_vocabulary_genes_are_cls_alone(official_ckpt, official,
+                                                      continuous_adata_factory):  # fmt: skip
+    # official tokenize_batch: a cell with no non-zero vocabulary gene becomes [<cls>] alone
+    path, ref, vocab = official_ckpt
     a = continuous_adata_factory(6)
     X = a.X.toarray()
     X[[1, 3], :50] = 0
+    X[1, 50:] = 5.0  # genes outside the vocabulary do not count
     a.X = sp.csr_matrix(X)
-    before = a.copy()
-    with pytest.raises(ValueError, match=r"2 cell\(s\).*filter_cells"):
-        _embed(a, ckpt)
-    _assert_untouched(a, before)
+    with pytest.warns(UserWarning, match=r"2 of 6 cells \(e\.g\. row 1\).*<cls> alone"):
+        got = _embed(a, str(path), copy=True).obsm["X_scgpt"]
+    np.random.seed(0)
+    expected = official.embed(ref, X[:, :50], np.arange(50), vocab, max_len=60, pad_to_max=False)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    np.testing.assert_array_equal(got[1], got[3])
+
+
+def test_vocab_mismatch(ckpt, continuous_adata_factory):
     b = continuous_adata_factory(6)
     b.var_names = [f"ENSG{i:011d}" for i in range(b.n_vars)]
     with pytest.raises(ValueError, match=r"Only 0 of 52 genes.*gene_key"):

@@ -11,6 +11,7 @@ single process's).
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -37,8 +38,8 @@ def vocab_chunks(
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
     """Yield ``(row indices, CSR of the vocabulary columns)`` chunk by chunk, validated.
 
-    Raises ``ValueError`` for NaN/inf or negative values and for cells that express none of
-    the vocabulary genes. Entries are non-zero with sorted indices.
+    Raises ``ValueError`` for NaN/inf or negative values; warns about cells that express none
+    of the vocabulary genes (:func:`vocab_columns`). Entries are non-zero with sorted indices.
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     for idx, chunk in iter_row_chunks(adata, layer, chunk_size):
@@ -50,9 +51,11 @@ def vocab_columns(
 ) -> sp.csr_matrix:
     """The vocabulary columns ``cols`` of a chunk of cells: non-zero entries, sorted, validated.
 
-    Raises ``ValueError`` for NaN/inf or negative values and for cells that express none of
-    the vocabulary genes (rows named from ``first_row``, the chunk's first row in the file).
-    Also the :class:`~omicformer._core._ondisk.ChunkedRows` transform of streaming training.
+    Raises ``ValueError`` for NaN/inf or negative values (rows named from ``first_row``, the
+    chunk's first row in the file). A cell that expresses none of the vocabulary genes is kept
+    and becomes ``<cls>`` alone, as in the official ``tokenize_batch``, so all such cells get
+    one and the same embedding; a ``UserWarning`` counts them. Also the
+    :class:`~omicformer._core._ondisk.ChunkedRows` transform of streaming training.
     """
     check_values(chunk, where, first_row)
     sub = sp.csr_matrix(chunk[:, cols], dtype=np.float32)
@@ -60,12 +63,15 @@ def vocab_columns(
     sub.sort_indices()
     empty = np.flatnonzero(np.diff(sub.indptr) == 0)
     if empty.size:
-        msg = (
-            f"{empty.size} cell(s) (e.g. row {first_row + int(empty[0])}) express none of the "
-            "genes in the model's vocabulary; remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_genes=1) after subsetting to vocabulary genes."
+        warnings.warn(
+            f"{empty.size} of {sub.shape[0]} cells (e.g. row {first_row + int(empty[0])}) "
+            "express none of the genes in the model's vocabulary: each is read as <cls> "
+            "alone (as the official scGPT does), so they all get the same embedding. To leave "
+            "them out, subset to the vocabulary genes and run "
+            "sc.pp.filter_cells(adata, min_genes=1) first.",
+            UserWarning,
+            stacklevel=2,
         )
-        raise ValueError(msg)
     return sub
 
 
@@ -132,10 +138,11 @@ def embed_cells(
     """Embed every cell of ``adata``; returns ``(n_obs, d_model)`` float32.
 
     ``gene_ids`` gives the vocabulary id of each var (``-1``: not in the vocabulary, dropped).
-    Raises ``ValueError`` (before anything is written anywhere) on NaN/inf, negative values or
-    cells with no expressed vocabulary gene. ``batch_labels`` (integer code per cell) are passed
-    to models with batch tokens or domain-specific batch norm; every minibatch then holds cells
-    of a single batch, as DSBN requires.
+    Raises ``ValueError`` (before anything is written anywhere) on NaN/inf or negative values;
+    a cell with no expressed vocabulary gene is embedded as ``<cls>`` alone, with a warning.
+    ``batch_labels`` (integer code per cell) are passed to models with batch tokens or
+    domain-specific batch norm; every minibatch then holds cells of a single batch, as DSBN
+    requires.
 
     Cells are read, tokenised and embedded ``chunk_size`` at a time (rounded to whole
     batches); of a view (e.g. ``adata[mask]`` of a ``backed="r"`` file) only the rows of the
