@@ -231,6 +231,26 @@ def test_load_pretrained_official_folder(official, continuous_adata_factory, tmp
     assert model.is_trained
 
 
+def test_symbols_matched_ignoring_case_are_said_once(official_ckpt, continuous_adata_factory):
+    # "g0" matches the vocabulary's "G0" only ignoring case (as mouse "Cd3e" matches "CD3E")
+    from omicformer.scgpt import tl
+
+    path = official_ckpt[0]
+    adata = continuous_adata_factory(40, seed=4)
+    adata.var_names = [g.lower() for g in adata.var_names]
+    ScGPT.setup_anndata(adata)
+    with pytest.warns(UserWarning, match=r"adata\.var_names .*mostly when case is ignored") as rec:
+        model = ScGPT.load_pretrained(path, adata)
+    assert [r.filename for r in rec] == [__file__]  # the user's line, not the package's
+    assert (model.gene_ids_ >= 0).sum() == 50
+    adata.obs["batch"] = np.repeat(["a", "b"], 20)
+    with pytest.warns(UserWarning, match="mostly when case is ignored") as rec:
+        tl.integrate(adata, batch_key="batch", model=path, max_epochs=1, batch_size=8,
+                     device="cpu", progress=False)  # fmt: skip
+    said = [r for r in rec if "mostly when case is ignored" in str(r.message)]
+    assert [r.filename for r in said] == [__file__]  # by tl.integrate, not again by its model
+
+
 def test_load_pretrained_our_folder(trained, adata, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")

@@ -10,7 +10,14 @@ import pandas as pd
 
 from .._core._anndata import check_layer, labelled_cells, raw_if_scaled
 from ._backed import reopened, streamable, subset
-from ._genes import case_ignored, gene_names, match_genes, symbol_column, symbols_as_names
+from ._genes import (
+    case_ignored,
+    case_warning_given,
+    gene_names,
+    match_genes,
+    symbol_column,
+    symbols_as_names,
+)
 from ._resolve import describe_model, gene_selection_of, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -32,6 +39,7 @@ class Cells(NamedTuple):
     rows: np.ndarray | None
 
 
+@case_warning_given  # the tl function warns; the model classes it drives do not
 def annotate(
     adata: AnnData,
     reference: AnnData | None = None,
@@ -367,10 +375,10 @@ def _symbol_columns(
     with its symbols where the other side has them (:func:`symbols_as_names`; a
     ``backed="r"`` side is streamed from its file as it is), so one ``gene_key`` fits both.
     """
-    query_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=5)
+    query_key = symbol_column(adata, vocab, gene_key, "adata")
     if reference is None:
         return adata, adata, query_key
-    ref_key = symbol_column(source, vocab, gene_key, "reference", stacklevel=5)
+    ref_key = symbol_column(source, vocab, gene_key, "reference")
     if query_key == ref_key:
         return adata, source, query_key
     streamed = [key for a, key in ((adata, query_key), (source, ref_key)) if streamable(a)]

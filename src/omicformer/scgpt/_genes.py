@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from .._core._warnings import warn_caller
 from ._vocab import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
@@ -15,6 +19,28 @@ if TYPE_CHECKING:
     from ._vocab import GeneVocab
 
 MIN_MATCH_FRACTION = 0.1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: True while a ``tl`` function drives a model class on genes it has already warned about.
+_CASE_WARNED = contextvars.ContextVar("case_warned", default=False)
+
+
+def case_warning_given(func: F) -> F:
+    """Decorate a ``tl`` function that warns about ignored case itself.
+
+    Within it, :func:`match_genes` does not repeat the warning for the model classes it drives.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _CASE_WARNED.set(True)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _CASE_WARNED.reset(token)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def gene_names(adata: AnnData, gene_key: str | None = None) -> np.ndarray:
@@ -35,14 +61,16 @@ def match_genes(
     vocab: GeneVocab,
     gene_key: str | None = None,
     min_fraction: float = MIN_MATCH_FRACTION,
+    warn_case: str | None = None,
 ) -> np.ndarray:
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
     Symbols are matched as written, or ignoring case where most matches need that (mouse
-    ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`). Raises ``ValueError`` when the
-    matched genes are fewer than ``min_fraction`` of the smaller of ``adata``'s genes and the
-    vocabulary's genes, saying how many matched and how to fix it (symbols vs Ensembl IDs,
-    ``gene_key``). Comparing with the smaller set keeps a small vocabulary (the default
+    ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`); with ``warn_case`` (the name of
+    ``adata`` in messages, e.g. ``"adata"``) a warning says so, unless within a
+    function decorated with :func:`case_warning_given`. Raises ``ValueError`` when the matched genes are fewer than
+    ``min_fraction`` of the smaller of ``adata``'s genes and the vocabulary's genes, saying how
+    many matched and how to fix it (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small vocabulary (the default
     model's few thousand genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
@@ -58,6 +86,9 @@ def match_genes(
             "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
         )
         raise ValueError(msg)
+    if warn_case is not None and not _CASE_WARNED.get():
+        what = f"{warn_case}.var_names" if gene_key is None else f"{warn_case}.var[{gene_key!r}]"
+        _warn_if_case_ignored(names, vocab, min_fraction, what)
     return ids
 
 
@@ -92,7 +123,6 @@ def symbol_column(
     gene_key: str | None,
     where: str = "adata",
     min_fraction: float = MIN_MATCH_FRACTION,
-    stacklevel: int = 3,
 ) -> str | None:
     """``gene_key``, or the ``var`` column holding gene symbols when ``var_names`` do not.
 
@@ -107,12 +137,12 @@ def symbol_column(
         return gene_key
     if gene_key is not None:
         _warn_if_case_ignored(gene_names(adata, gene_key), vocab, min_fraction,
-                              f"{where}.var[{gene_key!r}]", stacklevel + 1)  # fmt: skip
+                              f"{where}.var[{gene_key!r}]")  # fmt: skip
         return gene_key
     names = np.asarray(adata.var_names, dtype=str)
     if _enough(int((lookup_symbols(names, vocab)[0] >= 0).sum()), adata.n_vars, vocab,
                min_fraction):  # fmt: skip
-        _warn_if_case_ignored(names, vocab, min_fraction, f"{where}.var_names", stacklevel + 1)
+        _warn_if_case_ignored(names, vocab, min_fraction, f"{where}.var_names")
         return None
     best, best_n = None, 0
     for column in adata.var.columns:
@@ -124,37 +154,30 @@ def symbol_column(
             best, best_n = column, n
     if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
         return None
-    warnings.warn(
+    warn_caller(
         f"{where}.var_names (e.g. {adata.var_names[0]!r}) match few genes of the model's "
         f"vocabulary, so the gene symbols of {where}.var[{best!r}] are used ({best_n} of "
-        f"{adata.n_vars} genes matched). Pass gene_key= to choose the column.",
-        UserWarning,
-        stacklevel=stacklevel,
+        f"{adata.n_vars} genes matched). Pass gene_key= to choose the column."
     )
     _warn_if_case_ignored(gene_names(adata, str(best)), vocab, min_fraction,
-                          f"{where}.var[{best!r}]", stacklevel + 1)  # fmt: skip
+                          f"{where}.var[{best!r}]")  # fmt: skip
     return str(best)
 
 
 def _warn_if_case_ignored(
-    names: np.ndarray, vocab: GeneVocab, min_fraction: float, what: str, stacklevel: int
+    names: np.ndarray, vocab: GeneVocab, min_fraction: float, what: str
 ) -> None:
-    """Warn when :func:`lookup_symbols` ignores case for ``names`` and so matches enough.
-
-    ``stacklevel`` is passed to :func:`warnings.warn` as it is.
-    """
+    """Warn when :func:`lookup_symbols` ignores case for ``names`` and so matches enough."""
     ids, ignored = lookup_symbols(names, vocab)
     folded = int((ids >= 0).sum())
     if ignored and _enough(folded, len(names), vocab, min_fraction):
         exact = int((vocab.lookup(names) >= 0).sum())
-        warnings.warn(
+        warn_caller(
             f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary "
             f"mostly when case is ignored ({exact} as written, {folded} of {len(names)} "
             "ignoring case), so they are matched to its symbols ignoring case. For mouse data "
             "this reads each gene as the human gene of the same symbol (an ortholog for most); "
-            "map genes to human orthologs for a closer match.",
-            UserWarning,
-            stacklevel=stacklevel,
+            "map genes to human orthologs for a closer match."
         )
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
-from ._genes import case_ignored, gene_names, match_genes, match_report, symbol_column
+from ._genes import (
+    case_ignored,
+    case_warning_given,
+    gene_names,
+    match_genes,
+    match_report,
+    symbol_column,
+)
 from ._resolve import describe_model, resolve_model
 from ._tokenize import check_gene_selection
 
@@ -23,6 +30,7 @@ MIN_GENES = 50
 _BATCH, _LABELS = "batch", "labels"
 
 
+@case_warning_given  # the tl function warns; the model classes it drives do not
 def integrate(
     adata: AnnData,
     *,
@@ -362,7 +370,7 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
         vocab = fitted.vocab
     else:
         vocab = resolve_model(model, task="embed")[1]
-    gene_key = symbol_column(adata, vocab, gene_key, "adata", stacklevel=4)
+    gene_key = symbol_column(adata, vocab, gene_key, "adata")
     gene_ids = match_genes(adata, vocab, gene_key)
     genes = match_report(gene_ids, case_ignored(adata, vocab, gene_key))
     if genes["n_genes_matched"] < MIN_GENES:

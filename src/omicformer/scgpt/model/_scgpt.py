@@ -242,7 +242,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         self.gene_ids_ = None
         self._matched_adata = self.adata
         if self.adata is not None:
-            self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"))
+            self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"),
+                                         warn_case="adata")  # fmt: skip
         self._model_summary_string = self._summary()
 
     def _summary(self) -> str:
@@ -269,10 +270,11 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         """Vocabulary id per gene of ``adata`` (``-1``: absent); cached for ``self.adata``."""
         if adata is self.adata and self._matched_adata is not adata:  # adata was reassigned
             self._matched_adata = adata
-            self.gene_ids_ = match_genes(adata, self.vocab, self.get_setup_arg("gene_key"))
+            self.gene_ids_ = match_genes(adata, self.vocab, self.get_setup_arg("gene_key"),
+                                         warn_case="adata")  # fmt: skip
         if adata is self.adata:
             return self.gene_ids_
-        return match_genes(adata, self.vocab, self.get_setup_arg("gene_key"))
+        return match_genes(adata, self.vocab, self.get_setup_arg("gene_key"), warn_case="adata")
 
     def _batch_codes(self, adata: AnnData) -> np.ndarray:
         """Integer batch codes of ``adata`` under this model's registered categories."""

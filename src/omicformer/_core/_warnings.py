@@ -1,0 +1,21 @@
+"""Warnings that point at the user's line, however deep in the package they are raised."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """:func:`warnings.warn` attributed to the first calling frame outside omicformer.
+
+    A fixed ``stacklevel`` is right for one call path only; the same check reached from a
+    ``tl`` function, a model class or a helper would point into the package.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
