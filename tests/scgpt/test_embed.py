@@ -230,8 +230,9 @@ def test_cells_without_vocabulary_genes_are_cls_alone(official_ckpt, official,
     X[[1, 3], :50] = 0
     X[1, 50:] = 5.0  # genes outside the vocabulary do not count
     a.X = sp.csr_matrix(X)
-    with pytest.warns(UserWarning, match=r"2 of 6 cells \(e\.g\. row 1\).*<cls> alone"):
-        got = _embed(a, str(path), copy=True).obsm["X_scgpt"]
+    with pytest.warns(UserWarning, match=r"2 of 6 cells \(e\.g\. row 1\).*<cls> alone") as rec:
+        got = tl.embed(a, model=str(path), device="cpu", progress=False, copy=True).obsm["X_scgpt"]
+    assert [r.filename for r in rec] == [__file__]  # once, at the user's line
     np.random.seed(0)
     expected = official.embed(ref, X[:, :50], np.arange(50), vocab, max_len=60, pad_to_max=False)
     np.testing.assert_allclose(got, expected, atol=2e-5)

@@ -11,7 +11,6 @@ single process's).
 from __future__ import annotations
 
 import os
-import warnings
 import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from .._core._anndata import RowReader, check_values, iter_row_chunks
 from .._core._device import inference_autocast, resolve_device
 from .._core._io import ChunkOutput, check_not_input
 from .._core._progress import progress as _progress
+from .._core._warnings import warn_caller
 from ._tokenize import check_gene_selection, length_buckets, pad_batch, tokenize_rows
 
 if TYPE_CHECKING:
@@ -63,14 +63,12 @@ def vocab_columns(
     sub.sort_indices()
     empty = np.flatnonzero(np.diff(sub.indptr) == 0)
     if empty.size:
-        warnings.warn(
+        warn_caller(
             f"{empty.size} of {sub.shape[0]} cells (e.g. row {first_row + int(empty[0])}) "
             "express none of the genes in the model's vocabulary: each is read as <cls> "
             "alone (as the official scGPT does), so they all get the same embedding. To leave "
             "them out, subset to the vocabulary genes and run "
-            "sc.pp.filter_cells(adata, min_genes=1) first.",
-            UserWarning,
-            stacklevel=2,
+            "sc.pp.filter_cells(adata, min_genes=1) first."
         )
     return sub
 

@@ -67,11 +67,12 @@ def match_genes(
 
     Symbols are matched as written, or ignoring case where most matches need that (mouse
     ``"Cd3e"`` for ``"CD3E"``; :func:`lookup_symbols`); with ``warn_case`` (the name of
-    ``adata`` in messages, e.g. ``"adata"``) a warning says so, unless within a
-    function decorated with :func:`case_warning_given`. Raises ``ValueError`` when the matched genes are fewer than
-    ``min_fraction`` of the smaller of ``adata``'s genes and the vocabulary's genes, saying how
-    many matched and how to fix it (symbols vs Ensembl IDs, ``gene_key``). Comparing with the smaller set keeps a small vocabulary (the default
-    model's few thousand genes) usable on whole-transcriptome data.
+    ``adata`` in messages, e.g. ``"adata"``) a warning says so, unless within a function
+    decorated with :func:`case_warning_given`. Raises ``ValueError`` when the matched genes
+    are fewer than ``min_fraction`` of the smaller of ``adata``'s genes and the vocabulary's
+    genes, saying how many matched and how to fix it (symbols vs Ensembl IDs, ``gene_key``).
+    Comparing with the smaller set keeps a small vocabulary (the default model's few thousand
+    genes) usable on whole-transcriptome data.
     """
     names = gene_names(adata, gene_key)
     ids, _ = lookup_symbols(names, vocab)
