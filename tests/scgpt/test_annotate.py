@@ -193,6 +193,17 @@ def test_annotate_knn(pretrained, ref_query):
     kept = ~unknown.to_numpy()
     got, before = sure.obs["scgpt_cell_type"].astype(str), out.obs["scgpt_cell_type"].astype(str)
     assert (got[kept] == before[kept]).all()
+    # a reference class named "Unknown" shares the category with the unsure cells
+    named = ref.copy()
+    first = named.obs["cell_type"].astype(str).iloc[0]
+    named.obs["cell_type"] = named.obs["cell_type"].astype(str).replace(first, "Unknown")
+    both = tl.annotate(query, named, label_key="cell_type", model=pretrained, method="knn",
+                       progress=False, copy=True, n_neighbors=5, min_confidence=0.9)  # fmt: skip
+    cats = list(both.obs["scgpt_cell_type"].cat.categories)
+    assert (
+        cats.count("Unknown") == 1
+        and (both.obs["scgpt_cell_type"] == "Unknown").sum() >= unknown.sum()
+    )
 
 
 def _scaled(a: ad.AnnData) -> ad.AnnData:

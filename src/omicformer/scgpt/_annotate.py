@@ -237,7 +237,9 @@ def annotate(
         known = ~query_mask
         labels[known] = adata.obs[label_key].to_numpy()[known].astype(str)
     labels[query_mask], confidence[query_mask] = predicted, conf
-    categories = classes + ([UNKNOWN] if (predicted == UNKNOWN).any() else [])
+    # a reference class may itself be called 'Unknown': the two then share the category
+    unsure = (predicted == UNKNOWN).any() and UNKNOWN not in classes
+    categories = classes + ([UNKNOWN] if unsure else [])
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
     adata.obs[f"{key_added}_confidence"] = confidence
     adata.uns.setdefault("scgpt", {})[key_added] = {
