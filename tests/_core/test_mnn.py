@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from omicformer._core._mnn import kernel_corrections, mnn_correct, mnn_pairs
+from omicformer._core._mnn import (
+    adaptive_kernel,
+    kernel_corrections,
+    mixing,
+    mnn_correct,
+    mnn_pairs,
+)
 
 
 def _brute_force_pairs(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
@@ -47,7 +53,8 @@ def test_a_shifted_batch_lands_on_the_larger_one():
     x = np.vstack([grid, own, grid + v])
     batches = np.array(["a"] * 28 + ["b"] * 25)
     out, report = mnn_correct(x, batches, k=1)
-    assert report == {"order": ["a", "b"], "pairs": {"b": 25}}  # the grid points, not the cluster
+    assert report["order"] == ["a", "b"]
+    assert report["pairs"] == {"b": 25}  # the grid points, not the cluster
     np.testing.assert_allclose(out[:28], x[:28])  # the first batch stays
     np.testing.assert_allclose(out[28:], grid, atol=1e-6)  # every pair's vector is -v
 
@@ -63,3 +70,43 @@ def test_merge_order_is_by_size_and_the_result_is_seeded():
     again, _ = mnn_correct(x, batches, k=5, random_state=3)
     np.testing.assert_array_equal(out, again)
     assert out.dtype == np.float32 and not np.allclose(out[:10], x[:10])
+
+
+def _brute_force_mixing(new: np.ndarray, merged: np.ndarray, k: int) -> float:
+    both = np.vstack([new, merged])
+    d = ((new[:, None, :] - both[None, :, :]) ** 2).sum(-1)
+    shares = []
+    for i, row in enumerate(d):
+        row = row.copy()
+        row[i] = np.inf  # not the cell itself
+        nearest = np.argsort(row, kind="stable")[:k]
+        shares.append(np.mean(nearest >= len(new)))
+    return float(np.mean(shares) / (len(merged) / len(both)))
+
+
+def test_mixing_by_brute_force_and_at_its_ends():
+    rng = np.random.default_rng(2)
+    new, merged = rng.normal(size=(25, 3)), rng.normal(0.8, 1.0, size=(40, 3))
+    assert mixing(new, merged, k=7) == pytest.approx(_brute_force_mixing(new, merged, 7))
+    assert mixing(new, merged + 100.0, k=7) == 0.0  # apart
+    same = rng.normal(size=(600, 3))  # one population split at random: about 1
+    assert mixing(same[:200], same[200:], k=30) == pytest.approx(1.0, abs=0.1)
+
+
+def test_adaptive_kernel_between_narrow_and_wide():
+    assert adaptive_kernel(0.0) == adaptive_kernel(0.5) == (0.02, 50)
+    assert adaptive_kernel(0.7) == adaptive_kernel(1.3) == pytest.approx((0.1, 200))
+    sigma, n = adaptive_kernel(0.6)  # half way, geometrically
+    assert sigma == pytest.approx(0.02 * math.sqrt(5)) and n == 100
+
+
+def test_correction_reports_the_kernel_it_chose():
+    rng = np.random.default_rng(4)
+    # more than MIXING_K + 1 cells per batch, so that a cell's neighbours can all be its own
+    apart = np.vstack([rng.normal(size=(60, 3)), rng.normal(size=(40, 3)) + 20.0])
+    batches = np.array(["a"] * 60 + ["b"] * 40)
+    _, report = mnn_correct(apart, batches, k=5)
+    assert report["mixing"] == {"b": 0.0}
+    assert report["kernel"] == {"b": {"sigma": 0.02, "n_anchors": 50}}
+    _, fixed = mnn_correct(apart, batches, k=5, sigma=0.1, n_anchors=200)
+    assert "mixing" not in fixed and fixed["kernel"] == {"b": {"sigma": 0.1, "n_anchors": 200}}

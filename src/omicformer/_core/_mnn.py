@@ -10,6 +10,16 @@ differences of its ``n_anchors`` nearest anchors (weights ``exp(-(d² - d²_min)
 the cell's distance to an anchor, ``d_min`` to its nearest one; ``s²`` is ``sigma`` times the
 median squared distance between the batch's cells and its anchors). A population that only one
 batch holds finds no pairs of its own and moves with the anchors nearest to it.
+
+How local the correction is follows how far the batches already mix (``sigma=None``,
+``n_anchors=None``, our addition): the *mixing* ``m`` of a batch is the share of its cells'
+``MIXING_K`` nearest cells (among it and the cells merged so far) that lie in the other cells,
+divided by those cells' share (1: mixed as if one batch; 0: apart). Batches apart
+(``m <= 0.5``) get the narrow kernel (``sigma`` 0.02, 50 anchors): each region moves by its own
+pairs, as a batch effect that differs between cell types needs. Batches that already mix
+(``m >= 0.7``) get the wide one (0.1, 200), as in ``batchelor``'s ``mnnCorrect``: there a
+cell's pairs are its neighbours, and moving each cell onto its own pairs would shrink the
+batch onto points of the other. In between, both are interpolated geometrically.
 """
 
 from __future__ import annotations
@@ -19,6 +29,11 @@ import scipy.sparse as sp
 
 #: Cell-anchor pairs drawn to estimate the median squared distance of the kernel's width.
 BANDWIDTH_SAMPLE = 10_000
+#: Neighbours per cell for the mixing of a batch (see the module docstring).
+MIXING_K = 30
+#: ``(sigma, n_anchors)`` for batches apart and for batches that mix, and the mixing range
+#: between which the two are interpolated.
+NARROW, WIDE, MIXING_RANGE = (0.02, 50), (0.1, 200), (0.5, 0.7)
 
 
 def _knn(query: np.ndarray, data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +63,31 @@ def mnn_pairs(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return np.stack([rows[order], cols[order]], axis=1).astype(np.int64)
 
 
+def mixing(new: np.ndarray, merged: np.ndarray, k: int = MIXING_K) -> float:
+    """How far the cells ``new`` mix with ``merged``: 1 as one batch, 0 apart (module docstring)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    both = np.concatenate([new, merged])
+    k = min(k, len(both) - 1)
+    if k < 1 or len(merged) == 0:
+        return 0.0
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(both).kneighbors(new, return_distance=False)
+    # drop each cell itself (not always column 0 when points coincide)
+    own = np.arange(len(new))[:, None]
+    keep = idx != own
+    other = (idx >= len(new)) & keep
+    share = np.mean(other.sum(1) / keep.sum(1))
+    return float(share / (len(merged) / len(both)))
+
+
+def adaptive_kernel(m: float) -> tuple[float, int]:
+    """``(sigma, n_anchors)`` for a batch of mixing ``m`` (module docstring)."""
+    lo, hi = MIXING_RANGE
+    t = min(max((m - lo) / (hi - lo), 0.0), 1.0)
+    sigma = NARROW[0] * (WIDE[0] / NARROW[0]) ** t
+    return sigma, round(NARROW[1] * (WIDE[1] / NARROW[1]) ** t)
+
+
 def kernel_corrections(
     cells: np.ndarray, anchors: np.ndarray, vectors: np.ndarray, s2: float, n_anchors: int
 ) -> np.ndarray:
@@ -67,8 +107,8 @@ def mnn_correct(
     batches: np.ndarray,
     *,
     k: int = 20,
-    sigma: float = 0.1,
-    n_anchors: int = 200,
+    sigma: float | None = None,
+    n_anchors: int | None = None,
     random_state: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Move each batch's cells onto the batches merged before it (see the module docstring).
@@ -82,16 +122,18 @@ def mnn_correct(
     k
         Neighbours of the other side searched for pairs.
     sigma
-        Kernel width, as a fraction of the median squared cell-anchor distance.
+        Kernel width, as a fraction of the median squared cell-anchor distance; ``None``: by
+        the batch's mixing (:func:`adaptive_kernel`).
     n_anchors
-        Nearest anchors averaged per cell.
+        Nearest anchors averaged per cell; ``None``: by the batch's mixing.
     random_state
         Seed of the cell-anchor pairs drawn for the median.
 
     Returns
     -------
-    The corrected float32 embedding, and a report: ``order`` (batches in merge order) and
-    ``pairs`` (pairs found when each batch after the first was merged).
+    The corrected float32 embedding, and a report: ``order`` (batches in merge order),
+    ``pairs`` (pairs found when each batch after the first was merged) and, per such batch,
+    its ``mixing`` and the ``sigma`` and ``n_anchors`` used.
     """
     x = np.asarray(x, dtype=np.float64).copy()
     batches = np.asarray(batches).astype(str)
@@ -100,11 +142,20 @@ def mnn_correct(
     rng = np.random.default_rng(random_state)
     merged = np.flatnonzero(batches == order[0])
     n_pairs: dict[str, int] = {}
+    mixed: dict[str, float] = {}
+    kernels: dict[str, dict[str, float]] = {}
     for name in order[1:]:
         new = np.flatnonzero(batches == name)
         cells, ref = x[new], x[merged]
         pairs = mnn_pairs(cells, ref, k)
         n_pairs[name] = len(pairs)
+        s_frac, n_near = sigma, n_anchors
+        if sigma is None or n_anchors is None:
+            mixed[name] = round(mixing(cells, ref), 4)
+            auto = adaptive_kernel(mixed[name])
+            s_frac = auto[0] if sigma is None else sigma
+            n_near = auto[1] if n_anchors is None else n_anchors
+        kernels[name] = {"sigma": round(float(s_frac), 4), "n_anchors": int(n_near)}
         if len(pairs):
             anchor, inverse = np.unique(pairs[:, 0], return_inverse=True)
             vectors = np.zeros((len(anchor), x.shape[1]))
@@ -112,7 +163,10 @@ def mnn_correct(
             vectors /= np.bincount(inverse)[:, None]
             m = BANDWIDTH_SAMPLE
             i, j = rng.integers(0, len(new), m), rng.integers(0, len(anchor), m)
-            s2 = sigma * float(np.median(np.sum((cells[i] - cells[anchor[j]]) ** 2, axis=1)))
-            x[new] += kernel_corrections(cells, cells[anchor], vectors, max(s2, 1e-12), n_anchors)
+            s2 = s_frac * float(np.median(np.sum((cells[i] - cells[anchor[j]]) ** 2, axis=1)))
+            x[new] += kernel_corrections(cells, cells[anchor], vectors, max(s2, 1e-12), n_near)
         merged = np.concatenate([merged, new])
-    return x.astype(np.float32), {"order": order, "pairs": n_pairs}
+    report: dict = {"order": order, "pairs": n_pairs, "kernel": kernels}
+    if mixed:
+        report["mixing"] = mixed
+    return x.astype(np.float32), report
