@@ -124,16 +124,18 @@ def integrate(
         After fine-tuning, correct the embedding as Haghverdi et al. (2018) correct genes:
         cells of two batches that are among each other's 20 nearest cells of the other batch
         are pairs, and each batch (largest first) moves onto those merged before it by a
-        Gaussian-kernel average of the pair differences around each cell; then every cell is
-        L2-normalised again. Not part of the official recipe. ``None`` (default): on when
-        ``mnn_weight > 0`` and ``dsbn=False``, the settings for batches that share their cell
-        types; batches that hold different cells (``dsbn=True`` or ``mnn_weight=0``) are left
-        alone; a trained model passed as ``model`` is judged by how it was trained. It
-        raised the scib batch correction score from 0.670 to 0.731 on two PBMC experiments
-        and from 0.851 to 0.887 on two CITE-seq runs (3 seeds), and from 0.459 to 0.499 on
-        PBMC 3k with ``pbmc_celltypist`` (2 seeds), biology within 0.002; on plates that each
-        hold one time point (hsmm) it lowered biology from 0.366 to 0.329 and batch
-        correction from 0.442 to 0.308 (use ``dsbn=True`` there). See "Integrating batches"
+        Gaussian-kernel average of the pair differences around each cell, a narrow kernel
+        where the batch lies apart from the others and a wide one where it already mixes
+        with them (:mod:`omicformer._core._mnn`); then every cell is L2-normalised again. Not
+        part of the official recipe. ``None`` (default): on when ``mnn_weight > 0`` and
+        ``dsbn=False``, the settings for batches that share their cell types; batches that
+        hold different cells (``dsbn=True`` or ``mnn_weight=0``) are left alone; a trained
+        model passed as ``model`` is judged by how it was trained. It raised the scib batch
+        correction score from 0.519 to 0.724 on two PBMC experiments (9 seeds), from 0.846
+        to 0.885 on two CITE-seq runs (7 seeds) and from 0.460 to 0.562 on PBMC 3k with
+        ``pbmc_celltypist`` (3 seeds), biology within 0.003; on plates that each hold one
+        time point (hsmm, 6 seeds) it lowered biology from 0.365 to 0.326 and batch
+        correction from 0.444 to 0.321 (use ``dsbn=True`` there). See "Integrating batches"
         in the scGPT guide. It applies to the cells integrated together here: the returned
         model's own embedding of further cells is not corrected.
     balance_batches
@@ -151,10 +153,11 @@ def integrate(
         more of their biology (scib total, 3 seeds: 0.741 against 0.597 on two CITE-seq PBMC
         runs, 0.422 against 0.374 on two PBMC experiments), while ``True`` kept far more
         biology where every batch holds other cells (hsmm, one time point per plate: 0.485
-        against 0.421). With the current defaults (3 seeds, scib bio / batch / total),
-        ``dsbn=True`` scored 0.479 / 0.440 / 0.464 on hsmm against 0.329 / 0.308 / 0.321,
-        and 0.443 against 0.674 total on the PBMC experiments: use it for batches that hold
-        different cells. See "``dsbn=True`` or ``False``?" in the scGPT guide.
+        against 0.421). With the current defaults (scib bio / batch / total; ``dsbn=True`` 3
+        seeds, ``False`` 6 and 9), ``dsbn=True`` scored 0.479 / 0.440 / 0.464 on hsmm against
+        0.326 / 0.321 / 0.324, and 0.443 against 0.669 total on the PBMC experiments: use it
+        for batches that hold different cells. See "``dsbn=True`` or ``False``?" in the scGPT
+        guide.
     batch_conditioned
         Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
         in the tutorial), so that the cell embedding needs not carry the batch to reconstruct
@@ -196,8 +199,8 @@ def integrate(
         ``(n_obs, d_model)`` float32 corrected embedding, unit L2 norm.
     ``adata.uns["scgpt"][key_added]``
         ``params``, ``batches`` (in the model's code order), ``mnn_correction`` (``order``:
-        the batches in merge order, ``pairs``: pairs found per merged batch; ``None`` without
-        ``mnn_correct``), ``epochs`` trained, ``losses``
+        the batches in merge order; per merged batch ``pairs`` found, its ``mixing`` and the
+        ``kernel`` used; ``None`` without ``mnn_correct``), ``epochs`` trained, ``losses``
         (last-epoch training and validation losses), ``n_genes_matched``,
         ``n_genes_total`` and ``case_ignored`` (symbols matched ignoring case).
 
