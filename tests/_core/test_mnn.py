@@ -72,23 +72,26 @@ def test_merge_order_is_by_size_and_the_result_is_seeded():
     assert out.dtype == np.float32 and not np.allclose(out[:10], x[:10])
 
 
-def _brute_force_mixing(new: np.ndarray, merged: np.ndarray, k: int) -> float:
-    both = np.vstack([new, merged])
-    d = ((new[:, None, :] - both[None, :, :]) ** 2).sum(-1)
-    shares = []
+def _brute_force_mixing(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    both = np.vstack([a, b])
+    side = np.array([0] * len(a) + [1] * len(b))
+    d = ((both[:, None, :] - both[None, :, :]) ** 2).sum(-1)
+    ratios = []
     for i, row in enumerate(d):
         row = row.copy()
         row[i] = np.inf  # not the cell itself
         nearest = np.argsort(row, kind="stable")[:k]
-        shares.append(np.mean(nearest >= len(new)))
-    return float(np.mean(shares) / (len(merged) / len(both)))
+        other_share = np.mean(side != side[i])  # the other side's share of all cells
+        ratios.append(np.mean(side[nearest] != side[i]) / other_share)
+    return float(np.mean(ratios))
 
 
 def test_mixing_by_brute_force_and_at_its_ends():
     rng = np.random.default_rng(2)
-    new, merged = rng.normal(size=(25, 3)), rng.normal(0.8, 1.0, size=(40, 3))
-    assert mixing(new, merged, k=7) == pytest.approx(_brute_force_mixing(new, merged, 7))
-    assert mixing(new, merged + 100.0, k=7) == 0.0  # apart
+    a, b = rng.normal(size=(25, 3)), rng.normal(0.8, 1.0, size=(40, 3))
+    assert mixing(a, b, k=7) == pytest.approx(_brute_force_mixing(a, b, 7))
+    assert mixing(a, b, k=7) == pytest.approx(mixing(b, a, k=7))  # symmetric
+    assert mixing(a, b + 100.0, k=7) == 0.0  # apart
     same = rng.normal(size=(600, 3))  # one population split at random: about 1
     assert mixing(same[:200], same[200:], k=30) == pytest.approx(1.0, abs=0.1)
 

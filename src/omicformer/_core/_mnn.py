@@ -12,14 +12,15 @@ median squared distance between the batch's cells and its anchors). A population
 batch holds finds no pairs of its own and moves with the anchors nearest to it.
 
 How local the correction is follows how far the batches already mix (``sigma=None``,
-``n_anchors=None``, our addition): the *mixing* ``m`` of a batch is the share of its cells'
-``MIXING_K`` nearest cells (among it and the cells merged so far) that lie in the other cells,
-divided by those cells' share (1: mixed as if one batch; 0: apart). Batches apart
-(``m <= 0.5``) get the narrow kernel (``sigma`` 0.02, 50 anchors): each region moves by its own
-pairs, as a batch effect that differs between cell types needs. Batches that already mix
-(``m >= 0.7``) get the wide one (0.1, 200), as in ``batchelor``'s ``mnnCorrect``: there a
-cell's pairs are its neighbours, and moving each cell onto its own pairs would shrink the
-batch onto points of the other. In between, both are interpolated geometrically.
+``n_anchors=None``, our addition): the *mixing* ``m`` of a batch and the cells merged so far
+is, over the cells of both, the mean share of a cell's ``MIXING_K`` nearest cells (among both)
+that lie on the other side, divided by that side's share (1: mixed as if one batch; 0:
+apart). Batches apart (``m <= 0.5``) get the narrow kernel (``sigma`` 0.02, 50 anchors): each
+region moves by its own pairs, as a batch effect that differs between cell types needs.
+Batches that already mix (``m >= 0.7``) get the wide one (0.1, 200), as in ``batchelor``'s
+``mnnCorrect``: there a cell's pairs are its neighbours, and moving each cell onto its own
+pairs would shrink the batch onto points of the other. In between, both are interpolated
+geometrically.
 """
 
 from __future__ import annotations
@@ -63,21 +64,26 @@ def mnn_pairs(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return np.stack([rows[order], cols[order]], axis=1).astype(np.int64)
 
 
-def mixing(new: np.ndarray, merged: np.ndarray, k: int = MIXING_K) -> float:
-    """How far the cells ``new`` mix with ``merged``: 1 as one batch, 0 apart (module docstring)."""
+def mixing(a: np.ndarray, b: np.ndarray, k: int = MIXING_K) -> float:
+    """How far the cells ``a`` and ``b`` mix: 1 as one population, 0 apart (module docstring).
+
+    Over the cells of both, the mean share of a cell's ``k`` nearest cells (itself left out)
+    that lie on the other side, each divided by the other side's share of all cells; so it
+    does not depend on which side is which.
+    """
     from sklearn.neighbors import NearestNeighbors
 
-    both = np.concatenate([new, merged])
+    both = np.concatenate([a, b])
     k = min(k, len(both) - 1)
-    if k < 1 or len(merged) == 0:
+    if k < 1 or len(a) == 0 or len(b) == 0:
         return 0.0
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(both).kneighbors(new, return_distance=False)
-    # drop each cell itself (not always column 0 when points coincide)
-    own = np.arange(len(new))[:, None]
-    keep = idx != own
-    other = (idx >= len(new)) & keep
-    share = np.mean(other.sum(1) / keep.sum(1))
-    return float(share / (len(merged) / len(both)))
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(both).kneighbors(both, return_distance=False)
+    keep = idx != np.arange(len(both))[:, None]  # not the cell itself (not always column 0)
+    in_a = np.arange(len(both)) < len(a)
+    other = (in_a[idx] != in_a[:, None]) & keep
+    share = other.sum(1) / keep.sum(1)
+    expected = np.where(in_a, len(b), len(a)) / len(both)
+    return float(np.mean(share / expected))
 
 
 def adaptive_kernel(m: float) -> tuple[float, int]:
