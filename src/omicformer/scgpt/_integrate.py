@@ -135,7 +135,7 @@ def integrate(
         to 0.885 on two CITE-seq runs (7 seeds) and from 0.460 to 0.562 on PBMC 3k with
         ``pbmc_celltypist`` (3 seeds), biology within 0.003; on plates that each hold one
         time point (hsmm, 6 seeds) it lowered biology from 0.365 to 0.326 and batch
-        correction from 0.444 to 0.321 (use ``dsbn=True`` there). See "Integrating batches"
+        correction from 0.444 to 0.334 (use ``dsbn=True`` there). See "Integrating batches"
         in the scGPT guide. It applies to the cells integrated together here: the returned
         model's own embedding of further cells is not corrected.
     balance_batches
@@ -155,7 +155,7 @@ def integrate(
         biology where every batch holds other cells (hsmm, one time point per plate: 0.485
         against 0.421). With the current defaults (scib bio / batch / total; ``dsbn=True`` 3
         seeds, ``False`` 6 and 9), ``dsbn=True`` scored 0.479 / 0.440 / 0.464 on hsmm against
-        0.326 / 0.321 / 0.324, and 0.443 against 0.669 total on the PBMC experiments: use it
+        0.326 / 0.334 / 0.329, and 0.443 against 0.669 total on the PBMC experiments: use it
         for batches that hold different cells. See "``dsbn=True`` or ``False``?" in the scGPT
         guide.
     batch_conditioned
