@@ -71,13 +71,11 @@ def mixing(a: np.ndarray, b: np.ndarray, k: int = MIXING_K) -> float:
     that lie on the other side, each divided by the other side's share of all cells; so it
     does not depend on which side is which.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     both = np.concatenate([a, b])
     k = min(k, len(both) - 1)
     if k < 1 or len(a) == 0 or len(b) == 0:
         return 0.0
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(both).kneighbors(both, return_distance=False)
+    _, idx = _knn(both, both, k + 1)
     keep = idx != np.arange(len(both))[:, None]  # not the cell itself (not always column 0)
     in_a = np.arange(len(both)) < len(a)
     other = (in_a[idx] != in_a[:, None]) & keep
