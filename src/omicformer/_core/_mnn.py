@@ -135,9 +135,9 @@ def mnn_correct(
 
     Returns
     -------
-    The corrected float32 embedding, and a report: ``order`` (batches in merge order),
-    ``pairs`` (pairs found when each batch after the first was merged) and, per such batch,
-    its ``mixing`` and the ``sigma`` and ``n_anchors`` used.
+    The corrected float32 embedding, and a report: ``order`` (batches in merge order), and per
+    batch after the first ``pairs`` (pairs found when it was merged), ``kernel`` (the
+    ``sigma`` and ``n_anchors`` used) and, where either was chosen by it, ``mixing``.
     """
     x = np.asarray(x, dtype=np.float64).copy()
     batches = np.asarray(batches).astype(str)
