@@ -35,6 +35,12 @@ procedure as ``pbmc`` (the curated PBMC 3k labels are not used, so both batches 
 alike). scVI gets all 16,601 genes, as every method gets all genes of the other sets, which
 makes it slow here (about an hour per seed on one thread).
 
+``pbmc4`` (only with ``--sets pbmc4``; a set no default was chosen on) — ``pbmc``'s two
+experiments and ``pbmc_cite``'s two runs as four batches (700, 559, 200 and 200 cells) on the
+697 genes all four share: 1,659 cells. Labels from ``pbmc``'s marker-gene procedure, applied
+to each of the four batches separately (the CITE-seq runs on all their genes); not the
+proteins, so that all four batches are labelled alike.
+
 ``hsmm`` — ``datasets.hsmm()``: 271 differentiating myoblasts on 4 capture plates
 (``Library``), biology = ``Hours`` (0, 24, 48, 72). Each plate holds one time point, so batch and
 biology are fully confounded: removing the plate effect also removes the time signal, and no
@@ -71,6 +77,7 @@ Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchm
     python benchmarks/integration.py --quick         # seed 0, scVI 100 epochs
     python benchmarks/integration.py --sets pbmc --methods pca harmony scgpt_integrate
     python benchmarks/integration.py --sets pbmc3k --seeds 0   # the unequal pairing (slow scVI)
+    python benchmarks/integration.py --sets pbmc4    # four batches of two kinds of experiment
     python benchmarks/integration.py --figure docs/_static/integration.png   # + UMAP figures
 """
 
@@ -208,7 +215,33 @@ def pbmc_cite() -> tuple[ad.AnnData, str, str]:
     return out, "batch", "cell_type"
 
 
-SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k}
+def pbmc4() -> tuple[ad.AnnData, str, str]:
+    """1,659 PBMCs in four batches: ``pbmc``'s two experiments and ``pbmc_cite``'s two runs."""
+    two, _, _ = pbmc()
+    runs = datasets.pbmc_cite_two_batch()
+    shared = two.var_names[two.var_names.isin(runs.var_names)]
+    parts = {str(name): two[two.obs["batch"] == name, shared].copy()
+             for name in two.obs["batch"].cat.categories}  # fmt: skip
+    for name in runs.obs["batch"].cat.categories:
+        run = runs[runs.obs["batch"] == name].copy()
+        run_log = lognormalised(run)  # labelled on all its genes, as each experiment of pbmc
+        parts[str(name)] = ad.AnnData(
+            X=run[:, shared].X.copy(),
+            obs=pd.DataFrame({"cell_type": coarse_marker_labels(run_log)}, index=run.obs_names),
+            var=pd.DataFrame(index=shared),
+            layers={"lognorm": run_log[:, shared].X.copy(), "counts": run[:, shared].X.copy()},
+        )
+    for part in parts.values():
+        for key in ("lognorm", "counts"):
+            part.layers[key] = sp.csr_matrix(part.layers[key])
+        part.X = sp.csr_matrix(part.X)
+        part.obs = part.obs[["cell_type"]]
+    adata = ad.concat(parts, label="batch", index_unique="-")
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
+    return adata, "batch", "cell_type"
+
+
+SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4}
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]
 
