@@ -46,3 +46,26 @@ def test_protein_labels_agree_with_rna_markers(integration):
     for cell_type in markers:
         assert means[cell_type].idxmax() == cell_type
     assert set(labels) == set(markers)
+
+
+def test_pbmc4_holds_four_batches_on_their_shared_genes(integration):
+    adata, batch_key, label_key = integration.pbmc4()
+    sizes = adata.obs[batch_key].value_counts().to_dict()
+    assert sizes == {"pbmc68k_reduced": 700, "pbmc_celltypist": 559,
+                     "pbmc_10k_protein_v3": 200, "pbmc_5k_protein_v3": 200}  # fmt: skip
+    genes = set(datasets.pbmc68k_reduced().var_names)
+    for other in (datasets.pbmc_celltypist(), datasets.pbmc_cite_two_batch()):
+        genes &= set(other.var_names)
+    assert set(adata.var_names) == genes
+    counts = adata.layers["counts"]
+    assert np.array_equal(counts.data, np.round(counts.data))
+    # the CITE-seq runs: scGPT reads their counts; lognorm is log1p of counts per 10,000 of
+    # the run's whole library (all its genes), so it is not a function of the shared genes'
+    # counts alone; check it is log1p of counts times one factor per cell
+    run = (adata.obs[batch_key] == "pbmc_5k_protein_v3").to_numpy()
+    x, lognorm = adata[run].X.toarray(), adata[run].layers["lognorm"].toarray()
+    ratio = np.expm1(lognorm)[x > 0] / x[x > 0]
+    per_cell = np.repeat(np.arange(run.sum()), (x > 0).sum(1))
+    spread = pd.Series(ratio).groupby(per_cell).agg(lambda r: r.max() / r.min() - 1)
+    assert spread.max() < 1e-4
+    assert set(adata.obs[label_key]) <= {"T", "B", "NK", "myeloid", "megakaryocyte"}
