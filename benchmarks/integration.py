@@ -124,6 +124,21 @@ def coarse_marker_labels(lognorm: ad.AnnData) -> np.ndarray:
     return names.map(lambda n: MARKER_TO_SCORED.get(n, n)).to_numpy()
 
 
+def _counts_experiment(raw: ad.AnnData, genes: pd.Index | None = None) -> ad.AnnData:
+    """One experiment of raw counts on ``genes`` (default all), ``X`` = counts, marker labels.
+
+    The labels come from the experiment's log-normalised data on all its genes.
+    """
+    lognorm = lognormalised(raw)
+    genes = raw.var_names if genes is None else genes
+    return ad.AnnData(
+        X=raw[:, genes].X.copy(),
+        obs=pd.DataFrame({"cell_type": coarse_marker_labels(lognorm)}, index=raw.obs_names),
+        var=pd.DataFrame(index=genes),
+        layers={"lognorm": lognorm[:, genes].X.copy(), "counts": raw[:, genes].X.copy()},
+    )
+
+
 def pbmc() -> tuple[ad.AnnData, str, str]:
     """1,259 PBMCs, two experiments; ``X`` = scGPT input, layers lognorm/counts."""
     a = datasets.pbmc68k_reduced()
@@ -131,7 +146,6 @@ def pbmc() -> tuple[ad.AnnData, str, str]:
     if counts_a is None:
         raise RuntimeError(note)
     b = datasets.pbmc_celltypist()
-    b_log = lognormalised(b)
     shared = a.var_names[a.var_names.isin(b.var_names)]
     keep_a = a.var_names.isin(shared)
     parts = {
@@ -140,11 +154,7 @@ def pbmc() -> tuple[ad.AnnData, str, str]:
             obs=pd.DataFrame({"cell_type": coarse_marker_labels(a)}, index=a.obs_names),
             layers={"lognorm": a[:, shared].X.copy(), "counts": sp.csr_matrix(counts_a[:, keep_a])},
         ),
-        "pbmc_celltypist": ad.AnnData(
-            X=b[:, shared].X.copy(),
-            obs=pd.DataFrame({"cell_type": coarse_marker_labels(b_log)}, index=b.obs_names),
-            layers={"lognorm": b_log[:, shared].X.copy(), "counts": b[:, shared].X.copy()},
-        ),
+        "pbmc_celltypist": _counts_experiment(b, shared),
     }
     for p in parts.values():
         p.var_names = shared
@@ -155,16 +165,8 @@ def pbmc() -> tuple[ad.AnnData, str, str]:
 
 def pbmc3k() -> tuple[ad.AnnData, str, str]:
     """3,259 PBMCs, two experiments of unequal size (raw counts); ``X`` = counts."""
-    parts = {}
-    for name, raw in (("pbmc3k_desc", datasets.pbmc3k_desc()),
-                      ("pbmc_celltypist", datasets.pbmc_celltypist())):  # fmt: skip
-        lognorm = lognormalised(raw)
-        parts[name] = ad.AnnData(
-            X=raw.X.copy(),
-            obs=pd.DataFrame({"cell_type": coarse_marker_labels(lognorm)}, index=raw.obs_names),
-            var=pd.DataFrame(index=raw.var_names),
-            layers={"lognorm": lognorm.X.copy(), "counts": raw.X.copy()},
-        )
+    parts = {"pbmc3k_desc": _counts_experiment(datasets.pbmc3k_desc()),
+             "pbmc_celltypist": _counts_experiment(datasets.pbmc_celltypist())}  # fmt: skip
     adata = ad.concat(parts, label="batch", index_unique="-", join="inner")
     adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
     return adata, "batch", "cell_type"
@@ -223,14 +225,7 @@ def pbmc4() -> tuple[ad.AnnData, str, str]:
     parts = {str(name): two[two.obs["batch"] == name, shared].copy()
              for name in two.obs["batch"].cat.categories}  # fmt: skip
     for name in runs.obs["batch"].cat.categories:
-        run = runs[runs.obs["batch"] == name].copy()
-        run_log = lognormalised(run)  # labelled on all its genes, as each experiment of pbmc
-        parts[str(name)] = ad.AnnData(
-            X=run[:, shared].X.copy(),
-            obs=pd.DataFrame({"cell_type": coarse_marker_labels(run_log)}, index=run.obs_names),
-            var=pd.DataFrame(index=shared),
-            layers={"lognorm": run_log[:, shared].X.copy(), "counts": run[:, shared].X.copy()},
-        )
+        parts[str(name)] = _counts_experiment(runs[runs.obs["batch"] == name].copy(), shared)
     for part in parts.values():
         for key in ("lognorm", "counts"):
             part.layers[key] = sp.csr_matrix(part.layers[key])
