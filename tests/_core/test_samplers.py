@@ -50,3 +50,28 @@ def test_balanced_batch_sampler_deals_every_group_equally(monkeypatch):
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 2
     with pytest.raises(ValueError, match="3 groups do not fit a minibatch of 2"):
         BalancedBatchSampler(6, 2, groups=np.array([0, 1, 2, 0, 1, 2]))
+
+
+def test_balanced_batch_sampler_two_groups_per_minibatch():
+    groups = np.array([0] * 6 + [1] * 4 + [2] * 2)
+    plain = BalancedBatchSampler(len(groups), 4, groups=groups, shuffle=False, groups_per_batch=2)
+    # ceil(12 / 4) = 3 minibatches, the pairs (0, 1), (0, 2), (1, 2) in turn, 2 items of each;
+    # a group's items are dealt in index order, again from its first when they run out
+    assert list(plain) == [[0, 1, 6, 7], [2, 3, 10, 11], [8, 9, 10, 11]]
+    sampler = BalancedBatchSampler(60, 8, groups=np.arange(60) % 4, seed=2, groups_per_batch=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 8
+    counts = [np.bincount(np.arange(60)[b] % 4, minlength=4) for b in batches]
+    assert all(sorted(c.tolist()) == [0, 0, 4, 4] for c in counts)
+    met = {tuple(np.flatnonzero(c)) for c in counts}
+    assert met == {(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)}  # 8 >= 6 pairs: all meet
+    assert list(sampler) == batches
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    # as many groups per minibatch as there are: the sampler without the option, draw for draw
+    two = np.array([0] * 9 + [1] * 3)
+    assert list(BalancedBatchSampler(12, 4, groups=two, seed=5, groups_per_batch=2)) == list(
+        BalancedBatchSampler(12, 4, groups=two, seed=5)
+    )
+    with pytest.raises(ValueError, match="groups_per_batch=0 must be at least 1"):
+        BalancedBatchSampler(6, 4, groups=two[:6], groups_per_batch=0)

@@ -100,13 +100,25 @@ def _unequal(two_batches) -> ad.AnnData:
     return a[keep].copy()
 
 
+def _three(two_batches) -> ad.AnnData:
+    """Three batches, 36 + 18 + 18 cells (not unequal: at most twice as many): every second
+    cell of batch "b" becomes batch "c"."""
+    a = two_batches()
+    half = (a.obs["batch"] == "b").to_numpy() & (np.arange(a.n_obs) % 2 == 0)
+    a.obs["batch"] = np.where(half, "c", a.obs["batch"].astype(str))
+    assert a.obs["batch"].value_counts().to_dict() == {"a": 36, "b": 18, "c": 18}
+    return a
+
+
 def test_unequal_batches_get_balanced_minibatches(two_batch_pretrained, runner_call, two_batches):
     seen = runner_call
-    for adata, balanced in ((_unequal(two_batches), True), (two_batches(), False)):
+    cases = ((_unequal(two_batches), True), (two_batches(), False), (_three(two_batches), True))
+    for adata, balanced in cases:
         with pytest.raises(RuntimeError, match="stop"):
             tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
         assert seen["balance_groups"] is balanced
         assert (seen["groups"] is not None) is balanced  # batch codes, for the sampler
+        assert seen["groups_per_batch"] == 2  # two batches per minibatch when balanced
     for kwargs in ({"balance_batches": False}, {"mnn_weight": 0.0, "dsbn": True}):
         with pytest.raises(RuntimeError, match="stop"):  # asked off; one batch per minibatch
             tl.integrate(
@@ -138,7 +150,8 @@ def test_balanced_minibatches_are_used_in_training(two_batch_pretrained, monkeyp
 
     def spy(self):
         batches = original(self)
-        dealt.extend(np.bincount(self.groups[b], minlength=2).tolist() for b in batches)
+        dealt.extend(np.bincount(self.groups[b], minlength=self.groups.max() + 1).tolist()
+                     for b in batches)  # fmt: skip
         return batches
 
     monkeypatch.setattr(_samplers.BalancedBatchSampler, "_all_batches", spy)
@@ -146,3 +159,9 @@ def test_balanced_minibatches_are_used_in_training(two_batch_pretrained, monkeyp
     tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
     assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
     assert dealt and all(counts == [8, 8] for counts in dealt)  # batch_size 16: 8 + 8
+    dealt.clear()  # three batches: 8 + 8 of two of them in every minibatch, each pair in turn
+    adata = _three(two_batches)
+    tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
+    assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
+    assert dealt and all(sorted(counts) == [0, 8, 8] for counts in dealt)
+    assert {tuple(np.flatnonzero(c)) for c in dealt} == {(0, 1), (0, 2), (1, 2)}

@@ -7,6 +7,7 @@ minibatches, all ranks the same number of steps; out-of-core datasets bring thei
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -104,11 +105,18 @@ class BalancedBatchSampler(EpochBatchSampler):
     within a minibatch (:func:`~omicformer.scgpt.module.mnn_loss`): a batch of a sixth of the
     cells would otherwise have about a sixth of each minibatch.
 
+    With ``groups_per_batch=m`` smaller than the number of groups, a minibatch holds
+    ``batch_size // m`` items of each of ``m`` groups only, and the minibatches go through every
+    combination of ``m`` groups in turn (all of them, in a random order, then again in another;
+    ``shuffle=False``: in lexicographic order), so that every two groups meet equally often.
+
     Parameters
     ----------
     n_items, batch_size, groups, shuffle, seed
         As :class:`EpochBatchSampler`; ``groups`` (one per item) is required, and there must be
         at most ``batch_size`` of them.
+    groups_per_batch
+        Groups per minibatch; ``None`` (or at least the number of groups): all of them.
     """
 
     def __init__(
@@ -119,12 +127,20 @@ class BalancedBatchSampler(EpochBatchSampler):
         groups: np.ndarray,
         shuffle: bool = True,
         seed: int = 0,
+        groups_per_batch: int | None = None,
     ) -> None:
         super().__init__(n_items, batch_size, groups=groups, shuffle=shuffle, seed=seed)
         n_groups = len(np.unique(self.groups))
-        if n_groups > self.batch_size:
+        if groups_per_batch is not None and groups_per_batch < 1:
+            msg = f"groups_per_batch={groups_per_batch} must be at least 1 (or None: all groups)."
+            raise ValueError(msg)
+        self.groups_per_batch = (
+            None if groups_per_batch is None or groups_per_batch >= n_groups else groups_per_batch
+        )
+        n_each = n_groups if self.groups_per_batch is None else self.groups_per_batch
+        if n_each > self.batch_size:
             msg = (
-                f"{n_groups} groups do not fit a minibatch of {self.batch_size} items with one "
+                f"{n_each} groups do not fit a minibatch of {self.batch_size} items with one "
                 "item of each; raise batch_size or leave the groups unbalanced."
             )
             raise ValueError(msg)
@@ -132,6 +148,8 @@ class BalancedBatchSampler(EpochBatchSampler):
     def _all_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
         members = [np.flatnonzero(self.groups == g) for g in np.unique(self.groups)]
+        if self.groups_per_batch is not None:
+            return self._combination_batches(rng, members, self.groups_per_batch)
         per_group = self.batch_size // max(len(members), 1)
         n_batches = -(-len(self.groups) // self.batch_size)
         need = n_batches * per_group
@@ -145,6 +163,37 @@ class BalancedBatchSampler(EpochBatchSampler):
         if self.shuffle:
             batches = rng.permuted(batches, axis=1)
         return list(batches)
+
+    def _combination_batches(
+        self, rng: np.random.Generator, members: list[np.ndarray], m: int
+    ) -> list[np.ndarray]:
+        """Minibatches of ``m`` groups each, going through every combination of ``m`` groups."""
+        combos = list(itertools.combinations(range(len(members)), m))
+        n_batches = -(-len(self.groups) // self.batch_size)
+        rounds = -(-n_batches // len(combos))
+        turns = [rng.permutation(len(combos)) if self.shuffle else np.arange(len(combos))
+                 for _ in range(rounds)]  # fmt: skip
+        sequence = [combos[c] for c in np.concatenate(turns)[:n_batches]]
+        per_group = self.batch_size // m
+        need = np.zeros(len(members), np.int64)
+        for combo in sequence:
+            need[list(combo)] += per_group
+        dealt = []  # each group's items in the order they are dealt, reshuffled per round
+        for idx, n in zip(members, need, strict=True):
+            deals = [
+                rng.permutation(idx) if self.shuffle else idx for _ in range(-(-n // len(idx)))
+            ]
+            dealt.append(np.concatenate(deals)[:n] if deals else idx[:0])
+        taken = np.zeros(len(members), np.int64)
+        batches = []
+        for combo in sequence:
+            parts = []
+            for g in combo:
+                parts.append(dealt[g][taken[g] : taken[g] + per_group])
+                taken[g] += per_group
+            batch = np.concatenate(parts)
+            batches.append(rng.permutation(batch) if self.shuffle else batch)
+        return batches
 
     def __len__(self) -> int:
         n_batches = -(-len(self.groups) // self.batch_size)

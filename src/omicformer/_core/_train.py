@@ -107,6 +107,7 @@ def make_loader(
     shuffle: bool,
     groups: np.ndarray | None = None,
     balance_groups: bool = False,
+    groups_per_batch: int | None = None,
     num_workers: int = 0,
     seed: int = 0,
 ) -> DataLoader:
@@ -118,8 +119,8 @@ def make_loader(
     keep one group per minibatch when ``groups`` is given, and split batches across DDP ranks
     as :class:`EpochBatchSampler` does. Other datasets get an :class:`EpochBatchSampler` (with
     ``groups``: one group per minibatch), or with ``groups`` and ``balance_groups=True`` a
-    :class:`BalancedBatchSampler` (every group in every minibatch, in equal numbers; out-of-core
-    datasets do not balance and raise).
+    :class:`BalancedBatchSampler` (every group, or ``groups_per_batch`` of them, in every
+    minibatch, in equal numbers; out-of-core datasets do not balance and raise).
     """
     make_sampler = getattr(dataset, "make_batch_sampler", None)
     if balance_groups:
@@ -127,8 +128,9 @@ def make_loader(
             msg = "balance_groups=True needs groups= and an in-memory dataset."
             raise ValueError(msg)
         sampler = BalancedBatchSampler(
-            len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
-        )
+            len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed,
+            groups_per_batch=groups_per_batch,
+        )  # fmt: skip
     elif make_sampler is None:
         sampler = EpochBatchSampler(
             len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed
@@ -184,6 +186,7 @@ def run_training(
     val_collate_fn: Callable | None = None,
     groups: tuple[np.ndarray, np.ndarray] | None = None,
     balance_groups: bool = False,
+    groups_per_batch: int | None = None,
     batch_size: int = 32,
     max_epochs: int | None = 1,
     max_steps: int | None = None,
@@ -224,6 +227,9 @@ def run_training(
         With ``groups``: every training minibatch holds every group instead, in equal numbers
         (:class:`BalancedBatchSampler`); validation minibatches then take the validation items
         in order, mixed. In-memory datasets only.
+    groups_per_batch
+        With ``balance_groups``: each training minibatch holds this many groups, going through
+        every combination of them in turn (``None``: all groups).
     batch_size
         Items per minibatch and device.
     max_epochs, max_steps
@@ -285,6 +291,7 @@ def run_training(
     train_groups, val_groups = groups if groups is not None else (None, None)
     loader = make_loader(train, collate_fn, batch_size=batch_size, shuffle=True,
                          groups=train_groups, balance_groups=balance_groups,
+                         groups_per_batch=groups_per_batch,
                          num_workers=num_workers, seed=random_state)  # fmt: skip
     if balance_groups:
         val_groups = None

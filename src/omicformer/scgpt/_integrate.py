@@ -222,7 +222,7 @@ def integrate(
     """
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
-    from .model._integration import one_batch_per_minibatch
+    from .model._integration import BATCHES_PER_MINIBATCH, one_batch_per_minibatch
 
     work, genes, fitted, stream, gene_key = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
@@ -231,20 +231,19 @@ def integrate(
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
     mixed = not one_batch_per_minibatch(dsbn, mnn_weight)
-    fits = len(sizes) <= batch_size  # one cell of every batch per minibatch at least
+    fits = BATCHES_PER_MINIBATCH <= batch_size  # one cell of each batch of a minibatch
     if balance_batches and not (mixed and fits and not stream):
         msg = (
             "balance_batches=True needs minibatches that mix the batches (mnn_weight > 0 or "
-            f"dsbn=False), at most batch_size={batch_size} batches ({len(sizes)} here) and cells "
-            "held in memory (not a backed file streamed)."
+            f"dsbn=False), batch_size of at least {BATCHES_PER_MINIBATCH} ({batch_size} here) "
+            "and cells held in memory (not a backed file streamed)."
         )
         if stream:
             work.file.close()
         raise ValueError(msg)
-    if balance_batches is None:  # balance unequal batches where minibatches mix them
-        balance_batches = bool(
-            mixed and fits and not stream and fitted is None and sizes.max() > 2 * sizes.min()
-        )
+    if balance_batches is None:  # several or unequal batches, where minibatches mix them
+        several = len(sizes) > BATCHES_PER_MINIBATCH or sizes.max() > 2 * sizes.min()
+        balance_batches = bool(mixed and fits and not stream and fitted is None and several)
     if fitted is not None:
         integration = fitted
     else:
