@@ -69,3 +69,19 @@ def test_pbmc4_holds_four_batches_on_their_shared_genes(integration):
     spread = pd.Series(ratio).groupby(per_cell).agg(lambda r: r.max() / r.min() - 1)
     assert spread.max() < 1e-4
     assert set(adata.obs[label_key]) <= {"T", "B", "NK", "myeloid", "megakaryocyte"}
+
+
+def test_pbmc3_holds_three_experiments_with_700_cells_of_pbmc3k(integration):
+    adata, batch_key, label_key = integration.pbmc3()
+    sizes = adata.obs[batch_key].value_counts().to_dict()
+    assert sizes == {"pbmc68k_reduced": 700, "pbmc_celltypist": 559, "pbmc3k_desc": 700}
+    genes = set(datasets.pbmc68k_reduced().var_names) & set(datasets.pbmc_celltypist().var_names)
+    raw = datasets.pbmc3k_desc()
+    assert set(adata.var_names) == genes & set(raw.var_names)
+    cells = adata[adata.obs[batch_key] == "pbmc3k_desc"]
+    names = cells.obs_names.str.removesuffix("-pbmc3k_desc")
+    assert names.is_unique and set(names) <= set(raw.obs_names)
+    # scGPT reads PBMC 3k's raw counts of those cells, unchanged
+    expected = raw[names, list(cells.var_names)].X
+    np.testing.assert_array_equal(cells.X.toarray(), np.asarray(expected.todense()))
+    assert set(adata.obs[label_key]) <= {"T", "B", "NK", "myeloid", "megakaryocyte"}
