@@ -136,20 +136,27 @@ def integrate(
         ``pbmc_celltypist`` (3 seeds), biology within 0.003; on plates that each hold one
         time point (hsmm, 6 seeds) it lowered biology from 0.365 to 0.326 and batch
         correction from 0.444 to 0.334 (use ``dsbn=True`` there). On four PBMC batches
-        (two experiments, two CITE-seq runs; 2 seeds) it raised batch correction from 0.38-0.39
-        to 0.54-0.55 and lowered biology from 0.66-0.68 to 0.61-0.62, below ComBat's and
-        Harmony's: with several batches, compare it with them. See "Integrating batches"
-        in the scGPT guide. It applies to the cells integrated together here: the returned
+        (two experiments, two CITE-seq runs; prototype runs of the defaults, 2 seeds) it
+        raised batch correction from 0.42-0.43 to 0.57-0.58 and lowered biology from
+        0.62-0.65 to 0.61-0.62, below ComBat's and Harmony's: with several batches, compare it
+        with them. See "Integrating batches" in the scGPT guide. It applies to the cells integrated together here: the returned
         model's own embedding of further cells is not corrected.
     balance_batches
-        Every training minibatch holds the same number of cells of every batch (cells of
-        small batches drawn more often), so that the cross-batch loss finds pairs for a small
-        batch's cells. ``None`` (default): on where the largest batch has more than twice the
-        cells of the smallest (and minibatches mix the batches, in memory); on PBMC 3k (2,700
-        cells) with ``pbmc_celltypist`` (559) it raised scib bio / batch / total from 0.700 /
-        0.407 / 0.583 to 0.741 / 0.460 / 0.629 (3 seeds). Batches of similar sizes keep random
-        minibatches (balancing them lowered biology on two benchmarks). ``True`` needs
-        minibatches that mix the batches (not ``dsbn=True`` with ``mnn_weight=0``).
+        Every training minibatch holds cells of two batches, the same number of each (cells of
+        small batches drawn more often), going through every pair of batches in turn; with two
+        batches, both in every minibatch. So the cross-batch loss finds pairs for a small
+        batch's cells, and for every two batches, not only the two most alike. ``None``
+        (default): on for more than two batches and where the largest batch has more than
+        twice the cells of the smallest (and minibatches mix the batches, in memory). On PBMC
+        3k (2,700 cells) with ``pbmc_celltypist`` (559) it raised scib bio / batch / total from
+        0.700 / 0.407 / 0.583 to 0.741 / 0.460 / 0.629 (3 seeds); two batches at a time, on
+        three PBMC experiments, batch correction from 0.468 to 0.533 and on four PBMC batches
+        (a set not used to choose it) from 0.543 to 0.572, biology within 0.003 (3 seeds); on
+        hsmm's plates (one time point each) biology fell from 0.326 to 0.307 and batch
+        correction rose from 0.334 to 0.362 (6 seeds; see "Integrating batches" in the scGPT
+        guide). Two batches of similar size keep
+        random minibatches (balancing them lowered biology on two benchmarks). ``True``
+        needs minibatches that mix the batches (not ``dsbn=True`` with ``mnn_weight=0``).
     dsbn
         Domain-specific batch norm (the official tutorial's ``DSBN=True``). Off by default:
         with the default model, ``False`` mixed batches that share cell types more and kept
