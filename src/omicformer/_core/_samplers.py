@@ -113,8 +113,9 @@ class BalancedBatchSampler(EpochBatchSampler):
     Parameters
     ----------
     n_items, batch_size, groups, shuffle, seed
-        As :class:`EpochBatchSampler`; ``groups`` (one per item) is required, and there must be
-        at most ``batch_size`` of them.
+        As :class:`EpochBatchSampler`; ``groups`` (one per item) is required, and a minibatch
+        must fit one item of each of its groups (``batch_size`` at least the number of groups,
+        or ``groups_per_batch``).
     groups_per_batch
         Groups per minibatch; ``None`` (or at least the number of groups): all of them.
     """

@@ -139,8 +139,9 @@ def integrate(
         (two experiments, two CITE-seq runs; prototype runs of the defaults, 2 seeds) it
         raised batch correction from 0.42-0.43 to 0.57-0.58 and lowered biology from
         0.62-0.65 to 0.61-0.62, below ComBat's and Harmony's: with several batches, compare it
-        with them. See "Integrating batches" in the scGPT guide. It applies to the cells integrated together here: the returned
-        model's own embedding of further cells is not corrected.
+        with them. See "Integrating batches" in the scGPT guide. It applies to the cells
+        integrated together here: the returned model's own embedding of further cells is not
+        corrected.
     balance_batches
         Every training minibatch holds cells of two batches, the same number of each (cells of
         small batches drawn more often), going through every pair of batches in turn; with two
@@ -154,9 +155,9 @@ def integrate(
         (a set not used to choose it) from 0.543 to 0.572, biology within 0.003 (3 seeds); on
         hsmm's plates (one time point each) biology fell from 0.326 to 0.307 and batch
         correction rose from 0.334 to 0.362 (6 seeds; see "Integrating batches" in the scGPT
-        guide). Two batches of similar size keep
-        random minibatches (balancing them lowered biology on two benchmarks). ``True``
-        needs minibatches that mix the batches (not ``dsbn=True`` with ``mnn_weight=0``).
+        guide). Two batches of similar size keep random minibatches (balancing them lowered
+        biology on two benchmarks). ``True`` needs minibatches that mix the batches (not
+        ``dsbn=True`` with ``mnn_weight=0``).
     dsbn
         Domain-specific batch norm (the official tutorial's ``DSBN=True``). Off by default:
         with the default model, ``False`` mixed batches that share cell types more and kept
