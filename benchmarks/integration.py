@@ -225,15 +225,16 @@ def pbmc_cite() -> tuple[ad.AnnData, str, str]:
     return out, "batch", "cell_type"
 
 
-def pbmc4() -> tuple[ad.AnnData, str, str]:
-    """1,659 PBMCs in four batches: ``pbmc``'s two experiments and ``pbmc_cite``'s two runs."""
+def _beside_pbmc(others: dict[str, ad.AnnData]) -> tuple[ad.AnnData, str, str]:
+    """``pbmc``'s two experiments and ``others`` (raw counts, one experiment each, labelled
+    by the marker procedure on all their genes) as batches, on the genes all of them share."""
     two, _, _ = pbmc()
-    runs = datasets.pbmc_cite_two_batch()
-    shared = two.var_names[two.var_names.isin(runs.var_names)]
+    shared = two.var_names
+    for other in others.values():
+        shared = shared[shared.isin(other.var_names)]
     parts = {str(name): two[two.obs["batch"] == name, shared].copy()
              for name in two.obs["batch"].cat.categories}  # fmt: skip
-    for name in runs.obs["batch"].cat.categories:
-        parts[str(name)] = _counts_experiment(runs[runs.obs["batch"] == name].copy(), shared)
+    parts.update({name: _counts_experiment(other, shared) for name, other in others.items()})
     for part in parts.values():
         for key in ("lognorm", "counts"):
             part.layers[key] = sp.csr_matrix(part.layers[key])
@@ -242,25 +243,20 @@ def pbmc4() -> tuple[ad.AnnData, str, str]:
     adata = ad.concat(parts, label="batch", index_unique="-")
     adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
     return adata, "batch", "cell_type"
+
+
+def pbmc4() -> tuple[ad.AnnData, str, str]:
+    """1,659 PBMCs in four batches: ``pbmc``'s two experiments and ``pbmc_cite``'s two runs."""
+    runs = datasets.pbmc_cite_two_batch()
+    return _beside_pbmc({str(name): runs[runs.obs["batch"] == name].copy()
+                         for name in runs.obs["batch"].cat.categories})  # fmt: skip
 
 
 def pbmc3() -> tuple[ad.AnnData, str, str]:
     """1,959 PBMCs in three batches: ``pbmc``'s two experiments and 700 cells of PBMC 3k."""
-    two, _, _ = pbmc()
     raw = datasets.pbmc3k_desc()
     raw = raw[np.sort(np.random.default_rng(0).choice(raw.n_obs, 700, replace=False))].copy()
-    shared = two.var_names[two.var_names.isin(raw.var_names)]
-    parts = {str(name): two[two.obs["batch"] == name, shared].copy()
-             for name in two.obs["batch"].cat.categories}  # fmt: skip
-    parts["pbmc3k_desc"] = _counts_experiment(raw, shared)
-    for part in parts.values():
-        for key in ("lognorm", "counts"):
-            part.layers[key] = sp.csr_matrix(part.layers[key])
-        part.X = sp.csr_matrix(part.X)
-        part.obs = part.obs[["cell_type"]]
-    adata = ad.concat(parts, label="batch", index_unique="-")
-    adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
-    return adata, "batch", "cell_type"
+    return _beside_pbmc({"pbmc3k_desc": raw})
 
 
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4,
