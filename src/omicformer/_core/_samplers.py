@@ -154,16 +154,21 @@ class BalancedBatchSampler(EpochBatchSampler):
         per_group = self.batch_size // max(len(members), 1)
         n_batches = -(-len(self.groups) // self.batch_size)
         need = n_batches * per_group
-        dealt = []
-        for idx in members:
-            rounds = [
-                rng.permutation(idx) if self.shuffle else idx for _ in range(-(-need // len(idx)))
-            ]
-            dealt.append(np.concatenate(rounds)[:need].reshape(n_batches, per_group))
+        dealt = [self._deal(rng, idx, need).reshape(n_batches, per_group) for idx in members]
         batches = np.concatenate(dealt, axis=1) if dealt else np.zeros((0, 0), np.int64)
         if self.shuffle:
             batches = rng.permuted(batches, axis=1)
         return list(batches)
+
+    def _deal(self, rng: np.random.Generator, items: np.ndarray, n: int) -> np.ndarray:
+        """The first ``n`` of ``items`` dealt in rounds (as many as ``n`` needs).
+
+        Each round holds all of them, in a new random order (``shuffle=False``: their order).
+        """
+        rounds = [
+            rng.permutation(items) if self.shuffle else items for _ in range(-(-n // len(items)))
+        ]
+        return np.concatenate(rounds)[:n] if rounds else items[:0]
 
     def _combination_batches(
         self, rng: np.random.Generator, members: list[np.ndarray], m: int
@@ -171,20 +176,12 @@ class BalancedBatchSampler(EpochBatchSampler):
         """Minibatches of ``m`` groups each, going through every combination of ``m`` groups."""
         combos = list(itertools.combinations(range(len(members)), m))
         n_batches = -(-len(self.groups) // self.batch_size)
-        rounds = -(-n_batches // len(combos))
-        turns = [rng.permutation(len(combos)) if self.shuffle else np.arange(len(combos))
-                 for _ in range(rounds)]  # fmt: skip
-        sequence = [combos[c] for c in np.concatenate(turns)[:n_batches]]
+        sequence = [combos[c] for c in self._deal(rng, np.arange(len(combos)), n_batches)]
         per_group = self.batch_size // m
         need = np.zeros(len(members), np.int64)
         for combo in sequence:
             need[list(combo)] += per_group
-        dealt = []  # each group's items in the order they are dealt, reshuffled per round
-        for idx, n in zip(members, need, strict=True):
-            deals = [
-                rng.permutation(idx) if self.shuffle else idx for _ in range(-(-n // len(idx)))
-            ]
-            dealt.append(np.concatenate(deals)[:n] if deals else idx[:0])
+        dealt = [self._deal(rng, idx, n) for idx, n in zip(members, need, strict=True)]
         taken = np.zeros(len(members), np.int64)
         batches = []
         for combo in sequence:
