@@ -73,12 +73,13 @@ Inputs per method
 * scGPT zero-shot: ``scgpt.tl.embed`` (default model, raw/log-normalised values as given; scGPT
   bins per cell so the two scales are equivalent);
 * scGPT integrate: ``scgpt.tl.integrate(adata, batch_key=..., random_state=seed)`` with every
-  other argument at its default (so with the MNN correction of the embedding);
+  other argument at its default (so with the correction of the embedding: MNN for two
+  batches, Harmony for more);
 * scGPT integrate, ``dsbn=True``: the same with domain-specific batch norm, the documented
-  choice when every batch holds other cells (hsmm; no MNN correction then).
+  choice when every batch holds other cells (hsmm; no correction then).
 
 Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchmark`` extra
-(``pip install -e ".[benchmark]"``: scib-metrics, harmonypy).
+(``pip install -e ".[benchmark]"``: scib-metrics; harmonypy comes with the package).
 
     python benchmarks/integration.py                 # seeds 0 1 2: pbmc, hsmm, pbmc_cite
     python benchmarks/integration.py --quick         # seed 0, scVI 100 epochs

@@ -165,7 +165,7 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_bat
     out = tl.embed(two_batches(), model=tmp_path / "integ", batch_key="batch", progress=False,
                    copy=True)  # fmt: skip
     assert out.uns["scgpt"]["X_scgpt"]["params"]["max_len"] == model.max_len == 256
-    plain = tl.integrate(two_batches(), batch_key="batch", model=loaded, mnn_correct=False,
+    plain = tl.integrate(two_batches(), batch_key="batch", model=loaded, correction=None,
                          copy=True, progress=False)  # fmt: skip
     np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
 

@@ -1,4 +1,4 @@
-"""scgpt.tl.integrate: how the batches meet (minibatches, balancing, the MNN correction)."""
+"""scgpt.tl.integrate: how the batches meet (minibatches, balancing, the corrections)."""
 
 import inspect
 
@@ -28,36 +28,94 @@ def test_mnn_correction_of_the_fine_tuned_embedding(integrated, two_batches):
 
     adata, model = integrated  # dsbn=True: batches taken to hold different cells
     info = adata.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is False and info["mnn_correction"] is None
+    assert info["params"]["correction"] is None and info["correction"] is None
     kw = {"batch_key": "batch", "model": model, "copy": True, "progress": False}
     plain = tl.integrate(two_batches(), **kw)  # the trained model again: no retraining
     z0 = plain.obsm["X_scgpt_integrated"]
     np.testing.assert_allclose(z0, adata.obsm["X_scgpt_integrated"], atol=1e-5)
-    out = tl.integrate(two_batches(), mnn_correct=True, **kw)
+    out = tl.integrate(two_batches(), correction="mnn", **kw)
     batches = out.obs["batch"].astype(str).to_numpy()
     expected, report = mnn_correct(z0, batches, random_state=0)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     z = out.obsm["X_scgpt_integrated"]
     np.testing.assert_allclose(z, expected, atol=1e-5)
     info = out.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is True and info["mnn_correction"] == report
+    assert info["params"]["correction"] == "mnn" and info["correction"] == {"method": "mnn",
+                                                                             **report}  # fmt: skip
     assert report["order"] == ["a", "b"] and report["pairs"]["b"] > 0  # equal sizes: by name
     np.testing.assert_allclose(z[batches == "a"], z0[batches == "a"], atol=1e-6)  # stays
     assert not np.allclose(z[batches == "b"], z0[batches == "b"], atol=1e-3)  # moved
 
 
+def test_harmony_correction_of_the_fine_tuned_embedding(integrated, two_batches):
+    import harmonypy
+    import pandas as pd
+    from sklearn.decomposition import PCA
+
+    _, model = integrated  # correction="harmony" asked for two batches (the model's)
+    kw = {"batch_key": "batch", "model": model, "copy": True, "progress": False}
+    known = two_batches()
+    z0 = tl.integrate(known, correction=None, random_state=3, **kw).obsm["X_scgpt_integrated"]
+    out = tl.integrate(known, correction="harmony", random_state=3, **kw)
+    # Harmony as its authors' package runs it, on the top principal components written out
+    batches = known.obs["batch"].astype(str).to_numpy()
+    centred = z0.astype(np.float64) - z0.astype(np.float64).mean(0)
+    n = min(50, z0.shape[1], len(z0) - 1)
+    pcs = PCA(n_components=n, random_state=3).fit_transform(centred)
+    ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=2.0, lamb=1.0,
+                               max_iter_harmony=20, epsilon_harmony=1e-4, random_state=3,
+                               verbose=False)  # fmt: skip
+    got = out.obsm["X_scgpt_integrated"]
+    assert got.shape == (known.n_obs, n) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.asarray(ho.Z_corr), atol=1e-4)
+    info = out.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["params"]["correction"] == "harmony"
+    assert info["correction"]["method"] == "harmony" and info["correction"]["n_pcs"] == n
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "on"),
-    [({}, True), ({"dsbn": True}, False), ({"mnn_weight": 0.0}, False),
-     ({"dsbn": True, "mnn_correct": True}, True)],
+    ("kwargs", "applied"),
+    [({}, "mnn"), ({"dsbn": True}, None), ({"mnn_weight": 0.0}, None),
+     ({"dsbn": True, "correction": "mnn"}, "mnn"), ({"correction": "harmony"}, "harmony"),
+     ({"correction": None}, None)],
 )  # fmt: skip
-def test_mnn_correction_is_on_for_batches_that_share_cell_types(
-    two_batch_pretrained, kwargs, on, two_batches
+def test_correction_is_on_for_batches_that_share_cell_types(
+    two_batch_pretrained, kwargs, applied, two_batches
 ):
     out = tl.integrate(two_batches(4), batch_key="batch", model=two_batch_pretrained, max_epochs=1,
                        batch_size=8, copy=True, progress=False, **kwargs)  # fmt: skip
     info = out.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["mnn_correct"] is on and (info["mnn_correction"] is not None) is on
+    assert info["params"]["correction"] == applied
+    assert (info["correction"] or {}).get("method") == applied
+
+
+def test_more_than_two_batches_are_corrected_with_harmony(two_batch_pretrained, two_batches):
+    out, model = tl.integrate(_three(two_batches), batch_key="batch", model=two_batch_pretrained,
+                              copy=True, return_model=True, **QUICK)  # fmt: skip
+    info = out.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["params"]["correction"] == "harmony" and info["correction"]["method"] == "harmony"
+    n = min(50, model.module.config.d_model, out.n_obs - 1)
+    assert out.obsm["X_scgpt_integrated"].shape == (out.n_obs, n) == (72, 32)  # d_model 32
+    assert info["correction"]["n_pcs"] == n
+
+
+@pytest.mark.parametrize(("old", "new"), [(True, "mnn"), (False, None), (None, "mnn")])
+def test_mnn_correct_is_deprecated_for_correction(two_batch_pretrained, old, new, two_batches):
+    with pytest.warns(FutureWarning, match="'mnn_correct' is deprecated.*'correction'"):
+        out = tl.integrate(two_batches(4), batch_key="batch", model=two_batch_pretrained,
+                           max_epochs=1, batch_size=8, copy=True, progress=False,
+                           mnn_correct=old)  # fmt: skip
+    assert out.uns["scgpt"]["X_scgpt_integrated"]["params"]["correction"] == new
+
+
+def test_unknown_correction_is_refused_before_any_change(two_batch_pretrained, two_batches):
+    adata = two_batches(4)
+    before = adata.copy()
+    with pytest.raises(ValueError, match=r"correction='scvi' must be one of \['auto', 'mnn', "):
+        tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, correction="scvi",
+                     **QUICK)  # fmt: skip
+    assert set(adata.obsm) == set(before.obsm) and set(adata.uns) == set(before.uns)
+    assert set(adata.obs) == set(before.obs)
 
 
 @pytest.mark.parametrize(

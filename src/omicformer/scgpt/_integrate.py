@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
+from .._core._deprecation import renamed_kwargs
 from ._genes import (
     case_ignored,
     case_warning_given,
@@ -28,9 +29,17 @@ logger = logging.getLogger(__name__)
 #: At least this many of the data's genes must be in the model's vocabulary.
 MIN_GENES = 50
 _BATCH, _LABELS = "batch", "labels"
+#: Values of ``correction`` besides ``None``.
+CORRECTIONS = ("auto", "mnn", "harmony")
+
+
+def _correction_of(mnn_correct: bool | None) -> str | None:
+    """``correction`` for the deprecated ``mnn_correct``."""
+    return "auto" if mnn_correct is None else ("mnn" if mnn_correct else None)
 
 
 @case_warning_given  # the tl function warns; the model classes it drives do not
+@renamed_kwargs(mnn_correct=("correction", _correction_of))
 def integrate(
     adata: AnnData,
     *,
@@ -45,7 +54,7 @@ def integrate(
     ecs_threshold: float = 0.8,
     dab_weight: float = 1.0,
     mnn_weight: float = 30.0,
-    mnn_correct: bool | None = None,
+    correction: str | None = "auto",
     balance_batches: bool | None = None,
     dsbn: bool = False,
     batch_conditioned: bool = True,
@@ -68,9 +77,9 @@ def integrate(
     and, with ``dsbn=True``, domain-specific batch norm (DSBN; the official minibatches hold one
     batch each). One addition by default: cells of different batches that are mutual nearest
     neighbours in a minibatch (minibatches then mix the batches, with DSBN too) are pulled
-    together (``mnn_weight``), and mutual-nearest-neighbour correction vectors then move each
-    batch onto the others (``mnn_correct``). The corrected embedding is the ``<cls>`` output,
-    L2-normalised, as :func:`embed`.
+    together (``mnn_weight``), and the fine-tuned embedding is then corrected (``correction``):
+    by mutual-nearest-neighbour correction vectors for two batches (the ``<cls>`` output,
+    L2-normalised, as :func:`embed`), by Harmony for more.
 
     Parameters
     ----------
@@ -120,28 +129,33 @@ def integrate(
         official objective (with DSBN, one batch per minibatch). It assumes the batches share
         their cell types: a population that only one batch holds can end inside another type
         (try ``0`` then). See "Integrating batches" in the scGPT guide for the scores it gave.
-    mnn_correct
-        After fine-tuning, correct the embedding as Haghverdi et al. (2018) correct genes:
-        cells of two batches that are among each other's 20 nearest cells of the other batch
-        are pairs, and each batch (largest first) moves onto those merged before it by a
-        Gaussian-kernel average of the pair differences around each cell, a narrow kernel
-        where the batch lies apart from the others and a wide one where it already mixes
-        with them (:mod:`omicformer._core._mnn`); then every cell is L2-normalised again. Not
-        part of the official recipe. ``None`` (default): on when ``mnn_weight > 0`` and
-        ``dsbn=False``, the settings for batches that share their cell types; batches that
-        hold different cells (``dsbn=True`` or ``mnn_weight=0``) are left alone; a trained
-        model passed as ``model`` is judged by how it was trained. It raised the scib batch
-        correction score from 0.519 to 0.724 on two PBMC experiments (9 seeds), from 0.846
-        to 0.885 on two CITE-seq runs (7 seeds) and from 0.460 to 0.562 on PBMC 3k with
-        ``pbmc_celltypist`` (3 seeds), biology within 0.003; on plates that each hold one
-        time point (hsmm, 6 seeds) it lowered biology from 0.365 to 0.326 and batch
-        correction from 0.444 to 0.334 (use ``dsbn=True`` there). On four PBMC batches
-        (two experiments, two CITE-seq runs; prototype runs of the defaults, 2 seeds) it
-        raised batch correction from 0.42-0.43 to 0.57-0.58 and lowered biology from
-        0.62-0.65 to 0.61-0.62, below ComBat's and Harmony's: with several batches, compare it
-        with them. See "Integrating batches" in the scGPT guide. It applies to the cells
-        integrated together here: the returned model's own embedding of further cells is not
-        corrected.
+    correction
+        How the fine-tuned embedding is corrected afterwards; not part of the official recipe.
+        ``"mnn"``: as Haghverdi et al. (2018) correct genes, cells of two batches that are
+        among each other's 20 nearest cells of the other batch are pairs, and each batch
+        (largest first) moves onto those merged before it by a Gaussian-kernel average of the
+        pair differences around each cell, a narrow kernel where the batch lies apart from the
+        others and a wide one where it already mixes with them (:mod:`omicformer._core._mnn`);
+        then every cell is L2-normalised again. ``"harmony"``: Harmony (Korsunsky et al.,
+        2019; ``harmonypy``, ``theta=2``, ``lamb=1``) on the embedding's top 50 principal
+        components, all batches at once; the corrected components are the result
+        (:mod:`omicformer._core._harmony`). ``None``: no correction. ``"auto"`` (default):
+        where the training settings are those for batches that share their cell types
+        (``mnn_weight > 0`` and ``dsbn=False``; a trained model passed as ``model`` is judged by
+        how it was trained), ``"mnn"`` for two batches and ``"harmony"`` for more; otherwise
+        (``dsbn=True`` or ``mnn_weight=0``, batches that hold different cells) ``None``.
+        Measured with the defaults (scib bio conservation / batch correction, ``None`` ->
+        the correction): two batches, ``"mnn"``: two PBMC experiments 0.636 / 0.519 -> 0.633 /
+        0.724 (9 seeds), two CITE-seq runs 0.788 / 0.846 -> 0.788 / 0.885 (7 seeds), PBMC 3k
+        with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 / 0.562 (3 seeds); ``"harmony"``
+        against ``"mnn"`` for more batches (3 seeds): three PBMC experiments 0.633 / 0.533 with
+        ``"mnn"`` -> 0.634 / 0.555, four PBMC batches (two experiments, two CITE-seq runs)
+        0.612 / 0.572 -> 0.646 / 0.580, hsmm's four plates (one time point each) 0.308 / 0.358
+        -> 0.250 / 0.614 (use ``dsbn=True`` there). Harmony did worse than ``"mnn"`` on two
+        batches (two PBMC experiments 0.632 / 0.686). See "Integrating batches" in the scGPT
+        guide. It applies to the cells integrated together here: the returned model's own
+        embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
+        ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``), deprecated.
     balance_batches
         Every training minibatch holds cells of two batches, the same number of each (cells of
         small batches drawn more often), going through every pair of batches in turn; with two
@@ -207,11 +221,14 @@ def integrate(
     ``(copy, model)``. Sets the following fields:
 
     ``adata.obsm[key_added]``
-        ``(n_obs, d_model)`` float32 corrected embedding, unit L2 norm.
+        Float32 corrected embedding: ``(n_obs, d_model)``, unit L2 norm (``"mnn"`` or no
+        correction), or ``(n_obs, min(50, d_model))`` Harmony-corrected components.
     ``adata.uns["scgpt"][key_added]``
-        ``params``, ``batches`` (in the model's code order), ``mnn_correction`` (``order``:
-        the batches in merge order; per merged batch ``pairs`` found, its ``mixing`` and the
-        ``kernel`` used; ``None`` without ``mnn_correct``), ``epochs`` trained, ``losses``
+        ``params`` (``correction``: the one applied), ``batches`` (in the model's code order),
+        ``correction`` (``method``; for ``"mnn"`` ``order``, the batches in merge order, and
+        per merged batch ``pairs`` found, its ``mixing`` and the ``kernel`` used; for
+        ``"harmony"`` ``n_pcs``, ``theta``, ``lamb``, ``n_clusters``, ``iterations``; ``None``
+        without correction), ``epochs`` trained, ``losses``
         (last-epoch training and validation losses), ``n_genes_matched``,
         ``n_genes_total`` and ``case_ignored`` (symbols matched ignoring case).
 
@@ -234,7 +251,7 @@ def integrate(
 
     work, genes, fitted, stream, gene_key = _prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-        mnn_weight, ecs_threshold, max_len, dsbn, gene_selection,
+        mnn_weight, ecs_threshold, max_len, dsbn, gene_selection, correction,
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
@@ -279,18 +296,24 @@ def integrate(
     if stream:  # the reopened file; read again by path if the returned model needs it
         work.file.close()
 
-    correction = None
-    if mnn_correct is None:  # as the model was trained (a model passed in: its own settings)
+    batches = adata.obs[batch_key].astype(str).to_numpy()
+    if correction == "auto":  # as the model was trained (a model passed in: its own settings)
         trained = (getattr(integration, "train_config_", None) or {}).get("arguments") or {}
         weight = float(trained.get("mnn_weight", mnn_weight))
-        mnn_correct = weight > 0 and not integration.module.config.domain_spec_batchnorm
-    if mnn_correct:
-        from .._core._mnn import mnn_correct as correct
+        shared = weight > 0 and not integration.module.config.domain_spec_batchnorm
+        several = len(np.unique(batches)) > 2
+        correction = ("harmony" if several else "mnn") if shared else None
+    report = None
+    if correction == "mnn":
+        from .._core._mnn import mnn_correct
 
-        emb, correction = correct(
-            emb, adata.obs[batch_key].astype(str).to_numpy(), random_state=random_state
-        )
+        emb, report = mnn_correct(emb, batches, random_state=random_state)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        report = {"method": "mnn", **report}
+    elif correction == "harmony":
+        from .._core._harmony import harmony_correct
+
+        emb, report = harmony_correct(emb, batches, random_state=random_state)
 
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = emb
@@ -300,7 +323,7 @@ def integrate(
             "batch_key": batch_key, "labels_key": labels_key, "model": describe_model(model),
             "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
             "ecs_weight": ecs_weight, "ecs_threshold": ecs_threshold, "dab_weight": dab_weight,
-            "mnn_weight": mnn_weight, "mnn_correct": mnn_correct,
+            "mnn_weight": mnn_weight, "correction": correction,
             "balance_batches": balance_batches, "dsbn": dsbn,
             "batch_conditioned": batch_conditioned,
             "dropout": dropout, "batch_size": batch_size, "max_len": max_len,
@@ -308,7 +331,7 @@ def integrate(
             "retrained": fitted is None,
         },
         "batches": [str(b) for b in integration.batches_],
-        "mnn_correction": correction,
+        "correction": report,
         "epochs": len(history["train_loss"]) if "train_loss" in history else 0,
         "losses": {k: float(np.asarray(v).ravel()[-1]) for k, v in history.items()
                    if "step" not in k and len(v)},
@@ -320,7 +343,7 @@ def integrate(
 
 
 def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-             mnn_weight, ecs_threshold, max_len, dsbn, gene_selection):  # fmt: skip
+             mnn_weight, ecs_threshold, max_len, dsbn, gene_selection, correction):  # fmt: skip
     """Validate everything before any change; return the working AnnData and gene counts.
 
     Also returns a reusable fitted model (or ``None``), whether the work is streamed and the
@@ -348,6 +371,9 @@ def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_wei
         if value < 0:
             msg = f"{name}={value} must be >= 0."
             raise ValueError(msg)
+    if correction is not None and correction not in CORRECTIONS:
+        msg = f"correction={correction!r} must be one of {list(CORRECTIONS)} or None."
+        raise ValueError(msg)
     if not 0 <= ecs_threshold <= 1:
         msg = f"ecs_threshold={ecs_threshold} must lie in [0, 1]."
         raise ValueError(msg)

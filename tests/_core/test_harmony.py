@@ -1,0 +1,79 @@
+"""omicformer._core._harmony: Harmony on the top principal components of an embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omicformer._core._harmony import harmony_correct
+
+
+def _shifted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three batches of the same two cell types, each batch offset by its own vector."""
+    rng = np.random.default_rng(seed)
+    types = np.tile([0, 1], 90)
+    batches = np.repeat(["a", "b", "c"], 60)
+    centres = np.zeros((2, 8))
+    centres[1, 0] = 6.0
+    offsets = {
+        "a": np.zeros(8),
+        "b": np.r_[0, 2, 0, 0, 0, 0, 0, 0],
+        "c": np.r_[0, 0, -2, 0, 0, 0, 0, 0],
+    }
+    x = centres[types] + np.stack([offsets[b] for b in batches]) + rng.normal(0, 0.3, (180, 8))
+    return x, batches, types
+
+
+def _batch_spread(z: np.ndarray, batches: np.ndarray, types: np.ndarray) -> float:
+    """Largest distance between two batches' means of one cell type."""
+    spread = 0.0
+    for t in np.unique(types):
+        means = [z[(batches == b) & (types == t)].mean(0) for b in np.unique(batches)]
+        spread = max(spread, max(np.linalg.norm(m - n) for m in means for n in means))
+    return spread
+
+
+def test_batch_offsets_are_removed_and_cell_types_kept():
+    x, batches, types = _shifted()
+    z, report = harmony_correct(x, batches, random_state=0)
+    assert z.shape == (180, 8) and z.dtype == np.float32  # 8 dimensions: 8 components
+    assert _batch_spread(x, batches, types) > 2.5  # before: batches 2-2.8 apart
+    assert _batch_spread(z, batches, types) < 0.5
+    gap = np.linalg.norm(z[types == 0].mean(0) - z[types == 1].mean(0))
+    assert gap > 5.0  # the two cell types stay 6 apart
+    assert report["method"] == "harmony" and report["n_pcs"] == 8
+    assert (report["theta"], report["lamb"]) == (2.0, 1.0)
+    assert 1 <= report["iterations"] <= 20 and report["n_clusters"] >= 1
+
+
+def test_components_are_those_of_harmonypy_on_the_pca():
+    import harmonypy
+    import pandas as pd
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(240, 64)) + np.repeat(rng.normal(0, 2, (4, 64)), 60, axis=0)
+    batches = np.repeat(["p", "q", "r", "s"], 60)
+    z, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, random_state=7)
+    pcs = PCA(20, random_state=7).fit_transform(x - x.mean(0))
+    ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=1.0, lamb=0.5,
+                               max_iter_harmony=20, epsilon_harmony=1e-4, random_state=7,
+                               verbose=False)  # fmt: skip
+    np.testing.assert_allclose(z, np.asarray(ho.Z_corr), atol=1e-5)
+    assert report["n_pcs"] == 20 and (report["theta"], report["lamb"]) == (1.0, 0.5)
+
+
+def test_same_seed_same_output_other_seed_other_output():
+    x, batches, _ = _shifted(2)
+    x = np.hstack([x, np.random.default_rng(3).normal(size=(180, 60))])
+    one, _ = harmony_correct(x, batches, random_state=4)
+    np.testing.assert_array_equal(one, harmony_correct(x, batches, random_state=4)[0])
+    assert not np.allclose(one, harmony_correct(x, batches, random_state=5)[0])
+
+
+def test_bad_batches_are_refused():
+    x, batches, _ = _shifted()
+    with pytest.raises(ValueError, match="at least two batches"):
+        harmony_correct(x, np.full(len(x), "a"))
+    with pytest.raises(ValueError, match="batches has 179 entries for 180 cells"):
+        harmony_correct(x, batches[:-1])
