@@ -180,8 +180,8 @@ def integrate(
         biology where every batch holds other cells (hsmm, one time point per plate: 0.485
         against 0.421). With the current defaults (scib bio / batch / total; ``dsbn=True`` 3
         seeds, ``False`` 6 and 9), ``dsbn=True`` scored 0.479 / 0.440 / 0.464 on hsmm against
-        0.326 / 0.334 / 0.329, and 0.443 against 0.669 total on the PBMC experiments: use it
-        for batches that hold different cells. See "``dsbn=True`` or ``False``?" in the scGPT
+        0.251 / 0.607 / 0.393 (the plates mixed, the time points lost), and 0.443 against
+        0.669 total on the PBMC experiments: use it for batches that hold different cells. See "``dsbn=True`` or ``False``?" in the scGPT
         guide.
     batch_conditioned
         Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
