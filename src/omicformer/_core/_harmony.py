@@ -52,8 +52,8 @@ def harmony_correct(
     Returns
     -------
     The corrected ``(n_cells, n_components)`` float32 components, and a report: ``method``
-    (``"harmony"``), ``n_pcs``, ``theta``, ``lamb``, ``n_clusters`` and ``iterations`` (outer iterations run; at most
-    :data:`MAX_ITER`).
+    (``"harmony"``), ``n_pcs``, ``theta``, ``lamb``, ``n_clusters`` and ``iterations`` (outer
+    iterations run; at most :data:`MAX_ITER`).
     """
     import harmonypy
     import pandas as pd
