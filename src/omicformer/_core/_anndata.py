@@ -205,15 +205,27 @@ class RowReader:
         return X[where.ravel()]
 
 
-def _backed_matrix(adata: AnnData) -> Any:
-    """The ``X`` element of a backed AnnData's file: a sparse dataset or an HDF5 dataset."""
+def sparse_element(group: Any) -> Any:
+    """An on-disk sparse matrix group as anndata's sparse dataset, ``indptr`` read per slice.
+
+    anndata before 0.12 has no ``should_cache_indptr`` and reads the whole ``indptr`` (8 bytes a
+    row) once; the dataset works the same otherwise.
+    """
     from anndata.io import sparse_dataset
 
+    try:
+        return sparse_dataset(group, should_cache_indptr=False)
+    except TypeError:  # anndata < 0.12
+        return sparse_dataset(group)
+
+
+def _backed_matrix(adata: AnnData) -> Any:
+    """The ``X`` element of a backed AnnData's file: a sparse dataset or an HDF5 dataset."""
     if not adata.file.is_open:
         adata.file.open()
     element = adata.file["X"]
     if hasattr(element, "keys"):  # a group: sparse, read ``indptr`` per slice, never whole
-        return sparse_dataset(element, should_cache_indptr=False)
+        return sparse_element(element)
     return element
 
 

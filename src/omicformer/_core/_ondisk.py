@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from torch.utils.data import Sampler
 
 from . import _ranks
-from ._anndata import check_layer, get_matrix, to_csr
+from ._anndata import check_layer, get_matrix, sparse_element, to_csr
 
 if TYPE_CHECKING:
     import h5py
@@ -147,8 +147,6 @@ class RowSource:
     def _open(self) -> Any:
         """The file's matrix element, opened in this process (reopened after a fork/spawn)."""
         if self._element is None or self._pid != os.getpid():
-            from anndata.io import sparse_dataset
-
             f = open_h5(self.filename)
             try:
                 element = _matrix_element(f, self.key, self.filename)
@@ -157,7 +155,7 @@ class RowSource:
                 raise
             self._file, self._pid = f, os.getpid()
             if hasattr(element, "keys"):  # sparse: read ``indptr`` per chunk, not all cells'
-                element = sparse_dataset(element, should_cache_indptr=False)
+                element = sparse_element(element)
             self._element = element
         return self._element
 
