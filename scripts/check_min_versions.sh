@@ -15,8 +15,20 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-01, Python 3.11.7, torch 2.13.0+cpu, pip 26.3: PASSED, 234 passed in the
-# default selection (the 3 slow tests also passed at these pins earlier), 111 s in all.
+# Last run: 2026-12-05, Python 3.11.7, torch 2.13.0+cpu: FAILED, 4 of 643 tests of the default
+# selection (639 passed, 9 skipped; PYTEST_ARGS="-q"), all from features added after the
+# 2026-12-01 pass and not yet fixed at these pins:
+#   lightning 2.4      test_resume_mid_epoch_equals_uninterrupted_run[3-extra0], [8-extra2]:
+#                      resuming mid-epoch finds no `validation_loss` for EarlyStopping (at 2.5.0
+#                      the resume tests fail otherwise: EpochBatchSampler lacks `.sampler`)
+#   transformers 4.48  test_random_position_offsets_in_a_bert: outputs differ by up to 2e-4
+#   anndata 0.11       test_concat_h5ad_aligns_by_symbol_with_gene_key: concat_on_disk drops
+#                      the `var` column (anndata 0.12.0 as the minimum does not resolve with
+#                      the other minimums)
+# The same run raised harmonypy to 2.1.0 (2.0.0 fails on data that make one Harmony cluster)
+# and made backed sparse reads fall back where anndata < 0.12 lacks should_cache_indptr.
+# Previous pass: 2026-12-01, pip 26.3: PASSED, 234 passed in the default selection (the 3 slow
+# tests also passed at these pins earlier), 111 s in all.
 # Minimums raised by the runs that led here (all found failing, not guessed):
 #   scvi-tools 1.2 -> 1.3.1.post1  BaseModelClass.__init__(adata, registry) first in 1.3.1, and
 #                                  1.3.1 itself imports lamindb at import time (fixed in .post1)
