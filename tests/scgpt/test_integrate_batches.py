@@ -94,9 +94,23 @@ def test_more_than_two_batches_are_corrected_with_harmony(two_batch_pretrained, 
                               copy=True, return_model=True, **QUICK)  # fmt: skip
     info = out.uns["scgpt"]["X_scgpt_integrated"]
     assert info["params"]["correction"] == "harmony" and info["correction"]["method"] == "harmony"
+    assert info["params"]["mnn_weight"] == 0.0  # no cross-batch loss: Harmony mixes them
     n = min(50, model.module.config.d_model, out.n_obs - 1)
     assert out.obsm["X_scgpt_integrated"].shape == (out.n_obs, n) == (72, 32)  # d_model 32
     assert info["correction"]["n_pcs"] == n
+
+
+def test_mnn_weight_is_30_for_two_batches_and_0_for_more(two_batch_pretrained, runner_call,
+                                                         two_batches):  # fmt: skip
+    seen = runner_call
+    for adata, weight in ((two_batches(), 30.0), (_three(two_batches), 0.0)):
+        with pytest.raises(RuntimeError, match="stop"):
+            tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
+        assert seen["plan"].mnn_weight == weight
+    with pytest.raises(RuntimeError, match="stop"):  # asked for: kept
+        tl.integrate(_three(two_batches), batch_key="batch", model=two_batch_pretrained,
+                     mnn_weight=5.0, **QUICK)  # fmt: skip
+    assert seen["plan"].mnn_weight == 5.0
 
 
 @pytest.mark.parametrize(("old", "new"), [(True, "mnn"), (False, None), (None, "mnn")])
