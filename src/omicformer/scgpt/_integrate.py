@@ -151,17 +151,16 @@ def integrate(
         Measured with the defaults (scib bio conservation / batch correction, ``None`` ->
         the correction): two batches, ``"mnn"``: two PBMC experiments 0.636 / 0.519 -> 0.633 /
         0.724 (9 seeds), two CITE-seq runs 0.788 / 0.846 -> 0.788 / 0.885 (7 seeds), PBMC 3k
-        with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 / 0.562 (3 seeds); ``"harmony"``
-        against ``"mnn"`` for more batches: three PBMC experiments 0.633 / 0.533 with
-        ``"mnn"`` -> 0.634 / 0.555, four PBMC batches (two experiments, two CITE-seq runs)
-        0.612 / 0.572 -> 0.646 / 0.580 (3 seeds each), hsmm's four plates (one time point
-        each; 6 seeds) 0.307 / 0.362 -> 0.251 / 0.607 (use ``dsbn=True`` there). Harmony did
-        worse than ``"mnn"`` on two batches (two PBMC experiments 0.632 / 0.686 against
-        0.637 / 0.736). See
-        "Integrating batches" in the scGPT guide. It applies to the cells integrated together
-        here: the returned model's own embedding of further cells is not corrected. Formerly
-        ``mnn_correct`` (``True``: ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``),
-        deprecated.
+        with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 / 0.562 (3 seeds); more batches, the
+        defaults before (``"mnn"``, ``mnn_weight=30``) -> now (``"harmony"``,
+        ``mnn_weight=0``), 3 seeds: three PBMC experiments 0.633 / 0.533 -> 0.647 / 0.613,
+        four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 -> 0.666 /
+        0.689; hsmm's four plates (one time point each; 6 seeds) 0.307 / 0.362 -> 0.275 / 0.560 (use
+        ``dsbn=True`` there). Harmony did worse than ``"mnn"`` on two batches (two PBMC
+        experiments 0.632 / 0.686 against 0.637 / 0.736). See "Integrating batches" in the
+        scGPT guide. It applies to the cells integrated together here: the returned model's
+        own embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
+        ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``), deprecated.
     balance_batches
         Every training minibatch holds cells of two batches, the same number of each (cells of
         small batches drawn more often), going through every pair of batches in turn; with two
@@ -186,7 +185,7 @@ def integrate(
         biology where every batch holds other cells (hsmm, one time point per plate: 0.485
         against 0.421). With the current defaults (scib bio / batch / total; ``dsbn=True`` 3
         seeds, ``False`` 6 and 9), ``dsbn=True`` scored 0.479 / 0.440 / 0.464 on hsmm against
-        0.251 / 0.607 / 0.393 (the plates mixed, the time points lost), and 0.443 against
+        0.275 / 0.560 / 0.389 (the plates mixed, the time points lost), and 0.443 against
         0.669 total on the PBMC experiments: use it for batches that hold different cells.
         See "``dsbn=True`` or ``False``?" in the scGPT guide.
     batch_conditioned
