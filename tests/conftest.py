@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import subprocess
 import sys
 
@@ -10,6 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``zarr`` where zarr is not installed (anndata requires it from 0.12)."""
+    if importlib.util.find_spec("zarr") is None:
+        skip = pytest.mark.skip(reason="zarr not installed")
+        for item in items:
+            if item.get_closest_marker("zarr"):
+                item.add_marker(skip)
 
 
 @contextlib.contextmanager

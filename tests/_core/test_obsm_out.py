@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import anndata as ad
@@ -12,11 +11,7 @@ import pytest
 
 from omicformer._core._io import ChunkOutput
 
-#: anndata writes .zarr with zarr, which it requires from 0.12 on only.
-needs_zarr = pytest.mark.skipif(
-    importlib.util.find_spec("zarr") is None, reason="zarr not installed"
-)
-SUFFIXES = [".h5ad", pytest.param(".zarr", marks=needs_zarr)]
+SUFFIXES = [".h5ad", pytest.param(".zarr", marks=pytest.mark.zarr)]  # zarr: tests/conftest.py
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -52,7 +47,7 @@ def test_h5ad_array_is_contiguous_and_mapped_read_only(tmp_path):
         assert f["obsm/k"].chunks is None and f["obsm/k"].compression is None
 
 
-@needs_zarr
+@pytest.mark.zarr
 def test_error_inside_block_removes_the_temporary_file(tmp_path):
     out = ChunkOutput((4, 2), tmp_path / "o.zarr", obs_names=list("abcd"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import re
 
@@ -18,11 +17,7 @@ from omicformer._core import _io
 from omicformer.scgpt import tl
 from omicformer.scgpt.model import ScGPT
 
-#: anndata writes .zarr with zarr, which it requires from 0.12 on only.
-needs_zarr = pytest.mark.skipif(
-    importlib.util.find_spec("zarr") is None, reason="zarr not installed"
-)
-SUFFIXES = [".h5ad", pytest.param(".zarr", marks=needs_zarr)]
+SUFFIXES = [".h5ad", pytest.param(".zarr", marks=pytest.mark.zarr)]  # zarr: tests/conftest.py
 
 CHUNKED = {"batch_size": 8, "chunk_size": 16, "progress": False}  # 5 chunks of 70 cells
 

@@ -309,7 +309,7 @@ def integrate(
         weight = float(trained.get("mnn_weight", mnn_weight))
         if integration.module.config.domain_spec_batchnorm:  # batches of different cells
             correction = None
-        elif len(np.unique(batches)) > 2:
+        elif len(sizes) > 2:
             correction = "harmony"
         else:
             correction = "mnn" if weight > 0 else None
