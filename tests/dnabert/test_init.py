@@ -25,8 +25,9 @@ from omicformer.dnabert.module import (
 )
 
 
-def _small_mlm(k: int):
-    return build_bert(bert_config(k, n_layers=1, d_model=16, n_heads=2, max_len=32), MLM, seed=0)
+def _small_mlm(k: int, **kw):
+    config = bert_config(k, n_layers=1, d_model=16, n_heads=2, max_len=32, **kw)
+    return build_bert(config, MLM, seed=0)
 
 
 @pytest.mark.parametrize("k", [3, 6])
@@ -162,11 +163,10 @@ def test_random_position_offsets_shift_all_but_cls():
 
 def test_random_position_offsets_in_a_bert():
     k = 3
-    model = _small_mlm(k)
-    model.config.hidden_dropout_prob = 0.0
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    # no dropout, so that train mode differs from eval mode by the offsets alone; set in the
+    # config: transformers 4.48's SDPA attention reads its dropout from the config at
+    # construction (setting the nn.Dropout modules' p after it leaves attention dropout on)
+    model = _small_mlm(k, dropout=0.0, attention_dropout=0.0)
     keys = set(model.state_dict())
     ids = torch.as_tensor(pp.tokenize(["ACGTACGTTGCA"], k)["input_ids"])
     model.eval()
