@@ -229,6 +229,23 @@ def test_concat_h5ad_aligns_by_symbol_with_gene_key(two_files, tmp_path):
     assert out.uns["concat_h5ad"]["gene_key"] == "symbol"
 
 
+def test_concat_h5ad_keeps_the_var_columns_the_files_agree_on(two_files, tmp_path):
+    a, b, paths = two_files
+    for x, path in ((a, paths[0]), (b, paths[1])):
+        x.var["kind"] = "gene"  # the same on the shared genes: kept
+        x.var["rank"] = np.arange(x.n_vars)  # differs: dropped
+        x.write_h5ad(path)
+    with pytest.warns(UserWarning, match="46 shared"):
+        pp.concat_h5ad(paths, tmp_path / "two.h5ad")
+    two = ad.read_h5ad(tmp_path / "two.h5ad")
+    assert list(two.var.columns) == ["kind"] and set(two.var["kind"]) == {"gene"}
+    # files with the same var: every column agrees (anndata < 0.12 failed to write them)
+    pp.concat_h5ad({"x": paths[0], "y": paths[0]}, tmp_path / "same.h5ad", index_unique="-")
+    same = ad.read_h5ad(tmp_path / "same.h5ad")
+    pd.testing.assert_frame_equal(same.var, a.var, check_categorical=False)
+    assert same.n_obs == 2 * a.n_obs
+
+
 def test_concat_h5ad_refuses_bad_input_and_leaves_no_partial_file(two_files, tmp_path, monkeypatch):
     _, _, paths = two_files
     other = ad.AnnData(sp.csr_matrix(np.ones((3, 2), np.float32)))

@@ -105,25 +105,37 @@ def concat_h5ad(
     genes, n_cells = zip(*(_read_genes(f, gene_key) for f in files), strict=True)
     report = _gene_report(names, files, genes, n_cells, join=join, gene_key=gene_key)
 
+    import anndata as ad
     from anndata.experimental import concat_on_disk
     from anndata.io import write_elem
 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.h5ad")
     try:
-        with tempfile.TemporaryDirectory() as links:
-            inputs = files if gene_key is None else [
-                _symbol_view(f, g, Path(links) / f"{i}.h5ad", gene_key)
-                for i, (f, g) in enumerate(zip(files, genes, strict=True))
-            ]  # fmt: skip
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
-                concat_on_disk(
-                    dict(zip(names, inputs, strict=True)), tmp, join=join, merge="same",
-                    label=label, index_unique=index_unique, max_loaded_elems=max_loaded_elems,
-                )  # fmt: skip
+        with tempfile.TemporaryDirectory() as links, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
+            inputs, var, keeps_var = files, None, _concat_on_disk_keeps_var()
+            if gene_key is not None or not keeps_var:
+                vars_ = [_view_var(f, g, gene_key) for f, g in zip(files, genes, strict=True)]
+                if not keeps_var:
+                    # anndata < 0.12 writes an empty `var` over the merged one, or fails when
+                    # the files' `var` columns agree: it gets no columns, and the merge of
+                    # in-memory concat (the same as 0.12's concat_on_disk) is written after it
+                    warnings.filterwarnings("ignore", "Transforming to str index")  # no cells
+                    var = ad.concat([ad.AnnData(var=v) for v in vars_], join=join, merge="same").var
+                    vars_ = [v.iloc[:, :0] for v in vars_]
+                inputs = [
+                    _linked_view(f, v, Path(links) / f"{i}.h5ad")
+                    for i, (f, v) in enumerate(zip(files, vars_, strict=True))
+                ]
+            concat_on_disk(
+                dict(zip(names, inputs, strict=True)), tmp, join=join, merge="same",
+                label=label, index_unique=index_unique, max_loaded_elems=max_loaded_elems,
+            )  # fmt: skip
         import h5py
 
         with h5py.File(tmp, "a") as f:
+            if var is not None:
+                write_elem(f, "var", var)
             if "uns" not in f:
                 write_elem(f, "uns", {})
             write_elem(f["uns"], REPORT_KEY, report)
@@ -276,24 +288,42 @@ def _gene_report(
     }
 
 
-def _symbol_view(src: Path, symbols: np.ndarray, dst: Path, gene_key: str) -> Path:
-    """A small ``.h5ad`` whose ``var_names`` are ``symbols``; every other element links to ``src``.
+def _concat_on_disk_keeps_var() -> bool:
+    """Whether anndata's ``concat_on_disk`` writes the merged ``var`` (0.12 on, scverse/anndata#1854)."""
+    import anndata
+    from packaging.version import Version
 
-    HDF5 external links: nothing but ``var`` is copied, and ``concat_on_disk`` reads the
-    original matrices through the links.
-    """
-    import h5py
-    from anndata.io import read_elem, write_elem
+    return Version(anndata.__version__) >= Version("0.12")
+
+
+def _view_var(src: Path, symbols: np.ndarray, gene_key: str | None) -> pd.DataFrame:
+    """The ``var`` of ``src``; with ``gene_key``, indexed by ``symbols``, also its ``gene_key`` column."""
+    from anndata.io import read_elem
 
     from .._core._ondisk import open_h5
 
     with open_h5(src) as f:
         var = read_elem(f["var"])
+    if gene_key is not None:
+        var.index = pd.Index(symbols, dtype=object, name=None)
+        var[gene_key] = np.asarray(symbols, dtype=object)
+    return var
+
+
+def _linked_view(src: Path, var: pd.DataFrame, dst: Path) -> Path:
+    """A small ``.h5ad`` holding ``var``; every other element links to ``src``.
+
+    HDF5 external links: nothing but ``var`` is written, and ``concat_on_disk`` reads the
+    original matrices through the links.
+    """
+    import h5py
+    from anndata.io import write_elem
+
+    from .._core._ondisk import open_h5
+
+    with open_h5(src) as f:
         attrs = dict(f.attrs)
         keys = [k for k in f if k != "var"]
-    var = var.copy()
-    var.index = pd.Index(symbols, dtype=object, name=None)
-    var[gene_key] = np.asarray(symbols, dtype=object)
     with h5py.File(dst, "w") as out:
         for k, v in attrs.items():
             out.attrs[k] = v
