@@ -182,6 +182,8 @@ def test_random_position_offsets_in_a_bert():
     shifted = model(input_ids=ids).logits
     used = captured[-1]
     assert used[0, 0] == 0 and (used[0, 1:] - used[0, 1]).tolist() == list(range(ids.shape[1] - 1))
+    assert used[0, 1] > 1  # seed 5 draws a real offset (position 1 would be no shift)
+    assert not torch.allclose(shifted, plain)
     remove_random_position_offsets(model)
     assert set(model.state_dict()) == keys
     model.eval()
