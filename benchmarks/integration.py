@@ -48,6 +48,10 @@ all its genes). The set on which two batches per minibatch (``tl.integrate``'s
 ``balance_batches`` for more than two batches) was chosen, added for that; ``pbmc4`` stayed
 held out.
 
+``pbmc5`` (only with ``--sets pbmc5``; added 2026-12-05 after every default was set, to check
+them) — every bundled PBMC experiment as five batches: ``pbmc4``'s four and ``pbmc3``'s 700
+PBMC 3k cells (the same draw), on the genes all five share, labelled as ``pbmc4``: 2,359 cells.
+
 ``hsmm`` — ``datasets.hsmm()``: 271 differentiating myoblasts on 4 capture plates
 (``Library``), biology = ``Hours`` (0, 24, 48, 72). Each plate holds one time point, so batch and
 biology are fully confounded: removing the plate effect also removes the time signal, and no
@@ -260,8 +264,21 @@ def pbmc3() -> tuple[ad.AnnData, str, str]:
     return _beside_pbmc({"pbmc3k_desc": raw})
 
 
+def pbmc5() -> tuple[ad.AnnData, str, str]:
+    """2,359 PBMCs in five batches: every bundled PBMC experiment (``pbmc4``'s four batches and
+    ``pbmc3``'s 700 cells of PBMC 3k)."""
+    runs = datasets.pbmc_cite_two_batch()
+    others = {str(name): runs[runs.obs["batch"] == name].copy()
+              for name in runs.obs["batch"].cat.categories}  # fmt: skip
+    raw = datasets.pbmc3k_desc()
+    others["pbmc3k_desc"] = raw[
+        np.sort(np.random.default_rng(0).choice(raw.n_obs, 700, replace=False))
+    ].copy()
+    return _beside_pbmc(others)
+
+
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4,
-        "pbmc3": pbmc3}  # fmt: skip
+        "pbmc3": pbmc3, "pbmc5": pbmc5}  # fmt: skip
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]
 
