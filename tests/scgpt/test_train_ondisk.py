@@ -246,6 +246,33 @@ def test_concat_h5ad_keeps_the_var_columns_the_files_agree_on(two_files, tmp_pat
     assert same.n_obs == 2 * a.n_obs
 
 
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_concat_h5ad_path_for_anndata_before_0_12_writes_the_same_file(
+    two_files, tmp_path, monkeypatch, join
+):
+    # the path taken where concat_on_disk drops `var` (anndata < 0.12), run here on this anndata
+    import omicformer.scgpt._collection as collection
+
+    a, b, paths = two_files
+    for x, path in ((a, paths[0]), (b, paths[1])):
+        x.var["kind"] = "gene"
+        x.var["rank"] = np.arange(x.n_vars)
+        x.write_h5ad(path)
+    outs = {}
+    for old in (False, True):
+        monkeypatch.setattr(collection, "_concat_on_disk_keeps_var", lambda old=old: not old)
+        with pytest.warns(UserWarning, match="46 shared"):
+            pp.concat_h5ad(paths, tmp_path / f"{old}.h5ad", join=join)
+        outs[old] = ad.read_h5ad(tmp_path / f"{old}.h5ad")
+    new, old = outs[False], outs[True]
+    assert new.n_vars == (46 if join == "inner" else 53)
+    pd.testing.assert_frame_equal(old.var, new.var)
+    pd.testing.assert_frame_equal(old.obs, new.obs)
+    np.testing.assert_array_equal(old.X.toarray(), new.X.toarray())
+    # and the genes' values sit in their columns (G5 of file b: 3 in every cell)
+    np.testing.assert_array_equal(old[old.obs_names.isin(b.obs_names), "G5"].X.toarray(), 3.0)
+
+
 def test_concat_h5ad_refuses_bad_input_and_leaves_no_partial_file(two_files, tmp_path, monkeypatch):
     _, _, paths = two_files
     other = ad.AnnData(sp.csr_matrix(np.ones((3, 2), np.float32)))

@@ -134,7 +134,12 @@ def concat_h5ad(
         import h5py
 
         with h5py.File(tmp, "a") as f:
-            if var is not None:
+            if var is not None:  # in the genes' order concat_on_disk wrote the matrix in
+                from anndata.io import read_elem
+
+                written = read_elem(f["var"]).index
+                if not written.equals(var.index):
+                    var = var.iloc[var.index.get_indexer(written)]
                 write_elem(f, "var", var)
             if "uns" not in f:
                 write_elem(f, "uns", {})
