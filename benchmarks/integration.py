@@ -250,31 +250,34 @@ def _beside_pbmc(others: dict[str, ad.AnnData]) -> tuple[ad.AnnData, str, str]:
     return adata, "batch", "cell_type"
 
 
+def _cite_runs() -> dict[str, ad.AnnData]:
+    """``pbmc_cite``'s two CITE-seq runs (raw counts), one experiment each."""
+    runs = datasets.pbmc_cite_two_batch()
+    return {str(name): runs[runs.obs["batch"] == name].copy()
+            for name in runs.obs["batch"].cat.categories}  # fmt: skip
+
+
+def _pbmc3k_cells() -> dict[str, ad.AnnData]:
+    """700 cells of ``datasets.pbmc3k_desc()`` drawn at random (seed 0)."""
+    raw = datasets.pbmc3k_desc()
+    rows = np.sort(np.random.default_rng(0).choice(raw.n_obs, 700, replace=False))
+    return {"pbmc3k_desc": raw[rows].copy()}
+
+
 def pbmc4() -> tuple[ad.AnnData, str, str]:
     """1,659 PBMCs in four batches: ``pbmc``'s two experiments and ``pbmc_cite``'s two runs."""
-    runs = datasets.pbmc_cite_two_batch()
-    return _beside_pbmc({str(name): runs[runs.obs["batch"] == name].copy()
-                         for name in runs.obs["batch"].cat.categories})  # fmt: skip
+    return _beside_pbmc(_cite_runs())
 
 
 def pbmc3() -> tuple[ad.AnnData, str, str]:
     """1,959 PBMCs in three batches: ``pbmc``'s two experiments and 700 cells of PBMC 3k."""
-    raw = datasets.pbmc3k_desc()
-    raw = raw[np.sort(np.random.default_rng(0).choice(raw.n_obs, 700, replace=False))].copy()
-    return _beside_pbmc({"pbmc3k_desc": raw})
+    return _beside_pbmc(_pbmc3k_cells())
 
 
 def pbmc5() -> tuple[ad.AnnData, str, str]:
     """2,359 PBMCs in five batches: every bundled PBMC experiment (``pbmc4``'s four batches and
     ``pbmc3``'s 700 cells of PBMC 3k)."""
-    runs = datasets.pbmc_cite_two_batch()
-    others = {str(name): runs[runs.obs["batch"] == name].copy()
-              for name in runs.obs["batch"].cat.categories}  # fmt: skip
-    raw = datasets.pbmc3k_desc()
-    others["pbmc3k_desc"] = raw[
-        np.sort(np.random.default_rng(0).choice(raw.n_obs, 700, replace=False))
-    ].copy()
-    return _beside_pbmc(others)
+    return _beside_pbmc({**_cite_runs(), **_pbmc3k_cells()})
 
 
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4,

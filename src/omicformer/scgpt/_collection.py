@@ -107,7 +107,7 @@ def concat_h5ad(
 
     import anndata as ad
     from anndata.experimental import concat_on_disk
-    from anndata.io import write_elem
+    from anndata.io import read_elem, write_elem
 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.h5ad")
     try:
@@ -135,8 +135,6 @@ def concat_h5ad(
 
         with h5py.File(tmp, "a") as f:
             if var is not None:  # in the genes' order concat_on_disk wrote the matrix in
-                from anndata.io import read_elem
-
                 written = read_elem(f["var"]).index
                 if not written.equals(var.index):
                     var = var.iloc[var.index.get_indexer(written)]
