@@ -187,9 +187,9 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return int(i), self.x[i]
 
-    def make_batch_sampler(self, batch_size, *, shuffle, seed, groups=None):
+    def make_batch_sampler(self, batch_size, *, shuffle, seed, groups=None, **balance):
         return ChunkBatchSampler(np.arange(len(self)) // 5, batch_size, window=2,
-                                 shuffle=shuffle, seed=seed, groups=groups)  # fmt: skip
+                                 shuffle=shuffle, seed=seed, groups=groups, **balance)  # fmt: skip
 
 
 class _Fit(pl.LightningModule):
@@ -224,6 +224,13 @@ def test_run_training_takes_the_dataset_sampler():
     groups = np.arange(8) % 2
     loader = _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True, groups=groups)
     assert all(len(set(groups[b])) == 1 for b in loader.batch_sampler)
+    # balance_groups reaches it too: both groups in every minibatch, one item each
+    loader = _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True, groups=groups,
+                                balance_groups=True)  # fmt: skip
+    assert loader.batch_sampler.balance
+    assert all(sorted(groups[b]) == [0, 1] for b in loader.batch_sampler)
+    with pytest.raises(ValueError, match="needs groups"):
+        _train.make_loader(_Items(8), _collate, batch_size=2, shuffle=True, balance_groups=True)
 
 
 def test_chunk_sampler_groups_one_group_and_chunk_per_batch(monkeypatch):
@@ -301,3 +308,96 @@ def test_chunked_rows_keep_int32_rows_and_no_whole_indptr(h5ad_path, matrix):
     if "should_cache_indptr" in inspect.signature(sparse_dataset).parameters:  # anndata 0.12+
         assert not isinstance(source._open()._indptr, np.ndarray)  # read per chunk, not cached
     source.close()
+
+
+# ---------------------------------------------------------------- balanced chunk sampler
+def _sorted_groups() -> tuple[np.ndarray, np.ndarray]:
+    """A file storing three groups one after the other (120, 40, 12 rows), chunks of 10 rows."""
+    groups = np.repeat([0, 1, 2], [120, 40, 12])
+    return np.arange(len(groups)) // 10, groups
+
+
+def test_balanced_chunk_sampler_mixes_groups_stored_one_after_the_other():
+    chunk_ids, groups = _sorted_groups()
+    plain = ChunkBatchSampler(chunk_ids, 8, window=2, seed=1)
+    # without balancing, a window of 2 chunks of one group gives minibatches of that group only
+    assert np.mean([len(set(groups[b])) == 1 for b in plain]) > 0.4
+    sampler = ChunkBatchSampler(chunk_ids, 8, window=2, seed=1, groups=groups, balance=True)
+    assert len(sampler) == -(-172 // 8) == 22  # as many minibatches as unbalanced
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == 22
+        for b in batches:  # 8 // 3 = 2 items of each of the 3 groups
+            assert len(b) == 6 and np.bincount(groups[b], minlength=3).tolist() == [2, 2, 2]
+        flat = np.concatenate(batches)
+        for g, n in ((0, 120), (1, 40), (2, 12)):
+            mine = flat[groups[flat] == g]
+            # 44 items of each group an epoch: the large group's distinct, the small one's
+            # dealt again (12 items 3 times and 8 of a 4th round), each round every item once
+            assert len(mine) == 44
+            rounds = [mine[i : i + n] for i in range(0, 44, n)]
+            assert all(len(set(r)) == len(r) for r in rounds)
+            if n < 44:
+                assert sorted(rounds[0]) == list(
+                    range(groups.searchsorted(g), groups.searchsorted(g) + n)
+                )
+    sampler.set_epoch(1)
+    again = ChunkBatchSampler(chunk_ids, 8, window=2, seed=1, groups=groups, balance=True)
+    again.set_epoch(1)
+    assert list(again) == list(sampler)  # a function of (seed, epoch)
+    sampler.set_epoch(2)
+    assert list(again) != list(sampler)
+
+
+def test_balanced_chunk_sampler_pairs_of_groups_and_chunk_reads():
+    chunk_ids, groups = _sorted_groups()
+    sampler = ChunkBatchSampler(chunk_ids, 8, window=4, seed=2, groups=groups, balance=True,
+                                groups_per_batch=2)  # fmt: skip
+    assert sampler.group_window == 2 and sampler.cache_chunks == 6  # 2 chunks per group
+    batches = [np.array(b) for b in sampler]
+    pairs = [tuple(np.flatnonzero(np.bincount(groups[b], minlength=3))) for b in batches]
+    assert all(np.bincount(groups[b], minlength=3).max() == 4 for b in batches)  # 4 + 4
+    counts = {p: pairs.count(p) for p in set(pairs)}
+    assert (
+        set(counts) == {(0, 1), (0, 2), (1, 2)} and max(counts.values()) - min(counts.values()) <= 1
+    )
+    # the large group's items come chunk by chunk: its first 20 items from a window of 2
+    big = np.concatenate([b[groups[b] == 0] for b in batches])
+    assert len(set(chunk_ids[big[:20]])) == 2
+    # reading an epoch through a cache of cache_chunks reads each chunk about once per round:
+    # a group's stream goes through its chunks once per round of its items
+    X = sp.csr_matrix(np.ones((172, 3), np.float32))
+    rows = ChunkedRows(RowSource(X), chunk_size=10, cache_chunks=sampler.cache_chunks)
+    for b in batches:
+        for i in b:
+            rows[i]
+    flat = np.concatenate(batches)
+    bound = 0
+    for g, n in ((0, 120), (1, 40), (2, 12)):
+        rounds = -(-int((groups[flat] == g).sum()) // n)
+        bound += rounds * len(np.unique(chunk_ids[groups == g]))
+    assert rows.n_reads <= bound < 40  # 18 chunks; not one read per minibatch (22 x 2 groups)
+
+
+def test_balanced_chunk_sampler_no_shuffle_ranks_and_errors(monkeypatch):
+    groups = np.array([0, 0, 0, 0, 1, 1])
+    plain = ChunkBatchSampler(np.arange(6) // 2, 2, shuffle=False, groups=groups, balance=True)
+    # chunks in order, group 1 dealt again when its 2 items run out; 3 minibatches of 1 + 1
+    assert list(plain) == [[0, 4], [1, 5], [2, 4]]
+    chunk_ids, groups = _sorted_groups()
+    sampler = ChunkBatchSampler(chunk_ids, 8, seed=3, groups=groups, balance=True)
+    everything = list(sampler)
+    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
+        shards.append(list(sampler))
+    assert len(shards[0]) == len(shards[1]) == len(sampler) == 11
+    assert shards[0] + shards[1] == everything
+    with pytest.raises(ValueError, match="needs groups"):
+        ChunkBatchSampler(chunk_ids, 8, balance=True)
+    with pytest.raises(ValueError, match="groups_per_batch=0"):
+        ChunkBatchSampler(chunk_ids, 8, groups=groups, balance=True, groups_per_batch=0)
+    with pytest.raises(ValueError, match="3 groups do not fit a minibatch of 2"):
+        ChunkBatchSampler(chunk_ids, 2, groups=groups, balance=True)

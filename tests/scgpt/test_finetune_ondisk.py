@@ -194,6 +194,44 @@ def test_integration_with_dsbn_streams_one_batch_per_minibatch(adata, backed, pr
     )
 
 
+def test_integration_streams_balanced_minibatches_of_batches_stored_in_runs(
+    pretrained, tmp_path, monkeypatch
+):
+    from omicformer.scgpt.train import _integrate as plan_module
+
+    cells = _cells()
+    cells = cells[np.argsort(cells.obs["batch"].to_numpy(), kind="stable")].copy()  # a, then b
+    cells.write_h5ad(tmp_path / "runs.h5ad")
+    backed = ad.read_h5ad(tmp_path / "runs.h5ad", backed="r")
+    kw = {"dsbn": False, "use_batch_labels": True}
+    # chunks of 8 cells, windows of one chunk: a file of 6 chunks, each of one batch
+    fit = {**STREAM, **FIT, "chunk_size": 8, "shuffle_window": 1, "mnn_weight": 1.0}
+    seen: list[list[int]] = []
+    step = plan_module.IntegrationTrainingPlan.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append(np.bincount(batch["batch_labels"].numpy(), minlength=2).tolist())
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(plan_module.IntegrationTrainingPlan, "training_step", spy)
+    # unbalanced, most minibatches then hold one batch (no pairs for a cross-batch loss);
+    # the others straddle two windows
+    _integration_model(backed, pretrained, **kw).train(max_epochs=2, **fit)
+    assert seen and sum(0 in counts for counts in seen) >= len(seen) / 2
+    seen.clear()
+    reads = _count_reads(monkeypatch)
+    model = _integration_model(backed, pretrained, **kw)
+    model.train(max_epochs=2, balance_batches=True, **fit)
+    assert reads and seen and all(counts == [4, 4] for counts in seen)  # 8 cells: 4 + 4
+    # per epoch each batch's 3 chunks once per round of its cells (2 rounds: 6 minibatches
+    # take 24 of its ~21 training cells), and the 6 chunks of the validation cells
+    assert len(reads) <= 2 * (2 * 2 * 3 + 6)
+    memory = _integration_model(cells, pretrained, **kw)  # in memory, streamed: same batches
+    memory.train(max_epochs=2, balance_batches=True, streaming=True, **fit)
+    _same_weights(memory.module, model.module)
+    backed.file.close()
+
+
 # ---------------------------------------------------------------- tl.annotate / tl.integrate
 def _annotated_fields(a: ad.AnnData, key: str) -> tuple[list[str], list[str]]:
     return sorted(a.obs.columns), sorted(a.uns["scgpt"][key])

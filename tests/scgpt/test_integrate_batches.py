@@ -237,3 +237,29 @@ def test_balanced_minibatches_are_used_in_training(two_batch_pretrained, monkeyp
     assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["balance_batches"] is True
     assert dealt and all(sorted(counts) == [0, 8, 8] for counts in dealt)
     assert {tuple(np.flatnonzero(c)) for c in dealt} == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_backed_file_storing_batches_in_runs_gets_balanced_minibatches(
+    two_batch_pretrained, runner_call, two_batches, tmp_path
+):
+    from omicformer.scgpt.model._integration import streamed_minibatches_mix
+
+    # random cells of 4 chunks of 1,024: a file of two batches one after the other in runs of
+    # 3 chunks gives windows of one batch or 3:1; shuffled (or all in one window) they mix
+    runs = np.repeat([0, 1], 3000)
+    assert not streamed_minibatches_mix(runs, 64)
+    assert streamed_minibatches_mix(np.random.default_rng(0).permutation(runs), 64)
+    assert streamed_minibatches_mix(np.repeat([0, 1], 1000), 64)
+    assert streamed_minibatches_mix(np.zeros(10, int), 64)  # one batch: nothing to mix
+    in_runs = two_batches(1000)  # 3,000 cells of batch a, then 3,000 of b
+    shuffled = in_runs[np.random.default_rng(0).permutation(in_runs.n_obs)].copy()
+    for name, data, balanced in (("runs", in_runs, True), ("shuffled", shuffled, False)):
+        data.write_h5ad(tmp_path / f"{name}.h5ad")
+        backed = ad.read_h5ad(tmp_path / f"{name}.h5ad", backed="r")
+        with pytest.raises(RuntimeError, match="stop"):
+            tl.integrate(backed, batch_key="batch", model=two_batch_pretrained, **QUICK)
+        assert runner_call["balance_groups"] is balanced, name
+        backed.file.close()
+    with pytest.raises(RuntimeError, match="stop"):  # in memory: random draws of all cells
+        tl.integrate(in_runs, batch_key="batch", model=two_batch_pretrained, **QUICK)
+    assert runner_call["balance_groups"] is False

@@ -36,6 +36,7 @@ from torch.utils.data import Sampler
 
 from . import _ranks
 from ._anndata import check_layer, get_matrix, sparse_element, to_csr
+from ._samplers import fill_batches, group_sequence, items_needed
 
 if TYPE_CHECKING:
     import h5py
@@ -317,6 +318,19 @@ class ChunkBatchSampler(Sampler[list[int]]):
     number of minibatches per epoch is then the same every epoch (per chunk and group,
     ``ceil(n / batch_size)``), as a resumable run needs.
 
+    With ``groups`` and ``balance=True`` every minibatch instead mixes the groups, the same
+    number of items of each (as the in-memory
+    :class:`~omicformer._core._samplers.BalancedBatchSampler`, whose rules it follows:
+    ``batch_size // m`` items of each of ``m`` groups, ``m = groups_per_batch`` or all groups,
+    every combination of ``m`` groups in turn, ``ceil(n_items / batch_size)`` minibatches per
+    epoch, the items of a small group dealt again when they run out). Each group's items come
+    as a stream that reads chunks: the epoch's chunk order (shuffled, shared by the groups)
+    restricted to the chunks holding the group, its items shuffled within windows of
+    ``max(1, window // m)`` of them; a stream dealt again goes through its chunks in a new
+    order. A file whose batches are stored one after the other then still gives minibatches of
+    several batches, which cross-batch losses need, while a dataset caching
+    :attr:`cache_chunks` chunks reads each chunk about once per epoch and group.
+
     Parameters
     ----------
     chunk_ids
@@ -331,6 +345,12 @@ class ChunkBatchSampler(Sampler[list[int]]):
         Base seed; Lightning calls :meth:`set_epoch` every epoch.
     groups
         Group of every item (integers); ``None``: minibatches mix everything in a window.
+    balance
+        With ``groups``: minibatches hold every group (or ``groups_per_batch`` of them) in
+        equal numbers instead of one group each.
+    groups_per_batch
+        With ``balance``: groups per minibatch (``None`` or at least the number of groups:
+        all).
     """
 
     def __init__(
@@ -342,6 +362,8 @@ class ChunkBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         groups: np.ndarray | None = None,
+        balance: bool = False,
+        groups_per_batch: int | None = None,
     ) -> None:
         if int(batch_size) < 1 or int(window) < 1:
             msg = f"batch_size={batch_size} and window={window} must be >= 1."
@@ -369,11 +391,56 @@ class ChunkBatchSampler(Sampler[list[int]]):
             if self.groups.shape != (self.n_items,):
                 msg = f"{self.groups.shape[0]} groups for {self.n_items} items."
                 raise ValueError(msg)
+        self.balance = bool(balance)
+        if self.balance:
+            self._setup_balance(groups_per_batch)
         self._n_batches = self._count_batches()
+
+    def _setup_balance(self, groups_per_batch: int | None) -> None:
+        """Index the items by group and chunk; check that a minibatch fits its groups."""
+        if self.groups is None:
+            msg = "balance=True needs groups= (the group of every item)."
+            raise ValueError(msg)
+        if groups_per_batch is not None and groups_per_batch < 1:
+            msg = f"groups_per_batch={groups_per_batch} must be at least 1 (or None: all groups)."
+            raise ValueError(msg)
+        _, codes = np.unique(self.groups, return_inverse=True)
+        self._n_groups = int(codes.max()) + 1 if self.n_items else 0
+        m = self._n_groups if groups_per_batch is None else min(groups_per_batch, self._n_groups)
+        if m > self.batch_size:
+            msg = (
+                f"{m} groups do not fit a minibatch of {self.batch_size} items with one item of "
+                "each; raise batch_size or leave the groups unbalanced."
+            )
+            raise ValueError(msg)
+        self._m = max(m, 1)
+        # items sorted by (group, chunk position): items of group g in chunk j form one slice
+        chunk_pos = np.empty(self.n_items, np.int64)
+        for j in range(len(self._chunks)):
+            chunk_pos[self._chunk_items(j, np.int64)] = j
+        key = codes.astype(np.int64) * max(len(self._chunks), 1) + chunk_pos
+        dtype = index_dtype(self.n_items)
+        self._by_key = np.argsort(key, kind="stable").astype(dtype)
+        keys, starts = np.unique(key[self._by_key], return_index=True)
+        self._key_bounds = np.append(starts, self.n_items).astype(np.int64)
+        self._key_group = keys // max(len(self._chunks), 1)
+        self._key_chunk = keys % max(len(self._chunks), 1)
+
+    @property
+    def group_window(self) -> int:
+        """Chunks of one group whose items a balanced stream shuffles together."""
+        return max(1, self.window // self._m) if self.balance else self.window
+
+    @property
+    def cache_chunks(self) -> int:
+        """Chunks a dataset should cache to read each about once per epoch (and group)."""
+        if not self.balance:
+            return self.window
+        return min(max(len(self._chunks), 1), self.group_window * max(self._n_groups, 1))
 
     def _count_batches(self) -> int:
         """Minibatches per epoch (the same every epoch)."""
-        if self.groups is None:
+        if self.groups is None or self.balance:
             return -(-self.n_items // self.batch_size)
         n = 0
         for j in range(len(self._chunks)):
@@ -412,6 +479,8 @@ class ChunkBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[np.ndarray]:
         """Minibatches of the current epoch (all ranks' before the split between ranks)."""
+        if self.balance:
+            return self._balanced_batches()
         if self.groups is None:
             order = self.order()
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -435,6 +504,47 @@ class ChunkBatchSampler(Sampler[list[int]]):
                 window = [window[i] for i in rng.permutation(len(window))]
             out += window
         return out
+
+    def _balanced_batches(self) -> list[np.ndarray]:
+        """Minibatches mixing the groups in equal numbers, each group's items read by chunk."""
+        if not self.n_items:
+            return []
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n_chunks = len(self._chunks)
+        order = rng.permutation(n_chunks) if self.shuffle else np.arange(n_chunks)
+        rank = np.empty(n_chunks, np.int64)
+        rank[order] = np.arange(n_chunks)
+        sequence = group_sequence(rng, self._n_groups, self._m, self._n_batches,
+                                  shuffle=self.shuffle)  # fmt: skip
+        per_group = self.batch_size // self._m
+        need = items_needed(sequence, self._n_groups, per_group)
+        streams = []
+        for g in range(self._n_groups):
+            keys = np.flatnonzero(self._key_group == g)
+            keys = keys[np.argsort(rank[self._key_chunk[keys]], kind="stable")]  # epoch's order
+            streams.append(self._stream(rng, keys, int(need[g])))
+        return fill_batches(rng, sequence, streams, per_group, shuffle=self.shuffle)
+
+    def _stream(self, rng: np.random.Generator, keys: np.ndarray, n: int) -> np.ndarray:
+        """``n`` items of one group: its chunks (``keys``, in order) in windows, dealt in rounds."""
+        dtype = index_dtype(self.n_items)
+        parts, total, first = [], 0, True
+        while total < n:
+            if not first and self.shuffle:
+                keys = rng.permutation(keys)
+            first = False
+            for w in range(0, len(keys), self.group_window):
+                items = np.concatenate([
+                    self._by_key[self._key_bounds[k] : self._key_bounds[k + 1]]
+                    for k in keys[w : w + self.group_window]
+                ]).astype(dtype, copy=False)  # fmt: skip
+                if self.shuffle:
+                    items = rng.permutation(items)
+                parts.append(items)
+                total += len(items)
+                if total >= n:
+                    break
+        return np.concatenate(parts)[:n] if parts else np.zeros(0, dtype)
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.batches()

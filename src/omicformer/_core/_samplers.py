@@ -161,38 +161,74 @@ class BalancedBatchSampler(EpochBatchSampler):
         return list(batches)
 
     def _deal(self, rng: np.random.Generator, items: np.ndarray, n: int) -> np.ndarray:
-        """The first ``n`` of ``items`` dealt in rounds (as many as ``n`` needs).
-
-        Each round holds all of them, in a new random order (``shuffle=False``: their order).
-        """
-        rounds = [
-            rng.permutation(items) if self.shuffle else items for _ in range(-(-n // len(items)))
-        ]
-        return np.concatenate(rounds)[:n] if rounds else items[:0]
+        """The first ``n`` of ``items`` dealt in rounds (as many as ``n`` needs)."""
+        return deal(rng, items, n, shuffle=self.shuffle)
 
     def _combination_batches(
         self, rng: np.random.Generator, members: list[np.ndarray], m: int
     ) -> list[np.ndarray]:
         """Minibatches of ``m`` groups each, going through every combination of ``m`` groups."""
-        combos = list(itertools.combinations(range(len(members)), m))
-        n_batches = -(-len(self.groups) // self.batch_size)
-        sequence = [combos[c] for c in self._deal(rng, np.arange(len(combos)), n_batches)]
+        sequence = group_sequence(rng, len(members), m, -(-len(self.groups) // self.batch_size),
+                                  shuffle=self.shuffle)  # fmt: skip
         per_group = self.batch_size // m
-        need = np.zeros(len(members), np.int64)
-        for combo in sequence:
-            need[list(combo)] += per_group
-        dealt = [self._deal(rng, idx, n) for idx, n in zip(members, need, strict=True)]
-        taken = np.zeros(len(members), np.int64)
-        batches = []
-        for combo in sequence:
-            parts = []
-            for g in combo:
-                parts.append(dealt[g][taken[g] : taken[g] + per_group])
-                taken[g] += per_group
-            batch = np.concatenate(parts)
-            batches.append(rng.permutation(batch) if self.shuffle else batch)
-        return batches
+        need = items_needed(sequence, len(members), per_group)
+        streams = [self._deal(rng, idx, n) for idx, n in zip(members, need, strict=True)]
+        return fill_batches(rng, sequence, streams, per_group, shuffle=self.shuffle)
 
     def __len__(self) -> int:
         n_batches = -(-len(self.groups) // self.batch_size)
         return -(-n_batches // _ranks.world_size())
+
+
+def deal(rng: np.random.Generator, items: np.ndarray, n: int, *, shuffle: bool) -> np.ndarray:
+    """The first ``n`` of ``items`` dealt in rounds (as many as ``n`` needs).
+
+    Each round holds all of them, in a new random order (``shuffle=False``: their order).
+    """
+    rounds = [rng.permutation(items) if shuffle else items for _ in range(-(-n // len(items)))]
+    return np.concatenate(rounds)[:n] if rounds else items[:0]
+
+
+def group_sequence(
+    rng: np.random.Generator, n_groups: int, m: int, n_batches: int, *, shuffle: bool
+) -> list[tuple[int, ...]]:
+    """The groups of each of ``n_batches`` minibatches: every combination of ``m`` in turn.
+
+    All combinations in a random order (``shuffle=False``: lexicographic), then again in
+    another, as many rounds as ``n_batches`` needs; so every two groups meet equally often.
+    """
+    combos = list(itertools.combinations(range(n_groups), m))
+    return [combos[c] for c in deal(rng, np.arange(len(combos)), n_batches, shuffle=shuffle)]
+
+
+def items_needed(sequence: list[tuple[int, ...]], n_groups: int, per_group: int) -> np.ndarray:
+    """Items each group gives to the minibatches of ``sequence``, ``per_group`` to each."""
+    need = np.zeros(n_groups, np.int64)
+    for combo in sequence:
+        need[list(combo)] += per_group
+    return need
+
+
+def fill_batches(
+    rng: np.random.Generator,
+    sequence: list[tuple[int, ...]],
+    streams: list[np.ndarray],
+    per_group: int,
+    *,
+    shuffle: bool,
+) -> list[np.ndarray]:
+    """Minibatches of ``sequence``: the next ``per_group`` items of each of its groups' streams.
+
+    ``streams[g]`` holds at least :func:`items_needed` items of group ``g``, in the order they
+    are taken; a minibatch's items are shuffled together (``shuffle=False``: group by group).
+    """
+    taken = np.zeros(len(streams), np.int64)
+    batches = []
+    for combo in sequence:
+        parts = []
+        for g in combo:
+            parts.append(streams[g][taken[g] : taken[g] + per_group])
+            taken[g] += per_group
+        batch = np.concatenate(parts)
+        batches.append(rng.permutation(batch) if shuffle else batch)
+    return batches

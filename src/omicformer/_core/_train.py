@@ -120,13 +120,18 @@ def make_loader(
     as :class:`EpochBatchSampler` does. Other datasets get an :class:`EpochBatchSampler` (with
     ``groups``: one group per minibatch), or with ``groups`` and ``balance_groups=True`` a
     :class:`BalancedBatchSampler` (every group, or ``groups_per_batch`` of them, in every
-    minibatch, in equal numbers; out-of-core datasets do not balance and raise).
+    minibatch, in equal numbers); an out-of-core dataset then gets
+    ``make_batch_sampler(..., balance=True, groups_per_batch=...)``, which must balance the
+    same way (:class:`~omicformer._core._ondisk.ChunkBatchSampler` with ``balance=True``).
     """
     make_sampler = getattr(dataset, "make_batch_sampler", None)
-    if balance_groups:
-        if groups is None or make_sampler is not None:
-            msg = "balance_groups=True needs groups= and an in-memory dataset."
-            raise ValueError(msg)
+    if balance_groups and groups is None:
+        msg = "balance_groups=True needs groups= (the group of every item)."
+        raise ValueError(msg)
+    if balance_groups and make_sampler is not None:
+        sampler = make_sampler(batch_size, shuffle=shuffle, seed=seed, groups=groups,
+                               balance=True, groups_per_batch=groups_per_batch)  # fmt: skip
+    elif balance_groups:
         sampler = BalancedBatchSampler(
             len(dataset), batch_size, groups=groups, shuffle=shuffle, seed=seed,
             groups_per_batch=groups_per_batch,
@@ -225,8 +230,8 @@ def run_training(
         ``(train_groups, val_groups)``: every minibatch holds one group (DSBN).
     balance_groups
         With ``groups``: every training minibatch holds every group instead, in equal numbers
-        (:class:`BalancedBatchSampler`); validation minibatches then take the validation items
-        in order, mixed. In-memory datasets only.
+        (:class:`BalancedBatchSampler`, or the out-of-core dataset's balancing sampler);
+        validation minibatches then take the validation items in order, mixed.
     groups_per_batch
         With ``balance_groups``: each training minibatch holds this many groups, going through
         every combination of them in turn (``None``: all groups).

@@ -256,7 +256,10 @@ class ScGPTIntegration(ScGPT):
             finds pairs for the cells of a small batch and for every two batches, not only for
             the two most alike. With two batches every minibatch holds both. ``False``
             (default): minibatches are random draws of all cells. Needs mixed minibatches (not
-            DSBN with ``mnn_weight=0``) and in-memory training (not streaming).
+            DSBN with ``mnn_weight=0``). Streamed, the same rules hold, each batch's cells read
+            by chunk (:class:`~omicformer._core._ondisk.ChunkBatchSampler` with
+            ``balance=True``), so that a file storing its batches one after the other still
+            gives minibatches of two batches.
             :func:`~omicformer.scgpt.tl.integrate` turns it on for more than two batches and
             where the largest batch has more than twice the cells of the smallest.
         weight_decay, lr_decay
@@ -273,7 +276,10 @@ class ScGPTIntegration(ScGPT):
             and label codes stay in memory (one integer each per cell). As in memory, with
             DSBN and ``mnn_weight=0`` every minibatch holds cells of one batch; streamed,
             every minibatch also holds cells of one chunk, and the minibatches of a window's
-            chunks are shuffled together.
+            chunks are shuffled together. Otherwise, unbalanced, a minibatch holds random cells
+            of a window of ``shuffle_window`` chunks: of one batch only where the file stores
+            the batches one after the other in runs longer than the window; balanced
+            (``balance_batches``), of two batches always.
 
         Notes
         -----
@@ -323,12 +329,11 @@ class ScGPTIntegration(ScGPT):
             if one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
             if balance_batches:
-                if groups is not None or stream:
+                if groups is not None:
                     msg = (
-                        "balance_batches=True mixes the batches in every minibatch of cells held "
-                        "in memory; it cannot be combined with DSBN at mnn_weight=0 (one batch "
-                        "per minibatch) or with streaming. Set mnn_weight > 0, dsbn=False or "
-                        "streaming=False."
+                        "balance_batches=True mixes the batches in every minibatch; it cannot be "
+                        "combined with DSBN at mnn_weight=0 (one batch per minibatch). Set "
+                        "mnn_weight > 0 or dsbn=False."
                     )
                     raise ValueError(msg)
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
@@ -355,6 +360,45 @@ def one_batch_per_minibatch(dsbn: bool, mnn_weight: float) -> bool:
     The official ``per_seq_batch_sample``; otherwise minibatches mix the batches.
     """
     return bool(dsbn) and mnn_weight == 0
+
+
+#: Epochs of unbalanced streamed minibatches :func:`streamed_minibatches_mix` looks at.
+EPOCHS_MEASURED = 8
+
+
+def streamed_minibatches_mix(
+    batch_codes: np.ndarray,
+    batch_size: int,
+    *,
+    chunk_size: int = 1024,
+    window: int = 4,
+    min_share: float = 0.9,
+) -> bool:
+    """Whether unbalanced streamed minibatches mix the batches about as random draws of all cells do.
+
+    Streamed training without ``balance_batches`` cuts minibatches from windows of ``window``
+    chunks of ``chunk_size`` consecutive cells (:class:`~omicformer._core._ondisk.
+    ChunkBatchSampler`); where the file stores the batches one after the other in runs of
+    several chunks, a minibatch then holds the batches of a few chunks, often one. Measured by
+    the Gini-Simpson diversity of the batches in a minibatch (the chance that two of its cells
+    come from different batches): ``True`` when its mean over the minibatches is at least ``min_share`` of the diversity of all cells, which random minibatches of 64
+    cells reach to 98%. The mean is over the minibatches of the first
+    :data:`EPOCHS_MEASURED` epochs (seed 0).
+    """
+    from ..._core._ondisk import ChunkBatchSampler
+
+    codes = np.asarray(batch_codes)
+    n = len(codes)
+    overall = 1.0 - float(np.sum((np.bincount(codes) / max(n, 1)) ** 2))
+    if n == 0 or overall == 0.0:
+        return True
+    sampler = ChunkBatchSampler(np.arange(n) // chunk_size, batch_size, window=window)
+    diversity = []
+    for epoch in range(EPOCHS_MEASURED):
+        sampler.set_epoch(epoch)
+        diversity += [1.0 - float(np.sum((np.bincount(codes[b]) / len(b)) ** 2))
+                      for b in sampler.batches()]  # fmt: skip
+    return float(np.mean(diversity)) >= min_share * overall
 
 
 def default_epochs(n_cells: int) -> int:

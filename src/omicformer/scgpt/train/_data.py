@@ -126,14 +126,23 @@ class ChunkedCellDataset(Dataset):
         shuffle: bool = True,
         seed: int = 0,
         groups: np.ndarray | None = None,
+        balance: bool = False,
+        groups_per_batch: int | None = None,
     ) -> ChunkBatchSampler:
         """Chunk-shuffling minibatches of this dataset (used by the shared runner).
 
         ``groups`` (e.g. :attr:`batch_codes` for domain-specific batch norm): every minibatch
-        holds cells of one group (and one chunk).
+        holds cells of one group (and one chunk); with ``balance=True`` every minibatch holds
+        cells of every group (or ``groups_per_batch`` of them) in equal numbers instead, and the
+        dataset's chunk cache grows to what that sampler reads at once
+        (:attr:`~omicformer._core._ondisk.ChunkBatchSampler.cache_chunks`: about ``window``
+        chunks per group per minibatch-group).
         """
-        return ChunkBatchSampler(self.rows.chunk_ids, batch_size, window=self.window,
-                                 shuffle=shuffle, seed=seed, groups=groups)  # fmt: skip
+        sampler = ChunkBatchSampler(self.rows.chunk_ids, batch_size, window=self.window,
+                                    shuffle=shuffle, seed=seed, groups=groups, balance=balance,
+                                    groups_per_batch=groups_per_batch)  # fmt: skip
+        self.rows.cache_chunks = max(self.rows.cache_chunks, sampler.cache_chunks)
+        return sampler
 
 
 def items_matrix(
