@@ -385,6 +385,16 @@ def test_balanced_chunk_sampler_no_shuffle_ranks_and_errors(monkeypatch):
     plain = ChunkBatchSampler(np.arange(6) // 2, 2, shuffle=False, groups=groups, balance=True)
     # chunks in order, group 1 dealt again when its 2 items run out; 3 minibatches of 1 + 1
     assert list(plain) == [[0, 4], [1, 5], [2, 4]]
+    # items not sorted by chunk (a subset's rows need not be): a group's window is its chunks
+    rng = np.random.default_rng(0)
+    chunk_ids, groups = rng.integers(0, 7, 100), rng.integers(0, 3, 100)
+    sampler = ChunkBatchSampler(chunk_ids, 9, window=3, seed=1, groups=groups, balance=True)
+    batches = list(sampler)
+    assert all(np.bincount(groups[b], minlength=3).tolist() == [3, 3, 3] for b in batches)
+    mine = [np.array(b)[groups[b] == 0] for b in batches]  # 3 of group 0 per minibatch
+    window = np.isin(chunk_ids, chunk_ids[mine[0][0]]) & (groups == 0)  # window of 1 chunk
+    whole = int(window.sum()) // 3  # minibatches filled from that window alone
+    assert whole >= 1 and set(np.concatenate(mine[:whole])) <= set(np.flatnonzero(window))
     chunk_ids, groups = _sorted_groups()
     sampler = ChunkBatchSampler(chunk_ids, 8, seed=3, groups=groups, balance=True)
     everything = list(sampler)

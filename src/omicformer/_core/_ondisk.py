@@ -415,9 +415,11 @@ class ChunkBatchSampler(Sampler[list[int]]):
             raise ValueError(msg)
         self._m = max(m, 1)
         # items sorted by (group, chunk position): items of group g in chunk j form one slice
-        chunk_pos = np.empty(self.n_items, np.int64)
-        for j in range(len(self._chunks)):
-            chunk_pos[self._chunk_items(j, np.int64)] = j
+        n_chunks = len(self._chunks)
+        in_order = np.repeat(np.arange(n_chunks), np.diff(self._bounds)[:n_chunks])
+        chunk_pos = in_order if self._items is None else np.empty(self.n_items, np.int64)
+        if self._items is not None:
+            chunk_pos[self._items] = in_order
         key = codes.astype(np.int64) * max(len(self._chunks), 1) + chunk_pos
         dtype = index_dtype(self.n_items)
         self._by_key = np.argsort(key, kind="stable").astype(dtype)
