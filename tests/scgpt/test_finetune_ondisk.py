@@ -332,3 +332,45 @@ def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, ds
     assert sorted(info["losses"]) == sorted(expected["losses"])
     assert list(backed.obs.columns) == list(memory.obs.columns) and backed.file.is_open
     backed.file.close()
+
+
+DDP_BALANCED = """
+import os, warnings
+import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT, ScGPTIntegration
+from omicformer.scgpt.train import _integrate as plan_module
+
+rng = np.random.default_rng(0)
+X = sp.csr_matrix(rng.poisson(1.0, (96, 30)).astype(np.float32) + np.eye(96, 30, dtype=np.float32))
+obs = pd.DataFrame({"batch": np.repeat(["a", "b", "c"], [48, 32, 16])},  # stored in runs
+                   index=[f"c{i}" for i in range(96)])
+a = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+if os.environ.get("LOCAL_RANK", "0") == "0":  # Lightning runs this script again as rank 1
+    a.write_h5ad("runs.h5ad")
+backed = ad.read_h5ad("runs.h5ad", backed="r")
+ScGPT.setup_anndata(backed)
+pre = ScGPT(backed, d_model=16, n_layers=1, n_heads=2, random_state=0)
+ScGPTIntegration.setup_anndata(backed, batch_key="batch")
+m = ScGPTIntegration.load_pretrained(pre, backed, dsbn=False)
+counts = []
+step = plan_module.IntegrationTrainingPlan.training_step
+def spy(self, batch, batch_idx):
+    counts.append(sorted(np.bincount(batch["batch_labels"].numpy(), minlength=3).tolist()))
+    return step(self, batch, batch_idx)
+plan_module.IntegrationTrainingPlan.training_step = spy
+m.train(max_epochs=2, batch_size=8, mnn_weight=1.0, balance_batches=True, chunk_size=8,
+        shuffle_window=2, accelerator="cpu", devices=2, strategy="ddp", enable_progress_bar=False)
+rank = torch.distributed.get_rank()
+assert counts and all(c == [0, 4, 4] for c in counts), counts
+w = sum(float(p.sum()) for p in m.module.parameters())
+print(f"RESULT {rank} {w:.6f} {len(counts):.6f}", flush=True)
+torch.distributed.destroy_process_group()  # no live gloo threads at exit
+"""
+
+
+@pytest.mark.slow
+def test_streamed_balanced_integration_under_ddp_keeps_replicas_identical(run_script):
+    out, results = run_script(DDP_BALANCED)
+    assert set(results) == {"0", "1"}, out[-3000:]
+    assert results["0"] == results["1"]  # same weights and the same number of steps per rank
