@@ -46,21 +46,38 @@ def test_batch_offsets_are_removed_and_cell_types_kept():
     assert 1 <= report["iterations"] <= 20 and report["n_clusters"] >= 1
 
 
-def test_components_are_those_of_harmonypy_on_the_pca():
+def test_components_are_the_mean_of_harmonypy_runs_on_the_pca():
     import harmonypy
     import pandas as pd
     from sklearn.decomposition import PCA
 
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(240, 64)) + np.repeat(rng.normal(0, 2, (4, 64)), 60, axis=0)
-    batches = np.repeat(["p", "q", "r", "s"], 60)
-    z, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, random_state=7)
+    from omicformer._core._harmony import run_seeds
+
+    x, batches, _ = _shifted(2)  # with noise dimensions, Harmony's start matters
+    x = np.hstack([x, np.random.default_rng(3).normal(size=(180, 60))])
     pcs = PCA(20, random_state=7).fit_transform(x - x.mean(0))
-    ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=1.0, lamb=0.5,
-                               max_iter_harmony=20, epsilon_harmony=1e-4, random_state=7,
-                               verbose=False)  # fmt: skip
-    np.testing.assert_allclose(z, np.asarray(ho.Z_corr), atol=1e-5)
+
+    def harmonypy_run(seed):
+        ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=1.0, lamb=0.5,
+                                   max_iter_harmony=20, epsilon_harmony=1e-4, random_state=seed,
+                                   verbose=False)  # fmt: skip
+        return np.asarray(ho.Z_corr)
+
+    one, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, n_runs=1,
+                                  random_state=7)  # fmt: skip
+    np.testing.assert_allclose(one, harmonypy_run(7), atol=1e-5)  # one run: seeded with 7
     assert report["n_pcs"] == 20 and (report["theta"], report["lamb"]) == (1.0, 0.5)
+    assert report["n_runs"] == 1
+    seeds = run_seeds(7, 3)
+    assert seeds[0] == 7 and len(set(seeds)) == 3 and run_seeds(7, 3) == seeds
+    z, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, n_runs=3,
+                                random_state=7)  # fmt: skip
+    runs = [harmonypy_run(s) for s in seeds]
+    assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the starts settle differently
+    np.testing.assert_allclose(z, np.mean(runs, 0), atol=1e-5)
+    assert report["n_runs"] == 3
+    with pytest.raises(ValueError, match="n_runs=0 must be an integer >= 1"):
+        harmony_correct(x, batches, n_runs=0)
 
 
 def test_same_seed_same_output_other_seed_other_output():

@@ -9,6 +9,13 @@ published defaults ``theta=2`` (diversity penalty) and ``lamb=1`` (ridge penalty
 correction). The corrected components are returned as they are: scaling each cell to unit
 norm afterwards lowered the scib batch correction score on three PBMC experiments from 0.555 to
 0.506 (3 seeds).
+
+Harmony starts from a k-means clustering of the cells, and where it settles depends on that
+start: on one fine-tuned embedding of three PBMC experiments, six starts (``random_state``, or
+the same start with the cells in another order) gave scib biology conservation from 0.608 to
+0.649. :func:`harmony_correct` therefore runs it :data:`HARMONY_RUNS` times from different
+starts on the same components and returns the mean of the corrected components: on that set
+(two embeddings, three cell orders each) biology 0.640-0.647 (one start: 0.607-0.649).
 """
 
 from __future__ import annotations
@@ -23,6 +30,14 @@ HARMONY_PCS = 50
 THETA, LAMB = 2.0, 1.0
 #: Outer iterations at most, and the relative change of the objective that ends them.
 MAX_ITER, EPSILON = 20, 1e-4
+#: Harmony runs from different k-means starts whose corrected components are averaged.
+HARMONY_RUNS = 5
+
+
+def run_seeds(random_state: int, n_runs: int) -> list[int]:
+    """Seeds of ``n_runs`` Harmony runs: ``random_state`` first, then draws seeded by it."""
+    extra = np.random.SeedSequence(int(random_state)).generate_state(max(n_runs - 1, 0))
+    return [int(random_state)] + [int(s % 2**31) for s in extra]
 
 
 def harmony_correct(
@@ -32,6 +47,7 @@ def harmony_correct(
     n_pcs: int = HARMONY_PCS,
     theta: float = THETA,
     lamb: float = LAMB,
+    n_runs: int = HARMONY_RUNS,
     random_state: int = 0,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Correct the embedding ``x`` (cells x dims) for ``batches`` with Harmony.
@@ -46,14 +62,17 @@ def harmony_correct(
         Principal components corrected (at most the dimensions of ``x`` and the cells minus 1).
     theta, lamb
         Harmony's diversity and ridge penalties.
+    n_runs
+        Harmony runs from different k-means starts (seeds :func:`run_seeds`); the mean of their
+        corrected components is returned. ``1``: one run, seeded with ``random_state``.
     random_state
-        Seed of the PCA and of Harmony's k-means initialisation: equal seeds, equal output.
+        Seed of the PCA and of Harmony's k-means initialisations: equal seeds, equal output.
 
     Returns
     -------
     The corrected ``(n_cells, n_components)`` float32 components, and a report: ``method``
-    (``"harmony"``), ``n_pcs``, ``theta``, ``lamb``, ``n_clusters`` and ``iterations`` (outer
-    iterations run; at most :data:`MAX_ITER`).
+    (``"harmony"``), ``n_pcs``, ``theta``, ``lamb``, ``n_runs``, ``n_clusters`` and
+    ``iterations`` (outer iterations of the longest run; at most :data:`MAX_ITER`).
     """
     import harmonypy
     import pandas as pd
@@ -67,16 +86,23 @@ def harmony_correct(
     if len(np.unique(batches)) < 2:
         msg = "Harmony needs at least two batches."
         raise ValueError(msg)
+    if isinstance(n_runs, bool) or int(n_runs) != n_runs or n_runs < 1:
+        msg = f"n_runs={n_runs!r} must be an integer >= 1."
+        raise ValueError(msg)
     n = min(int(n_pcs), x.shape[1], len(x) - 1)
     pcs = PCA(n_components=n, random_state=random_state).fit_transform(x - x.mean(0))
-    ho = harmonypy.run_harmony(
-        pcs, pd.DataFrame({"batch": batches}), ["batch"], theta=theta, lamb=lamb,
-        max_iter_harmony=MAX_ITER, epsilon_harmony=EPSILON, random_state=random_state,
-        verbose=False,
-    )  # fmt: skip
-    out = np.asarray(ho.Z_corr, dtype=np.float32)  # cells x components from harmonypy 2.0
+    meta = pd.DataFrame({"batch": batches})
+    total, iterations = np.zeros(pcs.shape, np.float64), 0
+    for seed in run_seeds(random_state, int(n_runs)):
+        ho = harmonypy.run_harmony(
+            pcs, meta, ["batch"], theta=theta, lamb=lamb, max_iter_harmony=MAX_ITER,
+            epsilon_harmony=EPSILON, random_state=seed, verbose=False,
+        )  # fmt: skip
+        total += np.asarray(ho.Z_corr, dtype=np.float64)  # cells x components (harmonypy 2)
+        iterations = max(iterations, len(ho.kmeans_rounds))
+    out = (total / int(n_runs)).astype(np.float32)
     report = {
         "method": "harmony", "n_pcs": n, "theta": float(theta), "lamb": float(lamb),
-        "n_clusters": int(ho.K), "iterations": len(ho.kmeans_rounds),
+        "n_runs": int(n_runs), "n_clusters": int(ho.K), "iterations": iterations,
     }  # fmt: skip
     return np.ascontiguousarray(out), report
