@@ -144,8 +144,10 @@ def integrate(
         others and a wide one where it already mixes with them (:mod:`omicformer._core._mnn`);
         then every cell is L2-normalised again. ``"harmony"``: Harmony (Korsunsky et al.,
         2019; ``harmonypy``, ``theta=2``, ``lamb=1``) on the embedding's top 50 principal
-        components, all batches at once; the corrected components are the result
-        (:mod:`omicformer._core._harmony`). ``None``: no correction. ``"auto"`` (default):
+        components, all batches at once, run from 5 k-means starts; the mean of the 5
+        corrected components is the result (:mod:`omicformer._core._harmony`: one start's
+        result depended on the start, and on the order of the cells, by up to 0.04 of
+        biology conservation). ``None``: no correction. ``"auto"`` (default):
         ``None`` with ``dsbn=True`` (the setting for batches that hold different cells); else
         for two batches ``"mnn"`` when ``mnn_weight > 0`` (``None`` at ``0``), and for more
         ``"harmony"`` (a trained model passed as ``model`` is judged by how it was trained).
@@ -154,10 +156,11 @@ def integrate(
         0.724 (9 seeds), two CITE-seq runs 0.788 / 0.846 -> 0.788 / 0.885 (7 seeds), PBMC 3k
         with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 / 0.562 (3 seeds); more batches, the
         defaults before (``"mnn"``, ``mnn_weight=30``) -> now (``"harmony"``,
-        ``mnn_weight=0``), 3 seeds: three PBMC experiments 0.633 / 0.533 -> 0.647 / 0.613,
-        four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 -> 0.666 /
-        0.689; hsmm's four plates (one time point each; 6 seeds) 0.307 / 0.362 -> 0.275 / 0.560 (use
-        ``dsbn=True`` there). Harmony did worse than ``"mnn"`` on two batches (two PBMC
+        ``mnn_weight=0``; one Harmony start), 3 seeds: three PBMC experiments 0.633 / 0.533 ->
+        0.647 / 0.613, four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 ->
+        0.666 / 0.689; hsmm's four plates (one time point each; 6 seeds) 0.307 / 0.362 ->
+        0.275 / 0.560 (use ``dsbn=True`` there); with the mean of five starts 0.648 / 0.616,
+        0.663 / 0.684 and 0.271 / 0.571. Harmony did worse than ``"mnn"`` on two batches (two PBMC
         experiments 0.632 / 0.686 against 0.637 / 0.736). See "Integrating batches" in the
         scGPT guide. It applies to the cells integrated together here: the returned model's
         own embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
@@ -236,7 +239,8 @@ def integrate(
         ``params`` (``correction``: the one applied), ``batches`` (in the model's code order),
         ``correction`` (``method``; for ``"mnn"`` ``order``, the batches in merge order, and
         per merged batch ``pairs`` found, its ``mixing`` and the ``kernel`` used; for
-        ``"harmony"`` ``n_pcs``, ``theta``, ``lamb``, ``n_clusters``, ``iterations``; ``None``
+        ``"harmony"`` ``n_pcs``, ``theta``, ``lamb``, ``n_runs``, ``n_clusters``,
+        ``iterations``; ``None``
         without correction), ``epochs`` trained, ``losses``
         (last-epoch training and validation losses), ``n_genes_matched``,
         ``n_genes_total`` and ``case_ignored`` (symbols matched ignoring case).
