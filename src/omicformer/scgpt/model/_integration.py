@@ -381,9 +381,9 @@ def streamed_minibatches_mix(
     ChunkBatchSampler`); where the file stores the batches one after the other in runs of
     several chunks, a minibatch then holds the batches of a few chunks, often one. Measured by
     the Gini-Simpson diversity of the batches in a minibatch (the chance that two of its cells
-    come from different batches): ``True`` when its mean over the minibatches is at least ``min_share`` of the diversity of all cells, which random minibatches of 64
-    cells reach to 98%. The mean is over the minibatches of the first
-    :data:`EPOCHS_MEASURED` epochs (seed 0).
+    come from different batches): ``True`` when its mean over the minibatches of the first
+    :data:`EPOCHS_MEASURED` epochs (seed 0) is at least ``min_share`` of the diversity of all
+    cells, which random minibatches of 64 cells reach to 98%.
     """
     from ..._core._ondisk import ChunkBatchSampler
 

@@ -135,8 +135,8 @@ class ChunkedCellDataset(Dataset):
         holds cells of one group (and one chunk); with ``balance=True`` every minibatch holds
         cells of every group (or ``groups_per_batch`` of them) in equal numbers instead, and the
         dataset's chunk cache grows to what that sampler reads at once
-        (:attr:`~omicformer._core._ondisk.ChunkBatchSampler.cache_chunks`: about ``window``
-        chunks per group per minibatch-group).
+        (:attr:`~omicformer._core._ondisk.ChunkBatchSampler.cache_chunks`: a window of
+        ``max(1, window // m)`` chunks per group, ``m`` groups per minibatch).
         """
         sampler = ChunkBatchSampler(self.rows.chunk_ids, batch_size, window=self.window,
                                     shuffle=shuffle, seed=seed, groups=groups, balance=balance,
