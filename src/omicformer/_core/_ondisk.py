@@ -36,7 +36,7 @@ from torch.utils.data import Sampler
 
 from . import _ranks
 from ._anndata import check_layer, get_matrix, sparse_element, to_csr
-from ._samplers import fill_batches, group_sequence, items_needed
+from ._samplers import fill_batches, group_sequence, groups_in_minibatch, items_needed
 
 if TYPE_CHECKING:
     import h5py
@@ -401,18 +401,9 @@ class ChunkBatchSampler(Sampler[list[int]]):
         if self.groups is None:
             msg = "balance=True needs groups= (the group of every item)."
             raise ValueError(msg)
-        if groups_per_batch is not None and groups_per_batch < 1:
-            msg = f"groups_per_batch={groups_per_batch} must be at least 1 (or None: all groups)."
-            raise ValueError(msg)
         _, codes = np.unique(self.groups, return_inverse=True)
         self._n_groups = int(codes.max()) + 1 if self.n_items else 0
-        m = self._n_groups if groups_per_batch is None else min(groups_per_batch, self._n_groups)
-        if m > self.batch_size:
-            msg = (
-                f"{m} groups do not fit a minibatch of {self.batch_size} items with one item of "
-                "each; raise batch_size or leave the groups unbalanced."
-            )
-            raise ValueError(msg)
+        m = groups_in_minibatch(self._n_groups, self.batch_size, groups_per_batch)
         self._m = max(m, 1)
         # items sorted by (group, chunk position): items of group g in chunk j form one slice
         n_chunks = len(self._chunks)

@@ -132,19 +132,8 @@ class BalancedBatchSampler(EpochBatchSampler):
     ) -> None:
         super().__init__(n_items, batch_size, groups=groups, shuffle=shuffle, seed=seed)
         n_groups = len(np.unique(self.groups))
-        if groups_per_batch is not None and groups_per_batch < 1:
-            msg = f"groups_per_batch={groups_per_batch} must be at least 1 (or None: all groups)."
-            raise ValueError(msg)
-        self.groups_per_batch = (
-            None if groups_per_batch is None or groups_per_batch >= n_groups else groups_per_batch
-        )
-        n_each = n_groups if self.groups_per_batch is None else self.groups_per_batch
-        if n_each > self.batch_size:
-            msg = (
-                f"{n_each} groups do not fit a minibatch of {self.batch_size} items with one "
-                "item of each; raise batch_size or leave the groups unbalanced."
-            )
-            raise ValueError(msg)
+        m = groups_in_minibatch(n_groups, self.batch_size, groups_per_batch)
+        self.groups_per_batch = None if m == n_groups else m
 
     def _all_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -178,6 +167,24 @@ class BalancedBatchSampler(EpochBatchSampler):
     def __len__(self) -> int:
         n_batches = -(-len(self.groups) // self.batch_size)
         return -(-n_batches // _ranks.world_size())
+
+
+def groups_in_minibatch(n_groups: int, batch_size: int, groups_per_batch: int | None) -> int:
+    """Groups in each balanced minibatch: ``groups_per_batch``, at most ``n_groups`` (``None``: all).
+
+    ``ValueError`` for ``groups_per_batch < 1``, or more groups than ``batch_size`` holds items.
+    """
+    if groups_per_batch is not None and groups_per_batch < 1:
+        msg = f"groups_per_batch={groups_per_batch} must be at least 1 (or None: all groups)."
+        raise ValueError(msg)
+    m = n_groups if groups_per_batch is None else min(groups_per_batch, n_groups)
+    if m > batch_size:
+        msg = (
+            f"{m} groups do not fit a minibatch of {batch_size} items with one item of each; "
+            "raise batch_size or leave the groups unbalanced."
+        )
+        raise ValueError(msg)
+    return m
 
 
 def deal(rng: np.random.Generator, items: np.ndarray, n: int, *, shuffle: bool) -> np.ndarray:
