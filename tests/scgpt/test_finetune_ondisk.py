@@ -124,7 +124,7 @@ def test_classifier_refuses_bad_streaming_settings(adata, backed, pretrained):
 
 
 def test_classifier_with_dsbn_streams_one_batch_per_minibatch(adata, backed, monkeypatch):
-    from omicformer._core import _ondisk
+    from omicformer._core import _chunk_sampler
 
     def dsbn_model(data):
         ScGPTClassifier.setup_anndata(data, labels_key="cell_type", batch_key="batch")
@@ -133,8 +133,8 @@ def test_classifier_with_dsbn_streams_one_batch_per_minibatch(adata, backed, mon
     memory = dsbn_model(adata)
     memory.train(max_epochs=2, streaming=True, **STREAM, **FIT)
     seen = []
-    original = _ondisk.ChunkBatchSampler.batches
-    monkeypatch.setattr(_ondisk.ChunkBatchSampler, "batches",
+    original = _chunk_sampler.ChunkBatchSampler.batches
+    monkeypatch.setattr(_chunk_sampler.ChunkBatchSampler, "batches",
                         lambda self: seen.append(self.groups) or original(self))  # fmt: skip
     reads = _count_reads(monkeypatch)
     stream = dsbn_model(backed)

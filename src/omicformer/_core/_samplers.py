@@ -2,7 +2,7 @@
 
 Both are functions of ``(seed, epoch)`` and hand every DDP rank its own slice of the epoch's
 minibatches, all ranks the same number of steps; out-of-core datasets bring their own sampler
-(:class:`~omicformer._core._ondisk.ChunkBatchSampler`).
+(:class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`).
 """
 
 from __future__ import annotations

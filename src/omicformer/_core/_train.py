@@ -13,7 +13,7 @@ same way for scGPT and DNABERT:
   label for DSBN) per minibatch, or every group in equal numbers
   (:class:`~omicformer._core._samplers.BalancedBatchSampler`); or, for out-of-core datasets,
   from the dataset's own sampler (``make_batch_sampler``, e.g. the chunk-shuffling
-  :class:`~omicformer._core._ondisk.ChunkBatchSampler`);
+  :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`);
 * randomness of collators: a collator calls :func:`collate_rng` per batch; in training it draws
   from torch's global generator seeded for that batch from ``(random_state, epoch, batch
   number)`` (``omicformer._core._resume``), so no two batches, workers, ranks or epochs
@@ -115,14 +115,14 @@ def make_loader(
 
     A dataset that reads in chunks (out of core) supplies its own batch sampler through a
     method ``make_batch_sampler(batch_size, *, shuffle, seed, groups)`` (e.g. a
-    :class:`~omicformer._core._ondisk.ChunkBatchSampler`); it must shuffle per ``set_epoch``,
+    :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`); it must shuffle per ``set_epoch``,
     keep one group per minibatch when ``groups`` is given, and split batches across DDP ranks
     as :class:`EpochBatchSampler` does. Other datasets get an :class:`EpochBatchSampler` (with
     ``groups``: one group per minibatch), or with ``groups`` and ``balance_groups=True`` a
     :class:`BalancedBatchSampler` (every group, or ``groups_per_batch`` of them, in every
     minibatch, in equal numbers); an out-of-core dataset then gets
     ``make_batch_sampler(..., balance=True, groups_per_batch=...)``, which must balance the
-    same way (:class:`~omicformer._core._ondisk.ChunkBatchSampler` with ``balance=True``).
+    same way (:class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` with ``balance=True``).
     """
     make_sampler = getattr(dataset, "make_batch_sampler", None)
     if balance_groups and groups is None:

@@ -197,7 +197,7 @@ def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
     """Gene symbols (made unique) and number of cells of one file, reading only ``var``."""
     from anndata.io import read_elem
 
-    from .._core._ondisk import open_h5  # torch is imported with it: not at pp import
+    from .._core._ondisk import open_h5
 
     with open_h5(path) as f:
         var = read_elem(f["var"])

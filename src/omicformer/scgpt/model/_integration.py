@@ -257,7 +257,7 @@ class ScGPTIntegration(ScGPT):
             the two most alike. With two batches every minibatch holds both. ``False``
             (default): minibatches are random draws of all cells. Needs mixed minibatches (not
             DSBN with ``mnn_weight=0``). Streamed, the same rules hold, each batch's cells read
-            by chunk (:class:`~omicformer._core._ondisk.ChunkBatchSampler` with
+            by chunk (:class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` with
             ``balance=True``), so that a file storing its batches one after the other still
             gives minibatches of two batches.
             :func:`~omicformer.scgpt.tl.integrate` turns it on for more than two batches and
@@ -377,7 +377,7 @@ def streamed_minibatches_mix(
     """Whether unbalanced streamed minibatches mix the batches about as random draws of all cells do.
 
     Streamed training without ``balance_batches`` cuts minibatches from windows of ``window``
-    chunks of ``chunk_size`` consecutive cells (:class:`~omicformer._core._ondisk.
+    chunks of ``chunk_size`` consecutive cells (:class:`~omicformer._core._chunk_sampler.
     ChunkBatchSampler`); where the file stores the batches one after the other in runs of
     several chunks, a minibatch then holds the batches of a few chunks, often one. Measured by
     the Gini-Simpson diversity of the batches in a minibatch (the chance that two of its cells
@@ -385,7 +385,7 @@ def streamed_minibatches_mix(
     :data:`EPOCHS_MEASURED` epochs (seed 0) is at least ``min_share`` of the diversity of all
     cells, which random minibatches of 64 cells reach to 98%.
     """
-    from ..._core._ondisk import ChunkBatchSampler
+    from ..._core._chunk_sampler import ChunkBatchSampler
 
     codes = np.asarray(batch_codes)
     n = len(codes)

@@ -19,8 +19,9 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
+from ..._core._chunk_sampler import ChunkBatchSampler
 from ..._core._deprecation import warn_renamed
-from ..._core._ondisk import ChunkBatchSampler, ChunkedRows
+from ..._core._ondisk import ChunkedRows
 from ..._core._random import collate_rng
 from ..._core._samplers import EpochBatchSampler
 from .._tokenize import (
@@ -76,7 +77,7 @@ class ChunkedCellDataset(Dataset):
 
     Memory holds ``window`` chunks, not the matrix; batch codes and labels are small per-cell
     arrays kept in memory. Batches come from the dataset's own
-    :class:`~omicformer._core._ondisk.ChunkBatchSampler` (chunk order shuffled per epoch, cells
+    :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` (chunk order shuffled per epoch, cells
     shuffled within windows of ``window`` chunks), which the shared runner picks up through
     :meth:`make_batch_sampler`; one epoch reads every chunk about once.
 
@@ -135,7 +136,7 @@ class ChunkedCellDataset(Dataset):
         holds cells of one group (and one chunk); with ``balance=True`` every minibatch holds
         cells of every group (or ``groups_per_batch`` of them) in equal numbers instead, and the
         dataset's chunk cache grows to what that sampler reads at once
-        (:attr:`~omicformer._core._ondisk.ChunkBatchSampler.cache_chunks`: a window of
+        (:attr:`~omicformer._core._chunk_sampler.ChunkBatchSampler.cache_chunks`: a window of
         ``max(1, window // m)`` chunks per group, ``m`` groups per minibatch).
         """
         sampler = ChunkBatchSampler(self.rows.chunk_ids, batch_size, window=self.window,
