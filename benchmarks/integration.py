@@ -52,6 +52,12 @@ held out.
 them) — every bundled PBMC experiment as five batches: ``pbmc4``'s four and ``pbmc3``'s 700
 PBMC 3k cells (the same draw), on the genes all five share, labelled as ``pbmc4``: 2,359 cells.
 
+``pair_pbmc68k_pbmc3k``, ``pair_celltypist_cite5k``, ``pair_pbmc68k_cite10k`` (only when
+named; added 2026-12-05 after every default was set, as two-batch pairings no setting was chosen
+on) — two of ``pbmc5``'s batches each, with ``pbmc5``'s genes and labels: ``pbmc68k_reduced``
+with the 700 PBMC 3k cells (1,400 cells), ``pbmc_celltypist`` with the 5k CITE-seq run (759
+cells, 559 and 200: unequal), ``pbmc68k_reduced`` with the 10k CITE-seq run (900 cells).
+
 ``hsmm`` — ``datasets.hsmm()``: 271 differentiating myoblasts on 4 capture plates
 (``Library``), biology = ``Hours`` (0, 24, 48, 72). Each plate holds one time point, so batch and
 biology are fully confounded: removing the plate effect also removes the time signal, and no
@@ -94,6 +100,8 @@ Timing: one torch and BLAS thread by default (``--threads``). Needs the ``benchm
     python benchmarks/integration.py --sets pbmc3k --seeds 0   # the unequal pairing (slow scVI)
     python benchmarks/integration.py --sets pbmc4    # four batches of two kinds of experiment
     python benchmarks/integration.py --sets pbmc3    # three PBMC experiments
+    python benchmarks/integration.py --sets pair_pbmc68k_pbmc3k pair_celltypist_cite5k \
+        pair_pbmc68k_cite10k                         # two-batch pairings no default was chosen on
     python benchmarks/integration.py --figure docs/_static/integration.png   # + UMAP figures
 """
 
@@ -284,8 +292,25 @@ def pbmc5() -> tuple[ad.AnnData, str, str]:
     return _beside_pbmc({**_cite_runs(), **_pbmc3k_cells()})
 
 
+def _pbmc5_pair(first: str, second: str):
+    """Two of ``pbmc5``'s batches, with its genes and labels."""
+
+    def make() -> tuple[ad.AnnData, str, str]:
+        five, batch_key, label_key = pbmc5()
+        adata = five[five.obs[batch_key].isin([first, second]).to_numpy()].copy()
+        for key in (batch_key, label_key):
+            adata.obs[key] = adata.obs[key].astype(str).astype("category")
+        return adata, batch_key, label_key
+
+    make.__doc__ = f"``pbmc5``'s batches {first!r} and {second!r}."
+    return make
+
+
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4,
-        "pbmc3": pbmc3, "pbmc5": pbmc5}  # fmt: skip
+        "pbmc3": pbmc3, "pbmc5": pbmc5,
+        "pair_pbmc68k_pbmc3k": _pbmc5_pair("pbmc68k_reduced", "pbmc3k_desc"),
+        "pair_celltypist_cite5k": _pbmc5_pair("pbmc_celltypist", "pbmc_5k_protein_v3"),
+        "pair_pbmc68k_cite10k": _pbmc5_pair("pbmc68k_reduced", "pbmc_10k_protein_v3")}  # fmt: skip
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]
 

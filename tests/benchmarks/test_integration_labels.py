@@ -85,3 +85,28 @@ def test_pbmc3_holds_three_experiments_with_700_cells_of_pbmc3k(integration):
     expected = raw[names, list(cells.var_names)].X
     np.testing.assert_array_equal(cells.X.toarray(), np.asarray(expected.todense()))
     assert set(adata.obs[label_key]) <= {"T", "B", "NK", "myeloid", "megakaryocyte"}
+
+
+def test_two_batch_pairings_are_two_of_pbmc5s_batches(integration, monkeypatch):
+    # a small stand-in for pbmc5 (building it labels five experiments): the pairings must be
+    # its cells of the two named batches, values and labels unchanged, unused categories gone
+    rng = np.random.default_rng(0)
+    batches = ["pbmc68k_reduced", "pbmc3k_desc", "pbmc_celltypist", "pbmc_5k_protein_v3",
+               "pbmc_10k_protein_v3"]  # fmt: skip
+    obs = pd.DataFrame({"batch": pd.Categorical(rng.choice(batches, 60)),
+                        "cell_type": pd.Categorical(rng.choice(["T", "B", "NK"], 60))},
+                       index=[f"c{i}" for i in range(60)])  # fmt: skip
+    five = ad.AnnData(rng.poisson(1.0, (60, 7)).astype(np.float32), obs=obs)
+    monkeypatch.setattr(integration, "pbmc5", lambda: (five, "batch", "cell_type"))
+    pairs = {"pair_pbmc68k_pbmc3k": ["pbmc3k_desc", "pbmc68k_reduced"],
+             "pair_celltypist_cite5k": ["pbmc_5k_protein_v3", "pbmc_celltypist"],
+             "pair_pbmc68k_cite10k": ["pbmc68k_reduced", "pbmc_10k_protein_v3"]}  # fmt: skip
+    for name, expected in pairs.items():
+        pair, bk, lk = integration.SETS[name]()
+        assert (bk, lk) == ("batch", "cell_type")
+        keep = five.obs["batch"].isin(expected).to_numpy()
+        assert list(pair.obs_names) == list(five.obs_names[keep])
+        assert sorted(pair.obs[bk].cat.categories) == sorted(expected)
+        assert (pair.obs[lk].astype(str).to_numpy() == five.obs[lk].astype(str)[keep]).all()
+        np.testing.assert_array_equal(pair.X, five.X[keep])
+        assert pair.var_names.equals(five.var_names)
