@@ -5,8 +5,8 @@ minibatches of row numbers that read a file one contiguous chunk at a time
 (:class:`~omicformer._core._ondisk.ChunkedRows` caches the chunks): per epoch the chunks come in
 a shuffled order and rows are shuffled within windows of a few chunks, so an epoch reads every
 chunk about once instead of once per row. It also keeps domain-specific batch norm's one-group
-minibatches and balances groups (two batches per minibatch) as the in-memory samplers of
-:mod:`omicformer._core._samplers` do.
+minibatches and balances groups (two batches per minibatch) as the in-memory samplers do
+(:class:`~omicformer._core._samplers.BalancedBatchSampler`).
 """
 
 from __future__ import annotations
