@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -97,7 +99,8 @@ def test_two_batch_pairings_are_two_of_pbmc5s_batches(integration, monkeypatch):
                         "cell_type": pd.Categorical(rng.choice(["T", "B", "NK"], 60))},
                        index=[f"c{i}" for i in range(60)])  # fmt: skip
     five = ad.AnnData(rng.poisson(1.0, (60, 7)).astype(np.float32), obs=obs)
-    monkeypatch.setattr(integration, "pbmc5", lambda: (five, "batch", "cell_type"))
+    sets = sys.modules["integration_sets"]  # where integration.py's sets live
+    monkeypatch.setattr(sets, "pbmc5", lambda: (five, "batch", "cell_type"))
     pairs = {"pair_pbmc68k_pbmc3k": ["pbmc3k_desc", "pbmc68k_reduced"],
              "pair_celltypist_cite5k": ["pbmc_5k_protein_v3", "pbmc_celltypist"],
              "pair_pbmc68k_cite10k": ["pbmc68k_reduced", "pbmc_10k_protein_v3"]}  # fmt: skip
