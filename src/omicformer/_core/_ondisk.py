@@ -10,11 +10,12 @@ instead and shuffles at two levels:
   passed through a ``transform`` (column selection, validation) when read;
 * :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` (its own module): per epoch,
   the order of chunks is shuffled from ``(seed, epoch)``, rows are shuffled within windows of
-  ``window`` chunks, and the result is cut into minibatches; under DDP each rank takes a contiguous, distinct share of the batches
-  (same number of steps on every rank). One epoch then reads every chunk about once
-  (``n_rows / chunk_size`` reads, not one per row), and memory holds ``window`` chunks plus
-  a few 4-byte integers per row (row numbers and the epoch's order, int32 below 2**31 rows;
-  a backed file's ``indptr`` is read per chunk, not cached whole).
+  ``window`` chunks, and the result is cut into minibatches; under DDP each rank takes a
+  contiguous, distinct share of the batches (same number of steps on every rank). One epoch
+  then reads every chunk about once (``n_rows / chunk_size`` reads, not one per row), and
+  memory holds ``window`` chunks plus a few 4-byte integers per row (row numbers and the
+  epoch's order, int32 below 2**31 rows; a backed file's ``indptr`` is read per chunk, not
+  cached whole).
 
 A dataset supplies its sampler to the shared runner through ``make_batch_sampler(batch_size,
 *, shuffle, seed, groups=None)`` (:func:`omicformer._core._train.make_loader`).
@@ -244,7 +245,7 @@ class ChunkedRows:
 
     @property
     def chunk_ids(self) -> np.ndarray:
-        """Chunk of every item (what :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` groups by), non-decreasing."""
+        """Chunk of every item, non-decreasing (what the chunk sampler groups by)."""
         return self.rows // self.rows.dtype.type(self.chunk_size)
 
     def subset(self, items: np.ndarray) -> ChunkedRows:

@@ -2,8 +2,9 @@
 
 Outside ``torch.distributed`` (one process, or before Lightning sets up the process group) the
 rank is Lightning's ``rank_zero_only.rank`` (0 by default) and the world size 1. The samplers
-(:mod:`omicformer._core._samplers`, :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`) call
-these through the module (``_ranks.world_size()``), so tests can stand in for a rank.
+(:mod:`omicformer._core._samplers`,
+:class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`) call these through the module
+(``_ranks.world_size()``), so tests can stand in for a rank.
 """
 
 from __future__ import annotations

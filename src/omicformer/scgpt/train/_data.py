@@ -77,9 +77,9 @@ class ChunkedCellDataset(Dataset):
 
     Memory holds ``window`` chunks, not the matrix; batch codes and labels are small per-cell
     arrays kept in memory. Batches come from the dataset's own
-    :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` (chunk order shuffled per epoch, cells
-    shuffled within windows of ``window`` chunks), which the shared runner picks up through
-    :meth:`make_batch_sampler`; one epoch reads every chunk about once.
+    :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler` (chunk order shuffled per
+    epoch, cells shuffled within windows of ``window`` chunks), which the shared runner picks
+    up through :meth:`make_batch_sampler`; one epoch reads every chunk about once.
 
     Parameters
     ----------
