@@ -9,6 +9,8 @@ sd over seeds, and the mean wall seconds of each method.
 
 Data sets
 ---------
+Built in ``benchmarks/integration_sets.py`` (``SETS``).
+
 ``pbmc`` — two real 10x PBMC experiments as two batches: ``datasets.pbmc68k_reduced()`` (700
 cells, log-normalised, 765 genes) and ``datasets.pbmc_celltypist()`` (559 cells, raw counts), on
 their 764 shared genes: 1,259 cells. Labels come from one marker-gene procedure applied to each
