@@ -144,7 +144,7 @@ def test_balanced_chunk_sampler_pairs_of_groups_and_chunk_reads():
     assert rows.n_reads <= bound < 40  # 18 chunks; not one read per minibatch (22 x 2 groups)
 
 
-def test_balanced_chunk_sampler_no_shuffle_ranks_and_errors(monkeypatch):
+def test_balanced_chunk_sampler_no_shuffle_ranks_and_errors(rank_shards):
     groups = np.array([0, 0, 0, 0, 1, 1])
     plain = ChunkBatchSampler(np.arange(6) // 2, 2, shuffle=False, groups=groups, balance=True)
     # chunks in order, group 1 dealt again when its 2 items run out; 3 minibatches of 1 + 1
@@ -162,11 +162,7 @@ def test_balanced_chunk_sampler_no_shuffle_ranks_and_errors(monkeypatch):
     chunk_ids, groups = _sorted_groups()
     sampler = ChunkBatchSampler(chunk_ids, 8, seed=3, groups=groups, balance=True)
     everything = list(sampler)
-    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
-    shards = []
-    for rank in (0, 1):
-        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
-        shards.append(list(sampler))
+    shards = rank_shards(sampler)
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 11
     assert shards[0] + shards[1] == everything
     with pytest.raises(ValueError, match="needs groups"):

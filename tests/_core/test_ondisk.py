@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 from anndata.io import sparse_dataset
 
-from omicformer._core import _ranks, _train
+from omicformer._core import _train
 from omicformer._core._chunk_sampler import ChunkBatchSampler
 from omicformer._core._ondisk import ChunkedRows, RowSource, open_h5
 from omicformer._core._train import run_training
@@ -86,16 +86,12 @@ def test_chunk_sampler_reads_each_chunk_exactly_once_per_epoch(matrix):
         assert reads == 13 if epoch == 0 else 12 <= reads <= 13
 
 
-def test_chunk_sampler_no_shuffle_and_ranks(matrix, monkeypatch):
+def test_chunk_sampler_no_shuffle_and_ranks(matrix, rank_shards):
     plain = ChunkBatchSampler(np.arange(10) // 4, 3, shuffle=False)
     assert list(plain) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     sampler = ChunkBatchSampler(np.arange(103) // 10, 8, window=2, seed=3)
     everything = list(sampler)  # 13 batches
-    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
-    shards = []
-    for rank in (0, 1):
-        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
-        shards.append(list(sampler))
+    shards = rank_shards(sampler)
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 7  # same number of steps
     assert shards[0] + shards[1][:6] == everything  # contiguous shares, distinct batches
     assert shards[1][6] == everything[0]  # padded by repetition

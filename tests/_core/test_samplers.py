@@ -7,7 +7,7 @@ from omicformer._core import _ranks
 from omicformer._core._samplers import BalancedBatchSampler, EpochBatchSampler
 
 
-def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch):
+def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch, rank_shards):
     groups = np.array([0] * 37 + [1] * 20 + [2] * 5)
     sampler = EpochBatchSampler(len(groups), 8, groups=groups, seed=1)
     batches = list(sampler)
@@ -16,11 +16,7 @@ def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch):
     assert sorted(i for b in batches for i in b) == list(range(len(groups)))
     sampler.set_epoch(1)
     assert list(sampler) != batches
-    shards = []
-    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
-    for rank in (0, 1):
-        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
-        shards.append(list(sampler))
+    shards = rank_shards(sampler)
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 5
     assert {i for s in shards for b in s for i in b} == set(range(len(groups)))
     plain = EpochBatchSampler(10, 4, shuffle=False)
@@ -29,7 +25,7 @@ def test_epoch_batch_sampler_groups_epochs_and_ranks(monkeypatch):
     assert list(plain) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-def test_balanced_batch_sampler_deals_every_group_equally(monkeypatch):
+def test_balanced_batch_sampler_deals_every_group_equally(rank_shards):
     groups = np.array([0] * 12 + [1] * 3)  # items 12, 13, 14 form the small group
     plain = BalancedBatchSampler(len(groups), 4, groups=groups, shuffle=False)
     # ceil(15 / 4) = 4 minibatches of 2 + 2; the small group dealt again when it runs out
@@ -42,11 +38,7 @@ def test_balanced_batch_sampler_deals_every_group_equally(monkeypatch):
     assert list(sampler) == batches  # a function of (seed, epoch)
     sampler.set_epoch(1)
     assert list(sampler) != batches
-    monkeypatch.setattr(_ranks, "world_size", lambda: 2)
-    shards = []
-    for rank in (0, 1):
-        monkeypatch.setattr(_ranks, "global_rank", lambda r=rank: r)
-        shards.append(list(sampler))
+    shards = rank_shards(sampler)
     assert len(shards[0]) == len(shards[1]) == len(sampler) == 2
     with pytest.raises(ValueError, match="3 groups do not fit a minibatch of 2"):
         BalancedBatchSampler(6, 2, groups=np.array([0, 1, 2, 0, 1, 2]))
