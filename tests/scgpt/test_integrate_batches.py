@@ -75,7 +75,8 @@ def test_harmony_correction_of_the_fine_tuned_embedding(integrated, two_batches)
 
 @pytest.mark.parametrize(
     ("kwargs", "applied"),
-    [({}, "mnn"), ({"dsbn": True}, None), ({"mnn_weight": 0.0}, None),
+    [({}, "harmony"), ({"mnn_weight": 30.0}, "mnn"), ({"dsbn": True}, None),
+     ({"mnn_weight": 0.0}, "harmony"),
      ({"dsbn": True, "correction": "mnn"}, "mnn"), ({"correction": "harmony"}, "harmony"),
      ({"correction": None}, None)],
 )  # fmt: skip
@@ -100,20 +101,65 @@ def test_more_than_two_batches_are_corrected_with_harmony(two_batch_pretrained, 
     assert info["correction"]["n_pcs"] == n
 
 
-def test_mnn_weight_is_30_for_two_batches_and_0_for_more(two_batch_pretrained, runner_call,
-                                                         two_batches):  # fmt: skip
+def _apart(two_batches) -> ad.AnnData:
+    """``two_batches()`` with no gene in common between the batches: batch "a" keeps genes
+    0-29, batch "b" genes 30-59 (batches that lie apart in any embedding)."""
+    import scipy.sparse as sp
+
+    adata = two_batches()
+    X = adata.X.toarray()
+    b = (adata.obs["batch"] == "b").to_numpy()
+    X[~b, 30:] = 0
+    X[b, :30] = 0
+    X[X.sum(1) == 0, np.where(b[X.sum(1) == 0], 30, 0)] = 1
+    adata.X = sp.csr_matrix(X)
+    return adata
+
+
+def _mixing_written_out(z: np.ndarray, batches: np.ndarray, k: int = 30) -> float:
+    """Mean over cells of the share of its k nearest other cells (Euclidean) in the other
+    batch, over the other batch's share of all cells."""
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)[1]
+    shares = []
+    for i, row in enumerate(idx):
+        others = [j for j in row if j != i][:k]
+        share = np.mean(batches[others] != batches[i])
+        shares.append(share / np.mean(batches != batches[i]))
+    return float(np.mean(shares))
+
+
+def test_two_batches_get_the_cross_batch_loss_only_where_they_start_apart(
+    two_batch_pretrained, two_batches
+):
+    """Two batches, default mnn_weight: the pretrained embedding's mixing of the batches
+    (below 0.05: apart) chooses the cross-batch loss + MNN correction, else neither + Harmony."""
+    for adata, weight, applied in ((_apart(two_batches), 30.0, "mnn"),
+                                   (two_batches(), 0.0, "harmony")):  # fmt: skip
+        zero_shot = tl.embed(adata, model=two_batch_pretrained, copy=True, progress=False)
+        batches = adata.obs["batch"].astype(str).to_numpy()
+        expected = _mixing_written_out(zero_shot.obsm["X_scgpt"], batches)
+        assert (expected < 0.05) is (weight > 0)
+        out = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, copy=True,
+                           max_epochs=1, batch_size=16, progress=False)  # fmt: skip
+        params = out.uns["scgpt"]["X_scgpt_integrated"]["params"]
+        assert params["zero_shot_mixing"] == pytest.approx(expected, abs=1e-3)
+        assert params["mnn_weight"] == weight and params["correction"] == applied
+
+
+def test_mnn_weight_is_0_for_more_than_two_batches_unless_asked(
+    two_batch_pretrained, runner_call, two_batches
+):
     seen = runner_call
-    for adata, weight in ((two_batches(), 30.0), (_three(two_batches), 0.0)):
+    for kwargs, weight in (({}, 0.0), ({"mnn_weight": 5.0}, 5.0)):  # asked for: kept
         with pytest.raises(RuntimeError, match="stop"):
-            tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, **QUICK)
+            tl.integrate(_three(two_batches), batch_key="batch", model=two_batch_pretrained,
+                         **kwargs, **QUICK)  # fmt: skip
         assert seen["plan"].mnn_weight == weight
-    with pytest.raises(RuntimeError, match="stop"):  # asked for: kept
-        tl.integrate(_three(two_batches), batch_key="batch", model=two_batch_pretrained,
-                     mnn_weight=5.0, **QUICK)  # fmt: skip
-    assert seen["plan"].mnn_weight == 5.0
 
 
-@pytest.mark.parametrize(("old", "new"), [(True, "mnn"), (False, None), (None, "mnn")])
+@pytest.mark.parametrize(("old", "new"), [(True, "mnn"), (False, None), (None, "harmony")])
 def test_mnn_correct_is_deprecated_for_correction(two_batch_pretrained, old, new, two_batches):
     with pytest.warns(FutureWarning, match="'mnn_correct' is deprecated.*'correction'"):
         out = tl.integrate(two_batches(4), batch_key="batch", model=two_batch_pretrained,

@@ -92,11 +92,12 @@ def harmony_correct(
     n = min(int(n_pcs), x.shape[1], len(x) - 1)
     pcs = PCA(n_components=n, random_state=random_state).fit_transform(x - x.mean(0))
     meta = pd.DataFrame({"batch": batches})
+    n_clusters = max(1, min(round(len(x) / 30), 100))  # harmonypy's default, at least one
     total, iterations = np.zeros(pcs.shape, np.float64), 0
     for seed in run_seeds(random_state, int(n_runs)):
         ho = harmonypy.run_harmony(
             pcs, meta, ["batch"], theta=theta, lamb=lamb, max_iter_harmony=MAX_ITER,
-            epsilon_harmony=EPSILON, random_state=seed, verbose=False,
+            epsilon_harmony=EPSILON, nclust=n_clusters, random_state=seed, verbose=False,
         )  # fmt: skip
         total += np.asarray(ho.Z_corr, dtype=np.float64)  # cells x components (harmonypy 2)
         iterations = max(iterations, len(ho.kmeans_rounds))

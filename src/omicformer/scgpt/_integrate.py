@@ -31,6 +31,10 @@ MIN_GENES = 50
 _BATCH, _LABELS = "batch", "labels"
 #: ``mnn_weight`` for two batches (``mnn_weight=None``; more batches: 0, Harmony mixes them).
 MNN_WEIGHT = 30.0
+#: Two batches mixing less than this in the pretrained embedding get ``MNN_WEIGHT`` (else 0).
+APART = 0.05
+#: Cells per batch that measure it (a seeded random subset of larger batches).
+MIXING_CELLS = 1000
 #: Values of ``correction`` besides ``None``.
 CORRECTIONS = ("auto", "mnn", "harmony")
 
@@ -272,7 +276,22 @@ def integrate(
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
-    if mnn_weight is None:
+    zero_shot = None  # the batches' mixing in the pretrained embedding, where it chose the route
+    if fitted is None:
+        ScGPTIntegration.setup_anndata(
+            work, batch_key=_BATCH, labels_key=_LABELS if labels_key else None,
+            layer=layer if stream else None, gene_key=gene_key if stream else None,
+        )  # fmt: skip
+        integration = ScGPTIntegration.load_pretrained(
+            model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
+            use_batch_labels=batch_conditioned, gene_selection=gene_selection,
+        )  # fmt: skip
+    if mnn_weight is None and len(sizes) == 2 and fitted is None and not dsbn:
+        zero_shot = _zero_shot_mixing(
+            integration, work, batch_size, max_len, device, random_state, stream
+        )
+        mnn_weight = MNN_WEIGHT if zero_shot < APART else 0.0
+    elif mnn_weight is None:
         mnn_weight = MNN_WEIGHT if len(sizes) == 2 else 0.0
     mixed = not one_batch_per_minibatch(dsbn, mnn_weight)
     fits = BATCHES_PER_MINIBATCH <= batch_size  # one cell of each batch of a minibatch
@@ -293,14 +312,6 @@ def integrate(
     if fitted is not None:
         integration = fitted
     else:
-        ScGPTIntegration.setup_anndata(
-            work, batch_key=_BATCH, labels_key=_LABELS if labels_key else None,
-            layer=layer if stream else None, gene_key=gene_key if stream else None,
-        )  # fmt: skip
-        integration = ScGPTIntegration.load_pretrained(
-            model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
-            use_batch_labels=batch_conditioned, gene_selection=gene_selection,
-        )  # fmt: skip
         dev = resolve_device(device)
         integration.train(
             max_epochs=max_epochs, batch_size=batch_size, ecs_weight=ecs_weight,
@@ -323,10 +334,8 @@ def integrate(
         weight = float(trained.get("mnn_weight", mnn_weight))
         if integration.module.config.domain_spec_batchnorm:  # batches of different cells
             correction = None
-        elif len(sizes) > 2:
-            correction = "harmony"
         else:
-            correction = "mnn" if weight > 0 else None
+            correction = "mnn" if weight > 0 and len(sizes) == 2 else "harmony"
     report = None
     if correction == "mnn":
         from .._core._mnn import mnn_correct
@@ -352,7 +361,7 @@ def integrate(
             "batch_conditioned": batch_conditioned,
             "dropout": dropout, "batch_size": batch_size, "max_len": max_len,
             "gene_selection": integration.gene_selection, "random_state": random_state,
-            "retrained": fitted is None,
+            "retrained": fitted is None, "zero_shot_mixing": zero_shot,
         },
         "batches": [str(b) for b in integration.batches_],
         "correction": report,
@@ -489,3 +498,28 @@ def _fitted_integration(model: Any, batches: pd.Series) -> Any:
         if set(batches.astype(str)) <= {str(b) for b in model.batches_}:
             return model
     return None
+
+
+def _zero_shot_mixing(integration, work, batch_size, max_len, device, random_state, stream):  # fmt: skip
+    """Mixing (:func:`omicformer._core._mnn.mixing`) of two batches in the pretrained embedding.
+
+    Measured on up to ``MIXING_CELLS`` cells of each batch (a seeded random subset), embedded
+    by the not yet fine-tuned ``integration``.
+    """
+    from .._core._mnn import mixing
+
+    codes = work.obs[_BATCH].cat.codes.to_numpy()
+    rng = np.random.default_rng(random_state)
+    picks = []
+    for code in (0, 1):
+        cells = np.flatnonzero(codes == code)
+        if len(cells) > MIXING_CELLS:
+            cells = np.sort(rng.choice(cells, MIXING_CELLS, replace=False))
+        picks.append(cells)
+    idx = np.concatenate(picks)
+    sub = work[idx].to_memory() if stream else work[idx]
+    emb = integration.get_latent_representation(
+        sub, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
+        progress=False,
+    )  # fmt: skip
+    return mixing(emb[: len(picks[0])], emb[len(picks[0]) :])
