@@ -189,6 +189,7 @@ SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "p
         "pbmc3": pbmc3, "pbmc5": pbmc5,
         "pair_pbmc68k_pbmc3k": _pbmc5_pair("pbmc68k_reduced", "pbmc3k_desc"),
         "pair_celltypist_cite5k": _pbmc5_pair("pbmc_celltypist", "pbmc_5k_protein_v3"),
-        "pair_pbmc68k_cite10k": _pbmc5_pair("pbmc68k_reduced", "pbmc_10k_protein_v3")}  # fmt: skip
+        "pair_pbmc68k_cite10k": _pbmc5_pair("pbmc68k_reduced", "pbmc_10k_protein_v3"),
+        "pair_pbmc3k_cite5k": _pbmc5_pair("pbmc3k_desc", "pbmc_5k_protein_v3")}  # fmt: skip
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]

@@ -103,7 +103,8 @@ def test_two_batch_pairings_are_two_of_pbmc5s_batches(integration, monkeypatch):
     monkeypatch.setattr(sets, "pbmc5", lambda: (five, "batch", "cell_type"))
     pairs = {"pair_pbmc68k_pbmc3k": ["pbmc3k_desc", "pbmc68k_reduced"],
              "pair_celltypist_cite5k": ["pbmc_5k_protein_v3", "pbmc_celltypist"],
-             "pair_pbmc68k_cite10k": ["pbmc68k_reduced", "pbmc_10k_protein_v3"]}  # fmt: skip
+             "pair_pbmc68k_cite10k": ["pbmc68k_reduced", "pbmc_10k_protein_v3"],
+             "pair_pbmc3k_cite5k": ["pbmc3k_desc", "pbmc_5k_protein_v3"]}  # fmt: skip
     for name, expected in pairs.items():
         pair, bk, lk = integration.SETS[name]()
         assert (bk, lk) == ("batch", "cell_type")

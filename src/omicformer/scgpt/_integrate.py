@@ -81,11 +81,12 @@ def integrate(
     values hidden) + GEPC (the same values predicted from the cell embedding), elastic cell
     similarity (ECS), an adversarial batch discriminator behind a gradient-reversal layer (DAB)
     and, with ``dsbn=True``, domain-specific batch norm (DSBN; the official minibatches hold one
-    batch each). One addition by default: cells of different batches that are mutual nearest
-    neighbours in a minibatch (minibatches then mix the batches, with DSBN too) are pulled
-    together (``mnn_weight``), and the fine-tuned embedding is then corrected (``correction``):
-    by mutual-nearest-neighbour correction vectors for two batches (the ``<cls>`` output,
-    L2-normalised, as :func:`embed`), by Harmony for more.
+    batch each). Then the fine-tuned embedding is corrected (``correction``). By default, two
+    batches that lie apart in the pretrained embedding (PBMC experiments of different labs)
+    get one addition to the objective, cells of different batches that are mutual nearest
+    neighbours in a minibatch pulled together (``mnn_weight``), and mutual-nearest-neighbour
+    correction vectors afterwards (the ``<cls>`` output, L2-normalised, as :func:`embed`);
+    two batches that already mix somewhat, and more batches, are corrected by Harmony.
 
     Parameters
     ----------
@@ -135,10 +136,16 @@ def integrate(
         normalises each batch's cells of a minibatch with that batch's layer). ``0``: the
         official objective (with DSBN, one batch per minibatch). It assumes the batches share
         their cell types: a population that only one batch holds can end inside another type
-        (try ``0`` then). ``None`` (default): 30 for two batches; 0 for more, which Harmony
-        then corrects (``correction``): there the loss cost biology and mixing both (three
-        PBMC experiments, seed 0, scib bio / batch after Harmony: 0.626 / 0.555 with it,
-        0.649 / 0.609 without). See "Integrating batches" in the scGPT guide for the scores.
+        (try ``0`` then). ``None`` (default): for two batches, 30 where the pretrained
+        model's embedding of the batches (up to 1,000 cells of each, a seeded random subset)
+        mixes them less than 0.05 (:func:`omicformer._core._mnn.mixing`: 1 mixed, 0 apart),
+        else 0; 0 for more batches. With Harmony after it (``correction``), the loss cost
+        biology and mixing both where the batches start less apart (three PBMC experiments,
+        seed 0, scib bio / batch: 0.626 / 0.555 with it, 0.649 / 0.609 without; two batches
+        starting at mixing 0.09 to 0.31, scib total 0.03 to 0.08 higher without it and
+        Harmony than with it and MNN correction), and helped on the two PBMC pairings that
+        start at 0.006 and 0.010 (total 0.678 and 0.678 against 0.627 and 0.624). See
+        "Integrating batches" in the scGPT guide for the scores.
     correction
         How the fine-tuned embedding is corrected afterwards; not part of the official recipe.
         ``"mnn"``: as Haghverdi et al. (2018) correct genes, cells of two batches that are
@@ -153,8 +160,9 @@ def integrate(
         result depended on the start, and on the order of the cells, by up to 0.04 of
         biology conservation). ``None``: no correction. ``"auto"`` (default):
         ``None`` with ``dsbn=True`` (the setting for batches that hold different cells); else
-        for two batches ``"mnn"`` when ``mnn_weight > 0`` (``None`` at ``0``), and for more
-        ``"harmony"`` (a trained model passed as ``model`` is judged by how it was trained).
+        for two batches ``"mnn"`` when ``mnn_weight > 0`` (``"harmony"`` at ``0``), and for
+        more ``"harmony"`` (a trained model passed as ``model`` is judged by how it was
+        trained).
         Measured with the defaults (scib bio conservation / batch correction, ``None`` ->
         the correction): two batches, ``"mnn"``: two PBMC experiments 0.636 / 0.519 -> 0.633 /
         0.724 (9 seeds), two CITE-seq runs 0.788 / 0.846 -> 0.788 / 0.885 (7 seeds), PBMC 3k
