@@ -248,7 +248,9 @@ def integrate(
         Float32 corrected embedding: ``(n_obs, d_model)``, unit L2 norm (``"mnn"`` or no
         correction), or ``(n_obs, min(50, d_model))`` Harmony-corrected components.
     ``adata.uns["scgpt"][key_added]``
-        ``params`` (``correction``: the one applied), ``batches`` (in the model's code order),
+        ``params`` (``correction`` and ``mnn_weight``: the ones applied; ``zero_shot_mixing``:
+        the two batches' mixing in the pretrained embedding where it chose ``mnn_weight``,
+        else ``None``), ``batches`` (in the model's code order),
         ``correction`` (``method``; for ``"mnn"`` ``order``, the batches in merge order, and
         per merged batch ``pairs`` found, its ``mixing`` and the ``kernel`` used; for
         ``"harmony"`` ``n_pcs``, ``theta``, ``lamb``, ``n_runs``, ``n_clusters``,
