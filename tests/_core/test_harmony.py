@@ -94,3 +94,15 @@ def test_bad_batches_are_refused():
         harmony_correct(x, np.full(len(x), "a"))
     with pytest.raises(ValueError, match="batches has 179 entries for 180 cells"):
         harmony_correct(x, batches[:-1])
+
+
+def test_a_dozen_cells_get_one_cluster():
+    # harmonypy's default number of clusters, round(cells / 30), is 0 below 15 cells
+    rng = np.random.default_rng(0)
+    batches = np.repeat(["a", "b"], 6)
+    x = rng.normal(0, 0.3, (12, 5)) + np.where(batches == "b", 2.0, 0.0)[:, None]
+    z, report = harmony_correct(x, batches, random_state=0)
+    assert report["n_clusters"] == 1 and z.shape == (12, 5)
+    gap = np.linalg.norm(z[batches == "a"].mean(0) - z[batches == "b"].mean(0))
+    before = np.linalg.norm(x[batches == "a"].mean(0) - x[batches == "b"].mean(0))
+    assert gap < 0.5 * before  # the batch offset is (mostly) removed

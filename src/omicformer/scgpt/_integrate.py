@@ -139,13 +139,14 @@ def integrate(
         (try ``0`` then). ``None`` (default): for two batches, 30 where the pretrained
         model's embedding of the batches (up to 1,000 cells of each, a seeded random subset)
         mixes them less than 0.05 (:func:`omicformer._core._mnn.mixing`: 1 mixed, 0 apart),
-        else 0; 0 for more batches. With Harmony after it (``correction``), the loss cost
-        biology and mixing both where the batches start less apart (three PBMC experiments,
-        seed 0, scib bio / batch: 0.626 / 0.555 with it, 0.649 / 0.609 without; two batches
-        starting at mixing 0.09 to 0.31, scib total 0.03 to 0.08 higher without it and
-        Harmony than with it and MNN correction), and helped on the two PBMC pairings that
-        start at 0.006 and 0.010 (total 0.678 and 0.678 against 0.627 and 0.624). See
-        "Integrating batches" in the scGPT guide for the scores.
+        else 0; 0 for more batches. Where the batches start less apart, the loss cost biology
+        and mixing both with Harmony after it (three PBMC experiments, seed 0, scib bio /
+        batch: 0.626 / 0.555 with it, 0.649 / 0.609 without), and two batches starting at
+        0.08 to 0.75 scored higher without it and Harmony than with it and the MNN
+        correction (scib total, 3 seeds: 0.831 against 0.827, 0.695 / 0.653, 0.608 / 0.537,
+        0.750 / 0.670, 0.766 / 0.757); the two PBMC pairings that start at 0.006 and 0.010
+        scored higher with it (0.678 and 0.678 against 0.627 and 0.624, 2 seeds). See
+        "Integrating batches" in the scGPT guide.
     correction
         How the fine-tuned embedding is corrected afterwards; not part of the official recipe.
         ``"mnn"``: as Haghverdi et al. (2018) correct genes, cells of two batches that are
@@ -164,16 +165,17 @@ def integrate(
         more ``"harmony"`` (a trained model passed as ``model`` is judged by how it was
         trained).
         Measured with the defaults (scib bio conservation / batch correction, ``None`` ->
-        the correction): two batches, ``"mnn"``: two PBMC experiments 0.636 / 0.519 -> 0.633 /
-        0.724 (9 seeds), two CITE-seq runs 0.788 / 0.846 -> 0.788 / 0.885 (7 seeds), PBMC 3k
-        with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 / 0.562 (3 seeds); more batches, the
+        the correction): two batches apart, ``"mnn"``: two PBMC experiments 0.636 / 0.519 ->
+        0.633 / 0.724 (9 seeds), PBMC 3k with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 /
+        0.562 (3 seeds), and before the route depended on the mixing, two CITE-seq runs 0.788 /
+        0.846 -> 0.788 / 0.885 (7 seeds; now Harmony: 0.774 / 0.917); more batches, the
         defaults before (``"mnn"``, ``mnn_weight=30``) -> now (``"harmony"``,
         ``mnn_weight=0``; one Harmony start), 3 seeds: three PBMC experiments 0.633 / 0.533 ->
         0.647 / 0.613, four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 ->
         0.666 / 0.689; hsmm's four plates (one time point each; 6 seeds) 0.307 / 0.362 ->
         0.275 / 0.560 (use ``dsbn=True`` there); with the mean of five starts 0.648 / 0.616,
-        0.663 / 0.684 and 0.271 / 0.571. Harmony did worse than ``"mnn"`` on two batches (two PBMC
-        experiments 0.632 / 0.686 against 0.637 / 0.736). See "Integrating batches" in the
+        0.663 / 0.684 and 0.271 / 0.571. Harmony did worse than ``"mnn"`` on two batches apart (two
+        PBMC experiments 0.632 / 0.686 against 0.637 / 0.736). See "Integrating batches" in the
         scGPT guide. It applies to the cells integrated together here: the returned model's
         own embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
         ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``), deprecated.
