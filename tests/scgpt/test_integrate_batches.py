@@ -309,3 +309,37 @@ def test_backed_file_storing_batches_in_runs_gets_balanced_minibatches(
     with pytest.raises(RuntimeError, match="stop"):  # in memory: random draws of all cells
         tl.integrate(in_runs, batch_key="batch", model=two_batch_pretrained, **QUICK)
     assert runner_call["balance_groups"] is False
+
+
+def test_zero_shot_mixing_reads_a_subsample_of_large_batches_in_file_order(
+    two_batch_pretrained, two_batches, tmp_path, monkeypatch
+):
+    import omicformer.scgpt._integrate as integrate_module
+
+    monkeypatch.setattr(integrate_module, "MIXING_CELLS", 20)
+    adata = two_batches(10)  # 30 cells per batch
+    adata = adata[np.random.default_rng(0).permutation(adata.n_obs)].copy()  # interleaved
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    seen = []
+    embed = ScGPTIntegration.get_latent_representation
+
+    def recording(self, data=None, *args, **kwargs):
+        seen.append(list(data.obs_names) if data is not None else None)
+        return embed(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(ScGPTIntegration, "get_latent_representation", recording)
+    kw = {"batch_key": "batch", "model": two_batch_pretrained, "max_epochs": 1,
+          "progress": False}  # fmt: skip
+    mixings = []
+    for data in (adata, ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")):
+        seen.clear()
+        tl.integrate(data, **kw)
+        names = seen[0]  # the first embedding pass: the pretrained model's, before training
+        assert len(names) == 40 and len(set(names)) == 40
+        position = adata.obs_names.get_indexer(names)
+        assert (np.diff(position) > 0).all()  # in file order
+        assert adata.obs["batch"].iloc[position].value_counts().to_dict() == {"a": 20, "b": 20}
+        mixings.append(data.uns["scgpt"]["X_scgpt_integrated"]["params"]["zero_shot_mixing"])
+        if data.isbacked:
+            data.file.close()
+    assert mixings[0] == pytest.approx(mixings[1])  # backed or in memory, the same cells

@@ -528,10 +528,11 @@ def _zero_shot_mixing(integration, work, batch_size, max_len, device, random_sta
         if len(cells) > MIXING_CELLS:
             cells = np.sort(rng.choice(cells, MIXING_CELLS, replace=False))
         picks.append(cells)
-    idx = np.concatenate(picks)
+    idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
     sub = work[idx].to_memory() if stream else work[idx]
     emb = integration.get_latent_representation(
         sub, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
         progress=False,
     )  # fmt: skip
-    return mixing(emb[: len(picks[0])], emb[len(picks[0]) :])
+    first = codes[idx] == 0
+    return mixing(emb[first], emb[~first])
