@@ -512,7 +512,15 @@ def _fitted_integration(model: Any, batches: pd.Series) -> Any:
     return None
 
 
-def _zero_shot_mixing(integration, work, batch_size, max_len, device, random_state, stream):  # fmt: skip
+def _zero_shot_mixing(
+    integration: Any,
+    work: AnnData,
+    batch_size: int,
+    max_len: int,
+    device: str,
+    random_state: int,
+    stream: bool,
+) -> float:
     """Mixing (:func:`omicformer._core._mnn.mixing`) of two batches in the pretrained embedding.
 
     Measured on up to ``MIXING_CELLS`` cells of each batch (a seeded random subset), embedded
@@ -526,7 +534,7 @@ def _zero_shot_mixing(integration, work, batch_size, max_len, device, random_sta
     for code in (0, 1):
         cells = np.flatnonzero(codes == code)
         if len(cells) > MIXING_CELLS:
-            cells = np.sort(rng.choice(cells, MIXING_CELLS, replace=False))
+            cells = rng.choice(cells, MIXING_CELLS, replace=False)
         picks.append(cells)
     idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
     sub = work[idx].to_memory() if stream else work[idx]
