@@ -1,6 +1,7 @@
 """scgpt.tl.integrate: how the batches meet (minibatches, balancing, the corrections)."""
 
 import inspect
+import re
 
 import anndata as ad
 import numpy as np
@@ -131,7 +132,7 @@ def _mixing_written_out(z: np.ndarray, batches: np.ndarray, k: int = 30) -> floa
 
 
 def test_two_batches_get_the_cross_batch_loss_only_where_they_start_apart(
-    two_batch_pretrained, two_batches
+    two_batch_pretrained, two_batches, caplog
 ):
     """Two batches, default mnn_weight: the pretrained embedding's mixing of the batches
     (below 0.05: apart) chooses the cross-batch loss + MNN correction, else neither + Harmony."""
@@ -141,8 +142,15 @@ def test_two_batches_get_the_cross_batch_loss_only_where_they_start_apart(
         batches = adata.obs["batch"].astype(str).to_numpy()
         expected = _mixing_written_out(zero_shot.obsm["X_scgpt"], batches)
         assert (expected < 0.05) is (weight > 0)
-        out = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, copy=True,
-                           max_epochs=1, batch_size=16, progress=False)  # fmt: skip
+        caplog.clear()
+        with caplog.at_level("INFO", logger="omicformer.scgpt._integrate"):
+            out = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, copy=True,
+                               max_epochs=1, batch_size=16, progress=False)  # fmt: skip
+        side = "below" if weight else "at least"
+        logged = re.search(r"mix (\d\.\d{3}) in the pretrained embedding \((.+?)\), so "
+                           r"mnn_weight=(\d+)\.", caplog.text)  # fmt: skip
+        assert logged is not None and logged[2] == f"{side} 0.05" and logged[3] == f"{weight:g}"
+        assert float(logged[1]) == pytest.approx(expected, abs=2e-3)
         params = out.uns["scgpt"]["X_scgpt_integrated"]["params"]
         assert params["zero_shot_mixing"] == pytest.approx(expected, abs=1e-3)
         assert params["mnn_weight"] == weight and params["correction"] == applied

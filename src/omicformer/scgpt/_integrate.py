@@ -303,6 +303,9 @@ def integrate(
             integration, work, batch_size, max_len, device, random_state, stream
         )
         mnn_weight = MNN_WEIGHT if zero_shot < APART else 0.0
+        logger.info("integrate: the two batches mix %.3f in the pretrained embedding (%s %g), "
+                    "so mnn_weight=%g.", zero_shot, "below" if mnn_weight else "at least",
+                    APART, mnn_weight)  # fmt: skip
     elif mnn_weight is None:
         mnn_weight = MNN_WEIGHT if len(sizes) == 2 else 0.0
     mixed = not one_batch_per_minibatch(dsbn, mnn_weight)
