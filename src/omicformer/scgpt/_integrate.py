@@ -6,37 +6,23 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
 from .._core._deprecation import renamed_kwargs
-from ._genes import (
-    case_ignored,
-    case_warning_given,
-    gene_names,
-    match_genes,
-    match_report,
-    symbol_column,
-)
-from ._resolve import describe_model, resolve_model
-from ._tokenize import check_gene_selection
+from ._genes import case_warning_given
+from ._integrate_input import BATCH_COLUMN, LABELS_COLUMN, prepare
+from ._resolve import describe_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-#: At least this many of the data's genes must be in the model's vocabulary.
-MIN_GENES = 50
-_BATCH, _LABELS = "batch", "labels"
 #: ``mnn_weight`` for two batches (``mnn_weight=None``; more batches: 0, Harmony mixes them).
 MNN_WEIGHT = 30.0
 #: Two batches mixing less than this in the pretrained embedding get ``MNN_WEIGHT`` (else 0).
 APART = 0.05
 #: Cells per batch that measure it (a seeded random subset of larger batches).
 MIXING_CELLS = 1000
-#: Values of ``correction`` besides ``None``.
-CORRECTIONS = ("auto", "mnn", "harmony")
 
 
 def _correction_of(mnn_correct: bool | None) -> str | None:
@@ -282,7 +268,7 @@ def integrate(
         streamed_minibatches_mix,
     )
 
-    work, genes, fitted, stream, gene_key = _prepare(
+    work, genes, fitted, stream, gene_key = prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
         mnn_weight, ecs_threshold, max_len, dsbn, gene_selection, correction,
     )  # fmt: skip
@@ -291,7 +277,7 @@ def integrate(
     zero_shot = None  # the batches' mixing in the pretrained embedding, where it chose the route
     if fitted is None:
         ScGPTIntegration.setup_anndata(
-            work, batch_key=_BATCH, labels_key=_LABELS if labels_key else None,
+            work, batch_key=BATCH_COLUMN, labels_key=LABELS_COLUMN if labels_key else None,
             layer=layer if stream else None, gene_key=gene_key if stream else None,
         )  # fmt: skip
         integration = ScGPTIntegration.load_pretrained(
@@ -390,131 +376,6 @@ def integrate(
     return adata if copy else None
 
 
-def _prepare(adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-             mnn_weight, ecs_threshold, max_len, dsbn, gene_selection, correction):  # fmt: skip
-    """Validate everything before any change; return the working AnnData and gene counts.
-
-    Also returns a reusable fitted model (or ``None``), whether the work is streamed and the
-    ``gene_key`` the genes were read with (``symbol_column``: a symbol column of ``var``
-    when ``var_names`` are not symbols).
-    The working AnnData has ``obs["batch"]`` and, with ``labels_key``, ``obs["labels"]``
-    (missing labels as the unlabelled category); scvi-tools' setup writes into it, never into
-    ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
-    for NaN, negative values and cells without any such gene). A ``backed="r"`` ``adata``
-    fine-tuned without DSBN is not loaded: the working AnnData is its file reopened read-only
-    (same ``layer`` and ``gene_key``), streamed by training (which checks the values first)
-    and read in chunks by the embedding.
-    """
-    import anndata as ad
-    import scipy.sparse as sp
-
-    from ._backed import reopened, streamable
-    from ._embed import vocab_chunks
-
-    check_layer(adata, layer)
-    check_obs_key(adata, batch_key, "batch_key")
-    check_obs_key(adata, labels_key, "labels_key")
-    for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
-                        ("mnn_weight", mnn_weight)):  # fmt: skip
-        if value is not None and value < 0:
-            msg = f"{name}={value} must be >= 0."
-            raise ValueError(msg)
-    if correction is not None and correction not in CORRECTIONS:
-        msg = f"correction={correction!r} must be one of {list(CORRECTIONS)} or None."
-        raise ValueError(msg)
-    if not 0 <= ecs_threshold <= 1:
-        msg = f"ecs_threshold={ecs_threshold} must lie in [0, 1]."
-        raise ValueError(msg)
-    if max_len is not None and max_len < 2:
-        msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
-        raise ValueError(msg)
-    if gene_selection is not None:
-        check_gene_selection(gene_selection)
-    if copy and adata.isbacked:
-        msg = "copy=True is not supported for backed AnnData; use copy=False."
-        raise ValueError(msg)
-    batches = adata.obs[batch_key]
-    if batches.isna().any():
-        msg = (
-            f"adata.obs[{batch_key!r}] is missing for {int(batches.isna().sum())} cells; every "
-            "cell needs a batch."
-        )
-        raise ValueError(msg)
-    n_batches = batches.astype(str).nunique()
-    if n_batches < 2:
-        msg = (
-            f"adata.obs[{batch_key!r}] has only one batch ({batches.astype(str).iloc[0]!r}); "
-            "integration needs at least 2. Use scgpt.tl.embed for a single batch."
-        )
-        raise ValueError(msg)
-    labels = None
-    if labels_key is not None:
-        labels = _labels(adata.obs[labels_key], labels_key)
-
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
-    fitted = _fitted_integration(model, batches)
-    if fitted is not None:
-        vocab = fitted.vocab
-    else:
-        vocab = resolve_model(model, task="embed")[1]
-    gene_key = symbol_column(adata, vocab, gene_key, "adata")
-    gene_ids = match_genes(adata, vocab, gene_key)
-    genes = match_report(gene_ids, case_ignored(adata, vocab, gene_key))
-    if genes["n_genes_matched"] < MIN_GENES:
-        msg = (
-            f"only {genes['n_genes_matched']} of the {genes['n_genes_total']} genes are in the "
-            f"model's vocabulary (at least {MIN_GENES} needed); check gene_key= (gene symbols)."
-        )
-        raise ValueError(msg)
-    dropped = genes["n_genes_total"] - genes["n_genes_matched"]
-    if dropped:
-        logger.info("integrate: %d of %d genes are not in the model's vocabulary and are dropped.",
-                    dropped, genes["n_genes_total"])  # fmt: skip
-    batch_column = _BATCH if fitted is None else fitted.get_setup_arg("batch_key")
-    obs = pd.DataFrame({batch_column: pd.Categorical(batches.astype(str).to_numpy())},
-                       index=adata.obs_names.copy())  # fmt: skip
-    if labels is not None:
-        obs[_LABELS] = labels
-    if fitted is None and streamable(adata):
-        work = reopened(adata, gene_key, gene_ids >= 0)
-        work.obs = obs
-        return work, genes, fitted, True, gene_key
-    cols = np.flatnonzero(gene_ids >= 0)
-    X = sp.vstack([sub for _, sub in vocab_chunks(adata, layer, cols)], format="csr")
-    var = pd.DataFrame(index=pd.Index(gene_names(adata, gene_key)[cols].astype(str)))
-    work = ad.AnnData(X=X, obs=obs, var=var)
-    work.var_names_make_unique()
-    return work, genes, fitted, False, gene_key
-
-
-def _labels(values: pd.Series, key: str) -> pd.Categorical:
-    """Cell-type labels, missing/empty values as the unlabelled category; checks them."""
-    from .model._integration import UNLABELLED
-
-    has, counts = labelled_cells(
-        values, f"adata.obs[{key!r}]", no_label_hint="drop labels_key= or add labels",
-        rare_hint="or set them missing",
-    )  # fmt: skip
-    if UNLABELLED in counts.index:
-        msg = (
-            f"adata.obs[{key!r}] uses {UNLABELLED!r} as a label; it marks unlabelled cells here. "
-            "Set those cells' labels missing (NaN) instead."
-        )
-        raise ValueError(msg)
-    named = np.where(has, values.astype(str).to_numpy(), UNLABELLED)
-    return pd.Categorical(named, categories=[*sorted(counts.index), UNLABELLED])
-
-
-def _fitted_integration(model: Any, batches: pd.Series) -> Any:
-    """``model`` when it is a trained ScGPTIntegration knowing every batch of ``batches``."""
-    from .model import ScGPTIntegration
-
-    if isinstance(model, ScGPTIntegration) and model.is_trained_:
-        if set(batches.astype(str)) <= {str(b) for b in model.batches_}:
-            return model
-    return None
-
-
 def _zero_shot_mixing(
     integration: Any,
     work: AnnData,
@@ -531,7 +392,7 @@ def _zero_shot_mixing(
     """
     from .._core._mnn import mixing
 
-    codes = work.obs[_BATCH].cat.codes.to_numpy()
+    codes = work.obs[BATCH_COLUMN].cat.codes.to_numpy()
     rng = np.random.default_rng(random_state)
     picks = []
     for code in (0, 1):
