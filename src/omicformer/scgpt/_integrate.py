@@ -270,7 +270,7 @@ def integrate(
 
     work, genes, fitted, stream, gene_key = prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
-        mnn_weight, ecs_threshold, max_len, dsbn, gene_selection, correction,
+        mnn_weight, ecs_threshold, max_len, gene_selection, correction,
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()

@@ -39,7 +39,6 @@ def prepare(
     mnn_weight: float | None,
     ecs_threshold: float,
     max_len: int | None,
-    dsbn: bool,
     gene_selection: str | None,
     correction: str | None,
 ) -> tuple[AnnData, dict[str, Any], Any, bool, str | None]:
@@ -52,7 +51,7 @@ def prepare(
     (missing labels as the unlabelled category); scvi-tools' setup writes into it, never into
     ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
     for NaN, negative values and cells without any such gene). A ``backed="r"`` ``adata``
-    fine-tuned without DSBN is not loaded: the working AnnData is its file reopened read-only
+    to fine-tune on (no fitted model passed) is not loaded: its file reopened read-only is
     (same ``layer`` and ``gene_key``), streamed by training (which checks the values first)
     and read in chunks by the embedding.
     """
