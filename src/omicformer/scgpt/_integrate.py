@@ -274,27 +274,11 @@ def integrate(
     )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
-    zero_shot = None  # the batches' mixing in the pretrained embedding, where it chose the route
-    if fitted is None:
-        ScGPTIntegration.setup_anndata(
-            work, batch_key=BATCH_COLUMN, labels_key=LABELS_COLUMN if labels_key else None,
-            layer=layer if stream else None, gene_key=gene_key if stream else None,
-        )  # fmt: skip
-        integration = ScGPTIntegration.load_pretrained(
-            model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
-            use_batch_labels=batch_conditioned, gene_selection=gene_selection,
-        )  # fmt: skip
-    if mnn_weight is None and len(sizes) == 2 and fitted is None and not dsbn:
-        zero_shot = _zero_shot_mixing(
-            integration, work, batch_size, max_len, device, random_state, stream
-        )
-        mnn_weight = MNN_WEIGHT if zero_shot < APART else 0.0
-        logger.info("integrate: the two batches mix %.3f in the pretrained embedding (%s %g), "
-                    "so mnn_weight=%g.", zero_shot, "below" if mnn_weight else "at least",
-                    APART, mnn_weight)  # fmt: skip
-    elif mnn_weight is None:
+    # two batches, weight not given: the pretrained embedding chooses it (after the checks)
+    measure = mnn_weight is None and len(sizes) == 2 and fitted is None and not dsbn
+    if mnn_weight is None and not measure:
         mnn_weight = MNN_WEIGHT if len(sizes) == 2 else 0.0
-    mixed = not one_batch_per_minibatch(dsbn, mnn_weight)
+    mixed = measure or not one_batch_per_minibatch(dsbn, mnn_weight)  # measured: dsbn=False
     fits = BATCHES_PER_MINIBATCH <= batch_size  # one cell of each batch of a minibatch
     if balance_batches and not (mixed and fits):
         msg = (
@@ -310,9 +294,26 @@ def integrate(
             codes = adata.obs[batch_key].astype("category").cat.codes.to_numpy()
             several = not streamed_minibatches_mix(codes, batch_size)
         balance_batches = bool(mixed and fits and fitted is None and several)
+    zero_shot = None  # the batches' mixing in the pretrained embedding, where it chose the route
     if fitted is not None:
         integration = fitted
     else:
+        ScGPTIntegration.setup_anndata(
+            work, batch_key=BATCH_COLUMN, labels_key=LABELS_COLUMN if labels_key else None,
+            layer=layer if stream else None, gene_key=gene_key if stream else None,
+        )  # fmt: skip
+        integration = ScGPTIntegration.load_pretrained(
+            model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
+            use_batch_labels=batch_conditioned, gene_selection=gene_selection,
+        )  # fmt: skip
+        if measure:
+            zero_shot = _zero_shot_mixing(
+                integration, work, batch_size, max_len, device, random_state, stream
+            )
+            mnn_weight = MNN_WEIGHT if zero_shot < APART else 0.0
+            logger.info("integrate: the two batches mix %.3f in the pretrained embedding (%s %g), "
+                        "so mnn_weight=%g.", zero_shot, "below" if mnn_weight else "at least",
+                        APART, mnn_weight)  # fmt: skip
         dev = resolve_device(device)
         integration.train(
             max_epochs=max_epochs, batch_size=batch_size, ecs_weight=ecs_weight,
