@@ -60,6 +60,14 @@ truth with PBMC 3k as the reference: its 2,638 cells with a curated label (8 typ
 megakaryocytes included), all 16,601 genes both share. Predictions are mapped by
 ``PBMC3K_REFERENCE_TO_COARSE`` (as ``PBMC3K_TO_COARSE``; megakaryocyte -> no class).
 
+``cite_from_pbmc68k``, ``cite_from_pbmc3k`` (only when named; added 2026-12-05, after the
+query-neighbour smoothing of ``tl.annotate`` was chosen, to check it on pairings it was not
+chosen on) — reference ``pbmc68k_reduced`` (``bulk_labels``, scored through
+``BULK_TO_COARSE``) or the labelled PBMC 3k cells (``PBMC3K_REFERENCE_TO_COARSE``); query the
+400 cells of ``datasets.pbmc_cite_two_batch()`` (two 10x v3 CITE-seq runs, raw counts, on the
+genes they share with the reference). Truth comes from their surface proteins, not from the RNA
+any method reads (``integration_sets.protein_labels``: T 199, myeloid 114, NK 53, B 34).
+
 Predictions (``bulk_labels`` names) are mapped by ``BULK_TO_COARSE`` before scoring: the five
 CD4/CD8 T labels -> T, CD19+ B -> B, CD56+ NK -> NK, CD14+ Monocyte and Dendritic -> myeloid,
 CD34+ -> no class (always wrong). Why coarse: in the reference, the ``CD14+ Monocyte`` cells are
@@ -133,12 +141,15 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from annotation_sets import (
+    BULK_TO_COARSE,
     LABEL,
+    PBMC3K_REFERENCE_TO_COARSE,
     Task,
     oligodendroglioma,
     pbmc3k,
     pbmc68k,
     split_task,
+    transfer_cite_task,
     transfer_from_pbmc3k_task,
     transfer_pbmc3k_task,
     transfer_task,
@@ -339,7 +350,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--sets", nargs="+",
                    choices=["pbmc68k", "transfer", "transfer_pbmc3k", "transfer_from_pbmc3k",
-                            "pbmc3k", "wu2020", "oligodendroglioma"],
+                            "cite_from_pbmc68k", "cite_from_pbmc3k", "pbmc3k", "wu2020",
+                            "oligodendroglioma"],
                    default=None, help="default: pbmc68k transfer")  # fmt: skip
     p.add_argument("--scvi-epochs", type=int, default=None, help="default 400 (--quick: 100)")
     p.add_argument("--scanvi-epochs", type=int, default=None, help="default 20 (--quick: 10)")
@@ -392,6 +404,12 @@ def main() -> None:
         "transfer_from_pbmc3k": (transfer_from_pbmc3k_task,
                                  "pbmc3k_desc ({n} cells, cell_type_scanpy_pbmc3k)",
                                  "pbmc_celltypist", "scored cells, marker labels"),
+        "cite_from_pbmc68k": (lambda: transfer_cite_task(adata, counts_reason, BULK_TO_COARSE),
+                              ref68k, "pbmc_cite_two_batch", "cells, protein labels"),
+        "cite_from_pbmc3k": (lambda: transfer_cite_task(pbmc3k(), None,
+                                                        PBMC3K_REFERENCE_TO_COARSE),
+                             "pbmc3k_desc ({n} cells, cell_type_scanpy_pbmc3k)",
+                             "pbmc_cite_two_batch", "cells, protein labels"),
     }  # fmt: skip
     for name, (make_task, reference, query_name, what) in transfers.items():
         if name not in sets:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
@@ -180,6 +181,26 @@ def transfer_pbmc3k_task(ref_all: AnnData, counts_reason: str | None) -> Task:
              "scored classes: " + ", ".join(f"{k} {v}" for k, v in counts.items())]  # fmt: skip
     return Task(ref_all[:, shared].copy(), query, truth[keep].to_numpy(), to_scored=BULK_TO_COARSE,
                 batch=True, counts_reason=counts_reason, notes=notes)  # fmt: skip
+
+
+def transfer_cite_task(
+    ref_all: AnnData, counts_reason: str | None, to_scored: dict[str, str]
+) -> Task:
+    """Reference ``ref_all``; query the 400 CITE-seq cells, scored on their protein labels."""
+    from integration_sets import pbmc_cite  # imports this module: not at the top
+
+    cells, _, column = pbmc_cite()
+    shared = ref_all.var_names[ref_all.var_names.isin(cells.var_names)]
+    query = cells[:, shared].copy()  # X = counts = layers["counts"]; layers["lognorm"]
+    truth = query.obs[column].astype(str).to_numpy()
+    query.obs = query.obs[[]]
+    counts = pd.Series(truth).value_counts()
+    notes = [f"query: pbmc_cite_two_batch, {cells.n_obs} cells of two CITE-seq runs, "
+             f"{len(shared)} genes shared with the reference",
+             "scored classes (from the surface proteins, not the RNA): "
+             + ", ".join(f"{k} {v}" for k, v in counts.items())]  # fmt: skip
+    return Task(ref_all[:, shared].copy(), query, truth, to_scored=to_scored, batch=True,
+                counts_reason=counts_reason, notes=notes)  # fmt: skip
 
 
 def transfer_from_pbmc3k_task() -> Task:

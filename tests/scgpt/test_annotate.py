@@ -272,6 +272,7 @@ def test_annotate_finds_query_symbols_kept_otherwise(pretrained, ref_query, rena
         (None, {"min_confidence": 1.5}, ValueError, r"min_confidence=1.5 must lie in \[0, 1\]"),
         (None, {"model": 3}, TypeError, "model=3 is not understood"),
         (None, {"gene_selection": "top"}, ValueError, "gene_selection='top' must be one of"),
+        (None, {"smooth_neighbors": 0}, ValueError, r"smooth_neighbors=0 must be an integer >= 1"),
         ("all_missing", {}, ValueError, "has no labels"),
         ("singleton", {}, ValueError, r"fewer than 2 cells: \['Rare'\]"),
         ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),

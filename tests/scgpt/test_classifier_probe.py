@@ -12,9 +12,11 @@ from omicformer.scgpt.model import ScGPT, ScGPTClassifier
 from omicformer.scgpt.model._classifier_probe import (
     PROBE_C,
     PROBE_NAME,
+    SMOOTH_NEIGHBORS,
     choose_c,
     gene_bag,
     probe_weight,
+    smooth_far_cells,
 )
 
 N_GENES = 60
@@ -248,8 +250,38 @@ def test_query_cells_mix_probe_and_head_by_their_distance_to_the_reference(pair)
         p_probe = _softmax((z @ clf.probe_["coef"].T + clf.probe_["intercept"])
                            / clf.probe_["temperature"])  # fmt: skip
         p_head = _softmax(clf._logits(cells, progress=False) / clf.temperature_)
+        got = clf.predict_proba(cells, progress=False, smooth_neighbors=1).to_numpy()
+        mixed = w * p_probe + (1 - w) * p_head
+        np.testing.assert_allclose(got, mixed, atol=1e-6)
+        # by default the share 1 - w is the mean mix of the cell's 15 nearest query cells
+        assert SMOOTH_NEIGHBORS == 15
+        order = np.argsort(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1), axis=1, kind="stable")
+        smoothed = w * p_probe + (1 - w) * mixed[order[:, :15]].mean(1)
         got = clf.predict_proba(cells, progress=False).to_numpy()
-        np.testing.assert_allclose(got, w * p_probe + (1 - w) * p_head, atol=1e-6)
+        np.testing.assert_allclose(got, smoothed, atol=1e-6)
+        if expect == "near":
+            assert np.allclose(got[w[:, 0] == 1], p_probe[w[:, 0] == 1])
+
+
+def test_smooth_far_cells_by_hand():
+    z = np.array([[0.0], [1.0], [10.0], [11.0]])  # two pairs of nearest cells
+    p = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.1, 0.9]])
+    p_probe = np.array([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]])
+    w = np.array([[1.0], [0.0], [0.5], [0.0]])
+    got = smooth_far_cells(p, p_probe, w, z, k=2)
+    # cell 0 among the reference: its probe; 1: mean of p1, p0; 2: half probe, half mean of
+    # p2, p3 = (0.3, 0.7); 3: the same mean
+    np.testing.assert_allclose(got, [[1.0, 0.0], [0.5, 0.5], [0.45, 0.55], [0.3, 0.7]])
+    np.testing.assert_array_equal(smooth_far_cells(p, p_probe, w, z, k=1), p)
+    # k above the number of cells: every cell's neighbours are all four
+    far = smooth_far_cells(p, p_probe, np.zeros((4, 1)), z, k=50)
+    np.testing.assert_allclose(far, np.tile(p.mean(0), (4, 1)))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "15", None])
+def test_smooth_neighbors_must_be_a_positive_integer(pair, bad):
+    with pytest.raises(ValueError, match=r"smooth_neighbors=.* must be an integer >= 1"):
+        pair[True].predict_proba(_cells(2, seed=4), progress=False, smooth_neighbors=bad)
 
 
 def test_probe_save_load_round_trip(pair, tmp_path):
@@ -297,3 +329,24 @@ def test_annotate_probe_argument_reaches_training(pretrained, ref):
     q = query.copy()
     tl.annotate(q, ref, label_key="cell_type", model=clf, probe=True, progress=False)
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is False
+
+
+def test_annotate_smooth_neighbors_reaches_prediction(pair, ref):
+    from omicformer.scgpt import tl
+
+    clf = pair[True]
+    query = ad.concat([_cells(5, seed=4, shift=True), _cells(5, seed=5)])  # far and near cells
+    for k in (1, 4, SMOOTH_NEIGHBORS):
+        q = query.copy()
+        tl.annotate(q, ref, label_key="cell_type", model=clf, smooth_neighbors=k, progress=False)
+        expected = clf.predict_proba(query, progress=False, smooth_neighbors=k)
+        np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))
+        assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] == k
+    assert not np.allclose(clf.predict_proba(query, progress=False, smooth_neighbors=1),
+                           clf.predict_proba(query, progress=False))  # fmt: skip
+    # without the probe nothing is smoothed, and the record says so
+    q = query.copy()
+    tl.annotate(q, ref, label_key="cell_type", model=pair[False], progress=False)
+    assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] is None
+    expected = pair[False].predict_proba(query, progress=False, smooth_neighbors=1)
+    np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))

@@ -57,6 +57,7 @@ def annotate(
     batch_size: int = 32,
     dropout: float = 0.0,
     probe: bool = True,
+    smooth_neighbors: int = 15,
     n_neighbors: int = 15,
     device: str = "auto",
     random_state: int = 0,
@@ -149,6 +150,13 @@ def annotate(
         ``oligodendroglioma``), and on the transfers between experiments it changed little
         (0.805 to 0.797) or helped (0.922 to 0.953). A classifier passed as ``model`` keeps
         its own.
+    smooth_neighbors
+        ``"finetune"`` with the probe: a query cell far from the reference cells (where the
+        fine-tuned head decides) takes, for the head's share of its prediction, the mean
+        prediction of its ``smooth_neighbors`` nearest query cells (itself included) in the
+        probe's bag of gene embeddings; cells among the reference keep their own. ``1``: every
+        cell on its own (each cell's label then depends on no other query cell). See
+        :meth:`~omicformer.scgpt.model.ScGPTClassifier.predict_proba`.
     n_neighbors
         Neighbours of ``method="knn"``.
     device
@@ -199,6 +207,9 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
+    from .model._classifier_probe import check_smooth_neighbors
+
+    smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     if gene_selection is not None:
         check_gene_selection(gene_selection)
     ref, query, query_mask, fitted, genes, gene_key = _check_inputs(
@@ -209,7 +220,8 @@ def annotate(
             ref, query, label_key, model, fitted, layer=layer, gene_key=gene_key,
             max_epochs=max_epochs, max_len=256 if max_len is None else max_len,
             gene_selection=gene_selection, batch_size=batch_size, dropout=dropout, probe=probe,
-            device=device, random_state=random_state, progress=progress,
+            smooth_neighbors=smooth_neighbors, device=device, random_state=random_state,
+            progress=progress,
         )  # fmt: skip
         selection, has_probe = fitted_model.gene_selection, fitted_model.probe_ is not None
     else:
@@ -249,6 +261,7 @@ def annotate(
             "max_len": max_len,
             "gene_selection": selection,
             "batch_size": batch_size, "dropout": dropout, "probe": has_probe,
+            "smooth_neighbors": smooth_neighbors if has_probe else None,
             "n_neighbors": n_neighbors, "random_state": random_state,
             "reference": "adata" if reference is None else "reference",
         },
@@ -406,8 +419,8 @@ def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
 
 # ---------------------------------------------------------------------------- methods
 def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epochs, max_len,
-              gene_selection, batch_size, dropout, probe, device, random_state,
-              progress):  # fmt: skip
+              gene_selection, batch_size, dropout, probe, smooth_neighbors, device,
+              random_state, progress):  # fmt: skip
     from .._core._device import resolve_device
     from .model import ScGPTClassifier
 
@@ -425,7 +438,7 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
             enable_progress_bar=progress,
         )  # fmt: skip
     proba = clf._proba(query.adata, rows=query.rows, device=device, random_state=random_state,
-                       progress=progress)  # fmt: skip
+                       progress=progress, smooth_neighbors=smooth_neighbors)  # fmt: skip
     return proba, dict(getattr(clf, "validation_scores_", {})), clf
 
 

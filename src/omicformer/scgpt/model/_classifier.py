@@ -16,7 +16,12 @@ from ..._core._train import VALIDATION_SIZE, split_indices
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
 from ._classifier_infer import BlockInferenceMixin
-from ._classifier_probe import ReferenceProbeMixin, softmax
+from ._classifier_probe import (
+    SMOOTH_NEIGHBORS,
+    ReferenceProbeMixin,
+    check_smooth_neighbors,
+    softmax,
+)
 from ._scgpt import ScGPT
 
 if TYPE_CHECKING:
@@ -384,12 +389,15 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         device: str | torch.device = "auto",
         random_state: int = 0,
         progress: bool = True,
+        smooth_neighbors: int = SMOOTH_NEIGHBORS,
     ) -> pd.DataFrame:
         """Calibrated class probabilities, ``(n_obs, n_classes)`` with class names as columns.
 
         With the reference probe (``train(probe=True)``, the default) each cell's probabilities
         mix the probe's and the fine-tuned head's by how close the cell lies to the reference
-        cells in the pretrained embedding (see :meth:`train`).
+        cells in the pretrained gene embeddings (see :meth:`train`), and a cell far from the
+        reference shares the predictions of its nearest cells of ``adata``
+        (``smooth_neighbors``).
 
         Parameters
         ----------
@@ -398,17 +406,32 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             ``backed="r"`` works and is read in chunks.
         batch_size, device, random_state, progress
             Inference settings, as :meth:`get_latent_representation`.
+        smooth_neighbors
+            With the probe: a cell's share ``1 - w`` that is not the probe's is the mean
+            mixed prediction of its ``smooth_neighbors`` nearest cells of ``adata`` (itself
+            included) in the probe's bag of gene embeddings, so a cell's probabilities then
+            depend on the other cells predicted with it. ``1``: each cell on its own. Cells
+            among the reference (``w = 1``) are not changed. On two PBMC experiments labelled
+            from a third (seeds 0-2), 15 raised query macro-F1 from 0.760 to 0.828 and from
+            0.797 to 0.84 (see :mod:`~omicformer.scgpt.model._classifier_probe`).
         """
         adata = self.adata if adata is None else adata
         return self._proba(adata, batch_size=batch_size, device=device,
-                           random_state=random_state, progress=progress)  # fmt: skip
+                           random_state=random_state, progress=progress,
+                           smooth_neighbors=smooth_neighbors)  # fmt: skip
 
     def _proba(
-        self, adata: AnnData, *, rows: np.ndarray | None = None, **kwargs: Any
+        self,
+        adata: AnnData,
+        *,
+        rows: np.ndarray | None = None,
+        smooth_neighbors: int = SMOOTH_NEIGHBORS,
+        **kwargs: Any,
     ) -> pd.DataFrame:
         """:meth:`predict_proba` of the cells ``rows`` of ``adata`` (``None``: all; see :meth:`_logits`)."""
+        k = check_smooth_neighbors(smooth_neighbors)
         p = softmax(self._logits(adata, rows=rows, **kwargs) / self.temperature_)
-        p = self._mix_probe(p, adata, rows, **kwargs)
+        p = self._mix_probe(p, adata, rows, smooth_neighbors=k, **kwargs)
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
 

@@ -18,6 +18,14 @@ giving the conformal p-value ``p = (1 + #{d_ref >= d}) / (n + 1)``, and
 ``w = min(1, p / 0.05)``. Cells like the reference's own (``p`` uniform on [0, 1]) get
 ``w = 1`` for 95% of them; cells of a batch the reference never saw (``p`` near 0) get the
 fine-tuned head's probabilities.
+
+Those cells then share their predictions with their query neighbours: a cell's probabilities
+become ``w * p_probe + (1 - w) * mean_j(p_j)``, the mean over its :data:`SMOOTH_NEIGHBORS`
+nearest cells of the same query in the bag (itself included) of their mixed probabilities
+``p_j`` (:func:`smooth_far_cells`). The head's errors on another experiment's cells are partly
+each cell's own (which 255 genes it reads), and the bag, which reads all of a cell's expressed
+genes, places the cells of one experiment by type. Cells among the reference (``w = 1``) keep
+their own probabilities.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ PROBE_CELLS = 10_000
 PROBE_REFERENCE_CELLS = 5_000
 #: Neighbours whose mean distance places a cell.
 PROBE_NEIGHBORS = 15
+#: Query cells (itself included) whose predictions a cell far from the reference takes the mean
+#: of (``1``: its own only).
+SMOOTH_NEIGHBORS = 15
 #: A query cell whose p-value is at least this takes the probe's probabilities alone.
 PROBE_ALPHA = 0.05
 #: Cells read at a time for the probe's representation.
@@ -105,6 +116,34 @@ def gene_bag(
     W = sp.csr_matrix((weights, rows, sub.indptr), shape=(sub.shape[0], len(genes)))
     total = np.asarray(W.sum(1)).ravel()
     return np.asarray(W @ table) / np.where(total > 0, total, 1.0)[:, None]
+
+
+def smooth_far_cells(
+    p: np.ndarray, p_probe: np.ndarray, w: np.ndarray, z: np.ndarray, k: int
+) -> np.ndarray:
+    """``w * p_probe + (1 - w) * mean_j(p_j)`` per cell, the mean over its ``k`` nearest cells.
+
+    ``p``: the cells' mixed probabilities (``w * p_probe + (1 - w) * p_finetuned``), ``w``
+    their probe weights (a column), ``z`` their bags; neighbours by Euclidean distance in
+    ``z``, among these cells only, the cell itself included. ``k`` is capped at the number of
+    cells; ``k = 1`` returns ``p``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(int(k), len(z))
+    if k <= 1:
+        return p
+    idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)
+    return w * p_probe + (1.0 - w) * p[idx].mean(axis=1)
+
+
+def check_smooth_neighbors(k: Any) -> int:
+    """``k`` as an int, or a ValueError saying what it must be."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        msg = (f"smooth_neighbors={k!r} must be an integer >= 1 (1: each cell keeps its own "
+               "prediction).")  # fmt: skip
+        raise ValueError(msg)
+    return int(k)
 
 
 def probe_weight(
@@ -308,12 +347,14 @@ class ReferenceProbeMixin:
         rows: Any,
         *,
         features: np.ndarray | None = None,
+        smooth_neighbors: int = 1,
         **kw: Any,
     ) -> np.ndarray:
         """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``).
 
         ``features``: the cells' standardised bags (:meth:`_probe_features`), if already
-        computed.
+        computed. ``smooth_neighbors > 1``: then each cell's ``(1 - w)`` share is the mean of
+        that mix over its nearest of these cells (:func:`smooth_far_cells`).
         """
         from sklearn.neighbors import NearestNeighbors
 
@@ -325,7 +366,8 @@ class ReferenceProbeMixin:
         k = neighbors(len(reference))
         dist = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z)[0].mean(1)
         w = probe_weight(dist, self.probe_["reference_distances"])[:, None]
-        return w * p_probe + (1.0 - w) * p_finetuned
+        p = w * p_probe + (1.0 - w) * p_finetuned
+        return smooth_far_cells(p, p_probe, w, z, smooth_neighbors)
 
     # ------------------------------------------------------------------ save / load
     def save(
