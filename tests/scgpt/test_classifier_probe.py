@@ -253,10 +253,16 @@ def test_query_cells_mix_probe_and_head_by_their_distance_to_the_reference(pair)
         got = clf.predict_proba(cells, progress=False, smooth_neighbors=1).to_numpy()
         mixed = w * p_probe + (1 - w) * p_head
         np.testing.assert_allclose(got, mixed, atol=1e-6)
-        # by default the share 1 - w is the mean mix of the cell's 15 nearest query cells
+        # by default the share 1 - w is the kernel mean mix of the cell's 15 nearest query
+        # cells, weights exp(-d^2 / (s_i s_j)), s the distance to the 3rd nearest other cell
         assert SMOOTH_NEIGHBORS == 15
-        order = np.argsort(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1), axis=1, kind="stable")
-        smoothed = w * p_probe + (1 - w) * mixed[order[:, :15]].mean(1)
+        d_all = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
+        nn = np.argsort(d_all, axis=1, kind="stable")[:, :15]
+        d_nn = np.take_along_axis(d_all, nn, axis=1)
+        s = d_nn[:, 3]
+        a = np.exp(-(d_nn**2) / (s[:, None] * s[nn]))
+        kernel_mean = (a[:, :, None] * mixed[nn]).sum(1) / a.sum(1, keepdims=True)
+        smoothed = w * p_probe + (1 - w) * kernel_mean
         got = clf.predict_proba(cells, progress=False).to_numpy()
         np.testing.assert_allclose(got, smoothed, atol=1e-6)
         if expect == "near":
@@ -269,13 +275,31 @@ def test_smooth_far_cells_by_hand():
     p_probe = np.array([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]])
     w = np.array([[1.0], [0.0], [0.5], [0.0]])
     got = smooth_far_cells(p, p_probe, w, z, k=2)
-    # cell 0 among the reference: its probe; 1: mean of p1, p0; 2: half probe, half mean of
-    # p2, p3 = (0.3, 0.7); 3: the same mean
-    np.testing.assert_allclose(got, [[1.0, 0.0], [0.5, 0.5], [0.45, 0.55], [0.3, 0.7]])
+    # k=2: each cell and its partner at distance 1; every scale s is 1 (the nearest other
+    # cell, as k - 1 < 3), so the partner weighs e = exp(-1 / (1 * 1)) and the cell itself 1
+    e = np.exp(-1.0)
+    m1 = (p[1] + e * p[0]) / (1 + e)
+    m2 = (p[2] + e * p[3]) / (1 + e)
+    m3 = (p[3] + e * p[2]) / (1 + e)
+    expected = [p_probe[0], m1, 0.5 * p_probe[2] + 0.5 * m2, m3]  # cell 0 among the reference
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_allclose(m1, [e / (1 + e), 1 / (1 + e)])
     np.testing.assert_array_equal(smooth_far_cells(p, p_probe, w, z, k=1), p)
-    # k above the number of cells: every cell's neighbours are all four
-    far = smooth_far_cells(p, p_probe, np.zeros((4, 1)), z, k=50)
-    np.testing.assert_allclose(far, np.tile(p.mean(0), (4, 1)))
+
+
+def test_smooth_far_cells_keeps_a_small_group_apart_from_the_rest():
+    rng = np.random.default_rng(0)
+    z = np.vstack([rng.normal(0, 0.1, (20, 2)), rng.normal(50, 0.1, (3, 2))])
+    p = np.vstack([np.tile([0.9, 0.1], (20, 1)), np.tile([0.2, 0.8], (3, 1))])
+    w = np.zeros((23, 1))  # every cell far from the reference
+    got = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
+    # 12 of a rare cell's 15 neighbours lie in the large group, but 500 times further away
+    # than its own two: the group of three keeps its label
+    assert (got[20:].argmax(1) == 1).all() and (got[:20].argmax(1) == 0).all()
+    np.testing.assert_allclose(got[20:], p[20:], atol=1e-6)
+    # the plain mean over the 15 neighbours would have moved them
+    nn = np.argsort(((z[:, None] - z[None]) ** 2).sum(-1), axis=1)[:, :15]
+    assert (p[nn].mean(1)[20:].argmax(1) == 0).all()
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, True, "15", None])

@@ -411,9 +411,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             mixed prediction of its ``smooth_neighbors`` nearest cells of ``adata`` (itself
             included) in the probe's bag of gene embeddings, so a cell's probabilities then
             depend on the other cells predicted with it. ``1``: each cell on its own. Cells
-            among the reference (``w = 1``) are not changed. On two PBMC experiments labelled
-            from a third (seeds 0-2), 15 raised query macro-F1 from 0.760 to 0.828 and from
-            0.797 to 0.84 (see :mod:`~omicformer.scgpt.model._classifier_probe`).
+            among the reference (``w = 1``) are not changed. Labelling one PBMC experiment
+            from another (three pairings, 3 seeds each), 15 raised query macro-F1 from 0.760
+            to 0.829, 0.797 to 0.830 and 0.953 to 0.971 (``docs/benchmarks.md``).
         """
         adata = self.adata if adata is None else adata
         return self._proba(adata, batch_size=batch_size, device=device,

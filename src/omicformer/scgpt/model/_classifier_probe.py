@@ -20,12 +20,12 @@ giving the conformal p-value ``p = (1 + #{d_ref >= d}) / (n + 1)``, and
 fine-tuned head's probabilities.
 
 Those cells then share their predictions with their query neighbours: a cell's probabilities
-become ``w * p_probe + (1 - w) * mean_j(p_j)``, the mean over its :data:`SMOOTH_NEIGHBORS`
-nearest cells of the same query in the bag (itself included) of their mixed probabilities
-``p_j`` (:func:`smooth_far_cells`). The head's errors on another experiment's cells are partly
-each cell's own (which 255 genes it reads), and the bag, which reads all of a cell's expressed
-genes, places the cells of one experiment by type. Cells among the reference (``w = 1``) keep
-their own probabilities.
+become ``w * p_probe + (1 - w) * m``, ``m`` the mean of the mixed probabilities of its
+:data:`SMOOTH_NEIGHBORS` nearest cells of the same query in the bag (itself included),
+each weighted by a self-tuning Gaussian kernel of its distance (:func:`smooth_far_cells`). The
+head's errors on another experiment's cells are partly each cell's own (which 255 genes it
+reads), and the bag, which reads all of a cell's expressed genes, places the cells of one
+experiment by type. Cells among the reference (``w = 1``) keep their own probabilities.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ PROBE_NEIGHBORS = 15
 #: Query cells (itself included) whose predictions a cell far from the reference takes the mean
 #: of (``1``: its own only).
 SMOOTH_NEIGHBORS = 15
+#: The neighbour whose distance is a cell's scale in :func:`smooth_far_cells`' kernel.
+SMOOTH_SCALE_NEIGHBOR = 3
 #: A query cell whose p-value is at least this takes the probe's probabilities alone.
 PROBE_ALPHA = 0.05
 #: Cells read at a time for the probe's representation.
@@ -121,20 +123,30 @@ def gene_bag(
 def smooth_far_cells(
     p: np.ndarray, p_probe: np.ndarray, w: np.ndarray, z: np.ndarray, k: int
 ) -> np.ndarray:
-    """``w * p_probe + (1 - w) * mean_j(p_j)`` per cell, the mean over its ``k`` nearest cells.
+    """``w * p_probe + (1 - w) * m`` per cell, ``m`` a kernel mean of its ``k`` nearest cells' ``p``.
 
     ``p``: the cells' mixed probabilities (``w * p_probe + (1 - w) * p_finetuned``), ``w``
-    their probe weights (a column), ``z`` their bags; neighbours by Euclidean distance in
-    ``z``, among these cells only, the cell itself included. ``k`` is capped at the number of
-    cells; ``k = 1`` returns ``p``.
+    their probe weights (a column), ``z`` their bags. Neighbours by Euclidean distance in ``z``,
+    among these cells only, the cell itself included (``k`` capped at the number of cells;
+    ``k = 1`` returns ``p``). Neighbour ``j`` of cell ``i`` weighs
+    ``exp(-d_ij^2 / (s_i * s_j))``, where ``s`` is a cell's distance to its
+    :data:`SMOOTH_SCALE_NEIGHBOR`-th nearest other cell (the self-tuning kernel of Zelnik-Manor
+    and Perona, NIPS 2004): a small group of cells apart from the rest (a rare type) then
+    mostly averages over itself.
     """
     from sklearn.neighbors import NearestNeighbors
 
     k = min(int(k), len(z))
     if k <= 1:
         return p
-    idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)
-    return w * p_probe + (1.0 - w) * p[idx].mean(axis=1)
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
+    scale = dist[:, min(SMOOTH_SCALE_NEIGHBOR, k - 1)]
+    denom = scale[:, None] * scale[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(dist > 0, np.exp(-(dist**2) / denom), 1.0)
+    a = np.where(np.isfinite(a), a, 0.0)  # another cell at distance > 0 with a zero scale
+    m = (a[:, :, None] * p[idx]).sum(axis=1) / a.sum(axis=1, keepdims=True)
+    return w * p_probe + (1.0 - w) * m
 
 
 def check_smooth_neighbors(k: Any) -> int:
