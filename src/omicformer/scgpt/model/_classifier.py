@@ -411,9 +411,12 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             mixed prediction of its ``smooth_neighbors`` nearest cells of ``adata`` (itself
             included) in the probe's bag of gene embeddings, so a cell's probabilities then
             depend on the other cells predicted with it. ``1``: each cell on its own. Cells
-            among the reference (``w = 1``) are not changed. Labelling one PBMC experiment
-            from another (three pairings, 3 seeds each), 15 raised query macro-F1 from 0.760
-            to 0.829, 0.797 to 0.830 and 0.953 to 0.971 (``docs/benchmarks.md``).
+            among the reference (``w = 1``) are not changed. Neighbours are weighted by a
+            self-tuning Gaussian kernel of their distance, so a small group of cells apart
+            from the rest averages over itself (``smooth_far_cells`` in
+            ``omicformer.scgpt.model._classifier_probe``). Labelling one PBMC experiment from
+            another, 15 raised query macro-F1 from 0.760 to 0.801 and from 0.797 to
+            0.823 (3 seeds each; ``docs/benchmarks.md``).
         """
         adata = self.adata if adata is None else adata
         return self._proba(adata, batch_size=batch_size, device=device,
