@@ -374,3 +374,18 @@ def test_annotate_smooth_neighbors_reaches_prediction(pair, ref):
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] is None
     expected = pair[False].predict_proba(query, progress=False, smooth_neighbors=1)
     np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))
+
+
+def test_smooth_far_cells_finds_neighbours_approximately_above_a_size(monkeypatch):
+    import omicformer.scgpt.model._classifier_probe as probe_module
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 20, (4, 8))
+    z = np.vstack([c + rng.normal(0, 0.5, (60, 8)) for c in centres])
+    p = rng.dirichlet(np.ones(3), size=len(z))
+    w = rng.uniform(0, 1, (len(z), 1))
+    exact = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
+    monkeypatch.setattr(probe_module, "SMOOTH_EXACT_CELLS", 100)  # 240 cells: approximate
+    monkeypatch.setattr(probe_module, "PROBE_CHUNK", 50)  # several chunks
+    approx = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
+    np.testing.assert_allclose(approx, exact, atol=1e-6)  # well-separated groups: same neighbours

@@ -152,11 +152,11 @@ def annotate(
         its own.
     smooth_neighbors
         ``"finetune"`` with the probe: a query cell far from the reference cells (where the
-        fine-tuned head decides) takes, for the head's share of its prediction, the mean
-        prediction of its ``smooth_neighbors`` nearest query cells (itself included) in the
-        probe's bag of gene embeddings; cells among the reference keep their own. ``1``: every
-        cell on its own (each cell's label then depends on no other query cell). See
-        :meth:`~omicformer.scgpt.model.ScGPTClassifier.predict_proba`.
+        fine-tuned head decides) takes, for the head's share of its prediction, a
+        kernel-weighted mean prediction of its ``smooth_neighbors`` nearest query cells (itself
+        included) in the probe's bag of gene embeddings; cells among the reference keep their
+        own. ``1``: every cell on its own (each cell's label then depends on no other query
+        cell). See :meth:`~omicformer.scgpt.model.ScGPTClassifier.predict_proba`.
     n_neighbors
         Neighbours of ``method="knn"``.
     device
@@ -206,9 +206,9 @@ def annotate(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
-    key_added = f"scgpt_{label_key}" if key_added is None else key_added
     from .model._classifier_probe import check_smooth_neighbors
 
+    key_added = f"scgpt_{label_key}" if key_added is None else key_added
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     if gene_selection is not None:
         check_gene_selection(gene_selection)

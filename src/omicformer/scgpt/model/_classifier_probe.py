@@ -52,6 +52,8 @@ PROBE_NEIGHBORS = 15
 SMOOTH_NEIGHBORS = 15
 #: The neighbour whose distance is a cell's scale in :func:`smooth_far_cells`' kernel.
 SMOOTH_SCALE_NEIGHBOR = 3
+#: Cells up to which :func:`smooth_far_cells` finds neighbours exactly (approximately above).
+SMOOTH_EXACT_CELLS = 50_000
 #: A query cell whose p-value is at least this takes the probe's probabilities alone.
 PROBE_ALPHA = 0.05
 #: Cells read at a time for the probe's representation.
@@ -121,31 +123,45 @@ def gene_bag(
 
 
 def smooth_far_cells(
-    p: np.ndarray, p_probe: np.ndarray, w: np.ndarray, z: np.ndarray, k: int
+    p: np.ndarray,
+    p_probe: np.ndarray,
+    w: np.ndarray,
+    z: np.ndarray,
+    k: int,
+    random_state: int = 0,
 ) -> np.ndarray:
     """``w * p_probe + (1 - w) * m`` per cell, ``m`` a kernel mean of its ``k`` nearest cells' ``p``.
 
     ``p``: the cells' mixed probabilities (``w * p_probe + (1 - w) * p_finetuned``), ``w``
     their probe weights (a column), ``z`` their bags. Neighbours by Euclidean distance in ``z``,
     among these cells only, the cell itself included (``k`` capped at the number of cells;
-    ``k = 1`` returns ``p``). Neighbour ``j`` of cell ``i`` weighs
-    ``exp(-d_ij^2 / (s_i * s_j))``, where ``s`` is a cell's distance to its
-    :data:`SMOOTH_SCALE_NEIGHBOR`-th nearest other cell (the self-tuning kernel of Zelnik-Manor
-    and Perona, NIPS 2004): a small group of cells apart from the rest (a rare type) then
-    mostly averages over itself.
+    ``k = 1`` returns ``p``): exact up to :data:`SMOOTH_EXACT_CELLS` cells, approximate above
+    (``pynndescent``, which scanpy's neighbours use too, seeded by ``random_state``).
+    Neighbour ``j`` of cell ``i`` weighs ``exp(-d_ij^2 / (s_i * s_j))``, where ``s`` is a
+    cell's distance to its :data:`SMOOTH_SCALE_NEIGHBOR`-th nearest other cell (the
+    self-tuning kernel of Zelnik-Manor and Perona, NIPS 2004): a small group of cells apart
+    from the rest (a rare type) then mostly averages over itself.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     k = min(int(k), len(z))
     if k <= 1:
         return p
-    dist, idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
+    if len(z) <= SMOOTH_EXACT_CELLS:
+        from sklearn.neighbors import NearestNeighbors
+
+        dist, idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
+    else:
+        from pynndescent import NNDescent  # installed with scanpy (umap-learn needs it)
+
+        idx, dist = NNDescent(z, n_neighbors=k, random_state=random_state).neighbor_graph
     scale = dist[:, min(SMOOTH_SCALE_NEIGHBOR, k - 1)]
-    denom = scale[:, None] * scale[idx]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(dist > 0, np.exp(-(dist**2) / denom), 1.0)
-    a = np.where(np.isfinite(a), a, 0.0)  # another cell at distance > 0 with a zero scale
-    m = (a[:, :, None] * p[idx]).sum(axis=1) / a.sum(axis=1, keepdims=True)
+    m = np.empty_like(p)
+    for start in range(0, len(z), PROBE_CHUNK):  # p[idx] of all cells at once can be large
+        rows = slice(start, start + PROBE_CHUNK)
+        d, j = dist[rows], idx[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(d > 0, np.exp(-(d**2) / (scale[rows, None] * scale[j])), 1.0)
+        a = np.where(np.isfinite(a), a, 0.0)  # another cell at distance > 0, a zero scale
+        m[rows] = np.einsum("nk,nkc->nc", a, p[j]) / a.sum(axis=1, keepdims=True)
     return w * p_probe + (1.0 - w) * m
 
 
@@ -379,7 +395,8 @@ class ReferenceProbeMixin:
         dist = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z)[0].mean(1)
         w = probe_weight(dist, self.probe_["reference_distances"])[:, None]
         p = w * p_probe + (1.0 - w) * p_finetuned
-        return smooth_far_cells(p, p_probe, w, z, smooth_neighbors)
+        seed = int(kw.get("random_state", 0))
+        return smooth_far_cells(p, p_probe, w, z, smooth_neighbors, random_state=seed)
 
     # ------------------------------------------------------------------ save / load
     def save(
