@@ -130,7 +130,7 @@ def smooth_far_cells(
     k: int,
     random_state: int = 0,
 ) -> np.ndarray:
-    """``w * p_probe + (1 - w) * m`` per cell, ``m`` a kernel mean of its ``k`` nearest cells' ``p``.
+    """``w * p_probe + (1 - w) * m`` per cell, ``m`` a kernel mean of its ``k`` nearest ``p``.
 
     ``p``: the cells' mixed probabilities (``w * p_probe + (1 - w) * p_finetuned``), ``w``
     their probe weights (a column), ``z`` their bags. Neighbours by Euclidean distance in ``z``,
