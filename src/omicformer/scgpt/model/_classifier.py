@@ -356,8 +356,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
     ) -> None:
         """Temperatures and scores on the validation cells (none held out: temperature 1).
 
-        The scores are those of :meth:`predict_proba` (with the probe, if there is one;
-        ``probe_features``: its standardised inputs of the validation cells, when computed).
+        The scores are those of :meth:`predict_proba` with ``smooth_neighbors=1`` (with the
+        probe, if there is one; ``probe_features``: its standardised inputs of the validation
+        cells, when computed), so each held-out cell is scored on its own.
         """
         from sklearn.metrics import accuracy_score, f1_score
 

@@ -143,7 +143,7 @@ def smooth_far_cells(
     from the rest (a rare type) then mostly averages over itself.
     """
     k = min(int(k), len(z))
-    if k <= 1:
+    if k <= 1 or not (w < 1).any():  # every cell among the reference keeps its own
         return p
     if len(z) <= SMOOTH_EXACT_CELLS:
         from sklearn.neighbors import NearestNeighbors
@@ -381,8 +381,8 @@ class ReferenceProbeMixin:
         """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``).
 
         ``features``: the cells' standardised bags (:meth:`_probe_features`), if already
-        computed. ``smooth_neighbors > 1``: then each cell's ``(1 - w)`` share is the mean of
-        that mix over its nearest of these cells (:func:`smooth_far_cells`).
+        computed. ``smooth_neighbors > 1``: then each cell's ``(1 - w)`` share is a kernel
+        mean of that mix over its nearest of these cells (:func:`smooth_far_cells`).
         """
         from sklearn.neighbors import NearestNeighbors
 
