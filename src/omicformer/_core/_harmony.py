@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_int
+
 #: Principal components of the embedding that Harmony corrects (fewer if the data have fewer).
 HARMONY_PCS = 50
 #: Harmony's diversity penalty and ridge penalty (the published defaults).
@@ -86,9 +88,7 @@ def harmony_correct(
     if len(np.unique(batches)) < 2:
         msg = "Harmony needs at least two batches."
         raise ValueError(msg)
-    if isinstance(n_runs, bool) or int(n_runs) != n_runs or n_runs < 1:
-        msg = f"n_runs={n_runs!r} must be an integer >= 1."
-        raise ValueError(msg)
+    n_runs = check_int("n_runs", n_runs)
     n = min(int(n_pcs), x.shape[1], len(x) - 1)
     pcs = PCA(n_components=n, random_state=random_state).fit_transform(x - x.mean(0))
     meta = pd.DataFrame({"batch": batches})

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._core._checks import check_int
 from ._conditions import CONTROL, check_genes_known, parse_conditions
 from ._genes import gene_names
 from ._perturb_data import check_perturbation_data, condition_means
@@ -123,12 +124,7 @@ def perturbation_baseline(
     if method not in BASELINES:
         msg = f"method={method!r} is not one of {list(BASELINES)}."
         raise ValueError(msg)
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        msg = f"n_components={n_components!r} must be an integer >= 1."
-        raise ValueError(msg)
-    if n_components < 1:
-        msg = f"n_components={n_components} must be >= 1."
-        raise ValueError(msg)
+    check_int("n_components", n_components)
     if not np.isfinite(ridge) or ridge < 0:
         msg = f"ridge={ridge!r} must be a finite number >= 0."
         raise ValueError(msg)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._core._checks import check_int
 from ._conditions import (
     CONTROL,
     condition_id,
@@ -199,9 +200,7 @@ def _subgroups(adata: AnnData, control: str) -> dict[ConditionId, Any] | None:
 
 def check_n_de(n_de: int) -> None:
     """``ValueError`` unless ``n_de`` is a positive integer."""
-    if isinstance(n_de, bool) or not isinstance(n_de, (int, np.integer)) or n_de < 1:
-        msg = f"n_de={n_de!r} must be an integer >= 1."
-        raise ValueError(msg)
+    check_int("n_de", n_de)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core._checks import check_int
 from .._core._plotting import finish, new_axes
 
 if TYPE_CHECKING:
@@ -381,9 +382,7 @@ def perturbation(
         msg = "pred is an empty dict; pass a prediction or {label: prediction}."
         raise ValueError(msg)
     check_n_de(n_de)
-    if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
-        msg = f"ncols={ncols!r} must be an integer >= 1."
-        raise ValueError(msg)
+    check_int("ncols", ncols)
     labels = list(preds)
     pred_conds = {label: pred_conditions(p) for label, p in preds.items()}
     if conditions is None:

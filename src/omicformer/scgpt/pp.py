@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._core._anndata import check_layer, check_values, iter_row_chunks
+from .._core._checks import check_int
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
 from ._genes import (
@@ -83,9 +84,7 @@ def bin_expression(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
-    if not isinstance(n_bins, int | np.integer) or n_bins < 3:
-        msg = f"n_bins={n_bins!r} must be an integer >= 3."
-        raise ValueError(msg)
+    check_int("n_bins", n_bins, minimum=3)
     check_layer(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rng = np.random.default_rng(random_state)

@@ -38,6 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..._core._checks import check_int
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -167,11 +169,7 @@ def smooth_far_cells(
 
 def check_smooth_neighbors(k: Any) -> int:
     """``k`` as an int, or a ValueError saying what it must be."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        msg = (f"smooth_neighbors={k!r} must be an integer >= 1 (1: each cell keeps its own "
-               "prediction).")  # fmt: skip
-        raise ValueError(msg)
-    return int(k)
+    return check_int("smooth_neighbors", k, hint="1: each cell keeps its own prediction")
 
 
 def probe_weight(

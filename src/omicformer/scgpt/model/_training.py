@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._embed import vocab_chunks
@@ -295,9 +296,7 @@ def _check_streaming(
 ) -> bool:
     """Whether to train out of core; ``ValueError`` for settings that cannot work."""
     for name, value in (("chunk_size", chunk_size), ("shuffle_window", shuffle_window)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            msg = f"{name}={value!r} must be an integer >= 1."
-            raise ValueError(msg)
+        check_int(name, value)
     return bool(adata.isbacked) if streaming is None else bool(streaming)
 
 
