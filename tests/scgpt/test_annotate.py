@@ -206,6 +206,33 @@ def test_annotate_knn(pretrained, ref_query):
     )
 
 
+def test_annotate_orders_and_colours_labels_as_the_reference(pretrained, ref_query):
+    ref, query = ref_query
+    coloured = ref.copy()
+    order = ["Mono", "T", "B"]  # not alphabetical: the reference's own order
+    coloured.obs["cell_type"] = pd.Categorical(coloured.obs["cell_type"], categories=order)
+    coloured.uns["cell_type_colors"] = np.array(["#ff0000", "#00ff00", "#0000ff"])
+    out = tl.annotate(query, coloured, label_key="cell_type", model=pretrained, method="knn",
+                      progress=False, copy=True, n_neighbors=5, min_confidence=0.9)  # fmt: skip
+    pred = out.obs["scgpt_cell_type"]
+    assert (pred == "Unknown").any()  # so that its colour is checked too
+    assert list(pred.cat.categories) == [*order, "Unknown"]
+    assert list(out.uns["scgpt_cell_type_colors"]) == ["#ff0000", "#00ff00", "#0000ff",
+                                                         "lightgray"]  # fmt: skip
+    # numbered labels (clusters) in numeric order, not as strings sort; no colours to copy
+    numbered = ref.copy()
+    numbered.obs["cluster"] = numbered.obs["cell_type"].map({"T": 10, "B": 2, "Mono": 1})
+    out = tl.annotate(query, numbered, label_key="cluster", model=pretrained, method="knn",
+                      progress=False, copy=True, n_neighbors=5)  # fmt: skip
+    assert list(out.obs["scgpt_cluster"].cat.categories) == ["1", "2", "10"]
+    assert "scgpt_cluster_colors" not in out.uns
+    # colours that do not match the categories are not copied
+    coloured.uns["cell_type_colors"] = np.array(["#ff0000", "#00ff00"])
+    out = tl.annotate(query, coloured, label_key="cell_type", model=pretrained, method="knn",
+                      progress=False, copy=True, n_neighbors=5)  # fmt: skip
+    assert "scgpt_cell_type_colors" not in out.uns
+
+
 def _scaled(a: ad.AnnData) -> ad.AnnData:
     """scanpy's workflow: log-normalised expression kept in ``raw``, ``X`` scaled."""
     import scanpy as sc

@@ -180,6 +180,11 @@ def annotate(
     ``adata.obs[key_added]``
         Predicted label (categorical; ``"Unknown"`` below ``min_confidence``). With
         ``reference=None`` the labelled cells keep their own label.
+        Its categories follow the reference column's order (its categories when it is
+        categorical, else numeric order for numbered labels such as clusters).
+    ``adata.uns[key_added + "_colors"]``
+        The reference's colours of each label (``uns[label_key + "_colors"]``, as scanpy's
+        plots store them), when it has them; ``"Unknown"`` light grey.
     ``adata.obs[key_added + "_confidence"]``
         Probability of the predicted label (calibrated on held-out reference cells for
         ``"finetune"``; the neighbours' vote share for ``"knn"``); ``NaN`` for cells that were
@@ -251,8 +256,12 @@ def annotate(
     labels[query_mask], confidence[query_mask] = predicted, conf
     # a reference class may itself be called 'Unknown': the two then share the category
     unsure = (predicted == UNKNOWN).any() and UNKNOWN not in classes
-    categories = classes + ([UNKNOWN] if unsure else [])
+    source = adata if reference is None else reference
+    categories = label_order(source.obs[label_key], classes) + ([UNKNOWN] if unsure else [])
+    colors = reference_colors(source, label_key, categories)
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
+    if colors is not None:  # scanpy's plots then colour each label as in the reference
+        adata.uns[f"{key_added}_colors"] = colors
     adata.obs[f"{key_added}_confidence"] = confidence
     adata.uns.setdefault("scgpt", {})[key_added] = {
         "params": {
@@ -272,6 +281,43 @@ def annotate(
     if return_model:
         return (adata, fitted_model) if copy else fitted_model
     return adata if copy else None
+
+
+def label_order(values: pd.Series, classes: list[str]) -> list[str]:
+    """``classes`` in the reference column's order, for the predictions' categories.
+
+    A categorical column gives its categories' order (as scanpy's plots and the reference's
+    colours use it); otherwise numeric order where every class is a number (``"2"`` before
+    ``"10"``, as clusters are numbered), else ``classes`` as they are.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        order = [str(c) for c in values.cat.categories]
+    else:
+        numbers = pd.to_numeric(pd.Series(classes, dtype=object), errors="coerce")
+        if numbers.isna().any():
+            return list(classes)
+        order = [classes[i] for i in np.argsort(numbers.to_numpy(), kind="stable")]
+    rank = {c: i for i, c in enumerate(order)}
+    return sorted(classes, key=lambda c: rank.get(c, len(rank)))
+
+
+def reference_colors(source: AnnData, label_key: str, categories: list[str]) -> list[str] | None:
+    """The reference's colours (``uns[label_key + "_colors"]``) of ``categories``, else None.
+
+    ``"Unknown"``, unless the reference has such a label, is drawn light grey, as scanpy draws
+    missing values. ``None`` when the reference has no colours for this column, or not one per
+    category of a categorical column.
+    """
+    values, colors = source.obs[label_key], source.uns.get(f"{label_key}_colors")
+    if colors is None or not isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    if len(colors) != len(values.cat.categories):
+        return None
+    lut = {str(c): str(colors[i]) for i, c in enumerate(values.cat.categories)}
+    lut.setdefault(UNKNOWN, "lightgray")
+    if any(c not in lut for c in categories):
+        return None
+    return [lut[c] for c in categories]
 
 
 # ---------------------------------------------------------------------------- checks
