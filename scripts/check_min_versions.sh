@@ -15,7 +15,11 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-05, Python 3.11.7, pip 26.3, torch 2.13.0+cpu: PASSED, 647 passed, 9 skipped
+# Last run: 2026-12-05 (later), Python 3.11.7, pip 26.3, torch 2.13.0+cpu: PASSED, 685 passed,
+# 9 skipped in the default selection (PYTEST_ARGS="-q"), 383 s in all, after pynndescent was
+# declared: at its first floor, 0.5, 4 tests FAILED (0.5.0-0.5.7 `import pkg_resources`, which
+# the venv's setuptools no longer has); 0.5.8 is the first release without it.
+# Run before: 2026-12-05, Python 3.11.7, pip 26.3, torch 2.13.0+cpu: PASSED, 647 passed, 9 skipped
 # in the default selection (PYTEST_ARGS="-q"), 195 s in all (645 and 354 s an hour
 # before, without the two tests of concat_h5ad's anndata < 0.12 path). A run that day FAILED
 # 4 tests, from features added after the 2026-12-01 pass; fixed so:
