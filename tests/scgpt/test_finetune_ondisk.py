@@ -260,9 +260,9 @@ def test_annotate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, wit
     # unlabelled cells are registered with label code -1 and only predicted
     assert reads
     if not with_reference:
-        from omicformer.scgpt import _annotate
+        from omicformer.scgpt import _annotate_input
 
-        monkeypatch.setattr(_annotate, "subset", lambda *a, **k: pytest.fail("loaded"))
+        monkeypatch.setattr(_annotate_input, "subset", lambda *a, **k: pytest.fail("loaded"))
         again = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
         tl.annotate(again, label_key="cell_type", model=pretrained, max_epochs=1, progress=False)
         pd.testing.assert_frame_equal(again.obs, backed.obs)  # same run, same result

@@ -1,0 +1,178 @@
+"""``scgpt.tl.annotate``'s input: checks before any change, and the cells both sides read."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .._core._anndata import check_layer, labelled_cells, raw_if_scaled
+from ._backed import reopened, streamable, subset
+from ._genes import (
+    case_ignored,
+    gene_names,
+    match_genes,
+    symbol_column,
+    symbols_as_names,
+)
+from ._resolve import resolve_model
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger("omicformer.scgpt._annotate")  # the messages of tl.annotate
+
+METHODS = ("finetune", "knn")
+#: Reference and query must share at least this many vocabulary genes.
+MIN_SHARED_GENES = 50
+
+
+class Cells(NamedTuple):
+    """Cells ``rows`` (``None``: all) of ``adata``: in memory, or a read-only backed AnnData."""
+
+    adata: AnnData
+    rows: np.ndarray | None
+
+
+def check_inputs(
+    adata: AnnData,
+    reference: AnnData | None,
+    label_key: str,
+    model: Any,
+    method: str,
+    layer: str | None,
+    gene_key: str | None,
+    min_confidence: float,
+) -> tuple[Cells, Cells, np.ndarray, Any, dict[str, int], str | None]:
+    """Validate everything before any change.
+
+    Returns the labelled reference and the query as :class:`Cells`, both read with only the
+    genes they share in the model's vocabulary, the query mask, a reusable trained classifier
+    (or ``None``), the gene counts and the ``gene_key`` both are read with (``var_names``
+    of Ensembl ids with symbols in a ``var`` column: that column, see ``symbol_column``). In
+    memory the reference is a copy of the labelled cells and the query a view (of ``raw``
+    where ``X`` is scaled, see ``raw_if_scaled``). A ``backed="r"`` file is not loaded: it is reopened read-only
+    (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
+    in chunks by training (the reference's labelled cells; with ``reference=None`` its
+    unlabelled cells are registered with label code ``-1`` and skipped) and prediction (query
+    cells). Other backed AnnData (``backed="r+"``, views) are loaded into memory.
+    """
+    if method not in METHODS:
+        msg = f"method={method!r} must be one of {METHODS}."
+        raise ValueError(msg)
+    if not 0 <= min_confidence <= 1:
+        msg = f"min_confidence={min_confidence} must lie in [0, 1]."
+        raise ValueError(msg)
+    source = adata if reference is None else reference
+    where = "adata" if reference is None else "reference"
+    if reference is not None and reference.n_obs == 0:
+        msg = "reference has no cells."
+        raise ValueError(msg)
+    if label_key not in source.obs.columns:
+        msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {list(source.obs.columns)[:20]})."
+        raise KeyError(msg)
+    for a in (adata, source):
+        check_layer(a, layer)
+        gene_names(a, gene_key)  # KeyError for an unknown gene_key
+    has_label, counts = labelled_cells(
+        source.obs[label_key], f"{where}.obs[{label_key!r}]",
+        rare_hint="a class needs cells to learn from and to validate on",
+    )  # fmt: skip
+    if reference is None:
+        query_mask = ~has_label
+        if not query_mask.any():
+            msg = (
+                f"every cell of adata has a label in obs[{label_key!r}]: nothing to predict. Pass "
+                "the labelled cells as reference= (or leave the labels of the cells to predict "
+                "missing)."
+            )
+            raise ValueError(msg)
+    else:
+        query_mask = np.ones(adata.n_obs, dtype=bool)
+    # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
+    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)
+    source = (
+        adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference", 4)
+    )
+    fitted = _fitted_classifier(model, counts.index)
+    module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
+    adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)
+    ref_ids = match_genes(source, module_vocab, gene_key)
+    query_ids = match_genes(adata, module_vocab, gene_key)
+    common = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0])
+    shared = common.size
+    if shared < MIN_SHARED_GENES:
+        msg = (
+            f"reference and query share only {shared} genes known to the model (at least "
+            f"{MIN_SHARED_GENES} needed); check that both use gene symbols (gene_key=)."
+        )
+        raise ValueError(msg)
+    dropped = int((query_ids < 0).sum())
+    if dropped or shared < (query_ids >= 0).sum():
+        logger.info(
+            "annotate: %d of %d query genes are not in the model's vocabulary and are dropped; "
+            "%d genes known to the model are shared with the reference and read on both sides.",
+            dropped, adata.n_vars, shared,
+        )  # fmt: skip
+    # both sides read the same genes, so that reference and query cells are comparable
+    if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
+        work = reopened(source, gene_key, np.isin(ref_ids, common))
+        values = source.obs[label_key].astype(str).where(has_label)
+        work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
+                                index=source.obs_names.copy())  # fmt: skip
+        ref = Cells(work, None if has_label.all() else np.flatnonzero(has_label))
+    else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
+        sub = subset(source, has_label, np.isin(ref_ids, common), layer).copy()
+        sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
+        ref = Cells(sub, None)
+    if streamable(adata):
+        rows = None if query_mask.all() else np.flatnonzero(query_mask)
+        if reference is None:  # the same file and genes as the reference: one handle
+            query = Cells(ref.adata, rows)
+        else:
+            query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
+    else:
+        query = Cells(subset(adata, query_mask, np.isin(query_ids, common), layer), None)
+    genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
+             "n_genes_total": int(adata.n_vars),
+             "case_ignored": case_ignored(adata, module_vocab, gene_key)}  # fmt: skip
+    return ref, query, query_mask, fitted, genes, gene_key
+
+
+def _symbol_columns(
+    adata: AnnData, source: AnnData, reference: AnnData | None, vocab: Any, gene_key: str | None
+) -> tuple[AnnData, AnnData, str | None]:
+    """Query, reference and the ``gene_key`` to read both with (``symbol_column`` per side).
+
+    Where the two sides hold their symbols in different places (one in ``var_names``, one in
+    a ``var`` column, e.g. a CELLxGENE query), an in-memory side is read through an AnnData
+    with its symbols where the other side has them (:func:`symbols_as_names`; a
+    ``backed="r"`` side is streamed from its file as it is), so one ``gene_key`` fits both.
+    """
+    query_key = symbol_column(adata, vocab, gene_key, "adata")
+    if reference is None:
+        return adata, adata, query_key
+    ref_key = symbol_column(source, vocab, gene_key, "reference")
+    if query_key == ref_key:
+        return adata, source, query_key
+    streamed = [key for a, key in ((adata, query_key), (source, ref_key)) if streamable(a)]
+    if len(streamed) == 2:  # two files keeping their symbols in different places
+        return adata, source, gene_key
+    target = streamed[0] if streamed else None
+    if query_key != target:
+        adata = symbols_as_names(adata, query_key, target)
+    if ref_key != target:
+        source = symbols_as_names(source, ref_key, target)
+    return adata, source, target
+
+
+def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
+    """``model`` when it is a trained ScGPTClassifier of exactly these classes, else None."""
+    from .model import ScGPTClassifier
+
+    if isinstance(model, ScGPTClassifier) and model.is_trained_:
+        if sorted(model.classes_) == sorted(str(c) for c in classes):
+            return model
+    return None
