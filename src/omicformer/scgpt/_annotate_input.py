@@ -53,10 +53,11 @@ def check_inputs(
     (or ``None``), the gene counts and the ``gene_key`` both are read with (``var_names``
     of Ensembl ids with symbols in a ``var`` column: that column, see ``symbol_column``). In
     memory the reference is a copy of the labelled cells and the query a view (of ``raw``
-    where ``X`` is scaled, see ``raw_if_scaled``). A ``backed="r"`` file is not loaded: it is reopened read-only
-    (:func:`reopened`, genes outside the shared ones renamed so the model skips them) and read
-    in chunks by training (the reference's labelled cells; with ``reference=None`` its
-    unlabelled cells are registered with label code ``-1`` and skipped) and prediction (query
+    where ``X`` is scaled, see ``raw_if_scaled``). A ``backed="r"`` file is not loaded: it is
+    reopened read-only (:func:`reopened`, genes outside the shared ones renamed so the model
+    skips them) and read in chunks by training (the reference's labelled cells; with
+    ``reference=None`` its unlabelled cells are registered with label code ``-1`` and skipped)
+    and prediction (query
     cells). Other backed AnnData (``backed="r+"``, views) are loaded into memory.
     """
     if method not in METHODS:
@@ -71,7 +72,8 @@ def check_inputs(
         msg = "reference has no cells."
         raise ValueError(msg)
     if label_key not in source.obs.columns:
-        msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {list(source.obs.columns)[:20]})."
+        columns = list(source.obs.columns)[:20]
+        msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {columns})."
         raise KeyError(msg)
     for a in (adata, source):
         check_layer(a, layer)
