@@ -270,14 +270,12 @@ def label_order(values: pd.Series, classes: list[str]) -> list[str]:
     ``"10"``, as clusters are numbered), else ``classes`` as they are.
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        order = [str(c) for c in values.cat.categories]
-    else:
-        numbers = pd.to_numeric(pd.Series(classes, dtype=object), errors="coerce")
-        if numbers.isna().any():
-            return list(classes)
-        order = [classes[i] for i in np.argsort(numbers.to_numpy(), kind="stable")]
-    rank = {c: i for i, c in enumerate(order)}
-    return sorted(classes, key=lambda c: rank.get(c, len(rank)))
+        rank = {str(c): i for i, c in enumerate(values.cat.categories)}
+        return sorted(classes, key=lambda c: rank.get(c, len(rank)))
+    numbers = pd.to_numeric(pd.Series(classes, dtype=object), errors="coerce")
+    if numbers.isna().any():
+        return list(classes)
+    return [classes[i] for i in np.argsort(numbers.to_numpy(), kind="stable")]
 
 
 def reference_colors(source: AnnData, label_key: str, categories: list[str]) -> list[str] | None:
