@@ -228,6 +228,38 @@ def official():
     )
 
 
+def marker_cells_data(n_per_type: int, seed: int, shift: bool = False) -> ad.AnnData:
+    """Types ``T``, ``B``, ``Mono`` (``obs["cell_type"]``) over genes G0..G59, 20 markers each.
+
+    ``shift``: cells unlike any of them, which express only genes 50-59 (far from every
+    reference cell in the embedding). Poisson counts times a log-normal factor: no two values
+    of a cell tie, so binning draws nothing.
+    """
+    n_genes = 60
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for t, name in enumerate(["T", "B", "Mono"]):
+        lam = np.full(n_genes, 0.6)
+        lam[20 * t : 20 * (t + 1)] = 5.0
+        if shift:
+            lam[:] = 0.0
+            lam[50:] = 20.0
+        rows.append(rng.poisson(lam, size=(n_per_type, n_genes)))
+        labels += [name] * n_per_type
+    X = np.vstack(rows).astype(np.float32)
+    X[X.sum(1) == 0, -1] = 1
+    X *= rng.lognormal(0.0, 0.3, size=X.shape).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
+    var = pd.DataFrame(index=[f"G{i}" for i in range(n_genes)])
+    return ad.AnnData(sp.csr_matrix(X), obs=obs, var=var)
+
+
+@pytest.fixture(scope="session")
+def marker_cells():
+    """:func:`marker_cells_data`, for tests (conftest is not importable)."""
+    return marker_cells_data
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models train faster single-threaded, above all on a busy 2-core machine."""

@@ -27,39 +27,16 @@ FIT = {"accelerator": "cpu", "enable_progress_bar": False, "max_epochs": 3, "lr"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cells(n_per_type: int, seed: int, shift: bool = False) -> ad.AnnData:
-    """Three types with 20 marker genes each; ``shift``: cells unlike any of them, which
-    express only genes 50-59 (far from every reference cell in the embedding). Poisson counts
-    times a log-normal factor: no two values of a cell tie, so binning draws nothing."""
-    rng = np.random.default_rng(seed)
-    rows, labels = [], []
-    for t, name in enumerate(TYPES):
-        lam = np.full(N_GENES, 0.6)
-        lam[20 * t : 20 * (t + 1)] = 5.0
-        if shift:
-            lam[:] = 0.0
-            lam[50:] = 20.0
-        rows.append(rng.poisson(lam, size=(n_per_type, N_GENES)))
-        labels += [name] * n_per_type
-    X = np.vstack(rows).astype(np.float32)
-    X[X.sum(1) == 0, -1] = 1
-    X *= rng.lognormal(0.0, 0.3, size=X.shape).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
-    return ad.AnnData(
-        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
-    )
-
-
 @pytest.fixture(scope="module")
-def pretrained() -> ScGPT:
-    a = _cells(4, seed=9)
+def pretrained(marker_cells) -> ScGPT:
+    a = marker_cells(4, seed=9)
     ScGPT.setup_anndata(a)
     return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
 
 
 @pytest.fixture(scope="module")
-def ref() -> ad.AnnData:
-    a = _cells(30, seed=0)
+def ref(marker_cells) -> ad.AnnData:
+    a = marker_cells(30, seed=0)
     ScGPTClassifier.setup_anndata(a, labels_key="cell_type")
     return a
 
@@ -193,14 +170,14 @@ def test_choose_c_without_two_cells_per_class_keeps_the_default():
 
 
 def test_probe_is_a_logistic_regression_on_the_bag_of_pretrained_gene_embeddings(
-    pair, pretrained, ref
+    marker_cells, pair, pretrained, ref
 ):
     clf = pair[True]  # the final regression learns from every labelled reference cell
     train = np.union1d(clf.train_indices, clf.validation_indices)
     assert len(train) == ref.n_obs
     emb_fn = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))
     lr, mean, scale, _ = _regression(emb_fn, ref, clf, train)
-    query = _cells(5, seed=3)
+    query = marker_cells(5, seed=3)
     q = (emb_fn(query) - mean) / scale
     z = clf._probe_features(query, rows=None, progress=False)
     np.testing.assert_allclose(z, q, atol=1e-6)
@@ -231,14 +208,17 @@ def _softmax(z):
     return e / e.sum(1, keepdims=True)
 
 
-def test_query_cells_mix_probe_and_head_by_their_distance_to_the_reference(pair):
+def test_query_cells_mix_probe_and_head_by_their_distance_to_the_reference(marker_cells, pair):
     from sklearn.neighbors import NearestNeighbors
 
     clf = pair[True]
     ref_z = clf.probe_["reference"].astype(np.float64)
     n = len(ref_z)
     own = NearestNeighbors(n_neighbors=16).fit(ref_z).kneighbors(ref_z)[0][:, 1:].mean(1)
-    for cells, expect in ((_cells(5, seed=4, shift=True), "far"), (_cells(5, seed=5), "near")):
+    for cells, expect in (
+        (marker_cells(5, seed=4, shift=True), "far"),
+        (marker_cells(5, seed=5), "near"),
+    ):
         z = clf._probe_features(cells, rows=None, progress=False)
         d = NearestNeighbors(n_neighbors=15).fit(ref_z).kneighbors(z)[0].mean(1)
         p = (1 + (own[None, :] >= d[:, None]).sum(1)) / (n + 1)
@@ -303,14 +283,14 @@ def test_smooth_far_cells_keeps_a_small_group_apart_from_the_rest():
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, True, "15", None])
-def test_smooth_neighbors_must_be_a_positive_integer(pair, bad):
+def test_smooth_neighbors_must_be_a_positive_integer(marker_cells, pair, bad):
     with pytest.raises(ValueError, match=r"smooth_neighbors=.* must be an integer >= 1"):
-        pair[True].predict_proba(_cells(2, seed=4), progress=False, smooth_neighbors=bad)
+        pair[True].predict_proba(marker_cells(2, seed=4), progress=False, smooth_neighbors=bad)
 
 
-def test_probe_save_load_round_trip(pair, tmp_path):
+def test_probe_save_load_round_trip(marker_cells, pair, tmp_path):
     clf = pair[True]
-    query = _cells(5, seed=6)
+    query = marker_cells(5, seed=6)
     clf.save(tmp_path / "clf")
     assert (tmp_path / "clf" / PROBE_NAME).exists()
     loaded = ScGPTClassifier.load(tmp_path / "clf")
@@ -339,14 +319,14 @@ def test_probe_of_an_earlier_version_or_a_lost_file_fails_to_load_with_its_reaso
         ScGPTClassifier.load(path)
 
 
-def test_annotate_probe_argument_reaches_training(pretrained, ref):
+def test_annotate_probe_argument_reaches_training(marker_cells, pretrained, ref):
     from omicformer.scgpt import tl
 
-    query = _cells(5, seed=3)
+    query = marker_cells(5, seed=3)
     for probe in (True, False):
         q = query.copy()
         clf = tl.annotate(q, ref, label_key="cell_type", model=pretrained, max_epochs=1,
-                          probe=probe, progress=False, return_model=True)  # fmt: skip
+                          probe=probe, n_models=1, progress=False, return_model=True)  # fmt: skip
         assert (clf.probe_ is not None) is probe
         assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is probe
     # a trained classifier is used as it is: the record says what labelled the cells
@@ -355,11 +335,13 @@ def test_annotate_probe_argument_reaches_training(pretrained, ref):
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is False
 
 
-def test_annotate_smooth_neighbors_reaches_prediction(pair, ref):
+def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, ref):
     from omicformer.scgpt import tl
 
     clf = pair[True]
-    query = ad.concat([_cells(5, seed=4, shift=True), _cells(5, seed=5)])  # far and near cells
+    query = ad.concat(
+        [marker_cells(5, seed=4, shift=True), marker_cells(5, seed=5)]
+    )  # far and near cells
     for k in (1, 4, SMOOTH_NEIGHBORS):
         q = query.copy()
         tl.annotate(q, ref, label_key="cell_type", model=clf, smooth_neighbors=k, progress=False)

@@ -171,10 +171,26 @@ def _symbol_columns(
 
 
 def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
-    """``model`` when it is a trained ScGPTClassifier of exactly these classes, else None."""
-    from .model import ScGPTClassifier
+    """``model`` when it is a trained ScGPTClassifier of exactly these classes, else None.
 
-    if isinstance(model, ScGPTClassifier) and model.is_trained_:
+    A :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble` (or a folder it saved) must be
+    one: it is no starting point for fine-tuning (a ValueError says so).
+    """
+    from .model import ScGPTClassifier, ScGPTClassifierEnsemble
+    from .model._ensemble import is_ensemble_dir
+
+    ensemble = isinstance(model, ScGPTClassifierEnsemble) or is_ensemble_dir(model)
+    if is_ensemble_dir(model):
+        model = ScGPTClassifierEnsemble.load(model)
+    if isinstance(model, ScGPTClassifier | ScGPTClassifierEnsemble) and model.is_trained_:
         if sorted(model.classes_) == sorted(str(c) for c in classes):
             return model
+    if ensemble:
+        state = "trained on the classes " if model.is_trained_ else "not trained; its classes: "
+        msg = (
+            f"model is an ScGPTClassifierEnsemble {state}{model.classes_}, the reference's labels "
+            f"are {sorted(str(c) for c in classes)}: an ensemble labels cells as it is trained. "
+            "To fine-tune from it, pass one member (model=ensemble.members[0]) with n_models=."
+        )
+        raise ValueError(msg)
     return None

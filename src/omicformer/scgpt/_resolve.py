@@ -48,6 +48,12 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
         if is_model_dir(path):
             module, vocab = _load_ours(path)
             return module, vocab, str(path)
+        if (path / "ensemble.json").is_file():
+            msg = (
+                f"model={os.fspath(model)!r} holds an ScGPTClassifierEnsemble (several models): "
+                f"pass one member's folder, e.g. {os.fspath(path / 'member_0')!r}."
+            )
+            raise ValueError(msg)
         module, vocab, _ = load_official(path, task=task)
         return module, vocab, str(path)
     msg = (

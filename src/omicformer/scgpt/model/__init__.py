@@ -12,11 +12,19 @@ from ._io import load_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._classifier import ScGPTClassifier
+    from ._ensemble import ScGPTClassifierEnsemble
     from ._integration import ScGPTIntegration
     from ._perturbation import ScGPTPerturbation
     from ._scgpt import ScGPT
 
-__all__ = ["ScGPT", "ScGPTClassifier", "ScGPTIntegration", "ScGPTPerturbation", "load_module"]
+__all__ = [
+    "ScGPT",
+    "ScGPTClassifier",
+    "ScGPTClassifierEnsemble",
+    "ScGPTIntegration",
+    "ScGPTPerturbation",
+    "load_module",
+]
 
 
 def __getattr__(name: str):
@@ -30,6 +38,11 @@ def __getattr__(name: str):
 
         globals()["ScGPTClassifier"] = ScGPTClassifier
         return ScGPTClassifier
+    if name == "ScGPTClassifierEnsemble":
+        from ._ensemble import ScGPTClassifierEnsemble
+
+        globals()["ScGPTClassifierEnsemble"] = ScGPTClassifierEnsemble
+        return ScGPTClassifierEnsemble
     if name == "ScGPTIntegration":
         from ._integration import ScGPTIntegration
 

@@ -18,8 +18,10 @@ from ..module._model import check_cell_emb_style
 from ._classifier_infer import BlockInferenceMixin
 from ._classifier_probe import (
     SMOOTH_NEIGHBORS,
+    ProbeParts,
     ReferenceProbeMixin,
     check_smooth_neighbors,
+    smooth_parts,
     softmax,
 )
 from ._scgpt import ScGPT
@@ -434,10 +436,17 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
     ) -> pd.DataFrame:
         """:meth:`predict_proba` of the cells ``rows`` of ``adata`` (``None``: all; see :meth:`_logits`)."""
         k = check_smooth_neighbors(smooth_neighbors)
-        p = softmax(self._logits(adata, rows=rows, **kwargs) / self.temperature_)
-        p = self._mix_probe(p, adata, rows, smooth_neighbors=k, **kwargs)
+        p = smooth_parts(self._parts(adata, rows=rows, **kwargs), k,
+                         random_state=int(kwargs.get("random_state", 0)))  # fmt: skip
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
+
+    def _parts(
+        self, adata: AnnData, *, rows: np.ndarray | None = None, **kwargs: Any
+    ) -> ProbeParts:
+        """Unsmoothed prediction of the cells ``rows`` of ``adata`` (:class:`ProbeParts`)."""
+        p = softmax(self._logits(adata, rows=rows, **kwargs) / self.temperature_)
+        return self._probe_parts(p, adata, rows, **kwargs)
 
     def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
         """Most probable class per cell (a categorical :class:`~pandas.Series`).

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -165,6 +165,40 @@ def smooth_far_cells(
         a = np.where(np.isfinite(a), a, 0.0)  # another cell at distance > 0, a zero scale
         m[rows] = np.einsum("nk,nkc->nc", a, p[j]) / a.sum(axis=1, keepdims=True)
     return w * p_probe + (1.0 - w) * m
+
+
+class ProbeParts(NamedTuple):
+    """A classifier's unsmoothed prediction of some cells, what :func:`smooth_far_cells` reads.
+
+    ``p``: the mixed probabilities ``w * p_probe + (1 - w) * p_finetuned`` (without a probe,
+    the fine-tuned head's alone, and the other fields ``None``); ``p_probe``: the probe's;
+    ``w``: the probe weights (a column); ``z``: the standardised bags.
+    """
+
+    p: np.ndarray
+    p_probe: np.ndarray | None = None
+    w: np.ndarray | None = None
+    z: np.ndarray | None = None
+
+
+def smooth_parts(parts: ProbeParts, k: int, random_state: int = 0) -> np.ndarray:
+    """:func:`smooth_far_cells` of ``parts`` (their ``p`` as it is without a probe)."""
+    if parts.w is None:
+        return parts.p
+    p, p_probe, w, z = parts
+    return smooth_far_cells(p, p_probe, w, z, k, random_state=random_state)
+
+
+def mean_parts(parts: list[ProbeParts]) -> ProbeParts:
+    """The mean of several classifiers' :class:`ProbeParts` of the same cells, field by field.
+
+    When one of them has no probe, the mean of their ``p`` alone (nothing to smooth with).
+    """
+    p = np.mean([x.p for x in parts], axis=0)
+    if any(x.w is None for x in parts):
+        return ProbeParts(p)
+    fields = (np.mean([getattr(x, f) for x in parts], axis=0) for f in ("p_probe", "w", "z"))
+    return ProbeParts(p, *fields)
 
 
 def check_smooth_neighbors(k: Any) -> int:
@@ -366,6 +400,32 @@ class ReferenceProbeMixin:
     def _probe_logits(self, z: np.ndarray) -> np.ndarray:
         return z @ self.probe_["coef"].T + self.probe_["intercept"]
 
+    def _probe_parts(
+        self,
+        p_finetuned: np.ndarray,
+        adata: AnnData,
+        rows: Any,
+        *,
+        features: np.ndarray | None = None,
+        **kw: Any,
+    ) -> ProbeParts:
+        """``w * p_probe + (1 - w) * p_finetuned`` per cell (module docstring's ``w``), unsmoothed.
+
+        ``features``: the cells' standardised bags (:meth:`_probe_features`), if already
+        computed. Without a probe, ``p_finetuned`` alone.
+        """
+        from sklearn.neighbors import NearestNeighbors
+
+        if self.probe_ is None:
+            return ProbeParts(p_finetuned)
+        z = self._probe_features(adata, rows=rows, **kw) if features is None else features
+        p_probe = softmax(self._probe_logits(z) / self.probe_["temperature"])
+        reference = self.probe_["reference"].astype(np.float64)
+        k = neighbors(len(reference))
+        dist = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z)[0].mean(1)
+        w = probe_weight(dist, self.probe_["reference_distances"])[:, None]
+        return ProbeParts(w * p_probe + (1.0 - w) * p_finetuned, p_probe, w, z)
+
     def _mix_probe(
         self,
         p_finetuned: np.ndarray,
@@ -376,25 +436,14 @@ class ReferenceProbeMixin:
         smooth_neighbors: int = 1,
         **kw: Any,
     ) -> np.ndarray:
-        """``w * p_probe + (1 - w) * p_finetuned`` per cell (the module docstring's ``w``).
+        """:meth:`_probe_parts`, then :func:`smooth_parts` over ``smooth_neighbors`` cells.
 
-        ``features``: the cells' standardised bags (:meth:`_probe_features`), if already
-        computed. ``smooth_neighbors > 1``: then each cell's ``(1 - w)`` share is a kernel
-        mean of that mix over its nearest of these cells (:func:`smooth_far_cells`).
+        ``smooth_neighbors > 1``: each cell's ``(1 - w)`` share is a kernel mean of the mix
+        over its nearest of these cells (:func:`smooth_far_cells`).
         """
-        from sklearn.neighbors import NearestNeighbors
-
-        if self.probe_ is None:
-            return p_finetuned
-        z = self._probe_features(adata, rows=rows, **kw) if features is None else features
-        p_probe = softmax(self._probe_logits(z) / self.probe_["temperature"])
-        reference = self.probe_["reference"].astype(np.float64)
-        k = neighbors(len(reference))
-        dist = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z)[0].mean(1)
-        w = probe_weight(dist, self.probe_["reference_distances"])[:, None]
-        p = w * p_probe + (1.0 - w) * p_finetuned
+        parts = self._probe_parts(p_finetuned, adata, rows, features=features, **kw)
         seed = int(kw.get("random_state", 0))
-        return smooth_far_cells(p, p_probe, w, z, smooth_neighbors, random_state=seed)
+        return smooth_parts(parts, smooth_neighbors, random_state=seed)
 
     # ------------------------------------------------------------------ save / load
     def save(
