@@ -136,10 +136,11 @@ def annotate(
         mean prediction labels the cells (a
         :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`; ``1``: one
         :class:`~omicformer.scgpt.model.ScGPTClassifier`). Fine-tuning time grows with it.
-        With the default model, 2 raised query macro-F1 labelling one PBMC experiment from
-        another (PBMC 3k to ``pbmc_celltypist`` 0.801 to 0.830, ``pbmc68k_reduced`` to
-        ``pbmc_celltypist`` 0.822 to 0.846, means of 3 seeds) and kept it on 70/30 splits of
-        one experiment (``docs/benchmarks.md``). A classifier passed as ``model`` keeps its
+        With the default model, labelling one PBMC experiment from another, 2 raised query
+        macro-F1 (means over six classifiers and over every pair of them: PBMC 3k to
+        ``pbmc_celltypist`` 0.765 to 0.796, ``pbmc68k_reduced`` to ``pbmc_celltypist`` 0.820
+        to 0.845) and narrowed the spread between seeds; on 70/30 splits of one experiment it
+        changed little (``docs/benchmarks.md``). A classifier passed as ``model`` keeps its
         own.
     smooth_neighbors
         ``"finetune"`` with the probe: a query cell far from the reference cells (where the

@@ -2,7 +2,8 @@
 
 Fine-tuning the small default model on a few hundred reference cells lands in a different
 place on every seed; on a query from another experiment the mean of two classifiers'
-predictions beat one classifier's on every pair of seeds measured (``docs/benchmarks.md``).
+predictions beat one classifier's on average and varied less between seeds
+(``docs/benchmarks.md``).
 Member ``i`` is an :class:`~omicformer.scgpt.model.ScGPTClassifier` trained, and predicting,
 with seed ``random_state + 100 * i`` (its own validation cells, minibatches and probe
 cross-validation). Their unsmoothed predictions (the mixed probabilities, probe
@@ -55,8 +56,9 @@ class ScGPTClassifierEnsemble:
     calibrated probabilities, probe weights, probe probabilities and probe representations
     (see :meth:`ScGPTClassifier.predict_proba`), then smooths the cells far from the reference
     once, over the mean. With the default model, labelling one PBMC experiment from another,
-    two members raised query macro-F1 over one (e.g. 0.801 to 0.830 from PBMC 3k to
-    ``pbmc_celltypist``), at twice the fine-tuning time (``docs/benchmarks.md``).
+    two members raised query macro-F1 over one (means over six classifiers and every pair of
+    them: 0.765 to 0.796 from PBMC 3k to ``pbmc_celltypist``, 0.820 to 0.845 from
+    ``pbmc68k_reduced``), at twice the fine-tuning time (``docs/benchmarks.md``).
 
     Parameters
     ----------
