@@ -50,14 +50,16 @@ def annotate(
     ``method="finetune"`` (the official scGPT annotation recipe): start from the pretrained
     model, fine-tune encoder and a classifier head on the reference's labels (cross-entropy,
     inverse-frequency class weights; 10% of each label's reference cells held out for early
-    stopping and to calibrate the probabilities by temperature scaling), then predict. Three
-    departures from the official recipe, all measured on the annotation benchmarks: the head
+    stopping and to calibrate the probabilities by temperature scaling), then predict.
+    Departures from the official recipe, all measured on the annotation benchmarks: the head
     reads the mean output of the cell's gene tokens rather than the ``<cls>`` output,
-    standardised while training; and a logistic regression on the pretrained (not fine-tuned)
+    standardised while training; a logistic regression on the pretrained (not fine-tuned)
     embedding labels the query cells that lie among the reference cells there, the fine-tuned
     head those far from all of them, as cells of another experiment
     (:meth:`~omicformer.scgpt.model.ScGPTClassifier.train`, ``cell_emb_style``,
-    ``standardize`` and ``probe``).
+    ``standardize`` and ``probe``); those far cells share their query neighbours' predictions
+    (``smooth_neighbors``); and two classifiers are fine-tuned with different seeds and their
+    predictions averaged (``n_models``).
     ``method="knn"``: no training; the query is labelled by its ``n_neighbors`` nearest
     reference cells in the zero-shot scGPT embedding (fast reference mapping).
 
