@@ -406,7 +406,10 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         ----------
         adata
             Any AnnData with the registered layer and gene symbols (``None``: the model's);
-            ``backed="r"`` works and is read in chunks.
+            ``backed="r"`` works and is read in chunks. Every gene of ``adata`` that the model
+            knows is read; :func:`~omicformer.scgpt.tl.annotate` reads a query only on the
+            genes it shares with the reference, so on a query with other genes its labels can
+            differ from these (pass ``adata[:, shared_genes]`` for the same input).
         batch_size, device, random_state, progress
             Inference settings, as :meth:`get_latent_representation`.
         smooth_neighbors
