@@ -12,12 +12,11 @@ from omicformer.scgpt.model import ScGPT, ScGPTClassifier
 from omicformer.scgpt.model._classifier_probe import (
     PROBE_C,
     PROBE_NAME,
-    SMOOTH_NEIGHBORS,
     choose_c,
     gene_bag,
     probe_weight,
-    smooth_far_cells,
 )
+from omicformer.scgpt.model._probe_smooth import SMOOTH_NEIGHBORS
 
 N_GENES = 60
 TYPES = ["T", "B", "Mono"]
@@ -249,39 +248,6 @@ def test_query_cells_mix_probe_and_head_by_their_distance_to_the_reference(marke
             assert np.allclose(got[w[:, 0] == 1], p_probe[w[:, 0] == 1])
 
 
-def test_smooth_far_cells_by_hand():
-    z = np.array([[0.0], [1.0], [10.0], [11.0]])  # two pairs of nearest cells
-    p = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.1, 0.9]])
-    p_probe = np.array([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]])
-    w = np.array([[1.0], [0.0], [0.5], [0.0]])
-    got = smooth_far_cells(p, p_probe, w, z, k=2)
-    # k=2: each cell and its partner at distance 1; every scale s is 1 (the nearest other
-    # cell, as k - 1 < 3), so the partner weighs e = exp(-1 / (1 * 1)) and the cell itself 1
-    e = np.exp(-1.0)
-    m1 = (p[1] + e * p[0]) / (1 + e)
-    m2 = (p[2] + e * p[3]) / (1 + e)
-    m3 = (p[3] + e * p[2]) / (1 + e)
-    expected = [p_probe[0], m1, 0.5 * p_probe[2] + 0.5 * m2, m3]  # cell 0 among the reference
-    np.testing.assert_allclose(got, expected)
-    np.testing.assert_allclose(m1, [e / (1 + e), 1 / (1 + e)])
-    np.testing.assert_array_equal(smooth_far_cells(p, p_probe, w, z, k=1), p)
-
-
-def test_smooth_far_cells_keeps_a_small_group_apart_from_the_rest():
-    rng = np.random.default_rng(0)
-    z = np.vstack([rng.normal(0, 0.1, (20, 2)), rng.normal(50, 0.1, (3, 2))])
-    p = np.vstack([np.tile([0.9, 0.1], (20, 1)), np.tile([0.2, 0.8], (3, 1))])
-    w = np.zeros((23, 1))  # every cell far from the reference
-    got = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
-    # 12 of a rare cell's 15 neighbours lie in the large group, but 500 times further away
-    # than its own two: the group of three keeps its label
-    assert (got[20:].argmax(1) == 1).all() and (got[:20].argmax(1) == 0).all()
-    np.testing.assert_allclose(got[20:], p[20:], atol=1e-6)
-    # the plain mean over the 15 neighbours would have moved them
-    nn = np.argsort(((z[:, None] - z[None]) ** 2).sum(-1), axis=1)[:, :15]
-    assert (p[nn].mean(1)[20:].argmax(1) == 0).all()
-
-
 @pytest.mark.parametrize("bad", [0, -3, 1.5, True, "15", None])
 def test_smooth_neighbors_must_be_a_positive_integer(marker_cells, pair, bad):
     with pytest.raises(ValueError, match=r"smooth_neighbors=.* must be an integer >= 1"):
@@ -356,18 +322,3 @@ def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, ref):
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] is None
     expected = pair[False].predict_proba(query, progress=False, smooth_neighbors=1)
     np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))
-
-
-def test_smooth_far_cells_finds_neighbours_approximately_above_a_size(monkeypatch):
-    import omicformer.scgpt.model._classifier_probe as probe_module
-
-    rng = np.random.default_rng(1)
-    centres = rng.normal(0, 20, (4, 8))
-    z = np.vstack([c + rng.normal(0, 0.5, (60, 8)) for c in centres])
-    p = rng.dirichlet(np.ones(3), size=len(z))
-    w = rng.uniform(0, 1, (len(z), 1))
-    exact = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
-    monkeypatch.setattr(probe_module, "SMOOTH_EXACT_CELLS", 100)  # 240 cells: approximate
-    monkeypatch.setattr(probe_module, "PROBE_CHUNK", 50)  # several chunks
-    approx = smooth_far_cells(p, np.zeros_like(p), w, z, k=15)
-    np.testing.assert_allclose(approx, exact, atol=1e-6)  # well-separated groups: same neighbours

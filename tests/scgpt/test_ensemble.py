@@ -7,7 +7,7 @@ import torch
 
 from omicformer.scgpt import tl
 from omicformer.scgpt.model import ScGPT, ScGPTClassifier, ScGPTClassifierEnsemble
-from omicformer.scgpt.model._classifier_probe import smooth_far_cells
+from omicformer.scgpt.model._probe_smooth import smooth_far_cells
 
 FIT = {"accelerator": "cpu", "enable_progress_bar": False, "max_epochs": 2, "lr": 3e-3,
        "batch_size": 16}  # fmt: skip

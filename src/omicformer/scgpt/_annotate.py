@@ -210,7 +210,7 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     from .._core._checks import check_int
-    from .model._classifier_probe import check_smooth_neighbors
+    from .model._probe_smooth import check_smooth_neighbors
 
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)

@@ -16,14 +16,8 @@ from ..._core._train import VALIDATION_SIZE, split_indices
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
 from ._classifier_infer import BlockInferenceMixin
-from ._classifier_probe import (
-    SMOOTH_NEIGHBORS,
-    ProbeParts,
-    ReferenceProbeMixin,
-    check_smooth_neighbors,
-    smooth_parts,
-    softmax,
-)
+from ._classifier_probe import ReferenceProbeMixin, softmax
+from ._probe_smooth import SMOOTH_NEIGHBORS, ProbeParts, check_smooth_neighbors, smooth_parts
 from ._scgpt import ScGPT
 
 if TYPE_CHECKING:
@@ -420,7 +414,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
             among the reference (``w = 1``) are not changed. Neighbours are weighted by a
             self-tuning Gaussian kernel of their distance, so a small group of cells apart
             from the rest averages over itself (``smooth_far_cells`` in
-            ``omicformer.scgpt.model._classifier_probe``). Labelling one PBMC experiment from
+            ``omicformer.scgpt.model._probe_smooth``). Labelling one PBMC experiment from
             another, 15 raised query macro-F1 from 0.760 to 0.801 and from 0.797 to
             0.823 (3 seeds each; ``docs/benchmarks.md``).
         """

@@ -7,7 +7,7 @@ predictions beat one classifier's on average and varied less between seeds
 Member ``i`` is an :class:`~omicformer.scgpt.model.ScGPTClassifier` trained, and predicting,
 with seed ``random_state + 100 * i`` (its own validation cells, minibatches and probe
 cross-validation). Their unsmoothed predictions (the mixed probabilities, probe
-probabilities, probe weights and bags of ``_classifier_probe``) are averaged, and only then
+probabilities, probe weights and bags of ``_probe_smooth.ProbeParts``) are averaged, and only then
 smoothed over the query's neighbours, once.
 """
 
@@ -26,7 +26,7 @@ import pandas as pd
 from ..._core._checks import check_int
 from ..._core._ranks import is_global_zero
 from ._classifier import ScGPTClassifier
-from ._classifier_probe import SMOOTH_NEIGHBORS, check_smooth_neighbors, mean_parts, smooth_parts
+from ._probe_smooth import SMOOTH_NEIGHBORS, check_smooth_neighbors, mean_parts, smooth_parts
 
 if TYPE_CHECKING:
     from anndata import AnnData
