@@ -435,8 +435,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         k = check_smooth_neighbors(smooth_neighbors)
         p = smooth_parts(self._parts(adata, rows=rows, **kwargs), k,
                          random_state=int(kwargs.get("random_state", 0)))  # fmt: skip
-        names = adata.obs_names if rows is None else adata.obs_names[rows]
-        return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
+        return proba_frame(p, adata, rows, self.classes_)
 
     def _parts(
         self, adata: AnnData, *, rows: np.ndarray | None = None, **kwargs: Any
@@ -455,9 +454,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         **kwargs
             Passed to :meth:`predict_proba`.
         """
-        proba = self.predict_proba(adata, **kwargs)
-        labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
-        return pd.Series(labels, index=proba.index)
+        return most_probable(self.predict_proba(adata, **kwargs))
 
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:
@@ -470,6 +467,20 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         self.temperature_ = float(settings.get("temperature", 1.0))
         self.validation_scores_ = dict(settings.get("validation_scores", {}))
         self._head_fits = True
+
+
+def proba_frame(
+    p: np.ndarray, adata: AnnData, rows: np.ndarray | None, classes: list[str]
+) -> pd.DataFrame:
+    """Probabilities ``p`` of the cells ``rows`` of ``adata`` (``None``: all), named."""
+    names = adata.obs_names if rows is None else adata.obs_names[rows]
+    return pd.DataFrame(p, index=names.copy(), columns=classes)
+
+
+def most_probable(proba: pd.DataFrame) -> pd.Series:
+    """Per row of ``proba``, its most probable column (a categorical Series over the columns)."""
+    labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
+    return pd.Series(labels, index=proba.index)
 
 
 def default_epochs(n_cells: int) -> int:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..._core._checks import check_int
 from ..._core._ranks import is_global_zero
-from ._classifier import ScGPTClassifier
+from ._classifier import ScGPTClassifier, most_probable, proba_frame
 from ._probe_smooth import SMOOTH_NEIGHBORS, check_smooth_neighbors, mean_parts, smooth_parts
 
 if TYPE_CHECKING:
@@ -265,8 +265,7 @@ class ScGPTClassifierEnsemble:
         parts = [m._parts(adata, rows=rows, random_state=member_seed(random_state, i), **kwargs)
                  for i, m in enumerate(self.members)]  # fmt: skip
         p = smooth_parts(mean_parts(parts), k, random_state=random_state)
-        names = adata.obs_names if rows is None else adata.obs_names[rows]
-        return pd.DataFrame(p, index=names.copy(), columns=self.classes_)
+        return proba_frame(p, adata, rows, self.classes_)
 
     def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
         """Most probable class per cell (a categorical :class:`~pandas.Series`).
@@ -278,9 +277,7 @@ class ScGPTClassifierEnsemble:
         **kwargs
             Passed to :meth:`predict_proba`.
         """
-        proba = self.predict_proba(adata, **kwargs)
-        labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
-        return pd.Series(labels, index=proba.index)
+        return most_probable(self.predict_proba(adata, **kwargs))
 
     # ------------------------------------------------------------------ save / load
     def save(
