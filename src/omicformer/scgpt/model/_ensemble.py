@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from omicformer._version import __version__
+
 from ..._core._checks import check_int
 from ..._core._ranks import is_global_zero
 from ._classifier import ScGPTClassifier, most_probable, proba_frame
 from ._probe_smooth import SMOOTH_NEIGHBORS, check_smooth_neighbors, mean_parts, smooth_parts
 
 if TYPE_CHECKING:
+    import torch
     from anndata import AnnData
 
 #: Member ``i`` trains and predicts with ``random_state + MEMBER_SEED_STEP * i``.
@@ -221,7 +224,7 @@ class ScGPTClassifierEnsemble:
         adata: AnnData | None = None,
         *,
         batch_size: int = 64,
-        device: str | Any = "auto",
+        device: str | torch.device = "auto",
         random_state: int = 0,
         progress: bool = True,
         smooth_neighbors: int = SMOOTH_NEIGHBORS,
@@ -315,8 +318,6 @@ class ScGPTClassifierEnsemble:
                    **anndata_write_kwargs)  # fmt: skip
         for name in set(old) - set(names):  # members of an overwritten, larger ensemble
             shutil.rmtree(path / name, ignore_errors=True)
-        from omicformer._version import __version__
-
         config = {"model": type(self).__name__, "omicformer_version": __version__,
                   "members": names, "random_state": self.random_state_}  # fmt: skip
         (path / ENSEMBLE_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
