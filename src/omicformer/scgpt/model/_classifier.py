@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from ..._core._train import VALIDATION_SIZE, split_indices
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
-from ._classifier_infer import BlockInferenceMixin
+from ._classifier_infer import BlockInferenceMixin, LabelPredictionMixin, proba_frame
 from ._classifier_probe import ReferenceProbeMixin, softmax
 from ._probe_smooth import SMOOTH_NEIGHBORS, ProbeParts, check_smooth_neighbors, smooth_parts
 from ._scgpt import ScGPT
@@ -41,7 +41,7 @@ MIN_PATIENCE = 5
 MAX_DEFAULT_CELL_PASSES = 12_000
 
 
-class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
+class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionMixin, ScGPT):
     """scGPT with a cell-type head, fine-tuned end to end (official annotation recipe).
 
     Start from pretrained weights with :meth:`load_pretrained` (``"default"``, an official
@@ -444,18 +444,6 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         p = softmax(self._logits(adata, rows=rows, **kwargs) / self.temperature_)
         return self._probe_parts(p, adata, rows, **kwargs)
 
-    def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
-        """Most probable class per cell (a categorical :class:`~pandas.Series`).
-
-        Parameters
-        ----------
-        adata
-            As :meth:`predict_proba`.
-        **kwargs
-            Passed to :meth:`predict_proba`.
-        """
-        return most_probable(self.predict_proba(adata, **kwargs))
-
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:
         return {**super()._settings(), "temperature": float(self.temperature_),
@@ -467,20 +455,6 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, ScGPT):
         self.temperature_ = float(settings.get("temperature", 1.0))
         self.validation_scores_ = dict(settings.get("validation_scores", {}))
         self._head_fits = True
-
-
-def proba_frame(
-    p: np.ndarray, adata: AnnData, rows: np.ndarray | None, classes: list[str]
-) -> pd.DataFrame:
-    """Probabilities ``p`` of the cells ``rows`` of ``adata`` (``None``: all), named."""
-    names = adata.obs_names if rows is None else adata.obs_names[rows]
-    return pd.DataFrame(p, index=names.copy(), columns=classes)
-
-
-def most_probable(proba: pd.DataFrame) -> pd.Series:
-    """Per row of ``proba``, its most probable column (a categorical Series over the columns)."""
-    labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
-    return pd.Series(labels, index=proba.index)
 
 
 def default_epochs(n_cells: int) -> int:

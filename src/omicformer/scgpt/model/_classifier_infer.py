@@ -2,6 +2,7 @@
 
 Embeddings and class logits of any cells of an AnnData, in memory or ``backed="r"``, one
 :func:`~omicformer.scgpt._embed.embed_cells` chunk at a time.
+Also the labels and named probabilities that the classifier and its ensemble predict.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .._embed import embed_cells
@@ -104,3 +106,29 @@ class BlockInferenceMixin:
             device=device, random_state=random_state, progress=progress, normalize=False,
             batch_labels=codes, chunk_size=EMBED_CHUNK, gene_selection=self.gene_selection,
         )  # fmt: skip
+
+
+class LabelPredictionMixin:
+    """``predict`` from the class's ``predict_proba`` (a classifier, or an ensemble of them)."""
+
+    def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
+        """Most probable class per cell (a categorical :class:`~pandas.Series`).
+
+        Parameters
+        ----------
+        adata
+            As :meth:`predict_proba`.
+        **kwargs
+            Passed to :meth:`predict_proba`.
+        """
+        proba = self.predict_proba(adata, **kwargs)
+        labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
+        return pd.Series(labels, index=proba.index)
+
+
+def proba_frame(
+    p: np.ndarray, adata: AnnData, rows: np.ndarray | None, classes: list[str]
+) -> pd.DataFrame:
+    """Probabilities ``p`` of the cells ``rows`` of ``adata`` (``None``: all), named."""
+    names = adata.obs_names if rows is None else adata.obs_names[rows]
+    return pd.DataFrame(p, index=names.copy(), columns=classes)

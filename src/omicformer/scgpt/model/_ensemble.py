@@ -27,7 +27,8 @@ from omicformer._version import __version__
 
 from ..._core._checks import check_int
 from ..._core._ranks import is_global_zero
-from ._classifier import ScGPTClassifier, most_probable, proba_frame
+from ._classifier import ScGPTClassifier
+from ._classifier_infer import LabelPredictionMixin, proba_frame
 from ._probe_smooth import SMOOTH_NEIGHBORS, check_smooth_neighbors, mean_parts, smooth_parts
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def is_ensemble_dir(path: Any) -> bool:
     return isinstance(path, str | os.PathLike) and (Path(path) / ENSEMBLE_NAME).is_file()
 
 
-class ScGPTClassifierEnsemble:
+class ScGPTClassifierEnsemble(LabelPredictionMixin):
     """Several :class:`ScGPTClassifier` fine-tuned with different seeds; their mean predicts.
 
     What :func:`~omicformer.scgpt.tl.annotate` trains by default (``n_models=2``). Member
@@ -269,18 +270,6 @@ class ScGPTClassifierEnsemble:
                  for i, m in enumerate(self.members)]  # fmt: skip
         p = smooth_parts(mean_parts(parts), k, random_state=random_state)
         return proba_frame(p, adata, rows, self.classes_)
-
-    def predict(self, adata: AnnData | None = None, **kwargs: Any) -> pd.Series:
-        """Most probable class per cell (a categorical :class:`~pandas.Series`).
-
-        Parameters
-        ----------
-        adata
-            As :meth:`predict_proba`.
-        **kwargs
-            Passed to :meth:`predict_proba`.
-        """
-        return most_probable(self.predict_proba(adata, **kwargs))
 
     # ------------------------------------------------------------------ save / load
     def save(
