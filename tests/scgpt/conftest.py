@@ -261,6 +261,26 @@ def marker_cells():
 
 
 @pytest.fixture(scope="module")
+def marker_pretrained(marker_cells):
+    """A tiny random ScGPT over ``marker_cells``' genes (one per module: tests may train it)."""
+    from omicformer.scgpt.model import ScGPT
+
+    a = marker_cells(4, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def marker_ref(marker_cells) -> ad.AnnData:
+    """30 ``marker_cells`` of each type, set up for ScGPTClassifier (``cell_type``)."""
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    a = marker_cells(30, seed=0)
+    ScGPTClassifier.setup_anndata(a, labels_key="cell_type")
+    return a
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """Tiny models train faster single-threaded, above all on a busy 2-core machine."""
     before = torch.get_num_threads()

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from omicformer.scgpt.model import ScGPT, ScGPTClassifier
+from omicformer.scgpt.model import ScGPTClassifier
 from omicformer.scgpt.model._classifier_probe import (
     PROBE_C,
     PROBE_NAME,
@@ -27,25 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained(marker_cells) -> ScGPT:
-    a = marker_cells(4, seed=9)
-    ScGPT.setup_anndata(a)
-    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def ref(marker_cells) -> ad.AnnData:
-    a = marker_cells(30, seed=0)
-    ScGPTClassifier.setup_anndata(a, labels_key="cell_type")
-    return a
-
-
-@pytest.fixture(scope="module")
-def pair(pretrained, ref):
+def pair(marker_pretrained, marker_ref):
     """The same fine-tuning with and without the probe."""
     out = {}
     for probe in (True, False):
-        clf = ScGPTClassifier.load_pretrained(pretrained, ref)
+        clf = ScGPTClassifier.load_pretrained(marker_pretrained, marker_ref)
         with torch.random.fork_rng():
             clf.train(probe=probe, **FIT)
         out[probe] = clf
@@ -53,24 +39,28 @@ def pair(pretrained, ref):
 
 
 def test_probe_weight_is_the_conformal_p_value_over_alpha():
-    ref = np.array([1.0, 2.0, 3.0, 4.0])
-    # p = (1 + #{ref >= d}) / 5: d=0 -> 1, d=2.5 -> 3/5, d=3.5 -> 2/5, d=10 -> 1/5
-    w = probe_weight(np.array([0.0, 2.5, 3.5, 10.0]), ref, alpha=0.5)
+    marker_ref = np.array([1.0, 2.0, 3.0, 4.0])
+    # p = (1 + #{marker_ref >= d}) / 5: d=0 -> 1, d=2.5 -> 3/5, d=3.5 -> 2/5, d=10 -> 1/5
+    w = probe_weight(np.array([0.0, 2.5, 3.5, 10.0]), marker_ref, alpha=0.5)
     np.testing.assert_allclose(w, [1.0, 1.0, 0.8, 0.4])
-    np.testing.assert_allclose(probe_weight(np.array([10.0]), ref, alpha=0.05), [1.0])  # 0.2/0.05
+    np.testing.assert_allclose(
+        probe_weight(np.array([10.0]), marker_ref, alpha=0.05), [1.0]
+    )  # 0.2/0.05
 
 
 def test_probe_leaves_fine_tuning_alone_and_keeps_the_pretrained_gene_embeddings(
-    pair, pretrained, ref
+    pair, marker_pretrained, marker_ref
 ):
     with_probe, without = pair[True], pair[False]
     assert without.probe_ is None and without.probe_genes_ is None
     for k, v in without.module.state_dict().items():
         torch.testing.assert_close(with_probe.module.state_dict()[k], v, rtol=0, atol=0)
     kept = with_probe.probe_genes_
-    genes = np.sort(pretrained.vocab.lookup(ref.var_names))  # every gene of ref is in the vocab
+    genes = np.sort(
+        marker_pretrained.vocab.lookup(marker_ref.var_names)
+    )  # every gene of marker_ref is in the vocab
     np.testing.assert_array_equal(kept["genes"], genes)
-    table = pretrained.module.encoder.embedding.weight.detach().double().numpy()[genes]
+    table = marker_pretrained.module.encoder.embedding.weight.detach().double().numpy()[genes]
     np.testing.assert_array_equal(kept["table"], table)
     tuned = with_probe.module.encoder.embedding.weight.detach().double().numpy()[genes]
     assert not np.allclose(tuned, table)  # fine-tuning moved them; the probe kept the old ones
@@ -100,12 +90,12 @@ def test_gene_bag_by_hand():
     np.testing.assert_allclose(binned[3], [(13 + 50) / 76, (13 + 50) / 76])
 
 
-def _bag_by_hand(pretrained, ref_genes):
+def _bag_by_hand(marker_pretrained, ref_genes):
     """The probe representation written out: official 51-bin quantile binning of each cell's
-    non-zero values (its values never tie), then the bin-weighted mean of the pretrained gene
+    non-zero values (its values never tie), then the bin-weighted mean of the marker_pretrained gene
     embeddings of the reference's genes."""
-    vocab = pretrained.vocab
-    table = pretrained.module.encoder.embedding.weight.detach().double().numpy()
+    vocab = marker_pretrained.vocab
+    table = marker_pretrained.module.encoder.embedding.weight.detach().double().numpy()
 
     def bag(a, rows=None):
         a = a if rows is None else a[rows]
@@ -123,10 +113,10 @@ def _bag_by_hand(pretrained, ref_genes):
     return bag
 
 
-def _regression(emb_fn, ref, clf, rows):
-    emb = emb_fn(ref, rows)
+def _regression(emb_fn, marker_ref, clf, rows):
+    emb = emb_fn(marker_ref, rows)
     mean, scale = emb.mean(0), np.sqrt(emb.var(0).mean() + 1e-5)
-    codes = pd.Categorical(ref.obs["cell_type"], categories=clf.classes_).codes
+    codes = pd.Categorical(marker_ref.obs["cell_type"], categories=clf.classes_).codes
     lr = LogisticRegression(C=clf.probe_["C"], class_weight="balanced", max_iter=5000)
     return lr.fit((emb - mean) / scale, codes[rows]), mean, scale, codes
 
@@ -146,12 +136,16 @@ def _cv_loss_by_hand(z, y, cs, seed):
     return loss
 
 
-def test_probe_c_is_chosen_by_cross_validation_on_the_training_cells(pair, pretrained, ref):
+def test_probe_c_is_chosen_by_cross_validation_on_the_training_cells(
+    pair, marker_pretrained, marker_ref
+):
     clf = pair[True]
     train = np.sort(clf.train_indices)
-    emb = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))(ref, train)
+    emb = _bag_by_hand(marker_pretrained, marker_pretrained.vocab.lookup(marker_ref.var_names))(
+        marker_ref, train
+    )
     z = (emb - emb.mean(0)) / np.sqrt(emb.var(0).mean() + 1e-5)
-    codes = pd.Categorical(ref.obs["cell_type"], categories=clf.classes_).codes[train]
+    codes = pd.Categorical(marker_ref.obs["cell_type"], categories=clf.classes_).codes[train]
     loss = _cv_loss_by_hand(z, codes, (0.1, 0.3, 1.0, 3.0, 10.0), seed=FIT["random_state"])
     assert clf.probe_["C"] == min(loss, key=loss.get)
 
@@ -169,13 +163,13 @@ def test_choose_c_without_two_cells_per_class_keeps_the_default():
 
 
 def test_probe_is_a_logistic_regression_on_the_bag_of_pretrained_gene_embeddings(
-    marker_cells, pair, pretrained, ref
+    marker_cells, pair, marker_pretrained, marker_ref
 ):
     clf = pair[True]  # the final regression learns from every labelled reference cell
     train = np.union1d(clf.train_indices, clf.validation_indices)
-    assert len(train) == ref.n_obs
-    emb_fn = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))
-    lr, mean, scale, _ = _regression(emb_fn, ref, clf, train)
+    assert len(train) == marker_ref.n_obs
+    emb_fn = _bag_by_hand(marker_pretrained, marker_pretrained.vocab.lookup(marker_ref.var_names))
+    lr, mean, scale, _ = _regression(emb_fn, marker_ref, clf, train)
     query = marker_cells(5, seed=3)
     q = (emb_fn(query) - mean) / scale
     z = clf._probe_features(query, rows=None, progress=False)
@@ -185,13 +179,13 @@ def test_probe_is_a_logistic_regression_on_the_bag_of_pretrained_gene_embeddings
 
 
 def test_probe_temperature_minimises_the_validation_loss_of_the_training_cells_regression(
-    pair, pretrained, ref
+    pair, marker_pretrained, marker_ref
 ):
     clf = pair[True]
     train, val = np.sort(clf.train_indices), np.sort(clf.validation_indices)
-    emb_fn = _bag_by_hand(pretrained, pretrained.vocab.lookup(ref.var_names))
-    lr, mean, scale, codes = _regression(emb_fn, ref, clf, train)
-    logits = lr.decision_function((emb_fn(ref, val) - mean) / scale)
+    emb_fn = _bag_by_hand(marker_pretrained, marker_pretrained.vocab.lookup(marker_ref.var_names))
+    lr, mean, scale, codes = _regression(emb_fn, marker_ref, clf, train)
+    logits = lr.decision_function((emb_fn(marker_ref, val) - mean) / scale)
 
     def nll(t):
         p = _softmax(logits / t)
@@ -274,7 +268,7 @@ def test_probe_of_an_earlier_version_or_a_lost_file_fails_to_load_with_its_reaso
     path = tmp_path / "clf"
     pair[True].save(path)
     tensors = load_file(str(path / PROBE_NAME))
-    # the first probe kept a copy of the pretrained encoder ("module.*"), not the gene table
+    # the first probe kept a copy of the marker_pretrained encoder ("module.*"), not the gene table
     old = {k: v for k, v in tensors.items() if k not in ("genes", "table")}
     old["module.encoder.embedding.weight"] = torch.zeros(3, 2)
     save_file(old, str(path / PROBE_NAME))
@@ -285,23 +279,24 @@ def test_probe_of_an_earlier_version_or_a_lost_file_fails_to_load_with_its_reaso
         ScGPTClassifier.load(path)
 
 
-def test_annotate_probe_argument_reaches_training(marker_cells, pretrained, ref):
+def test_annotate_probe_argument_reaches_training(marker_cells, marker_pretrained, marker_ref):
     from omicformer.scgpt import tl
 
     query = marker_cells(5, seed=3)
     for probe in (True, False):
         q = query.copy()
-        clf = tl.annotate(q, ref, label_key="cell_type", model=pretrained, max_epochs=1,
-                          probe=probe, n_models=1, progress=False, return_model=True)  # fmt: skip
+        clf = tl.annotate(q, marker_ref, label_key="cell_type", model=marker_pretrained,
+                          max_epochs=1, probe=probe, n_models=1, progress=False,
+                          return_model=True)  # fmt: skip
         assert (clf.probe_ is not None) is probe
         assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is probe
     # a trained classifier is used as it is: the record says what labelled the cells
     q = query.copy()
-    tl.annotate(q, ref, label_key="cell_type", model=clf, probe=True, progress=False)
+    tl.annotate(q, marker_ref, label_key="cell_type", model=clf, probe=True, progress=False)
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["probe"] is False
 
 
-def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, ref):
+def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, marker_ref):
     from omicformer.scgpt import tl
 
     clf = pair[True]
@@ -310,7 +305,9 @@ def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, ref):
     )  # far and near cells
     for k in (1, 4, SMOOTH_NEIGHBORS):
         q = query.copy()
-        tl.annotate(q, ref, label_key="cell_type", model=clf, smooth_neighbors=k, progress=False)
+        tl.annotate(
+            q, marker_ref, label_key="cell_type", model=clf, smooth_neighbors=k, progress=False
+        )
         expected = clf.predict_proba(query, progress=False, smooth_neighbors=k)
         np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))
         assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] == k
@@ -318,7 +315,7 @@ def test_annotate_smooth_neighbors_reaches_prediction(marker_cells, pair, ref):
                            clf.predict_proba(query, progress=False))  # fmt: skip
     # without the probe nothing is smoothed, and the record says so
     q = query.copy()
-    tl.annotate(q, ref, label_key="cell_type", model=pair[False], progress=False)
+    tl.annotate(q, marker_ref, label_key="cell_type", model=pair[False], progress=False)
     assert q.uns["scgpt"]["scgpt_cell_type"]["params"]["smooth_neighbors"] is None
     expected = pair[False].predict_proba(query, progress=False, smooth_neighbors=1)
     np.testing.assert_allclose(q.obs["scgpt_cell_type_confidence"], expected.max(1))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omicformer.scgpt import tl
-from omicformer.scgpt.model import ScGPT, ScGPTClassifier, ScGPTClassifierEnsemble
+from omicformer.scgpt.model import ScGPTClassifier, ScGPTClassifierEnsemble
 from omicformer.scgpt.model._probe_smooth import smooth_far_cells
 
 FIT = {"accelerator": "cpu", "enable_progress_bar": False, "max_epochs": 2, "lr": 3e-3,
@@ -16,22 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained(marker_cells) -> ScGPT:
-    a = marker_cells(4, seed=9)
-    ScGPT.setup_anndata(a)
-    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def ref(marker_cells) -> ad.AnnData:
-    a = marker_cells(30, seed=0)
-    ScGPTClassifier.setup_anndata(a, labels_key="cell_type")
-    return a
-
-
-@pytest.fixture(scope="module")
-def ensemble(pretrained, ref) -> ScGPTClassifierEnsemble:
-    ens = ScGPTClassifierEnsemble.load_pretrained(pretrained, ref, n_models=2)
+def ensemble(marker_pretrained, marker_ref) -> ScGPTClassifierEnsemble:
+    ens = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, marker_ref, n_models=2)
     with torch.random.fork_rng():
         ens.train(random_state=3, **FIT)
     return ens
@@ -43,9 +29,11 @@ def query(marker_cells) -> ad.AnnData:
     return ad.concat([marker_cells(5, seed=4, shift=True), marker_cells(5, seed=5)])
 
 
-def test_member_i_is_a_classifier_trained_with_seed_plus_100_i(ensemble, pretrained, ref):
+def test_member_i_is_a_classifier_trained_with_seed_plus_100_i(
+    ensemble, marker_pretrained, marker_ref
+):
     assert ensemble.n_models == 2 and ensemble.is_trained_ and ensemble.random_state_ == 3
-    alone = ScGPTClassifier.load_pretrained(pretrained, ref)
+    alone = ScGPTClassifier.load_pretrained(marker_pretrained, marker_ref)
     with torch.random.fork_rng():
         alone.train(random_state=103, **FIT)
     second = ensemble.members[1].module.state_dict()
@@ -115,28 +103,28 @@ def test_save_load_round_trip(ensemble, query, tmp_path):
         tl.embed(query.copy(), model=tmp_path / "ens")
 
 
-def test_bad_members_and_arguments(ensemble, pretrained, marker_cells, tmp_path):
+def test_bad_members_and_arguments(ensemble, marker_pretrained, marker_cells, tmp_path):
     with pytest.raises(ValueError, match="at least one"):
         ScGPTClassifierEnsemble([])
     with pytest.raises(TypeError, match="ScGPTClassifier models, not ScGPT"):
-        ScGPTClassifierEnsemble([pretrained])
+        ScGPTClassifierEnsemble([marker_pretrained])
     two = marker_cells(10, seed=2)
     two = two[two.obs["cell_type"] != "B"].copy()
     ScGPTClassifier.setup_anndata(two, labels_key="cell_type")
-    other = ScGPTClassifier.load_pretrained(pretrained, two)
+    other = ScGPTClassifier.load_pretrained(marker_pretrained, two)
     with pytest.raises(ValueError, match=r"member 1 predicts the classes \['Mono', 'T'\]"):
         ScGPTClassifierEnsemble([ensemble.members[0], other])
     with pytest.raises(ValueError, match="n_models=0 must be an integer >= 1"):
-        ScGPTClassifierEnsemble.load_pretrained(pretrained, two, n_models=0)
+        ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, two, n_models=0)
     with pytest.raises(ValueError, match=r"members\[i\]\.train\(ckpt_path"):
         ensemble.train(ckpt_path=tmp_path / "last.ckpt")
 
 
 def test_annotate_trains_two_members_by_default_and_reuses_an_ensemble(
-    pretrained, ref, query, tmp_path
+    marker_pretrained, marker_ref, query, tmp_path
 ):
     q = query.copy()
-    ens = tl.annotate(q, ref, label_key="cell_type", model=pretrained, max_epochs=2,
+    ens = tl.annotate(q, marker_ref, label_key="cell_type", model=marker_pretrained, max_epochs=2,
                       random_state=5, progress=False, return_model=True)  # fmt: skip
     assert isinstance(ens, ScGPTClassifierEnsemble) and ens.n_models == 2
     assert ens.random_state_ == 5
@@ -153,14 +141,14 @@ def test_annotate_trains_two_members_by_default_and_reuses_an_ensemble(
         if model is not ens:
             ens.save(model)
         q2 = query.copy()
-        tl.annotate(q2, ref, label_key="cell_type", model=model, n_models=1, random_state=5,
+        tl.annotate(q2, marker_ref, label_key="cell_type", model=model, n_models=1, random_state=5,
                     progress=False)  # fmt: skip
         assert q2.uns["scgpt"]["scgpt_cell_type"]["params"]["n_models"] == 2
         np.testing.assert_allclose(q2.obs["scgpt_cell_type_confidence"], expected.max(1))
 
     # one classifier on request
-    clf = tl.annotate(query.copy(), ref, label_key="cell_type", model=pretrained, max_epochs=1,
-                      n_models=1, progress=False, return_model=True)  # fmt: skip
+    clf = tl.annotate(query.copy(), marker_ref, label_key="cell_type", model=marker_pretrained,
+                      max_epochs=1, n_models=1, progress=False, return_model=True)  # fmt: skip
     assert isinstance(clf, ScGPTClassifier)
 
 
