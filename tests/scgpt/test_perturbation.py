@@ -206,6 +206,90 @@ def test_predict_follows_the_gene_order_of_adata(fitted, names):
     np.testing.assert_allclose(b.layers["delta"], a.layers["delta"][:, perm], atol=1e-6)
 
 
+def test_prediction_windows_hand_example():
+    from omicformer.scgpt.train._perturb import prediction_windows
+
+    order = np.array([5, 3, 0, 1, 4, 2, 6])
+    # gene 2 perturbed, 3 genes per pass: the other six, in this order, in windows of two
+    got = prediction_windows(order, np.array([2]), 3)
+    assert [w.tolist() for w in got] == [[2, 3, 5], [0, 1, 2], [2, 4, 6]]
+    # two perturbed (1, 5), 5 a pass: room for 3 others; the five others, in order, 3 0 4 | 2 6
+    got = prediction_windows(order, np.array([1, 5]), 5)
+    assert [w.tolist() for w in got] == [[0, 1, 3, 4, 5], [1, 2, 5, 6]]
+    for max_len in (None, 7, 100, 1):  # all genes fit, or no room beside the perturbed one
+        assert [w.tolist() for w in prediction_windows(order, np.array([2]), max_len)] == [
+            list(range(7))
+        ]
+
+
+def test_predict_in_windows_of_max_len_genes(fitted, names):
+    """Each gene's prediction comes from its window's pass; the perturbed genes' from all."""
+    adata, model = fitted
+    var = list(adata.var_names)
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
+    mean = ctrl.astype(np.float64).mean(0)
+    x_all = torch.as_tensor(ctrl - mean.astype(np.float32))
+    ids_all = torch.as_tensor([model.vocab[g] for g in var])
+    req = names["unseen"][:2]
+    pred = model.predict(req, n_control_cells=1000, max_len=16, random_state=7, progress=False)
+    assert pred.uns["perturbation_prediction"]["max_len"] == 16
+    order = np.random.default_rng(7).permutation(len(var))
+    for row, c in enumerate(req):
+        pert = [var.index(g) for g in _genes_of(c)]
+        rest = [j for j in order if j not in pert]
+        n_win = math.ceil(len(rest) / (16 - len(pert)))
+        prior = _covariance_prior(model, ctrl, var, _genes_of(c))
+        total, seen = np.zeros(len(var)), np.zeros(len(var))
+        for part in np.array_split(np.array(rest), n_win):
+            cols = np.sort(np.concatenate([pert, part]))
+            assert len(cols) <= 16
+            n = len(ctrl)
+            flags = torch.as_tensor(np.isin(cols, pert).astype(np.int64)).expand(n, -1)
+            with torch.no_grad():
+                out = model.module.eval()(
+                    ids_all[cols].expand(n, -1), x_all[:, cols], None, pert_flags=flags,
+                    pert_prior=torch.as_tensor(prior[cols], dtype=torch.float32).expand(n, -1),
+                )["mlm_output"]  # fmt: skip
+            total[cols] += out.double().mean(0).numpy()
+            seen[cols] += 1
+        assert seen.min() == 1 and (seen[pert] == n_win).all()
+        np.testing.assert_allclose(pred.X[row], total / seen + mean, rtol=1e-5, atol=1e-5)
+    whole = model.predict(req, n_control_cells=1000, max_len=len(var), progress=False)
+    expected, _ = _expected_prediction(model, adata, req)  # one pass over every gene
+    np.testing.assert_allclose(whole.X, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(pred.X, whole.X, atol=1e-4)
+    for bad in (1, 0, 2.5, "16", True):
+        with pytest.raises(ValueError, match="must be an integer >= 2"):
+            model.predict(req, max_len=bad, progress=False)
+
+
+def test_default_schedule_keeps_short_passes_and_shrinks_long_ones():
+    from omicformer.scgpt.model._perturbation import default_cell_passes, default_schedule
+
+    # 60,000 cell passes up to 256 genes a pass, then 60,000 * (256 / genes) ** 2
+    assert [default_cell_passes(n) for n in (40, 200, 256, 512, 1536)] == [
+        60_000, 60_000, 60_000, 15_000, 1_667
+    ]  # fmt: skip
+    assert default_schedule(4_900, 200, 64) == (12, None)  # 60,000 / 4,900 = 12.2 epochs
+    assert default_schedule(100, 200, 64) == (15, None)  # at most 15 epochs
+    assert default_schedule(1_000, 1_536, 64) == (2, None)  # 1,667 / 1,000 = 1.7
+    assert default_schedule(3_000, 1_536, 64) == (1, 27)  # 1,667 / 64 = 26.05 steps
+    assert default_schedule(68_000, 1_536, 32) == (1, 53)
+
+
+def test_train_default_schedule_is_recorded(sim, monkeypatch):
+    import omicformer.scgpt.model._perturbation as P
+
+    monkeypatch.setattr(P, "BUDGET_LEN", 1)  # 40 genes a pass: 60,000 / 1,600 = 38 passes
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    model = ScGPTPerturbation.load_pretrained("default", adata)
+    model.train(batch_size=32, accelerator="cpu", enable_progress_bar=False)
+    assert model.schedule_ == {"max_epochs": 1, "max_steps": 2}  # 38 / 32 -> 2 steps
+    assert len(np.asarray(model.history["train_loss"]).ravel()) == 1
+
+
 def test_predict_is_seeded(fitted, names):
     _, model = fitted
     kw = {"n_control_cells": 10, "progress": False}
@@ -352,6 +436,8 @@ def test_tl_predict_perturbation_end_to_end(tl_run, names, default_vocab):
     assert np.isfinite(info["losses"]["train_loss"])
     assert info["new_genes"] == [g for g in adata.var_names if g not in default_vocab]
     assert info["n_control_cells"] == 50 and info["seen_in_training"] == []
+    assert info["schedule"] == {"max_epochs": 1, "max_steps": None}  # as asked (QUICK)
+    assert info["max_len"] == model.max_len == 1536
 
 
 def test_tl_reuses_a_fitted_model_without_retraining(tl_run, names):

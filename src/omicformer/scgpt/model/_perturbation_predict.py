@@ -48,6 +48,7 @@ class PerturbationPredictionMixin:
         adata: AnnData | None = None,
         *,
         n_control_cells: int = 300,
+        max_len: int | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         random_state: int = 0,
@@ -66,13 +67,21 @@ class PerturbationPredictionMixin:
         n_control_cells
             Control cells (drawn once, seeded, the same for every perturbation) whose
             predictions are averaged; all controls when there are fewer.
+        max_len
+            Genes per forward pass; ``None``: the model's ``max_len`` (what each training pass
+            read, 1,536 by default). With more genes, the genes other than the perturbed ones
+            are dealt at random into the fewest windows that fit, each window read with the
+            perturbed genes, as in training (the perturbed genes' predictions are the mean over
+            the windows); at 5,000 genes this costs about a third of one pass over all of them.
+            Pass the number of genes (or more) to read every gene at once, as the official
+            ``pred_perturb`` does.
         batch_size
-            Cells per forward pass (fewer with many genes: every gene is a token, and a pass
-            holds at most 2e8 attention scores).
+            Cells per forward pass (fewer with many genes: every gene of a pass is a token, and
+            a pass holds at most 2e8 attention scores).
         device
             ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         random_state
-            Seed of the control cells' draw.
+            Seed of the control cells' draw and of the windows.
         progress
             Show a progress bar.
 
@@ -95,6 +104,10 @@ class PerturbationPredictionMixin:
             raise ValueError(msg)
         if n_control_cells < 1:
             msg = f"n_control_cells={n_control_cells} must be >= 1."
+            raise ValueError(msg)
+        max_len = self.max_len if max_len is None else max_len
+        if isinstance(max_len, bool) or not isinstance(max_len, int | np.integer) or max_len < 2:
+            msg = f"max_len={max_len!r} must be an integer >= 2 (genes per forward pass)."
             raise ValueError(msg)
         control = self.get_setup_arg("control")
         if isinstance(perturbations, str):
@@ -123,7 +136,8 @@ class PerturbationPredictionMixin:
         out = mean_perturbed_expression(
             self.module, self._gene_token_ids(), Xc,
             [self._perturbed_columns(genes) for genes in requested], prior,
-            batch_size=batch_size, device=resolve_device(device), progress=progress,
+            max_len=int(max_len), batch_size=batch_size, device=resolve_device(device),
+            progress=progress, random_state=random_state,
         ) + shift  # fmt: skip
         inverse = _inverse(cols)  # model gene order -> adata's gene order
         X = out[:, inverse]
@@ -149,6 +163,7 @@ class PerturbationPredictionMixin:
             "control": control,
             "condition_key": self.get_setup_arg("condition_key"),
             "n_control_cells": int(Xc.shape[0]),
+            "max_len": int(max_len),
             "seen_in_training": seen,
             "random_state": int(random_state),
         }

@@ -13,6 +13,7 @@ differentially expressed genes (optional).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -377,14 +378,16 @@ def mean_perturbed_expression(
     perturbed: Sequence[np.ndarray],
     prior: CovariancePrior | None = None,
     *,
+    max_len: int | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    random_state: int = 0,
 ) -> np.ndarray:
     """Predicted expression after each perturbation, averaged over control cells (in silico).
 
-    Every control cell is the input (all genes, continuous values) with the perturbed genes
-    flagged :data:`PERTURBED`, as in training; the module's output is averaged over the cells.
+    Every control cell is the input (continuous values) with the perturbed genes flagged
+    :data:`PERTURBED`, as in training; the module's output is averaged over the cells.
 
     Parameters
     ----------
@@ -398,13 +401,23 @@ def mean_perturbed_expression(
         For each perturbation, the columns of its perturbed genes.
     prior
         The :class:`CovariancePrior` when the module reads one.
+    max_len
+        Genes per pass. ``None`` or at least the number of genes: all genes in one pass (the
+        official ``pred_perturb``). Fewer: the other genes are dealt at random (seeded by
+        ``random_state``) into the fewest windows of at most ``max_len`` genes with the
+        perturbed ones, as training reads random subsets that hold them; every window is one
+        pass, each gene's prediction comes from its window and the perturbed genes' from the
+        mean over the windows. Attention's cost grows with the square of the length, so
+        windows of 1,536 of 5,000 genes cost about a third of one pass over all of them.
     batch_size
         Cells per forward pass; fewer when ``ATTENTION_BUDGET`` attention scores would be
-        exceeded (every gene is a token).
+        exceeded (every gene of a pass is a token).
     device
         Where to run.
     progress
         Show a progress bar over the perturbations.
+    random_state
+        Seed of the windows' draw (one draw for all perturbations).
 
     Returns
     -------
@@ -415,23 +428,50 @@ def mean_perturbed_expression(
     module = module.to(device).eval()
     n_genes = len(gene_ids)
     ids = torch.as_tensor(np.asarray(gene_ids), device=device)
-    step = max(1, min(batch_size, ATTENTION_BUDGET // (module.config.nhead * n_genes**2)))
+    order = np.random.default_rng(random_state).permutation(n_genes)
     out = np.zeros((len(perturbed), n_genes), dtype=np.float64)
     try:
         for k, cols in enumerate(tqdm(perturbed, disable=not progress, desc="perturbations")):
+            cols = np.asarray(cols, dtype=np.int64)
             flags = torch.full((n_genes,), NOT_PERTURBED, dtype=torch.long, device=device)
             flags[torch.as_tensor(cols, device=device)] = PERTURBED
             prior_k = None if prior is None else torch.as_tensor(prior(cols), device=device)
             total = torch.zeros(n_genes, dtype=torch.float64, device=device)
-            for start in range(0, controls.shape[0], step):
-                x = controls[start : start + step].to(device)
-                n = x.shape[0]
-                pred = module(
-                    ids.expand(n, -1), x, None, pert_flags=flags.expand(n, -1),
-                    pert_prior=None if prior_k is None else prior_k.expand(n, -1),
-                )["mlm_output"]  # fmt: skip
-                total += pred.double().sum(0)
-            out[k] = (total / controls.shape[0]).cpu().numpy()
+            count = torch.zeros(n_genes, dtype=torch.float64, device=device)
+            for window in prediction_windows(order, cols, max_len):
+                w = torch.as_tensor(window, device=device)
+                step = max(
+                    1, min(batch_size, ATTENTION_BUDGET // (module.config.nhead * len(window) ** 2))
+                )
+                for start in range(0, controls.shape[0], step):
+                    x = controls[start : start + step][:, window].to(device)
+                    n = x.shape[0]
+                    pred = module(
+                        ids[w].expand(n, -1), x, None, pert_flags=flags[w].expand(n, -1),
+                        pert_prior=None if prior_k is None else prior_k[w].expand(n, -1),
+                    )["mlm_output"]  # fmt: skip
+                    total[w] += pred.double().sum(0)
+                count[w] += controls.shape[0]
+            out[k] = (total / count).cpu().numpy()
     finally:
         module.cpu()
     return out
+
+
+def prediction_windows(
+    order: np.ndarray, perturbed: np.ndarray, max_len: int | None
+) -> list[np.ndarray]:
+    """Sorted gene columns of each pass of :func:`mean_perturbed_expression`.
+
+    ``order`` is a permutation of all gene columns; the genes not in ``perturbed`` are cut, in
+    that order, into the fewest near-equal windows of at most ``max_len - len(perturbed)``,
+    and every window also holds the perturbed genes. One window of all genes when they fit in
+    ``max_len`` (or ``max_len`` is ``None``, or leaves no room beside the perturbed genes).
+    """
+    n_genes, perturbed = len(order), np.asarray(perturbed, dtype=np.int64)
+    room = n_genes if max_len is None else int(max_len) - len(perturbed)
+    if room < 1 or n_genes <= (n_genes if max_len is None else max_len):
+        return [np.arange(n_genes)]
+    rest = order[~np.isin(order, perturbed)]
+    parts = np.array_split(rest, math.ceil(len(rest) / room))
+    return [np.sort(np.concatenate([perturbed, part])) for part in parts]
