@@ -91,7 +91,8 @@ class PerturbationPredictionMixin:
         ``obs["condition"]``: the strings as given), ``X`` the predicted mean expression on
         the scale and genes (same order) of ``adata``, ``layers["delta"]`` = ``X`` minus the
         control mean of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of
-        control cells, the perturbations that were training data).
+        control cells, genes per pass ``"max_len"``, the perturbations that were training
+        data).
         """
         import anndata as ad
 
