@@ -395,3 +395,63 @@ def two_batch_pretrained(two_batches):
     a = two_batches(2, seed=9)
     ScGPT.setup_anndata(a)
     return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+# ------------------------------- tl.annotate and ScGPTClassifier (test_annotate, test_classifier)
+ANNOTATE_GENES = 60
+ANNOTATE_TYPES = ["T", "B", "Mono"]
+
+
+def annotate_cells_data(n_per_type: int, seed: int) -> ad.AnnData:
+    """Three cell types, each with its own 20 marker genes 8x more expressed (Poisson counts)."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for t, name in enumerate(ANNOTATE_TYPES):
+        lam = np.full(ANNOTATE_GENES, 0.6)
+        lam[20 * t : 20 * (t + 1)] = 5.0
+        rows.append(rng.poisson(lam, size=(n_per_type, ANNOTATE_GENES)))
+        labels += [name] * n_per_type
+    X = np.vstack(rows).astype(np.float32)
+    X[X.sum(1) == 0, 0] = 1
+    obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
+    return ad.AnnData(
+        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(ANNOTATE_GENES)])
+    )
+
+
+@pytest.fixture(scope="session")
+def annotate_cells():
+    """:func:`annotate_cells_data`, for tests."""
+    return annotate_cells_data
+
+
+@pytest.fixture(scope="module")
+def clf_pretrained():
+    """A tiny (untrained) scGPT over the 60 genes, standing in for a pretrained model."""
+    from omicformer.scgpt.model import ScGPT
+
+    a = annotate_cells_data(4, seed=9)
+    ScGPT.setup_anndata(a)
+    return ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def clf_ref_query():
+    """Reference (30 cells per type) and query (15) of :func:`annotate_cells_data`."""
+    return annotate_cells_data(30, seed=0), annotate_cells_data(15, seed=1)
+
+
+@pytest.fixture(scope="module")
+def clf_trained(clf_ref_query, clf_pretrained):
+    """A ScGPTClassifier fine-tuned 8 epochs on the reference of ``clf_ref_query``."""
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    ref, _ = clf_ref_query
+    ref = ref.copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    with torch.random.fork_rng():
+        clf.train(
+            max_epochs=8, lr=3e-3, batch_size=16, accelerator="cpu", enable_progress_bar=False
+        )
+    return clf

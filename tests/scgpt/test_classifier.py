@@ -1,0 +1,224 @@
+"""ScGPTClassifier on small synthetic cell types (fixtures in conftest: ``clf_*``)."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from omicformer.scgpt import tl
+from omicformer.scgpt.model import ScGPTClassifier
+
+N_GENES = 60
+TYPES = ["T", "B", "Mono"]
+FIT = {"accelerator": "cpu", "enable_progress_bar": False}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_classifier_learns_and_calibrates(clf_trained, clf_ref_query):
+    _, query = clf_ref_query
+    pred = clf_trained.predict(query, progress=False)
+    truth = query.obs["cell_type"].to_numpy()
+    assert (pred.astype(str).to_numpy() == truth).mean() > 0.9  # chance 1/3
+    proba = clf_trained.predict_proba(query, progress=False)
+    assert list(proba.columns) == sorted(TYPES) == clf_trained.classes_
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert clf_trained.temperature_ > 0 and clf_trained.validation_scores_["n_cells"] == 9
+    assert {"train_loss", "validation_loss", "validation_accuracy"} <= set(clf_trained.history)
+    assert clf_trained.module.cls_decoder.out_layer.out_features == 3
+
+
+def test_classifier_save_load_round_trip(clf_trained, clf_ref_query, tmp_path):
+    _, query = clf_ref_query
+    clf_trained.save(tmp_path / "clf")
+    loaded = ScGPTClassifier.load(tmp_path / "clf")
+    assert loaded.classes_ == clf_trained.classes_
+    assert loaded.temperature_ == clf_trained.temperature_
+    pd.testing.assert_frame_equal(
+        loaded.predict_proba(query, progress=False),
+        clf_trained.predict_proba(query, progress=False),
+    )
+    # the saved folder also embeds through tl.embed like any scGPT folder
+    out = tl.embed(query, model=tmp_path / "clf", progress=False, copy=True)
+    assert out.obsm["X_scgpt"].shape == (45, 32)
+
+
+def test_classifier_keeps_the_most_expressed_genes_of_long_cells(
+    clf_trained, clf_pretrained, tmp_path, annotate_cells
+):
+    import json
+
+    assert clf_trained.gene_selection == "highest" and clf_pretrained.gene_selection == "random"
+    # a cell longer than max_len embeds as the same cell holding only its top max_len - 1 genes
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.permutation(np.arange(1, N_GENES + 1)) for _ in range(6)]).astype(np.float32)
+    top = X * (X > N_GENES - 5)  # the 5 highest values of every row (distinct values)
+    genes = pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    long, short = ad.AnnData(sp.csr_matrix(X), var=genes), ad.AnnData(sp.csr_matrix(top), var=genes)
+    z_long = clf_trained.get_latent_representation(long, max_len=6, progress=False)
+    z_short = clf_trained.get_latent_representation(short, progress=False)
+    np.testing.assert_allclose(z_long, z_short, atol=1e-5)
+    # saved and restored; folders saved before the setting existed load as "random"
+    clf_trained.save(tmp_path / "clf")
+    assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "highest"
+    # tl.embed of the model or its folder tokenises as the model was trained
+    for model in (clf_trained, tmp_path / "clf"):
+        out = tl.embed(long, model=model, max_len=6, progress=False, copy=True)
+        np.testing.assert_allclose(out.obsm["X_scgpt"], z_long, atol=1e-5)
+        assert out.uns["scgpt"]["X_scgpt"]["params"]["gene_selection"] == "highest"
+    cfg = json.loads((tmp_path / "clf" / "omicformer_config.json").read_text())
+    del cfg["model_settings"]["gene_selection"]
+    (tmp_path / "clf" / "omicformer_config.json").write_text(json.dumps(cfg))
+    assert ScGPTClassifier.load(tmp_path / "clf").gene_selection == "random"
+    out = tl.embed(long, model=tmp_path / "clf", max_len=6, progress=False, copy=True)
+    assert out.uns["scgpt"]["X_scgpt"]["params"]["gene_selection"] == "random"
+    assert not np.allclose(out.obsm["X_scgpt"], z_long, atol=1e-3)
+    ref = annotate_cells(4, seed=2)
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    official = ScGPTClassifier.load_pretrained(clf_pretrained, ref, gene_selection="random")
+    assert official.gene_selection == "random"
+    with pytest.raises(ValueError, match="gene_selection='top'"):
+        ScGPTClassifier.load_pretrained(clf_pretrained, ref, gene_selection="top")
+
+
+def test_classifier_head_reads_the_chosen_cell_embedding(
+    clf_trained, clf_pretrained, clf_ref_query
+):
+    assert clf_pretrained.module.config.cell_emb_style == "cls"
+    assert clf_trained.module.config.cell_emb_style == "gene-mean"  # the default, kept when saved
+    ref = clf_ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    head = {k: v.clone() for k, v in clf.module.state_dict().items()}
+    with pytest.raises(ValueError, match="cell_emb_style='max'"):
+        clf.train(max_epochs=1, cell_emb_style="max", **FIT)
+    assert clf.module.config.cell_emb_style == "cls" and not clf.is_trained_
+    for k, v in clf.module.state_dict().items():
+        torch.testing.assert_close(v, head[k])
+    with torch.random.fork_rng():
+        clf.train(max_epochs=1, batch_size=16, cell_emb_style="cls", **FIT)
+    assert clf.module.config.cell_emb_style == "cls"  # the official recipe's <cls> output
+
+
+def test_classifier_needs_labels(clf_ref_query, clf_pretrained):
+    ref = clf_ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref)
+    with pytest.raises(ValueError, match="labels_key"):
+        ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+
+
+def test_default_epochs_scale_with_reference_size():
+    from omicformer.scgpt.model._classifier import default_epochs
+
+    # ceil(8000 / n) clipped to [3, 100]: 8000/441 = 18.1 -> 19; 8000/700 = 11.4 -> 12
+    assert [default_epochs(n) for n in (50, 100, 441, 700, 5000)] == [100, 80, 19, 12, 3]
+
+
+def test_default_patience_counts_cell_passes():
+    from omicformer.scgpt.model._classifier import default_patience
+
+    # ceil(2000 / n), at least 5: 2000/121 = 16.5 -> 17; 2000/441 = 4.5 -> 5 (the minimum)
+    assert [default_patience(n) for n in (27, 121, 400, 441, 5000)] == [75, 17, 5, 5, 5]
+
+
+def test_default_run_stops_after_12000_cell_passes(clf_ref_query, clf_pretrained, runner_call):
+    """A large reference trains for less than the 3-epoch minimum instead of for hours."""
+    seen = runner_call
+    ref = clf_ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    with pytest.raises(RuntimeError, match="stop"):
+        clf.train(batch_size=32)
+    # 81 training cells (3 of each type's 30 held out): ceil(8000 / 81) = 99 epochs;
+    # 12000 / 32 = 375 steps; patience ceil(2000 / 81) = 25 epochs
+    assert seen["max_epochs"] == 99 and seen["max_steps"] == 375
+    assert seen["early_stopping_patience"] == 25
+    with pytest.raises(RuntimeError, match="stop"):
+        clf.train(max_epochs=3, early_stopping_patience=2)
+    assert seen["max_epochs"] == 3 and seen["max_steps"] is None
+    assert seen["early_stopping_patience"] == 2
+
+
+def test_head_standardisation_folds_into_an_official_head(clf_pretrained):
+    """Training standardises the <cls> embedding before the head; folding that into the head's
+    first Linear must give the same logits with the head alone.
+
+    Expected values use the formula written out, ``head((e - mean) / sqrt(mean(var) + eps))``
+    (centred per dimension, one scale) on a copy of the unfolded head, with the statistics
+    after the training-mode updates
+    (``mean <- (1 - m) mean + m batch_mean``, same for the unbiased batch variance).
+    """
+    import copy
+
+    from omicformer.scgpt.module import ClsDecoder
+    from omicformer.scgpt.train import ClassifierTrainingPlan
+
+    module = copy.deepcopy(clf_pretrained.module)
+    module.cls_decoder = ClsDecoder(32, 3, nlayers=3)
+    torch.manual_seed(0)
+    emb = 5.0 + 0.03 * torch.randn(64, 32)  # collapsed: a large shared part, small differences
+    start = (torch.full((32,), 4.0), torch.full((32,), 2.0))
+    plan = ClassifierTrainingPlan(module, input_stats=start, stats_momentum=0.25)
+    mean, var = start[0].clone(), start[1].clone()
+    plan.train()
+    for chunk in emb.split(16):  # training mode: statistics move towards each minibatch's
+        plan.input_norm(chunk)
+        mean, var = 0.75 * mean + 0.25 * chunk.mean(0), 0.75 * var + 0.25 * chunk.var(0)
+    norm = plan.input_norm
+    torch.testing.assert_close(norm.mean, mean)
+    torch.testing.assert_close(norm.var, var)
+    plan.eval()
+    before = norm.mean.clone()
+    plan.input_norm(emb)  # evaluation mode leaves the statistics alone
+    torch.testing.assert_close(norm.mean, before)
+    unfolded = copy.deepcopy(module.cls_decoder).eval()
+    with torch.no_grad():
+        expected = unfolded((emb - mean) / torch.sqrt(var.mean() + 1e-5))
+    plan.fold_standardisation()
+    assert plan.input_norm is None
+    assert isinstance(module.cls_decoder, ClsDecoder)  # still the official head's layout
+    with torch.no_grad():
+        got = module.cls_decoder.eval()(emb)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # without statistics the plan is the official recipe and there is nothing to fold
+    official = ClassifierTrainingPlan(copy.deepcopy(module))
+    assert official.input_norm is None
+    weights = copy.deepcopy(official.module.cls_decoder.state_dict())
+    official.fold_standardisation()
+    for k, v in official.module.cls_decoder.state_dict().items():
+        torch.testing.assert_close(v, weights[k])
+
+
+DDP_CLASSIFIER = """
+import warnings
+import numpy as np, pandas as pd, scipy.sparse as sp, anndata as ad, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT, ScGPTClassifier
+
+rng = np.random.default_rng(0)
+X = rng.poisson(1.0, (70, 30)).astype(np.float32) + np.eye(70, 30, dtype=np.float32)
+X[:35, :10] += 4  # two cell types
+obs = pd.DataFrame({"t": np.repeat(["x", "y"], 35)}, index=[f"c{i}" for i in range(70)])
+a = ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+ScGPT.setup_anndata(a)
+pre = ScGPT(a, d_model=16, n_layers=1, n_heads=2, dropout=0.0, random_state=0)
+ScGPTClassifier.setup_anndata(a, labels_key="t")
+clf = ScGPTClassifier.load_pretrained(pre, a)
+clf.train(max_epochs=2, batch_size=8, accelerator="cpu", devices=2, strategy="ddp",
+          enable_progress_bar=False)
+rank = torch.distributed.get_rank()
+w = clf.module.cls_decoder._decoder[0]
+print(f"RESULT {rank} {float(w.weight.sum()):.6f} {float(w.bias.sum()):.6f}", flush=True)
+torch.distributed.destroy_process_group()  # no live gloo threads at exit
+"""
+
+
+@pytest.mark.slow
+def test_classifier_ddp_two_cpu_processes_fold_the_same_head(run_script):
+    """The head-input statistics are pooled over ranks: both replicas fold the same head."""
+    out, results = run_script(DDP_CLASSIFIER)
+    assert set(results) == {"0", "1"}, out[-3000:]
+    assert all(len(nums) == 2 for nums in results.values()), out[-3000:]
+    assert results["0"] == results["1"]
