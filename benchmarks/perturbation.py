@@ -106,13 +106,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated data")
     parser.add_argument("--n-cells", type=int, default=6000)
+    parser.add_argument("--n-genes", type=int, default=200,
+                        help="genes of the simulated screen (GEARS data: about 5,000)")  # fmt: skip
     parser.add_argument("--no-scgpt", action="store_true", help="baselines only")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=None,
                         help="subset of methods to run (default: all)")  # fmt: skip
     args = parser.parse_args()
 
-    adata = datasets.perturbseq_simulation(n_cells=args.n_cells, random_state=args.sim_seed)
+    adata = datasets.perturbseq_simulation(
+        n_cells=args.n_cells, n_genes=args.n_genes, random_state=args.sim_seed
+    )
     n_cond = adata.obs["condition"].nunique() - 1
     print(f"SIMULATED data: {adata.n_obs} cells x {adata.n_vars} genes, {n_cond} perturbations")
     ours = [] if args.no_scgpt else ["scGPT", "scGPT official"]
