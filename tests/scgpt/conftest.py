@@ -228,12 +228,15 @@ def official():
     )
 
 
-def marker_cells_data(n_per_type: int, seed: int, shift: bool = False) -> ad.AnnData:
+def marker_cells_data(
+    n_per_type: int, seed: int, shift: bool = False, *, jitter: bool = True, empty_gene: int = -1
+) -> ad.AnnData:
     """Types ``T``, ``B``, ``Mono`` (``obs["cell_type"]``) over genes G0..G59, 20 markers each.
 
     ``shift``: cells unlike any of them, which express only genes 50-59 (far from every
-    reference cell in the embedding). Poisson counts times a log-normal factor: no two values
-    of a cell tie, so binning draws nothing.
+    reference cell in the embedding). Poisson counts (a cell with none gets 1 of gene
+    ``empty_gene``), times a log-normal factor with ``jitter``: no two values of a cell tie, so
+    binning draws nothing.
     """
     n_genes = 60
     rng = np.random.default_rng(seed)
@@ -247,8 +250,9 @@ def marker_cells_data(n_per_type: int, seed: int, shift: bool = False) -> ad.Ann
         rows.append(rng.poisson(lam, size=(n_per_type, n_genes)))
         labels += [name] * n_per_type
     X = np.vstack(rows).astype(np.float32)
-    X[X.sum(1) == 0, -1] = 1
-    X *= rng.lognormal(0.0, 0.3, size=X.shape).astype(np.float32)
+    X[X.sum(1) == 0, empty_gene] = 1
+    if jitter:
+        X *= rng.lognormal(0.0, 0.3, size=X.shape).astype(np.float32)
     obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
     var = pd.DataFrame(index=[f"G{i}" for i in range(n_genes)])
     return ad.AnnData(sp.csr_matrix(X), obs=obs, var=var)
@@ -398,25 +402,9 @@ def two_batch_pretrained(two_batches):
 
 
 # ------------------------------- tl.annotate and ScGPTClassifier (test_annotate, test_classifier)
-ANNOTATE_GENES = 60
-ANNOTATE_TYPES = ["T", "B", "Mono"]
-
-
 def annotate_cells_data(n_per_type: int, seed: int) -> ad.AnnData:
-    """Three cell types, each with its own 20 marker genes 8x more expressed (Poisson counts)."""
-    rng = np.random.default_rng(seed)
-    rows, labels = [], []
-    for t, name in enumerate(ANNOTATE_TYPES):
-        lam = np.full(ANNOTATE_GENES, 0.6)
-        lam[20 * t : 20 * (t + 1)] = 5.0
-        rows.append(rng.poisson(lam, size=(n_per_type, ANNOTATE_GENES)))
-        labels += [name] * n_per_type
-    X = np.vstack(rows).astype(np.float32)
-    X[X.sum(1) == 0, 0] = 1
-    obs = pd.DataFrame({"cell_type": labels}, index=[f"s{seed}c{i}" for i in range(len(labels))])
-    return ad.AnnData(
-        sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(ANNOTATE_GENES)])
-    )
+    """:func:`marker_cells_data` in plain Poisson counts (8x on each type's 20 markers)."""
+    return marker_cells_data(n_per_type, seed, jitter=False, empty_gene=0)
 
 
 @pytest.fixture(scope="session")
