@@ -443,3 +443,35 @@ def clf_trained(clf_ref_query, clf_pretrained):
             max_epochs=8, lr=3e-3, batch_size=16, accelerator="cpu", enable_progress_bar=False
         )
     return clf
+
+
+# ------------------------------------ perturbation (test_perturbation, test_predict_perturbation)
+def _sim_genes_of(condition: str, control: str = "ctrl") -> list[str]:
+    """Perturbed genes of a condition string, parsed here by hand."""
+    return [g for g in condition.split("+") if g != control]
+
+
+@pytest.fixture(scope="module")
+def default_vocab() -> dict[str, int]:
+    """The shipped default model's vocabulary (symbol -> token id)."""
+    from omicformer.scgpt._resolve import DEFAULT_MODEL_DIR
+
+    return json.loads((DEFAULT_MODEL_DIR / "vocab.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sim_names(sim) -> dict:
+    """Conditions and genes of the simulated screen, sorted out by hand."""
+    from itertools import combinations
+
+    conds = sorted(set(sim.obs["condition"].astype(str)) - {"ctrl"})
+    singles = [c for c in conds if c.endswith("+ctrl")]
+    combos = [c for c in conds if not c.endswith("+ctrl")]
+    single_genes = [_sim_genes_of(c)[0] for c in singles]
+    perturbed = {g for c in conds for g in _sim_genes_of(c)}
+    others = [g for g in sim.var_names if g not in perturbed]
+    pairs = {frozenset(_sim_genes_of(c)) for c in combos}
+    new_pair = next(f"{a}+{b}" for a, b in combinations(single_genes, 2) if {a, b} not in pairs)
+    unseen = [f"{others[0]}+{others[1]}", f"{others[2]}+ctrl", new_pair]
+    return {"conditions": conds, "singles": singles, "combos": combos,
+            "single_genes": single_genes, "others": others, "unseen": unseen}  # fmt: skip
