@@ -249,6 +249,9 @@ def test_default_schedule_keeps_short_passes_and_shrinks_long_ones():
     assert default_schedule(1_000, 1_536, 64) == (2, None)  # 1,667 / 1,000 = 1.7
     assert default_schedule(3_000, 1_536, 64) == (1, 27)  # 1,667 / 64 = 26.05 steps
     assert default_schedule(68_000, 1_536, 32) == (1, 53)
+    # on a GPU, 60,000 cell passes at any length: 60,000 / 3,000 = 20 -> 15; 60,000 / 32 steps
+    assert default_schedule(3_000, 1_536, 64, cpu=False) == (15, None)
+    assert default_schedule(68_000, 1_536, 32, cpu=False) == (1, 1_875)
 
 
 def test_train_default_schedule_is_recorded(sim, monkeypatch):
@@ -260,6 +263,12 @@ def test_train_default_schedule_is_recorded(sim, monkeypatch):
     model = ScGPTPerturbation.load_pretrained("default", adata)
     model.train(batch_size=32, accelerator="cpu", enable_progress_bar=False)
     assert model.schedule_ == {"max_epochs": 1, "max_steps": 2}  # 38 / 32 -> 2 steps
+    model.train(batch_size=32, max_steps=1, accelerator="cpu", enable_progress_bar=False)
+    assert model.schedule_ == {"max_epochs": None, "max_steps": 1}  # as asked
+    # the shrunk budget is for CPU training only ("auto": the CPU where there is no GPU)
+    assert P._trains_on_cpu("cpu") and not P._trains_on_cpu("gpu")
+    has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    assert P._trains_on_cpu("auto") is not has_gpu
     assert len(np.asarray(model.history["train_loss"]).ravel()) == 1
 
 

@@ -72,12 +72,12 @@ def predict_perturbation(
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``.
     max_epochs
-        Fine-tuning epochs; ``None``: about 60,000 cell passes, between 1 and 15 epochs, when
-        a training pass reads at most 256 genes, fewer with more genes per pass (1,667 cell
-        passes at the 1,536 genes a pass reads of a screen of 5,000), so that a default run
-        takes minutes on a CPU whatever the number of genes (see
+        Fine-tuning epochs; ``None``: about 60,000 cell passes, between 1 and 15 epochs; on a
+        CPU, fewer when a training pass reads more than 256 genes (1,667 cell passes at the
+        1,536 genes a pass reads of a screen of 5,000), so that a default run takes minutes
+        whatever the number of genes (see
         :meth:`~omicformer.scgpt.model.ScGPTPerturbation.train`; the official tutorial trains
-        15 epochs, which a GPU makes affordable).
+        15 epochs).
     n_control_cells
         Control cells perturbed in silico per perturbation (the same cells for every
         perturbation); all when there are fewer.
