@@ -469,9 +469,9 @@ def prediction_windows(
     ``max_len`` (or ``max_len`` is ``None``, or leaves no room beside the perturbed genes).
     """
     n_genes, perturbed = len(order), np.asarray(perturbed, dtype=np.int64)
-    room = n_genes if max_len is None else int(max_len) - len(perturbed)
-    if room < 1 or n_genes <= (n_genes if max_len is None else max_len):
+    if max_len is None or n_genes <= max_len or max_len - len(perturbed) < 1:
         return [np.arange(n_genes)]
+    room = int(max_len) - len(perturbed)
     rest = order[~np.isin(order, perturbed)]
     parts = np.array_split(rest, math.ceil(len(rest) / room))
     return [np.sort(np.concatenate([perturbed, part])) for part in parts]
