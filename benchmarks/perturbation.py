@@ -53,14 +53,16 @@ def prior_alone(train, test: list[str]):
     genes = list(train.var_names)
     ctrl = X[labels == "ctrl"]
     mean = ctrl.mean(0)
-    own, observed = {}, {}
+    own, observed, changes = {}, {}, []
     for c in set(labels) - {"ctrl"}:
+        changes.append(X[labels == c].mean(0) - mean)
         gs = parse_condition(c)
         if len(gs) == 1:
             j = genes.index(gs[0])
-            observed[j] = X[labels == c].mean(0) - mean
+            observed[j] = changes[-1]
             own[j] = float(observed[j][j])
-    prior = CovariancePrior(ctrl, own, float(np.mean(list(own.values()))), observed=observed)
+    prior = CovariancePrior(ctrl, own, float(np.mean(list(own.values()))), observed=observed,
+                            shared=np.mean(changes, axis=0))  # fmt: skip
     rows = [mean + prior([genes.index(g) for g in parse_condition(c)]) for c in test]
     obs = pd.DataFrame({"condition": test}, index=test)
     return ad.AnnData(np.asarray(rows, dtype=np.float32), obs=obs, var=train.var.copy())

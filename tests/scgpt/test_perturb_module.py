@@ -290,6 +290,17 @@ def test_covariance_prior_is_the_gaussian_propagation_written_out():
     # combinations: measured singles' observed changes replace their propagation, then add up
     np.testing.assert_allclose(prior([2, 3]), other + observed[3], rtol=1e-5)
     np.testing.assert_allclose(prior([1, 2]), one + other, rtol=1e-5)
+    # with the perturbations' shared mean change m: m + (e_g - m_g) * slope_g, e_g on g itself
+    m = np.array([0.2, -0.1, 0.05, 0.0, 0.3])
+    shared = CovariancePrior(sp.csr_matrix(ctrl), {1: -1.5}, -0.7, ridge=0.05,
+                             observed=observed, shared=m)  # fmt: skip
+    one_m = m + (-1.5 - -0.1) * c[:, 1] / (c[1, 1] + r)
+    one_m[1] = -1.5
+    other_m = m + (-0.7 - 0.05) * c[:, 2] / (c[2, 2] + r)
+    other_m[2] = -0.7
+    np.testing.assert_allclose(shared([1]), one_m, rtol=1e-5)
+    np.testing.assert_allclose(shared([2, 3]), other_m + observed[3], rtol=1e-5)
+    np.testing.assert_allclose(shared([1, 2]), one_m + other_m, rtol=1e-5)
 
 
 def test_collator_is_reproducible():

@@ -92,6 +92,7 @@ def test_train_records_history_and_keeps_pad_row_and_frozen_heads(fitted, sim_na
     assert len(losses) == 1 and np.isfinite(losses).all()
     assert {"train_loss_mse", "train_loss_de"} <= set(model.history)
     assert model.train_conditions_ == sim_names["conditions"]
+    np.testing.assert_allclose(model.prior_shared_, _mean_change(adata), atol=1e-5)
     assert len(model.train_indices) == adata.n_obs and len(model.validation_indices) == 0
     assert torch.count_nonzero(model.module.pert_encoder.weight[2]) == 0
     state, module_state = _default_state(), model.module.state_dict()
@@ -103,8 +104,17 @@ def test_train_records_history_and_keeps_pad_row_and_frozen_heads(fitted, sim_na
         torch.testing.assert_close(module_state[k], state[k], rtol=0, atol=0)
 
 
-def _covariance_prior(model, ctrl, var, genes):
-    """The documented prior, written out: Gaussian propagation through the control covariance."""
+def _mean_change(adata) -> np.ndarray:
+    """Mean over the perturbations of their cells' mean minus the control mean, by hand."""
+    X = _dense(adata.X).astype(np.float64)
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    ctrl = X[labels == "ctrl"].mean(0)
+    return np.mean([X[labels == c].mean(0) - ctrl for c in sorted(set(labels) - {"ctrl"})], 0)
+
+
+def _covariance_prior(model, ctrl, var, genes, shared):
+    """The documented prior, written out: the perturbations' mean change ``shared`` plus a
+    Gaussian propagation through the control covariance."""
     centred = ctrl.astype(np.float64) - ctrl.astype(np.float64).mean(0)
     cov = centred.T @ centred / (len(ctrl) - 1)
     var_g = np.diag(cov)
@@ -113,7 +123,7 @@ def _covariance_prior(model, ctrl, var, genes):
     for g in genes:
         j = var.index(g)
         e = model.prior_effects_.get(g, model.prior_default_)
-        one = e * cov[:, j] / (cov[j, j] + ridge)
+        one = shared + (e - shared[j]) * cov[:, j] / (cov[j, j] + ridge)
         one[j] = e
         if len(genes) > 1 and g in model.prior_observed_:
             one = np.asarray(model.prior_observed_[g], dtype=np.float64)
@@ -139,7 +149,7 @@ def _expected_prediction(model, adata, conditions):
             flags = torch.as_tensor(np.isin(var, _genes_of(c)).astype(np.int64))
             extra = {}
             if model.module.config.perturbation_prior:
-                prior = _covariance_prior(model, ctrl, var, list(_genes_of(c)))
+                prior = _covariance_prior(model, ctrl, var, list(_genes_of(c)), _mean_change(adata))
                 extra["pert_prior"] = torch.as_tensor(prior, dtype=torch.float32).expand(
                     len(ctrl), -1
                 )
@@ -212,7 +222,7 @@ def test_predict_in_windows_of_max_len_genes(fitted, sim_names):
         pert = [var.index(g) for g in _genes_of(c)]
         rest = [j for j in order if j not in pert]
         n_win = math.ceil(len(rest) / (16 - len(pert)))
-        prior = _covariance_prior(model, ctrl, var, _genes_of(c))
+        prior = _covariance_prior(model, ctrl, var, _genes_of(c), _mean_change(adata))
         total, seen = np.zeros(len(var)), np.zeros(len(var))
         for part in np.array_split(np.array(rest), n_win):
             cols = np.sort(np.concatenate([pert, part]))

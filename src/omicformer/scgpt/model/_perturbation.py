@@ -371,6 +371,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
                                     for c, d in singles.items()}  # fmt: skip
             own = list(self.prior_effects_.values())
             self.prior_default_ = float(np.mean(own)) if own else 0.0
+            self.prior_shared_ = screen.trained_mean_change().astype(np.float32)
             prior = self._prior(X[screen.ctrl_rows])
             priors = np.stack([np.zeros(len(self.genes_), dtype=np.float32)]
                               + [prior(p) for p in perturbed[1:]])  # fmt: skip
@@ -412,6 +413,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
                 "prior_default": float(getattr(self, "prior_default_", 0.0)),
                 "prior_observed": {g: np.asarray(d, dtype=np.float64).tolist() for g, d in
                                    getattr(self, "prior_observed_", {}).items()},
+                "prior_shared": (None if getattr(self, "prior_shared_", None) is None
+                                 else np.asarray(self.prior_shared_, np.float64).tolist()),
                 "centered": bool(getattr(self, "centered_", False))}  # fmt: skip
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
@@ -421,6 +424,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         self.prior_default_ = float(settings.get("prior_default", 0.0))
         self.prior_observed_ = {g: np.asarray(d, dtype=np.float32)
                                 for g, d in settings.get("prior_observed", {}).items()}  # fmt: skip
+        shared = settings.get("prior_shared")
+        self.prior_shared_ = None if shared is None else np.asarray(shared, dtype=np.float32)
         self.centered_ = bool(settings.get("centered", False))
 
 

@@ -40,7 +40,8 @@ class PerturbationPredictionMixin:
         seen = getattr(self, "prior_observed_", {})
         observed = {pos[g]: d for g, d in seen.items() if g in pos}
         return CovariancePrior(controls, own, getattr(self, "prior_default_", 0.0),
-                               observed=observed)  # fmt: skip
+                               observed=observed,
+                               shared=getattr(self, "prior_shared_", None))  # fmt: skip
 
     def predict(
         self,

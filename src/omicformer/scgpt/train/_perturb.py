@@ -64,6 +64,12 @@ class Screen:
     def ctrl_rows(self) -> np.ndarray:
         return np.flatnonzero(self.codes == 0)
 
+    def trained_mean_change(self) -> np.ndarray:
+        """Mean of ``deltas`` over the training perturbations (zeros when there are none)."""
+        held = set(self.held.tolist())
+        kept = [self.deltas[k] for k in range(1, len(self.conditions)) if k not in held]
+        return np.mean(kept, axis=0) if kept else np.zeros_like(self.ctrl_mean)
+
     def trained_singles(self) -> dict[int, np.ndarray]:
         """``{column: delta}`` of every single-gene perturbation that is training data."""
         held = set(self.held.tolist())
@@ -115,10 +121,12 @@ class CovariancePrior:
     ``prior = e_g * C[:, g] / (C[g, g] + ridge)``, with ``prior[g] = e_g`` for the perturbed gene
     itself. ``e_g`` is the gene's own mean change in its training single perturbation when there
     is one, else the mean of those own changes over the training singles (the typical knockdown
-    of the screen). A combination gets the sum of its genes' priors, where a gene's observed
-    single-perturbation change (``observed``) replaces its propagation (the additive
-    expectation). Only control cells and training perturbations enter, never a perturbation
-    to predict.
+    of the screen). With ``shared`` (``m``, the mean change of the training perturbations: the
+    response they share, as the ``mean`` baseline predicts it), a gene's prior is ``m + (e_g -
+    m_g) * C[:, g] / (C[g, g] + ridge)``, still ``e_g`` on ``g``. A combination gets the sum of
+    its genes' priors, where a gene's observed single-perturbation change (``observed``)
+    replaces its propagation (the additive expectation). Only control cells and training
+    perturbations enter, never a perturbation to predict.
 
     Parameters
     ----------
@@ -133,6 +141,9 @@ class CovariancePrior:
         expressed genes (shrinks the slopes of rarely detected genes).
     observed
         ``{column: change of every gene}`` of the training single perturbations.
+    shared
+        ``m`` above, one value per gene; ``None``: zeros (the prior of models saved before
+        it existed).
     """
 
     def __init__(
@@ -142,6 +153,7 @@ class CovariancePrior:
         default_effect: float,
         ridge: float = 0.05,
         observed: dict[int, np.ndarray] | None = None,
+        shared: np.ndarray | None = None,
     ):
         X = controls.toarray() if sp.issparse(controls) else np.asarray(controls)
         self.Xc = (X - X.mean(axis=0)).astype(np.float64)
@@ -153,6 +165,7 @@ class CovariancePrior:
         self.observed = {
             int(k): np.asarray(v, dtype=np.float64) for k, v in (observed or {}).items()
         }
+        self.shared = None if shared is None else np.asarray(shared, dtype=np.float64)
         self._slopes: dict[int, np.ndarray] = {}
 
     def effect(self, col: int) -> float:
@@ -169,8 +182,12 @@ class CovariancePrior:
 
     def single(self, col: int) -> np.ndarray:
         """Prior change of every gene when gene column ``col`` alone is perturbed."""
-        prior = self.effect(col) * self.slope(col)
-        prior[int(col)] = self.effect(col)
+        col, effect = int(col), self.effect(col)
+        if self.shared is None:
+            prior = effect * self.slope(col)
+        else:
+            prior = self.shared + (effect - self.shared[col]) * self.slope(col)
+        prior[col] = effect
         return prior
 
     def __call__(self, cols: Sequence[int]) -> np.ndarray:
