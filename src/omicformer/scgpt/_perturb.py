@@ -83,9 +83,10 @@ def predict_perturbation(
         perturbation); all when there are fewer.
     prior
         ``"covariance"`` (default, our addition to the official method): each gene's token
-        also receives the effect expected from the control cells' gene-gene covariance
-        (combinations: the sum of the genes' observed single effects where measured), and the
-        transformer learns corrections to it; ``None``: the official method (flags only).
+        also receives the effect expected from the training perturbations' mean change and
+        the control cells' gene-gene covariance (combinations: the sum of the genes' priors,
+        observed single effects where measured), and the transformer learns corrections to
+        it; ``None``: the official method (flags only).
         See :class:`~omicformer.scgpt.train.CovariancePrior`.
     de_weight
         Weight of the extra loss on each training condition's DE genes (0: official loss).

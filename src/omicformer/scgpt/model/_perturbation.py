@@ -169,8 +169,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             perturbed ones, when there are more); ``None``: 1536 (official tutorial).
         prior
             ``"covariance"`` (default, our addition): every token also receives a prior of the
-            perturbation's effect on its gene, propagated from the perturbed genes through the
-            control cells' gene-gene covariance
+            perturbation's effect on its gene: the training perturbations' mean change plus the
+            perturbed genes' own change beyond it, propagated through the control cells'
+            gene-gene covariance
             (:class:`~omicformer.scgpt.train.CovariancePrior`), as a second value embedding
             (``prior_encoder``) and as a residual of the decoder, so the transformer learns
             corrections to it. ``None``: the official method (flags only).
