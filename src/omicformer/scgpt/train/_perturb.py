@@ -165,7 +165,8 @@ class CovariancePrior:
         self.observed = {
             int(k): np.asarray(v, dtype=np.float64) for k, v in (observed or {}).items()
         }
-        self.shared = None if shared is None else np.asarray(shared, dtype=np.float64)
+        n_genes = self.Xc.shape[1]
+        self.shared = np.zeros(n_genes) if shared is None else np.asarray(shared, np.float64)
         self._slopes: dict[int, np.ndarray] = {}
 
     def effect(self, col: int) -> float:
@@ -183,10 +184,7 @@ class CovariancePrior:
     def single(self, col: int) -> np.ndarray:
         """Prior change of every gene when gene column ``col`` alone is perturbed."""
         col, effect = int(col), self.effect(col)
-        if self.shared is None:
-            prior = effect * self.slope(col)
-        else:
-            prior = self.shared + (effect - self.shared[col]) * self.slope(col)
+        prior = self.shared + (effect - self.shared[col]) * self.slope(col)
         prior[col] = effect
         return prior
 
