@@ -366,3 +366,60 @@ def test_training_screen_by_hand():
         assert not {s.conditions[k] for k in s.held} & {
             genes[c] + "+ctrl" for c in s.trained_singles()
         }  # a held-out single is no training single
+
+
+# =============================================================================================
+# mean_perturbed_expression: the regression adjustment, on a module written for the test
+# =============================================================================================
+class _SquareModule(nn.Module):
+    """Predicts each gene as its input value squared, plus 1 on the perturbed genes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"nhead": 1})()
+
+    def forward(self, ids, values, mask, *, pert_flags, pert_prior=None):
+        return {"mlm_output": values**2 + pert_flags.float()}
+
+
+def test_mean_perturbed_expression_regression_adjustment_by_hand():
+    from omicformer.scgpt.train._perturb import mean_perturbed_expression
+
+    # three control cells of two genes; gene 0 is perturbed
+    controls = torch.tensor([[0.0, 3.0], [1.0, 3.0], [2.0, 3.0]])
+    kw = {"max_len": None, "progress": False}
+    plain = mean_perturbed_expression(_SquareModule(), [5, 6], controls, [np.array([0])], **kw)
+    # gene 0: predictions 1, 2, 5 (mean 8/3); gene 1: 9 in every cell
+    np.testing.assert_allclose(plain, [[8 / 3, 9.0]])
+    adjusted = mean_perturbed_expression(
+        _SquareModule(), [5, 6], controls, [np.array([0])], control_mean=np.array([0.5, 2.0]),
+        **kw,
+    )  # fmt: skip
+    # gene 0: x = 0, 1, 2 (mean 1, variance 2/3); prediction p = x**2 + 1, cov(p, x) = 4/3,
+    # slope 2; the sample's mean x lies 1 - 0.5 = 0.5 above the control mean: 8/3 - 2 * 0.5.
+    # gene 1: x does not vary in the sample, slope 0: 9 as it is
+    np.testing.assert_allclose(adjusted, [[8 / 3 - 1.0, 9.0]])
+
+
+def test_mean_perturbed_expression_adjusted_mean_of_a_linear_module_is_exact():
+    """A module passing b * x through predicts from a sample what it would from every cell."""
+    from omicformer.scgpt.train._perturb import mean_perturbed_expression
+
+    class Linear(_SquareModule):
+        def forward(self, ids, values, mask, *, pert_flags, pert_prior=None):
+            return {"mlm_output": 0.5 * values + 2.0 + pert_flags.float()}
+
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(200, 7)).astype(np.float32)
+    every = cells.astype(np.float64).mean(0)
+    sample = torch.as_tensor(cells[rng.choice(200, 12, replace=False)])
+    cols = [np.array([3]), np.array([1, 5])]
+    got = mean_perturbed_expression(Linear(), np.arange(7), sample, cols, max_len=4,
+                                    control_mean=every, progress=False)  # fmt: skip
+    for k, c in enumerate(cols):
+        expected = 0.5 * every + 2.0
+        expected[c] += 1.0
+        np.testing.assert_allclose(got[k], expected, atol=1e-6)
+    plain = mean_perturbed_expression(Linear(), np.arange(7), sample, cols, max_len=4,
+                                      progress=False)  # fmt: skip
+    assert np.abs(plain - got).max() > 0.01  # the sample's own mean is not every cell's

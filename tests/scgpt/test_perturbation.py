@@ -282,6 +282,42 @@ def test_train_default_schedule_is_recorded(sim, monkeypatch):
     assert len(np.asarray(model.history["train_loss"]).ravel()) == 1
 
 
+def test_predict_adjusts_the_mean_of_sampled_control_cells(fitted, sim_names):
+    """Fewer control cells than there are: each gene's mean is regression-adjusted."""
+    adata, model = fitted
+    var = list(adata.var_names)
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
+    mean = ctrl.astype(np.float64).mean(0)
+    pick = np.sort(np.random.default_rng(3).choice(len(ctrl), 10, replace=False))
+    x = torch.as_tensor(ctrl[pick] - mean.astype(np.float32))  # the model reads deviations
+    ids = torch.as_tensor([model.vocab[g] for g in var]).expand(len(pick), -1)
+    req = sim_names["unseen"][:2]
+    kw = {"n_control_cells": 10, "random_state": 3, "progress": False}
+    pred = model.predict(req, **kw)
+    plain = model.predict(req, adjust=False, **kw)
+    for row, c in enumerate(req):
+        prior = _covariance_prior(model, ctrl, var, _genes_of(c), _mean_change(adata))
+        flags = torch.as_tensor(np.isin(var, _genes_of(c)).astype(np.int64))
+        with torch.no_grad():
+            out = model.module.eval()(
+                ids, x, None, pert_flags=flags.expand(len(pick), -1),
+                pert_prior=torch.as_tensor(prior, dtype=torch.float32).expand(len(pick), -1),
+            )["mlm_output"]  # fmt: skip
+        p, xd = out.double().numpy(), x.double().numpy()
+        slope = np.array([np.polyfit(xd[:, j], p[:, j], 1)[0] if xd[:, j].std() > 0 else 0.0
+                          for j in range(len(var))])  # fmt: skip
+        # every control cell's mean deviation is 0; the sample's is xd.mean(0)
+        np.testing.assert_allclose(pred.X[row], p.mean(0) - slope * xd.mean(0) + mean,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(plain.X[row], p.mean(0) + mean, rtol=1e-5, atol=1e-5)
+    assert np.abs(pred.X - plain.X).max() > 1e-3
+    assert pred.uns["perturbation_prediction"]["adjust"] is True
+    assert plain.uns["perturbation_prediction"]["adjust"] is False
+    with pytest.raises(ValueError, match="adjust='no' must be True or False"):
+        model.predict(req, adjust="no", progress=False)
+
+
 def test_predict_is_seeded(fitted, sim_names):
     _, model = fitted
     kw = {"n_control_cells": 10, "progress": False}

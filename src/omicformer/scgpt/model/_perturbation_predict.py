@@ -48,8 +48,9 @@ class PerturbationPredictionMixin:
         perturbations: Sequence[str],
         adata: AnnData | None = None,
         *,
-        n_control_cells: int = 300,
+        n_control_cells: int = 100,
         max_len: int | None = None,
+        adjust: bool = True,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         random_state: int = 0,
@@ -67,7 +68,8 @@ class PerturbationPredictionMixin:
             registered layer and condition column); ``None``: the model's AnnData.
         n_control_cells
             Control cells (drawn once, seeded, the same for every perturbation) whose
-            predictions are averaged; all controls when there are fewer.
+            predictions are averaged; all controls when there are fewer. A prediction's cost
+            grows with this number.
         max_len
             Genes per forward pass; ``None``: the model's ``max_len`` (what each training pass
             read, 1,536 by default). With more genes, the genes other than the perturbed ones
@@ -76,6 +78,16 @@ class PerturbationPredictionMixin:
             the windows); at 5,000 genes this costs about a third of one pass over all of them.
             Pass the number of genes (or more) to read every gene at once, as the official
             ``pred_perturb`` does.
+        adjust
+            Regression-adjust each gene's mean for the sample of control cells (when
+            ``n_control_cells`` is fewer than the control cells): minus the slope of the
+            gene's prediction on the cell's own value of it (least squares over the sampled
+            cells) times how far the sample's mean of that value lies from the mean of every
+            control cell. A model that passes part of each cell through, as a briefly trained
+            one does, then predicts about what it would from every control cell, without
+            reading them all; a model whose predictions do not follow the cell is left as it
+            is. ``False``: the plain mean over the sampled cells (the official
+            ``pred_perturb``).
         batch_size
             Cells per forward pass (fewer with many genes: every gene of a pass is a token, and
             a pass holds at most 2e8 attention scores).
@@ -92,8 +104,8 @@ class PerturbationPredictionMixin:
         ``obs["condition"]``: the strings as given), ``X`` the predicted mean expression on
         the scale and genes (same order) of ``adata``, ``layers["delta"]`` = ``X`` minus the
         control mean of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of
-        control cells, genes per pass ``"max_len"``, the perturbations that were training
-        data).
+        control cells, genes per pass ``"max_len"``, ``"adjust"``, the perturbations that were
+        training data).
         """
         import anndata as ad
 
@@ -106,6 +118,9 @@ class PerturbationPredictionMixin:
             raise ValueError(msg)
         if n_control_cells < 1:
             msg = f"n_control_cells={n_control_cells} must be >= 1."
+            raise ValueError(msg)
+        if not isinstance(adjust, bool | np.bool_):
+            msg = f"adjust={adjust!r} must be True or False."
             raise ValueError(msg)
         max_len = self.max_len if max_len is None else max_len
         if isinstance(max_len, bool) or not isinstance(max_len, int | np.integer) or max_len < 2:
@@ -138,7 +153,8 @@ class PerturbationPredictionMixin:
         out = mean_perturbed_expression(
             self.module, self._gene_token_ids(), Xc,
             [self._perturbed_columns(genes) for genes in requested], prior,
-            max_len=int(max_len), batch_size=batch_size, device=resolve_device(device),
+            max_len=int(max_len), control_mean=(ctrl_mean - shift) if adjust else None,
+            batch_size=batch_size, device=resolve_device(device),
             progress=progress, random_state=random_state,
         ) + shift  # fmt: skip
         inverse = _inverse(cols)  # model gene order -> adata's gene order
@@ -166,6 +182,7 @@ class PerturbationPredictionMixin:
             "condition_key": self.get_setup_arg("condition_key"),
             "n_control_cells": int(Xc.shape[0]),
             "max_len": int(max_len),
+            "adjust": bool(adjust),
             "seen_in_training": seen,
             "random_state": int(random_state),
         }

@@ -394,6 +394,7 @@ def mean_perturbed_expression(
     prior: CovariancePrior | None = None,
     *,
     max_len: int | None = None,
+    control_mean: np.ndarray | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -402,7 +403,8 @@ def mean_perturbed_expression(
     """Predicted expression after each perturbation, averaged over control cells (in silico).
 
     Every control cell is the input (continuous values) with the perturbed genes flagged
-    :data:`PERTURBED`, as in training; the module's output is averaged over the cells.
+    :data:`PERTURBED`, as in training; the module's output is averaged over the cells
+    (regression-adjusted with ``control_mean``).
 
     Parameters
     ----------
@@ -424,6 +426,15 @@ def mean_perturbed_expression(
         pass, each gene's prediction comes from its window and the perturbed genes' from the
         mean over the windows. Attention's cost grows with the square of the length, so
         windows of 1,536 of 5,000 genes cost about a third of one pass over all of them.
+    control_mean
+        Mean of all control cells, in the values the module reads (the columns of
+        ``controls``), when ``controls`` are a sample of them. Each gene's mean is then
+        regression-adjusted for the sample: minus ``b * (mean(x) - control_mean)``, where ``x``
+        is the gene's input value in each sampled cell and ``b`` the least-squares slope of the
+        gene's prediction on ``x`` over the sampled cells (``0`` where ``x`` does not vary). A
+        module that passes part of each cell through (briefly trained) then predicts about
+        what it would from every control cell; one whose predictions do not follow the cell
+        (``b`` near 0) is left as it is. ``None``: the plain mean.
     batch_size
         Cells per forward pass; fewer when ``ATTENTION_BUDGET`` attention scores would be
         exceeded (every gene of a pass is a token).
@@ -445,13 +456,17 @@ def mean_perturbed_expression(
     ids = torch.as_tensor(np.asarray(gene_ids), device=device)
     order = np.random.default_rng(random_state).permutation(n_genes)
     out = np.zeros((len(perturbed), n_genes), dtype=np.float64)
+    shift = None
+    if control_mean is not None:
+        shift = torch.as_tensor(np.asarray(control_mean, dtype=np.float64), device=device)
     try:
         for k, cols in enumerate(tqdm(perturbed, disable=not progress, desc="perturbations")):
             cols = np.asarray(cols, dtype=np.int64)
             flags = torch.full((n_genes,), NOT_PERTURBED, dtype=torch.long, device=device)
             flags[torch.as_tensor(cols, device=device)] = PERTURBED
             prior_k = None if prior is None else torch.as_tensor(prior(cols), device=device)
-            total = torch.zeros(n_genes, dtype=torch.float64, device=device)
+            # per gene: sums of the prediction p, the input x, p * x and x * x over the cells
+            sums = torch.zeros(4, n_genes, dtype=torch.float64, device=device)
             count = torch.zeros(n_genes, dtype=torch.float64, device=device)
             for window in prediction_windows(order, cols, max_len):
                 w = torch.as_tensor(window, device=device)
@@ -464,10 +479,17 @@ def mean_perturbed_expression(
                     pred = module(
                         ids[w].expand(n, -1), x, None, pert_flags=flags[w].expand(n, -1),
                         pert_prior=None if prior_k is None else prior_k[w].expand(n, -1),
-                    )["mlm_output"]  # fmt: skip
-                    total[w] += pred.double().sum(0)
+                    )["mlm_output"].double()  # fmt: skip
+                    x = x.double()
+                    sums[:, w] += torch.stack([pred, x, pred * x, x * x]).sum(1)
                 count[w] += controls.shape[0]
-            out[k] = (total / count).cpu().numpy()
+            mean_p, mean_x, mean_px, mean_xx = sums / count
+            out[k] = mean_p.cpu().numpy()
+            if shift is not None:
+                var = mean_xx - mean_x**2
+                slope = torch.where(var > 1e-12, (mean_px - mean_p * mean_x) / var.clamp_min(1e-12),
+                                    torch.zeros_like(var))  # fmt: skip
+                out[k] -= (slope * (mean_x - shift)).cpu().numpy()
     finally:
         module.cpu()
     return out
