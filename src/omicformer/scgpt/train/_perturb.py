@@ -456,9 +456,9 @@ def mean_perturbed_expression(
     ids = torch.as_tensor(np.asarray(gene_ids), device=device)
     order = np.random.default_rng(random_state).permutation(n_genes)
     out = np.zeros((len(perturbed), n_genes), dtype=np.float64)
-    shift = None
+    every = None  # the mean of every control cell, for the adjustment
     if control_mean is not None:
-        shift = torch.as_tensor(np.asarray(control_mean, dtype=np.float64), device=device)
+        every = torch.as_tensor(np.asarray(control_mean, dtype=np.float64), device=device)
     try:
         for k, cols in enumerate(tqdm(perturbed, disable=not progress, desc="perturbations")):
             cols = np.asarray(cols, dtype=np.int64)
@@ -485,11 +485,11 @@ def mean_perturbed_expression(
                 count[w] += controls.shape[0]
             mean_p, mean_x, mean_px, mean_xx = sums / count
             out[k] = mean_p.cpu().numpy()
-            if shift is not None:
+            if every is not None:
                 var = mean_xx - mean_x**2
                 slope = torch.where(var > 1e-12, (mean_px - mean_p * mean_x) / var.clamp_min(1e-12),
                                     torch.zeros_like(var))  # fmt: skip
-                out[k] -= (slope * (mean_x - shift)).cpu().numpy()
+                out[k] -= (slope * (mean_x - every)).cpu().numpy()
     finally:
         module.cpu()
     return out
