@@ -383,7 +383,7 @@ class _SquareModule(nn.Module):
 
 
 def test_mean_perturbed_expression_regression_adjustment_by_hand():
-    from omicformer.scgpt.train._perturb import mean_perturbed_expression
+    from omicformer.scgpt.train._perturb_predict import mean_perturbed_expression
 
     # three control cells of two genes; gene 0 is perturbed
     controls = torch.tensor([[0.0, 3.0], [1.0, 3.0], [2.0, 3.0]])
@@ -403,7 +403,7 @@ def test_mean_perturbed_expression_regression_adjustment_by_hand():
 
 def test_mean_perturbed_expression_adjusted_mean_of_a_linear_module_is_exact():
     """A module passing b * x through predicts from a sample what it would from every cell."""
-    from omicformer.scgpt.train._perturb import mean_perturbed_expression
+    from omicformer.scgpt.train._perturb_predict import mean_perturbed_expression
 
     class Linear(_SquareModule):
         def forward(self, ids, values, mask, *, pert_flags, pert_prior=None):

@@ -110,7 +110,7 @@ class PerturbationPredictionMixin:
         import anndata as ad
 
         from ..._core._device import resolve_device
-        from ..train._perturb import mean_perturbed_expression
+        from ..train._perturb_predict import mean_perturbed_expression
 
         adata = self.adata if adata is None else adata
         if adata is None:
