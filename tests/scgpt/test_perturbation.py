@@ -104,6 +104,13 @@ def test_train_records_history_and_keeps_pad_row_and_frozen_heads(fitted, sim_na
         torch.testing.assert_close(module_state[k], state[k], rtol=0, atol=0)
 
 
+def _controls(adata) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Gene names, the control cells (float32, as the model reads them) and their mean."""
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
+    return list(adata.var_names), ctrl, ctrl.astype(np.float64).mean(0)
+
+
 def _mean_change(adata) -> np.ndarray:
     """Mean over the perturbations of their cells' mean minus the control mean, by hand."""
     X = _dense(adata.X).astype(np.float64)
@@ -137,10 +144,7 @@ def _expected_prediction(model, adata, conditions):
     Inputs are the control cells minus the control mean (the model trains on deviations), plus
     the covariance prior when the model has one; the control mean is added back.
     """
-    var = list(adata.var_names)
-    labels = adata.obs["condition"].astype(str).to_numpy()
-    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
-    mean = ctrl.astype(np.float64).mean(0)
+    var, ctrl, mean = _controls(adata)
     ids = torch.as_tensor([model.vocab[g] for g in var]).expand(len(ctrl), -1)
     x = torch.as_tensor(ctrl - mean.astype(np.float32))
     out = []
@@ -190,7 +194,7 @@ def test_predict_follows_the_gene_order_of_adata(fitted, sim_names):
 
 
 def test_prediction_windows_hand_example():
-    from omicformer.scgpt.train._perturb import prediction_windows
+    from omicformer.scgpt.train._perturb_predict import prediction_windows
 
     order = np.array([5, 3, 0, 1, 4, 2, 6])
     # gene 2 perturbed, 3 genes per pass: the other six, in this order, in windows of two
@@ -208,10 +212,7 @@ def test_prediction_windows_hand_example():
 def test_predict_in_windows_of_max_len_genes(fitted, sim_names):
     """Each gene's prediction comes from its window's pass; the perturbed genes' from all."""
     adata, model = fitted
-    var = list(adata.var_names)
-    labels = adata.obs["condition"].astype(str).to_numpy()
-    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
-    mean = ctrl.astype(np.float64).mean(0)
+    var, ctrl, mean = _controls(adata)
     x_all = torch.as_tensor(ctrl - mean.astype(np.float32))
     ids_all = torch.as_tensor([model.vocab[g] for g in var])
     req = sim_names["unseen"][:2]
@@ -285,10 +286,7 @@ def test_train_default_schedule_is_recorded(sim, monkeypatch):
 def test_predict_adjusts_the_mean_of_sampled_control_cells(fitted, sim_names):
     """Fewer control cells than there are: each gene's mean is regression-adjusted."""
     adata, model = fitted
-    var = list(adata.var_names)
-    labels = adata.obs["condition"].astype(str).to_numpy()
-    ctrl = _dense(adata.X)[labels == "ctrl"].astype(np.float32)
-    mean = ctrl.astype(np.float64).mean(0)
+    var, ctrl, mean = _controls(adata)
     pick = np.sort(np.random.default_rng(3).choice(len(ctrl), 10, replace=False))
     x = torch.as_tensor(ctrl[pick] - mean.astype(np.float32))  # the model reads deviations
     ids = torch.as_tensor([model.vocab[g] for g in var]).expand(len(pick), -1)
