@@ -109,6 +109,12 @@ def test_annotate_orders_and_colours_labels_as_the_reference(clf_pretrained, clf
     out = tl.annotate(query, coloured, label_key="cell_type", model=clf_pretrained, method="knn",
                       progress=False, copy=True, n_neighbors=5)  # fmt: skip
     assert "scgpt_cell_type_colors" not in out.uns
+    # nor are the colours of an earlier call kept for the new categories
+    again = query.copy()
+    again.uns["scgpt_cell_type_colors"] = np.array(["#123456", "#654321"])
+    tl.annotate(again, coloured, label_key="cell_type", model=clf_pretrained, method="knn",
+                progress=False, n_neighbors=5)  # fmt: skip
+    assert "scgpt_cell_type_colors" not in again.uns
 
 
 def _scaled(a: ad.AnnData) -> ad.AnnData:

@@ -180,7 +180,8 @@ def annotate(
         categorical, else numeric order for numbered labels such as clusters).
     ``adata.uns[key_added + "_colors"]``
         The reference's colours of each label (``uns[label_key + "_colors"]``, as scanpy's
-        plots store them), when it has them; ``"Unknown"`` light grey.
+        plots store them), when it has them; ``"Unknown"`` light grey. Otherwise colours left
+        by an earlier call under this key are removed, and scanpy picks new ones.
     ``adata.obs[key_added + "_confidence"]``
         Probability of the predicted label (calibrated on held-out reference cells for
         ``"finetune"``; the neighbours' vote share for ``"knn"``); ``NaN`` for cells that were
@@ -263,6 +264,8 @@ def annotate(
     adata.obs[key_added] = pd.Categorical(labels, categories=categories)
     if colors is not None:  # scanpy's plots then colour each label as in the reference
         adata.uns[f"{key_added}_colors"] = colors
+    else:  # a previous call's colours would belong to other categories: scanpy picks anew
+        adata.uns.pop(f"{key_added}_colors", None)
     adata.obs[f"{key_added}_confidence"] = confidence
     adata.uns.setdefault("scgpt", {})[key_added] = {
         "params": {
