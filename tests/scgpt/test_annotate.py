@@ -55,6 +55,23 @@ def test_annotate_finetune_from_pretrained_and_reference_none(clf_pretrained, cl
     )
 
 
+def test_annotate_reference_none_keeps_numbered_labels(clf_pretrained, clf_ref_query):
+    ref, query = clf_ref_query
+    both = ad.concat([ref, query])
+    ints = both.obs["cell_type"].map({"T": 10, "B": 2, "Mono": 1}).astype(int)
+    nullable, categorical = ints.astype("Int64"), ints.astype("category")
+    nullable[query.obs_names] = pd.NA  # both read as floats (10.0) in to_numpy
+    categorical[query.obs_names] = np.nan
+    for column in (nullable, categorical):
+        both.obs["n"] = column
+        tl.annotate(both, label_key="n", model=clf_pretrained, method="knn", n_neighbors=5,
+                    progress=False)  # fmt: skip
+        got = both.obs["scgpt_n"]
+        assert list(got.cat.categories) == ["1", "2", "10"] and got.notna().all()
+        want = ref.obs["cell_type"].map({"T": "10", "B": "2", "Mono": "1"})
+        assert (got[ref.obs_names].astype(str) == want).all()  # known labels kept, as text
+
+
 def test_annotate_knn(clf_pretrained, clf_ref_query):
     ref, query = clf_ref_query
     out = tl.annotate(query, ref, label_key="cell_type", model=clf_pretrained, method="knn",
@@ -190,6 +207,15 @@ def test_annotate_finds_query_symbols_kept_otherwise(
         ("singleton", {}, ValueError, r"fewer than 2 cells: \['Rare'\]"),
         ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),
         ("half_genes", {}, ValueError, "share only 30 genes known to the model"),
+        (None, {"method": "knn", "n_neighbors": 0}, ValueError, "n_neighbors=0 must be"),
+        ("no_query_cells", {}, ValueError, "adata has no cells to label"),
+        ("query_layer", {"layer": "counts"}, KeyError, r"layer='counts' not found in reference"),
+        (
+            "query_symbols",
+            {"gene_key": "symbol"},
+            KeyError,
+            r"gene_key='symbol' not found in reference\.var",
+        ),
     ],
 )
 def test_annotate_bad_input_leaves_adata_untouched(
@@ -206,6 +232,12 @@ def test_annotate_bad_input_leaves_adata_untouched(
         query.var_names = [f"X{i}" for i in range(N_GENES)]
     elif change == "half_genes":
         query.var_names = [f"X{i}" if i < 30 else f"G{i}" for i in range(N_GENES)]
+    elif change == "no_query_cells":
+        query = query[:0].copy()
+    elif change == "query_layer":  # the query has the layer, the reference does not
+        query.layers["counts"] = query.X.copy()
+    elif change == "query_symbols":
+        query.var["symbol"] = query.var_names
     before_obs, before_uns = query.obs.copy(), dict(query.uns)
     args = {"label_key": "cell_type", "model": clf_pretrained, "progress": False, **kwargs}
     with pytest.raises(error, match=match):

@@ -219,6 +219,10 @@ def test_bad_arguments(ckpt, continuous_adata_factory):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         _embed(a, "/nonexistent/model")
     _assert_untouched(a, before)
+    empty = ad.AnnData(obs=a.obs.copy(), var=a.var.copy(), layers={"counts": a.X.copy()})
+    with pytest.raises(ValueError, match=r"adata\.X is empty.*layer=.*\['counts'\]"):
+        _embed(empty, ckpt)
+    assert "X_scgpt" not in empty.obsm
 
 
 def test_cells_without_vocabulary_genes_are_cls_alone(official_ckpt, official,

@@ -396,3 +396,22 @@ def test_default_length_scales_with_the_data():
     assert [default_epochs(n) for n in (100, 533, 1133, 5000, 9000, 100_000)] == [
         15, 15, 7, 2, 1, 1,
     ]  # fmt: skip
+
+
+def test_numbered_batches_embed_with_the_fitted_model(two_batch_pretrained, two_batches):
+    adata = two_batches()
+    adata.obs["batch"] = adata.obs["batch"].map({"a": 0, "b": 1}).astype(int)
+    model = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                         batch_size=16, correction=None, progress=False,
+                         return_model=True)  # fmt: skip
+    out = tl.embed(adata, model=model, batch_key="batch", progress=False, copy=True)
+    np.testing.assert_allclose(out.obsm["X_scgpt"], adata.obsm["X_scgpt_integrated"], atol=1e-5)
+
+
+def test_batch_codes_compare_as_text():
+    from omicformer.scgpt._resolve import batch_codes
+
+    np.testing.assert_array_equal(batch_codes(np.array([1, 0, 1]), ["0", "1"], "b"), [1, 0, 1])
+    np.testing.assert_array_equal(batch_codes([True, False], [False, True], "b"), [1, 0])
+    with pytest.raises(ValueError, match=r"batches \['2'\] unseen in training"):
+        batch_codes(np.array([0, 2]), ["0", "1"], "b")

@@ -188,6 +188,34 @@ def test_integration_errors():
         pl.integration(adata, batch_key="batch", basis_after="X_scvi", show=False)
     with pytest.raises(KeyError, match=r"basis_before 'X_harmony'.*'X_scgpt_integrated'"):
         pl.integration(adata, batch_key="batch", basis_before="X_harmony", show=False)
-    with pytest.raises(ValueError, match="At least 3 cells"):
-        pl.integration(adata[:2].copy(), batch_key="batch", show=False)
+    with pytest.raises(ValueError, match="At least 4 cells .*; got 3"):
+        pl.integration(adata[:3].copy(), batch_key="batch", show=False)
+    dup = adata.copy()
+    dup.var_names = ["gene0", "gene0", *dup.var_names[2:]]
+    with pytest.raises(ValueError, match=r"'gene0' names 2 genes of adata\.var_names"):
+        pl.integration(dup, batch_key="batch", color="gene0", show=False)
     assert plt.get_fignums() == []  # nothing drawn before the errors
+
+
+def test_integration_smallest_input_draws():
+    fig = pl.integration(_adata()[:4].copy(), batch_key="batch", show=False)
+    assert len(_panels(fig)) == 2
+    plt.close(fig)
+
+
+def test_integration_numbered_batches_are_categories_and_genes_read_where_they_are():
+    adata = _adata()
+    adata.raw = adata[:, 5:].copy()  # raw lacks gene0..gene4, which X has
+    adata.X = adata.X * 0.0 + np.arange(N_CELLS, dtype=np.float32)[:, None]  # gene0 = cell index
+    adata.obs["batch"] = adata.obs["batch"].cat.codes.astype(int)  # 0 / 1, not a scale
+    adata.obsm["X_umap_X_scgpt"] = np.random.default_rng(4).normal(size=(N_CELLS, 2))
+    adata.obsm["X_umap_X_scgpt_integrated"] = np.random.default_rng(5).normal(size=(N_CELLS, 2))
+    fig = pl.integration(adata, batch_key="batch", color=["gene0", "gene7"], show=False)
+    batch_ax, gene_ax = fig.axes[0], fig.axes[2]
+    assert batch_ax.get_title().endswith("batch") and gene_ax.get_title().endswith("gene0")
+    # a legend of two batches, not a colour bar
+    assert [t.get_text() for t in batch_ax.get_legend().get_texts()] == ["0", "1"]
+    # gene0 from X (raw does not have it): its values are the cell indices
+    np.testing.assert_allclose(gene_ax.collections[0].get_array(), np.arange(N_CELLS))
+    assert pd.api.types.is_integer_dtype(adata.obs["batch"])  # the caller's column unchanged
+    plt.close(fig)

@@ -13,14 +13,25 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def check_layer(adata: AnnData, layer: str | None) -> None:
-    """Raise a clear ``KeyError`` if ``layer`` is not in ``adata.layers``."""
+def check_layer(adata: AnnData, layer: str | None, where: str = "adata") -> None:
+    """Raise a clear ``KeyError`` if ``layer`` is not in ``adata.layers``.
+
+    Also when ``layer`` is None and ``adata.X`` is empty. ``where`` names ``adata`` in the
+    message (e.g. ``"reference"``).
+    """
     if layer is not None and layer not in adata.layers:
         msg = (
-            f"layer={layer!r} not found in adata.layers (available: {list(adata.layers.keys())}); "
-            "pass layer=None to use adata.X."
+            f"layer={layer!r} not found in {where}.layers (available: "
+            f"{list(adata.layers.keys())}); pass layer=None to use {where}.X."
         )
         raise KeyError(msg)
+    base = adata._adata_ref if adata.is_view else adata  # a view's X would be sliced
+    if layer is None and not base.isbacked and base.X is None:  # backed: X would reopen it
+        msg = (
+            f"{where}.X is empty (None): pass layer= naming the layer with the expression "
+            f"(available: {list(adata.layers.keys())})."
+        )
+        raise ValueError(msg)
 
 
 def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:

@@ -216,6 +216,7 @@ def annotate(
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     n_models = check_int("n_models", n_models, hint="1 fine-tunes a single classifier")
+    n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")
     if gene_selection is not None:
         check_gene_selection(gene_selection)
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
@@ -254,7 +255,8 @@ def annotate(
     confidence = np.full(adata.n_obs, np.nan)
     if reference is None:
         known = ~query_mask
-        labels[known] = adata.obs[label_key].to_numpy()[known].astype(str)
+        # as text the way the classes were named ("1", not the "1.0" of a nullable column)
+        labels[known] = adata.obs[label_key].astype(str).to_numpy()[known]
     labels[query_mask], confidence[query_mask] = predicted, conf
     # a reference class may itself be called 'Unknown': the two then share the category
     unsure = (predicted == UNKNOWN).any() and UNKNOWN not in classes

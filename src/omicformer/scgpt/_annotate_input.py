@@ -71,13 +71,16 @@ def check_inputs(
     if reference is not None and reference.n_obs == 0:
         msg = "reference has no cells."
         raise ValueError(msg)
+    if adata.n_obs == 0:
+        msg = "adata has no cells to label."
+        raise ValueError(msg)
     if label_key not in source.obs.columns:
         columns = list(source.obs.columns)[:20]
         msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {columns})."
         raise KeyError(msg)
-    for a in (adata, source):
-        check_layer(a, layer)
-        gene_names(a, gene_key)  # KeyError for an unknown gene_key
+    for a, name in ((adata, "adata"), (source, where)):
+        check_layer(a, layer, name)
+        gene_names(a, gene_key, name)  # KeyError for an unknown gene_key
     has_label, counts = labelled_cells(
         source.obs[label_key], f"{where}.obs[{label_key!r}]",
         rare_hint="a class needs cells to learn from and to validate on",

@@ -43,14 +43,17 @@ def case_warning_given(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def gene_names(adata: AnnData, gene_key: str | None = None) -> np.ndarray:
-    """Gene symbols of ``adata``: ``var_names`` or the ``var[gene_key]`` column."""
+def gene_names(adata: AnnData, gene_key: str | None = None, where: str = "adata") -> np.ndarray:
+    """Gene symbols of ``adata``: ``var_names`` or the ``var[gene_key]`` column.
+
+    ``where`` names ``adata`` in the error for an unknown ``gene_key`` (e.g. ``"reference"``).
+    """
     if gene_key is None:
         return np.asarray(adata.var_names, dtype=str)
     if gene_key not in adata.var.columns:
         msg = (
-            f"gene_key={gene_key!r} not found in adata.var (columns: {list(adata.var.columns)[:20]}); "
-            "pass gene_key=None to use adata.var_names."
+            f"gene_key={gene_key!r} not found in {where}.var (columns: "
+            f"{list(adata.var.columns)[:20]}); pass gene_key=None to use {where}.var_names."
         )
         raise KeyError(msg)
     return np.asarray(adata.var[gene_key].astype(str))

@@ -134,9 +134,13 @@ def known_batches(model: Any) -> list | None:
 
 
 def batch_codes(values: Any, mapping: list, key: str) -> np.ndarray:
-    """Integer code of every value under ``mapping``; ``ValueError`` naming unseen batches."""
-    lookup = {v: i for i, v in enumerate(mapping)}
-    values = np.asarray(values, dtype=object)
+    """Integer code of every value under ``mapping``; ``ValueError`` naming unseen batches.
+
+    Values and mapping are compared as text: a column of integers (or booleans) matches the
+    categories it was registered with, whether those were kept as numbers or as strings.
+    """
+    lookup = {str(v): i for i, v in enumerate(mapping)}
+    values = np.asarray([str(v) for v in np.asarray(values, dtype=object)], dtype=object)
     unknown = sorted({str(v) for v in values if v not in lookup})
     if unknown:
         msg = (

@@ -13,6 +13,7 @@ from .._core._checks import check_int
 from .._core._plotting import finish, new_axes
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -147,7 +148,9 @@ def integration(
         If ``batch_key`` or a ``color`` key is neither a column of ``adata.obs`` nor (for
         ``color``) a gene, or if a basis is not in ``adata.obsm``.
     ValueError
-        If ``adata`` has fewer than 3 cells (or, for the PCA of ``X``, fewer than 2 genes).
+        If ``adata`` has fewer than 4 cells (UMAP's spectral start needs them), or, for the
+        PCA of ``X``, fewer than 2 genes; if a gene in ``color`` is not unique in
+        ``var_names``.
 
     Examples
     --------
@@ -161,8 +164,8 @@ def integration(
     import scanpy as sc
 
     keys = _integration_keys(adata, batch_key, color)
-    if adata.n_obs < 3:
-        msg = f"At least 3 cells are needed for a UMAP; got {adata.n_obs}."
+    if adata.n_obs < 4:
+        msg = f"At least 4 cells are needed for a UMAP; got {adata.n_obs}."
         raise ValueError(msg)
     _check_basis(adata, basis_after, "basis_after")
     if basis_before is None:
@@ -180,6 +183,9 @@ def integration(
         else:
             umaps[col] = _umap(adata, basis, n_neighbors, random_state)
     labels = {"before": basis_before or "PCA of X", "after": basis_after}
+    # a gene is read from raw only where raw has it (scanpy's default would look there first)
+    raw_genes = set() if adata.raw is None else set(adata.raw.var_names)
+    use_raw = {k: None if k in adata.obs.columns else k in raw_genes for k in keys}
 
     # One plotting AnnData for both columns: scanpy sets a missing palette on the first
     # panel, and the second reuses it. It shares (never copies) X and raw.X, for gene keys.
@@ -187,7 +193,7 @@ def integration(
     genes = any(k not in adata.obs.columns for k in keys)
     view = ad.AnnData(
         X=adata.X if genes else None,
-        obs=adata.obs[obs_keys].copy(),
+        obs=_categorical_batch(adata.obs[obs_keys].copy(), batch_key),
         var=pd.DataFrame(index=adata.var_names.copy()),
         uns={
             f"{k}_colors": list(adata.uns[f"{k}_colors"])
@@ -208,7 +214,8 @@ def integration(
     for row, key in enumerate(keys):
         for j, col in enumerate(("before", "after")):
             ax = axes[row, j]
-            sc.pl.embedding(view, basis=f"X_umap_{col}", color=key, ax=ax, show=False, size=size)
+            sc.pl.embedding(view, basis=f"X_umap_{col}", color=key, ax=ax, show=False, size=size,
+                            use_raw=use_raw[key])  # fmt: skip
             head = f"{col} ({labels[col]})\n" if row == 0 else ""
             ax.set_title(f"{head}{key}")
             ax.set_xlabel("UMAP1")
@@ -235,7 +242,26 @@ def _integration_keys(
                 "nor a gene in adata.var_names."
             )
             raise KeyError(msg)
+        raw = adata.raw is not None and key in adata.raw.var_names  # scanpy reads raw first
+        names, where = (
+            (adata.raw.var_names, "raw.var_names") if raw else (adata.var_names, "var_names")
+        )
+        if key not in adata.obs.columns and (n := int((names == key).sum())) > 1:
+            msg = (
+                f"color {key!r} names {n} genes of adata.{where}; make the names unique "
+                "(var_names_make_unique()) to draw one."
+            )
+            raise ValueError(msg)
     return [batch_key, *color]
+
+
+def _categorical_batch(obs: pd.DataFrame, batch_key: str) -> pd.DataFrame:
+    """``obs`` with the batch column categorical (batches numbered 0, 1, ... are not a scale)."""
+    import pandas as pd
+
+    if not isinstance(obs[batch_key].dtype, pd.CategoricalDtype):
+        obs[batch_key] = pd.Categorical(obs[batch_key])
+    return obs
 
 
 def _check_basis(adata: AnnData, basis: str, what: str) -> None:
