@@ -94,6 +94,10 @@ def test_bad_arguments(atac, genome, mlm, tmp_path):
         tl.predict(atac, model=mlm, **KW)
     with pytest.raises(TypeError, match="model must be"):
         tl.embed_regions(atac, fasta=path, model=3, **KW)
+    atac.uns["dnabert"] = ["my", "notes"]  # where the parameters are recorded, as a dict
+    with pytest.raises(ValueError, match=r"adata.uns\['dnabert'\] holds a list"):
+        tl.embed_regions(atac, fasta=path, model=mlm, **KW)
+    assert "X_dnabert" not in atac.varm and atac.uns["dnabert"] == ["my", "notes"]
 
 
 def test_predict_anndata_and_sequences(atac, genome, finetuned):

@@ -72,6 +72,28 @@ def test_bin_expression_errors_leave_input(counts_adata):
     assert "X_binned" not in bad.layers and "X_binned_edges" not in bad.obsm
 
 
+def test_uns_section_of_another_kind_is_refused_before_any_change(counts_adata, official_ckpt):
+    from omicformer.scgpt import tl
+
+    ckpt = official_ckpt[0]
+    a = counts_adata.copy()
+    a.uns["scgpt"] = "my notes"  # where every function records its parameters, as a dict
+    calls = {
+        "bin_expression": lambda: pp.bin_expression(a),
+        "match_vocab": lambda: pp.match_vocab(a, ckpt / "vocab.json"),
+        "embed": lambda: tl.embed(a, model=ckpt, progress=False),
+        "integrate": lambda: tl.integrate(a, batch_key="batch", model=ckpt),
+        "annotate": lambda: tl.annotate(a, a.copy(), label_key="batch", model=ckpt),
+    }
+    before = a.copy()
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"adata.uns\['scgpt'\] holds a str"):
+            call()
+        assert a.uns["scgpt"] == "my notes", name
+        assert set(a.layers) == set(before.layers) and set(a.obsm) == set(before.obsm), name
+        assert a.var.columns.equals(before.var.columns), name
+
+
 def _tied_counts(n_obs=40, n_vars=300, seed=7):
     """Integer counts with many repeats (1s and 2s dominate), ~half zeros, one dense cell."""
     rng = np.random.default_rng(seed)

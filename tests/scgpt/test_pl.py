@@ -188,7 +188,7 @@ def test_integration_errors():
         pl.integration(adata, batch_key="batch", basis_after="X_scvi", show=False)
     with pytest.raises(KeyError, match=r"basis_before 'X_harmony'.*'X_scgpt_integrated'"):
         pl.integration(adata, batch_key="batch", basis_before="X_harmony", show=False)
-    with pytest.raises(ValueError, match="At least 4 cells .*; got 3"):
+    with pytest.raises(ValueError, match=r"At least 4 cells .*; got 3"):
         pl.integration(adata[:3].copy(), batch_key="batch", show=False)
     dup = adata.copy()
     dup.var_names = ["gene0", "gene0", *dup.var_names[2:]]

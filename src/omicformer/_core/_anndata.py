@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +30,21 @@ def check_layer(adata: AnnData, layer: str | None, where: str = "adata") -> None
         msg = (
             f"{where}.X is empty (None): pass layer= naming the layer with the expression "
             f"(available: {list(adata.layers.keys())})."
+        )
+        raise ValueError(msg)
+
+
+def check_uns(adata: AnnData, section: str) -> None:
+    """Raise a clear ``ValueError`` if ``adata.uns[section]`` exists and is not a dict.
+
+    Functions record their parameters under ``uns[section][key_added]``; checked before any
+    change to ``adata``.
+    """
+    value = adata.uns.get(section)
+    if value is not None and not isinstance(value, Mapping):
+        msg = (
+            f"adata.uns[{section!r}] holds a {type(value).__name__}, where omicformer records "
+            f"its parameters as a dict; rename it or delete it (del adata.uns[{section!r}])."
         )
         raise ValueError(msg)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer, labelled_cells, raw_if_scaled
+from .._core._anndata import check_layer, check_uns, labelled_cells, raw_if_scaled
 from ._backed import reopened, streamable, subset
 from ._genes import (
     case_ignored,
@@ -74,6 +74,7 @@ def check_inputs(
     if adata.n_obs == 0:
         msg = "adata has no cells to label."
         raise ValueError(msg)
+    check_uns(adata, "scgpt")
     if label_key not in source.obs.columns:
         columns = list(source.obs.columns)[:20]
         msg = f"label_key={label_key!r} is not a column of {where}.obs (columns: {columns})."

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._core._anndata import check_layer, check_obs_key, labelled_cells, raw_if_scaled
+from .._core._anndata import (
+    check_layer,
+    check_obs_key,
+    check_uns,
+    labelled_cells,
+    raw_if_scaled,
+)
 from ._genes import case_ignored, gene_names, match_genes, match_report, symbol_column
 from ._resolve import resolve_model
 from ._tokenize import check_gene_selection
@@ -62,6 +68,7 @@ def prepare(
     from ._embed import vocab_chunks
 
     check_layer(adata, layer)
+    check_uns(adata, "scgpt")
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
     for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),

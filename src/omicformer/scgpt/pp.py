@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .._core._anndata import check_layer, check_values, iter_row_chunks
+from .._core._anndata import check_layer, check_uns, check_values, iter_row_chunks
 from .._core._checks import check_int
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
@@ -86,6 +86,7 @@ def bin_expression(
     """
     check_int("n_bins", n_bins, minimum=3)
     check_layer(adata, layer)
+    check_uns(adata, "scgpt")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rng = np.random.default_rng(random_state)
     sparse_in = sp.issparse(adata.X if layer is None else adata.layers[layer])
@@ -158,6 +159,7 @@ def match_vocab(
     >>> adata.uns["scgpt"]["id_in_vocab"]["n_genes_matched"] > 0
     True
     """
+    check_uns(adata, "scgpt")
     vocab_obj = _as_vocab(vocab)
     gene_key = symbol_column(adata, vocab_obj, gene_key, "adata", min_fraction)
     ids = match_genes(adata, vocab_obj, gene_key, min_fraction)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .._core._anndata import check_layer, check_obs_key, raw_if_scaled
+from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scaled
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
@@ -181,6 +181,7 @@ def embed(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     check_layer(adata, layer)
+    check_uns(adata, "scgpt")
     if max_len is not None and max_len < 2:
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..._core._anndata import check_uns
 from ..._core._deprecation import formerly_positional
 from .._genome import Genome, as_genome, fetch_sequences
 from ._common import describe, modality, var_regions
@@ -97,6 +98,7 @@ def embed_regions(
     from ..model import resolve_model
 
     target = modality(adata, mod)
+    check_uns(target, "dnabert")
     regions = var_regions(target, region_key)
     sequences = fetch_sequences(regions, as_genome(fasta))  # all validated before the model
     dnabert = resolve_model(model, "mlm")

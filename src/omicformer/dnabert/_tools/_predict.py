@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..._core._anndata import check_uns
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, var_regions
 
@@ -94,6 +95,7 @@ def predict(
         if genome is None:
             msg = "fasta= is required to fetch the sequences of the regions in adata.var_names."
             raise ValueError(msg)
+        check_uns(modality(data, mod), "dnabert")
         sequences, names = resolve_sequences(
             var_regions(modality(data, mod), region_key), fasta=genome
         )
