@@ -250,6 +250,8 @@ def test_shared_response_program(sim, stats):
         ({"n_cells": 60}, "too small"),
         ({"n_singles": 0}, "n_singles"),
         ({"n_genes": 20, "n_singles": 19, "n_doubles": 0}, "too large"),
+        ({"n_cells": 6000.0}, "n_cells=6000.0 must be an integer"),
+        ({"n_doubles": -1}, "n_doubles=-1 must be an integer >= 0"),
     ],
 )
 def test_simulation_invalid(kwargs, match):

@@ -283,11 +283,12 @@ def _bad_string():
         ),
         (_no_control, {}, ValueError, "No control cells"),
         (_hand, {"control": "NT"}, ValueError, "No control cells"),
-        (_negative, {}, ValueError, "negative"),
+        (_negative, {}, ValueError, r"negative.*expects log-normalised expression"),
         (_unmeasured, {}, ValueError, r"not measured.*A\+Q"),
         (_hand, {"split": "random"}, ValueError, "split="),
         (_hand, {"train_gene_fraction": 0.0}, ValueError, "train_gene_fraction"),
         (_hand, {"n_de": 0}, ValueError, "n_de"),
+        (_hand, {"n_de": 2.5}, ValueError, "n_de=2.5 must be an integer"),
     ],
 )
 def test_prepare_errors_leave_adata_unchanged(make, kwargs, error, match, snapshot):

@@ -135,9 +135,11 @@ def test_evaluate_metrics_by_hand(truth):
 
 def test_evaluate_de_genes_and_subgroup_absent(truth):
     plain = truth.copy()
-    del plain.uns["perturbation"]
+    plain.uns["screen"] = plain.uns.pop("perturbation")  # prepare_perturbation(key_added=...)
     res = evaluate_perturbation(_pred(PRED_ROWS), plain, n_de=1)
     assert "subgroup" not in res.columns
+    keyed = evaluate_perturbation(_pred(PRED_ROWS), plain, n_de=1, perturbation_key="screen")
+    assert keyed.loc["B+A", "subgroup"] == "combo_seen2"
     # n_de=1: "A+ctrl" -> D only, "B+ctrl" -> C only; one gene: Pearson 0.0 by convention
     assert res.loc["A+ctrl", "mse_de"] == pytest.approx((5 - 6) ** 2)
     assert res.loc["B+ctrl", "mse_de"] == pytest.approx((2 - 5) ** 2)
@@ -349,6 +351,8 @@ def test_baseline_evaluated(truth):
 
 
 def test_baseline_errors(truth):
+    with pytest.raises(ValueError, match=r"ridge='1' must be a finite number"):
+        perturbation_baseline(truth, ["A+ctrl"], method="linear", ridge="1")
     with pytest.raises(ValueError, match=r"method='foo'.*'no_change'.*'linear'"):
         perturbation_baseline(truth, ["A+ctrl"], method="foo")
     with pytest.raises(KeyError, match="condition_key='cond'"):
@@ -433,6 +437,8 @@ def test_plot_errors(truth):
         pl.perturbation({}, truth, show=False)
     with pytest.raises(ValueError, match="ncols=0"):
         pl.perturbation(pred, truth, ncols=0, show=False)
+    with pytest.raises(ValueError, match=r"conditions names the control \['ctrl'\]"):
+        pl.perturbation(pred, truth, ["A+ctrl", "ctrl"], show=False)
     many = _pred({f"G{i}+ctrl": list(CTRL) for i in range(9)})
     with pytest.warns(UserWarning, match="first 8 of 9"), pytest.raises(KeyError, match="G0"):
         pl.perturbation(many, truth, show=False)

@@ -370,6 +370,10 @@ def test_predict_rejects_unknown_genes_and_bad_requests(fitted, sim_names):
             model.predict(bad, progress=False)
     with pytest.raises(ValueError, match="n_control_cells"):
         model.predict(sim_names["unseen"], n_control_cells=0, progress=False)
+    renamed = model.adata.copy()
+    renamed.obs = renamed.obs.rename(columns={"condition": "perturbation"})
+    with pytest.raises(KeyError, match=r"condition_key='condition' not found.*'perturbation'"):
+        model.predict(sim_names["unseen"], renamed, progress=False)
 
 
 def test_predict_with_a_single_string(fitted, sim_names):

@@ -94,7 +94,16 @@ def test_tl_reads_layer_and_gene_key(sim, sim_names, snapshot):
 def _tl_error_cases(sim_names, sim):
     gene = sim_names["single_genes"][0]
     no_ctrl = sim[sim.obs["condition"] != "ctrl"].copy()
+    only_ctrl = sim[sim.obs["condition"] == "ctrl"].copy()
     return [
+        (only_ctrl, sim_names["unseen"], {}, ValueError, "only control cells.*trained"),
+        (
+            sim,
+            sim_names["unseen"],
+            {"n_control_cells": 2.5},
+            ValueError,
+            "n_control_cells=2.5 must be an integer",
+        ),
         (sim, [f"{gene}++ctrl"], {}, ValueError, "Cannot parse"),
         (sim, ["ctrl"], {}, ValueError, "control"),
         (sim, [], {}, ValueError, "empty"),

@@ -100,8 +100,18 @@ def iter_row_chunks(
         yield np.arange(start, stop), reader.read(start, stop)
 
 
-def check_values(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
-    """Raise ``ValueError`` for NaN/inf or negative values in a chunk of expression rows."""
+#: What :func:`check_values` advises for negative values, unless told otherwise.
+COUNTS_HINT = (
+    "scGPT expects raw counts or non-negative normalised expression, not scaled data. Pass "
+    "layer='counts' (or the layer holding counts) or use adata.raw.to_adata()."
+)
+
+
+def check_values(chunk: sp.csr_matrix, where: str, first_row: int, hint: str = COUNTS_HINT) -> None:
+    """Raise ``ValueError`` for NaN/inf or negative values in a chunk of expression rows.
+
+    ``hint`` ends the message for negative values (what the caller's function expects).
+    """
     data = chunk.data
     if data.size and not np.all(np.isfinite(data)):
         msg = (
@@ -110,11 +120,7 @@ def check_values(chunk: sp.csr_matrix, where: str, first_row: int) -> None:
         )
         raise ValueError(msg)
     if data.size and data.min() < 0:
-        msg = (
-            f"{where} contains negative values (min {data.min():.3g}); scGPT expects raw counts or "
-            "non-negative normalised expression, not scaled data. Pass layer='counts' (or the "
-            "layer holding counts) or use adata.raw.to_adata()."
-        )
+        msg = f"{where} contains negative values (min {data.min():.3g}); {hint}"
         raise ValueError(msg)
 
 

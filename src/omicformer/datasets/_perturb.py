@@ -195,8 +195,12 @@ def perturbseq_simulation(
     import pandas as pd
     import scipy.sparse as sp
 
+    from .._core._checks import check_int
     from ..scgpt._conditions import CONTROL, condition_name
 
+    for name, value in (("n_cells", n_cells), ("n_genes", n_genes), ("n_singles", n_singles)):
+        check_int(name, value)
+    check_int("n_doubles", n_doubles, minimum=0)
     n_ctrl = round(n_cells / 6)
     n_cond = n_singles + n_doubles
     if n_genes < 20:

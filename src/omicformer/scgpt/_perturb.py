@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import check_layer, iter_row_chunks
+from .._core._checks import check_int
 from ._conditions import CONTROL, check_genes_known, parse_requests
 from ._genes import gene_names
 from ._perturb_data import check_perturbation_data
@@ -150,6 +151,13 @@ def predict_perturbation(
         fitted._columns(work)  # ValueError when the genes differ
         retrained = False
     else:
+        if not (work.obs[_CONDITION] != control).any():
+            msg = (
+                f"adata holds only control cells (obs[{condition_key!r}] == {control!r}): "
+                "fine-tuning needs perturbed cells to learn from. Pass a trained "
+                "ScGPTPerturbation as model= to predict from the controls alone."
+            )
+            raise ValueError(msg)
         ScGPTPerturbation.setup_anndata(work, condition_key=_CONDITION, control=control)
         fitted = ScGPTPerturbation.load_pretrained(model, work, prior=prior)
         dev = resolve_device(device)
@@ -203,9 +211,7 @@ def _prepare(
     if prior not in ("covariance", None):
         msg = f"prior={prior!r} is not 'covariance' or None."
         raise ValueError(msg)
-    if n_control_cells < 1:
-        msg = f"n_control_cells={n_control_cells} must be >= 1."
-        raise ValueError(msg)
+    check_int("n_control_cells", n_control_cells, hint="control cells each prediction reads")
     if isinstance(perturbations, str):
         msg = f"perturbations must be a list of condition strings, e.g. [{perturbations!r}]."
         raise TypeError(msg)

@@ -125,7 +125,8 @@ def perturbation_baseline(
         msg = f"method={method!r} is not one of {list(BASELINES)}."
         raise ValueError(msg)
     check_int("n_components", n_components)
-    if not np.isfinite(ridge) or ridge < 0:
+    real = isinstance(ridge, int | float | np.integer | np.floating) and not isinstance(ridge, bool)
+    if not real or not np.isfinite(ridge) or ridge < 0:
         msg = f"ridge={ridge!r} must be a finite number >= 0."
         raise ValueError(msg)
     requested = [perturbations] if isinstance(perturbations, str) else list(perturbations)

@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._core._anndata import check_layer, check_obs_key, check_values, iter_row_chunks
+from .._core._checks import check_int
 from ._conditions import CONTROL, condition_id, parse_conditions
 from ._genes import gene_names
 
@@ -20,6 +21,14 @@ UNS_KEY = "perturbation"
 SPLITS = ("simulation", "single", None)
 #: Subgroups of the GEARS simulation split (``conditions["subgroup"]``).
 SUBGROUPS = ("control", "train", "unseen_single", "combo_seen0", "combo_seen1", "combo_seen2")
+
+
+#: The advice for negative expression: perturbation models read log-normalised values.
+LOGNORM_HINT = (
+    "perturbation prediction expects log-normalised expression (sc.pp.normalize_total, then "
+    "sc.pp.log1p), not scaled data. Pass layer= naming the log-normalised layer or use "
+    "adata.raw.to_adata()."
+)
 
 
 def check_perturbation_data(
@@ -44,8 +53,9 @@ def check_perturbation_data(
             f"look like {examples}). Pass control= with the label of unperturbed cells."
         )
         raise ValueError(msg)
+    where = "the expression" if layer is None else f"layer {layer!r}"
     for rows, chunk in iter_row_chunks(adata, layer):
-        check_values(chunk, "the expression" if layer is None else f"layer {layer!r}", rows[0])
+        check_values(chunk, where, rows[0], hint=LOGNORM_HINT)
     return parsed
 
 
@@ -211,9 +221,7 @@ def prepare_perturbation(
     if split not in SPLITS:
         msg = f"split={split!r} is not one of {SPLITS}."
         raise ValueError(msg)
-    if n_de < 1:
-        msg = f"n_de={n_de} must be >= 1."
-        raise ValueError(msg)
+    n_de = check_int("n_de", n_de, hint="the top genes per condition scored as DE")
     for name, v in (("train_gene_fraction", train_gene_fraction),
                     ("combo_seen2_train_fraction", combo_seen2_train_fraction)):  # fmt: skip
         if not 0 < v <= 1:

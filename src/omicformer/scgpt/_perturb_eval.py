@@ -183,9 +183,9 @@ def condition_metrics(
     return out
 
 
-def _subgroups(adata: AnnData, control: str) -> dict[ConditionId, Any] | None:
-    """Order-free ``{perturbation: subgroup}`` from ``uns["perturbation"]["conditions"]``."""
-    info = adata.uns.get(UNS_KEY)
+def _subgroups(adata: AnnData, control: str, key: str = UNS_KEY) -> dict[ConditionId, Any] | None:
+    """Order-free ``{perturbation: subgroup}`` from ``uns[key]["conditions"]``."""
+    info = adata.uns.get(key)
     table = info.get("conditions") if isinstance(info, Mapping) else None
     if not isinstance(table, pd.DataFrame) or "subgroup" not in table.columns:
         return None
@@ -213,6 +213,7 @@ def evaluate_perturbation(
     n_de: int = 20,
     layer: str | None = None,
     gene_key: str | None = None,
+    perturbation_key: str = UNS_KEY,
 ) -> pd.DataFrame:
     """Score predicted perturbation effects against measured cells (scGPT / GEARS metrics).
 
@@ -262,13 +263,16 @@ def evaluate_perturbation(
     gene_key
         ``adata_truth.var`` column with gene symbols (to recognise the perturbed genes);
         ``None`` uses ``var_names``.
+    perturbation_key
+        ``adata_truth.uns`` key written by :func:`~omicformer.scgpt.pp.prepare_perturbation`
+        (its ``key_added``), read for each condition's ``subgroup``.
 
     Returns
     -------
     One row per predicted condition (index: the prediction's condition strings) and a last row
     ``"mean"``. Columns: the six metrics above, ``n_cells`` (truth cells of the condition),
     ``n_genes`` (number of perturbed genes) and, when
-    ``adata_truth.uns["perturbation"]["conditions"]`` has a ``subgroup`` column (as written by
+    ``adata_truth.uns[perturbation_key]["conditions"]`` has a ``subgroup`` column (as written by
     :func:`~omicformer.scgpt.pp.prepare_perturbation`), ``subgroup`` (looked up order-free).
     The ``"mean"`` row holds the mean of each metric over the conditions (NaN ignored);
     ``n_cells``, ``n_genes`` and ``subgroup`` are missing there.
@@ -297,7 +301,7 @@ def evaluate_perturbation(
     P = pred_matrix(pred, adata_truth.var_names)
     truth = truth_for(conds, adata_truth, condition_key, control, layer)
     ctrl = truth["ctrl_mean"]
-    subgroups = _subgroups(adata_truth, control)
+    subgroups = _subgroups(adata_truth, control, perturbation_key)
 
     rows = []
     for i, genes in enumerate(truth["genes"]):

@@ -427,6 +427,13 @@ def perturbation(
         msg = "No condition to draw (conditions is empty)."
         raise ValueError(msg)
     wanted = parse_conditions(conditions, control)
+    named = [c for c in conditions if not wanted[c]]
+    if named:
+        msg = (
+            f"conditions names the control {named[:3]}: each panel compares a perturbation's "
+            "predicted change with the truth's, and the control is what both are measured from."
+        )
+        raise ValueError(msg)
     rows_of: dict[str, list[int]] = {}
     for label, conds in pred_conds.items():
         parsed = parse_conditions(conds, control)

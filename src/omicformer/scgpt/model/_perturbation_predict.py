@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..._core._anndata import check_obs_key
+from ..._core._checks import check_int
 from .._conditions import check_genes_known, condition_id, parse_condition, parse_requests
 from .._genes import lookup_symbols
 
@@ -116,9 +118,8 @@ class PerturbationPredictionMixin:
         if adata is None:
             msg = "This model has no AnnData attached; pass adata= with control cells."
             raise ValueError(msg)
-        if n_control_cells < 1:
-            msg = f"n_control_cells={n_control_cells} must be >= 1."
-            raise ValueError(msg)
+        n_control_cells = check_int("n_control_cells", n_control_cells,
+                                    hint="control cells each prediction reads")  # fmt: skip
         if not isinstance(adjust, bool | np.bool_):
             msg = f"adjust={adjust!r} must be True or False."
             raise ValueError(msg)
@@ -131,9 +132,9 @@ class PerturbationPredictionMixin:
             perturbations = [perturbations]
         requested = self.check_perturbations(perturbations)
         cols = self._columns(adata)
-        labels = self._conditions(adata).to_numpy() if self.get_setup_arg(
-            "condition_key") in adata.obs else None  # fmt: skip
-        if labels is None or not (labels == control).any():
+        check_obs_key(adata, self.get_setup_arg("condition_key"), "the model's condition_key")
+        labels = self._conditions(adata).to_numpy()
+        if not (labels == control).any():
             msg = (
                 f"adata has no control cells (obs[{self.get_setup_arg('condition_key')!r}] == "
                 f"{control!r}) to perturb in silico."
