@@ -48,3 +48,15 @@ def test_default_model_zero_shot_is_not_below_pca_on_pbmc68k():
         return cross_val_score(KNeighborsClassifier(15), X, labels, cv=cv).mean()
 
     assert acc(adata.obsm["X_scgpt"]) >= acc(pca)
+
+
+def test_demo_cli_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path / "file"), "--device", "cpu"])
+    assert exc.value.code == (
+        f"omicformer demo: error: --out {str(tmp_path / 'file')!r} is a file; "
+        "pass a folder (created if missing)."
+    )
+    with pytest.raises(SystemExit, match="omicformer demo: error: cannot create the folder"):
+        main(["demo", "--out", str(tmp_path / "file" / "demo"), "--device", "cpu"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,22 +22,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="Run the quickstart on bundled data and write UMAP PNGs.")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--device", default="auto")
-    demo.set_defaults(func=_run_demo)
+    demo.set_defaults(func=_run_demo, prog=demo.prog)
     return parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from ._cli_io import fail
     from ._demo import run_demo
 
-    run_demo(args.out, device=args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        fail(args.prog, f"--out {args.out!r} is a file; pass a folder (created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(args.prog, f"cannot create the folder --out {args.out!r}: {err.strerror}.")
+    run_demo(out, device=args.device)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``omicformer`` command."""
+    """Entry point of the ``omicformer`` command.
+
+    An error the library raises on a bad argument or file (a ``ValueError``, ``KeyError``,
+    ``FileNotFoundError``... of its own checks) ends the command with one line
+    ``omicformer <cmd>: error: <message>`` and exit status 1; other errors keep their traceback.
+    """
+    from ._cli_io import USER_ERRORS, fail, message_of, raised_by_omicformer
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if not raised_by_omicformer(err):
+            raise
+        fail(getattr(args, "prog", parser.prog), message_of(err))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,6 @@
 import anndata as ad
 import numpy as np
+import pytest
 
 from omicformer.cli import main
 
@@ -30,3 +31,65 @@ def test_scgpt_embed_cli(tmp_path, official_ckpt, continuous_adata_factory, caps
     out3 = ad.read_h5ad(tmp_path / "out3.h5ad")
     assert out3.uns["scgpt"]["X_scgpt"]["params"]["batch_key"] == "batch"
     np.testing.assert_allclose(out3.obsm["X_scgpt"], out.obsm["X_scgpt"], atol=1e-6)
+
+
+def _error(argv):
+    """The one-line error a command ends with (``SystemExit(message)``), as the shell shows it."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert isinstance(exc.value.code, str), exc.value.code  # a message: exit status 1
+    assert "\n" not in exc.value.code
+    return exc.value.code
+
+
+def test_scgpt_embed_cli_input_errors_are_one_line(
+    tmp_path, official_ckpt, continuous_adata_factory
+):
+    path, _, _ = official_ckpt
+    continuous_adata_factory(6).write_h5ad(tmp_path / "in.h5ad")
+    out = str(tmp_path / "out.h5ad")
+    base = ["--model", str(path), "--device", "cpu"]
+    prefix = "omicformer scgpt embed: error: "
+
+    msg = _error(["scgpt", "embed", str(tmp_path / "no.h5ad"), out, *base])
+    assert msg == f"{prefix}input file {str(tmp_path / 'no.h5ad')!r} does not exist."
+    (tmp_path / "g.fa").write_text(">chr1\nACGT\n")
+    msg = _error(["scgpt", "embed", str(tmp_path / "g.fa"), out, *base])
+    assert msg.startswith(prefix) and "expected .h5ad" in msg
+    (tmp_path / "text.h5ad").write_text("not HDF5\n")
+    msg = _error(["scgpt", "embed", str(tmp_path / "text.h5ad"), out, *base])
+    assert msg.startswith(f"{prefix}cannot read {str(tmp_path / 'text.h5ad')!r}")
+    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, "--model", "no_model/"])
+    assert msg.startswith(f"{prefix}--model 'no_model/' is neither 'default' nor")
+    # the library's own checks (a KeyError, a ValueError) become error lines too
+    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--layer", "counts"])
+    assert msg.startswith(f"{prefix}layer='counts' not found in adata.layers")
+    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--batch-size", "0"])
+    assert msg.startswith(prefix) and "batch_size" in msg
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_scgpt_embed_cli_internal_errors_keep_their_traceback(
+    tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
+):
+    from omicformer.scgpt import tl
+
+    path, _, _ = official_ckpt
+    continuous_adata_factory(6).write_h5ad(tmp_path / "in.h5ad")
+    argv = ["scgpt", "embed", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad")]
+    argv += ["--model", str(path), "--device", "cpu", "--layer", "counts"]
+    assert _error(argv).startswith("omicformer scgpt embed: error: layer=")
+
+    def lookup_bug(*args, **kwargs):
+        return {}["X_scgpt"]  # a KeyError that is no check of the user's input
+
+    monkeypatch.setattr(tl, "embed", lookup_bug)
+    with pytest.raises(KeyError, match="X_scgpt"):
+        main(argv)
+
+    def numpy_bug(*args, **kwargs):
+        np.zeros(3).reshape(2, 2)
+
+    monkeypatch.setattr(tl, "embed", numpy_bug)
+    with pytest.raises(ValueError, match="reshape"):
+        main(argv)

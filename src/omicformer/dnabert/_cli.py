@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from .._cli_io import check_input, check_model, fail, read_data
 
 _FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz", ".fa.bgz")
 _TABLE_SUFFIXES = (".csv", ".tsv")
+_DATA_SUFFIXES = (".h5ad", ".h5mu")
 
 
 def add_subparser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +26,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     embed.add_argument("--key-added", default="X_dnabert")
     embed.add_argument("--pooling", choices=["mean", "cls"], default="mean")
     _common(embed, default_model="default")
-    embed.set_defaults(func=_embed_regions)
+    embed.set_defaults(func=_embed_regions, prog=embed.prog)
 
     pred = cmds.add_parser(
         "predict",
@@ -36,7 +38,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--fasta", default=None, help="genome FASTA for the regions of an .h5ad")
     pred.add_argument("--key-added", default="dnabert")
     _common(pred, default_model="default")
-    pred.set_defaults(func=_predict)
+    pred.set_defaults(func=_predict, prog=pred.prog)
 
 
 def _common(parser: argparse.ArgumentParser, default_model: str) -> None:
@@ -58,22 +60,6 @@ def _is_fasta(path: str) -> bool:
     return path.lower().endswith(_FASTA_SUFFIXES)
 
 
-def _read(path: str):
-    if not Path(path).is_file():
-        msg = f"input file {path!r} does not exist."
-        raise SystemExit(f"omicformer dnabert: error: {msg}")
-    if path.endswith(".h5mu"):
-        import mudata
-
-        return mudata.read_h5mu(path)
-    if path.endswith(".h5ad"):
-        import anndata as ad
-
-        return ad.read_h5ad(path)
-    msg = f"cannot read {path!r}: expected .h5ad or .h5mu."
-    raise SystemExit(f"omicformer dnabert: error: {msg}")
-
-
 def _write(data, path: str) -> None:
     if path.endswith(".h5mu"):
         data.write_h5mu(path)
@@ -81,18 +67,27 @@ def _write(data, path: str) -> None:
         data.write_h5ad(path)
 
 
-def _check_output(path: str, allowed: tuple[str, ...]) -> None:
+def _check_output(prog: str, path: str, allowed: tuple[str, ...]) -> None:
     if not path.lower().endswith(allowed):
         msg = f"output {path!r} must end with one of {allowed}."
-        raise SystemExit(f"omicformer dnabert: error: {msg}")
+        fail(prog, msg)
+
+
+def _check_inputs(args: argparse.Namespace, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -> None:
+    """The input data, ``--fasta`` and ``--model``: before reading anything."""
+    check_input(args.prog, args.input, suffixes)
+    if args.fasta is not None:
+        check_input(args.prog, args.fasta, (), what="--fasta")
+    check_model(args.prog, args.model)
 
 
 def _embed_regions(args: argparse.Namespace) -> int:
     from . import tl
     from ._tools._common import modality
 
-    _check_output(args.output, (".h5ad", ".h5mu"))
-    data = _read(args.input)
+    _check_output(args.prog, args.output, _DATA_SUFFIXES)
+    _check_inputs(args)
+    data = read_data(args.prog, args.input)
     tl.embed_regions(
         data,
         fasta=args.fasta,
@@ -126,19 +121,18 @@ def _predict(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
     }
     if _is_fasta(args.input):
-        _check_output(args.output, _TABLE_SUFFIXES)
-        if not Path(args.input).is_file():
-            raise SystemExit(
-                f"omicformer dnabert: error: input file {args.input!r} does not exist."
-            )
+        _check_output(args.prog, args.output, _TABLE_SUFFIXES)
+        check_input(args.prog, args.input, ())
+        check_model(args.prog, args.model)
         frame = tl.predict(args.input, **kwargs)
         frame.to_csv(args.output, sep="\t" if args.output.lower().endswith(".tsv") else ",")
         print(f"wrote {args.output}: {len(frame)} sequences x {frame.shape[1]} columns")
         return 0
-    _check_output(args.output, (".h5ad", ".h5mu"))
+    _check_output(args.prog, args.output, _DATA_SUFFIXES)
     if args.fasta is None:
-        raise SystemExit("omicformer dnabert: error: --fasta GENOME is required for .h5ad input.")
-    data = _read(args.input)
+        fail(args.prog, "--fasta GENOME is required for .h5ad input.")
+    _check_inputs(args, _DATA_SUFFIXES + _FASTA_SUFFIXES)
+    data = read_data(args.prog, args.input)
     tl.predict(data, fasta=args.fasta, region_key=args.region_key, mod=args.mod, **kwargs)
     _write(data, args.output)
     print(f"wrote {args.output}: var['{args.key_added}_prob_*'] and '{args.key_added}_prediction'")

@@ -33,15 +33,16 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     embed.add_argument(
         "--backed", action="store_true", help="read the input backed (out-of-core), in chunks"
     )
-    embed.set_defaults(func=_embed)
+    embed.set_defaults(func=_embed, prog=embed.prog)
 
 
 def _embed(args: argparse.Namespace) -> int:
-    import anndata as ad
-
+    from .._cli_io import check_input, check_model, read_data
     from . import tl
 
-    adata = ad.read_h5ad(args.input, backed="r" if args.backed else None)
+    check_input(args.prog, args.input, (".h5ad",))
+    check_model(args.prog, args.model)
+    adata = read_data(args.prog, args.input, backed=args.backed)
     tl.embed(
         adata,
         model=args.model,
