@@ -3,12 +3,22 @@
 An error the user can fix ends a command with one line, ``omicformer <cmd>: error: <what is
 wrong and how to fix it>``, on stderr and exit status 1 (``SystemExit(message)``), never a
 traceback. The checks run before any expensive work (reading the input, loading a model).
+
+Outputs: a new file, in a folder that is created if missing (as ``demo --out`` is). An existing
+file, the input itself included (an in-place update), is replaced only with ``--overwrite``, as
+:func:`omicformer.scgpt.pp.concat_h5ad` (file to file, too) replaces one only with
+``overwrite=True``. The result is written under a temporary name in the same folder and renamed
+when complete, as the library's ``out_file=`` outputs are, so the old file (or the input) is
+never left half-written.
 """
 
 from __future__ import annotations
 
+import argparse
 import dis
-from collections.abc import Sequence
+import os
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -85,6 +95,77 @@ def check_model(prog: str, model: str, default: str = "default") -> None:
             f"--model {model!r} is neither {default!r} nor an existing folder; pass "
             f"{default!r} or the folder of a model.",
         )
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """The ``--overwrite`` option of a command that writes a file."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file; with the input file as output, write the result "
+        "into it (in place). The file is replaced only once the result is complete.",
+    )
+
+
+def check_output(
+    prog: str,
+    path: str,
+    suffixes: Sequence[str],
+    *,
+    inputs: Sequence[str] = (),
+    overwrite: bool = False,
+) -> None:
+    """``path`` is a valid output: its suffix, and an existing file only with ``overwrite``.
+
+    ``inputs``: the files the command reads; writing into one of them (in place) also needs
+    ``overwrite``. Nothing is created here (see :func:`make_output_folder`).
+    """
+    suffixes = tuple(suffixes)
+    if not has_suffix(path, suffixes):
+        fail(prog, f"output {path!r} must end with one of {suffixes}.")
+    p = Path(path)
+    if p.is_dir():
+        fail(prog, f"output {path!r} is a folder; pass a file name.")
+    if p.exists() and not overwrite:
+        if any(Path(i).exists() and os.path.samefile(p, i) for i in inputs):
+            fail(
+                prog,
+                f"output {path!r} is the input file; pass --overwrite to write the result into "
+                "it in place, or choose a new output file.",
+            )
+        fail(prog, f"output {path!r} exists; pass --overwrite to replace it, or choose a new name.")
+
+
+def make_output_folder(prog: str, path: str) -> None:
+    """Create the folder of output ``path`` if missing (after the checks, before the work)."""
+    folder = Path(path).parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                fail(prog, f"cannot write output {path!r}: {str(above)!r} is a file, not a folder.")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(prog, f"cannot create the folder {str(folder)!r} of output {path!r}: {err.strerror}.")
+    if not os.access(folder, os.W_OK):
+        fail(prog, f"cannot write output {path!r}: the folder {str(folder)!r} is not writable.")
+
+
+def write_atomic(path: str, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` a file under a temporary name next to ``path``, then rename it to ``path``.
+
+    An existing ``path`` (even the input being read) is replaced only by a complete file; on
+    error the temporary file is removed and ``path`` is left as it was.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{p.suffix}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_data(prog: str, path: str, backed: bool = False) -> Any:

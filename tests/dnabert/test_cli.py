@@ -125,3 +125,58 @@ def test_cli_input_errors_are_one_line(files):
     msg = _error([*pred, "--fasta", str(tmp / "no.fa")])
     assert msg.startswith("omicformer dnabert predict: error: --fasta file")
     assert not (tmp / "o.h5ad").exists() and not (tmp / "p.h5ad").exists()
+
+
+def test_cli_output_rules(files, monkeypatch):
+    from omicformer.dnabert import tl
+
+    tmp, fasta, mlm, clf = files
+    inp = str(tmp / "in.h5ad")
+    base = ["--fasta", str(fasta), "--device", "cpu", "--no-progress", "--batch-size", "1"]
+    out = tmp / "new" / "sub" / "out.h5ad"
+    # a missing folder is created, up front
+    assert main(["dnabert", "embed-regions", inp, str(out), "--model", str(mlm), *base]) == 0
+    assert ad.read_h5ad(out).varm["X_dnabert"].shape == (2, 32)
+    seqs = tmp / "seqs.fa"
+    seqs.write_text(">s1\nACGTACGTACGGGCCC\n>s2\nAAAATTTTAAAATTTT\n")
+    table = tmp / "tables" / "pred.csv"
+    predict = ["dnabert", "predict", str(seqs), str(table), "--model", str(clf), "--device", "cpu"]
+    assert main([*predict, "--no-progress"]) == 0
+    assert list(pd.read_csv(table, index_col=0).index) == ["s1", "s2"]
+
+    real = tl.embed_regions, tl.predict
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the output is checked before the model runs")
+
+    monkeypatch.setattr(tl, "embed_regions", not_called)
+    monkeypatch.setattr(tl, "predict", not_called)
+    # an existing file, the input included, is replaced only with --overwrite
+    before = out.read_bytes()
+    msg = _error(["dnabert", "embed-regions", inp, str(out), "--model", str(mlm), *base])
+    assert msg == (
+        f"omicformer dnabert embed-regions: error: output {str(out)!r} exists; pass --overwrite "
+        "to replace it, or choose a new name."
+    )
+    assert out.read_bytes() == before
+    msg = _error([*predict, "--no-progress"])
+    assert msg.startswith(f"omicformer dnabert predict: error: output {str(table)!r} exists;")
+    before = (tmp / "in.h5ad").read_bytes()
+    msg = _error(["dnabert", "predict", inp, inp, "--model", str(clf), *base])
+    assert msg.startswith(f"omicformer dnabert predict: error: output {inp!r} is the input file")
+    assert (tmp / "in.h5ad").read_bytes() == before
+    (tmp / "file").write_text("")
+    msg = _error(
+        ["dnabert", "predict", inp, str(tmp / "file" / "p.h5ad"), "--model", str(clf), *base]
+    )
+    assert msg.endswith(f"{str(tmp / 'file')!r} is a file, not a folder.")
+
+    monkeypatch.setattr(tl, "embed_regions", real[0])
+    monkeypatch.setattr(tl, "predict", real[1])
+    argv = ["dnabert", "embed-regions", inp, str(out), "--model", str(mlm), *base, "--overwrite"]
+    assert main([*argv, "--key-added", "z"]) == 0
+    assert set(ad.read_h5ad(out).varm) == {"z"}
+    assert main(["dnabert", "predict", inp, inp, "--model", str(clf), *base, "--overwrite"]) == 0
+    var = ad.read_h5ad(tmp / "in.h5ad").var
+    assert {"dnabert_prob_at", "dnabert_prob_gc", "dnabert_prediction"} <= set(var)
+    assert [p.name for p in tmp.iterdir() if p.name.startswith(".")] == []

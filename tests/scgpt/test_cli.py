@@ -93,3 +93,75 @@ def test_scgpt_embed_cli_internal_errors_keep_their_traceback(
     monkeypatch.setattr(tl, "embed", numpy_bug)
     with pytest.raises(ValueError, match="reshape"):
         main(argv)
+
+
+def test_scgpt_embed_cli_output_rules(
+    tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
+):
+    from omicformer.scgpt import tl
+
+    path, _, _ = official_ckpt
+    a = continuous_adata_factory(6)
+    a.write_h5ad(tmp_path / "in.h5ad")
+    inp = str(tmp_path / "in.h5ad")
+    base = ["--model", str(path), "--device", "cpu"]
+    prefix = "omicformer scgpt embed: error: "
+
+    # a missing folder is created (as demo --out is), up front
+    out = tmp_path / "new" / "sub" / "out.h5ad"
+    assert main(["scgpt", "embed", inp, str(out), *base]) == 0
+    first = ad.read_h5ad(out).obsm["X_scgpt"]
+    assert first.shape == (6, 32)
+
+    real_embed = tl.embed
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the output is checked before embedding")
+
+    monkeypatch.setattr(tl, "embed", not_called)
+    # the suffix, as dnabert's commands check it
+    msg = _error(["scgpt", "embed", inp, str(tmp_path / "out.txt"), *base])
+    assert msg == f"{prefix}output {str(tmp_path / 'out.txt')!r} must end with one of ('.h5ad',)."
+    assert not (tmp_path / "out.txt").exists()
+    # an existing file is replaced only with --overwrite
+    before = out.read_bytes()
+    msg = _error(["scgpt", "embed", inp, str(out), *base])
+    assert (
+        msg
+        == f"{prefix}output {str(out)!r} exists; pass --overwrite to replace it, or choose a new name."
+    )
+    assert out.read_bytes() == before
+    # writing into the input (in place) needs --overwrite too; the input is left as it was
+    before = (tmp_path / "in.h5ad").read_bytes()
+    msg = _error(["scgpt", "embed", inp, str(tmp_path / "." / "in.h5ad"), *base, "--backed"])
+    assert msg.startswith(f"{prefix}output {str(tmp_path / '.' / 'in.h5ad')!r} is the input file")
+    assert "--overwrite" in msg
+    assert (tmp_path / "in.h5ad").read_bytes() == before
+    # a folder as output
+    (tmp_path / "dir.h5ad").mkdir()
+    msg = _error(["scgpt", "embed", inp, str(tmp_path / "dir.h5ad"), *base, "--overwrite"])
+    assert msg == f"{prefix}output {str(tmp_path / 'dir.h5ad')!r} is a folder; pass a file name."
+
+    monkeypatch.setattr(tl, "embed", real_embed)
+    # a write that fails leaves the old output whole, and no temporary file
+    before = out.read_bytes()
+
+    def broken_write(self, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(ad.AnnData, "write_h5ad", broken_write)
+        with pytest.raises(OSError, match="disk full"):
+            main(["scgpt", "embed", inp, str(out), *base, "--overwrite"])
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.h5ad"]
+    # --overwrite: replaced; in place (backed): the input gains obsm['X_scgpt'], X unchanged
+    assert main(["scgpt", "embed", inp, str(out), *base, "--overwrite", "--key-added", "z"]) == 0
+    assert set(ad.read_h5ad(out).obsm) == {"z"}
+    assert main(["scgpt", "embed", inp, inp, *base, "--backed", "--overwrite"]) == 0
+    updated = ad.read_h5ad(tmp_path / "in.h5ad")
+    np.testing.assert_allclose(updated.obsm["X_scgpt"], first, atol=1e-6)
+    np.testing.assert_array_equal(updated.X.toarray(), a.X.toarray())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from .._cli_io import check_input, check_model, fail, read_data
+from .._cli_io import (
+    add_overwrite,
+    check_input,
+    check_model,
+    check_output,
+    fail,
+    make_output_folder,
+    read_data,
+    write_atomic,
+)
 
 _FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz", ".fa.bgz")
 _TABLE_SUFFIXES = (".csv", ".tsv")
 _DATA_SUFFIXES = (".h5ad", ".h5mu")
+_OUTPUT_HELP = (
+    "a new file (its folder is created if missing); an existing file, the input included, "
+    "only with --overwrite"
+)
 
 
 def add_subparser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +34,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         help="Embed the regions (var_names like chr1:100-600) of an .h5ad/.h5mu into varm.",
     )
     embed.add_argument("input", help="input .h5ad (cells x regions) or .h5mu")
-    embed.add_argument("output", help="output .h5ad / .h5mu")
+    embed.add_argument("output", help=f"output .h5ad / .h5mu; {_OUTPUT_HELP}")
     embed.add_argument("--fasta", required=True, help="genome FASTA (plain, bgzip or gzip)")
     embed.add_argument("--key-added", default="X_dnabert")
     embed.add_argument("--pooling", choices=["mean", "cls"], default="mean")
@@ -34,7 +47,9 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         "(FASTA -> .csv/.tsv).",
     )
     pred.add_argument("input", help="input .h5ad/.h5mu (needs --fasta) or FASTA of sequences")
-    pred.add_argument("output", help="output .h5ad/.h5mu, or .csv/.tsv for FASTA input")
+    pred.add_argument(
+        "output", help=f"output .h5ad/.h5mu, or .csv/.tsv for FASTA input; {_OUTPUT_HELP}"
+    )
     pred.add_argument("--fasta", default=None, help="genome FASTA for the regions of an .h5ad")
     pred.add_argument("--key-added", default="dnabert")
     _common(pred, default_model="default")
@@ -54,6 +69,7 @@ def _common(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("--window-overlap", type=int, default=None, help="bases")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite(parser)
 
 
 def _is_fasta(path: str) -> bool:
@@ -61,31 +77,31 @@ def _is_fasta(path: str) -> bool:
 
 
 def _write(data, path: str) -> None:
-    if path.endswith(".h5mu"):
-        data.write_h5mu(path)
+    """Write ``data`` to ``path``, replacing a file there only once complete."""
+    if path.lower().endswith(".h5mu"):
+        write_atomic(path, data.write_h5mu)
     else:
-        data.write_h5ad(path)
+        write_atomic(path, data.write_h5ad)
 
 
-def _check_output(prog: str, path: str, allowed: tuple[str, ...]) -> None:
-    if not path.lower().endswith(allowed):
-        msg = f"output {path!r} must end with one of {allowed}."
-        fail(prog, msg)
+def _check_output(args: argparse.Namespace, allowed: tuple[str, ...]) -> None:
+    check_output(args.prog, args.output, allowed, inputs=[args.input], overwrite=args.overwrite)
 
 
 def _check_inputs(args: argparse.Namespace, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -> None:
-    """The input data, ``--fasta`` and ``--model``: before reading anything."""
+    """The input data, ``--fasta`` and ``--model``, then the output folder: before any reading."""
     check_input(args.prog, args.input, suffixes)
     if args.fasta is not None:
         check_input(args.prog, args.fasta, (), what="--fasta")
     check_model(args.prog, args.model)
+    make_output_folder(args.prog, args.output)
 
 
 def _embed_regions(args: argparse.Namespace) -> int:
     from . import tl
     from ._tools._common import modality
 
-    _check_output(args.prog, args.output, _DATA_SUFFIXES)
+    _check_output(args, _DATA_SUFFIXES)
     _check_inputs(args)
     data = read_data(args.prog, args.input)
     tl.embed_regions(
@@ -121,14 +137,16 @@ def _predict(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
     }
     if _is_fasta(args.input):
-        _check_output(args.prog, args.output, _TABLE_SUFFIXES)
+        _check_output(args, _TABLE_SUFFIXES)
         check_input(args.prog, args.input, ())
         check_model(args.prog, args.model)
+        make_output_folder(args.prog, args.output)
         frame = tl.predict(args.input, **kwargs)
-        frame.to_csv(args.output, sep="\t" if args.output.lower().endswith(".tsv") else ",")
+        sep = "\t" if args.output.lower().endswith(".tsv") else ","
+        write_atomic(args.output, lambda path: frame.to_csv(path, sep=sep))
         print(f"wrote {args.output}: {len(frame)} sequences x {frame.shape[1]} columns")
         return 0
-    _check_output(args.prog, args.output, _DATA_SUFFIXES)
+    _check_output(args, _DATA_SUFFIXES)
     if args.fasta is None:
         fail(args.prog, "--fasta GENOME is required for .h5ad input.")
     _check_inputs(args, _DATA_SUFFIXES + _FASTA_SUFFIXES)

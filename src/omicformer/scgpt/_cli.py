@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._cli_io import add_overwrite
+
 
 def add_subparser(sub: argparse._SubParsersAction) -> None:
     """Register the ``scgpt`` command group."""
@@ -14,7 +16,11 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         "embed", help="Embed cells of an .h5ad file; writes obsm['X_scgpt'] to a new .h5ad."
     )
     embed.add_argument("input", help="input .h5ad (cells x genes; counts in X or --layer)")
-    embed.add_argument("output", help="output .h5ad")
+    embed.add_argument(
+        "output",
+        help="output .h5ad: a new file (its folder is created if missing); an existing file, "
+        "the input included, only with --overwrite",
+    )
     embed.add_argument(
         "--model", default="default", help="'default', official folder or saved model"
     )
@@ -33,15 +39,25 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     embed.add_argument(
         "--backed", action="store_true", help="read the input backed (out-of-core), in chunks"
     )
+    add_overwrite(embed)
     embed.set_defaults(func=_embed, prog=embed.prog)
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .._cli_io import check_input, check_model, read_data
+    from .._cli_io import (
+        check_input,
+        check_model,
+        check_output,
+        make_output_folder,
+        read_data,
+        write_atomic,
+    )
     from . import tl
 
+    check_output(args.prog, args.output, (".h5ad",), inputs=[args.input], overwrite=args.overwrite)
     check_input(args.prog, args.input, (".h5ad",))
     check_model(args.prog, args.model)
+    make_output_folder(args.prog, args.output)
     adata = read_data(args.prog, args.input, backed=args.backed)
     tl.embed(
         adata,
@@ -54,6 +70,9 @@ def _embed(args: argparse.Namespace) -> int:
         max_len=args.max_len,
         device=args.device,
     )
-    adata.write_h5ad(args.output)
-    print(f"wrote {args.output}: obsm[{args.key_added!r}] {adata.obsm[args.key_added].shape}")
+    shape = adata.obsm[args.key_added].shape
+    write_atomic(args.output, adata.write_h5ad)
+    if adata.isbacked:
+        adata.file.close()
+    print(f"wrote {args.output}: obsm[{args.key_added!r}] {shape}")
     return 0
