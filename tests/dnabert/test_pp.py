@@ -228,3 +228,19 @@ def test_pp_pl_tl_import_without_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_strand_and_non_integer_coordinates_refused(fasta):
+    genome = pp.Genome(fasta)
+    # chr1[8:12] is "ACgt"; its reverse complement is "acGT"
+    assert genome.fetch("chr1", np.int64(8), np.int64(12), "-") == "acGT"
+    with pytest.raises(ValueError, match=r"strand='minus'.*'\+' or '-'"):
+        genome.fetch("chr1", 8, 12, "minus")
+    with pytest.raises(ValueError, match=r"Region number 1: strand='x'"):
+        pp.fetch_sequences([pp.Region("chr1", 0, 4), pp.Region("chr1", 0, 5, "x")], genome)
+    with pytest.raises(ValueError, match=r"start=1.7 must be an integer >= 0"):
+        genome.fetch("chr1", 1.7, 10)
+    with pytest.raises(ValueError, match=r"end=10.0 must be an integer"):
+        pp.fetch_sequences([pp.Region("chr1", 0, 10.0)], genome)
+    with pytest.raises(ValueError, match=r"start=-5 must be an integer >= 0"):
+        genome.fetch("chr1", -5, 10)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ._kmers import reverse_complement
-from ._regions import Region, parse_regions
+from ._regions import Region, make_region, parse_regions
 
 
 def cache_dir() -> Path:
@@ -145,14 +145,25 @@ class Genome:
             raise ValueError(msg)
 
     def fetch(self, chrom: str, start: int, end: int, strand: str = "+") -> str:
-        """Sequence of ``chrom[start:end]`` (0-based half-open), reverse-complemented on ``-``."""
-        region = Region(chrom, int(start), int(end), strand)
-        if region.start < 0 or region.start >= region.end:
-            msg = f"Invalid interval {region.name!r}: need 0 <= start < end (0-based half-open)."
-            raise ValueError(msg)
+        """Sequence of ``chrom[start:end]`` (0-based half-open), reverse-complemented on ``-``.
+
+        Parameters
+        ----------
+        chrom
+            Chromosome name, as in the FASTA headers.
+        start, end
+            Integer coordinates, ``0 <= start < end <= chromosome length``.
+        strand
+            ``"+"`` or ``"-"``; anything else is a ``ValueError``.
+
+        Returns
+        -------
+        The sequence in its original case.
+        """
+        region = make_region(chrom, start, end, strand)
         self.check_region(region)
         seq = self._fasta[chrom][region.start : region.end]
-        return reverse_complement(seq) if strand == "-" else seq
+        return reverse_complement(seq) if region.strand == "-" else seq
 
     def fetch_regions(self, regions: Iterable[str | Region]) -> list[str]:
         """Sequences of many regions; all are parsed and checked before any is read."""

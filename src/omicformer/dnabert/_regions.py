@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from .._core._checks import check_int
 
 ACCEPTED_FORMS = (
     "'chr1:100-600', 'chr1-100-600' or 'chr1_100_600' (0-based half-open, like BED), optionally "
@@ -21,6 +23,7 @@ _REGION_RE = re.compile(
     r"^(?P<chrom>\S+?)[:_-](?P<start>\d+)[-_](?P<end>\d+)"
     r"(?:[:_](?P<strand>[+-])|\((?P<pstrand>[+-])\))?$"
 )
+STRANDS = ("+", "-")
 
 
 class Region(NamedTuple):
@@ -41,6 +44,38 @@ class Region(NamedTuple):
         """Canonical string ``chrom:start-end`` (with ``:-`` for the minus strand)."""
         base = f"{self.chrom}:{self.start}-{self.end}"
         return base + ":-" if self.strand == "-" else base
+
+
+def make_region(chrom: str, start: Any, end: Any, strand: Any = "+") -> Region:
+    """A :class:`Region` from its fields, each checked before any sequence is read.
+
+    Parameters
+    ----------
+    chrom
+        Chromosome (sequence) name.
+    start, end
+        0-based half-open coordinates: integers (Python or NumPy) with ``0 <= start < end``;
+        floats such as ``1.7`` are refused rather than truncated.
+    strand
+        ``"+"`` or ``"-"`` (``"-"`` reverse-complements); anything else is refused.
+
+    Returns
+    -------
+    The region, with ``start`` and ``end`` as Python ``int``.
+    """
+    where = f"region {chrom}:{start}-{end}"
+    start = check_int("start", start, minimum=0, hint=f"{where}, 0-based")
+    end = check_int("end", end, minimum=1, hint=where)
+    if start >= end:
+        msg = f"Invalid interval {chrom}:{start}-{end}: need 0 <= start < end (0-based half-open)."
+        raise ValueError(msg)
+    if not (isinstance(strand, str) and strand in STRANDS):
+        msg = (
+            f"strand={strand!r} of {where} is not a strand; use '+' or '-' (the reverse "
+            "complement)."
+        )
+        raise ValueError(msg)
+    return Region(chrom, start, end, strand)
 
 
 def parse_region(region: str | Region) -> Region:
@@ -66,7 +101,7 @@ def parse_region(region: str | Region) -> Region:
     '-'
     """
     if isinstance(region, Region):
-        return region
+        return make_region(*region)
     text = str(region).strip()
     match = _REGION_RE.match(text)
     if match is None:
