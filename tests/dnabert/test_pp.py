@@ -244,3 +244,16 @@ def test_unknown_strand_and_non_integer_coordinates_refused(fasta):
         pp.fetch_sequences([pp.Region("chr1", 0, 10.0)], genome)
     with pytest.raises(ValueError, match=r"start=-5 must be an integer >= 0"):
         genome.fetch("chr1", -5, 10)
+
+
+@pytest.mark.parametrize("text", ["chr1:-5-10", "chr1_-5_10", "chr1--5-10", "chr1:-5-10:-"])
+def test_negative_start_is_not_read_as_a_chromosome(fasta, text):
+    with pytest.raises(ValueError, match=r"Could not parse .*: start must be an integer >= 0"):
+        pp.parse_region(text)
+    with pytest.raises(ValueError, match=r"Region number 0: Could not parse region 'chr1"):
+        pp.fetch_sequences([text], fasta)
+
+
+def test_doubled_separator_is_not_read_as_a_chromosome():
+    with pytest.raises(ValueError, match=r"'chr1::5-10': the separators are doubled"):
+        pp.parse_region("chr1::5-10")

@@ -104,6 +104,11 @@ def parse_region(region: str | Region) -> Region:
         return make_region(*region)
     text = str(region).strip()
     match = _REGION_RE.match(text)
+    if match is not None and match["chrom"][-1] in ":_-":  # 'chr1:-5-10' -> chrom 'chr1:'
+        sep = text[match.start("start") - 1]
+        why = "start must be an integer >= 0" if sep == "-" else "the separators are doubled"
+        msg = f"Could not parse region {region!r}: {why}. Accepted forms: {ACCEPTED_FORMS}."
+        raise ValueError(msg)
     if match is None:
         msg = f"Could not parse region {region!r}. Accepted forms: {ACCEPTED_FORMS}."
         raise ValueError(msg)
