@@ -257,3 +257,16 @@ def test_negative_start_is_not_read_as_a_chromosome(fasta, text):
 def test_doubled_separator_is_not_read_as_a_chromosome():
     with pytest.raises(ValueError, match=r"'chr1::5-10': the separators are doubled"):
         pp.parse_region("chr1::5-10")
+
+
+def test_single_string_is_not_iterated_base_by_base(fasta):
+    with pytest.raises(TypeError, match=r"single region 'chr1:0-4'; wrap it: \[region\]"):
+        pp.fetch_sequences("chr1:0-4", fasta)
+    with pytest.raises(TypeError, match=r"wrap it: \[region\]"):
+        pp.Genome(fasta).fetch_regions(pp.Region("chr1", 0, 4))
+    with pytest.raises(TypeError, match=r"not a single string; wrap it: \[seq\]"):
+        pp.split_windows("AAAACCCCGG", 6)
+    assert pp.fetch_sequences(["chr1:0-4"], fasta) == ["ACGT"]
+    windows, owner = pp.split_windows(["AAAACCCCGG"], 6)  # last window aligned to the end
+    assert windows == ["AAAACC", "CCCCGG"]
+    assert owner.tolist() == [0, 0]

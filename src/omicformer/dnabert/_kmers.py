@@ -33,6 +33,7 @@ for _b in IUPAC_AMBIGUOUS:
     _CODE[ord(_b)] = _CODE[ord(_b.lower())] = 4
 _UNKNOWN_CODE, _INVALID_CODE = 4, 255
 
+_SINGLE_STRING = "sequences must be a list of strings, not a single string; wrap it: [seq]."
 _COMPLEMENT = str.maketrans("ACGTRYSWKMBDHVNacgtryswkmbdhvn", "TGCAYRSWMKVHDBNtgcayrswmkvhdbn")
 
 
@@ -195,8 +196,7 @@ def check_sequences(
     """
     k = check_k(k)
     if isinstance(sequences, str):
-        msg = "sequences must be a list of strings, not a single string; wrap it: [seq]."
-        raise TypeError(msg)
+        raise TypeError(_SINGLE_STRING)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
     bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)
@@ -408,6 +408,8 @@ def split_windows(
     >>> pp.split_windows(["AAAACCCCGG"], window=6, overlap=2)
     (['AAAACC', 'CCCCGG'], array([0, 0]))
     """
+    if isinstance(sequences, str):
+        raise TypeError(_SINGLE_STRING)
     if not 0 <= overlap < window:
         msg = f"overlap={overlap} must satisfy 0 <= overlap < window ({window})."
         raise ValueError(msg)

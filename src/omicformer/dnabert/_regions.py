@@ -132,6 +132,12 @@ def parse_regions(regions: Iterable[str | Region]) -> list[Region]:
     >>> [r.width for r in pp.parse_regions(["chr1:0-500", "chr2_10_20"])]
     [500, 10]
     """
+    if isinstance(regions, str | Region):
+        msg = (
+            f"regions must be a list of regions, not the single region {regions!r}; wrap it: "
+            "[region]."
+        )
+        raise TypeError(msg)
     out = []
     for i, region in enumerate(regions):
         try:
