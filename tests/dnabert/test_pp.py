@@ -2,6 +2,7 @@ import gzip
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from omicformer.dnabert import pp
@@ -270,3 +271,18 @@ def test_single_string_is_not_iterated_base_by_base(fasta):
     windows, owner = pp.split_windows(["AAAACCCCGG"], 6)  # last window aligned to the end
     assert windows == ["AAAACC", "CCCCGG"]
     assert owner.tolist() == [0, 0]
+
+
+def test_series_read_by_position_and_named_by_index():
+    # ATC, TCG, CGG, GGA -> 5 + base-4 value with A,T,C,G = 0,1,2,3: 11, 32, 52, 65
+    ids = pp.tokenize(pd.Series(["ATCGGA"], index=[7]), k=3)["input_ids"]
+    assert ids.tolist() == [[2, 11, 32, 52, 65, 3]]
+    with pytest.raises(ValueError, match=r"Sequence '6' has invalid character 'X' at position 1"):
+        pp.tokenize(pd.Series(["ACGT", "AXGT"], index=[5, 6]), k=3)
+    shuffled = pd.Series(["ACGT", "AXGT", "ACGTT"], index=[2, 0, 1])
+    with pytest.raises(ValueError, match=r"Sequence '0' has invalid character 'X' at position 1"):
+        pp.check_sequences(shuffled, 3)
+    with pytest.raises(ValueError, match=r"Sequence 'b' has 2 bases, shorter than k=3"):
+        pp.check_sequences(pd.Series(["ACGT", "AC"], index=["a", "b"]), 3)
+    with pytest.raises(ValueError, match=r"Sequence 'long' gives 8 k-mers"):
+        pp.tokenize(pd.Series(["A" * 10], index=["long"]), k=3, max_len=5)

@@ -180,13 +180,29 @@ def _names(sequences: Sequence[str], names: Sequence[str] | None) -> Sequence[st
     return names if names is not None else [f"#{i}" for i in range(len(sequences))]
 
 
+def _listed(
+    sequences: Sequence[str], names: Sequence[str] | None
+) -> tuple[list[str], Sequence[str] | None]:
+    """``sequences`` as a list read by position, and their names.
+
+    A pandas Series gives its values in order and, unless ``names`` is given, its index as
+    names (a Series indexed by label would otherwise be read by label, not position).
+    """
+    if isinstance(sequences, str):
+        raise TypeError(_SINGLE_STRING)
+    if names is None and hasattr(sequences, "iloc"):
+        names = [str(label) for label in sequences.index]
+    return list(sequences), names
+
+
 def check_sequences(
     sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
 ) -> np.ndarray:
     """Validate sequences for k-mer tokenisation and return their lengths.
 
     Raises ``ValueError`` naming the sequence and 0-based position of the first character
-    outside A/C/G/T/N/IUPAC (either case), or the first sequence shorter than ``k``.
+    outside A/C/G/T/N/IUPAC (either case), or the first sequence shorter than ``k``. Sequences
+    are named by ``names``, else by a pandas Series' index, else ``#0``, ``#1``, ...
 
     Examples
     --------
@@ -195,8 +211,7 @@ def check_sequences(
     array([5, 5])
     """
     k = check_k(k)
-    if isinstance(sequences, str):
-        raise TypeError(_SINGLE_STRING)
+    sequences, names = _listed(sequences, names)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
     bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)
@@ -302,7 +317,7 @@ def tokenize(
         Keep the first ``max_len - 2`` k-mers of longer sequences instead of raising. For
         whole long sequences use :func:`split_windows` (the models do this for you).
     names
-        Sequence names for error messages.
+        Sequence names for error messages (default: a pandas Series' index, else ``#0``, ...).
     dtype
         Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets).
 
@@ -326,6 +341,7 @@ def tokenize(
     if cap < 1:
         msg = f"max_len={max_len} leaves no room for k-mers; use at least 3."
         raise ValueError(msg)
+    sequences, names = _listed(sequences, names)
     lengths = check_sequences(sequences, k, names=names)
     n_kmers = lengths - k + 1
     too_long = np.flatnonzero(n_kmers > cap)
