@@ -286,3 +286,12 @@ def test_series_read_by_position_and_named_by_index():
         pp.check_sequences(pd.Series(["ACGT", "AC"], index=["a", "b"]), 3)
     with pytest.raises(ValueError, match=r"Sequence 'long' gives 8 k-mers"):
         pp.tokenize(pd.Series(["A" * 10], index=["long"]), k=3, max_len=5)
+
+
+def test_non_string_sequences_refused_by_name():
+    with pytest.raises(ValueError, match=r"Sequence '#0' is None \(NoneType\), not a DNA string"):
+        pp.tokenize([None], k=3)
+    with pytest.raises(ValueError, match=r"Sequence 'b' is nan \(float\)"):
+        pp.check_sequences(pd.Series(["ACGT", np.nan], index=["a", "b"]), 3)
+    with pytest.raises(ValueError, match=r"Sequence 's2' is 1234 \(int\)"):
+        pp.encode_kmers(["ACGT", 1234], k=3, names=["s1", "s2"])

@@ -149,3 +149,15 @@ def test_mlm_loss_curve_from_history():
     }
     ax = pl.loss_curve(history, smooth=5, show=False)
     assert len(ax.lines) == 3
+
+
+def test_predict_refuses_missing_sequences(finetuned):
+    # "nan" would pass as n-a-n (N and A are valid bases); the NaN must be refused, by name
+    with pytest.raises(ValueError, match=r"Sequence 'b' is nan \(float\), not a DNA string"):
+        tl.predict(pd.Series(["ACGTACGT", np.nan], index=["a", "b"]), model=finetuned, **KW)
+    with pytest.raises(ValueError, match=r"Sequence 'seq_1' is None \(NoneType\)"):
+        tl.predict(["ACGTACGT", None], model=finetuned, **KW)
+    with pytest.raises(ValueError, match=r"Sequence 'x' is 12345 \(int\)"):
+        tl.predict({"x": 12345}, model=finetuned, **KW)
+    with pytest.raises(ValueError, match=r"Sequence 'seq_0' is nan"):
+        finetuned.embed([np.nan], **KW)

@@ -200,8 +200,9 @@ def check_sequences(
 ) -> np.ndarray:
     """Validate sequences for k-mer tokenisation and return their lengths.
 
-    Raises ``ValueError`` naming the sequence and 0-based position of the first character
-    outside A/C/G/T/N/IUPAC (either case), or the first sequence shorter than ``k``. Sequences
+    Raises ``ValueError`` naming the first entry that is not a string (NaN, None, a number),
+    the sequence and 0-based position of the first character outside A/C/G/T/N/IUPAC (either
+    case), or the first sequence shorter than ``k``. Sequences
     are named by ``names``, else by a pandas Series' index, else ``#0``, ``#1``, ...
 
     Examples
@@ -212,6 +213,15 @@ def check_sequences(
     """
     k = check_k(k)
     sequences, names = _listed(sequences, names)
+    other = next((i for i, s in enumerate(sequences) if not isinstance(s, str)), None)
+    if other is not None:
+        value = sequences[other]
+        msg = (
+            f"Sequence {_names(sequences, names)[other]!r} is {value!r} "
+            f"({type(value).__name__}), not a DNA string; drop missing sequences (NaN/None) "
+            "or pass every sequence as a str."
+        )
+        raise ValueError(msg)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
     bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)

@@ -103,7 +103,7 @@ def predict(
         sequences, names = resolve_sequences(data, fasta=genome)
     dnabert = resolve_model(model, "promoter")
     probs = dnabert.predict(
-        sequences,
+        pd.Series(sequences, index=names, dtype=object),  # keeps the names for its errors
         reverse_complement=reverse_complement,
         window_overlap=window_overlap,
         batch_size=batch_size,

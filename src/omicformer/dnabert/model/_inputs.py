@@ -32,6 +32,9 @@ def resolve_sequences(
     * a path to a FASTA file or a :class:`Genome`: all its records;
     * a mapping ``name -> sequence`` or a pandas Series: its values, named by keys/index;
     * a list of DNA strings, named ``seq_0``, ``seq_1``, ...
+
+    Entries are returned as given: a missing (NaN/None) or non-string sequence is refused by
+    :func:`~omicformer.dnabert.pp.check_sequences`, naming it, before any model runs.
     """
     if fasta is not None:
         regions = [r if isinstance(r, Region) else str(r) for r in _as_list(data)]
@@ -47,10 +50,12 @@ def resolve_sequences(
             "(wrap a single sequence: [seq]), or regions together with fasta=GENOME."
         )
         raise TypeError(msg)
-    if isinstance(data, Mapping) or hasattr(data, "keys"):  # dict or pandas Series
+    if isinstance(data, pd.Series):  # by position, named by the index
+        return data.tolist(), [str(key) for key in data.index]
+    if isinstance(data, Mapping) or hasattr(data, "keys"):
         keys = list(data.keys())
-        return [str(data[key]) for key in keys], [str(key) for key in keys]
-    seqs = [str(s) for s in _as_list(data)]
+        return [data[key] for key in keys], [str(key) for key in keys]
+    seqs = list(_as_list(data))  # not str(): NaN/None must fail the check, not read as "nan"
     return seqs, [f"seq_{i}" for i in range(len(seqs))]
 
 
