@@ -337,3 +337,9 @@ def test_finetune_pooling_kept_through_save(tmp_path, tiny, fit_kw, labelled):
     assert not np.allclose(model.predict(seqs, **kw), probs, atol=1e-3)
     with pytest.raises(ValueError, match="pooling='max'"):
         model.finetune(seqs, labels, pooling="max", max_steps=1, **fit_kw)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0])
+def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
+    with pytest.raises(ValueError, match=rf"batch_size={batch_size!r} must be an integer >= 1"):
+        finetuned.embed(["ACGTACGT"], batch_size=batch_size, device="cpu", progress=False)

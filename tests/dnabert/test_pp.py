@@ -295,3 +295,22 @@ def test_non_string_sequences_refused_by_name():
         pp.check_sequences(pd.Series(["ACGT", np.nan], index=["a", "b"]), 3)
     with pytest.raises(ValueError, match=r"Sequence 's2' is 1234 \(int\)"):
         pp.encode_kmers(["ACGT", 1234], k=3, names=["s1", "s2"])
+
+
+def test_encode_kmers_of_no_sequences_is_empty():
+    ids, n_kmers = pp.encode_kmers([], k=3)
+    assert ids.shape == (0,) and ids.dtype == np.int64
+    assert n_kmers.shape == (0,)
+    assert pp.tokenize([], k=3)["input_ids"].shape[0] == 0
+
+
+def test_names_of_another_length_refused():
+    with pytest.raises(ValueError, match="names has 1 entries but there are 2 sequences"):
+        pp.check_sequences(["ACGT", "AC"], 3, names=["a"])
+
+
+def test_seq2kmer_checks_k():
+    assert pp.seq2kmer("ATCGGA", 3) == "ATC TCG CGG GGA"
+    for k in (0, 2, 3.0):
+        with pytest.raises(ValueError, match=r"k=.* is not supported.*3, 4, 5 or 6"):
+            pp.seq2kmer("ACGT", k)

@@ -161,6 +161,7 @@ def seq2kmer(seq: str, k: int) -> str:
     >>> pp.seq2kmer("ATCGGA", 3)
     'ATC TCG CGG GGA'
     """
+    k = check_k(k)
     return " ".join(seq[x : x + k] for x in range(len(seq) + 1 - k))
 
 
@@ -186,13 +187,21 @@ def _listed(
     """``sequences`` as a list read by position, and their names.
 
     A pandas Series gives its values in order and, unless ``names`` is given, its index as
-    names (a Series indexed by label would otherwise be read by label, not position).
+    names (a Series indexed by label would otherwise be read by label, not position). ``names``
+    of another length than ``sequences`` is a ``ValueError``.
     """
     if isinstance(sequences, str):
         raise TypeError(_SINGLE_STRING)
     if names is None and hasattr(sequences, "iloc"):
         names = [str(label) for label in sequences.index]
-    return list(sequences), names
+    sequences = list(sequences)
+    if names is not None and len(names) != len(sequences):
+        msg = (
+            f"names has {len(names)} entries but there are {len(sequences)} sequences; give "
+            "one name per sequence."
+        )
+        raise ValueError(msg)
+    return sequences, names
 
 
 def check_sequences(
@@ -291,6 +300,8 @@ def encode_kmers(
     (array([16, 50, 57,  1,  5]), array([3, 2]))
     """
     lengths = check_sequences(sequences, k, names=names)
+    if not lengths.size:  # no sequences: no k-mers, like tokenize([]) gives no rows
+        return np.zeros(0, dtype=np.int64), lengths - k + 1
     codes = _CODE[np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)]
     ids = _kmer_ids(codes, k)  # over the concatenation; cross-boundary k-mers dropped below
     n_kmers = lengths - k + 1

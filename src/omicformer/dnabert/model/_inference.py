@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..._core._checks import check_int
 from ..._core._device import inference_autocast, resolve_device
 from ..._core._progress import progress as progress_bar
 from .._kmers import CLS_ID, PAD_ID, SEP_ID, check_sequences, reverse_complement, split_windows
@@ -47,6 +48,7 @@ def run_windows(
     if output not in OUTPUTS:
         msg = f"output={output!r} must be one of {OUTPUTS}."
         raise ValueError(msg)
+    batch_size = check_int("batch_size", batch_size)
     check_sequences(sequences, k, names=names)
     n = len(sequences)
     max_tokens = int(module.config.max_position_embeddings)
