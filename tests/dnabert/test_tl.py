@@ -1,3 +1,5 @@
+import warnings
+
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -161,3 +163,21 @@ def test_predict_refuses_missing_sequences(finetuned):
         tl.predict({"x": 12345}, model=finetuned, **KW)
     with pytest.raises(ValueError, match=r"Sequence 'seq_0' is nan"):
         finetuned.embed([np.nan], **KW)
+
+
+def test_embed_regions_second_positional_model_is_the_model(atac, genome, mlm, tmp_path):
+    path, _ = genome
+    folder = tmp_path / "model"
+    folder.mkdir()  # a folder is a model (never a FASTA file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a model second is no deprecated call
+        for model in ("default", mlm, folder, str(folder)):
+            with pytest.raises(ValueError, match="fasta= is required"):
+                tl.embed_regions(atac, model, **KW)
+        with pytest.raises(TypeError, match="pass fasta= and the others by keyword"):
+            tl.embed_regions(atac, mlm, path, **KW)
+        assert "X_dnabert" not in atac.varm and "dnabert" not in atac.uns
+        tl.embed_regions(atac, mlm, fasta=path, batch_size=2, **KW)
+    with pytest.warns(FutureWarning, match="passing fasta, model by position"):
+        old = tl.embed_regions(atac, path, mlm, batch_size=2, copy=True, **KW)
+    np.testing.assert_array_equal(old.varm["X_dnabert"], atac.varm["X_dnabert"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,12 +22,45 @@ if TYPE_CHECKING:
     from ..model import DNABert
 
 
-@formerly_positional("fasta", "model")
+def _is_model(value: Any) -> bool:
+    """Whether ``value`` is a model: ``"default"``, a folder or a DNABert (never a FASTA file)."""
+    if isinstance(value, str | os.PathLike):
+        return value == "default" or Path(value).expanduser().is_dir()
+    from ..model import DNABert
+
+    return isinstance(value, DNABert)
+
+
+def _model_second(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Read ``embed_regions(adata, model)`` as the new order, anything else as the old one.
+
+    The old call ``embed_regions(adata, fasta, model)`` keeps working, with a ``FutureWarning``
+    (:func:`~omicformer._core._deprecation.formerly_positional`), when the second positional
+    argument is not a model; a model there (``"default"``, a folder, a DNABert) is ``model``.
+    """
+    old_order = formerly_positional("fasta", "model")(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > 1 and _is_model(args[1]):
+            if len(args) > 2:
+                msg = (
+                    f"embed_regions() takes adata and model by position, got {len(args)} "
+                    "positional arguments; pass fasta= and the others by keyword."
+                )
+                raise TypeError(msg)
+            return fn(*args, **kwargs)
+        return old_order(*args, **kwargs)
+
+    return wrapper
+
+
+@_model_second
 def embed_regions(
     adata: AnnData,
     model: DNABert | str | os.PathLike[str] = "default",
     *,
-    fasta: str | os.PathLike[str] | Genome,
+    fasta: str | os.PathLike[str] | Genome | None = None,
     key_added: str = "X_dnabert",
     region_key: str | None = None,
     mod: str = "atac",
@@ -55,8 +91,9 @@ def embed_regions(
         :class:`~omicformer.dnabert.model.DNABert`.
     fasta
         Genome FASTA (plain, bgzip or gzip) or a :class:`~omicformer.dnabert.pp.Genome`;
-        keyword-only, as in :func:`~omicformer.dnabert.tl.predict` (``embed_regions(adata,
-        "genome.fa")`` still works in this release, with a ``FutureWarning``).
+        required, keyword-only, as in :func:`~omicformer.dnabert.tl.predict`
+        (``embed_regions(adata, "genome.fa")`` still works in this release, with a
+        ``FutureWarning``, when the second argument is a FASTA file and not a model).
     key_added
         ``adata.varm`` key for the embeddings.
     region_key
@@ -97,6 +134,9 @@ def embed_regions(
     """
     from ..model import resolve_model
 
+    if fasta is None:
+        msg = "fasta= is required to fetch the sequences of the regions in adata.var_names."
+        raise ValueError(msg)
     target = modality(adata, mod)
     check_uns(target, "dnabert")
     regions = var_regions(target, region_key)
