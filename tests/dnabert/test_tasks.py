@@ -331,3 +331,28 @@ def test_classification_metrics_values():
         tasks.kmer_baseline(
             pd.DataFrame({"sequence": ["ACGT"], "label": [1]}), pd.DataFrame({"sequence": ["ACGT"]})
         )
+
+
+@pytest.mark.parametrize(
+    ("n_per_class", "per_split"),
+    [
+        # shares 4, 0.5, 0.5: floors 4, 0, 0, the one left over to valid (first of the tie)
+        (5, {"train": 4, "valid": 1}),
+        # shares 12, 1.5, 1.5: floors 12, 1, 1, the one left over to valid (first of the tie)
+        (15, {"train": 12, "valid": 2, "test": 1}),
+        # shares 5.6, 0.7, 0.7: floors 5, 0, 0, the two left over to valid and test (0.7 > 0.6)
+        (7, {"train": 5, "valid": 1, "test": 1}),
+    ],
+)
+def test_tfbs_split_sizes_sum_to_n_per_class(n_per_class, per_split):
+    df = tasks.tfbs_task(n_per_class=n_per_class)
+    assert df["label"].value_counts().to_dict() == {0: n_per_class, 1: n_per_class}
+    for label in (0, 1):
+        counts = df[df["label"] == label]["split"].value_counts().to_dict()
+        assert counts == per_split
+
+
+@pytest.mark.parametrize("n_per_class", [0, -3, 2.5])
+def test_tfbs_n_per_class_must_be_a_positive_integer(n_per_class):
+    with pytest.raises(ValueError, match=rf"n_per_class={n_per_class!r} must be an integer >= 1"):
+        tasks.tfbs_task(n_per_class=n_per_class)

@@ -29,6 +29,20 @@ def _check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, fl
     return fr
 
 
+def _split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """``n`` items shared out in proportion to ``fractions``, summing to ``n``.
+
+    Largest remainders: each split gets the floor of its share, and the items left over go one
+    each to the splits with the largest fractional parts (earlier split first on ties).
+    """
+    fr = np.asarray(fractions, dtype=float)
+    exact = fr / fr.sum() * n
+    sizes = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[: n - int(sizes.sum())]] += 1
+    return [int(x) for x in sizes]
+
+
 def _group_splits(groups: Sequence[str], fractions, rng: np.random.Generator) -> dict[str, str]:
     """Assign whole groups to train/valid/test in the given proportions."""
     groups = sorted(set(groups))

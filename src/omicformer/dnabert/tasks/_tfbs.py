@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..._core._checks import check_int
 from .._kmers import reverse_complement as _revcomp
 from ._common import (
     SPLITS,
@@ -16,6 +17,7 @@ from ._common import (
     _dm3_window,
     _finish,
     _rng,
+    _split_sizes,
 )
 
 
@@ -100,7 +102,9 @@ def tfbs_task(
     length
         Window length (default 101 bp, as in DNABERT's ChIP-seq TFBS task; 96 6-mers).
     n_per_class
-        Positives and negatives each, over all splits (split by source in ``split_fractions``).
+        Positives and negatives each, over all splits (split by source in ``split_fractions``;
+        the split sizes sum to ``n_per_class``, rounded by largest remainder, so a very small
+        ``n_per_class`` can leave a split empty). At least 1.
     background
         ``"ce2"`` (bundled *C. elegans* chrX, split by 50 kb blocks) or ``"dm3"`` (tiled windows
         of the bundled *Drosophila* upstream regions, split by region).
@@ -122,6 +126,7 @@ def tfbs_task(
     >>> df.label.value_counts().tolist()
     [1000, 1000]
     """
+    n_per_class = check_int("n_per_class", n_per_class)
     mid, pfm = _resolve_motif(motif)
     if length < pfm.shape[1]:
         msg = f"length={length} is shorter than motif {mid} ({pfm.shape[1]} bp)."
@@ -132,8 +137,7 @@ def tfbs_task(
     prob = (pfm + pseudocount / 4) / (pfm.sum(axis=0) + pseudocount)
     bases = np.array(list("ACGT"))
     frames = []
-    for split, frac in zip(SPLITS, fractions, strict=True):
-        n = round(frac * n_per_class)
+    for split, n in zip(SPLITS, _split_sizes(n_per_class, fractions), strict=True):
         pool = windows[windows["split"] == split]
         if 2 * n > len(pool):
             msg = f"Only {len(pool)} {background} windows in split {split!r}; lower n_per_class or length."
