@@ -260,3 +260,23 @@ def test_save_writes_on_rank_zero_only(tmp_path, monkeypatch):
     monkeypatch.setattr(_ranks, "global_rank", lambda: 0)
     model.save(tmp_path / "scgpt")
     assert (tmp_path / "scgpt" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size=2.5 must be an integer"),
+        ({"max_epochs": 1.5}, "max_epochs=1.5 must be an integer"),
+        ({"max_steps": 0}, "max_steps=0 must be an integer >= 1"),
+        ({"validation_size": 1.0}, r"validation_size=1.0 must be a number in \[0, 1\)"),
+        ({"validation_size": "0.1"}, "validation_size='0.1' must be a number"),
+        ({"dropout": -0.1}, r"dropout=-0.1 must be a number in \[0, 1\)"),
+    ],
+)
+def test_check_fit_args_names_the_bad_argument(kwargs, match):
+    from omicformer._core._train import check_fit_args
+
+    with pytest.raises(ValueError, match=match):
+        check_fit_args(**{"batch_size": 8, **kwargs})
+    check_fit_args(batch_size=8, max_epochs=2, max_steps=None, validation_size=0.1, dropout=0.0)

@@ -222,3 +222,50 @@ def test_classifier_ddp_two_cpu_processes_fold_the_same_head(run_script):
     assert set(results) == {"0", "1"}, out[-3000:]
     assert all(len(nums) == 2 for nums in results.values()), out[-3000:]
     assert results["0"] == results["1"]
+
+
+def test_a_later_setup_of_the_same_adata_does_not_change_what_the_model_reads(
+    clf_pretrained, clf_ref_query
+):
+    from scvi import REGISTRY_KEYS
+
+    ref, _ = clf_ref_query
+    ref = ref.copy()
+    ref.obs["donor"] = np.where(np.arange(ref.n_obs) % 2, "d1", "d2")
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    ScGPTClassifier.setup_anndata(ref, labels_key="donor")  # e.g. for another model
+    codes = clf._registered(REGISTRY_KEYS.LABELS_KEY)
+    # the classifier's own labels, coded by its classes (sorted), not the donors
+    expected = pd.Categorical(ref.obs["cell_type"], categories=sorted(TYPES)).codes
+    np.testing.assert_array_equal(codes, expected)
+    assert clf.classes_ == sorted(TYPES)
+
+
+def test_rejected_train_leaves_the_model_unchanged(clf_trained, clf_ref_query):
+    _, query = clf_ref_query
+    before = clf_trained.predict_proba(query, progress=False)
+    config, probe = clf_trained.module.config, clf_trained.probe_
+    bad = [({"batch_size": 0}, "batch_size=0"), ({"max_epochs": 1.5}, "max_epochs=1.5"),
+           ({"validation_size": 1.0}, "validation_size=1.0"),
+           ({"dropout": 1.5}, "dropout=1.5")]  # fmt: skip
+    for kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            clf_trained.train(cell_emb_style="cls", **{"dropout": 0.5, **kwargs}, **FIT)
+        assert clf_trained.module.config == config and clf_trained.probe_ is probe
+    pd.testing.assert_frame_equal(clf_trained.predict_proba(query, progress=False), before)
+
+
+def test_a_folder_loads_only_into_the_class_that_saved_it(clf_trained, tmp_path):
+    from omicformer.scgpt.model import ScGPT, ScGPTIntegration
+
+    clf_trained.save(tmp_path / "clf")
+    for cls in (ScGPT, ScGPTIntegration):
+        with pytest.raises(ValueError, match=r"holds a saved ScGPTClassifier, not a"):
+            cls.load(tmp_path / "clf")
+    a = clf_trained.adata.copy()
+    ScGPT.setup_anndata(a)
+    plain = ScGPT(a, d_model=16, n_layers=1, n_heads=2)
+    plain.save(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"ScGPTClassifier.load_pretrained"):
+        ScGPTClassifier.load(tmp_path / "plain")

@@ -264,8 +264,13 @@ def test_unequal_batches_get_balanced_minibatches(two_batch_pretrained, runner_c
     adata = two_batches(2)
     ScGPTIntegration.setup_anndata(adata, batch_key="batch")
     model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=True)
+    dropout = model.module.config.dropout
     with pytest.raises(ValueError, match="cannot be combined with DSBN at mnn_weight=0"):
-        model.train(max_epochs=1, balance_batches=True)
+        model.train(max_epochs=1, balance_batches=True, dropout=0.7)
+    assert model.module.config.dropout == dropout  # refused before any change
+    with pytest.raises(ValueError, match="batch_size=0 must be an integer"):
+        model.train(batch_size=0, dropout=0.7)  # max_epochs=None: no ZeroDivisionError
+    assert model.module.config.dropout == dropout
 
 
 def test_balanced_minibatches_are_used_in_training(two_batch_pretrained, monkeypatch, two_batches):

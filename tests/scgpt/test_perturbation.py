@@ -434,3 +434,14 @@ def test_validation_holds_out_a_perturbation_in_either_order(sim):
     trained = {frozenset(_genes_of(c)) for c in model.train_conditions_}
     held = {frozenset(_genes_of(c)) for c in labels[model.validation_indices]}
     assert held.isdisjoint(trained)
+
+
+def test_setup_refuses_a_perturbed_gene_that_is_not_measured(sim, snapshot):
+    adata = sim.copy()
+    ctrl = np.flatnonzero(adata.obs["condition"].to_numpy() == "ctrl")[:3]
+    adata.obs["condition"] = adata.obs["condition"].astype(str)
+    adata.obs.iloc[ctrl, adata.obs.columns.get_loc("condition")] = "NOTAGENE+ctrl"
+    snap = snapshot(adata)
+    with pytest.raises(ValueError, match=r"1 condition\(s\) perturb genes that are not measured"):
+        ScGPTPerturbation.setup_anndata(adata)
+    snap.assert_unchanged(adata)

@@ -65,6 +65,34 @@ def seed_all(random_state: int) -> None:
     pl.seed_everything(int(random_state), workers=True, verbose=False)
 
 
+def check_fit_args(
+    *,
+    batch_size: Any,
+    max_epochs: Any = None,
+    max_steps: Any = None,
+    validation_size: Any = 0.0,
+    dropout: Any = None,
+) -> None:
+    """``ValueError`` naming the first bad training argument; call before changing the model.
+
+    ``batch_size`` and, when given, ``max_epochs`` and ``max_steps`` must be integers >= 1,
+    ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1).
+    """
+    from ._checks import check_int
+
+    check_int("batch_size", batch_size)
+    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):
+        if value is not None:
+            check_int(name, value)
+    for name, value in (("validation_size", validation_size), ("dropout", dropout)):
+        if value is None:
+            continue
+        real = isinstance(value, int | float | np.integer | np.floating)
+        if isinstance(value, bool) or not real or not 0 <= value < 1:
+            msg = f"{name}={value!r} must be a number in [0, 1)."
+            raise ValueError(msg)
+
+
 # ---------------------------------------------------------------------------- data
 def split_indices(
     n: int, validation_size: float, random_state: int, stratify: np.ndarray | None = None
@@ -274,13 +302,10 @@ def run_training(
     """
     from lightning.pytorch.callbacks import EarlyStopping
 
-    if (max_epochs is None and max_steps is None) or batch_size < 1:
-        msg = f"Give max_epochs or max_steps, and batch_size >= 1 (got {batch_size})."
+    if max_epochs is None and max_steps is None:
+        msg = "Give max_epochs or max_steps."
         raise ValueError(msg)
-    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):
-        if value is not None and value < 1:
-            msg = f"{name}={value} must be >= 1."
-            raise ValueError(msg)
+    check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps)
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:
         msg = "early_stopping=True needs validation data: set validation_size > 0."

@@ -59,6 +59,21 @@ def check_perturbation_data(
     return parsed
 
 
+def check_measured(
+    parsed: dict[str, tuple[str, ...]], var_genes: Any, gene_key: str | None
+) -> None:
+    """``ValueError`` listing the conditions that perturb a gene not among ``var_genes``."""
+    measured = set(var_genes)
+    unmeasured = sorted(c for c, gs in parsed.items() if gs and not set(gs) <= measured)
+    if unmeasured:
+        msg = (
+            f"{len(unmeasured)} condition(s) perturb genes that are not measured (not in "
+            f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}. "
+            "Subset them out (or pass gene_key= naming the symbol column)."
+        )
+        raise ValueError(msg)
+
+
 def condition_means(
     adata: AnnData, condition_key: str, layer: str | None, conditions: list[str] | None = None
 ) -> pd.DataFrame:
@@ -229,15 +244,8 @@ def prepare_perturbation(
             raise ValueError(msg)
     var_genes = gene_names(adata, gene_key)
     parsed = check_perturbation_data(adata, condition_key, control, layer)
+    check_measured(parsed, var_genes, gene_key)
     perts = {c: g for c, g in parsed.items() if g}
-    unmeasured = sorted(c for c, gs in perts.items() if not set(gs) <= set(var_genes))
-    if unmeasured:
-        msg = (
-            f"{len(unmeasured)} condition(s) perturb genes that are not measured (not in "
-            f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}. "
-            "Subset them out (or pass gene_key= naming the symbol column)."
-        )
-        raise ValueError(msg)
 
     means = condition_means(adata, condition_key, layer)
     control_mean = means.loc[control].to_numpy()

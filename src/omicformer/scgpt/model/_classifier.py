@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, split_indices
+from ..._core._train import VALIDATION_SIZE, check_fit_args, split_indices
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
 from ._classifier_infer import BlockInferenceMixin, LabelPredictionMixin, proba_frame
@@ -267,13 +267,15 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             msg = f"class_weight={class_weight!r} must be 'balanced' or None."
             raise ValueError(msg)
         check_cell_emb_style(cell_emb_style)
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, dropout=dropout)  # fmt: skip
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
-        if dropout is not None:
+        if dropout is not None:  # every argument checked: the model changes from here on
             self.module.set_dropout(dropout)
         self._new_head()
         self.module.config = dataclasses.replace(self.module.config, cell_emb_style=cell_emb_style)
-        labels = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        labels = self._registered(REGISTRY_KEYS.LABELS_KEY)
         labelled = np.flatnonzero(labels >= 0)
         batch = self._batch_codes(self.adata) if self._needs_batch_codes() else None
         train_pos, val_pos = split_indices(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, split_indices
+from ..._core._train import VALIDATION_SIZE, check_fit_args, split_indices
 from ._io import rebuild_module
 from ._scgpt import ScGPT
 
@@ -164,7 +164,7 @@ class ScGPTIntegration(ScGPT):
             return np.full(self.adata.n_obs, -1, dtype=np.int64)
         mapping = self.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
         lookup = np.array([classes.index(str(c)) if str(c) in classes else -1 for c in mapping])
-        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        codes = self._registered(REGISTRY_KEYS.LABELS_KEY)
         return lookup[codes.astype(np.int64)]
 
     # ------------------------------------------------------------------ training
@@ -295,9 +295,18 @@ class ScGPTIntegration(ScGPT):
             if value < 0:
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, dropout=dropout)  # fmt: skip
         c = self.module.config
+        if balance_batches and one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
+            msg = (
+                "balance_batches=True mixes the batches in every minibatch; it cannot be "
+                "combined with DSBN at mnn_weight=0 (one batch per minibatch). Set "
+                "mnn_weight > 0 or dsbn=False."
+            )
+            raise ValueError(msg)
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
-        if dropout is not None:
+        if dropout is not None:  # every argument checked: the model changes from here on
             self.module.set_dropout(dropout)
         n_labels = len(self._label_categories())
         label_weight = label_weight if n_labels else 0.0
@@ -328,14 +337,7 @@ class ScGPTIntegration(ScGPT):
             groups = None
             if one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
-            if balance_batches:
-                if groups is not None:
-                    msg = (
-                        "balance_batches=True mixes the batches in every minibatch; it cannot be "
-                        "combined with DSBN at mnn_weight=0 (one batch per minibatch). Set "
-                        "mnn_weight > 0 or dsbn=False."
-                    )
-                    raise ValueError(msg)
+            if balance_batches:  # checked above: not with one batch per minibatch
                 groups = (train_ds.batch_codes, val_ds.batch_codes)
             self._fit(
                 plan, functools.partial(MaskedValueCollator, col_ids, **common),

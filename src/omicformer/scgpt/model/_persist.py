@@ -77,7 +77,7 @@ class SaveLoadMixin:
         if not is_global_zero():
             return
         config = {
-            "model": type(self).__name__ if type(self).__name__ in MODEL_NAMES else MODEL_NAME,
+            "model": _saved_name(type(self)),
             "omicformer_version": __version__,
             "module_config": self.module.config.to_dict(),
             "model_settings": self._settings(),
@@ -120,6 +120,14 @@ class SaveLoadMixin:
         >>> model = ScGPT.load("my_scgpt/", adata=adata)
         """
         module, vocab, config = load_module(dir_path)
+        saved, mine = config.get("model"), _saved_name(cls)
+        if saved != mine:  # as scvi-tools: a folder loads into the class that saved it
+            msg = (
+                f"{dir_path} holds a saved {saved}, not a {mine}: load it with {saved}.load, or "
+                f"start a new {cls.__name__} from its weights with "
+                f"{cls.__name__}.load_pretrained({str(dir_path)!r}, adata)."
+            )
+            raise ValueError(msg)
         registry = registry_from_json(config["registry"])
         if adata is None and (Path(dir_path) / ADATA_NAME).exists():
             import anndata
@@ -162,3 +170,8 @@ class SaveLoadMixin:
         BaseModelClass.__init__(model, adata, None if adata is not None else registry)
         model._attach(module, vocab, max_len)
         return model
+
+
+def _saved_name(cls: type) -> str:
+    """The class name :meth:`save` records: the class's own, or ``"ScGPT"`` for subclasses."""
+    return cls.__name__ if cls.__name__ in MODEL_NAMES else MODEL_NAME

@@ -21,7 +21,7 @@ from .._conditions import (
     check_genes_known,
 )
 from .._genes import gene_names
-from .._perturb_data import check_perturbation_data
+from .._perturb_data import check_measured, check_perturbation_data
 from .._vocab import GeneVocab
 from ._io import rebuild_module
 from ._perturbation_predict import PerturbationPredictionMixin
@@ -109,8 +109,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         """Register Perturb-seq data for :class:`ScGPTPerturbation`.
 
         Checks first (``adata`` untouched on error): ``condition_key`` exists, every
-        condition parses (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), control cells
-        exist, the expression has no NaN or negative values.
+        condition parses (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), its genes are
+        measured, control cells exist, the expression has no NaN or negative values.
 
         Parameters
         ----------
@@ -128,8 +128,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        gene_names(adata, gene_key)
-        check_perturbation_data(adata, condition_key, control, layer)
+        genes = gene_names(adata, gene_key)
+        check_measured(check_perturbation_data(adata, condition_key, control, layer), genes,
+                       gene_key)  # fmt: skip
         fields = [
             GeneLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False,
                             correct_data_format=False),

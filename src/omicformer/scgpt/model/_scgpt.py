@@ -276,10 +276,20 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             return self.gene_ids_
         return match_genes(adata, self.vocab, self.get_setup_arg("gene_key"), warn_case="adata")
 
+    def _registered(self, key: str) -> np.ndarray:
+        """The registered ``key`` field of ``self.adata`` (batch or label codes), 1-d.
+
+        Another ``setup_anndata`` of the same AnnData since (for another model, or with other
+        keys) rewrote the integer-code columns; scvi-tools' ``validate`` replays this model's
+        own registration first, as its models do before reading the data.
+        """
+        self.adata_manager.validate()
+        return np.asarray(self.adata_manager.get_from_registry(key)).ravel()
+
     def _batch_codes(self, adata: AnnData) -> np.ndarray:
         """Integer batch codes of ``adata`` under this model's registered categories."""
         if adata is self.adata:
-            return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+            return self._registered(REGISTRY_KEYS.BATCH_KEY)
         key = self.get_setup_arg("batch_key")
         check_obs_key(adata, key, "batch_key")
         mapping = list(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
