@@ -141,3 +141,21 @@ def test_case_is_ignored_only_where_most_matches_need_it():
     ids, ignored = lookup_symbols(np.array(["CD3E", "Cd4"]), v)
     assert not ignored
     np.testing.assert_array_equal(ids, [0, -1])
+
+
+def test_from_genes_stores_tokens_as_strings():
+    v = GeneVocab.from_genes([1, 2, np.int64(3), "2"])  # "2" repeats 2 as a token
+    assert v.genes()[:3] == ["1", "2", "3"] and len(v) == 6
+    np.testing.assert_array_equal(v.lookup([1, "2", np.int64(3), 4]), [0, 1, 2, -1])
+    assert v == GeneVocab.from_genes(["1", "2", "3"])
+
+
+def test_a_single_string_is_not_a_list_of_genes():
+    v = GeneVocab.from_genes(["A", "B", "C", "ABC"])
+    with pytest.raises(TypeError, match=r"single string 'ABC'; wrap it: \[gene\]"):
+        v.lookup("ABC")
+    with pytest.raises(TypeError, match=r"wrap it: \[gene\]"):
+        v.lookup("ABC", ignore_case=True)
+    with pytest.raises(TypeError, match=r"wrap it: \[gene\]"):
+        GeneVocab.from_genes("ABC")
+    np.testing.assert_array_equal(v.lookup(["ABC"]), [3])

@@ -37,8 +37,26 @@ class GeneVocab:
 
     @classmethod
     def from_genes(cls, genes: Iterable[str]) -> GeneVocab:
-        """Vocabulary of ``genes`` (in order) followed by the special tokens."""
-        genes = list(dict.fromkeys(genes))
+        """Vocabulary of ``genes`` (in order) followed by the special tokens.
+
+        Parameters
+        ----------
+        genes
+            Gene symbols; a repeated one keeps its first id. Tokens are strings, as in
+            ``vocab.json``: other values (e.g. integer gene IDs) are stored as ``str(gene)``,
+            which :meth:`lookup` matches.
+
+        Returns
+        -------
+        The vocabulary.
+
+        Raises
+        ------
+        TypeError
+            ``genes`` is a single string; wrap it: ``[gene]``.
+        """
+        _check_not_str(genes)
+        genes = list(dict.fromkeys(map(str, genes)))
         return cls({g: i for i, g in enumerate(genes)})
 
     @classmethod
@@ -99,7 +117,13 @@ class GeneVocab:
         Gene symbols of one species are unique regardless of case (the official census
         vocabulary has no two tokens that differ only in case), and a mouse symbol in upper
         case is, for most genes, its human ortholog's.
+
+        Raises
+        ------
+        TypeError
+            ``genes`` is a single string; wrap it: ``[gene]``.
         """
+        _check_not_str(genes)
         get = self._stoi.get
         if not ignore_case:
             return np.fromiter((get(str(g), -1) for g in genes), dtype=np.int64)
@@ -127,3 +151,13 @@ class GeneVocab:
     def genes(self) -> list[str]:
         """All tokens in id order."""
         return list(self._itos)
+
+
+def _check_not_str(genes: object) -> None:
+    """A ``TypeError`` for a single gene where a list of genes is expected."""
+    if isinstance(genes, str | bytes):
+        msg = (
+            f"genes must be a list of gene symbols, not the single string {genes!r}; "
+            "wrap it: [gene]."
+        )
+        raise TypeError(msg)
