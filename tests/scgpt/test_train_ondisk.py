@@ -312,3 +312,10 @@ def test_concat_h5ad_refuses_bad_input_and_leaves_no_partial_file(two_files, tmp
         "ids.h5ad",
         "out.h5ad",
     ]
+
+
+def test_concat_h5ad_warns_nothing_about_the_anndata_version(two_files, tmp_path):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        pp.concat_h5ad(two_files[2], tmp_path / "out.h5ad")
+    assert [str(w.message) for w in record if "__version__" in str(w.message)] == []

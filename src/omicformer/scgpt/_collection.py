@@ -293,10 +293,11 @@ def _gene_report(
 
 def _concat_on_disk_keeps_var() -> bool:
     """Whether anndata's ``concat_on_disk`` writes the merged ``var`` (0.12 on, scverse/anndata#1854)."""
-    import anndata
+    from importlib.metadata import version
+
     from packaging.version import Version
 
-    return Version(anndata.__version__) >= Version("0.12")
+    return Version(version("anndata")) >= Version("0.12")
 
 
 def _view_var(src: Path, symbols: np.ndarray, gene_key: str | None) -> pd.DataFrame:
