@@ -314,6 +314,13 @@ def test_concat_h5ad_refuses_bad_input_and_leaves_no_partial_file(two_files, tmp
     ]
 
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_concat_h5ad_max_loaded_elems_is_an_integer_of_at_least_one(two_files, tmp_path, value):
+    with pytest.raises(ValueError, match=r"max_loaded_elems=.* must be an integer >= 1"):
+        pp.concat_h5ad(two_files[2], tmp_path / "out.h5ad", max_loaded_elems=value)
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 def test_concat_h5ad_warns_nothing_about_the_anndata_version(two_files, tmp_path):
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

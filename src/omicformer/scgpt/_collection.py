@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._core._checks import check_int
+
 logger = logging.getLogger("omicformer")
 
 __all__ = ["concat_h5ad"]
@@ -67,7 +69,7 @@ def concat_h5ad(
     overwrite
         Replace an existing ``out_path``.
     max_loaded_elems
-        Matrix entries held in memory at once while copying sparse matrices.
+        Matrix entries held in memory at once while copying sparse matrices (an integer >= 1).
 
     Returns
     -------
@@ -84,8 +86,8 @@ def concat_h5ad(
     FileExistsError
         ``out_path`` exists and ``overwrite=False``.
     ValueError
-        The files share no gene (examples of each file's genes are named), a bad ``join``,
-        or ``out_path`` is also an input.
+        The files share no gene (examples of each file's genes are named), a bad ``join`` or
+        ``max_loaded_elems``, or ``out_path`` is also an input.
     KeyError
         ``gene_key`` is not a ``var`` column of some file.
 
@@ -101,6 +103,7 @@ def concat_h5ad(
     >>> atlas = anndata.read_h5ad("atlas.h5ad", backed="r")
     >>> scgpt.tl.embed(atlas, model="default")
     """
+    check_int("max_loaded_elems", max_loaded_elems)
     names, files, out = _check_paths(paths, out_path, join=join, overwrite=overwrite)
     genes, n_cells = zip(*(_read_genes(f, gene_key) for f in files), strict=True)
     report = _gene_report(names, files, genes, n_cells, join=join, gene_key=gene_key)
