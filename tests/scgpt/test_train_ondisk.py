@@ -314,10 +314,56 @@ def test_concat_h5ad_refuses_bad_input_and_leaves_no_partial_file(two_files, tmp
     ]
 
 
+def test_concat_h5ad_names_the_files_whose_matrices_differ_in_kind(two_files, tmp_path):
+    a, b, paths = two_files
+    dense, csc = a.copy(), b.copy()
+    dense.X = a.X.toarray()
+    dense.write_h5ad(tmp_path / "dense.h5ad")
+    csc.X = sp.csc_matrix(b.X)
+    csc.write_h5ad(tmp_path / "csc.h5ad")
+    for other, kinds in (("dense.h5ad", r"'1' \(dense\.h5ad\): dense"),
+                         ("csc.h5ad", r"'1' \(csc\.h5ad\): csc")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"X must be CSR.*'0' \(b\.h5ad\): csr; {kinds}"):
+            pp.concat_h5ad([paths[1], tmp_path / other], tmp_path / "out.h5ad")
+    with pytest.raises(ValueError, match=r"scipy\.sparse\.csr_matrix\(adata\.X\)"):
+        pp.concat_h5ad([tmp_path / "csc.h5ad", tmp_path / "csc.h5ad"], tmp_path / "out.h5ad")
+    # a layer the files share, too
+    a.layers["counts"], b.layers["counts"] = a.X.toarray(), b.X
+    a.write_h5ad(paths[0])
+    b.write_h5ad(paths[1])
+    with pytest.raises(ValueError, match=r"layers\['counts'\] must be CSR.*b\.h5ad\): csr"):
+        pp.concat_h5ad(paths, tmp_path / "out.h5ad")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_concat_h5ad_names_an_input_that_is_no_h5ad(two_files, tmp_path):
+    a, _, paths = two_files
+    (tmp_path / "text.h5ad").write_text("cell,G0\nc0,1\n")
+    with pytest.raises(ValueError, match=r"text\.h5ad' is not an HDF5"):
+        pp.concat_h5ad([paths[0], tmp_path / "text.h5ad"], tmp_path / "out.h5ad")
+    no_x = a.copy()
+    no_x.X = None
+    no_x.write_h5ad(tmp_path / "nox.h5ad")
+    with pytest.raises(KeyError, match=r"nox\.h5ad' has no X.*adata\.X ="):
+        pp.concat_h5ad([paths[0], tmp_path / "nox.h5ad"], tmp_path / "out.h5ad")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])
 def test_concat_h5ad_max_loaded_elems_is_an_integer_of_at_least_one(two_files, tmp_path, value):
     with pytest.raises(ValueError, match=r"max_loaded_elems=.* must be an integer >= 1"):
         pp.concat_h5ad(two_files[2], tmp_path / "out.h5ad", max_loaded_elems=value)
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_concat_h5ad_label_does_not_replace_an_obs_column(two_files, tmp_path):
+    _, b, paths = two_files
+    b.obs["batch"] = "donor1"
+    b.write_h5ad(paths[1])
+    with pytest.raises(
+        ValueError, match=r"label='batch' is already an obs column of \[.*b\.h5ad'\]"
+    ):
+        pp.concat_h5ad(paths, tmp_path / "out.h5ad", label="batch")
     assert not (tmp_path / "out.h5ad").exists()
 
 

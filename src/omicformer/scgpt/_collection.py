@@ -63,7 +63,8 @@ def concat_h5ad(
         ``var_names`` are the symbols. A symbol repeated within a file is made unique as
         :meth:`anndata.AnnData.var_names_make_unique` does (``"TBCE"``, ``"TBCE-1"``).
     label
-        ``obs`` column to record each cell's file name in (``None``: none).
+        ``obs`` column to record each cell's file name in (``None``: none). It must not be a
+        column of any file already (the cells' own values would be replaced).
     index_unique
         Separator to make cell names unique by appending the file name (``None``: keep them).
     overwrite
@@ -87,9 +88,13 @@ def concat_h5ad(
         ``out_path`` exists and ``overwrite=False``.
     ValueError
         The files share no gene (examples of each file's genes are named), a bad ``join`` or
-        ``max_loaded_elems``, or ``out_path`` is also an input.
+        ``max_loaded_elems``, ``out_path`` is also an input, an input is not an HDF5 file,
+        ``label`` is already an ``obs`` column of some file, or the files' ``X`` (or a layer
+        they share) are not all CSR or all dense (a CSC matrix, or dense in some files and
+        sparse in others): the files and their kinds are named.
     KeyError
-        ``gene_key`` is not a ``var`` column of some file.
+        ``gene_key`` is not a ``var`` column of some file, or a file has no ``X``
+        (``obs``, ``var``).
 
     Examples
     --------
@@ -106,6 +111,7 @@ def concat_h5ad(
     check_int("max_loaded_elems", max_loaded_elems)
     names, files, out = _check_paths(paths, out_path, join=join, overwrite=overwrite)
     genes, n_cells = zip(*(_read_genes(f, gene_key) for f in files), strict=True)
+    _check_layout(names, files, label)
     report = _gene_report(names, files, genes, n_cells, join=join, gene_key=gene_key)
 
     import anndata as ad
@@ -200,9 +206,7 @@ def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
     """Gene symbols (made unique) and number of cells of one file, reading only ``var``."""
     from anndata.io import read_elem
 
-    from .._core._ondisk import open_h5
-
-    with open_h5(path) as f:
+    with _open_input(path) as f:
         var = read_elem(f["var"])
         X = f["X"]
         n_cells = int(X.attrs["shape"][0] if "shape" in X.attrs else X.shape[0])
@@ -217,6 +221,102 @@ def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
     else:
         symbols = pd.Index(var[gene_key].astype(str))
     return _make_unique(np.asarray(symbols, dtype=object)), n_cells
+
+
+def _open_input(path: Path) -> Any:
+    """An input file opened read-only: an error naming it if it is not an ``.h5ad`` file."""
+    import h5py
+
+    from .._core._ondisk import open_h5
+
+    if not h5py.is_hdf5(path):
+        msg = (
+            f"Input file {os.fspath(path)!r} is not an HDF5 (.h5ad) file; it may be another "
+            "format with an .h5ad name (zarr, loom, csv) or damaged. Read it with the reader of "
+            "its format and write it with AnnData.write_h5ad."
+        )
+        raise ValueError(msg)
+    try:
+        f = open_h5(path)
+    except OSError as err:
+        if os.fspath(path) in str(err):
+            raise
+        msg = f"Cannot read input file {os.fspath(path)!r} (damaged or incomplete?): {err}"
+        raise OSError(msg) from err
+    missing = [k for k in ("X", "obs", "var") if k not in f]
+    if missing:
+        f.close()
+        hint = (
+            "concat_h5ad concatenates X: set adata.X (e.g. adata.X = adata.layers['counts']) "
+            "and write the file again."
+            if missing == ["X"]
+            else "Is it an AnnData file? A 10x .h5 is read with scanpy.read_10x_h5."
+        )
+        msg = f"Input file {os.fspath(path)!r} has no {', '.join(missing)}. {hint}"
+        raise KeyError(msg)
+    return f
+
+
+def _matrix_kind(elem: Any) -> str:
+    """``"csr"``, ``"csc"``, ``"dense"`` or ``"other"``: the kind of an ``.h5ad`` matrix element."""
+    import h5py
+
+    if isinstance(elem, h5py.Dataset):
+        return "dense"
+    enc = elem.attrs.get("encoding-type", elem.attrs.get("h5sparse_format", ""))
+    enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+    return {"csr_matrix": "csr", "csr": "csr", "csc_matrix": "csc", "csc": "csc"}.get(enc, "other")
+
+
+def _check_layout(names: list[str], files: list[Path], label: str | None) -> None:
+    """Errors, before anything is written, for what ``concat_on_disk`` cannot concatenate.
+
+    ``label`` must not replace an ``obs`` column of the files. ``X`` and every layer the
+    files share must be CSR in every file or dense in every file: ``concat_on_disk`` copies
+    CSR matrices in chunks and dense ones with dask, and refuses CSC and mixes of kinds.
+    """
+    import h5py
+
+    kinds, clash = [], []
+    for f in files:
+        with _open_input(f) as h5:
+            layers = h5.get("layers")
+            layers = layers if isinstance(layers, h5py.Group) else {}
+            kinds.append(
+                {"X": _matrix_kind(h5["X"])}
+                | {f"layers[{k!r}]": _matrix_kind(layers[k]) for k in layers}
+            )
+            obs = h5["obs"]
+            if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a structured array
+                columns = obs.dtype.names or ()
+            else:
+                columns = obs.attrs.get("column-order", ())
+            if label is not None and label in [str(c) for c in columns]:
+                clash.append(os.fspath(f))
+    if clash:
+        msg = (
+            f"label={label!r} is already an obs column of {clash}; concat_h5ad would replace the "
+            f"cells' own values with file names. Pass another label, e.g. label='{label}_file'."
+        )
+        raise ValueError(msg)
+    if len(files) == 1:
+        return  # concat_on_disk copies a single file as it is
+    for elem in kinds[0]:
+        of = [k.get(elem) for k in kinds]
+        if None in of or "other" in of:
+            continue  # a layer not in every file is dropped; "other": anndata's own error
+        if of.count("csr") == len(of) or of.count("dense") == len(of):
+            continue
+        listing = "; ".join(
+            f"{n!r} ({f.name}): {k}" for n, f, k in zip(names, files, of, strict=True)
+        )
+        msg = (
+            f"{elem} must be CSR sparse in every file or dense in every file to be "
+            f"concatenated on disk, not: {listing}. Convert it to CSR and write those files "
+            f"again: adata = anndata.read_h5ad(path); adata.{elem} = "
+            f"scipy.sparse.csr_matrix(adata.{elem}); adata.write_h5ad(path)."
+        )
+        raise ValueError(msg)
 
 
 def _make_unique(names: np.ndarray) -> np.ndarray:
