@@ -230,6 +230,24 @@ def test_concat_h5ad_aligns_by_symbol_with_gene_key(two_files, tmp_path):
     assert out.uns["concat_h5ad"]["gene_key"] == "symbol"
 
 
+def test_concat_h5ad_of_one_file_writes_as_of_several_and_leaves_the_input(two_files, tmp_path):
+    a, _, paths = two_files
+    a.var["symbol"] = a.var_names
+    a.var_names = [f"ENSA{i}" for i in range(a.n_vars)]
+    a.write_h5ad(paths[0])
+    before = paths[0].read_bytes()
+    pp.concat_h5ad({"lung": paths[0]}, tmp_path / "one.h5ad", gene_key="symbol", label="file",
+                   index_unique="-")  # fmt: skip
+    assert paths[0].read_bytes() == before  # nothing written into the input
+    out = ad.read_h5ad(tmp_path / "one.h5ad")
+    assert list(out.var_names) == list(a.var["symbol"])
+    assert list(out.obs_names) == [f"{n}-lung" for n in a.obs_names]
+    assert list(out.obs["file"]) == ["lung"] * a.n_obs
+    np.testing.assert_array_equal(out.X.toarray(), a.X.toarray())
+    assert out.uns["concat_h5ad"]["gene_key"] == "symbol"
+    assert "concat_h5ad" not in ad.read_h5ad(paths[0]).uns
+
+
 def test_concat_h5ad_keeps_the_var_columns_the_files_agree_on(two_files, tmp_path):
     a, b, paths = two_files
     for x, path in ((a, paths[0]), (b, paths[1])):

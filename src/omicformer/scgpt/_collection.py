@@ -114,40 +114,18 @@ def concat_h5ad(
     _check_layout(names, files, label)
     report = _gene_report(names, files, genes, n_cells, join=join, gene_key=gene_key)
 
-    import anndata as ad
-    from anndata.experimental import concat_on_disk
-    from anndata.io import read_elem, write_elem
+    from anndata.io import write_elem
 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.h5ad")
     try:
-        with tempfile.TemporaryDirectory() as links, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
-            inputs, var, keeps_var = files, None, _concat_on_disk_keeps_var()
-            if gene_key is not None or not keeps_var:
-                vars_ = [_view_var(f, g, gene_key) for f, g in zip(files, genes, strict=True)]
-                if not keeps_var:
-                    # anndata < 0.12 writes an empty `var` over the merged one, or fails when
-                    # the files' `var` columns agree: it gets no columns, and the merge of
-                    # in-memory concat (the same as 0.12's concat_on_disk) is written after it
-                    warnings.filterwarnings("ignore", "Transforming to str index")  # no cells
-                    var = ad.concat([ad.AnnData(var=v) for v in vars_], join=join, merge="same").var
-                    vars_ = [v.iloc[:, :0] for v in vars_]
-                inputs = [
-                    _linked_view(f, v, Path(links) / f"{i}.h5ad")
-                    for i, (f, v) in enumerate(zip(files, vars_, strict=True))
-                ]
-            concat_on_disk(
-                dict(zip(names, inputs, strict=True)), tmp, join=join, merge="same",
-                label=label, index_unique=index_unique, max_loaded_elems=max_loaded_elems,
-            )  # fmt: skip
+        if len(files) == 1:  # concat_on_disk would copy it as it is (links to it, with gene_key)
+            _copy_one(files[0], tmp, names[0], genes[0], gene_key, label, index_unique)
+        else:
+            _concat_files(names, files, genes, tmp, join=join, gene_key=gene_key, label=label,
+                          index_unique=index_unique, max_loaded_elems=max_loaded_elems)  # fmt: skip
         import h5py
 
         with h5py.File(tmp, "a") as f:
-            if var is not None:  # in the genes' order concat_on_disk wrote the matrix in
-                written = read_elem(f["var"]).index
-                if not written.equals(var.index):
-                    var = var.iloc[var.index.get_indexer(written)]
-                write_elem(f, "var", var)
             if "uns" not in f:
                 write_elem(f, "uns", {})
             write_elem(f["uns"], REPORT_KEY, report)
@@ -155,6 +133,86 @@ def concat_h5ad(
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _copy_one(
+    src: Path,
+    tmp: Path,
+    name: str,
+    symbols: np.ndarray,
+    gene_key: str | None,
+    label: str | None,
+    index_unique: str | None,
+) -> None:
+    """One input file written to ``tmp`` as :func:`concat_h5ad` writes several.
+
+    A copy of the file; then its ``obs`` gets the ``label`` column and the ``index_unique``
+    suffix, and with ``gene_key`` its ``var`` the symbols as names, as ``concat_on_disk``
+    gives them to each of several files.
+    """
+    import shutil
+
+    import h5py
+    from anndata.io import read_elem, write_elem
+
+    shutil.copyfile(src, tmp)
+    with h5py.File(tmp, "a") as f:
+        if label is not None or index_unique is not None:
+            obs = read_elem(f["obs"])
+            if index_unique is not None:
+                obs.index = obs.index.astype(str) + index_unique + name
+            if label is not None:
+                obs[label] = pd.Categorical([name] * len(obs), categories=[name])
+            write_elem(f, "obs", obs)
+        if gene_key is not None:
+            write_elem(f, "var", _view_var(src, symbols, gene_key))
+
+
+def _concat_files(
+    names: list[str],
+    files: list[Path],
+    genes: tuple[np.ndarray, ...],
+    tmp: Path,
+    *,
+    join: str,
+    gene_key: str | None,
+    label: str | None,
+    index_unique: str | None,
+    max_loaded_elems: int,
+) -> None:
+    """Several input files concatenated to ``tmp`` with ``concat_on_disk``."""
+    import anndata as ad
+    from anndata.experimental import concat_on_disk
+    from anndata.io import read_elem, write_elem
+
+    with tempfile.TemporaryDirectory() as links, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
+        inputs, var, keeps_var = files, None, _concat_on_disk_keeps_var()
+        if gene_key is not None or not keeps_var:
+            vars_ = [_view_var(f, g, gene_key) for f, g in zip(files, genes, strict=True)]
+            if not keeps_var:
+                # anndata < 0.12 writes an empty `var` over the merged one, or fails when
+                # the files' `var` columns agree: it gets no columns, and the merge of
+                # in-memory concat (the same as 0.12's concat_on_disk) is written after it
+                warnings.filterwarnings("ignore", "Transforming to str index")  # no cells
+                var = ad.concat([ad.AnnData(var=v) for v in vars_], join=join, merge="same").var
+                vars_ = [v.iloc[:, :0] for v in vars_]
+            inputs = [
+                _linked_view(f, v, Path(links) / f"{i}.h5ad")
+                for i, (f, v) in enumerate(zip(files, vars_, strict=True))
+            ]
+        concat_on_disk(
+            dict(zip(names, inputs, strict=True)), tmp, join=join, merge="same",
+            label=label, index_unique=index_unique, max_loaded_elems=max_loaded_elems,
+        )  # fmt: skip
+    if var is not None:  # in the genes' order concat_on_disk wrote the matrix in
+        import h5py
+
+        with h5py.File(tmp, "a") as f:
+            written = read_elem(f["var"]).index
+            if not written.equals(var.index):
+                var = var.iloc[var.index.get_indexer(written)]
+            write_elem(f, "var", var)
 
 
 def _check_paths(
