@@ -90,6 +90,16 @@ def test_bad_vocab_files(tmp_path):
         GeneVocab.from_file(tmp_path / "b.json")
 
 
+def test_vocab_ids_that_are_not_integers_are_named(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"A": 1.0, "B": "0"}))  # whole numbers: loaded as before
+    assert GeneVocab.from_file(path).genes()[:2] == ["B", "A"]
+    for bad_id in ["abc", None, 0.7, True, [1]]:  # 0.7 was truncated to 0, True read as 1
+        path.write_text(json.dumps({"A": bad_id, "B": 1, "C": 0}))
+        with pytest.raises(ValueError, match=r"vocab\.json: token ids must be integers.*'A': "):
+            GeneVocab.from_file(path)
+
+
 def test_small_vocabulary_matches_whole_transcriptome_data():
     """A 20-gene vocabulary on 1,000 genes: 2% of adata's genes but all of the vocabulary's."""
     import anndata as ad

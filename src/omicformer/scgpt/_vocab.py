@@ -14,6 +14,36 @@ EOC_TOKEN = "<eoc>"
 SPECIAL_TOKENS = (PAD_TOKEN, CLS_TOKEN, EOC_TOKEN)
 
 
+def json_int(value: object) -> int | None:
+    """``value`` read from JSON as an integer, or ``None`` when it is not one.
+
+    Integers, whole floats (``3.0``) and strings of an integer (``"3"``) are integers;
+    ``0.7``, ``"abc"``, ``null`` and ``true`` are not (``int()`` would truncate ``0.7`` to ``0``
+    and accept ``true`` as ``1``).
+
+    Parameters
+    ----------
+    value
+        A value parsed by :func:`json.loads`.
+
+    Returns
+    -------
+    The integer, or ``None``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
 class GeneVocab:
     """Mapping between gene symbols (and special tokens) and integer token ids.
 
@@ -73,7 +103,15 @@ class GeneVocab:
         if not isinstance(stoi, dict):
             msg = f"{path} must hold a flat JSON object {{gene: id}}."
             raise ValueError(msg)
-        return cls({str(k): int(v) for k, v in stoi.items()})
+        ids = {str(k): json_int(v) for k, v in stoi.items()}
+        bad = [f"{k!r}: {stoi[k]!r}" for k, i in ids.items() if i is None]
+        if bad:
+            msg = (
+                f"{path}: token ids must be integers, but {len(bad)} are not ({', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''}); fix these entries of the {{gene: id}} object."
+            )
+            raise ValueError(msg)
+        return cls({k: i for k, i in ids.items() if i is not None})
 
     def save_json(self, path: str | Path) -> None:
         """Write the official ``vocab.json`` format."""
