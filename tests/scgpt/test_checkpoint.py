@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,3 +78,42 @@ def test_missing_file_and_shape_mismatch(tmp_path, official, continuous_adata_fa
     with pytest.raises(ValueError, match=r"missing weights \['value_encoder.linear1.weight'\]"):
         tl.embed(adata, model=str(tmp_path / "c"), device="cpu")
     assert "X_scgpt" not in adata.obsm and "scgpt" not in adata.uns
+
+
+def _edit_args(path, **changes):
+    args = json.loads((path / "args.json").read_text())
+    args.update(changes)
+    (path / "args.json").write_text(json.dumps(args))
+
+
+@pytest.mark.parametrize(
+    ("text", "changes", "match"),
+    [
+        ('{\n  "embsize": 32,\n  oops\n}', {}, r"is not valid JSON \(line 3\): Expecting"),
+        ("[1, 2]", {}, r"must hold one JSON object of settings .*not a list"),
+        (None, {"embsize": "sixteen"}, r": 'embsize' must be an integer >= 1, got 'sixteen'"),
+        (None, {"nlayers": None}, r": 'nlayers' must be an integer >= 1, got None"),
+        (None, {"nlayers": 1.5}, r": 'nlayers' must be an integer >= 1, got 1.5"),
+        (None, {"dropout": "high"}, r": 'dropout' must be a number, got 'high'"),
+    ],
+)
+def test_bad_args_json_names_the_file_and_key(tmp_path, official, text, changes, match):
+    official.write_checkpoint(tmp_path)
+    if text is not None:
+        (tmp_path / "args.json").write_text(text)
+    if changes:
+        _edit_args(tmp_path, **changes)
+    with pytest.raises(ValueError, match=rf"^args\.json of {re.escape(str(tmp_path))}.*{match}"):
+        load_official(tmp_path)
+
+
+def test_category_weights_need_n_bins_in_args(tmp_path, official):
+    official.write_checkpoint(tmp_path)
+    args = json.loads((tmp_path / "args.json").read_text())
+    del args["n_bins"]
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    state["value_encoder.embedding.weight"] = torch.randn(53, 32)
+    torch.save(state, tmp_path / "best_model.pt")
+    with pytest.raises(ValueError, match=r"args\.json of .* has no 'n_bins'.*\"n_bins\": 51"):
+        load_official(tmp_path)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ._vocab import PAD_TOKEN, GeneVocab
+from ._vocab import PAD_TOKEN, GeneVocab, json_int
 from .module import ScGPTConfig, TransformerModel
 
 OFFICIAL_FILES = ("args.json", "vocab.json", "best_model.pt")
@@ -50,21 +50,99 @@ def rename_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+def _arg(args: dict[str, Any], names: tuple[str, ...], default: Any) -> tuple[str, Any]:
+    """``(name, value)`` of the first of ``names`` in ``args``, else ``(names[0], default)``."""
+    for name in names:
+        if name in args:
+            return name, args[name]
+    return names[0], default
+
+
+def _int_arg(
+    args: dict[str, Any], names: tuple[str, ...], default: int, source: str, minimum: int = 1
+) -> int:
+    """An integer setting of ``args.json`` (``>= minimum``); a clear error naming the key if not."""
+    name, raw = _arg(args, names, default)
+    value = json_int(raw)
+    if value is None or value < minimum:
+        msg = (
+            f"{source}: {name!r} must be an integer >= {minimum}, got {raw!r}; set it to the "
+            "value the checkpoint was trained with."
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _float_arg(args: dict[str, Any], name: str, default: float, source: str) -> float:
+    """A number setting of ``args.json``; a clear error naming the key if it is not a number."""
+    raw = args.get(name, default)
+    try:
+        if isinstance(raw, bool):
+            raise TypeError
+        return float(raw)
+    except (TypeError, ValueError):
+        msg = (
+            f"{source}: {name!r} must be a number, got {raw!r}; set it to the value the checkpoint "
+            "was trained with."
+        )
+        raise ValueError(msg) from None
+
+
 def config_from_official(
-    args: dict[str, Any], state: dict[str, torch.Tensor], vocab: GeneVocab, task: str = "embed"
+    args: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    vocab: GeneVocab,
+    task: str = "embed",
+    source: str = "args.json",
 ) -> ScGPTConfig:
     """Architecture from ``args.json`` plus what the weights reveal (heads present, class count).
 
     For ``task="embed"`` batch-specific parts (batch tokens, DSBN, discriminator) are left out,
     as in the official ``embed_data``.
+
+    Parameters
+    ----------
+    args
+        The settings read from ``args.json``.
+    state
+        The checkpoint's weights, with our key names (:func:`rename_official_keys`).
+    vocab
+        The checkpoint's vocabulary.
+    task
+        ``"embed"`` or ``"pretrain"``.
+    source
+        How errors name ``args.json`` (e.g. ``"args.json of scGPT_human"``).
+
+    Returns
+    -------
+    The module configuration.
+
+    Raises
+    ------
+    ValueError
+        When a setting has the wrong type (``"embsize": "sixteen"``, ``"nlayers": null``) or
+        one the weights need is absent (``n_bins`` for category-style value embeddings).
     """
     pad_token = args.get("pad_token", PAD_TOKEN)
     if pad_token != PAD_TOKEN:
-        msg = f"args.json pad_token={pad_token!r}; only '<pad>' checkpoints are supported."
+        msg = f"{source}: pad_token={pad_token!r}; only '<pad>' checkpoints are supported."
         raise ValueError(msg)
     style = args.get("input_emb_style", "continuous")
     if "value_encoder.embedding.weight" in state:
         style = "category"
+    if style == "category" and "n_bins" not in args:
+        hint = ""
+        if "value_encoder.embedding.weight" in state:
+            rows = state["value_encoder.embedding.weight"].shape[0]
+            hint = (
+                f' (best_model.pt\'s value_encoder.embedding has {rows} rows: "n_bins": {rows - 2})'
+            )
+        msg = (
+            f"{source} has no 'n_bins', which category-style value embeddings need; add the "
+            f"number of expression bins the checkpoint was trained with{hint}."
+        )
+        raise ValueError(msg)
+    n_bins = _int_arg(args, ("n_bins",), 51, source)
     n_cls = (
         state["cls_decoder.out_layer.weight"].shape[0]
         if "cls_decoder.out_layer.weight" in state
@@ -73,20 +151,20 @@ def config_from_official(
     cfg = {
         "ntoken": len(vocab),
         "pad_token_id": vocab[PAD_TOKEN],
-        "d_model": int(args.get("embsize", args.get("d_model", 512))),
-        "nhead": int(args.get("nheads", args.get("nhead", 8))),
-        "d_hid": int(args.get("d_hid", 512)),
-        "nlayers": int(args.get("nlayers", 12)),
-        "nlayers_cls": int(args.get("n_layers_cls", 3)),
+        "d_model": _int_arg(args, ("embsize", "d_model"), 512, source),
+        "nhead": _int_arg(args, ("nheads", "nhead"), 8, source),
+        "d_hid": _int_arg(args, ("d_hid",), 512, source),
+        "nlayers": _int_arg(args, ("nlayers",), 12, source),
+        "nlayers_cls": _int_arg(args, ("n_layers_cls",), 3, source),
         "n_cls": int(n_cls),
-        "dropout": float(args.get("dropout", 0.2)),
-        "pad_value": float(args.get("pad_value", -2)),
-        "mask_value": float(args.get("mask_value", -1)),
-        "n_bins": int(args.get("n_bins", 51)),
+        "dropout": _float_arg(args, "dropout", 0.2, source),
+        "pad_value": _float_arg(args, "pad_value", -2, source),
+        "mask_value": _float_arg(args, "mask_value", -1, source),
+        "n_bins": n_bins,
         "do_mvc": any(k.startswith("mvc_decoder.") for k in state),
         "explicit_zero_prob": "decoder.zero_logit.0.weight" in state,
         "input_emb_style": style,
-        "n_input_bins": int(args["n_bins"]) + 2 if style == "category" else None,
+        "n_input_bins": n_bins + 2 if style == "category" else None,
         "use_generative_training": "flag_encoder.weight" in state,
         "pre_norm": bool(args.get("pre_norm", False)),
     }
@@ -135,6 +213,30 @@ def load_state_checked(
     }
 
 
+def _read_args(path: Path) -> dict[str, Any]:
+    """The settings in ``path/args.json``; a clear error when it is not one JSON object."""
+    file = path / "args.json"
+    try:
+        args = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        msg = (
+            f"args.json of {path} is not valid JSON (line {err.lineno}): {err.msg}. Fix it or "
+            "download it again; it holds the checkpoint's settings as one JSON object "
+            '({"embsize": 512, "nheads": 8, "nlayers": 12, ...}).'
+        )
+        raise ValueError(msg) from err
+    except UnicodeDecodeError as err:
+        msg = f"args.json of {path} is not text (JSON); download it again."
+        raise ValueError(msg) from err
+    if not isinstance(args, dict):
+        msg = (
+            f"args.json of {path} must hold one JSON object of settings "
+            f'({{"embsize": 512, "nheads": 8, "nlayers": 12, ...}}), not a {type(args).__name__}.'
+        )
+        raise ValueError(msg)
+    return args
+
+
 def load_official(
     path: str | Path, task: str = "embed"
 ) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
@@ -167,13 +269,13 @@ def load_official(
     if task not in TASK_PREFIXES:
         msg = f"task must be one of {list(TASK_PREFIXES)}, got {task!r}."
         raise ValueError(msg)
-    args = json.loads((path / "args.json").read_text())
+    args = _read_args(path)
     vocab = GeneVocab.from_file(path / "vocab.json")
     raw = torch.load(path / "best_model.pt", map_location="cpu", weights_only=True)
     if isinstance(raw, dict) and "model_state_dict" in raw:
         raw = raw["model_state_dict"]
     state = rename_official_keys(raw)
-    config = config_from_official(args, state, vocab, task)
+    config = config_from_official(args, state, vocab, task, source=f"args.json of {path}")
     module = TransformerModel(config)
     report = load_state_checked(module, state, TASK_PREFIXES[task])
     report["args"] = args
