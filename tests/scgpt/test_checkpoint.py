@@ -1,5 +1,6 @@
 import json
 import re
+import traceback
 
 import numpy as np
 import pytest
@@ -116,4 +117,43 @@ def test_category_weights_need_n_bins_in_args(tmp_path, official):
     state["value_encoder.embedding.weight"] = torch.randn(53, 32)
     torch.save(state, tmp_path / "best_model.pt")
     with pytest.raises(ValueError, match=r"args\.json of .* has no 'n_bins'.*\"n_bins\": 51"):
+        load_official(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"garbage", r"could not be read as PyTorch weights: it is not a file written by torch"),
+        (b"", r"could not be read as PyTorch weights: the file is empty or cut short"),
+        ("cut", r"could not be read as PyTorch weights: PytorchStreamReader failed"),
+        ([1, 2, 3], r"holds a list, not the model's weights"),
+        ({}, r"holds an empty dict, not the model's weights"),
+        ({"model": "state", "epoch": 3}, r"holds a dict whose entries \['epoch', 'model'\] are"),
+    ],
+)
+def test_unreadable_best_model_pt_is_named(tmp_path, official, content, match):
+    official.write_checkpoint(tmp_path)
+    file = tmp_path / "best_model.pt"
+    if content == "cut":
+        file.write_bytes(file.read_bytes()[:1000])
+    elif isinstance(content, bytes):
+        file.write_bytes(content)
+    else:
+        torch.save(content, file)
+    with pytest.raises(
+        ValueError, match=rf"^best_model\.pt of {re.escape(str(tmp_path))} {match}"
+    ) as err:
+        load_official(tmp_path)
+    shown = "".join(traceback.format_exception(err.value))  # with chained errors, as printed
+    assert "weights_only" not in shown  # torch's advice to load with weights_only=False
+
+
+def test_best_model_pt_holding_a_wrapped_state_dict_loads(tmp_path, official):
+    ref, _ = official.write_checkpoint(tmp_path)
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "best_model.pt")
+    module, _, _ = load_official(tmp_path)
+    torch.testing.assert_close(module.encoder.embedding.weight, ref.encoder.embedding.weight)
+    torch.save({"state_dict": state, "model_state_dict": state}, tmp_path / "best_model.pt")
+    with pytest.raises(ValueError, match=r"entries \['model_state_dict', 'state_dict'\] are not"):
         load_official(tmp_path)

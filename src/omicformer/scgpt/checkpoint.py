@@ -11,6 +11,7 @@ and raise only when a weight the task needs is missing or has the wrong shape.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,63 @@ def _read_args(path: Path) -> dict[str, Any]:
     return args
 
 
+def _is_state_dict(obj: object) -> bool:
+    """Whether ``obj`` is a non-empty ``{name: tensor}`` dict."""
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path/best_model.pt`` (read with ``weights_only=True``).
+
+    A training checkpoint holding the weights under one ``"state_dict"`` or
+    ``"model_state_dict"`` key (next to e.g. ``"epoch"``) is unwrapped; anything else that is
+    not a ``{name: tensor}`` dict is a clear error.
+    """
+    file = path / "best_model.pt"
+    try:
+        raw = torch.load(file, map_location="cpu", weights_only=True)
+    except EOFError:
+        reason = "the file is empty or cut short"
+    except RuntimeError as err:  # not a zip archive / truncated zip archive
+        reason = str(err).split(". ")[0]
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        reason = (
+            f"it holds pickled Python objects ({found.group(1)}), not only tensors"
+            if found
+            else "it is not a file written by torch.save"
+        )
+    else:
+        reason = ""
+    if reason:
+        msg = (
+            f"best_model.pt of {path} could not be read as PyTorch weights: {reason}. Download it "
+            "again, or write it with torch.save(model.state_dict(), ...)."
+        )
+        raise ValueError(msg) from None
+    wrappers = [k for k in ("state_dict", "model_state_dict") if isinstance(raw, dict) and k in raw]
+    if not _is_state_dict(raw) and len(wrappers) == 1 and _is_state_dict(raw[wrappers[0]]):
+        raw = raw[wrappers[0]]
+    if not _is_state_dict(raw):
+        if not isinstance(raw, dict):
+            what = f"a {type(raw).__name__}"
+        elif not raw:
+            what = "an empty dict"
+        else:
+            odd = sorted(str(k) for k, v in raw.items() if not isinstance(v, torch.Tensor))
+            what = f"a dict whose entries {odd[:8]} are not tensors"
+        msg = (
+            f"best_model.pt of {path} holds {what}, not the model's weights (a {{name: tensor}} "
+            "dict); write it with torch.save(model.state_dict(), ...)."
+        )
+        raise ValueError(msg)
+    return raw
+
+
 def load_official(
     path: str | Path, task: str = "embed"
 ) -> tuple[TransformerModel, GeneVocab, dict[str, Any]]:
@@ -271,10 +329,7 @@ def load_official(
         raise ValueError(msg)
     args = _read_args(path)
     vocab = GeneVocab.from_file(path / "vocab.json")
-    raw = torch.load(path / "best_model.pt", map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "model_state_dict" in raw:
-        raw = raw["model_state_dict"]
-    state = rename_official_keys(raw)
+    state = rename_official_keys(_read_weights(path))
     config = config_from_official(args, state, vocab, task, source=f"args.json of {path}")
     module = TransformerModel(config)
     report = load_state_checked(module, state, TASK_PREFIXES[task])
