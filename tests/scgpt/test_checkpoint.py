@@ -157,3 +157,14 @@ def test_best_model_pt_holding_a_wrapped_state_dict_loads(tmp_path, official):
     torch.save({"state_dict": state, "model_state_dict": state}, tmp_path / "best_model.pt")
     with pytest.raises(ValueError, match=r"entries \['model_state_dict', 'state_dict'\] are not"):
         load_official(tmp_path)
+
+
+def test_a_file_of_the_checkpoint_is_not_its_folder(tmp_path, official, continuous_adata_factory):
+    official.write_checkpoint(tmp_path)
+    file = tmp_path / "args.json"
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(file))} is a file; pass the"):
+        load_official(file)
+    with pytest.raises(
+        FileNotFoundError, match=r"args\.json' is a file; pass the checkpoint folder"
+    ):
+        tl.embed(continuous_adata_factory(5), model=str(file), device="cpu")

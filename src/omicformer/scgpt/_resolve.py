@@ -42,6 +42,12 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
         return module, vocab, "default"
     if isinstance(model, str | os.PathLike):
         path = Path(model)
+        if path.is_file():
+            msg = (
+                f"model={os.fspath(model)!r} is a file; pass the checkpoint folder that holds it "
+                f"({os.fspath(path.parent)!r})."
+            )
+            raise FileNotFoundError(msg)
         if not path.is_dir():
             msg = f"model={os.fspath(model)!r}: no such folder. Pass 'default', a checkpoint folder or a model."
             raise FileNotFoundError(msg)

@@ -314,6 +314,12 @@ def load_official(
     ``skipped`` (checkpoint keys not used) and ``missing`` (optional model keys not in the file).
     """
     path = Path(path)
+    if path.is_file():
+        msg = (
+            f"{path} is a file; pass the checkpoint folder that holds {list(OFFICIAL_FILES)} "
+            f"(here {path.parent})."
+        )
+        raise FileNotFoundError(msg)
     if not path.is_dir():
         msg = f"Checkpoint folder {path} does not exist."
         raise FileNotFoundError(msg)
