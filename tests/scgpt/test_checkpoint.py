@@ -168,3 +168,36 @@ def test_a_file_of_the_checkpoint_is_not_its_folder(tmp_path, official, continuo
         FileNotFoundError, match=r"args\.json' is a file; pass the checkpoint folder"
     ):
         tl.embed(continuous_adata_factory(5), model=str(file), device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("nlayers", "match"),
+    [
+        (1, r"args\.json has nlayers=1 but best_model\.pt holds 2 transformer layers \(set "
+         r"\"nlayers\": 2\).*no place for \['transformer_encoder\.layers\.1\."),
+        (0, r"'nlayers' must be an integer >= 1, got 0"),
+        (3, r"args\.json has nlayers=3 but best_model\.pt holds 2 transformer layers.*missing"),
+    ],
+)  # fmt: skip
+def test_args_nlayers_other_than_the_weights_layers(tmp_path, official, nlayers, match):
+    official.write_checkpoint(tmp_path, nlayers=2)
+    _edit_args(tmp_path, nlayers=nlayers)
+    for task in ("embed", "pretrain"):
+        with pytest.raises(ValueError, match=match):
+            load_official(tmp_path, task=task)
+
+
+def test_unused_weights_of_needed_parts_are_an_error_optional_extras_skipped(tmp_path, official):
+    official.write_checkpoint(tmp_path)
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    state["decoder.fc.9.weight"] = torch.randn(3, 3)  # not needed to embed: skipped
+    torch.save(state, tmp_path / "best_model.pt")
+    report = load_official(tmp_path, task="embed")[2]
+    assert "decoder.fc.9.weight" in report["skipped"]
+    assert "grad_reverse_discriminator._decoder.0.weight" in report["skipped"]
+    with pytest.raises(ValueError, match=r"no place for \['decoder\.fc\.9\.weight'\]"):
+        load_official(tmp_path, task="pretrain")
+    state["value_encoder.extra.weight"] = torch.randn(3, 3)
+    torch.save(state, tmp_path / "best_model.pt")
+    with pytest.raises(ValueError, match=r"no place for \['value_encoder\.extra\.weight'\]"):
+        load_official(tmp_path, task="embed")

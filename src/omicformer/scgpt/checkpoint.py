@@ -178,10 +178,31 @@ def config_from_official(
 def load_state_checked(
     module: TransformerModel, state: dict[str, torch.Tensor], required_prefixes: tuple[str, ...]
 ) -> dict[str, list[str]]:
-    """Load every weight whose name and shape fit; error if a required one is missing/mis-shaped.
+    """Load every weight whose name and shape fit; error if a required one does not fit.
 
-    Returns ``{"loaded": [...], "skipped": [...], "missing": [...]}`` where ``skipped`` are
-    checkpoint keys not used and ``missing`` are optional model keys left at initialisation.
+    A required weight (one under ``required_prefixes``) is an error when it is missing from
+    ``state``, has another shape, or is in ``state`` but not in the model (e.g. encoder layers
+    beyond ``args.json``'s ``nlayers``, which would otherwise be dropped silently). Weights of
+    other parts (``flag_encoder``, another ``cls_decoder``, a batch discriminator) are optional.
+
+    Parameters
+    ----------
+    module
+        The model built from ``args.json`` and ``vocab.json``.
+    state
+        The checkpoint's weights, with our key names.
+    required_prefixes
+        Name prefixes of the weights the task needs (:data:`TASK_PREFIXES`).
+
+    Returns
+    -------
+    ``{"loaded": [...], "skipped": [...], "missing": [...]}`` where ``skipped`` are checkpoint
+    keys not used and ``missing`` are optional model keys left at initialisation.
+
+    Raises
+    ------
+    ValueError
+        When a required weight is missing, mis-shaped or unused.
     """
     own = module.state_dict()
     bad_shape = [
@@ -192,12 +213,24 @@ def load_state_checked(
     required = [k for k in own if k.startswith(required_prefixes)]
     missing_required = [k for k in required if k not in state]
     bad_required = [s for s in bad_shape if s.startswith(required_prefixes)]
-    if missing_required or bad_required:
+    unused_required = [k for k in state if k.startswith(required_prefixes) and k not in own]
+    if missing_required or bad_required or unused_required:
         parts = []
+        layers = {
+            int(m[1]) for k in state if (m := re.match(r"transformer_encoder\.layers\.(\d+)\.", k))
+        }
+        n_layers = max(layers, default=-1) + 1
+        if n_layers and n_layers != module.config.nlayers:
+            parts.append(
+                f"args.json has nlayers={module.config.nlayers} but best_model.pt holds "
+                f'{n_layers} transformer layers (set "nlayers": {n_layers})'
+            )
         if missing_required:
             parts.append(f"missing weights {missing_required[:8]}")
         if bad_required:
             parts.append(f"shape mismatches {bad_required[:8]}")
+        if unused_required:
+            parts.append(f"weights the model has no place for {unused_required[:8]}")
         msg = (
             "Checkpoint does not fit the model built from args.json/vocab.json: "
             + "; ".join(parts)
