@@ -107,8 +107,8 @@ class GeneVocab:
         bad = [f"{k!r}: {stoi[k]!r}" for k, i in ids.items() if i is None]
         if bad:
             msg = (
-                f"{path}: token ids must be integers, but {len(bad)} are not ({', '.join(bad[:5])}"
-                f"{', ...' if len(bad) > 5 else ''}); fix these entries of the {{gene: id}} object."
+                f"{path}: token ids must be integers; fix these entries of the {{gene: id}} "
+                f"object: {', '.join(bad[:5])}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}."
             )
             raise ValueError(msg)
         return cls({k: i for k, i in ids.items() if i is not None})

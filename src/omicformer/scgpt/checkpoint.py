@@ -5,7 +5,9 @@ Released checkpoints were trained with flash-attn, which stores attention as
 exactly like torch's packed ``in_proj_weight``, so a rename suffices. Checkpoints also carry
 weights a task does not need (``flag_encoder`` from generative pretraining, a ``cls_decoder``
 with another class count, a batch discriminator): we load what fits, report what was skipped,
-and raise only when a weight the task needs is missing or has the wrong shape.
+and raise only when a weight the task needs is missing or has the wrong shape, or when the file
+holds weights of those parts that the model built from ``args.json`` has no place for (encoder
+layers beyond ``nlayers``).
 """
 
 from __future__ import annotations
@@ -223,7 +225,8 @@ def load_state_checked(
         if n_layers and n_layers != module.config.nlayers:
             parts.append(
                 f"args.json has nlayers={module.config.nlayers} but best_model.pt holds "
-                f'{n_layers} transformer layers (set "nlayers": {n_layers})'
+                f"{n_layers} transformer layer{'s' * (n_layers != 1)} "
+                f'(set "nlayers": {n_layers})'
             )
         if missing_required:
             parts.append(f"missing weights {missing_required[:8]}")
