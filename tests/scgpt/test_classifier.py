@@ -28,6 +28,7 @@ def test_classifier_learns_and_calibrates(clf_trained, clf_ref_query):
     assert clf_trained.temperature_ > 0 and clf_trained.validation_scores_["n_cells"] == 9
     assert {"train_loss", "validation_loss", "validation_accuracy"} <= set(clf_trained.history)
     assert clf_trained.module.cls_decoder.out_layer.out_features == 3
+    assert repr(clf_trained).startswith("ScGPTClassifier model with")
 
 
 def test_classifier_save_load_round_trip(clf_trained, clf_ref_query, tmp_path):

@@ -252,7 +252,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         if self.gene_ids_ is not None:
             genes = f", {int((self.gene_ids_ >= 0).sum())}/{len(self.gene_ids_)} genes of adata in vocab"
         return (
-            f"ScGPT model with n_layers: {c.nlayers}, d_model: {c.d_model}, n_heads: {c.nhead}, "
+            f"{type(self).__name__} model with n_layers: {c.nlayers}, d_model: {c.d_model}, n_heads: {c.nhead}, "
             f"d_hid: {c.d_hid}, dropout: {c.dropout}, n_bins: {c.n_bins}, max_len: {self.max_len}, "
             f"use_batch_labels: {c.use_batch_labels}, dsbn: {bool(c.domain_spec_batchnorm)}; "
             f"vocab: {len(self.vocab)} tokens{genes}."
