@@ -209,6 +209,7 @@ def test_annotate_finds_query_symbols_kept_otherwise(
         ("half_genes", {}, ValueError, "share only 30 genes known to the model"),
         (None, {"method": "knn", "n_neighbors": 0}, ValueError, "n_neighbors=0 must be"),
         ("no_query_cells", {}, ValueError, "adata has no cells to label"),
+        ("one_label", {}, ValueError, r"holds one label \(\['T'\]\)"),
         ("query_layer", {"layer": "counts"}, KeyError, r"layer='counts' not found in reference"),
         (
             "query_symbols",
@@ -232,6 +233,8 @@ def test_annotate_bad_input_leaves_adata_untouched(
         query.var_names = [f"X{i}" for i in range(N_GENES)]
     elif change == "half_genes":
         query.var_names = [f"X{i}" if i < 30 else f"G{i}" for i in range(N_GENES)]
+    elif change == "one_label":
+        ref = ref[ref.obs["cell_type"] == "T"].copy()
     elif change == "no_query_cells":
         query = query[:0].copy()
     elif change == "query_layer":  # the query has the layer, the reference does not

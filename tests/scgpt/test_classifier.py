@@ -243,6 +243,16 @@ def test_a_later_setup_of_the_same_adata_does_not_change_what_the_model_reads(
     assert clf.classes_ == sorted(TYPES)
 
 
+def test_one_class_is_refused_before_training(clf_pretrained, clf_ref_query):
+    ref, _ = clf_ref_query
+    one = ref[ref.obs["cell_type"] == "T"].copy()
+    ScGPTClassifier.setup_anndata(one, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, one)
+    with pytest.raises(ValueError, match=r"one class \(\['T'\]\); a classifier needs at least 2"):
+        clf.train(max_epochs=1, **FIT)
+    assert not clf.is_trained_
+
+
 def test_rejected_train_leaves_the_model_unchanged(clf_trained, clf_ref_query):
     _, query = clf_ref_query
     before = clf_trained.predict_proba(query, progress=False)

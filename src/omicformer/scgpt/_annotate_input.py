@@ -86,6 +86,12 @@ def check_inputs(
         source.obs[label_key], f"{where}.obs[{label_key!r}]",
         rare_hint="a class needs cells to learn from and to validate on",
     )  # fmt: skip
+    if len(counts) < 2:
+        msg = (
+            f"{where}.obs[{label_key!r}] holds one label ({list(counts.index)}): there is "
+            "nothing to choose between; label the reference with at least 2 cell types."
+        )
+        raise ValueError(msg)
     if reference is None:
         query_mask = ~has_label
         if not query_mask.any():

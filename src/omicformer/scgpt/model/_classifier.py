@@ -269,6 +269,12 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         check_cell_emb_style(cell_emb_style)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout)  # fmt: skip
+        if len(self.classes_) < 2:
+            msg = (
+                f"The labels hold one class ({self.classes_}); a classifier needs at least 2. "
+                "Set the AnnData up with a labels_key of several cell types."
+            )
+            raise ValueError(msg)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
         if dropout is not None:  # every argument checked: the model changes from here on
