@@ -378,3 +378,32 @@ def test_streamed_balanced_integration_under_ddp_keeps_replicas_identical(run_sc
     out, results = run_script(DDP_BALANCED)
     assert set(results) == {"0", "1"}, out[-3000:]
     assert results["0"] == results["1"]  # same weights and the same number of steps per rank
+
+
+def test_backed_inputs_that_cannot_hold_the_results_are_refused_before_any_work(
+    pretrained, tmp_path
+):
+    ref, query = _cells(seed=0), _cells(seed=1)
+    query.write_h5ad(tmp_path / "q.h5ad")
+    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    view = backed[backed.obs["batch"] == backed.obs["batch"].iloc[0]]
+    kw = {"label_key": "cell_type", "model": pretrained, "method": "knn", "progress": False}
+    with pytest.raises(ValueError, match="copy=True is not supported for backed AnnData"):
+        tl.annotate(backed, ref, copy=True, **kw)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        tl.annotate(view, ref, **kw)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        tl.integrate(view, batch_key="batch", model=pretrained, max_epochs=1, progress=False)
+    assert "scgpt_cell_type" not in backed.obs and "X_scgpt_integrated" not in backed.obsm
+    backed.file.close()
+    # a column-major (CSC) file: every chunk of rows would read the whole matrix
+    csc = query.copy()
+    csc.X = sp.csc_matrix(csc.X)
+    csc.write_h5ad(tmp_path / "csc.h5ad")
+    backed = ad.read_h5ad(tmp_path / "csc.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"stored column-major \(CSC\).*csr_matrix"):
+        tl.embed(backed, model=pretrained, out_file=tmp_path / "z.npy", progress=False)
+    assert not (tmp_path / "z.npy").exists()
+    with pytest.raises(ValueError, match="chunk_size=2.5 must be an integer"):
+        tl.embed(query, model=pretrained, chunk_size=2.5, progress=False)
+    backed.file.close()

@@ -256,6 +256,13 @@ def _backed_matrix(adata: AnnData) -> Any:
     if not adata.file.is_open:
         adata.file.open()
     element = adata.file["X"]
+    if element.attrs.get("encoding-type") == "csc_matrix":
+        msg = (
+            f"X in {str(adata.filename)!r} is stored column-major (CSC): every chunk of rows "
+            "would read the whole matrix. Store it as CSR, e.g. adata.X = "
+            "scipy.sparse.csr_matrix(adata.X) before write_h5ad."
+        )
+        raise ValueError(msg)
     if hasattr(element, "keys"):  # a group: sparse, read ``indptr`` per slice, never whole
         return sparse_element(element)
     return element

@@ -219,6 +219,15 @@ def annotate(
     n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")
     if gene_selection is not None:
         check_gene_selection(gene_selection)
+    if copy and adata.isbacked:
+        msg = "copy=True is not supported for backed AnnData; use copy=False."
+        raise ValueError(msg)
+    if adata.is_view and adata.isbacked:
+        msg = (
+            "adata is a view of a backed AnnData, which cannot hold the predicted labels; load "
+            "the view first with adata.to_memory(), or subset the file and open it backed."
+        )
+        raise ValueError(msg)
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )

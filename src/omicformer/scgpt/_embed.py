@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from .._core._anndata import RowReader, check_values, iter_row_chunks
+from .._core._checks import check_int
 from .._core._device import inference_autocast, resolve_device
 from .._core._io import ChunkOutput, check_not_input
 from .._core._progress import progress as _progress
@@ -213,9 +214,7 @@ def _check_embed_args(
         msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
         raise ValueError(msg)
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("num_nodes", num_nodes)):  # fmt: skip
-        if int(value) < 1:
-            msg = f"{name}={value} must be >= 1."
-            raise ValueError(msg)
+        check_int(name, value)
     distributed = not (accelerator is None and devices is None and strategy == "auto" and num_nodes == 1)  # fmt: skip
     if distributed and not (isinstance(device, str) and device == "auto"):
         msg = (

@@ -90,6 +90,12 @@ def prepare(
     if copy and adata.isbacked:
         msg = "copy=True is not supported for backed AnnData; use copy=False."
         raise ValueError(msg)
+    if adata.is_view and adata.isbacked:
+        msg = (
+            "adata is a view of a backed AnnData, which cannot hold obsm; load the view first "
+            "with adata.to_memory(), or subset the file and open it backed."
+        )
+        raise ValueError(msg)
     batches = adata.obs[batch_key]
     if batches.isna().any():
         msg = (
