@@ -404,6 +404,6 @@ def test_backed_inputs_that_cannot_hold_the_results_are_refused_before_any_work(
     with pytest.raises(ValueError, match=r"stored column-major \(CSC\).*csr_matrix"):
         tl.embed(backed, model=pretrained, out_file=tmp_path / "z.npy", progress=False)
     assert not (tmp_path / "z.npy").exists()
-    with pytest.raises(ValueError, match="chunk_size=2.5 must be an integer"):
+    with pytest.raises(ValueError, match=r"chunk_size=2\.5 must be an integer"):
         tl.embed(query, model=pretrained, chunk_size=2.5, progress=False)
     backed.file.close()
