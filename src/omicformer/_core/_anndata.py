@@ -49,6 +49,34 @@ def check_uns(adata: AnnData, section: str) -> None:
         raise ValueError(msg)
 
 
+def check_backed_writable(adata: AnnData, copy: bool, results: str) -> None:
+    """``ValueError`` when the results cannot be written into a backed ``adata``.
+
+    ``copy=True`` of a backed AnnData, or a view of one (anndata cannot add fields to either).
+    ``results`` names what would be written (``"obsm"``, ``"the predicted labels"``).
+    """
+    if copy and adata.isbacked:
+        msg = "copy=True is not supported for backed AnnData; use copy=False."
+        raise ValueError(msg)
+    if adata.is_view and adata.isbacked:
+        msg = (
+            f"adata is a view of a backed AnnData, which cannot hold {results}; load the view "
+            "first with adata.to_memory(), or subset the file and open it backed."
+        )
+        raise ValueError(msg)
+
+
+def check_csr(element: Any, key: str, filename: str) -> None:
+    """``ValueError`` for a matrix stored column-major (CSC) in a file read by rows."""
+    if element.attrs.get("encoding-type") == "csc_matrix":
+        msg = (
+            f"{key!r} in {filename!r} is stored column-major (CSC): every chunk of rows would "
+            "read the whole matrix. Store it as CSR, e.g. adata.X = "
+            "scipy.sparse.csr_matrix(adata.X) before write_h5ad."
+        )
+        raise ValueError(msg)
+
+
 def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:
     """Raise a clear ``KeyError`` if ``key`` is not a column of ``adata.obs``."""
     if key is not None and key not in adata.obs.columns:
@@ -256,13 +284,7 @@ def _backed_matrix(adata: AnnData) -> Any:
     if not adata.file.is_open:
         adata.file.open()
     element = adata.file["X"]
-    if element.attrs.get("encoding-type") == "csc_matrix":
-        msg = (
-            f"X in {str(adata.filename)!r} is stored column-major (CSC): every chunk of rows "
-            "would read the whole matrix. Store it as CSR, e.g. adata.X = "
-            "scipy.sparse.csr_matrix(adata.X) before write_h5ad."
-        )
-        raise ValueError(msg)
+    check_csr(element, "X", str(adata.filename))
     if hasattr(element, "keys"):  # a group: sparse, read ``indptr`` per slice, never whole
         return sparse_element(element)
     return element

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._anndata import check_layer, get_matrix, sparse_element, to_csr
+from ._anndata import check_csr, check_layer, get_matrix, sparse_element, to_csr
 
 if TYPE_CHECKING:
     import h5py
@@ -179,13 +179,7 @@ def _matrix_element(f: h5py.File, key: str, filename: str) -> Any:
         msg = f"{key!r} not found in {filename!r}."
         raise KeyError(msg)
     element = f[key]
-    if element.attrs.get("encoding-type") == "csc_matrix":
-        msg = (
-            f"{key!r} in {filename!r} is stored column-major (CSC): every chunk of rows would "
-            "read the whole matrix. Store it as CSR, e.g. adata.X = "
-            "scipy.sparse.csr_matrix(adata.X) before write_h5ad."
-        )
-        raise ValueError(msg)
+    check_csr(element, key, filename)
     return element
 
 

@@ -210,6 +210,7 @@ def annotate(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
+    from .._core._anndata import check_backed_writable
     from .._core._checks import check_int
     from .model._probe_smooth import check_smooth_neighbors
 
@@ -219,15 +220,7 @@ def annotate(
     n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")
     if gene_selection is not None:
         check_gene_selection(gene_selection)
-    if copy and adata.isbacked:
-        msg = "copy=True is not supported for backed AnnData; use copy=False."
-        raise ValueError(msg)
-    if adata.is_view and adata.isbacked:
-        msg = (
-            "adata is a view of a backed AnnData, which cannot hold the predicted labels; load "
-            "the view first with adata.to_memory(), or subset the file and open it backed."
-        )
-        raise ValueError(msg)
+    check_backed_writable(adata, copy, "the predicted labels")
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import (
+    check_backed_writable,
     check_layer,
     check_obs_key,
     check_uns,
@@ -87,15 +88,7 @@ def prepare(
         raise ValueError(msg)
     if gene_selection is not None:
         check_gene_selection(gene_selection)
-    if copy and adata.isbacked:
-        msg = "copy=True is not supported for backed AnnData; use copy=False."
-        raise ValueError(msg)
-    if adata.is_view and adata.isbacked:
-        msg = (
-            "adata is a view of a backed AnnData, which cannot hold obsm; load the view first "
-            "with adata.to_memory(), or subset the file and open it backed."
-        )
-        raise ValueError(msg)
+    check_backed_writable(adata, copy, "obsm")
     batches = adata.obs[batch_key]
     if batches.isna().any():
         msg = (
