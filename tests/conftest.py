@@ -40,6 +40,25 @@ def _writer_holding(path):
 
 
 @pytest.fixture
+def cli_error():
+    """``cli_error(argv)``: the one-line error an ``omicformer`` command ends with.
+
+    The ``SystemExit(message)`` of :func:`omicformer.cli.main`, as the shell shows it: a
+    message (exit status 1) on one line.
+    """
+    from omicformer.cli import main
+
+    def error(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert isinstance(exc.value.code, str), exc.value.code
+        assert "\n" not in exc.value.code
+        return exc.value.code
+
+    return error
+
+
+@pytest.fixture
 def h5_writer():
     """``with h5_writer(path):`` runs the block while another process writes ``path``."""
     return _writer_holding

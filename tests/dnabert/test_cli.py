@@ -79,55 +79,46 @@ def test_cli_errors(files):
     assert not (tmp / "o.h5ad").exists()
 
 
-def _error(argv):
-    """The one-line error a command ends with (``SystemExit(message)``), as the shell shows it."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert isinstance(exc.value.code, str), exc.value.code  # a message: exit status 1
-    assert "\n" not in exc.value.code
-    return exc.value.code
-
-
-def test_cli_input_errors_are_one_line(files):
+def test_cli_input_errors_are_one_line(cli_error, files):
     tmp, fasta, mlm, clf = files
     embed = ["dnabert", "embed-regions", str(tmp / "in.h5ad"), str(tmp / "o.h5ad")]
     base = ["--model", str(mlm), "--device", "cpu", "--no-progress"]
     prefix = "omicformer dnabert embed-regions: error: "
 
-    msg = _error([*embed, "--fasta", str(tmp / "no.fa"), *base])
+    msg = cli_error([*embed, "--fasta", str(tmp / "no.fa"), *base])
     assert msg == f"{prefix}--fasta file {str(tmp / 'no.fa')!r} does not exist."
-    msg = _error([*embed, "--fasta", str(fasta), "--model", str(tmp / "no_model")])
+    msg = cli_error([*embed, "--fasta", str(fasta), "--model", str(tmp / "no_model")])
     assert msg.startswith(f"{prefix}--model {str(tmp / 'no_model')!r} is neither 'default'")
     # a folder that is no model: the library's FileNotFoundError, as a line
-    msg = _error([*embed, "--fasta", str(fasta), "--model", str(tmp), "--device", "cpu"])
+    msg = cli_error([*embed, "--fasta", str(fasta), "--model", str(tmp), "--device", "cpu"])
     assert msg.startswith(prefix) and "is not a DNABERT folder" in msg
     # a chromosome the genome lacks: the library's ValueError, as a line
     bad = ad.AnnData(np.ones((2, 2), dtype=np.float32))
     bad.var_names = ["chr1:10-90", "chr9:0-60"]
     bad.write_h5ad(tmp / "bad.h5ad")
     argv = ["dnabert", "embed-regions", str(tmp / "bad.h5ad"), str(tmp / "o.h5ad")]
-    msg = _error([*argv, "--fasta", str(fasta), *base])
+    msg = cli_error([*argv, "--fasta", str(fasta), *base])
     assert msg.startswith(f"{prefix}Chromosome 'chr9' of region 'chr9:0-60' is not in")
-    msg = _error([*embed, "--fasta", str(fasta), *base, "--region-key", "peak"])
+    msg = cli_error([*embed, "--fasta", str(fasta), *base, "--region-key", "peak"])
     assert msg.startswith(f"{prefix}region_key='peak' is not a column of adata.var")
     (tmp / "text.h5ad").write_text("not HDF5\n")
     argv = ["dnabert", "embed-regions", str(tmp / "text.h5ad"), str(tmp / "o.h5ad")]
-    msg = _error([*argv, "--fasta", str(fasta), *base])
+    msg = cli_error([*argv, "--fasta", str(fasta), *base])
     assert msg.startswith(f"{prefix}cannot read {str(tmp / 'text.h5ad')!r}")
 
     pred = ["dnabert", "predict", str(tmp / "no.fa"), str(tmp / "p.csv"), "--model", str(clf)]
-    msg = _error(pred)
+    msg = cli_error(pred)
     assert (
         msg
         == f"omicformer dnabert predict: error: input file {str(tmp / 'no.fa')!r} does not exist."
     )
     pred = ["dnabert", "predict", str(tmp / "in.h5ad"), str(tmp / "p.h5ad"), "--model", str(clf)]
-    msg = _error([*pred, "--fasta", str(tmp / "no.fa")])
+    msg = cli_error([*pred, "--fasta", str(tmp / "no.fa")])
     assert msg.startswith("omicformer dnabert predict: error: --fasta file")
     assert not (tmp / "o.h5ad").exists() and not (tmp / "p.h5ad").exists()
 
 
-def test_cli_output_rules(files, monkeypatch):
+def test_cli_output_rules(cli_error, files, monkeypatch):
     from omicformer.dnabert import tl
 
     tmp, fasta, mlm, clf = files
@@ -153,20 +144,20 @@ def test_cli_output_rules(files, monkeypatch):
     monkeypatch.setattr(tl, "predict", not_called)
     # an existing file, the input included, is replaced only with --overwrite
     before = out.read_bytes()
-    msg = _error(["dnabert", "embed-regions", inp, str(out), "--model", str(mlm), *base])
+    msg = cli_error(["dnabert", "embed-regions", inp, str(out), "--model", str(mlm), *base])
     assert msg == (
         f"omicformer dnabert embed-regions: error: output {str(out)!r} exists; pass --overwrite "
         "to replace it, or choose a new name."
     )
     assert out.read_bytes() == before
-    msg = _error([*predict, "--no-progress"])
+    msg = cli_error([*predict, "--no-progress"])
     assert msg.startswith(f"omicformer dnabert predict: error: output {str(table)!r} exists;")
     before = (tmp / "in.h5ad").read_bytes()
-    msg = _error(["dnabert", "predict", inp, inp, "--model", str(clf), *base])
+    msg = cli_error(["dnabert", "predict", inp, inp, "--model", str(clf), *base])
     assert msg.startswith(f"omicformer dnabert predict: error: output {inp!r} is the input file")
     assert (tmp / "in.h5ad").read_bytes() == before
     (tmp / "file").write_text("")
-    msg = _error(
+    msg = cli_error(
         ["dnabert", "predict", inp, str(tmp / "file" / "p.h5ad"), "--model", str(clf), *base]
     )
     assert msg.endswith(f"{str(tmp / 'file')!r} is a file, not a folder.")

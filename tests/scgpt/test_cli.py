@@ -33,17 +33,8 @@ def test_scgpt_embed_cli(tmp_path, official_ckpt, continuous_adata_factory, caps
     np.testing.assert_allclose(out3.obsm["X_scgpt"], out.obsm["X_scgpt"], atol=1e-6)
 
 
-def _error(argv):
-    """The one-line error a command ends with (``SystemExit(message)``), as the shell shows it."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert isinstance(exc.value.code, str), exc.value.code  # a message: exit status 1
-    assert "\n" not in exc.value.code
-    return exc.value.code
-
-
 def test_scgpt_embed_cli_input_errors_are_one_line(
-    tmp_path, official_ckpt, continuous_adata_factory
+    cli_error, tmp_path, official_ckpt, continuous_adata_factory
 ):
     path, _, _ = official_ckpt
     continuous_adata_factory(6).write_h5ad(tmp_path / "in.h5ad")
@@ -51,26 +42,26 @@ def test_scgpt_embed_cli_input_errors_are_one_line(
     base = ["--model", str(path), "--device", "cpu"]
     prefix = "omicformer scgpt embed: error: "
 
-    msg = _error(["scgpt", "embed", str(tmp_path / "no.h5ad"), out, *base])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "no.h5ad"), out, *base])
     assert msg == f"{prefix}input file {str(tmp_path / 'no.h5ad')!r} does not exist."
     (tmp_path / "g.fa").write_text(">chr1\nACGT\n")
-    msg = _error(["scgpt", "embed", str(tmp_path / "g.fa"), out, *base])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "g.fa"), out, *base])
     assert msg.startswith(prefix) and "expected .h5ad" in msg
     (tmp_path / "text.h5ad").write_text("not HDF5\n")
-    msg = _error(["scgpt", "embed", str(tmp_path / "text.h5ad"), out, *base])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "text.h5ad"), out, *base])
     assert msg.startswith(f"{prefix}cannot read {str(tmp_path / 'text.h5ad')!r}")
-    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, "--model", "no_model/"])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, "--model", "no_model/"])
     assert msg.startswith(f"{prefix}--model 'no_model/' is neither 'default' nor")
     # the library's own checks (a KeyError, a ValueError) become error lines too
-    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--layer", "counts"])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--layer", "counts"])
     assert msg.startswith(f"{prefix}layer='counts' not found in adata.layers")
-    msg = _error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--batch-size", "0"])
+    msg = cli_error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--batch-size", "0"])
     assert msg.startswith(prefix) and "batch_size" in msg
     assert not (tmp_path / "out.h5ad").exists()
 
 
 def test_scgpt_embed_cli_internal_errors_keep_their_traceback(
-    tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
+    cli_error, tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
 ):
     from omicformer.scgpt import tl
 
@@ -78,7 +69,7 @@ def test_scgpt_embed_cli_internal_errors_keep_their_traceback(
     continuous_adata_factory(6).write_h5ad(tmp_path / "in.h5ad")
     argv = ["scgpt", "embed", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad")]
     argv += ["--model", str(path), "--device", "cpu", "--layer", "counts"]
-    assert _error(argv).startswith("omicformer scgpt embed: error: layer=")
+    assert cli_error(argv).startswith("omicformer scgpt embed: error: layer=")
 
     def lookup_bug(*args, **kwargs):
         return {}["X_scgpt"]  # a KeyError that is no check of the user's input
@@ -96,7 +87,7 @@ def test_scgpt_embed_cli_internal_errors_keep_their_traceback(
 
 
 def test_scgpt_embed_cli_output_rules(
-    tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
+    cli_error, tmp_path, official_ckpt, continuous_adata_factory, monkeypatch
 ):
     from omicformer.scgpt import tl
 
@@ -120,12 +111,12 @@ def test_scgpt_embed_cli_output_rules(
 
     monkeypatch.setattr(tl, "embed", not_called)
     # the suffix, as dnabert's commands check it
-    msg = _error(["scgpt", "embed", inp, str(tmp_path / "out.txt"), *base])
+    msg = cli_error(["scgpt", "embed", inp, str(tmp_path / "out.txt"), *base])
     assert msg == f"{prefix}output {str(tmp_path / 'out.txt')!r} must end with one of ('.h5ad',)."
     assert not (tmp_path / "out.txt").exists()
     # an existing file is replaced only with --overwrite
     before = out.read_bytes()
-    msg = _error(["scgpt", "embed", inp, str(out), *base])
+    msg = cli_error(["scgpt", "embed", inp, str(out), *base])
     assert (
         msg
         == f"{prefix}output {str(out)!r} exists; pass --overwrite to replace it, or choose a new name."
@@ -133,13 +124,13 @@ def test_scgpt_embed_cli_output_rules(
     assert out.read_bytes() == before
     # writing into the input (in place) needs --overwrite too; the input is left as it was
     before = (tmp_path / "in.h5ad").read_bytes()
-    msg = _error(["scgpt", "embed", inp, str(tmp_path / "." / "in.h5ad"), *base, "--backed"])
+    msg = cli_error(["scgpt", "embed", inp, str(tmp_path / "." / "in.h5ad"), *base, "--backed"])
     assert msg.startswith(f"{prefix}output {str(tmp_path / '.' / 'in.h5ad')!r} is the input file")
     assert "--overwrite" in msg
     assert (tmp_path / "in.h5ad").read_bytes() == before
     # a folder as output
     (tmp_path / "dir.h5ad").mkdir()
-    msg = _error(["scgpt", "embed", inp, str(tmp_path / "dir.h5ad"), *base, "--overwrite"])
+    msg = cli_error(["scgpt", "embed", inp, str(tmp_path / "dir.h5ad"), *base, "--overwrite"])
     assert msg == f"{prefix}output {str(tmp_path / 'dir.h5ad')!r} is a folder; pass a file name."
 
     monkeypatch.setattr(tl, "embed", real_embed)
