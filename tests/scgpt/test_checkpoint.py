@@ -96,6 +96,8 @@ def _edit_args(path, **changes):
         (None, {"nlayers": None}, r": 'nlayers' must be an integer >= 1, got None"),
         (None, {"nlayers": 1.5}, r": 'nlayers' must be an integer >= 1, got 1.5"),
         (None, {"dropout": "high"}, r": 'dropout' must be a number, got 'high'"),
+        (None, {"pre_norm": "false"}, r": 'pre_norm' must be true or false, got 'false'"),
+        (None, {"pre_norm": 1}, r": 'pre_norm' must be true or false, got 1"),
     ],
 )
 def test_bad_args_json_names_the_file_and_key(tmp_path, official, text, changes, match):

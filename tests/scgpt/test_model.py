@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import anndata as ad
 import numpy as np
@@ -294,3 +295,90 @@ def test_save_anndata_needs_adata(trained, tmp_path):
     bare = ScGPT.load(tmp_path / "m")
     with pytest.raises(ValueError, match="no AnnData"):
         bare.save(tmp_path / "m2", save_anndata=True)
+
+
+# ---------------------------------------------------------------- damaged settings in folders
+BAD_LENGTHS = ["abc", 3.7, -5, 1, None, True]
+
+
+@pytest.mark.parametrize("value", BAD_LENGTHS)
+def test_load_pretrained_refuses_a_bad_official_max_seq_len(adata, official, tmp_path, value):
+    # int() read "abc" as an error of its own, 3.7 as 3 and true as 1, -5 and 1 as lengths
+    _write_official(official, tmp_path / "ck", max_seq_len=value)
+    ScGPT.setup_anndata(adata)
+    match = (
+        rf"^args\.json of .*ck: 'max_seq_len' must be an integer >= 2, got {re.escape(repr(value))}"
+    )
+    with pytest.raises(ValueError, match=match):
+        ScGPT.load_pretrained(tmp_path / "ck", adata)
+
+
+def test_official_max_seq_len_may_be_written_as_text(adata, official, tmp_path):
+    _write_official(official, tmp_path / "ck", max_seq_len="300")
+    ScGPT.setup_anndata(adata)
+    assert ScGPT.load_pretrained(tmp_path / "ck", adata).max_len == 300
+
+
+def _saved_tiny(adata, path):
+    """A tiny untrained ScGPT saved to ``path``; returns its config file's contents."""
+    ScGPT.setup_anndata(adata)
+    ScGPT(adata, d_model=16, n_layers=1, n_heads=2, max_len=64).save(path)
+    return json.loads((path / "omicformer_config.json").read_text())
+
+
+def _rewrite(path, config):
+    (path / "omicformer_config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("value", BAD_LENGTHS)
+def test_saved_folder_with_a_bad_max_len_is_named_by_every_loader(adata, tmp_path, value):
+    from omicformer.scgpt import tl
+
+    path = tmp_path / "m"
+    config = _saved_tiny(adata, path)
+    config["model_settings"]["max_len"] = value
+    _rewrite(path, config)
+    match = (
+        rf"omicformer_config\.json: 'model_settings\.max_len' must be an integer >= 2, "
+        rf"got {re.escape(repr(value))}"
+    )
+    snap = adata.copy()
+    for load in (lambda: ScGPT.load(path, adata), lambda: ScGPT.load_pretrained(path, adata),
+                 lambda: tl.embed(adata, model=str(path), device="cpu", progress=False)):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            load()
+    assert "X_scgpt" not in adata.obsm and "scgpt" not in adata.uns
+    assert sorted(adata.obs.columns) == sorted(snap.obs.columns)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("d_model", "abc", r"'module_config\.d_model' must be an integer >= 1, got 'abc'"),
+        ("nlayers", 1.5, r"'module_config\.nlayers' must be an integer >= 1, got 1\.5"),
+        ("nhead", None, r"'module_config\.nhead' must be an integer >= 1, got None"),
+        ("pre_norm", "false", r"'module_config\.pre_norm' must be true or false, got 'false'"),
+        ("ntoken", None, r"'module_config\.ntoken' must be an integer >= 1, got None"),
+    ],
+)
+def test_saved_folder_with_a_bad_module_config_field_is_named(adata, tmp_path, field, value, match):
+    path = tmp_path / "m"
+    config = _saved_tiny(adata, path)
+    config["module_config"][field] = value
+    _rewrite(path, config)
+    with pytest.raises(ValueError, match=r"omicformer_config\.json: " + match):
+        load_module(path)
+
+
+def test_saved_folder_whose_weights_do_not_fit_its_config_is_named(adata, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m"
+    _saved_tiny(adata, path)
+    state = load_file(str(path / "model.safetensors"))
+    state["encoder.embedding.weight"] = state["encoder.embedding.weight"][:, :8].contiguous()
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(
+        ValueError, match=r"encoder\.embedding\.weight: file \(53, 8\) vs config \(53, 16\)"
+    ):
+        load_module(path)

@@ -31,3 +31,72 @@ def check_int(name: str, value: Any, minimum: int = 1, hint: str = "") -> int:
         msg = f"{name}={value!r} must be an integer >= {minimum}{extra}."
         raise ValueError(msg)
     return int(value)
+
+
+def json_int(value: object) -> int | None:
+    """``value`` read from JSON as an integer, or ``None`` when it is not one.
+
+    Integers, whole floats (``3.0``) and strings of an integer (``"3"``) are integers;
+    ``0.7``, ``"abc"``, ``null`` and ``true`` are not (``int()`` would truncate ``0.7`` to ``0``
+    and accept ``true`` as ``1``).
+
+    Parameters
+    ----------
+    value
+        A value parsed by :func:`json.loads`.
+
+    Returns
+    -------
+    The integer, or ``None``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def config_int(value: object, field: str, source: str, minimum: int = 1, hint: str = "") -> int:
+    """An integer setting read from a file, or a ``ValueError`` naming the file and the field.
+
+    Parameters
+    ----------
+    value
+        The value as read (:func:`json.loads`); accepted as :func:`json_int` accepts it.
+    field
+        The setting's name in the file (``"max_seq_len"``).
+    source
+        How the message names the file (``"args.json of scGPT_human"``).
+    minimum
+        The smallest value allowed.
+    hint
+        How to fix it; default: set it to the value the model was trained with.
+
+    Returns
+    -------
+    The integer.
+    """
+    number = json_int(value)
+    if number is None or number < minimum:
+        fix = hint or "set it to the value the model was trained with"
+        msg = f"{source}: {field!r} must be an integer >= {minimum}, got {value!r}; {fix}."
+        raise ValueError(msg)
+    return number
+
+
+def config_bool(value: object, field: str, source: str) -> bool:
+    """A JSON ``true``/``false`` setting read from a file; a ``ValueError`` naming both if not.
+
+    ``bool()`` would read the string ``"false"`` (or ``0.5``) as ``True``.
+    """
+    if not isinstance(value, bool):
+        msg = f"{source}: {field!r} must be true or false, got {value!r}; fix the file."
+        raise ValueError(msg)
+    return value

@@ -87,6 +87,12 @@ def max_len_of(model: Any) -> int:
     for the default model. Official checkpoints and bare modules: 1200, as the official
     ``embed_data``.
     """
+    if isinstance(model, str) and model == "default":
+        model = DEFAULT_MODEL_DIR
+    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model)):
+        from .model._io import saved_max_len
+
+        return saved_max_len(load_model_config(Path(model)), model, default=OFFICIAL_MAX_LEN)
     return int(_model_setting(model, "max_len", OFFICIAL_MAX_LEN))
 
 

@@ -8,40 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core._checks import json_int
+
 PAD_TOKEN = "<pad>"
 CLS_TOKEN = "<cls>"
 EOC_TOKEN = "<eoc>"
 SPECIAL_TOKENS = (PAD_TOKEN, CLS_TOKEN, EOC_TOKEN)
-
-
-def json_int(value: object) -> int | None:
-    """``value`` read from JSON as an integer, or ``None`` when it is not one.
-
-    Integers, whole floats (``3.0``) and strings of an integer (``"3"``) are integers;
-    ``0.7``, ``"abc"``, ``null`` and ``true`` are not (``int()`` would truncate ``0.7`` to ``0``
-    and accept ``true`` as ``1``).
-
-    Parameters
-    ----------
-    value
-        A value parsed by :func:`json.loads`.
-
-    Returns
-    -------
-    The integer, or ``None``.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
 
 
 class GeneVocab:

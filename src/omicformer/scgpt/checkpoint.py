@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ._vocab import PAD_TOKEN, GeneVocab, json_int
+from .._core._checks import config_bool, config_int
+from ._vocab import PAD_TOKEN, GeneVocab
 from .module import ScGPTConfig, TransformerModel
 
 OFFICIAL_FILES = ("args.json", "vocab.json", "best_model.pt")
@@ -66,14 +67,33 @@ def _int_arg(
 ) -> int:
     """An integer setting of ``args.json`` (``>= minimum``); a clear error naming the key if not."""
     name, raw = _arg(args, names, default)
-    value = json_int(raw)
-    if value is None or value < minimum:
-        msg = (
-            f"{source}: {name!r} must be an integer >= {minimum}, got {raw!r}; set it to the "
-            "value the checkpoint was trained with."
-        )
-        raise ValueError(msg)
-    return value
+    return config_int(
+        raw, name, source, minimum, hint="set it to the value the checkpoint was trained with"
+    )
+
+
+def max_seq_len(args: dict[str, Any], source: str = "args.json", default: int = 1200) -> int:
+    """Tokens per cell of an official checkpoint: ``args.json``'s ``max_seq_len``, else ``default``.
+
+    Parameters
+    ----------
+    args
+        The settings read from ``args.json``.
+    source
+        How errors name ``args.json``.
+    default
+        The length when ``args.json`` records none (the official ``embed_data``'s 1200).
+
+    Returns
+    -------
+    The length, ``<cls>`` included (at least 2: ``<cls>`` and one gene).
+
+    Raises
+    ------
+    ValueError
+        ``max_seq_len`` is not an integer >= 2 (``"abc"``, ``3.7``, ``-5``, ``null``, ``true``).
+    """
+    return _int_arg(args, ("max_seq_len",), default, source, minimum=2)
 
 
 def _float_arg(args: dict[str, Any], name: str, default: float, source: str) -> float:
@@ -169,7 +189,7 @@ def config_from_official(
         "input_emb_style": style,
         "n_input_bins": n_bins + 2 if style == "category" else None,
         "use_generative_training": "flag_encoder.weight" in state,
-        "pre_norm": bool(args.get("pre_norm", False)),
+        "pre_norm": config_bool(args.get("pre_norm", False), "pre_norm", source),
     }
     if task != "embed" and "batch_encoder.embedding.weight" in state:
         cfg["use_batch_labels"] = True

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..._core._io import is_model_dir, load_model_dir
+from ..._core._checks import config_bool, config_int
+from ..._core._io import CONFIG_NAME, is_model_dir, load_model_dir
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 
@@ -62,8 +63,9 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
     if config.get("model") not in MODEL_NAMES or "module_config" not in config:
         msg = f"{path} holds a {config.get('model')!r} model, not a saved ScGPT."
         raise ValueError(msg)
+    saved_max_len(config, path, default=1200)  # a bad value is an error here, before any use
     vocab = GeneVocab.from_file(path / VOCAB_NAME)
-    module_config = ScGPTConfig.from_dict(config["module_config"])
+    module_config = saved_module_config(config["module_config"], path)
     if module_config.ntoken != len(vocab):
         msg = (
             f"{path}: vocab.json has {len(vocab)} tokens but the weights expect "
@@ -71,6 +73,16 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
         )
         raise ValueError(msg)
     module = TransformerModel(module_config)
+    own = module.state_dict()
+    bad = [f"{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    if bad:
+        msg = (
+            f"{path}: the weights in model.safetensors do not have the shapes its "
+            f"{CONFIG_NAME} describes ({'; '.join(bad[:8])}); the folder is inconsistent: copy "
+            "it again, or save the model again."
+        )
+        raise ValueError(msg)
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         msg = (
@@ -80,6 +92,51 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
         raise ValueError(msg)
     module.eval()
     return module, vocab, config
+
+
+def saved_module_config(raw: Any, path: str | os.PathLike[str]) -> ScGPTConfig:
+    """The architecture ``module_config`` of a saved folder's config, its fields checked.
+
+    Integer fields (``d_model``, ``nlayers``, ...) must be integers (at least 1; ids at least 0)
+    and true/false fields true or false, so that a damaged or hand-edited
+    ``omicformer_config.json`` is an error naming the file and the field, not a failure deep
+    inside torch (or ``"false"`` read as true).
+
+    Parameters
+    ----------
+    raw
+        ``config["module_config"]`` as read.
+    path
+        The folder (for the message).
+
+    Returns
+    -------
+    The :class:`~omicformer.scgpt.module.ScGPTConfig`.
+    """
+    import dataclasses
+
+    source = os.fspath(Path(path) / CONFIG_NAME)
+    if not isinstance(raw, dict):
+        msg = (
+            f"{source}: 'module_config' must be an object of architecture settings, got "
+            f"{type(raw).__name__}; save the model again."
+        )
+        raise ValueError(msg)
+    checked = dict(raw)
+    for f in dataclasses.fields(ScGPTConfig):
+        name, kind = f.name, str(f.type)
+        if f.default is dataclasses.MISSING and name not in raw:
+            msg = f"{source}: 'module_config' has no {name!r}; save the model again."
+            raise ValueError(msg)
+        if name not in raw or (raw[name] is None and "None" in kind):
+            continue
+        field = f"module_config.{name}"
+        if kind in ("int", "int | None"):
+            low = 0 if name.endswith("_id") else 1
+            checked[name] = config_int(raw[name], field, source, low, hint="save the model again")
+        elif kind == "bool":
+            checked[name] = config_bool(raw[name], field, source)
+    return ScGPTConfig.from_dict(checked)
 
 
 def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str, Any], int]:
@@ -93,7 +150,7 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
     """
     import dataclasses
 
-    from ..checkpoint import load_official
+    from ..checkpoint import load_official, max_seq_len
 
     if isinstance(path, str) and path == "default":
         from .._resolve import DEFAULT_MODEL_DIR
@@ -105,8 +162,9 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
     if is_model_dir(path):
         module, vocab, config = load_module(path)
         report = {"source": str(path), "missing": [], "skipped": []}
-        return module, vocab, report, config["model_settings"]["max_len"]
+        return module, vocab, report, saved_max_len(config, path)
     module, vocab, report = load_official(path, task="pretrain")
+    max_len = max_seq_len(report["args"], source=f"args.json of {path}")
     report = {"source": str(path), **report}
     c = module.config
     if not (c.use_generative_training and c.do_mvc):
@@ -114,7 +172,47 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
         fresh = full.load_state_dict(module.state_dict(), strict=False).missing_keys
         report["missing"] = sorted(set(report["missing"]) | set(fresh))
         module = full
-    return module, vocab, report, int(report["args"].get("max_seq_len", 1200))
+    return module, vocab, report, max_len
+
+
+def saved_max_len(
+    config: dict[str, Any], path: str | os.PathLike[str], default: int | None = None
+) -> int:
+    """``model_settings["max_len"]`` of a saved folder's config; an error naming the file if bad.
+
+    Parameters
+    ----------
+    config
+        The folder's ``omicformer_config.json``, read.
+    path
+        The folder (for the message).
+    default
+        The length when the config records none; ``None``: that is an error too.
+
+    Returns
+    -------
+    Tokens per cell the model was trained with (at least 2: ``<cls>`` and one gene).
+
+    Raises
+    ------
+    ValueError
+        ``model_settings`` is not an object holding ``max_len``, or ``max_len`` is not an
+        integer >= 2.
+    """
+    source = f"{os.fspath(Path(path) / CONFIG_NAME)}"
+    settings = config.get("model_settings", {} if default is not None else None)
+    if isinstance(settings, dict) and "max_len" not in settings and default is not None:
+        return default
+    if not isinstance(settings, dict) or "max_len" not in settings:
+        msg = (
+            f"{source}: 'model_settings' must be an object holding 'max_len' (tokens per cell), "
+            f"got {settings!r}; save the model again with ScGPT.save()."
+        )
+        raise ValueError(msg)
+    return config_int(
+        settings["max_len"], "model_settings.max_len", source, minimum=2,
+        hint="set it to the tokens per cell the model was trained with, or save it again",
+    )  # fmt: skip
 
 
 def rebuild_module(module: TransformerModel, **changes: Any) -> tuple[TransformerModel, list[str]]:

@@ -27,6 +27,7 @@ from ._io import (
     load_module,
     registry_from_json,
     registry_to_json,
+    saved_max_len,
     without_gene_names,
 )
 
@@ -133,9 +134,7 @@ class SaveLoadMixin:
             import anndata
 
             adata = anndata.read_h5ad(Path(dir_path) / ADATA_NAME)
-        model = cls._from_module(
-            module, vocab, config["model_settings"]["max_len"], adata, registry
-        )
+        model = cls._from_module(module, vocab, saved_max_len(config, dir_path), adata, registry)
         model._restore_settings(config["model_settings"])
         model.init_params_ = config.get("init_params", {})
         model.history_ = history_from_json(config.get("history")) or None
