@@ -68,7 +68,16 @@ def load_model_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     from safetensors.torch import load_file
 
     config = load_model_config(path)
-    return load_file(str(Path(path) / WEIGHTS_NAME)), config
+    file = Path(path) / WEIGHTS_NAME
+    try:
+        state = load_file(str(file))
+    except Exception as err:  # safetensors: SafetensorError (header too small, bad JSON, ...)
+        msg = (
+            f"{file} could not be read as safetensors weights ({err}); the file is damaged or "
+            "incomplete: copy it again, or save the model again."
+        )
+        raise ValueError(msg) from err
+    return state, config
 
 
 def load_model_config(path: str | Path) -> dict[str, Any]:
@@ -78,7 +87,22 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
     if missing:
         msg = f"{path} is not an omicformer model folder: missing {missing}."
         raise FileNotFoundError(msg)
-    return json.loads((path / CONFIG_NAME).read_text())
+    file = path / CONFIG_NAME
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = (
+            f"{file} is not valid JSON ({err}); the folder is damaged: copy it again, or save "
+            "the model again."
+        )
+        raise ValueError(msg) from err
+    if not isinstance(config, dict):
+        msg = (
+            f"{file} must hold one JSON object (the model's settings), not a "
+            f"{type(config).__name__}; copy the folder again, or save the model again."
+        )
+        raise ValueError(msg)
+    return config
 
 
 def is_model_dir(path: str | Path) -> bool:
