@@ -343,3 +343,62 @@ def test_finetune_pooling_kept_through_save(tmp_path, tiny, fit_kw, labelled):
 def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
     with pytest.raises(ValueError, match=rf"batch_size={batch_size!r} must be an integer >= 1"):
         finetuned.embed(["ACGTACGT"], batch_size=batch_size, device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------- damaged model folders
+def _edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"hidden_size": -5}, r"'hidden_size' must be an integer >= 1, got -5"),
+        ({"max_position_embeddings": 3.7}, r"'max_position_embeddings' must be .*got 3\.7"),
+        ({"num_hidden_layers": None}, r"'num_hidden_layers' must be an integer >= 1, got None"),
+        ({"num_attention_heads": True}, r"'num_attention_heads' must be .*got True"),
+        ({"vocab_size": "abc"}, r"'vocab_size' must be an integer >= 1, got 'abc'"),
+    ],
+)
+def test_bad_integer_in_config_json_names_file_and_field(tmp_path, official_folder, changes, match):
+    official_folder(tmp_path / "m", k=3)
+    _edit_json(tmp_path / "m" / "config.json", **changes)
+    with pytest.raises(ValueError, match=r"config\.json: " + match):
+        DNABert.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"), [("{oops", "is not valid JSON"), ("[1]", "must hold one JSON object")]
+)
+def test_damaged_config_json_is_named(tmp_path, official_folder, text, match):
+    official_folder(tmp_path / "m", k=3)
+    (tmp_path / "m" / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=rf"config\.json {match}"):
+        DNABert.load(tmp_path / "m")
+
+
+def test_unknown_task_in_saved_metadata_is_named(tmp_path, tiny):
+    DNABert(k=3, **tiny).save(tmp_path / "m")
+    _edit_json(tmp_path / "m" / "omicformer_config.json", task="promoter")
+    with pytest.raises(ValueError, match=r"omicformer_config\.json: 'task' must be 'mlm' or"):
+        DNABert.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file"])
+def test_damaged_pytorch_model_bin_is_named(tmp_path, official_folder, content):
+    official_folder(tmp_path / "m", k=3)
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(content)
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin could not be read as PyTorch"):
+        DNABert.load(tmp_path / "m")
+
+
+def test_weights_of_another_shape_than_config_json_are_named(tmp_path, official_folder):
+    official_folder(tmp_path / "m", k=3)
+    state = torch.load(tmp_path / "m" / "pytorch_model.bin", weights_only=True)
+    key = next(k for k in state if k.endswith("word_embeddings.weight"))
+    state[key] = state[key][:, :16].clone()  # config.json says hidden_size 32
+    torch.save(state, tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"word_embeddings\.weight: file \(69, 16\) vs config"):
+        DNABert.load(tmp_path / "m")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..._core._checks import config_int
 from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, save_model_dir
 from .._kmers import SPECIAL_TOKENS, k_from_vocab, kmer_vocab, read_vocab_txt
 from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique_tensors
@@ -46,9 +47,63 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path / WEIGHTS_NAME))
     if (path / TORCH_WEIGHTS).exists():
-        return torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
+        except Exception as err:  # EOFError, RuntimeError (zip), UnpicklingError, ...
+            msg = (
+                f"{path / TORCH_WEIGHTS} could not be read as PyTorch weights "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "download it again."
+            )
+            raise ValueError(msg) from None
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            msg = (
+                f"{path / TORCH_WEIGHTS} holds {type(state).__name__}, not a {{name: tensor}} "
+                "dict of weights; download it again."
+            )
+            raise ValueError(msg)
+        return state
     msg = f"{path} has no weights: expected {WEIGHTS_NAME} or {TORCH_WEIGHTS}."
     raise FileNotFoundError(msg)
+
+
+#: Integer settings of ``config.json`` that shape the model (each at least 1).
+_HF_INT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+def _read_hf_config(file: Path) -> dict[str, Any]:
+    """``config.json`` as a dict, its integer settings checked; errors name the file and field.
+
+    ``BertConfig`` would take a damaged file's ``"hidden_size": -5`` (or, in transformers
+    before 4.56, ``3.7`` or ``"abc"``) and fail later inside torch, without naming the file.
+    """
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = f"{file} is not valid JSON ({err}); copy the model folder again."
+        raise ValueError(msg) from err
+    if not isinstance(raw, dict):
+        msg = (
+            f"{file} must hold one JSON object (the BERT settings), not a {type(raw).__name__}; "
+            "copy the model folder again."
+        )
+        raise ValueError(msg)
+    for name in _HF_INT_FIELDS:
+        if name in raw:
+            raw[name] = config_int(
+                raw[name], name, str(file), hint="copy the model folder again, or fix the file"
+            )
+    return raw
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -69,9 +124,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         state_dict, metadata = load_model_dir(path)
     else:
         state_dict, metadata = _read_weights(path), {}
-    raw = json.loads((path / HF_CONFIG).read_text())
+    raw = _read_hf_config(path / HF_CONFIG)
     config = BertConfig.from_dict({k: v for k, v in raw.items() if k != "transformers_version"})
     meta_k = metadata.get("k")
+    if metadata.get("task") not in (None, MLM, CLASSIFICATION):
+        msg = (
+            f"{path / CONFIG_NAME}: 'task' must be {MLM!r} or {CLASSIFICATION!r}, got "
+            f"{metadata['task']!r}; fix the file, or save the model again."
+        )
+        raise ValueError(msg)
 
     if (path / VOCAB).exists():
         k = k_from_vocab(read_vocab_txt(path / VOCAB), k=meta_k, source=str(path / VOCAB))
@@ -121,6 +182,15 @@ def load_module(ckpt: Checkpoint) -> torch.nn.Module:
         msg = (
             f"Checkpoint has parameters this {type(module).__name__} does not know: "
             f"{bad_extra[:5]}; is it a BERT checkpoint?"
+        )
+        raise ValueError(msg)
+    own = module.state_dict()
+    bad_shape = [f"{k}: file {tuple(v.shape)} vs config.json {tuple(own[k].shape)}"
+                 for k, v in state.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    if bad_shape:
+        msg = (
+            f"Checkpoint weights do not have the shapes its config.json describes "
+            f"({'; '.join(bad_shape[:5])}); check that config.json belongs to these weights."
         )
         raise ValueError(msg)
     result = module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
