@@ -136,6 +136,16 @@ def check_output(
         fail(prog, f"output {path!r} exists; pass --overwrite to replace it, or choose a new name.")
 
 
+def check_key_added(prog: str, key: str, output: str) -> None:
+    """``--key-added`` can name an element of the output file (no ``"/"``), before any work."""
+    from ._core._checks import check_file_key
+
+    try:
+        check_file_key(key, "--key-added", f"output {output!r}")
+    except ValueError as err:
+        fail(prog, str(err).replace("--key-added=", "--key-added "))
+
+
 def make_output_folder(prog: str, path: str) -> None:
     """Create the folder of output ``path`` if missing (after the checks, before the work)."""
     folder = Path(path).parent

@@ -59,3 +59,21 @@ def test_error_inside_block_removes_the_temporary_file(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         fail_midway()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_key_with_a_slash_is_refused_and_no_file_left(tmp_path, suffix):
+    # h5py failed with "Unable to synchronously create dataset (component not found)"; zarr
+    # wrote obsm/a/b as a nested group, which anndata cannot read back
+    path = tmp_path / f"out{suffix}"
+    with pytest.raises(ValueError, match=r"key='a/b' contains '/'.*e\.g\. 'a_b'"):
+        with ChunkOutput((3, 2), path, obs_names=list("xyz"), key="a/b") as out:
+            out.write(np.arange(3), np.ones((3, 2)))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_key_with_a_slash_is_fine_in_memory_and_in_npy(tmp_path):
+    for out_file in (None, tmp_path / "out.npy"):
+        with ChunkOutput((3, 2), out_file, obs_names=list("xyz"), key="a/b") as out:
+            out.write(np.arange(3), np.full((3, 2), 2.0))
+        np.testing.assert_array_equal(np.asarray(out.result()), np.full((3, 2), 2.0))

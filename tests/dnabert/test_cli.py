@@ -171,3 +171,24 @@ def test_cli_output_rules(cli_error, files, monkeypatch):
     var = ad.read_h5ad(tmp / "in.h5ad").var
     assert {"dnabert_prob_at", "dnabert_prob_gc", "dnabert_prediction"} <= set(var)
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".")] == []
+
+
+def test_key_added_with_a_slash_is_refused_before_the_work(cli_error, files):
+    # HDF5 reads "a/b" as nested groups: the file was written and anndata could not read it
+    tmp, fasta, mlm, clf = files
+    inp, out = str(tmp / "in.h5ad"), str(tmp / "o.h5ad")
+    base = ["--fasta", str(fasta), "--device", "cpu", "--no-progress", "--key-added", "a/b"]
+    for cmd, model in (("embed-regions", mlm), ("predict", clf)):
+        msg = cli_error(["dnabert", cmd, inp, out, "--model", str(model), *base])
+        assert msg == (
+            f"omicformer dnabert {cmd}: error: --key-added 'a/b' contains '/', which the keys of "
+            f"output {out!r} cannot hold (HDF5 and zarr read it as nested groups); choose a key "
+            "without '/', e.g. 'a_b'."
+        )
+    assert not (tmp / "o.h5ad").exists()
+    # a table of sequences holds such column names
+    seqs = tmp / "seqs.fa"
+    seqs.write_text(">s1\nACGTACGTACGGGCCC\n")
+    argv = ["dnabert", "predict", str(seqs), str(tmp / "p.csv"), "--model", str(clf)]
+    assert main([*argv, "--device", "cpu", "--no-progress", "--key-added", "a/b"]) == 0
+    assert "a/b_prediction" in pd.read_csv(tmp / "p.csv", index_col=0).columns

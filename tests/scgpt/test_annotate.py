@@ -321,3 +321,25 @@ def test_annotate_reads_only_the_genes_both_sides_share(clf_pretrained, clf_ref_
     np.testing.assert_array_equal(
         a.obs["scgpt_cell_type_confidence"], b.obs["scgpt_cell_type_confidence"]
     )
+
+
+def test_annotate_backed_refuses_a_key_with_a_slash_before_the_work(
+    clf_pretrained, clf_ref_query, tmp_path
+):
+    # the labels of a backed AnnData go to its .h5ad, where "a/b" would be nested groups
+    ref, query = clf_ref_query
+    query.write_h5ad(tmp_path / "q.h5ad")
+    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    for kwargs in ({"key_added": "a/b"}, {"label_key": "cell/type"}):
+        reference = ref.copy()
+        reference.obs["cell/type"] = reference.obs["cell_type"]
+        with pytest.raises(ValueError, match=r"key_added='(a/b|scgpt_cell/type)' contains '/'"):
+            tl.annotate(backed, reference=reference, model=clf_pretrained, method="knn",
+                        **{"label_key": "cell_type", **kwargs})  # fmt: skip
+    assert list(backed.obs.columns) == list(query.obs.columns) and "scgpt" not in backed.uns
+    backed.file.close()
+    # in memory the key is fine
+    q = query[:6].copy()
+    tl.annotate(q, reference=ref, label_key="cell_type", model=clf_pretrained, method="knn",
+                key_added="a/b", device="cpu", progress=False, n_neighbors=3)  # fmt: skip
+    assert "a/b" in q.obs and "a/b" in q.uns["scgpt"]

@@ -58,6 +58,15 @@ def test_scgpt_embed_cli_input_errors_are_one_line(
     msg = cli_error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, "--batch-size", "0"])
     assert msg.startswith(prefix) and "batch_size" in msg
     assert not (tmp_path / "out.h5ad").exists()
+    # HDF5 reads "a/b" as nested groups: the file was written and anndata could not read it
+    for backed in ([], ["--backed"]):
+        msg = cli_error(["scgpt", "embed", str(tmp_path / "in.h5ad"), out, *base, *backed,
+                         "--key-added", "a/b"])  # fmt: skip
+        assert msg == (
+            f"{prefix}--key-added 'a/b' contains '/', which the keys of output {out!r} cannot "
+            "hold (HDF5 and zarr read it as nested groups); choose a key without '/', e.g. 'a_b'."
+        )
+    assert not (tmp_path / "out.h5ad").exists()
 
 
 def test_scgpt_embed_cli_internal_errors_keep_their_traceback(

@@ -89,6 +89,39 @@ def test_bad_out_file_is_refused_before_any_work(ckpt, continuous_adata_factory,
     assert os.listdir(tmp_path / "data.zarr") == ["keep.txt"]
 
 
+def test_key_added_with_a_slash_is_refused_where_it_goes_to_a_file(
+    ckpt, continuous_adata_factory, tmp_path, monkeypatch
+):
+    # h5py failed with "Unable to synchronously create dataset" after the model was loaded;
+    # zarr (and write_h5ad of a backed AnnData) wrote obsm/a/b, which anndata cannot read back
+    import omicformer.scgpt.tl as tl_module
+
+    a = continuous_adata_factory(10)
+    mem = tl.embed(a, model=ckpt, device="cpu", key_added="a/b", copy=True, **CHUNKED)
+    assert mem.obsm["a/b"].shape == (10, 32)  # in memory, and into a .npy, the key is fine
+    tl.embed(a, model=ckpt, device="cpu", key_added="a/b", out_file=tmp_path / "e.npy", **CHUNKED)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), mem.obsm["a/b"])
+    del a.uns["scgpt"]
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(tl_module, "resolve_model", no_model)
+    # refused before any writing: no zarr needed for the .zarr name
+    for data, out in ((a, "e.h5ad"), (a, "e.zarr"), (backed, "e.zarr"), (backed, None)):
+        where = "a backed AnnData's .h5ad file" if out is None else f"out_file='{tmp_path / out}'"
+        with pytest.raises(
+            ValueError, match=rf"key_added='a/b' contains '/', which the keys of {re.escape(where)}"
+        ):
+            tl.embed(data, model=ckpt, device="cpu", key_added="a/b",
+                     out_file=None if out is None else tmp_path / out, **CHUNKED)  # fmt: skip
+    assert "scgpt" not in a.uns and not a.obsm and not backed.obsm and "scgpt" not in backed.uns
+    assert sorted(os.listdir(tmp_path)) == ["a.h5ad", "e.npy"]
+    backed.file.close()
+
+
 # ---------------------------------------------------------------- obsm of a new h5ad / zarr
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_anndata_out_file_holds_obsm_with_obs_names(model, tmp_path, suffix):

@@ -415,3 +415,16 @@ def test_batch_codes_compare_as_text():
     np.testing.assert_array_equal(batch_codes([True, False], [False, True], "b"), [1, 0])
     with pytest.raises(ValueError, match=r"batches \['2'\] unseen in training"):
         batch_codes(np.array([0, 2]), ["0", "1"], "b")
+
+
+def test_integrate_backed_refuses_a_key_with_a_slash_before_the_work(
+    two_batches, two_batch_pretrained, tmp_path
+):
+    # the embedding of a backed AnnData goes to its .h5ad, where "a/b" would be nested groups
+    two_batches(2).write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"key_added='a/b' contains '/'.*e\.g\. 'a_b'"):
+        tl.integrate(backed, batch_key="batch", model=two_batch_pretrained, key_added="a/b",
+                     max_epochs=1, device="cpu", progress=False)  # fmt: skip
+    assert not backed.obsm and "scgpt" not in backed.uns
+    backed.file.close()

@@ -100,3 +100,29 @@ def config_bool(value: object, field: str, source: str) -> bool:
         msg = f"{source}: {field!r} must be true or false, got {value!r}; fix the file."
         raise ValueError(msg)
     return value
+
+
+def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad file") -> None:
+    """``ValueError`` if ``key`` cannot name an element of an ``.h5ad``/``.zarr`` file.
+
+    HDF5 and zarr read ``"/"`` as the separator of nested groups: ``obsm["a/b"]`` fails to be
+    created in an h5py group, or is written as a group ``a`` holding ``b`` that anndata cannot
+    read back (and ``uns["a/b"]`` comes back as ``uns["a"]["b"]``). In memory such keys work;
+    call this where the result goes to a file, before any work.
+
+    Parameters
+    ----------
+    key
+        The key (``obsm``, ``varm``, ``obs``/``var`` column prefix, ``uns``).
+    name
+        The argument's name, for the message.
+    where
+        The file the result goes to, for the message (``"out_file"``).
+    """
+    if isinstance(key, str) and "/" in key:
+        msg = (
+            f"{name}={key!r} contains '/', which the keys of {where} cannot hold (HDF5 and zarr "
+            f"read it as nested groups); choose a key without '/', e.g. "
+            f"{key.replace('/', '_')!r}."
+        )
+        raise ValueError(msg)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_file_key
+
 #: anndata's on-disk encoding of a dense array (the same for HDF5 and zarr).
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
 #: Output suffixes and what they mean.
@@ -71,6 +73,7 @@ class AnnDataChunkWriter:
         if len(obs_names) != self.shape[0]:
             msg = f"{len(obs_names)} obs_names for {self.shape[0]} rows."
             raise ValueError(msg)
+        check_file_key(key, "key", f"out_file={str(self.path)!r}")
         self.obs_names, self.key = obs_names, str(key)
         self.chunk_rows = max(1, min(int(chunk_rows), self.shape[0] or 1))
         self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")

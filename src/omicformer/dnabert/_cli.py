@@ -7,6 +7,7 @@ import argparse
 from .._cli_io import (
     add_overwrite,
     check_input,
+    check_key_added,
     check_model,
     check_output,
     fail,
@@ -102,6 +103,7 @@ def _embed_regions(args: argparse.Namespace) -> int:
     from ._tools._common import modality
 
     _check_output(args, _DATA_SUFFIXES)
+    check_key_added(args.prog, args.key_added, args.output)
     _check_inputs(args)
     data = read_data(args.prog, args.input)
     tl.embed_regions(
@@ -147,6 +149,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {len(frame)} sequences x {frame.shape[1]} columns")
         return 0
     _check_output(args, _DATA_SUFFIXES)
+    check_key_added(args.prog, args.key_added, args.output)
     if args.fasta is None:
         fail(args.prog, "--fasta GENOME is required for .h5ad input.")
     _check_inputs(args, _DATA_SUFFIXES + _FASTA_SUFFIXES)

@@ -88,7 +88,8 @@ def annotate(
     method
         ``"finetune"`` or ``"knn"``.
     key_added
-        ``obs`` column for the predictions; default ``"scgpt_" + label_key``.
+        ``obs`` column for the predictions; default ``"scgpt_" + label_key``. No ``"/"`` for
+        a backed ``adata`` (HDF5 reads it as nested groups).
     layer, gene_key
         Where the expression and the gene symbols are (the same for ``reference``).
         ``gene_key=None`` reads ``var_names``, or a ``var`` column of symbols where they are
@@ -211,10 +212,12 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     from .._core._anndata import check_backed_writable
-    from .._core._checks import check_int
+    from .._core._checks import check_file_key, check_int
     from .model._probe_smooth import check_smooth_neighbors
 
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
+    if adata.isbacked:  # the labels stay with the file, which only an .h5ad can hold
+        check_file_key(key_added, where="a backed AnnData's .h5ad file")
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     n_models = check_int("n_models", n_models, hint="1 fine-tunes a single classifier")
     n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")

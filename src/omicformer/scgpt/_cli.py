@@ -46,6 +46,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from .._cli_io import (
         check_input,
+        check_key_added,
         check_model,
         check_output,
         make_output_folder,
@@ -55,6 +56,7 @@ def _embed(args: argparse.Namespace) -> int:
     from . import tl
 
     check_output(args.prog, args.output, (".h5ad",), inputs=[args.input], overwrite=args.overwrite)
+    check_key_added(args.prog, args.key_added, args.output)
     check_input(args.prog, args.input, (".h5ad",))
     check_model(args.prog, args.model)
     make_output_folder(args.prog, args.output)

@@ -103,7 +103,8 @@ def integrate(
         ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
         ``sc.pp.scale``) and ``adata.raw`` none.
     key_added
-        ``obsm`` key of the corrected embedding.
+        ``obsm`` key of the corrected embedding. No ``"/"`` for a backed ``adata`` (HDF5 reads
+        it as nested groups).
     max_epochs
         Fine-tuning epochs; ``None`` scales with the data (about 8,000 cell passes, between 1
         and 15 epochs, at most 16,000 cell passes), so that CPU runs take minutes.
@@ -260,6 +261,7 @@ def integrate(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
+    from .._core._checks import check_file_key
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
     from .model._integration import (
@@ -268,6 +270,8 @@ def integrate(
         streamed_minibatches_mix,
     )
 
+    if adata.isbacked:  # the embedding stays with the file, which only an .h5ad can hold
+        check_file_key(key_added, where="a backed AnnData's .h5ad file")
     work, genes, fitted, stream, gene_key = prepare(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
         mnn_weight, ecs_threshold, max_len, gene_selection, correction,

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scaled
+from .._core._checks import check_file_key
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
@@ -96,7 +97,9 @@ def embed(
         to those the model was trained on (as recorded by
         :meth:`~omicformer.scgpt.model.ScGPT.save`).
     key_added
-        ``obsm`` key receiving the embedding.
+        ``obsm`` key receiving the embedding. Where it goes to a file (an ``.h5ad``/``.zarr``
+        ``out_file``, or a backed ``adata``) it must not contain ``"/"``, which HDF5 and zarr
+        read as nested groups.
     batch_size
         Cells per forward pass.
     max_len
@@ -200,6 +203,10 @@ def embed(
     if out_file is not None:
         out_file = os.path.abspath(check_out_path(out_file))  # before loading the model
         check_not_input(adata, out_file)
+    if out_file is not None and not out_file.endswith(".npy"):  # obsm[key_added] of a new file
+        check_file_key(key_added, where=f"out_file={out_file!r}")
+    elif adata.isbacked:  # the results stay with the file, which only an .h5ad can hold
+        check_file_key(key_added, where="a backed AnnData's .h5ad file")
     source = raw_if_scaled(adata, layer, gene_key, "adata")
     module, vocab, description = resolve_model(model, task="embed")
     gene_key = symbol_column(source, vocab, gene_key, "adata")
