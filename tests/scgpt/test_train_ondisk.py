@@ -390,3 +390,44 @@ def test_concat_h5ad_warns_nothing_about_the_anndata_version(two_files, tmp_path
         warnings.simplefilter("always")
         pp.concat_h5ad(two_files[2], tmp_path / "out.h5ad")
     assert [str(w.message) for w in record if "__version__" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_concat_h5ad_of_dense_files_needs_no_dask(two_files, tmp_path, join):
+    # concat_on_disk copies dense matrices with dask, not a dependency: ModuleNotFoundError
+    a, b, paths = two_files
+    for x, path in ((a, paths[0]), (b, paths[1])):
+        x.X = x.X.toarray()
+        x.layers["counts"] = np.rint(x.X).astype(np.int32)
+        x.obsm["X_pca"] = np.arange(x.n_obs * 3, dtype=np.float64).reshape(x.n_obs, 3)
+        x.write_h5ad(path)
+    with pytest.warns(UserWarning, match="different genes"):
+        pp.concat_h5ad(paths, tmp_path / "out.h5ad", join=join, max_loaded_elems=20)
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ad.concat([a, b], join=join)
+    assert list(out.var_names) == list(expected.var_names)
+    assert isinstance(out.X, np.ndarray) and out.X.dtype == np.float32
+    # missing genes: zeros, as the docstring says and as CSR files get (anndata fills NaN)
+    np.testing.assert_array_equal(out.X, np.nan_to_num(expected.X, nan=0.0))
+    np.testing.assert_array_equal(out.layers["counts"], np.nan_to_num(expected.layers["counts"]))
+    np.testing.assert_array_equal(out.obsm["X_pca"], np.vstack([a.obsm["X_pca"], b.obsm["X_pca"]]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5ad", "b.h5ad", "out.h5ad"]
+
+
+def test_concat_h5ad_of_csr_files_with_dense_obsm_needs_no_dask(two_files, tmp_path):
+    a, b, paths = two_files
+    for x, path, width in ((a, paths[0], 2), (b, paths[1], 2)):
+        x.obsm["X_pca"] = np.full((x.n_obs, width), float(x.n_obs))
+        x.obsm["X_umap"] = np.ones((x.n_obs, 2 if x is a else 3))  # other shapes: left out
+        x.write_h5ad(path)
+    with (
+        pytest.warns(UserWarning, match="different genes"),
+        pytest.warns(UserWarning, match=r"obsm\['X_umap'\] has other shapes"),
+    ):
+        pp.concat_h5ad(paths, tmp_path / "out.h5ad")
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert list(out.obsm) == ["X_pca"]
+    np.testing.assert_array_equal(out.obsm["X_pca"][:, 0], [12.0] * 12 + [9.0] * 9)
+    np.testing.assert_array_equal(out.X.toarray()[:12], a[:, out.var_names].X.toarray())

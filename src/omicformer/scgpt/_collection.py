@@ -41,7 +41,8 @@ def concat_h5ad(
     different studies can be combined; the result is one file to open with
     ``anndata.read_h5ad(out_path, backed="r")`` and use for :func:`omicformer.scgpt.tl.embed`
     or :meth:`~omicformer.scgpt.model.ScGPT.train`, which stream backed data in chunks. The
-    copying is :func:`anndata.experimental.concat_on_disk`, which holds at most
+    copying is :func:`anndata.experimental.concat_on_disk` (dense ``X``, layers and ``obsm``
+    arrays are copied by omicformer in blocks of rows, without dask), which holds at most
     ``max_loaded_elems`` matrix entries in memory. The file is written under a temporary name
     in the same folder and renamed when complete, so ``out_path`` never holds a partial file.
 
@@ -70,7 +71,7 @@ def concat_h5ad(
     overwrite
         Replace an existing ``out_path``.
     max_loaded_elems
-        Matrix entries held in memory at once while copying sparse matrices (an integer >= 1).
+        Matrix entries held in memory at once while copying matrices (an integer >= 1).
 
     Returns
     -------
@@ -185,9 +186,11 @@ def _concat_files(
     from anndata.experimental import concat_on_disk
     from anndata.io import read_elem, write_elem
 
+    dense = _dense_elements(files)
     with tempfile.TemporaryDirectory() as links, warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
         inputs, var, keeps_var = files, None, _concat_on_disk_keeps_var()
+        vars_: list[pd.DataFrame | None] = [None] * len(files)
         if gene_key is not None or not keeps_var:
             vars_ = [_view_var(f, g, gene_key) for f, g in zip(files, genes, strict=True)]
             if not keeps_var:
@@ -197,8 +200,11 @@ def _concat_files(
                 warnings.filterwarnings("ignore", "Transforming to str index")  # no cells
                 var = ad.concat([ad.AnnData(var=v) for v in vars_], join=join, merge="same").var
                 vars_ = [v.iloc[:, :0] for v in vars_]
+        if gene_key is not None or not keeps_var or dense:
+            # dense matrices are left out (X: an empty CSR of its shape) and written below:
+            # concat_on_disk copies them with dask, which omicformer does not depend on
             inputs = [
-                _linked_view(f, v, Path(links) / f"{i}.h5ad")
+                _linked_view(f, v, Path(links) / f"{i}.h5ad", dense)
                 for i, (f, v) in enumerate(zip(files, vars_, strict=True))
             ]
         concat_on_disk(
@@ -213,6 +219,99 @@ def _concat_files(
             if not written.equals(var.index):
                 var = var.iloc[var.index.get_indexer(written)]
             write_elem(f, "var", var)
+    if dense:
+        _write_dense(files, genes, tmp, dense, max_loaded_elems)
+
+
+#: Elements of a file ``_write_dense`` concatenates: ``(group, key)``, ``group`` "" for ``X``.
+DenseElement = tuple[str, str]
+
+
+def _dense_elements(files: list[Path]) -> list[DenseElement]:
+    """``X``, the layers and the ``obsm`` arrays that are dense in every file (and kept).
+
+    ``X`` and layers are dense in every file or in none (:func:`_check_layout`); a layer or
+    ``obsm`` key not in every file is dropped by the concatenation, as anndata drops it.
+    """
+    import h5py
+
+    found: list[set[DenseElement]] = []
+    for f in files:
+        with _open_input(f) as h5:
+            mine = {("", "X")} if isinstance(h5["X"], h5py.Dataset) else set()
+            for group in ("layers", "obsm"):
+                elems = h5.get(group)
+                if isinstance(elems, h5py.Group):
+                    mine |= {(group, k) for k in elems if isinstance(elems[k], h5py.Dataset)}
+            found.append(mine)
+    return sorted(set.intersection(*found))
+
+
+def _write_dense(
+    files: list[Path],
+    genes: tuple[np.ndarray, ...],
+    tmp: Path,
+    dense: list[DenseElement],
+    max_loaded_elems: int,
+) -> None:
+    """Concatenate the ``dense`` elements of ``files`` into ``tmp``, in blocks of rows.
+
+    ``X`` and layers are aligned to the genes ``concat_on_disk`` wrote (``var``), zeros for
+    the genes a file lacks (``join="outer"``), as for sparse matrices; ``obsm`` arrays are
+    stacked (an array whose shape differs across files is dropped with a warning). At most
+    ``max_loaded_elems`` values of an input are held in memory at once.
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    from .._core._obsm_out import ARRAY_ENCODING
+    from .._core._ondisk import open_h5
+
+    with h5py.File(tmp, "a") as out:
+        out_genes = pd.Index(read_elem(out["var"]).index)
+        for group, key in dense:
+            path = f"{group}/{key}" if group else key
+            sources = [open_h5(f) for f in files]
+            try:
+                arrays = [h5[path] for h5 in sources]
+                if group == "obsm":
+                    trailing = {a.shape[1:] for a in arrays}
+                    if len(trailing) > 1:
+                        warnings.warn(
+                            f"obsm[{key!r}] has other shapes in different files "
+                            f"({sorted(trailing)}); it is left out of the concatenation.",
+                            UserWarning,
+                            stacklevel=4,
+                        )
+                        continue
+                    columns = [None] * len(arrays)
+                    width = arrays[0].shape[1:]
+                else:
+                    columns = [pd.Index(g).get_indexer(out_genes) for g in genes]
+                    width = (len(out_genes),)
+                dtype = np.result_type(*(a.dtype for a in arrays))
+                if path in out:
+                    del out[path]  # X: the empty placeholder written by concat_on_disk
+                target = out.require_group(group) if group else out
+                dset = target.create_dataset(key, shape=(sum(len(a) for a in arrays), *width),
+                                             dtype=dtype)  # fmt: skip
+                dset.attrs.update(ARRAY_ENCODING)
+                start = 0
+                for array, cols in zip(arrays, columns, strict=True):
+                    per_row = max(1, int(np.prod(array.shape[1:], dtype=np.int64)))
+                    step = max(1, max_loaded_elems // per_row)
+                    for lo in range(0, len(array), step):
+                        block = np.asarray(array[lo : lo + step])
+                        if cols is not None:
+                            aligned = np.zeros((len(block), len(cols)), dtype=dtype)
+                            have = cols >= 0
+                            aligned[:, have] = block[:, cols[have]]
+                            block = aligned
+                        dset[start + lo : start + lo + len(block)] = block
+                    start += len(array)
+            finally:
+                for h5 in sources:
+                    h5.close()
 
 
 def _check_paths(
@@ -331,7 +430,8 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
 
     ``label`` must not replace an ``obs`` column of the files. ``X`` and every layer the
     files share must be CSR in every file or dense in every file: ``concat_on_disk`` copies
-    CSR matrices in chunks and dense ones with dask, and refuses CSC and mixes of kinds.
+    CSR matrices in chunks (dense ones are written by :func:`_write_dense`), and refuses CSC
+    and mixes of kinds.
     """
     import h5py
 
@@ -475,24 +575,43 @@ def _view_var(src: Path, symbols: np.ndarray, gene_key: str | None) -> pd.DataFr
     return var
 
 
-def _linked_view(src: Path, var: pd.DataFrame, dst: Path) -> Path:
-    """A small ``.h5ad`` holding ``var``; every other element links to ``src``.
+def _linked_view(
+    src: Path, var: pd.DataFrame | None, dst: Path, dense: Sequence[DenseElement] = ()
+) -> Path:
+    """A small ``.h5ad`` holding ``var`` (``None``: ``src``'s); other elements link to ``src``.
 
     HDF5 external links: nothing but ``var`` is written, and ``concat_on_disk`` reads the
-    original matrices through the links.
+    original matrices through the links. The ``dense`` elements are left out (a dense ``X``
+    becomes an empty CSR matrix of its shape), for :func:`_write_dense` to write.
     """
     import h5py
+    import scipy.sparse as sp
     from anndata.io import write_elem
 
     from .._core._ondisk import open_h5
 
+    link = os.fspath(src)
     with open_h5(src) as f:
         attrs = dict(f.attrs)
-        keys = [k for k in f if k != "var"]
+        keys = [k for k in f if k != "var" or var is None]
+        x_shape = f["X"].shape if ("", "X") in dense else None
+        groups = {g: (dict(f[g].attrs), list(f[g])) for g in ("layers", "obsm")
+                  if any(d[0] == g for d in dense) and isinstance(f.get(g), h5py.Group)}  # fmt: skip
     with h5py.File(dst, "w") as out:
         for k, v in attrs.items():
             out.attrs[k] = v
         for k in keys:
-            out[k] = h5py.ExternalLink(os.fspath(src), f"/{k}")
-        write_elem(out, "var", var)
+            if k == "X" and ("", "X") in dense:
+                write_elem(out, "X", sp.csr_matrix(x_shape, dtype=np.float32))
+            elif k in groups:
+                group_attrs, members = groups[k]
+                group = out.create_group(k)
+                group.attrs.update(group_attrs)
+                for m in members:
+                    if (k, m) not in dense:
+                        group[m] = h5py.ExternalLink(link, f"/{k}/{m}")
+            else:
+                out[k] = h5py.ExternalLink(link, f"/{k}")
+        if var is not None:
+            write_elem(out, "var", var)
     return dst
