@@ -37,6 +37,25 @@ def test_loss_curve_per_step_uses_the_recorded_steps():
     assert ax.get_xlabel() == "step"
 
 
+def test_loss_curve_draws_each_loss_at_its_recorded_epochs():
+    # scvi-tools' history: a loss validated every other epoch is indexed by those epochs (from 0)
+    hist = {
+        "train_loss": pd.DataFrame(
+            {"train_loss": [4.0, 3.0, 2.0, 1.0]}, index=pd.Index([0, 1, 2, 3], name="epoch")
+        ),
+        "validation_loss": pd.DataFrame(
+            {"validation_loss": [3.5, 1.5]}, index=pd.Index([1, 3], name="epoch")
+        ),
+    }
+    ax = pl.loss_curve(hist, show=False)
+    train, val = ax.lines
+    assert list(train.get_xdata()) == [1, 2, 3, 4]  # epochs counted from 1 on the axis
+    assert list(val.get_xdata()) == [2, 4]  # the 2nd and 4th epochs, not the 1st and 2nd
+    assert list(val.get_ydata()) == [3.5, 1.5]
+    ax = pl.loss_curve({"train_loss": [4.0, 3.0]}, show=False)  # lists: one value per epoch
+    assert list(ax.lines[0].get_xdata()) == [1, 2]
+
+
 # ---------------------------------------------------------------- integration
 N_CELLS = 60
 
