@@ -56,6 +56,30 @@ def test_loss_curve_draws_each_loss_at_its_recorded_epochs():
     assert list(ax.lines[0].get_xdata()) == [1, 2]
 
 
+def test_loss_curve_saves_where_scanpy_saves(tmp_path):
+    # scanpy writes figdir / f"{name}{save without extension}{plot_suffix}.{extension}", and
+    # every plot when save=None and sc.settings.autosave is set
+    names = ("figdir", "file_format_figs", "plot_suffix", "autosave")
+    saved = {name: getattr(sc.settings, name) for name in names}
+    sc.settings.figdir, sc.settings.file_format_figs = tmp_path, "png"
+    sc.settings.plot_suffix, sc.settings.autosave = "_v2", True
+    hist = {"train_loss": [3.0, 2.0]}
+    try:
+        assert pl.loss_curve(hist, show=False) is not None
+        pl.loss_curve(hist, show=False, save="_run1.pdf")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "scgpt_loss_curve_run1_v2.pdf",
+            "scgpt_loss_curve_v2.png",
+        ]
+        pl.loss_curve(hist, show=False, save=False)
+        sc.settings.autosave = False
+        pl.loss_curve(hist, show=False)
+    finally:
+        for name, value in saved.items():
+            setattr(sc.settings, name, value)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 # ---------------------------------------------------------------- integration
 N_CELLS = 60
 

@@ -49,8 +49,9 @@ def loss_curve(
     show
         Show the figure (default ``sc.settings.autoshow``, as scanpy).
     save
-        Write the figure as scanpy does (``True``: ``figdir/scgpt_loss_curve.png``; a suffix
-        such as ``"_run1.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_loss_curve.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_run1.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------
@@ -139,8 +140,9 @@ def integration(
     show
         Show the figure (default ``sc.settings.autoshow``, as scanpy).
     save
-        Write the figure as scanpy does (``True``: ``figdir/scgpt_integration.png``; a suffix
-        such as ``"_run1.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_integration.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_run1.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------
