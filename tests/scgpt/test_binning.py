@@ -132,3 +132,15 @@ def test_ties_match_official_range_on_counts(official):
     for i in np.unique(np.nonzero(changed)[0]):
         right, left = official.bin_range(X[i], 51)
         assert np.all(np.minimum(right + 1, left)[changed[i]] < left[changed[i]])
+
+
+def test_backed_copy_and_backed_view_are_refused_before_binning(counts_adata, tmp_path):
+    # anndata cannot copy a backed AnnData without a file name, nor add a layer to a backed
+    # view: both are refused first, with the way out, rather than failing after the binning
+    counts_adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="copy=True is not supported for backed AnnData"):
+        pp.bin_expression(backed, copy=True)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        pp.bin_expression(backed[:10])
+    assert "X_binned" not in backed.layers and "X_binned_edges" not in backed.obsm
