@@ -144,3 +144,13 @@ def test_backed_copy_and_backed_view_are_refused_before_binning(counts_adata, tm
     with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
         pp.bin_expression(backed[:10])
     assert "X_binned" not in backed.layers and "X_binned_edges" not in backed.obsm
+
+
+def test_backed_sparse_input_gets_a_sparse_layer(counts_adata, tmp_path):
+    # "sparse if the input is sparse": a backed file's CSR X too (dense, an atlas would not fit)
+    counts_adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    pp.bin_expression(backed)  # in place: binned in chunks, held in memory
+    assert sp.issparse(backed.layers["X_binned"])
+    expected = pp.bin_expression(counts_adata, copy=True).layers["X_binned"]
+    np.testing.assert_array_equal(backed.layers["X_binned"].toarray(), expected.toarray())

@@ -59,7 +59,7 @@ def bin_expression(
     layer
         Layer to bin; ``None`` uses ``adata.X``.
     key_added
-        Layer that receives the bins (sparse if the input is sparse).
+        Layer that receives the bins (sparse if the input is sparse, a ``backed`` file's too).
     random_state
         Seed for breaking ties.
     copy
@@ -97,7 +97,9 @@ def bin_expression(
     check_backed_writable(adata, copy, "the binned layer")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rng = np.random.default_rng(random_state)
-    sparse_in = sp.issparse(adata.X if layer is None else adata.layers[layer])
+    matrix = adata.X if layer is None else adata.layers[layer]
+    # a backed file's sparse X is anndata's sparse dataset (format "csr"/"csc"), not scipy's
+    sparse_in = sp.issparse(matrix) or getattr(matrix, "format", None) in ("csr", "csc")
     blocks, edges = [], []
     for idx, chunk in iter_row_chunks(adata, layer):
         check_values(chunk, where, int(idx[0]))
