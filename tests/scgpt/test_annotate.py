@@ -208,6 +208,8 @@ def test_annotate_finds_query_symbols_kept_otherwise(
         ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),
         ("half_genes", {}, ValueError, "share only 30 genes known to the model"),
         (None, {"method": "knn", "n_neighbors": 0}, ValueError, "n_neighbors=0 must be"),
+        (None, {"method": "knn", "max_len": 10.5}, ValueError, r"max_len=10.5 must be an integer"),
+        (None, {"max_len": 1}, ValueError, "max_len=1 must be an integer >= 2"),
         ("no_query_cells", {}, ValueError, "adata has no cells to label"),
         ("one_label", {}, ValueError, r"holds one label \(\['T'\]\)"),
         ("query_layer", {"layer": "counts"}, KeyError, r"layer='counts' not found in reference"),

@@ -132,3 +132,25 @@ def test_ties_match_official_range_on_counts(official):
     for i in np.unique(np.nonzero(changed)[0]):
         right, left = official.bin_range(X[i], 51)
         assert np.all(np.minimum(right + 1, left)[changed[i]] < left[changed[i]])
+
+
+def test_backed_copy_and_backed_view_are_refused_before_binning(counts_adata, tmp_path):
+    # anndata cannot copy a backed AnnData without a file name, nor add a layer to a backed
+    # view: both are refused first, with the way out, rather than failing after the binning
+    counts_adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="copy=True is not supported for backed AnnData"):
+        pp.bin_expression(backed, copy=True)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        pp.bin_expression(backed[:10])
+    assert "X_binned" not in backed.layers and "X_binned_edges" not in backed.obsm
+
+
+def test_backed_sparse_input_gets_a_sparse_layer(counts_adata, tmp_path):
+    # "sparse if the input is sparse": a backed file's CSR X too (dense, an atlas would not fit)
+    counts_adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    pp.bin_expression(backed)  # in place: binned in chunks, held in memory
+    assert sp.issparse(backed.layers["X_binned"])
+    expected = pp.bin_expression(counts_adata, copy=True).layers["X_binned"]
+    np.testing.assert_array_equal(backed.layers["X_binned"].toarray(), expected.toarray())

@@ -214,8 +214,10 @@ def test_bad_arguments(ckpt, continuous_adata_factory):
         _embed(a, ckpt, layer="counts")
     with pytest.raises(KeyError, match="gene_key='symbol'"):
         _embed(a, ckpt, gene_key="symbol")
-    with pytest.raises(ValueError, match="max_len=1 must be >= 2"):
+    with pytest.raises(ValueError, match="max_len=1 must be an integer >= 2"):
         _embed(a, ckpt, max_len=1)
+    with pytest.raises(ValueError, match=r"max_len=10\.5 must be an integer >= 2"):
+        _embed(a, ckpt, max_len=10.5)  # was numpy's TypeError from deep in tokenising
     with pytest.raises(FileNotFoundError, match="no such folder"):
         _embed(a, "/nonexistent/model")
     _assert_untouched(a, before)

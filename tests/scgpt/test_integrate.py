@@ -267,6 +267,7 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(two_batch_pretrained, two_ba
         ({"batch_key": "batch", "dab_weight": -1.0}, ValueError, "dab_weight"),
         ({"batch_key": "batch", "mnn_weight": -1.0}, ValueError, "mnn_weight"),
         ({"batch_key": "batch", "gene_selection": "top"}, ValueError, "gene_selection='top'"),
+        ({"batch_key": "batch", "max_len": 10.5}, ValueError, "max_len=10.5 must be an integer"),
     ],
 )
 def test_bad_input_raises_before_any_change(

@@ -247,6 +247,18 @@ def test_prepare_copy_leaves_input_untouched(snapshot):
     assert pp.prepare_perturbation(adata, n_de=2) is None and "perturbation" in adata.uns
 
 
+def test_prepare_refuses_backed_copy_and_backed_view(tmp_path):
+    _split_data().write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="copy=True is not supported for backed AnnData"):
+        pp.prepare_perturbation(backed, n_de=2, copy=True)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        pp.prepare_perturbation(backed[: backed.n_obs // 2], n_de=2)
+    assert "perturbation" not in backed.uns and "perturbation_split" not in backed.obs
+    pp.prepare_perturbation(backed, n_de=2)  # in place: read in chunks
+    assert "perturbation" in backed.uns and "perturbation_split" in backed.obs
+
+
 def _negative():
     a = _hand()
     a.X[0, 1] = -0.5

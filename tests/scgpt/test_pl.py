@@ -37,6 +37,49 @@ def test_loss_curve_per_step_uses_the_recorded_steps():
     assert ax.get_xlabel() == "step"
 
 
+def test_loss_curve_draws_each_loss_at_its_recorded_epochs():
+    # scvi-tools' history: a loss validated every other epoch is indexed by those epochs (from 0)
+    hist = {
+        "train_loss": pd.DataFrame(
+            {"train_loss": [4.0, 3.0, 2.0, 1.0]}, index=pd.Index([0, 1, 2, 3], name="epoch")
+        ),
+        "validation_loss": pd.DataFrame(
+            {"validation_loss": [3.5, 1.5]}, index=pd.Index([1, 3], name="epoch")
+        ),
+    }
+    ax = pl.loss_curve(hist, show=False)
+    train, val = ax.lines
+    assert list(train.get_xdata()) == [1, 2, 3, 4]  # epochs counted from 1 on the axis
+    assert list(val.get_xdata()) == [2, 4]  # the 2nd and 4th epochs, not the 1st and 2nd
+    assert list(val.get_ydata()) == [3.5, 1.5]
+    ax = pl.loss_curve({"train_loss": [4.0, 3.0]}, show=False)  # lists: one value per epoch
+    assert list(ax.lines[0].get_xdata()) == [1, 2]
+
+
+def test_loss_curve_saves_where_scanpy_saves(tmp_path):
+    # scanpy writes figdir / f"{name}{save without extension}{plot_suffix}.{extension}", and
+    # every plot when save=None and sc.settings.autosave is set
+    names = ("figdir", "file_format_figs", "plot_suffix", "autosave")
+    saved = {name: getattr(sc.settings, name) for name in names}
+    sc.settings.figdir, sc.settings.file_format_figs = tmp_path, "png"
+    sc.settings.plot_suffix, sc.settings.autosave = "_v2", True
+    hist = {"train_loss": [3.0, 2.0]}
+    try:
+        assert pl.loss_curve(hist, show=False) is not None
+        pl.loss_curve(hist, show=False, save="_run1.pdf")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "scgpt_loss_curve_run1_v2.pdf",
+            "scgpt_loss_curve_v2.png",
+        ]
+        pl.loss_curve(hist, show=False, save=False)
+        sc.settings.autosave = False
+        pl.loss_curve(hist, show=False)
+    finally:
+        for name, value in saved.items():
+            setattr(sc.settings, name, value)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 # ---------------------------------------------------------------- integration
 N_CELLS = 60
 

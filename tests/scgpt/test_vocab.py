@@ -169,3 +169,18 @@ def test_a_single_string_is_not_a_list_of_genes():
     with pytest.raises(TypeError, match=r"wrap it: \[gene\]"):
         GeneVocab.from_genes("ABC")
     np.testing.assert_array_equal(v.lookup(["ABC"]), [3])
+
+
+def test_match_vocab_refuses_backed_copy_and_backed_view(census, tmp_path):
+    import anndata as ad
+
+    v = GeneVocab.from_file(census)
+    datasets.pbmc68k_reduced()[:20].write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="copy=True is not supported for backed AnnData"):
+        pp.match_vocab(backed, v, copy=True)
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)"):
+        pp.match_vocab(backed[:10], v)
+    assert "id_in_vocab" not in backed.var
+    pp.match_vocab(backed, v)
+    assert (backed.var["id_in_vocab"] >= 0).mean() > 0.9

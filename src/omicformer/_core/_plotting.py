@@ -25,22 +25,23 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
 def save_path(name: str, save: bool | str | os.PathLike[str]) -> Path:
     """Where scanpy would write figure ``name`` for ``save=``.
 
-    ``True``: ``{sc.settings.figdir}/{name}.{sc.settings.file_format_figs}``; a string is
-    appended to ``name`` (``save="_pbmc.pdf"`` -> ``figdir/{name}_pbmc.pdf``, the format from
-    its extension, else the default format); a path with a folder is used as given.
+    ``True``: ``figdir/{name}{plot_suffix}.{file_format_figs}`` (of ``sc.settings``); a
+    string is appended to ``name`` (``save="_pbmc.pdf"`` -> ``figdir/{name}_pbmc.pdf``, the
+    format from its extension, else the default format; ``plot_suffix`` goes before the
+    extension, as scanpy puts it); a path with a folder is used as given.
     """
     import scanpy as sc
 
-    fmt = sc.settings.file_format_figs
+    fmt, plot_suffix = sc.settings.file_format_figs, sc.settings.plot_suffix
     if save is True:
-        return Path(sc.settings.figdir) / f"{name}.{fmt}"
+        return Path(sc.settings.figdir) / f"{name}{plot_suffix}.{fmt}"
     save = os.fspath(save)
     if os.path.dirname(save):
         return Path(save)
-    suffix = (
-        save if Path(save).suffix[1:] in ("png", "pdf", "svg", "jpg", "jpeg") else f"{save}.{fmt}"
-    )
-    return Path(sc.settings.figdir) / f"{name}{suffix}"
+    ext = Path(save).suffix[1:]
+    if ext in ("png", "pdf", "svg", "jpg", "jpeg"):
+        save, fmt = save[: -len(ext) - 1], ext
+    return Path(sc.settings.figdir) / f"{name}{save}{plot_suffix}.{fmt}"
 
 
 def finish(
@@ -49,7 +50,8 @@ def finish(
     """Save and/or show the figure of ``ax`` the way scanpy's plotting functions do.
 
     ``ax`` is an axes or a whole figure. ``show=None`` follows ``sc.settings.autoshow``; ``save``
-    (``True``, a suffix or a path, see :func:`save_path`) writes the figure. Returns ``ax``
+    (``True``, a suffix or a path, see :func:`save_path`) writes the figure, and ``save=None``
+    follows ``sc.settings.autosave`` (``True``: written as for ``save=True``). Returns ``ax``
     unless the figure was shown (scanpy returns ``None`` then).
     """
     import matplotlib.pyplot as plt
@@ -57,6 +59,7 @@ def finish(
     from matplotlib.figure import Figure
 
     show = sc.settings.autoshow if show is None else show
+    save = sc.settings.autosave if save is None else save
     if save:
         path = save_path(name, save)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,9 @@ def loss_curve(
     ax, show
         Axes to draw on; show the figure (default ``sc.settings.autoshow``).
     save
-        Write the figure as scanpy does (``True``: ``figdir/dnabert_loss_curve.png``; a
-        suffix such as ``"_run1.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/dnabert_loss_curve.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_run1.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------

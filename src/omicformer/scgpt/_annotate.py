@@ -10,7 +10,7 @@ import pandas as pd
 from ._annotate_input import Cells, check_inputs
 from ._genes import case_warning_given, match_genes
 from ._resolve import describe_model, gene_selection_of, resolve_model
-from ._tokenize import check_gene_selection
+from ._tokenize import check_gene_selection, check_max_len
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -221,6 +221,7 @@ def annotate(
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     n_models = check_int("n_models", n_models, hint="1 fine-tunes a single classifier")
     n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")
+    max_len = check_max_len(max_len)
     if gene_selection is not None:
         check_gene_selection(gene_selection)
     check_backed_writable(adata, copy, "the predicted labels")

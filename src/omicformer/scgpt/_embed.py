@@ -25,7 +25,13 @@ from .._core._device import inference_autocast, resolve_device
 from .._core._io import ChunkOutput, check_not_input
 from .._core._progress import progress as _progress
 from .._core._warnings import warn_caller
-from ._tokenize import check_gene_selection, length_buckets, pad_batch, tokenize_rows
+from ._tokenize import (
+    check_gene_selection,
+    check_max_len,
+    length_buckets,
+    pad_batch,
+    tokenize_rows,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -210,9 +216,7 @@ def _check_embed_args(
     num_nodes: int,
 ) -> bool:
     """Validate ``embed_cells`` arguments; whether Lightning's processes are asked for."""
-    if max_len is not None and max_len < 2:
-        msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
-        raise ValueError(msg)
+    check_max_len(max_len)
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size), ("num_nodes", num_nodes)):  # fmt: skip
         check_int(name, value)
     distributed = not (accelerator is None and devices is None and strategy == "auto" and num_nodes == 1)  # fmt: skip

@@ -18,7 +18,7 @@ from .._core._anndata import (
 )
 from ._genes import case_ignored, gene_names, match_genes, match_report, symbol_column
 from ._resolve import resolve_model
-from ._tokenize import check_gene_selection
+from ._tokenize import check_gene_selection, check_max_len
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -83,9 +83,7 @@ def prepare(
     if not 0 <= ecs_threshold <= 1:
         msg = f"ecs_threshold={ecs_threshold} must lie in [0, 1]."
         raise ValueError(msg)
-    if max_len is not None and max_len < 2:
-        msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
-        raise ValueError(msg)
+    check_max_len(max_len)
     if gene_selection is not None:
         check_gene_selection(gene_selection)
     check_backed_writable(adata, copy, "obsm")

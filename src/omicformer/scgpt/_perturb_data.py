@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._core._anndata import check_layer, check_obs_key, check_values, iter_row_chunks
+from .._core._anndata import (
+    check_backed_writable,
+    check_layer,
+    check_obs_key,
+    check_values,
+    iter_row_chunks,
+)
 from .._core._checks import check_int
 from ._conditions import CONTROL, condition_id, parse_conditions
 from ._genes import gene_names
@@ -211,7 +217,8 @@ def prepare_perturbation(
     key_added
         ``uns`` key of the results.
     copy
-        Return a copy instead of writing to ``adata``.
+        Return a copy instead of writing to ``adata``. Not for a ``backed`` AnnData (read in
+        chunks; ``copy=False`` writes ``obs`` and ``uns`` in memory; a view of one is refused).
 
     Returns
     -------
@@ -242,6 +249,7 @@ def prepare_perturbation(
         if not 0 < v <= 1:
             msg = f"{name}={v} must lie in (0, 1]."
             raise ValueError(msg)
+    check_backed_writable(adata, copy, "the split")
     var_genes = gene_names(adata, gene_key)
     parsed = check_perturbation_data(adata, condition_key, control, layer)
     check_measured(parsed, var_genes, gene_key)

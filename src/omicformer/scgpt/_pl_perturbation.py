@@ -76,8 +76,9 @@ def perturbation(
     show
         Show the figure (default ``sc.settings.autoshow``, as scanpy).
     save
-        Write the figure as scanpy does (``True``: ``figdir/perturbation.png``; a suffix such as
-        ``"_norman.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/perturbation.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_norman.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------

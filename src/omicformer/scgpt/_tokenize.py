@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._core._checks import check_int
 from ._binning import bin_nonzero
 
 #: How a cell with more expressed genes than ``max_len - 1`` is cut down (see the module doc).
@@ -27,6 +28,13 @@ def check_gene_selection(gene_selection: str) -> None:
     if gene_selection not in GENE_SELECTIONS:
         msg = f"gene_selection={gene_selection!r} must be one of {GENE_SELECTIONS}."
         raise ValueError(msg)
+
+
+def check_max_len(max_len: int | None) -> int | None:
+    """``max_len`` (``None``, or an integer >= 2), else a ``ValueError`` saying what it must be."""
+    if max_len is None:
+        return None
+    return check_int("max_len", max_len, minimum=2, hint="the <cls> token plus at least one gene")
 
 
 @dataclass

@@ -36,7 +36,10 @@ def loss_curve(
     ----------
     model_or_history
         A trained model (its ``history``: dict of one-column DataFrames, as scvi-tools) or such
-        a dict, or a dict of lists.
+        a dict, or a dict of lists. A DataFrame's values are drawn at the epochs (or steps) of
+        its index, epochs counted from 0 there (as scvi-tools and Lightning count them) and
+        from 1 on the axis, so a loss recorded on some epochs only (validation every few
+        epochs) lines up with the others; a list holds one value per epoch.
     keys
         Which losses to draw; default: every one of ``train_loss``, ``validation_loss`` and the
         objective parts (``train_loss_gen``, ``train_loss_mvc``, ``train_loss_ecs``) present.
@@ -46,8 +49,9 @@ def loss_curve(
     show
         Show the figure (default ``sc.settings.autoshow``, as scanpy).
     save
-        Write the figure as scanpy does (``True``: ``figdir/scgpt_loss_curve.png``; a suffix
-        such as ``"_run1.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_loss_curve.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_run1.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------
@@ -71,10 +75,12 @@ def loss_curve(
             msg = f"{key!r} is not in the history (available: {sorted(history)})."
             raise KeyError(msg)
         values = history[key]
-        y = np.asarray(values.iloc[:, 0] if hasattr(values, "iloc") else values, dtype=float)
-        x = np.arange(1, y.size + 1)  # epochs count from 1
-        if key.endswith("_step") and hasattr(values, "index"):
-            x = np.asarray(values.index, dtype=float)  # optimiser steps, as recorded
+        y = np.asarray(
+            values.iloc[:, 0] if getattr(values, "ndim", 1) == 2 else values, dtype=float
+        )
+        x = np.arange(1, y.size + 1)  # a list: one value per epoch, counted from 1
+        if hasattr(values, "iloc"):  # as recorded: optimiser steps, or epochs counted from 0
+            x = np.asarray(values.index, dtype=float) + (0 if key.endswith("_step") else 1)
         ax.plot(x, y, marker="o" if y.size < 30 else None, ms=3, label=key)
     ax.set_xlabel("step" if all(k.endswith("_step") for k in keys) else "epoch")
     ax.set_ylabel("loss")
@@ -134,8 +140,9 @@ def integration(
     show
         Show the figure (default ``sc.settings.autoshow``, as scanpy).
     save
-        Write the figure as scanpy does (``True``: ``figdir/scgpt_integration.png``; a suffix
-        such as ``"_run1.pdf"``; or a path).
+        Write the figure as scanpy does (``True``: ``figdir/scgpt_integration.pdf``, from
+        ``sc.settings``' ``figdir``, ``plot_suffix`` and ``file_format_figs``; a suffix
+        such as ``"_run1.pdf"``; or a path; ``None``: ``sc.settings.autosave``).
 
     Returns
     -------

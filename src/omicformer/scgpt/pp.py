@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .._core._anndata import check_layer, check_uns, check_values, iter_row_chunks
+from .._core._anndata import (
+    check_backed_writable,
+    check_layer,
+    check_uns,
+    check_values,
+    iter_row_chunks,
+)
 from .._core._checks import check_int
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
@@ -53,11 +59,12 @@ def bin_expression(
     layer
         Layer to bin; ``None`` uses ``adata.X``.
     key_added
-        Layer that receives the bins (sparse if the input is sparse).
+        Layer that receives the bins (sparse if the input is sparse, a ``backed`` file's too).
     random_state
         Seed for breaking ties.
     copy
-        Return a modified copy instead of writing to ``adata``.
+        Return a modified copy instead of writing to ``adata``. Not for a ``backed`` AnnData
+        (binned in chunks, into memory, with ``copy=False``; a view of one is refused).
 
     Returns
     -------
@@ -87,9 +94,12 @@ def bin_expression(
     check_int("n_bins", n_bins, minimum=3)
     check_layer(adata, layer)
     check_uns(adata, "scgpt")
+    check_backed_writable(adata, copy, "the binned layer")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rng = np.random.default_rng(random_state)
-    sparse_in = sp.issparse(adata.X if layer is None else adata.layers[layer])
+    matrix = adata.X if layer is None else adata.layers[layer]
+    # a backed file's sparse X is anndata's sparse dataset (format "csr"/"csc"), not scipy's
+    sparse_in = sp.issparse(matrix) or getattr(matrix, "format", None) in ("csr", "csc")
     blocks, edges = [], []
     for idx, chunk in iter_row_chunks(adata, layer):
         check_values(chunk, where, int(idx[0]))
@@ -139,7 +149,8 @@ def match_vocab(
     min_fraction
         Raise ``ValueError`` when fewer genes than this fraction match.
     copy
-        Return a modified copy instead of writing to ``adata``.
+        Return a modified copy instead of writing to ``adata``. Not for a ``backed`` AnnData
+        (``copy=False`` writes ``var`` in memory; a view of one is refused).
 
     Returns
     -------
@@ -160,6 +171,7 @@ def match_vocab(
     True
     """
     check_uns(adata, "scgpt")
+    check_backed_writable(adata, copy, "the token ids")
     vocab_obj = _as_vocab(vocab)
     gene_key = symbol_column(adata, vocab_obj, gene_key, "adata", min_fraction)
     ids = match_genes(adata, vocab_obj, gene_key, min_fraction)

@@ -23,6 +23,7 @@ from ._resolve import (
     needs_batch_labels,
     resolve_model,
 )
+from ._tokenize import check_max_len
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -103,7 +104,7 @@ def embed(
     batch_size
         Cells per forward pass.
     max_len
-        Maximum tokens per cell including ``<cls>``; must be >= 2. ``None``: the length the
+        Maximum tokens per cell including ``<cls>``; an integer >= 2. ``None``: the length the
         model embeds with, 1200 (the official default) for the default model and official
         checkpoints, 256 for a model fine-tuned by :func:`annotate` or :func:`integrate` (or
         its saved folder), so that the result equals the model's own
@@ -185,9 +186,7 @@ def embed(
     """
     check_layer(adata, layer)
     check_uns(adata, "scgpt")
-    if max_len is not None and max_len < 2:
-        msg = f"max_len={max_len} must be >= 2 (the <cls> token plus at least one gene)."
-        raise ValueError(msg)
+    max_len = check_max_len(max_len)
     if copy and adata.isbacked:
         msg = (
             "copy=True is not supported for backed AnnData; use copy=False (writes obsm in memory)."
