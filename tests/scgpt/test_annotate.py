@@ -345,3 +345,36 @@ def test_annotate_backed_refuses_a_key_with_a_slash_before_the_work(
     tl.annotate(q, reference=ref, label_key="cell_type", model=clf_pretrained, method="knn",
                 key_added="a/b", device="cpu", progress=False, n_neighbors=3)  # fmt: skip
     assert "a/b" in q.obs and "a/b" in q.uns["scgpt"]
+
+
+def test_annotate_knn_reads_cells_at_the_models_own_length_as_tl_embed(clf_ref_query):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from omicformer.scgpt.model import ScGPT
+
+    ref, query = clf_ref_query
+    assert (np.diff(ref.X.indptr) > 7).all()  # every cell longer than the model reads
+    a = ref.copy()
+    ScGPT.setup_anndata(a)
+    short = ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_len=8, random_state=0)
+    out = tl.annotate(query, ref, label_key="cell_type", model=short, method="knn",
+                      n_neighbors=5, progress=False, copy=True)  # fmt: skip
+    # independent: scikit-learn's kNN on tl.embed's embeddings (the model's own length)
+    emb_ref = tl.embed(ref, model=short, progress=False, copy=True).obsm["X_scgpt"]
+    emb_query = tl.embed(query, model=short, progress=False, copy=True).obsm["X_scgpt"]
+    knn = KNeighborsClassifier(5).fit(emb_ref, ref.obs["cell_type"].astype(str))
+    np.testing.assert_allclose(
+        out.obs["scgpt_cell_type_confidence"], knn.predict_proba(emb_query).max(1)
+    )
+    assert out.uns["scgpt"]["scgpt_cell_type"]["params"]["max_len"] == 8
+
+
+def test_annotate_with_a_trained_classifier_warns_of_fine_tuning_arguments(
+    clf_trained, clf_ref_query
+):
+    ref, query = clf_ref_query
+    with pytest.warns(UserWarning, match=r"max_len=10, dropout=0.2 only apply to fine-tuning"):
+        out = tl.annotate(query, ref, label_key="cell_type", model=clf_trained, max_len=10,
+                          dropout=0.2, progress=False, copy=True)  # fmt: skip
+    params = out.uns["scgpt"]["scgpt_cell_type"]["params"]
+    assert params["max_len"] == 1200  # the classifier's own length, not the ignored argument

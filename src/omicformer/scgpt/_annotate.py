@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 
 from ._annotate_input import Cells, check_inputs
 from ._genes import case_warning_given, match_genes
-from ._resolve import describe_model, gene_selection_of, resolve_model
+from ._resolve import describe_model, gene_selection_of, max_len_of, resolve_model
 from ._tokenize import check_gene_selection, check_max_len
 
 if TYPE_CHECKING:
@@ -84,7 +85,9 @@ def annotate(
         :class:`~omicformer.scgpt.model.ScGPT` (an
         :class:`~omicformer.scgpt.model.ScGPTClassifier` or
         :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`, or the folder the latter
-        saved, already trained on these classes is used as it is, without retraining).
+        saved, already trained on these classes is used as it is, without retraining; the
+        fine-tuning arguments ``max_epochs``, ``max_len``, ``gene_selection``, ``dropout``,
+        ``probe`` and ``n_models`` then do not apply, and a warning names those given).
     method
         ``"finetune"`` or ``"knn"``.
     key_added
@@ -107,7 +110,9 @@ def annotate(
         Tokens per cell (``<cls>`` included). ``None``: 256 for ``"finetune"``, the length the
         default model was pretrained with (training cost grows with it; on
         ``pbmc68k_reduced`` it also gave a higher held-out macro-F1 than 1200: 0.565 against
-        0.407), and 1200 for ``"knn"``, as :func:`~omicformer.scgpt.tl.embed`. With
+        0.407), and for ``"knn"`` the length :func:`~omicformer.scgpt.tl.embed` uses: the
+        model's own (1200 for the default model and official checkpoints, 256 for a model
+        fine-tuned by this function or :func:`~omicformer.scgpt.tl.integrate`). With
         ``"finetune"`` a cell with more expressed genes keeps its ``max_len - 1`` most highly
         expressed ones (binned among themselves; the official recipe keeps a random subset,
         see ``ScGPTClassifier.gene_selection``); with ``"knn"`` a random subset, as
@@ -190,7 +195,8 @@ def annotate(
     ``adata.uns["scgpt"][key_added]``
         ``params`` (the arguments; ``params["probe"]`` and ``params["n_models"]``: whether the
         classifier that labelled the cells has the reference probe, and how many fine-tuned
-        members it has; ``None`` for ``"knn"``), ``classes``, ``validation`` scores (accuracy,
+        members it has, ``None`` for ``"knn"``; ``params["max_len"]`` and
+        ``params["gene_selection"]``: how the cells were read), ``classes``, ``validation`` scores (accuracy,
         macro-F1 on the held-out reference cells; with several members their mean, and each
         member's under ``"member_<i>"``) and the gene counts:
         ``n_genes_matched`` (query genes in the model's vocabulary), ``n_genes_shared`` (of
@@ -228,22 +234,33 @@ def annotate(
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
+    if method == "finetune" and fitted is not None:
+        _warn_unused_training_args(
+            max_epochs=max_epochs, max_len=max_len, gene_selection=gene_selection,
+            dropout=dropout, probe=probe, n_models=n_models,
+        )  # fmt: skip
     if method == "finetune":
+        max_len = 256 if max_len is None else max_len
         proba, validation, fitted_model = _finetune(
             ref, query, label_key, model, fitted, layer=layer, gene_key=gene_key,
-            max_epochs=max_epochs, max_len=256 if max_len is None else max_len,
+            max_epochs=max_epochs, max_len=max_len,
             gene_selection=gene_selection, batch_size=batch_size, dropout=dropout, probe=probe,
             n_models=n_models, smooth_neighbors=smooth_neighbors, device=device,
             random_state=random_state, progress=progress,
         )  # fmt: skip
         selection, has_probe = fitted_model.gene_selection, _has_probe(fitted_model)
+        # the length the cells were read with (an ensemble's members share it)
+        max_len = (
+            fitted_model.members[0] if hasattr(fitted_model, "members") else fitted_model
+        ).max_len
         members = getattr(fitted_model, "n_models", 1)
     else:
         has_probe = members = None
         selection = gene_selection_of(model) if gene_selection is None else gene_selection
+        max_len = max_len_of(model) if max_len is None else max_len  # as tl.embed
         proba, validation, fitted_model = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
-            max_len=1200 if max_len is None else max_len, batch_size=batch_size, device=device,
+            max_len=max_len, batch_size=batch_size, device=device,
             gene_selection=selection, random_state=random_state, progress=progress,
         )  # fmt: skip
 
@@ -293,6 +310,21 @@ def annotate(
     if return_model:
         return (adata, fitted_model) if copy else fitted_model
     return adata if copy else None
+
+
+def _warn_unused_training_args(**given: Any) -> None:
+    """Warn of fine-tuning arguments that a classifier used as it is does not apply."""
+    defaults = {"max_epochs": None, "max_len": None, "gene_selection": None, "dropout": 0.0,
+                "probe": True, "n_models": 2}  # fmt: skip
+    unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
+    if unused:
+        warnings.warn(
+            "model is a classifier already trained on these labels and labels the cells as it "
+            f"is; {', '.join(unused)} only apply to fine-tuning and are ignored. To fine-tune "
+            "with them, pass the pretrained model instead.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def label_order(values: pd.Series, classes: list[str]) -> list[str]:
