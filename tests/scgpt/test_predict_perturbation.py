@@ -70,6 +70,11 @@ def test_tl_reuses_a_fitted_model_without_retraining(tl_run, sim_names):
     with pytest.warns(UserWarning, match="training data"):
         seen = tl.predict_perturbation(adata, [sim_names["singles"][0]], model=model, **QUICK)
     assert seen.uns["perturbation_prediction"]["seen_in_training"] == [sim_names["singles"][0]]
+    # fine-tuning arguments do not apply to a fitted model: named, and uns records its prior
+    with pytest.warns(UserWarning, match=r"prior=None, de_weight=1.0 only apply to fine-tuning"):
+        other = tl.predict_perturbation(adata, sim_names["unseen"], model=model, prior=None,
+                                        de_weight=1.0, device="cpu", progress=False)  # fmt: skip
+    assert other.uns["perturbation_prediction"]["params"]["prior"] == "covariance"
 
 
 def test_tl_reads_layer_and_gene_key(sim, sim_names, snapshot):

@@ -126,3 +126,21 @@ def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad 
             f"{key.replace('/', '_')!r}."
         )
         raise ValueError(msg)
+
+
+def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> None:
+    """Warn of the arguments in ``given`` that differ from ``defaults`` and do not apply.
+
+    ``why`` says why they do not apply (the start of the warning), e.g. "model is a trained
+    classifier and labels the cells as it is".
+    """
+    import warnings
+
+    unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
+    if unused:
+        warnings.warn(
+            f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
+            "fine-tune with them, pass the pretrained model instead.",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -218,7 +217,7 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     from .._core._anndata import check_backed_writable
-    from .._core._checks import check_file_key, check_int
+    from .._core._checks import check_file_key, check_int, warn_ignored
     from .model._probe_smooth import check_smooth_neighbors
 
     key_added = f"scgpt_{label_key}" if key_added is None else key_added
@@ -235,9 +234,12 @@ def annotate(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
     if method == "finetune" and fitted is not None:
-        _warn_unused_training_args(
-            max_epochs=max_epochs, max_len=max_len, gene_selection=gene_selection,
-            dropout=dropout, probe=probe, n_models=n_models,
+        warn_ignored(
+            {"max_epochs": max_epochs, "max_len": max_len, "gene_selection": gene_selection,
+             "dropout": dropout, "probe": probe, "n_models": n_models},
+            {"max_epochs": None, "max_len": None, "gene_selection": None, "dropout": 0.0,
+             "probe": True, "n_models": 2},
+            "model is a classifier already trained on these labels and labels the cells as it is",
         )  # fmt: skip
     if method == "finetune":
         max_len = 256 if max_len is None else max_len
@@ -310,21 +312,6 @@ def annotate(
     if return_model:
         return (adata, fitted_model) if copy else fitted_model
     return adata if copy else None
-
-
-def _warn_unused_training_args(**given: Any) -> None:
-    """Warn of fine-tuning arguments that a classifier used as it is does not apply."""
-    defaults = {"max_epochs": None, "max_len": None, "gene_selection": None, "dropout": 0.0,
-                "probe": True, "n_models": 2}  # fmt: skip
-    unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
-    if unused:
-        warnings.warn(
-            "model is a classifier already trained on these labels and labels the cells as it "
-            f"is; {', '.join(unused)} only apply to fine-tuning and are ignored. To fine-tune "
-            "with them, pass the pretrained model instead.",
-            UserWarning,
-            stacklevel=4,
-        )
 
 
 def label_order(values: pd.Series, classes: list[str]) -> list[str]:

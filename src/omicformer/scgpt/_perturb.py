@@ -61,7 +61,8 @@ def predict_perturbation(
         in ``uns``).
     model
         A fitted :class:`~omicformer.scgpt.model.ScGPTPerturbation` (used as it is, no
-        training; its genes must be ``adata``'s), or a pretrained scGPT to fine-tune first:
+        training; its genes must be ``adata``'s; ``max_epochs``, ``prior`` and ``de_weight``
+        then do not apply, and a warning names those given), or a pretrained scGPT to fine-tune first:
         ``"default"`` (shipped with omicformer), an official scGPT folder, a folder saved by
         ``save()`` or an :class:`~omicformer.scgpt.model.ScGPT`.
     condition_key
@@ -129,6 +130,7 @@ def predict_perturbation(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
+    from .._core._checks import warn_ignored
     from .._core._device import resolve_device
     from .model import ScGPTPerturbation
 
@@ -136,6 +138,11 @@ def predict_perturbation(
                     n_control_cells, prior)  # fmt: skip
     if isinstance(model, ScGPTPerturbation) and model.is_trained_:
         fitted = model
+        warn_ignored(
+            {"max_epochs": max_epochs, "prior": prior, "de_weight": de_weight},
+            {"max_epochs": None, "prior": "covariance", "de_weight": 0.0},
+            "model is a trained ScGPTPerturbation and predicts as it is",
+        )
         if fitted.get_setup_arg("control") != control:
             msg = (
                 f"The model's control label is {fitted.get_setup_arg('control')!r}, not "
@@ -177,7 +184,8 @@ def predict_perturbation(
     info["params"] = {
         "model": describe_model(model), "condition_key": condition_key, "control": control,
         "layer": layer, "gene_key": gene_key, "max_epochs": max_epochs,
-        "n_control_cells": n_control_cells, "prior": "none" if prior is None else prior,
+        "n_control_cells": n_control_cells,
+        "prior": "covariance" if fitted.module.config.perturbation_prior else "none",
         "de_weight": de_weight, "batch_size": batch_size,
         "random_state": random_state, "retrained": retrained,
     }  # fmt: skip
