@@ -343,3 +343,25 @@ def test_finetune_pooling_kept_through_save(tmp_path, tiny, fit_kw, labelled):
 def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
     with pytest.raises(ValueError, match=rf"batch_size={batch_size!r} must be an integer >= 1"):
         finetuned.embed(["ACGTACGT"], batch_size=batch_size, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_epochs": None}, "max_epochs or max_steps"),
+        ({"early_stopping": True, "validation_size": 0}, "early_stopping=True"),
+        ({"ckpt_path": "last"}, "checkpoint_dir"),
+        ({"no_such_trainer_argument": 1}, "no_such_trainer_argument"),
+    ],
+)
+def test_refused_finetune_keeps_the_masked_lm_head(tiny, fit_kw, labelled, kwargs, match):
+    seqs, labels = labelled
+    model = DNABert(k=3, **tiny)
+    module = model.module
+    with pytest.raises((ValueError, TypeError), match=match):
+        model.finetune(seqs, labels, **{**fit_kw, **kwargs})
+    assert model.task == "mlm"
+    assert model.labels_ is None
+    assert model.module is module
+    assert type(model.module).__name__ == "BertForMaskedLM"
