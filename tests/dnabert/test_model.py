@@ -365,3 +365,15 @@ def test_refused_finetune_keeps_the_masked_lm_head(tiny, fit_kw, labelled, kwarg
     assert model.labels_ is None
     assert model.module is module
     assert type(model.module).__name__ == "BertForMaskedLM"
+
+
+def test_save_refuses_to_overwrite_an_official_folder(tmp_path, official_folder):
+    official_folder(tmp_path / "DNA_bert_3", k=3)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()}
+    model = DNABert.load(tmp_path / "DNA_bert_3")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(tmp_path / "DNA_bert_3")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()}
+    assert after == before
+    model.save(tmp_path / "DNA_bert_3", overwrite=True)
+    assert DNABert.load(tmp_path / "DNA_bert_3").k == 3

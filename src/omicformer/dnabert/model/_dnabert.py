@@ -158,7 +158,8 @@ class DNABert(TrainingMixin):
         path
             Folder to create.
         overwrite
-            Replace an existing save.
+            Replace a model already in ``path`` (a save of ours or an official DNABERT folder);
+            without it such a folder is a ``FileExistsError`` and stays as it was.
         half
             Store weights as float16 (half the size, e.g. for models shipped in a package);
             they are cast back to float32 when loaded.
