@@ -377,3 +377,31 @@ def test_save_refuses_to_overwrite_an_official_folder(tmp_path, official_folder)
     assert after == before
     model.save(tmp_path / "DNA_bert_3", overwrite=True)
     assert DNABert.load(tmp_path / "DNA_bert_3").k == 3
+
+
+def test_categorical_series_labels_keep_their_order(tiny, fit_kw, labelled):
+    seqs, labels = labelled  # "gc" then "at": sorted order would be ["at", "gc"]
+    model = DNABert(k=3, **tiny)
+    series = pd.Series(pd.Categorical(labels, categories=["gc", "at"]))
+    model.finetune(seqs, series, max_steps=1, batch_size=8, **fit_kw)
+    assert model.labels_ == ["gc", "at"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "label_names"),
+    [([1] * 32, None), ([1] * 32, ["background", "promoter"]), (["a"] * 32, ["a", "b"])],
+)
+def test_labels_of_one_class_refused(tiny, fit_kw, labelled, labels, label_names):
+    seqs, _ = labelled
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match="at least two classes; every label is"):
+        model.finetune(seqs, labels, label_names=label_names, max_steps=1, **fit_kw)
+    assert model.task == "mlm"
+
+
+@pytest.mark.parametrize("labels", [[0, 1] * 16, ["a", "b"] * 16])
+def test_repeated_label_names_refused(tiny, fit_kw, labelled, labels):
+    seqs, _ = labelled
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match=r"label_names repeats \['a'\]"):
+        model.finetune(seqs, labels, label_names=["a", "a"], max_steps=1, **fit_kw)

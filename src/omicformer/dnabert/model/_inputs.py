@@ -126,8 +126,12 @@ def encode_labels(
     """Class codes and names; checks length, NaN and class count before anything runs.
 
     Integer labels are class indices (named by ``label_names`` or ``"0"``, ``"1"``, ...);
-    other labels are categories, ordered by ``label_names``, the categorical order, or sorted.
+    other labels are categories, ordered by ``label_names``, the categorical order (of a
+    :class:`pandas.Categorical` or a categorical Series), or sorted. Repeated ``label_names``
+    and labels that hold fewer than two classes are refused.
     """
+    if isinstance(labels, pd.Series | pd.Index) and isinstance(labels.dtype, pd.CategoricalDtype):
+        labels = pd.Categorical(labels)  # list(...) would drop the categories' order
     values = labels if isinstance(labels, pd.Categorical) else pd.Series(list(labels)).values
     if len(values) != n:
         msg = (
@@ -135,6 +139,10 @@ def encode_labels(
         )
         raise ValueError(msg)
     names = None if label_names is None else [str(c) for c in label_names]
+    if names is not None and len(set(names)) < len(names):
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        msg = f"label_names repeats {repeated}; give each class one name."
+        raise ValueError(msg)
     if names is not None and num_labels is not None and num_labels != len(names):
         msg = f"num_labels={num_labels} but label_names has {len(names)} names."
         raise ValueError(msg)
@@ -167,5 +175,12 @@ def encode_labels(
             raise ValueError(msg)
     if len(classes) < 2:
         msg = f"Fine-tuning needs at least two classes; labels have {classes}."
+        raise ValueError(msg)
+    present = np.unique(codes)
+    if len(present) < 2:
+        msg = (
+            f"Fine-tuning needs at least two classes; every label is {classes[present[0]]!r} "
+            f"(classes {classes}), so the model would learn to predict that class alone."
+        )
         raise ValueError(msg)
     return codes, classes

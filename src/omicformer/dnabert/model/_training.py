@@ -235,7 +235,8 @@ class TrainingMixin:
             DNA strings, or region strings (``chr1:100-600``) when ``fasta`` is given.
         labels
             One label per sequence: integers ``0..C-1``, or strings / categories (classes in
-            sorted or categorical order).
+            sorted or categorical order, of a :class:`pandas.Categorical` or a categorical
+            Series). At least two classes must occur.
         fasta
             Genome to fetch regions from.
         num_labels
