@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core._checks import check_int
 from .._core._deprecation import renamed_kwargs
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -299,6 +300,7 @@ def encode_kmers(
     >>> pp.encode_kmers(["ACGTA", "NAAA"], k=3)
     (array([16, 50, 57,  1,  5]), array([3, 2]))
     """
+    sequences, names = _listed(sequences, names)  # read once: a generator is not re-read
     lengths = check_sequences(sequences, k, names=names)
     if not lengths.size:  # no sequences: no k-mers, like tokenize([]) gives no rows
         return np.zeros(0, dtype=np.int64), lengths - k + 1
@@ -340,7 +342,9 @@ def tokenize(
     names
         Sequence names for error messages (default: a pandas Series' index, else ``#0``, ...).
     dtype
-        Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets).
+        Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets); one
+        too small for the ids of ``k`` (up to ``4 + 4**k``, e.g. ``np.int8``, or ``np.uint8``
+        for k >= 4) is a ``ValueError``.
 
     Returns
     -------
@@ -358,9 +362,14 @@ def tokenize(
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
     k = check_k(k)
-    cap = max_len - 2
-    if cap < 1:
-        msg = f"max_len={max_len} leaves no room for k-mers; use at least 3."
+    cap = check_int("max_len", max_len, minimum=3, hint="[CLS], one k-mer and [SEP]") - 2
+    top = N_SPECIAL + 4**k - 1
+    out_type = np.dtype(dtype)
+    if out_type.kind not in "iu" or np.iinfo(out_type).max < top:
+        msg = (
+            f"dtype={out_type.name} cannot hold the token ids of k={k} (0 to {top}); use an "
+            "integer type such as np.int16 or np.int64."
+        )
         raise ValueError(msg)
     sequences, names = _listed(sequences, names)
     lengths = check_sequences(sequences, k, names=names)
@@ -394,7 +403,7 @@ def tokenize(
         attention_mask = attention_mask.astype(np.int64)
     else:
         attention_mask = np.ones(input_ids.shape, dtype=np.int64)
-    input_ids = input_ids.astype(dtype, copy=False)
+    input_ids = input_ids.astype(out_type, copy=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
