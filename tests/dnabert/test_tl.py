@@ -71,6 +71,8 @@ def test_embed_regions_copy_region_key_and_mudata(atac, genome, mlm):
         (["chr1:10-90", "chrX:1-50", "chr2:0-60", "chr2:1-9"], ValueError, r"it has \['chr1'"),
         (["chr1:10-90", "chr1:300-500", "chr2:0-60", "chr2:1-9"], ValueError, "beyond the end"),
         (["chr1:10-90", "chr1:90-10", "chr2:0-60", "chr2:1-9"], ValueError, "start"),
+        # a region shorter than k is named as the region, not as the list's 'seq_1'
+        (["chr1:10-90", "chr1:398-400", "chr2:0-60", "chr2:1-9"], ValueError, "'chr1:398-400'"),
     ],
 )
 def test_bad_regions_leave_adata_untouched(atac, genome, mlm, names, error, match):
