@@ -356,3 +356,23 @@ def test_tfbs_split_sizes_sum_to_n_per_class(n_per_class, per_split):
 def test_tfbs_n_per_class_must_be_a_positive_integer(n_per_class):
     with pytest.raises(ValueError, match=rf"n_per_class={n_per_class!r} must be an integer >= 1"):
         tasks.tfbs_task(n_per_class=n_per_class)
+
+
+@pytest.mark.parametrize("labels", [(1, 2), ("no", "yes"), (-1, 1)])
+def test_classification_metrics_of_two_labels_other_than_0_1(labels):
+    neg, pos = labels  # prob is that of the larger label, as kmer_baseline returns it
+    y = [neg, pos, pos, neg, pos]
+    m = tasks.classification_metrics(y, [0.2, 0.9, 0.4, 0.6, 0.7])
+    # predicted [neg, pos, neg, pos, pos]: TP 2, FN 1, FP 1, TN 1
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 / 3)  # precision 2/3, recall 2/3
+    assert m["mcc"] == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert m["auroc"] == pytest.approx(5 / 6)  # 5 of the 6 (positive, negative) pairs in order
+
+
+def test_classification_metrics_multiclass_labels_in_sorted_order():
+    prob = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    m = tasks.classification_metrics(["a", "b", "c", "c"], prob)  # columns a, b, c
+    assert m["accuracy"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match=r"neither class indices 0\.\.2 nor 3 labels"):
+        tasks.classification_metrics(["a", "b", "b", "a"], prob)

@@ -138,9 +138,12 @@ def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str,
     Parameters
     ----------
     y_true
-        True integer labels.
+        True labels: ``0``/``1`` (or booleans), class indices ``0..n_classes-1``, or any two
+        (or ``n_classes``) labels, e.g. strings, taken in sorted order as
+        :func:`kmer_baseline` does.
     prob
-        Binary: probability of the positive class, shape ``(n,)`` (or ``(n, 2)``).
+        Binary: probability of the positive class (``1``, else the larger of the two labels),
+        shape ``(n,)`` (or ``(n, 2)``).
         Multi-class: ``(n, n_classes)`` probabilities, columns in sorted label order; then
         predictions are the arg-max, F1 is macro-averaged and AUROC is one-vs-rest macro.
     threshold
@@ -165,17 +168,27 @@ def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str,
     if len(p) != len(y):
         msg = f"prob has {len(p)} rows but y_true has {len(y)} labels."
         raise ValueError(msg)
+    classes = np.unique(y)
+    n_classes = 2 if p.ndim == 1 else p.shape[1]
+    indices = classes.dtype.kind in "biu" and set(classes.tolist()) <= set(range(n_classes))
+    if indices:  # labels are the column indices (0/1 for a binary prob)
+        classes = np.arange(n_classes)
+    elif len(classes) != n_classes:
+        msg = (
+            f"y_true holds the labels {classes.tolist()[:10]}, which are neither class indices "
+            f"0..{n_classes - 1} nor {n_classes} labels to match the {n_classes} classes of prob."
+        )
+        raise ValueError(msg)
     if p.ndim == 1:
-        pred = (p >= threshold).astype(int)
-        f1 = f1_score(y, pred)
+        pred = classes[(p >= threshold).astype(int)]
+        f1 = f1_score(y, pred, pos_label=classes[1])
         auroc = roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan")
     else:
-        classes = np.unique(y)
-        pred = p.argmax(axis=1)
+        pred = classes[p.argmax(axis=1)]
         f1 = f1_score(y, pred, average="macro")
         auroc = (
-            roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
-            if len(classes) == p.shape[1]
+            roc_auc_score(y, p, multi_class="ovr", labels=classes)
+            if len(np.unique(y)) == p.shape[1]
             else float("nan")
         )
     return {
