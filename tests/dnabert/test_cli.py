@@ -171,3 +171,14 @@ def test_cli_output_rules(cli_error, files, monkeypatch):
     var = ad.read_h5ad(tmp / "in.h5ad").var
     assert {"dnabert_prob_at", "dnabert_prob_gc", "dnabert_prediction"} <= set(var)
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".")] == []
+
+
+def test_predict_cli_fasta_input_refuses_region_options(files, cli_error):
+    tmp, fasta, _, clf = files
+    seqs = tmp / "seqs.fa"
+    seqs.write_text(">s1\nACGTACGTACGGGCCC\n")
+    base = ["dnabert", "predict", str(seqs), str(tmp / "pred.csv"), "--model", str(clf)]
+    message = cli_error([*base, "--fasta", str(fasta)])
+    assert "--fasta is only for the regions of an .h5ad/.h5mu input" in message
+    assert "--region-key" in cli_error([*base, "--region-key", "peak"])
+    assert not (tmp / "pred.csv").exists()
