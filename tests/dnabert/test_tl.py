@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import anndata as ad
@@ -141,6 +142,27 @@ def test_plots(atac, genome, finetuned):
         pl.prediction_histogram(atac, label="nope")
     with pytest.raises(KeyError, match="chrom='chr9'"):
         pl.region_track(atac, chrom="chr9")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_predict_again_replaces_the_columns_of_key_added(atac, genome, finetuned):
+    path, _ = genome
+    other = copy.deepcopy(finetuned)
+    other.labels_ = ["yes", "no"]  # the same head, other classes
+    tl.predict(atac, model=other, fasta=path, **KW)
+    tl.predict(atac, model=other, fasta=path, key_added="keep", **KW)
+    tl.predict(atac, model=finetuned, fasta=path, **KW)
+    probs = [c for c in atac.var if c.startswith("dnabert_prob_")]
+    assert probs == ["dnabert_prob_at", "dnabert_prob_gc"]  # no stale yes/no columns
+    assert {"keep_prob_yes", "keep_prob_no"} <= set(atac.var)  # another key_added is kept
+    # the plot's default class is the last class of the model of the last call
+    reordered = copy.deepcopy(finetuned)
+    reordered.labels_ = ["gc", "at"]
+    tl.predict(atac, model=reordered, fasta=path, **KW)
+    assert pl.prediction_histogram(atac, show=False).get_xlabel() == "P(at)"
+    assert pl.region_track(atac, show=False).get_ylabel() == "P(at)"
     import matplotlib.pyplot as plt
 
     plt.close("all")
