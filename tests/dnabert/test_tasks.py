@@ -333,6 +333,21 @@ def test_classification_metrics_values():
         )
 
 
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_kmer_baseline_refuses_missing_sequences(missing):
+    # "nan" would be read as the string n-a-n: an all-zero feature row, silently
+    train = pd.DataFrame(
+        {"sequence": ["ACGTACGT", "GGGCCCGG", "ACGTTTAA", "CCCGGGCC"], "label": [0, 1, 0, 1]},
+        index=[10, 11, 12, 13],
+    )
+    broken = train.astype({"sequence": object})
+    broken.loc[12, "sequence"] = missing
+    with pytest.raises(ValueError, match=r"train_df\['sequence'\] at index 12 is (nan|None)"):
+        tasks.kmer_baseline(broken, train, k=2, C=1.0)
+    with pytest.raises(ValueError, match=r"test_df\['sequence'\] at index 12 is (nan|None)"):
+        tasks.kmer_baseline(train, broken, k=2, C=1.0)
+
+
 @pytest.mark.parametrize(
     ("n_per_class", "per_split"),
     [

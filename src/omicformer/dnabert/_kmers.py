@@ -205,6 +205,31 @@ def _listed(
     return sequences, names
 
 
+def check_strings(
+    sequences: Sequence[object], names: Sequence[str] | None = None, *, what: str = "Sequence"
+) -> None:
+    """Raise ``ValueError`` naming the first entry that is not a ``str`` (NaN, None, a number).
+
+    Parameters
+    ----------
+    sequences
+        The entries, read by position.
+    names
+        Their names in the message (default ``#0``, ``#1``, ...).
+    what
+        How the message calls an entry, e.g. ``"train_df['sequence'] at index"``.
+    """
+    other = next((i for i, s in enumerate(sequences) if not isinstance(s, str)), None)
+    if other is not None:
+        value = sequences[other]
+        msg = (
+            f"{what} {_names(sequences, names)[other]!r} is {value!r} "
+            f"({type(value).__name__}), not a DNA string; drop missing sequences (NaN/None) "
+            "or pass every sequence as a str."
+        )
+        raise ValueError(msg)
+
+
 def check_sequences(
     sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -223,15 +248,7 @@ def check_sequences(
     """
     k = check_k(k)
     sequences, names = _listed(sequences, names)
-    other = next((i for i, s in enumerate(sequences) if not isinstance(s, str)), None)
-    if other is not None:
-        value = sequences[other]
-        msg = (
-            f"Sequence {_names(sequences, names)[other]!r} is {value!r} "
-            f"({type(value).__name__}), not a DNA string; drop missing sequences (NaN/None) "
-            "or pass every sequence as a str."
-        )
-        raise ValueError(msg)
+    check_strings(sequences, names)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
     bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)

@@ -11,6 +11,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
+from .._kmers import check_strings
 from ._common import (
     _CODE,
 )
@@ -36,6 +37,13 @@ def _kmer_matrix(sequences: Sequence[str], k: int) -> csr_matrix:
     data = np.concatenate(data) if data else np.zeros(0)
     indices = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
     return csr_matrix((data, indices, indptr), shape=(len(sequences), 4**k))
+
+
+def _sequences(frame: pd.DataFrame, name: str) -> list[str]:
+    """The ``sequence`` column of ``frame`` as strings; NaN/None is refused by its index."""
+    sequences = frame["sequence"].tolist()
+    check_strings(sequences, list(frame.index), what=f"{name}['sequence'] at index")
+    return sequences
 
 
 def _require_sklearn() -> None:
@@ -88,7 +96,8 @@ def kmer_baseline(
     ----------
     train_df, test_df
         Frames with ``sequence`` and (for ``train_df``) integer ``label`` columns, e.g. two
-        splits of :func:`promoter_task`.
+        splits of :func:`promoter_task`. A sequence that is not a string (NaN, None) is a
+        ``ValueError`` naming its index.
     k
         k-mer length (1-8).
     C
@@ -123,12 +132,13 @@ def kmer_baseline(
     if len(np.unique(y)) < 2:
         msg = f"train_df needs at least two classes in 'label', got {np.unique(y).tolist()}."
         raise ValueError(msg)
-    x = _kmer_matrix(train_df["sequence"].tolist(), k)
+    train, test = _sequences(train_df, "train_df"), _sequences(test_df, "test_df")
+    x = _kmer_matrix(train, k)
     groups = train_df["group"] if "group" in train_df else None
     C = _choose_c(x, y, groups, max_iter) if C is None else C
     clf = make_pipeline(StandardScaler(with_mean=False), LogisticRegression(C=C, max_iter=max_iter))
     clf.fit(x, y)
-    prob = clf.predict_proba(_kmer_matrix(test_df["sequence"].tolist(), k))
+    prob = clf.predict_proba(_kmer_matrix(test, k))
     return prob[:, 1] if prob.shape[1] == 2 else prob
 
 
