@@ -261,6 +261,16 @@ def test_splice_options(tiny_genome):
         tasks.splice_site_task(gtf, fasta, window=400)
 
 
+def test_splice_chroms_as_one_name(tiny_genome):
+    gtf, fasta = tiny_genome
+    # a single name is one chromosome (it was read as {"c", "h", "r", "1"}: no exon found)
+    one = tasks.splice_site_task(gtf, fasta, window=8, chroms="chr1")
+    assert len(one) == 8  # all 8 windows of test_splice_sites_exact_windows are on chr1
+    assert set(one["chrom"]) == {"chr1"}
+    with pytest.raises(ValueError, match=r"No exon lines .* on \['chr9'\]"):
+        tasks.splice_site_task(gtf, fasta, window=8, chroms="chr9")
+
+
 def test_splice_missing_chrom(tiny_genome, tmp_path):
     _, fasta = tiny_genome
     other = tmp_path / "other.gtf"
