@@ -151,6 +151,12 @@ def test_tfbs_motif_resolution():
     assert _tfbs._resolve_motif("HNF4A")[0] == "MA0114.5"
     assert _tfbs._resolve_motif("MA0114.4")[0] == "MA0114.4"
     assert _tfbs._resolve_motif("ctcf")[0] == "MA0139.2"
+    # JASPAR ids in any case (the bundled ids are upper case)
+    assert _tfbs._resolve_motif("ma0114")[0] == "MA0114.5"  # base id: latest version
+    assert _tfbs._resolve_motif("ma0114.4")[0] == "MA0114.4"
+    assert _tfbs._resolve_motif("Ma0139.2")[0] == "MA0139.2"
+    with pytest.raises(ValueError, match=r"Unknown motif 'ma9999'.*MA0114\.5 \(HNF4A\)"):
+        tasks.tfbs_task("ma9999")
     name, _ = _tfbs._resolve_motif(np.eye(4))
     assert name == "custom"
     with pytest.raises(ValueError, match=r"MA0139\.2 \(CTCF\)"):
