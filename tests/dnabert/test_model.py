@@ -345,6 +345,40 @@ def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
         finetuned.embed(["ACGTACGT"], batch_size=batch_size, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("window_overlap", [10.7, 10.0, -1, "10"])
+def test_window_overlap_must_be_an_integer(finetuned, window_overlap):
+    long = "ACGT" * 40  # 160 bp: several windows of the tiny model's 64 bp
+    kw = {"window_overlap": window_overlap, "device": "cpu", "progress": False}
+    match = rf"window_overlap={window_overlap!r} must be an integer >= 0"
+    with pytest.raises(ValueError, match=match):  # 10.7 was cut to 10 silently
+        finetuned.predict([long], **kw)
+    with pytest.raises(ValueError, match=match):
+        finetuned.embed([long], **kw)
+
+
+def test_window_overlap_integer_types_and_upper_bound(finetuned):
+    long = "ACGT" * 40
+    kw = {"device": "cpu", "progress": False}
+    np.testing.assert_array_equal(
+        finetuned.predict([long], window_overlap=np.int64(10), **kw),
+        finetuned.predict([long], window_overlap=10, **kw),
+    )
+    # window of max_len=64, k=3: 64 - 2 + 3 - 1 = 64 bases
+    with pytest.raises(
+        ValueError, match="window_overlap=64 must be smaller than the model's window of 64"
+    ):
+        finetuned.embed([long], window_overlap=64, **kw)
+
+
+def test_pretrain_window_arguments_must_be_integers(tiny, fit_kw, seqs):
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match=r"window_size=30.5 must be an integer"):  # was cut to 30
+        model.pretrain(seqs, window_size=30.5, max_steps=1, **fit_kw)
+    with pytest.raises(ValueError, match=r"window_overlap=2.5 must be an integer >= 0"):
+        model.pretrain(seqs, window_size=30, window_overlap=2.5, max_steps=1, **fit_kw)
+    assert model.history == {}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -353,6 +387,7 @@ def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
         ({"early_stopping": True, "validation_size": 0}, "early_stopping=True"),
         ({"ckpt_path": "last"}, "checkpoint_dir"),
         ({"no_such_trainer_argument": 1}, "no_such_trainer_argument"),
+        ({"window_overlap": 2.5}, r"window_overlap=2.5 must be an integer >= 0"),
     ],
 )
 def test_refused_finetune_keeps_the_masked_lm_head(tiny, fit_kw, labelled, kwargs, match):

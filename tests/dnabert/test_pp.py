@@ -153,6 +153,23 @@ def test_reverse_complement_and_windows():
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window": 6.0}, r"window=6.0 must be an integer >= 1"),  # was a slicing TypeError
+        ({"window": 6, "overlap": 2.5}, r"overlap=2.5 must be an integer >= 0"),
+        ({"window": 6, "overlap": -1}, r"overlap=-1 must be an integer >= 0"),
+    ],
+)
+def test_split_windows_needs_integers(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pp.split_windows(["AAAACCCCGGTT"], **kwargs)
+    wins, _ = pp.split_windows(["AAAACCCCGG"], window=np.int64(6), overlap=np.int32(2))
+    assert wins == ["AAAACC", "CCCCGG"]  # the docstring example, with NumPy integers
+    with pytest.raises(ValueError, match=r"stride=3.0 must be an integer >= 1"):
+        pp.window_starts(10, 4, 3.0)
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("chr1:100-600", ("chr1", 100, 600, "+")),

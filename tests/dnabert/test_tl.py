@@ -168,6 +168,17 @@ def test_predict_again_replaces_the_columns_of_key_added(atac, genome, finetuned
     plt.close("all")
 
 
+def test_window_overlap_must_be_an_integer(atac, genome, mlm, finetuned):
+    path, _ = genome
+    match = r"window_overlap=10.7 must be an integer >= 0"  # it was cut to 10 silently
+    with pytest.raises(ValueError, match=match):
+        tl.predict(atac, model=finetuned, fasta=path, window_overlap=10.7, **KW)
+    with pytest.raises(ValueError, match=match):
+        tl.embed_regions(atac, model=mlm, fasta=path, window_overlap=10.7, **KW)
+    assert "dnabert" not in atac.uns and "X_dnabert" not in atac.varm
+    assert list(atac.var.columns) == ["peak", "truth"]
+
+
 def test_mlm_loss_curve_from_history():
     history = {
         "mlm_train_loss_step": list(np.linspace(5, 3, 40)),

@@ -436,9 +436,8 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     >>> pp.window_starts(1000, window=515, stride=400)
     array([  0, 400, 485])
     """
-    if window < 1 or stride < 1:
-        msg = f"window ({window}) and stride ({stride}) must be positive."
-        raise ValueError(msg)
+    window = check_int("window", window, hint="bases per window")
+    stride = check_int("stride", stride, hint="bases from one window start to the next")
     if length <= window:
         return np.zeros(1, dtype=np.int64)
     starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
@@ -459,7 +458,8 @@ def split_windows(
     window
         Window length in bases (for DNABERT at most ``510 + k - 1``).
     overlap
-        Bases shared by consecutive windows (``0 <= overlap < window``).
+        Bases shared by consecutive windows (``0 <= overlap < window``). ``window`` and
+        ``overlap`` must be integers (a float such as ``10.0`` is refused).
 
     Returns
     -------
@@ -473,7 +473,9 @@ def split_windows(
     """
     if isinstance(sequences, str):
         raise TypeError(_SINGLE_STRING)
-    if not 0 <= overlap < window:
+    window = check_int("window", window, hint="bases per window")
+    overlap = check_int("overlap", overlap, minimum=0, hint="bases shared by consecutive windows")
+    if overlap >= window:
         msg = f"overlap={overlap} must satisfy 0 <= overlap < window ({window})."
         raise ValueError(msg)
     out: list[str] = []

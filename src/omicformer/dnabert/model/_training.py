@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..._core._callbacks import History
+from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
 from .._genome import Genome
@@ -142,7 +143,8 @@ class TrainingMixin:
                 "DNABert or a pretrained MLM checkpoint) before fine-tuning."
             )
             raise ValueError(msg)
-        window = self.window_size if window_size is None else int(window_size)
+        window = self.window_size if window_size is None else check_int("window_size", window_size)
+        window_overlap = check_int("window_overlap", window_overlap, minimum=0, hint="bases")
         if not self.k <= window <= self.window_size:
             msg = f"window_size={window} must be between k={self.k} and {self.window_size} bases."
             raise ValueError(msg)
@@ -285,7 +287,11 @@ class TrainingMixin:
             raise ValueError(msg)
         check_sequences(seqs, self.k, names=names)
         train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
-        overlap = default_overlap(self.window_size) if window_overlap is None else window_overlap
+        overlap = (
+            default_overlap(self.window_size)
+            if window_overlap is None
+            else check_int("window_overlap", window_overlap, minimum=0, hint="bases")
+        )
 
         def dataset(index: np.ndarray) -> TokenDataset:
             windows, owner = split_windows([seqs[i] for i in index], self.window_size, overlap)
