@@ -345,6 +345,20 @@ def test_embed_batch_size_must_be_a_positive_integer(finetuned, batch_size):
         finetuned.embed(["ACGTACGT"], batch_size=batch_size, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("max_len", [2, 0, 3.0, None])
+def test_max_len_too_small_refused_up_front(max_len):
+    # [CLS], one k-mer and [SEP]: 3 positions at least (2 was accepted, failing at first use)
+    match = rf"max_len={max_len!r} must be an integer >= 3 \(\[CLS\], one k-mer and \[SEP\]\)"
+    with pytest.raises(ValueError, match=match):
+        DNABert(k=3, n_layers=1, d_model=8, n_heads=2, max_len=max_len)
+
+
+def test_smallest_max_len_works():
+    model = DNABert(k=3, n_layers=1, d_model=8, n_heads=2, max_len=3)
+    assert model.window_size == 3  # one 3-mer per window: 3 - 2 + 3 - 1
+    assert model.embed(["ACGTAC"], device="cpu", progress=False).shape == (1, 8)
+
+
 @pytest.mark.parametrize("window_overlap", [10.7, 10.0, -1, "10"])
 def test_window_overlap_must_be_an_integer(finetuned, window_overlap):
     long = "ACGT" * 40  # 160 bp: several windows of the tiny model's 64 bp

@@ -49,7 +49,8 @@ class DNABert(TrainingMixin):
         ``d_hid`` defaults to ``4 * d_model``.
     max_len
         Token positions including ``[CLS]``/``[SEP]`` (official 512, i.e. ``510 + k - 1`` bp
-        per window); longer sequences are split into overlapping windows.
+        per window); longer sequences are split into overlapping windows. At least 3
+        (``[CLS]``, one k-mer, ``[SEP]``).
     dropout, attention_dropout
         Dropout of hidden states and attention probabilities.
     random_state
