@@ -180,6 +180,18 @@ def test_hnf4a_real_check():
     assert not set(df["group"]) & set(tf[tf.split != "test"]["group"])
 
 
+@pytest.mark.parametrize("length", [12, 0, 20.0])
+def test_hnf4a_real_check_length_holds_a_site(length):
+    # the 71 sites are 13 bp (12 failed inside numpy with "high <= 0")
+    with pytest.raises(ValueError, match=rf"length={length!r} must be an integer >= 13"):
+        tasks.hnf4a_real_check(length)
+
+
+def test_tfbs_task_length_must_be_an_integer():
+    with pytest.raises(ValueError, match=r"length=50.5 must be an integer >= 1"):  # a TypeError
+        tasks.tfbs_task(length=50.5, n_per_class=10)
+
+
 # --- splice sites on a hand-made genome -------------------------------------------------------
 #
 # chr1 is 120 x "C" with dinucleotides written at these 0-based positions:

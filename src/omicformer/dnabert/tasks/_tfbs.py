@@ -132,6 +132,7 @@ def tfbs_task(
     [1000, 1000]
     """
     n_per_class = check_int("n_per_class", n_per_class)
+    length = check_int("length", length, hint="window length in bases")
     mid, pfm = _resolve_motif(motif)
     if length < pfm.shape[1]:
         msg = f"length={length} is shorter than motif {mid} ({pfm.shape[1]} bp)."
@@ -172,6 +173,13 @@ def hnf4a_real_check(
     ``background``, ``split_fractions`` and ``random_state``, so a model trained on that task's
     train split has never seen them. All rows have ``split="test"``.
 
+    Parameters
+    ----------
+    length
+        Window length in bases, at least 13 (the length of the sites).
+    background, split_fractions, random_state
+        As in :func:`tfbs_task`.
+
     Returns
     -------
     142 rows with the columns of :func:`tfbs_task` (``motif="HNF4alpha_real"``).
@@ -185,6 +193,10 @@ def hnf4a_real_check(
     from omicformer.datasets import hnf4a_sites
 
     sites = hnf4a_sites()
+    longest = max(len(site) for site in sites)  # 13 bp
+    length = check_int(
+        "length", length, minimum=longest, hint=f"a window holds a {longest} bp site"
+    )
     fractions = _check_fractions(split_fractions)
     windows = _background_windows(background, length, random_state, fractions)
     pool = windows[windows["split"] == "test"]
