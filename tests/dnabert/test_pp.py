@@ -361,3 +361,19 @@ def test_encode_kmers_reads_a_generator_once():
     # = 57, NAA = [UNK] = 1, AAA = 5
     assert ids.tolist() == [16, 50, 57, 1, 5]
     assert n_kmers.tolist() == [3, 2]
+
+
+def test_cache_dir_is_the_fasta_subfolder_of_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "root"))
+    assert pp.cache_dir() == tmp_path / "root" / "fasta"
+    monkeypatch.delenv("OMICFORMER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert pp.cache_dir() == tmp_path / "xdg" / "omicformer" / "fasta"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in ("", None):  # an empty XDG_CACHE_HOME counts as unset (XDG base dir spec)
+        if unset is None:
+            monkeypatch.delenv("XDG_CACHE_HOME")
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", unset)
+        # it was the relative path omicformer/fasta, in the working directory
+        assert pp.cache_dir() == tmp_path / "home" / ".cache" / "omicformer" / "fasta"
