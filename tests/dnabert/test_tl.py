@@ -179,6 +179,25 @@ def test_window_overlap_must_be_an_integer(atac, genome, mlm, finetuned):
     assert list(atac.var.columns) == ["peak", "truth"]
 
 
+def test_predict_regions_named_like_sequences(genome, finetuned):
+    path, chroms = genome
+    by_seq = tl.predict(
+        pd.Series([chroms["chr1"][10:90], chroms["chr2"][50:150]], index=["peak_a", "peak_b"]),
+        model=finetuned,
+        **KW,
+    )
+    regions = ["chr1:10-90", "chr2:50-150"]
+    # a Series of regions is named by its index, as a Series of sequences (it was by region)
+    series = tl.predict(pd.Series(regions, index=by_seq.index), model=finetuned, fasta=path, **KW)
+    # a dict name -> region is named by its keys (it was refused as one unparsable region)
+    mapping = tl.predict(
+        dict(zip(by_seq.index, regions, strict=True)), model=finetuned, fasta=path, **KW
+    )
+    for frame in (series, mapping):
+        assert frame.index.tolist() == ["peak_a", "peak_b"]
+        pd.testing.assert_frame_equal(frame, by_seq, rtol=1e-6)
+
+
 def test_mlm_loss_curve_from_history():
     history = {
         "mlm_train_loss_step": list(np.linspace(5, 3, 40)),

@@ -74,7 +74,8 @@ def predict(
         Parameters of the call (dict).
 
     For sequences, a :class:`pandas.DataFrame` with the same columns, indexed by sequence
-    name.
+    name: the keys of a dict, the index of a Series (of sequences or of regions), the region
+    strings of a list of regions, ``seq_0``, ``seq_1``, ... for a list of sequences.
 
     Examples
     --------
