@@ -192,3 +192,14 @@ def test_key_added_with_a_slash_is_refused_before_the_work(cli_error, files):
     argv = ["dnabert", "predict", str(seqs), str(tmp / "p.csv"), "--model", str(clf)]
     assert main([*argv, "--device", "cpu", "--no-progress", "--key-added", "a/b"]) == 0
     assert "a/b_prediction" in pd.read_csv(tmp / "p.csv", index_col=0).columns
+
+
+def test_predict_cli_fasta_input_refuses_region_options(files, cli_error):
+    tmp, fasta, _, clf = files
+    seqs = tmp / "seqs.fa"
+    seqs.write_text(">s1\nACGTACGTACGGGCCC\n")
+    base = ["dnabert", "predict", str(seqs), str(tmp / "pred.csv"), "--model", str(clf)]
+    message = cli_error([*base, "--fasta", str(fasta)])
+    assert "--fasta is only for the regions of an .h5ad/.h5mu input" in message
+    assert "--region-key" in cli_error([*base, "--region-key", "peak"])
+    assert not (tmp / "pred.csv").exists()

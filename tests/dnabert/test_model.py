@@ -402,3 +402,114 @@ def test_weights_of_another_shape_than_config_json_are_named(tmp_path, official_
     torch.save(state, tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"word_embeddings\.weight: file \(69, 16\) vs config"):
         DNABert.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("max_len", [2, 0, 3.0, None])
+def test_max_len_too_small_refused_up_front(max_len):
+    # [CLS], one k-mer and [SEP]: 3 positions at least (2 was accepted, failing at first use)
+    match = rf"max_len={max_len!r} must be an integer >= 3 \(\[CLS\], one k-mer and \[SEP\]\)"
+    with pytest.raises(ValueError, match=match):
+        DNABert(k=3, n_layers=1, d_model=8, n_heads=2, max_len=max_len)
+
+
+def test_smallest_max_len_works():
+    model = DNABert(k=3, n_layers=1, d_model=8, n_heads=2, max_len=3)
+    assert model.window_size == 3  # one 3-mer per window: 3 - 2 + 3 - 1
+    assert model.embed(["ACGTAC"], device="cpu", progress=False).shape == (1, 8)
+
+
+@pytest.mark.parametrize("window_overlap", [10.7, 10.0, -1, "10"])
+def test_window_overlap_must_be_an_integer(finetuned, window_overlap):
+    long = "ACGT" * 40  # 160 bp: several windows of the tiny model's 64 bp
+    kw = {"window_overlap": window_overlap, "device": "cpu", "progress": False}
+    match = rf"window_overlap={window_overlap!r} must be an integer >= 0"
+    with pytest.raises(ValueError, match=match):  # 10.7 was cut to 10 silently
+        finetuned.predict([long], **kw)
+    with pytest.raises(ValueError, match=match):
+        finetuned.embed([long], **kw)
+
+
+def test_window_overlap_integer_types_and_upper_bound(finetuned):
+    long = "ACGT" * 40
+    kw = {"device": "cpu", "progress": False}
+    np.testing.assert_array_equal(
+        finetuned.predict([long], window_overlap=np.int64(10), **kw),
+        finetuned.predict([long], window_overlap=10, **kw),
+    )
+    # window of max_len=64, k=3: 64 - 2 + 3 - 1 = 64 bases
+    with pytest.raises(
+        ValueError, match="window_overlap=64 must be smaller than the model's window of 64"
+    ):
+        finetuned.embed([long], window_overlap=64, **kw)
+
+
+def test_pretrain_window_arguments_must_be_integers(tiny, fit_kw, seqs):
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match=r"window_size=30.5 must be an integer"):  # was cut to 30
+        model.pretrain(seqs, window_size=30.5, max_steps=1, **fit_kw)
+    with pytest.raises(ValueError, match=r"window_overlap=2.5 must be an integer >= 0"):
+        model.pretrain(seqs, window_size=30, window_overlap=2.5, max_steps=1, **fit_kw)
+    assert model.history == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_epochs": None}, "max_epochs or max_steps"),
+        ({"early_stopping": True, "validation_size": 0}, "early_stopping=True"),
+        ({"ckpt_path": "last"}, "checkpoint_dir"),
+        ({"no_such_trainer_argument": 1}, "no_such_trainer_argument"),
+        ({"window_overlap": 2.5}, r"window_overlap=2.5 must be an integer >= 0"),
+    ],
+)
+def test_refused_finetune_keeps_the_masked_lm_head(tiny, fit_kw, labelled, kwargs, match):
+    seqs, labels = labelled
+    model = DNABert(k=3, **tiny)
+    module = model.module
+    with pytest.raises((ValueError, TypeError), match=match):
+        model.finetune(seqs, labels, **{**fit_kw, **kwargs})
+    assert model.task == "mlm"
+    assert model.labels_ is None
+    assert model.module is module
+    assert type(model.module).__name__ == "BertForMaskedLM"
+
+
+def test_save_refuses_to_overwrite_an_official_folder(tmp_path, official_folder):
+    official_folder(tmp_path / "DNA_bert_3", k=3)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()}
+    model = DNABert.load(tmp_path / "DNA_bert_3")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(tmp_path / "DNA_bert_3")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()}
+    assert after == before
+    model.save(tmp_path / "DNA_bert_3", overwrite=True)
+    assert DNABert.load(tmp_path / "DNA_bert_3").k == 3
+
+
+def test_categorical_series_labels_keep_their_order(tiny, fit_kw, labelled):
+    seqs, labels = labelled  # "gc" then "at": sorted order would be ["at", "gc"]
+    model = DNABert(k=3, **tiny)
+    series = pd.Series(pd.Categorical(labels, categories=["gc", "at"]))
+    model.finetune(seqs, series, max_steps=1, batch_size=8, **fit_kw)
+    assert model.labels_ == ["gc", "at"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "label_names"),
+    [([1] * 32, None), ([1] * 32, ["background", "promoter"]), (["a"] * 32, ["a", "b"])],
+)
+def test_labels_of_one_class_refused(tiny, fit_kw, labelled, labels, label_names):
+    seqs, _ = labelled
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match="at least two classes; every label is"):
+        model.finetune(seqs, labels, label_names=label_names, max_steps=1, **fit_kw)
+    assert model.task == "mlm"
+
+
+@pytest.mark.parametrize("labels", [[0, 1] * 16, ["a", "b"] * 16])
+def test_repeated_label_names_refused(tiny, fit_kw, labelled, labels):
+    seqs, _ = labelled
+    model = DNABert(k=3, **tiny)
+    with pytest.raises(ValueError, match=r"label_names repeats \['a'\]"):
+        model.finetune(seqs, labels, label_names=["a", "a"], max_steps=1, **fit_kw)

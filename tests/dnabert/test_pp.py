@@ -153,6 +153,23 @@ def test_reverse_complement_and_windows():
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window": 6.0}, r"window=6.0 must be an integer >= 1"),  # was a slicing TypeError
+        ({"window": 6, "overlap": 2.5}, r"overlap=2.5 must be an integer >= 0"),
+        ({"window": 6, "overlap": -1}, r"overlap=-1 must be an integer >= 0"),
+    ],
+)
+def test_split_windows_needs_integers(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pp.split_windows(["AAAACCCCGGTT"], **kwargs)
+    wins, _ = pp.split_windows(["AAAACCCCGG"], window=np.int64(6), overlap=np.int32(2))
+    assert wins == ["AAAACC", "CCCCGG"]  # the docstring example, with NumPy integers
+    with pytest.raises(ValueError, match=r"stride=3.0 must be an integer >= 1"):
+        pp.window_starts(10, 4, 3.0)
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("chr1:100-600", ("chr1", 100, 600, "+")),
@@ -314,3 +331,49 @@ def test_seq2kmer_checks_k():
     for k in (0, 2, 3.0):
         with pytest.raises(ValueError, match=r"k=.* is not supported.*3, 4, 5 or 6"):
             pp.seq2kmer("ACGT", k)
+
+
+def test_tokenize_dtype_too_small_for_the_ids_refused():
+    # k=6 ids reach 4 + 4**6 = 4100, which int8 would wrap around
+    with pytest.raises(
+        ValueError, match=r"dtype=int8 cannot hold the token ids of k=6 \(0 to 4100\)"
+    ):
+        pp.tokenize(["GGGGGGG"], k=6, dtype=np.int8)
+    with pytest.raises(ValueError, match="k=4"):
+        pp.tokenize(["GGGGG"], k=4, dtype=np.uint8)  # GGGG is 5 + 255 = 260
+    with pytest.raises(ValueError, match="float32"):
+        pp.tokenize(["GGGGG"], k=3, dtype=np.float32)
+    # k=3 ids reach 68: uint8 holds them; GGG = 5 + 3*16 + 3*4 + 3 = 68
+    out = pp.tokenize(["GGGG"], k=3, dtype=np.uint8)["input_ids"]
+    assert out.dtype == np.uint8
+    assert out.tolist() == [[2, 68, 68, 3]]
+
+
+@pytest.mark.parametrize("max_len", [5.5, "512", True])
+def test_tokenize_max_len_must_be_an_integer(max_len):
+    with pytest.raises(ValueError, match=r"max_len=.* must be an integer >= 3"):
+        pp.tokenize(["ACGTACGT"], k=3, max_len=max_len)
+
+
+def test_encode_kmers_reads_a_generator_once():
+    ids, n_kmers = pp.encode_kmers((s for s in ["ACGTA", "NAAA"]), k=3)
+    # ACG = 5 + 0*16 + 2*4 + 3 = 16, CGT = 5 + 2*16 + 3*4 + 1 = 50, GTA = 5 + 3*16 + 1*4 + 0
+    # = 57, NAA = [UNK] = 1, AAA = 5
+    assert ids.tolist() == [16, 50, 57, 1, 5]
+    assert n_kmers.tolist() == [3, 2]
+
+
+def test_cache_dir_is_the_fasta_subfolder_of_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "root"))
+    assert pp.cache_dir() == tmp_path / "root" / "fasta"
+    monkeypatch.delenv("OMICFORMER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert pp.cache_dir() == tmp_path / "xdg" / "omicformer" / "fasta"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in ("", None):  # an empty XDG_CACHE_HOME counts as unset (XDG base dir spec)
+        if unset is None:
+            monkeypatch.delenv("XDG_CACHE_HOME")
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", unset)
+        # it was the relative path omicformer/fasta, in the working directory
+        assert pp.cache_dir() == tmp_path / "home" / ".cache" / "omicformer" / "fasta"

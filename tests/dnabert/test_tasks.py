@@ -151,6 +151,12 @@ def test_tfbs_motif_resolution():
     assert _tfbs._resolve_motif("HNF4A")[0] == "MA0114.5"
     assert _tfbs._resolve_motif("MA0114.4")[0] == "MA0114.4"
     assert _tfbs._resolve_motif("ctcf")[0] == "MA0139.2"
+    # JASPAR ids in any case (the bundled ids are upper case)
+    assert _tfbs._resolve_motif("ma0114")[0] == "MA0114.5"  # base id: latest version
+    assert _tfbs._resolve_motif("ma0114.4")[0] == "MA0114.4"
+    assert _tfbs._resolve_motif("Ma0139.2")[0] == "MA0139.2"
+    with pytest.raises(ValueError, match=r"Unknown motif 'ma9999'.*MA0114\.5 \(HNF4A\)"):
+        tasks.tfbs_task("ma9999")
     name, _ = _tfbs._resolve_motif(np.eye(4))
     assert name == "custom"
     with pytest.raises(ValueError, match=r"MA0139\.2 \(CTCF\)"):
@@ -172,6 +178,18 @@ def test_hnf4a_real_check():
     assert (blocks[df["group"]] == "test").all()
     tf = tasks.tfbs_task(n_per_class=200)
     assert not set(df["group"]) & set(tf[tf.split != "test"]["group"])
+
+
+@pytest.mark.parametrize("length", [12, 0, 20.0])
+def test_hnf4a_real_check_length_holds_a_site(length):
+    # the 71 sites are 13 bp (12 failed inside numpy with "high <= 0")
+    with pytest.raises(ValueError, match=rf"length={length!r} must be an integer >= 13"):
+        tasks.hnf4a_real_check(length)
+
+
+def test_tfbs_task_length_must_be_an_integer():
+    with pytest.raises(ValueError, match=r"length=50.5 must be an integer >= 1"):  # a TypeError
+        tasks.tfbs_task(length=50.5, n_per_class=10)
 
 
 # --- splice sites on a hand-made genome -------------------------------------------------------
@@ -261,6 +279,16 @@ def test_splice_options(tiny_genome):
         tasks.splice_site_task(gtf, fasta, window=400)
 
 
+def test_splice_chroms_as_one_name(tiny_genome):
+    gtf, fasta = tiny_genome
+    # a single name is one chromosome (it was read as {"c", "h", "r", "1"}: no exon found)
+    one = tasks.splice_site_task(gtf, fasta, window=8, chroms="chr1")
+    assert len(one) == 8  # all 8 windows of test_splice_sites_exact_windows are on chr1
+    assert set(one["chrom"]) == {"chr1"}
+    with pytest.raises(ValueError, match=r"No exon lines .* on \['chr9'\]"):
+        tasks.splice_site_task(gtf, fasta, window=8, chroms="chr9")
+
+
 def test_splice_missing_chrom(tiny_genome, tmp_path):
     _, fasta = tiny_genome
     other = tmp_path / "other.gtf"
@@ -333,6 +361,21 @@ def test_classification_metrics_values():
         )
 
 
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_kmer_baseline_refuses_missing_sequences(missing):
+    # "nan" would be read as the string n-a-n: an all-zero feature row, silently
+    train = pd.DataFrame(
+        {"sequence": ["ACGTACGT", "GGGCCCGG", "ACGTTTAA", "CCCGGGCC"], "label": [0, 1, 0, 1]},
+        index=[10, 11, 12, 13],
+    )
+    broken = train.astype({"sequence": object})
+    broken.loc[12, "sequence"] = missing
+    with pytest.raises(ValueError, match=r"train_df\['sequence'\] at index 12 is (nan|None)"):
+        tasks.kmer_baseline(broken, train, k=2, C=1.0)
+    with pytest.raises(ValueError, match=r"test_df\['sequence'\] at index 12 is (nan|None)"):
+        tasks.kmer_baseline(train, broken, k=2, C=1.0)
+
+
 @pytest.mark.parametrize(
     ("n_per_class", "per_split"),
     [
@@ -356,3 +399,23 @@ def test_tfbs_split_sizes_sum_to_n_per_class(n_per_class, per_split):
 def test_tfbs_n_per_class_must_be_a_positive_integer(n_per_class):
     with pytest.raises(ValueError, match=rf"n_per_class={n_per_class!r} must be an integer >= 1"):
         tasks.tfbs_task(n_per_class=n_per_class)
+
+
+@pytest.mark.parametrize("labels", [(1, 2), ("no", "yes"), (-1, 1)])
+def test_classification_metrics_of_two_labels_other_than_0_1(labels):
+    neg, pos = labels  # prob is that of the larger label, as kmer_baseline returns it
+    y = [neg, pos, pos, neg, pos]
+    m = tasks.classification_metrics(y, [0.2, 0.9, 0.4, 0.6, 0.7])
+    # predicted [neg, pos, neg, pos, pos]: TP 2, FN 1, FP 1, TN 1
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 / 3)  # precision 2/3, recall 2/3
+    assert m["mcc"] == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert m["auroc"] == pytest.approx(5 / 6)  # 5 of the 6 (positive, negative) pairs in order
+
+
+def test_classification_metrics_multiclass_labels_in_sorted_order():
+    prob = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    m = tasks.classification_metrics(["a", "b", "c", "c"], prob)  # columns a, b, c
+    assert m["accuracy"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match=r"neither class indices 0\.\.2 nor 3 labels"):
+        tasks.classification_metrics(["a", "b", "b", "a"], prob)

@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import anndata as ad
@@ -71,6 +72,8 @@ def test_embed_regions_copy_region_key_and_mudata(atac, genome, mlm):
         (["chr1:10-90", "chrX:1-50", "chr2:0-60", "chr2:1-9"], ValueError, r"it has \['chr1'"),
         (["chr1:10-90", "chr1:300-500", "chr2:0-60", "chr2:1-9"], ValueError, "beyond the end"),
         (["chr1:10-90", "chr1:90-10", "chr2:0-60", "chr2:1-9"], ValueError, "start"),
+        # a region shorter than k is named as the region, not as the list's 'seq_1'
+        (["chr1:10-90", "chr1:398-400", "chr2:0-60", "chr2:1-9"], ValueError, "'chr1:398-400'"),
     ],
 )
 def test_bad_regions_leave_adata_untouched(atac, genome, mlm, names, error, match):
@@ -142,6 +145,57 @@ def test_plots(atac, genome, finetuned):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_predict_again_replaces_the_columns_of_key_added(atac, genome, finetuned):
+    path, _ = genome
+    other = copy.deepcopy(finetuned)
+    other.labels_ = ["yes", "no"]  # the same head, other classes
+    tl.predict(atac, model=other, fasta=path, **KW)
+    tl.predict(atac, model=other, fasta=path, key_added="keep", **KW)
+    tl.predict(atac, model=finetuned, fasta=path, **KW)
+    probs = [c for c in atac.var if c.startswith("dnabert_prob_")]
+    assert probs == ["dnabert_prob_at", "dnabert_prob_gc"]  # no stale yes/no columns
+    assert {"keep_prob_yes", "keep_prob_no"} <= set(atac.var)  # another key_added is kept
+    # the plot's default class is the last class of the model of the last call
+    reordered = copy.deepcopy(finetuned)
+    reordered.labels_ = ["gc", "at"]
+    tl.predict(atac, model=reordered, fasta=path, **KW)
+    assert pl.prediction_histogram(atac, show=False).get_xlabel() == "P(at)"
+    assert pl.region_track(atac, show=False).get_ylabel() == "P(at)"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_window_overlap_must_be_an_integer(atac, genome, mlm, finetuned):
+    path, _ = genome
+    match = r"window_overlap=10.7 must be an integer >= 0"  # it was cut to 10 silently
+    with pytest.raises(ValueError, match=match):
+        tl.predict(atac, model=finetuned, fasta=path, window_overlap=10.7, **KW)
+    with pytest.raises(ValueError, match=match):
+        tl.embed_regions(atac, model=mlm, fasta=path, window_overlap=10.7, **KW)
+    assert "dnabert" not in atac.uns and "X_dnabert" not in atac.varm
+    assert list(atac.var.columns) == ["peak", "truth"]
+
+
+def test_predict_regions_named_like_sequences(genome, finetuned):
+    path, chroms = genome
+    by_seq = tl.predict(
+        pd.Series([chroms["chr1"][10:90], chroms["chr2"][50:150]], index=["peak_a", "peak_b"]),
+        model=finetuned,
+        **KW,
+    )
+    regions = ["chr1:10-90", "chr2:50-150"]
+    # a Series of regions is named by its index, as a Series of sequences (it was by region)
+    series = tl.predict(pd.Series(regions, index=by_seq.index), model=finetuned, fasta=path, **KW)
+    # a dict name -> region is named by its keys (it was refused as one unparsable region)
+    mapping = tl.predict(
+        dict(zip(by_seq.index, regions, strict=True)), model=finetuned, fasta=path, **KW
+    )
+    for frame in (series, mapping):
+        assert frame.index.tolist() == ["peak_a", "peak_b"]
+        pd.testing.assert_frame_equal(frame, by_seq, rtol=1e-6)
 
 
 def test_mlm_loss_curve_from_history():

@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._core._cache import cache_root
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -36,10 +38,7 @@ JASPAR_JSON = _DATA / "dna_jaspar2024_motifs.json"
 
 def _cache_dir() -> Path:
     """``$OMICFORMER_CACHE_DIR``, else ``$XDG_CACHE_HOME/omicformer``, else ``~/.cache/omicformer``."""
-    if os.environ.get("OMICFORMER_CACHE_DIR"):
-        return Path(os.environ["OMICFORMER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "omicformer"
+    return cache_root()
 
 
 def ce_chrx_fasta_path(*, compressed: bool = False) -> Path:

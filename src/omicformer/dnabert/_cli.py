@@ -51,7 +51,11 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     pred.add_argument(
         "output", help=f"output .h5ad/.h5mu, or .csv/.tsv for FASTA input; {_OUTPUT_HELP}"
     )
-    pred.add_argument("--fasta", default=None, help="genome FASTA for the regions of an .h5ad")
+    pred.add_argument(
+        "--fasta",
+        default=None,
+        help="genome FASTA for the regions of an .h5ad (not with FASTA input)",
+    )
     pred.add_argument("--key-added", default="dnabert")
     _common(pred, default_model="default")
     pred.set_defaults(func=_predict, prog=pred.prog)
@@ -139,6 +143,15 @@ def _predict(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
     }
     if _is_fasta(args.input):
+        given = [o for o, v in (("--fasta", args.fasta), ("--region-key", args.region_key)) if v]
+        if given:  # a FASTA input holds the sequences themselves: these would go unused
+            fail(
+                args.prog,
+                f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} only for the "
+                "regions of an .h5ad/.h5mu input; "
+                f"{args.input} is a FASTA of sequences, predicted as they are. Drop "
+                f"{' and '.join(given)}.",
+            )
         _check_output(args, _TABLE_SUFFIXES)
         check_input(args.prog, args.input, ())
         check_model(args.prog, args.model)

@@ -10,16 +10,29 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .._core._cache import cache_root
 from ._kmers import reverse_complement
 from ._regions import Region, make_region, parse_regions
 
 
 def cache_dir() -> Path:
-    """Folder for decompressed FASTA copies: ``$OMICFORMER_CACHE_DIR`` or ``~/.cache/omicformer``."""
-    root = os.environ.get("OMICFORMER_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "omicformer"
-    )
-    return Path(root) / "fasta"
+    """Folder for decompressed FASTA copies, and for indexes of FASTA in read-only folders.
+
+    It is the ``fasta`` subfolder of the omicformer cache folder: ``$OMICFORMER_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/omicformer``, else ``~/.cache/omicformer`` (an empty variable counts
+    as unset). The folder is created when something is first written into it.
+
+    Returns
+    -------
+    ``<cache folder>/fasta``, e.g. ``~/.cache/omicformer/fasta``.
+
+    Examples
+    --------
+    >>> from omicformer.dnabert import pp
+    >>> pp.cache_dir().name
+    'fasta'
+    """
+    return cache_root() / "fasta"
 
 
 def _compression(path: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core._checks import check_int
 from .._core._deprecation import renamed_kwargs
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -204,6 +205,31 @@ def _listed(
     return sequences, names
 
 
+def check_strings(
+    sequences: Sequence[object], names: Sequence[str] | None = None, *, what: str = "Sequence"
+) -> None:
+    """Raise ``ValueError`` naming the first entry that is not a ``str`` (NaN, None, a number).
+
+    Parameters
+    ----------
+    sequences
+        The entries, read by position.
+    names
+        Their names in the message (default ``#0``, ``#1``, ...).
+    what
+        How the message calls an entry, e.g. ``"train_df['sequence'] at index"``.
+    """
+    other = next((i for i, s in enumerate(sequences) if not isinstance(s, str)), None)
+    if other is not None:
+        value = sequences[other]
+        msg = (
+            f"{what} {_names(sequences, names)[other]!r} is {value!r} "
+            f"({type(value).__name__}), not a DNA string; drop missing sequences (NaN/None) "
+            "or pass every sequence as a str."
+        )
+        raise ValueError(msg)
+
+
 def check_sequences(
     sequences: Sequence[str], k: int, *, names: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -222,15 +248,7 @@ def check_sequences(
     """
     k = check_k(k)
     sequences, names = _listed(sequences, names)
-    other = next((i for i, s in enumerate(sequences) if not isinstance(s, str)), None)
-    if other is not None:
-        value = sequences[other]
-        msg = (
-            f"Sequence {_names(sequences, names)[other]!r} is {value!r} "
-            f"({type(value).__name__}), not a DNA string; drop missing sequences (NaN/None) "
-            "or pass every sequence as a str."
-        )
-        raise ValueError(msg)
+    check_strings(sequences, names)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     joined = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
     bad = np.flatnonzero(_CODE[joined] == _INVALID_CODE)
@@ -299,6 +317,7 @@ def encode_kmers(
     >>> pp.encode_kmers(["ACGTA", "NAAA"], k=3)
     (array([16, 50, 57,  1,  5]), array([3, 2]))
     """
+    sequences, names = _listed(sequences, names)  # read once: a generator is not re-read
     lengths = check_sequences(sequences, k, names=names)
     if not lengths.size:  # no sequences: no k-mers, like tokenize([]) gives no rows
         return np.zeros(0, dtype=np.int64), lengths - k + 1
@@ -340,7 +359,9 @@ def tokenize(
     names
         Sequence names for error messages (default: a pandas Series' index, else ``#0``, ...).
     dtype
-        Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets).
+        Integer dtype of ``input_ids`` (``np.int16`` halves memory for large datasets); one
+        too small for the ids of ``k`` (up to ``4 + 4**k``, e.g. ``np.int8``, or ``np.uint8``
+        for k >= 4) is a ``ValueError``.
 
     Returns
     -------
@@ -358,9 +379,14 @@ def tokenize(
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
     k = check_k(k)
-    cap = max_len - 2
-    if cap < 1:
-        msg = f"max_len={max_len} leaves no room for k-mers; use at least 3."
+    cap = check_int("max_len", max_len, minimum=3, hint="[CLS], one k-mer and [SEP]") - 2
+    top = N_SPECIAL + 4**k - 1
+    out_type = np.dtype(dtype)
+    if out_type.kind not in "iu" or np.iinfo(out_type).max < top:
+        msg = (
+            f"dtype={out_type.name} cannot hold the token ids of k={k} (0 to {top}); use an "
+            "integer type such as np.int16 or np.int64."
+        )
         raise ValueError(msg)
     sequences, names = _listed(sequences, names)
     lengths = check_sequences(sequences, k, names=names)
@@ -394,7 +420,7 @@ def tokenize(
         attention_mask = attention_mask.astype(np.int64)
     else:
         attention_mask = np.ones(input_ids.shape, dtype=np.int64)
-    input_ids = input_ids.astype(dtype, copy=False)
+    input_ids = input_ids.astype(out_type, copy=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -410,9 +436,8 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     >>> pp.window_starts(1000, window=515, stride=400)
     array([  0, 400, 485])
     """
-    if window < 1 or stride < 1:
-        msg = f"window ({window}) and stride ({stride}) must be positive."
-        raise ValueError(msg)
+    window = check_int("window", window, hint="bases per window")
+    stride = check_int("stride", stride, hint="bases from one window start to the next")
     if length <= window:
         return np.zeros(1, dtype=np.int64)
     starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
@@ -433,7 +458,8 @@ def split_windows(
     window
         Window length in bases (for DNABERT at most ``510 + k - 1``).
     overlap
-        Bases shared by consecutive windows (``0 <= overlap < window``).
+        Bases shared by consecutive windows (``0 <= overlap < window``). ``window`` and
+        ``overlap`` must be integers (a float such as ``10.0`` is refused).
 
     Returns
     -------
@@ -447,7 +473,9 @@ def split_windows(
     """
     if isinstance(sequences, str):
         raise TypeError(_SINGLE_STRING)
-    if not 0 <= overlap < window:
+    window = check_int("window", window, hint="bases per window")
+    overlap = check_int("overlap", overlap, minimum=0, hint="bases shared by consecutive windows")
+    if overlap >= window:
         msg = f"overlap={overlap} must satisfy 0 <= overlap < window ({window})."
         raise ValueError(msg)
     out: list[str] = []

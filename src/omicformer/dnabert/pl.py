@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._core._plotting import finish, new_axes
 from ._regions import parse_regions
-from ._tools._common import is_anndata, modality, var_regions
+from ._tools._common import is_anndata, modality, predicted_labels, var_regions
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -90,18 +90,32 @@ def _values(curve: Any) -> np.ndarray:
     return np.asarray(curve.iloc[:, 0] if hasattr(curve, "iloc") else curve, dtype=float)
 
 
-def _prediction_frame(data: Any, mod: str) -> pd.DataFrame:
+def _prediction_frame(data: Any, mod: str) -> tuple[pd.DataFrame, Any]:
+    """The table of predictions, and the AnnData it belongs to (``None`` for a DataFrame)."""
     if is_anndata(data):
-        return modality(data, mod).var
+        target = modality(data, mod)
+        return target.var, target
     if isinstance(data, pd.DataFrame):
-        return data
+        return data, None
     msg = f"Expected an AnnData/MuData or the DataFrame from tl.predict, not {type(data).__name__}."
     raise TypeError(msg)
 
 
-def _prob_column(frame: pd.DataFrame, key: str, label: str | None) -> tuple[str, str]:
+def _prob_column(
+    frame: pd.DataFrame, key: str, label: str | None, adata: Any = None
+) -> tuple[str, str]:
+    """Column of the probability of ``label`` (default: the model's last class).
+
+    For AnnData input the classes are those the last ``tl.predict`` call with ``key``
+    recorded in ``adata.uns`` (in the model's order); without such a record, or for a
+    DataFrame, every ``{key}_prob_*`` column counts.
+    """
     prefix = f"{key}_prob_"
-    available = [c[len(prefix) :] for c in frame.columns if c.startswith(prefix)]
+    labels = None if adata is None else predicted_labels(adata, key)
+    if labels and all(prefix + lab in frame.columns for lab in labels):
+        available = labels
+    else:
+        available = [c[len(prefix) :] for c in frame.columns if c.startswith(prefix)]
     if not available:
         msg = f"No '{prefix}*' columns found; run dnabert.tl.predict(..., key_added={key!r}) first."
         raise KeyError(msg)
@@ -152,8 +166,8 @@ def prediction_histogram(
     ...     atac, label="promoter", groupby="is_promoter"
     ... )  # doctest: +SKIP
     """
-    frame = _prediction_frame(data, mod)
-    column, label = _prob_column(frame, key, label)
+    frame, target = _prediction_frame(data, mod)
+    column, label = _prob_column(frame, key, label, target)
     ax = new_axes(ax)
     edges = np.linspace(0, 1, bins + 1)
     if groupby is None:
@@ -208,7 +222,7 @@ def region_track(
     >>> dnabert.pl.region_track(atac, label="promoter", chrom="chr2L")  # doctest: +SKIP
     """
     target = modality(adata, mod)
-    column, label = _prob_column(target.var, key, label)
+    column, label = _prob_column(target.var, key, label, target)
     regions = parse_regions(var_regions(target, region_key))
     chroms = [r.chrom for r in regions]
     chrom = chroms[0] if chrom is None else chrom

@@ -56,3 +56,18 @@ def describe(value: Any) -> str:
     if isinstance(value, Genome):
         return str(value.path)
     return type(value).__name__
+
+
+def predicted_labels(adata: Any, key_added: str) -> list[str] | None:
+    """Class labels that ``tl.predict(..., key_added=key_added)`` last wrote into ``adata``.
+
+    Read from ``adata.uns["dnabert"][key_added]["params"]["labels"]``; ``None`` when no call
+    of ``tl.predict`` is recorded there (never run, or its ``uns`` entry was removed).
+    """
+    entry = adata.uns.get("dnabert", {})
+    entry = entry.get(key_added) if isinstance(entry, dict) else None
+    params = entry.get("params") if isinstance(entry, dict) else None
+    labels = params.get("labels") if isinstance(params, dict) else None
+    if labels is None or isinstance(labels, str):
+        return None
+    return [str(label) for label in labels]

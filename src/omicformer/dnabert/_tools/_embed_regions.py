@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from ..._core._anndata import check_uns
 from ..._core._deprecation import formerly_positional
@@ -143,7 +144,7 @@ def embed_regions(
     sequences = fetch_sequences(regions, as_genome(fasta))  # all validated before the model
     dnabert = resolve_model(model, "mlm")
     embedding = dnabert.embed(
-        sequences,
+        pd.Series(sequences, index=regions, dtype=object),  # errors name the region
         pooling=pooling,
         reverse_complement=reverse_complement,
         window_overlap=window_overlap,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..._core._anndata import check_uns
 from .._genome import Genome, as_genome
-from ._common import describe, is_anndata, modality, var_regions
+from ._common import describe, is_anndata, modality, predicted_labels, var_regions
 
 if TYPE_CHECKING:
     import torch
@@ -65,14 +65,17 @@ def predict(
     For AnnData input ``None`` (or the copy), setting the following fields:
 
     ``adata.var[f"{key_added}_prob_{label}"]``
-        Probability (float) of each class ``label`` of the model.
+        Probability (float) of each class ``label`` of the model. The probability columns
+        of an earlier call with the same ``key_added`` are removed first (a model with
+        other classes leaves no stale ones).
     ``adata.var[f"{key_added}_prediction"]``
         The most probable class (categorical).
     ``adata.uns["dnabert"][key_added]["params"]``
         Parameters of the call (dict).
 
     For sequences, a :class:`pandas.DataFrame` with the same columns, indexed by sequence
-    name.
+    name: the keys of a dict, the index of a Series (of sequences or of regions), the region
+    strings of a list of regions, ``seq_0``, ``seq_1``, ... for a list of sequences.
 
     Examples
     --------
@@ -131,6 +134,9 @@ def predict(
     }
     data = data.copy() if copy else data
     target = modality(data, mod)
+    # the probability columns of an earlier call with this key_added (maybe other classes)
+    previous = [f"{key_added}_prob_{label}" for label in predicted_labels(target, key_added) or []]
+    target.var = target.var.drop(columns=[c for c in previous if c in target.var.columns])
     for column, values in columns.items():
         target.var[column] = values
     target.var[f"{key_added}_prediction"] = prediction

@@ -225,9 +225,16 @@ def write_checkpoint(
     """Write an HF-compatible DNABERT folder plus ``omicformer_config.json`` metadata.
 
     ``half=True`` stores floating-point weights as float16 (half the size); loading casts
-    them back to the model's float32 parameters.
+    them back to the model's float32 parameters. A folder that already holds a model (ours or
+    an official one: ``config.json``, weights) is a ``FileExistsError`` unless ``overwrite``.
     """
     path = Path(path).expanduser()
+    held = [n for n in (HF_CONFIG, WEIGHTS_NAME, TORCH_WEIGHTS, CONFIG_NAME) if (path / n).exists()]
+    if held and not overwrite:  # e.g. an official download: its config.json would be replaced
+        msg = (
+            f"{path} already holds a model ({', '.join(held)}); pass overwrite=True to replace it."
+        )
+        raise FileExistsError(msg)
     state = unique_tensors(module.state_dict())
     state = {key: v for key, v in state.items() if not key.endswith("position_ids")}
     if half:

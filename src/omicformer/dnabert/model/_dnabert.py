@@ -49,7 +49,8 @@ class DNABert(TrainingMixin):
         ``d_hid`` defaults to ``4 * d_model``.
     max_len
         Token positions including ``[CLS]``/``[SEP]`` (official 512, i.e. ``510 + k - 1`` bp
-        per window); longer sequences are split into overlapping windows.
+        per window); longer sequences are split into overlapping windows. At least 3
+        (``[CLS]``, one k-mer, ``[SEP]``).
     dropout, attention_dropout
         Dropout of hidden states and attention probabilities.
     random_state
@@ -158,7 +159,8 @@ class DNABert(TrainingMixin):
         path
             Folder to create.
         overwrite
-            Replace an existing save.
+            Replace a model already in ``path`` (a save of ours or an official DNABERT folder);
+            without it such a folder is a ``FileExistsError`` and stays as it was.
         half
             Store weights as float16 (half the size, e.g. for models shipped in a package);
             they are cast back to float32 when loaded.

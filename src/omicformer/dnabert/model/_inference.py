@@ -49,11 +49,18 @@ def run_windows(
         msg = f"output={output!r} must be one of {OUTPUTS}."
         raise ValueError(msg)
     batch_size = check_int("batch_size", batch_size)
+    if window_overlap is not None:  # 10.7 bases was cut to 10 silently
+        window_overlap = check_int(
+            "window_overlap", window_overlap, minimum=0, hint="bases, or None for a quarter window"
+        )
     check_sequences(sequences, k, names=names)
     n = len(sequences)
     max_tokens = int(module.config.max_position_embeddings)
     window = max_window_bp(k, max_tokens)
-    overlap = default_overlap(window) if window_overlap is None else int(window_overlap)
+    overlap = default_overlap(window) if window_overlap is None else window_overlap
+    if overlap >= window:
+        msg = f"window_overlap={overlap} must be smaller than the model's window of {window} bases."
+        raise ValueError(msg)
     seqs = list(sequences)
     if reverse_complement_average:
         seqs += [reverse_complement(s) for s in sequences]

@@ -28,7 +28,9 @@ def resolve_sequences(
 ) -> tuple[list[str], list[str]]:
     """Return ``(sequences, names)`` from any accepted input.
 
-    * ``fasta`` given: ``data`` are regions (``chr1:100-600`` ...) fetched from the genome;
+    * ``fasta`` given: ``data`` are regions (``chr1:100-600`` ...) fetched from the genome,
+      named by the keys/index of a mapping or pandas Series (as sequences are), else by the
+      region strings;
     * a path to a FASTA file or a :class:`Genome`: all its records;
     * a mapping ``name -> sequence`` or a pandas Series: its values, named by keys/index;
     * a list of DNA strings, named ``seq_0``, ``seq_1``, ...
@@ -37,8 +39,10 @@ def resolve_sequences(
     :func:`~omicformer.dnabert.pp.check_sequences`, naming it, before any model runs.
     """
     if fasta is not None:
-        regions = [r if isinstance(r, Region) else str(r) for r in _as_list(data)]
-        names = [r.name if isinstance(r, Region) else r for r in regions]
+        values, names = _named(data)
+        regions = [r if isinstance(r, Region) else str(r) for r in values]
+        if names is None:
+            names = [r.name if isinstance(r, Region) else r for r in regions]
         return fetch_sequences(regions, fasta), names
     if isinstance(data, Genome):
         return _fasta_records(data)
@@ -50,13 +54,21 @@ def resolve_sequences(
             "(wrap a single sequence: [seq]), or regions together with fasta=GENOME."
         )
         raise TypeError(msg)
+    seqs, names = _named(data)  # not str(): NaN/None must fail the check, not read as "nan"
+    return seqs, [f"seq_{i}" for i in range(len(seqs))] if names is None else names
+
+
+def _named(data: Any) -> tuple[list, list[str] | None]:
+    """Entries of ``data`` and their names (``None`` for a plain list).
+
+    A Series is read by position and named by its index, a mapping by its keys.
+    """
     if isinstance(data, pd.Series):  # by position, named by the index
         return data.tolist(), [str(key) for key in data.index]
     if isinstance(data, Mapping) or hasattr(data, "keys"):
         keys = list(data.keys())
         return [data[key] for key in keys], [str(key) for key in keys]
-    seqs = list(_as_list(data))  # not str(): NaN/None must fail the check, not read as "nan"
-    return seqs, [f"seq_{i}" for i in range(len(seqs))]
+    return list(_as_list(data)), None
 
 
 def _as_list(data: Iterable) -> list:
@@ -126,8 +138,12 @@ def encode_labels(
     """Class codes and names; checks length, NaN and class count before anything runs.
 
     Integer labels are class indices (named by ``label_names`` or ``"0"``, ``"1"``, ...);
-    other labels are categories, ordered by ``label_names``, the categorical order, or sorted.
+    other labels are categories, ordered by ``label_names``, the categorical order (of a
+    :class:`pandas.Categorical` or a categorical Series), or sorted. Repeated ``label_names``
+    and labels that hold fewer than two classes are refused.
     """
+    if isinstance(labels, pd.Series | pd.Index) and isinstance(labels.dtype, pd.CategoricalDtype):
+        labels = pd.Categorical(labels)  # list(...) would drop the categories' order
     values = labels if isinstance(labels, pd.Categorical) else pd.Series(list(labels)).values
     if len(values) != n:
         msg = (
@@ -135,6 +151,10 @@ def encode_labels(
         )
         raise ValueError(msg)
     names = None if label_names is None else [str(c) for c in label_names]
+    if names is not None and len(set(names)) < len(names):
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        msg = f"label_names repeats {repeated}; give each class one name."
+        raise ValueError(msg)
     if names is not None and num_labels is not None and num_labels != len(names):
         msg = f"num_labels={num_labels} but label_names has {len(names)} names."
         raise ValueError(msg)
@@ -167,5 +187,12 @@ def encode_labels(
             raise ValueError(msg)
     if len(classes) < 2:
         msg = f"Fine-tuning needs at least two classes; labels have {classes}."
+        raise ValueError(msg)
+    present = np.unique(codes)
+    if len(present) < 2:
+        msg = (
+            f"Fine-tuning needs at least two classes; every label is {classes[present[0]]!r} "
+            f"(classes {classes}), so the model would learn to predict that class alone."
+        )
         raise ValueError(msg)
     return codes, classes

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from ..._core._callbacks import History
+from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
-from ..._core._train import VALIDATION_SIZE, run_training, split_indices
+from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
 from .._genome import Genome
 from .._kmers import check_sequences, split_windows, vocab_size
 from ..module import (
@@ -142,7 +143,8 @@ class TrainingMixin:
                 "DNABert or a pretrained MLM checkpoint) before fine-tuning."
             )
             raise ValueError(msg)
-        window = self.window_size if window_size is None else int(window_size)
+        window = self.window_size if window_size is None else check_int("window_size", window_size)
+        window_overlap = check_int("window_overlap", window_overlap, minimum=0, hint="bases")
         if not self.k <= window <= self.window_size:
             msg = f"window_size={window} must be between k={self.k} and {self.window_size} bases."
             raise ValueError(msg)
@@ -224,7 +226,8 @@ class TrainingMixin:
         """Fine-tune for binary or multi-class sequence classification.
 
         A masked-LM model gets a new ``BertForSequenceClassification`` head (the encoder
-        weights are kept, the MLM head is dropped; save it first if you need it). Sequences
+        weights are kept, the MLM head is dropped; save it first if you need it). A refused
+        argument or a failed run keeps the model's former head and classes. Sequences
         longer than one window are split into overlapping windows that inherit the label;
         :meth:`predict` averages window probabilities the same way.
 
@@ -234,7 +237,8 @@ class TrainingMixin:
             DNA strings, or region strings (``chr1:100-600``) when ``fasta`` is given.
         labels
             One label per sequence: integers ``0..C-1``, or strings / categories (classes in
-            sorted or categorical order).
+            sorted or categorical order, of a :class:`pandas.Categorical` or a categorical
+            Series). At least two classes must occur.
         fasta
             Genome to fetch regions from.
         num_labels
@@ -267,6 +271,8 @@ class TrainingMixin:
         """
         from ..train import DNABertTrainingPlan
 
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size)  # fmt: skip
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         codes, classes = encode_labels(
             labels, len(seqs), num_labels, self._reusable_labels(), label_names
@@ -281,7 +287,11 @@ class TrainingMixin:
             raise ValueError(msg)
         check_sequences(seqs, self.k, names=names)
         train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
-        overlap = default_overlap(self.window_size) if window_overlap is None else window_overlap
+        overlap = (
+            default_overlap(self.window_size)
+            if window_overlap is None
+            else check_int("window_overlap", window_overlap, minimum=0, hint="bases")
+        )
 
         def dataset(index: np.ndarray) -> TokenDataset:
             windows, owner = split_windows([seqs[i] for i in index], self.window_size, overlap)
@@ -293,37 +303,45 @@ class TrainingMixin:
         if class_weight == "balanced":
             counts = np.bincount(train.labels.numpy(), minlength=len(classes)).astype(float)
             weight = torch.as_tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)))
+        val = dataset(val_seq) if len(val_seq) else None
+        before = self.module, self.task, self.labels_
         self._set_classifier(classes, random_state, pooling)
-        plan = DNABertTrainingPlan(
-            self.module,
-            CLASSIFICATION,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            class_weight=None if weight is None else weight.float(),
-        )
-        history = run_training(
-            plan,
-            train,
-            classification_collate,
-            val=dataset(val_seq) if len(val_seq) else None,
-            batch_size=batch_size,
-            max_epochs=max_epochs,
-            max_steps=max_steps,
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            strategy=strategy,
-            precision=precision,
-            num_workers=num_workers,
-            random_state=random_state,
-            early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            checkpoint_dir=checkpoint_dir,
-            ckpt_path=ckpt_path,
-            enable_progress_bar=enable_progress_bar,
-            **trainer_kwargs,
-        )
+        try:
+            plan = DNABertTrainingPlan(
+                self.module,
+                CLASSIFICATION,
+                lr=lr,
+                weight_decay=weight_decay,
+                warmup_ratio=warmup_ratio,
+                class_weight=None if weight is None else weight.float(),
+            )
+            history = run_training(
+                plan,
+                train,
+                classification_collate,
+                val=val,
+                batch_size=batch_size,
+                max_epochs=max_epochs,
+                max_steps=max_steps,
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                precision=precision,
+                num_workers=num_workers,
+                random_state=random_state,
+                early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience,
+                checkpoint_dir=checkpoint_dir,
+                ckpt_path=ckpt_path,
+                enable_progress_bar=enable_progress_bar,
+                **trainer_kwargs,
+            )
+        except Exception:
+            # a refused argument (or a failed run) leaves the model as it was: the new head
+            # is dropped, the masked-LM head and the old classes come back
+            self.module, self.task, self.labels_ = before
+            raise
         self._record("finetune", history)
 
     def _reusable_labels(self) -> list[str] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from .._kmers import CLS_ID, MAX_TOKENS, PAD_ID, SEP_ID, vocab_size
 
@@ -43,6 +44,8 @@ def bert_config(
     """
     from transformers import BertConfig
 
+    # every window needs [CLS], at least one k-mer and [SEP]: refused here, not at first use
+    max_len = check_int("max_len", max_len, minimum=3, hint="[CLS], one k-mer and [SEP]")
     if d_model % n_heads:
         msg = f"d_model={d_model} must be divisible by n_heads={n_heads}."
         raise ValueError(msg)

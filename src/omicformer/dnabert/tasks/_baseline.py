@@ -11,6 +11,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
+from .._kmers import check_strings
 from ._common import (
     _CODE,
 )
@@ -36,6 +37,13 @@ def _kmer_matrix(sequences: Sequence[str], k: int) -> csr_matrix:
     data = np.concatenate(data) if data else np.zeros(0)
     indices = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
     return csr_matrix((data, indices, indptr), shape=(len(sequences), 4**k))
+
+
+def _sequences(frame: pd.DataFrame, name: str) -> list[str]:
+    """The ``sequence`` column of ``frame`` as strings; NaN/None is refused by its index."""
+    sequences = frame["sequence"].tolist()
+    check_strings(sequences, list(frame.index), what=f"{name}['sequence'] at index")
+    return sequences
 
 
 def _require_sklearn() -> None:
@@ -88,7 +96,8 @@ def kmer_baseline(
     ----------
     train_df, test_df
         Frames with ``sequence`` and (for ``train_df``) integer ``label`` columns, e.g. two
-        splits of :func:`promoter_task`.
+        splits of :func:`promoter_task`. A sequence that is not a string (NaN, None) is a
+        ``ValueError`` naming its index.
     k
         k-mer length (1-8).
     C
@@ -123,12 +132,13 @@ def kmer_baseline(
     if len(np.unique(y)) < 2:
         msg = f"train_df needs at least two classes in 'label', got {np.unique(y).tolist()}."
         raise ValueError(msg)
-    x = _kmer_matrix(train_df["sequence"].tolist(), k)
+    train, test = _sequences(train_df, "train_df"), _sequences(test_df, "test_df")
+    x = _kmer_matrix(train, k)
     groups = train_df["group"] if "group" in train_df else None
     C = _choose_c(x, y, groups, max_iter) if C is None else C
     clf = make_pipeline(StandardScaler(with_mean=False), LogisticRegression(C=C, max_iter=max_iter))
     clf.fit(x, y)
-    prob = clf.predict_proba(_kmer_matrix(test_df["sequence"].tolist(), k))
+    prob = clf.predict_proba(_kmer_matrix(test, k))
     return prob[:, 1] if prob.shape[1] == 2 else prob
 
 
@@ -138,9 +148,12 @@ def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str,
     Parameters
     ----------
     y_true
-        True integer labels.
+        True labels: ``0``/``1`` (or booleans), class indices ``0..n_classes-1``, or any two
+        (or ``n_classes``) labels, e.g. strings, taken in sorted order as
+        :func:`kmer_baseline` does.
     prob
-        Binary: probability of the positive class, shape ``(n,)`` (or ``(n, 2)``).
+        Binary: probability of the positive class (``1``, else the larger of the two labels),
+        shape ``(n,)`` (or ``(n, 2)``).
         Multi-class: ``(n, n_classes)`` probabilities, columns in sorted label order; then
         predictions are the arg-max, F1 is macro-averaged and AUROC is one-vs-rest macro.
     threshold
@@ -165,17 +178,27 @@ def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str,
     if len(p) != len(y):
         msg = f"prob has {len(p)} rows but y_true has {len(y)} labels."
         raise ValueError(msg)
+    classes = np.unique(y)
+    n_classes = 2 if p.ndim == 1 else p.shape[1]
+    indices = classes.dtype.kind in "biu" and set(classes.tolist()) <= set(range(n_classes))
+    if indices:  # labels are the column indices (0/1 for a binary prob)
+        classes = np.arange(n_classes)
+    elif len(classes) != n_classes:
+        msg = (
+            f"y_true holds the labels {classes.tolist()[:10]}, which are neither class indices "
+            f"0..{n_classes - 1} nor {n_classes} labels to match the {n_classes} classes of prob."
+        )
+        raise ValueError(msg)
     if p.ndim == 1:
-        pred = (p >= threshold).astype(int)
-        f1 = f1_score(y, pred)
+        pred = classes[(p >= threshold).astype(int)]
+        f1 = f1_score(y, pred, pos_label=classes[1])
         auroc = roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan")
     else:
-        classes = np.unique(y)
-        pred = p.argmax(axis=1)
+        pred = classes[p.argmax(axis=1)]
         f1 = f1_score(y, pred, average="macro")
         auroc = (
-            roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
-            if len(classes) == p.shape[1]
+            roc_auc_score(y, p, multi_class="ovr", labels=classes)
+            if len(np.unique(y)) == p.shape[1]
             else float("nan")
         )
     return {

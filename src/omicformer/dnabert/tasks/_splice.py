@@ -76,7 +76,7 @@ def splice_site_task(
     *,
     window: int = 400,
     negatives_per_site: float = 1.0,
-    chroms: Sequence[str] | None = None,
+    chroms: str | Sequence[str] | None = None,
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     random_state: int | None = 0,
 ) -> pd.DataFrame:
@@ -106,7 +106,8 @@ def splice_site_task(
     negatives_per_site
         Decoys drawn per annotated site (per locus, strand and site type).
     chroms
-        Only use these chromosomes (default all in the GTF).
+        Only use these chromosomes (default all in the GTF); a single name such as
+        ``"chr19"`` is one chromosome.
     split_fractions, random_state
         As in :func:`promoter_task`.
 
@@ -137,6 +138,8 @@ def splice_site_task(
         msg = f"window must be an even number >= 8, got {window}."
         raise ValueError(msg)
     fractions = _check_fractions(split_fractions)
+    if isinstance(chroms, str):  # one chromosome, not its characters
+        chroms = [chroms]
     half = window // 2
     tx = _read_gtf_exons(gtf, set(chroms) if chroms is not None else None)
     if not tx:

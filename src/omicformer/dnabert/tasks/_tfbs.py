@@ -32,7 +32,11 @@ def _resolve_motif(motif) -> tuple[str, np.ndarray]:
     motifs, info = jaspar_motifs(), jaspar_motif_info()
     if motif in motifs:
         return motif, motifs[motif]
-    hits = info[(info["base_id"] == motif) | (info["name"].str.upper() == str(motif).upper())]
+    key = str(motif).upper()  # JASPAR ids are upper case: "ma0114.4" is MA0114.4
+    same = [mid for mid in motifs if mid.upper() == key]
+    if len(same) == 1:
+        return same[0], motifs[same[0]]
+    hits = info[(info["base_id"].str.upper() == key) | (info["name"].str.upper() == key)]
     if hits.empty:
         opts = ", ".join(f"{i} ({n})" for i, n in info["name"].items())
         msg = f"Unknown motif {motif!r}; bundled JASPAR motifs: {opts}. Or pass a (4, width) PFM array."
@@ -97,8 +101,9 @@ def tfbs_task(
     ----------
     motif
         JASPAR matrix id (``"MA0114.5"``), base id (``"MA0114"``, latest bundled version) or TF
-        name (``"HNF4A"``) of a motif in :func:`omicformer.datasets.jaspar_motifs`, or a
-        ``(4, width)`` count/probability array with rows A, C, G, T.
+        name (``"HNF4A"``) of a motif in :func:`omicformer.datasets.jaspar_motifs`, in any
+        case (``"ma0114"``), or a ``(4, width)`` count/probability array with rows A, C, G, T.
+        An unknown motif is a ``ValueError`` listing the bundled ones.
     length
         Window length (default 101 bp, as in DNABERT's ChIP-seq TFBS task; 96 6-mers).
     n_per_class
@@ -127,6 +132,7 @@ def tfbs_task(
     [1000, 1000]
     """
     n_per_class = check_int("n_per_class", n_per_class)
+    length = check_int("length", length, hint="window length in bases")
     mid, pfm = _resolve_motif(motif)
     if length < pfm.shape[1]:
         msg = f"length={length} is shorter than motif {mid} ({pfm.shape[1]} bp)."
@@ -167,6 +173,13 @@ def hnf4a_real_check(
     ``background``, ``split_fractions`` and ``random_state``, so a model trained on that task's
     train split has never seen them. All rows have ``split="test"``.
 
+    Parameters
+    ----------
+    length
+        Window length in bases, at least 13 (the length of the sites).
+    background, split_fractions, random_state
+        As in :func:`tfbs_task`.
+
     Returns
     -------
     142 rows with the columns of :func:`tfbs_task` (``motif="HNF4alpha_real"``).
@@ -180,6 +193,10 @@ def hnf4a_real_check(
     from omicformer.datasets import hnf4a_sites
 
     sites = hnf4a_sites()
+    longest = max(len(site) for site in sites)  # 13 bp
+    length = check_int(
+        "length", length, minimum=longest, hint=f"a window holds a {longest} bp site"
+    )
     fractions = _check_fractions(split_fractions)
     windows = _background_windows(background, length, random_state, fractions)
     pool = windows[windows["split"] == "test"]
