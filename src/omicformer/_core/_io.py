@@ -105,6 +105,21 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def shape_mismatches(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], config: str
+) -> list[str]:
+    """The weights of ``state`` whose shapes differ from the module's own (``own``).
+
+    One ``"key: file (shape) vs <config> (shape)"`` each; ``config`` names what describes the
+    module's shapes (``"config.json"``).
+    """
+    return [
+        f"{k}: file {tuple(v.shape)} vs {config} {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+
+
 def is_model_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by :func:`save_model_dir`."""
     path = Path(path)

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 from ..._core._checks import config_int
-from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, save_model_dir
+from ..._core._io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_model_dir,
+    save_model_dir,
+    shape_mismatches,
+)
 from .._kmers import SPECIAL_TOKENS, k_from_vocab, kmer_vocab, read_vocab_txt
 from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique_tensors
 
@@ -184,9 +190,7 @@ def load_module(ckpt: Checkpoint) -> torch.nn.Module:
             f"{bad_extra[:5]}; is it a BERT checkpoint?"
         )
         raise ValueError(msg)
-    own = module.state_dict()
-    bad_shape = [f"{k}: file {tuple(v.shape)} vs config.json {tuple(own[k].shape)}"
-                 for k, v in state.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    bad_shape = shape_mismatches(state, module.state_dict(), "config.json")
     if bad_shape:
         msg = (
             f"Checkpoint weights do not have the shapes its config.json describes "

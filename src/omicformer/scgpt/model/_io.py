@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..._core._checks import config_bool, config_int
-from ..._core._io import CONFIG_NAME, is_model_dir, load_model_dir
+from ..._core._io import CONFIG_NAME, is_model_dir, load_model_dir, shape_mismatches
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 
@@ -73,9 +73,7 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
         )
         raise ValueError(msg)
     module = TransformerModel(module_config)
-    own = module.state_dict()
-    bad = [f"{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    bad = shape_mismatches(state, module.state_dict(), "config")
     if bad:
         msg = (
             f"{path}: the weights in model.safetensors do not have the shapes its "
