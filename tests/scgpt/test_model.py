@@ -190,6 +190,61 @@ def test_load_keeps_batch_categories(trained, tmp_path):
     assert new.obs["_scvi_batch"].iloc[0] == 1
 
 
+@pytest.fixture(scope="module")
+def saved_untrained(counts, tmp_path_factory):
+    """An untrained tiny ScGPT set up with batch and labels, saved: (folder, AnnData)."""
+    a = _adata(counts)
+    ScGPT.setup_anndata(a, layer="counts", batch_key="batch", labels_key="cell_type")
+    path = tmp_path_factory.mktemp("saved") / "m"
+    ScGPT(a, **TINY).save(path)
+    return path, a
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "unseen", "known"),
+    [
+        ("batch", np.repeat(["a", "c"], 50), "'c'", "['a', 'b']"),
+        ("cell_type", np.tile(["T", "B", "Mast", "DC"], 25), "['DC', 'Mast']", "['B', 'NK', 'T']"),
+    ],
+)
+def test_load_onto_unseen_categories_names_them(
+    saved_untrained, counts, snapshot, column, values, unseen, known
+):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    new.obs[column] = values
+    snap = snapshot(new)
+    with pytest.raises(ValueError, match="load\\(\\) cannot add categories") as err:
+        ScGPT.load(path, adata=new)
+    msg = str(err.value)
+    assert "extend_categories" not in msg
+    assert f"adata.obs['{column}']" in msg
+    assert unseen in msg and known in msg
+    assert "Subset the cells" in msg and "ScGPT.load(path)" in msg
+    snap.assert_unchanged(new)  # no code columns left behind
+
+
+def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, counts):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    labels = np.tile(["T", None, "NK", "B"], 25).astype(object)
+    new.obs["cell_type"] = labels
+    loaded = ScGPT.load(path, adata=new)
+    expected = [{"B": 0, "NK": 1, "T": 2}.get(v, -1) for v in labels]  # sorted categories
+    np.testing.assert_array_equal(new.obs["_scvi_labels"].to_numpy(), expected)
+    assert loaded.adata is new
+
+
+def test_load_onto_adata_without_the_registered_column(saved_untrained, counts, snapshot):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    del new.obs["cell_type"]
+    snap = snapshot(new)
+    with pytest.raises(KeyError, match=r"no column 'cell_type'.*labels_key.*ScGPT.load\(path\)"):
+        ScGPT.load(path, adata=new)
+    snap.assert_unchanged(new)
+
+
 def test_load_rejects_other_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a saved ScGPT"):
