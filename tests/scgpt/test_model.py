@@ -70,6 +70,27 @@ def test_setup_anndata_unknown_keys_leave_adata_untouched(adata, kwargs, match):
     assert dict(adata.uns) == uns
 
 
+def test_setup_anndata_on_a_backed_view_says_what_works(adata, tmp_path):
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    view = backed[:10]
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)") as err:
+        ScGPT.setup_anndata(view, layer="counts", batch_key="batch")
+    assert "adata.copy()" not in str(err.value)  # cannot work on a backed view
+    assert list(view.obs.columns) == ["batch", "cell_type"]
+    cells = backed[:10].to_memory()  # the advice works
+    ScGPT.setup_anndata(cells, layer="counts", batch_key="batch")
+    np.testing.assert_array_equal(cells.obs["_scvi_batch"], np.zeros(10))
+    backed.file.close()
+
+
+def test_setup_anndata_on_an_in_memory_view_says_copy(adata):
+    view = adata[:10]
+    with pytest.raises(ValueError, match=r"view of an AnnData.*adata\[cells\]\.copy\(\)"):
+        ScGPT.setup_anndata(view)
+    assert "_scvi_batch" not in adata.obs
+
+
 def test_model_needs_setup(adata):
     with pytest.raises(ValueError, match="setup_anndata"):
         ScGPT(adata, **TINY)

@@ -445,3 +445,14 @@ def test_setup_refuses_a_perturbed_gene_that_is_not_measured(sim, snapshot):
     with pytest.raises(ValueError, match=r"1 condition\(s\) perturb genes that are not measured"):
         ScGPTPerturbation.setup_anndata(adata)
     snap.assert_unchanged(adata)
+
+
+def test_setup_on_a_backed_view_says_what_works(sim, tmp_path):
+    import anndata as ad
+
+    sim.write_h5ad(tmp_path / "screen.h5ad")
+    backed = ad.read_h5ad(tmp_path / "screen.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"ScGPTPerturbation.setup_anndata got a view of a backed"
+                                         r".*to_memory\(\)"):  # fmt: skip
+        ScGPTPerturbation.setup_anndata(backed[:100])
+    backed.file.close()

@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 
-from ..._core._anndata import check_layer
+from ..._core._anndata import check_layer, check_not_view
 from .._conditions import (
     CONTROL,
     check_genes_known,
@@ -108,7 +108,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     ) -> None:
         """Register Perturb-seq data for :class:`ScGPTPerturbation`.
 
-        Checks first (``adata`` untouched on error): ``condition_key`` exists, every
+        Checks first (``adata`` untouched on error): ``adata`` is no view (pass
+        ``adata[cells].copy()``, or ``backed[cells].to_memory()``), ``condition_key`` exists, every
         condition parses (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), its genes are
         measured, control cells exist, the expression has no NaN or negative values.
 
@@ -128,6 +129,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_not_view(adata, f"{cls.__name__}.setup_anndata")
         genes = gene_names(adata, gene_key)
         check_measured(check_perturbation_data(adata, condition_key, control, layer), genes,
                        gene_key)  # fmt: skip

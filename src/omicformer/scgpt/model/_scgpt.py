@@ -34,7 +34,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
 
-from ..._core._anndata import check_layer, check_obs_key
+from ..._core._anndata import check_layer, check_not_view, check_obs_key
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, needs_batch_labels
@@ -190,8 +190,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     ) -> None:
         """Register ``adata`` for :class:`ScGPT`.
 
-        Checks the keys first (``KeyError`` naming the missing key, ``adata`` untouched), then,
-        as every scvi-tools model, stores integer codes in ``obs["_scvi_batch"]`` /
+        Checks the keys first (``KeyError`` naming the missing key, ``adata`` untouched; a
+        ``ValueError`` for a view, which cannot hold the registered columns: pass
+        ``adata[cells].copy()``, or ``backed[cells].to_memory()`` for a view of a backed
+        AnnData), then, as every scvi-tools model, stores integer codes in ``obs["_scvi_batch"]`` /
         ``obs["_scvi_labels"]`` and an id in ``uns``.
 
         Parameters
@@ -215,6 +217,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         >>> ScGPT.setup_anndata(adata, layer="counts", batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_not_view(adata, f"{cls.__name__}.setup_anndata")
         check_layer(adata, layer)
         check_obs_key(adata, batch_key, "batch_key")
         check_obs_key(adata, labels_key, "labels_key")
