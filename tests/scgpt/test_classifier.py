@@ -280,3 +280,14 @@ def test_a_folder_loads_only_into_the_class_that_saved_it(clf_trained, tmp_path)
     plain.save(tmp_path / "plain")
     with pytest.raises(ValueError, match=r"ScGPTClassifier.load_pretrained"):
         ScGPTClassifier.load(tmp_path / "plain")
+
+
+def test_no_cells_predict_an_empty_result_as_embeddings_do(clf_trained, clf_ref_query):
+    _, query = clf_ref_query
+    assert clf_trained.probe_ is not None  # the probe's neighbour search got 0 cells
+    empty = query[:0]
+    assert clf_trained.get_latent_representation(empty, progress=False).shape == (0, 32)
+    proba = clf_trained.predict_proba(empty, progress=False)
+    assert proba.shape == (0, 3) and list(proba.columns) == sorted(TYPES)
+    pred = clf_trained.predict(empty, progress=False)
+    assert len(pred) == 0 and list(pred.cat.categories) == sorted(TYPES)

@@ -165,3 +165,9 @@ def test_annotate_refuses_a_bad_n_models_or_an_ensemble_of_other_classes(
     with pytest.raises(ValueError, match="ensemble labels cells as it is trained"):
         tl.annotate(q, two, label_key="cell_type", model=ensemble, progress=False)
     assert q.obs.equals(before) and "scgpt" not in q.uns
+
+
+def test_no_cells_predict_an_empty_result(ensemble, query):
+    proba = ensemble.predict_proba(query[:0], progress=False)
+    assert proba.shape == (0, 3) and list(proba.columns) == ["B", "Mono", "T"]
+    assert len(ensemble.predict(query[:0], progress=False)) == 0

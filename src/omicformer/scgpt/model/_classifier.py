@@ -411,7 +411,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             ``backed="r"`` works and is read in chunks. Every gene of ``adata`` that the model
             knows is read; :func:`~omicformer.scgpt.tl.annotate` reads a query only on the
             genes it shares with the reference, so on a query with other genes its labels can
-            differ from these (pass ``adata[:, shared_genes]`` for the same input).
+            differ from these (pass ``adata[:, shared_genes]`` for the same input). With no
+            cells, an empty frame with the class columns (as :meth:`get_latent_representation`
+            returns an empty array).
         batch_size, device, random_state, progress
             Inference settings, as :meth:`get_latent_representation`.
         smooth_neighbors
