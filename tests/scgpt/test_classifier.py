@@ -291,3 +291,16 @@ def test_no_cells_predict_an_empty_result_as_embeddings_do(clf_trained, clf_ref_
     assert proba.shape == (0, 3) and list(proba.columns) == sorted(TYPES)
     pred = clf_trained.predict(empty, progress=False)
     assert len(pred) == 0 and list(pred.cat.categories) == sorted(TYPES)
+
+
+def test_an_untrained_classifier_refuses_to_predict(clf_pretrained, clf_ref_query, tmp_path):
+    ref, query = clf_ref_query
+    ref = ref.copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    fresh = ScGPTClassifier.load_pretrained(clf_pretrained, ref)  # a random head
+    fresh.save(tmp_path / "untrained")
+    for clf in (fresh, ScGPTClassifier.load(tmp_path / "untrained")):
+        assert not clf.is_trained
+        for predict in (clf.predict_proba, clf.predict):
+            with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifier\.train\(\)"):
+                predict(query, progress=False)

@@ -171,3 +171,9 @@ def test_no_cells_predict_an_empty_result(ensemble, query):
     proba = ensemble.predict_proba(query[:0], progress=False)
     assert proba.shape == (0, 3) and list(proba.columns) == ["B", "Mono", "T"]
     assert len(ensemble.predict(query[:0], progress=False)) == 0
+
+
+def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_ref, query):
+    fresh = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, marker_ref, n_models=2)
+    with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifierEnsemble\.train\(\)"):
+        fresh.predict(query, progress=False)

@@ -456,3 +456,22 @@ def test_setup_on_a_backed_view_says_what_works(sim, tmp_path):
                                          r".*to_memory\(\)"):  # fmt: skip
         ScGPTPerturbation.setup_anndata(backed[:100])
     backed.file.close()
+
+
+def test_an_untrained_model_predicts_the_control_mean_with_a_warning(sim, sim_names, fitted,
+                                                                     tmp_path):  # fmt: skip
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    fresh = ScGPTPerturbation.load_pretrained("default", adata)
+    with pytest.warns(UserWarning, match=r"not trained.*ScGPTPerturbation\.train\(\)"):
+        pred = fresh.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)
+    ctrl = _dense(adata.X[(adata.obs["condition"] == "ctrl").to_numpy()]).mean(0)
+    np.testing.assert_allclose(pred.X[0], ctrl, rtol=1e-5, atol=1e-5)  # what the warning says
+    _, model = fitted  # trained, and loaded from a folder saved trained: no warning
+    model.save(tmp_path / "pert")
+    for m in (model, ScGPTPerturbation.load(tmp_path / "pert", adata=adata)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            m.check_perturbations(sim_names["unseen"])
+            m.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)
+

@@ -427,7 +427,15 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             ``omicformer.scgpt.model._probe_smooth``). Labelling one PBMC experiment from
             another, 15 raised query macro-F1 from 0.760 to 0.801 and from 0.797 to
             0.823 (3 seeds each; ``docs/benchmarks.md``).
+
+        Raises
+        ------
+        RuntimeError
+            The classifier is not trained (a fresh head from :meth:`load_pretrained` or the
+            constructor has random weights): call :meth:`train` first. A model from
+            :meth:`load` counts as trained if it was trained when saved.
         """
+        self._require_trained()
         adata = self.adata if adata is None else adata
         return self._proba(adata, batch_size=batch_size, device=device,
                            random_state=random_state, progress=progress,

@@ -100,6 +100,14 @@ class PerturbationPredictionMixin:
         progress
             Show a progress bar.
 
+        Warns
+        -----
+        UserWarning
+            The model is not trained (scvi-tools' convention for untrained models): the new
+            decoder of :meth:`load_pretrained` starts as the identity, so the predictions are
+            the control mean, a change of 0. A model from :meth:`load` counts as trained if it
+            was when saved.
+
         Returns
         -------
         AnnData with one observation per perturbation (``obs_names`` and
@@ -114,6 +122,11 @@ class PerturbationPredictionMixin:
         from ..._core._device import resolve_device
         from ..train._perturb_predict import mean_perturbed_expression
 
+        self._check_if_trained(warn=True, message=(
+            f"This {type(self).__name__} is not trained: its new decoder starts as the "
+            "identity, so every prediction is the control cells' mean expression (a change "
+            f"of 0), not a perturbation response. Call {type(self).__name__}.train() first."
+        ))  # fmt: skip
         adata = self.adata if adata is None else adata
         if adata is None:
             msg = "This model has no AnnData attached; pass adata= with control cells."

@@ -119,6 +119,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     #: embedding: ``"random"`` (official: a random subset) or ``"highest"`` (the most highly
     #: expressed). Saved with the model; set it with ``load_pretrained(gene_selection=...)``.
     gene_selection: str = "random"
+    #: Warning of :meth:`get_latent_representation` before :meth:`train` (``None``: none, as
+    #: here: a model from :meth:`load_pretrained` embeds with its pretrained weights).
+    _untrained_embedding: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -366,6 +369,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         if adata is None:
             msg = "This model has no AnnData attached; pass adata=."
             raise ValueError(msg)
+        if self._untrained_embedding is not None:
+            self._check_if_trained(warn=True, message=self._untrained_embedding.format(
+                name=type(self).__name__))  # fmt: skip
         layer = self.get_setup_arg("layer")
         check_layer(adata, layer)
         gene_ids = self._gene_ids_for(adata)
