@@ -475,3 +475,22 @@ def test_an_untrained_model_predicts_the_control_mean_with_a_warning(sim, sim_na
             m.check_perturbations(sim_names["unseen"])
             m.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)
 
+
+def test_load_pretrained_with_too_few_vocabulary_genes_names_counts_and_fix(
+    sim, default_vocab, snapshot
+):
+    adata = sim.copy()
+    perturbed = {g for c in adata.obs["condition"].astype(str) for g in _genes_of(c)}
+    # every measured gene the default vocabulary knows, except the perturbed ones, renamed
+    adata.var_names = [g if g in perturbed or g not in default_vocab else f"NOVEL{i}"
+                       for i, g in enumerate(adata.var_names)]  # fmt: skip
+    known = sum(g in default_vocab for g in adata.var_names)
+    assert known < 0.1 * adata.n_vars  # 40 genes: fewer than 4 known
+    ScGPTPerturbation.setup_anndata(adata)
+    snap = snapshot(adata)
+    with pytest.raises(ValueError, match=rf"Only {known} of 40 genes .*need at least 4.*gene_key=.*"
+                                         r"ScGPTPerturbation\(adata\)"):  # fmt: skip
+        ScGPTPerturbation.load_pretrained("default", adata)
+    snap.assert_unchanged(adata)
+    model = ScGPTPerturbation(adata, d_model=16, n_layers=1, n_heads=2)  # the fix it names
+    assert model.genes_ == list(adata.var_names)

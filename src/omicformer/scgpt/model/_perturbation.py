@@ -79,6 +79,13 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     perturbations with GEARS. Nature Biotechnology 42, 927-935.
     """
 
+    _few_genes_hint = (
+        "ScGPTPerturbation.load_pretrained gives genes outside the vocabulary new embeddings, "
+        "but with so few genes known the pretrained weights carry almost nothing over: to use "
+        "these genes as they are, train a model from scratch, ScGPTPerturbation(adata) (its "
+        "vocabulary is adata's genes)."
+    )
+
     def __init__(
         self,
         adata: AnnData,
@@ -158,7 +165,10 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         ``transformer_encoder``; ``pert_encoder`` and the decoder are new. Genes of ``adata``
         missing from the checkpoint's vocabulary get new, freshly initialised embeddings, so
         every measured gene is predicted; they are listed in
-        ``model.pretrained_report_["new_genes"]``.
+        ``model.pretrained_report_["new_genes"]``. This needs enough genes in the vocabulary
+        for the pretrained weights to matter: at least 10% of the smaller of ``adata``'s genes
+        and the vocabulary's (the check of every scGPT model); with fewer, a ``ValueError``
+        names the counts (see Raises).
 
         Parameters
         ----------
@@ -178,6 +188,15 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             (:class:`~omicformer.scgpt.train.CovariancePrior`), as a second value embedding
             (``prior_encoder``) and as a residual of the decoder, so the transformer learns
             corrections to it. ``None``: the official method (flags only).
+
+        Raises
+        ------
+        ValueError
+            Fewer than 10% of the genes (of the smaller of the two gene sets) are in the
+            checkpoint's vocabulary: most often symbols of another kind (Ensembl IDs: pass
+            ``gene_key=`` naming a ``var`` column with symbols). The message gives the counts;
+            to use such genes as they are, train from scratch with ``ScGPTPerturbation(adata)``,
+            whose vocabulary is ``adata``'s genes.
         """
         _check_prior(prior)
         model = super().load_pretrained(path, adata, max_len=max_len or DEFAULT_MAX_LEN)

@@ -122,6 +122,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     #: Warning of :meth:`get_latent_representation` before :meth:`train` (``None``: none, as
     #: here: a model from :meth:`load_pretrained` embeds with its pretrained weights).
     _untrained_embedding: str | None = None
+    #: Ends the error of too few genes of ``adata`` in the vocabulary (what else to do).
+    _few_genes_hint: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -249,7 +251,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         self._matched_adata = self.adata
         if self.adata is not None:
             self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"),
-                                         warn_case="adata")  # fmt: skip
+                                         warn_case="adata", hint=self._few_genes_hint)  # fmt: skip
         self._model_summary_string = self._summary()
 
     def _summary(self) -> str:
