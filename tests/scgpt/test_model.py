@@ -266,6 +266,26 @@ def test_load_onto_adata_without_the_registered_column(saved_untrained, counts, 
     snap.assert_unchanged(new)
 
 
+def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts):
+    from omicformer.scgpt.model import ScGPTClassifier, ScGPTIntegration
+
+    ScGPTIntegration.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = ScGPTIntegration(adata, **TINY)
+    # no validation pass after the last step: the module kept that step's gene embeddings
+    # with their autograd graph (official cur_gene_token_embs), which copy.deepcopy refuses
+    model.train(max_steps=1, batch_size=32, validation_size=0.0, accelerator="cpu", devices=1,
+                enable_progress_bar=False)  # fmt: skip
+    target = _adata(counts)
+    ScGPTClassifier.setup_anndata(target, layer="counts", labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(model, target)
+    theirs = model.module.state_dict()
+    encoder = [k for k in theirs if k.startswith(("encoder.", "transformer_encoder."))]
+    assert encoder
+    for key in encoder:
+        torch.testing.assert_close(clf.module.state_dict()[key], theirs[key], rtol=0, atol=0)
+    assert clf.module is not model.module
+
+
 def test_load_rejects_other_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a saved ScGPT"):
