@@ -173,7 +173,9 @@ def test_no_cells_predict_an_empty_result(ensemble, query):
     assert len(ensemble.predict(query[:0], progress=False)) == 0
 
 
-def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_ref, query):
-    fresh = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, marker_ref, n_models=2)
+def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_cells, query):
+    ref = marker_cells(4, seed=0)
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    fresh = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, ref, n_models=2)
     with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifierEnsemble\.train\(\)"):
         fresh.predict(query, progress=False)
