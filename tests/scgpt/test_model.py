@@ -286,6 +286,18 @@ def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts
     assert clf.module is not model.module
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"lr": 0}, "lr=0 must be a number > 0"), ({"weight_decay": -1.0}, "weight_decay=-1.0")],
+)
+def test_bad_optimiser_arguments_are_named_before_training(adata, kwargs, match):
+    ScGPT.setup_anndata(adata, layer="counts")
+    model = ScGPT(adata, **TINY)
+    with pytest.raises(ValueError, match=match):
+        model.train(max_steps=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
+    assert not model.is_trained_
+
+
 def test_load_rejects_other_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a saved ScGPT"):

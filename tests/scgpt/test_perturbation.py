@@ -494,3 +494,28 @@ def test_load_pretrained_with_too_few_vocabulary_genes_names_counts_and_fix(
     snap.assert_unchanged(adata)
     model = ScGPTPerturbation(adata, d_model=16, n_layers=1, n_heads=2)  # the fix it names
     assert model.genes_ == list(adata.var_names)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
+        ({"max_epochs": 1.5}, "max_epochs=1.5 must be an integer"),
+        ({"lr": -1.0}, "lr=-1.0 must be a number > 0"),
+        ({"weight_decay": -0.1}, "weight_decay=-0.1 must be a number >= 0"),
+        ({"n_de": -1, "de_weight": 1.0}, "n_de=-1 must be an integer >= 1"),
+        ({"de_weight": -1.0}, "de_weight=-1.0 must be a number >= 0"),
+        ({"early_stopping": True}, "early_stopping=True needs held-out conditions"),
+    ],
+)
+def test_bad_train_arguments_are_refused_before_the_model_changes(sim, kwargs, match):
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    model = ScGPTPerturbation(adata, d_model=16, n_layers=1, n_heads=2, dropout=0.1)
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train(max_steps=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
+    assert model.module.config.dropout == 0.1  # train's default dropout=0.0 not applied
+    assert not model.is_trained_ and not hasattr(model, "prior_effects_")
+    for k, v in model.module.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)

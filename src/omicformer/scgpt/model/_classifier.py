@@ -268,7 +268,8 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             raise ValueError(msg)
         check_cell_emb_style(cell_emb_style)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size, dropout=dropout)  # fmt: skip
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
         if len(self.classes_) < 2:
             msg = (
                 f"The labels hold one class ({self.classes_}); a classifier needs at least 2. "

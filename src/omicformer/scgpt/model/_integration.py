@@ -304,7 +304,8 @@ class ScGPTIntegration(ScGPT):
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size, dropout=dropout)  # fmt: skip
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
         c = self.module.config
         if balance_batches and one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
             msg = (

@@ -16,6 +16,8 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 
 from ..._core._anndata import check_layer, check_not_view
+from ..._core._checks import check_int
+from ..._core._train import check_fit_args
 from .._conditions import (
     CONTROL,
     check_genes_known,
@@ -368,10 +370,18 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         if self.adata is None:
             msg = "This model has no AnnData; load it with ScGPTPerturbation.load(path, adata=...)."
             raise ValueError(msg)
-        if not 0 <= validation_size < 1:
-            msg = f"validation_size={validation_size} must lie in [0, 1)."
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
+        check_int("n_de", n_de, hint="DE genes per condition")
+        real = isinstance(de_weight, int | float | np.integer | np.floating)
+        if isinstance(de_weight, bool) or not real or not de_weight >= 0:
+            msg = f"de_weight={de_weight!r} must be a number >= 0."
             raise ValueError(msg)
-        if dropout is not None:
+        if early_stopping and validation_size == 0:
+            msg = "early_stopping=True needs held-out conditions: set validation_size > 0."
+            raise ValueError(msg)
+        if dropout is not None:  # every argument checked: the model changes from here on
             self.module.set_dropout(dropout)
         screen = training_screen(
             self._matrix(self.adata), self._conditions(self.adata).to_numpy(),
