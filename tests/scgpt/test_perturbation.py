@@ -519,3 +519,16 @@ def test_bad_train_arguments_are_refused_before_the_model_changes(sim, kwargs, m
     assert not model.is_trained_ and not hasattr(model, "prior_effects_")
     for k, v in model.module.state_dict().items():
         torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+
+
+def test_load_pretrained_refuses_a_max_len_below_2(sim):
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    with pytest.raises(ValueError, match=r"max_len=0 must be >= 2"):  # was the default, 1536
+        ScGPTPerturbation.load_pretrained("default", adata, max_len=0)
+
+
+def test_predict_refuses_a_batch_size_below_1(fitted, sim_names):
+    _, model = fitted
+    with pytest.raises(ValueError, match=r"batch_size=0 must be an integer >= 1"):  # was ignored
+        model.predict(sim_names["unseen"], batch_size=0, progress=False)

@@ -201,7 +201,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             whose vocabulary is ``adata``'s genes.
         """
         _check_prior(prior)
-        model = super().load_pretrained(path, adata, max_len=max_len or DEFAULT_MAX_LEN)
+        model = super().load_pretrained(
+            path, adata, max_len=DEFAULT_MAX_LEN if max_len is None else max_len
+        )
         genes = [str(g) for g in gene_names(adata, model.get_setup_arg("gene_key"))]
         new = [g for g in dict.fromkeys(genes) if g not in model.vocab]
         fresh: list[str] = []

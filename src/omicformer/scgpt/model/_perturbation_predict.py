@@ -133,6 +133,7 @@ class PerturbationPredictionMixin:
             raise ValueError(msg)
         n_control_cells = check_int("n_control_cells", n_control_cells,
                                     hint="control cells each prediction reads")  # fmt: skip
+        batch_size = check_int("batch_size", batch_size, hint="cells per forward pass")
         if not isinstance(adjust, bool | np.bool_):
             msg = f"adjust={adjust!r} must be True or False."
             raise ValueError(msg)
