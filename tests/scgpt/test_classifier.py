@@ -259,7 +259,8 @@ def test_rejected_train_leaves_the_model_unchanged(clf_trained, clf_ref_query):
     config, probe = clf_trained.module.config, clf_trained.probe_
     bad = [({"batch_size": 0}, "batch_size=0"), ({"max_epochs": 1.5}, "max_epochs=1.5"),
            ({"validation_size": 1.0}, "validation_size=1.0"),
-           ({"dropout": 1.5}, "dropout=1.5")]  # fmt: skip
+           ({"dropout": 1.5}, "dropout=1.5"), ({"lr": -1e-3}, r"lr=-0.001 must be a number > 0"),
+           ({"weight_decay": -1}, "weight_decay=-1 must be")]  # fmt: skip
     for kwargs, match in bad:
         with pytest.raises(ValueError, match=match):
             clf_trained.train(cell_emb_style="cls", **{"dropout": 0.5, **kwargs}, **FIT)
@@ -280,3 +281,27 @@ def test_a_folder_loads_only_into_the_class_that_saved_it(clf_trained, tmp_path)
     plain.save(tmp_path / "plain")
     with pytest.raises(ValueError, match=r"ScGPTClassifier.load_pretrained"):
         ScGPTClassifier.load(tmp_path / "plain")
+
+
+def test_no_cells_predict_an_empty_result_as_embeddings_do(clf_trained, clf_ref_query):
+    _, query = clf_ref_query
+    assert clf_trained.probe_ is not None  # the probe's neighbour search got 0 cells
+    empty = query[:0]
+    assert clf_trained.get_latent_representation(empty, progress=False).shape == (0, 32)
+    proba = clf_trained.predict_proba(empty, progress=False)
+    assert proba.shape == (0, 3) and list(proba.columns) == sorted(TYPES)
+    pred = clf_trained.predict(empty, progress=False)
+    assert len(pred) == 0 and list(pred.cat.categories) == sorted(TYPES)
+
+
+def test_an_untrained_classifier_refuses_to_predict(clf_pretrained, clf_ref_query, tmp_path):
+    ref, query = clf_ref_query
+    ref = ref.copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    fresh = ScGPTClassifier.load_pretrained(clf_pretrained, ref)  # a random head
+    fresh.save(tmp_path / "untrained")
+    for clf in (fresh, ScGPTClassifier.load(tmp_path / "untrained")):
+        assert not clf.is_trained
+        for predict in (clf.predict_proba, clf.predict):
+            with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifier\.train\(\)"):
+                predict(query, progress=False)

@@ -165,3 +165,17 @@ def test_annotate_refuses_a_bad_n_models_or_an_ensemble_of_other_classes(
     with pytest.raises(ValueError, match="ensemble labels cells as it is trained"):
         tl.annotate(q, two, label_key="cell_type", model=ensemble, progress=False)
     assert q.obs.equals(before) and "scgpt" not in q.uns
+
+
+def test_no_cells_predict_an_empty_result(ensemble, query):
+    proba = ensemble.predict_proba(query[:0], progress=False)
+    assert proba.shape == (0, 3) and list(proba.columns) == ["B", "Mono", "T"]
+    assert len(ensemble.predict(query[:0], progress=False)) == 0
+
+
+def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_cells, query):
+    ref = marker_cells(4, seed=0)
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    fresh = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, ref, n_models=2)
+    with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifierEnsemble\.train\(\)"):
+        fresh.predict(query, progress=False)

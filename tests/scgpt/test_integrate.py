@@ -1,6 +1,7 @@
 """scgpt.tl.integrate, ScGPTIntegration and the integration objective on small synthetic batches."""
 
 import inspect
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -429,3 +430,19 @@ def test_integrate_backed_refuses_a_key_with_a_slash_before_the_work(
                      max_epochs=1, device="cpu", progress=False)  # fmt: skip
     assert not backed.obsm and "scgpt" not in backed.uns
     backed.file.close()
+
+
+def test_an_untrained_model_embeds_with_a_warning(two_batch_pretrained, two_batches, integrated,
+                                                  tmp_path):  # fmt: skip
+    adata = two_batches(2)
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    fresh = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata)
+    with pytest.warns(UserWarning, match=r"not trained.*ScGPTIntegration\.train\(\)"):
+        z = fresh.get_latent_representation(progress=False)
+    assert z.shape == (adata.n_obs, 32)
+    _, _, trained = integrated  # trained, and loaded from a folder saved trained: no warning
+    trained.save(tmp_path / "integ")
+    for model in (trained, ScGPTIntegration.load(tmp_path / "integ")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            model.get_latent_representation(adata, progress=False)

@@ -71,6 +71,27 @@ def test_setup_anndata_unknown_keys_leave_adata_untouched(adata, kwargs, match):
     assert dict(adata.uns) == uns
 
 
+def test_setup_anndata_on_a_backed_view_says_what_works(adata, tmp_path):
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    view = backed[:10]
+    with pytest.raises(ValueError, match=r"view of a backed AnnData.*to_memory\(\)") as err:
+        ScGPT.setup_anndata(view, layer="counts", batch_key="batch")
+    assert "adata.copy()" not in str(err.value)  # cannot work on a backed view
+    assert list(view.obs.columns) == ["batch", "cell_type"]
+    cells = backed[:10].to_memory()  # the advice works
+    ScGPT.setup_anndata(cells, layer="counts", batch_key="batch")
+    np.testing.assert_array_equal(cells.obs["_scvi_batch"], np.zeros(10))
+    backed.file.close()
+
+
+def test_setup_anndata_on_an_in_memory_view_says_copy(adata):
+    view = adata[:10]
+    with pytest.raises(ValueError, match=r"view of an AnnData.*adata\[cells\]\.copy\(\)"):
+        ScGPT.setup_anndata(view)
+    assert "_scvi_batch" not in adata.obs
+
+
 def test_model_needs_setup(adata):
     with pytest.raises(ValueError, match="setup_anndata"):
         ScGPT(adata, **TINY)
@@ -189,6 +210,93 @@ def test_load_keeps_batch_categories(trained, tmp_path):
     mapping = loaded.registry["field_registries"]["batch"]["state_registry"]["categorical_mapping"]
     assert list(mapping) == ["a", "b"]
     assert new.obs["_scvi_batch"].iloc[0] == 1
+
+
+@pytest.fixture(scope="module")
+def saved_untrained(counts, tmp_path_factory):
+    """An untrained tiny ScGPT set up with batch and labels, saved: (folder, AnnData)."""
+    a = _adata(counts)
+    ScGPT.setup_anndata(a, layer="counts", batch_key="batch", labels_key="cell_type")
+    path = tmp_path_factory.mktemp("saved") / "m"
+    ScGPT(a, **TINY).save(path)
+    return path, a
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "unseen", "known"),
+    [
+        ("batch", np.repeat(["a", "c"], 50), "'c'", "['a', 'b']"),
+        ("cell_type", np.tile(["T", "B", "Mast", "DC"], 25), "['DC', 'Mast']", "['B', 'NK', 'T']"),
+    ],
+)
+def test_load_onto_unseen_categories_names_them(
+    saved_untrained, counts, snapshot, column, values, unseen, known
+):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    new.obs[column] = values
+    snap = snapshot(new)
+    with pytest.raises(ValueError, match="load\\(\\) cannot add categories") as err:
+        ScGPT.load(path, adata=new)
+    msg = str(err.value)
+    assert "extend_categories" not in msg
+    assert f"adata.obs['{column}']" in msg
+    assert unseen in msg and known in msg
+    assert "Subset the cells" in msg and "ScGPT.load(path)" in msg
+    snap.assert_unchanged(new)  # no code columns left behind
+
+
+def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, counts):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    labels = np.tile(["T", None, "NK", "B"], 25).astype(object)
+    new.obs["cell_type"] = labels
+    loaded = ScGPT.load(path, adata=new)
+    expected = [{"B": 0, "NK": 1, "T": 2}.get(v, -1) for v in labels]  # sorted categories
+    np.testing.assert_array_equal(new.obs["_scvi_labels"].to_numpy(), expected)
+    assert loaded.adata is new
+
+
+def test_load_onto_adata_without_the_registered_column(saved_untrained, counts, snapshot):
+    path, _ = saved_untrained
+    new = _adata(counts)
+    del new.obs["cell_type"]
+    snap = snapshot(new)
+    with pytest.raises(KeyError, match=r"no column 'cell_type'.*labels_key.*ScGPT.load\(path\)"):
+        ScGPT.load(path, adata=new)
+    snap.assert_unchanged(new)
+
+
+def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts):
+    from omicformer.scgpt.model import ScGPTClassifier, ScGPTIntegration
+
+    ScGPTIntegration.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = ScGPTIntegration(adata, **TINY)
+    # no validation pass after the last step: the module kept that step's gene embeddings
+    # with their autograd graph (official cur_gene_token_embs), which copy.deepcopy refuses
+    model.train(max_steps=1, batch_size=32, validation_size=0.0, accelerator="cpu", devices=1,
+                enable_progress_bar=False)  # fmt: skip
+    target = _adata(counts)
+    ScGPTClassifier.setup_anndata(target, layer="counts", labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(model, target)
+    theirs = model.module.state_dict()
+    encoder = [k for k in theirs if k.startswith(("encoder.", "transformer_encoder."))]
+    assert encoder
+    for key in encoder:
+        torch.testing.assert_close(clf.module.state_dict()[key], theirs[key], rtol=0, atol=0)
+    assert clf.module is not model.module
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"lr": 0}, "lr=0 must be a number > 0"), ({"weight_decay": -1.0}, "weight_decay=-1.0")],
+)
+def test_bad_optimiser_arguments_are_named_before_training(adata, kwargs, match):
+    ScGPT.setup_anndata(adata, layer="counts")
+    model = ScGPT(adata, **TINY)
+    with pytest.raises(ValueError, match=match):
+        model.train(max_steps=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
+    assert not model.is_trained_
 
 
 def test_load_rejects_other_folders(tmp_path):

@@ -199,3 +199,19 @@ def test_set_dropout_sets_every_rate():
     assert rates and set(rates) == {0.3} and module.config.dropout == 0.3
     with pytest.raises(ValueError, match="dropout"):
         module.set_dropout(1.0)
+
+
+def test_a_training_forward_leaves_no_autograd_graph_on_the_module():
+    import copy
+
+    m = _model(do_mvc=True).train()
+    g = torch.tensor([[35, 3, 4, 5, 37]])
+    v = torch.tensor([[-2.0, 1, 2, 3, -2]])
+    out = m(g, v, g.eq(37), MVC=True)
+    (out["mlm_output"].sum() + out["mvc_output"].sum()).backward()
+    m._encode(g, v, g.eq(37)).sum().backward()  # as the classifier's training step
+    kept = [name for name, x in vars(m).items() if torch.is_tensor(x) and x.grad_fn is not None]
+    assert kept == []
+    twin = copy.deepcopy(m)  # a tensor with a graph cannot be deep-copied
+    for (k, a), (_, b) in zip(twin.state_dict().items(), m.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)

@@ -445,3 +445,90 @@ def test_setup_refuses_a_perturbed_gene_that_is_not_measured(sim, snapshot):
     with pytest.raises(ValueError, match=r"1 condition\(s\) perturb genes that are not measured"):
         ScGPTPerturbation.setup_anndata(adata)
     snap.assert_unchanged(adata)
+
+
+def test_setup_on_a_backed_view_says_what_works(sim, tmp_path):
+    import anndata as ad
+
+    sim.write_h5ad(tmp_path / "screen.h5ad")
+    backed = ad.read_h5ad(tmp_path / "screen.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"ScGPTPerturbation.setup_anndata got a view of a backed"
+                                         r".*to_memory\(\)"):  # fmt: skip
+        ScGPTPerturbation.setup_anndata(backed[:100])
+    backed.file.close()
+
+
+def test_an_untrained_model_predicts_the_control_mean_with_a_warning(sim, sim_names, fitted,
+                                                                     tmp_path):  # fmt: skip
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    fresh = ScGPTPerturbation.load_pretrained("default", adata)
+    with pytest.warns(UserWarning, match=r"not trained.*ScGPTPerturbation\.train\(\)"):
+        pred = fresh.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)
+    ctrl = _dense(adata.X[(adata.obs["condition"] == "ctrl").to_numpy()]).mean(0)
+    np.testing.assert_allclose(pred.X[0], ctrl, rtol=1e-5, atol=1e-5)  # what the warning says
+    _, model = fitted  # trained, and loaded from a folder saved trained: no warning
+    model.save(tmp_path / "pert")
+    for m in (model, ScGPTPerturbation.load(tmp_path / "pert", adata=adata)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            m.check_perturbations(sim_names["unseen"])
+            m.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)
+
+
+def test_load_pretrained_with_too_few_vocabulary_genes_names_counts_and_fix(
+    sim, default_vocab, snapshot
+):
+    adata = sim.copy()
+    perturbed = {g for c in adata.obs["condition"].astype(str) for g in _genes_of(c)}
+    # every measured gene the default vocabulary knows, except the perturbed ones, renamed
+    adata.var_names = [g if g in perturbed or g not in default_vocab else f"NOVEL{i}"
+                       for i, g in enumerate(adata.var_names)]  # fmt: skip
+    known = sum(g in default_vocab for g in adata.var_names)
+    assert known < 0.1 * adata.n_vars  # 40 genes: fewer than 4 known
+    ScGPTPerturbation.setup_anndata(adata)
+    snap = snapshot(adata)
+    with pytest.raises(ValueError, match=rf"Only {known} of 40 genes .*need at least 4.*gene_key=.*"
+                                         r"ScGPTPerturbation\(adata\)"):  # fmt: skip
+        ScGPTPerturbation.load_pretrained("default", adata)
+    snap.assert_unchanged(adata)
+    model = ScGPTPerturbation(adata, d_model=16, n_layers=1, n_heads=2)  # the fix it names
+    assert model.genes_ == list(adata.var_names)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
+        ({"max_epochs": 1.5}, "max_epochs=1.5 must be an integer"),
+        ({"lr": -1.0}, "lr=-1.0 must be a number > 0"),
+        ({"weight_decay": -0.1}, "weight_decay=-0.1 must be a number >= 0"),
+        ({"n_de": -1, "de_weight": 1.0}, "n_de=-1 must be an integer >= 1"),
+        ({"de_weight": -1.0}, "de_weight=-1.0 must be a number >= 0"),
+        ({"early_stopping": True}, "early_stopping=True needs held-out conditions"),
+    ],
+)
+def test_bad_train_arguments_are_refused_before_the_model_changes(sim, kwargs, match):
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    model = ScGPTPerturbation(adata, d_model=16, n_layers=1, n_heads=2, dropout=0.1)
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train(max_steps=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
+    assert model.module.config.dropout == 0.1  # train's default dropout=0.0 not applied
+    assert not model.is_trained_ and not hasattr(model, "prior_effects_")
+    for k, v in model.module.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+
+
+def test_load_pretrained_refuses_a_max_len_below_2(sim):
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    with pytest.raises(ValueError, match=r"max_len=0 must be >= 2"):  # was the default, 1536
+        ScGPTPerturbation.load_pretrained("default", adata, max_len=0)
+
+
+def test_predict_refuses_a_batch_size_below_1(fitted, sim_names):
+    _, model = fitted
+    with pytest.raises(ValueError, match=r"batch_size=0 must be an integer >= 1"):  # was ignored
+        model.predict(sim_names["unseen"], batch_size=0, progress=False)

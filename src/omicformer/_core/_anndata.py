@@ -66,6 +66,30 @@ def check_backed_writable(adata: AnnData, copy: bool, results: str) -> None:
         raise ValueError(msg)
 
 
+def check_not_view(adata: AnnData, method: str) -> None:
+    """``ValueError`` when ``adata`` is a view, which ``method`` cannot register.
+
+    ``setup_anndata`` writes integer-code columns to ``obs``; scvi-tools asks for
+    ``adata.copy()``, which a view of a backed AnnData refuses (it needs a filename), so the
+    message names what works for each kind of view.
+    """
+    if not adata.is_view:
+        return
+    if adata.isbacked:
+        msg = (
+            f"{method} got a view of a backed AnnData (e.g. ad.read_h5ad(f, backed='r')[cells]), "
+            "which cannot hold the columns it registers, nor be copied in place. Load the cells "
+            "into memory, adata = backed[cells].to_memory(), or write them to a file, "
+            "backed[cells].write_h5ad('subset.h5ad'), open that with backed='r' and set it up."
+        )
+        raise ValueError(msg)
+    msg = (
+        f"{method} got a view of an AnnData (e.g. adata[cells]), which cannot hold the columns "
+        "it registers: pass a copy, adata = adata[cells].copy()."
+    )
+    raise ValueError(msg)
+
+
 def check_csr(element: Any, key: str, filename: str) -> None:
     """``ValueError`` for a matrix stored column-major (CSC) in a file read by rows."""
     if element.attrs.get("encoding-type") == "csc_matrix":

@@ -72,11 +72,15 @@ def check_fit_args(
     max_steps: Any = None,
     validation_size: Any = 0.0,
     dropout: Any = None,
+    lr: Any = None,
+    weight_decay: Any = None,
 ) -> None:
     """``ValueError`` naming the first bad training argument; call before changing the model.
 
     ``batch_size`` and, when given, ``max_epochs`` and ``max_steps`` must be integers >= 1,
-    ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1).
+    ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1);
+    ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
+    them only once training starts).
     """
     from ._checks import check_int
 
@@ -87,10 +91,21 @@ def check_fit_args(
     for name, value in (("validation_size", validation_size), ("dropout", dropout)):
         if value is None:
             continue
-        real = isinstance(value, int | float | np.integer | np.floating)
-        if isinstance(value, bool) or not real or not 0 <= value < 1:
+        if not _is_real(value) or not 0 <= value < 1:
             msg = f"{name}={value!r} must be a number in [0, 1)."
             raise ValueError(msg)
+    if lr is not None and (not _is_real(lr) or not lr > 0):
+        msg = f"lr={lr!r} must be a number > 0 (the optimiser's learning rate)."
+        raise ValueError(msg)
+    if weight_decay is not None and (not _is_real(weight_decay) or not weight_decay >= 0):
+        msg = f"weight_decay={weight_decay!r} must be a number >= 0."
+        raise ValueError(msg)
+
+
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy number (not a bool)."""
+    real = isinstance(value, int | float | np.integer | np.floating)
+    return real and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------- data

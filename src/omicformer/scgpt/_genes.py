@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,6 +66,7 @@ def match_genes(
     gene_key: str | None = None,
     min_fraction: float = MIN_MATCH_FRACTION,
     warn_case: str | None = None,
+    hint: str = "",
 ) -> np.ndarray:
     """Vocabulary id of every gene of ``adata`` (``-1`` where absent).
 
@@ -75,19 +77,22 @@ def match_genes(
     are fewer than ``min_fraction`` of the smaller of ``adata``'s genes and the vocabulary's
     genes, saying how many matched and how to fix it (symbols vs Ensembl IDs, ``gene_key``).
     Comparing with the smaller set keeps a small vocabulary (the default model's few thousand
-    genes) usable on whole-transcriptome data.
+    genes) usable on whole-transcriptome data. ``hint`` ends that message (what else the caller
+    can do).
     """
     names = gene_names(adata, gene_key)
     ids, _ = lookup_symbols(names, vocab)
     n_match = int((ids >= 0).sum())
     if not _enough(n_match, len(names), vocab, min_fraction):
         example = ", ".join(names[:3])
+        need = max(1, math.ceil(min_fraction * min(len(names), _n_vocab_genes(vocab))))
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
-            f"model's vocabulary of {len(vocab)} tokens (need at least {min_fraction:.0%} of the "
-            "smaller of the two gene sets). "
+            f"model's vocabulary of {len(vocab)} tokens (need at least {need}: "
+            f"{min_fraction:.0%} of the smaller of the two gene sets). "
             f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'). "
             "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
+            f"{' ' + hint if hint else ''}"
         )
         raise ValueError(msg)
     if warn_case is not None and not _CASE_WARNED.get():
@@ -117,8 +122,12 @@ def lookup_symbols(names: np.ndarray, vocab: GeneVocab) -> tuple[np.ndarray, boo
 
 def _enough(n_match: int, n_names: int, vocab: GeneVocab, min_fraction: float) -> bool:
     """The criterion of :func:`match_genes`: enough genes matched to go on."""
-    n_vocab_genes = len(vocab) - sum(tok in vocab for tok in SPECIAL_TOKENS)
-    return n_match > 0 and n_match >= min_fraction * min(n_names, n_vocab_genes)
+    return n_match > 0 and n_match >= min_fraction * min(n_names, _n_vocab_genes(vocab))
+
+
+def _n_vocab_genes(vocab: GeneVocab) -> int:
+    """Genes of ``vocab`` (its tokens less the special ones)."""
+    return len(vocab) - sum(tok in vocab for tok in SPECIAL_TOKENS)
 
 
 def symbol_column(

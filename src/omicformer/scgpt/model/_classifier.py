@@ -268,7 +268,8 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             raise ValueError(msg)
         check_cell_emb_style(cell_emb_style)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size, dropout=dropout)  # fmt: skip
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
         if len(self.classes_) < 2:
             msg = (
                 f"The labels hold one class ({self.classes_}); a classifier needs at least 2. "
@@ -411,7 +412,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             ``backed="r"`` works and is read in chunks. Every gene of ``adata`` that the model
             knows is read; :func:`~omicformer.scgpt.tl.annotate` reads a query only on the
             genes it shares with the reference, so on a query with other genes its labels can
-            differ from these (pass ``adata[:, shared_genes]`` for the same input).
+            differ from these (pass ``adata[:, shared_genes]`` for the same input). With no
+            cells, an empty frame with the class columns (as :meth:`get_latent_representation`
+            returns an empty array).
         batch_size, device, random_state, progress
             Inference settings, as :meth:`get_latent_representation`.
         smooth_neighbors
@@ -425,7 +428,15 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             ``omicformer.scgpt.model._probe_smooth``). Labelling one PBMC experiment from
             another, 15 raised query macro-F1 from 0.760 to 0.801 and from 0.797 to
             0.823 (3 seeds each; ``docs/benchmarks.md``).
+
+        Raises
+        ------
+        RuntimeError
+            The classifier is not trained (a fresh head from :meth:`load_pretrained` or the
+            constructor has random weights): call :meth:`train` first. A model from
+            :meth:`load` counts as trained if it was trained when saved.
         """
+        self._require_trained()
         adata = self.adata if adata is None else adata
         return self._proba(adata, batch_size=batch_size, device=device,
                            random_state=random_state, progress=progress,

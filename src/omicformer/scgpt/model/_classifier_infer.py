@@ -120,10 +120,31 @@ class LabelPredictionMixin:
             As :meth:`predict_proba`.
         **kwargs
             Passed to :meth:`predict_proba`.
+
+        Raises
+        ------
+        RuntimeError
+            The model is not trained (see :meth:`predict_proba`).
         """
         proba = self.predict_proba(adata, **kwargs)
         labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
         return pd.Series(labels, index=proba.index)
+
+    def _require_trained(self) -> None:
+        """``RuntimeError`` unless trained: an untrained head's predictions are arbitrary.
+
+        scvi-tools' ``_check_if_trained`` only warns by default; a cell-type head freshly
+        initialised by ``load_pretrained`` (or ``__init__``) has random weights, so its labels
+        mean nothing. A model loaded from a folder counts as trained if it was when saved.
+        """
+        if not self.is_trained_:
+            name = type(self).__name__
+            msg = (
+                f"This {name} is not trained: its cell-type head holds random weights, so its "
+                f"predictions would be arbitrary. Call {name}.train() first, or load a trained "
+                f"one with {name}.load(path)."
+            )
+            raise RuntimeError(msg)
 
 
 def proba_frame(

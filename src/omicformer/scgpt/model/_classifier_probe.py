@@ -323,7 +323,7 @@ class ReferenceProbeMixin:
         """
         from sklearn.neighbors import NearestNeighbors
 
-        if self.probe_ is None:
+        if self.probe_ is None or len(p_finetuned) == 0:  # no cells: nothing to mix or smooth
             return ProbeParts(p_finetuned)
         z = self._probe_features(adata, rows=rows, **kw) if features is None else features
         p_probe = softmax(self._probe_logits(z) / self.probe_["temperature"])

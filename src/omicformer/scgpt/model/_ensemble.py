@@ -246,7 +246,13 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
             far cells' share that is not the probe's becomes a kernel mean of the mean mixed
             prediction of their ``smooth_neighbors`` nearest cells of ``adata`` in the mean
             probe representation. ``1``: each cell on its own.
+
+        Raises
+        ------
+        RuntimeError
+            A member is not trained: call :meth:`train` first.
         """
+        self._require_trained()
         adata = self.adata if adata is None else adata
         if adata is None:
             msg = "This ensemble has no AnnData attached: pass adata=."

@@ -37,7 +37,9 @@ class ScGPTIntegration(ScGPT):
     default, domain-specific batch norm (DSBN); :meth:`train` then optimises masked value
     prediction + GEPC (MVC) + elastic cell similarity + the adversarial batch loss (and, when
     ``labels_key`` was registered, a cell-type loss on the labelled cells).
-    :meth:`get_latent_representation` returns the corrected ``<cls>`` embedding. Cells with
+    :meth:`get_latent_representation` returns the corrected ``<cls>`` embedding (before
+    :meth:`train`, the loaded encoder's, with a ``UserWarning`` as scvi-tools models give on
+    untrained models; a model from :meth:`load` counts as trained if it was when saved). Cells with
     more expressed genes than ``max_len - 1`` keep their most highly expressed ones
     (:attr:`gene_selection` ``"highest"``; the official recipe keeps a random subset,
     ``load_pretrained(gene_selection="random")``).
@@ -67,6 +69,12 @@ class ScGPTIntegration(ScGPT):
     """
 
     gene_selection = "highest"
+    #: An untrained model embeds, with a UserWarning (scvi-tools' ``_check_if_trained``).
+    _untrained_embedding = (
+        "This {name} is not trained: get_latent_representation returns the encoder's "
+        "embedding as it was loaded (with freshly initialised batch layers), not a "
+        "batch-corrected one. Call {name}.train() first."
+    )
 
     def __init__(self, adata: AnnData, *, dsbn: bool = True, **kwargs: Any):
         _require_batches(type(self), adata)
@@ -296,7 +304,8 @@ class ScGPTIntegration(ScGPT):
                 msg = f"{name}={value} must be >= 0."
                 raise ValueError(msg)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size, dropout=dropout)  # fmt: skip
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
         c = self.module.config
         if balance_batches and one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
             msg = (

@@ -30,6 +30,7 @@ from ._io import (
     saved_max_len,
     without_gene_names,
 )
+from ._scvi import check_saved_categories
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -110,6 +111,17 @@ class SaveLoadMixin:
             batch/label categories. ``None`` uses ``adata.h5ad`` in the folder if present,
             else the model has no AnnData (embedding still works with ``adata=``).
 
+        Raises
+        ------
+        KeyError
+            ``adata.obs`` lacks the saved ``batch_key`` or ``labels_key`` column.
+        ValueError
+            That column holds categories the saved model was not set up with (or, for the
+            batch, missing values): ``load`` cannot add categories. The message names them
+            and the known ones; subset the cells, load without ``adata`` and pass it to
+            ``get_latent_representation``/``predict``, or train a new model. ``adata`` is
+            left unchanged.
+
         Notes
         -----
         ``model.train_config_`` and ``model.saved_versions_`` hold the training arguments and
@@ -163,6 +175,8 @@ class SaveLoadMixin:
     ) -> Self:
         """Build an instance around an existing module (no re-initialisation)."""
         if adata is not None and registry is not None:
+            # before any setup: a failed transfer would leave code columns behind
+            check_saved_categories(adata, registry, cls.__name__)
             setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
             setup(adata, source_registry=registry, **registry[_SETUP])
         model = cls.__new__(cls)

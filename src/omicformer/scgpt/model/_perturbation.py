@@ -15,7 +15,9 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 
-from ..._core._anndata import check_layer
+from ..._core._anndata import check_layer, check_not_view
+from ..._core._checks import check_int
+from ..._core._train import check_fit_args
 from .._conditions import (
     CONTROL,
     check_genes_known,
@@ -79,6 +81,13 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     perturbations with GEARS. Nature Biotechnology 42, 927-935.
     """
 
+    _few_genes_hint = (
+        "ScGPTPerturbation.load_pretrained gives genes outside the vocabulary new embeddings, "
+        "but with so few genes known the pretrained weights carry almost nothing over: to use "
+        "these genes as they are, train a model from scratch, ScGPTPerturbation(adata) (its "
+        "vocabulary is adata's genes)."
+    )
+
     def __init__(
         self,
         adata: AnnData,
@@ -108,7 +117,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     ) -> None:
         """Register Perturb-seq data for :class:`ScGPTPerturbation`.
 
-        Checks first (``adata`` untouched on error): ``condition_key`` exists, every
+        Checks first (``adata`` untouched on error): ``adata`` is no view (pass
+        ``adata[cells].copy()``, or ``backed[cells].to_memory()``), ``condition_key`` exists, every
         condition parses (``control``, ``"GENE+ctrl"``, ``"GENE1+GENE2"``), its genes are
         measured, control cells exist, the expression has no NaN or negative values.
 
@@ -128,6 +138,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_not_view(adata, f"{cls.__name__}.setup_anndata")
         genes = gene_names(adata, gene_key)
         check_measured(check_perturbation_data(adata, condition_key, control, layer), genes,
                        gene_key)  # fmt: skip
@@ -156,7 +167,10 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         ``transformer_encoder``; ``pert_encoder`` and the decoder are new. Genes of ``adata``
         missing from the checkpoint's vocabulary get new, freshly initialised embeddings, so
         every measured gene is predicted; they are listed in
-        ``model.pretrained_report_["new_genes"]``.
+        ``model.pretrained_report_["new_genes"]``. This needs enough genes in the vocabulary
+        for the pretrained weights to matter: at least 10% of the smaller of ``adata``'s genes
+        and the vocabulary's (the check of every scGPT model); with fewer, a ``ValueError``
+        names the counts (see Raises).
 
         Parameters
         ----------
@@ -176,9 +190,20 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             (:class:`~omicformer.scgpt.train.CovariancePrior`), as a second value embedding
             (``prior_encoder``) and as a residual of the decoder, so the transformer learns
             corrections to it. ``None``: the official method (flags only).
+
+        Raises
+        ------
+        ValueError
+            Fewer than 10% of the genes (of the smaller of the two gene sets) are in the
+            checkpoint's vocabulary: most often symbols of another kind (Ensembl IDs: pass
+            ``gene_key=`` naming a ``var`` column with symbols). The message gives the counts;
+            to use such genes as they are, train from scratch with ``ScGPTPerturbation(adata)``,
+            whose vocabulary is ``adata``'s genes.
         """
         _check_prior(prior)
-        model = super().load_pretrained(path, adata, max_len=max_len or DEFAULT_MAX_LEN)
+        model = super().load_pretrained(
+            path, adata, max_len=DEFAULT_MAX_LEN if max_len is None else max_len
+        )
         genes = [str(g) for g in gene_names(adata, model.get_setup_arg("gene_key"))]
         new = [g for g in dict.fromkeys(genes) if g not in model.vocab]
         fresh: list[str] = []
@@ -347,10 +372,18 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         if self.adata is None:
             msg = "This model has no AnnData; load it with ScGPTPerturbation.load(path, adata=...)."
             raise ValueError(msg)
-        if not 0 <= validation_size < 1:
-            msg = f"validation_size={validation_size} must lie in [0, 1)."
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, dropout=dropout, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
+        check_int("n_de", n_de, hint="DE genes per condition")
+        real = isinstance(de_weight, int | float | np.integer | np.floating)
+        if isinstance(de_weight, bool) or not real or not de_weight >= 0:
+            msg = f"de_weight={de_weight!r} must be a number >= 0."
             raise ValueError(msg)
-        if dropout is not None:
+        if early_stopping and validation_size == 0:
+            msg = "early_stopping=True needs held-out conditions: set validation_size > 0."
+            raise ValueError(msg)
+        if dropout is not None:  # every argument checked: the model changes from here on
             self.module.set_dropout(dropout)
         screen = training_screen(
             self._matrix(self.adata), self._conditions(self.adata).to_numpy(),

@@ -100,6 +100,14 @@ class PerturbationPredictionMixin:
         progress
             Show a progress bar.
 
+        Warns
+        -----
+        UserWarning
+            The model is not trained (scvi-tools' convention for untrained models): the new
+            decoder of :meth:`load_pretrained` starts as the identity, so the predictions are
+            the control mean, a change of 0. A model from :meth:`load` counts as trained if it
+            was when saved.
+
         Returns
         -------
         AnnData with one observation per perturbation (``obs_names`` and
@@ -114,12 +122,18 @@ class PerturbationPredictionMixin:
         from ..._core._device import resolve_device
         from ..train._perturb_predict import mean_perturbed_expression
 
+        self._check_if_trained(warn=True, message=(
+            f"This {type(self).__name__} is not trained: its new decoder starts as the "
+            "identity, so every prediction is the control cells' mean expression (a change "
+            f"of 0), not a perturbation response. Call {type(self).__name__}.train() first."
+        ))  # fmt: skip
         adata = self.adata if adata is None else adata
         if adata is None:
             msg = "This model has no AnnData attached; pass adata= with control cells."
             raise ValueError(msg)
         n_control_cells = check_int("n_control_cells", n_control_cells,
                                     hint="control cells each prediction reads")  # fmt: skip
+        batch_size = check_int("batch_size", batch_size, hint="cells per forward pass")
         if not isinstance(adjust, bool | np.bool_):
             msg = f"adjust={adjust!r} must be True or False."
             raise ValueError(msg)

@@ -34,7 +34,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
 
-from ..._core._anndata import check_layer, check_obs_key
+from ..._core._anndata import check_layer, check_not_view, check_obs_key
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, needs_batch_labels
@@ -119,6 +119,11 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     #: embedding: ``"random"`` (official: a random subset) or ``"highest"`` (the most highly
     #: expressed). Saved with the model; set it with ``load_pretrained(gene_selection=...)``.
     gene_selection: str = "random"
+    #: Warning of :meth:`get_latent_representation` before :meth:`train` (``None``: none, as
+    #: here: a model from :meth:`load_pretrained` embeds with its pretrained weights).
+    _untrained_embedding: str | None = None
+    #: Ends the error of too few genes of ``adata`` in the vocabulary (what else to do).
+    _few_genes_hint: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -190,8 +195,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     ) -> None:
         """Register ``adata`` for :class:`ScGPT`.
 
-        Checks the keys first (``KeyError`` naming the missing key, ``adata`` untouched), then,
-        as every scvi-tools model, stores integer codes in ``obs["_scvi_batch"]`` /
+        Checks the keys first (``KeyError`` naming the missing key, ``adata`` untouched; a
+        ``ValueError`` for a view, which cannot hold the registered columns: pass
+        ``adata[cells].copy()``, or ``backed[cells].to_memory()`` for a view of a backed
+        AnnData), then, as every scvi-tools model, stores integer codes in ``obs["_scvi_batch"]`` /
         ``obs["_scvi_labels"]`` and an id in ``uns``.
 
         Parameters
@@ -215,6 +222,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         >>> ScGPT.setup_anndata(adata, layer="counts", batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_not_view(adata, f"{cls.__name__}.setup_anndata")
         check_layer(adata, layer)
         check_obs_key(adata, batch_key, "batch_key")
         check_obs_key(adata, labels_key, "labels_key")
@@ -243,7 +251,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         self._matched_adata = self.adata
         if self.adata is not None:
             self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"),
-                                         warn_case="adata")  # fmt: skip
+                                         warn_case="adata", hint=self._few_genes_hint)  # fmt: skip
         self._model_summary_string = self._summary()
 
     def _summary(self) -> str:
@@ -363,6 +371,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         if adata is None:
             msg = "This model has no AnnData attached; pass adata=."
             raise ValueError(msg)
+        if self._untrained_embedding is not None:
+            self._check_if_trained(warn=True, message=self._untrained_embedding.format(
+                name=type(self).__name__))  # fmt: skip
         layer = self.get_setup_arg("layer")
         check_layer(adata, layer)
         gene_ids = self._gene_ids_for(adata)

@@ -58,6 +58,121 @@ class ObsCodesField(CategoricalObsField):
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,
         }
 
+    def transfer_field(self, state_registry: dict, adata_target: Any, **kwargs: Any) -> dict:
+        """Code the column with the saved categories (a model's ``load`` onto new AnnData).
+
+        Categories the saved registry lacks raise the error of :func:`check_known_categories`
+        (scvi-tools' names an ``extend_categories`` option our ``load`` does not have); with
+        ``allow_missing``, missing values get code ``-1`` (scvi-tools' transfer fails on them).
+        """
+        if self.is_default:
+            self._setup_default_attr(adata_target)
+        self.validate_field(adata_target)
+        mapping = np.asarray(state_registry[self.CATEGORICAL_MAPPING_KEY])
+        column = adata_target.obs[self._original_attr_key]
+        if not self.is_default:
+            check_known_categories(column, mapping, self._original_attr_key, self.registry_key,
+                                   allow_missing=self.allow_missing)  # fmt: skip
+        codes = pd.Categorical(column.to_numpy(), categories=pd.Index(mapping)).codes
+        adata_target.obs[self.attr_key] = np.asarray(codes)
+        return {
+            self.CATEGORICAL_MAPPING_KEY: mapping.copy(),
+            self.ORIGINAL_ATTR_KEY: self._original_attr_key,
+        }
+
+
+#: The ``setup_anndata`` argument naming the ``obs`` column of each categorical field.
+_CATEGORICAL_ARGS = {"batch": "batch_key", "labels": "labels_key"}
+
+
+def check_known_categories(
+    column: pd.Series,
+    mapping: np.ndarray,
+    name: str,
+    registry_key: str,
+    *,
+    allow_missing: bool = False,
+    model: str = "ScGPT",
+) -> None:
+    """``ValueError`` when ``column`` holds values outside the saved categories ``mapping``.
+
+    Names the column, the unseen categories (the first 5), the known ones and what to do.
+    Missing values (NaN) are unseen unless ``allow_missing``.
+    """
+    values = pd.Series(column.to_numpy(), dtype=object)
+    missing = values.isna()
+    if missing.any() and not allow_missing:
+        msg = (
+            f"adata.obs[{name!r}] ({_CATEGORICAL_ARGS.get(registry_key, registry_key)}) has "
+            f"{int(missing.sum())} missing values; the saved {model} needs a category for every cell "
+            f"here (known: {_preview(mapping, 10)}). Fill them, or subset the cells that have one."
+        )
+        raise ValueError(msg)
+    present = pd.unique(values[~missing])
+    unseen = [v for v, i in zip(present, pd.Index(mapping).get_indexer(present), strict=True)
+              if i < 0]  # fmt: skip
+    if not unseen:
+        return
+    arg = _CATEGORICAL_ARGS.get(registry_key, registry_key)
+    batch = registry_key == "batch"
+    what = ("batch" if len(unseen) == 1 else "batches") if batch else (
+        "label" if len(unseen) == 1 else "labels")  # fmt: skip
+    if batch:
+        why = "its batch-dependent layers (DSBN, batch embeddings) exist only for those"
+        other = (
+            f"or load without adata ({model}.load(path)) and pass adata= to "
+            "get_latent_representation, which reads no batches unless the model has "
+            "batch-dependent layers"
+        )
+    else:
+        why = "its cell-type outputs are those labels"
+        other = (
+            "or set the unknown labels missing (NaN); or load without adata "
+            f"({model}.load(path)) and pass adata= to get_latent_representation / predict, "
+            "which read no labels"
+        )
+    msg = (
+        f"adata.obs[{name!r}] ({arg}) has {len(unseen)} {what} that the saved {model} was "
+        f"not set up with: {_preview(sorted(map(str, unseen)), 5)}. It knows {len(mapping)}: "
+        f"{_preview(mapping, 10)} ({why}), and load() cannot add categories. Subset the cells "
+        f"to the known ones (adata[adata.obs[{name!r}].isin(known)].copy()); {other}; or train "
+        f"a new {model} on these data."
+    )
+    raise ValueError(msg)
+
+
+def check_saved_categories(adata: Any, registry: dict, model: str) -> None:
+    """Check ``adata`` against a saved registry's batch and label categories, before setup.
+
+    ``KeyError`` for a registered column that ``adata.obs`` lacks, ``ValueError`` (see
+    :func:`check_known_categories`) for categories the saved model does not know; ``adata`` is
+    not changed. ``model``: the class name, for the messages.
+    """
+    setup = registry.get("setup_args", {})
+    fields = registry.get("field_registries", {})
+    for key, arg in _CATEGORICAL_ARGS.items():
+        name = setup.get(arg)
+        if name is None or key not in fields:
+            continue
+        if name not in adata.obs.columns:
+            msg = (
+                f"adata.obs has no column {name!r}, which the saved {model} was set up with "
+                f"({arg}={name!r}; columns: {list(adata.obs.columns)[:20]}). Add it, or load "
+                f"without adata ({model}.load(path)) and pass adata= to "
+                "get_latent_representation / predict."
+            )
+            raise KeyError(msg)
+        mapping = np.asarray(fields[key]["state_registry"]["categorical_mapping"])
+        check_known_categories(adata.obs[name], mapping, name, key,
+                               allow_missing=key == "labels", model=model)  # fmt: skip
+
+
+def _preview(values: Any, n: int) -> str:
+    """The first ``n`` of ``values`` as a list, with how many more there are."""
+    values = [str(v) for v in values]
+    more = f" and {len(values) - n} more" if len(values) > n else ""
+    return f"{values[:n]}{more}"
+
 
 class GeneLayerField(LayerField):
     """Expression layer whose genes are matched to the vocabulary by name.

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
-from ..._core._train import VALIDATION_SIZE, run_training, split_indices
+from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
 from .._embed import vocab_chunks
 
 if TYPE_CHECKING:
@@ -263,6 +263,9 @@ class GenerativeTrainingMixin:
         if self.adata is None:
             msg = "This model has no AnnData; load it with ScGPT.load(path, adata=...) to train."
             raise ValueError(msg)
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, lr=lr,
+                       weight_decay=weight_decay)  # fmt: skip
         _check_train_args(gen_ratios, ecs_weight)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)

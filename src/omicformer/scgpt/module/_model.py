@@ -221,10 +221,28 @@ class TransformerModel(nn.Module):
         pert_prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Transformer output ``(B, L, D)``; ``src_key_padding_mask`` is True at pads."""
-        total, self.cur_gene_token_embs = self._embed_tokens(
-            src, values, batch_labels, pert_flags, pert_prior
-        )
-        return self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
+        return self._encode_with_gene_embs(
+            src, values, src_key_padding_mask, batch_labels, pert_flags, pert_prior
+        )[0]
+
+    def _encode_with_gene_embs(
+        self,
+        src: torch.Tensor,
+        values: torch.Tensor,
+        src_key_padding_mask: torch.Tensor | None,
+        batch_labels: torch.Tensor | None = None,
+        pert_flags: torch.Tensor | None = None,
+        pert_prior: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_encode` and the gene token embeddings ``(B, L, D)`` that MVC reads.
+
+        Returned, not kept on the module as the official ``cur_gene_token_embs``: a training
+        step's tensor would hold its autograd graph (memory) and make the module impossible
+        to ``copy.deepcopy`` (``ScGPT.load_pretrained(trained_model, ...)``).
+        """
+        total, gene_embs = self._embed_tokens(src, values, batch_labels, pert_flags, pert_prior)
+        out = self.transformer_encoder(total, padding_attn_mask(src_key_padding_mask))
+        return out, gene_embs
 
     def get_cell_embedding(
         self,
@@ -335,12 +353,12 @@ class TransformerModel(nn.Module):
         (B, L), for models built with ``perturbation_prior=True``: a prior of each gene's
         change, encoded as a second value and added to ``mlm_output``.
         """
-        transformer_output = self._encode(
+        transformer_output, gene_embs = self._encode_with_gene_embs(
             src, values, src_key_padding_mask, batch_labels, pert_flags, pert_prior
         )
         out = self._decode(transformer_output, batch_labels, values, pert_prior)
         return self._heads(
-            out, transformer_output, self.cur_gene_token_embs, values, batch_labels, CLS, MVC, ECS,
+            out, transformer_output, gene_embs, values, batch_labels, CLS, MVC, ECS,
             padding_mask=src_key_padding_mask,
         )  # fmt: skip
 
