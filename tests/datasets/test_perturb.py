@@ -252,11 +252,25 @@ def test_shared_response_program(sim, stats):
         ({"n_genes": 20, "n_singles": 19, "n_doubles": 0}, "too large"),
         ({"n_cells": 6000.0}, "n_cells=6000.0 must be an integer"),
         ({"n_doubles": -1}, "n_doubles=-1 must be an integer >= 0"),
+        # the seed is checked before any work (None failed after the whole simulation, a
+        # bool was taken as 0 / 1)
+        ({"random_state": None}, "random_state=None must be an integer >= 0"),
+        ({"random_state": True}, "random_state=True must be an integer >= 0"),
+        ({"random_state": -1}, "random_state=-1 must be an integer >= 0"),
+        ({"random_state": 1.5}, "random_state=1.5 must be an integer >= 0"),
+        # 95% of the genes come from a list of 4,000: 4,211 - round(0.05 * 4,211) = 4,000
+        ({"n_cells": 120, "n_genes": 4212}, r"n_genes=4212 is too large.*at most 4,211"),
     ],
 )
 def test_simulation_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
         datasets.perturbseq_simulation(**kwargs)
+
+
+def test_simulation_largest_gene_count():
+    adata = datasets.perturbseq_simulation(n_cells=30, n_genes=4211, n_singles=3, n_doubles=1)
+    assert adata.shape == (30, 4211)
+    assert adata.var_names.is_unique
 
 
 # --- read_gears -------------------------------------------------------------------------------
