@@ -397,6 +397,23 @@ def test_read_scperturb_custom_key_and_control(tmp_path):
     np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
 
 
+def test_read_scperturb_keeps_a_condition_column_of_the_file(tmp_path):
+    # a file whose obs also has its own 'condition' (here the stimulation): it was overwritten
+    labels = ["control", "KLF1", "KLF1_CEBPA"]
+    write_scperturb(tmp_path / "s.h5ad", labels)
+    adata = ad.read_h5ad(tmp_path / "s.h5ad")
+    adata.obs["condition"] = ["stim", "rest", "stim"]
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    out = datasets.read_scperturb(tmp_path / "s.h5ad")
+    assert out.obs["condition"].astype(str).tolist() == ["ctrl", "KLF1+ctrl", "KLF1+CEBPA"]
+    assert out.obs["condition_scperturb"].tolist() == ["stim", "rest", "stim"]
+    assert out.obs["perturbation"].tolist() == labels
+    adata.obs["condition_scperturb"] = "x"
+    adata.write_h5ad(tmp_path / "both.h5ad")
+    with pytest.raises(ValueError, match=r"both 'condition' and 'condition_scperturb'"):
+        datasets.read_scperturb(tmp_path / "both.h5ad")
+
+
 def test_read_scperturb_errors(tmp_path):
     write_scperturb(tmp_path / "nan.h5ad", ["control", "KLF1", np.nan])
     with pytest.raises(ValueError, match="missing or non-string perturbation"):

@@ -183,8 +183,9 @@ def read_scperturb(
     Returns
     -------
     AnnData with ``obs["condition"]`` (categorical) = ``"ctrl"``, ``"GENE+ctrl"`` or
-    ``"GENE1+GENE2"`` (more genes joined by ``"+"``), the original column kept (renamed
-    ``condition_scperturb`` if ``perturbation_key`` is ``"condition"``);
+    ``"GENE1+GENE2"`` (more genes joined by ``"+"``) and the file's columns kept: a column
+    already named ``"condition"`` (the labels themselves with ``perturbation_key="condition"``)
+    is renamed ``condition_scperturb``;
     ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
     cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged.
 
@@ -196,7 +197,8 @@ def read_scperturb(
         If ``obs`` has no ``perturbation_key`` column.
     ValueError
         For missing or non-string labels, labels that are not gene symbols joined by ``"_"``,
-        no cell labelled ``control``, or negative / non-finite values in ``X``.
+        no cell labelled ``control``, negative / non-finite values in ``X``, or ``obs``
+        columns named both ``condition`` and ``condition_scperturb``.
 
     Notes
     -----
@@ -222,6 +224,13 @@ def read_scperturb(
             f"{list(adata.obs.columns)[:20]})."
         )
         raise KeyError(msg)
+    if "condition" in adata.obs.columns and "condition_scperturb" in adata.obs.columns:
+        msg = (
+            f"obs of {file} has both 'condition' and 'condition_scperturb' columns; the GEARS "
+            "labels go to obs['condition'] and the file's 'condition' would be renamed "
+            "'condition_scperturb'. Rename one of them in the file first."
+        )
+        raise ValueError(msg)
     original = adata.obs[perturbation_key]
     values = original.astype(object).where(original.notna(), None)
     condition = _convert_scperturb_labels(values, control)
@@ -237,7 +246,7 @@ def read_scperturb(
             UserWarning,
             stacklevel=2,
         )
-    if perturbation_key == "condition":
+    if "condition" in adata.obs.columns:  # the labels themselves, or another column
         adata.obs = adata.obs.rename(columns={"condition": "condition_scperturb"})
     adata.obs["condition"] = condition
     total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
