@@ -322,6 +322,18 @@ def test_read_gears_folder_and_file(tmp_path):
         np.testing.assert_array_equal(adata.X.toarray(), original.X.toarray())
 
 
+def test_read_gears_missing_or_blank_symbol_keeps_the_id(tmp_path):
+    # var_names were "" and " " for blank symbols (and "-1" for a second blank one)
+    obs = pd.DataFrame({"condition": ["ctrl", "KLF1+ctrl"]}, index=["a", "b"])
+    ids = ["ENSG00000105610", "ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]
+    var = pd.DataFrame({"gene_name": ["KLF1", "", " ", None]}, index=ids)
+    adata = ad.AnnData(X=np.ones((2, 4), dtype=np.float32), obs=obs, var=var)
+    adata.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    out = datasets.read_gears(tmp_path)
+    assert list(out.var_names) == ["KLF1", "ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]
+    assert out.var["gene_id"].tolist() == ids
+
+
 def test_read_gears_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         datasets.read_gears(tmp_path / "missing")

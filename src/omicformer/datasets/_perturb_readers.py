@@ -68,8 +68,9 @@ def read_gears(path: str | Path) -> AnnData:
     Returns
     -------
     AnnData with ``var_names`` = ``var["gene_name"]`` made unique (repeats get ``-1``, ``-2``,
-    ...; a missing name keeps its id) and the original index in ``var["gene_id"]``; ``X`` as
-    shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns`` unchanged.
+    ...; a missing or blank name keeps its id) and the original index in ``var["gene_id"]``;
+    ``X`` as shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns``
+    unchanged.
 
     Raises
     ------
@@ -108,8 +109,9 @@ def read_gears(path: str | Path) -> AnnData:
         )
         raise ValueError(msg)
     ids = adata.var_names.astype(str)
-    names = adata.var["gene_name"]
-    symbols = names.astype(object).where(names.notna(), pd.Series(ids, index=names.index))
+    names = adata.var["gene_name"].astype(object)
+    blank = names.fillna("").astype(str).str.strip() == ""  # NaN, "" or spaces: no symbol
+    symbols = names.where(~blank, pd.Series(ids, index=names.index))
     symbols = pd.Index(symbols.astype(str).to_numpy())
     adata.var["gene_id"] = np.asarray(ids)
     adata.var_names = ad.utils.make_index_unique(symbols)
