@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated data")
     parser.add_argument("--n-cells", type=int, default=6000)
     parser.add_argument("--n-genes", type=int, default=200,
-                        help="genes of the simulated screen (GEARS data: about 5,000)")  # fmt: skip
+                        help="genes of the simulated screen, at most 4,211 (GEARS data: about 5,000)")  # fmt: skip
     parser.add_argument("--no-scgpt", action="store_true", help="baselines only")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=None,

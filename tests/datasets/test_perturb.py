@@ -252,11 +252,25 @@ def test_shared_response_program(sim, stats):
         ({"n_genes": 20, "n_singles": 19, "n_doubles": 0}, "too large"),
         ({"n_cells": 6000.0}, "n_cells=6000.0 must be an integer"),
         ({"n_doubles": -1}, "n_doubles=-1 must be an integer >= 0"),
+        # the seed is checked before any work (None failed after the whole simulation, a
+        # bool was taken as 0 / 1)
+        ({"random_state": None}, "random_state=None must be an integer >= 0"),
+        ({"random_state": True}, "random_state=True must be an integer >= 0"),
+        ({"random_state": -1}, "random_state=-1 must be an integer >= 0"),
+        ({"random_state": 1.5}, "random_state=1.5 must be an integer >= 0"),
+        # 95% of the genes come from a list of 4,000: 4,211 - round(0.05 * 4,211) = 4,000
+        ({"n_cells": 120, "n_genes": 4212}, r"n_genes=4212 is too large.*at most 4,211"),
     ],
 )
 def test_simulation_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
         datasets.perturbseq_simulation(**kwargs)
+
+
+def test_simulation_largest_gene_count():
+    adata = datasets.perturbseq_simulation(n_cells=30, n_genes=4211, n_singles=3, n_doubles=1)
+    assert adata.shape == (30, 4211)
+    assert adata.var_names.is_unique
 
 
 # --- read_gears -------------------------------------------------------------------------------
@@ -306,6 +320,18 @@ def test_read_gears_folder_and_file(tmp_path):
         assert "rank_genes_groups_cov_all" in adata.uns
         original = ad.read_h5ad(path)
         np.testing.assert_array_equal(adata.X.toarray(), original.X.toarray())
+
+
+def test_read_gears_missing_or_blank_symbol_keeps_the_id(tmp_path):
+    # var_names were "" and " " for blank symbols (and "-1" for a second blank one)
+    obs = pd.DataFrame({"condition": ["ctrl", "KLF1+ctrl"]}, index=["a", "b"])
+    ids = ["ENSG00000105610", "ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]
+    var = pd.DataFrame({"gene_name": ["KLF1", "", " ", None]}, index=ids)
+    adata = ad.AnnData(X=np.ones((2, 4), dtype=np.float32), obs=obs, var=var)
+    adata.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    out = datasets.read_gears(tmp_path)
+    assert list(out.var_names) == ["KLF1", "ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]
+    assert out.var["gene_id"].tolist() == ids
 
 
 def test_read_gears_errors(tmp_path):
@@ -381,6 +407,23 @@ def test_read_scperturb_custom_key_and_control(tmp_path):
     assert out.obs["condition"].astype(str).tolist() == ["ctrl", "KLF1+ctrl", "KLF1+CEBPA"]
     assert out.obs["condition_scperturb"].tolist() == labels
     np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
+
+
+def test_read_scperturb_keeps_a_condition_column_of_the_file(tmp_path):
+    # a file whose obs also has its own 'condition' (here the stimulation): it was overwritten
+    labels = ["control", "KLF1", "KLF1_CEBPA"]
+    write_scperturb(tmp_path / "s.h5ad", labels)
+    adata = ad.read_h5ad(tmp_path / "s.h5ad")
+    adata.obs["condition"] = ["stim", "rest", "stim"]
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    out = datasets.read_scperturb(tmp_path / "s.h5ad")
+    assert out.obs["condition"].astype(str).tolist() == ["ctrl", "KLF1+ctrl", "KLF1+CEBPA"]
+    assert out.obs["condition_scperturb"].tolist() == ["stim", "rest", "stim"]
+    assert out.obs["perturbation"].tolist() == labels
+    adata.obs["condition_scperturb"] = "x"
+    adata.write_h5ad(tmp_path / "both.h5ad")
+    with pytest.raises(ValueError, match=r"both 'condition' and 'condition_scperturb'"):
+        datasets.read_scperturb(tmp_path / "both.h5ad")
 
 
 def test_read_scperturb_errors(tmp_path):

@@ -52,17 +52,32 @@ _LIBRARY_SIGMA = 0.35
 # --------------------------------------------------------------------------------------------
 
 
+def _n_outside(n_genes: int) -> int:
+    """Number of the ``n_genes`` simulated genes drawn from outside the fixed gene list."""
+    return max(1, round(_OUT_OF_VOCAB_FRACTION * n_genes))
+
+
 def _pick_symbols(n_genes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Gene symbols (about 5% outside the fixed gene list) and an in-list mask."""
     with gzip.open(_SIM_GENES, "rt", encoding="utf-8") as fh:
         default = sorted(line.strip() for line in fh if line.strip())
     with gzip.open(_CENSUS_VOCAB, "rt", encoding="utf-8") as fh:
         census = json.load(fh)
+    n_out = _n_outside(n_genes)
+    if n_genes - n_out > len(default):
+        largest = len(default)
+        while largest + 1 - _n_outside(largest + 1) <= len(default):
+            largest += 1
+        msg = (
+            f"n_genes={n_genes} is too large: the simulation draws 95% of its genes from a fixed "
+            f"list of {len(default):,} (the rest outside it), so n_genes can be at most "
+            f"{largest:,}."
+        )
+        raise ValueError(msg)
     known = set(default)
     outside = sorted(
         k for k in census if k not in known and not k.startswith("ENSG") and "." not in k
     )
-    n_out = max(1, round(_OUT_OF_VOCAB_FRACTION * n_genes))
     symbols = np.concatenate(
         [
             rng.choice(np.asarray(default), n_genes - n_out, replace=False),
@@ -140,13 +155,13 @@ def perturbseq_simulation(
     n_cells
         Number of cells (about 1/6 of them controls).
     n_genes
-        Number of genes (at least 20).
+        Number of genes (at least 20, at most 4,211: 95% come from the fixed list of 4,000).
     n_singles
         Number of single-gene perturbations.
     n_doubles
         Number of two-gene perturbations, drawn among pairs of the single genes.
     random_state
-        Seed: equal arguments give identical data.
+        Seed, an integer >= 0: equal arguments give identical data.
 
     Returns
     -------
@@ -173,8 +188,9 @@ def perturbseq_simulation(
     Raises
     ------
     ValueError
-        For sizes that do not fit: fewer than 20 genes, more singles than perturbable genes,
-        more doubles than pairs of singles, or fewer perturbed cells than conditions.
+        For sizes that do not fit: fewer than 20 or more than 4,211 genes, more singles than
+        perturbable genes, more doubles than pairs of singles, or fewer perturbed cells than
+        conditions; for a ``random_state`` that is not an integer >= 0.
 
     Notes
     -----
@@ -201,6 +217,7 @@ def perturbseq_simulation(
     for name, value in (("n_cells", n_cells), ("n_genes", n_genes), ("n_singles", n_singles)):
         check_int(name, value)
     check_int("n_doubles", n_doubles, minimum=0)
+    check_int("random_state", random_state, minimum=0, hint="the seed of the simulation")
     n_ctrl = round(n_cells / 6)
     n_cond = n_singles + n_doubles
     if n_genes < 20:

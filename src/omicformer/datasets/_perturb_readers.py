@@ -68,8 +68,9 @@ def read_gears(path: str | Path) -> AnnData:
     Returns
     -------
     AnnData with ``var_names`` = ``var["gene_name"]`` made unique (repeats get ``-1``, ``-2``,
-    ...; a missing name keeps its id) and the original index in ``var["gene_id"]``; ``X`` as
-    shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns`` unchanged.
+    ...; a missing or blank name keeps its id) and the original index in ``var["gene_id"]``;
+    ``X`` as shipped (log-normalised) in float32 (sparse as CSR); ``obs`` and ``uns``
+    unchanged.
 
     Raises
     ------
@@ -108,8 +109,9 @@ def read_gears(path: str | Path) -> AnnData:
         )
         raise ValueError(msg)
     ids = adata.var_names.astype(str)
-    names = adata.var["gene_name"]
-    symbols = names.astype(object).where(names.notna(), pd.Series(ids, index=names.index))
+    names = adata.var["gene_name"].astype(object)
+    blank = names.fillna("").astype(str).str.strip() == ""  # NaN, "" or spaces: no symbol
+    symbols = names.where(~blank, pd.Series(ids, index=names.index))
     symbols = pd.Index(symbols.astype(str).to_numpy())
     adata.var["gene_id"] = np.asarray(ids)
     adata.var_names = ad.utils.make_index_unique(symbols)
@@ -183,8 +185,9 @@ def read_scperturb(
     Returns
     -------
     AnnData with ``obs["condition"]`` (categorical) = ``"ctrl"``, ``"GENE+ctrl"`` or
-    ``"GENE1+GENE2"`` (more genes joined by ``"+"``), the original column kept (renamed
-    ``condition_scperturb`` if ``perturbation_key`` is ``"condition"``);
+    ``"GENE1+GENE2"`` (more genes joined by ``"+"``) and the file's columns kept: a column
+    already named ``"condition"`` (the labels themselves with ``perturbation_key="condition"``)
+    is renamed ``condition_scperturb``;
     ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
     cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged.
 
@@ -196,7 +199,8 @@ def read_scperturb(
         If ``obs`` has no ``perturbation_key`` column.
     ValueError
         For missing or non-string labels, labels that are not gene symbols joined by ``"_"``,
-        no cell labelled ``control``, or negative / non-finite values in ``X``.
+        no cell labelled ``control``, negative / non-finite values in ``X``, or ``obs``
+        columns named both ``condition`` and ``condition_scperturb``.
 
     Notes
     -----
@@ -222,6 +226,13 @@ def read_scperturb(
             f"{list(adata.obs.columns)[:20]})."
         )
         raise KeyError(msg)
+    if "condition" in adata.obs.columns and "condition_scperturb" in adata.obs.columns:
+        msg = (
+            f"obs of {file} has both 'condition' and 'condition_scperturb' columns; the GEARS "
+            "labels go to obs['condition'] and the file's 'condition' would be renamed "
+            "'condition_scperturb'. Rename one of them in the file first."
+        )
+        raise ValueError(msg)
     original = adata.obs[perturbation_key]
     values = original.astype(object).where(original.notna(), None)
     condition = _convert_scperturb_labels(values, control)
@@ -237,7 +248,7 @@ def read_scperturb(
             UserWarning,
             stacklevel=2,
         )
-    if perturbation_key == "condition":
+    if "condition" in adata.obs.columns:  # the labels themselves, or another column
         adata.obs = adata.obs.rename(columns={"condition": "condition_scperturb"})
     adata.obs["condition"] = condition
     total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()

@@ -65,7 +65,7 @@ def pbmc_celltypist() -> AnnData:
     Returns
     -------
     AnnData of 559 cells x 32,786 genes. ``X`` and ``layers["counts"]`` hold the raw UMI counts
-    (CSR, float32, integer-valued, 944 to 39,886 UMIs per cell). ``obs_names`` are ``Cell_1`` ...
+    (CSR, float32, integer-valued, 945 to 39,886 UMIs per cell). ``obs_names`` are ``Cell_1`` ...
     ``Cell_559``; ``var_names`` are gene symbols; ``uns["omicformer_dataset"]`` records the source.
 
     Notes
