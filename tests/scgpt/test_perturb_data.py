@@ -277,6 +277,12 @@ def _no_control():
     return a
 
 
+def _duplicated_gene():
+    a = _hand()
+    a.var_names = ["A", "B", "C", "D", "E", "A"]  # F renamed A: which column is gene A?
+    return a
+
+
 def _bad_string():
     a = _hand()
     a.obs["condition"] = a.obs["condition"].replace({"A+B": "A++B", "ctrl+C": "C+"})
@@ -297,6 +303,7 @@ def _bad_string():
         (_hand, {"control": "NT"}, ValueError, "No control cells"),
         (_negative, {}, ValueError, r"negative.*expects log-normalised expression"),
         (_unmeasured, {}, ValueError, r"not measured.*A\+Q"),
+        (_duplicated_gene, {}, ValueError, r"var_names must be unique \(duplicated: \['A'\]\)"),
         (_hand, {"split": "random"}, ValueError, "split="),
         (_hand, {"train_gene_fraction": 0.0}, ValueError, "train_gene_fraction"),
         (_hand, {"n_de": 0}, ValueError, "n_de"),

@@ -100,7 +100,10 @@ def _tl_error_cases(sim_names, sim):
     gene = sim_names["single_genes"][0]
     no_ctrl = sim[sim.obs["condition"] != "ctrl"].copy()
     only_ctrl = sim[sim.obs["condition"] == "ctrl"].copy()
+    dup = sim.copy()
+    dup.var_names = [*dup.var_names[:-1], dup.var_names[0]]  # the last gene renamed as the first
     return [
+        (dup, sim_names["unseen"], {}, ValueError, rf"unique \(duplicated: \['{dup.var_names[0]}'"),
         (only_ctrl, sim_names["unseen"], {}, ValueError, "only control cells.*trained"),
         (
             sim,

@@ -13,7 +13,7 @@ from .._core._anndata import check_layer, iter_row_chunks
 from .._core._checks import check_int
 from ._conditions import CONTROL, check_genes_known, parse_requests
 from ._genes import gene_names
-from ._perturb_data import check_perturbation_data
+from ._perturb_data import check_perturbation_data, check_unique_genes
 from ._resolve import describe_model
 
 if TYPE_CHECKING:
@@ -226,10 +226,7 @@ def _prepare(
     requested = parse_requests(perturbations, control)
     check_perturbation_data(adata, condition_key, control, layer)
     names = gene_names(adata, gene_key)
-    if len(set(names)) != len(names):
-        dup = pd.Index(names)[pd.Index(names).duplicated()].unique()[:5].tolist()
-        msg = f"Gene symbols must be unique (duplicated: {dup}); make them unique first."
-        raise ValueError(msg)
+    check_unique_genes(names, gene_key)
     check_genes_known([g for gs in requested for g in gs], names, "the genes of adata")
     X = sp.vstack([chunk for _, chunk in iter_row_chunks(adata, layer)], format="csr")
     obs = pd.DataFrame(

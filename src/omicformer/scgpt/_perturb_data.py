@@ -20,6 +20,8 @@ from ._conditions import CONTROL, condition_id, parse_conditions
 from ._genes import gene_names
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
 
 #: ``uns`` key written by :func:`prepare_perturbation`.
@@ -63,6 +65,19 @@ def check_perturbation_data(
     for rows, chunk in iter_row_chunks(adata, layer):
         check_values(chunk, where, rows[0], hint=LOGNORM_HINT)
     return parsed
+
+
+def check_unique_genes(names: Sequence[str], gene_key: str | None) -> None:
+    """Refuse duplicated gene symbols: a perturbed gene and its DE genes must name one column."""
+    index = pd.Index(names)
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()[:5].tolist()
+        where = "var_names" if gene_key is None else f"var[{gene_key!r}]"
+        msg = (
+            f"Gene symbols in {where} must be unique (duplicated: {dup}); make them unique "
+            "first, e.g. adata.var_names_make_unique()."
+        )
+        raise ValueError(msg)
 
 
 def check_measured(
@@ -252,6 +267,7 @@ def prepare_perturbation(
     check_backed_writable(adata, copy, "the split")
     var_genes = gene_names(adata, gene_key)
     parsed = check_perturbation_data(adata, condition_key, control, layer)
+    check_unique_genes(var_genes, gene_key)
     check_measured(parsed, var_genes, gene_key)
     perts = {c: g for c, g in parsed.items() if g}
 
