@@ -305,7 +305,10 @@ def run_training(
         it exists (a fresh start otherwise, so a restarted script can always pass it). The
         checkpoint holds the sampler position and random state: a run killed mid-epoch and
         resumed reaches the weights of an uninterrupted run (on CPU). A checkpoint of another
-        configuration raises a ``ValueError`` naming the mismatched weights.
+        configuration raises a ``ValueError`` naming the mismatched weights, one of another
+        run (another ``random_state`` or ``batch_size``, another number of training or
+        validation items) one naming the differing settings; ``max_epochs`` and ``max_steps``
+        may change.
     accumulate_grad_batches
         Sum gradients over this many minibatches per optimiser step (effective batch size
         ``batch_size * accumulate_grad_batches * devices``); ``max_steps`` and
@@ -352,7 +355,10 @@ def run_training(
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )
-    callbacks.append(ResumeCallback(samplers))
+    # what a checkpoint must match to be resumed (check_checkpoint): same split, seed, batches
+    run = {"random_state": int(random_state), "batch_size": int(batch_size),
+           "n_train": len(train), "n_validation": len(val) if has_val else 0}  # fmt: skip
+    callbacks.append(ResumeCallback(samplers, run=run))
     if early_stopping:
         callbacks += [
             EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"),
@@ -364,7 +370,7 @@ def run_training(
             last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
             ckpt_path = last if os.path.exists(last) else None
     if ckpt_path is not None:
-        check_checkpoint(plan, ckpt_path)  # a clear error for another configuration's checkpoint
+        check_checkpoint(plan, ckpt_path, run)  # clear errors for another configuration or run
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)
