@@ -58,6 +58,8 @@ class HistoryCallback(pl.Callback):
         self._before_validation: dict[str, Any] = {}
         self._validation: dict[str, float] = {}  # metrics of the epoch's last validation run
         self._validation_keys: set[str] = set()
+        #: rows per curve loaded from a checkpoint (those of the run before it resumed)
+        self.restored: dict[str, int] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step_losses, self._last_step = [], int(trainer.global_step)
@@ -104,11 +106,20 @@ class HistoryCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = defaultdict(list, {k: list(v) for k, v in state_dict["rows"].items()})
+        self.restored = {k: len(v) for k, v in self.rows.items()}
 
     @property
     def history(self) -> History:
-        """The curves collected so far."""
-        return history_from_rows(self.rows)
+        """The curves collected so far.
+
+        After resuming from a checkpoint, a frame's first ``frame.attrs["restored_rows"]`` rows
+        are those the checkpoint held (recorded before the run was interrupted).
+        """
+        out = history_from_rows(self.rows)
+        for key, n in self.restored.items():
+            if n and key in out:
+                out[key].attrs["restored_rows"] = n
+        return out
 
 
 def history_from_rows(rows: dict[str, Sequence[tuple[int, float]]]) -> History:
