@@ -214,6 +214,20 @@ def test_step_loss_with_accumulated_gradients_is_the_mean_loss_of_the_step():
     np.testing.assert_allclose(steps["train_loss_step"].to_numpy(), expected, rtol=1e-5)
 
 
+def test_checkpoint_dir_file_and_missing_gpu_are_clear_errors(tmp_path):
+    """Before: ``FileExistsError: [Errno 17]`` from inside ``fit``, and Lightning's "No
+    supported gpu backend found!"."""
+    x = np.linspace(-1, 1, 8)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*a_file.* is a file; give a folder"):
+        run_training(_Toy(), _Pairs(x, x), _stack, checkpoint_dir=tmp_path / "a_file", **QUIET)
+    if not torch.cuda.is_available():
+        for accelerator in ("gpu", "cuda"):
+            with pytest.raises(ValueError, match=f"accelerator='{accelerator}', but torch sees"):
+                run_training(_Toy(), _Pairs(x, x), _stack, accelerator=accelerator,
+                             enable_progress_bar=False)  # fmt: skip
+
+
 def test_early_stopping_restores_best_weights():
     cb = BestWeights("validation_loss")
     module = _Toy()

@@ -210,6 +210,28 @@ def auto_precision(accelerator: str, precision: str | int | None) -> str | int:
     return "32-true"
 
 
+def check_accelerator(accelerator: Any) -> None:
+    """``ValueError`` when ``accelerator`` asks for a GPU that torch does not see.
+
+    Lightning's ``"gpu"`` is CUDA or Apple MPS, ``"cuda"`` and ``"mps"`` one of them; without
+    it Lightning would fail later with "No supported gpu backend found!".
+    """
+    if not isinstance(accelerator, str):
+        return
+    name = accelerator.lower()
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    missing = (name == "gpu" and not (cuda or mps)) or (name == "cuda" and not cuda)
+    missing = missing or (name == "mps" and not mps)
+    if missing:
+        msg = (
+            f"accelerator={accelerator!r}, but torch sees no such GPU on this machine "
+            f"(torch.cuda.is_available() is {cuda}, torch {torch.__version__}); use "
+            "accelerator='cpu', or 'auto' to take a GPU only when there is one."
+        )
+        raise ValueError(msg)
+
+
 @contextlib.contextmanager
 def _quiet_lightning(verbose: bool) -> Iterator[None]:
     """Silence Lightning's INFO banners (devices, tips) unless ``verbose``."""
@@ -334,6 +356,14 @@ def run_training(
     if ckpt_path is not None and checkpoint_dir is None and str(ckpt_path) == "last":
         msg = "ckpt_path='last' needs checkpoint_dir= (the folder holding last.ckpt)."
         raise ValueError(msg)
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir):
+        if not os.path.isdir(checkpoint_dir):
+            msg = (
+                f"checkpoint_dir={os.fspath(checkpoint_dir)!r} is a file; give a folder (created "
+                "if missing) for last.ckpt."
+            )
+            raise ValueError(msg)
+    check_accelerator(accelerator)
 
     seed_all(random_state)
     train_groups, val_groups = groups if groups is not None else (None, None)
