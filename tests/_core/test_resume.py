@@ -238,6 +238,35 @@ def test_checkpoint_of_another_configuration_is_refused_by_name(tmp_path):
         check_checkpoint(plan, tmp_path / "missing.ckpt")
 
 
+def test_checkpoint_of_another_run_is_refused_by_setting(tmp_path):
+    """Same weights' shapes, other run: before, each of these resumed silently.
+
+    A resumed run continues the checkpoint's sampler position and random state: with another
+    batch size the skipped batches are not those trained, with another seed or split cells
+    held out before are trained on. Only ``max_epochs``/``max_steps`` may change (extending).
+    """
+    adata = _adata(24)
+    first = {**FIT, "max_epochs": 1}
+    _fresh(adata).train(checkpoint_dir=tmp_path, **first)
+    for kwargs, data, expected in (
+        ({"batch_size": 4}, adata, r"another training run \(batch_size 8 \(checkpoint\) vs 4"),
+        ({"random_state": 0}, adata, r"random_state 3 \(checkpoint\) vs 0 \(now\)"),
+        ({"validation_size": 0.5}, adata, r"n_train 22 \(checkpoint\) vs 12 \(now\)"),
+        ({}, _adata(40), r"n_train 22 \(checkpoint\) vs 36 \(now\)"),
+    ):  # fmt: skip
+        other = _fresh(data)
+        before = {k: v.clone() for k, v in other.module.state_dict().items()}
+        with pytest.raises(ValueError, match=expected):
+            other.train(checkpoint_dir=tmp_path, ckpt_path="last", **{**FIT, **kwargs})
+        assert all(torch.equal(before[n], v) for n, v in other.module.state_dict().items())
+        assert not other.is_trained
+    # extending the same run is accepted and equals the uninterrupted run
+    resumed, full = _fresh(adata), _fresh(adata)  # same initial weights (seeded)
+    resumed.train(checkpoint_dir=tmp_path, ckpt_path="last", **{**FIT, "max_epochs": 3})
+    full.train(**{**FIT, "max_epochs": 3})
+    _assert_same_weights(resumed.module, full.module)
+
+
 # ---------------------------------------------------------------- gradient accumulation
 def test_accumulate_grad_batches():
     adata = _adata(64)  # 58 training cells: 8 batches of 8 per epoch

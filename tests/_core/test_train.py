@@ -182,6 +182,52 @@ def test_history_format_and_json_round_trip():
     pd.testing.assert_frame_equal(restored.history["train_loss"], cb.history["train_loss"])
 
 
+def test_history_records_validation_only_for_epochs_that_validated():
+    """``check_val_every_n_epoch=2`` validates after epochs 1 and 3 only.
+
+    Before, the history copied the last validation loss into the epochs without validation.
+    """
+    x = np.linspace(-1, 1, 12)
+    fit = {"batch_size": 4, "max_epochs": 4, **QUIET}
+    every = run_training(_Toy(), _Pairs(x, 2 * x), _stack, val=_Pairs(x, 2 * x), **fit)
+    second = run_training(_Toy(), _Pairs(x, 2 * x), _stack, val=_Pairs(x, 2 * x),
+                          check_val_every_n_epoch=2, **fit)  # fmt: skip
+    assert second["validation_loss"].index.tolist() == [1, 3]
+    # validation does not change training: the values of the every-epoch run at epochs 1, 3
+    pd.testing.assert_frame_equal(second["validation_loss"], every["validation_loss"].loc[[1, 3]])
+    pd.testing.assert_frame_equal(second["train_loss"], every["train_loss"])
+
+
+def test_step_loss_with_accumulated_gradients_is_the_mean_loss_of_the_step():
+    """One row per optimiser step, the mean of its minibatches' losses (not divided by 3)."""
+    x = np.linspace(-1, 1, 12)
+    history = run_training(_Toy(lr=0.1), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=2,
+                           accumulate_grad_batches=3, gradient_clip_val=None, **QUIET)  # fmt: skip
+    steps = history["train_loss_step"]
+    assert steps.index.tolist() == [1, 2]  # 3 minibatches of 4 -> 1 optimiser step per epoch
+    # step 1 at w = 0: the mean over all 12 items of (0 - 2x)^2; then one SGD step on it
+    w = 0.0
+    expected = []
+    for _ in range(2):
+        expected.append(np.mean((w * x - 2 * x) ** 2))
+        w -= 0.1 * np.mean(2 * (w * x - 2 * x) * x)
+    np.testing.assert_allclose(steps["train_loss_step"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_checkpoint_dir_file_and_missing_gpu_are_clear_errors(tmp_path):
+    """Before: ``FileExistsError: [Errno 17]`` from inside ``fit``, and Lightning's "No
+    supported gpu backend found!"."""
+    x = np.linspace(-1, 1, 8)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*a_file.* is a file; give a folder"):
+        run_training(_Toy(), _Pairs(x, x), _stack, checkpoint_dir=tmp_path / "a_file", **QUIET)
+    if not torch.cuda.is_available():
+        for accelerator in ("gpu", "cuda"):
+            with pytest.raises(ValueError, match=f"accelerator='{accelerator}', but torch sees"):
+                run_training(_Toy(), _Pairs(x, x), _stack, accelerator=accelerator,
+                             enable_progress_bar=False)  # fmt: skip
+
+
 def test_early_stopping_restores_best_weights():
     cb = BestWeights("validation_loss")
     module = _Toy()

@@ -178,6 +178,32 @@ def test_pretrain_from_fasta_and_max_steps(genome, tiny, fit_kw):
         model.pretrain("ACGTACGT", max_steps=1, **fit_kw)
 
 
+def test_resumed_pretrain_does_not_repeat_the_checkpointed_curves(seqs, tiny, fit_kw, tmp_path):
+    """A ``ckpt_path="last"`` run starts with the checkpoint's curves; this model has them.
+
+    Before, they were appended again: a 1-epoch run extended to 2 epochs from its checkpoint
+    had epochs 0, 1, 2, and resuming a finished run (no training) doubled the curves.
+    """
+    kw = {"batch_size": 8, "validation_size": 0.0, "checkpoint_dir": tmp_path, **fit_kw}
+    model = DNABert(k=3, **tiny)
+    model.pretrain(seqs, max_epochs=1, **kw)  # 24 windows: 3 steps per epoch
+    first = model.history["mlm_train_loss"].copy()
+    model.pretrain(seqs, max_epochs=2, ckpt_path="last", **kw)
+    assert model.history["mlm_train_loss"].index.tolist() == [0, 1]
+    assert model.history["mlm_train_loss_step"].index.tolist() == [1, 2, 3, 4, 5, 6]
+    assert model.history["mlm_train_loss"].iloc[0, 0] == first.iloc[0, 0]
+    before = {k: v.copy() for k, v in model.history.items()}
+    model.pretrain(seqs, max_epochs=2, ckpt_path="last", **kw)  # finished already: no training
+    assert set(model.history) == set(before)
+    for key, frame in before.items():
+        pd.testing.assert_frame_equal(model.history[key], frame)
+    # a new model resuming the checkpoint (a restarted script) gets the whole run's curves
+    fresh = DNABert(k=3, **tiny)
+    fresh.pretrain(seqs, max_epochs=2, ckpt_path="last", **kw)
+    for key, frame in before.items():
+        pd.testing.assert_frame_equal(fresh.history[key], frame)
+
+
 def test_long_sequences_windowed_and_strand_symmetric(tiny, make_seqs):
     model = DNABert(k=3, **tiny)
     long, short = make_seqs(2, [300, 40], seed=3)

@@ -43,33 +43,83 @@ class HistoryCallback(pl.Callback):
     """Training curves in scvi-tools' format: ``{name: DataFrame}``, one column named ``name``.
 
     Every metric the plan logs per epoch (``train_loss``, ``validation_loss``, their parts)
-    is indexed by ``epoch``; the loss of every optimisation step is ``train_loss_step``, indexed
-    by ``step``. The history is part of Lightning checkpoints, so a resumed run keeps it.
+    is indexed by ``epoch``; validation metrics only for the epochs that ran validation (e.g.
+    every other epoch with ``check_val_every_n_epoch=2``). The loss of every optimisation step
+    is ``train_loss_step``, indexed by ``step``: with ``accumulate_grad_batches`` the mean loss
+    of the step's minibatches (Lightning hands callbacks the loss divided by the number of
+    accumulated minibatches). The history is part of Lightning checkpoints, so a resumed run
+    keeps it.
     """
 
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._step_losses: list[float] = []  # minibatch losses of the optimiser step under way
+        self._last_step = 0
+        self._before_validation: dict[str, Any] = {}
+        self._validation: dict[str, float] = {}  # metrics of the epoch's last validation run
+        self._validation_keys: set[str] = set()
+        #: rows per curve loaded from a checkpoint (those of the run before it resumed)
+        self.restored: dict[str, int] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_losses, self._last_step = [], int(trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None:
+        if loss is None:
+            return
+        if not pl_module.automatic_optimization:  # no accumulation, loss as returned
             self.rows["train_loss_step"].append((trainer.global_step, float(loss.detach())))
+            return
+        self._step_losses.append(float(loss.detach()) * int(trainer.accumulate_grad_batches))
+        if trainer.global_step > self._last_step:  # the optimiser stepped after this batch
+            self._last_step = int(trainer.global_step)
+            value = float(np.mean(self._step_losses))
+            self.rows["train_loss_step"].append((self._last_step, value))
+            self._step_losses = []
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._before_validation = dict(trainer.callback_metrics)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        # what this validation run computed: new values (the others are left from before)
+        fresh = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if self._before_validation.get(key) is not value and not key.endswith("_step")
+        }
+        self._validation_keys |= set(fresh)
+        self._validation = fresh
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for key, value in trainer.callback_metrics.items():
-            if not key.endswith("_step"):
+            if not key.endswith("_step") and key not in self._validation_keys:
                 self.rows[key].append((trainer.current_epoch, float(value)))
+        for key, value in self._validation.items():
+            self.rows[key].append((trainer.current_epoch, value))
+        self._validation = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": {k: list(v) for k, v in self.rows.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = defaultdict(list, {k: list(v) for k, v in state_dict["rows"].items()})
+        self.restored = {k: len(v) for k, v in self.rows.items()}
 
     @property
     def history(self) -> History:
-        """The curves collected so far."""
-        return history_from_rows(self.rows)
+        """The curves collected so far.
+
+        After resuming from a checkpoint, a frame's first ``frame.attrs["restored_rows"]`` rows
+        are those the checkpoint held (recorded before the run was interrupted).
+        """
+        out = history_from_rows(self.rows)
+        for key, n in self.restored.items():
+            if n and key in out:
+                out[key].attrs["restored_rows"] = n
+        return out
 
 
 def history_from_rows(rows: dict[str, Sequence[tuple[int, float]]]) -> History:

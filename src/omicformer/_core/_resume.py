@@ -243,10 +243,18 @@ class ResumeCallback(pl.Callback):
     samplers
         Batch samplers of the training loaders (:class:`ResumableBatchSampler`); their
         position is updated after every batch and their epoch at every epoch start.
+    run
+        What identifies the run (seed, batch size, numbers of training and validation items),
+        kept in checkpoints so that :func:`check_checkpoint` refuses to resume another run.
     """
 
-    def __init__(self, samplers: list[ResumableBatchSampler] | None = None) -> None:
+    def __init__(
+        self,
+        samplers: list[ResumableBatchSampler] | None = None,
+        run: dict[str, int] | None = None,
+    ) -> None:
         self.samplers = list(samplers or [])
+        self.run = dict(run or {})
         self._world = 1
         self._rank = 0
         self._to_restore: list[dict[str, Any]] | None = None
@@ -269,8 +277,8 @@ class ResumeCallback(pl.Callback):
         if self._world > 1 and torch.distributed.is_initialized():  # called on every rank
             states: list[Any] = [None] * self._world
             torch.distributed.all_gather_object(states, state)
-            return {"rng": states, "samplers": samplers}
-        return {"rng": [state], "samplers": samplers}
+            return {"rng": states, "samplers": samplers, "run": self.run}
+        return {"rng": [state], "samplers": samplers, "run": self.run}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Callbacks are restored before the training loader draws its first batch (Lightning
@@ -328,7 +336,9 @@ def step_checkpoint(
 
 
 # ---------------------------------------------------------------------------- checkpoint check
-def check_checkpoint(plan: torch.nn.Module, ckpt_path: str | os.PathLike[str]) -> None:
+def check_checkpoint(
+    plan: torch.nn.Module, ckpt_path: str | os.PathLike[str], run: dict[str, int] | None = None
+) -> None:
     """Raise a clear error when ``ckpt_path`` does not fit ``plan`` (before Lightning loads it).
 
     Parameters
@@ -337,6 +347,10 @@ def check_checkpoint(plan: torch.nn.Module, ckpt_path: str | os.PathLike[str]) -
         The Lightning plan about to be trained.
     ckpt_path
         A Lightning checkpoint (``.ckpt``) to resume from.
+    run
+        The run about to resume (:class:`ResumeCallback`'s ``run``); a checkpoint that
+        recorded other values (another seed, batch size, or number of training or validation
+        items) is refused. Checkpoints that recorded none are not checked.
 
     Raises
     ------
@@ -344,7 +358,8 @@ def check_checkpoint(plan: torch.nn.Module, ckpt_path: str | os.PathLike[str]) -
         No such file.
     ValueError
         Not a Lightning checkpoint, or its weights have other names or shapes than the plan's
-        (the message lists missing, unexpected and mismatched keys).
+        (the message lists missing, unexpected and mismatched keys), or it was written by
+        another run (the message lists the differing settings).
     """
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
@@ -391,3 +406,19 @@ def check_checkpoint(plan: torch.nn.Module, ckpt_path: str | os.PathLike[str]) -
             "checkpoint was trained with, or start a new run in another checkpoint_dir."
         )
         raise ValueError(msg)
+    saved_run = (ckpt.get("callbacks") or {}).get(ResumeCallback.__qualname__, {}).get("run")
+    if run and saved_run:
+        differ = [
+            f"{key} {saved_run[key]!r} (checkpoint) vs {value!r} (now)"
+            for key, value in run.items()
+            if key in saved_run and saved_run[key] != value
+        ]
+        if differ:
+            msg = (
+                f"ckpt_path={path!r} was written by another training run ({'; '.join(differ)}): "
+                "resuming would continue its sampler position, random state and validation "
+                "split on other data or settings. Resume with the data and arguments of that "
+                "run (only max_epochs and max_steps may change), or start a new run in "
+                "another checkpoint_dir."
+            )
+            raise ValueError(msg)

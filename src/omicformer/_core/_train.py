@@ -210,6 +210,28 @@ def auto_precision(accelerator: str, precision: str | int | None) -> str | int:
     return "32-true"
 
 
+def check_accelerator(accelerator: Any) -> None:
+    """``ValueError`` when ``accelerator`` asks for a GPU that torch does not see.
+
+    Lightning's ``"gpu"`` is CUDA or Apple MPS, ``"cuda"`` and ``"mps"`` one of them; without
+    it Lightning would fail later with "No supported gpu backend found!".
+    """
+    if not isinstance(accelerator, str):
+        return
+    name = accelerator.lower()
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    missing = (name == "gpu" and not (cuda or mps)) or (name == "cuda" and not cuda)
+    missing = missing or (name == "mps" and not mps)
+    if missing:
+        msg = (
+            f"accelerator={accelerator!r}, but torch sees no such GPU on this machine "
+            f"(torch.cuda.is_available() is {cuda}, torch {torch.__version__}); use "
+            "accelerator='cpu', or 'auto' to take a GPU only when there is one."
+        )
+        raise ValueError(msg)
+
+
 @contextlib.contextmanager
 def _quiet_lightning(verbose: bool) -> Iterator[None]:
     """Silence Lightning's INFO banners (devices, tips) unless ``verbose``."""
@@ -305,7 +327,10 @@ def run_training(
         it exists (a fresh start otherwise, so a restarted script can always pass it). The
         checkpoint holds the sampler position and random state: a run killed mid-epoch and
         resumed reaches the weights of an uninterrupted run (on CPU). A checkpoint of another
-        configuration raises a ``ValueError`` naming the mismatched weights.
+        configuration raises a ``ValueError`` naming the mismatched weights, one of another
+        run (another ``random_state`` or ``batch_size``, another number of training or
+        validation items) one naming the differing settings; ``max_epochs`` and ``max_steps``
+        may change.
     accumulate_grad_batches
         Sum gradients over this many minibatches per optimiser step (effective batch size
         ``batch_size * accumulate_grad_batches * devices``); ``max_steps`` and
@@ -331,6 +356,14 @@ def run_training(
     if ckpt_path is not None and checkpoint_dir is None and str(ckpt_path) == "last":
         msg = "ckpt_path='last' needs checkpoint_dir= (the folder holding last.ckpt)."
         raise ValueError(msg)
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir):
+        if not os.path.isdir(checkpoint_dir):
+            msg = (
+                f"checkpoint_dir={os.fspath(checkpoint_dir)!r} is a file; give a folder (created "
+                "if missing) for last.ckpt."
+            )
+            raise ValueError(msg)
+    check_accelerator(accelerator)
 
     seed_all(random_state)
     train_groups, val_groups = groups if groups is not None else (None, None)
@@ -352,7 +385,10 @@ def run_training(
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )
-    callbacks.append(ResumeCallback(samplers))
+    # what a checkpoint must match to be resumed (check_checkpoint): same split, seed, batches
+    run = {"random_state": int(random_state), "batch_size": int(batch_size),
+           "n_train": len(train), "n_validation": len(val) if has_val else 0}  # fmt: skip
+    callbacks.append(ResumeCallback(samplers, run=run))
     if early_stopping:
         callbacks += [
             EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"),
@@ -364,7 +400,7 @@ def run_training(
             last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
             ckpt_path = last if os.path.exists(last) else None
     if ckpt_path is not None:
-        check_checkpoint(plan, ckpt_path)  # a clear error for another configuration's checkpoint
+        check_checkpoint(plan, ckpt_path, run)  # clear errors for another configuration or run
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)

@@ -371,14 +371,26 @@ class TrainingMixin:
         self.module, self.task, self.labels_ = module, CLASSIFICATION, list(classes)
 
     def _record(self, stage: str, history: History) -> None:
-        """Append a run's curves under ``{stage}_`` keys (a continued run extends the curves)."""
+        """Append a run's curves under ``{stage}_`` keys (a continued run extends the curves).
+
+        A run resumed from a checkpoint starts with the rows the checkpoint held; when this
+        model recorded them already (it ran the part before the checkpoint), they replace those
+        rows instead of being appended a second time.
+        """
         import pandas as pd
 
         self.module.cpu().eval()
         for key, frame in history.items():
             name = f"{stage}_{key}"
+            restored = int(frame.attrs.get("restored_rows", 0))
             frame = frame.rename(columns={key: name})
             previous = self.history_.get(name)
+            if (
+                previous is not None
+                and 0 < restored <= len(previous)
+                and np.array_equal(previous.iloc[-restored:, 0], frame.iloc[:restored, 0])
+            ):
+                previous = previous.iloc[:-restored]
             if previous is not None and len(previous):
                 frame.index = frame.index + (previous.index.max() + 1 - frame.index.min())
                 frame = pd.concat([previous, frame])
