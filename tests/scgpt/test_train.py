@@ -95,6 +95,21 @@ def test_train_records_history_and_is_reproducible(adata):
     assert not torch.equal(m1.module.encoder.embedding.weight, m3.module.encoder.embedding.weight)
 
 
+def test_a_second_train_call_continues_the_history(adata):
+    # as scvi-tools' models and DNABERT's pretrain: the curves go on, epochs counted on
+    ScGPT.setup_anndata(adata)
+    model = ScGPT(adata, **TINY, random_state=1)
+    model.train(**FIT, random_state=5, batch_size=16)
+    first = {k: v.copy() for k, v in model.history.items()}
+    model.train(**{**FIT, "max_epochs": 1}, random_state=5, batch_size=16)
+    loss = model.history["train_loss"]
+    assert list(loss.index) == [0, 1, 2] and loss.index.name == "epoch"
+    pd.testing.assert_frame_equal(loss.iloc[:2], first["train_loss"])
+    steps = model.history["train_loss_step"]
+    n_first = len(first["train_loss_step"])  # 2 epochs of 90 cells in minibatches of 16: 12
+    assert n_first == 12 and list(steps.index) == list(range(1, 19))  # steps count from 1
+
+
 def test_train_loss_goes_down(adata):
     ScGPT.setup_anndata(adata)
     model = ScGPT(adata, **TINY)

@@ -22,6 +22,34 @@ if TYPE_CHECKING:
 History = dict[str, pd.DataFrame]
 
 
+def extend_history(previous: History | None, run: History, prefix: str = "") -> History:
+    """``previous`` with a new run's curves appended (a continued training extends its curves).
+
+    Each of ``run``'s frames goes under ``prefix + key``; its index continues after that key's
+    last epoch or step in ``previous``. A run resumed from a checkpoint starts with the rows
+    the checkpoint held (``frame.attrs["restored_rows"]``); when ``previous`` already ends with
+    them (this model ran the part before the checkpoint) they replace those rows instead of
+    being appended a second time. Keys of ``previous`` that the run lacks are kept.
+    """
+    out = dict(previous or {})
+    for key, frame in run.items():
+        name = f"{prefix}{key}"
+        restored = int(frame.attrs.get("restored_rows", 0))
+        frame = frame.rename(columns={key: name})
+        before = out.get(name)
+        if (
+            before is not None
+            and 0 < restored <= len(before)
+            and np.array_equal(before.iloc[-restored:, 0], frame.iloc[:restored, 0])
+        ):
+            before = before.iloc[:-restored]
+        if before is not None and len(before):
+            frame.index = frame.index + (before.index.max() + 1 - frame.index.min())
+            frame = pd.concat([before, frame])
+        out[name] = frame
+    return out
+
+
 class SeedCallback(pl.Callback):
     """Reseed torch's global generator at every training epoch from ``(seed, rank, epoch)``.
 

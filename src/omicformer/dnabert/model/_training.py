@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._core._callbacks import History
+from ..._core._callbacks import History, extend_history
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
@@ -371,27 +371,9 @@ class TrainingMixin:
         self.module, self.task, self.labels_ = module, CLASSIFICATION, list(classes)
 
     def _record(self, stage: str, history: History) -> None:
-        """Append a run's curves under ``{stage}_`` keys (a continued run extends the curves).
+        """Append a run's curves under ``{stage}_`` keys: a continued run extends the curves.
 
-        A run resumed from a checkpoint starts with the rows the checkpoint held; when this
-        model recorded them already (it ran the part before the checkpoint), they replace those
-        rows instead of being appended a second time.
+        See :func:`~omicformer._core._callbacks.extend_history`.
         """
-        import pandas as pd
-
         self.module.cpu().eval()
-        for key, frame in history.items():
-            name = f"{stage}_{key}"
-            restored = int(frame.attrs.get("restored_rows", 0))
-            frame = frame.rename(columns={key: name})
-            previous = self.history_.get(name)
-            if (
-                previous is not None
-                and 0 < restored <= len(previous)
-                and np.array_equal(previous.iloc[-restored:, 0], frame.iloc[:restored, 0])
-            ):
-                previous = previous.iloc[:-restored]
-            if previous is not None and len(previous):
-                frame.index = frame.index + (previous.index.max() + 1 - frame.index.min())
-                frame = pd.concat([previous, frame])
-            self.history_[name] = frame
+        self.history_ = extend_history(self.history_, history, prefix=f"{stage}_")

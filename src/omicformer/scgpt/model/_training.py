@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..._core._callbacks import extend_history
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
@@ -114,8 +115,9 @@ class GenerativeTrainingMixin:
         ``collator(seed=None)`` tokenises training batches, ``collator(seed=random_state)``
         validation batches (fixed draws, so validation losses compare across epochs). Heads
         frozen for the objective are unfrozen even when training fails; afterwards the module
-        is on the CPU in eval mode and ``history``, ``train_indices``, ``validation_indices``
-        and ``is_trained`` are set. ``runner`` goes to
+        is on the CPU in eval mode (also when training fails), the run's curves extend
+        ``history`` (a repeated ``train`` continues them, as in scvi-tools), and
+        ``train_indices``, ``validation_indices`` and ``is_trained`` are set. ``runner`` goes to
         :func:`~omicformer._core._train.run_training`.
         """
         (train_ds, val_ds), (train_idx, val_idx) = datasets, indices
@@ -126,8 +128,8 @@ class GenerativeTrainingMixin:
             )  # fmt: skip
         finally:
             plan.unfreeze()
-        self.module.cpu().eval()
-        self.history_ = history
+            self.module.cpu().eval()  # also when training failed
+        self.history_ = extend_history(self.history_, history)
         self.train_indices_, self.validation_indices_ = train_idx, val_idx
         self.is_trained_ = True
 
