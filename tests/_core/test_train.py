@@ -326,3 +326,19 @@ def test_check_fit_args_names_the_bad_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         check_fit_args(**{"batch_size": 8, **kwargs})
     check_fit_args(batch_size=8, max_epochs=2, max_steps=None, validation_size=0.1, dropout=0.0)
+
+
+def test_one_callback_is_taken_as_lightning_takes_it():
+    # Lightning's Trainer(callbacks=cb) takes a single callback; run_training unpacked a list
+    x = np.linspace(-1, 1, 12)
+    rec = Recorder()
+    run_training(_Toy(), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=1, callbacks=rec,
+                 **QUIET)  # fmt: skip
+    assert len(rec.batches) == 3  # 12 items in minibatches of 4
+
+
+def test_early_stopping_without_held_out_items_says_so():
+    x = np.linspace(-1, 1, 12)
+    with pytest.raises(ValueError, match=r"none was held out.*or early_stopping=False"):
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, val=_Pairs(x[:0], x[:0]), batch_size=4,
+                     max_epochs=1, early_stopping=True, **QUIET)  # fmt: skip

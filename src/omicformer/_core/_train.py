@@ -348,7 +348,11 @@ def run_training(
     check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps)
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:
-        msg = "early_stopping=True needs validation data: set validation_size > 0."
+        msg = (
+            "early_stopping=True needs validation data, and none was held out: set "
+            "validation_size > 0, large enough to hold out at least one item "
+            "(validation_size * number of items >= 1), or early_stopping=False."
+        )
         raise ValueError(msg)
     if int(accumulate_grad_batches) < 1:
         msg = f"accumulate_grad_batches={accumulate_grad_batches} must be >= 1."
@@ -381,7 +385,9 @@ def run_training(
                                  shuffle=False, groups=val_groups, num_workers=num_workers)  # fmt: skip
 
     history = HistoryCallback()
-    callbacks = [*trainer_kwargs.pop("callbacks", []), SeedCallback(random_state), history]
+    extra = trainer_kwargs.pop("callbacks", None) or []
+    extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes
+    callbacks = [*extra, SeedCallback(random_state), history]
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )
