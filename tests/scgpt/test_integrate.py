@@ -182,6 +182,33 @@ def test_labels_key_trains_a_cell_type_head(two_batch_pretrained, two_batches):
 
 
 # ------------------------------------------------------------------------------ the objective
+def test_model_class_trains_cells_with_a_missing_label_as_unlabelled(
+    two_batch_pretrained, two_batches, monkeypatch
+):
+    # setup_anndata documents missing labels (NaN) as unlabelled: they must reach the cell-type
+    # loss as -1, not as the last cell type
+    seen = {}
+    call = MaskedValueCollator.__call__
+
+    def spy(self, items):
+        batch = call(self, items)
+        seen.update(zip(batch["cell_index"].tolist(), batch["labels"].tolist(), strict=True))
+        return batch
+
+    monkeypatch.setattr(MaskedValueCollator, "__call__", spy)
+    adata = two_batches()
+    types = adata.obs["cell_type"].to_numpy().copy()
+    adata.obs["ct"] = adata.obs["cell_type"].astype(object)
+    adata.obs.loc[adata.obs_names[::4], "ct"] = np.nan
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch", labels_key="ct")
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=False)
+    model.train(max_epochs=1, batch_size=16, validation_size=0.0, enable_progress_bar=False)
+    assert sorted(seen) == list(range(adata.n_obs))
+    classes = ["B", "Mono", "T"]  # the registered categories, sorted
+    expected = [-1 if i % 4 == 0 else classes.index(types[i]) for i in range(adata.n_obs)]
+    assert [seen[i] for i in range(adata.n_obs)] == expected
+
+
 def test_masked_value_collator_follows_random_mask_value(two_batches):
     ids = np.arange(10, 10 + N_GENES)
     coll = MaskedValueCollator(ids, cls_id=1, pad_id=0, n_bins=5, max_len=None, seed=3)
