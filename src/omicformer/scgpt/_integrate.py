@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -407,9 +408,11 @@ def _zero_shot_mixing(
         picks.append(cells)
     idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
     sub = work[idx].to_memory() if stream else work[idx]
-    emb = integration.get_latent_representation(
-        sub, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
-        progress=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # not trained yet on purpose: not the user's mistake
+        warnings.filterwarnings("ignore", message=r"This \w+ is not trained", category=UserWarning)
+        emb = integration.get_latent_representation(
+            sub, batch_size=batch_size, max_len=max_len, device=device,
+            random_state=random_state, progress=False,
+        )  # fmt: skip
     first = codes[idx] == 0
     return mixing(emb[first], emb[~first])
