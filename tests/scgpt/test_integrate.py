@@ -171,6 +171,30 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_bat
     np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
 
 
+def test_a_trained_model_passed_in_records_its_settings_and_warns_of_ignored_ones(
+    two_batch_pretrained, two_batches
+):
+    model = tl.integrate(two_batches(), batch_key="batch", model=two_batch_pretrained, dsbn=True,
+                         mnn_weight=0.0, ecs_weight=3.0, return_model=True, copy=True,
+                         **QUICK)[1]  # fmt: skip
+    adata = two_batches()
+    with pytest.warns(UserWarning, match=r"already trained.*labels_key='cell_type', "
+                      r"max_epochs=5 only apply to fine-tuning and are ignored") as record:  # fmt: skip
+        tl.integrate(adata, batch_key="batch", model=model, labels_key="cell_type", max_epochs=5,
+                     progress=False)  # fmt: skip
+    ignored = [w for w in record if "ignored" in str(w.message)]
+    assert len(ignored) == 1 and ignored[0].filename == __file__
+    params = adata.uns["scgpt"]["X_scgpt_integrated"]["params"]
+    assert params["retrained"] is False
+    # as the model was trained above, not the defaults of this call
+    assert params["dsbn"] is True and params["mnn_weight"] == 0.0 and params["ecs_weight"] == 3.0
+    assert params["max_epochs"] == QUICK["max_epochs"] and params["correction"] is None
+    with warnings.catch_warnings(record=True) as record:  # nothing to ignore: no warning
+        warnings.simplefilter("always")
+        tl.integrate(two_batches(), batch_key="batch", model=model, progress=False)
+    assert not [w for w in record if "ignored" in str(w.message)]
+
+
 def test_labels_key_trains_a_cell_type_head(two_batch_pretrained, two_batches):
     adata = two_batches()
     adata.obs.loc[adata.obs_names[::3], "cell_type"] = np.nan  # a third unlabelled

@@ -128,11 +128,14 @@ def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad 
         raise ValueError(msg)
 
 
-def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> None:
+def warn_ignored(
+    given: dict[str, Any], defaults: dict[str, Any], why: str, *, stacklevel: int = 4
+) -> None:
     """Warn of the arguments in ``given`` that differ from ``defaults`` and do not apply.
 
     ``why`` says why they do not apply (the start of the warning), e.g. "model is a trained
-    classifier and labels the cells as it is".
+    classifier and labels the cells as it is". ``stacklevel`` points the warning at the
+    caller's line: 4 for a ``tl`` function behind one decorator, one more per further one.
     """
     import warnings
 
@@ -142,5 +145,5 @@ def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> N
             f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
             "fine-tune with them, pass the pretrained model instead.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
