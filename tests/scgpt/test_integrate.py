@@ -100,9 +100,11 @@ def test_scaled_x_is_integrated_from_raw(two_batch_pretrained, two_batches):
     a.raw = a
     a.X = a.X.toarray()
     sc.pp.scale(a)
-    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw"):
+    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw") as record:
         tl.integrate(a, batch_key="batch", model=two_batch_pretrained, max_epochs=1, batch_size=16,
                      progress=False)  # fmt: skip
+    scaled = [w for w in record if "negative values" in str(w.message)]
+    assert scaled[0].filename == __file__  # the user's line, not the package's wrappers
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 
 

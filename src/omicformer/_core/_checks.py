@@ -128,22 +128,17 @@ def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad 
         raise ValueError(msg)
 
 
-def warn_ignored(
-    given: dict[str, Any], defaults: dict[str, Any], why: str, *, stacklevel: int = 4
-) -> None:
+def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> None:
     """Warn of the arguments in ``given`` that differ from ``defaults`` and do not apply.
 
     ``why`` says why they do not apply (the start of the warning), e.g. "model is a trained
-    classifier and labels the cells as it is". ``stacklevel`` points the warning at the
-    caller's line: 4 for a ``tl`` function behind one decorator, one more per further one.
+    classifier and labels the cells as it is". The warning points at the user's line.
     """
-    import warnings
+    from ._warnings import warn_caller
 
     unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
     if unused:
-        warnings.warn(
+        warn_caller(
             f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
-            "fine-tune with them, pass the pretrained model instead.",
-            UserWarning,
-            stacklevel=stacklevel,
+            "fine-tune with them, pass the pretrained model instead."
         )

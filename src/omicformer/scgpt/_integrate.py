@@ -291,7 +291,6 @@ def integrate(
              "batch_conditioned": True, "dropout": 0.0, "gene_selection": None},
             "model is an ScGPTIntegration already trained on these batches and embeds the "
             "cells as it is",
-            stacklevel=5,
         )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()

@@ -105,7 +105,7 @@ def prepare(
     if labels_key is not None:
         labels = check_labels(adata.obs[labels_key], labels_key)
 
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
+    adata = raw_if_scaled(adata, layer, gene_key, "adata")  # scaled X: read adata.raw (warns)
     fitted = fitted_integration(model, batches)
     if fitted is not None:
         vocab = fitted.vocab
