@@ -311,6 +311,7 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(two_batch_pretrained, two_ba
     ("kwargs", "error", "match"),
     [
         ({"batch_key": "donor"}, KeyError, "batch_key='donor' not found.*columns"),
+        ({"batch_key": None}, ValueError, r"batch_key=None: .*each cell's batch \(columns: "),
         ({"batch_key": "batch", "labels_key": "celltype"}, KeyError, "labels_key='celltype'"),
         ({"batch_key": "one"}, ValueError, "only one batch"),
         ({"batch_key": "batch", "labels_key": "rare"}, ValueError, "fewer than 2 cells: \\['x'\\]"),
