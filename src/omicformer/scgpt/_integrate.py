@@ -103,7 +103,7 @@ def integrate(
         a ``var`` column of symbols where they are Ensembl ids, see
         :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``adata.X``, or
         ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
-        ``sc.pp.scale``) and ``adata.raw`` none.
+        ``sc.pp.scale``) and ``adata.raw`` holds none.
     key_added
         ``obsm`` key of the corrected embedding. No ``"/"`` for a backed ``adata`` (HDF5 reads
         it as nested groups).
