@@ -153,8 +153,10 @@ def test_annotate_reads_raw_when_x_is_scaled(clf_pretrained, clf_ref_query):
     expected = tl.annotate(_scaled(query).raw.to_adata(), _scaled(ref).raw.to_adata(), copy=True,
                            **kw).obs  # fmt: skip
     q = _scaled(query)
-    with pytest.warns(UserWarning, match="reference.X holds negative values"):
+    with pytest.warns(UserWarning, match="reference.X holds negative values") as record:
         tl.annotate(q, _scaled(ref), **kw)
+    scaled = [w for w in record if "negative values" in str(w.message)]
+    assert all(w.filename == __file__ for w in scaled)  # the user's line
     pd.testing.assert_frame_equal(q.obs[expected.columns], expected)
     np.testing.assert_array_equal(q.X, _scaled(query).X)  # X itself is untouched
 

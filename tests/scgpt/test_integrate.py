@@ -100,9 +100,11 @@ def test_scaled_x_is_integrated_from_raw(two_batch_pretrained, two_batches):
     a.raw = a
     a.X = a.X.toarray()
     sc.pp.scale(a)
-    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw"):
+    with pytest.warns(UserWarning, match=r"adata.X holds negative values.*adata.raw") as record:
         tl.integrate(a, batch_key="batch", model=two_batch_pretrained, max_epochs=1, batch_size=16,
                      progress=False)  # fmt: skip
+    scaled = [w for w in record if "negative values" in str(w.message)]
+    assert scaled[0].filename == __file__  # the user's line, not the package's wrappers
     np.testing.assert_array_equal(a.obsm["X_scgpt_integrated"], expected)
 
 
@@ -171,6 +173,30 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_bat
     np.testing.assert_allclose(out.obsm["X_scgpt"], plain.obsm["X_scgpt_integrated"], atol=1e-5)
 
 
+def test_a_trained_model_passed_in_records_its_settings_and_warns_of_ignored_ones(
+    two_batch_pretrained, two_batches
+):
+    model = tl.integrate(two_batches(), batch_key="batch", model=two_batch_pretrained, dsbn=True,
+                         mnn_weight=0.0, ecs_weight=3.0, return_model=True, copy=True,
+                         **QUICK)[1]  # fmt: skip
+    adata = two_batches()
+    with pytest.warns(UserWarning, match=r"already trained.*labels_key='cell_type', "
+                      r"max_epochs=5 only apply to fine-tuning and are ignored") as record:  # fmt: skip
+        tl.integrate(adata, batch_key="batch", model=model, labels_key="cell_type", max_epochs=5,
+                     progress=False)  # fmt: skip
+    ignored = [w for w in record if "ignored" in str(w.message)]
+    assert len(ignored) == 1 and ignored[0].filename == __file__
+    params = adata.uns["scgpt"]["X_scgpt_integrated"]["params"]
+    assert params["retrained"] is False
+    # as the model was trained above, not the defaults of this call
+    assert params["dsbn"] is True and params["mnn_weight"] == 0.0 and params["ecs_weight"] == 3.0
+    assert params["max_epochs"] == QUICK["max_epochs"] and params["correction"] is None
+    with warnings.catch_warnings(record=True) as record:  # nothing to ignore: no warning
+        warnings.simplefilter("always")
+        tl.integrate(two_batches(), batch_key="batch", model=model, progress=False)
+    assert not [w for w in record if "ignored" in str(w.message)]
+
+
 def test_labels_key_trains_a_cell_type_head(two_batch_pretrained, two_batches):
     adata = two_batches()
     adata.obs.loc[adata.obs_names[::3], "cell_type"] = np.nan  # a third unlabelled
@@ -182,6 +208,33 @@ def test_labels_key_trains_a_cell_type_head(two_batch_pretrained, two_batches):
 
 
 # ------------------------------------------------------------------------------ the objective
+def test_model_class_trains_cells_with_a_missing_label_as_unlabelled(
+    two_batch_pretrained, two_batches, monkeypatch
+):
+    # setup_anndata documents missing labels (NaN) as unlabelled: they must reach the cell-type
+    # loss as -1, not as the last cell type
+    seen = {}
+    call = MaskedValueCollator.__call__
+
+    def spy(self, items):
+        batch = call(self, items)
+        seen.update(zip(batch["cell_index"].tolist(), batch["labels"].tolist(), strict=True))
+        return batch
+
+    monkeypatch.setattr(MaskedValueCollator, "__call__", spy)
+    adata = two_batches()
+    types = adata.obs["cell_type"].to_numpy().copy()
+    adata.obs["ct"] = adata.obs["cell_type"].astype(object)
+    adata.obs.loc[adata.obs_names[::4], "ct"] = np.nan
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch", labels_key="ct")
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=False)
+    model.train(max_epochs=1, batch_size=16, validation_size=0.0, enable_progress_bar=False)
+    assert sorted(seen) == list(range(adata.n_obs))
+    classes = ["B", "Mono", "T"]  # the registered categories, sorted
+    expected = [-1 if i % 4 == 0 else classes.index(types[i]) for i in range(adata.n_obs)]
+    assert [seen[i] for i in range(adata.n_obs)] == expected
+
+
 def test_masked_value_collator_follows_random_mask_value(two_batches):
     ids = np.arange(10, 10 + N_GENES)
     coll = MaskedValueCollator(ids, cls_id=1, pad_id=0, n_bins=5, max_len=None, seed=3)
@@ -258,6 +311,7 @@ def test_mixed_minibatch_dsbn_equals_per_batch_dsbn(two_batch_pretrained, two_ba
     ("kwargs", "error", "match"),
     [
         ({"batch_key": "donor"}, KeyError, "batch_key='donor' not found.*columns"),
+        ({"batch_key": None}, ValueError, r"batch_key=None: .*each cell's batch \(columns: "),
         ({"batch_key": "batch", "labels_key": "celltype"}, KeyError, "labels_key='celltype'"),
         ({"batch_key": "one"}, ValueError, "only one batch"),
         ({"batch_key": "batch", "labels_key": "rare"}, ValueError, "fewer than 2 cells: \\['x'\\]"),

@@ -2,6 +2,7 @@
 
 import inspect
 import re
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -154,6 +155,20 @@ def test_two_batches_get_the_cross_batch_loss_only_where_they_start_apart(
         params = out.uns["scgpt"]["X_scgpt_integrated"]["params"]
         assert params["zero_shot_mixing"] == pytest.approx(expected, abs=1e-3)
         assert params["mnn_weight"] == weight and params["correction"] == applied
+
+
+def test_measuring_the_zero_shot_mixing_does_not_warn_of_an_untrained_model(
+    two_batch_pretrained, two_batches
+):
+    # the pretrained model embeds the two batches before fine-tuning by design; the warning
+    # meant for users who embed with a model they forgot to train must not appear
+    adata = two_batches()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                     batch_size=16, progress=False)  # fmt: skip
+    assert adata.uns["scgpt"]["X_scgpt_integrated"]["params"]["zero_shot_mixing"] is not None
+    assert not [str(w.message) for w in record if "not trained" in str(w.message)]
 
 
 def test_mnn_weight_is_0_for_more_than_two_batches_unless_asked(

@@ -237,7 +237,15 @@ def test_integration_errors():
     dup.var_names = ["gene0", "gene0", *dup.var_names[2:]]
     with pytest.raises(ValueError, match=r"'gene0' names 2 genes of adata\.var_names"):
         pl.integration(dup, batch_key="batch", color="gene0", show=False)
+    nan = adata.copy()
+    nan.obsm["X_scgpt_integrated"][[1, 3]] = np.nan
+    with pytest.raises(
+        ValueError, match=r"'X_scgpt_integrated'.*NaN .* 2 cells .*'cell1', 'cell3'"
+    ):
+        pl.integration(nan, batch_key="batch", show=False)
     assert plt.get_fignums() == []  # nothing drawn before the errors
+    nan.obsm["X_umap_X_scgpt_integrated"] = np.zeros((nan.n_obs, 2))  # its UMAP stored: drawn
+    assert pl.integration(nan, batch_key="batch", show=False) is not None
 
 
 def test_integration_smallest_input_draws():

@@ -71,9 +71,12 @@ def test_tl_reuses_a_fitted_model_without_retraining(tl_run, sim_names):
         seen = tl.predict_perturbation(adata, [sim_names["singles"][0]], model=model, **QUICK)
     assert seen.uns["perturbation_prediction"]["seen_in_training"] == [sim_names["singles"][0]]
     # fine-tuning arguments do not apply to a fitted model: named, and uns records its prior
-    with pytest.warns(UserWarning, match=r"prior=None, de_weight=1.0 only apply to fine-tuning"):
+    with pytest.warns(
+        UserWarning, match=r"prior=None, de_weight=1.0 only apply to fine-tuning"
+    ) as record:
         other = tl.predict_perturbation(adata, sim_names["unseen"], model=model, prior=None,
                                         de_weight=1.0, device="cpu", progress=False)  # fmt: skip
+    assert [w.filename for w in record if "ignored" in str(w.message)] == [__file__]
     assert other.uns["perturbation_prediction"]["params"]["prior"] == "covariance"
 
 

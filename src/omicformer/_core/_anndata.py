@@ -182,9 +182,7 @@ def _min_value(matrix) -> float:
     return float(data.min()) if data.size else 0.0
 
 
-def raw_if_scaled(
-    adata: AnnData, layer: str | None, gene_key: str | None, where: str, stacklevel: int = 3
-) -> AnnData:
+def raw_if_scaled(adata: AnnData, layer: str | None, gene_key: str | None, where: str) -> AnnData:
     """``adata``, or its ``.raw`` expression when ``adata.X`` holds scaled values.
 
     scanpy's workflow scales ``X`` after keeping the log-normalised matrix in ``adata.raw``
@@ -193,7 +191,7 @@ def raw_if_scaled(
     without any (and holds ``gene_key`` if one is given), a warning says so and an AnnData of
     ``adata.raw``'s matrix and genes with ``adata``'s ``obs`` is returned for reading; results
     are still written to ``adata``. Otherwise ``adata`` itself is returned (and the values
-    check raises its error if ``X`` is unusable).
+    check raises its error if ``X`` is unusable). The warning points at the user's line.
     """
     if layer is not None or adata.isbacked or adata.raw is None or adata.n_obs == 0:
         return adata
@@ -203,16 +201,14 @@ def raw_if_scaled(
     low = _min_value(adata.X)
     if low >= 0 or _min_value(raw.X) < 0:
         return adata
-    import warnings
-
     import anndata as ad
 
-    warnings.warn(
+    from ._warnings import warn_caller
+
+    warn_caller(
         f"{where}.X holds negative values (min {low:.3g}: scaled data), so {where}.raw "
         f"({raw.n_vars} genes) is read instead, as scanpy does with use_raw. Pass layer= to "
-        "read another matrix.",
-        UserWarning,
-        stacklevel=stacklevel,
+        "read another matrix."
     )
     return ad.AnnData(X=raw.X, obs=adata.obs.copy(), var=raw.var.copy())
 

@@ -132,15 +132,13 @@ def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> N
     """Warn of the arguments in ``given`` that differ from ``defaults`` and do not apply.
 
     ``why`` says why they do not apply (the start of the warning), e.g. "model is a trained
-    classifier and labels the cells as it is".
+    classifier and labels the cells as it is". The warning points at the user's line.
     """
-    import warnings
+    from ._warnings import warn_caller
 
     unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
     if unused:
-        warnings.warn(
+        warn_caller(
             f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
-            "fine-tune with them, pass the pretrained model instead.",
-            UserWarning,
-            stacklevel=4,
+            "fine-tune with them, pass the pretrained model instead."
         )

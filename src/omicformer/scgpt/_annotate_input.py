@@ -104,10 +104,8 @@ def check_inputs(
     else:
         query_mask = np.ones(adata.n_obs, dtype=bool)
     # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)
-    source = (
-        adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference", 4)
-    )
+    adata = raw_if_scaled(adata, layer, gene_key, "adata")
+    source = adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference")
     fitted = _fitted_classifier(model, counts.index)
     module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
     adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)

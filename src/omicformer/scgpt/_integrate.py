@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,7 +92,8 @@ def integrate(
         ``"default"``, an official scGPT folder, a folder saved by ``save``, or an
         :class:`~omicformer.scgpt.model.ScGPT`; fine-tuning starts from its weights. An
         :class:`~omicformer.scgpt.model.ScGPTIntegration` already trained on these batches is
-        used as it is (embedding only, no retraining).
+        used as it is (embedding only, no retraining; the fine-tuning arguments, such as
+        ``max_epochs``, ``dsbn`` or ``labels_key``, are then ignored, with a warning).
     labels_key
         Optional ``obs`` column with cell types for the cells that have one (missing or empty
         values: unlabelled). As scANVI does, a cell-type head is then trained on the labelled
@@ -101,7 +103,7 @@ def integrate(
         a ``var`` column of symbols where they are Ensembl ids, see
         :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``adata.X``, or
         ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
-        ``sc.pp.scale``) and ``adata.raw`` none.
+        ``sc.pp.scale``) and ``adata.raw`` holds none.
     key_added
         ``obsm`` key of the corrected embedding. No ``"/"`` for a backed ``adata`` (HDF5 reads
         it as nested groups).
@@ -237,7 +239,8 @@ def integrate(
         Float32 corrected embedding: ``(n_obs, d_model)``, unit L2 norm (``"mnn"`` or no
         correction), or ``(n_obs, min(50, d_model))`` Harmony-corrected components.
     ``adata.uns["scgpt"][key_added]``
-        ``params`` (``correction`` and ``mnn_weight``: the ones applied; ``zero_shot_mixing``:
+        ``params`` (``correction`` and ``mnn_weight``: the ones applied; with a trained model
+        passed as ``model``, the fine-tuning settings are the model's; ``zero_shot_mixing``:
         the two batches' mixing in the pretrained embedding where it chose ``mnn_weight``,
         else ``None``), ``batches`` (in the model's code order),
         ``correction`` (``method``; for ``"mnn"`` ``order``, the batches in merge order, and
@@ -261,7 +264,7 @@ def integrate(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
-    from .._core._checks import check_file_key
+    from .._core._checks import check_file_key, warn_ignored
     from .._core._device import resolve_device
     from .model import ScGPTIntegration
     from .model._integration import (
@@ -276,6 +279,19 @@ def integrate(
         adata, batch_key, model, labels_key, layer, gene_key, copy, ecs_weight, dab_weight,
         mnn_weight, ecs_threshold, max_len, gene_selection, correction,
     )  # fmt: skip
+    if fitted is not None:
+        warn_ignored(
+            {"labels_key": labels_key, "max_epochs": max_epochs, "ecs_weight": ecs_weight,
+             "ecs_threshold": ecs_threshold, "dab_weight": dab_weight, "mnn_weight": mnn_weight,
+             "balance_batches": balance_batches, "dsbn": dsbn,
+             "batch_conditioned": batch_conditioned, "dropout": dropout,
+             "gene_selection": gene_selection},
+            {"labels_key": None, "max_epochs": None, "ecs_weight": 10.0, "ecs_threshold": 0.8,
+             "dab_weight": 1.0, "mnn_weight": None, "balance_batches": None, "dsbn": False,
+             "batch_conditioned": True, "dropout": 0.0, "gene_selection": None},
+            "model is an ScGPTIntegration already trained on these batches and embeds the "
+            "cells as it is",
+        )  # fmt: skip
     max_len = 256 if max_len is None else max_len
     sizes = adata.obs[batch_key].astype(str).value_counts()
     # two batches, weight not given: the pretrained embedding chooses it (after the checks)
@@ -284,7 +300,7 @@ def integrate(
         mnn_weight = MNN_WEIGHT if len(sizes) == 2 else 0.0
     mixed = measure or not one_batch_per_minibatch(dsbn, mnn_weight)  # measured: dsbn=False
     fits = BATCHES_PER_MINIBATCH <= batch_size  # one cell of each batch of a minibatch
-    if balance_batches and not (mixed and fits):
+    if balance_batches and fitted is None and not (mixed and fits):
         msg = (
             "balance_batches=True needs minibatches that mix the batches (mnn_weight > 0 or "
             f"dsbn=False) and batch_size of at least {BATCHES_PER_MINIBATCH} ({batch_size} here)."
@@ -335,13 +351,23 @@ def integrate(
         work.file.close()
 
     batches = adata.obs[batch_key].astype(str).to_numpy()
+    if fitted is not None:  # recorded and judged as the model was trained (arguments ignored)
+        trained = (getattr(fitted, "train_config_", None) or {}).get("arguments") or {}
+        mnn_weight = float(trained.get("mnn_weight", mnn_weight))
+        max_epochs = trained.get("max_epochs", max_epochs)
+        ecs_weight = trained.get("ecs_weight", ecs_weight)
+        dab_weight = trained.get("dab_weight", dab_weight)
+        balance_batches = trained.get("balance_batches", balance_batches)
+        dropout = trained.get("dropout", dropout)
+        config = fitted.module.config
+        ecs_threshold = float(config.ecs_threshold)
+        dsbn = bool(config.domain_spec_batchnorm)
+        batch_conditioned = bool(config.use_batch_labels)
     if correction == "auto":  # as the model was trained (a model passed in: its own settings)
-        trained = (getattr(integration, "train_config_", None) or {}).get("arguments") or {}
-        weight = float(trained.get("mnn_weight", mnn_weight))
         if integration.module.config.domain_spec_batchnorm:  # batches of different cells
             correction = None
         else:
-            correction = "mnn" if weight > 0 and len(sizes) == 2 else "harmony"
+            correction = "mnn" if mnn_weight > 0 and len(sizes) == 2 else "harmony"
     report = None
     if correction == "mnn":
         from .._core._mnn import mnn_correct
@@ -407,9 +433,11 @@ def _zero_shot_mixing(
         picks.append(cells)
     idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
     sub = work[idx].to_memory() if stream else work[idx]
-    emb = integration.get_latent_representation(
-        sub, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
-        progress=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # not trained yet on purpose: not the user's mistake
+        warnings.filterwarnings("ignore", message=r"This \w+ is not trained", category=UserWarning)
+        emb = integration.get_latent_representation(
+            sub, batch_size=batch_size, max_len=max_len, device=device,
+            random_state=random_state, progress=False,
+        )  # fmt: skip
     first = codes[idx] == 0
     return mixing(emb[first], emb[~first])

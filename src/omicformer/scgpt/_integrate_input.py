@@ -70,6 +70,12 @@ def prepare(
 
     check_layer(adata, layer)
     check_uns(adata, "scgpt")
+    if batch_key is None:  # check_obs_key lets None through (an optional key not given)
+        msg = (
+            "batch_key=None: integration needs the adata.obs column with each cell's batch "
+            f"(columns: {list(adata.obs.columns)[:20]})."
+        )
+        raise ValueError(msg)
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
     for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
@@ -105,7 +111,7 @@ def prepare(
     if labels_key is not None:
         labels = check_labels(adata.obs[labels_key], labels_key)
 
-    adata = raw_if_scaled(adata, layer, gene_key, "adata", 4)  # scaled X: read adata.raw (warns)
+    adata = raw_if_scaled(adata, layer, gene_key, "adata")  # scaled X: read adata.raw (warns)
     fitted = fitted_integration(model, batches)
     if fitted is not None:
         vocab = fitted.vocab

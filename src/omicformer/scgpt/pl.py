@@ -156,7 +156,7 @@ def integration(
     ValueError
         If ``adata`` has fewer than 4 cells (UMAP's spectral start needs them), or, for the
         PCA of ``X``, fewer than 2 genes; if a gene in ``color`` is not unique in
-        ``var_names``.
+        ``var_names``; if a basis to compute a UMAP of holds NaN or infinite values.
 
     Examples
     --------
@@ -178,6 +178,10 @@ def integration(
         basis_before = next((b for b in ("X_scgpt", "X_pca") if b in adata.obsm), None)
     else:
         _check_basis(adata, basis_before, "basis_before")
+
+    for what, basis in (("basis_before", basis_before), ("basis_after", basis_after)):
+        if basis is not None and f"X_umap_{basis}" not in adata.obsm:  # to be computed
+            _check_finite(adata, basis, what)
 
     n_neighbors = max(2, min(n_neighbors, adata.n_obs - 1))
     umaps = {}
@@ -278,6 +282,19 @@ def _check_basis(adata: AnnData, basis: str, what: str) -> None:
             f"available keys: {sorted(adata.obsm.keys())}."
         )
         raise KeyError(msg)
+
+
+def _check_finite(adata: AnnData, basis: str, what: str) -> None:
+    """``ValueError`` naming the cells of ``obsm[basis]`` with NaN or infinite values."""
+    rep = np.asarray(adata.obsm[basis])
+    bad = ~np.isfinite(rep.reshape(rep.shape[0], -1)).all(axis=1)
+    if bad.any():
+        msg = (
+            f"{what} {basis!r}: adata.obsm[{basis!r}] holds NaN or infinite values in "
+            f"{int(bad.sum())} cells (first: {list(adata.obs_names[bad][:5])}); a UMAP needs "
+            "finite values. Drop those cells or recompute the representation."
+        )
+        raise ValueError(msg)
 
 
 def _pca_of_x(adata: AnnData) -> AnnData:

@@ -48,7 +48,8 @@ class ScGPTIntegration(ScGPT):
     ----------
     adata
         AnnData registered with ``setup_anndata(..., batch_key=...)`` and optionally
-        ``labels_key=`` (cells whose label is ``"Unknown"`` count as unlabelled, as in scANVI).
+        ``labels_key=`` (cells whose label is missing, NaN, or ``"Unknown"`` count as
+        unlabelled, as in scANVI).
     **kwargs
         Architecture of a model trained from scratch, as :class:`ScGPT` (use
         :meth:`load_pretrained` to start from pretrained weights, as the recipe does).
@@ -172,8 +173,10 @@ class ScGPTIntegration(ScGPT):
             return np.full(self.adata.n_obs, -1, dtype=np.int64)
         mapping = self.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
         lookup = np.array([classes.index(str(c)) if str(c) in classes else -1 for c in mapping])
-        codes = self._registered(REGISTRY_KEYS.LABELS_KEY)
-        return lookup[codes.astype(np.int64)]
+        codes = self._registered(REGISTRY_KEYS.LABELS_KEY).astype(np.int64)
+        out = np.full(codes.shape, -1, dtype=np.int64)  # a missing label (code -1) stays -1
+        out[codes >= 0] = lookup[codes[codes >= 0]]
+        return out
 
     # ------------------------------------------------------------------ training
     def train(
