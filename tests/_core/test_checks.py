@@ -29,3 +29,34 @@ def test_hint_is_appended_in_parentheses():
     assert str(err.value) == (
         "smooth_neighbors=0 must be an integer >= 1 (1: each cell keeps its own prediction)."
     )
+
+
+@pytest.mark.parametrize("key", [None, "", 5])
+def test_public_functions_refuse_a_key_added_that_is_not_a_name(key):
+    # each wrote obsm[None], obs["5_split"], ... (None failed later, when the file was written)
+    import anndata as ad
+
+    from omicformer import dnabert, scgpt
+
+    adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    adata.obs["condition"] = ["ctrl", "ctrl", "0+ctrl"]
+    adata.obs["batch"] = ["a", "b", "a"]
+    nowhere = "/nonexistent"
+    calls = [
+        lambda: scgpt.tl.embed(adata, key_added=key, model=nowhere),
+        lambda: scgpt.tl.integrate(adata, batch_key="batch", key_added=key, model=nowhere),
+        lambda: scgpt.pp.bin_expression(adata, key_added=key),
+        lambda: scgpt.pp.prepare_perturbation(adata, key_added=key),
+        lambda: dnabert.tl.embed_regions(adata, nowhere, key_added=key),
+        lambda: dnabert.tl.predict(adata, nowhere, key_added=key),
+    ]
+    if key is not None:  # annotate's None is its default, "scgpt_" + label_key
+        calls.append(
+            lambda: scgpt.tl.annotate(adata, label_key="batch", key_added=key, model=nowhere)
+        )
+    before = adata.copy()
+    for call in calls:
+        with pytest.raises(ValueError, match=rf"key_added={key!r} must be a non-empty string"):
+            call()
+    assert set(adata.obs) == set(before.obs) and not adata.obsm and not adata.layers
+    assert not adata.uns

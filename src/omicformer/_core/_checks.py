@@ -142,3 +142,15 @@ def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> N
             f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
             "fine-tune with them, pass the pretrained model instead."
         )
+
+
+def check_key(key: object, name: str = "key_added") -> str:
+    """``key`` when it is a non-empty string (an ``obs``/``obsm``/``uns`` key), else ValueError.
+
+    ``None``, ``""`` or a number would be written as a key that scanpy and anndata's writers
+    cannot use (``None`` fails when the file is written, later).
+    """
+    if not isinstance(key, str) or not key:
+        msg = f"{name}={key!r} must be a non-empty string (the key the results are stored under)."
+        raise ValueError(msg)
+    return key

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core._checks import check_key
 from .._core._deprecation import renamed_kwargs
 from ._genes import case_warning_given
 from ._integrate_input import BATCH_COLUMN, LABELS_COLUMN, prepare
@@ -264,6 +265,7 @@ def integrate(
     Cui et al. (2024), scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
+    check_key(key_added)
     from .._core._checks import check_file_key, warn_ignored
     from .._core._device import resolve_device
     from .model import ScGPTIntegration

@@ -15,7 +15,7 @@ from .._core._anndata import (
     check_values,
     iter_row_chunks,
 )
-from .._core._checks import check_int
+from .._core._checks import check_int, check_key
 from ._conditions import CONTROL, condition_id, parse_conditions
 from ._genes import gene_names
 
@@ -255,6 +255,7 @@ def prepare_perturbation(
     >>> scgpt.pp.prepare_perturbation(adata, condition_key="condition", control="ctrl")
     >>> adata.uns["perturbation"]["conditions"].query("split == 'test'")
     """
+    check_key(key_added)
     if split not in SPLITS:
         msg = f"split={split!r} is not one of {SPLITS}."
         raise ValueError(msg)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..._core._anndata import check_uns
+from ..._core._checks import check_key
 from ..._core._deprecation import formerly_positional
 from .._genome import Genome, as_genome, fetch_sequences
 from ._common import describe, modality, var_regions
@@ -133,6 +134,7 @@ def embed_regions(
     Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
+    check_key(key_added)
     from ..model import resolve_model
 
     if fasta is None:

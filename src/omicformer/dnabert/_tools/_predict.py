@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..._core._anndata import check_uns
+from ..._core._checks import check_key
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, predicted_labels, var_regions
 
@@ -89,6 +90,7 @@ def predict(
     Ji Y, Zhou Z, Liu H, Davuluri RV (2021). DNABERT: pre-trained Bidirectional Encoder
     Representations from Transformers model for DNA-language in genome. Bioinformatics 37(15).
     """
+    check_key(key_added)
     from ..model import resolve_model
     from ..model._inputs import resolve_sequences
 
