@@ -88,3 +88,15 @@ def test_backed_reads_never_take_the_whole_indptr(files, monkeypatch):
     assert (reader.read(100, 110) != X[100:110]).nnz == 0
     assert sizes and max(sizes) <= 11
     backed.file.close()
+
+
+def test_a_list_as_an_obs_key_is_named_not_unhashable():
+    # pandas said "unhashable type: 'list'"
+    from omicformer import scgpt
+
+    adata = ad.AnnData(np.ones((4, 2), dtype=np.float32))
+    adata.obs["batch"] = ["a", "b", "a", "b"]
+    with pytest.raises(ValueError, match=r"batch_key=\['batch'\] must name one column"):
+        scgpt.tl.integrate(adata, batch_key=["batch"], model="/nonexistent")
+    with pytest.raises(ValueError, match=r"batch_key=\['batch'\] must name one column"):
+        scgpt.tl.embed(adata, batch_key=["batch"], model="/nonexistent")

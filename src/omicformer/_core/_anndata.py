@@ -102,7 +102,16 @@ def check_csr(element: Any, key: str, filename: str) -> None:
 
 
 def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:
-    """Raise a clear ``KeyError`` if ``key`` is not a column of ``adata.obs``."""
+    """Raise a clear ``KeyError`` if ``key`` is not a column of ``adata.obs``.
+
+    A key that cannot name one column (a list, a dict) is a ``ValueError``.
+    """
+    if key is not None and not isinstance(key, str | int):
+        msg = (
+            f"{argname}={key!r} must name one column of adata.obs (a string), not a "
+            f"{type(key).__name__}."
+        )
+        raise ValueError(msg)
     if key is not None and key not in adata.obs.columns:
         cols = list(adata.obs.columns)[:20]
         msg = f"{argname}={key!r} not found in adata.obs (columns: {cols})."
