@@ -248,6 +248,23 @@ def test_renamed_kwargs():
         assert model.max_length == 40
 
 
+def test_grouped_batch_sampler_warning_names_an_importable_replacement():
+    """The deprecation warning names where EpochBatchSampler lives (not scgpt.train)."""
+    import importlib
+    import re
+
+    from omicformer.scgpt.train import GroupedBatchSampler
+
+    groups = np.array([0, 0, 1, 1])
+    with pytest.warns(FutureWarning, match="GroupedBatchSampler") as record:
+        old = GroupedBatchSampler(groups, batch_size=2, seed=3)
+    path = re.search(r"use '([\w.]+)", str(record[0].message)).group(1)
+    module, name = path.rsplit(".", 1)
+    new_cls = getattr(importlib.import_module(module), name)
+    new = new_cls(len(groups), 2, groups=groups, seed=3)
+    assert list(new) == list(old)
+
+
 def test_save_writes_on_rank_zero_only(tmp_path, monkeypatch):
     adata = ad.AnnData(sp.csr_matrix(np.ones((4, 5), np.float32)),
                        var=pd.DataFrame(index=[f"G{i}" for i in range(5)]))  # fmt: skip
