@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scgpt(sub)
     add_dnabert(sub)
 
-    demo = sub.add_parser("demo", help="Run the quickstart on bundled data and write UMAP PNGs.")
+    demo = sub.add_parser("demo", help="Run the quickstart on bundled data and write a UMAP PNG.")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=_run_demo, prog=demo.prog)

@@ -22,6 +22,21 @@ def warn_renamed(where: str, old: str, new: str, *, stacklevel: int = 3) -> None
     warnings.warn(msg, FutureWarning, stacklevel=stacklevel)
 
 
+def _called_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """``fn``'s name as its caller wrote it.
+
+    A method is named by the caller's class (``ScGPT.train``, not the mixin
+    ``GenerativeTrainingMixin.train`` that defines it), a function by its qualified name.
+    """
+    qualname = fn.__qualname__
+    is_method = "." in qualname and qualname.split(".")[-2] != "<locals>"
+    if is_method and args:
+        cls = type(args[0])
+        if getattr(cls, fn.__name__, None) is not None:
+            return f"{cls.__name__}.{fn.__name__}"
+    return qualname
+
+
 def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callable[[F], F]:
     """Accept old keyword names of a function, warning and mapping them to the new ones.
 
@@ -34,23 +49,24 @@ def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callabl
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            name = _called_name(fn, args)
             for old, spec in renames.items():
                 if old not in kwargs:
                     continue
                 new, convert = (spec, None) if isinstance(spec, str) else spec
                 value = kwargs.pop(old)
                 if new == "**":
-                    warn_renamed(fn.__qualname__, f"{old}=dict(...)", "keyword arguments")
+                    warn_renamed(name, f"{old}=dict(...)", "keyword arguments")
                     clash = sorted(set(value or {}) & set(kwargs))
                     if clash:
-                        msg = f"{fn.__qualname__}() got {clash} both in {old} and as keywords."
+                        msg = f"{name}() got {clash} both in {old} and as keywords."
                         raise TypeError(msg)
                     kwargs.update(value or {})
                     continue
                 if new in kwargs:
-                    msg = f"{fn.__qualname__}() got both {old!r} (deprecated) and {new!r}."
+                    msg = f"{name}() got both {old!r} (deprecated) and {new!r}."
                     raise TypeError(msg)
-                warn_renamed(fn.__qualname__, old, new)
+                warn_renamed(name, old, new)
                 kwargs[new] = value if convert is None else convert(value)
             return fn(*args, **kwargs)
 

@@ -53,7 +53,8 @@ def ce_chrx_fasta_path(*, compressed: bool = False) -> Path:
     ----------
     compressed
         If ``False`` (default), return a plain FASTA decompressed once into the user cache
-        (``$OMICFORMER_CACHE_DIR`` or ``~/.cache/omicformer``, about 4 MB), which any FASTA
+        (``$OMICFORMER_CACHE_DIR``, else ``$XDG_CACHE_HOME/omicformer``, else
+        ``~/.cache/omicformer``; about 4 MB), which any FASTA
         reader accepts and where :mod:`pyfaidx` may write its index. If ``True``, return the
         packaged BGZF file itself; its ``.fai`` and ``.gzi`` indexes are shipped next to it, so
         ``pyfaidx.Fasta(path, rebuild=False)`` opens it in place (pass ``rebuild=False``: file

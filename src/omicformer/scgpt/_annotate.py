@@ -159,7 +159,9 @@ def annotate(
     n_neighbors
         Neighbours of ``method="knn"``.
     device
-        ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"``, ...
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... Fine-tuning runs on CUDA when the device is a CUDA
+        device, else on the CPU; embedding and prediction run on the device (``"auto"``:
+        CUDA, then Apple MPS, then CPU).
     random_state
         Seed of the validation split, training and tie-breaking: equal seeds give equal labels
         on CPU.

@@ -219,7 +219,9 @@ def integrate(
         random subset, the official recipe). ``None``: ``"highest"``. A trained
         :class:`~omicformer.scgpt.model.ScGPTIntegration` passed as ``model`` keeps its own.
     device
-        ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"``, ...
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... Fine-tuning runs on CUDA when the device is a CUDA
+        device, else on the CPU; embedding and prediction run on the device (``"auto"``:
+        CUDA, then Apple MPS, then CPU).
     random_state
         Seed of the validation split, training and embedding: equal seeds give equal results
         on CPU.

@@ -98,7 +98,9 @@ def predict_perturbation(
     batch_size
         Cell pairs per training step and cells per prediction pass.
     device
-        ``"auto"`` (a GPU when present), ``"cpu"``, ``"cuda"``, ...
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... Fine-tuning runs on CUDA when the device is a CUDA
+        device, else on the CPU; embedding and prediction run on the device (``"auto"``:
+        CUDA, then Apple MPS, then CPU).
     random_state
         Seed of fine-tuning (pairing, shuffling) and of the control cells' draw.
     progress

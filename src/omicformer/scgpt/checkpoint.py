@@ -3,11 +3,12 @@
 Released checkpoints were trained with flash-attn, which stores attention as
 ``self_attn.Wqkv.*`` (``self_attn._impl.Wqkv.*`` in newer releases); those rows are ``[q; k; v]``
 exactly like torch's packed ``in_proj_weight``, so a rename suffices. Checkpoints also carry
-weights a task does not need (``flag_encoder`` from generative pretraining, a ``cls_decoder``
-with another class count, a batch discriminator): we load what fits, report what was skipped,
-and raise only when a weight the task needs is missing or has the wrong shape, or when the file
-holds weights of those parts that the model built from ``args.json`` has no place for (encoder
-layers beyond ``nlayers``).
+weights a task does not need: the heads the weights reveal (``flag_encoder`` from generative
+pretraining, a ``cls_decoder`` with the file's class count, the MVC decoder) are built and
+loaded, and what the model has no place for (a batch discriminator; batch-specific parts when
+embedding) is skipped and reported. We raise only when a weight the task needs is missing or
+has the wrong shape, or when the file holds weights of those parts that the model built from
+``args.json`` has no place for (encoder layers beyond ``nlayers``).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def bin_expression(
     >>> from omicformer import datasets, scgpt
     >>> adata = datasets.pbmc_celltypist()
     >>> scgpt.pp.bin_expression(adata)
-    >>> adata.layers["X_binned"].max()
+    >>> int(adata.layers["X_binned"].max())
     50
 
     References

@@ -50,6 +50,9 @@ class ScGPTIntegration(ScGPT):
         AnnData registered with ``setup_anndata(..., batch_key=...)`` and optionally
         ``labels_key=`` (cells whose label is missing, NaN, or ``"Unknown"`` count as
         unlabelled, as in scANVI).
+    dsbn
+        Add domain-specific batch norm (default ``True``, the official recipe;
+        :func:`~omicformer.scgpt.tl.integrate` passes ``dsbn=False`` unless asked).
     **kwargs
         Architecture of a model trained from scratch, as :class:`ScGPT` (use
         :meth:`load_pretrained` to start from pretrained weights, as the recipe does).

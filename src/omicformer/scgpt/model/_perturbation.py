@@ -60,6 +60,10 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     adata
         AnnData registered with :meth:`setup_anndata`: control and perturbed cells,
         log-normalised expression.
+    max_len
+        Genes per forward pass (default 1536, as :meth:`load_pretrained`).
+    prior
+        ``"covariance"`` (default) or ``None``, as :meth:`load_pretrained`.
     **kwargs
         Architecture of a model trained from scratch, as :class:`ScGPT` (use
         :meth:`load_pretrained` to start from pretrained weights, as the official method does).
@@ -352,6 +356,10 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             Adam weight decay; learning rate factor per epoch (official 0.9).
         dropout
             Dropout while fine-tuning (official tutorial 0); ``None`` keeps the module's.
+        center
+            ``True`` (default, our addition): inputs and targets are deviations from the
+            control mean of the training cells; ``False``: the expression values themselves,
+            as the official method.
         accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As :meth:`ScGPT.train` (the shared runner's options).
 

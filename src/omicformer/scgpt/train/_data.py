@@ -280,5 +280,9 @@ class GroupedBatchSampler(EpochBatchSampler):
     """Deprecated: use :class:`omicformer._core._samplers.EpochBatchSampler` with ``groups=``."""
 
     def __init__(self, groups: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0):
-        warn_renamed("omicformer.scgpt.train", "GroupedBatchSampler", "EpochBatchSampler")
+        warn_renamed(
+            "omicformer.scgpt.train",
+            "GroupedBatchSampler",
+            "omicformer._core._samplers.EpochBatchSampler(len(groups), batch_size, groups=groups)",
+        )
         super().__init__(len(groups), batch_size, groups=groups, shuffle=shuffle, seed=seed)
