@@ -31,6 +31,13 @@ def test_scgpt_embed_cli(tmp_path, official_ckpt, continuous_adata_factory, caps
     out3 = ad.read_h5ad(tmp_path / "out3.h5ad")
     assert out3.uns["scgpt"]["X_scgpt"]["params"]["batch_key"] == "batch"
     np.testing.assert_allclose(out3.obsm["X_scgpt"], out.obsm["X_scgpt"], atol=1e-6)
+    # --no-progress hides the progress bar (on stderr), as the dnabert commands' flag does
+    capsys.readouterr()
+    argv = ["scgpt", "embed", str(tmp_path / "in.h5ad"), str(tmp_path / "out4.h5ad"),
+            "--model", str(path), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0 and "scGPT embed" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_scgpt_embed_cli_input_errors_are_one_line(

@@ -36,6 +36,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     )
     embed.add_argument("--key-added", default="X_scgpt")
     embed.add_argument("--device", default="auto")
+    embed.add_argument("--no-progress", action="store_true", help="hide progress bars")
     embed.add_argument(
         "--backed", action="store_true", help="read the input backed (out-of-core), in chunks"
     )
@@ -71,6 +72,7 @@ def _embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_len=args.max_len,
         device=args.device,
+        progress=not args.no_progress,
     )
     shape = adata.obsm[args.key_added].shape
     write_atomic(args.output, adata.write_h5ad)
