@@ -471,6 +471,14 @@ def test_batch_codes_compare_as_text():
     np.testing.assert_array_equal(batch_codes([True, False], [False, True], "b"), [1, 0])
     with pytest.raises(ValueError, match=r"batches \['2'\] unseen in training"):
         batch_codes(np.array([0, 2]), ["0", "1"], "b")
+    # a missing batch is named as missing (it read as the batch 'nan', or joined one so named)
+    for missing in (np.nan, None):
+        with pytest.raises(
+            ValueError, match=r"obs\['b'\] is missing for 1 cell\(s\) \(positions \[1\]"
+        ):
+            batch_codes(np.array(["a", missing], dtype=object), ["a", "nan", "None"], "b")
+    with pytest.raises(ValueError, match="is missing for 1 cell"):
+        batch_codes(pd.Categorical(["a", None, "a"]), ["a"], "b")
 
 
 def test_integrate_backed_refuses_a_key_with_a_slash_before_the_work(

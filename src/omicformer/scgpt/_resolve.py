@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .._core._io import is_model_dir, load_model_config
 from ._vocab import GeneVocab
@@ -151,8 +152,17 @@ def batch_codes(values: Any, mapping: list, key: str) -> np.ndarray:
     Values and mapping are compared as text: a column of integers (or booleans) matches the
     categories it was registered with, whether those were kept as numbers or as strings.
     """
+    raw = pd.Series(np.asarray(values, dtype=object))
+    if raw.isna().any():
+        cells = np.flatnonzero(raw.isna().to_numpy())
+        msg = (
+            f"adata.obs[{key!r}] is missing for {len(cells)} cell(s) (positions "
+            f"{cells[:5].tolist()}); every cell needs its batch: fill them in (one of "
+            f"{list(mapping)[:10]}) or leave those cells out."
+        )
+        raise ValueError(msg)
     lookup = {str(v): i for i, v in enumerate(mapping)}
-    values = np.asarray([str(v) for v in np.asarray(values, dtype=object)], dtype=object)
+    values = np.asarray([str(v) for v in raw], dtype=object)
     unknown = sorted({str(v) for v in values if v not in lookup})
     if unknown:
         msg = (
