@@ -266,3 +266,17 @@ def test_random_mask_counts_like_official_random_mask_value(ratio):
         masked = np.flatnonzero(b["values"][i].numpy() == -1.0)
         assert len(masked) == int(len(non_padding) * ratio)
         assert set(masked) <= set(non_padding)
+
+
+def test_masked_mse_is_the_official_sum_over_mask_divided_by_its_count():
+    from omicformer.scgpt.module import masked_mse_loss
+
+    pred = torch.tensor([[1.0, 5.0, -2.0], [0.5, 9.0, 3.0]], requires_grad=True)
+    target = torch.tensor([[2.0, 0.0, 1.0], [0.5, 1.0, 1.0]])
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    # official: F.mse_loss(pred * mask, target * mask, reduction="sum") / mask.sum()
+    expected = ((1.0 - 2.0) ** 2 + (-2.0 - 1.0) ** 2 + (3.0 - 1.0) ** 2) / 3
+    torch.testing.assert_close(masked_mse_loss(pred, target, mask), torch.tensor(expected))
+    # our guard: nothing masked gives 0 (official: NaN), still in the graph
+    none = masked_mse_loss(pred, target, torch.zeros_like(mask))
+    assert none.item() == 0.0 and none.requires_grad

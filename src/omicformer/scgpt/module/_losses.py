@@ -7,7 +7,11 @@ import torch.nn.functional as F
 
 
 def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the positions where ``mask`` is True (official ``masked_mse_loss``)."""
+    """Mean squared error over the positions where ``mask`` is True (official ``masked_mse_loss``).
+
+    Deliberate difference: with no position masked the loss is 0 (in the graph), where the
+    official ``sum / mask.sum()`` gives NaN (0 / 0) and would poison the step.
+    """
     mask = mask.float()
     denom = mask.sum().clamp(min=1.0)
     return F.mse_loss(pred * mask, target * mask, reduction="sum") / denom
