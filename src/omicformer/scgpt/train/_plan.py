@@ -121,7 +121,9 @@ class GenerativeTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.Lightning
         Weight of the ECS loss; ``0`` turns it off.
     scheduler_interval, scheduler_factor
         Multiply the learning rate by ``scheduler_factor`` every ``scheduler_interval`` optimiser
-        steps (official ``StepLR`` schedule: 100 and 0.99). ``scheduler_factor=1`` disables it.
+        steps (``StepLR`` with 100 and 0.99, the official pretraining script's schedule when it
+        runs without warm-up; with its default warm-up it uses a cosine schedule instead).
+        ``scheduler_factor=1`` disables it.
 
     Examples
     --------
