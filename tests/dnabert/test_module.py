@@ -15,6 +15,9 @@ from omicformer.dnabert.module import (
     span_mask_tokens,
 )
 
+# examples/run_pretrain.py of official DNABERT, literally (keys are the tokenizer's k as a str)
+OFFICIAL_MASK_LIST = {"3": [-1, 1], "4": [-1, 1, 2], "5": [-2, -1, 1, 2], "6": [-2, -1, 1, 2, 3]}
+
 
 def _official_mask_tokens(inputs, k, vocab_size, generator, mlm_probability=0.15):
     """Oracle: the official DNABERT per-row loop, written out from its description."""
@@ -29,7 +32,7 @@ def _official_mask_tokens(inputs, k, vocab_size, generator, mlm_probability=0.15
         centers = set(torch.where(masked_indices[i])[0].tolist())
         new_centers = set(centers)
         for center in centers:
-            for offset in MASK_LIST[k]:
+            for offset in OFFICIAL_MASK_LIST[str(k)]:
                 j = center + offset
                 if 1 <= j <= end:
                     new_centers.add(j)
@@ -62,6 +65,65 @@ def test_span_masking_equals_official_loop(k):
         ref = _official_mask_tokens(ids, k, pp.vocab_size(k), torch.Generator().manual_seed(seed))
         torch.testing.assert_close(ours[0], ref[0])
         torch.testing.assert_close(ours[1], ref[1])
+
+
+def test_mask_list_is_the_official_one():
+    assert {str(k): list(v) for k, v in MASK_LIST.items()} == OFFICIAL_MASK_LIST
+
+
+# Hand-computed spans (of the centres 1, 8, 18). Row: [CLS] at 0, 18 tokens at 1..18, [SEP] at 19; all tokens are [UNK]
+# (excluded as centres here) except the k-mers at 1, 8 and 18, which with probability 1 are the
+# only centres. Official: centre c masks c + MASK_LIST offsets within [1, end], end = 18.
+HAND_SPANS = {
+    3: ([1, 2], [7, 8, 9], [17, 18]),  # -1, +1: 0 is [CLS], 19 is past end
+    4: ([1, 2, 3], [7, 8, 9, 10], [17, 18]),  # -1, +1, +2
+    5: ([1, 2, 3], [6, 7, 8, 9, 10], [16, 17, 18]),  # -2, -1, +1, +2
+    6: ([1, 2, 3, 4], [6, 7, 8, 9, 10, 11], [16, 17, 18]),  # -2, -1, +1, +2, +3
+}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_span_offsets_and_edges_hand_computed(k):
+    row = [2] + [1] * 18 + [3, 0, 0]  # [CLS] [UNK]x18 [SEP] [PAD] [PAD]
+    for centre in (1, 8, 18):
+        row[centre] = 5 + centre  # some k-mer
+    ids = torch.tensor([row, row])
+    for seed in range(3):
+        masked = span_mask_positions(
+            ids,
+            k,
+            mlm_probability=1.0,
+            exclude_ids=(0, 1, 2, 3),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for m in masked:
+            assert m.nonzero().flatten().tolist() == [j for span in HAND_SPANS[k] for j in span]
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_unk_kmers_are_ordinary_centres_as_official(k):
+    """Official DNABERT zeroes the centre probability of [CLS]/[SEP] (its special-tokens mask)
+    and [PAD] only: [UNK] k-mers (with N) are drawn and masked like any k-mer."""
+    rng = np.random.default_rng(k)
+    seqs = ["".join(rng.choice(list("ACGTNNNN"), size=n)) for n in (30, 70, 90) * 4]
+    ids = torch.as_tensor(pp.tokenize(seqs, k=k)["input_ids"])
+    assert (ids == 1).sum() > 100
+    unk_masked = 0
+    for seed in range(5):
+        ours = span_mask_tokens(
+            ids, k, pp.vocab_size(k), generator=torch.Generator().manual_seed(seed)
+        )
+        ref = _official_mask_tokens(ids, k, pp.vocab_size(k), torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(ours[0], ref[0])
+        torch.testing.assert_close(ours[1], ref[1])
+        unk_masked += int((ours[1] == 1).sum())
+    assert unk_masked > 0
+    # a centre alone (all else excluded) on the last k-mer, an [UNK]: masked, span clipped there
+    row = torch.tensor([[2, 5, 5, 5, 5, 5, 5, 5, 1, 3, 0]])
+    masked = span_mask_positions(row, k, mlm_probability=1.0, exclude_ids=(0, 2, 3, 5))
+    assert masked[0].nonzero().flatten().tolist() == list(
+        range(8 + min(OFFICIAL_MASK_LIST[str(k)]), 9)
+    )
 
 
 @pytest.mark.parametrize("k", [3, 4, 5, 6])
