@@ -259,3 +259,56 @@ def test_mean_pooling_classifier_by_hand():
     config.classifier_pooling = "max"
     with pytest.raises(ValueError, match="classifier_pooling"):
         build_bert(config, "classification")
+
+
+# src/transformers/dnabert-config/bert-config-{k}/config.json of official DNABERT, literally
+# (the same for k = 3..6 but vocab_size)
+OFFICIAL_CONFIG = {
+    "architectures": ["BertForMaskedLM"],
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "type_vocab_size": 2,
+}
+OFFICIAL_VOCAB_SIZE = {3: 69, 4: 261, 5: 1029, 6: 4101}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_bert_config_of_the_official_shape_is_the_official_config_json(k):
+    config = bert_config(k, n_layers=12, d_model=768, n_heads=12).to_dict()
+    expected = {**OFFICIAL_CONFIG, "vocab_size": OFFICIAL_VOCAB_SIZE[k]}
+    for key, value in expected.items():
+        if key != "architectures":
+            assert config[key] == value, key
+    assert config["layer_norm_eps"] == 1e-12  # BertConfig default, which official configs use
+
+
+def test_no_weight_decay_on_biases_and_layer_norms_as_official():
+    """Official run_pretrain.py / run_finetune.py: ``no_decay = ["bias", "LayerNorm.weight"]``,
+    a parameter is in the no-decay group when any of them is a substring of its name."""
+    from types import SimpleNamespace
+
+    from omicformer.dnabert.train import DNABertTrainingPlan
+
+    for task in ("mlm", "classification"):
+        config = bert_config(3, n_layers=1, d_model=16, n_heads=2, max_len=16, num_labels=2)
+        module = build_bert(config, task, seed=0)
+        plan = DNABertTrainingPlan(module, task, weight_decay=0.01)
+        plan._trainer = SimpleNamespace(estimated_stepping_batches=10)
+        groups = plan.configure_optimizers()["optimizer"].param_groups
+        no_decay = ["bias", "LayerNorm.weight"]
+        named = dict(module.named_parameters())
+        official = {
+            0.01: [p for n, p in named.items() if not any(nd in n for nd in no_decay)],
+            0.0: [p for n, p in named.items() if any(nd in n for nd in no_decay)],
+        }
+        assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+        for group in groups:
+            ours = {id(p) for p in group["params"]}
+            assert ours == {id(p) for p in official[group["weight_decay"]]}
