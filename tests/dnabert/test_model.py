@@ -539,3 +539,51 @@ def test_repeated_label_names_refused(tiny, fit_kw, labelled, labels):
     model = DNABert(k=3, **tiny)
     with pytest.raises(ValueError, match=r"label_names repeats \['a'\]"):
         model.finetune(seqs, labels, label_names=["a", "a"], max_steps=1, **fit_kw)
+
+
+def test_saved_folder_has_the_official_layout(tmp_path, tiny):
+    """As zhihan1996/DNA_bert_k: config.json of a BertForMaskedLM, vocab.txt, the official
+    special_tokens_map.json, and 512-token tokenizer_config.json (do_lower_case false: the
+    official DNATokenizer never lower-cases, and a lower-cased k-mer would be [UNK])."""
+    path = DNABert(k=4, **{**tiny, "max_len": 512}).save(tmp_path / "m")
+    raw = json.loads((path / "config.json").read_text())
+    assert raw["architectures"] == ["BertForMaskedLM"]
+    assert raw["vocab_size"] == 261
+    assert raw["max_position_embeddings"] == 512
+    assert raw["type_vocab_size"] == 2
+    assert raw["hidden_act"] == "gelu"
+    specials = json.loads((path / "special_tokens_map.json").read_text())
+    assert specials == {
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+    tokenizer = json.loads((path / "tokenizer_config.json").read_text())
+    assert tokenizer["max_len"] == 512
+    assert tokenizer["do_lower_case"] is False
+    lines = (path / "vocab.txt").read_text().splitlines()
+    assert lines[:6] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "AAAA"]
+    assert len(lines) == 261
+
+
+def test_training_defaults_are_the_official_recipes():
+    """Official DNABERT README runs: pretraining lr 4e-4, weight decay 0.01, warmup 10,000 of
+    200,000 steps, AdamW betas 0.9/0.98, eps 1e-6; fine-tuning lr 2e-4, weight decay 0.01,
+    warmup_percent 0.1, batch 32; both clip gradients at max_grad_norm 1.0."""
+    import inspect
+
+    from omicformer._core._train import run_training
+    from omicformer.dnabert.train import DNABertTrainingPlan
+
+    def defaults(fn):
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+
+    pre, fine = defaults(DNABert.pretrain), defaults(DNABert.finetune)
+    assert (pre["lr"], pre["weight_decay"], pre["warmup_ratio"]) == (4e-4, 0.01, 10_000 / 200_000)
+    plan = defaults(DNABertTrainingPlan.__init__)
+    assert (plan["betas"], plan["eps"]) == ((0.9, 0.98), 1e-6)
+    assert (fine["lr"], fine["weight_decay"], fine["warmup_ratio"]) == (2e-4, 0.01, 0.1)
+    assert fine["batch_size"] == 32
+    assert defaults(run_training)["gradient_clip_val"] == 1.0

@@ -15,6 +15,9 @@ from omicformer.dnabert.module import (
     span_mask_tokens,
 )
 
+# examples/run_pretrain.py of official DNABERT, literally (keys are the tokenizer's k as a str)
+OFFICIAL_MASK_LIST = {"3": [-1, 1], "4": [-1, 1, 2], "5": [-2, -1, 1, 2], "6": [-2, -1, 1, 2, 3]}
+
 
 def _official_mask_tokens(inputs, k, vocab_size, generator, mlm_probability=0.15):
     """Oracle: the official DNABERT per-row loop, written out from its description."""
@@ -29,7 +32,7 @@ def _official_mask_tokens(inputs, k, vocab_size, generator, mlm_probability=0.15
         centers = set(torch.where(masked_indices[i])[0].tolist())
         new_centers = set(centers)
         for center in centers:
-            for offset in MASK_LIST[k]:
+            for offset in OFFICIAL_MASK_LIST[str(k)]:
                 j = center + offset
                 if 1 <= j <= end:
                     new_centers.add(j)
@@ -62,6 +65,65 @@ def test_span_masking_equals_official_loop(k):
         ref = _official_mask_tokens(ids, k, pp.vocab_size(k), torch.Generator().manual_seed(seed))
         torch.testing.assert_close(ours[0], ref[0])
         torch.testing.assert_close(ours[1], ref[1])
+
+
+def test_mask_list_is_the_official_one():
+    assert {str(k): list(v) for k, v in MASK_LIST.items()} == OFFICIAL_MASK_LIST
+
+
+# Hand-computed spans (of the centres 1, 8, 18). Row: [CLS] at 0, 18 tokens at 1..18, [SEP] at 19; all tokens are [UNK]
+# (excluded as centres here) except the k-mers at 1, 8 and 18, which with probability 1 are the
+# only centres. Official: centre c masks c + MASK_LIST offsets within [1, end], end = 18.
+HAND_SPANS = {
+    3: ([1, 2], [7, 8, 9], [17, 18]),  # -1, +1: 0 is [CLS], 19 is past end
+    4: ([1, 2, 3], [7, 8, 9, 10], [17, 18]),  # -1, +1, +2
+    5: ([1, 2, 3], [6, 7, 8, 9, 10], [16, 17, 18]),  # -2, -1, +1, +2
+    6: ([1, 2, 3, 4], [6, 7, 8, 9, 10, 11], [16, 17, 18]),  # -2, -1, +1, +2, +3
+}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_span_offsets_and_edges_hand_computed(k):
+    row = [2] + [1] * 18 + [3, 0, 0]  # [CLS] [UNK]x18 [SEP] [PAD] [PAD]
+    for centre in (1, 8, 18):
+        row[centre] = 5 + centre  # some k-mer
+    ids = torch.tensor([row, row])
+    for seed in range(3):
+        masked = span_mask_positions(
+            ids,
+            k,
+            mlm_probability=1.0,
+            exclude_ids=(0, 1, 2, 3),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for m in masked:
+            assert m.nonzero().flatten().tolist() == [j for span in HAND_SPANS[k] for j in span]
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_unk_kmers_are_ordinary_centres_as_official(k):
+    """Official DNABERT zeroes the centre probability of [CLS]/[SEP] (its special-tokens mask)
+    and [PAD] only: [UNK] k-mers (with N) are drawn and masked like any k-mer."""
+    rng = np.random.default_rng(k)
+    seqs = ["".join(rng.choice(list("ACGTNNNN"), size=n)) for n in (30, 70, 90) * 4]
+    ids = torch.as_tensor(pp.tokenize(seqs, k=k)["input_ids"])
+    assert (ids == 1).sum() > 100
+    unk_masked = 0
+    for seed in range(5):
+        ours = span_mask_tokens(
+            ids, k, pp.vocab_size(k), generator=torch.Generator().manual_seed(seed)
+        )
+        ref = _official_mask_tokens(ids, k, pp.vocab_size(k), torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(ours[0], ref[0])
+        torch.testing.assert_close(ours[1], ref[1])
+        unk_masked += int((ours[1] == 1).sum())
+    assert unk_masked > 0
+    # a centre alone (all else excluded) on the last k-mer, an [UNK]: masked, span clipped there
+    row = torch.tensor([[2, 5, 5, 5, 5, 5, 5, 5, 1, 3, 0]])
+    masked = span_mask_positions(row, k, mlm_probability=1.0, exclude_ids=(0, 2, 3, 5))
+    assert masked[0].nonzero().flatten().tolist() == list(
+        range(8 + min(OFFICIAL_MASK_LIST[str(k)]), 9)
+    )
 
 
 @pytest.mark.parametrize("k", [3, 4, 5, 6])
@@ -197,3 +259,56 @@ def test_mean_pooling_classifier_by_hand():
     config.classifier_pooling = "max"
     with pytest.raises(ValueError, match="classifier_pooling"):
         build_bert(config, "classification")
+
+
+# src/transformers/dnabert-config/bert-config-{k}/config.json of official DNABERT, literally
+# (the same for k = 3..6 but vocab_size)
+OFFICIAL_CONFIG = {
+    "architectures": ["BertForMaskedLM"],
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "type_vocab_size": 2,
+}
+OFFICIAL_VOCAB_SIZE = {3: 69, 4: 261, 5: 1029, 6: 4101}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_bert_config_of_the_official_shape_is_the_official_config_json(k):
+    config = bert_config(k, n_layers=12, d_model=768, n_heads=12).to_dict()
+    expected = {**OFFICIAL_CONFIG, "vocab_size": OFFICIAL_VOCAB_SIZE[k]}
+    for key, value in expected.items():
+        if key != "architectures":
+            assert config[key] == value, key
+    assert config["layer_norm_eps"] == 1e-12  # BertConfig default, which official configs use
+
+
+def test_no_weight_decay_on_biases_and_layer_norms_as_official():
+    """Official run_pretrain.py / run_finetune.py: ``no_decay = ["bias", "LayerNorm.weight"]``,
+    a parameter is in the no-decay group when any of them is a substring of its name."""
+    from types import SimpleNamespace
+
+    from omicformer.dnabert.train import DNABertTrainingPlan
+
+    for task in ("mlm", "classification"):
+        config = bert_config(3, n_layers=1, d_model=16, n_heads=2, max_len=16, num_labels=2)
+        module = build_bert(config, task, seed=0)
+        plan = DNABertTrainingPlan(module, task, weight_decay=0.01)
+        plan._trainer = SimpleNamespace(estimated_stepping_batches=10)
+        groups = plan.configure_optimizers()["optimizer"].param_groups
+        no_decay = ["bias", "LayerNorm.weight"]
+        named = dict(module.named_parameters())
+        official = {
+            0.01: [p for n, p in named.items() if not any(nd in n for nd in no_decay)],
+            0.0: [p for n, p in named.items() if any(nd in n for nd in no_decay)],
+        }
+        assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+        for group in groups:
+            ours = {id(p) for p in group["params"]}
+            assert ours == {id(p) for p in official[group["weight_decay"]]}

@@ -75,6 +75,43 @@ def test_vocab_order_matches_official(k):
     assert vocab == list(_official_vocab(k))
 
 
+# sha256 of "\n".join(tokens) of the official vocab.txt files (jerryji1993/DNABERT at b6da04e,
+# src/transformers/dnabert-config/bert-config-{k}/vocab.txt, one token per line)
+OFFICIAL_VOCAB_SHA256 = {
+    3: "868b0b1ca9c6dfe72771d7c98b406c21ab712d70b0df65216a19868149934b7d",
+    4: "a78f8d49dfd18288b2838dacb207dc71932c078f1c5083df2c4465658ae39c34",
+    5: "3d422649f2193de4cb8af321b42dd5b4a98151138ad68653649638fa5aa91101",
+    6: "dece9c2557cc034f7b9c89cfe5a8740d104a9b1db28a296bd4af8d3bd51ada59",
+}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_vocab_equals_official_files_token_for_token(k, tmp_path):
+    import hashlib
+
+    tokens = pp.read_vocab_txt(pp.write_vocab_txt(tmp_path / "vocab.txt", k=k))
+    assert hashlib.sha256("\n".join(tokens).encode()).hexdigest() == OFFICIAL_VOCAB_SHA256[k]
+    assert (
+        hashlib.sha256("\n".join(pp.kmer_vocab(k)).encode()).hexdigest()
+        == (OFFICIAL_VOCAB_SHA256[k])
+    )
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_truncation_keeps_the_first_kmers_as_official_encode_plus(k):
+    """Official ``encode_plus(max_length=512)``: the k-mer ids are cut to 512 - 2 (first ones
+    kept), then ``[CLS]`` and ``[SEP]`` are added (the 510-id case is sliced back to 512)."""
+    rng = np.random.default_rng(k)
+    seqs = ["".join(rng.choice(list("ACGTN"), size=n)) for n in (700, 515 + k, 300)]
+    out = pp.tokenize(seqs, k=k, truncation=True)
+    for i, seq in enumerate(seqs):
+        ids = _official_ids(seq, k)[1:-1][:510]  # k-mer ids only, truncated to 512 - 2
+        ref = [2, *ids, 3]
+        assert out["input_ids"][i, : len(ref)].tolist() == ref
+        assert out["attention_mask"][i].sum() == len(ref)
+    assert out["input_ids"].shape == (3, 512)
+
+
 def test_tokenize_hand_computed_example():
     # ACGTA -> ACG CGT GTA; with A,T,C,G = 0,1,2,3: ACG = 0*16+2*4+3 = 11 -> id 16,
     # CGT = 2*16+3*4+1 = 45 -> 50, GTA = 3*16+1*4+0 = 52 -> 57, TAC = 1*16+0*4+2 = 18 -> 23
