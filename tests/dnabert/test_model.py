@@ -587,3 +587,23 @@ def test_training_defaults_are_the_official_recipes():
     assert (fine["lr"], fine["weight_decay"], fine["warmup_ratio"]) == (2e-4, 0.01, 0.1)
     assert fine["batch_size"] == 32
     assert defaults(run_training)["gradient_clip_val"] == 1.0
+
+
+def test_finetune_and_pretrain_use_the_official_adamw_settings(tiny, fit_kw, labelled):
+    # run_finetune.py: AdamW(lr, eps=adam_epsilon 1e-8), betas torch's (0.9, 0.999);
+    # the README's pretraining run: --beta1 0.9 --beta2 0.98 --adam_epsilon 1e-6
+    import lightning.pytorch as pl
+
+    class Optimiser(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.defaults = dict(trainer.optimizers[0].defaults)
+
+    seqs, labels = labelled
+    seen = {}
+    for stage in ("pretrain", "finetune"):
+        model, cb = DNABert(k=3, **tiny), Optimiser()
+        args = (seqs,) if stage == "pretrain" else (seqs, labels)
+        kw = {**fit_kw, "max_steps": 1, "max_epochs": None, "validation_size": 0.0}
+        getattr(model, stage)(*args, callbacks=[cb], **kw)
+        seen[stage] = (cb.defaults["betas"], cb.defaults["eps"])
+    assert seen == {"pretrain": ((0.9, 0.98), 1e-6), "finetune": ((0.9, 0.999), 1e-8)}

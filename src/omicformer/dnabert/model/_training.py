@@ -38,6 +38,10 @@ from ._inputs import (
 Fasta = str | os.PathLike[str] | Genome
 
 
+#: AdamW betas and eps of the official fine-tuning (``run_finetune.py``, torch's defaults).
+FINETUNE_BETAS, FINETUNE_EPS = (0.9, 0.999), 1e-8
+
+
 class TrainingMixin:
     """``pretrain`` and ``finetune`` for :class:`~omicformer.dnabert.model.DNABert`.
 
@@ -102,7 +106,10 @@ class TrainingMixin:
             AdamW (betas 0.9/0.98, eps 1e-6 as the DNABERT pretraining run) with linear warmup
             over ``warmup_ratio`` of the steps and linear decay.
         mlm_probability
-            Span-centre probability (official 0.15).
+            Span-centre probability (official ``run_pretrain.py`` default 0.15). Each centre
+            masks a span of k k-mers, so about ``1 - (1 - p) ** k`` of the k-mers are masked
+            (62% for k=6 at 0.15); the official README's DNABERT-6 pretraining command passes
+            0.025, which masks about 14%, the paper's "15%".
         window_size, window_overlap
             Window length in bases (at most :attr:`window_size`) and overlap.
         max_unknown_fraction
@@ -248,7 +255,8 @@ class TrainingMixin:
             labels 0/1 (they name the ``tl.predict`` columns); for string labels, their order.
         max_epochs, max_steps, batch_size, lr, weight_decay, warmup_ratio
             Training length and AdamW with linear warmup/decay (official DNABERT fine-tuning
-            used lr 2e-4, 10% warmup, weight decay 0.01).
+            used lr 2e-4, 10% warmup, weight decay 0.01; AdamW's betas 0.9/0.999 and eps 1e-8
+            as its ``run_finetune.py``, where pretraining used 0.9/0.98 and 1e-6).
         class_weight
             ``"balanced"`` weights the loss by inverse class frequency; ``None`` does not.
         pooling
@@ -313,6 +321,8 @@ class TrainingMixin:
                 lr=lr,
                 weight_decay=weight_decay,
                 warmup_ratio=warmup_ratio,
+                betas=FINETUNE_BETAS,
+                eps=FINETUNE_EPS,
                 class_weight=None if weight is None else weight.float(),
             )
             history = run_training(
