@@ -276,8 +276,8 @@ def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts
     # with their autograd graph (official cur_gene_token_embs), which copy.deepcopy refuses
     model.train(max_steps=1, batch_size=32, validation_size=0.0, accelerator="cpu", devices=1,
                 enable_progress_bar=False)  # fmt: skip
-    target = _adata(counts)
-    ScGPTClassifier.setup_anndata(target, layer="counts", labels_key="cell_type")
+    target = _adata(counts)  # batches as the model's: its DSBN layers are for "a" and "b"
+    ScGPTClassifier.setup_anndata(target, layer="counts", batch_key="batch", labels_key="cell_type")
     clf = ScGPTClassifier.load_pretrained(model, target)
     theirs = model.module.state_dict()
     encoder = [k for k in theirs if k.startswith(("encoder.", "transformer_encoder."))]
@@ -370,6 +370,53 @@ def test_load_pretrained_our_folder(trained, adata, tmp_path):
         again.get_latent_representation(progress=False),
         model.get_latent_representation(progress=False),
     )
+
+
+@pytest.fixture
+def dsbn_folder(counts, tmp_path):
+    """A saved DSBN model whose batches "a" (cells 0-49) and "b" have distinct statistics."""
+    a = _adata(counts)
+    ScGPT.setup_anndata(a, layer="counts", batch_key="batch")
+    model = ScGPT(a, **TINY, dsbn=True)
+    with torch.no_grad():
+        for i, bn in enumerate(model.module.dsbn.bns):
+            bn.running_mean.fill_(0.5 * i + 0.3)
+            bn.running_var.fill_(2.0 + i)
+    model.save(tmp_path / "dsbn")
+    return tmp_path / "dsbn", model
+
+
+def _batch_b_only(counts, categories=None):
+    b = _adata(counts)[50:].copy()
+    b.obs["batch"] = pd.Categorical(b.obs["batch"], categories=categories)
+    return b
+
+
+def test_load_pretrained_keeps_each_batch_on_its_own_dsbn_layers(dsbn_folder, counts):
+    path, source = dsbn_folder
+    # cells 50-99 are batch "b": the source model embeds them with b's statistics
+    expected = source.get_latent_representation(progress=False)[50:]
+    b = _batch_b_only(counts)  # registered alone, "b" would get code 0: batch "a"'s layers
+    ScGPT.setup_anndata(b, layer="counts", batch_key="batch")
+    for start in (path, source):
+        with pytest.raises(
+            ValueError, match=r"batches \['a', 'b'\].*registered with the batches \['b'\]"
+        ):
+            ScGPT.load_pretrained(start, b)
+    assert list(b.obs["batch"].cat.categories) == ["b"]  # untouched
+    b = _batch_b_only(counts, categories=["a", "b"])  # the fix the message names
+    ScGPT.setup_anndata(b, layer="counts", batch_key="batch")
+    for start in (path, source):
+        z = ScGPT.load_pretrained(start, b).get_latent_representation(progress=False)
+        np.testing.assert_allclose(z, expected, atol=1e-6, rtol=0)
+
+
+def test_load_pretrained_with_batch_layers_needs_a_batch_key(dsbn_folder, counts):
+    path, _ = dsbn_folder
+    b = _batch_b_only(counts)
+    ScGPT.setup_anndata(b, layer="counts")
+    with pytest.raises(ValueError, match=r"batch-dependent layers.*batch_key"):
+        ScGPT.load_pretrained(path, b)
 
 
 def test_load_pretrained_missing_file(adata, official, tmp_path):

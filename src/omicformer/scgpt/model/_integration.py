@@ -73,6 +73,8 @@ class ScGPTIntegration(ScGPT):
     """
 
     gene_selection = "highest"
+    #: load_pretrained sizes the batch layers for adata's batches (_add_integration_heads).
+    _keeps_batch_layers = False
     #: An untrained model embeds, with a UserWarning (scvi-tools' ``_check_if_trained``).
     _untrained_embedding = (
         "This {name} is not trained: get_latent_representation returns the encoder's "

@@ -91,6 +91,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         "these genes as they are, train a model from scratch, ScGPTPerturbation(adata) (its "
         "vocabulary is adata's genes)."
     )
+    #: Perturbation data has no batch_key (setup_anndata registers none).
+    _keeps_batch_layers = False
 
     def __init__(
         self,

@@ -37,7 +37,7 @@ from scvi.model.base import BaseModelClass
 from ..._core._anndata import check_layer, check_not_view, check_obs_key
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
-from .._resolve import batch_codes, needs_batch_labels
+from .._resolve import batch_codes, known_batches, needs_batch_labels
 from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
@@ -124,6 +124,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     _untrained_embedding: str | None = None
     #: Ends the error of too few genes of ``adata`` in the vocabulary (what else to do).
     _few_genes_hint: str = ""
+    #: Whether :meth:`load_pretrained` keeps the checkpoint's batch-dependent layers (batch
+    #: tokens, DSBN) for the batches they were trained on, so that ``adata`` must code its
+    #: batches as the checkpoint did (``False``: the class builds its own, or uses none).
+    _keeps_batch_layers: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -439,6 +443,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         model = cls._from_module(
             module, vocab, saved_len if max_len is None else max_len, adata, None
         )
+        if cls._keeps_batch_layers and needs_batch_labels(module):
+            model._check_pretrained_batches(known_batches(path), path)
         if gene_selection is not None:
             check_gene_selection(gene_selection)
             model.gene_selection = gene_selection
@@ -447,3 +453,44 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
+
+    def _check_pretrained_batches(self, saved: list | None, source: Any) -> None:
+        """``ValueError`` unless ``self.adata`` codes its batches as the checkpoint's layers.
+
+        A checkpoint with batch-dependent layers (DSBN, batch tokens) has one set per batch, in
+        the code order of the batches it was trained on (``saved``; ``None``: not recorded, as
+        in official folders). Every cell must then have a batch (a registered ``batch_key``),
+        and each batch registered for ``self.adata`` must have the code it had there, else its
+        cells would silently use another batch's layers.
+        """
+        key = self.get_setup_arg("batch_key")
+        if key is None:
+            msg = (
+                "The pretrained model has batch-dependent layers (trained with dsbn=True or "
+                "use_batch_labels=True): set adata up with a batch_key naming the obs column of "
+                f"each cell's batch, {type(self).__name__}.setup_anndata(adata, batch_key=...), "
+                "then load again."
+            )
+            raise ValueError(msg)
+        if saved is None:
+            return
+        mine = [
+            str(b) for b in self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        ]
+        saved = [str(b) for b in saved]
+        if mine == saved[: len(mine)]:
+            return
+        how = (
+            f"{type(self).__name__}.load({str(source)!r}, adata), which registers adata with the "
+            "saved batches, or "
+            if isinstance(source, str | os.PathLike)
+            else ""
+        )
+        msg = (
+            f"The pretrained model has batch-dependent layers for the batches {saved[:10]} (in "
+            f"this order), but adata.obs[{key!r}] was registered with the batches {mine[:10]}: "
+            "cells would use the layers of other batches. Use "
+            f"{how}make adata.obs[{key!r}] a pandas Categorical with categories {saved[:10]} "
+            "(batches the model has no layers for cannot be used) and run setup_anndata again."
+        )
+        raise ValueError(msg)
