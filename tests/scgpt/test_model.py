@@ -202,6 +202,19 @@ def test_save_anndata_and_tl_embed(trained, tmp_path):
     )
 
 
+def test_overwriting_a_saved_model_does_not_keep_its_anndata(trained, counts, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m", save_anndata=True)  # 100 cells
+    other = _adata(counts)[:30].copy()
+    ScGPT.setup_anndata(other, layer="counts")
+    ScGPT(other, **TINY).save(tmp_path / "m", overwrite=True)  # without its AnnData
+    assert ScGPT.load(tmp_path / "m").adata is None  # not the replaced model's 100 cells
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "adata.h5ad").write_text("a user's file")  # not a saved model
+    model.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "adata.h5ad").read_text() == "a user's file"
+
+
 def test_load_keeps_batch_categories(trained, tmp_path):
     model, a = trained
     model.save(tmp_path / "m")

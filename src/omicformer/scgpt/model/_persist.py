@@ -16,7 +16,7 @@ from scvi.model.base import BaseModelClass
 from omicformer._version import __version__
 
 from ..._core._callbacks import history_from_json, history_to_json
-from ..._core._io import environment_versions, save_model_dir
+from ..._core._io import environment_versions, is_model_dir, save_model_dir
 from ..._core._ranks import is_global_zero
 from ._io import (
     ADATA_NAME,
@@ -65,7 +65,8 @@ class SaveLoadMixin:
         dir_path
             Folder to write (created if needed).
         overwrite
-            Replace a model already saved there.
+            Replace a model already saved there, with its ``adata.h5ad`` (removed without
+            ``save_anndata``, so that :meth:`load` does not attach the old model's AnnData).
         save_anndata
             Also write the AnnData as ``adata.h5ad``.
         **anndata_write_kwargs
@@ -93,10 +94,13 @@ class SaveLoadMixin:
         if save_anndata and self.adata is None:
             msg = "save_anndata=True but this model has no AnnData attached."
             raise ValueError(msg)
+        replaced = is_model_dir(dir_path)
         path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
         self.vocab.save_json(path / VOCAB_NAME)
         if save_anndata:
             self.adata.write_h5ad(path / ADATA_NAME, **anndata_write_kwargs)
+        elif replaced and (path / ADATA_NAME).is_file():  # the replaced model's AnnData
+            (path / ADATA_NAME).unlink()
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> Self:
