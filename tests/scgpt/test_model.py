@@ -446,6 +446,22 @@ def test_max_len_validation(adata):
         ScGPT(adata, **TINY, max_len=1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # one bin: every expressed value fell into bin 0, the bin of zeros
+        ({"n_bins": 1}, r"n_bins=1 must be an integer >= 2"),
+        ({"d_model": 0}, r"d_model=0 must be an integer >= 1"),  # was a ZeroDivisionError
+        ({"d_model": 32.0}, r"d_model=32\.0 must be an integer"),  # was a TypeError in torch
+        ({"d_hid": 0}, r"d_hid=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_sizes_are_named(adata, kwargs, match):
+    ScGPT.setup_anndata(adata)
+    with pytest.raises(ValueError, match=match):
+        ScGPT(adata, **{**TINY, **kwargs})
+
+
 def test_reassigning_adata_rematches_genes(adata, counts):
     ScGPT.setup_anndata(adata, layer="counts")
     model = ScGPT(adata, **TINY)

@@ -35,6 +35,7 @@ from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
 
 from ..._core._anndata import check_layer, check_not_view, check_obs_key
+from ..._core._checks import check_int
 from .._embed import embed_cells
 from .._genes import gene_names, match_genes
 from .._resolve import batch_codes, known_batches, needs_batch_labels
@@ -76,7 +77,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     dropout
         Dropout everywhere in the transformer and value encoder.
     n_bins
-        Bins of the per-cell quantile binning of values (official 51).
+        Bins of the per-cell quantile binning of values (official 51), at least 2: zeros are
+        bin 0, expressed genes ``1 .. n_bins - 1``. Sizes that are not integers (or below 1;
+        ``n_layers``, ``n_layers_cls``: 0) raise a ``ValueError`` naming them.
     max_len
         Maximum tokens per cell, ``<cls>`` included; longer cells keep the genes
         :attr:`gene_selection` says (here a random subset, as the official code).
@@ -153,6 +156,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         n_layers_cls: int = 3,
         random_state: int = 0,
     ):
+        _check_architecture(d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_hid=d_hid,
+                            n_bins=n_bins, n_layers_cls=n_layers_cls)  # fmt: skip
         super().__init__(adata)
         n_batch = int(self.summary_stats.n_batch)
         if (use_batch_labels or dsbn) and self.get_setup_arg("batch_key") is None:
@@ -494,3 +499,25 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             "(batches the model has no layers for cannot be used) and run setup_anndata again."
         )
         raise ValueError(msg)
+
+
+def _check_architecture(
+    *, d_model: int, n_layers: int, n_heads: int, d_hid: int | None, n_bins: int | None,
+    n_layers_cls: int,
+) -> None:  # fmt: skip
+    """``ValueError`` naming a size argument of :class:`ScGPT` that is not a usable integer.
+
+    Sizes are integers >= 1 (``n_layers`` and ``n_layers_cls`` may be 0); ``n_bins`` (when
+    not ``None``) >= 2, so that expressed genes get a bin ``1 .. n_bins - 1`` apart from zeros
+    (with ``n_bins=1`` every value fell into bin 0, the bin of zeros).
+    """
+    check_int("d_model", d_model)
+    check_int("n_heads", n_heads)
+    check_int("n_layers", n_layers, minimum=0)
+    check_int("n_layers_cls", n_layers_cls, minimum=0)
+    if d_hid is not None:
+        check_int("d_hid", d_hid, hint="None: d_model")
+    if n_bins is not None:
+        check_int(
+            "n_bins", n_bins, minimum=2, hint="zeros are bin 0, expressed genes 1 .. n_bins - 1"
+        )
