@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,21 @@ def test_bad_vocab_files(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"A": 0, "B": 2}))
     with pytest.raises(ValueError, match="contiguous"):
         GeneVocab.from_file(tmp_path / "b.json")
+
+
+@pytest.mark.parametrize(
+    ("stoi", "why"),
+    [
+        ({"A": 0, "B": 0, "C": 1}, "tokens 'A' and 'B' share id 0"),
+        ({"A": 0, "B": 2}, "id 1 is not used"),
+        ({"A": -1, "B": 0}, "token 'A' has id -1"),
+    ],
+)
+def test_bad_vocab_ids_are_named_with_the_file(tmp_path, stoi, why):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(stoi))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{re.escape(why)}"):
+        GeneVocab.from_file(path)
 
 
 def test_vocab_ids_that_are_not_integers_are_named(tmp_path):

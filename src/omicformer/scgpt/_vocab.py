@@ -26,7 +26,17 @@ class GeneVocab:
     def __init__(self, stoi: Mapping[str, int]):
         ids = sorted(stoi.values())
         if ids != list(range(len(ids))):
-            msg = "vocab ids must be the contiguous integers 0..n-1."
+            seen: dict[int, str] = {}
+            shared = next(((seen[i], tok, i) for tok, i in stoi.items()
+                           if seen.setdefault(i, tok) != tok), None)  # fmt: skip
+            negative = [(tok, i) for tok, i in stoi.items() if i < 0]
+            if negative:
+                why = f"token {negative[0][0]!r} has id {negative[0][1]}"
+            elif shared is not None:
+                why = f"tokens {shared[0]!r} and {shared[1]!r} share id {shared[2]}"
+            else:
+                why = f"id {min(set(range(len(ids))) - set(ids))} is not used"
+            msg = f"vocab ids must be the contiguous integers 0..n-1, each once: {why}."
             raise ValueError(msg)
         self._itos = [""] * len(ids)
         for tok, i in stoi.items():
@@ -83,7 +93,10 @@ class GeneVocab:
                 f"object: {', '.join(bad[:5])}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}."
             )
             raise ValueError(msg)
-        return cls({k: i for k, i in ids.items() if i is not None})
+        try:
+            return cls({k: i for k, i in ids.items() if i is not None})
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def save_json(self, path: str | Path) -> None:
         """Write the official ``vocab.json`` format."""
