@@ -6,8 +6,9 @@ a screen of ``--genes`` genes (symbols from the default model's vocabulary, the 
 genes; Poisson values, since only the cost is measured here), with the shipped default model:
 
 * one training step of ``batch_size`` cells at the default length (``min(genes, 1536)``), and
-  the default schedule's steps (:func:`omicformer.scgpt.model._perturbation.default_schedule`)
-  against the schedule before it (60,000 cell passes, 1 to 15 epochs, whatever the length);
+  the default schedule's steps
+  (:func:`omicformer.scgpt.model._perturbation_schedule.default_schedule`) against the
+  schedule before it (60,000 cell passes, 1 to 15 epochs, whatever the length);
 * one predicted perturbation over ``n_control_cells`` control cells, in windows of the
   model's ``max_len`` genes (the default) against one pass over every gene (the official
   ``pred_perturb``; ``predict(max_len=n_genes)``), with the ratio and the Pearson correlation
@@ -30,7 +31,7 @@ import torch
 
 from omicformer.scgpt._resolve import resolve_model
 from omicformer.scgpt.model import ScGPTPerturbation
-from omicformer.scgpt.model._perturbation import (
+from omicformer.scgpt.model._perturbation_schedule import (
     DEFAULT_CELL_PASSES,
     DEFAULT_EPOCH_RANGE,
     default_schedule,

@@ -249,7 +249,7 @@ def test_predict_in_windows_of_max_len_genes(fitted, sim_names):
 
 
 def test_default_schedule_keeps_short_passes_and_shrinks_long_ones():
-    from omicformer.scgpt.model._perturbation import default_cell_passes, default_schedule
+    from omicformer.scgpt.model._perturbation_schedule import default_cell_passes, default_schedule
 
     # 60,000 cell passes up to 256 genes a pass, then 60,000 * (256 / genes) ** 2
     assert [default_cell_passes(n) for n in (40, 200, 256, 512, 1536)] == [
@@ -266,7 +266,7 @@ def test_default_schedule_keeps_short_passes_and_shrinks_long_ones():
 
 
 def test_train_default_schedule_is_recorded(sim, monkeypatch):
-    import omicformer.scgpt.model._perturbation as P
+    import omicformer.scgpt.model._perturbation_schedule as P
 
     monkeypatch.setattr(P, "BUDGET_LEN", 1)  # 40 genes a pass: 60,000 / 1,600 = 38 passes
     adata = sim.copy()

@@ -47,6 +47,7 @@ from ._io import (
     records_train_config,
 )
 from ._persist import SaveLoadMixin
+from ._pretrained_batches import check_pretrained_batches
 from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin
 from ._training import GenerativeTrainingMixin
 
@@ -449,7 +450,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             module, vocab, saved_len if max_len is None else max_len, adata, None
         )
         if cls._keeps_batch_layers and needs_batch_labels(module):
-            model._check_pretrained_batches(known_batches(path), path)
+            check_pretrained_batches(model, known_batches(path), path)
         if gene_selection is not None:
             check_gene_selection(gene_selection)
             model.gene_selection = gene_selection
@@ -458,47 +459,6 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
-
-    def _check_pretrained_batches(self, saved: list | None, source: Any) -> None:
-        """``ValueError`` unless ``self.adata`` codes its batches as the checkpoint's layers.
-
-        A checkpoint with batch-dependent layers (DSBN, batch tokens) has one set per batch, in
-        the code order of the batches it was trained on (``saved``; ``None``: not recorded, as
-        in official folders). Every cell must then have a batch (a registered ``batch_key``),
-        and each batch registered for ``self.adata`` must have the code it had there, else its
-        cells would silently use another batch's layers.
-        """
-        key = self.get_setup_arg("batch_key")
-        if key is None:
-            msg = (
-                "The pretrained model has batch-dependent layers (trained with dsbn=True or "
-                "use_batch_labels=True): set adata up with a batch_key naming the obs column of "
-                f"each cell's batch, {type(self).__name__}.setup_anndata(adata, batch_key=...), "
-                "then load again."
-            )
-            raise ValueError(msg)
-        if saved is None:
-            return
-        mine = [
-            str(b) for b in self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
-        ]
-        saved = [str(b) for b in saved]
-        if mine == saved[: len(mine)]:
-            return
-        how = (
-            f"{type(self).__name__}.load({str(source)!r}, adata), which registers adata with the "
-            "saved batches, or "
-            if isinstance(source, str | os.PathLike)
-            else ""
-        )
-        msg = (
-            f"The pretrained model has batch-dependent layers for the batches {saved[:10]} (in "
-            f"this order), but adata.obs[{key!r}] was registered with the batches {mine[:10]}: "
-            "cells would use the layers of other batches. Use "
-            f"{how}make adata.obs[{key!r}] a pandas Categorical with categories {saved[:10]} "
-            "(batches the model has no layers for cannot be used) and run setup_anndata again."
-        )
-        raise ValueError(msg)
 
 
 def _check_architecture(

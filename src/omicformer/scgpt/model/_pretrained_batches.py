@@ -1,0 +1,51 @@
+"""Whether a model's AnnData codes its batches as the pretrained batch-dependent layers do."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from scvi import REGISTRY_KEYS
+
+if TYPE_CHECKING:
+    from ._scgpt import ScGPT
+
+
+def check_pretrained_batches(model: ScGPT, saved: list | None, source: Any) -> None:
+    """``ValueError`` unless ``model.adata`` codes its batches as the checkpoint's layers.
+
+    A checkpoint with batch-dependent layers (DSBN, batch tokens) has one set per batch, in
+    the code order of the batches it was trained on (``saved``; ``None``: not recorded, as
+    in official folders). Every cell must then have a batch (a registered ``batch_key``),
+    and each batch registered for ``model.adata`` must have the code it had there, else its
+    cells would silently use another batch's layers.
+    """
+    key = model.get_setup_arg("batch_key")
+    if key is None:
+        msg = (
+            "The pretrained model has batch-dependent layers (trained with dsbn=True or "
+            "use_batch_labels=True): set adata up with a batch_key naming the obs column of "
+            f"each cell's batch, {type(model).__name__}.setup_anndata(adata, batch_key=...), "
+            "then load again."
+        )
+        raise ValueError(msg)
+    if saved is None:
+        return
+    mine = [str(b) for b in model.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+    saved = [str(b) for b in saved]
+    if mine == saved[: len(mine)]:
+        return
+    how = (
+        f"{type(model).__name__}.load({str(source)!r}, adata), which registers adata with the "
+        "saved batches, or "
+        if isinstance(source, str | os.PathLike)
+        else ""
+    )
+    msg = (
+        f"The pretrained model has batch-dependent layers for the batches {saved[:10]} (in "
+        f"this order), but adata.obs[{key!r}] was registered with the batches {mine[:10]}: "
+        "cells would use the layers of other batches. Use "
+        f"{how}make adata.obs[{key!r}] a pandas Categorical with categories {saved[:10]} "
+        "(batches the model has no layers for cannot be used) and run setup_anndata again."
+    )
+    raise ValueError(msg)
