@@ -475,3 +475,26 @@ def sim_names(sim) -> dict:
     unseen = [f"{others[0]}+{others[1]}", f"{others[2]}+ctrl", new_pair]
     return {"conditions": conds, "singles": singles, "combos": combos,
             "single_genes": single_genes, "others": others, "unseen": unseen}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def counts() -> sp.csr_matrix:
+    """100 cells x 50 genes ``G0..G49`` of Poisson counts; cell i also expresses gene i."""
+    rng = np.random.default_rng(0)
+    lam = rng.gamma(1.0, 1.0, size=(1, 50))
+    return sp.csr_matrix(rng.poisson(lam, size=(100, 50)).astype(np.float32) + np.eye(100, 50))
+
+
+@pytest.fixture(scope="module")
+def model_cells(counts):
+    """AnnData of ``counts`` (or of given counts): batches a/b, cell types, ``counts`` layer."""
+
+    def make(x: sp.csr_matrix | None = None) -> ad.AnnData:
+        obs = pd.DataFrame({"batch": np.repeat(["a", "b"], 50),
+                            "cell_type": np.tile(["T", "B", "NK", "T"], 25)})  # fmt: skip
+        obs.index, genes = [f"c{i}" for i in range(100)], [f"G{i}" for i in range(50)]
+        a = ad.AnnData((counts if x is None else x).copy(), obs=obs, var=pd.DataFrame(index=genes))
+        a.layers["counts"], a.var["symbol"] = a.X.copy(), genes
+        return a
+
+    return make

@@ -19,32 +19,14 @@ TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 GENES = [f"G{i}" for i in range(50)]
 
 
-@pytest.fixture(scope="module")
-def counts() -> sp.csr_matrix:
-    rng = np.random.default_rng(0)
-    lam = rng.gamma(1.0, 1.0, size=(1, 50))
-    return sp.csr_matrix(rng.poisson(lam, size=(100, 50)).astype(np.float32) + np.eye(100, 50))
-
-
-def _adata(counts) -> ad.AnnData:
-    obs = pd.DataFrame(
-        {"batch": np.repeat(["a", "b"], 50), "cell_type": np.tile(["T", "B", "NK", "T"], 25)},
-        index=[f"c{i}" for i in range(100)],
-    )
-    a = ad.AnnData(counts.copy(), obs=obs, var=pd.DataFrame(index=GENES))
-    a.layers["counts"] = a.X.copy()
-    a.var["symbol"] = GENES
-    return a
-
-
 @pytest.fixture
-def adata(counts) -> ad.AnnData:
-    return _adata(counts)
+def adata(model_cells) -> ad.AnnData:
+    return model_cells()
 
 
 @pytest.fixture(scope="module")
-def trained(counts) -> tuple[ScGPT, ad.AnnData]:
-    a = _adata(counts)
+def trained(model_cells) -> tuple[ScGPT, ad.AnnData]:
+    a = model_cells()
     ScGPT.setup_anndata(a, layer="counts", batch_key="batch", labels_key="cell_type")
     model = ScGPT(a, **TINY)
     model.train(
@@ -201,10 +183,10 @@ def test_save_anndata_and_tl_embed(trained, tmp_path):
     )
 
 
-def test_overwriting_a_saved_model_does_not_keep_its_anndata(trained, counts, tmp_path):
+def test_overwriting_a_saved_model_does_not_keep_its_anndata(trained, model_cells, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m", save_anndata=True)  # 100 cells
-    other = _adata(counts)[:30].copy()
+    other = model_cells()[:30].copy()
     ScGPT.setup_anndata(other, layer="counts")
     ScGPT(other, **TINY).save(tmp_path / "m", overwrite=True)  # without its AnnData
     assert ScGPT.load(tmp_path / "m").adata is None  # not the replaced model's 100 cells
@@ -214,10 +196,10 @@ def test_overwriting_a_saved_model_does_not_keep_its_anndata(trained, counts, tm
     assert (tmp_path / "mine" / "adata.h5ad").read_text() == "a user's file"
 
 
-def test_load_keeps_batch_categories(trained, tmp_path):
+def test_load_keeps_batch_categories(trained, model_cells, tmp_path):
     model, a = trained
     model.save(tmp_path / "m")
-    new = _adata(a.layers["counts"])[::-1].copy()  # batch "b" now comes first
+    new = model_cells(a.layers["counts"])[::-1].copy()  # batch "b" now comes first
     loaded = ScGPT.load(tmp_path / "m", adata=new)
     mapping = loaded.registry["field_registries"]["batch"]["state_registry"]["categorical_mapping"]
     assert list(mapping) == ["a", "b"]
@@ -225,9 +207,9 @@ def test_load_keeps_batch_categories(trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def saved_untrained(counts, tmp_path_factory):
+def saved_untrained(model_cells, tmp_path_factory):
     """An untrained tiny ScGPT set up with batch and labels, saved: (folder, AnnData)."""
-    a = _adata(counts)
+    a = model_cells()
     ScGPT.setup_anndata(a, layer="counts", batch_key="batch", labels_key="cell_type")
     path = tmp_path_factory.mktemp("saved") / "m"
     ScGPT(a, **TINY).save(path)
@@ -242,10 +224,10 @@ def saved_untrained(counts, tmp_path_factory):
     ],
 )
 def test_load_onto_unseen_categories_names_them(
-    saved_untrained, counts, snapshot, column, values, unseen, known
+    saved_untrained, model_cells, snapshot, column, values, unseen, known
 ):
     path, _ = saved_untrained
-    new = _adata(counts)
+    new = model_cells()
     new.obs[column] = values
     snap = snapshot(new)
     with pytest.raises(ValueError, match="load\\(\\) cannot add categories") as err:
@@ -258,9 +240,9 @@ def test_load_onto_unseen_categories_names_them(
     snap.assert_unchanged(new)  # no code columns left behind
 
 
-def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, counts):
+def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, model_cells):
     path, _ = saved_untrained
-    new = _adata(counts)
+    new = model_cells()
     labels = np.tile(["T", None, "NK", "B"], 25).astype(object)
     new.obs["cell_type"] = labels
     loaded = ScGPT.load(path, adata=new)
@@ -269,9 +251,9 @@ def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, counts)
     assert loaded.adata is new
 
 
-def test_load_onto_adata_without_the_registered_column(saved_untrained, counts, snapshot):
+def test_load_onto_adata_without_the_registered_column(saved_untrained, model_cells, snapshot):
     path, _ = saved_untrained
-    new = _adata(counts)
+    new = model_cells()
     del new.obs["cell_type"]
     snap = snapshot(new)
     with pytest.raises(KeyError, match=r"no column 'cell_type'.*labels_key.*ScGPT.load\(path\)"):

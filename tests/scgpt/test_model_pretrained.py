@@ -9,40 +9,20 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 from omicformer.scgpt.model import ScGPT, load_module
 
-# the model size and cells of test_model.py, as there (tests/scgpt/conftest.py has no room)
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 GENES = [f"G{i}" for i in range(50)]
 
 
-@pytest.fixture(scope="module")
-def counts() -> sp.csr_matrix:
-    rng = np.random.default_rng(0)
-    lam = rng.gamma(1.0, 1.0, size=(1, 50))
-    return sp.csr_matrix(rng.poisson(lam, size=(100, 50)).astype(np.float32) + np.eye(100, 50))
-
-
-def _adata(counts) -> ad.AnnData:
-    obs = pd.DataFrame(
-        {"batch": np.repeat(["a", "b"], 50), "cell_type": np.tile(["T", "B", "NK", "T"], 25)},
-        index=[f"c{i}" for i in range(100)],
-    )
-    a = ad.AnnData(counts.copy(), obs=obs, var=pd.DataFrame(index=GENES))
-    a.layers["counts"] = a.X.copy()
-    a.var["symbol"] = GENES
-    return a
-
-
 @pytest.fixture
-def adata(counts) -> ad.AnnData:
-    return _adata(counts)
+def adata(model_cells) -> ad.AnnData:
+    return model_cells()
 
 
-def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts):
+def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, model_cells):
     from omicformer.scgpt.model import ScGPTClassifier, ScGPTIntegration
 
     ScGPTIntegration.setup_anndata(adata, layer="counts", batch_key="batch")
@@ -51,7 +31,7 @@ def test_a_model_just_trained_is_a_starting_point_for_a_task_model(adata, counts
     # with their autograd graph (official cur_gene_token_embs), which copy.deepcopy refuses
     model.train(max_steps=1, batch_size=32, validation_size=0.0, accelerator="cpu", devices=1,
                 enable_progress_bar=False)  # fmt: skip
-    target = _adata(counts)  # batches as the model's: its DSBN layers are for "a" and "b"
+    target = model_cells()  # batches as the model's: its DSBN layers are for "a" and "b"
     ScGPTClassifier.setup_anndata(target, layer="counts", batch_key="batch", labels_key="cell_type")
     clf = ScGPTClassifier.load_pretrained(model, target)
     theirs = model.module.state_dict()
@@ -124,9 +104,9 @@ def test_symbols_matched_ignoring_case_are_said_once(official_ckpt, continuous_a
 
 
 @pytest.fixture
-def dsbn_folder(counts, tmp_path):
+def dsbn_folder(model_cells, tmp_path):
     """A saved DSBN model whose batches "a" (cells 0-49) and "b" have distinct statistics."""
-    a = _adata(counts)
+    a = model_cells()
     ScGPT.setup_anndata(a, layer="counts", batch_key="batch")
     model = ScGPT(a, **TINY, dsbn=True)
     with torch.no_grad():
@@ -137,17 +117,17 @@ def dsbn_folder(counts, tmp_path):
     return tmp_path / "dsbn", model
 
 
-def _batch_b_only(counts, categories=None):
-    b = _adata(counts)[50:].copy()
+def _batch_b_only(model_cells, categories=None):
+    b = model_cells()[50:].copy()
     b.obs["batch"] = pd.Categorical(b.obs["batch"], categories=categories)
     return b
 
 
-def test_load_pretrained_keeps_each_batch_on_its_own_dsbn_layers(dsbn_folder, counts):
+def test_load_pretrained_keeps_each_batch_on_its_own_dsbn_layers(dsbn_folder, model_cells):
     path, source = dsbn_folder
     # cells 50-99 are batch "b": the source model embeds them with b's statistics
     expected = source.get_latent_representation(progress=False)[50:]
-    b = _batch_b_only(counts)  # registered alone, "b" would get code 0: batch "a"'s layers
+    b = _batch_b_only(model_cells)  # registered alone, "b" would get code 0: batch "a"'s layers
     ScGPT.setup_anndata(b, layer="counts", batch_key="batch")
     for start in (path, source):
         with pytest.raises(
@@ -155,16 +135,16 @@ def test_load_pretrained_keeps_each_batch_on_its_own_dsbn_layers(dsbn_folder, co
         ):
             ScGPT.load_pretrained(start, b)
     assert list(b.obs["batch"].cat.categories) == ["b"]  # untouched
-    b = _batch_b_only(counts, categories=["a", "b"])  # the fix the message names
+    b = _batch_b_only(model_cells, categories=["a", "b"])  # the fix the message names
     ScGPT.setup_anndata(b, layer="counts", batch_key="batch")
     for start in (path, source):
         z = ScGPT.load_pretrained(start, b).get_latent_representation(progress=False)
         np.testing.assert_allclose(z, expected, atol=1e-6, rtol=0)
 
 
-def test_load_pretrained_with_batch_layers_needs_a_batch_key(dsbn_folder, counts):
+def test_load_pretrained_with_batch_layers_needs_a_batch_key(dsbn_folder, model_cells):
     path, _ = dsbn_folder
-    b = _batch_b_only(counts)
+    b = _batch_b_only(model_cells)
     ScGPT.setup_anndata(b, layer="counts")
     with pytest.raises(ValueError, match=r"batch-dependent layers.*batch_key"):
         ScGPT.load_pretrained(path, b)
