@@ -84,7 +84,7 @@ def mean_perturbed_expression(
     -------
     ``(len(perturbed), n_genes)`` float64 means.
     """
-    from tqdm.auto import tqdm
+    from ..._core._progress import progress as progress_bar
 
     module = module.to(device).eval()
     n_genes = len(gene_ids)
@@ -95,7 +95,9 @@ def mean_perturbed_expression(
     if control_mean is not None:
         every = torch.as_tensor(np.asarray(control_mean, dtype=np.float64), device=device)
     try:
-        for k, cols in enumerate(tqdm(perturbed, disable=not progress, desc="perturbations")):
+        for k, cols in enumerate(
+            progress_bar(perturbed, disable=not progress, desc="perturbations")
+        ):
             cols = np.asarray(cols, dtype=np.int64)
             flags = torch.full((n_genes,), NOT_PERTURBED, dtype=torch.long, device=device)
             flags[torch.as_tensor(cols, device=device)] = PERTURBED
