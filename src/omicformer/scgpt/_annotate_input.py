@@ -17,7 +17,7 @@ from ._genes import (
     symbol_column,
     symbols_as_names,
 )
-from ._resolve import resolve_model
+from ._resolve import needs_batch_labels, resolve_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -107,7 +107,19 @@ def check_inputs(
     adata = raw_if_scaled(adata, layer, gene_key, "adata")
     source = adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference")
     fitted = _fitted_classifier(model, counts.index)
-    module_vocab = fitted.vocab if fitted is not None else resolve_model(model, task="embed")[1]
+    if fitted is not None:
+        module_vocab = fitted.vocab
+    else:
+        module, module_vocab, _ = resolve_model(model, task="embed")
+        if needs_batch_labels(module):  # it failed later, naming setup_anndata's batch_key
+            msg = (
+                "model has batch-dependent layers (trained with dsbn=True or "
+                "use_batch_labels=True), and tl.annotate reads cells without their batches. "
+                "Pass a model without them (e.g. 'default', or one trained with dsbn=False), or "
+                "fine-tune scgpt.model.ScGPTClassifier yourself after "
+                "ScGPTClassifier.setup_anndata(reference, labels_key=..., batch_key=...)."
+            )
+            raise ValueError(msg)
     adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)
     ref_ids = match_genes(source, module_vocab, gene_key)
     query_ids = match_genes(adata, module_vocab, gene_key)
