@@ -128,15 +128,19 @@ def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad 
         raise ValueError(msg)
 
 
-def warn_ignored(given: dict[str, Any], defaults: dict[str, Any], why: str) -> None:
-    """Warn of the arguments in ``given`` that differ from ``defaults`` and do not apply.
+def warn_ignored(func: Any, given: dict[str, Any], why: str) -> None:
+    """Warn of the arguments in ``given`` that differ from ``func``'s defaults and do not apply.
 
-    ``why`` says why they do not apply (the start of the warning), e.g. "model is a trained
+    The defaults are read from ``func``'s signature, so the warning follows them. ``why`` says
+    why the arguments do not apply (the start of the warning), e.g. "model is a trained
     classifier and labels the cells as it is". The warning points at the user's line.
     """
+    import inspect
+
     from ._warnings import warn_caller
 
-    unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
+    defaults = inspect.signature(func).parameters
+    unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k].default]
     if unused:
         warn_caller(
             f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "

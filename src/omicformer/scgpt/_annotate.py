@@ -237,10 +237,9 @@ def annotate(
     )
     if method == "finetune" and fitted is not None:
         warn_ignored(
+            annotate,
             {"max_epochs": max_epochs, "max_len": max_len, "gene_selection": gene_selection,
              "dropout": dropout, "probe": probe, "n_models": n_models},
-            {"max_epochs": None, "max_len": None, "gene_selection": None, "dropout": 0.0,
-             "probe": True, "n_models": 2},
             "model is a classifier already trained on these labels and labels the cells as it is",
         )  # fmt: skip
     if method == "finetune":

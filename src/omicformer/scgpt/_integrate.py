@@ -285,14 +285,12 @@ def integrate(
     )  # fmt: skip
     if fitted is not None:
         warn_ignored(
+            integrate,
             {"labels_key": labels_key, "max_epochs": max_epochs, "ecs_weight": ecs_weight,
              "ecs_threshold": ecs_threshold, "dab_weight": dab_weight, "mnn_weight": mnn_weight,
              "balance_batches": balance_batches, "dsbn": dsbn,
              "batch_conditioned": batch_conditioned, "dropout": dropout,
              "gene_selection": gene_selection},
-            {"labels_key": None, "max_epochs": None, "ecs_weight": 10.0, "ecs_threshold": 0.8,
-             "dab_weight": 1.0, "mnn_weight": None, "balance_batches": None, "dsbn": False,
-             "batch_conditioned": True, "dropout": 0.0, "gene_selection": None},
             "model is an ScGPTIntegration already trained on these batches and embeds the "
             "cells as it is",
         )  # fmt: skip

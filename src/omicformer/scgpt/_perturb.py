@@ -141,8 +141,8 @@ def predict_perturbation(
     if isinstance(model, ScGPTPerturbation) and model.is_trained_:
         fitted = model
         warn_ignored(
+            predict_perturbation,
             {"max_epochs": max_epochs, "prior": prior, "de_weight": de_weight},
-            {"max_epochs": None, "prior": "covariance", "de_weight": 0.0},
             "model is a trained ScGPTPerturbation and predicts as it is",
         )
         if fitted.get_setup_arg("control") != control:
