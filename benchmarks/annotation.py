@@ -47,6 +47,12 @@ method. It has no labels, so truth labels come from marker genes
 4. Scored classes: T, B, NK, and myeloid = the two monocyte types + dendritic. Megakaryocytes
    have no reference class and are left out of the scores.
 
+``transfer_seurat`` (only with ``--sets transfer_seurat``; added 2026-12-06 after every
+default was set, as a pairing no setting was chosen on) — the same reference; query = the 80
+cells of ``datasets.pbmc_seurat_small()`` (raw counts, 230 genes, 115 of them shared with the
+reference), labelled by the same marker procedure on its 230 genes and scored on the same
+classes (its 9 megakaryocytes left out: 71 cells).
+
 ``transfer_pbmc3k`` (only with ``--sets transfer_pbmc3k``) — the same reference; query = the
 2,625 cells of ``datasets.pbmc3k_desc()`` with a curated label other than megakaryocyte (no
 reference class), a third 10x experiment (raw counts), restricted to the reference's 765 genes
@@ -349,7 +355,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="first seed, 100 + 10 scANVI epochs")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--sets", nargs="+",
-                   choices=["pbmc68k", "transfer", "transfer_pbmc3k", "transfer_from_pbmc3k",
+                   choices=["pbmc68k", "transfer", "transfer_seurat", "transfer_pbmc3k",
+                            "transfer_from_pbmc3k",
                             "cite_from_pbmc68k", "cite_from_pbmc3k", "pbmc3k", "wu2020",
                             "oligodendroglioma"],
                    default=None, help="default: pbmc68k transfer")  # fmt: skip
@@ -399,6 +406,9 @@ def main() -> None:
     transfers = {
         "transfer": (lambda: transfer_task(adata, counts_reason), ref68k,
                      "pbmc_celltypist", "scored cells, marker labels"),
+        "transfer_seurat": (lambda: transfer_task(adata, counts_reason,
+                                                  query_set="pbmc_seurat_small"),
+                            ref68k, "pbmc_seurat_small", "scored cells, marker labels"),
         "transfer_pbmc3k": (lambda: transfer_pbmc3k_task(adata, counts_reason), ref68k,
                             "pbmc3k_desc", "cells, curated labels, coarsened"),
         "transfer_from_pbmc3k": (transfer_from_pbmc3k_task,

@@ -127,14 +127,18 @@ def split_task(adata: AnnData, counts_reason: str | None, seed: int) -> Task:
 
 
 def transfer_task(
-    ref_all: AnnData, counts_reason: str | None, to_scored: dict[str, str] | None = None
+    ref_all: AnnData,
+    counts_reason: str | None,
+    to_scored: dict[str, str] | None = None,
+    query_set: str = "pbmc_celltypist",
 ) -> Task:
-    """Reference ``ref_all`` (``pbmc68k_reduced`` unless told); query ``pbmc_celltypist``.
+    """Reference ``ref_all`` (``pbmc68k_reduced`` unless told); query ``datasets.<query_set>()``
+    (raw counts, no labels: scored on marker labels).
 
     ``to_scored`` maps the reference's labels to the scored classes (``None``:
     ``BULK_TO_COARSE``, for ``pbmc68k_reduced``'s ``bulk_labels``).
     """
-    raw = datasets.pbmc_celltypist()
+    raw = getattr(datasets, query_set)()
     full = lognormalised(raw)
     names, per_cluster = marker_labels(full)
     shared = ref_all.var_names[ref_all.var_names.isin(raw.var_names)]
@@ -145,7 +149,7 @@ def transfer_task(
     query = query[keep].copy()
     ref = ref_all[:, shared].copy()
     notes = [
-        f"query: pbmc_celltypist, {raw.n_obs} cells, restricted to the {len(shared)} genes it "
+        f"query: {query_set}, {raw.n_obs} cells, restricted to the {len(shared)} genes it "
         "shares with the reference",
         "marker-named clusters (Ward, 12 clusters): "
         + ", ".join(f"{name} {n}" for name, n in names.value_counts().items()),

@@ -63,6 +63,21 @@ cells, 559 and 200: unequal), ``pbmc68k_reduced`` with the 10k CITE-seq run (900
 zero-shot mixing, to check that rule): the 700 PBMC 3k cells with the 5k CITE-seq run (900
 cells).
 
+``wu2020_source``, ``wu2020_patient`` (only when named; added 2026-12-06 after every default
+was set, as real batches of another tissue and design no setting was chosen on) —
+``datasets.wu2020_tcells()``: 200 T cells of 14 cancer patients, raw counts, all 12,047 genes;
+batches the tissue the cells came from (``source``: tumour 95, normal adjacent tissue 85, blood
+20) or the patient (``patient``: 14 batches of 2 to 32 cells); biology the authors' 16 T-cell
+subtypes (``cluster_orig``, 1 to 25 cells each), states of one lineage, so every method's
+biology score is low.
+
+``oligodendroglioma`` (only when named; added with the two above) —
+``datasets.oligodendroglioma()``: 184 Smart-seq2 cells of oligodendroglioma, normalised TPM-like
+values (not counts; scVI gets them rounded), 9,450 genes; batches the five patients (the cell
+name's prefix: 57, 41, 40, 35 and 11 cells); biology malignant (142 cells, each tumour's own),
+oligodendrocyte (23) or microglia/macrophage (19). Each tumour's malignant cells come from one
+patient, so part of what separates the batches is biology.
+
 ``hsmm`` — ``datasets.hsmm()``: 271 differentiating myoblasts on 4 capture plates
 (``Library``), biology = ``Hours`` (0, 24, 48, 72). Each plate holds one time point, so batch and
 biology are fully confounded: removing the plate effect also removes the time signal, and no

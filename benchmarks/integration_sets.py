@@ -185,11 +185,49 @@ def _pbmc5_pair(first: str, second: str):
     return make
 
 
+def wu2020(batch_key: str):
+    """``datasets.wu2020_tcells()``'s 200 T cells, batches ``batch_key`` (``source`` or
+    ``patient``), biology = the authors' 16 subtypes (``cluster_orig``)."""
+
+    def make() -> tuple[ad.AnnData, str, str]:
+        raw = datasets.wu2020_tcells()
+        raw.X = raw.layers["counts"].copy()
+        adata = ad.AnnData(
+            X=raw.X.copy(),
+            obs=raw.obs[[batch_key, "cluster_orig"]].astype(str).astype("category"),
+            var=pd.DataFrame(index=raw.var_names),
+            layers={"lognorm": lognormalised(raw).X.copy(), "counts": raw.X.copy()},
+        )
+        return adata, batch_key, "cluster_orig"
+
+    make.__doc__ = f"``wu2020_tcells`` by {batch_key!r}, labels ``cluster_orig``."
+    return make
+
+
+def oligodendroglioma() -> tuple[ad.AnnData, str, str]:
+    """184 oligodendroglioma cells (Smart-seq2), the five patients (tumours) as batches;
+    biology = malignant / oligodendrocyte / microglia-macrophage."""
+    raw = datasets.oligodendroglioma()
+    kind = raw.obs["cell_type"].astype(str).str.replace(r"^malignant_.*", "malignant", regex=True)
+    obs = pd.DataFrame(
+        {"patient": [name.split("_")[0] for name in raw.obs_names], "cell_type": kind.to_numpy()},
+        index=raw.obs_names,
+    ).astype("category")
+    adata = ad.AnnData(
+        X=raw.X.copy(), obs=obs, var=pd.DataFrame(index=raw.var_names),
+        layers={"lognorm": lognormalised(raw).X.copy(), "counts": sp.csr_matrix(np.round(
+            raw.X.toarray()))},
+    )  # fmt: skip
+    return adata, "patient", "cell_type"
+
+
 SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "pbmc4": pbmc4,
         "pbmc3": pbmc3, "pbmc5": pbmc5,
         "pair_pbmc68k_pbmc3k": _pbmc5_pair("pbmc68k_reduced", "pbmc3k_desc"),
         "pair_celltypist_cite5k": _pbmc5_pair("pbmc_celltypist", "pbmc_5k_protein_v3"),
         "pair_pbmc68k_cite10k": _pbmc5_pair("pbmc68k_reduced", "pbmc_10k_protein_v3"),
-        "pair_pbmc3k_cite5k": _pbmc5_pair("pbmc3k_desc", "pbmc_5k_protein_v3")}  # fmt: skip
+        "pair_pbmc3k_cite5k": _pbmc5_pair("pbmc3k_desc", "pbmc_5k_protein_v3"),
+        "wu2020_source": wu2020("source"), "wu2020_patient": wu2020("patient"),
+        "oligodendroglioma": oligodendroglioma}  # fmt: skip
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).
 DEFAULT_SETS = ["pbmc", "hsmm", "pbmc_cite"]
