@@ -21,6 +21,12 @@ tutorial; the 62 cells without one are left out), a stratified 70/30 split per s
 (193 cells, 13 classes), then a stratified 70/30 split per seed as above (135 reference cells).
 The clusters are T-cell states of one lineage, so every method scores far lower than on PBMCs.
 
+``wu2020_patients``, ``wu2020_blood`` (only when named; added 2026-12-06 after every default
+was set) — the same cells split by where they came from instead of at random: reference the
+107 cells of the six lung-cancer patients, query the 86 cells of the eight others (endometrial,
+renal, colon) whose cluster the reference has; or reference the 173 tumour and normal-tissue
+cells, query the 20 blood cells. The query is another patient or tissue, as in practice.
+
 ``oligodendroglioma`` (only with ``--sets oligodendroglioma``) — long cells, a small
 reference. ``datasets.oligodendroglioma()``: 184 Smart-seq2 cells (normalised TPM-like values,
 not counts; 9,450 genes, 1,646 of them in the default vocabulary, about 630 expressed per cell),
@@ -151,6 +157,7 @@ from annotation_sets import (
     LABEL,
     PBMC3K_REFERENCE_TO_COARSE,
     Task,
+    group_task,
     oligodendroglioma,
     pbmc3k,
     pbmc68k,
@@ -356,7 +363,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--sets", nargs="+",
                    choices=["pbmc68k", "transfer", "transfer_seurat", "transfer_pbmc3k",
-                            "transfer_from_pbmc3k",
+                            "transfer_from_pbmc3k", "wu2020_patients", "wu2020_blood",
                             "cite_from_pbmc68k", "cite_from_pbmc3k", "pbmc3k", "wu2020",
                             "oligodendroglioma"],
                    default=None, help="default: pbmc68k transfer")  # fmt: skip
@@ -397,6 +404,19 @@ def main() -> None:
         tcells = wu2020()
         run_set(lambda t: f"wu2020_tcells, cluster_orig: {split_title(t)}",
                 lambda seed: split_task(tcells, None, seed), seeds, args)  # fmt: skip
+    for name, column, prefix in (
+        ("wu2020_patients", "patient", "Lung"),
+        ("wu2020_blood", "source", "Tumor NAT"),
+    ):
+        if name not in sets:
+            continue
+        tcells = wu2020()
+        is_ref = tcells.obs[column].astype(str).str.startswith(tuple(prefix.split())).to_numpy()
+        task = group_task(tcells, is_ref)
+        title = (f"wu2020_tcells, cluster_orig: reference the {task.ref.n_obs} cells of "
+                 f"{column} {prefix.replace(' ', ' or ')}*, query the other "
+                 f"{task.query.n_obs} of their classes")  # fmt: skip
+        run_set(lambda t, title=title: title, lambda seed, task=task: task, seeds, args)
     if "oligodendroglioma" in sets:
         tumour, reason = oligodendroglioma()
         run_set(lambda t: f"oligodendroglioma, cell_type: {split_title(t)}",

@@ -104,6 +104,14 @@ def wu2020() -> AnnData:
     return _labelled(adata, "cluster_orig", keep)
 
 
+def group_task(adata: AnnData, is_reference: np.ndarray) -> Task:
+    """Reference the ``is_reference`` cells, query the others whose label the reference has."""
+    ref, query = adata[is_reference].copy(), adata[~is_reference].copy()
+    query = query[query.obs[LABEL].isin(ref.obs[LABEL].unique()).to_numpy()].copy()
+    truth = query.obs.pop(LABEL).astype(str).to_numpy()
+    return Task(ref, query, truth, batch=True)
+
+
 def oligodendroglioma() -> tuple[AnnData, str]:
     """``oligodendroglioma`` with ``cell_type`` under ``LABEL``; no counts.
 

@@ -114,3 +114,31 @@ def test_two_batch_pairings_are_two_of_pbmc5s_batches(integration, monkeypatch):
         assert (pair.obs[lk].astype(str).to_numpy() == five.obs[lk].astype(str)[keep]).all()
         np.testing.assert_array_equal(pair.X, five.X[keep])
         assert pair.var_names.equals(five.var_names)
+
+
+@pytest.mark.parametrize("batch_key", ["source", "patient"])
+def test_wu2020_sets_are_the_tcells_by_tissue_or_patient(integration, batch_key):
+    adata, key, label_key = integration.SETS[f"wu2020_{batch_key}"]()
+    raw = datasets.wu2020_tcells()
+    assert (key, label_key) == (batch_key, "cluster_orig")
+    assert adata.shape == raw.shape
+    assert list(adata.obs[key].astype(str)) == list(raw.obs[batch_key].astype(str))
+    assert list(adata.obs[label_key].astype(str)) == list(raw.obs["cluster_orig"].astype(str))
+    assert (adata.layers["counts"] != raw.layers["counts"]).nnz == 0
+    # log1p(normalize_total(1e4)) of one cell, by hand
+    counts = raw.layers["counts"][0].toarray().ravel().astype(np.float64)
+    expected = np.log1p(counts / counts.sum() * 1e4)
+    np.testing.assert_allclose(adata.layers["lognorm"][0].toarray().ravel(), expected, rtol=1e-5)
+
+
+def test_oligodendroglioma_set_is_five_patients_and_three_kinds(integration):
+    adata, batch_key, label_key = integration.SETS["oligodendroglioma"]()
+    raw = datasets.oligodendroglioma()
+    assert adata.obs[batch_key].value_counts().to_dict() == {
+        "MGH53": 57, "MGH36": 41, "93": 40, "97": 35, "MGH54": 11}  # fmt: skip
+    assert adata.obs[label_key].value_counts().to_dict() == {
+        "malignant": 142, "Oligodendrocytes (non-malignant)": 23, "Microglia/Macrophage": 19}  # fmt: skip
+    # each tumour's malignant cells are that patient's
+    malignant = raw.obs["cell_type"].astype(str).str.startswith("malignant_").to_numpy()
+    tumour = raw.obs["cell_type"].astype(str).str.removeprefix("malignant_")[malignant]
+    assert (adata.obs[batch_key].astype(str)[malignant] == tumour).all()
