@@ -3,7 +3,8 @@
 Each builder returns ``(adata, batch_key, label_key)``: ``X`` is what scGPT reads (counts, or
 ``pbmc68k_reduced``'s log-normalised values), ``layers["lognorm"]`` and ``layers["counts"]``
 what the baselines read; labels come from one marker-gene procedure per experiment
-(``pbmc_markers``), or from surface proteins (``pbmc_cite``).
+(``pbmc_markers``), from surface proteins (``pbmc_cite``), or from the data set's own
+annotation (``hsmm``, ``wu2020_*``, ``oligodendroglioma``).
 """
 
 from __future__ import annotations
@@ -190,8 +191,7 @@ def wu2020(batch_key: str):
     ``patient``), biology = the authors' 16 subtypes (``cluster_orig``)."""
 
     def make() -> tuple[ad.AnnData, str, str]:
-        raw = datasets.wu2020_tcells()
-        raw.X = raw.layers["counts"].copy()
+        raw = datasets.wu2020_tcells()  # X = layers["counts"]
         adata = ad.AnnData(
             X=raw.X.copy(),
             obs=raw.obs[[batch_key, "cluster_orig"]].astype(str).astype("category"),
