@@ -63,6 +63,11 @@ cells, 559 and 200: unequal), ``pbmc68k_reduced`` with the 10k CITE-seq run (900
 zero-shot mixing, to check that rule): the 700 PBMC 3k cells with the 5k CITE-seq run (900
 cells).
 
+``pbmc_two_batch`` (only when named; added 2026-12-06 after every default was set) —
+``datasets.pbmc_two_batch()``: ``pbmc_celltypist`` (559 cells) and Seurat's ``pbmc_small``
+(80 cells), two 10x experiments with raw counts, on the 230 genes they share (few genes, a small
+second batch); each experiment labelled by ``pbmc``'s marker procedure on all its own genes.
+
 ``wu2020_source``, ``wu2020_patient`` (only when named; added 2026-12-06 after every default
 was set, as real batches of another tissue and design no setting was chosen on) —
 ``datasets.wu2020_tcells()``: 200 T cells of 14 cancer patients, raw counts, all 12,047 genes;

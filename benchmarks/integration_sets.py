@@ -186,6 +186,17 @@ def _pbmc5_pair(first: str, second: str):
     return make
 
 
+def pbmc_two_batch() -> tuple[ad.AnnData, str, str]:
+    """``datasets.pbmc_two_batch()``'s two experiments (559 + 80 cells) on their 230 shared
+    genes, each labelled by the marker procedure on all its own genes."""
+    parts = {"celltypist": datasets.pbmc_celltypist(), "seurat": datasets.pbmc_seurat_small()}
+    shared = datasets.pbmc_two_batch().var_names
+    parts = {name: _counts_experiment(raw, shared) for name, raw in parts.items()}
+    adata = ad.concat(parts, label="batch", index_unique="-")
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
+    return adata, "batch", "cell_type"
+
+
 def wu2020(batch_key: str):
     """``datasets.wu2020_tcells()``'s 200 T cells, batches ``batch_key`` (``source`` or
     ``patient``), biology = the authors' 16 subtypes (``cluster_orig``)."""
@@ -227,6 +238,7 @@ SETS = {"pbmc": pbmc, "hsmm": hsmm, "pbmc_cite": pbmc_cite, "pbmc3k": pbmc3k, "p
         "pair_celltypist_cite5k": _pbmc5_pair("pbmc_celltypist", "pbmc_5k_protein_v3"),
         "pair_pbmc68k_cite10k": _pbmc5_pair("pbmc68k_reduced", "pbmc_10k_protein_v3"),
         "pair_pbmc3k_cite5k": _pbmc5_pair("pbmc3k_desc", "pbmc_5k_protein_v3"),
+        "pbmc_two_batch": pbmc_two_batch,
         "wu2020_source": wu2020("source"), "wu2020_patient": wu2020("patient"),
         "oligodendroglioma": oligodendroglioma}  # fmt: skip
 #: Sets a run without ``--sets`` evaluates (``pbmc3k``: about an hour of scVI per seed).

@@ -142,3 +142,19 @@ def test_oligodendroglioma_set_is_five_patients_and_three_kinds(integration):
     malignant = raw.obs["cell_type"].astype(str).str.startswith("malignant_").to_numpy()
     tumour = raw.obs["cell_type"].astype(str).str.removeprefix("malignant_")[malignant]
     assert (adata.obs[batch_key].astype(str)[malignant] == tumour).all()
+
+
+def test_pbmc_two_batch_set_labels_each_experiment_on_its_own_genes(integration):
+    adata, batch_key, label_key = integration.SETS["pbmc_two_batch"]()
+    two = datasets.pbmc_two_batch()
+    assert list(adata.var_names) == list(two.var_names)
+    assert adata.obs[batch_key].value_counts().to_dict() == {"celltypist": 559, "seurat": 80}
+    assert (adata.layers["counts"] != two.layers["counts"]).nnz == 0
+    # a celltypist cell's label comes from all 32,786 of its genes, not from the 230 shared
+    sets = sys.modules["integration_sets"]  # where integration.py's sets live
+    lognorm = sc.pp.log1p(sc.pp.normalize_total(datasets.pbmc_celltypist(), target_sum=1e4,
+                                                 inplace=False)["X"])  # fmt: skip
+    full = ad.AnnData(lognorm, var=pd.DataFrame(index=datasets.pbmc_celltypist().var_names))
+    cells = (adata.obs[batch_key] == "celltypist").to_numpy()
+    expected = sets.coarse_marker_labels(full)
+    assert list(adata.obs[label_key][cells].astype(str)) == list(expected)
