@@ -404,13 +404,11 @@ def main() -> None:
         tcells = wu2020()
         run_set(lambda t: f"wu2020_tcells, cluster_orig: {split_title(t)}",
                 lambda seed: split_task(tcells, None, seed), seeds, args)  # fmt: skip
-    for name, column, prefix in (
-        ("wu2020_patients", "patient", "Lung"),
-        ("wu2020_blood", "source", "Tumor NAT"),
-    ):
-        if name not in sets:
-            continue
-        tcells = wu2020()
+    grouped = [(name, column, prefix) for name, column, prefix in (
+        ("wu2020_patients", "patient", "Lung"), ("wu2020_blood", "source", "Tumor NAT"),
+    ) if name in sets]  # fmt: skip
+    tcells = wu2020() if grouped else None  # read once for both
+    for _, column, prefix in grouped:
         is_ref = tcells.obs[column].astype(str).str.startswith(tuple(prefix.split())).to_numpy()
         task = group_task(tcells, is_ref)
         title = (f"wu2020_tcells, cluster_orig: reference the {task.ref.n_obs} cells of "

@@ -152,9 +152,9 @@ def test_pbmc_two_batch_set_labels_each_experiment_on_its_own_genes(integration)
     assert (adata.layers["counts"] != two.layers["counts"]).nnz == 0
     # a celltypist cell's label comes from all 32,786 of its genes, not from the 230 shared
     sets = sys.modules["integration_sets"]  # where integration.py's sets live
-    lognorm = sc.pp.log1p(sc.pp.normalize_total(datasets.pbmc_celltypist(), target_sum=1e4,
-                                                 inplace=False)["X"])  # fmt: skip
-    full = ad.AnnData(lognorm, var=pd.DataFrame(index=datasets.pbmc_celltypist().var_names))
+    raw = datasets.pbmc_celltypist()
+    lognorm = sc.pp.log1p(sc.pp.normalize_total(raw, target_sum=1e4, inplace=False)["X"])
+    full = ad.AnnData(lognorm, var=pd.DataFrame(index=raw.var_names))
     cells = (adata.obs[batch_key] == "celltypist").to_numpy()
     expected = sets.coarse_marker_labels(full)
     assert list(adata.obs[label_key][cells].astype(str)) == list(expected)
