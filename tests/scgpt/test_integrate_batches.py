@@ -64,7 +64,7 @@ def test_harmony_correction_of_the_fine_tuned_embedding(integrated, two_batches)
     centred = z0.astype(np.float64) - z0.astype(np.float64).mean(0)
     n = min(50, z0.shape[1], len(z0) - 1)
     pcs = PCA(n_components=n, random_state=3).fit_transform(centred)
-    ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=2.0, lamb=1.0,
+    ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=2.0, lamb=0.5,
                                max_iter_harmony=20, epsilon_harmony=1e-4, random_state=3,
                                verbose=False)  # fmt: skip
     got = out.obsm["X_scgpt_integrated"]
@@ -73,6 +73,7 @@ def test_harmony_correction_of_the_fine_tuned_embedding(integrated, two_batches)
     info = out.uns["scgpt"]["X_scgpt_integrated"]
     assert info["params"]["correction"] == "harmony"
     assert info["correction"]["method"] == "harmony" and info["correction"]["n_pcs"] == n
+    assert (info["correction"]["theta"], info["correction"]["lamb"]) == (2.0, 0.5)
 
 
 @pytest.mark.parametrize(

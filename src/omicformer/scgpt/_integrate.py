@@ -145,7 +145,7 @@ def integrate(
         pair differences around each cell, a narrow kernel where the batch lies apart from the
         others and a wide one where it already mixes with them (:mod:`omicformer._core._mnn`);
         then every cell is L2-normalised again. ``"harmony"``: Harmony (Korsunsky et al.,
-        2019; ``harmonypy``, ``theta=2``, ``lamb=1``) on the embedding's top 50 principal
+        2019; ``harmonypy``, ``theta=2``, ``lamb=0.5``) on the embedding's top 50 principal
         components, all batches at once, run from 5 k-means starts; the mean of the 5
         corrected components is the result (:mod:`omicformer._core._harmony`: one start's
         result depended on the start, and on the order of the cells, by up to 0.04 of
