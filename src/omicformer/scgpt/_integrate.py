@@ -158,7 +158,7 @@ def integrate(
         the correction): two batches apart, ``"mnn"``: two PBMC experiments 0.636 / 0.519 ->
         0.633 / 0.724 (9 seeds), PBMC 3k with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 /
         0.562 (3 seeds), and before the route depended on the mixing, two CITE-seq runs 0.788 /
-        0.846 -> 0.788 / 0.885 (7 seeds; now Harmony: 0.774 / 0.917); more batches, the
+        0.846 -> 0.788 / 0.885 (7 seeds; now Harmony: 0.774 / 0.916); more batches, the
         defaults before (``"mnn"``, ``mnn_weight=30``) -> now (``"harmony"``,
         ``mnn_weight=0``; one Harmony start), 3 seeds: three PBMC experiments 0.633 / 0.533 ->
         0.647 / 0.613, four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 ->
@@ -167,8 +167,7 @@ def integrate(
         0.663 / 0.684 and 0.271 / 0.571; with ``lamb=0.5`` instead of 1 (since 2026-12-06)
         0.655 / 0.653, 0.659 / 0.701 and 0.264 / 0.607 (3 seeds). Harmony did worse than
         ``"mnn"`` on two batches apart (two PBMC experiments 0.632 / 0.686 against 0.637 /
-        0.736). See "Integrating batches" in the
-        scGPT guide. It applies to the cells integrated together here: the returned model's
+        0.736). See "Integrating batches" in the scGPT guide. It applies to the cells integrated together here: the returned model's
         own embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
         ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``), deprecated.
     balance_batches
