@@ -167,8 +167,9 @@ def integrate(
         0.663 / 0.684 and 0.271 / 0.571; with ``lamb=0.5`` instead of 1 (since 2026-12-06)
         0.655 / 0.653, 0.659 / 0.701 and 0.264 / 0.607 (3 seeds). Harmony did worse than
         ``"mnn"`` on two batches apart (two PBMC experiments 0.632 / 0.686 against 0.637 /
-        0.736). See "Integrating batches" in the scGPT guide. It applies to the cells integrated together here: the returned model's
-        own embedding of further cells is not corrected. Formerly ``mnn_correct`` (``True``:
+        0.736). See "Integrating batches" in the scGPT guide. It applies to the cells
+        integrated together here: the returned model's own embedding of further cells is not
+        corrected. Formerly ``mnn_correct`` (``True``:
         ``"mnn"``, ``False``: ``None``, ``None``: ``"auto"``), deprecated.
     balance_batches
         Every training minibatch holds cells of two batches, the same number of each (cells of
