@@ -9,9 +9,9 @@ published diversity penalty ``theta=2`` and a ridge penalty of the correction ``
 the published ``1``. The ridge shrinks each batch's offset within a cluster towards zero, most
 where the batch holds few of the cluster's cells; on fine-tuned scGPT embeddings the published
 penalty left more of the batches' offsets in place (both measured with scib-metrics on thirteen
-sets of 2 to 14 batches: the benchmarks page of the docs, "Harmony's ridge penalty"). The corrected components are returned as they are: scaling each
-cell to unit norm afterwards lowered the scib batch correction score on three PBMC experiments
-from 0.555 to 0.506 (3 seeds).
+sets of 2 to 14 batches: the benchmarks page of the docs, "Harmony's ridge penalty"). The
+corrected components are returned as they are: scaling each cell to unit norm afterwards lowered
+the scib batch correction score on three PBMC experiments from 0.555 to 0.506 (3 seeds).
 
 Harmony starts from a k-means clustering of the cells, and where it settles depends on that
 start: on one fine-tuned embedding of three PBMC experiments, six starts (``random_state``, or
