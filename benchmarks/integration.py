@@ -104,8 +104,9 @@ Inputs per method
   epsilon 0.01) it stopped after one iteration on ``pbmc``, moving the PCs by 0.005 on average
   (their mean absolute value is 1.57), and scored the same as no integration;
 * Harmony, mean of 5 starts (``harmony_mean5``): the mean of the components of 5 such runs
-  (seeds ``omicformer._core._harmony.run_seeds(seed, 5)``), as ``tl.integrate`` runs Harmony on
-  its embedding, so that the averaging's gain can be told from the embedding's;
+  (seeds ``omicformer._core._harmony.run_seeds(seed, 5)``), as ``tl.integrate`` averages its
+  Harmony runs on its embedding (there with ``lamb=0.5`` since 2026-12-06), so that the
+  averaging's gain can be told from the embedding's;
 * scVI: counts, ``batch_key``, 2 layers, 30 latent dims (the scib benchmark settings), 400 epochs
   (``--quick``: 100), ``scvi.settings.seed = seed``;
 * scGPT zero-shot: ``scgpt.tl.embed`` (default model, raw/log-normalised values as given; scGPT
@@ -228,7 +229,7 @@ def harmony(adata, batch_key, seed, args):
 
 
 def harmony_mean5(adata, batch_key, seed, args):
-    """Harmony as ``tl.integrate`` runs it on its embedding: the mean of 5 runs' components."""
+    """The mean of 5 runs' components, as ``tl.integrate`` averages Harmony (``lamb=1`` here)."""
     from omicformer._core._harmony import run_seeds
 
     runs = [harmony(adata, batch_key, s, args) for s in run_seeds(seed, 5)]
