@@ -4,6 +4,7 @@ import gzip
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -424,6 +425,20 @@ def test_read_scperturb_keeps_a_condition_column_of_the_file(tmp_path):
     adata.write_h5ad(tmp_path / "both.h5ad")
     with pytest.raises(ValueError, match=r"both 'condition' and 'condition_scperturb'"):
         datasets.read_scperturb(tmp_path / "both.h5ad")
+
+
+def test_read_scperturb_makes_repeated_symbols_unique(tmp_path):
+    counts = write_scperturb(tmp_path / "s.h5ad", ["control", "KLF1", "GATA1"])
+    adata = ad.read_h5ad(tmp_path / "s.h5ad")
+    with warnings.catch_warnings():  # anndata's own "not unique" warnings
+        warnings.simplefilter("ignore")
+        adata.var_names = ["KLF1", "GATA1", "KLF1", "TAL1", "KLF1"]
+        adata.write_h5ad(tmp_path / "s.h5ad")
+    with pytest.warns(UserWarning, match=r"1 gene symbols .*\['KLF1'\]"):
+        out = datasets.read_scperturb(tmp_path / "s.h5ad")
+    assert list(out.var_names) == ["KLF1", "GATA1", "KLF1-1", "TAL1", "KLF1-2"]
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
+    assert out.obs["condition"].astype(str).tolist() == ["ctrl", "KLF1+ctrl", "GATA1+ctrl"]
 
 
 def test_read_scperturb_errors(tmp_path):

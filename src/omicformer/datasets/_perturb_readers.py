@@ -189,7 +189,10 @@ def read_scperturb(
     already named ``"condition"`` (the labels themselves with ``perturbation_key="condition"``)
     is renamed ``condition_scperturb``;
     ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
-    cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged.
+    cell (float32; CSR if the file's ``X`` is sparse). ``var`` and ``uns`` unchanged, except
+    that repeated gene symbols are made unique as
+    :meth:`~anndata.AnnData.var_names_make_unique` does (``"TBCE"``, ``"TBCE-1"``; the first
+    column keeps the symbol), with a warning, since a perturbed gene must name one column.
 
     Raises
     ------
@@ -260,4 +263,16 @@ def read_scperturb(
         lognorm = np.log1p(counts * scale[:, None])
     adata.layers["counts"] = counts
     adata.X = _float32(lognorm)
+    if not adata.var_names.is_unique:
+        repeated = adata.var_names[adata.var_names.duplicated()].unique().tolist()
+        warnings.warn(
+            f"{len(repeated)} gene symbols of {file} name more than one column "
+            f"({repeated[:5]}); made unique as var_names_make_unique() does (the first keeps "
+            "the symbol, the others get '-1', '-2', ...).",
+            UserWarning,
+            stacklevel=2,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            adata.var_names_make_unique()
     return adata
