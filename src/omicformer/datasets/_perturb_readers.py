@@ -222,7 +222,9 @@ def read_scperturb(
     import scipy.sparse as sp
 
     file = _h5ad_path(path, None)
-    adata = ad.read_h5ad(file)
+    with warnings.catch_warnings():  # repeated symbols: our own warning below says what is done
+        warnings.filterwarnings("ignore", message="Variable names are not unique")
+        adata = ad.read_h5ad(file)
     if perturbation_key not in adata.obs.columns:
         msg = (
             f"perturbation_key={perturbation_key!r} not found in obs of {file} (columns: "
@@ -266,9 +268,9 @@ def read_scperturb(
     if not adata.var_names.is_unique:
         repeated = adata.var_names[adata.var_names.duplicated()].unique().tolist()
         warnings.warn(
-            f"{len(repeated)} gene symbols of {file} name more than one column "
-            f"({repeated[:5]}); made unique as var_names_make_unique() does (the first keeps "
-            "the symbol, the others get '-1', '-2', ...).",
+            f"Gene symbols that name more than one column of {file}: {repeated[:5]} "
+            f"({len(repeated)} in all); made unique as var_names_make_unique() does (the first "
+            "keeps the symbol, the others get '-1', '-2', ...).",
             UserWarning,
             stacklevel=2,
         )
