@@ -233,8 +233,10 @@ def test_baseline_layout_no_change_and_mean(truth):
     np.testing.assert_allclose(pred.layers["delta"], 0.0)
     pd.testing.assert_frame_equal(pred.var, truth.var)
     info = pred.uns["perturbation_prediction"]
+    params = {"method": "no_change", "condition_key": "condition", "control": "ctrl",
+              "layer": None, "gene_key": None, "n_components": 10, "ridge": 0.1}  # fmt: skip
     assert info == {"method": "no_change", "control": "ctrl", "condition_key": "condition",
-                    "n_train_conditions": 3}  # fmt: skip
+                    "n_train_conditions": 3, "params": params}  # fmt: skip
 
     # mean: three training perturbations ("A+B" and "B+A" are one), each weighted equally
     pred = perturbation_baseline(truth, REQUEST, method="mean")

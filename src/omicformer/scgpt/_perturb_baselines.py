@@ -99,7 +99,8 @@ def perturbation_baseline(
     ``obs["condition"]`` the strings as given; ``X`` (float32, dense) the predicted mean
     expression; ``layers["delta"]`` the prediction minus the control mean; ``var`` a copy of
     ``adata.var``; ``uns["perturbation_prediction"]`` with ``method``, ``control``,
-    ``condition_key``, ``n_train_conditions`` (training perturbations used) and, for
+    ``condition_key``, ``n_train_conditions`` (training perturbations used), ``params`` (the
+    arguments, as :func:`predict_perturbation` records its own) and, for
     ``"additive"``, ``genes_without_single``; for ``"linear"``, ``n_components`` (the K
     used), ``ridge`` and ``unmeasured_train_conditions``. ``adata`` is not modified.
 
@@ -164,11 +165,15 @@ def perturbation_baseline(
     counts = adata.obs[condition_key].astype(str).value_counts()
     ctrl = means.loc[control].to_numpy()
     train = {q: _merged_means(means, counts, labs)[0] for q, labs in by_id.items()}
+    params = {"method": method, "condition_key": condition_key, "control": control,
+              "layer": layer, "gene_key": gene_key, "n_components": n_components,
+              "ridge": float(ridge)}  # fmt: skip
     info: dict[str, Any] = {
         "method": method,
         "control": control,
         "condition_key": condition_key,
         "n_train_conditions": len(train),
+        "params": params,
     }
     req_genes = [parsed_req[c] for c in requested]
 
