@@ -1,5 +1,6 @@
 """The shared training runner: seeding, splits, history, early stopping, resume."""
 
+import warnings
 from types import SimpleNamespace
 
 import anndata as ad
@@ -10,11 +11,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from omicformer._core import _ranks
+from omicformer._core import _callbacks, _ranks
 from omicformer._core._callbacks import (
     BestWeights,
     HistoryCallback,
     SeedCallback,
+    format_duration,
     history_from_json,
     history_to_json,
 )
@@ -382,3 +384,46 @@ def test_early_stopping_without_held_out_items_says_so():
     with pytest.raises(ValueError, match=r"none was held out.*or early_stopping=False"):
         run_training(_Toy(), _Pairs(x, 2 * x), _stack, val=_Pairs(x[:0], x[:0]), batch_size=4,
                      max_epochs=1, early_stopping=True, **QUIET)  # fmt: skip
+
+
+# ---------------------------------------------------------------- long CPU runs
+def test_format_duration_hand_examples():
+    assert format_duration(40.2) == "40 s"
+    assert format_duration(1500) == "25 min"
+    assert format_duration(7500) == "2 h 05 min"
+    assert format_duration(3599) == "1 h 00 min"  # 59.98 minutes round to an hour
+
+
+def _fake_clock(monkeypatch, seconds_per_call):
+    calls = iter(range(10**6))
+    monkeypatch.setattr(_callbacks, "_clock", lambda: seconds_per_call * next(calls))
+
+
+def test_long_cpu_run_warns_once_with_the_estimate_at_the_callers_line(monkeypatch):
+    """120 items in minibatches of 4 for 10 epochs: 300 steps. The timer advances 5 s per
+    step, so after step 4 there are 296 steps of 5 s to go: 1,480 s, about 25 minutes."""
+    _fake_clock(monkeypatch, 5.0)
+    x = np.linspace(-1, 1, 120)
+    with pytest.warns(UserWarning, match="Training will take") as record:
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=10, **QUIET)
+    ours = [w for w in record if "Training will take" in str(w.message)]
+    assert len(ours) == 1
+    text = str(ours[0].message)
+    assert "about 25 min more on the CPU" in text
+    assert "5.00 s per optimiser step" in text and "296 steps to go" in text
+    assert "early stopping" not in text
+    assert ours[0].filename == __file__
+
+
+def test_long_run_warning_mentions_early_stopping_and_stays_quiet_for_short_runs(monkeypatch):
+    x = np.linspace(-1, 1, 120)
+    fit = {"batch_size": 4, "max_epochs": 10, "val": _Pairs(x, 2 * x), **QUIET}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, **fit)  # the real clock: well under 600 s
+        _fake_clock(monkeypatch, 1.0)  # 296 steps of 1 s: under the threshold too
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, **fit)
+    assert not [w for w in record if "Training will take" in str(w.message)]
+    _fake_clock(monkeypatch, 3.0)
+    with pytest.warns(UserWarning, match="early stopping may end it sooner"):
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, early_stopping=True, **fit)

@@ -8,6 +8,7 @@ a resumed run keeps them.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -205,3 +206,72 @@ class BestWeights(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.state = float(state_dict["best"]), state_dict["state"]
+
+
+_clock = time.perf_counter  # the timer of LongRunWarning (tests replace it)
+#: Training expected to run longer than this (seconds) on a CPU gets one warning.
+LONG_RUN_SECONDS = 600.0
+#: Optimiser steps timed for the estimate, after the first step (which allocates memory).
+TIMED_STEPS = 3
+
+
+def format_duration(seconds: float) -> str:
+    """``"2 h 05 min"``, ``"25 min"`` or ``"40 s"``: a duration, rounded to whole minutes."""
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def long_run_message(per_step: float, steps_left: int, *, early_stopping: bool) -> str:
+    """The warning of :class:`LongRunWarning` for ``steps_left`` steps of ``per_step`` s."""
+    sooner = "; early stopping may end it sooner" if early_stopping else ""
+    return (
+        f"Training will take about {format_duration(per_step * steps_left)} more on the CPU "
+        f"({per_step:.2f} s per optimiser step over the first steps, {steps_left} steps to go, "
+        f"validation not counted{sooner}). A GPU is much faster (accelerator='gpu' in train, "
+        "device='cuda' in the scgpt.tl functions); fewer max_epochs or max_steps shorten it."
+    )
+
+
+class LongRunWarning(pl.Callback):
+    """Warn once, early, when training on the CPU will take more than ``threshold`` seconds.
+
+    The first optimiser step is not timed (it allocates memory); the next :data:`TIMED_STEPS`
+    are, and their mean times the steps still to go (``trainer.estimated_stepping_batches``,
+    the whole ``max_epochs``/``max_steps`` budget) is the estimate. Only the CPU is watched
+    (a long GPU run is what a GPU is for), and only on global rank 0. Timing touches no random
+    stream, so results are unchanged.
+    """
+
+    def __init__(self, threshold: float = LONG_RUN_SECONDS, *, early_stopping: bool = False):
+        self.threshold, self.early_stopping = float(threshold), bool(early_stopping)
+        self._start: tuple[int, float] | None = None
+        self._done = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:  # fmt: skip
+        if self._done:
+            return
+        if trainer.strategy.root_device.type != "cpu" or not trainer.is_global_zero:
+            self._done = True
+            return
+        step, now = int(trainer.global_step), _clock()
+        if self._start is None:
+            if step >= 1:  # after the first optimiser step (of this run, if resumed)
+                self._start = (step, now)
+            return
+        timed = step - self._start[0]
+        if timed < TIMED_STEPS:
+            return
+        self._done = True
+        per_step = (now - self._start[1]) / timed
+        total = trainer.estimated_stepping_batches
+        if not np.isfinite(total):
+            return
+        left = int(total) - step
+        if left > 0 and per_step * left > self.threshold:
+            from ._warnings import warn_user
+
+            warn_user(long_run_message(per_step, left, early_stopping=self.early_stopping))

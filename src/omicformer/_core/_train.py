@@ -25,7 +25,10 @@ same way for scGPT and DNABERT:
   resuming (``checkpoint_dir``, ``checkpoint_every_n_steps``, ``ckpt_path="last"``) that hold
   the sampler position and random state, so a run killed mid-epoch resumes exactly
   (``omicformer._core._resume``);
-* :func:`~omicformer._core._ranks.is_global_zero` so that ``save`` writes once under DDP.
+* :func:`~omicformer._core._ranks.is_global_zero` so that ``save`` writes once under DDP;
+* one warning, after the first few optimiser steps, when training on the CPU will take more
+  than ten minutes (:class:`~omicformer._core._callbacks.LongRunWarning`): an official
+  whole-human scGPT fine-tuned on a laptop runs for hours.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._callbacks import BestWeights, History, HistoryCallback, SeedCallback
+from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._random import collate_generator, collate_rng
 from ._resume import (
     ResumableBatchSampler,
@@ -387,7 +390,8 @@ def run_training(
     history = HistoryCallback()
     extra = trainer_kwargs.pop("callbacks", None) or []
     extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes
-    callbacks = [*extra, SeedCallback(random_state), history]
+    callbacks = [*extra, SeedCallback(random_state), history,
+                 LongRunWarning(early_stopping=early_stopping)]  # fmt: skip
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )

@@ -19,3 +19,18 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """:func:`warnings.warn` attributed to the line that called into omicformer.
+
+    For warnings raised where other libraries call omicformer back (a Lightning callback
+    inside ``train``): the frame that called the outermost omicformer frame of the stack is
+    the user's. Outside any omicformer call, the direct caller.
+    """
+    frame, level, outer = sys._getframe(1), 1, None
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+            outer = level
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=outer + 2 if outer else 2)
