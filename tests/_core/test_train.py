@@ -19,6 +19,7 @@ from omicformer._core._callbacks import (
     format_duration,
     history_from_json,
     history_to_json,
+    long_run_message,
 )
 from omicformer._core._deprecation import renamed_kwargs
 from omicformer._core._train import (
@@ -427,3 +428,23 @@ def test_long_run_warning_mentions_early_stopping_and_stays_quiet_for_short_runs
     _fake_clock(monkeypatch, 3.0)
     with pytest.warns(UserWarning, match="early stopping may end it sooner"):
         run_training(_Toy(), _Pairs(x, 2 * x), _stack, early_stopping=True, **fit)
+
+
+def test_long_run_message_says_how_many_trainings_follow():
+    one = long_run_message(30.0, 40, early_stopping=False, runs_after=1)
+    assert one.startswith("Training will take about 20 min more on the CPU (30.00 s per ")
+    assert "Then 1 more training like it follows (the members of an ensemble)." in one
+    two = long_run_message(30.0, 40, early_stopping=False, runs_after=2)
+    assert "Then 2 more trainings like it follow" in two
+    assert "Then" not in long_run_message(30.0, 40, early_stopping=False)
+
+
+def test_long_cpu_run_warning_reads_the_trainings_that_follow(monkeypatch):
+    _fake_clock(monkeypatch, 5.0)
+    x = np.linspace(-1, 1, 120)
+    token = _callbacks.RUNS_AFTER.set(1)
+    try:
+        with pytest.warns(UserWarning, match="Then 1 more training like it follows"):
+            run_training(_Toy(), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=10, **QUIET)
+    finally:
+        _callbacks.RUNS_AFTER.reset(token)

@@ -179,3 +179,20 @@ def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_cell
     fresh = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, ref, n_models=2)
     with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifierEnsemble\.train\(\)"):
         fresh.predict(query, progress=False)
+
+
+def test_members_tell_a_long_cpu_run_warning_how_many_trainings_follow(
+    marker_pretrained, marker_cells, monkeypatch
+):
+    """Member i of 3 trains while RUNS_AFTER is 2 - i; it is 0 again afterwards."""
+    from omicformer._core import _callbacks
+
+    ref = marker_cells(4, seed=0)
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    ens = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, ref, n_models=3)
+    seen = []
+    monkeypatch.setattr(ScGPTClassifier, "train",
+                        lambda self, **kw: seen.append(_callbacks.RUNS_AFTER.get()))  # fmt: skip
+    ens.train(random_state=0)
+    assert seen == [2, 1, 0]
+    assert _callbacks.RUNS_AFTER.get() == 0

@@ -8,6 +8,7 @@ a resumed run keeps them.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -209,6 +210,8 @@ class BestWeights(pl.Callback):
 
 
 _clock = time.perf_counter  # the timer of LongRunWarning (tests replace it)
+#: Trainings of the same length still to come after the current one (an ensemble's members).
+RUNS_AFTER: contextvars.ContextVar[int] = contextvars.ContextVar("runs_after", default=0)
 #: Training expected to run longer than this (seconds) on a CPU gets one warning.
 LONG_RUN_SECONDS = 600.0
 #: Optimiser steps timed for the estimate, after the first step (which allocates memory).
@@ -224,14 +227,24 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def long_run_message(per_step: float, steps_left: int, *, early_stopping: bool) -> str:
-    """The warning of :class:`LongRunWarning` for ``steps_left`` steps of ``per_step`` s."""
+def long_run_message(
+    per_step: float, steps_left: int, *, early_stopping: bool, runs_after: int = 0
+) -> str:
+    """The warning of :class:`LongRunWarning` for ``steps_left`` steps of ``per_step`` s.
+
+    ``runs_after``: trainings like this one that follow it (:data:`RUNS_AFTER`).
+    """
     sooner = "; early stopping may end it sooner" if early_stopping else ""
+    more = ""
+    if runs_after > 0:
+        runs = "training like it follows" if runs_after == 1 else "trainings like it follow"
+        more = f" Then {runs_after} more {runs} (the members of an ensemble)."
     return (
         f"Training will take about {format_duration(per_step * steps_left)} more on the CPU "
         f"({per_step:.2f} s per optimiser step over the first steps, {steps_left} steps to go, "
-        f"validation not counted{sooner}). A GPU is much faster (accelerator='gpu' in train, "
-        "device='cuda' in the scgpt.tl functions); fewer max_epochs or max_steps shorten it."
+        f"validation not counted{sooner}).{more} A GPU is much faster (accelerator='gpu' in "
+        "train, device='cuda' in the scgpt.tl functions); fewer max_epochs or max_steps "
+        "shorten it."
     )
 
 
@@ -274,4 +287,5 @@ class LongRunWarning(pl.Callback):
         if left > 0 and per_step * left > self.threshold:
             from ._warnings import warn_user
 
-            warn_user(long_run_message(per_step, left, early_stopping=self.early_stopping))
+            warn_user(long_run_message(per_step, left, early_stopping=self.early_stopping,
+                                       runs_after=RUNS_AFTER.get()))  # fmt: skip

@@ -213,10 +213,16 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
                 "random_state=random_state + 100 * i)."
             )
             raise ValueError(msg)
+        from ..._core._callbacks import RUNS_AFTER
+
         random_state = int(random_state)
         for i, m in enumerate(self.members):
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"member_{i}"
-            m.train(random_state=member_seed(random_state, i), checkpoint_dir=ckpt, **kwargs)
+            token = RUNS_AFTER.set(len(self.members) - 1 - i)  # for a long CPU run's warning
+            try:
+                m.train(random_state=member_seed(random_state, i), checkpoint_dir=ckpt, **kwargs)
+            finally:
+                RUNS_AFTER.reset(token)
         self.random_state_ = random_state
 
     # ------------------------------------------------------------------ inference
