@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _in_package(frame: FrameType) -> bool:
+    return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE)
 
 
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
@@ -16,7 +21,7 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     ``tl`` function, a model class or a helper would point into the package.
     """
     frame, level = sys._getframe(1), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+    while frame is not None and _in_package(frame):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
@@ -30,7 +35,7 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """
     frame, level, outer = sys._getframe(1), 1, None
     while frame is not None:
-        if os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        if _in_package(frame):
             outer = level
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=outer + 2 if outer else 2)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from omicformer._version import __version__
 
+from ..._core._callbacks import RUNS_AFTER
 from ..._core._checks import check_int
 from ..._core._ranks import is_global_zero
 from ._classifier import ScGPTClassifier
@@ -213,8 +214,6 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
                 "random_state=random_state + 100 * i)."
             )
             raise ValueError(msg)
-        from ..._core._callbacks import RUNS_AFTER
-
         random_state = int(random_state)
         for i, m in enumerate(self.members):
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"member_{i}"
