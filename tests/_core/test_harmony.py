@@ -43,6 +43,7 @@ def test_batch_offsets_are_removed_and_cell_types_kept():
     assert gap > 5.0  # the two cell types stay 6 apart
     assert report["method"] == "harmony" and report["n_pcs"] == 8
     assert (report["theta"], report["lamb"]) == (2.0, 0.5)  # published theta, half its lamb
+    assert (report["n_runs"], report["n_rounds"]) == (5, 2)
     assert 1 <= report["iterations"] <= 20 and report["n_clusters"] >= 1
 
 
@@ -57,27 +58,37 @@ def test_components_are_the_mean_of_harmonypy_runs_on_the_pca():
     x = np.hstack([x, np.random.default_rng(3).normal(size=(180, 60))])
     pcs = PCA(20, random_state=7).fit_transform(x - x.mean(0))
 
-    def harmonypy_run(seed):
+    def harmonypy_run(seed, pcs=pcs):
         ho = harmonypy.run_harmony(pcs, pd.DataFrame({"b": batches}), ["b"], theta=1.0, lamb=0.5,
                                    max_iter_harmony=20, epsilon_harmony=1e-4, random_state=seed,
                                    verbose=False)  # fmt: skip
         return np.asarray(ho.Z_corr)
 
     one, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, n_runs=1,
-                                  random_state=7)  # fmt: skip
+                                  n_rounds=1, random_state=7)  # fmt: skip
     np.testing.assert_allclose(one, harmonypy_run(7), atol=1e-5)  # one run: seeded with 7
     assert report["n_pcs"] == 20 and (report["theta"], report["lamb"]) == (1.0, 0.5)
-    assert report["n_runs"] == 1
+    assert (report["n_runs"], report["n_rounds"]) == (1, 1)
     seeds = run_seeds(7, 3)
     assert seeds[0] == 7 and len(set(seeds)) == 3 and run_seeds(7, 3) == seeds
     z, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, n_runs=3,
-                                random_state=7)  # fmt: skip
+                                n_rounds=1, random_state=7)  # fmt: skip
     runs = [harmonypy_run(s) for s in seeds]
     assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the starts settle differently
     np.testing.assert_allclose(z, np.mean(runs, 0), atol=1e-5)
     assert report["n_runs"] == 3
+    # a second round: the same on the components of the first round's (float32) mean, seeded 8
+    first = np.mean(runs, 0).astype(np.float32).astype(np.float64)
+    pcs2 = PCA(20, random_state=8).fit_transform(first - first.mean(0))
+    second = np.mean([harmonypy_run(s, pcs2) for s in run_seeds(8, 3)], 0)
+    zz, report = harmony_correct(x, batches, n_pcs=20, theta=1.0, lamb=0.5, n_runs=3,
+                                 n_rounds=2, random_state=7)  # fmt: skip
+    np.testing.assert_allclose(zz, second, atol=1e-4)
+    assert (report["n_runs"], report["n_rounds"]) == (3, 2)
     with pytest.raises(ValueError, match="n_runs=0 must be an integer >= 1"):
         harmony_correct(x, batches, n_runs=0)
+    with pytest.raises(ValueError, match="n_rounds=0 must be an integer >= 1"):
+        harmony_correct(x, batches, n_rounds=0)
 
 
 def test_same_seed_same_output_other_seed_other_output():

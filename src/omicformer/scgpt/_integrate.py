@@ -149,10 +149,11 @@ def integrate(
         others and a wide one where it already mixes with them (:mod:`omicformer._core._mnn`);
         then every cell is L2-normalised again. ``"harmony"``: Harmony (Korsunsky et al.,
         2019; ``harmonypy``, ``theta=2``, ``lamb=0.5``) on the embedding's top 50 principal
-        components, all batches at once, run from 5 k-means starts; the mean of the 5
-        corrected components is the result (:mod:`omicformer._core._harmony`: one start's
-        result depended on the start, and on the order of the cells, by up to 0.04 of
-        biology conservation). ``None``: no correction. ``"auto"`` (default):
+        components, all batches at once, run from 5 k-means starts, the mean of the 5
+        corrected components then corrected again the same way (a second round), which is the
+        result (:mod:`omicformer._core._harmony`: one start's result depended on the start,
+        and on the order of the cells, by up to 0.04 of biology conservation; one round left
+        part of the batches' offsets). ``None``: no correction. ``"auto"`` (default):
         ``None`` with ``dsbn=True`` (the setting for batches that hold different cells); else
         for two batches ``"mnn"`` when ``mnn_weight > 0`` (``"harmony"`` at ``0``), and for
         more ``"harmony"`` (a trained model passed as ``model`` is judged by how it was
@@ -161,14 +162,16 @@ def integrate(
         the correction): two batches apart, ``"mnn"``: two PBMC experiments 0.636 / 0.519 ->
         0.633 / 0.724 (9 seeds), PBMC 3k with ``pbmc_celltypist`` 0.741 / 0.460 -> 0.743 /
         0.562 (3 seeds), and before the route depended on the mixing, two CITE-seq runs 0.788 /
-        0.846 -> 0.788 / 0.885 (7 seeds; now Harmony: 0.774 / 0.916); more batches, the
+        0.846 -> 0.788 / 0.885 (7 seeds; now Harmony, see below); more batches, the
         defaults before (``"mnn"``, ``mnn_weight=30``) -> now (``"harmony"``,
         ``mnn_weight=0``; one Harmony start), 3 seeds: three PBMC experiments 0.633 / 0.533 ->
         0.647 / 0.613, four PBMC batches (two experiments, two CITE-seq runs) 0.612 / 0.572 ->
         0.666 / 0.689; hsmm's four plates (one time point each; 6 seeds) 0.307 / 0.362 ->
         0.275 / 0.560 (use ``dsbn=True`` there); with the mean of five starts 0.648 / 0.616,
         0.663 / 0.684 and 0.271 / 0.571; with ``lamb=0.5`` instead of 1 (since 2026-12-06)
-        0.655 / 0.653, 0.659 / 0.701 and 0.264 / 0.607 (3 seeds). Harmony did worse than
+        0.655 / 0.653, 0.659 / 0.701 and 0.264 / 0.607 (3 seeds); with Harmony's second round
+        (since late on 2026-12-06) 0.632 / 0.667, 0.683 / 0.727 and 0.244 / 0.649, and two
+        CITE-seq runs 0.775 / 0.917. Harmony did worse than
         ``"mnn"`` on two batches apart (two PBMC experiments 0.632 / 0.686 against 0.637 /
         0.736). See "Integrating batches" in the scGPT guide. It applies to the cells
         integrated together here: the returned model's own embedding of further cells is not
