@@ -74,6 +74,10 @@ def test_harmony_correction_of_the_fine_tuned_embedding(integrated, two_batches)
     assert info["params"]["correction"] == "harmony"
     assert info["correction"]["method"] == "harmony" and info["correction"]["n_pcs"] == n
     assert (info["correction"]["theta"], info["correction"]["lamb"]) == (2.0, 0.5)
+    # five starts and two rounds; on these few cells Harmony settles at once (one iteration
+    # here), so every start and the second round give the one run above (the rounds
+    # themselves: tests/_core/test_harmony.py)
+    assert (info["correction"]["n_runs"], info["correction"]["n_rounds"]) == (5, 2)
 
 
 @pytest.mark.parametrize(
