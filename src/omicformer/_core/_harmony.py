@@ -20,16 +20,15 @@ the same start with the cells in another order) gave scib biology conservation f
 starts on the same components and returns the mean of the corrected components: on that set
 (two embeddings, three cell orders each) biology 0.640-0.647 (one start: 0.607-0.649).
 
-Harmony stops with part of the batches' offsets in place: on the fine-tuned embeddings it ran
-its 20 iterations (:data:`MAX_ITER`) without meeting the convergence criterion, and 40 or 100
-iterations changed the scib batch correction score by at most 0.010 (four sets, seed 0). It
-has settled in its soft clusters. :func:`harmony_correct` therefore runs :data:`HARMONY_ROUNDS`
-rounds: the second takes the first round's mean, its principal components and new k-means
-starts, in which the batches already share clusters, and removes more of the offsets. On the
-thirteen benchmark sets of the docs ("Harmony in two rounds"), 3 seeds, the second round
-raised the mean batch correction score of every set (by 0.001 to 0.062) and moved biology
-conservation by -0.023 to +0.029 (one seed of three PBMC experiments lost 0.063: a round's
-k-means starts can merge cell types).
+Harmony stops with part of the batches' offsets in place: on the fine-tuned embeddings of
+seven benchmark sets (seed 0) it ran its 20 iterations (:data:`MAX_ITER`) without meeting the
+convergence criterion, and 40 or 100 iterations changed the scib batch correction score by at
+most 0.010 (four sets, seed 0). A new start removes more: :func:`harmony_correct` runs
+:data:`HARMONY_ROUNDS` rounds, the second on the first round's mean (its principal components,
+new k-means starts on cells whose batches already share clusters). On the thirteen benchmark
+sets of the docs ("Harmony in two rounds"), 3 seeds, the second round raised the mean batch
+correction score of every set (by 0.001 to 0.062) and moved biology conservation by -0.023 to
++0.029 (one seed of three PBMC experiments lost 0.063).
 """
 
 from __future__ import annotations
