@@ -126,8 +126,7 @@ def harmony_correct(
             )  # fmt: skip
             total += np.asarray(ho.Z_corr, dtype=np.float64)  # cells x components (harmonypy 2)
             iterations = max(iterations, len(ho.kmeans_rounds))
-        x = (total / n_runs).astype(np.float32)
-        n = x.shape[1]
+        x = (total / n_runs).astype(np.float32)  # n components, the next round's input
     report = {
         "method": "harmony", "n_pcs": n, "theta": float(theta), "lamb": float(lamb),
         "n_runs": n_runs, "n_rounds": n_rounds, "n_clusters": int(ho.K),
