@@ -15,7 +15,13 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-05 (later), Python 3.11.7, pip 26.3, torch 2.13.0+cpu: PASSED, 685 passed,
+# Last run: 2026-12-06, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1013 passed, 10
+# skipped in the default selection (PYTEST_ARGS="-q"), 215 s in all, after threadpoolctl was
+# declared (floor 3.1, with scikit-learn 1.3). The run just before it FAILED one test added after
+# the previous pass: test_concat_h5ad_of_csr_files_with_dense_obsm_needs_no_dask nested two
+# pytest.warns, and under pytest 7.0 the inner one swallows the outer's warning (the test now
+# records both warnings itself).
+# Run before: 2026-12-05 (later), Python 3.11.7, pip 26.3, torch 2.13.0+cpu: PASSED, 685 passed,
 # 9 skipped in the default selection (PYTEST_ARGS="-q"), 383 s in all, after pynndescent was
 # declared: at its first floor, 0.5, 4 tests FAILED (0.5.0-0.5.7 `import pkg_resources`, which
 # the venv's setuptools no longer has); 0.5.8 is the first release without it.
