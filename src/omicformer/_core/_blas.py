@@ -15,10 +15,11 @@ data keeps every thread.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 
-def one_blas_thread() -> Any:
+def one_blas_thread() -> AbstractContextManager[Any]:
     """A context manager that runs its block with one BLAS thread (``threadpoolctl``).
 
     Only the BLAS libraries are limited (OpenMP pools and torch's threads are not). Results
