@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -100,3 +101,21 @@ def test_a_list_as_an_obs_key_is_named_not_unhashable():
         scgpt.tl.integrate(adata, batch_key=["batch"], model="/nonexistent")
     with pytest.raises(ValueError, match=r"batch_key=\['batch'\] must name one column"):
         scgpt.tl.embed(adata, batch_key=["batch"], model="/nonexistent")
+
+
+def test_labelled_cells_reads_the_text_of_missing_values_as_missing():
+    # obs[key].astype(str) (common before writing a file) turns NaN, pd.NA and None into text
+    import pandas as pd
+
+    from omicformer._core._anndata import labelled_cells
+
+    values = pd.Series(["T", "B", np.nan, "T", "B"]).astype(str)  # 'nan' as text
+    values = pd.concat([values, pd.Series(["<NA>", " None ", "", "NK", "NK"])], ignore_index=True)
+    with pytest.warns(UserWarning, match=r"3 cells have the label '<NA>' / 'None' / 'nan'"):
+        has, counts = labelled_cells(values, "obs['cell_type']")
+    np.testing.assert_array_equal(has, [1, 1, 0, 1, 1, 0, 0, 0, 1, 1])
+    assert dict(counts) == {"T": 2, "B": 2, "NK": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real labels and real NaN: no warning
+        has, _ = labelled_cells(pd.Series(["T", "T", None, "nanog+", "nanog+"]), "obs['x']")
+    np.testing.assert_array_equal(has, [1, 1, 0, 1, 1])

@@ -146,10 +146,19 @@ def test_annotate_trains_two_members_by_default_and_reuses_an_ensemble(
         assert q2.uns["scgpt"]["scgpt_cell_type"]["params"]["n_models"] == 2
         np.testing.assert_allclose(q2.obs["scgpt_cell_type_confidence"], expected.max(1))
 
-    # one classifier on request
-    clf = tl.annotate(query.copy(), marker_ref, label_key="cell_type", model=marker_pretrained,
+    # one classifier on request; its folder labels as it is too (no second fine-tuning)
+    q1 = query.copy()
+    clf = tl.annotate(q1, marker_ref, label_key="cell_type", model=marker_pretrained,
                       max_epochs=1, n_models=1, progress=False, return_model=True)  # fmt: skip
     assert isinstance(clf, ScGPTClassifier)
+    clf.save(tmp_path / "one")
+    q2 = query.copy()
+    again = tl.annotate(q2, marker_ref, label_key="cell_type", model=tmp_path / "one",
+                        progress=False, return_model=True)  # fmt: skip
+    assert isinstance(again, ScGPTClassifier) and again is not clf
+    assert q2.uns["scgpt"]["scgpt_cell_type"]["params"]["n_models"] == 1
+    np.testing.assert_array_equal(q2.obs["scgpt_cell_type_confidence"],
+                                  q1.obs["scgpt_cell_type_confidence"])  # fmt: skip
 
 
 def test_annotate_refuses_a_bad_n_models_or_an_ensemble_of_other_classes(

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         ({"batch_key": "one"}, ValueError, "only one batch"),
         ({"batch_key": "batch", "labels_key": "rare"}, ValueError, "fewer than 2 cells: \\['x'\\]"),
         ({"batch_key": "batch", "labels_key": "none"}, ValueError, "no labels"),
+        ({"batch_key": "batch", "labels_key": "batch"}, ValueError, "labels_key='batch' is the"),
         ({"batch_key": "batch", "model": 3}, TypeError, "not understood"),
         ({"batch_key": "batch", "model": "/no/such/folder"}, FileNotFoundError, "no such folder"),
         ({"batch_key": "batch", "ecs_threshold": 2.0}, ValueError, "ecs_threshold"),
@@ -84,6 +85,23 @@ def test_numbered_batches_embed_with_the_fitted_model(two_batch_pretrained, two_
                          return_model=True)  # fmt: skip
     out = tl.embed(adata, model=model, batch_key="batch", progress=False, copy=True)
     np.testing.assert_allclose(out.obsm["X_scgpt"], adata.obsm["X_scgpt_integrated"], atol=1e-5)
+
+
+def test_returned_model_reads_the_callers_batch_key(two_batch_pretrained, two_batches):
+    # the model fine-tuned on a private copy registers the caller's column, not an internal
+    # one: with DSBN an unrelated obs["batch"] (as sc.concat writes) must not pick the layers
+    adata = two_batches()
+    adata.obs["donor"] = adata.obs["batch"].map({"a": "d1", "b": "d2"})
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")  # not the batches
+    model = tl.integrate(adata, batch_key="donor", model=two_batch_pretrained, max_epochs=1,
+                         batch_size=16, dsbn=True, mnn_weight=0.0, progress=False,
+                         return_model=True)  # fmt: skip
+    assert model.get_setup_arg("batch_key") == "donor" and model.batches_ == ["d1", "d2"]
+    again = model.get_latent_representation(adata, progress=False)
+    np.testing.assert_allclose(again, adata.obsm["X_scgpt_integrated"], atol=1e-5)
+    swapped = adata.copy()
+    swapped.obs["donor"] = swapped.obs["donor"].map({"d1": "d2", "d2": "d1"})  # the layers matter
+    assert np.abs(model.get_latent_representation(swapped, progress=False) - again).max() > 1e-3
 
 
 def test_batch_codes_compare_as_text():

@@ -177,6 +177,23 @@ def test_integration_uses_cached_umap_and_palette():
     assert "X_umap_X_scgpt" not in adata.obsm  # the cache is never written
 
 
+def test_integration_sparse_basis_draws_as_its_dense_values():
+    # a scipy sparse obsm entry (e.g. a one-hot or thresholded representation) is densified
+    import scipy.sparse as sp
+
+    dense = _adata()
+    sparse = dense.copy()
+    sparse.obsm["X_scgpt"] = sp.csr_matrix(dense.obsm["X_scgpt"])
+    panels = [
+        _panels(pl.integration(a, batch_key="batch", random_state=0, show=False))[0]
+        for a in (dense, sparse)
+    ]
+    np.testing.assert_allclose(
+        panels[0].collections[0].get_offsets(), panels[1].collections[0].get_offsets()
+    )
+    assert sp.issparse(sparse.obsm["X_scgpt"])
+
+
 def test_integration_before_falls_back_to_pca():
     adata = _adata()
     del adata.obsm["X_scgpt"]

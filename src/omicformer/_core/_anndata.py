@@ -118,15 +118,32 @@ def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:
         raise KeyError(msg)
 
 
+#: Label texts read as missing (what ``str`` makes of NaN, ``pd.NA`` and ``None``).
+MISSING_TEXTS = ("nan", "<NA>", "None")
+
+
 def labelled_cells(
     values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
 ) -> tuple[np.ndarray, pd.Series]:
     """Which cells have a label (not missing, not blank) and the cells per label.
 
-    Raises ``ValueError`` naming ``where`` when no cell has a label or a label has fewer than 2
-    cells (those are named); the hints end the messages.
+    The texts that converting a missing value to ``str`` writes (``"nan"``, ``"<NA>"``,
+    ``"None"``: ``obs[key].astype(str)`` before writing a file) are missing too, with a
+    warning saying how many cells hold them. Raises ``ValueError`` naming ``where`` when no cell
+    has a label or a label has fewer than 2 cells (those are named); the hints end the messages.
     """
-    has_label = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    from ._warnings import warn_user
+
+    text = values.astype(str).str.strip()
+    as_text = text.isin(MISSING_TEXTS).to_numpy() & values.notna().to_numpy()
+    if as_text.any():
+        found = sorted(set(text[as_text]))
+        warn_user(
+            f"{where}: {int(as_text.sum())} cells have the label {' / '.join(map(repr, found))}, "
+            "the text of a missing value (as .astype(str) writes it); they are read as missing "
+            "(unlabelled). Rename that label if it is a real cell type."
+        )
+    has_label = values.notna().to_numpy() & (text != "").to_numpy() & ~as_text
     if not has_label.any():
         msg = f"{where} has no labels (all missing){'; ' + no_label_hint if no_label_hint else ''}."
         raise ValueError(msg)

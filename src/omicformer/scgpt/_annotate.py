@@ -78,13 +78,15 @@ def annotate(
         gene names. ``None``: the labelled cells of ``adata`` are the reference and its cells
         without a label (missing or empty) are predicted.
     label_key
-        ``obs`` column with the labels.
+        ``obs`` column with the labels. Missing values (NaN, ``None``), empty strings and the
+        texts ``"nan"``, ``"<NA>"`` and ``"None"`` (what ``.astype(str)`` makes of missing
+        values; with a warning) are no label: such reference cells are not trained on.
     model
         ``"default"``, an official scGPT folder, a folder saved by ``save``, or an
         :class:`~omicformer.scgpt.model.ScGPT` (an
         :class:`~omicformer.scgpt.model.ScGPTClassifier` or
-        :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`, or the folder the latter
-        saved, already trained on these classes is used as it is, without retraining; the
+        :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`, or a folder either saved,
+        already trained on these classes is used as it is, without retraining; the
         fine-tuning arguments ``max_epochs``, ``max_len``, ``gene_selection``, ``dropout``,
         ``probe`` and ``n_models`` then do not apply, and a warning names those given).
     method

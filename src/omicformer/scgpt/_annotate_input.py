@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -193,8 +195,10 @@ def _symbol_columns(
 def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
     """``model`` when it is a trained ScGPTClassifier of exactly these classes, else None.
 
-    A :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble` (or a folder it saved) must be
-    one: it is no starting point for fine-tuning (a ValueError says so).
+    A folder saved by a trained :class:`~omicformer.scgpt.model.ScGPTClassifier` of these
+    classes is loaded and returned as well (of other classes, the folder is a starting point
+    for fine-tuning). A :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble` (or a folder it
+    saved) must be one: it is no starting point for fine-tuning (a ValueError says so).
     """
     from .model import ScGPTClassifier, ScGPTClassifierEnsemble
     from .model._ensemble import is_ensemble_dir
@@ -202,6 +206,8 @@ def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
     ensemble = isinstance(model, ScGPTClassifierEnsemble) or is_ensemble_dir(model)
     if is_ensemble_dir(model):
         model = ScGPTClassifierEnsemble.load(model)
+    elif _saved_classifier(model):
+        model = ScGPTClassifier.load(model)  # used as it is if of these classes, else as weights
     if isinstance(model, ScGPTClassifier | ScGPTClassifierEnsemble) and model.is_trained_:
         if sorted(model.classes_) == sorted(str(c) for c in classes):
             return model
@@ -214,3 +220,15 @@ def _fitted_classifier(model: Any, classes: pd.Index) -> Any:
         )
         raise ValueError(msg)
     return None
+
+
+def _saved_classifier(model: Any) -> bool:
+    """Whether ``model`` is a folder saved by a trained ScGPTClassifier."""
+    import json
+
+    from .._core._io import CONFIG_NAME, is_model_dir
+
+    if not isinstance(model, str | os.PathLike) or not is_model_dir(model):
+        return False
+    config = json.loads((Path(model) / CONFIG_NAME).read_text())
+    return config.get("model") == "ScGPTClassifier" and bool(config.get("is_trained"))

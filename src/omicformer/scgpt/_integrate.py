@@ -11,7 +11,7 @@ import numpy as np
 from .._core._checks import check_key
 from .._core._deprecation import renamed_kwargs
 from ._genes import case_warning_given
-from ._integrate_input import BATCH_COLUMN, LABELS_COLUMN, prepare
+from ._integrate_input import prepare
 from ._resolve import describe_model
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def integrate(
         ``max_epochs``, ``dsbn`` or ``labels_key``, are then ignored, with a warning).
     labels_key
         Optional ``obs`` column with cell types for the cells that have one (missing or empty
-        values: unlabelled). As scANVI does, a cell-type head is then trained on the labelled
+        values, and the texts ``"nan"``, ``"<NA>"`` and ``"None"``, with a warning: unlabelled;
+        not the ``batch_key``). As scANVI does, a cell-type head is then trained on the labelled
         cells too (cross-entropy, weight 1), meant to keep known cell types apart. Measured
         with half the cells of six PBMC sets labelled, it did not do so reliably: biology
         -0.023 to +0.046 and batch correction -0.044 to +0.006 against no labels (the
@@ -132,7 +133,8 @@ def integrate(
         (try ``0`` then). ``None`` (default): for two batches, 30 where the pretrained
         model's embedding of the batches (up to 1,000 cells of each, a seeded random subset)
         mixes them less than 0.05 (:func:`omicformer._core._mnn.mixing`: 1 mixed, 0 apart),
-        else 0; 0 for more batches. Where the batches start less apart, the loss cost biology
+        else 0; with ``dsbn=True`` 30 for two batches without measuring (pass 0 for the
+        official one-batch minibatches); 0 for more batches. Where the batches start less apart, the loss cost biology
         and mixing both with Harmony after it (three PBMC experiments, seed 0, scib bio /
         batch: 0.626 / 0.555 with it, 0.649 / 0.609 without), and two batches starting at
         0.08 to 0.75 scored higher without it and Harmony than with it and the MNN
@@ -248,7 +250,8 @@ def integrate(
 
     ``adata.obsm[key_added]``
         Float32 corrected embedding: ``(n_obs, d_model)``, unit L2 norm (``"mnn"`` or no
-        correction), or ``(n_obs, min(50, d_model))`` Harmony-corrected components.
+        correction), or ``(n_obs, min(50, d_model, n_obs - 1))`` Harmony-corrected
+        components.
     ``adata.uns["scgpt"][key_added]``
         ``params`` (``correction`` and ``mnn_weight``: the ones applied; with a trained model
         passed as ``model``, the fine-tuning settings are the model's; ``zero_shot_mixing``:
@@ -329,7 +332,7 @@ def integrate(
         integration = fitted
     else:
         ScGPTIntegration.setup_anndata(
-            work, batch_key=BATCH_COLUMN, labels_key=LABELS_COLUMN if labels_key else None,
+            work, batch_key=batch_key, labels_key=labels_key,
             layer=layer if stream else None, gene_key=gene_key if stream else None,
         )  # fmt: skip
         integration = ScGPTIntegration.load_pretrained(
@@ -433,7 +436,7 @@ def _zero_shot_mixing(
     """
     from .._core._mnn import mixing
 
-    codes = work.obs[BATCH_COLUMN].cat.codes.to_numpy()
+    codes = work.obs[integration.get_setup_arg("batch_key")].cat.codes.to_numpy()
     rng = np.random.default_rng(random_state)
     picks = []
     for code in (0, 1):

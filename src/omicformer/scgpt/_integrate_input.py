@@ -27,8 +27,6 @@ logger = logging.getLogger("omicformer.scgpt._integrate")  # the messages of tl.
 
 #: At least this many of the data's genes must be in the model's vocabulary.
 MIN_GENES = 50
-#: ``obs`` columns of the working AnnData: the batch, and the cell types (``labels_key``).
-BATCH_COLUMN, LABELS_COLUMN = "batch", "labels"
 #: Values of ``correction`` besides ``None``.
 CORRECTIONS = ("auto", "mnn", "harmony")
 
@@ -54,9 +52,10 @@ def prepare(
     Also returns a reusable fitted model (or ``None``), whether the work is streamed and the
     ``gene_key`` the genes were read with (``symbol_column``: a symbol column of ``var``
     when ``var_names`` are not symbols).
-    The working AnnData has ``obs["batch"]`` and, with ``labels_key``, ``obs["labels"]``
-    (missing labels as the unlabelled category); scvi-tools' setup writes into it, never into
-    ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
+    The working AnnData has ``obs[batch_key]`` (the batches as strings; a fitted model's own
+    batch column) and, with ``labels_key``, ``obs[labels_key]`` (missing labels as the
+    unlabelled category), so that the model trained on it reads the caller's columns when it
+    embeds further cells; scvi-tools' setup writes into it, never into ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
     for NaN, negative values and cells without any such gene). A ``backed="r"`` ``adata``
     to fine-tune on (no fitted model passed) is not loaded: the working AnnData is then its
     file reopened read-only (same ``layer`` and ``gene_key``), streamed by training (which
@@ -78,6 +77,12 @@ def prepare(
         raise ValueError(msg)
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
+    if labels_key is not None and labels_key == batch_key:
+        msg = (
+            f"labels_key={labels_key!r} is the batch_key: the cell types must be another obs "
+            "column than the batches (or drop labels_key=)."
+        )
+        raise ValueError(msg)
     for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
                         ("mnn_weight", mnn_weight)):  # fmt: skip
         if value is not None and value < 0:
@@ -104,7 +109,10 @@ def prepare(
     if n_batches < 2:
         msg = (
             f"adata.obs[{batch_key!r}] has only one batch ({batches.astype(str).iloc[0]!r}); "
-            "integration needs at least 2. Use scgpt.tl.embed for a single batch."
+            "integration needs at least 2. Use scgpt.tl.embed for a single batch; to embed "
+            "further cells of a batch an ScGPTIntegration was trained on, call its "
+            "get_latent_representation(adata) (the correction after fine-tuning, Harmony or "
+            "MNN, needs the batches together and is not applied)."
         )
         raise ValueError(msg)
     labels = None
@@ -130,11 +138,11 @@ def prepare(
     if dropped:
         logger.info("integrate: %d of %d genes are not in the model's vocabulary and are dropped.",
                     dropped, genes["n_genes_total"])  # fmt: skip
-    batch_column = BATCH_COLUMN if fitted is None else fitted.get_setup_arg("batch_key")
+    batch_column = batch_key if fitted is None else fitted.get_setup_arg("batch_key")
     obs = pd.DataFrame({batch_column: pd.Categorical(batches.astype(str).to_numpy())},
                        index=adata.obs_names.copy())  # fmt: skip
     if labels is not None:
-        obs[LABELS_COLUMN] = labels
+        obs[labels_key] = labels
     if fitted is None and streamable(adata):
         work = reopened(adata, gene_key, gene_ids >= 0)
         work.obs = obs

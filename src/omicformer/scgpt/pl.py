@@ -284,9 +284,17 @@ def _check_basis(adata: AnnData, basis: str, what: str) -> None:
         raise KeyError(msg)
 
 
+def _dense_basis(adata: AnnData, basis: str) -> np.ndarray:
+    """``adata.obsm[basis]`` as a dense array (a scipy sparse matrix or a data frame too)."""
+    import scipy.sparse as sp
+
+    rep = adata.obsm[basis]
+    return rep.toarray() if sp.issparse(rep) else np.asarray(rep)
+
+
 def _check_finite(adata: AnnData, basis: str, what: str) -> None:
     """``ValueError`` naming the cells of ``obsm[basis]`` with NaN or infinite values."""
-    rep = np.asarray(adata.obsm[basis])
+    rep = _dense_basis(adata, basis)
     bad = ~np.isfinite(rep.reshape(rep.shape[0], -1)).all(axis=1)
     if bad.any():
         msg = (
@@ -319,7 +327,7 @@ def _umap(adata: AnnData, basis: str, n_neighbors: int, random_state: int) -> np
 
     tmp = ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
-        obsm={basis: np.asarray(adata.obsm[basis])},
+        obsm={basis: _dense_basis(adata, basis)},
     )
     sc.pp.neighbors(tmp, use_rep=basis, n_neighbors=n_neighbors, random_state=random_state)
     sc.tl.umap(tmp, random_state=random_state)
