@@ -46,6 +46,28 @@ def test_classifier_save_load_round_trip(clf_trained, clf_ref_query, tmp_path):
     assert out.obsm["X_scgpt"].shape == (45, 32)
 
 
+def test_a_query_naming_its_genes_another_way_is_read_as_the_tl_functions_read_it(
+    clf_trained, clf_ref_query, clf_pretrained
+):
+    # set up on symbols in var_names; a query with Ensembl ids and a symbol column (CELLxGENE)
+    _, query = clf_ref_query
+    expected = clf_trained.predict_proba(query, progress=False)
+    ids = query.copy()
+    ids.var["feature_name"] = ids.var_names.to_numpy()
+    ids.var_names = [f"ENSG{i:011d}" for i in range(ids.n_vars)]
+    with pytest.warns(UserWarning, match=r"var\['feature_name'\] are used"):
+        got = clf_trained.predict_proba(ids, progress=False)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+    # set up on a symbol column; a query with symbols in var_names and no such column
+    ref = ids.copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type", gene_key="feature_name")
+    by_column = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    np.testing.assert_array_equal(
+        by_column.get_latent_representation(query, progress=False),
+        by_column.get_latent_representation(ref, progress=False),
+    )
+
+
 def test_classifier_keeps_the_most_expressed_genes_of_long_cells(
     clf_trained, clf_pretrained, tmp_path, annotate_cells
 ):
@@ -305,3 +327,15 @@ def test_an_untrained_classifier_refuses_to_predict(clf_pretrained, clf_ref_quer
         for predict in (clf.predict_proba, clf.predict):
             with pytest.raises(RuntimeError, match=r"not trained.*ScGPTClassifier\.train\(\)"):
                 predict(query, progress=False)
+
+
+def test_the_warning_about_cells_without_genes_points_at_the_users_line(clf_trained, clf_ref_query):
+    # predict_proba runs through torch.no_grad-decorated code; its wrapper is not the caller
+    _, query = clf_ref_query
+    query = query.copy()
+    X = query.X.toarray()
+    X[:2] = 0
+    query.X = sp.csr_matrix(X)
+    with pytest.warns(UserWarning, match="express none of the genes") as record:
+        clf_trained.predict_proba(query, progress=False)
+    assert {w.filename for w in record if "express none" in str(w.message)} == {__file__}

@@ -14,14 +14,21 @@ def _in_package(frame: FrameType) -> bool:
     return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE)
 
 
+def _decorator(frame: FrameType) -> bool:
+    """A frame of a decorator's wrapper (``torch.no_grad``, ``contextlib``): not the user's."""
+    name = os.path.basename(frame.f_code.co_filename)
+    return name in ("contextlib.py", "_contextlib.py")
+
+
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """:func:`warnings.warn` attributed to the first calling frame outside omicformer.
 
     A fixed ``stacklevel`` is right for one call path only; the same check reached from a
-    ``tl`` function, a model class or a helper would point into the package.
+    ``tl`` function, a model class or a helper would point into the package. The wrappers of
+    decorators such as ``torch.no_grad`` (``contextlib``) are skipped too.
     """
     frame, level = sys._getframe(1), 2
-    while frame is not None and _in_package(frame):
+    while frame is not None and (_in_package(frame) or _decorator(frame)):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

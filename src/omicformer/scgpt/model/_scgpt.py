@@ -37,7 +37,7 @@ from scvi.model.base import BaseModelClass
 from ..._core._anndata import check_layer, check_not_view, check_obs_key
 from ..._core._checks import check_int
 from .._embed import embed_cells
-from .._genes import gene_names, match_genes
+from .._genes import gene_names, match_genes, symbol_column
 from .._resolve import batch_codes, known_batches, needs_batch_labels
 from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
@@ -223,7 +223,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             ``obs`` column with cell labels (sizes the cell classifier head). Missing values
             (NaN) mark unlabelled cells (code ``-1``), which classifiers do not train on.
         gene_key
-            ``var`` column with gene symbols; ``None`` uses ``var_names``.
+            ``var`` column with gene symbols; ``None`` uses ``var_names``. Other AnnData
+            passed to the model later (a query to embed or label) are read by this column
+            where they have it, else by symbols in their ``var_names`` or, failing that, in a
+            ``var`` column that matches the vocabulary (with a warning naming it).
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
@@ -292,7 +295,13 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
                                          warn_case="adata")  # fmt: skip
         if adata is self.adata:
             return self.gene_ids_
-        return match_genes(adata, self.vocab, self.get_setup_arg("gene_key"), warn_case="adata")
+        # another AnnData names its genes its own way: the set-up column where it has one,
+        # else symbols in var_names or in a var column (as the tl functions find them)
+        key = self.get_setup_arg("gene_key")
+        if key is not None and key not in adata.var.columns:
+            key = None
+        key = symbol_column(adata, self.vocab, key, "adata")
+        return match_genes(adata, self.vocab, key, warn_case="adata")
 
     def _registered(self, key: str) -> np.ndarray:
         """The registered ``key`` field of ``self.adata`` (batch or label codes), 1-d.
