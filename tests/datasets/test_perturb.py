@@ -397,6 +397,19 @@ def test_read_scperturb(tmp_path, dense):
     assert list(adata.var_names) == ["KLF1", "CEBPA", "GATA1", "TAL1", "SPI1"]
 
 
+def test_read_scperturb_keeps_a_measured_symbol_with_an_underscore_whole(tmp_path):
+    labels = ["control", "KLF1_AS", "KLF1_AS_CEBPA", "KLF1_CEBPA", "GATA1_X"]
+    write_scperturb(tmp_path / "s.h5ad", labels)
+    adata = ad.read_h5ad(tmp_path / "s.h5ad")
+    adata.var_names = ["KLF1", "CEBPA", "GATA1", "KLF1_AS", "SPI1"]
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    out = datasets.read_scperturb(tmp_path / "s.h5ad")
+    # a measured symbol stays whole; an unmeasured part ('X') is still its own gene
+    assert out.obs["condition"].astype(str).tolist() == [
+        "ctrl", "KLF1_AS+ctrl", "KLF1_AS+CEBPA", "KLF1+CEBPA", "GATA1+X"
+    ]  # fmt: skip
+
+
 def test_read_scperturb_custom_key_and_control(tmp_path):
     labels = ["non-targeting", "KLF1", "KLF1_CEBPA"]
     counts = write_scperturb(tmp_path / "s.h5ad", labels)

@@ -7,6 +7,7 @@ genes, set properties of the GEARS split rule, and numpy re-computations on simu
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -289,6 +290,23 @@ def _bad_string():
     return a
 
 
+def _joined():
+    a = _hand()
+    a.obs["condition"] = a.obs["condition"].replace({"A+B": "A_B"})
+    return a
+
+
+def test_prepare_warns_about_raw_counts():
+    a = _hand()
+    a.X = np.round(a.X * 40)  # whole numbers up to 40 and more: counts, not log1p values
+    with pytest.warns(UserWarning, match="raw counts, it seems") as record:
+        pp.prepare_perturbation(a, split=None)
+    assert {w.filename for w in record} == {__file__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pp.prepare_perturbation(_hand(), split=None)  # log-normalised values: no warning
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "error", "match"),
     [
@@ -308,6 +326,8 @@ def _bad_string():
         (_hand, {"train_gene_fraction": 0.0}, ValueError, "train_gene_fraction"),
         (_hand, {"n_de": 0}, ValueError, "n_de"),
         (_hand, {"n_de": 2.5}, ValueError, "n_de=2.5 must be an integer"),
+        (_hand, {"random_state": None}, ValueError, "random_state=None must be an integer"),
+        (_joined, {}, ValueError, r"join genes with '_' \(scPerturb\).*read_scperturb"),
     ],
 )
 def test_prepare_errors_leave_adata_unchanged(make, kwargs, error, match, snapshot):

@@ -197,6 +197,15 @@ def test_evaluate_errors(truth):
     dup = ad.concat([pred[:1], pred[:1]], index_unique="-")
     with pytest.raises(ValueError, match="more than once"):
         evaluate_perturbation(dup, truth)
+    # one double in either gene order is one perturbation
+    assert "A+B" in truth.obs["condition"].to_numpy()
+    both = _pred({"A+B": list(CTRL), "B+A": list(CTRL)})
+    with pytest.raises(ValueError, match=r"more than once: \[\['A\+B', 'B\+A'\]\]"):
+        evaluate_perturbation(both, truth)
+    repeated = truth.copy()
+    repeated.var_names = [*GENES[:-1], GENES[0]]
+    with pytest.raises(ValueError, match="truth's var_names are not unique"):
+        evaluate_perturbation(_pred(PRED_ROWS, [*GENES[:-1], "Z"]), repeated)
 
 
 def test_constant_prediction_despite_float32_rounding():
@@ -380,6 +389,10 @@ def test_baseline_errors(truth):
         perturbation_baseline(truth, [])
     with pytest.raises(ValueError, match="repeats"):
         perturbation_baseline(truth, ["A+ctrl", "A+ctrl"])
+    repeated = truth.copy()
+    repeated.var_names = [*GENES[:-1], GENES[0]]
+    with pytest.raises(ValueError, match="must be unique"):
+        perturbation_baseline(repeated, ["A+ctrl"])
     with pytest.raises(ValueError, match="not a perturbation"):
         perturbation_baseline(truth, ["ctrl"])
     with pytest.raises(ValueError, match="n_components=0"):

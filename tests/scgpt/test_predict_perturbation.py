@@ -122,6 +122,7 @@ def _tl_error_cases(sim_names, sim):
         (sim, [f"{gene}Q+ctrl"], {}, KeyError, f"'{gene}Q' \\(did you mean .*'{gene}'"),
         (sim, sim_names["unseen"], {"condition_key": "perturbation"}, KeyError, "perturbation"),
         (no_ctrl, sim_names["unseen"], {}, ValueError, "No control cells"),
+        (sim, sim_names["unseen"], {"random_state": None}, ValueError, "random_state=None"),
     ]
 
 
@@ -133,6 +134,17 @@ def test_tl_errors_come_before_any_work(sim, sim_names, snapshot):
         with pytest.raises(error, match=match):
             tl.predict_perturbation(adata, req, model="/nonexistent/scgpt", **kw, **QUICK)
         snap.assert_unchanged(adata)
+
+
+def test_tl_fitted_model_with_another_control_label_says_so(tl_run, sim_names, sim, snapshot):
+    _, _, _, model = tl_run
+    adata = sim.copy()
+    adata.obs["condition"] = adata.obs["condition"].astype(str).replace({"ctrl": "control"})
+    snap = snapshot(adata)
+    request = [c.replace("ctrl", "control") for c in sim_names["unseen"]]
+    with pytest.raises(ValueError, match="control label is 'ctrl', not 'control'"):
+        tl.predict_perturbation(adata, request, model=model, control="control", **QUICK)
+    snap.assert_unchanged(adata)
 
 
 def test_tl_fitted_model_with_other_genes_raises(tl_run, sim_names, sim, snapshot):

@@ -119,8 +119,32 @@ def read_gears(path: str | Path) -> AnnData:
     return adata
 
 
-def _convert_scperturb_labels(values: pd.Series, control: str) -> pd.Categorical:
-    """Convert scPerturb labels (``control``, ``A``, ``A_B``) to GEARS condition strings."""
+def _split_genes(label: str, measured: frozenset[str]) -> list[str]:
+    """The genes of an scPerturb label: its ``"_"``-joined parts, read as measured symbols.
+
+    A symbol that itself holds ``"_"`` (``"BRD2_AS"`` among ``measured``) stays whole: of the
+    ways to cut the parts into measured symbols, the one with the fewest genes; where none
+    exists, every part is a gene.
+    """
+    parts = label.split("_")
+    best: list[list[str] | None] = [[]] + [None] * len(parts)  # best[i]: cut of parts[:i]
+    for end in range(1, len(parts) + 1):
+        for start in range(end):
+            gene = "_".join(parts[start:end])
+            prefix = best[start]
+            if prefix is not None and gene in measured:
+                if best[end] is None or len(prefix) + 1 < len(best[end]):
+                    best[end] = [*prefix, gene]
+    return best[-1] if best[-1] is not None else parts
+
+
+def _convert_scperturb_labels(
+    values: pd.Series, control: str, measured: frozenset[str] = frozenset()
+) -> pd.Categorical:
+    """Convert scPerturb labels (``control``, ``A``, ``A_B``) to GEARS condition strings.
+
+    ``measured``: gene symbols of the file, so that a symbol holding ``"_"`` is one gene.
+    """
     import pandas as pd
 
     from ..scgpt._conditions import CONTROL, SEP, condition_name, parse_condition
@@ -139,7 +163,7 @@ def _convert_scperturb_labels(values: pd.Series, control: str) -> pd.Categorical
         if label == control:
             mapping[label] = CONTROL
             continue
-        genes = tuple(g for g in label.split("_") if g != control)
+        genes = tuple(g for g in _split_genes(label, measured) if g != control)
         name = condition_name(genes)
         try:
             ok = not any(SEP in g for g in genes) and parse_condition(name) == genes
@@ -185,7 +209,8 @@ def read_scperturb(
     Returns
     -------
     AnnData with ``obs["condition"]`` (categorical) = ``"ctrl"``, ``"GENE+ctrl"`` or
-    ``"GENE1+GENE2"`` (more genes joined by ``"+"``) and the file's columns kept: a column
+    ``"GENE1+GENE2"`` (more genes joined by ``"+"``; a symbol of ``var_names`` that holds
+    ``"_"``, such as ``"BRD2_AS"``, stays one gene) and the file's columns kept: a column
     already named ``"condition"`` (the labels themselves with ``perturbation_key="condition"``)
     is renamed ``condition_scperturb``;
     ``layers["counts"]``: the raw counts (float32); ``X``: ``log1p(counts / total * 1e4)`` per
@@ -240,7 +265,8 @@ def read_scperturb(
         raise ValueError(msg)
     original = adata.obs[perturbation_key]
     values = original.astype(object).where(original.notna(), None)
-    condition = _convert_scperturb_labels(values, control)
+    measured = frozenset(adata.var_names.astype(str))
+    condition = _convert_scperturb_labels(values, control, measured)
 
     counts = _float32(adata.X)
     data = counts.data if sp.issparse(counts) else counts

@@ -136,21 +136,23 @@ def predict_perturbation(
     from .._core._device import resolve_device
     from .model import ScGPTPerturbation
 
+    trained = isinstance(model, ScGPTPerturbation) and model.is_trained_
+    if trained and model.get_setup_arg("control") != control:  # before the requests are read
+        msg = (
+            f"The model's control label is {model.get_setup_arg('control')!r}, not "
+            f"{control!r}: pass control={model.get_setup_arg('control')!r} (and perturbations "
+            "written with it)."
+        )
+        raise ValueError(msg)
     work = _prepare(adata, perturbations, condition_key, control, layer, gene_key,
-                    n_control_cells, prior)  # fmt: skip
-    if isinstance(model, ScGPTPerturbation) and model.is_trained_:
+                    n_control_cells, prior, random_state)  # fmt: skip
+    if trained:
         fitted = model
         warn_ignored(
             predict_perturbation,
             {"max_epochs": max_epochs, "prior": prior, "de_weight": de_weight},
             "model is a trained ScGPTPerturbation and predicts as it is",
         )
-        if fitted.get_setup_arg("control") != control:
-            msg = (
-                f"The model's control label is {fitted.get_setup_arg('control')!r}, not "
-                f"{control!r}."
-            )
-            raise ValueError(msg)
         # the fitted model reads its own setup's condition column, gene column and layer
         work.obs = work.obs.rename(columns={_CONDITION: fitted.get_setup_arg("condition_key")})
         if fitted.get_setup_arg("gene_key") is not None:
@@ -208,6 +210,7 @@ def _prepare(
     gene_key: str | None,
     n_control_cells: int,
     prior: str | None,
+    random_state: int,
 ) -> AnnData:
     """Validate everything before any work; return a private AnnData for scvi-tools' setup.
 
@@ -222,6 +225,7 @@ def _prepare(
         msg = f"prior={prior!r} is not 'covariance' or None."
         raise ValueError(msg)
     check_int("n_control_cells", n_control_cells, hint="control cells each prediction reads")
+    check_int("random_state", random_state, minimum=0, hint="the seed of training and prediction")
     if isinstance(perturbations, str):
         msg = f"perturbations must be a list of condition strings, e.g. [{perturbations!r}]."
         raise TypeError(msg)

@@ -15,7 +15,7 @@ import pandas as pd
 from .._core._checks import check_int
 from ._conditions import CONTROL, check_genes_known, parse_conditions
 from ._genes import gene_names
-from ._perturb_data import check_perturbation_data, condition_means
+from ._perturb_data import check_perturbation_data, check_unique_genes, condition_means
 from ._perturb_eval import ConditionId, Genes, _ids_to_labels, _merged_means
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ def perturbation_baseline(
 
     var_genes = gene_names(adata, gene_key)
     parsed_train = check_perturbation_data(adata, condition_key, control, layer)
+    check_unique_genes(var_genes, gene_key)  # a prediction per gene name
     parsed_req = parse_conditions(requested, control)
     if control in parsed_req:
         msg = f"perturbations contains the control {control!r}; it is not a perturbation."

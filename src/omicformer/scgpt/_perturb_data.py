@@ -32,6 +32,8 @@ SUBGROUPS = ("control", "train", "unseen_single", "combo_seen0", "combo_seen1", 
 
 
 #: The advice for negative expression: perturbation models read log-normalised values.
+#: Whole-number expression above this reads as raw counts (log1p of 1e4-normalised data: < 10).
+COUNTS_ABOVE = 30.0
 LOGNORM_HINT = (
     "perturbation prediction expects log-normalised expression (sc.pp.normalize_total, then "
     "sc.pp.log1p), not scaled data. Pass layer= naming the log-normalised layer or use "
@@ -62,8 +64,20 @@ def check_perturbation_data(
         )
         raise ValueError(msg)
     where = "the expression" if layer is None else f"layer {layer!r}"
+    whole, top = True, 0.0  # raw counts: whole numbers, and far above log1p's range
     for rows, chunk in iter_row_chunks(adata, layer):
         check_values(chunk, where, rows[0], hint=LOGNORM_HINT)
+        if chunk.data.size:
+            whole = whole and bool(np.all(chunk.data == np.round(chunk.data)))
+            top = max(top, float(chunk.data.max()))
+    if whole and top > COUNTS_ABOVE:
+        from .._core._warnings import warn_caller
+
+        warn_caller(
+            f"{where} holds whole numbers up to {top:g}: raw counts, it seems. Perturbation "
+            "prediction and its metrics read log-normalised expression (sc.pp.normalize_total, "
+            "then sc.pp.log1p; or layer= naming such a layer)."
+        )
     return parsed
 
 
@@ -87,10 +101,19 @@ def check_measured(
     measured = set(var_genes)
     unmeasured = sorted(c for c, gs in parsed.items() if gs and not set(gs) <= measured)
     if unmeasured:
+        joined = [c for c in unmeasured
+                  if "_" in c and all(set(g.split("_")) <= measured for g in parsed[c])]  # fmt: skip
+        hint = (
+            f" Conditions such as {joined[:3]} join genes with '_' (scPerturb); here genes are "
+            "joined with '+' ('A+B', a single 'A+ctrl'): rename them, or read the file with "
+            "omicformer.datasets.read_scperturb, which does."
+            if joined
+            else ""
+        )
         msg = (
             f"{len(unmeasured)} condition(s) perturb genes that are not measured (not in "
             f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}. "
-            "Subset them out (or pass gene_key= naming the symbol column)."
+            f"Subset them out (or pass gene_key= naming the symbol column).{hint}"
         )
         raise ValueError(msg)
 
@@ -195,8 +218,9 @@ def prepare_perturbation(
 ) -> AnnData | None:
     """Validate Perturb-seq data, store the control mean and DE genes, and split by perturbation.
 
-    Data follow the GEARS / scPerturb convention: ``obs[condition_key]`` holds ``control``
-    (``"ctrl"``), ``"GENE+ctrl"`` or ``"GENE1+GENE2"``; expression is log-normalised (``X`` or
+    Data follow the GEARS convention: ``obs[condition_key]`` holds ``control``
+    (``"ctrl"``), ``"GENE+ctrl"`` (or ``"GENE"``) or ``"GENE1+GENE2"`` (scPerturb's
+    ``"GENE1_GENE2"`` is not split: :func:`omicformer.datasets.read_scperturb` converts it); expression is log-normalised (``X`` or
     ``layer``); gene symbols are ``var_names`` or ``var[gene_key]``.
 
     Splits follow GEARS' ``prepare_split``: ``"simulation"`` draws ``train_gene_fraction`` of
@@ -260,6 +284,7 @@ def prepare_perturbation(
         msg = f"split={split!r} is not one of {SPLITS}."
         raise ValueError(msg)
     n_de = check_int("n_de", n_de, hint="the top genes per condition scored as DE")
+    random_state = check_int("random_state", random_state, minimum=0, hint="the split's seed")
     for name, v in (("train_gene_fraction", train_gene_fraction),
                     ("combo_seen2_train_fraction", combo_seen2_train_fraction)):  # fmt: skip
         if not 0 < v <= 1:

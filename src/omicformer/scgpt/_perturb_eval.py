@@ -59,6 +59,10 @@ def pred_matrix(pred: AnnData, var_names: pd.Index, what: str = "pred") -> np.nd
         msg = f"{what}.var_names are not unique (e.g. {dup[:5]}); make them unique first."
         raise ValueError(msg)
     target = pd.Index(pd.Index(var_names).astype(str))
+    if not target.is_unique:
+        dup = target[target.duplicated()].unique().tolist()
+        msg = f"The truth's var_names are not unique (e.g. {dup[:5]}); make them unique first."
+        raise ValueError(msg)
     missing = target.difference(names, sort=False).tolist()
     extra = names.difference(target, sort=False).tolist()
     if missing or extra:
@@ -300,6 +304,16 @@ def evaluate_perturbation(
     var_genes = gene_names(adata_truth, gene_key)
     P = pred_matrix(pred, adata_truth.var_names)
     truth = truth_for(conds, adata_truth, condition_key, control, layer)
+    same: dict[frozenset[str], list[str]] = {}
+    for cond, genes in zip(conds, truth["genes"], strict=True):
+        same.setdefault(condition_id(genes), []).append(cond)
+    dup = [names for names in same.values() if len(names) > 1]
+    if dup:  # "A+B" and "B+A" are one perturbation
+        msg = (
+            f"The prediction names one perturbation more than once: {dup[:5]} (gene order does "
+            "not matter); keep one row each."
+        )
+        raise ValueError(msg)
     ctrl = truth["ctrl_mean"]
     subgroups = _subgroups(adata_truth, control, perturbation_key)
 
