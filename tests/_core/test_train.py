@@ -224,6 +224,8 @@ def test_checkpoint_dir_file_and_missing_gpu_are_clear_errors(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(ValueError, match=r"checkpoint_dir=.*a_file.* is a file; give a folder"):
         run_training(_Toy(), _Pairs(x, x), _stack, checkpoint_dir=tmp_path / "a_file", **QUIET)
+    with pytest.raises(ValueError, match=r"random_state=1\.5 must be an integer >= 0"):
+        run_training(_Toy(), _Pairs(x, x), _stack, random_state=1.5, **QUIET)
     if not torch.cuda.is_available():
         for accelerator in ("gpu", "cuda"):
             with pytest.raises(ValueError, match=f"accelerator='{accelerator}', but torch sees"):

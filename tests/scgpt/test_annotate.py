@@ -205,6 +205,7 @@ def test_annotate_finds_query_symbols_kept_otherwise(
         (None, {"model": 3}, TypeError, "model=3 is not understood"),
         (None, {"gene_selection": "top"}, ValueError, "gene_selection='top' must be one of"),
         (None, {"smooth_neighbors": 0}, ValueError, r"smooth_neighbors=0 must be an integer >= 1"),
+        (None, {"random_state": None}, ValueError, r"random_state=None must be an integer >= 0"),
         ("all_missing", {}, ValueError, "has no labels"),
         ("singleton", {}, ValueError, r"fewer than 2 cells: \['Rare'\]"),
         ("unknown_genes", {}, ValueError, "Only 0 of 60 genes"),

@@ -220,6 +220,8 @@ def test_bad_arguments(ckpt, continuous_adata_factory):
         _embed(a, ckpt, max_len=10.5)  # was numpy's TypeError from deep in tokenising
     with pytest.raises(FileNotFoundError, match="no such folder"):
         _embed(a, "/nonexistent/model")
+    with pytest.raises(ValueError, match=r"random_state=None must be an integer >= 0"):
+        _embed(a, ckpt, random_state=None)  # was a bare TypeError
     _assert_untouched(a, before)
     empty = ad.AnnData(obs=a.obs.copy(), var=a.var.copy(), layers={"counts": a.X.copy()})
     with pytest.raises(ValueError, match=r"adata\.X is empty.*layer=.*\['counts'\]"):

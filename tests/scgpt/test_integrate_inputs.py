@@ -33,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         ({"batch_key": "batch", "mnn_weight": -1.0}, ValueError, "mnn_weight"),
         ({"batch_key": "batch", "gene_selection": "top"}, ValueError, "gene_selection='top'"),
         ({"batch_key": "batch", "max_len": 10.5}, ValueError, "max_len=10.5 must be an integer"),
+        ({"batch_key": "batch", "random_state": None}, ValueError, "random_state=None must be"),
     ],
 )
 def test_bad_input_raises_before_any_change(

@@ -33,6 +33,15 @@ def check_int(name: str, value: Any, minimum: int = 1, hint: str = "") -> int:
     return int(value)
 
 
+def check_seed(value: Any, name: str = "random_state") -> int:
+    """``value`` as an ``int`` seed (``>= 0``), else a ``ValueError`` before any work.
+
+    Every stochastic function takes an integer seed so that equal seeds give equal results;
+    ``None`` (scikit-learn's "fresh randomness") is refused with the same message.
+    """
+    return check_int(name, value, minimum=0, hint="a seed; equal seeds give equal results")
+
+
 def json_int(value: object) -> int | None:
     """``value`` read from JSON as an integer, or ``None`` when it is not one.
 

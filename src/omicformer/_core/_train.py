@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
+from ._checks import check_seed
 from ._random import collate_generator, collate_rng
 from ._resume import (
     ResumableBatchSampler,
@@ -371,6 +372,7 @@ def run_training(
             )
             raise ValueError(msg)
     check_accelerator(accelerator)
+    check_seed(random_state)
 
     seed_all(random_state)
     train_groups, val_groups = groups if groups is not None else (None, None)

@@ -221,10 +221,11 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     from .._core._anndata import check_backed_writable
-    from .._core._checks import check_file_key, check_int, check_key, warn_ignored
+    from .._core._checks import check_file_key, check_int, check_key, check_seed, warn_ignored
     from .model._probe_smooth import check_smooth_neighbors
 
     key_added = f"scgpt_{label_key}" if key_added is None else check_key(key_added)
+    check_seed(random_state)
     if adata.isbacked:  # the labels stay with the file, which only an .h5ad can hold
         check_file_key(key_added, where="a backed AnnData's .h5ad file")
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._core._checks import check_key
+from .._core._checks import check_key, check_seed
 from .._core._deprecation import renamed_kwargs
 from ._genes import case_warning_given
 from ._integrate_input import prepare
@@ -279,6 +279,7 @@ def integrate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     check_key(key_added)
+    check_seed(random_state)
     from .._core._checks import check_file_key, warn_ignored
     from .._core._device import resolve_device
     from .model import ScGPTIntegration

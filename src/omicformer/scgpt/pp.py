@@ -15,7 +15,7 @@ from .._core._anndata import (
     check_values,
     iter_row_chunks,
 )
-from .._core._checks import check_int, check_key
+from .._core._checks import check_int, check_key, check_seed
 from ._binning import bin_csr_rows
 from ._collection import concat_h5ad
 from ._genes import (
@@ -92,6 +92,7 @@ def bin_expression(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     check_key(key_added)
+    check_seed(random_state)
     check_int("n_bins", n_bins, minimum=3)
     check_layer(adata, layer)
     check_uns(adata, "scgpt")

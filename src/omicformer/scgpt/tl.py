@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scaled
-from .._core._checks import check_file_key, check_key
+from .._core._checks import check_file_key, check_key, check_seed
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
@@ -185,6 +185,7 @@ def embed(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     check_key(key_added)
+    check_seed(random_state)
     check_layer(adata, layer)
     check_uns(adata, "scgpt")
     max_len = check_max_len(max_len)
