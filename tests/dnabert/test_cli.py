@@ -156,6 +156,11 @@ def test_cli_output_rules(cli_error, files, monkeypatch):
     msg = cli_error(["dnabert", "predict", inp, inp, "--model", str(clf), *base])
     assert msg.startswith(f"omicformer dnabert predict: error: output {inp!r} is the input file")
     assert (tmp / "in.h5ad").read_bytes() == before
+    # the data are written back in the input's format (AnnData has no write_h5mu)
+    for cmd, model in (("embed-regions", mlm), ("predict", clf)):
+        msg = cli_error(["dnabert", cmd, inp, str(tmp / "o.h5mu"), "--model", str(model), *base])
+        assert msg.endswith(f"is not a .h5ad file, but {inp} is: the results are written into "
+                            "the input's data, in its format. Name the output *.h5ad.")  # fmt: skip
     (tmp / "file").write_text("")
     msg = cli_error(
         ["dnabert", "predict", inp, str(tmp / "file" / "p.h5ad"), "--model", str(clf), *base]

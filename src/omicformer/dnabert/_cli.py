@@ -91,6 +91,15 @@ def _write(data, path: str) -> None:
 
 def _check_output(args: argparse.Namespace, allowed: tuple[str, ...]) -> None:
     check_output(args.prog, args.output, allowed, inputs=[args.input], overwrite=args.overwrite)
+    if allowed == _DATA_SUFFIXES:  # the data are written back as they were read
+        given = args.input.lower().endswith(".h5mu"), args.output.lower().endswith(".h5mu")
+        if given[0] != given[1]:
+            fmt = ".h5mu" if given[0] else ".h5ad"
+            fail(
+                args.prog,
+                f"{args.output} is not a {fmt} file, but {args.input} is: the results are written "
+                f"into the input's data, in its format. Name the output *{fmt}.",
+            )
 
 
 def _check_inputs(args: argparse.Namespace, suffixes: tuple[str, ...] = _DATA_SUFFIXES) -> None:

@@ -56,6 +56,83 @@ def _cached_copy(path: Path, suffix: str) -> Path:
     return cache_dir() / f"{key}-{stem}"
 
 
+def _decompress_indexed(path: Path, target: Path) -> None:
+    """Decompress gzip ``path`` to ``target`` with its ``.fai``, safe beside other processes.
+
+    Each process writes files of its own name, indexes them, then renames the index and the
+    FASTA into place (the index first, so that ``target`` never exists without one).
+    """
+    import uuid
+
+    import pyfaidx
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.fa")
+    try:
+        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 22)
+        pyfaidx.Faidx(str(tmp)).close()  # writes tmp.fai, newer than tmp
+        os.replace(f"{tmp}.fai", f"{target}.fai")
+        os.replace(tmp, target)
+    finally:
+        for leftover in (Path(f"{tmp}.fai"), tmp):
+            leftover.unlink(missing_ok=True)
+
+
+def _index_current(path: Path, index: Path) -> bool:
+    """Whether ``index`` exists and is not older than ``path`` (pyfaidx's rule to rebuild)."""
+    return index.exists() and index.stat().st_mtime >= path.stat().st_mtime
+
+
+def _index_fits(path: Path, index: Path, slack: int = 64, n_checked: int = 1000) -> bool:
+    """Whether a plain FASTA's ``.fai`` describes it: headers and ends where it says.
+
+    pyfaidx trusts an index newer than the file; one written for another version of the file
+    returns wrong bases. Each record's ``>name`` line must end right before the offset of its
+    sequence and begin right after the end of the record before (``offset + full lines * line
+    width + the rest``), blank space between them only; after the last record only blank
+    space may follow (at most ``slack`` bytes). Checked on up to ``n_checked`` records spread
+    over the file, a few small reads each. An index that cannot be read does not fit.
+    """
+
+    def blank(fh, start: int, stop: int) -> bool:
+        if not 0 <= stop - start <= slack:
+            return False
+        fh.seek(start)
+        return not fh.read(stop - start).strip()
+
+    try:
+        records = []
+        for line in index.read_text().splitlines():
+            if line.strip():
+                name, length, offset, bases, width = line.split("\t")[:5]
+                records.append((name, int(length), int(offset), int(bases), int(width)))
+        if not records:
+            return False
+        ends = [o + (n // b * w + n % b if b else 0) for _, n, o, b, w in records]
+        step = max(1, len(records) // n_checked)
+        with open(path, "rb") as fh:
+            if not blank(fh, ends[-1], path.stat().st_size):
+                return False
+            for j in range(0, len(records), step):
+                name, offset = records[j][0], records[j][2]
+                first = max(0, offset - 4096)
+                fh.seek(first)
+                head = fh.read(offset - first)
+                kept = head.rstrip(b"\r\n")
+                header = kept.rsplit(b"\n", 1)[-1]
+                label = b">" + name.encode()
+                after = header[len(label) : len(label) + 1]
+                if len(kept) == len(head) or not header.startswith(label) or after.strip():
+                    return False
+                begins = first + len(kept) - len(header)
+                if not blank(fh, ends[j - 1] if j else 0, begins):
+                    return False
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class Genome:
     """Random access to a reference genome FASTA, with 0-based half-open coordinates.
 
@@ -90,6 +167,7 @@ class Genome:
     def _open(path: Path):
         import pyfaidx
 
+        given = path
         kind = _compression(path)
         if kind == "bgzf":
             try:
@@ -106,21 +184,33 @@ class Genome:
                     "`pip install biopython` for bgzip files.",
                     stacklevel=3,
                 )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(".tmp")
-                with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, length=1 << 22)
-                tmp.replace(target)
+                _decompress_indexed(path, target)
             path = target
         index = Path(f"{path}.fai")
-        if not index.exists() and not os.access(path.parent, os.W_OK):
-            # read-only folder (e.g. site-packages): index a symlink in the cache instead
+        stale = index.exists() and kind == "plain" and not _index_fits(path, index)
+        if stale or (not _index_current(path, index) and not os.access(path.parent, os.W_OK)):
+            # a read-only folder (e.g. site-packages) or an index of another version of the
+            # file: index a link in the cache instead, leaving the folder as it is
+            if stale:
+                warnings.warn(
+                    f"{index} does not match {path.name} (an index of another version of the "
+                    "file); indexing it anew in the cache folder. Delete that .fai to rebuild "
+                    "it in place.",
+                    stacklevel=3,
+                )
             link = _cached_copy(path, path.suffix)
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
-                link.symlink_to(path.resolve())
+                try:
+                    link.symlink_to(path.resolve())
+                except FileExistsError:  # another process made it meanwhile
+                    pass
             path = link
-        return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
+        try:
+            return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
+        except (pyfaidx.FastaIndexingError, UnicodeDecodeError, ValueError) as err:
+            msg = f"{str(given)!r} cannot be read as a FASTA file: {err}"
+            raise ValueError(msg) from err
 
     def __repr__(self) -> str:
         return f"Genome({str(self.path)!r}, {len(self.chrom_sizes)} sequences)"
