@@ -195,6 +195,16 @@ def test_bad_inputs(tmp_path, finetuned, labelled, tiny, fit_kw):
         DNABert(k=8)
     with pytest.raises(ValueError, match="classification head"):
         finetuned.pretrain(seqs, max_steps=1, **fit_kw)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FileExistsError, match="afile is a file; a model is saved as a folder"):
+        finetuned.save(tmp_path / "afile")
+
+
+def test_a_generator_of_sequences_reads_as_its_list(finetuned, labelled):
+    seqs, _ = labelled
+    expected = finetuned.predict(seqs[:4])
+    got = finetuned.predict(s for s in seqs[:4])  # was "Sequence 'seq_0' is <generator ...>"
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.0])
@@ -248,6 +258,11 @@ def test_pretrain_window_arguments_must_be_integers(tiny, fit_kw, seqs):
         model.pretrain(seqs, window_size=30.5, max_steps=1, **fit_kw)
     with pytest.raises(ValueError, match=r"window_overlap=2.5 must be an integer >= 0"):
         model.pretrain(seqs, window_size=30, window_overlap=2.5, max_steps=1, **fit_kw)
+    for p in (2.0, 0, "0.15"):  # was torch's "Expected p_in >= 0 && p_in <= 1" from training
+        with pytest.raises(
+            ValueError, match=rf"mlm_probability={p!r} must be a number in \(0, 1\)"
+        ):
+            model.pretrain(seqs, mlm_probability=p, max_steps=1, **fit_kw)
     assert model.history == {}
 
 

@@ -160,6 +160,8 @@ def test_bad_sequences_raise_with_name_and_position():
         pp.tokenize(["ACGTACGT", "ACG"], k=6)
     with pytest.raises(ValueError, match="invalid character"):
         pp.tokenize(["ACGé"], k=3)
+    with pytest.raises(ValueError, match=r"invalid character '1'.*pass fasta=GENOME"):
+        pp.tokenize(["chr1:100-600"], k=3)  # a region given where sequences go
     for k in (2, 7, "6", True):
         with pytest.raises(ValueError, match="3, 4, 5 or 6"):
             pp.tokenize(["ACGTACGT"], k=k)

@@ -80,6 +80,11 @@ def test_match_vocab_errors_leave_adata(census):
     assert "id_in_vocab" not in adata.var
     with pytest.raises(KeyError, match="gene_key='symbol'"):
         pp.match_vocab(adata, v, gene_key="symbol")
+    for kwargs, match in (({"key_added": ""}, "key_added='' must be a non-empty string"),
+                          ({"min_fraction": -1}, r"min_fraction=-1 must be a number in \[0, 1\]"),
+                          ({"min_fraction": 1.5}, "min_fraction=1.5 must be")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            pp.match_vocab(datasets.pbmc68k_reduced(), v, **kwargs)
 
 
 def test_bad_vocab_files(tmp_path):

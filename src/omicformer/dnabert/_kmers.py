@@ -261,6 +261,8 @@ def check_sequences(
             f"{sequences[i][pos]!r} at position {pos} (0-based); only A, C, G, T, N and IUPAC "
             "ambiguity codes (R Y S W K M B D H V), upper or lower case, are accepted."
         )
+        if ":" in sequences[i] or "-" in sequences[i]:  # "chr1:100-600": a region, it seems
+            msg += " Regions ('chr1:100-600') are fetched from a genome: pass fasta=GENOME."
         raise ValueError(msg)
     short = np.flatnonzero(lengths < k)
     if short.size:

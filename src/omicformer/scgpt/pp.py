@@ -172,6 +172,11 @@ def match_vocab(
     >>> adata.uns["scgpt"]["id_in_vocab"]["n_genes_matched"] > 0
     True
     """
+    check_key(key_added)
+    real = isinstance(min_fraction, int | float | np.integer | np.floating)
+    if isinstance(min_fraction, bool) or not real or not 0 <= min_fraction <= 1:
+        msg = f"min_fraction={min_fraction!r} must be a number in [0, 1] (a fraction of genes)."
+        raise ValueError(msg)
     check_uns(adata, "scgpt")
     check_backed_writable(adata, copy, "the token ids")
     vocab_obj = _as_vocab(vocab)

@@ -233,6 +233,9 @@ def write_checkpoint(
     an official one: ``config.json``, weights) is a ``FileExistsError`` unless ``overwrite``.
     """
     path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        msg = f"{path} is a file; a model is saved as a folder: give a folder path (new or not)."
+        raise FileExistsError(msg)
     held = [n for n in (HF_CONFIG, WEIGHTS_NAME, TORCH_WEIGHTS, CONFIG_NAME) if (path / n).exists()]
     if held and not overwrite:  # e.g. an official download: its config.json would be replaced
         msg = (

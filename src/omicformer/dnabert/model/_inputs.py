@@ -74,7 +74,11 @@ def _named(data: Any) -> tuple[list, list[str] | None]:
 def _as_list(data: Iterable) -> list:
     if isinstance(data, str):
         return [data]
-    return list(np.asarray(data, dtype=object).ravel()) if not isinstance(data, list) else data
+    if isinstance(data, list):
+        return data
+    if isinstance(data, np.ndarray) or hasattr(data, "__len__"):
+        return list(np.asarray(data, dtype=object).ravel())
+    return list(data)  # a generator or another iterator, read once
 
 
 def max_window_bp(k: int, max_tokens: int) -> int:

@@ -152,6 +152,13 @@ class TrainingMixin:
             raise ValueError(msg)
         window = self.window_size if window_size is None else check_int("window_size", window_size)
         window_overlap = check_int("window_overlap", window_overlap, minimum=0, hint="bases")
+        real = isinstance(mlm_probability, int | float) and not isinstance(mlm_probability, bool)
+        if not real or not 0 < mlm_probability < 1:
+            msg = (
+                f"mlm_probability={mlm_probability!r} must be a number in (0, 1) (the share of "
+                "span centres; the official default is 0.15)."
+            )
+            raise ValueError(msg)
         if not self.k <= window <= self.window_size:
             msg = f"window_size={window} must be between k={self.k} and {self.window_size} bases."
             raise ValueError(msg)
