@@ -138,11 +138,12 @@ def _covariance_prior(model, ctrl, var, genes, shared):
     return total
 
 
-def _expected_prediction(model, adata, conditions):
+def _expected_prediction(model, adata, conditions, clip=True):
     """Mean over all control cells of the module's output with flags on the perturbed genes.
 
     Inputs are the control cells minus the control mean (the model trains on deviations), plus
-    the covariance prior when the model has one; the control mean is added back.
+    the covariance prior when the model has one; the control mean is added back, and values
+    below 0 are raised to 0 (``clip``: expression is never negative).
     """
     var, ctrl, mean = _controls(adata)
     ids = torch.as_tensor([model.vocab[g] for g in var]).expand(len(ctrl), -1)
@@ -160,7 +161,7 @@ def _expected_prediction(model, adata, conditions):
             pred = model.module.eval()(ids, x, None, pert_flags=flags.expand(len(ctrl), -1),
                                        **extra)  # fmt: skip
             out.append(pred["mlm_output"].double().mean(0).numpy() + mean)
-    return np.stack(out), mean
+    return (np.maximum(np.stack(out), 0.0) if clip else np.stack(out)), mean
 
 
 def test_predict_layout_and_values(fitted, sim_names):
@@ -178,6 +179,8 @@ def test_predict_layout_and_values(fitted, sim_names):
     np.testing.assert_allclose(pred.layers["delta"], expected - ctrl_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(pred.layers["delta"], pred.X - ctrl_mean, atol=1e-5)
     info = pred.uns["perturbation_prediction"]
+    raw, _ = _expected_prediction(model, adata, req, clip=False)
+    assert info["n_clipped"] == int((raw < 0).sum()) and (pred.X >= 0).all()
     assert info["n_control_cells"] == 50 and info["seen_in_training"] == []
     assert info["control"] == "ctrl" and info["method"] == "ScGPTPerturbation"
 
@@ -238,7 +241,8 @@ def test_predict_in_windows_of_max_len_genes(fitted, sim_names):
             total[cols] += out.double().mean(0).numpy()
             seen[cols] += 1
         assert seen.min() == 1 and (seen[pert] == n_win).all()
-        np.testing.assert_allclose(pred.X[row], total / seen + mean, rtol=1e-5, atol=1e-5)
+        expected_row = np.maximum(total / seen + mean, 0.0)
+        np.testing.assert_allclose(pred.X[row], expected_row, rtol=1e-5, atol=1e-5)
     whole = model.predict(req, n_control_cells=1000, max_len=len(var), progress=False)
     expected, _ = _expected_prediction(model, adata, req)  # one pass over every gene
     np.testing.assert_allclose(whole.X, expected, rtol=1e-5, atol=1e-5)
@@ -271,9 +275,10 @@ def test_predict_adjusts_the_mean_of_sampled_control_cells(fitted, sim_names):
         slope = np.array([np.polyfit(xd[:, j], p[:, j], 1)[0] if xd[:, j].std() > 0 else 0.0
                           for j in range(len(var))])  # fmt: skip
         # every control cell's mean deviation is 0; the sample's is xd.mean(0)
-        np.testing.assert_allclose(pred.X[row], p.mean(0) - slope * xd.mean(0) + mean,
+        np.testing.assert_allclose(pred.X[row], np.maximum(p.mean(0) - slope * xd.mean(0) + mean, 0),
                                    rtol=1e-5, atol=1e-5)  # fmt: skip
-        np.testing.assert_allclose(plain.X[row], p.mean(0) + mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(plain.X[row], np.maximum(p.mean(0) + mean, 0), rtol=1e-5,
+                                   atol=1e-5)  # fmt: skip
     assert np.abs(pred.X - plain.X).max() > 1e-3
     assert pred.uns["perturbation_prediction"]["adjust"] is True
     assert plain.uns["perturbation_prediction"]["adjust"] is False

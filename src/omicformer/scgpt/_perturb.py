@@ -113,7 +113,8 @@ def predict_perturbation(
     -------
     AnnData with one observation per requested perturbation (``obs_names`` and
     ``obs["condition"]``: the strings as given), ``X``: predicted mean post-perturbation
-    expression on the scale and genes (``var_names``, same order) of ``adata``,
+    expression on the scale and genes (``var_names``, same order) of ``adata`` (never below 0;
+    ``uns["perturbation_prediction"]["n_clipped"]`` counts the values raised to 0),
     ``layers["delta"]``: ``X`` minus the control mean, and ``uns["perturbation_prediction"]``
     (params, the model's description, training epochs, ``max_epochs`` / ``max_steps`` used
     (``"schedule"``) and losses, genes per prediction pass (``"max_len"``), perturbations that

@@ -112,10 +112,11 @@ class PerturbationPredictionMixin:
         -------
         AnnData with one observation per perturbation (``obs_names`` and
         ``obs["condition"]``: the strings as given), ``X`` the predicted mean expression on
-        the scale and genes (same order) of ``adata``, ``layers["delta"]`` = ``X`` minus the
-        control mean of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of
-        control cells, genes per pass ``"max_len"``, ``"adjust"``, the perturbations that were
-        training data).
+        the scale and genes (same order) of ``adata`` (values the model puts below 0 raised to
+        0: expression is never negative), ``layers["delta"]`` = ``X`` minus the control mean
+        of ``adata``, and ``uns["perturbation_prediction"]`` (method, number of control cells,
+        genes per pass ``"max_len"``, ``"adjust"``, the perturbations that were training data,
+        ``"n_clipped"``: how many values were raised to 0).
         """
         import anndata as ad
 
@@ -172,6 +173,11 @@ class PerturbationPredictionMixin:
             batch_size=batch_size, device=resolve_device(device),
             progress=progress, random_state=random_state,
         ) + shift  # fmt: skip
+        # log-normalised expression is never negative (the data were checked for it): the
+        # regression head can go below 0 where a perturbed gene's prior change exceeds its
+        # control level, and those values are raised to 0
+        n_clipped = int((out < 0).sum())
+        out = np.maximum(out, 0.0)
         inverse = _inverse(cols)  # model gene order -> adata's gene order
         X = out[:, inverse]
         trained = self._trained_ids()
@@ -200,6 +206,7 @@ class PerturbationPredictionMixin:
             "adjust": bool(adjust),
             "seen_in_training": seen,
             "random_state": int(random_state),
+            "n_clipped": n_clipped,
         }
         return pred
 
