@@ -100,6 +100,9 @@ def test_split_rule_hand_examples():
     assert list(train) == sorted(train) and list(val) == sorted(val)
     assert len(split_indices(5, 0.1, 0)[1]) == 0  # floor(0.5): no validation
     assert np.array_equal(split_indices(10, 0.25, 3)[1], split_indices(10, 0.25, 3)[1])
+    for bad in (None, 1.0, "0.1"):  # None was a bare TypeError from the comparison
+        with pytest.raises(ValueError, match=rf"validation_size={bad!r} must be a number in"):
+            split_indices(10, bad, 0)
     # stratified: floor(0.25 * n_c) per class: 12 -> 3, 5 -> 1, 3 -> 0 held out
     classes = np.array([0] * 12 + [1] * 5 + [2] * 3)
     train, val = split_indices(20, 0.25, 0, stratify=classes)

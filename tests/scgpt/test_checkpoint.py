@@ -98,6 +98,8 @@ def _edit_args(path, **changes):
         (None, {"dropout": "high"}, r": 'dropout' must be a number, got 'high'"),
         (None, {"pre_norm": "false"}, r": 'pre_norm' must be true or false, got 'false'"),
         (None, {"pre_norm": 1}, r": 'pre_norm' must be true or false, got 1"),
+        (None, {"n_bins": 1}, r": 'n_bins' must be an integer >= 2, got 1"),
+        (None, {"nheads": None, "nhead": None}, r"'nheads' must be an integer >= 1, got None"),
     ],
 )
 def test_bad_args_json_names_the_file_and_key(tmp_path, official, text, changes, match):
@@ -120,6 +122,68 @@ def test_category_weights_need_n_bins_in_args(tmp_path, official):
     torch.save(state, tmp_path / "best_model.pt")
     with pytest.raises(ValueError, match=r"args\.json of .* has no 'n_bins'.*\"n_bins\": 51"):
         load_official(tmp_path)
+
+
+def test_args_without_nheads_is_an_error_not_eight_heads(tmp_path, official):
+    # the head count cannot be read from the weights (in_proj has one shape for any count);
+    # the official embed_data reads args["nheads"] (a KeyError without it)
+    official.write_checkpoint(tmp_path)  # 4 heads
+    args = json.loads((tmp_path / "args.json").read_text())
+    del args["nheads"]
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    with pytest.raises(ValueError, match=r"has no 'nheads'.*\"nheads\": 8"):
+        load_official(tmp_path)
+
+
+def test_category_style_pad_value_and_bins_checked(tmp_path, official):
+    official.write_checkpoint(tmp_path)
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("value_encoder.")}
+    state["value_encoder.embedding.weight"] = torch.randn(53, 32)  # 51 bins + pad + mask
+    state["value_encoder.enc_norm.weight"] = torch.ones(32)
+    state["value_encoder.enc_norm.bias"] = torch.zeros(32)
+    torch.save(state, tmp_path / "best_model.pt")
+    args = json.loads((tmp_path / "args.json").read_text())
+    del args["pad_value"], args["mask_value"]
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    module, _, _ = load_official(tmp_path)
+    # the official tutorials' category style: pad with bin n_bins, mask with n_bins + 1
+    assert module.config.pad_value == 51 and module.config.mask_value == 52
+    _edit_args(tmp_path, pad_value=-2)
+    with pytest.raises(ValueError, match=r"pad_value=-2 is no bin .* \(0 to 52\)"):
+        load_official(tmp_path)
+    _edit_args(tmp_path, pad_value=51, n_bins=30)
+    with pytest.raises(ValueError, match=r"n_bins=30, but .* has 53 rows .* \"n_bins\": 51"):
+        load_official(tmp_path)
+
+
+def test_both_names_of_one_attention_weight_are_an_error(tmp_path, official):
+    official.write_checkpoint(tmp_path)  # Wqkv names
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    key = "transformer_encoder.layers.0.self_attn.Wqkv.weight"
+    state[key.replace("Wqkv.", "in_proj_")] = torch.zeros_like(state[key])
+    torch.save(state, tmp_path / "best_model.pt")
+    with pytest.raises(ValueError, match=r"holds both .*Wqkv.weight.* and .*in_proj_weight"):
+        load_official(tmp_path)
+
+
+def test_official_folder_embeds_with_51_bins_whatever_args_says(
+    official_ckpt, official, continuous_adata_factory, tmp_path, monkeypatch
+):
+    # embed_data's DataCollator bins with n_bins=51; args.json's n_bins is not read there
+    import shutil
+
+    path, ref, vocab = official_ckpt
+    other = tmp_path / "ck"
+    shutil.copytree(path, other)
+    _edit_args(other, n_bins=101)
+    adata = continuous_adata_factory(40)
+    X = adata.X.toarray()[:, :50]
+    np.random.seed(0)
+    expected = official.embed(ref, X, np.arange(50), vocab, max_len=60, pad_to_max=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # and "~" is the home folder
+    tl.embed(adata, model="~/ck", batch_size=7, max_len=60, device="cpu", progress=False)
+    np.testing.assert_allclose(adata.obsm["X_scgpt"], expected, atol=2e-5)
 
 
 @pytest.mark.parametrize(

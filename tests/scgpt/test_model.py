@@ -324,3 +324,18 @@ def test_save_anndata_needs_adata(trained, tmp_path):
     bare = ScGPT.load(tmp_path / "m")
     with pytest.raises(ValueError, match="no AnnData"):
         bare.save(tmp_path / "m2", save_anndata=True)
+
+
+def test_a_path_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch, model_cells):
+    # save("~/m") wrote a folder literally named "~" in the working directory
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    a = model_cells()
+    ScGPT.setup_anndata(a, layer="counts")
+    model = ScGPT(a, **TINY)
+    model.save("~/m")
+    assert (tmp_path / "home" / "m" / "model.safetensors").is_file()
+    assert not (tmp_path / "~").exists()
+    loaded = ScGPT.load("~/m", adata=a)
+    np.testing.assert_array_equal(loaded.get_latent_representation(progress=False),
+                                  model.get_latent_representation(progress=False))  # fmt: skip

@@ -51,7 +51,7 @@ def save_model_dir(
     """
     from safetensors.torch import save_file
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if (path / WEIGHTS_NAME).exists() and not overwrite:
         msg = f"{path} already holds a saved model; pass overwrite=True to replace it."
         raise FileExistsError(msg)
@@ -68,7 +68,7 @@ def load_model_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     from safetensors.torch import load_file
 
     config = load_model_config(path)
-    file = Path(path) / WEIGHTS_NAME
+    file = Path(path).expanduser() / WEIGHTS_NAME
     try:
         state = load_file(str(file))
     except Exception as err:  # safetensors: SafetensorError (header too small, bad JSON, ...)
@@ -82,7 +82,7 @@ def load_model_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
 
 def load_model_config(path: str | Path) -> dict[str, Any]:
     """The JSON config of a folder written by :func:`save_model_dir` (weights not read)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (path / n).exists()]
     if missing:
         msg = f"{path} is not an omicformer model folder: missing {missing}."
@@ -122,7 +122,7 @@ def shape_mismatches(
 
 def is_model_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by :func:`save_model_dir`."""
-    path = Path(path)
+    path = Path(path).expanduser()
     return (path / WEIGHTS_NAME).exists() and (path / CONFIG_NAME).exists()
 
 
@@ -203,7 +203,7 @@ class NpyChunkWriter:
 
 def check_npy_path(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`~pathlib.Path` if it names a ``.npy`` file in an existing folder."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix != ".npy":
         msg = f"out_file={str(path)!r} must end in .npy (a NumPy array file)."
         raise ValueError(msg)
@@ -219,7 +219,7 @@ def check_out_path(path: str | os.PathLike[str]) -> Path:
     """
     from ._obsm_out import OUT_SUFFIXES, is_zarr_store
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix not in OUT_SUFFIXES:
         kinds = "; ".join(f"{k}: {v}" for k, v in OUT_SUFFIXES.items())
         msg = f"out_file={str(path)!r} must end in .npy, .h5ad or .zarr ({kinds})."

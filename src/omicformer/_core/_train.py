@@ -123,8 +123,8 @@ def split_indices(
     applies to each class on its own: ``floor(validation_size * n_c)`` items of a class of
     ``n_c`` are held out, so a class too small for that keeps all its items for training.
     """
-    if not 0 <= validation_size < 1:
-        msg = f"validation_size={validation_size} must be in [0, 1)."
+    if not _is_real(validation_size) or not 0 <= validation_size < 1:
+        msg = f"validation_size={validation_size!r} must be a number in [0, 1)."
         raise ValueError(msg)
     if n < 1:
         msg = "No training items: the input is empty after filtering."

@@ -230,5 +230,5 @@ def _saved_classifier(model: Any) -> bool:
 
     if not isinstance(model, str | os.PathLike) or not is_model_dir(model):
         return False
-    config = json.loads((Path(model) / CONFIG_NAME).read_text())
+    config = json.loads((Path(model).expanduser() / CONFIG_NAME).read_text())
     return config.get("model") == "ScGPTClassifier" and bool(config.get("is_trained"))

@@ -17,6 +17,9 @@ from .module import TransformerModel
 DEFAULT_MODEL_DIR = Path(__file__).parent / "_data" / "default_model"
 #: Tokens per cell of the official ``embed_data``, and of models that record no length.
 OFFICIAL_MAX_LEN = 1200
+#: Expression bins of the official ``embed_data`` (its ``DataCollator`` fixes 51, whatever
+#: ``args.json`` says).
+OFFICIAL_N_BINS = 51
 
 
 def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, GeneVocab, str]:
@@ -42,7 +45,7 @@ def resolve_model(model: Any, task: str = "embed") -> tuple[TransformerModel, Ge
         module, vocab = _load_ours(DEFAULT_MODEL_DIR)
         return module, vocab, "default"
     if isinstance(model, str | os.PathLike):
-        path = Path(model)
+        path = Path(model).expanduser()
         if path.is_file():
             msg = (
                 f"model={os.fspath(model)!r} is a file; pass the checkpoint folder that holds it "
@@ -90,11 +93,26 @@ def max_len_of(model: Any) -> int:
     """
     if isinstance(model, str) and model == "default":
         model = DEFAULT_MODEL_DIR
-    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model)):
+    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model).expanduser()):
         from .model._io import saved_max_len
 
-        return saved_max_len(load_model_config(Path(model)), model, default=OFFICIAL_MAX_LEN)
+        return saved_max_len(
+            load_model_config(Path(model).expanduser()), model, default=OFFICIAL_MAX_LEN
+        )
     return int(_model_setting(model, "max_len", OFFICIAL_MAX_LEN))
+
+
+def n_bins_of(model: Any, module: TransformerModel) -> int:
+    """Expression bins to embed with.
+
+    51 for an official folder (continuous values), as the official ``embed_data`` bins; else
+    the module's own ``n_bins`` (what it was trained with).
+    """
+    official = isinstance(model, str | os.PathLike) and model != "default"
+    if official and not is_model_dir(Path(model).expanduser()):
+        if module.config.input_emb_style == "continuous":
+            return OFFICIAL_N_BINS
+    return int(module.config.n_bins)
 
 
 def _model_setting(model: Any, name: str, default: Any) -> Any:
@@ -103,8 +121,10 @@ def _model_setting(model: Any, name: str, default: Any) -> Any:
         return getattr(model, name, default)
     if isinstance(model, str) and model == "default":
         model = DEFAULT_MODEL_DIR
-    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model)):
-        return load_model_config(Path(model)).get("model_settings", {}).get(name, default)
+    if isinstance(model, str | os.PathLike) and is_model_dir(Path(model).expanduser()):
+        return (
+            load_model_config(Path(model).expanduser()).get("model_settings", {}).get(name, default)
+        )
     return default
 
 

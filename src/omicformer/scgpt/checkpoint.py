@@ -45,13 +45,18 @@ def is_official_dir(path: str | Path) -> bool:
 
 def rename_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map flash-attn / DDP key names to ours (``Wqkv`` -> ``in_proj_``, no ``module.``)."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
+    out, source = {}, {}
+    for original, value in state.items():
+        key = original[len("module.") :] if original.startswith("module.") else original
         for pattern, repl in _RENAMES:
             key = pattern.sub(repl, key)
-        out[key] = value
+        if key in out:  # e.g. both self_attn.Wqkv.weight and self_attn.in_proj_weight
+            msg = (
+                f"best_model.pt holds both {source[key]!r} and {original!r}, which are the same "
+                f"weight ({key!r}); keep one of them in the state dict."
+            )
+            raise ValueError(msg)
+        out[key], source[key] = value, original
     return out
 
 
@@ -166,7 +171,30 @@ def config_from_official(
             f"number of expression bins the checkpoint was trained with{hint}."
         )
         raise ValueError(msg)
-    n_bins = _int_arg(args, ("n_bins",), 51, source)
+    n_bins = _int_arg(args, ("n_bins",), 51, source, minimum=2)
+    if style == "category" and "value_encoder.embedding.weight" in state:
+        rows = int(state["value_encoder.embedding.weight"].shape[0])
+        if rows != n_bins + 2:
+            msg = (
+                f"{source}: n_bins={n_bins}, but best_model.pt's value_encoder.embedding has "
+                f'{rows} rows (n_bins + 2 expected): set "n_bins": {rows - 2}.'
+            )
+            raise ValueError(msg)
+    if not any(name in args for name in ("nheads", "nhead")):  # the official embed_data needs it
+        msg = (
+            f"{source} has no 'nheads': the number of attention heads cannot be read from the "
+            'weights; add the value the checkpoint was trained with (e.g. "nheads": 8).'
+        )
+        raise ValueError(msg)
+    # category style: the official tutorials pad with bin n_bins (and mask with n_bins + 1)
+    pad_default, mask_default = (n_bins, n_bins + 1) if style == "category" else (-2, -1)
+    pad_value = _float_arg(args, "pad_value", pad_default, source)
+    if style == "category" and not (0 <= pad_value < n_bins + 2 and pad_value == int(pad_value)):
+        msg = (
+            f"{source}: pad_value={pad_value:g} is no bin of the category-style value "
+            f"embedding (0 to {n_bins + 1}); the official tutorials use n_bins ({n_bins})."
+        )
+        raise ValueError(msg)
     n_cls = (
         state["cls_decoder.out_layer.weight"].shape[0]
         if "cls_decoder.out_layer.weight" in state
@@ -182,8 +210,8 @@ def config_from_official(
         "nlayers_cls": _int_arg(args, ("n_layers_cls",), 3, source),
         "n_cls": int(n_cls),
         "dropout": _float_arg(args, "dropout", 0.2, source),
-        "pad_value": _float_arg(args, "pad_value", -2, source),
-        "mask_value": _float_arg(args, "mask_value", -1, source),
+        "pad_value": pad_value,
+        "mask_value": _float_arg(args, "mask_value", mask_default, source),
         "n_bins": n_bins,
         "do_mvc": any(k.startswith("mvc_decoder.") for k in state),
         "explicit_zero_prob": "decoder.zero_logit.0.weight" in state,
@@ -370,7 +398,7 @@ def load_official(
     The module in eval mode, its vocabulary, and a report with ``args``, ``loaded``,
     ``skipped`` (checkpoint keys not used) and ``missing`` (optional model keys not in the file).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_file():
         msg = (
             f"{path} is a file; pass the checkpoint folder that holds {list(OFFICIAL_FILES)} "

@@ -20,6 +20,7 @@ from ._resolve import (
     gene_selection_of,
     known_batches,
     max_len_of,
+    n_bins_of,
     needs_batch_labels,
     resolve_model,
 )
@@ -63,7 +64,9 @@ def embed(
 
     Follows the official ``scgpt.tasks.embed_data``: genes outside the model's vocabulary are
     dropped; a cell becomes ``<cls>`` plus its non-zero genes, with values ``pad_value`` then
-    the per-cell 51-bin quantile bins of its non-zero values; cells with more than ``max_len``
+    the per-cell 51-bin quantile bins of its non-zero values (an official folder: 51 bins
+    whatever its ``args.json`` says, as ``embed_data``; other models: the bins they were
+    trained with); cells with more than ``max_len``
     tokens keep ``<cls>`` and a random subset of genes (with a model fine-tuned by
     :func:`annotate` or :func:`integrate`, or its saved folder: their most highly expressed
     genes, as the model was trained; see ``ScGPT.gene_selection``). Cells are batched by length (so little
@@ -217,7 +220,8 @@ def embed(
     max_len = max_len_of(model) if max_len is None else max_len
     emb = embed_cells(
         module, vocab, source, gene_ids=gene_ids, layer=layer, batch_size=batch_size,
-        max_len=max_len, n_bins=module.config.n_bins, device=device, random_state=random_state,
+        max_len=max_len, n_bins=n_bins_of(model, module), device=device,
+        random_state=random_state,
         progress=progress, batch_labels=codes, out_file=out_file, out_key=key_added,
         chunk_size=chunk_size, gene_selection=selection,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,

@@ -49,7 +49,9 @@ def member_seed(random_state: int, i: int) -> int:
 
 def is_ensemble_dir(path: Any) -> bool:
     """Whether ``path`` is a folder written by :meth:`ScGPTClassifierEnsemble.save`."""
-    return isinstance(path, str | os.PathLike) and (Path(path) / ENSEMBLE_NAME).is_file()
+    return (
+        isinstance(path, str | os.PathLike) and (Path(path).expanduser() / ENSEMBLE_NAME).is_file()
+    )
 
 
 class ScGPTClassifierEnsemble(LabelPredictionMixin):
@@ -305,7 +307,7 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
-        path = Path(dir_path)
+        path = Path(dir_path).expanduser()
         if not is_global_zero():
             return
         if is_ensemble_dir(path) and not overwrite:
@@ -343,7 +345,7 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
                 "ScGPTClassifier.load)."
             )
             raise FileNotFoundError(msg)
-        path = Path(dir_path)
+        path = Path(dir_path).expanduser()
         members: list[ScGPTClassifier] = []
         for name in _member_names(path):
             shared = adata if adata is not None or not members else members[0].adata

@@ -46,7 +46,7 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
     >>> config["model_settings"]["max_len"]  # doctest: +SKIP
     1200
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_dir():
         msg = f"{path} is not a folder; pass a folder written by ScGPT.save()."
         raise FileNotFoundError(msg)
@@ -113,7 +113,7 @@ def saved_module_config(raw: Any, path: str | os.PathLike[str]) -> ScGPTConfig:
     """
     import dataclasses
 
-    source = os.fspath(Path(path) / CONFIG_NAME)
+    source = os.fspath(Path(path).expanduser() / CONFIG_NAME)
     if not isinstance(raw, dict):
         msg = (
             f"{source}: 'module_config' must be an object of architecture settings, got "
@@ -197,7 +197,7 @@ def saved_max_len(
         ``model_settings`` is not an object holding ``max_len``, or ``max_len`` is not an
         integer >= 2.
     """
-    source = f"{os.fspath(Path(path) / CONFIG_NAME)}"
+    source = f"{os.fspath(Path(path).expanduser() / CONFIG_NAME)}"
     settings = config.get("model_settings", {} if default is not None else None)
     if isinstance(settings, dict) and "max_len" not in settings and default is not None:
         return default

@@ -146,10 +146,10 @@ class SaveLoadMixin:
             )
             raise ValueError(msg)
         registry = registry_from_json(config["registry"])
-        if adata is None and (Path(dir_path) / ADATA_NAME).exists():
+        if adata is None and (Path(dir_path).expanduser() / ADATA_NAME).exists():
             import anndata
 
-            adata = anndata.read_h5ad(Path(dir_path) / ADATA_NAME)
+            adata = anndata.read_h5ad(Path(dir_path).expanduser() / ADATA_NAME)
         model = cls._from_module(module, vocab, saved_max_len(config, dir_path), adata, registry)
         model._restore_settings(config["model_settings"])
         model.init_params_ = config.get("init_params", {})

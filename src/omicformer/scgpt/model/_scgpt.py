@@ -300,8 +300,13 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         key = self.get_setup_arg("gene_key")
         if key is not None and key not in adata.var.columns:
             key = None
-        key = symbol_column(adata, self.vocab, key, "adata")
-        return match_genes(adata, self.vocab, key, warn_case="adata")
+        try:
+            return match_genes(adata, self.vocab, key, warn_case="adata")
+        except ValueError:  # too few matched: symbols in another var column (a warning names it)
+            found = symbol_column(adata, self.vocab, None, "adata")
+            if found is None or found == key:
+                raise
+            return match_genes(adata, self.vocab, found, warn_case="adata")
 
     def _registered(self, key: str) -> np.ndarray:
         """The registered ``key`` field of ``self.adata`` (batch or label codes), 1-d.
