@@ -78,7 +78,9 @@ class HistoryCallback(pl.Callback):
     is ``train_loss_step``, indexed by ``step``: with ``accumulate_grad_batches`` the mean loss
     of the step's minibatches (Lightning hands callbacks the loss divided by the number of
     accumulated minibatches). The history is part of Lightning checkpoints, so a resumed run
-    keeps it.
+    keeps it; after a resume mid-epoch, that epoch's training means (``train_loss`` and its
+    parts) average only the minibatches run after the resume (Lightning does not checkpoint
+    its running epoch means), while ``train_loss_step`` and the validation metrics are whole.
     """
 
     def __init__(self) -> None:
