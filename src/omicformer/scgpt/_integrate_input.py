@@ -55,8 +55,9 @@ def prepare(
     The working AnnData has ``obs[batch_key]`` (the batches as strings; a fitted model's own
     batch column) and, with ``labels_key``, ``obs[labels_key]`` (missing labels as the
     unlabelled category), so that the model trained on it reads the caller's columns when it
-    embeds further cells; scvi-tools' setup writes into it, never into ``adata``. In memory it holds the vocabulary genes of ``adata`` (read in chunks, checked
-    for NaN, negative values and cells without any such gene). A ``backed="r"`` ``adata``
+    embeds further cells; scvi-tools' setup writes into it, never into ``adata``. In memory
+    it holds the vocabulary genes of ``adata`` (read in chunks, checked for NaN, negative
+    values and cells without any such gene). A ``backed="r"`` ``adata``
     to fine-tune on (no fitted model passed) is not loaded: the working AnnData is then its
     file reopened read-only (same ``layer`` and ``gene_key``), streamed by training (which
     checks the values first) and read in chunks by the embedding.
