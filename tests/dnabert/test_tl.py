@@ -142,6 +142,8 @@ def test_plots(atac, genome, finetuned):
         pl.prediction_histogram(atac, label="nope")
     with pytest.raises(KeyError, match="chrom='chr9'"):
         pl.region_track(atac, chrom="chr9")
+    with pytest.raises(ValueError, match="no regions"):  # was an IndexError
+        pl.region_track(atac[:, :0], show=False)
     import matplotlib.pyplot as plt
 
     plt.close("all")

@@ -338,6 +338,19 @@ def test_integrate_defaults_on_backed_data(pretrained, tmp_path, monkeypatch, ds
     backed.file.close()
 
 
+def test_integrate_backed_file_holding_its_counts_in_a_layer_only(pretrained, tmp_path):
+    # the zero-shot mixing read its cells with anndata's to_memory, which reads X: absent here
+    cells = _cells()
+    adata = ad.AnnData(obs=cells.obs.copy(), var=cells.var.copy(), layers={"counts": cells.X})
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    tl.integrate(backed, batch_key="batch", layer="counts", model=pretrained, max_epochs=1,
+                 progress=False)  # fmt: skip
+    info = backed.uns["scgpt"]["X_scgpt_integrated"]["params"]
+    assert info["zero_shot_mixing"] is not None and backed.obsm["X_scgpt_integrated"].shape[0] == 48
+    backed.file.close()
+
+
 DDP_BALANCED = """
 import os, warnings
 import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch

@@ -67,9 +67,15 @@ def test_loss_curve_saves_where_scanpy_saves(tmp_path):
     try:
         assert pl.loss_curve(hist, show=False) is not None
         pl.loss_curve(hist, show=False, save="_run1.pdf")
+        import matplotlib.pyplot as plt
+
+        n_open = len(plt.get_fignums())
+        pl.loss_curve(hist, show=False, save=".svg")  # the extension alone: was ".svg.png"
+        assert len(plt.get_fignums()) == n_open  # a saved figure is closed, as scanpy does
         assert sorted(p.name for p in tmp_path.iterdir()) == [
             "scgpt_loss_curve_run1_v2.pdf",
             "scgpt_loss_curve_v2.png",
+            "scgpt_loss_curve_v2.svg",
         ]
         pl.loss_curve(hist, show=False, save=False)
         sc.settings.autosave = False
@@ -77,7 +83,7 @@ def test_loss_curve_saves_where_scanpy_saves(tmp_path):
     finally:
         for name, value in saved.items():
             setattr(sc.settings, name, value)
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 # ---------------------------------------------------------------- integration
@@ -223,6 +229,18 @@ def test_integration_before_computes_pca_of_x():
     assert "X_pca" not in adata.obsm
 
 
+def test_integration_before_computes_pca_of_a_backed_x(tmp_path):
+    adata = _adata()
+    del adata.obsm["X_scgpt"]
+    adata.obsm["X_umap_X_scgpt_integrated"] = np.zeros((N_CELLS, 2))
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")  # X on disk: no copy() (was)
+    left, _ = _panels(pl.integration(backed, batch_key="batch", n_neighbors=10, show=False))
+    assert left.get_title() == "before (PCA of X)\nbatch"
+    assert left.collections[0].get_offsets().shape == (N_CELLS, 2)
+    backed.file.close()
+
+
 def test_integration_show_and_save_default_name(tmp_path):
     adata = _adata()
     adata.obsm["X_umap_X_scgpt"] = np.random.default_rng(4).normal(size=(N_CELLS, 2))
@@ -287,3 +305,9 @@ def test_integration_numbered_batches_are_categories_and_genes_read_where_they_a
     np.testing.assert_allclose(gene_ax.collections[0].get_array(), np.arange(N_CELLS))
     assert pd.api.types.is_integer_dtype(adata.obs["batch"])  # the caller's column unchanged
     plt.close(fig)
+
+
+def test_loss_curve_takes_one_key_as_a_string():
+    ax = pl.loss_curve({"train_loss": [3.0, 2.0], "validation_loss": [4.0, 3.5]},
+                       keys="validation_loss", show=False)  # fmt: skip
+    assert [line.get_label() for line in ax.get_lines()] == ["validation_loss"]

@@ -354,6 +354,33 @@ def test_concat_h5ad_names_the_files_whose_matrices_differ_in_kind(two_files, tm
     assert not (tmp_path / "out.h5ad").exists()
 
 
+def _as_before_anndata_0_7(path, fmt: str) -> None:
+    """Rewrite a sparse X's attributes as anndata < 0.7 stored them (h5sparse_*)."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        shape = tuple(f["X"].attrs["shape"])
+        for key in list(f["X"].attrs):
+            del f["X"].attrs[key]
+        f["X"].attrs["h5sparse_format"], f["X"].attrs["h5sparse_shape"] = fmt, shape
+
+
+def test_files_written_before_anndata_0_7_are_named(two_files, official_ckpt, tmp_path):
+    a, b, paths = two_files
+    _as_before_anndata_0_7(paths[0], "csr")
+    with pytest.raises(ValueError, match=r"a\.h5ad' was written by anndata before 0\.7"):
+        pp.concat_h5ad(paths, tmp_path / "out.h5ad")  # was "'Group' object has no 'shape'"
+    assert not (tmp_path / "out.h5ad").exists()
+    csc = a.copy()
+    csc.X = sp.csc_matrix(a.X)
+    csc.write_h5ad(tmp_path / "csc.h5ad")
+    _as_before_anndata_0_7(tmp_path / "csc.h5ad", "csc")
+    backed = ad.read_h5ad(tmp_path / "csc.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"stored column-major \(CSC\)"):  # was read whole
+        tl.embed(backed, model=official_ckpt[0], device="cpu", progress=False)
+    backed.file.close()
+
+
 def test_concat_h5ad_names_an_input_that_is_no_h5ad(two_files, tmp_path):
     a, _, paths = two_files
     (tmp_path / "text.h5ad").write_text("cell,G0\nc0,1\n")

@@ -92,7 +92,8 @@ def check_not_view(adata: AnnData, method: str) -> None:
 
 def check_csr(element: Any, key: str, filename: str) -> None:
     """``ValueError`` for a matrix stored column-major (CSC) in a file read by rows."""
-    if element.attrs.get("encoding-type") == "csc_matrix":
+    kind = element.attrs.get("encoding-type", element.attrs.get("h5sparse_format", ""))
+    if (kind.decode() if isinstance(kind, bytes) else str(kind)) in ("csc_matrix", "csc"):
         msg = (
             f"{key!r} in {filename!r} is stored column-major (CSC): every chunk of rows would "
             "read the whole matrix. Store it as CSR, e.g. adata.X = "

@@ -38,9 +38,10 @@ def save_path(name: str, save: bool | str | os.PathLike[str]) -> Path:
     save = os.fspath(save)
     if os.path.dirname(save):
         return Path(save)
-    ext = Path(save).suffix[1:]
-    if ext in ("png", "pdf", "svg", "jpg", "jpeg"):
-        save, fmt = save[: -len(ext) - 1], ext
+    for ext in ("png", "pdf", "svg", "jpg", "jpeg"):  # ".png" alone too, as scanpy reads it
+        if save.endswith(f".{ext}"):
+            save, fmt = save[: -len(ext) - 1], ext
+            break
     return Path(sc.settings.figdir) / f"{name}{save}{plot_suffix}.{fmt}"
 
 
@@ -51,8 +52,9 @@ def finish(
 
     ``ax`` is an axes or a whole figure. ``show=None`` follows ``sc.settings.autoshow``; ``save``
     (``True``, a suffix or a path, see :func:`save_path`) writes the figure, and ``save=None``
-    follows ``sc.settings.autosave`` (``True``: written as for ``save=True``). Returns ``ax``
-    unless the figure was shown (scanpy returns ``None`` then).
+    follows ``sc.settings.autosave`` (``True``: written as for ``save=True``); a saved figure
+    is then closed, as scanpy closes it. Returns ``ax`` unless the figure was shown (scanpy
+    returns ``None`` then).
     """
     import matplotlib.pyplot as plt
     import scanpy as sc
@@ -67,5 +69,6 @@ def finish(
         fig.savefig(path, bbox_inches="tight")
     if show:
         plt.show()
-        return None
-    return ax
+    if save:  # as scanpy: a saved figure is closed (after it was shown)
+        plt.close(ax if isinstance(ax, Figure) else ax.figure)
+    return None if show else ax

@@ -225,6 +225,9 @@ def region_track(
     column, label = _prob_column(target.var, key, label, target)
     regions = parse_regions(var_regions(target, region_key))
     chroms = [r.chrom for r in regions]
+    if not chroms:
+        msg = "adata has no regions (0 var) to draw."
+        raise ValueError(msg)
     chrom = chroms[0] if chrom is None else chrom
     if chrom not in chroms:
         msg = f"chrom={chrom!r} has no regions (chromosomes: {sorted(set(chroms))[:10]})."

@@ -72,7 +72,8 @@ def annotate(
         and for fine-tuning (streamed, as ``ScGPTClassifier.train(streaming=True)``), so
         memory does not grow with the number of cells, also with ``reference=None`` (the
         file's labelled cells are trained on, its unlabelled ones predicted);
-        ``backed="r+"`` data and views of backed data are loaded.
+        ``backed="r+"`` data and a view of backed data as ``reference`` are loaded (a view
+        of backed data as ``adata`` cannot hold the labels: pass ``adata.to_memory()``).
     reference
         Labelled cells, ``reference.obs[label_key]``, with the same kind of expression and
         gene names. ``None``: the labelled cells of ``adata`` are the reference and its cells

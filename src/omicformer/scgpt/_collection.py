@@ -276,7 +276,7 @@ def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
     with _open_input(path) as f:
         var = read_elem(f["var"])
         X = f["X"]
-        n_cells = int(X.attrs["shape"][0] if "shape" in X.attrs else X.shape[0])
+        n_cells = int(_stored_shape(X)[0])
     if gene_key is None:
         symbols = var.index.astype(str)
     elif gene_key not in var.columns:
@@ -324,6 +324,18 @@ def _open_input(path: Path) -> Any:
     return f
 
 
+def _stored_shape(elem: Any) -> tuple[int, ...]:
+    """Shape of an ``.h5ad`` matrix element.
+
+    A dense dataset's own, or a sparse group's attribute (``shape``; ``h5sparse_shape`` in
+    files written before anndata 0.7).
+    """
+    for name in ("shape", "h5sparse_shape"):
+        if name in elem.attrs:
+            return tuple(int(n) for n in elem.attrs[name])
+    return tuple(elem.shape)
+
+
 def _matrix_kind(elem: Any) -> str:
     """``"csr"``, ``"csc"``, ``"dense"`` or ``"other"``: the kind of an ``.h5ad`` matrix element."""
     import h5py
@@ -348,6 +360,13 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
     kinds, clash = [], []
     for f in files:
         with _open_input(f) as h5:
+            if "h5sparse_format" in h5["X"].attrs and "encoding-type" not in h5["X"].attrs:
+                msg = (
+                    f"{os.fspath(f)!r} was written by anndata before 0.7 (sparse X without an "
+                    "encoding-type), which concatenation on disk cannot read. Write it again "
+                    "with today's anndata: anndata.read_h5ad(path).write_h5ad(path)."
+                )
+                raise ValueError(msg)
             layers = h5.get("layers")
             layers = layers if isinstance(layers, h5py.Group) else {}
             kinds.append(

@@ -342,7 +342,7 @@ def integrate(
         )  # fmt: skip
         if measure:
             zero_shot = _zero_shot_mixing(
-                integration, work, batch_size, max_len, device, random_state, stream
+                integration, work, batch_size, max_len, device, random_state, stream, layer
             )
             mnn_weight = MNN_WEIGHT if zero_shot < APART else 0.0
             logger.info("integrate: the two batches mix %.3f in the pretrained embedding (%s %g), "
@@ -429,6 +429,7 @@ def _zero_shot_mixing(
     device: str,
     random_state: int,
     stream: bool,
+    layer: str | None,
 ) -> float:
     """Mixing (:func:`omicformer._core._mnn.mixing`) of two batches in the pretrained embedding.
 
@@ -446,7 +447,7 @@ def _zero_shot_mixing(
             cells = rng.choice(cells, MIXING_CELLS, replace=False)
         picks.append(cells)
     idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
-    sub = work[idx].to_memory() if stream else work[idx]
+    sub = _rows_in_memory(work[idx], layer) if stream else work[idx]
     with warnings.catch_warnings():  # not trained yet on purpose: not the user's mistake
         warnings.filterwarnings("ignore", message=r"This \w+ is not trained", category=UserWarning)
         emb = integration.get_latent_representation(
@@ -455,3 +456,21 @@ def _zero_shot_mixing(
         )  # fmt: skip
     first = codes[idx] == 0
     return mixing(emb[first], emb[~first])
+
+
+def _rows_in_memory(view: AnnData, layer: str | None) -> AnnData:
+    """A view of a backed file in memory: ``obs``, ``var`` and the expression of ``layer``.
+
+    (anndata's ``to_memory`` reads ``X`` too, which a file holding its counts in a layer may
+    not have.)
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from .._core._anndata import iter_row_chunks
+
+    X = sp.vstack([chunk for _, chunk in iter_row_chunks(view, layer)], format="csr")
+    out = ad.AnnData(X, obs=view.obs.copy(), var=view.var.copy())
+    if layer is not None:
+        out.layers[layer] = X
+    return out

@@ -65,6 +65,7 @@ def loss_curve(
     """
     history = getattr(model_or_history, "history", model_or_history)
     history = history or {}
+    keys = (keys,) if isinstance(keys, str) else keys  # one curve, named alone
     keys = keys or tuple(k for k in _LOSSES if k in history)
     if not keys:
         msg = f"No loss history to plot (keys: {sorted(history)}); train the model first."
@@ -314,7 +315,15 @@ def _pca_of_x(adata: AnnData) -> AnnData:
     if n_comps < 1:
         msg = f"Cannot compute a PCA of X with {adata.n_vars} genes; pass basis_before."
         raise ValueError(msg)
-    tmp = ad.AnnData(X=adata.X.copy())
+    if adata.isbacked:  # read in chunks: a backed X has no copy()
+        import scipy.sparse as sp
+
+        from .._core._anndata import iter_row_chunks
+
+        X = sp.vstack([chunk for _, chunk in iter_row_chunks(adata)], format="csr")
+    else:
+        X = adata.X.copy()
+    tmp = ad.AnnData(X=X)
     sc.pp.pca(tmp, n_comps=n_comps)
     return tmp
 
