@@ -366,7 +366,7 @@ def _as_before_anndata_0_7(path, fmt: str) -> None:
 
 
 def test_files_written_before_anndata_0_7_are_named(two_files, official_ckpt, tmp_path):
-    a, b, paths = two_files
+    a, _, paths = two_files
     _as_before_anndata_0_7(paths[0], "csr")
     with pytest.raises(ValueError, match=r"a\.h5ad' was written by anndata before 0\.7"):
         pp.concat_h5ad(paths, tmp_path / "out.h5ad")  # was "'Group' object has no 'shape'"
