@@ -37,6 +37,11 @@ def test_rename_rules():
         "transformer_encoder.layers.1.self_attn.in_proj_bias",
         "transformer_encoder.layers.1.self_attn.out_proj.weight",
     }
+    # a Lightning module's state dict (the model as self.model): every key under "model."
+    lightning = {f"model.{k}": v for k, v in s.items()}
+    assert rename_official_keys(lightning) == rename_official_keys(s)
+    mixed = {**s, "model.extra": 4}  # not every key: "model." is part of a name
+    assert "model.extra" in rename_official_keys(mixed)
 
 
 @pytest.mark.parametrize("pad_to_max", [True, False])

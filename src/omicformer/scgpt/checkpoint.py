@@ -44,10 +44,16 @@ def is_official_dir(path: str | Path) -> bool:
 
 
 def rename_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map flash-attn / DDP key names to ours (``Wqkv`` -> ``in_proj_``, no ``module.``)."""
+    """Map flash-attn / DDP key names to ours (``Wqkv`` -> ``in_proj_``, no ``module.``).
+
+    A state dict whose every key starts with ``model.`` (a Lightning module holding the
+    model as ``self.model``) loses that prefix too.
+    """
     out, source = {}, {}
+    lightning = bool(state) and all(str(key).startswith("model.") for key in state)
     for original, value in state.items():
-        key = original[len("module.") :] if original.startswith("module.") else original
+        key = original[len("model.") :] if lightning else original
+        key = key[len("module.") :] if key.startswith("module.") else key
         for pattern, repl in _RENAMES:
             key = pattern.sub(repl, key)
         if key in out:  # e.g. both self_attn.Wqkv.weight and self_attn.in_proj_weight
