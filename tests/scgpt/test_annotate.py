@@ -254,6 +254,24 @@ def test_annotate_bad_input_leaves_adata_untouched(
     assert dict(query.uns) == before_uns
 
 
+def test_a_scaled_query_is_refused_before_fine_tuning(clf_pretrained, clf_ref_query, monkeypatch):
+    # the query's counts in a layer and scaled X, no raw: it failed only when predicting
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    ref, query = clf_ref_query
+    q = query.copy()
+    q.layers["counts"] = q.X.copy()
+    q.X = sp.csr_matrix(q.X.toarray() - 1.0)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fine-tuning started")
+
+    monkeypatch.setattr(ScGPTClassifier, "train", no_training)
+    with pytest.raises(ValueError, match=r"adata\.X contains negative values.*both hold"):
+        tl.annotate(q, ref, label_key="cell_type", model=clf_pretrained, progress=False)
+    assert "scgpt_cell_type" not in q.obs
+
+
 def _top_genes(a: ad.AnnData, k: int) -> ad.AnnData:
     """``a`` with every value of a cell below its ``k`` largest set to 0 (values distinct)."""
     X = a.X.toarray()

@@ -108,6 +108,8 @@ def check_inputs(
     # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
     adata = raw_if_scaled(adata, layer, gene_key, "adata")
     source = adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference")
+    for a, name in ((adata, "adata"), (source, where))[: 1 if reference is None else 2]:
+        _check_expression(a, layer, name)  # before fine-tuning, not when predicting after it
     fitted = _fitted_classifier(model, counts.index)
     if fitted is not None:
         module_vocab = fitted.vocab
@@ -232,3 +234,20 @@ def _saved_classifier(model: Any) -> bool:
         return False
     config = json.loads((Path(model).expanduser() / CONFIG_NAME).read_text())
     return config.get("model") == "ScGPTClassifier" and bool(config.get("is_trained"))
+
+
+#: What :func:`_check_expression` advises: ``layer=`` names a layer of both AnnData.
+ANNOTATE_HINT = (
+    "scGPT expects raw counts or non-negative normalised expression, not scaled data. Pass "
+    "layer= naming a layer of counts that adata and reference both hold, or give the scaled "
+    "one as its .raw.to_adata() (or with adata.raw set to its log-normalised expression)."
+)
+
+
+def _check_expression(adata: AnnData, layer: str | None, name: str) -> None:
+    """``ValueError`` for NaN/inf or negative expression of ``adata``, read in chunks."""
+    from .._core._anndata import check_values, iter_row_chunks
+
+    where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+    for rows, chunk in iter_row_chunks(adata, layer):
+        check_values(chunk, where, int(rows[0]) if len(rows) else 0, hint=ANNOTATE_HINT)
