@@ -294,3 +294,39 @@ def test_backed_view_reads_only_the_rows_of_each_chunk(
     with pytest.raises(ValueError, match=r"view of a backed AnnData.*out_file"):
         _embed(view, ckpt, batch_size=4)
     backed.file.close()
+
+
+def test_an_hvg_subset_of_x_with_every_gene_in_raw_is_said():
+    # scanpy's workflow: adata.raw = adata, then X subset to highly variable genes (unscaled:
+    # X is read, as given); raw holds many more of the vocabulary's genes
+    import warnings
+
+    from omicformer import datasets
+
+    a = datasets.pbmc_celltypist()[:40].copy()
+    a.raw = a
+    hvg = a[:, a.X.getnnz(axis=0).argsort()[-300:]].copy()  # 300 genes, raw keeps all
+    with pytest.warns(UserWarning, match=r"adata\.X holds \d+ of the model's genes and adata\.raw"):
+        tl.embed(hvg, progress=False)
+    assert hvg.uns["scgpt"]["X_scgpt"]["n_genes_total"] == 300  # X was read, as given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every gene in X: no warning
+        tl.embed(a, progress=False)
+
+
+def test_annotate_and_integrate_say_so_too(one_thread):
+    from omicformer import datasets
+
+    a = datasets.pbmc_celltypist()[:40].copy()
+    a.obs["cell_type"] = np.where(np.arange(40) % 2, "x", "y")
+    a.obs["batch"] = np.where(np.arange(40) < 20, "b1", "b2")
+    a.raw = a
+    hvg = a[:, a.X.getnnz(axis=0).argsort()[-300:]].copy()
+    query = hvg.copy()
+    del query.obs["cell_type"]
+    with pytest.warns(UserWarning, match=r"^adata\.X holds \d+ of the model's genes"):
+        tl.annotate(query, a, label_key="cell_type", method="knn", progress=False)
+    with pytest.warns(UserWarning, match=r"^reference\.X holds \d+ of the model's genes"):
+        tl.annotate(a.copy(), hvg, label_key="cell_type", method="knn", progress=False)
+    with pytest.warns(UserWarning, match=r"^adata\.X holds \d+ of the model's genes"):
+        tl.integrate(hvg, batch_key="batch", max_epochs=1, progress=False)

@@ -133,3 +133,17 @@ def test_integrate_backed_refuses_a_key_with_a_slash_before_the_work(
                      max_epochs=1, device="cpu", progress=False)  # fmt: skip
     assert not backed.obsm and "scgpt" not in backed.uns
     backed.file.close()
+
+
+def test_a_symbol_on_two_columns_is_read_once_and_counted_once(two_batch_pretrained, two_batches):
+    # two Ensembl ids sharing a symbol: the working AnnData names genes by symbol, and the
+    # second copy ("G0-1") matched no token, while uns counted it
+    adata = two_batches()
+    symbols = adata.var_names.to_numpy().copy()
+    symbols[1] = symbols[0]
+    adata.var["feature_name"] = symbols
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    model = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                         batch_size=16, progress=False, return_model=True)  # fmt: skip
+    info = adata.uns["scgpt"]["X_scgpt_integrated"]
+    assert info["n_genes_matched"] == int((model.gene_ids_ >= 0).sum()) == N_GENES - 1

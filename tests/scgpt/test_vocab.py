@@ -1,5 +1,6 @@
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -154,6 +155,22 @@ def test_match_vocab_ignores_the_case_of_mouse_style_symbols(census):
     assert record[0].filename == __file__
     np.testing.assert_array_equal(adata.var["id_in_vocab"], v.lookup(symbols))
     assert adata.uns["scgpt"]["id_in_vocab"]["case_ignored"] is True
+
+
+def test_a_minority_of_symbols_matching_only_ignoring_case_is_said(census):
+    v = GeneVocab.from_file(census)
+    adata = datasets.pbmc68k_reduced()
+    symbols = adata.var_names.to_numpy()
+    lower = np.arange(len(symbols)) % 3 == 0  # a third lower-cased: matched as written
+    adata.var_names = np.where(lower, np.char.lower(symbols.astype(str)), symbols)
+    exact = v.lookup(adata.var_names.to_numpy())
+    n_left_out = int(((exact < 0) & (v.lookup(symbols) >= 0)).sum())
+    with pytest.warns(UserWarning, match=rf"^{n_left_out} gene symbols of adata.var_names"):
+        pp.match_vocab(adata, v)
+    np.testing.assert_array_equal(adata.var["id_in_vocab"], exact)  # as the official code
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the symbols as written: no warning
+        pp.match_vocab(datasets.pbmc68k_reduced(), v)
 
 
 def test_case_is_ignored_only_where_most_matches_need_it():

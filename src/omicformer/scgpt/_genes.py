@@ -180,10 +180,27 @@ def symbol_column(
 def _warn_if_case_ignored(
     names: np.ndarray, vocab: GeneVocab, min_fraction: float, what: str
 ) -> None:
-    """Warn when :func:`lookup_symbols` ignores case for ``names`` and so matches enough."""
+    """Warn when :func:`lookup_symbols` ignores case for ``names`` and so matches enough.
+
+    Also when it does not, but a notable share of the genes (at least 20 and 5% of those
+    matched) would match only ignoring case: they are left out, as the official code leaves
+    them, and the warning says how many (symbols half upper-, half lower-cased by a pipeline).
+    """
     ids, ignored = lookup_symbols(names, vocab)
     folded = int((ids >= 0).sum())
-    if ignored and _enough(folded, len(names), vocab, min_fraction):
+    if not ignored:
+        only_folded = (ids < 0) & (vocab.lookup(names, ignore_case=True) >= 0)
+        extra = int(only_folded.sum())
+        if extra >= max(20, 0.05 * folded):
+            example = str(names[np.flatnonzero(only_folded)[0]])
+            warn_caller(
+                f"{extra} gene symbols of {what} (e.g. {example!r}) match the model's "
+                f"vocabulary only when case is ignored; as the official scGPT, symbols are "
+                f"matched as written ({folded} genes), so those are left out. Write them as "
+                "the vocabulary does (e.g. upper case for human symbols) to use them."
+            )
+        return
+    if _enough(folded, len(names), vocab, min_fraction):
         exact = int((vocab.lookup(names) >= 0).sum())
         warn_caller(
             f"the gene symbols of {what} (e.g. {str(names[0])!r}) match the model's vocabulary "
@@ -226,3 +243,35 @@ def match_report(ids: np.ndarray, ignored: bool = False) -> dict[str, int | bool
     """For ``uns``: genes matched / total, and whether symbols were matched ignoring case."""
     return {"n_genes_matched": int((ids >= 0).sum()), "n_genes_total": len(ids),
             "case_ignored": bool(ignored)}  # fmt: skip
+
+
+def warn_if_raw_has_more_genes(
+    adata: AnnData,
+    raw_read: bool,
+    layer: str | None,
+    gene_key: str | None,
+    vocab: GeneVocab,
+    n_matched: int,
+    where: str = "adata",
+) -> None:
+    """Warn when ``X`` is read but ``adata.raw`` holds many more of the vocabulary's genes.
+
+    scanpy's workflow keeps every gene in ``adata.raw`` and subsets ``X`` to highly variable
+    genes; unscaled, that ``X`` is read as it is (``raw_read``: ``raw`` was read instead, as
+    for scaled ``X``), and a warning says how many genes ``raw`` would add (at least 200 more
+    and 1.5 times as many) and how to read it.
+    """
+    if layer is not None or raw_read or adata.raw is None or adata.isbacked:
+        return
+    raw = adata.raw
+    if gene_key is not None and gene_key not in raw.var.columns:
+        return
+    names = np.asarray(raw.var_names if gene_key is None else raw.var[gene_key], dtype=str)
+    in_raw = int((lookup_symbols(names, vocab)[0] >= 0).sum())
+    if in_raw >= max(1.5 * n_matched, n_matched + 200):
+        warn_caller(
+            f"{where}.X holds {n_matched} of the model's genes and {where}.raw {in_raw}: X is "
+            "read, as given. scGPT reads the genes it is given, so a subset of X (highly "
+            "variable genes) leaves the others out; to read every gene, pass "
+            f"{where}.raw.to_adata() (it keeps obs) and copy the result back."
+        )

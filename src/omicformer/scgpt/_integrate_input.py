@@ -16,7 +16,14 @@ from .._core._anndata import (
     labelled_cells,
     raw_if_scaled,
 )
-from ._genes import case_ignored, gene_names, match_genes, match_report, symbol_column
+from ._genes import (
+    case_ignored,
+    gene_names,
+    match_genes,
+    match_report,
+    symbol_column,
+    warn_if_raw_has_more_genes,
+)
 from ._resolve import resolve_model
 from ._tokenize import check_gene_selection, check_max_len
 
@@ -120,6 +127,7 @@ def prepare(
     if labels_key is not None:
         labels = check_labels(adata.obs[labels_key], labels_key)
 
+    given = adata
     adata = raw_if_scaled(adata, layer, gene_key, "adata")  # scaled X: read adata.raw (warns)
     fitted = fitted_integration(model, batches)
     if fitted is not None:
@@ -128,6 +136,12 @@ def prepare(
         vocab = resolve_model(model, task="embed")[1]
     gene_key = symbol_column(adata, vocab, gene_key, "adata")
     gene_ids = match_genes(adata, vocab, gene_key)
+    warn_if_raw_has_more_genes(given, adata is not given, layer, gene_key, vocab,
+                               int((gene_ids >= 0).sum()))  # fmt: skip
+    # a symbol on two columns (two Ensembl ids): the first is read, as the working AnnData
+    # names its genes by symbol (a second copy, renamed "-1", would match no token)
+    gene_ids = gene_ids.copy()
+    gene_ids[pd.Index(gene_ids).duplicated() & (gene_ids >= 0)] = -1
     genes = match_report(gene_ids, case_ignored(adata, vocab, gene_key))
     if genes["n_genes_matched"] < MIN_GENES:
         msg = (

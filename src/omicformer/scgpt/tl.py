@@ -10,7 +10,13 @@ from .._core._checks import check_file_key, check_key, check_seed
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
 from ._embed import embed_cells
-from ._genes import case_ignored, match_genes, match_report, symbol_column
+from ._genes import (
+    case_ignored,
+    match_genes,
+    match_report,
+    symbol_column,
+    warn_if_raw_has_more_genes,
+)
 from ._integrate import integrate
 from ._perturb import predict_perturbation
 from ._perturb_baselines import perturbation_baseline
@@ -215,6 +221,8 @@ def embed(
     module, vocab, description = resolve_model(model, task="embed")
     gene_key = symbol_column(source, vocab, gene_key, "adata")
     gene_ids = match_genes(source, vocab, gene_key)
+    warn_if_raw_has_more_genes(adata, source is not adata, layer, gene_key, vocab,
+                               int((gene_ids >= 0).sum()))  # fmt: skip
     codes = _batch_codes(model, module, adata, batch_key)
     selection = gene_selection_of(model)
     max_len = max_len_of(model) if max_len is None else max_len
