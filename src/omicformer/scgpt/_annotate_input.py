@@ -107,12 +107,15 @@ def check_inputs(
     else:
         query_mask = np.ones(adata.n_obs, dtype=bool)
     # scaled X: read adata.raw instead (a warning says so); obs (labels) and rows stay the same
-    given = (adata, adata if reference is None else reference)
+    given = adata
     adata = raw_if_scaled(adata, layer, gene_key, "adata")
     source = adata if reference is None else raw_if_scaled(reference, layer, gene_key, "reference")
-    raw_read = (adata is not given[0], source is not given[1])
-    for a, name in ((adata, "adata"), (source, where))[: 1 if reference is None else 2]:
-        _check_expression(a, layer, name)  # before fine-tuning, not when predicting after it
+    # each side as given, whether its raw is read instead, and the name messages give it
+    sides = [(given, adata is not given, "adata")]
+    _check_expression(adata, layer, "adata")  # before fine-tuning, not when predicting after it
+    if reference is not None:
+        sides.append((reference, source is not reference, "reference"))
+        _check_expression(source, layer, "reference")
     fitted = _fitted_classifier(model, counts.index)
     if fitted is not None:
         module_vocab = fitted.vocab
@@ -130,10 +133,8 @@ def check_inputs(
     adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)
     ref_ids = match_genes(source, module_vocab, gene_key)
     query_ids = match_genes(adata, module_vocab, gene_key)
-    for a, used_raw, ids, name in ((given[0], raw_read[0], query_ids, "adata"),
-                                   (given[1], raw_read[1], ref_ids, where))[
-                                       : 1 if reference is None else 2]:  # fmt: skip
-        warn_if_raw_has_more_genes(a, used_raw, layer, gene_key, module_vocab,
+    for (a, raw_read, name), ids in zip(sides, (query_ids, ref_ids), strict=False):
+        warn_if_raw_has_more_genes(a, raw_read, layer, gene_key, module_vocab,
                                    int((ids >= 0).sum()), name)  # fmt: skip
     common = np.intersect1d(ref_ids[ref_ids >= 0], query_ids[query_ids >= 0])
     shared = common.size
