@@ -1,5 +1,6 @@
 import gzip
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -304,6 +305,42 @@ def test_genome_index_of_another_version_of_the_file_is_not_trusted(fasta, tmp_p
     assert index.read_text() == old_index  # the user's folder is left as it is
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        ">a\nACGT\nAC\n>b\nGGGG\nTTTT",  # no final newline, a multiple of the line width
+        ">a desc\tmore\nACGT\n\n>b\nGG\n",  # a description, a blank line between records
+        ">a\r\nACGT\r\nAC\r\n>b\r\nGGGG\r\n",  # CRLF
+        ">" + "a" * 5000 + "\nACGT\n>b\nGG\n",  # a header longer than the window read
+    ],
+)
+def test_genome_trusts_a_fitting_index_silently(tmp_path, monkeypatch, text):
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "g.fa"
+    path.write_bytes(text.encode())
+    pp.Genome(path).close()  # pyfaidx writes the index
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pp.Genome(path).close()
+    assert not (tmp_path / "cache").exists()  # indexed in place, not again in the cache
+
+
+def test_genome_an_index_older_than_its_fasta_is_rebuilt_in_place_silently(fasta, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    import os
+
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
+    pp.Genome(fasta).close()
+    index = fasta.with_name("g.fa.fai")
+    fasta.write_text(">chr2\nTTTTAAAA\n>chr1 first\nACGTACGTACgtacgtNNNN\nACGTAAAA\n")
+    os.utime(index, (1, 1))  # edited after indexing: pyfaidx rebuilds an older index
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        genome = pp.Genome(fasta)
+    assert genome.fetch("chr2", 0, 8) == "TTTTAAAA"
+    assert not (tmp_path / "cache").exists()
+
+
 def test_genome_in_a_read_only_folder_with_an_older_index(fasta, tmp_path, monkeypatch):
     import os
 
@@ -328,6 +365,11 @@ def test_a_file_that_is_not_a_fasta_is_a_value_error(tmp_path):
     dup.write_text(">c\nACGT\n>c\nGGGG\n")
     with pytest.raises(ValueError, match=r"dup.fa' cannot be read as a FASTA file.*c"):
         pp.Genome(dup)
+    gz = tmp_path / "table.txt.gz"  # plain gzip: indexed while decompressed
+    gz.write_bytes(gzip.compress(b"gene\tcount\nA\t1\n"))
+    with pytest.warns(UserWarning, match="decompressing once"):
+        with pytest.raises(ValueError, match=r"table.txt.gz' cannot be read as a FASTA file"):
+            pp.Genome(gz)
 
 
 def test_pp_pl_tl_import_without_torch():

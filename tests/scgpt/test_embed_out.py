@@ -143,7 +143,7 @@ def test_anndata_out_file_holds_obsm_with_obs_names(model, tmp_path, suffix):
     np.testing.assert_array_equal(read(path).obsm["X_scgpt"], z1)
 
 
-def test_tl_embed_backed_into_new_h5ad(ckpt, continuous_adata_factory, tmp_path):
+def test_tl_embed_backed_into_new_h5ad(ckpt, continuous_adata_factory, tmp_path, monkeypatch):
     a = continuous_adata_factory(40)
     mem = tl.embed(a[5:30].copy(), model=ckpt, device="cpu", key_added="emb", copy=True,
                    **CHUNKED)  # fmt: skip
@@ -155,6 +155,9 @@ def test_tl_embed_backed_into_new_h5ad(ckpt, continuous_adata_factory, tmp_path)
     model = ScGPT.load_pretrained(ckpt, backed)
     with pytest.raises(ValueError, match="the file adata is read from"):
         model.get_latent_representation(device="cpu", out_file=tmp_path / "a.h5ad", **CHUNKED)
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/a.h5ad" is the input too: it was replaced
+    with pytest.raises(ValueError, match="the file adata is read from"):
+        model.get_latent_representation(device="cpu", out_file="~/a.h5ad", **CHUNKED)
     assert sorted(os.listdir(tmp_path)) == ["a.h5ad"]
     out = tmp_path / "emb.h5ad"
     view = backed[5:30]

@@ -246,7 +246,11 @@ def check_not_input(adata: Any, out_file: str | os.PathLike[str] | None) -> None
     """
     if out_file is None or not getattr(adata, "isbacked", False):
         return
-    if os.path.abspath(adata.filename) == os.path.abspath(out_file):
+
+    def resolved(path: str | os.PathLike[str]) -> str:  # "~", "..", links: the file itself
+        return os.path.realpath(os.path.expanduser(os.fspath(path)))
+
+    if resolved(adata.filename) == resolved(out_file):
         msg = (
             f"out_file={os.fspath(out_file)!r} is the file adata is read from; choose a new path "
             "(the result goes into a new file)."

@@ -89,9 +89,9 @@ def _index_fits(path: Path, index: Path, slack: int = 64, n_checked: int = 1000)
 
     pyfaidx trusts an index newer than the file; one written for another version of the file
     returns wrong bases. Each record's ``>name`` line must end right before the offset of its
-    sequence and begin right after the end of the record before (``offset + full lines * line
-    width + the rest``), blank space between them only; after the last record only blank
-    space may follow (at most ``slack`` bytes). Checked on up to ``n_checked`` records spread
+    sequence and begin right after the last base of the record before, blank space (line
+    ends) between them only; after the last record only blank space may follow (at most
+    ``slack`` bytes). Checked on up to ``n_checked`` records spread
     over the file, a few small reads each. An index that cannot be read does not fit.
     """
 
@@ -109,7 +109,9 @@ def _index_fits(path: Path, index: Path, slack: int = 64, n_checked: int = 1000)
                 records.append((name, int(length), int(offset), int(bases), int(width)))
         if not records:
             return False
-        ends = [o + (n // b * w + n % b if b else 0) for _, n, o, b, w in records]
+        # the byte after each record's last base (its line end, if any, is blank space)
+        ends = [o + ((n - 1) // b * w + (n - 1) % b + 1 if n and b else 0)
+                for _, n, o, b, w in records]  # fmt: skip
         step = max(1, len(records) // n_checked)
         with open(path, "rb") as fh:
             if not blank(fh, ends[-1], path.stat().st_size):
@@ -120,6 +122,8 @@ def _index_fits(path: Path, index: Path, slack: int = 64, n_checked: int = 1000)
                 fh.seek(first)
                 head = fh.read(offset - first)
                 kept = head.rstrip(b"\r\n")
+                if first and b"\n" not in kept:
+                    continue  # a header longer than the window read: not checked
                 header = kept.rsplit(b"\n", 1)[-1]
                 label = b">" + name.encode()
                 after = header[len(label) : len(label) + 1]
@@ -184,11 +188,17 @@ class Genome:
                     "`pip install biopython` for bgzip files.",
                     stacklevel=3,
                 )
-                _decompress_indexed(path, target)
+                try:
+                    _decompress_indexed(path, target)
+                except (pyfaidx.FastaIndexingError, UnicodeDecodeError, ValueError) as err:
+                    msg = f"{str(given)!r} cannot be read as a FASTA file: {err}"
+                    raise ValueError(msg) from err
             path = target
         index = Path(f"{path}.fai")
-        stale = index.exists() and kind == "plain" and not _index_fits(path, index)
-        if stale or (not _index_current(path, index) and not os.access(path.parent, os.W_OK)):
+        # an index newer than the file that pyfaidx would trust (an older one it rebuilds)
+        current = _index_current(path, index)
+        stale = current and kind == "plain" and not _index_fits(path, index)
+        if stale or (not current and not os.access(path.parent, os.W_OK)):
             # a read-only folder (e.g. site-packages) or an index of another version of the
             # file: index a link in the cache instead, leaving the folder as it is
             if stale:

@@ -156,7 +156,7 @@ def prepare(
     batch_column = batch_key if fitted is None else fitted.get_setup_arg("batch_key")
     obs = pd.DataFrame({batch_column: pd.Categorical(batches.astype(str).to_numpy())},
                        index=adata.obs_names.copy())  # fmt: skip
-    if labels is not None:
+    if labels is not None and fitted is None:  # a fitted model is not trained again: no labels
         obs[labels_key] = labels
     if fitted is None and streamable(adata):
         work = reopened(adata, gene_key, gene_ids >= 0)

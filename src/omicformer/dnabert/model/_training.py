@@ -152,7 +152,8 @@ class TrainingMixin:
             raise ValueError(msg)
         window = self.window_size if window_size is None else check_int("window_size", window_size)
         window_overlap = check_int("window_overlap", window_overlap, minimum=0, hint="bases")
-        real = isinstance(mlm_probability, int | float) and not isinstance(mlm_probability, bool)
+        real = isinstance(mlm_probability, int | float | np.integer | np.floating)
+        real = real and not isinstance(mlm_probability, bool)
         if not real or not 0 < mlm_probability < 1:
             msg = (
                 f"mlm_probability={mlm_probability!r} must be a number in (0, 1) (the share of "
