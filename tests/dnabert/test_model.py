@@ -198,6 +198,8 @@ def test_bad_inputs(tmp_path, finetuned, labelled, tiny, fit_kw):
     (tmp_path / "afile").write_text("")
     with pytest.raises(FileExistsError, match="afile is a file; a model is saved as a folder"):
         finetuned.save(tmp_path / "afile")
+    with pytest.raises(FileNotFoundError, match=r"afile' is a file; a DNABERT model is a folder"):
+        DNABert.load(tmp_path / "afile")  # was "folder ... does not exist"
 
 
 def test_a_generator_of_sequences_reads_as_its_list(finetuned, labelled):

@@ -235,8 +235,11 @@ def test_malformed_region_shows_accepted_forms(text):
 def test_start_not_before_end():
     with pytest.raises(ValueError, match=r"start \(600\) >= end \(100\)"):
         pp.parse_region("chr1:600-100")
-    with pytest.raises(ValueError, match="Region number 1"):
+    with pytest.raises(ValueError, match=r"Region at position 1 \(0-based\)"):
         pp.parse_regions(["chr1:1-5", "chr1:5-5"])
+    for missing in (None, float("nan")):  # a NaN of a region column: was "region 'nan'"
+        with pytest.raises(ValueError, match=r"position 1 \(0-based\): A region is missing"):
+            pp.parse_regions(["chr1:1-5", missing])
 
 
 @pytest.fixture
@@ -389,7 +392,7 @@ def test_unknown_strand_and_non_integer_coordinates_refused(fasta):
     assert genome.fetch("chr1", np.int64(8), np.int64(12), "-") == "acGT"
     with pytest.raises(ValueError, match=r"strand='minus'.*'\+' or '-'"):
         genome.fetch("chr1", 8, 12, "minus")
-    with pytest.raises(ValueError, match=r"Region number 1: strand='x'"):
+    with pytest.raises(ValueError, match=r"Region at position 1 \(0-based\): strand='x'"):
         pp.fetch_sequences([pp.Region("chr1", 0, 4), pp.Region("chr1", 0, 5, "x")], genome)
     with pytest.raises(ValueError, match=r"start=1.7 must be an integer >= 0"):
         genome.fetch("chr1", 1.7, 10)
@@ -403,7 +406,7 @@ def test_unknown_strand_and_non_integer_coordinates_refused(fasta):
 def test_negative_start_is_not_read_as_a_chromosome(fasta, text):
     with pytest.raises(ValueError, match=r"Could not parse .*: start must be an integer >= 0"):
         pp.parse_region(text)
-    with pytest.raises(ValueError, match=r"Region number 0: Could not parse region 'chr1"):
+    with pytest.raises(ValueError, match=r"position 0 \(0-based\): Could not parse region 'chr1"):
         pp.fetch_sequences([text], fasta)
 
 

@@ -102,6 +102,9 @@ def parse_region(region: str | Region) -> Region:
     """
     if isinstance(region, Region):
         return make_region(*region)
+    if region is None or (isinstance(region, float) and region != region):  # None or NaN
+        msg = f"A region is missing ({region!r}); every entry needs a region string."
+        raise ValueError(msg)
     text = str(region).strip()
     match = _REGION_RE.match(text)
     if match is not None and match["chrom"][-1] in ":_-":  # 'chr1:-5-10' -> chrom 'chr1:'
@@ -143,6 +146,6 @@ def parse_regions(regions: Iterable[str | Region]) -> list[Region]:
         try:
             out.append(parse_region(region))
         except ValueError as err:
-            msg = f"Region number {i}: {err}"
+            msg = f"Region at position {i} (0-based): {err}"
             raise ValueError(msg) from None
     return out

@@ -117,6 +117,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     from transformers import BertConfig
 
     path = Path(path).expanduser()
+    if path.is_file():
+        msg = (
+            f"{str(path)!r} is a file; a DNABERT model is a folder (config.json, vocab.txt, "
+            f"weights): pass the folder, e.g. {str(path.parent)!r} if the file is in it."
+        )
+        raise FileNotFoundError(msg)
     if not path.is_dir():
         msg = (
             f"DNABERT model folder {str(path)!r} does not exist; pass a folder with "
