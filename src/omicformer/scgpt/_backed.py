@@ -43,7 +43,9 @@ def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
 def subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | None) -> AnnData:
     """``adata[rows][:, genes]``: a view in memory; read in chunks into memory when backed.
 
-    (A backed view cannot be indexed again, and ``to_memory`` would close the caller's file.)
+    ``rows`` and ``genes`` are boolean masks. Backed, only the rows asked for are read, through
+    a view of them (a backed view cannot be indexed again, and anndata's ``to_memory`` would
+    close the caller's file, and reads ``X`` even when the expression is in ``layer``).
     """
     if not adata.isbacked:
         return adata[rows][:, genes]
@@ -52,9 +54,9 @@ def subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | Non
 
     from .._core._anndata import iter_row_chunks
 
-    X = sp.vstack([chunk[rows[idx]][:, genes] for idx, chunk in iter_row_chunks(adata, layer)],
-                  format="csr")  # fmt: skip
-    out = ad.AnnData(X, obs=adata.obs[rows].copy(), var=adata.var[genes].copy())
+    view = adata[np.flatnonzero(rows)]
+    X = sp.vstack([chunk[:, genes] for _, chunk in iter_row_chunks(view, layer)], format="csr")
+    out = ad.AnnData(X, obs=view.obs.copy(), var=adata.var[genes].copy())
     if layer is not None:
         out.layers[layer] = X
     return out

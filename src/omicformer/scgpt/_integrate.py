@@ -447,7 +447,14 @@ def _zero_shot_mixing(
             cells = rng.choice(cells, MIXING_CELLS, replace=False)
         picks.append(cells)
     idx = np.sort(np.concatenate(picks))  # in file order (a backed file reads rows in order)
-    sub = _rows_in_memory(work[idx], layer) if stream else work[idx]
+    if stream:  # the chosen rows of the file, read in memory (only those)
+        from ._backed import subset
+
+        chosen = np.zeros(work.n_obs, dtype=bool)
+        chosen[idx] = True
+        sub = subset(work, chosen, np.ones(work.n_vars, dtype=bool), layer)
+    else:
+        sub = work[idx]
     with warnings.catch_warnings():  # not trained yet on purpose: not the user's mistake
         warnings.filterwarnings("ignore", message=r"This \w+ is not trained", category=UserWarning)
         emb = integration.get_latent_representation(
@@ -456,21 +463,3 @@ def _zero_shot_mixing(
         )  # fmt: skip
     first = codes[idx] == 0
     return mixing(emb[first], emb[~first])
-
-
-def _rows_in_memory(view: AnnData, layer: str | None) -> AnnData:
-    """A view of a backed file in memory: ``obs``, ``var`` and the expression of ``layer``.
-
-    (anndata's ``to_memory`` reads ``X`` too, which a file holding its counts in a layer may
-    not have.)
-    """
-    import anndata as ad
-    import scipy.sparse as sp
-
-    from .._core._anndata import iter_row_chunks
-
-    X = sp.vstack([chunk for _, chunk in iter_row_chunks(view, layer)], format="csr")
-    out = ad.AnnData(X, obs=view.obs.copy(), var=view.var.copy())
-    if layer is not None:
-        out.layers[layer] = X
-    return out
