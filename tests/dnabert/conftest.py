@@ -133,3 +133,11 @@ def write_official_folder(path, k=3, *, legacy_names=True, vocab_k=None):
     state["bert.pooler.dense.bias"] = torch.zeros(32)
     torch.save(state, path / "pytorch_model.bin")
     return reference
+
+
+@pytest.fixture
+def fasta(tmp_path):
+    """A two-record FASTA (chr1: 28 bases on two lines, mixed case, Ns), ``tmp_path/"g.fa"``."""
+    path = tmp_path / "g.fa"
+    path.write_text(">chr1 first\nACGTACGTACgtacgtNNNN\nACGTAAAA\n>chr2\nGGGGCCCC\n")
+    return path
