@@ -119,3 +119,16 @@ def test_labelled_cells_reads_the_text_of_missing_values_as_missing():
         warnings.simplefilter("error")  # real labels and real NaN: no warning
         has, _ = labelled_cells(pd.Series(["T", "T", None, "nanog+", "nanog+"]), "obs['x']")
     np.testing.assert_array_equal(has, [1, 1, 0, 1, 1])
+
+
+def test_labelled_cells_names_labels_differing_only_by_end_spaces():
+    import pandas as pd
+
+    from omicformer._core._anndata import labelled_cells
+
+    values = pd.Series(["B cell", "B cell ", "B cell", "B cell ", "T", "T", " T"] + [" T"])
+    with pytest.warns(
+        UserWarning, match=r"only by spaces at their ends: \['B cell', 'B cell ', ' T', 'T'\]"
+    ):
+        _, counts = labelled_cells(values, "obs['cell_type']")
+    assert len(counts) == 4  # still separate classes, as scanpy keeps them

@@ -246,7 +246,7 @@ def test_early_stopping_restores_best_weights():
                                   callback_metrics={"validation_loss": torch.tensor(value)})  # fmt: skip
         cb.on_validation_end(trainer, module)
     cb.on_fit_end(None, module)
-    assert float(module.w) == 2.0  # weights of the epoch with validation loss 1.0
+    assert float(module.w.detach()) == 2.0  # weights of the epoch with validation loss 1.0
     x = np.linspace(-1, 1, 8)
     with pytest.raises(ValueError, match="validation_size > 0"):
         run_training(_Toy(), _Pairs(x, x), _stack, early_stopping=True, **QUIET)

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -358,3 +360,13 @@ def test_finetune_and_pretrain_use_the_official_adamw_settings(tiny, fit_kw, lab
         getattr(model, stage)(*args, callbacks=[cb], **kw)
         seen[stage] = (cb.defaults["betas"], cb.defaults["eps"])
     assert seen == {"pretrain": ((0.9, 0.98), 1e-6), "finetune": ((0.9, 0.999), 1e-8)}
+
+
+def test_sequences_without_a_known_kmer_are_named(finetuned):
+    # every k-mer of "NNNN...RYACN" holds an ambiguous base: the model reads only [UNK]
+    seqs = pd.Series(["ACGTACGTAC" * 3, "N" * 30, "ACNGTRYACN" * 3], index=["ok", "gap", "iupac"])
+    with pytest.warns(UserWarning, match=r"2 of 3 sequences \(e.g. gap, iupac\) have no 3-mer"):
+        finetuned.predict(seqs, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finetuned.predict(["ACGTN" * 6], progress=False)  # one known 3-mer is enough

@@ -149,6 +149,7 @@ def labelled_cells(
         msg = f"{where} has no labels (all missing){'; ' + no_label_hint if no_label_hint else ''}."
         raise ValueError(msg)
     counts = values[has_label].astype(str).value_counts()
+    _warn_space_variants(counts.index, where)
     rare = sorted(counts.index[counts < 2])
     if rare:
         msg = (
@@ -157,6 +158,24 @@ def labelled_cells(
         )
         raise ValueError(msg)
     return has_label, counts
+
+
+def _warn_space_variants(labels: pd.Index, where: str) -> None:
+    """Warn when labels differ only by spaces at their ends (``"B cell"``, ``"B cell "``).
+
+    They stay separate classes, as scanpy keeps them; the warning names them.
+    """
+    from ._warnings import warn_user
+
+    stripped = labels.str.strip()
+    doubled = stripped[stripped.duplicated(keep=False)]
+    if len(doubled):
+        variants = sorted(labels[stripped.isin(doubled)], key=lambda t: (t.strip(), t))
+        warn_user(
+            f"{where} has labels differing only by spaces at their ends: "
+            f"{variants[:10]}; they are read as separate cell types. Strip them first, e.g. "
+            "adata.obs[key] = adata.obs[key].str.strip(), if they are the same."
+        )
 
 
 def get_matrix(adata: AnnData, layer: str | None):

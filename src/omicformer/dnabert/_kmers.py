@@ -10,6 +10,7 @@ tokenise a whole batch with a handful of numpy operations instead of a dict look
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -273,6 +274,27 @@ def check_sequences(
         )
         raise ValueError(msg)
     return lengths
+
+
+def warn_without_known_kmer(
+    sequences: Sequence[str], k: int, names: Sequence[str] | None = None
+) -> None:
+    """Warn naming the sequences in which every k-mer holds an N or IUPAC base.
+
+    Each of their k-mers is ``[UNK]``, so a model reads none of their bases.
+    """
+    from .._core._warnings import warn_user
+
+    sequences, names = _listed(sequences, names)
+    known = re.compile(f"[ACGTacgt]{{{k}}}")
+    blind = [i for i, s in enumerate(sequences) if known.search(s) is None]
+    if blind:
+        shown = [str(_names(sequences, names)[i]) for i in blind[:5]]
+        warn_user(
+            f"{len(blind)} of {len(sequences)} sequences (e.g. {', '.join(shown)}) have no "
+            f"{k}-mer of A/C/G/T only (N or IUPAC bases everywhere): every token is [UNK], so "
+            "their outputs carry no sequence information."
+        )
 
 
 def _kmer_ids(codes: np.ndarray, k: int) -> np.ndarray:

@@ -10,7 +10,15 @@ import torch
 from ..._core._checks import check_int
 from ..._core._device import inference_autocast, resolve_device
 from ..._core._progress import progress as progress_bar
-from .._kmers import CLS_ID, PAD_ID, SEP_ID, check_sequences, reverse_complement, split_windows
+from .._kmers import (
+    CLS_ID,
+    PAD_ID,
+    SEP_ID,
+    check_sequences,
+    reverse_complement,
+    split_windows,
+    warn_without_known_kmer,
+)
 from .._kmers import tokenize as tokenize_batch
 from ..module import mean_pool
 from ._inputs import max_window_bp
@@ -54,6 +62,7 @@ def run_windows(
             "window_overlap", window_overlap, minimum=0, hint="bases, or None for a quarter window"
         )
     check_sequences(sequences, k, names=names)
+    warn_without_known_kmer(sequences, k, names)
     n = len(sequences)
     max_tokens = int(module.config.max_position_embeddings)
     window = max_window_bp(k, max_tokens)
