@@ -28,7 +28,7 @@ def _dense_elements(files: list[Path]) -> list[DenseElement]:
     """
     import h5py
 
-    from ._collection import _open_input
+    from ._collection_input import _open_input
 
     found: list[set[DenseElement]] = []
     for f in files:
