@@ -370,3 +370,32 @@ def test_sequences_without_a_known_kmer_are_named(finetuned):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         finetuned.predict(["ACGTN" * 6], progress=False)  # one known 3-mer is enough
+
+
+def test_learning_rate_schedule_is_the_official_linear_warmup(tiny, fit_kw, labelled):
+    # run_finetune.py: get_linear_schedule_with_warmup(warmup_steps=int(0.1 * t_total)): the
+    # rate of optimizer step s is lr * s / warmup while s < warmup (0 at the first step), then
+    # lr * (t_total - s) / (t_total - warmup)
+    import lightning.pytorch as pl
+
+    class Rates(pl.Callback):
+        def __init__(self):
+            self.rates, self.total = [], None
+
+        def on_train_start(self, trainer, pl_module):
+            self.total = int(trainer.estimated_stepping_batches)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    seqs, labels = labelled
+    cb = Rates()
+    kw = {**fit_kw, "max_steps": None, "max_epochs": 5, "batch_size": 8, "validation_size": 0.0}
+    DNABert(k=3, **tiny).finetune(seqs, labels, lr=1e-3, warmup_ratio=0.3, callbacks=[cb], **kw)
+    total = cb.total
+    warmup = int(0.3 * total)
+    official = [
+        1e-3 * (s / warmup if s < warmup else (total - s) / (total - warmup)) for s in range(total)
+    ]
+    assert len(cb.rates) == total and warmup >= 5 and cb.rates[0] == 0.0
+    np.testing.assert_allclose(cb.rates, official, rtol=1e-12, atol=1e-15)

@@ -17,13 +17,12 @@ from ._kmers import (
     read_vocab_txt,
     reverse_complement,
     seq2kmer,
-    split_windows,
     tokenize,
     vocab_size,
-    window_starts,
     write_vocab_txt,
 )
 from ._regions import Region, parse_region, parse_regions
+from ._windows import split_windows, window_starts
 
 __all__ = [
     "MAX_TOKENS",

@@ -16,10 +16,10 @@ from .._kmers import (
     SEP_ID,
     check_sequences,
     reverse_complement,
-    split_windows,
     warn_without_known_kmer,
 )
 from .._kmers import tokenize as tokenize_batch
+from .._windows import split_windows
 from ..module import mean_pool
 from ._inputs import max_window_bp
 

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .._genome import Genome, as_genome, fetch_sequences
-from .._kmers import check_sequences, split_windows, tokenize
+from .._kmers import check_sequences, tokenize
 from .._regions import Region
+from .._windows import split_windows
 
 SequenceInput = Sequence[str] | Mapping[str, str] | str | os.PathLike[str] | Genome
 

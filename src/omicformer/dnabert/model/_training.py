@@ -15,7 +15,8 @@ from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
 from .._genome import Genome
-from .._kmers import check_sequences, split_windows, vocab_size
+from .._kmers import check_sequences, vocab_size
+from .._windows import split_windows
 from ..module import (
     CLASSIFICATION,
     MLM,

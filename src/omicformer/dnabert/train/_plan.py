@@ -97,12 +97,10 @@ class DNABertTrainingPlan(pl.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(self.warmup_ratio * total)
 
-        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
+        from transformers import get_linear_schedule_with_warmup
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        # the official runs' schedule: lr * step / warmup, then linear decay to 0 at the end
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
