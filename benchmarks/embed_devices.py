@@ -1,7 +1,7 @@
 """Equality of scGPT embeddings computed on two devices (e.g. CPU and GPU): cosine similarity.
 
 Embeds the bundled ``pbmc68k_reduced`` (700 cells) with ``scgpt.tl.embed`` and the default model
-once on ``--reference-device`` (CPU, float32) and once on ``--device`` (on CUDA under bf16
+once on ``--reference-device`` (CPU, float32) and once on ``--device`` (on CUDA under fp16
 autocast, as ``tl.embed`` runs there), and prints the cosine similarity of each cell's two
 embeddings: minimum and mean over cells. Exits 1 when the minimum is below ``--min-cosine`` or
 the mean below ``--mean-cosine``.

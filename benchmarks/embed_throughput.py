@@ -3,7 +3,7 @@
 Reference = what the official ``embed_data`` does without flash-attn: every cell padded to
 ``max_len`` and run through ``torch.nn.TransformerEncoder`` (default settings, as in the official
 ``TransformerModel``) with a key padding mask, cells in their original order. Ours = length
-buckets + SDPA (+ bf16 autocast on GPU). Both use identical tokens and weights; the script checks
+buckets + SDPA (+ fp16 autocast on GPU). Both use identical tokens and weights; the script checks
 the embeddings agree and prints cells/s, peak memory and the ratio from one run.
 
     python benchmarks/embed_throughput.py                      # CPU, bundled data, default model
@@ -137,7 +137,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-cells", type=int, default=None)
     p.add_argument("--genes-per-cell", type=int, default=1200)
     p.add_argument(
-        "--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)"
+        "--peak-tflops", type=float, default=989.0, help="dense fp16/bf16 peak (H100 SXM: 989)"
     )
     p.add_argument("--only", choices=["ref", "ours"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@
 #
 # Installs nothing beyond the README (`pip install -e ".[test]"`), takes under 13 minutes on a
 # recent GPU and reports:
-#   1. embed throughput and MFU, bf16, whole-human configuration (d_model 512, 12 layers), ours
+#   1. embed throughput and MFU, fp16 autocast, whole-human configuration (d_model 512, 12 layers), ours
 #      against the reference path (benchmarks/embed_throughput.py);
 #   2. training step throughput and peak GPU memory, default and whole-human configurations
 #      (benchmarks/train_throughput.py);
@@ -17,7 +17,7 @@
 #      device used, annotation macro-F1 and 15-NN label accuracy / batch mixing of the
 #      integrated embedding (benchmarks/finetune_devices.py).
 # Prints a compact summary and exits non-zero when a step fails (error, time limit, or cosine
-# below its threshold). Environment: PYTHON (default python), PEAK_TFLOPS (dense bf16 peak of
+# below its threshold). Environment: PYTHON (default python), PEAK_TFLOPS (dense fp16/bf16 peak of
 # the GPU for MFU; default from the GPU's name, H100/H200 989), LOG_DIR (keep the full logs).
 set -uo pipefail
 

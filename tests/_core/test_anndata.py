@@ -126,7 +126,7 @@ def test_labelled_cells_names_labels_differing_only_by_end_spaces():
 
     from omicformer._core._anndata import labelled_cells
 
-    values = pd.Series(["B cell", "B cell ", "B cell", "B cell ", "T", "T", " T"] + [" T"])
+    values = pd.Series(["B cell", "B cell ", "B cell", "B cell ", "T", "T", " T", " T"])
     with pytest.warns(
         UserWarning, match=r"only by spaces at their ends: \['B cell', 'B cell ', ' T', 'T'\]"
     ):

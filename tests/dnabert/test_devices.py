@@ -22,4 +22,4 @@ def test_embedding_on_the_gpu_leaves_the_model_on_the_cpu(tiny, make_seqs):
     assert model.module.training
     cpu = model.embed(seqs, device="cpu", progress=False)
     cos = (z * cpu).sum(1) / ((z**2).sum(1) * (cpu**2).sum(1)) ** 0.5
-    assert cos.min() > 0.99  # bf16 autocast on the GPU against float32 on the CPU
+    assert cos.min() > 0.99  # fp16 autocast on the GPU against float32 on the CPU

@@ -48,7 +48,7 @@ def test_embedding_on_the_gpu_leaves_the_model_on_the_cpu(model):
     assert _where(model) == {"cpu"}
     cpu = model.get_latent_representation(adata, device="cpu", progress=False)
     cos = np.sum(z * cpu, 1) / (np.linalg.norm(z, axis=1) * np.linalg.norm(cpu, axis=1))
-    assert cos.min() > 0.99  # bf16 autocast on the GPU against float32 on the CPU
+    assert cos.min() > 0.99  # fp16 autocast on the GPU against float32 on the CPU
 
 
 def test_embedding_on_the_gpu_leaves_a_gpu_model_on_the_gpu(model):

@@ -350,6 +350,7 @@ def test_model_from_scratch_trains_and_embeds(two_batches):
     model = ScGPTIntegration(adata, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
     c = model.module.config
     assert c.do_dab and c.domain_spec_batchnorm and c.num_batch_labels == 2
+    assert c.ecs_threshold == 0.8  # Tutorial_Integration's, not TransformerModel's 0.3
     model.train(max_epochs=1, batch_size=8, accelerator="cpu", enable_progress_bar=False)
     z = model.get_latent_representation(progress=False)
     assert z.shape == (adata.n_obs, 16) and np.isfinite(z).all()

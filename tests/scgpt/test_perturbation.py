@@ -82,7 +82,11 @@ def test_load_pretrained_gives_new_genes_new_embeddings(sim, default_vocab):
     assert len(kept) > 10
     for k in kept:
         torch.testing.assert_close(module_state[k], state[k], rtol=0, atol=0)
-    assert torch.count_nonzero(model.module.pert_encoder.weight[2]) == 0
+    # Tutorial_Perturbation's pert_pad_id=0: "not perturbed" adds the zero vector, "perturbed"
+    # a learned one
+    assert model.module.config.pert_pad_id == 0
+    assert torch.count_nonzero(model.module.pert_encoder.weight[0]) == 0
+    assert torch.count_nonzero(model.module.pert_encoder.weight[1]) > 0
 
 
 def test_train_records_history_and_keeps_pad_row_and_frozen_heads(fitted, sim_names):
@@ -94,7 +98,7 @@ def test_train_records_history_and_keeps_pad_row_and_frozen_heads(fitted, sim_na
     assert model.train_conditions_ == sim_names["conditions"]
     np.testing.assert_allclose(model.prior_shared_, _mean_change(adata), atol=1e-5)
     assert len(model.train_indices) == adata.n_obs and len(model.validation_indices) == 0
-    assert torch.count_nonzero(model.module.pert_encoder.weight[2]) == 0
+    assert torch.count_nonzero(model.module.pert_encoder.weight[0]) == 0  # not trained
     state, module_state = _default_state(), model.module.state_dict()
     key = "transformer_encoder.layers.0.linear1.weight"
     assert not torch.equal(module_state[key], state[key])  # fine-tuned

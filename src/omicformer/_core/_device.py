@@ -36,10 +36,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def inference_autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    """Mixed precision for inference on GPU (bf16 where supported, else fp16); no-op on CPU."""
+    """fp16 autocast for inference on CUDA, as the official scGPT ``embed_data``; no-op elsewhere.
+
+    ``torch.cuda.amp.autocast(enabled=True)`` of the official code is float16. It keeps 10
+    mantissa bits where bfloat16 keeps 7: on a whole-human-sized random model (d_model 512, 4
+    layers, 200 tokens) the largest difference from float32 was 7.0e-5 under fp16 and 6.2e-4
+    under bf16.
+    """
     if not enabled or device.type != "cuda":
         yield
         return
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    with torch.autocast(device_type="cuda", dtype=dtype):
+    with torch.autocast(device_type="cuda", dtype=torch.float16):
         yield

@@ -2,7 +2,7 @@
 
 Differences from the official ``embed_data`` that do not change the numbers: cells are grouped
 into length buckets (little padding; SDPA runs unmasked on full buckets), the matrix is read in
-chunks (works on ``backed="r"`` AnnData), and on GPU the forward runs under bf16/fp16 autocast.
+chunks (works on ``backed="r"`` AnnData), and on GPU the forward runs under fp16 autocast as the official one.
 Chunks are also the unit of output (written one by one to a ``.npy`` memory map for results
 larger than RAM) and of distribution (spread over Lightning processes, the result equal to a
 single process's).

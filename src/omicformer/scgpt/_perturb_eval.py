@@ -10,7 +10,7 @@ returns that layout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,8 @@ from ._conditions import (
     parse_conditions,
 )
 from ._genes import gene_names
-from ._perturb_data import UNS_KEY, check_perturbation_data, condition_means, top_de_genes
+from ._perturb_data import UNS_KEY, check_perturbation_data, condition_means
+from ._perturb_de import check_de_rule, de_indices
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -215,6 +216,7 @@ def evaluate_perturbation(
     condition_key: str = "condition",
     control: str = CONTROL,
     n_de: int = 20,
+    de_genes: Literal["auto", "rank_genes_groups", "largest_change"] = "auto",
     layer: str | None = None,
     gene_key: str | None = None,
     perturbation_key: str = UNS_KEY,
@@ -233,10 +235,14 @@ def evaluate_perturbation(
     * ``direction_de``: fraction of the DE genes where ``sign(p - c) == sign(t - c)``; a
       predicted change of 0 counts as wrong unless the true change is 0 too.
 
-    The DE genes of a condition are the ``n_de`` genes with the largest ``|t - c|``, the
-    perturbed genes themselves excluded, ties broken by gene order (the rule of
-    :func:`~omicformer.scgpt.pp.prepare_perturbation`). The deltas use the truth's control
-    mean; ``pred.layers["delta"]`` is not read.
+    The DE genes of a condition are, as scGPT and GEARS take them, the first ``n_de`` genes
+    of its list in ``adata_truth.uns["rank_genes_groups_cov_all"]`` (GEARS datasets carry it:
+    ``{"<cell type>_<condition>_<dose>": genes ranked by GEARS}``, perturbed genes included;
+    the cell type and dose of its first key are used, as scGPT's ``find_DE_genes``). Data
+    without those lists, or ``de_genes="largest_change"``: the ``n_de`` genes with the
+    largest ``|t - c|``, the perturbed genes themselves excluded, ties broken by gene order
+    (the rule of :func:`~omicformer.scgpt.pp.prepare_perturbation`). The deltas use the
+    truth's control mean; ``pred.layers["delta"]`` is not read.
 
     Conventions: the Pearson correlation with a constant vector (such as the delta of a
     "no change" prediction) is 0.0, as is that of a single gene. A vector whose values span no
@@ -262,6 +268,12 @@ def evaluate_perturbation(
         Label of the control cells.
     n_de
         Number of DE genes per condition.
+    de_genes
+        ``"auto"`` (default): GEARS' lists where ``adata_truth.uns`` has them, else the largest
+        changes; if the lists miss a predicted condition or name genes outside
+        ``adata_truth.var_names`` (a gene subset), a warning and the largest changes.
+        ``"rank_genes_groups"``: GEARS' lists, an error where they cannot be read.
+        ``"largest_change"``: the largest changes, perturbed genes excluded.
     layer
         Layer of ``adata_truth`` with the expression; ``None`` uses ``X``.
     gene_key
@@ -285,10 +297,13 @@ def evaluate_perturbation(
     ------
     KeyError
         If ``condition_key``, ``layer`` or ``gene_key`` is missing, if a predicted condition is
-        not in the truth, or if the prediction's genes differ from the truth's.
+        not in the truth, if the prediction's genes differ from the truth's, or (with
+        ``de_genes="rank_genes_groups"``) if GEARS' lists are missing, miss a condition or
+        name genes outside ``var_names``.
     ValueError
         If conditions do not parse, the truth has no control cells (or invalid values), the
-        prediction has a control row, duplicate or non-finite rows, or ``n_de < 1``.
+        prediction has a control row, duplicate or non-finite rows, ``n_de < 1`` or
+        ``de_genes`` is not one of the three rules.
 
     Examples
     --------
@@ -296,6 +311,7 @@ def evaluate_perturbation(
     >>> evaluate_perturbation(pred, test)  # doctest: +SKIP
     """
     check_n_de(n_de)
+    check_de_rule(de_genes, adata_truth)
     conds = pred_conditions(pred)
     dup = pd.Index(conds)[pd.Index(conds).duplicated()].unique().tolist()
     if dup:
@@ -317,11 +333,11 @@ def evaluate_perturbation(
     ctrl = truth["ctrl_mean"]
     subgroups = _subgroups(adata_truth, control, perturbation_key)
 
+    des = de_indices(adata_truth, conds, truth["genes"], truth["means"] - ctrl, var_genes,
+                     control=control, n_de=n_de, de_genes=de_genes)  # fmt: skip
     rows = []
     for i, genes in enumerate(truth["genes"]):
-        t = truth["means"][i]
-        de = top_de_genes(t - ctrl, var_genes, genes, n_de)
-        row: dict[str, Any] = condition_metrics(t, P[i], ctrl, de)
+        row: dict[str, Any] = condition_metrics(truth["means"][i], P[i], ctrl, des[i])
         row["n_cells"] = truth["n_cells"][i]
         row["n_genes"] = len(genes)
         if subgroups is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -29,6 +29,7 @@ def perturbation(
     condition_key: str = "condition",
     control: str = "ctrl",
     n_de: int = 20,
+    de_genes: Literal["auto", "rank_genes_groups", "largest_change"] = "auto",
     layer: str | None = None,
     gene_key: str | None = None,
     ncols: int = 2,
@@ -37,10 +38,11 @@ def perturbation(
 ) -> Figure | None:
     """Predicted against observed change of the DE genes of each perturbation (GEARS style).
 
-    One panel per condition. Along x, the condition's DE genes (the ``n_de`` genes with the
-    largest absolute change of the truth mean against the truth's control mean, perturbed
-    genes excluded: the genes of the ``*_de`` metrics of
-    :func:`~omicformer.scgpt.tl.evaluate_perturbation`); for each, a boxplot of the observed
+    One panel per condition. Along x, the condition's DE genes (the genes of the ``*_de``
+    metrics of :func:`~omicformer.scgpt.tl.evaluate_perturbation`: GEARS' list in
+    ``adata_truth.uns["rank_genes_groups_cov_all"]`` where the data has it, else the ``n_de``
+    genes with the largest absolute change of the truth mean against the truth's control
+    mean, perturbed genes excluded); for each, a boxplot of the observed
     change of every truth cell of the condition (cell minus control mean, outliers not drawn)
     and one marker per prediction at its predicted change (predicted mean minus the truth's
     control mean), a dashed line at 0. The title gives the condition and the
@@ -66,6 +68,8 @@ def perturbation(
         Label of the control cells.
     n_de
         DE genes per panel.
+    de_genes
+        How they are chosen, as in :func:`~omicformer.scgpt.tl.evaluate_perturbation`.
     layer
         Layer of ``adata_truth`` with the expression; ``None`` uses ``X``.
     gene_key
@@ -91,7 +95,8 @@ def perturbation(
         differ from the truth's, or ``condition_key``/``layer``/``gene_key`` is missing.
     ValueError
         If ``pred`` is an empty dict, ``conditions`` is empty or names the control, conditions
-        do not parse, the truth has no control cells, or ``n_de``/``ncols`` is below 1.
+        do not parse, the truth has no control cells, ``n_de``/``ncols`` is below 1, or
+        ``de_genes`` is not one of its three rules.
 
     Examples
     --------
@@ -109,7 +114,7 @@ def perturbation(
     from .._core._anndata import get_matrix, to_csr
     from ._conditions import condition_id, parse_conditions
     from ._genes import gene_names
-    from ._perturb_data import top_de_genes
+    from ._perturb_de import check_de_rule, de_indices
     from ._perturb_eval import (
         check_n_de,
         condition_metrics,
@@ -123,6 +128,7 @@ def perturbation(
         msg = "pred is an empty dict; pass a prediction or {label: prediction}."
         raise ValueError(msg)
     check_n_de(n_de)
+    check_de_rule(de_genes, adata_truth)
     check_int("ncols", ncols)
     labels = list(preds)
     pred_conds = {label: pred_conditions(p) for label, p in preds.items()}
@@ -168,6 +174,8 @@ def perturbation(
         matrices[label] = pred_matrix(p, adata_truth.var_names, what=what)[rows_of[label]]
     truth = truth_for(conditions, adata_truth, condition_key, control, layer)
     ctrl = truth["ctrl_mean"]
+    des = de_indices(adata_truth, conditions, truth["genes"], truth["means"] - ctrl, var_genes,
+                     control=control, n_de=n_de, de_genes=de_genes)  # fmt: skip
     cell_labels = adata_truth.obs[condition_key].astype(str).to_numpy()
 
     n = len(conditions)
@@ -181,7 +189,7 @@ def perturbation(
     for i, cond in enumerate(conditions):
         ax = axes[i // ncols, i % ncols]
         t = truth["means"][i]
-        de = top_de_genes(t - ctrl, var_genes, truth["genes"][i], n_de)
+        de = des[i]
         cells = np.flatnonzero(np.isin(cell_labels, truth["labels"][i]))
         observed = to_csr(get_matrix(adata_truth[cells], layer))[:, de].toarray() - ctrl[de]
         x = np.arange(de.size)

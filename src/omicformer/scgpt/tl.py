@@ -120,7 +120,7 @@ def embed(
         ``get_latent_representation``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
-        On GPU the forward runs under bf16/fp16 autocast.
+        On GPU the forward runs under fp16 autocast, as the official ``embed_data``.
     random_state
         Seed for binning ties and for subsampling genes of cells longer than ``max_len``.
     progress

@@ -53,6 +53,9 @@ class ScGPTIntegration(ScGPT):
     dsbn
         Add domain-specific batch norm (default ``True``, the official recipe;
         :func:`~omicformer.scgpt.tl.integrate` passes ``dsbn=False`` unless asked).
+    ecs_threshold
+        Cosine similarity above which ECS pulls two cells together (default 0.8, the official
+        integration tutorial's, as :meth:`load_pretrained`).
     **kwargs
         Architecture of a model trained from scratch, as :class:`ScGPT` (use
         :meth:`load_pretrained` to start from pretrained weights, as the recipe does).
@@ -82,9 +85,11 @@ class ScGPTIntegration(ScGPT):
         "batch-corrected one. Call {name}.train() first."
     )
 
-    def __init__(self, adata: AnnData, *, dsbn: bool = True, **kwargs: Any):
+    def __init__(
+        self, adata: AnnData, *, dsbn: bool = True, ecs_threshold: float = 0.8, **kwargs: Any
+    ):
         _require_batches(type(self), adata)
-        super().__init__(adata, dsbn=dsbn, **kwargs)
+        super().__init__(adata, dsbn=dsbn, ecs_threshold=ecs_threshold, **kwargs)
         c = self.module.config
         self._add_integration_heads(
             dsbn=dsbn, ecs_threshold=c.ecs_threshold, use_batch_labels=c.use_batch_labels
@@ -250,8 +255,9 @@ class ScGPTIntegration(ScGPT):
         mvc
             Add the GEPC (MVC) loss.
         ecs_weight
-            Weight of elastic cell similarity (official 10); its threshold was set by
-            :meth:`load_pretrained` (official 0.8). ``0`` disables it.
+            Weight of elastic cell similarity (official 10); its threshold is the model's
+            (``ecs_threshold`` of :meth:`load_pretrained` or the constructor, official 0.8).
+            ``0`` disables it.
         dab_weight
             Weight of the adversarial batch loss (official 1); ``0`` disables it.
         label_weight

@@ -24,6 +24,7 @@ from .._conditions import (
 from .._genes import gene_names
 from .._perturb_data import check_measured, check_perturbation_data
 from .._vocab import GeneVocab
+from ..train._perturb import TUTORIAL_PERT_PAD_ID
 from ._io import rebuild_module
 from ._perturbation_predict import PerturbationPredictionMixin
 from ._perturbation_schedule import _trains_on_cpu, default_schedule
@@ -43,8 +44,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
 
     The official ``TransformerGenerator`` method (Cui et al. 2024): a control cell's expression
     of every gene (continuous values, no binning, no masking) enters as tokens whose embedding
-    is gene + value + a per-gene perturbation flag (``pert_encoder``: 0 not perturbed,
-    1 perturbed, 2 padding); the affine decoder predicts every gene's post-perturbation
+    is gene + value + a per-gene perturbation flag (``pert_encoder``: 0 not perturbed, the
+    zero vector as in ``Tutorial_Perturbation`` (``pert_pad_id=0``), 1 perturbed, learned);
+    the affine decoder predicts every gene's post-perturbation
     expression, ``coeff(h) * x_ctrl + bias(h)``. :meth:`train` fits it on (random control cell,
     perturbed cell) pairs with MSE on all genes; :meth:`predict` averages the predictions over
     control cells, for any combination of measured genes, seen in training or not.
@@ -98,9 +100,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     ):
         _check_prior(prior)
         super().__init__(adata, max_len=max_len, **kwargs)
-        self.module, _ = rebuild_module(
-            self.module, perturbation=True, perturbation_prior=prior is not None, n_cls=1
-        )
+        self.module, _ = _perturbation_module(self.module, prior)
         self.module.decoder.init_identity()
         self._set_genes()
 
@@ -212,9 +212,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             fresh.append("encoder.embedding.weight (new genes' rows)")
         c = model.module.config
         if not c.perturbation or c.perturbation_prior != (prior is not None):
-            model.module, heads = rebuild_module(
-                model.module, perturbation=True, perturbation_prior=prior is not None, n_cls=1
-            )
+            model.module, heads = _perturbation_module(model.module, prior)
             if any(h.startswith("decoder.") for h in heads):
                 model.module.decoder.init_identity()
             fresh += heads
@@ -466,6 +464,19 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         shared = settings.get("prior_shared")
         self.prior_shared_ = None if shared is None else np.asarray(shared, dtype=np.float32)
         self.centered_ = bool(settings.get("centered", False))
+
+
+def _perturbation_module(module: Any, prior: str | None) -> tuple[Any, list[str]]:
+    """``module`` rebuilt with the perturbation heads and the tutorial's ``pert_pad_id=0``.
+
+    The "not perturbed" row of ``pert_encoder`` is the zero vector (also where weights of a
+    model built with another ``pert_pad_id`` were copied into it).
+    """
+    new, fresh = rebuild_module(module, perturbation=True, perturbation_prior=prior is not None,
+                                n_cls=1, pert_pad_id=TUTORIAL_PERT_PAD_ID)  # fmt: skip
+    with torch.no_grad():
+        new.pert_encoder.weight[TUTORIAL_PERT_PAD_ID].zero_()
+    return new, fresh
 
 
 def _check_prior(prior: str | None) -> None:

@@ -1,9 +1,10 @@
 """Fine-tuning scGPT for batch integration (official ``Tutorial_Integration``, Cui et al. 2024).
 
-Loss per batch, as the official tutorial (``MLM``, ``GEPC``, ``ECS``, ``DAB``, ``DSBN``):
+Loss per batch, the official tutorial's terms (``MLM``, ``GEPC``, ``ECS``, ``DAB``, ``DSBN``)
+with the departures listed at the end:
 
 * ``loss_mse``: masked value prediction, the MSE of the expression decoder on the 40% of each
-  cell's gene values replaced by ``mask_value`` (``random_mask_value``, ``mask_ratio=0.4``);
+  cell's gene values replaced by ``mask_value`` (``mask_ratio=0.4``);
 * ``loss_gepc``: the same MSE for the MVC (GEPC) head, which predicts each masked gene's value
   from the cell embedding and the gene's embedding;
 * ``ecs_weight * loss_ecs``: elastic cell similarity on the ``<cls>`` embeddings (official
@@ -20,6 +21,17 @@ Loss per batch, as the official tutorial (``MLM``, ``GEPC``, ``ECS``, ``DAB``, `
 Domain-specific batch norm lives in the module (``domain_spec_batchnorm=True``); with it, every
 minibatch holds cells of one batch (the runner's ``groups``), as the official
 ``per_seq_batch_sample``.
+
+Departures from the tutorial, kept because the pretrained models are read this way: its cells
+are tokenised with ``tokenize_and_pad_batch`` (``<cls>`` value 0, unexpressed genes as tokens,
+``include_zero_gene=True``), and ``random_mask_value`` masks ``int(n * 0.4)`` of the ``n``
+non-padding positions, ``<cls>`` among them. Here ``<cls>`` has the value ``pad_value``, as
+in the official ``embed_data`` (so fine-tuned and zero-shot embeddings read the same tokens),
+only expressed genes are tokens (with ``n_zero_genes``, a sample of unexpressed ones enters the
+GEPC loss as ``zero_genes``), and
+``int(n_genes * 0.4)`` gene positions are masked, never ``<cls>``. With no zero tokens, the
+tutorial's two Bernoulli terms on the zero probabilities (``explicit_zero_prob=True``) are
+left out and their heads frozen (:data:`UNUSED_HEADS`).
 """
 
 from __future__ import annotations
@@ -42,10 +54,13 @@ UNUSED_HEADS = ("flag_encoder.", "decoder.zero_logit.", "mvc_decoder.W_zero_logi
 
 
 class MaskedValueCollator(CellCollator):
-    """Tokenise cells and hide a fraction of their values (official ``random_mask_value``).
+    """Tokenise cells and hide a fraction of their values (as the official ``random_mask_value``).
 
     In every cell, ``int(n_genes * mask_ratio)`` randomly chosen gene positions (never
     ``<cls>``, never padding) get ``mask_value`` as input; their binned values are the targets.
+    The official function counts ``<cls>`` among the positions it may mask (value 0 in the
+    tutorial's tokens), so it masks ``int((n_genes + 1) * mask_ratio)`` positions: at most one
+    more, sometimes ``<cls>`` (see the module docstring).
 
     Parameters
     ----------

@@ -32,6 +32,9 @@ from ._plan import FrozenHeadsMixin, LossPartsStepsMixin, adam_with_epoch_decay
 
 #: Official per-gene flags (``pert_encoder`` rows): not perturbed, perturbed.
 NOT_PERTURBED, PERTURBED = 0, 1
+#: ``pert_pad_id`` of the official ``Tutorial_Perturbation``: ``Embedding(3, d, padding_idx=0)``,
+#: so "not perturbed" (and padding) adds the zero vector and only "perturbed" is learned.
+TUTORIAL_PERT_PAD_ID = NOT_PERTURBED
 
 
 @dataclass
