@@ -101,43 +101,92 @@ def test_a_gene_subset_falls_back_with_a_warning_under_auto(screen):
     )
     keep = [g for g in truth.var_names if g not in listed][:30] + sorted(listed)[:5]
     sub_truth, sub_pred = truth[:, keep].copy(), pred[:, keep].copy()
-    with pytest.warns(UserWarning, match=r"not in adata_truth.var_names.*change most instead"):
+    with pytest.warns(
+        UserWarning, match=r"neither in adata_truth.var_names nor in .*change most instead"
+    ):
         auto = evaluate_perturbation(sub_pred, sub_truth)
     expected = evaluate_perturbation(sub_pred, sub_truth, de_genes="largest_change")
     np.testing.assert_allclose(auto.loc["mean", "pearson_de"], expected.loc["mean", "pearson_de"])
-    with pytest.raises(KeyError, match=r"lists DE genes of .* not in adata_truth.var_names"):
+    with pytest.raises(KeyError, match=r"lists DE genes of .* neither in adata_truth.var_names"):
         evaluate_perturbation(sub_pred, sub_truth, de_genes="rank_genes_groups")
+
+
+def _with_lists(truth, ranked):
+    out = truth.copy()
+    out.uns["rank_genes_groups_cov_all"] = ranked
+    return out
 
 
 def test_keys_of_the_first_cell_type_and_order_free_conditions(screen):
     truth, pred, _ = screen
     ranked = dict(truth.uns["rank_genes_groups_cov_all"])
-    first = next(iter(ranked))
-    # another cell type's list of a condition (not read: scGPT takes the first key's cell type)
-    cond = first.split("_")[1]
-    genes = np.asarray(ranked[first])
-    decoy = {f"other_{cond}_1+1": genes[::-1][:20]}
-    truth2 = truth.copy()
-    truth2.uns["rank_genes_groups_cov_all"] = {
-        first: genes,
-        **decoy,
-        **{k: v for k, v in ranked.items() if k != first},
-    }
-    np.testing.assert_allclose(
-        evaluate_perturbation(pred, truth2).loc["mean", "pearson_de"],
-        evaluate_perturbation(pred, truth).loc["mean", "pearson_de"],
-    )
-    # a double listed as "B+A" is found for the prediction's "A+B"
+    reference = evaluate_perturbation(pred, truth).loc["mean", "pearson_de"]
+    # another cell type's list of the second condition, before its own: not read (scGPT takes
+    # the first key's cell type); other genes, so reading it would change the score
+    first, second = list(ranked)[:2]
+    cond = second.split("_")[1]
+    others = [g for g in truth.var_names if g not in set(ranked[second])][:20]
+    decoy = {first: ranked[first], f"other_{cond}_1+1": np.asarray(others)}
+    truth2 = _with_lists(truth, {**decoy, **ranked})
+    assert evaluate_perturbation(pred, truth2).loc["mean", "pearson_de"] == pytest.approx(reference)
+    misread = {**{k: v for k, v in ranked.items() if k != second}, second: np.asarray(others)}
+    assert evaluate_perturbation(pred, _with_lists(truth, misread)).loc[
+        "mean", "pearson_de"
+    ] != pytest.approx(reference)  # the decoy's genes do change it
+    # a double listed as "B+A" is found for the prediction's "A+B"; lists stored as bytes
     double = next(k for k in ranked if "ctrl" not in k.split("_")[1])
-    a, b = double.split("_")[1].split("+")
-    swapped = {(f"{double.split('_')[0]}_{b}+{a}_{double.split('_')[2]}" if k == double else k): v
+    cell, pair, dose = double.split("_")
+    a, b = pair.split("+")
+    swapped = {(f"{cell}_{b}+{a}_{dose}" if k == double else k): np.asarray(v, dtype=bytes)
                for k, v in ranked.items()}  # fmt: skip
-    truth3 = truth.copy()
-    truth3.uns["rank_genes_groups_cov_all"] = swapped
-    np.testing.assert_allclose(
-        evaluate_perturbation(pred, truth3).loc["mean", "pearson_de"],
-        evaluate_perturbation(pred, truth).loc["mean", "pearson_de"],
-    )
+    got = evaluate_perturbation(pred, _with_lists(truth, swapped), de_genes="rank_genes_groups")
+    assert got.loc["mean", "pearson_de"] == pytest.approx(reference)
+
+
+def test_a_cell_type_with_an_underscore_is_read_whole(screen):
+    truth, pred, _ = screen
+    reference = evaluate_perturbation(pred, truth).loc["mean", "pearson_de_delta"]
+    renamed = _with_lists(truth, {
+        k.replace("simulated_", "T_cell_", 1): v
+        for k, v in truth.uns["rank_genes_groups_cov_all"].items()
+    })  # fmt: skip
+    renamed.obs["cell_type"] = "T_cell"
+    got = evaluate_perturbation(pred, renamed, de_genes="rank_genes_groups")
+    assert got.loc["mean", "pearson_de_delta"] == pytest.approx(reference)
+
+
+@pytest.mark.parametrize("ranked", [{}, {"KLF1+ctrl": ["A"]}])
+def test_unreadable_lists_fall_back_under_auto(screen, ranked):
+    truth, pred, _ = screen
+    bad = _with_lists(truth, ranked)
+    with pytest.warns(UserWarning, match=r"do not read '<cell type>_<condition>_<dose>'"):
+        auto = evaluate_perturbation(pred, bad)
+    expected = evaluate_perturbation(pred, truth, de_genes="largest_change")
+    assert auto.loc["mean", "pearson_de"] == pytest.approx(expected.loc["mean", "pearson_de"])
+    with pytest.raises(KeyError, match=r"do not read"):
+        evaluate_perturbation(pred, bad, de_genes="rank_genes_groups")
+
+
+def test_gears_files_read_with_read_gears_find_their_listed_gene_ids(screen, tmp_path):
+    # GEARS files name genes by id and list DE genes by id; read_gears names them by symbol
+    # and keeps the ids in var["gene_id"]
+    truth, pred, _ = screen
+    ids = {g: f"ENSG{i:011d}" for i, g in enumerate(truth.var_names)}
+    gears = truth.copy()
+    gears.var["gene_name"] = list(truth.var_names)
+    gears.var_names = [ids[g] for g in truth.var_names]
+    gears.uns["rank_genes_groups_cov_all"] = {
+        k: np.asarray([ids[g] for g in v])
+        for k, v in truth.uns["rank_genes_groups_cov_all"].items()
+    }
+    gears.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    read = datasets.read_gears(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = evaluate_perturbation(pred, read, de_genes="rank_genes_groups")
+    official = evaluate_perturbation(pred, truth)
+    np.testing.assert_allclose(got["pearson_de_delta"].to_numpy(float),
+                               official["pearson_de_delta"].to_numpy(float))  # fmt: skip
 
 
 def test_plot_draws_the_listed_genes(screen):

@@ -238,7 +238,9 @@ def evaluate_perturbation(
     The DE genes of a condition are, as scGPT and GEARS take them, the first ``n_de`` genes
     of its list in ``adata_truth.uns["rank_genes_groups_cov_all"]`` (GEARS datasets carry it:
     ``{"<cell type>_<condition>_<dose>": genes ranked by GEARS}``, perturbed genes included;
-    the cell type and dose of its first key are used, as scGPT's ``find_DE_genes``). Data
+    the cell type and dose of its first key are used, as scGPT's ``find_DE_genes``; the genes
+    are found in ``var_names``, else in ``var["gene_id"]``, where
+    :func:`~omicformer.datasets.read_gears` keeps the file's gene ids). Data
     without those lists, or ``de_genes="largest_change"``: the ``n_de`` genes with the
     largest ``|t - c|``, the perturbed genes themselves excluded, ties broken by gene order
     (the rule of :func:`~omicformer.scgpt.pp.prepare_perturbation`). The deltas use the
@@ -270,8 +272,9 @@ def evaluate_perturbation(
         Number of DE genes per condition.
     de_genes
         ``"auto"`` (default): GEARS' lists where ``adata_truth.uns`` has them, else the largest
-        changes; if the lists miss a predicted condition or name genes outside
-        ``adata_truth.var_names`` (a gene subset), a warning and the largest changes.
+        changes; if the lists cannot be read (keys not as GEARS writes them), miss a predicted
+        condition or name genes of neither ``var_names`` nor ``var["gene_id"]`` (a gene
+        subset), a warning and the largest changes.
         ``"rank_genes_groups"``: GEARS' lists, an error where they cannot be read.
         ``"largest_change"``: the largest changes, perturbed genes excluded.
     layer
@@ -298,8 +301,8 @@ def evaluate_perturbation(
     KeyError
         If ``condition_key``, ``layer`` or ``gene_key`` is missing, if a predicted condition is
         not in the truth, if the prediction's genes differ from the truth's, or (with
-        ``de_genes="rank_genes_groups"``) if GEARS' lists are missing, miss a condition or
-        name genes outside ``var_names``.
+        ``de_genes="rank_genes_groups"``) if GEARS' lists are missing or unreadable, miss a
+        condition or name genes that are not in the data.
     ValueError
         If conditions do not parse, the truth has no control cells (or invalid values), the
         prediction has a control row, duplicate or non-finite rows, ``n_de < 1`` or
