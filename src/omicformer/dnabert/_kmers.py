@@ -157,6 +157,17 @@ def k_from_vocab(tokens: Sequence[str], *, k: int | None = None, source: str = "
 def seq2kmer(seq: str, k: int) -> str:
     """Space-separated overlapping k-mers with stride 1, exactly as DNABERT's ``seq2kmer``.
 
+    Parameters
+    ----------
+    seq
+        A DNA string (not checked, as the official function; shorter than ``k`` gives ``""``).
+    k
+        k-mer length, 3 to 6.
+
+    Returns
+    -------
+    The ``len(seq) - k + 1`` k-mers joined by single spaces.
+
     Examples
     --------
     >>> from omicformer.dnabert import pp
@@ -240,6 +251,19 @@ def check_sequences(
     the sequence and 0-based position of the first character outside A/C/G/T/N/IUPAC (either
     case), or the first sequence shorter than ``k``. Sequences
     are named by ``names``, else by a pandas Series' index, else ``#0``, ``#1``, ...
+
+    Parameters
+    ----------
+    sequences
+        DNA strings (a list, a pandas Series, any iterable; not a single string).
+    k
+        k-mer length, 3 to 6.
+    names
+        Names of the sequences in messages, one per sequence.
+
+    Returns
+    -------
+    ``int64`` array of the sequences' lengths in bases.
 
     Examples
     --------
@@ -334,6 +358,15 @@ def encode_kmers(
     Returns ``(ids, n_kmers)``: the ids of every sequence concatenated (int64) and the number
     of k-mers per sequence (``len(seq) - k + 1``). k-mers containing N or another IUPAC code
     map to ``[UNK]``; lower-case bases are read as upper case.
+
+    Parameters
+    ----------
+    sequences
+        DNA strings, checked as :func:`check_sequences` checks them.
+    k
+        k-mer length, 3 to 6.
+    names
+        Names of the sequences in error messages.
 
     Examples
     --------

@@ -16,6 +16,19 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     The last window is aligned to the end of the sequence so every base is covered; a sequence
     no longer than ``window`` gives a single window at 0.
 
+    Parameters
+    ----------
+    length
+        Sequence length in bases.
+    window
+        Window length in bases (an integer >= 1).
+    stride
+        Bases from one window start to the next (an integer >= 1).
+
+    Returns
+    -------
+    ``int64`` array of start offsets, increasing.
+
     Examples
     --------
     >>> from omicformer.dnabert import pp

@@ -73,7 +73,22 @@ class GeneVocab:
 
     @classmethod
     def from_file(cls, path: str | Path) -> GeneVocab:
-        """Read an official ``vocab.json``."""
+        """Read an official ``vocab.json``.
+
+        Parameters
+        ----------
+        path
+            The file: a flat JSON object ``{gene: id}`` with integer ids.
+
+        Returns
+        -------
+        The vocabulary; ``<pad>``, ``<cls>`` and ``<eoc>`` are appended when missing.
+
+        Raises
+        ------
+        ValueError
+            The file is not JSON, not a flat object, or has ids that are not integers.
+        """
         path = Path(path)
         try:
             stoi = json.loads(path.read_text())
@@ -99,7 +114,13 @@ class GeneVocab:
             raise ValueError(f"{path}: {err}") from None
 
     def save_json(self, path: str | Path) -> None:
-        """Write the official ``vocab.json`` format."""
+        """Write the official ``vocab.json`` format.
+
+        Parameters
+        ----------
+        path
+            File to write (replaced if it exists): ``{token: id}``, special tokens included.
+        """
         Path(path).write_text(json.dumps(self._stoi, indent=2))
 
     def to_dict(self) -> dict[str, int]:
@@ -140,6 +161,17 @@ class GeneVocab:
         Gene symbols of one species are unique regardless of case (the official census
         vocabulary has no two tokens that differ only in case), and a mouse symbol in upper
         case is, for most genes, its human ortholog's.
+
+        Parameters
+        ----------
+        genes
+            Gene symbols (any iterable of strings; other values are read as ``str``).
+        ignore_case
+            Also match genes whose case differs from the token's, as above.
+
+        Returns
+        -------
+        ``int64`` array of token ids, one per gene, ``-1`` where none matches.
 
         Raises
         ------

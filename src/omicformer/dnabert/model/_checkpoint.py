@@ -113,7 +113,24 @@ def _read_hf_config(file: Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and validate a DNABERT folder (official or saved by :meth:`DNABert.save`)."""
+    """Read and validate a DNABERT folder (official or saved by :meth:`DNABert.save`).
+
+    Parameters
+    ----------
+    path
+        The folder: ``config.json``, ``vocab.txt`` and ``model.safetensors`` or
+        ``pytorch_model.bin`` (read with ``weights_only=True``); ``~`` is expanded.
+
+    Returns
+    -------
+    A :class:`Checkpoint`: the ``BertConfig``, the state dict, ``k`` (from the vocabulary),
+    the task (``"mlm"`` or ``"classification"``) and our metadata, if any.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is a file, does not exist, or lacks ``config.json``.
+    """
     from transformers import BertConfig
 
     path = Path(path).expanduser()
@@ -237,6 +254,25 @@ def write_checkpoint(
     ``half=True`` stores floating-point weights as float16 (half the size); loading casts
     them back to the model's float32 parameters. A folder that already holds a model (ours or
     an official one: ``config.json``, weights) is a ``FileExistsError`` unless ``overwrite``.
+
+    Parameters
+    ----------
+    path
+        Folder to write (created if missing; ``~`` is expanded).
+    module
+        The ``BertForMaskedLM`` or ``BertForSequenceClassification``.
+    k
+        k-mer length (writes the matching ``vocab.txt``).
+    task
+        ``"mlm"`` or ``"classification"``.
+    metadata
+        Written to ``omicformer_config.json`` (labels, history, settings).
+    overwrite, half
+        As above.
+
+    Returns
+    -------
+    The folder's path.
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():

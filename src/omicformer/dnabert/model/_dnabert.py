@@ -250,6 +250,22 @@ class DNABert(TrainingMixin):
         Long sequences: probabilities averaged over overlapping windows; with
         ``reverse_complement=True`` also averaged with the reverse complement.
 
+        Parameters
+        ----------
+        sequences_or_regions
+            DNA strings, a FASTA path, or regions together with ``fasta``.
+        fasta
+            Genome to fetch regions from.
+        batch_size, device, window_overlap, progress
+            Inference settings; windows of long sequences overlap by ``window_overlap`` bases
+            (default a quarter window).
+        reverse_complement
+            Average with the probabilities of the reverse complement (strand-symmetric).
+
+        Returns
+        -------
+        ``float`` array ``(n_sequences, n_classes)``; rows sum to 1.
+
         Examples
         --------
         >>> probs = model.predict(["ACGT" * 50], device="cpu")  # doctest: +SKIP
