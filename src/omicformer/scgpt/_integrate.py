@@ -132,7 +132,7 @@ def integrate(
         their cell types: a population that only one batch holds can end inside another type
         (try ``0`` then). ``None`` (default): for two batches, 30 where the pretrained
         model's embedding of the batches (up to 1,000 cells of each, a seeded random subset)
-        mixes them less than 0.05 (:func:`omicformer._core._mnn.mixing`: 1 mixed, 0 apart),
+        mixes them less than 0.05 (:func:`omicformer._core._mnn.mixing`: about 1 mixed, 0 apart),
         else 0; with ``dsbn=True`` 30 for two batches without measuring (pass 0 for the
         official one-batch minibatches); 0 for more batches. Where the batches start less apart, the loss cost biology
         and mixing both with Harmony after it (three PBMC experiments, seed 0, scib bio /
