@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -215,3 +217,57 @@ def test_a_training_forward_leaves_no_autograd_graph_on_the_module():
     twin = copy.deepcopy(m)  # a tensor with a graph cannot be deep-copied
     for (k, a), (_, b) in zip(twin.state_dict().items(), m.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def _cells(n=5, length=7):
+    g = torch.randint(0, 30, (n, length), generator=torch.Generator().manual_seed(1))
+    v = torch.rand(n, length, generator=torch.Generator().manual_seed(2)) * 5
+    return g, v
+
+
+def test_forward_takes_the_official_arguments_in_their_order():
+    # official TransformerModel.forward(src, values, src_key_padding_mask, batch_labels=None,
+    # CLS=False, CCE=False, MVC=False, ECS=False, do_sample=False): a positional port of
+    # official code asks for the same heads
+    m = _model(do_mvc=True)
+    g, v = _cells()
+    out = m(g, v, None, None, False, False, True)
+    assert "mvc_output" in out and "loss_ecs" not in out and "loss_cce" not in out
+    out = m(g, v, None, None, True, False, False, True)
+    assert "cls_output" in out and "loss_ecs" in out and "mvc_output" not in out
+
+
+def test_cce_is_the_official_simcse_objective():
+    # official: cell2 from a second _encode; Similarity(temp=0.5) = CosineSimilarity(dim=-1)
+    # / 0.5 of cell1[:, None] and cell2[None]; CrossEntropyLoss against arange(batch)
+    m = _model()
+    g, v = _cells()
+    out = m(g, v, None, CCE=True)
+    cell = out["cell_emb"]  # eval, no dropout: the second pass gives the same embedding
+    sim = nn.CosineSimilarity(dim=-1)(cell.unsqueeze(1), cell.unsqueeze(0)) / 0.5
+    expected = nn.CrossEntropyLoss()(sim, torch.arange(cell.shape[0]))
+    torch.testing.assert_close(out["loss_cce"], expected)
+    # in training the two passes differ by dropout and the loss trains the encoder
+    m = TransformerModel(dataclasses.replace(m.config, dropout=0.3)).train()
+    out = m(g, v, None, CCE=True)
+    out["loss_cce"].backward()
+    assert m.encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_do_sample_draws_the_official_bernoulli_mask():
+    from torch.distributions import Bernoulli
+
+    m = _model(explicit_zero_prob=True, do_mvc=True)
+    g, v = _cells()
+    plain = m(g, v, None, MVC=True)
+    torch.manual_seed(5)
+    sampled = m(g, v, None, MVC=True, do_sample=True)
+    torch.manual_seed(5)  # official: Bernoulli(probs=zero_probs).sample() * pred, mlm then mvc
+    mlm = Bernoulli(probs=plain["mlm_zero_probs"]).sample() * plain["mlm_output"]
+    mvc = Bernoulli(probs=plain["mvc_zero_probs"]).sample() * plain["mvc_output"]
+    torch.testing.assert_close(sampled["mlm_output"], mlm)
+    torch.testing.assert_close(sampled["mvc_output"], mvc)
+    assert (sampled["mlm_output"] == 0).any() and (sampled["mlm_output"] != 0).any()
+    without = _model()  # no zero-probability head: do_sample changes nothing, as official
+    torch.testing.assert_close(without(g, v, None, do_sample=True)["mlm_output"],
+                               without(g, v, None)["mlm_output"])  # fmt: skip

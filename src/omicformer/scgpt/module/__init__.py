@@ -11,7 +11,7 @@ from ._decoders import (
 )
 from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
 from ._flops import encoder_flops
-from ._losses import ecs_loss, masked_mse_loss, mnn_loss
+from ._losses import cce_loss, ecs_loss, masked_mse_loss, mnn_loss
 from ._model import ScGPTConfig, TransformerModel
 from ._transformer import (
     MultiheadSelfAttention,
@@ -37,6 +37,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "TransformerModel",
+    "cce_loss",
     "ecs_loss",
     "encoder_flops",
     "generative_attn_mask",

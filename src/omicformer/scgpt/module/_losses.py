@@ -31,6 +31,19 @@ def ecs_loss(cell_emb: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
     return torch.mean(1 - (cos - threshold) ** 2)
 
 
+def cce_loss(cell1: torch.Tensor, cell2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Contrastive cell embedding loss (official ``CCE``): SimCSE between two passes of a batch.
+
+    ``cell1`` and ``cell2`` are the cell embeddings of two forward passes of the same cells
+    (dropout makes them differ); each cell's second view is its positive, every other cell's
+    the negatives: cross-entropy over ``cos(cell1_i, cell2_j) / temperature``. Under
+    ``torch.distributed`` in training the official code gathers both views from every process
+    first (keeping this process's own tensors, so gradients flow); callers do that.
+    """
+    sim = F.cosine_similarity(cell1.unsqueeze(1), cell2.unsqueeze(0), dim=-1) / temperature
+    return F.cross_entropy(sim, torch.arange(sim.shape[0], device=sim.device))
+
+
 def mnn_loss(cell_emb: torch.Tensor, batch_labels: torch.Tensor) -> torch.Tensor:
     """Pull mutual nearest neighbours from different batches together (not in official scGPT).
 

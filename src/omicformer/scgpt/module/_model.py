@@ -21,7 +21,7 @@ from ._decoders import (
     MVCDecoder,
 )
 from ._encoders import BatchLabelEncoder, CategoryValueEncoder, ContinuousValueEncoder, GeneEncoder
-from ._losses import ecs_loss
+from ._losses import cce_loss, ecs_loss
 from ._transformer import TransformerEncoder, generative_attn_mask, padding_attn_mask
 
 #: Accepted ``ScGPTConfig.cell_emb_style`` values (the official three, then ours).
@@ -338,15 +338,23 @@ class TransformerModel(nn.Module):
         src_key_padding_mask: torch.Tensor | None,
         batch_labels: torch.Tensor | None = None,
         CLS: bool = False,
+        CCE: bool = False,
         MVC: bool = False,
         ECS: bool = False,
+        do_sample: bool = False,
         pert_flags: torch.Tensor | None = None,
         pert_prior: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Bidirectional pass (masked-value training, fine-tuning, perturbation and inference).
 
-        Returns ``mlm_output`` (B, L), ``cell_emb`` (B, D) and, when asked, ``cls_output``,
-        ``mvc_output``, ``loss_ecs``, ``dab_output`` (official output keys). ``pert_flags``
+        The arguments up to ``do_sample`` are the official ``TransformerModel.forward``'s, in
+        its order. Returns ``mlm_output`` (B, L), ``cell_emb`` (B, D) and, when asked,
+        ``cls_output``, ``loss_cce``, ``mvc_output``, ``loss_ecs``, ``dab_output`` (official
+        output keys). ``CCE`` runs the encoder a second time and scores the two passes' cell
+        embeddings with :func:`~omicformer.scgpt.module.cce_loss` (gathered over processes
+        under ``torch.distributed`` in training, as the official code). ``do_sample`` (models
+        with ``explicit_zero_prob``): ``mlm_output`` and ``mvc_output`` are multiplied by a
+        Bernoulli draw of their non-zero probabilities, as the official code. ``pert_flags``
         (B, L) adds the perturbation flag embeddings (models built with ``perturbation=True``,
         where ``mlm_output`` is then ``coeff(h) * values + bias(h)``: the official
         ``TransformerGenerator``'s predicted post-perturbation expression). ``pert_prior``
@@ -357,10 +365,23 @@ class TransformerModel(nn.Module):
             src, values, src_key_padding_mask, batch_labels, pert_flags, pert_prior
         )
         out = self._decode(transformer_output, batch_labels, values, pert_prior)
-        return self._heads(
+        out = self._heads(
             out, transformer_output, gene_embs, values, batch_labels, CLS, MVC, ECS,
             padding_mask=src_key_padding_mask,
         )  # fmt: skip
+        if CCE:
+            again, _ = self._encode_with_gene_embs(
+                src, values, src_key_padding_mask, batch_labels, pert_flags, pert_prior
+            )
+            cell2 = self.get_cell_embedding(again, values, src_key_padding_mask)
+            cell1, cell2 = _gathered(out["cell_emb"], cell2, self.training)
+            out["loss_cce"] = cce_loss(cell1, cell2)
+        if do_sample and self.config.explicit_zero_prob:
+            for key in ("mlm", "mvc"):
+                if f"{key}_zero_probs" in out:
+                    keep = torch.bernoulli(out[f"{key}_zero_probs"])
+                    out[f"{key}_output"] = keep * out[f"{key}_output"]
+        return out
 
     def generative_forward(
         self,
@@ -399,3 +420,24 @@ class TransformerModel(nn.Module):
             out, transformer_output[:, :Lp], gene_embs, pcpt_values, batch_labels, CLS, MVC, ECS,
             padding_mask=pcpt_key_padding_mask,
         )  # fmt: skip
+
+
+def _gathered(
+    cell1: torch.Tensor, cell2: torch.Tensor, training: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both views from every process in distributed training, as the official ``CCE``.
+
+    This process's own tensors are kept in place, so that their gradients flow; outside
+    distributed training the views are returned as given.
+    """
+    import torch.distributed as dist
+
+    if not (training and dist.is_available() and dist.is_initialized()):
+        return cell1, cell2
+    views = []
+    for cell in (cell1, cell2):
+        parts = [torch.zeros_like(cell) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, cell.contiguous())
+        parts[dist.get_rank()] = cell
+        views.append(torch.cat(parts, dim=0))
+    return views[0], views[1]
