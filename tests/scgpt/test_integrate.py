@@ -267,8 +267,9 @@ def test_plan_loss_is_the_official_sum(two_batch_pretrained, two_batches):
     plan = IntegrationTrainingPlan(model.module, ecs_weight=10.0, dab_weight=1.0)
     module = model.module.eval()
     parts = plan.losses(batch)
+    # the tutorial passes batch labels only with INPUT_BATCH_LABELS or DSBN (neither here)
     out = module(batch["genes"], batch["values"], batch["padding_mask"],
-                 batch_labels=batch["batch_labels"], MVC=True, ECS=True)  # fmt: skip
+                 batch_labels=None, MVC=True, ECS=True)  # fmt: skip
     m = batch["masked"]
     mse = ((out["mlm_output"] - batch["target"])[m] ** 2).mean()
     gepc = ((out["mvc_output"] - batch["target"])[m] ** 2).mean()

@@ -271,3 +271,16 @@ def test_do_sample_draws_the_official_bernoulli_mask():
     without = _model()  # no zero-probability head: do_sample changes nothing, as official
     torch.testing.assert_close(without(g, v, None, do_sample=True)["mlm_output"],
                                without(g, v, None)["mlm_output"])  # fmt: skip
+
+
+def test_batch_labels_for_a_model_without_batch_layers_are_refused():
+    # official _check_batch_labels: a ValueError, not batch labels silently ignored
+    g, v = _cells()
+    with pytest.raises(ValueError, match="without batch-dependent layers"):
+        _model()(g, v, None, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="without batch-dependent layers"):
+        _model(do_dab=True, num_batch_labels=2)._encode(
+            g, v, None, torch.zeros(5, dtype=torch.long)
+        )
+    out = _model(use_batch_labels=True, num_batch_labels=2)(g, v, None, torch.zeros(5).long())
+    assert out["cell_emb"].shape == (5, 16)

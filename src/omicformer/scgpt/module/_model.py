@@ -176,6 +176,14 @@ class TransformerModel(nn.Module):
         pert_prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings ``(B, L, D)`` and the gene embeddings before values are added."""
+        c = self.config
+        if batch_labels is not None and not (c.use_batch_labels or c.domain_spec_batchnorm):
+            msg = (  # the official _check_batch_labels
+                "batch_labels were given to a model without batch-dependent layers "
+                "(use_batch_labels and domain_spec_batchnorm are both False); pass "
+                "batch_labels=None."
+            )
+            raise ValueError(msg)
         gene = self.encoder(src)
         if self.config.input_emb_style == "scaling":
             total = gene * values.unsqueeze(2)
