@@ -252,13 +252,8 @@ class DNABert(TrainingMixin):
 
         Parameters
         ----------
-        sequences_or_regions
-            DNA strings, a FASTA path, or regions together with ``fasta``.
-        fasta
-            Genome to fetch regions from.
-        batch_size, device, window_overlap, progress
-            Inference settings; windows of long sequences overlap by ``window_overlap`` bases
-            (default a quarter window).
+        sequences_or_regions, fasta, batch_size, device, window_overlap, progress
+            As :meth:`embed`.
         reverse_complement
             Average with the probabilities of the reverse complement (strand-symmetric).
 
