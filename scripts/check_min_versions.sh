@@ -15,10 +15,12 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-06 (late), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1052 passed, 10
-# skipped in the default selection (PYTEST_ARGS="-q"), 285 s in all, after the robustness fixes
-# of that evening (their tests included).
-# Run before: 2026-12-06, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1013 passed, 10
+# Last run: 2026-12-07, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1070 passed, 10 skipped in
+# the default selection (PYTEST_ARGS="-q"), 230 s in all, after the official-facts fixes of that
+# day (transformers' get_linear_schedule_with_warmup, fp16 autocast, the module's CCE/do_sample).
+# Run before: 2026-12-06 (late), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1052 passed, 10
+# skipped, 285 s in all, after the robustness fixes of that evening.
+# Run before that: 2026-12-06, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1013 passed, 10
 # skipped in the default selection (PYTEST_ARGS="-q"), 215 s in all, after threadpoolctl was
 # declared (floor 3.1, with scikit-learn 1.3). The run just before it FAILED one test added after
 # the previous pass: test_concat_h5ad_of_csr_files_with_dense_obsm_needs_no_dask nested two
