@@ -72,8 +72,10 @@ def _listed_by_condition(adata_truth: AnnData, control: str) -> dict[frozenset, 
     keys = [_text(k) for k in ranked]
     cell_types: list[str] = []
     if "cell_type" in adata_truth.obs.columns:
-        cell_types = sorted(map(str, adata_truth.obs["cell_type"].dropna().unique()), key=len)
-    first = _split_key(keys[0], cell_types[::-1]) if keys else None
+        cell_types = sorted(
+            map(str, adata_truth.obs["cell_type"].dropna().unique()), key=len, reverse=True
+        )
+    first = _split_key(keys[0], cell_types) if keys else None
     if first is None:
         msg = (
             f"adata_truth.uns[{GEARS_DE_KEY!r}] keys do not read '<cell type>_<condition>_<dose>' "
@@ -82,7 +84,7 @@ def _listed_by_condition(adata_truth: AnnData, control: str) -> dict[frozenset, 
         raise KeyError(msg)
     out: dict[frozenset, list[str]] = {}
     for key, genes in zip(keys, ranked.values(), strict=True):
-        split = _split_key(key, cell_types[::-1])
+        split = _split_key(key, cell_types)
         if split is None or (split[0], split[2]) != (first[0], first[2]):
             continue
         try:
@@ -177,5 +179,5 @@ def _listed_indices(
                 "genes?); pass de_genes='largest_change'."
             )
             raise KeyError(msg)
-        out.append(idx.astype(np.int64))
+        out.append(idx)
     return out
