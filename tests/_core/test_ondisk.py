@@ -127,7 +127,9 @@ def test_backed_source_equals_memory_and_pickles(matrix, h5ad_path):
     backed = ad.read_h5ad(h5ad_path, backed="r")
     for layer in (None, "dense"):
         source = RowSource.from_anndata(backed, layer)
-        assert source.filename == str(h5ad_path) and source.shape == matrix.shape
+        # X streams from the file; a layer, which anndata loaded when opening it, from memory
+        assert source.filename == (str(h5ad_path) if layer is None else None)
+        assert source.shape == matrix.shape
         rows = ChunkedRows(source, chunk_size=16)
         order = np.random.default_rng(0).permutation(103)
         np.testing.assert_array_equal(_read_all(rows, order), matrix[order].toarray())
@@ -141,6 +143,22 @@ def test_backed_source_equals_memory_and_pickles(matrix, h5ad_path):
         RowSource.from_anndata(backed, "nolayer")
     with pytest.raises(ValueError, match="view"):
         RowSource.from_anndata(backed[:10], None)
+    backed.file.close()
+
+
+def test_backed_source_reads_the_callers_layers(matrix, h5ad_path):
+    """A layer added or replaced after opening the file is read as the caller holds it."""
+    backed = ad.read_h5ad(h5ad_path, backed="r")
+    replaced, added = 3 * matrix, sp.csr_matrix(matrix.toarray()[:, ::-1])
+    backed.layers["dense"] = replaced.toarray()
+    backed.layers["added"] = added
+    for layer, expected in (("dense", replaced), ("added", added)):
+        rows = ChunkedRows(RowSource.from_anndata(backed, layer), chunk_size=16)
+        np.testing.assert_array_equal(_read_all(rows, [0, 50, 102]),
+                                      expected[[0, 50, 102]].toarray())  # fmt: skip
+    view = backed[10:20]  # a view's layer is in memory too: its own rows
+    rows = ChunkedRows(RowSource.from_anndata(view, "dense"), chunk_size=4)
+    np.testing.assert_array_equal(_read_all(rows, [0, 9]), replaced[[10, 19]].toarray())
     backed.file.close()
 
 

@@ -351,6 +351,38 @@ def test_integrate_backed_file_holding_its_counts_in_a_layer_only(pretrained, tm
     backed.file.close()
 
 
+
+@pytest.mark.parametrize("tool", ["annotate", "integrate"])
+def test_backed_data_are_read_with_the_callers_layers(pretrained, tmp_path, tool):
+    # anndata keeps a backed file's layers in memory: a layer added or replaced there since
+    # the file was written is the caller's data (these tools read the file's copy before)
+    cells = _cells()
+    cells.obs["cell_type"] = cells.obs["cell_type"].astype(object)
+    cells.obs.iloc[::4, 0] = np.nan
+    cells.layers["counts"] = cells.X.copy()
+    cells.write_h5ad(tmp_path / "a.h5ad")
+    new = sp.csr_matrix(np.random.default_rng(5).poisson(2.0, cells.shape).astype(np.float32))
+    memory = cells.copy()
+    memory.layers["counts"], memory.layers["added"] = new, new
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    backed.layers["counts"], backed.layers["added"] = new, new
+    if tool == "annotate":
+        kw = {"label_key": "cell_type", "model": pretrained, "max_epochs": 1, "n_models": 1,
+              "progress": False}  # fmt: skip
+        keys = ["scgpt_cell_type", "scgpt_cell_type_confidence"]
+        for layer in ("counts", "added"):
+            tl.annotate(memory, layer=layer, **kw)
+            tl.annotate(backed, layer=layer, **kw)
+            pd.testing.assert_frame_equal(backed.obs[keys], memory.obs[keys])
+    else:
+        kw = {"batch_key": "batch", "model": pretrained, "max_epochs": 1, "progress": False}
+        for layer in ("counts", "added"):
+            tl.integrate(memory, layer=layer, **kw)
+            tl.integrate(backed, layer=layer, **kw)
+            np.testing.assert_allclose(backed.obsm["X_scgpt_integrated"],
+                                       memory.obsm["X_scgpt_integrated"], atol=1e-6)  # fmt: skip
+    backed.file.close()
+
 DDP_BALANCED = """
 import os, warnings
 import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._anndata import check_csr, check_layer, get_matrix, sparse_element, to_csr
+from ._anndata import check_csr, get_matrix, sparse_element, to_csr
 
 if TYPE_CHECKING:
     import h5py
@@ -120,13 +120,15 @@ class RowSource:
     def from_anndata(cls, adata: AnnData, layer: str | None = None) -> RowSource:
         """The matrix of ``adata`` (``X`` or ``layers[layer]``), in memory or ``backed="r"``.
 
-        A backed AnnData must be read-only (``backed="r"``) and not a view; its file is
-        reopened by path, so a file that was moved, deleted or is locked by a writer gives a
-        clear error here, before any training.
+        Only a backed AnnData's ``X`` is read from its file: anndata reads the layers into
+        memory when it opens the file, and a layer the caller added or replaced since then
+        exists only there, so ``adata.layers[layer]`` is what is read. For ``X`` the AnnData
+        must be read-only (``backed="r"``) and not a view; its file is reopened by path, so a
+        file that was moved, deleted or is locked by a writer gives a clear error here, before
+        any training.
         """
-        if not adata.isbacked:
+        if not adata.isbacked or layer is not None:
             return cls(get_matrix(adata, layer))  # KeyError for an unknown layer
-        check_layer(adata, layer)  # without touching adata.X, which would reopen the file
         if adata.is_view:
             msg = (
                 "adata is a view of a backed AnnData; streaming reads whole files. Write the "

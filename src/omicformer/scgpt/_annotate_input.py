@@ -153,7 +153,7 @@ def check_inputs(
         )  # fmt: skip
     # both sides read the same genes, so that reference and query cells are comparable
     if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
-        work = reopened(source, gene_key, np.isin(ref_ids, common))
+        work = reopened(source, gene_key, np.isin(ref_ids, common), layer)
         values = source.obs[label_key].astype(str).where(has_label)
         work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
                                 index=source.obs_names.copy())  # fmt: skip
@@ -167,7 +167,7 @@ def check_inputs(
         if reference is None:  # the same file and genes as the reference: one handle
             query = Cells(ref.adata, rows)
         else:
-            query = Cells(reopened(adata, gene_key, np.isin(query_ids, common)), rows)
+            query = Cells(reopened(adata, gene_key, np.isin(query_ids, common), layer), rows)
     else:
         query = Cells(subset(adata, query_mask, np.isin(query_ids, common), layer), None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),

@@ -20,19 +20,27 @@ def streamable(adata: AnnData) -> bool:
     return getattr(adata.file, "_filemode", "r") == "r"
 
 
-def reopened(adata: AnnData, gene_key: str | None, keep: np.ndarray) -> AnnData:
+def reopened(
+    adata: AnnData, gene_key: str | None, keep: np.ndarray, layer: str | None = None
+) -> AnnData:
     """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
 
-    The expression stays on disk; ``var`` holds only the gene names (``var_names``, or the
+    ``X`` stays on disk; ``var`` holds only the gene names (``var_names``, or the
     ``gene_key`` column) with the genes not kept renamed to names no vocabulary holds, so the
-    model reads exactly the kept genes, as from a copy restricted to them. ``adata`` itself
-    is not changed.
+    model reads exactly the kept genes, as from a copy restricted to them. ``layers`` holds
+    only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps a backed
+    AnnData's layers in memory, where one may have been added or replaced since the file was
+    written. ``adata`` itself is not changed.
     """
     import anndata as ad
 
     names = gene_names(adata, gene_key).astype(object)
     names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
     work = ad.read_h5ad(adata.filename, backed="r")
+    for key in list(work.layers.keys()):  # the file's: not necessarily the caller's
+        del work.layers[key]
+    if layer is not None:
+        work.layers[layer] = adata.layers[layer]
     if gene_key is None:
         work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
     else:

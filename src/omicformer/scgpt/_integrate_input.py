@@ -159,7 +159,7 @@ def prepare(
     if labels is not None and fitted is None:  # a fitted model is not trained again: no labels
         obs[labels_key] = labels
     if fitted is None and streamable(adata):
-        work = reopened(adata, gene_key, gene_ids >= 0)
+        work = reopened(adata, gene_key, gene_ids >= 0, layer)
         work.obs = obs
         return work, genes, fitted, True, gene_key
     cols = np.flatnonzero(gene_ids >= 0)
