@@ -351,7 +351,6 @@ def test_integrate_backed_file_holding_its_counts_in_a_layer_only(pretrained, tm
     backed.file.close()
 
 
-
 @pytest.mark.parametrize("tool", ["annotate", "integrate"])
 def test_backed_data_are_read_with_the_callers_layers(pretrained, tmp_path, tool):
     # anndata keeps a backed file's layers in memory: a layer added or replaced there since
@@ -382,6 +381,7 @@ def test_backed_data_are_read_with_the_callers_layers(pretrained, tmp_path, tool
             np.testing.assert_allclose(backed.obsm["X_scgpt_integrated"],
                                        memory.obsm["X_scgpt_integrated"], atol=1e-6)  # fmt: skip
     backed.file.close()
+
 
 DDP_BALANCED = """
 import os, warnings
