@@ -105,6 +105,24 @@ def test_bad_arguments(atac, genome, mlm, tmp_path):
     assert "X_dnabert" not in atac.varm and atac.uns["dnabert"] == ["my", "notes"]
 
 
+def test_backed_inputs_that_cannot_hold_the_results_are_refused_before_the_model(
+    atac, genome, mlm, finetuned, tmp_path, monkeypatch
+):
+    path, _ = genome
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    backed = ad.read_h5ad(tmp_path / "atac.h5ad", backed="r")
+    for model in (mlm, finetuned):  # anndata's own error came after the model's whole pass
+        monkeypatch.setattr(type(model), "embed", lambda *a, **k: pytest.fail("ran"))
+        monkeypatch.setattr(type(model), "predict", lambda *a, **k: pytest.fail("ran"))
+    for fn, model in ((tl.embed_regions, mlm), (tl.predict, finetuned)):
+        with pytest.raises(ValueError, match="copy=True is not supported for backed"):
+            fn(backed, fasta=path, model=model, copy=True, **KW)
+        with pytest.raises(ValueError, match="view of a backed AnnData"):
+            fn(backed[:, :3], fasta=path, model=model, **KW)
+    assert not backed.varm and "dnabert" not in backed.uns
+    backed.file.close()
+
+
 def test_predict_anndata_and_sequences(atac, genome, finetuned):
     path, chroms = genome
     tl.predict(atac, model=finetuned, fasta=path, **KW)

@@ -70,6 +70,12 @@ def test_match_vocab_accepts_paths(census, tmp_path):
         assert out.uns["scgpt"]["id_in_vocab"]["params"]["vocab"] == str(tmp_path / "vocab.json")
     with pytest.raises(FileNotFoundError, match=r"no such vocab\.json"):
         pp.match_vocab(adata, tmp_path / "missing.json")
+    (tmp_path / "best_model.pt").write_bytes(b"")
+    for vocab, what in ((tmp_path / "missing", "no such folder"),
+                        (tmp_path / "best_model.pt", "is a file, not a .json")):  # fmt: skip
+        with pytest.raises(FileNotFoundError, match=rf"^vocab='[^']*': {what}\. Pass 'default'"):
+            pp.match_vocab(adata, vocab)  # the argument is vocab=, not model=
+    assert "id_in_vocab" not in adata.var
 
 
 def test_match_vocab_errors_leave_adata(census):

@@ -207,6 +207,13 @@ def _as_vocab(vocab: GeneVocab | str | os.PathLike[str]) -> GeneVocab:
             msg = f"vocab={os.fspath(vocab)!r}: no such vocab.json file."
             raise FileNotFoundError(msg)
         return GeneVocab.from_file(path)
+    if vocab != "default" and not path.expanduser().is_dir():
+        what = "is a file, not a .json" if path.expanduser().is_file() else "no such folder"
+        msg = (
+            f"vocab={os.fspath(vocab)!r}: {what}. Pass 'default', a GeneVocab, the path of a "
+            "vocab.json, or a checkpoint folder holding one."
+        )
+        raise FileNotFoundError(msg)
     from ._resolve import resolve_model
 
     return resolve_model(vocab)[1]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..._core._anndata import check_uns
+from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
 from ..._core._deprecation import formerly_positional
 from .._genome import Genome, as_genome, fetch_sequences
@@ -142,6 +142,7 @@ def embed_regions(
         raise ValueError(msg)
     target = modality(adata, mod)
     check_uns(target, "dnabert")
+    check_backed_writable(target, copy, f"varm[{key_added!r}]")
     regions = var_regions(target, region_key)
     sequences = fetch_sequences(regions, as_genome(fasta))  # all validated before the model
     dnabert = resolve_model(model, "mlm")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..._core._anndata import check_uns
+from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, predicted_labels, var_regions
@@ -101,6 +101,7 @@ def predict(
             msg = "fasta= is required to fetch the sequences of the regions in adata.var_names."
             raise ValueError(msg)
         check_uns(modality(data, mod), "dnabert")
+        check_backed_writable(modality(data, mod), copy, "the predictions in var")
         sequences, names = resolve_sequences(
             var_regions(modality(data, mod), region_key), fasta=genome
         )
