@@ -311,3 +311,18 @@ def test_loss_curve_takes_one_key_as_a_string():
     ax = pl.loss_curve({"train_loss": [3.0, 2.0], "validation_loss": [4.0, 3.5]},
                        keys="validation_loss", show=False)  # fmt: skip
     assert [line.get_label() for line in ax.get_lines()] == ["validation_loss"]
+
+
+@pytest.mark.slow
+def test_integration_of_ten_thousand_cells():
+    # from 4,096 cells scanpy's neighbours call pynndescent, whose 0.7.0 returned sparse arrays
+    # that scanpy 1.11.5 could not read (AttributeError: getnnz): the plot of this many cells
+    # failed, as did the README's sc.pp.neighbors (pyproject.toml keeps pynndescent < 0.7)
+    rng = np.random.default_rng(0)
+    n = 10_000
+    adata = ad.AnnData(obs=pd.DataFrame({"batch": pd.Categorical(rng.choice(["a", "b"], n))},
+                                        index=[f"c{i}" for i in range(n)]))  # fmt: skip
+    adata.obsm["X_scgpt"] = rng.normal(size=(n, 32)).astype(np.float32)
+    adata.obsm["X_scgpt_integrated"] = rng.normal(size=(n, 32)).astype(np.float32)
+    panels = _panels(pl.integration(adata, batch_key="batch", show=False))
+    assert [p.collections[0].get_offsets().shape for p in panels] == [(n, 2), (n, 2)]
