@@ -82,9 +82,21 @@ def test_match_vocab_errors_leave_adata(census):
     v = GeneVocab.from_file(census)
     adata = datasets.pbmc68k_reduced()
     adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
-    with pytest.raises(ValueError, match=r"Only 0 of 765 genes.*Ensembl IDs.*gene_key"):
+    with pytest.raises(ValueError, match=r"Only 0 of 765 genes.*look like Ensembl IDs.*gene_key"):
         pp.match_vocab(adata, v)
     assert "id_in_vocab" not in adata.var
+    # symbols of which few are the model's (mouse-style, matched ignoring case): no Ensembl
+    # advice, but what was tried and how many genes the model knows
+    small = GeneVocab.from_genes(
+        ["CD3E", "CD19", "LYZ", "MS4A1", "NKG7"] + [f"G{i}" for i in range(95)]
+    )
+    mouse = datasets.pbmc68k_reduced()
+    mouse.var_names = [n.capitalize() for n in mouse.var_names]
+    known = int(np.isin([n.upper() for n in mouse.var_names], small.genes()).sum())
+    match = rf"Only {known} of 765 genes .*\(matched ignoring case\)"
+    with pytest.raises(ValueError, match=match) as err:
+        pp.match_vocab(mouse, small, min_fraction=0.5)
+    assert "knows 100 genes" in str(err.value) and "Ensembl" not in str(err.value)
     with pytest.raises(KeyError, match="gene_key='symbol'"):
         pp.match_vocab(adata, v, gene_key="symbol")
     for kwargs, match in (({"key_added": ""}, "key_added='' must be a non-empty string"),

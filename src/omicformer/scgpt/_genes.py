@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
+import re
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +26,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: True while a ``tl`` function drives a model class on genes it has already warned about.
 _CASE_WARNED = contextvars.ContextVar("case_warned", default=False)
+
+
+#: An Ensembl gene id (``ENSG00000141510``, ``ENSMUSG...``, versioned ``...510.16`` too).
+_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 
 
 def case_warning_given(func: F) -> F:
@@ -81,18 +86,28 @@ def match_genes(
     can do).
     """
     names = gene_names(adata, gene_key)
-    ids, _ = lookup_symbols(names, vocab)
+    ids, case_ignored = lookup_symbols(names, vocab)
     n_match = int((ids >= 0).sum())
     if not _enough(n_match, len(names), vocab, min_fraction):
         example = ", ".join(names[:3])
-        need = max(1, math.ceil(min_fraction * min(len(names), _n_vocab_genes(vocab))))
+        n_genes = _n_vocab_genes(vocab)
+        need = max(1, math.ceil(min_fraction * min(len(names), n_genes)))
+        ignoring = " (matched ignoring case)" if case_ignored else ""
+        ensembl = np.mean([bool(_ENSEMBL.match(str(n))) for n in names[:200]]) > 0.5
+        if ensembl:
+            advice = "They look like Ensembl IDs: pass gene_key= naming a var column with symbols."
+        else:
+            advice = (
+                f"scGPT vocabularies use gene symbols (e.g. 'CD3E'), and this model knows "
+                f"{n_genes:,} genes: if these are symbols, few of them are among its genes "
+                "(an official checkpoint, model='path/to/scGPT_human', knows about 60,000); "
+                "if var_names are other ids, pass gene_key= naming a var column with symbols."
+            )
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
-            f"model's vocabulary of {len(vocab)} tokens (need at least {need}: "
+            f"model's vocabulary of {len(vocab)} tokens{ignoring} (need at least {need}: "
             f"{min_fraction:.0%} of the smaller of the two gene sets). "
-            f"Genes look like {example!r}; scGPT vocabularies use gene symbols (e.g. 'CD3E'). "
-            "If var_names are Ensembl IDs, pass gene_key= naming a var column with symbols."
-            f"{' ' + hint if hint else ''}"
+            f"Genes look like {example!r}. {advice}{' ' + hint if hint else ''}"
         )
         raise ValueError(msg)
     if warn_case is not None and not _CASE_WARNED.get():
