@@ -1,5 +1,7 @@
 """scgpt.tl.annotate on small synthetic cell types (ScGPTClassifier: test_classifier.py)."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -317,6 +319,30 @@ def test_annotate_nothing_to_predict(clf_pretrained, clf_ref_query):
     ref, _ = clf_ref_query
     with pytest.raises(ValueError, match="nothing to predict"):
         tl.annotate(ref, label_key="cell_type", model=clf_pretrained, progress=False)
+
+
+@pytest.mark.parametrize("tool", ["annotate", "integrate"])
+def test_cells_without_vocabulary_genes_make_one_warning_a_call(
+    clf_pretrained, clf_ref_query, tool
+):
+    # fine-tuning reads the cells several times (validation, training, prediction, embedding):
+    # each read of a chunk warned, four to six times a call
+    ref, query = clf_ref_query
+    query = query.copy()
+    X = query.X.toarray()
+    X[:2] = 0
+    query.X = sp.csr_matrix(X)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        if tool == "annotate":
+            tl.annotate(query, ref, label_key="cell_type", model=clf_pretrained, max_epochs=1,
+                        progress=False)  # fmt: skip
+        else:
+            both = ad.concat({"r": ref, "q": query}, label="batch", index_unique="-")
+            tl.integrate(both, batch_key="batch", model=clf_pretrained, max_epochs=1,
+                         progress=False)  # fmt: skip
+    found = [w for w in record if "express none of the genes" in str(w.message)]
+    assert len(found) == 1 and found[0].filename == __file__
 
 
 def test_annotate_reads_only_the_genes_both_sides_share(clf_pretrained, clf_ref_query, caplog):

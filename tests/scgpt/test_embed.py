@@ -1,3 +1,5 @@
+import warnings
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -330,3 +332,18 @@ def test_annotate_and_integrate_say_so_too(one_thread):
         tl.annotate(a.copy(), hvg, label_key="cell_type", method="knn", progress=False)
     with pytest.warns(UserWarning, match=r"^adata\.X holds \d+ of the model's genes"):
         tl.integrate(hvg, batch_key="batch", max_epochs=1, progress=False)
+
+
+def test_cells_without_vocabulary_genes_make_one_warning_with_the_totals(
+    ckpt, continuous_adata_factory
+):
+    a = continuous_adata_factory(30)
+    X = a.X.toarray()
+    X[[3, 12, 25], :50] = 0  # three cells express only the two genes the model does not know
+    a.X = sp.csr_matrix(X)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _embed(a, ckpt, chunk_size=10, batch_size=5)  # three chunks, one such cell in each
+    messages = [str(w.message) for w in record if "express none" in str(w.message)]
+    assert len(messages) == 1 and messages[0].startswith("3 of 30 cells (e.g. row 3)")
+    assert {w.filename for w in record if "express none" in str(w.message)} == {__file__}

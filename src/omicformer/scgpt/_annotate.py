@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._annotate_input import Cells, check_inputs
+from ._embed import empty_cells_warned_once
 from ._genes import case_warning_given, match_genes
 from ._resolve import describe_model, gene_selection_of, max_len_of, resolve_model
 from ._tokenize import check_gene_selection, check_max_len
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 UNKNOWN = "Unknown"
 
 
+@empty_cells_warned_once(one_pass=False)
 @case_warning_given  # the tl function warns; the model classes it drives do not
 def annotate(
     adata: AnnData,

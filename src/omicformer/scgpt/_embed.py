@@ -10,10 +10,12 @@ single process's).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 import zlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,15 +71,63 @@ def vocab_columns(
     sub.eliminate_zeros()
     sub.sort_indices()
     empty = np.flatnonzero(np.diff(sub.indptr) == 0)
-    if empty.size:
-        warn_caller(
-            f"{empty.size} of {sub.shape[0]} cells (e.g. row {first_row + int(empty[0])}) "
-            "express none of the genes in the model's vocabulary: each is read as <cls> "
-            "alone (as the official scGPT does), so they all get the same embedding. To leave "
-            "them out, subset to the vocabulary genes and run "
-            "sc.pp.filter_cells(adata, min_genes=1) first."
+    reads = _EMPTY_CELLS.get()
+    if reads is not None:  # within a tl function: one warning when it returns
+        reads.append(
+            (int(empty.size), int(sub.shape[0]), first_row + int(empty[0] if empty.size else 0))
         )
+    elif empty.size:
+        warn_caller(_empty_cells_message(empty.size, sub.shape[0], first_row + int(empty[0])))
     return sub
+
+
+#: The reads of cells without a vocabulary gene, collected while a ``tl`` function runs.
+_EMPTY_CELLS: contextvars.ContextVar[list[tuple[int, int, int]] | None] = contextvars.ContextVar(
+    "empty_cells", default=None
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _empty_cells_message(n_empty: int, n_cells: int, example: int) -> str:
+    return (
+        f"{n_empty} of {n_cells} cells (e.g. row {example}) express none of the genes in the "
+        "model's vocabulary: each is read as <cls> alone (as the official scGPT does), so they "
+        "all get the same embedding. To leave them out, subset to the vocabulary genes and run "
+        "sc.pp.filter_cells(adata, min_genes=1) first."
+    )
+
+
+def empty_cells_warned_once(*, one_pass: bool) -> Callable[[F], F]:
+    """Decorate a ``tl`` function: cells without a vocabulary gene make one warning, not one a chunk.
+
+    ``one_pass``: the function reads each cell once, in disjoint chunks (``tl.embed``), so
+    the counts of its reads add up to the data's. Otherwise (fine-tuning reads the cells
+    several times, in subsets) the first read's counts are given. Within another decorated
+    call, the outer one warns.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _EMPTY_CELLS.get() is not None:
+                return func(*args, **kwargs)
+            token = _EMPTY_CELLS.set([])
+            try:
+                out = func(*args, **kwargs)
+                reads = _EMPTY_CELLS.get()
+            finally:
+                _EMPTY_CELLS.reset(token)
+            with_empty = [r for r in reads if r[0]]
+            if with_empty and one_pass:
+                n_empty, n_cells = sum(r[0] for r in reads), sum(r[1] for r in reads)
+                warn_caller(_empty_cells_message(n_empty, n_cells, with_empty[0][2]))
+            elif with_empty:
+                warn_caller(_empty_cells_message(*with_empty[0]))
+            return out
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def cell_seeds(X: sp.csr_matrix, gene_ids: np.ndarray, random_state: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._core._checks import check_key, check_seed
 from .._core._deprecation import renamed_kwargs
+from ._embed import empty_cells_warned_once
 from ._genes import case_warning_given
 from ._integrate_input import prepare
 from ._resolve import describe_model
@@ -32,6 +33,7 @@ def _correction_of(mnn_correct: bool | None) -> str | None:
     return "auto" if mnn_correct is None else ("mnn" if mnn_correct else None)
 
 
+@empty_cells_warned_once(one_pass=False)
 @case_warning_given  # the tl function warns; the model classes it drives do not
 @renamed_kwargs(mnn_correct=("correction", _correction_of))
 def integrate(

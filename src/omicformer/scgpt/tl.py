@@ -9,7 +9,7 @@ from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scale
 from .._core._checks import check_file_key, check_key, check_seed
 from .._core._io import check_not_input, check_out_path
 from ._annotate import annotate
-from ._embed import embed_cells
+from ._embed import embed_cells, empty_cells_warned_once
 from ._genes import (
     case_ignored,
     match_genes,
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 
+@empty_cells_warned_once(one_pass=True)
 def embed(
     adata: AnnData,
     model: Any = "default",
