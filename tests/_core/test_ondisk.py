@@ -134,8 +134,8 @@ def test_backed_source_equals_memory_and_pickles(matrix, h5ad_path):
         order = np.random.default_rng(0).permutation(103)
         np.testing.assert_array_equal(_read_all(rows, order), matrix[order].toarray())
         assert rows.n_reads > 10
-        clone = pickle.loads(pickle.dumps(rows))  # as sent to a spawned worker: reopens the file
-        assert clone.source._file is None and not clone._cache
+        clone = pickle.loads(pickle.dumps(rows))  # as sent to a spawned worker
+        assert clone.source._file is None and not clone._cache  # X: reopens the file
         np.testing.assert_array_equal(_read_all(clone, [7]), matrix[[7]].toarray())
         clone.source.close()
         source.close()

@@ -240,7 +240,9 @@ def test_cells_without_vocabulary_genes_are_cls_alone(official_ckpt, official,
     X[[1, 3], :50] = 0
     X[1, 50:] = 5.0  # genes outside the vocabulary do not count
     a.X = sp.csr_matrix(X)
-    with pytest.warns(UserWarning, match=r"2 of 6 cells \(e\.g\. row 1\).*<cls> alone") as rec:
+    with pytest.warns(
+        UserWarning, match=r"2 of 6 cells read together \(e\.g\. row 1\).*<cls> alone"
+    ) as rec:
         got = tl.embed(a, model=str(path), device="cpu", progress=False, copy=True).obsm["X_scgpt"]
     assert [r.filename for r in rec] == [__file__]  # once, at the user's line
     np.random.seed(0)
@@ -334,7 +336,7 @@ def test_annotate_and_integrate_say_so_too(one_thread):
         tl.integrate(hvg, batch_key="batch", max_epochs=1, progress=False)
 
 
-def test_cells_without_vocabulary_genes_make_one_warning_with_the_totals(
+def test_cells_without_vocabulary_genes_make_one_warning_before_any_result(
     ckpt, continuous_adata_factory
 ):
     a = continuous_adata_factory(30)
@@ -345,5 +347,12 @@ def test_cells_without_vocabulary_genes_make_one_warning_with_the_totals(
         warnings.simplefilter("always")
         _embed(a, ckpt, chunk_size=10, batch_size=5)  # three chunks, one such cell in each
     messages = [str(w.message) for w in record if "express none" in str(w.message)]
-    assert len(messages) == 1 and messages[0].startswith("3 of 30 cells (e.g. row 3)")
+    assert len(messages) == 1 and messages[0].startswith("1 of 10 cells read together (e.g. row 3)")
     assert {w.filename for w in record if "express none" in str(w.message)} == {__file__}
+    b = continuous_adata_factory(30)
+    b.X = sp.csr_matrix(X)
+    with warnings.catch_warnings():  # as errors: raised before anything is written
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="express none"):
+            _embed(b, ckpt, chunk_size=10, batch_size=5)
+    assert "X_scgpt" not in b.obsm and "scgpt" not in b.uns

@@ -143,7 +143,7 @@ class RowSource:
                 f"anndata.read_h5ad({os.fspath(adata.filename)!r}, backed='r')."
             )
             raise ValueError(msg)
-        return cls(filename=adata.filename, key="X" if layer is None else f"layers/{layer}")
+        return cls(filename=adata.filename, key="X")
 
     def _open(self) -> Any:
         """The file's matrix element, opened in this process (reopened after a fork/spawn)."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 UNKNOWN = "Unknown"
 
 
-@empty_cells_warned_once(one_pass=False)
+@empty_cells_warned_once
 @case_warning_given  # the tl function warns; the model classes it drives do not
 def annotate(
     adata: AnnData,

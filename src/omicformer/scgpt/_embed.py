@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from .module import TransformerModel
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+#: While a ``tl`` function runs: whether it has warned of cells without a vocabulary gene.
+_EMPTY_CELLS: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+    "empty_cells", default=None
+)
+
+
 def vocab_chunks(
     adata: AnnData, layer: str | None, cols: np.ndarray, chunk_size: int = 4096
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
@@ -63,7 +70,8 @@ def vocab_columns(
     Raises ``ValueError`` for NaN/inf or negative values (rows named from ``first_row``, the
     chunk's first row in the file). A cell that expresses none of the vocabulary genes is kept
     and becomes ``<cls>`` alone, as in the official ``tokenize_batch``, so all such cells get
-    one and the same embedding; a ``UserWarning`` counts them. Also the
+    one and the same embedding; a ``UserWarning`` counts them (once a call within a ``tl``
+    function: :func:`empty_cells_warned_once`). Also the
     :class:`~omicformer._core._ondisk.ChunkedRows` transform of streaming training.
     """
     check_values(chunk, where, first_row)
@@ -71,63 +79,41 @@ def vocab_columns(
     sub.eliminate_zeros()
     sub.sort_indices()
     empty = np.flatnonzero(np.diff(sub.indptr) == 0)
-    reads = _EMPTY_CELLS.get()
-    if reads is not None:  # within a tl function: one warning when it returns
-        reads.append(
-            (int(empty.size), int(sub.shape[0]), first_row + int(empty[0] if empty.size else 0))
+    state = _EMPTY_CELLS.get()
+    if empty.size and not (state is not None and state["warned"]):
+        once = "" if state is None else " (Warned once per call.)"
+        warn_caller(
+            f"{empty.size} of {sub.shape[0]} cells read together (e.g. row "
+            f"{first_row + int(empty[0])}) express none of the genes in the model's vocabulary: "
+            "each is read as <cls> alone (as the official scGPT does), so they all get the same "
+            "embedding. To leave them out, subset to the vocabulary genes and run "
+            f"sc.pp.filter_cells(adata, min_genes=1) first.{once}"
         )
-    elif empty.size:
-        warn_caller(_empty_cells_message(empty.size, sub.shape[0], first_row + int(empty[0])))
+        if state is not None:
+            state["warned"] = True
     return sub
 
 
-#: The reads of cells without a vocabulary gene, collected while a ``tl`` function runs.
-_EMPTY_CELLS: contextvars.ContextVar[list[tuple[int, int, int]] | None] = contextvars.ContextVar(
-    "empty_cells", default=None
-)
-F = TypeVar("F", bound=Callable[..., Any])
+def empty_cells_warned_once(func: F) -> F:
+    """Decorate a ``tl`` function: cells without a vocabulary gene are warned of once a call.
 
-
-def _empty_cells_message(n_empty: int, n_cells: int, example: int) -> str:
-    return (
-        f"{n_empty} of {n_cells} cells (e.g. row {example}) express none of the genes in the "
-        "model's vocabulary: each is read as <cls> alone (as the official scGPT does), so they "
-        "all get the same embedding. To leave them out, subset to the vocabulary genes and run "
-        "sc.pp.filter_cells(adata, min_genes=1) first."
-    )
-
-
-def empty_cells_warned_once(*, one_pass: bool) -> Callable[[F], F]:
-    """Decorate a ``tl`` function: cells without a vocabulary gene make one warning, not one a chunk.
-
-    ``one_pass``: the function reads each cell once, in disjoint chunks (``tl.embed``), so
-    the counts of its reads add up to the data's. Otherwise (fine-tuning reads the cells
-    several times, in subsets) the first read's counts are given. Within another decorated
-    call, the outer one warns.
+    The warning comes at the first read of cells (a chunk) that holds such cells, before any
+    result is written, with that read's counts; later reads of the call (the next chunks,
+    fine-tuning's passes over the same cells) add none. Within another decorated call, the
+    outer one's state counts. Outside such calls (the model classes) every read warns.
     """
 
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _EMPTY_CELLS.get() is not None:
-                return func(*args, **kwargs)
-            token = _EMPTY_CELLS.set([])
-            try:
-                out = func(*args, **kwargs)
-                reads = _EMPTY_CELLS.get()
-            finally:
-                _EMPTY_CELLS.reset(token)
-            with_empty = [r for r in reads if r[0]]
-            if with_empty and one_pass:
-                n_empty, n_cells = sum(r[0] for r in reads), sum(r[1] for r in reads)
-                warn_caller(_empty_cells_message(n_empty, n_cells, with_empty[0][2]))
-            elif with_empty:
-                warn_caller(_empty_cells_message(*with_empty[0]))
-            return out
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _EMPTY_CELLS.get() is not None:
+            return func(*args, **kwargs)
+        token = _EMPTY_CELLS.set({"warned": False})
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _EMPTY_CELLS.reset(token)
 
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return wrapper  # type: ignore[return-value]
 
 
 def cell_seeds(X: sp.csr_matrix, gene_ids: np.ndarray, random_state: int) -> np.ndarray:

@@ -93,15 +93,18 @@ def match_genes(
         n_genes = _n_vocab_genes(vocab)
         need = max(1, math.ceil(min_fraction * min(len(names), n_genes)))
         ignoring = " (matched ignoring case)" if case_ignored else ""
-        ensembl = np.mean([bool(_ENSEMBL.match(str(n))) for n in names[:200]]) > 0.5
+        first = names[:200]
+        ensembl = (
+            len(first) > 0 and sum(bool(_ENSEMBL.match(str(n))) for n in first) > len(first) / 2
+        )
         if ensembl:
             advice = "They look like Ensembl IDs: pass gene_key= naming a var column with symbols."
         else:
             advice = (
                 f"scGPT vocabularies use gene symbols (e.g. 'CD3E'), and this model knows "
-                f"{n_genes:,} genes: if these are symbols, few of them are among its genes "
-                "(an official checkpoint, model='path/to/scGPT_human', knows about 60,000); "
-                "if var_names are other ids, pass gene_key= naming a var column with symbols."
+                f"{n_genes:,} genes: if these are symbols, few of them are among its genes (an "
+                "official checkpoint such as scGPT_human knows about 60,000); if they are "
+                "other ids, pass gene_key= naming a var column with symbols."
             )
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "

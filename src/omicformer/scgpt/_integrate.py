@@ -33,7 +33,7 @@ def _correction_of(mnn_correct: bool | None) -> str | None:
     return "auto" if mnn_correct is None else ("mnn" if mnn_correct else None)
 
 
-@empty_cells_warned_once(one_pass=False)
+@empty_cells_warned_once
 @case_warning_given  # the tl function warns; the model classes it drives do not
 @renamed_kwargs(mnn_correct=("correction", _correction_of))
 def integrate(

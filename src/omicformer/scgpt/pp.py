@@ -201,17 +201,17 @@ def _as_vocab(vocab: GeneVocab | str | os.PathLike[str]) -> GeneVocab:
     if not isinstance(vocab, str | os.PathLike):
         msg = f"vocab={vocab!r} must be a GeneVocab, 'default', or a path to vocab.json or a model folder."
         raise TypeError(msg)
-    path = Path(vocab)
+    path = Path(vocab).expanduser()
     if path.suffix == ".json":
         if not path.is_file():
             msg = f"vocab={os.fspath(vocab)!r}: no such vocab.json file."
             raise FileNotFoundError(msg)
         return GeneVocab.from_file(path)
-    if vocab != "default" and not path.expanduser().is_dir():
-        what = "is a file, not a .json" if path.expanduser().is_file() else "no such folder"
+    if vocab != "default" and not path.is_dir():
+        what = "is a file, not a .json" if path.is_file() else "no such folder"
         msg = (
             f"vocab={os.fspath(vocab)!r}: {what}. Pass 'default', a GeneVocab, the path of a "
-            "vocab.json, or a checkpoint folder holding one."
+            "vocab.json, or a model folder (an official checkpoint, or one saved by omicformer)."
         )
         raise FileNotFoundError(msg)
     from ._resolve import resolve_model

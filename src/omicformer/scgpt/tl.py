@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-@empty_cells_warned_once(one_pass=True)
+@empty_cells_warned_once
 def embed(
     adata: AnnData,
     model: Any = "default",
