@@ -204,6 +204,54 @@ def test_bad_inputs(tmp_path, finetuned, labelled, tiny, fit_kw):
         DNABert.load(tmp_path / "afile")  # was "folder ... does not exist"
 
 
+def test_inputs_that_read_wrongly_or_failed_unclearly(finetuned, labelled, tiny, fit_kw):
+    seqs, labels = labelled
+    four = dict(zip("abcd", labels[:4], strict=True))  # names no sequence has
+    with pytest.raises(TypeError, match=r"labels is a mapping; give one label per sequence"):
+        finetuned.finetune(seqs, four, max_epochs=1, **fit_kw)
+    for shape, match in (((32, 1), r"\(32, 1\).*ravel"), ((32, 2), r"\(32, 2\).*argmax")):
+        with pytest.raises(ValueError, match=match):  # was "unhashable type: 'numpy.ndarray'"
+            finetuned.finetune(seqs, np.zeros(shape, int), max_epochs=1, **fit_kw)
+    long = "ACGT" * 100  # one sequence of 400 bases, not wrapped in a list
+    with pytest.raises(TypeError, match="is not a FASTA file; pass sequences as a list"):
+        finetuned.predict(long)  # was OSError: File name too long
+    frame = pd.DataFrame({"sequence": seqs[:3], "label": labels[:3]})
+    with pytest.raises(TypeError, match=r"got a DataFrame .*df\['sequence'\]"):
+        finetuned.predict(frame)
+    with pytest.raises(ValueError, match="reverse_complement='False' must be True or False"):
+        finetuned.predict(seqs[:2], reverse_complement="False")  # read as True
+    with pytest.raises(ValueError, match="No sequences to train on"):
+        DNABert(k=3, **tiny).pretrain([], max_steps=1, **fit_kw)  # said: too many N bases
+
+
+def test_finetune_reads_labels_by_sequence_name_and_keeps_rare_classes_in_training(
+    labelled, tiny, fit_kw, monkeypatch
+):
+    from omicformer.dnabert.model import _training
+
+    seqs, labels = labelled
+    named = {f"r{i}": s for i, s in enumerate(seqs)}
+    by_name = dict(reversed(list(zip(named, labels, strict=True))))  # another order
+    trained = []
+    split = _training.split_indices
+
+    def spy(n, size, seed, stratify=None):
+        train, val = split(n, size, seed, stratify=stratify)
+        trained.append(sorted({labels_now[i] for i in train}))
+        return train, val
+
+    monkeypatch.setattr(_training, "split_indices", spy)
+    labels_now = labels
+    model = DNABert(k=3, **tiny)
+    model.finetune(named, by_name, max_epochs=1, validation_size=0.2, **fit_kw)
+    assert model.labels_ == ["at", "gc"]  # not the 32 sequence names
+    # one sequence of a class among 20: held out by a plain random 10% split on seed 0
+    labels_now = ["bg"] * 19 + ["promoter"]
+    rare = DNABert(k=3, **tiny)
+    rare.finetune(seqs[:20], labels_now, max_epochs=1, validation_size=0.1, **fit_kw)
+    assert trained[-1] == ["bg", "promoter"]
+
+
 def test_a_generator_of_sequences_reads_as_its_list(finetuned, labelled):
     seqs, _ = labelled
     expected = finetuned.predict(seqs[:4])

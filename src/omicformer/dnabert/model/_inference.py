@@ -57,6 +57,9 @@ def run_windows(
         msg = f"output={output!r} must be one of {OUTPUTS}."
         raise ValueError(msg)
     batch_size = check_int("batch_size", batch_size)
+    if not isinstance(reverse_complement_average, bool | np.bool_):  # "False" read as true
+        msg = f"reverse_complement={reverse_complement_average!r} must be True or False."
+        raise ValueError(msg)
     if window_overlap is not None:  # 10.7 bases was cut to 10 silently
         window_overlap = check_int(
             "window_overlap", window_overlap, minimum=0, hint="bases, or None for a quarter window"

@@ -47,8 +47,14 @@ def resolve_sequences(
         return fetch_sequences(regions, fasta), names
     if isinstance(data, Genome):
         return _fasta_records(data)
+    if isinstance(data, pd.DataFrame):
+        msg = (
+            f"got a DataFrame (columns {list(data.columns)[:10]}); pass the column of "
+            "sequences (or regions, with fasta=), e.g. df['sequence']."
+        )
+        raise TypeError(msg)
     if isinstance(data, str | os.PathLike):
-        if Path(data).is_file():
+        if _is_file(data):
             return _fasta_records(data)
         msg = (
             f"{str(data)[:40]!r} is not a FASTA file; pass sequences as a list of strings "
@@ -57,6 +63,14 @@ def resolve_sequences(
         raise TypeError(msg)
     seqs, names = _named(data)  # not str(): NaN/None must fail the check, not read as "nan"
     return seqs, [f"seq_{i}" for i in range(len(seqs))] if names is None else names
+
+
+def _is_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a file; ``False`` for strings no file can have (a long sequence)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # name too long, NUL byte
+        return False
 
 
 def _named(data: Any) -> tuple[list, list[str] | None]:
@@ -124,6 +138,9 @@ def windows_for_training(
             if sum(map(w.upper().count, "ACGT")) >= (1 - max_unknown_fraction) * len(w)
         ]
         windows, owner = [windows[i] for i in keep], owner[keep]
+    if not len(sequences):
+        msg = "No sequences to train on: the input is empty."
+        raise ValueError(msg)
     if not windows:
         msg = (
             "No usable training windows: every window has more than "
@@ -147,6 +164,18 @@ def encode_labels(
     :class:`pandas.Categorical` or a categorical Series), or sorted. Repeated ``label_names``
     and labels that hold fewer than two classes are refused.
     """
+    if isinstance(labels, Mapping):  # list(...) would read its keys
+        msg = (
+            "labels is a mapping; give one label per sequence in the sequences' order (a "
+            "list, array or Series), e.g. [labels[name] for name in sequences]."
+        )
+        raise TypeError(msg)
+    if isinstance(labels, np.ndarray | pd.DataFrame) and np.ndim(labels) != 1:
+        msg = (
+            f"labels has shape {np.shape(labels)}; give one label per sequence (1-D), e.g. "
+            "labels.argmax(1) for one-hot rows or labels.ravel() for a column."
+        )
+        raise ValueError(msg)
     if isinstance(labels, pd.Series | pd.Index) and isinstance(labels.dtype, pd.CategoricalDtype):
         labels = pd.Categorical(labels)  # list(...) would drop the categories' order
     values = labels if isinstance(labels, pd.Categorical) else pd.Series(list(labels)).values

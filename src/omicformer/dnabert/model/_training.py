@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -252,9 +252,10 @@ class TrainingMixin:
         sequences_or_regions
             DNA strings, or region strings (``chr1:100-600``) when ``fasta`` is given.
         labels
-            One label per sequence: integers ``0..C-1``, or strings / categories (classes in
-            sorted or categorical order, of a :class:`pandas.Categorical` or a categorical
-            Series). At least two classes must occur.
+            One label per sequence, in their order: integers ``0..C-1``, or strings /
+            categories (classes in sorted or categorical order, of a :class:`pandas.Categorical`
+            or a categorical Series); or a mapping from every sequence's name (the keys or index
+            of the sequences given) to its label. At least two classes must occur.
         fasta
             Genome to fetch regions from.
         num_labels
@@ -277,7 +278,8 @@ class TrainingMixin:
         window_overlap
             Overlap (bases) of windows of long sequences; default a quarter window.
         validation_size
-            Fraction of *sequences* held out (split before windowing, so no window leaks).
+            Fraction of *sequences* held out (split before windowing, so no window leaks), of
+            each class on its own: ``floor(validation_size * n)`` of a class of ``n``.
         early_stopping, early_stopping_patience, accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As in :meth:`pretrain`; ``random_state`` also seeds the new head.
 
@@ -291,6 +293,13 @@ class TrainingMixin:
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size)  # fmt: skip
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
+        if (
+            isinstance(labels, Mapping)
+            and len(labels) == len(names)
+            and set(names) <= set(map(str, labels))
+        ):  # labels by sequence name (the keys of a mapping of sequences, say)
+            by_name = {str(key): value for key, value in labels.items()}
+            labels = [by_name[name] for name in names]
         codes, classes = encode_labels(
             labels, len(seqs), num_labels, self._reusable_labels(), label_names
         )
@@ -303,7 +312,8 @@ class TrainingMixin:
             msg = f"pooling={pooling!r} must be one of {POOLINGS} (or None for the model's own)."
             raise ValueError(msg)
         check_sequences(seqs, self.k, names=names)
-        train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
+        # each class held out in proportion: a rare class is never left out of training
+        train_seq, val_seq = split_indices(len(seqs), validation_size, random_state, stratify=codes)
         overlap = (
             default_overlap(self.window_size)
             if window_overlap is None
