@@ -36,3 +36,10 @@ def test_resolve_device_on_this_machine():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_resolve_device_refuses_mps_where_it_is_missing(monkeypatch):
+    # was torch's "PyTorch is not linked with support for mps" at the first tensor moved
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="Apple MPS is not available; use device='cpu'"):
+        resolve_device("mps")

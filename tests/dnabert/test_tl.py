@@ -91,6 +91,11 @@ def test_bad_arguments(atac, genome, mlm, tmp_path):
     path, _ = genome
     with pytest.raises(KeyError, match="region_key='nope'"):
         tl.embed_regions(atac, fasta=path, model=mlm, region_key="nope", **KW)
+    gaps = atac.copy()
+    gaps.var["peak"] = [REGIONS[0], None, np.nan, REGIONS[3]]  # was "Could not parse 'None'"
+    for fn in (tl.embed_regions, tl.predict):
+        with pytest.raises(ValueError, match=r"var\['peak'\] has no region for 2 of 4 entries"):
+            fn(gaps, fasta=path, model=mlm, region_key="peak", **KW)
     with pytest.raises(FileNotFoundError):
         tl.embed_regions(atac, fasta=tmp_path / "missing.fa", model=mlm, **KW)
     with pytest.raises(ValueError, match="no classification head"):

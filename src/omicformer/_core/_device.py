@@ -31,6 +31,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         msg = f"device={device!r} was requested but CUDA is not available; use device='cpu' or 'auto'."
         raise ValueError(msg)
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        msg = (
+            f"device={device!r} was requested but Apple MPS is not available; use device='cpu' "
+            "or 'auto'."
+        )
+        raise ValueError(msg)
     return dev
 
 

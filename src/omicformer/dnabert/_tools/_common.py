@@ -44,7 +44,16 @@ def var_regions(adata: Any, region_key: str | None) -> list[str]:
             f"{list(adata.var.columns)[:20]}); pass region_key=None to use var_names."
         )
         raise KeyError(msg)
-    return [str(r) for r in adata.var[region_key]]
+    column = adata.var[region_key]
+    missing = column.isna().to_numpy()
+    if missing.any():  # str() would make them 'nan'/'None', "could not parse"
+        msg = (
+            f"adata.var[{region_key!r}] has no region for {int(missing.sum())} of "
+            f"{len(column)} entries (e.g. {str(adata.var_names[missing][0])!r}); fill them in "
+            "or subset adata to the entries with a region."
+        )
+        raise ValueError(msg)
+    return [str(r) for r in column]
 
 
 def describe(value: Any) -> str:
