@@ -220,6 +220,13 @@ def test_read_scperturb_errors(tmp_path):
         datasets.read_scperturb(tmp_path / "absent.h5ad")
     with pytest.raises(FileNotFoundError, match="is a folder"):
         datasets.read_scperturb(tmp_path)
+    (tmp_path / "cut.h5ad").write_bytes(b"")  # an interrupted download: h5py's bare OSError
+    with pytest.raises(ValueError, match=r"cut\.h5ad': not a valid, readable \.h5ad file"):
+        datasets.read_scperturb(tmp_path / "cut.h5ad")
+    (tmp_path / "gears").mkdir()
+    (tmp_path / "gears" / "perturb_processed.h5ad").write_text("not hdf5")
+    with pytest.raises(ValueError, match=r"perturb_processed\.h5ad': not a valid, readable"):
+        datasets.read_gears(tmp_path / "gears")
 
 
 # --- script -----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import anndata as ad
 import matplotlib
 
@@ -387,7 +389,10 @@ def test_baseline_errors(truth):
         perturbation_baseline(only_ctrl, ["B+ctrl"], method="mean")
     with pytest.raises(ValueError, match="empty"):
         perturbation_baseline(truth, [])
-    with pytest.raises(ValueError, match="repeats"):
+    for twice in (["A+ctrl", "A+ctrl"], ["A+ctrl", "ctrl+A"], ["A+B", "B+A"]):  # two rows before
+        with pytest.raises(ValueError, match=re.escape(f"asks for '{twice[1]}' twice")):
+            perturbation_baseline(truth, twice, method="additive")
+    with pytest.raises(ValueError, match=r"asks for 'A\+ctrl' twice; keep one"):
         perturbation_baseline(truth, ["A+ctrl", "A+ctrl"])
     repeated = truth.copy()
     repeated.var_names = [*GENES[:-1], GENES[0]]

@@ -334,11 +334,12 @@ def test_training_screen_by_hand():
         [1, 2, 3, 2],  # ctrl
         [0, 2, 6, 2],  # A+ctrl: delta [-2, 0, 4, 0] -> DE (A excluded): C, B
         [3, 2, 1, 2],  # ctrl
-        [0, 0, 2, 5],  # B+A:    delta [-2, -2, 0, 3] -> DE: D, C
-        [0, 0, 2, 7],  # A+B:    delta [-2, -2, 0, 5] -> DE: D, C
-        [2, 1, 2, 2],  # B+ctrl: delta [0, -1, 0, 0] -> DE: A, C (ties in gene order)
+        [0, 0, 2, 5],  # B+A, one perturbation with A+B: its cells pooled, mean [0, 0, 2, 6]
+        [0, 0, 2, 7],  # A+B:    delta [-2, -2, 0, 4] -> DE: D, C
+        [2, 1, 2, 2],  # ctrl+B: delta [0, -1, 0, 0] -> DE: A, C (ties in gene order)
+        [2, 1, 2, 2],  # B+ctrl, the same perturbation as ctrl+B
     ], dtype=np.float32))  # fmt: skip
-    labels = np.array(["ctrl", "A+ctrl", "ctrl", "B+A", "A+B", "B+ctrl"])
+    labels = np.array(["ctrl", "A+ctrl", "ctrl", "B+A", "A+B", "ctrl+B", "B+ctrl"])
     genes = ["A", "B", "C", "D"]
 
     def cols(g):
@@ -346,10 +347,13 @@ def test_training_screen_by_hand():
 
     s = training_screen(X, labels, "ctrl", cols, genes, n_de=2, validation_size=0.0,
                         random_state=0)  # fmt: skip
-    assert s.conditions == ["ctrl", "A+B", "A+ctrl", "B+A", "B+ctrl"]  # control, then sorted
-    np.testing.assert_array_equal(s.codes, [0, 2, 0, 3, 1, 4])
-    assert [p.tolist() for p in s.perturbed] == [[], [0, 1], [0], [1, 0], [1]]
-    assert [d.tolist() for d in s.de] == [[], [3, 2], [2, 1], [3, 2], [0, 2]]
+    # control, then one name per perturbation (its first spelling), sorted
+    assert s.conditions == ["ctrl", "A+B", "A+ctrl", "B+ctrl"]
+    np.testing.assert_array_equal(s.codes, [0, 2, 0, 1, 1, 3, 3])
+    assert [p.tolist() for p in s.perturbed] == [[], [0, 1], [0], [1]]
+    assert [d.tolist() for d in s.de] == [[], [3, 2], [2, 1], [0, 2]]
+    np.testing.assert_allclose(s.deltas[1], [-2, -2, 0, 4])
+    np.testing.assert_allclose(s.trained_mean_change(), [-4 / 3, -1, 4 / 3, 4 / 3])
     np.testing.assert_allclose(s.ctrl_mean, [2, 2, 2, 2])
     assert s.held.size == 0 and not s.val_mask.any()
     singles = s.trained_singles()
@@ -361,8 +365,13 @@ def test_training_screen_by_hand():
         s = training_screen(X, labels, "ctrl", cols, genes, n_de=2, validation_size=0.5,
                             random_state=seed)  # fmt: skip
         held = {s.conditions[k] for k in s.held}
-        assert held and ("A+B" in held) == ("B+A" in held) and "ctrl" not in held
-        np.testing.assert_array_equal(s.val_mask, np.isin(labels, sorted(held)))
+        assert held and "ctrl" not in held
+        spelt = (
+            held
+            | ({"B+A"} if "A+B" in held else set())
+            | ({"ctrl+B"} if "B+ctrl" in held else set())
+        )
+        np.testing.assert_array_equal(s.val_mask, np.isin(labels, sorted(spelt)))
         assert not {s.conditions[k] for k in s.held} & {
             genes[c] + "+ctrl" for c in s.trained_singles()
         }  # a held-out single is no training single

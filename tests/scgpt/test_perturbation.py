@@ -7,6 +7,7 @@ out with numpy; request checks and error cases against hand-picked conditions.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -318,6 +319,26 @@ def test_save_load_round_trip_gives_identical_predictions(fitted, sim_names, sim
     )
 
 
+def test_load_with_a_screen_of_new_conditions_is_refused_before_any_change(
+    fitted, sim_names, sim, tmp_path
+):
+    # the conditions are the model's labels field: setup began, then scvi-tools failed with
+    # "Category ... not found in source registry", leaving obs["_scvi_batch"] behind
+    _, model = fitted
+    model.save(tmp_path / "pert")
+    screen = sim.copy()
+    new = f"ctrl+{sim_names['unseen'][1].split('+')[0]}"
+    screen.obs["condition"] = screen.obs["condition"].astype(str)
+    screen.obs.loc[screen.obs_names[:3], "condition"] = new
+    before = list(screen.obs.columns)
+    with pytest.raises(
+        ValueError,
+        match=rf"condition_key\) has 1 condition .*\['{re.escape(new)}'\].*pass adata= to predict",
+    ):
+        ScGPTPerturbation.load(tmp_path / "pert", adata=screen)
+    assert list(screen.obs.columns) == before
+
+
 def test_requesting_training_perturbations_warns_and_lists_them(fitted, sim_names):
     _, model = fitted
     single = sim_names["singles"][0]
@@ -338,8 +359,11 @@ def test_predict_rejects_unknown_genes_and_bad_requests(fitted, sim_names):
     msg = err.value.args[0]
     assert f"'{gene}Q'" in msg and "did you mean" in msg and f"'{gene}'" in msg
     assert "the model's genes" in msg
+    pair = sim_names["unseen"][0]  # "A+B"; "B+A" asked for as well was predicted twice
+    a, b = pair.split("+")
     for bad, match in [([], "empty"), (["ctrl"], "control"), (["A++B"], "Cannot parse"),
-                       ([sim_names["unseen"][0]] * 2, "duplicates")]:  # fmt: skip
+                       ([pair] * 2, f"asks for {re.escape(repr(pair))} twice; keep one"),
+                       ([pair, f"{b}+{a}"], re.escape(f"'{b}+{a}' twice (the same perturbation as '{pair}')"))]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
             model.predict(bad, progress=False)
     with pytest.raises(ValueError, match="n_control_cells"):

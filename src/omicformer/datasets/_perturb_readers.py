@@ -22,6 +22,24 @@ if TYPE_CHECKING:
 __all__ = ["read_gears", "read_scperturb"]
 
 
+def _read_h5ad(file: Path) -> AnnData:
+    """``anndata.read_h5ad``, with a ``ValueError`` naming ``file`` when it is no ``.h5ad``.
+
+    An empty or cut-off download, or another kind of file, raised h5py's ``OSError`` ("file
+    signature not found"), naming neither the file nor the fix.
+    """
+    import anndata as ad
+
+    try:
+        return ad.read_h5ad(file)
+    except OSError as err:
+        msg = (
+            f"cannot read {str(file)!r}: not a valid, readable .h5ad file ({err}). If it was "
+            "downloaded, the download may be incomplete: download it again."
+        )
+        raise ValueError(msg) from err
+
+
 def _h5ad_path(path: str | Path, default_name: str | None) -> Path:
     """``path`` itself if it is a file; ``path / default_name`` for a folder; else an error."""
     path = Path(path).expanduser()
@@ -77,7 +95,8 @@ def read_gears(path: str | Path) -> AnnData:
     FileNotFoundError
         If the file, or ``perturb_processed.h5ad`` in the folder, does not exist.
     ValueError
-        If ``obs`` has no ``condition`` column or ``var`` no ``gene_name`` column.
+        If the file is no readable ``.h5ad`` (an incomplete download, say), ``obs`` has no
+        ``condition`` column or ``var`` no ``gene_name`` column.
 
     Notes
     -----
@@ -95,7 +114,7 @@ def read_gears(path: str | Path) -> AnnData:
     import pandas as pd
 
     file = _h5ad_path(path, _GEARS_FILE)
-    adata = ad.read_h5ad(file)
+    adata = _read_h5ad(file)
     if "condition" not in adata.obs.columns:
         msg = (
             f"{file} is not in the GEARS layout: obs has no 'condition' column (columns: "
@@ -226,7 +245,8 @@ def read_scperturb(
     KeyError
         If ``obs`` has no ``perturbation_key`` column.
     ValueError
-        For missing or non-string labels, labels that are not gene symbols joined by ``"_"``,
+        For a file that is no readable ``.h5ad``, missing or non-string labels, labels that
+        are not gene symbols joined by ``"_"``,
         no cell labelled ``control``, negative / non-finite values in ``X``, or ``obs``
         columns named both ``condition`` and ``condition_scperturb``.
 
@@ -243,13 +263,12 @@ def read_scperturb(
     """
     import warnings
 
-    import anndata as ad
     import scipy.sparse as sp
 
     file = _h5ad_path(path, None)
     with warnings.catch_warnings():  # repeated symbols: our own warning below says what is done
         warnings.filterwarnings("ignore", message="Variable names are not unique")
-        adata = ad.read_h5ad(file)
+        adata = _read_h5ad(file)
     if perturbation_key not in adata.obs.columns:
         msg = (
             f"perturbation_key={perturbation_key!r} not found in obs of {file} (columns: "

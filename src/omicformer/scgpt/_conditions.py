@@ -119,10 +119,23 @@ def parse_requests(perturbations: Sequence[str], control: str = CONTROL) -> list
     if any(not g for g in parsed):
         msg = f"{control!r} is the control, not a perturbation to predict."
         raise ValueError(msg)
-    if len(set(perturbations)) != len(perturbations):
-        msg = "perturbations contains duplicates."
-        raise ValueError(msg)
+    check_distinct(perturbations, parsed)
     return parsed
+
+
+def check_distinct(perturbations: Sequence[str], parsed: Sequence[tuple[str, ...]]) -> None:
+    """``ValueError`` for a perturbation requested twice, in any spelling (``"A+B"``, ``"B+A"``).
+
+    ``parsed``: the genes of each of ``perturbations``.
+    """
+    first: dict[frozenset[str], str] = {}
+    for p, genes in zip(perturbations, parsed, strict=True):
+        key = condition_id(genes)
+        if key in first:  # also "A+B" after "B+A", "ctrl+A" after "A+ctrl"
+            same = "" if first[key] == p else f" (the same perturbation as {first[key]!r})"
+            msg = f"perturbations asks for {p!r} twice{same}; keep one."
+            raise ValueError(msg)
+        first[key] = p
 
 
 def close_symbols(gene: str, known: Iterable[str], n: int = 3) -> list[str]:

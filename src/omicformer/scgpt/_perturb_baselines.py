@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
-from ._conditions import CONTROL, check_genes_known, parse_conditions
+from ._conditions import CONTROL, check_distinct, check_genes_known, parse_conditions
 from ._genes import gene_names
 from ._perturb_data import check_perturbation_data, check_unique_genes, condition_means
 from ._perturb_eval import ConditionId, Genes, _ids_to_labels, _merged_means
@@ -134,10 +134,6 @@ def perturbation_baseline(
     if not requested:
         msg = "perturbations is empty; pass the condition strings to predict."
         raise ValueError(msg)
-    seen = pd.Index(requested)
-    if seen.duplicated().any():
-        msg = f"perturbations repeats {seen[seen.duplicated()].unique().tolist()[:8]}."
-        raise ValueError(msg)
 
     var_genes = gene_names(adata, gene_key)
     parsed_train = check_perturbation_data(adata, condition_key, control, layer)
@@ -146,6 +142,7 @@ def perturbation_baseline(
     if control in parsed_req:
         msg = f"perturbations contains the control {control!r}; it is not a perturbation."
         raise ValueError(msg)
+    check_distinct(requested, [parsed_req[c] for c in requested])  # "A+B" and "B+A" too
     check_genes_known(
         (g for c in requested for g in parsed_req[c]), var_genes, "the genes of adata"
     )

@@ -246,7 +246,10 @@ def prepare_perturbation(
     n_de
         Differentially expressed genes stored per condition: the ``n_de`` genes with the largest
         absolute change of mean expression against the control mean, the perturbed genes
-        themselves excluded (the genes of the ``*_de`` metrics).
+        themselves excluded: the rule of the ``*_de`` metrics of
+        :func:`~omicformer.scgpt.tl.evaluate_perturbation` with
+        ``de_genes="largest_change"``, and with its default ``"auto"`` when the data hold no
+        GEARS lists (``uns["rank_genes_groups_cov_all"]``, which ``"auto"`` reads first).
     split
         ``"simulation"``, ``"single"`` or ``None``.
     train_gene_fraction, combo_seen2_train_fraction

@@ -82,7 +82,7 @@ class ObsCodesField(CategoricalObsField):
 
 
 #: The ``setup_anndata`` argument naming the ``obs`` column of each categorical field.
-_CATEGORICAL_ARGS = {"batch": "batch_key", "labels": "labels_key"}
+_CATEGORICAL_ARGS = {"batch": "batch_key", "labels": "labels_key", "conditions": "condition_key"}
 
 
 def check_known_categories(
@@ -117,7 +117,14 @@ def check_known_categories(
     batch = registry_key == "batch"
     what = ("batch" if len(unseen) == 1 else "batches") if batch else (
         "label" if len(unseen) == 1 else "labels")  # fmt: skip
-    if batch:
+    if registry_key == "conditions":
+        what = "condition" if len(unseen) == 1 else "conditions"
+        why = "the conditions of the screen it was trained on"
+        other = (
+            f"or load without adata ({model}.load(path)) and pass adata= to predict, which "
+            "reads the control cells of any screen"
+        )
+    elif batch:
         why = "its batch-dependent layers (DSBN, batch embeddings) exist only for those"
         other = (
             f"or load without adata ({model}.load(path)) and pass adata= to "
@@ -150,7 +157,8 @@ def check_saved_categories(adata: Any, registry: dict, model: str) -> None:
     """
     setup = registry.get("setup_args", {})
     fields = registry.get("field_registries", {})
-    for key, arg in _CATEGORICAL_ARGS.items():
+    for kind, arg in _CATEGORICAL_ARGS.items():
+        key = "labels" if kind == "conditions" else kind  # ScGPTPerturbation's labels field
         name = setup.get(arg)
         if name is None or key not in fields:
             continue
@@ -163,8 +171,8 @@ def check_saved_categories(adata: Any, registry: dict, model: str) -> None:
             )
             raise KeyError(msg)
         mapping = np.asarray(fields[key]["state_registry"]["categorical_mapping"])
-        check_known_categories(adata.obs[name], mapping, name, key,
-                               allow_missing=key == "labels", model=model)  # fmt: skip
+        check_known_categories(adata.obs[name], mapping, name, kind,
+                               allow_missing=kind == "labels", model=model)  # fmt: skip
 
 
 def _preview(values: Any, n: int) -> str:

@@ -91,13 +91,22 @@ def training_screen(
 ) -> Screen:
     """Code the conditions of ``labels``, hold out whole perturbations, find each one's DE genes.
 
-    A perturbation written in either order (``"A+B"``, ``"B+A"``) is held out as one; the DE
+    A perturbation written in several ways (``"A+B"`` and ``"B+A"``, ``"A+ctrl"`` and
+    ``"ctrl+A"``) is one condition: its cells are pooled and held out together; the DE
     genes of a condition are the ``n_de`` of largest mean change against the control mean,
     perturbed genes excluded (:func:`~omicformer.scgpt._perturb_data.top_de_genes`).
     ``columns(genes)`` gives the model-gene columns of perturbed genes.
     """
-    names = sorted(set(labels) - {control})
-    code_of = {c: k for k, c in enumerate([control, *names])}
+    # one code per perturbation, however it is spelled ("A+B" / "B+A", "A+ctrl" / "ctrl+A"),
+    # named by its first spelling in sorted order: its cells are pooled
+    spellings = sorted(set(labels) - {control})
+    first: dict[frozenset[str], str] = {}
+    for c in spellings:
+        first.setdefault(condition_id(parse_condition(c, control)), c)
+    names = sorted(first.values())
+    code = {c: k for k, c in enumerate(names, start=1)}
+    code_of = {control: 0}
+    code_of.update({c: code[first[condition_id(parse_condition(c, control))]] for c in spellings})
     codes = np.array([code_of[c] for c in labels])
     parsed = [parse_condition(c, control) for c in [control, *names]]
     ids = sorted({condition_id(g) for g in parsed[1:]}, key=sorted)
