@@ -98,6 +98,18 @@ def test_setup_refuses_a_perturbed_gene_that_is_not_measured(sim, snapshot):
     with pytest.raises(ValueError, match=r"1 condition\(s\) perturb genes that are not measured"):
         ScGPTPerturbation.setup_anndata(adata)
     snap.assert_unchanged(adata)
+    # a typo is named with the symbol it resembles, as in a request (the condition alone before)
+    gene = sim.var_names[0]
+    adata.obs.iloc[ctrl, adata.obs.columns.get_loc("condition")] = f"{gene.lower()}+ctrl"
+    with pytest.raises(
+        ValueError, match=rf"the genes: '{gene.lower()}' \(did you mean '{gene}'\?\)"
+    ):
+        ScGPTPerturbation.setup_anndata(adata)
+    # singles written 'GENE+ctrl' with another control label: 'ctrl' read as a gene
+    relabelled = sim.copy()
+    relabelled.obs["condition"] = relabelled.obs["condition"].astype(str).replace("ctrl", "control")
+    with pytest.raises(ValueError, match=r"'ctrl' is read as a gene here.*pass control='ctrl'"):
+        ScGPTPerturbation.setup_anndata(relabelled, control="control")
 
 
 def test_setup_on_a_backed_view_says_what_works(sim, tmp_path):

@@ -16,7 +16,7 @@ from .._core._anndata import (
     iter_row_chunks,
 )
 from .._core._checks import check_int, check_key
-from ._conditions import CONTROL, condition_id, parse_conditions
+from ._conditions import CONTROL, close_symbols, condition_id, parse_conditions
 from ._genes import gene_names
 
 if TYPE_CHECKING:
@@ -110,10 +110,22 @@ def check_measured(
             if joined
             else ""
         )
+        genes = sorted({g for c in unmeasured for g in parsed[c] if g not in measured})
+        named = []
+        for g in genes[:8]:
+            close = close_symbols(g, measured, n=1)
+            named.append(f"{g!r}" + (f" (did you mean {str(close[0])!r}?)" if close else ""))
+        if CONTROL in genes:  # "GENE+ctrl" read with another control label: 'ctrl' is a gene
+            hint += (
+                f" {CONTROL!r} is read as a gene here: the control label given (control=) is "
+                f"not {CONTROL!r}, while these conditions write their unperturbed half as "
+                f"{CONTROL!r}; pass control={CONTROL!r} or relabel them."
+            )
         msg = (
             f"{len(unmeasured)} condition(s) perturb genes that are not measured (not in "
-            f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}. "
-            f"Subset them out (or pass gene_key= naming the symbol column).{hint}"
+            f"{'var_names' if gene_key is None else f'var[{gene_key!r}]'}): {unmeasured[:8]}; "
+            f"the genes: {', '.join(named)}{' ...' if len(genes) > 8 else ''}. Subset them out "
+            f"(or pass gene_key= naming the symbol column).{hint}"
         )
         raise ValueError(msg)
 
