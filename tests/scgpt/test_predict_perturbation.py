@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,3 +183,14 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(run_script):
     out, results = run_script(DDP_SCRIPT)
     assert set(results) == {"0", "1"}, out[-3000:]
     assert results["0"] == results["1"]
+
+
+def test_raw_counts_are_warned_of_once(sim, sim_names):
+    # the input's check warned, then ScGPTPerturbation.setup_anndata read the cells again
+    adata = sim.copy()
+    adata.X = np.round(np.expm1(_dense(adata.X)) * 40)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tl.predict_perturbation(adata, sim_names["unseen"][:1], **QUICK)
+    found = [w for w in record if "raw counts, it seems" in str(w.message)]
+    assert len(found) == 1 and found[0].filename == __file__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +171,9 @@ def predict_perturbation(
                 "ScGPTPerturbation as model= to predict from the controls alone."
             )
             raise ValueError(msg)
-        ScGPTPerturbation.setup_anndata(work, condition_key=_CONDITION, control=control)
+        with warnings.catch_warnings():  # the input's check (_prepare) has warned of counts
+            warnings.filterwarnings("ignore", message=".*raw counts, it seems")
+            ScGPTPerturbation.setup_anndata(work, condition_key=_CONDITION, control=control)
         fitted = ScGPTPerturbation.load_pretrained(model, work, prior=prior)
         dev = resolve_device(device)
         fitted.train(
