@@ -339,3 +339,25 @@ def test_the_warning_about_cells_without_genes_points_at_the_users_line(clf_trai
     with pytest.warns(UserWarning, match="express none of the genes") as record:
         clf_trained.predict_proba(query, progress=False)
     assert {w.filename for w in record if "express none" in str(w.message)} == {__file__}
+
+
+def test_refused_training_arguments_leave_a_trained_model_as_it_was(clf_trained, clf_ref_query):
+    # a Trainer keyword typo failed when the trainer was built: by then the probe was dropped
+    # and the head's input switched; negative decays trained with negative learning rates
+    _, query = clf_ref_query
+    before = clf_trained.predict_proba(query, progress=False)
+    style, probe = clf_trained.module.config.cell_emb_style, clf_trained.probe_ is not None
+    for kwargs, error, match in (
+        (
+            {"cell_emb_style": "cls", "max_epoch": 3},
+            TypeError,
+            r"\['max_epoch'\] are not arguments",
+        ),
+        ({"lr_decay": -1}, ValueError, r"lr_decay=-1 must be a number > 0"),
+        ({"early_stopping_patience": 0}, ValueError, r"early_stopping_patience=0 must be"),
+    ):
+        with pytest.raises(error, match=match):
+            clf_trained.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
+    assert clf_trained.module.config.cell_emb_style == style
+    assert (clf_trained.probe_ is not None) == probe
+    np.testing.assert_array_equal(clf_trained.predict_proba(query, progress=False), before)

@@ -406,3 +406,24 @@ def test_an_untrained_model_embeds_with_a_warning(two_batch_pretrained, two_batc
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             model.get_latent_representation(adata, progress=False)
+
+
+def test_a_trained_model_passed_in_embeds_at_its_own_length(two_batch_pretrained, two_batches):
+    # max_len=None read as 256 for it; the model was trained (and tl.embed reads it) at 32
+    _, model = tl.integrate(two_batches(), batch_key="batch", model=two_batch_pretrained,
+                            max_len=32, return_model=True, copy=True, **QUICK)  # fmt: skip
+    again = tl.integrate(two_batches(), batch_key="batch", model=model, copy=True,
+                         correction=None, progress=False)  # fmt: skip
+    assert again.uns["scgpt"]["X_scgpt_integrated"]["params"]["max_len"] == 32
+    reused = tl.integrate(two_batches(), batch_key="batch", model=model, max_len=32, copy=True,
+                          correction=None, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(again.obsm["X_scgpt_integrated"],
+                                  reused.obsm["X_scgpt_integrated"])  # fmt: skip
+
+
+def test_a_refused_mask_ratio_leaves_the_dropout_as_it_was(integrated):
+    _, _, model = integrated
+    rates = {m.p for m in model.module.modules() if isinstance(m, torch.nn.Dropout)}
+    with pytest.raises(ValueError, match=r"mask_ratio=1.5 must lie strictly between 0 and 1"):
+        model.train(max_epochs=1, dropout=0.5, mask_ratio=1.5, enable_progress_bar=False)
+    assert {m.p for m in model.module.modules() if isinstance(m, torch.nn.Dropout)} == rates

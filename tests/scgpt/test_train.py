@@ -185,6 +185,10 @@ def test_train_size_is_deprecated_for_validation_size(adata):
         ({"validation_size": 1.0}, "validation_size"),
         ({"max_epochs": 0}, "max_epochs"),
         ({"ecs_weight": -1.0}, "ecs_weight"),
+        # these failed after the first step (ZeroDivisionError) or trained with lr < 0
+        ({"scheduler_interval": 0}, r"scheduler_interval=0 must be an integer >= 1"),
+        ({"scheduler_factor": -1.0}, r"scheduler_factor=-1.0 must be a number > 0"),
+        ({"early_stopping_patience": -3}, r"early_stopping_patience=-3 must be"),
     ],
 )
 def test_train_rejects_bad_arguments(adata, kwargs, match):

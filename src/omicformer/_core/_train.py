@@ -37,7 +37,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -78,20 +78,45 @@ def check_fit_args(
     dropout: Any = None,
     lr: Any = None,
     weight_decay: Any = None,
+    counts: Mapping[str, Any] | None = None,
+    factors: Mapping[str, Any] | None = None,
+    trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """``ValueError`` naming the first bad training argument; call before changing the model.
 
     ``batch_size`` and, when given, ``max_epochs`` and ``max_steps`` must be integers >= 1,
     ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1);
     ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
-    them only once training starts).
+    them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
+    interval or ``early_stopping_patience``) must be integers >= 1 and ``factors`` (a
+    learning-rate decay) numbers > 0, where not ``None``. ``trainer_kwargs``: ``TypeError``
+    for a key :class:`lightning.pytorch.Trainer` does not take (a typo failed only when the
+    trainer was built, after the model had changed).
     """
     from ._checks import check_int
 
     check_int("batch_size", batch_size)
-    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):
+    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps),
+                        *(counts or {}).items()):  # fmt: skip
         if value is not None:
             check_int(name, value)
+    for name, value in (factors or {}).items():
+        if not _is_real(value) or not (np.isfinite(value) and value > 0):
+            msg = f"{name}={value!r} must be a number > 0 (the learning rate's factor)."
+            raise ValueError(msg)
+    if trainer_kwargs:
+        import inspect
+
+        from lightning.pytorch import Trainer
+
+        known = set(inspect.signature(Trainer.__init__).parameters)
+        unknown = sorted(set(trainer_kwargs) - known)
+        if unknown:
+            msg = (
+                f"{unknown} are not arguments of this train method nor of "
+                "lightning.pytorch.Trainer; check the spelling."
+            )
+            raise TypeError(msg)
     for name, value in (("validation_size", validation_size), ("dropout", dropout)):
         if value is None:
             continue
@@ -349,7 +374,9 @@ def run_training(
     if max_epochs is None and max_steps is None:
         msg = "Give max_epochs or max_steps."
         raise ValueError(msg)
-    check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps)
+    check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                   counts={"early_stopping_patience": early_stopping_patience},
+                   trainer_kwargs=trainer_kwargs)  # fmt: skip
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:
         msg = (

@@ -222,7 +222,9 @@ def integrate(
     batch_size
         Cells per minibatch (official 64).
     max_len
-        Tokens per cell (``<cls>`` included); ``None``: 256. A cell with more expressed genes
+        Tokens per cell (``<cls>`` included); ``None``: 256, or the length a trained
+        :class:`~omicformer.scgpt.model.ScGPTIntegration` passed as ``model`` was trained
+        with. A cell with more expressed genes
         keeps its ``max_len - 1`` most highly expressed ones, binned among themselves (the
         official recipe keeps a random subset; ``ScGPTIntegration.gene_selection``).
     gene_selection
@@ -308,7 +310,8 @@ def integrate(
             "model is an ScGPTIntegration already trained on these batches and embeds the "
             "cells as it is",
         )  # fmt: skip
-    max_len = 256 if max_len is None else max_len
+    if max_len is None:  # a trained model embeds at the length it was trained with
+        max_len = 256 if fitted is None else int(fitted.max_len)
     sizes = adata.obs[batch_key].astype(str).value_counts()
     # two batches, weight not given: the pretrained embedding chooses it (after the checks)
     measure = mnn_weight is None and len(sizes) == 2 and fitted is None and not dsbn

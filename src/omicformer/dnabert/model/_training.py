@@ -291,7 +291,9 @@ class TrainingMixin:
         from ..train import DNABertTrainingPlan
 
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size)  # fmt: skip
+                       validation_size=validation_size,
+                       counts={"early_stopping_patience": early_stopping_patience},
+                       trainer_kwargs=trainer_kwargs)  # fmt: skip
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         if (
             isinstance(labels, Mapping)

@@ -319,7 +319,16 @@ class ScGPTIntegration(ScGPT):
                 raise ValueError(msg)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
-                       weight_decay=weight_decay)  # fmt: skip
+                       weight_decay=weight_decay,
+                       counts={"early_stopping_patience": early_stopping_patience},
+                       factors={"lr_decay": lr_decay},
+                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+        # the collator checks it too, after the model has changed
+        if not (
+            isinstance(mask_ratio, int | float | np.integer | np.floating) and 0 < mask_ratio < 1
+        ):
+            msg = f"mask_ratio={mask_ratio!r} must lie strictly between 0 and 1."
+            raise ValueError(msg)
         c = self.module.config
         if balance_batches and one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
             msg = (

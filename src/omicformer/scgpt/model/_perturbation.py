@@ -376,7 +376,10 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             raise ValueError(msg)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
-                       weight_decay=weight_decay)  # fmt: skip
+                       weight_decay=weight_decay,
+                       counts={"early_stopping_patience": early_stopping_patience},
+                       factors={"lr_decay": lr_decay},
+                       trainer_kwargs=trainer_kwargs)  # fmt: skip
         check_int("n_de", n_de, hint="DE genes per condition")
         real = isinstance(de_weight, int | float | np.integer | np.floating)
         if isinstance(de_weight, bool) or not real or not de_weight >= 0:

@@ -266,8 +266,11 @@ class GenerativeTrainingMixin:
             msg = "This model has no AnnData; load it with ScGPT.load(path, adata=...) to train."
             raise ValueError(msg)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size, lr=lr,
-                       weight_decay=weight_decay)  # fmt: skip
+                       validation_size=validation_size, lr=lr, weight_decay=weight_decay,
+                       counts={"scheduler_interval": scheduler_interval,
+                               "early_stopping_patience": early_stopping_patience},
+                       factors={"scheduler_factor": scheduler_factor},
+                       trainer_kwargs=trainer_kwargs)  # fmt: skip
         _check_train_args(gen_ratios, ecs_weight)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
