@@ -361,3 +361,15 @@ def test_refused_training_arguments_leave_a_trained_model_as_it_was(clf_trained,
     assert clf_trained.module.config.cell_emb_style == style
     assert (clf_trained.probe_ is not None) == probe
     np.testing.assert_array_equal(clf_trained.predict_proba(query, progress=False), before)
+
+
+def test_a_classifier_loaded_without_adata_asks_for_one(clf_trained, clf_ref_query, tmp_path):
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    clf_trained.save(tmp_path / "clf")
+    bare = ScGPTClassifier.load(tmp_path / "clf")
+    for predict in (bare.predict, bare.predict_proba):  # AttributeError: 'NoneType' ... n_obs
+        with pytest.raises(ValueError, match="no AnnData attached; pass adata="):
+            predict(progress=False)
+    _, query = clf_ref_query
+    assert len(bare.predict(query, progress=False)) == query.n_obs

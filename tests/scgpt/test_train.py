@@ -254,3 +254,16 @@ def test_ddp_two_cpu_processes(run_script, mode):
     out, results = run_script(DDP_SCRIPT, mode)
     assert set(results) == {"0", "1"}, out[-3000:]
     assert results["0"] == results["1"]  # DDP kept the replicas identical
+
+
+def test_a_failed_load_into_adata_leaves_it_as_it_was(adata, tmp_path):
+    # the genes were matched after scvi-tools' setup had written its columns and uns keys
+    fitted = adata.copy()
+    ScGPT.setup_anndata(fitted)
+    ScGPT(fitted, **TINY).save(tmp_path / "m")
+    unknown = adata.copy()
+    unknown.var_names = [f"NOTAGENE{i}" for i in range(48)] + ["G48", "G49"]
+    obs, uns = list(unknown.obs.columns), sorted(unknown.uns.keys())
+    with pytest.raises(ValueError, match="Only 2 of 50 genes"):
+        ScGPT.load(tmp_path / "m", adata=unknown)
+    assert list(unknown.obs.columns) == obs and sorted(unknown.uns.keys()) == uns

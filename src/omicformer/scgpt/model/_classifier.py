@@ -441,6 +441,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         """
         self._require_trained()
         adata = self.adata if adata is None else adata
+        if adata is None:  # loaded without one
+            msg = "This classifier has no AnnData attached; pass adata= with the cells to label."
+            raise ValueError(msg)
         return self._proba(adata, batch_size=batch_size, device=device,
                            random_state=random_state, progress=progress,
                            smooth_neighbors=smooth_neighbors)  # fmt: skip

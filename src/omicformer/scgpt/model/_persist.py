@@ -178,14 +178,25 @@ class SaveLoadMixin:
         registry: dict | None,
     ) -> Self:
         """Build an instance around an existing module (no re-initialisation)."""
-        if adata is not None and registry is not None:
-            # before any setup: a failed transfer would leave code columns behind
-            check_saved_categories(adata, registry, cls.__name__)
+        if adata is None or registry is None:
+            model = cls.__new__(cls)
+            BaseModelClass.__init__(model, adata, None if adata is not None else registry)
+            model._attach(module, vocab, max_len)
+            return model
+        # before any setup: a failed transfer would leave code columns behind
+        check_saved_categories(adata, registry, cls.__name__)
+        obs, uns = set(adata.obs.columns), set(adata.uns.keys())
+        try:
             setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
             setup(adata, source_registry=registry, **registry[_SETUP])
-        model = cls.__new__(cls)
-        BaseModelClass.__init__(model, adata, None if adata is not None else registry)
-        model._attach(module, vocab, max_len)
+            model = cls.__new__(cls)
+            BaseModelClass.__init__(model, adata, None)
+            model._attach(module, vocab, max_len)  # ValueError for too few known genes
+        except Exception:  # what setup wrote goes again: adata as the caller passed it
+            adata.obs = adata.obs.drop(columns=[c for c in adata.obs.columns if c not in obs])
+            for key in [k for k in adata.uns.keys() if k not in uns]:
+                del adata.uns[key]
+            raise
         return model
 
 
