@@ -205,3 +205,27 @@ def test_members_tell_a_long_cpu_run_warning_how_many_trainings_follow(
     ens.train(random_state=0)
     assert seen == [2, 1, 0]
     assert _callbacks.RUNS_AFTER.get() == 0
+
+
+def test_a_classifier_and_an_ensemble_saved_over_each_other(ensemble, query, tmp_path):
+    # a classifier saved over an ensemble's folder, even with overwrite=True, left
+    # ensemble.json there, so the folder still loaded (tl.annotate(model=folder)) as the ensemble
+    member = ensemble.members[0]
+    ensemble.save(tmp_path / "f")
+    with pytest.raises(FileExistsError, match="already holds a saved ensemble; pass overwrite"):
+        member.save(tmp_path / "f")
+    member.save(tmp_path / "f", overwrite=True)
+    assert not (tmp_path / "f" / "ensemble.json").exists()
+    assert not (tmp_path / "f" / "member_0").exists()
+    kw = {"progress": False, "smooth_neighbors": 4}
+    np.testing.assert_array_equal(ScGPTClassifier.load(tmp_path / "f").predict_proba(query, **kw),
+                                  member.predict_proba(query, **kw))  # fmt: skip
+    with pytest.raises(FileExistsError, match="already holds a saved model; pass overwrite"):
+        ensemble.save(tmp_path / "f")
+    ensemble.save(tmp_path / "f", overwrite=True)
+    assert not (tmp_path / "f" / "model.safetensors").exists()  # the classifier's files went
+    assert ScGPTClassifierEnsemble.load(tmp_path / "f").n_models == ensemble.n_models
+    (tmp_path / "afile").write_text("")
+    for model in (member, ensemble):  # bare FileExistsError / NotADirectoryError before
+        with pytest.raises(FileExistsError, match="is a file; a model is saved as a folder"):
+            model.save(tmp_path / "afile", overwrite=True)

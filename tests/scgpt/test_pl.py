@@ -28,6 +28,18 @@ def test_loss_curve_from_history():
         pl.loss_curve(hist, keys=("train_loss_ecs",), show=False)
 
 
+def test_loss_curve_of_an_ensemble_or_other_object_says_what_to_pass(clf_trained):
+    # tl.annotate(return_model=True) gives an ensemble: "argument ... is not iterable" before
+    from omicformer.scgpt.model import ScGPTClassifierEnsemble
+
+    ensemble = ScGPTClassifierEnsemble([clf_trained, clf_trained])
+    with pytest.raises(ValueError, match=r"one training history per member.*members\[0\]"):
+        pl.loss_curve(ensemble)
+    assert isinstance(pl.loss_curve(ensemble.members[0], show=False), plt.Axes)
+    with pytest.raises(TypeError, match="pass a trained model or its history"):
+        pl.loss_curve(3.5)
+
+
 def test_loss_curve_per_step_uses_the_recorded_steps():
     steps = pd.DataFrame(
         {"train_loss_step": [5.0, 4.0, 3.5]}, index=pd.Index([0, 10, 20], name="step")

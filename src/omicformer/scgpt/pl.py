@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,8 +63,20 @@ def loss_curve(
     >>> model.train(max_epochs=20)  # doctest: +SKIP
     >>> scgpt.pl.loss_curve(model)  # doctest: +SKIP
     """
+    if hasattr(model_or_history, "members") and not hasattr(model_or_history, "history"):
+        msg = (
+            f"A {type(model_or_history).__name__} holds one training history per member: plot "
+            "one, e.g. scgpt.pl.loss_curve(ensemble.members[0])."
+        )
+        raise ValueError(msg)
     history = getattr(model_or_history, "history", model_or_history)
     history = history or {}
+    if not isinstance(history, Mapping):
+        msg = (
+            f"model_or_history is a {type(model_or_history).__name__}; pass a trained model "
+            "or its history (a dict of losses)."
+        )
+        raise TypeError(msg)
     keys = (keys,) if isinstance(keys, str) else keys  # one curve, named alone
     keys = keys or tuple(k for k in _LOSSES if k in history)
     if not keys:

@@ -307,12 +307,24 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
+        from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, is_model_dir
+        from ._io import ADATA_NAME, VOCAB_NAME
+        from ._persist import check_folder_path
+
         path = Path(dir_path).expanduser()
         if not is_global_zero():
             return
-        if is_ensemble_dir(path) and not overwrite:
-            msg = f"{path} already holds a saved ensemble; pass overwrite=True to replace it."
+        check_folder_path(path)
+        single = is_model_dir(path) and not is_ensemble_dir(path)  # one classifier saved there
+        if (is_ensemble_dir(path) or single) and not overwrite:
+            what = "a saved model" if single else "a saved ensemble"
+            msg = f"{path} already holds {what}; pass overwrite=True to replace it."
             raise FileExistsError(msg)
+        if single:  # its files go: ScGPTClassifier.load(path) would read them
+            from ._classifier_probe import PROBE_NAME
+
+            for name in (WEIGHTS_NAME, CONFIG_NAME, VOCAB_NAME, ADATA_NAME, PROBE_NAME):
+                (path / name).unlink(missing_ok=True)
         old = _member_names(path) if is_ensemble_dir(path) else []
         names = [f"member_{i}" for i in range(self.n_models)]
         for i, (name, m) in enumerate(zip(names, self.members, strict=True)):

@@ -94,6 +94,7 @@ class SaveLoadMixin:
         if save_anndata and self.adata is None:
             msg = "save_anndata=True but this model has no AnnData attached."
             raise ValueError(msg)
+        _clear_ensemble(dir_path, overwrite)
         replaced = is_model_dir(dir_path)
         path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
         self.vocab.save_json(path / VOCAB_NAME)
@@ -198,6 +199,36 @@ class SaveLoadMixin:
                 del adata.uns[key]
             raise
         return model
+
+
+def check_folder_path(path: Path) -> None:
+    """``FileExistsError`` when ``path`` is a file: a model is saved as a folder."""
+    if path.exists() and not path.is_dir():
+        msg = f"{path} is a file; a model is saved as a folder: pass the path of a folder."
+        raise FileExistsError(msg)
+
+
+def _clear_ensemble(dir_path: str | Path, overwrite: bool) -> None:
+    """Before one model is saved to ``dir_path``: the ensemble saved there, refused or removed.
+
+    A folder holding ``ensemble.json`` loads as the ensemble, so the model saved over it
+    would never be read: without ``overwrite`` that is a ``FileExistsError``; with it the
+    ensemble's list and member folders are removed.
+    """
+    import shutil
+
+    from ._ensemble import ENSEMBLE_NAME, _member_names, is_ensemble_dir
+
+    path = Path(dir_path).expanduser()
+    check_folder_path(path)
+    if not is_ensemble_dir(path):
+        return
+    if not overwrite:
+        msg = f"{path} already holds a saved ensemble; pass overwrite=True to replace it."
+        raise FileExistsError(msg)
+    for name in _member_names(path):
+        shutil.rmtree(path / name, ignore_errors=True)
+    (path / ENSEMBLE_NAME).unlink()
 
 
 def _saved_name(cls: type) -> str:
