@@ -338,3 +338,16 @@ def test_integration_of_ten_thousand_cells():
     adata.obsm["X_scgpt_integrated"] = rng.normal(size=(n, 32)).astype(np.float32)
     panels = _panels(pl.integration(adata, batch_key="batch", show=False))
     assert [p.collections[0].get_offsets().shape for p in panels] == [(n, 2), (n, 2)]
+
+
+def test_a_save_path_matplotlib_cannot_write_is_refused_before_the_work(tmp_path, monkeypatch):
+    # matplotlib refused ".xyz" when writing, after the UMAPs and with the folder made
+    from omicformer.scgpt import pl as scgpt_pl
+
+    monkeypatch.setattr(scgpt_pl, "_umap", lambda *a, **k: pytest.fail("computed"))
+    path = tmp_path / "new" / "fig.xyz"
+    with pytest.raises(ValueError, match=r"cannot write \(\.xyz\); end it with one of .*'\.png'"):
+        pl.integration(_adata(), batch_key="batch", show=False, save=path)
+    with pytest.raises(ValueError, match=r"cannot write \(\.xyz\)"):
+        pl.loss_curve({"train_loss": [3.0, 2.0]}, show=False, save=path)
+    assert not (tmp_path / "new").exists() and not plt.get_fignums()

@@ -45,6 +45,30 @@ def save_path(name: str, save: bool | str | os.PathLike[str]) -> Path:
     return Path(sc.settings.figdir) / f"{name}{save}{plot_suffix}.{fmt}"
 
 
+def check_save(save: bool | str | os.PathLike[str] | None, name: str) -> None:
+    """``ValueError`` when matplotlib cannot write the file ``save`` names (its suffix).
+
+    Call it before the work a plot needs (UMAPs): matplotlib refused an unknown suffix
+    (``".xyz"``) only when the figure was written, after the folder was made.
+    """
+    import scanpy as sc
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    save = sc.settings.autosave if save is None else save
+    if not save:
+        return
+    path = save_path(name, save)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix and suffix not in kinds:  # none: matplotlib's default format
+        msg = (
+            f"save={save!r} writes {str(path)!r}, a kind of file matplotlib cannot write "
+            f"({path.suffix}); end it with one of "
+            f"{sorted('.' + k for k in kinds)}."
+        )
+        raise ValueError(msg)
+
+
 def finish(
     ax: _Plot, show: bool | None, save: bool | str | os.PathLike[str] | None = None, *, name: str
 ) -> _Plot | None:
@@ -64,6 +88,11 @@ def finish(
     save = sc.settings.autosave if save is None else save
     if save:
         path = save_path(name, save)
+        try:
+            check_save(save, name)
+        except ValueError:
+            plt.close(ax if isinstance(ax, Figure) else ax.figure)
+            raise
         path.parent.mkdir(parents=True, exist_ok=True)
         fig = ax if isinstance(ax, Figure) else ax.figure
         fig.savefig(path, bbox_inches="tight")

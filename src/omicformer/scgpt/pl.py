@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._core._plotting import finish, new_axes
+from .._core._plotting import check_save, finish, new_axes
 from ._pl_perturbation import perturbation
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ def integration(
     import scanpy as sc
 
     keys = _integration_keys(adata, batch_key, color)
+    check_save(save, "scgpt_integration")  # before the UMAPs are computed
     if adata.n_obs < 4:
         msg = f"At least 4 cells are needed for a UMAP; got {adata.n_obs}."
         raise ValueError(msg)
