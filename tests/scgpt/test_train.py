@@ -267,3 +267,13 @@ def test_a_failed_load_into_adata_leaves_it_as_it_was(adata, tmp_path):
     with pytest.raises(ValueError, match="Only 2 of 50 genes"):
         ScGPT.load(tmp_path / "m", adata=unknown)
     assert list(unknown.obs.columns) == obs and sorted(unknown.uns.keys()) == uns
+
+
+def test_a_query_without_the_setup_layer_is_told_to_add_it(adata):
+    # said "pass layer=None", an argument get_latent_representation does not take
+    counted = adata.copy()
+    counted.layers["counts"] = counted.X.copy()
+    ScGPT.setup_anndata(counted, layer="counts")
+    model = ScGPT(counted, **TINY)
+    with pytest.raises(KeyError, match=r"set up with layer='counts'.*adata\.layers\['counts'\] ="):
+        model.get_latent_representation(adata.copy(), progress=False)

@@ -13,16 +13,19 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def check_layer(adata: AnnData, layer: str | None, where: str = "adata") -> None:
+def check_layer(
+    adata: AnnData, layer: str | None, where: str = "adata", fix: str | None = None
+) -> None:
     """Raise a clear ``KeyError`` if ``layer`` is not in ``adata.layers``.
 
     Also when ``layer`` is None and ``adata.X`` is empty. ``where`` names ``adata`` in the
-    message (e.g. ``"reference"``).
+    message (e.g. ``"reference"``); ``fix`` ends it (default: pass ``layer=None``).
     """
     if layer is not None and layer not in adata.layers:
+        fix = f"pass layer=None to use {where}.X" if fix is None else fix
         msg = (
             f"layer={layer!r} not found in {where}.layers (available: "
-            f"{list(adata.layers.keys())}); pass layer=None to use {where}.X."
+            f"{list(adata.layers.keys())}); {fix}."
         )
         raise KeyError(msg)
     base = adata._adata_ref if adata.is_view else adata  # a view's X would be sliced

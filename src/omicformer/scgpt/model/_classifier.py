@@ -444,6 +444,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         if adata is None:  # loaded without one
             msg = "This classifier has no AnnData attached; pass adata= with the cells to label."
             raise ValueError(msg)
+        self._check_setup_layer(adata)
         return self._proba(adata, batch_size=batch_size, device=device,
                            random_state=random_state, progress=progress,
                            smooth_neighbors=smooth_neighbors)  # fmt: skip

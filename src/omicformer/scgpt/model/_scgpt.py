@@ -331,6 +331,14 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return needs_batch_labels(self.module)
 
     # ------------------------------------------------------------------ inference
+    def _check_setup_layer(self, adata: AnnData) -> None:
+        """``KeyError`` when ``adata`` lacks the layer the model was set up to read."""
+        layer = self.get_setup_arg("layer")
+        check_layer(adata, layer, fix=(
+            f"this {type(self).__name__} was set up with layer={layer!r} and reads it from every "
+            f"AnnData: add it, adata.layers[{layer!r}] = ..."
+        ))  # fmt: skip
+
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
@@ -399,7 +407,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             self._check_if_trained(warn=True, message=self._untrained_embedding.format(
                 name=type(self).__name__))  # fmt: skip
         layer = self.get_setup_arg("layer")
-        check_layer(adata, layer)
+        self._check_setup_layer(adata)
         gene_ids = self._gene_ids_for(adata)
         kwargs = {"gene_ids": gene_ids, "layer": layer, "batch_size": batch_size,
                   "max_len": self.max_len if max_len is None else max_len,
