@@ -250,6 +250,12 @@ def test_finetune_reads_labels_by_sequence_name_and_keeps_rare_classes_in_traini
     rare = DNABert(k=3, **tiny)
     rare.finetune(seqs[:20], labels_now, max_epochs=1, validation_size=0.1, **fit_kw)
     assert trained[-1] == ["bg", "promoter"]
+    # four classes of 5: no class has a share to hold out; as many as a plain split (2) are
+    labels_now = [c for c in "abcd" for _ in range(5)]  # so early stopping still has data
+    small = DNABert(k=3, **tiny)
+    small.finetune(seqs[:20], labels_now, max_epochs=1, validation_size=0.1, early_stopping=True,
+                   **fit_kw)  # fmt: skip
+    assert len(small.history["finetune_validation_loss"]) == 1
 
 
 def test_a_generator_of_sequences_reads_as_its_list(finetuned, labelled):

@@ -354,13 +354,19 @@ def test_refused_training_arguments_leave_a_trained_model_as_it_was(clf_trained,
             r"\['max_epoch'\] are not arguments",
         ),
         ({"lr_decay": -1}, ValueError, r"lr_decay=-1 must be a number > 0"),
-        ({"early_stopping_patience": 0}, ValueError, r"early_stopping_patience=0 must be"),
+        ({"early_stopping_patience": -1}, ValueError, r"early_stopping_patience=-1 must be"),
     ):
         with pytest.raises(error, match=match):
             clf_trained.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, **kwargs)
     assert clf_trained.module.config.cell_emb_style == style
     assert (clf_trained.probe_ is not None) == probe
     np.testing.assert_array_equal(clf_trained.predict_proba(query, progress=False), before)
+    # the runner's own keywords and patience 0 (Lightning's "stop at the first check without
+    # improvement") pass the check
+    from omicformer._core._train import check_fit_args
+
+    check_fit_args(batch_size=8, early_stopping_patience=0,
+                   trainer_kwargs={"checkpoint_every_n_steps": 1, "gradient_clip_val": 1.0})  # fmt: skip
 
 
 def test_a_classifier_loaded_without_adata_asks_for_one(clf_trained, clf_ref_query, tmp_path):

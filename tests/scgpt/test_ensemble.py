@@ -225,6 +225,9 @@ def test_a_classifier_and_an_ensemble_saved_over_each_other(ensemble, query, tmp
     ensemble.save(tmp_path / "f", overwrite=True)
     assert not (tmp_path / "f" / "model.safetensors").exists()  # the classifier's files went
     assert ScGPTClassifierEnsemble.load(tmp_path / "f").n_models == ensemble.n_models
+    (tmp_path / "f" / "ensemble.json").write_text("{")  # damaged: overwrite still replaces it
+    member.save(tmp_path / "f", overwrite=True)
+    assert not (tmp_path / "f" / "ensemble.json").exists()
     (tmp_path / "afile").write_text("")
     for model in (member, ensemble):  # bare FileExistsError / NotADirectoryError before
         with pytest.raises(FileExistsError, match="is a file; a model is saved as a folder"):

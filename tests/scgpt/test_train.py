@@ -267,6 +267,10 @@ def test_a_failed_load_into_adata_leaves_it_as_it_was(adata, tmp_path):
     with pytest.raises(ValueError, match="Only 2 of 50 genes"):
         ScGPT.load(tmp_path / "m", adata=unknown)
     assert list(unknown.obs.columns) == obs and sorted(unknown.uns.keys()) == uns
+    view = adata[:40]  # refused by the setup: the view is left a view
+    with pytest.raises(ValueError, match="view"):
+        ScGPT.load(tmp_path / "m", adata=view)
+    assert view.is_view
 
 
 def test_a_query_without_the_setup_layer_is_told_to_add_it(adata):

@@ -80,6 +80,7 @@ def check_fit_args(
     weight_decay: Any = None,
     counts: Mapping[str, Any] | None = None,
     factors: Mapping[str, Any] | None = None,
+    early_stopping_patience: Any = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """``ValueError`` naming the first bad training argument; call before changing the model.
@@ -89,9 +90,10 @@ def check_fit_args(
     ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
     them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
     interval or ``early_stopping_patience``) must be integers >= 1 and ``factors`` (a
-    learning-rate decay) numbers > 0, where not ``None``. ``trainer_kwargs``: ``TypeError``
-    for a key :class:`lightning.pytorch.Trainer` does not take (a typo failed only when the
-    trainer was built, after the model had changed).
+    learning-rate decay) numbers > 0, where not ``None``; ``early_stopping_patience`` an
+    integer >= 0. ``trainer_kwargs``: ``TypeError`` for a key neither
+    :class:`lightning.pytorch.Trainer` nor :func:`run_training` takes (a typo failed only when
+    the trainer was built, after the model had changed).
     """
     from ._checks import check_int
 
@@ -100,6 +102,8 @@ def check_fit_args(
                         *(counts or {}).items()):  # fmt: skip
         if value is not None:
             check_int(name, value)
+    if early_stopping_patience is not None:  # 0: stop at the first check without improvement
+        check_int("early_stopping_patience", early_stopping_patience, minimum=0)
     for name, value in (factors or {}).items():
         if not _is_real(value) or not (np.isfinite(value) and value > 0):
             msg = f"{name}={value!r} must be a number > 0 (the learning rate's factor)."
@@ -110,6 +114,7 @@ def check_fit_args(
         from lightning.pytorch import Trainer
 
         known = set(inspect.signature(Trainer.__init__).parameters)
+        known |= set(inspect.signature(run_training).parameters)  # checkpoint_every_n_steps
         unknown = sorted(set(trainer_kwargs) - known)
         if unknown:
             msg = (
@@ -375,7 +380,7 @@ def run_training(
         msg = "Give max_epochs or max_steps."
         raise ValueError(msg)
     check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                   counts={"early_stopping_patience": early_stopping_patience},
+                   early_stopping_patience=early_stopping_patience,
                    trainer_kwargs=trainer_kwargs)  # fmt: skip
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:

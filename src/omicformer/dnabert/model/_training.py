@@ -254,8 +254,9 @@ class TrainingMixin:
         labels
             One label per sequence, in their order: integers ``0..C-1``, or strings /
             categories (classes in sorted or categorical order, of a :class:`pandas.Categorical`
-            or a categorical Series); or a mapping from every sequence's name (the keys or index
-            of the sequences given) to its label. At least two classes must occur.
+            or a categorical Series, read by position); or a mapping (a dict) from every
+            sequence's name (the keys or index of the sequences given) to its label. At least
+            two classes must occur.
         fasta
             Genome to fetch regions from.
         num_labels
@@ -279,7 +280,9 @@ class TrainingMixin:
             Overlap (bases) of windows of long sequences; default a quarter window.
         validation_size
             Fraction of *sequences* held out (split before windowing, so no window leaks), of
-            each class on its own: ``floor(validation_size * n)`` of a class of ``n``.
+            each class on its own: ``floor(validation_size * n)`` of a class of ``n``; when
+            that holds out none (every class small), ``floor(validation_size * N)`` of all
+            ``N`` at random, a class never held out whole.
         early_stopping, early_stopping_patience, accelerator, devices, num_nodes, strategy, precision, num_workers, random_state, checkpoint_dir, ckpt_path, enable_progress_bar, **trainer_kwargs
             As in :meth:`pretrain`; ``random_state`` also seeds the new head.
 
@@ -292,7 +295,7 @@ class TrainingMixin:
 
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size,
-                       counts={"early_stopping_patience": early_stopping_patience},
+                       early_stopping_patience=early_stopping_patience,
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         if (
@@ -316,6 +319,13 @@ class TrainingMixin:
         check_sequences(seqs, self.k, names=names)
         # each class held out in proportion: a rare class is never left out of training
         train_seq, val_seq = split_indices(len(seqs), validation_size, random_state, stratify=codes)
+        if not len(val_seq):
+            # every class too small for its share: as many as a plain split holds out, but no
+            # class held out whole (its held-out sequences go back to training)
+            train_seq, val_seq = split_indices(len(seqs), validation_size, random_state)
+            whole = np.isin(codes[val_seq], np.setdiff1d(codes, codes[train_seq]))
+            train_seq = np.sort(np.concatenate([train_seq, val_seq[whole]]))
+            val_seq = val_seq[~whole]
         overlap = (
             default_overlap(self.window_size)
             if window_overlap is None

@@ -193,8 +193,10 @@ class SaveLoadMixin:
             model = cls.__new__(cls)
             BaseModelClass.__init__(model, adata, None)
             model._attach(module, vocab, max_len)  # ValueError for too few known genes
-        except Exception:  # what setup wrote goes again: adata as the caller passed it
-            adata.obs = adata.obs.drop(columns=[c for c in adata.obs.columns if c not in obs])
+        except Exception:  # the columns and keys setup added go again (a view stays a view)
+            added = [c for c in adata.obs.columns if c not in obs]
+            if added:
+                adata.obs.drop(columns=added, inplace=True)
             for key in [k for k in adata.uns.keys() if k not in uns]:
                 del adata.uns[key]
             raise
@@ -226,7 +228,11 @@ def _clear_ensemble(dir_path: str | Path, overwrite: bool) -> None:
     if not overwrite:
         msg = f"{path} already holds a saved ensemble; pass overwrite=True to replace it."
         raise FileExistsError(msg)
-    for name in _member_names(path):
+    try:
+        members = _member_names(path)
+    except ValueError:  # a damaged list (JSONDecodeError is one): only the list goes
+        members = []
+    for name in members:
         shutil.rmtree(path / name, ignore_errors=True)
     (path / ENSEMBLE_NAME).unlink()
 
