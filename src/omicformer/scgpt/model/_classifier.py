@@ -19,6 +19,7 @@ from ._classifier_infer import BlockInferenceMixin, LabelPredictionMixin, proba_
 from ._classifier_probe import ReferenceProbeMixin, softmax
 from ._probe_smooth import SMOOTH_NEIGHBORS, ProbeParts, check_smooth_neighbors, smooth_parts
 from ._scgpt import ScGPT
+from ._scvi import cells_to_read
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -269,9 +270,8 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         check_cell_emb_style(cell_emb_style)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
-                       weight_decay=weight_decay,
+                       weight_decay=weight_decay, factors={"lr_decay": lr_decay},
                        early_stopping_patience=early_stopping_patience,
-                       factors={"lr_decay": lr_decay},
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         if len(self.classes_) < 2:
             msg = (
@@ -440,11 +440,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             :meth:`load` counts as trained if it was trained when saved.
         """
         self._require_trained()
-        adata = self.adata if adata is None else adata
-        if adata is None:  # loaded without one
-            msg = "This classifier has no AnnData attached; pass adata= with the cells to label."
-            raise ValueError(msg)
-        self._check_setup_layer(adata)
+        adata = cells_to_read(self, adata)
         return self._proba(adata, batch_size=batch_size, device=device,
                            random_state=random_state, progress=progress,
                            smooth_neighbors=smooth_neighbors)  # fmt: skip

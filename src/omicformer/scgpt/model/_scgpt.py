@@ -48,7 +48,7 @@ from ._io import (
 )
 from ._persist import SaveLoadMixin
 from ._pretrained_batches import check_pretrained_batches
-from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin
+from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin, cells_to_read
 from ._training import GenerativeTrainingMixin
 
 if TYPE_CHECKING:
@@ -331,14 +331,6 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return needs_batch_labels(self.module)
 
     # ------------------------------------------------------------------ inference
-    def _check_setup_layer(self, adata: AnnData) -> None:
-        """``KeyError`` when ``adata`` lacks the layer the model was set up to read."""
-        layer = self.get_setup_arg("layer")
-        check_layer(adata, layer, fix=(
-            f"this {type(self).__name__} was set up with layer={layer!r} and reads it from every "
-            f"AnnData: add it, adata.layers[{layer!r}] = ..."
-        ))  # fmt: skip
-
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
@@ -399,15 +391,11 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
         >>> z = model.get_latent_representation(atlas, out_file="atlas_scgpt.npy")
         """
-        adata = self.adata if adata is None else adata
-        if adata is None:
-            msg = "This model has no AnnData attached; pass adata=."
-            raise ValueError(msg)
+        adata = cells_to_read(self, adata)
         if self._untrained_embedding is not None:
             self._check_if_trained(warn=True, message=self._untrained_embedding.format(
                 name=type(self).__name__))  # fmt: skip
         layer = self.get_setup_arg("layer")
-        self._check_setup_layer(adata)
         gene_ids = self._gene_ids_for(adata)
         kwargs = {"gene_ids": gene_ids, "layer": layer, "batch_size": batch_size,
                   "max_len": self.max_len if max_len is None else max_len,

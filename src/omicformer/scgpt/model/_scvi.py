@@ -9,7 +9,7 @@ scvi-tools 1.4 itself: they read ``self._registry``), or raise a clear error say
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 
 from ._io import registry_from_json
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 class ObsCodesField(CategoricalObsField):
@@ -173,6 +176,27 @@ def check_saved_categories(adata: Any, registry: dict, model: str) -> None:
         mapping = np.asarray(fields[key]["state_registry"]["categorical_mapping"])
         check_known_categories(adata.obs[name], mapping, name, kind,
                                allow_missing=kind == "labels", model=model)  # fmt: skip
+
+
+def cells_to_read(model: Any, adata: AnnData | None) -> AnnData:
+    """``adata`` or ``model``'s own (``ValueError``: neither), holding the setup layer.
+
+    A model loaded without AnnData has none; a query without the layer the model was set up
+    to read gets a ``KeyError`` that says to add it (inference takes no ``layer=``).
+    """
+    from ..._core._anndata import check_layer
+
+    name = type(model).__name__
+    adata = model.adata if adata is None else adata
+    if adata is None:  # loaded without one
+        msg = f"This {name} has no AnnData attached; pass adata=."
+        raise ValueError(msg)
+    layer = model.get_setup_arg("layer")
+    check_layer(adata, layer, fix=(
+        f"this {name} was set up with layer={layer!r} and reads it from every AnnData: add "
+        f"it, adata.layers[{layer!r}] = ..."
+    ))  # fmt: skip
+    return adata
 
 
 def _preview(values: Any, n: int) -> str:
