@@ -89,9 +89,8 @@ def check_fit_args(
     ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1);
     ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
     them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
-    interval or ``early_stopping_patience``) must be integers >= 1 and ``factors`` (a
-    learning-rate decay) numbers > 0, where not ``None``; ``early_stopping_patience`` an
-    integer >= 0. ``trainer_kwargs``: ``TypeError`` for a key neither
+    interval) must be integers >= 1 and ``factors`` (a learning-rate decay) numbers > 0,
+    where not ``None``; ``early_stopping_patience`` an integer >= 0. ``trainer_kwargs``: ``TypeError`` for a key neither
     :class:`lightning.pytorch.Trainer` nor :func:`run_training` takes (a typo failed only when
     the trainer was built, after the model had changed).
     """
