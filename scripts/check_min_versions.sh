@@ -88,10 +88,12 @@ import tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 reqs = [*project["dependencies"], *project["optional-dependencies"]["test"]]
 for req in reqs:
-    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)\s*", req)
+    # a lower bound, and maybe an upper one after it (pynndescent>=0.5.8,<0.7): the floor is run
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)"
+                     r"\s*(,\s*<\s*[0-9][^,;\s]*\s*)?", req)
     if m is None:
-        sys.exit(f"no plain `>=` lower bound to test in {req!r}")
-    name, _, lower = m.groups()
+        sys.exit(f"no `>=` lower bound (with at most a `<` upper one) to test in {req!r}")
+    name, _, lower, _ = m.groups()
     if name.lower() == "torch":
         continue  # pinned to the local 2.13.0 build instead, see the header
     print(f"{name}=={lower}")
