@@ -81,6 +81,7 @@ def check_fit_args(
     counts: Mapping[str, Any] | None = None,
     factors: Mapping[str, Any] | None = None,
     early_stopping_patience: Any = None,
+    random_state: Any = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """``ValueError`` naming the first bad training argument; call before changing the model.
@@ -90,13 +91,15 @@ def check_fit_args(
     ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
     them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
     interval) must be integers >= 1 and ``factors`` (a learning-rate decay) numbers > 0,
-    where not ``None``; ``early_stopping_patience`` an integer >= 0. ``trainer_kwargs``: ``TypeError`` for a key neither
+    where not ``None``; ``early_stopping_patience`` an integer >= 0, ``random_state`` a seed
+    (an integer >= 0: numpy's own error did not name it). ``trainer_kwargs``: ``TypeError`` for a key neither
     :class:`lightning.pytorch.Trainer` nor :func:`run_training` takes (a typo failed only when
     the trainer was built, after the model had changed).
     """
-    from ._checks import check_int
+    from ._checks import check_int, check_seed
 
     check_int("batch_size", batch_size)
+    check_seed(random_state)
     for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps),
                         *(counts or {}).items()):  # fmt: skip
         if value is not None:
@@ -379,7 +382,7 @@ def run_training(
         msg = "Give max_epochs or max_steps."
         raise ValueError(msg)
     check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                   early_stopping_patience=early_stopping_patience,
+                   early_stopping_patience=early_stopping_patience, random_state=random_state,
                    trainer_kwargs=trainer_kwargs)  # fmt: skip
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:

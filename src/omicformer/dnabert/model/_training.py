@@ -295,7 +295,7 @@ class TrainingMixin:
 
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size,
-                       early_stopping_patience=early_stopping_patience,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         if (

@@ -271,7 +271,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
                        weight_decay=weight_decay, factors={"lr_decay": lr_decay},
-                       early_stopping_patience=early_stopping_patience,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         if len(self.classes_) < 2:
             msg = (

@@ -320,7 +320,7 @@ class ScGPTIntegration(ScGPT):
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
                        weight_decay=weight_decay,
-                       early_stopping_patience=early_stopping_patience,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"lr_decay": lr_decay},
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         # the collator checks it too, after the model has changed

@@ -377,7 +377,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
                        weight_decay=weight_decay,
-                       early_stopping_patience=early_stopping_patience,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"lr_decay": lr_decay},
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         check_int("n_de", n_de, hint="DE genes per condition")

@@ -268,7 +268,7 @@ class GenerativeTrainingMixin:
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, lr=lr, weight_decay=weight_decay,
                        counts={"scheduler_interval": scheduler_interval},
-                       early_stopping_patience=early_stopping_patience,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"scheduler_factor": scheduler_factor},
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
         _check_train_args(gen_ratios, ecs_weight)
