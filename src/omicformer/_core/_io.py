@@ -38,6 +38,13 @@ def environment_versions() -> dict[str, str | None]:
     return versions
 
 
+def check_folder_path(path: Path) -> None:
+    """``FileExistsError`` when ``path`` is a file: a model is saved as a folder."""
+    if path.exists() and not path.is_dir():
+        msg = f"{path} is a file; a model is saved as a folder: give a folder path (new or not)."
+        raise FileExistsError(msg)
+
+
 def save_model_dir(
     path: str | Path,
     state_dict: dict[str, torch.Tensor],
@@ -52,6 +59,7 @@ def save_model_dir(
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
+    check_folder_path(path)
     if (path / WEIGHTS_NAME).exists() and not overwrite:
         msg = f"{path} already holds a saved model; pass overwrite=True to replace it."
         raise FileExistsError(msg)

@@ -21,6 +21,7 @@ from ..._core._checks import config_int
 from ..._core._io import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_folder_path,
     load_model_dir,
     save_model_dir,
     shape_mismatches,
@@ -275,9 +276,7 @@ def write_checkpoint(
     The folder's path.
     """
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        msg = f"{path} is a file; a model is saved as a folder: give a folder path (new or not)."
-        raise FileExistsError(msg)
+    check_folder_path(path)
     held = [n for n in (HF_CONFIG, WEIGHTS_NAME, TORCH_WEIGHTS, CONFIG_NAME) if (path / n).exists()]
     if held and not overwrite:  # e.g. an official download: its config.json would be replaced
         msg = (

@@ -307,9 +307,8 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
-        from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, is_model_dir
+        from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, check_folder_path, is_model_dir
         from ._io import ADATA_NAME, VOCAB_NAME
-        from ._persist import check_folder_path
 
         path = Path(dir_path).expanduser()
         if not is_global_zero():

@@ -203,13 +203,6 @@ class SaveLoadMixin:
         return model
 
 
-def check_folder_path(path: Path) -> None:
-    """``FileExistsError`` when ``path`` is a file: a model is saved as a folder."""
-    if path.exists() and not path.is_dir():
-        msg = f"{path} is a file; a model is saved as a folder: pass the path of a folder."
-        raise FileExistsError(msg)
-
-
 def _clear_ensemble(dir_path: str | Path, overwrite: bool) -> None:
     """Before one model is saved to ``dir_path``: the ensemble saved there, refused or removed.
 
@@ -222,8 +215,7 @@ def _clear_ensemble(dir_path: str | Path, overwrite: bool) -> None:
     from ._ensemble import ENSEMBLE_NAME, _member_names, is_ensemble_dir
 
     path = Path(dir_path).expanduser()
-    check_folder_path(path)
-    if not is_ensemble_dir(path):
+    if not is_ensemble_dir(path):  # a file too: save_model_dir refuses it
         return
     if not overwrite:
         msg = f"{path} already holds a saved ensemble; pass overwrite=True to replace it."
