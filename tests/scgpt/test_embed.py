@@ -180,6 +180,19 @@ def test_scaled_x_reads_raw_as_scanpy_does(ckpt, continuous_adata_factory):
         _embed(b, ckpt)
 
 
+def test_a_backed_files_scaled_x_is_refused_not_swapped_for_raw(
+    ckpt, continuous_adata_factory, tmp_path
+):
+    # documented: raw stands in for scaled X in memory only; a backed X is read as it is
+    _scanpy_scaled(continuous_adata_factory(6)).write_h5ad(tmp_path / "scaled.h5ad")
+    backed = ad.read_h5ad(tmp_path / "scaled.h5ad", backed="r")
+    assert backed.raw is not None
+    with pytest.raises(ValueError, match=r"negative values.*raw.to_adata\(\)"):
+        _embed(backed, ckpt)
+    assert "X_scgpt" not in backed.obsm
+    backed.file.close()
+
+
 def test_symbols_in_a_var_column_are_found(ckpt, continuous_adata_factory):
     a = continuous_adata_factory(8)
     expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]

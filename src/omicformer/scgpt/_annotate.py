@@ -102,7 +102,8 @@ def annotate(
         ``gene_key=None`` reads ``var_names``, or a ``var`` column of symbols where they are
         Ensembl ids (see :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``X``, or
         ``raw`` (with a warning) where ``X`` holds scaled values (negative ones: scanpy's
-        ``sc.pp.scale``) and ``raw`` none.
+        ``sc.pp.scale``) and ``raw`` none (in memory; a ``backed="r"`` file's ``X`` is read
+        as it is).
     min_confidence
         Cells whose confidence is below this become ``"Unknown"``; in ``[0, 1]``.
     max_epochs

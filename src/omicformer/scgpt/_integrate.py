@@ -110,7 +110,8 @@ def integrate(
         a ``var`` column of symbols where they are Ensembl ids, see
         :func:`~omicformer.scgpt.tl.embed`). ``layer=None`` reads ``adata.X``, or
         ``adata.raw`` (with a warning) when ``X`` holds scaled values (negative ones: scanpy's
-        ``sc.pp.scale``) and ``adata.raw`` holds none.
+        ``sc.pp.scale``) and ``adata.raw`` holds none (in memory; a ``backed="r"`` file's
+        ``X`` is read as it is).
     key_added
         ``obsm`` key of the corrected embedding. No ``"/"`` for a backed ``adata`` (HDF5 reads
         it as nested groups).

@@ -94,7 +94,8 @@ def embed(
     layer
         Layer holding the expression; ``None`` uses ``adata.X``, or ``adata.raw`` (with a
         warning) when ``X`` holds scaled values (negative ones: scanpy's ``sc.pp.scale``) and
-        ``adata.raw`` none.
+        ``adata.raw`` none. A ``backed="r"`` file's ``X`` is read as it is (scaled values are
+        refused): pass ``layer=`` or embed ``adata.raw.to_adata()``.
     gene_key
         ``var`` column with gene symbols; ``None`` uses ``var_names``, or, when they match
         too few of the model's genes (Ensembl ids), the ``var`` column that matches the most
