@@ -239,7 +239,13 @@ class Genome:
         self.close()
 
     def check_region(self, region: Region) -> None:
-        """Raise ``ValueError`` for an unknown chromosome or a region beyond its end."""
+        """Raise ``ValueError`` for an unknown chromosome or a region beyond its end.
+
+        Parameters
+        ----------
+        region
+            A parsed region (:func:`parse_regions`).
+        """
         size = self.chrom_sizes.get(region.chrom)
         if size is None:
             some = list(self.chrom_sizes)[:5]
@@ -279,7 +285,17 @@ class Genome:
         return reverse_complement(seq) if region.strand == "-" else seq
 
     def fetch_regions(self, regions: Iterable[str | Region]) -> list[str]:
-        """Sequences of many regions; all are parsed and checked before any is read."""
+        """Sequences of many regions; all are parsed and checked before any is read.
+
+        Parameters
+        ----------
+        regions
+            Region strings or :class:`Region` objects, as :func:`parse_regions` takes them.
+
+        Returns
+        -------
+        One sequence per region, in order (minus-strand regions reverse-complemented).
+        """
         parsed = parse_regions(regions)
         for region in parsed:
             self.check_region(region)

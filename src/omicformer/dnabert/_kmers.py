@@ -50,6 +50,15 @@ def check_k(k: int) -> int:
 def vocab_size(k: int) -> int:
     """Number of tokens for k-mer size ``k``: ``5 + 4**k`` (69, 261, 1029, 4101).
 
+    Parameters
+    ----------
+    k
+        k-mer size, 3 to 6.
+
+    Returns
+    -------
+    The 5 special tokens plus every k-mer of ``ACGT``.
+
     Examples
     --------
     >>> from omicformer.dnabert import pp
@@ -85,6 +94,17 @@ def kmer_vocab(k: int) -> list[str]:
 def write_vocab_txt(path: str | Path, k: int) -> Path:
     """Write the official ``vocab.txt`` (one token per line, line number = id) for ``k``.
 
+    Parameters
+    ----------
+    path
+        File to write (replaced if it exists).
+    k
+        k-mer size, 3 to 6: the tokens are :func:`kmer_vocab`'s.
+
+    Returns
+    -------
+    ``path``, as a :class:`~pathlib.Path`.
+
     Examples
     --------
     >>> from omicformer.dnabert import pp
@@ -97,6 +117,16 @@ def write_vocab_txt(path: str | Path, k: int) -> Path:
 
 def read_vocab_txt(path: str | Path) -> list[str]:
     """Read a ``vocab.txt`` (one token per line) into a list ordered by id.
+
+    Parameters
+    ----------
+    path
+        A DNABERT model folder's ``vocab.txt``. Blank lines are skipped and each line's
+        surrounding whitespace removed.
+
+    Returns
+    -------
+    The tokens; ``tokens[i]`` has id ``i``.
 
     Examples
     --------
@@ -180,6 +210,16 @@ def seq2kmer(seq: str, k: int) -> str:
 
 def reverse_complement(seq: str) -> str:
     """Reverse complement of a DNA sequence (IUPAC codes and lower case preserved).
+
+    Parameters
+    ----------
+    seq
+        Bases; ``N`` and the other IUPAC codes are complemented (``R`` <-> ``Y``), other
+        characters kept.
+
+    Returns
+    -------
+    The complementary strand, read 5' to 3'.
 
     Examples
     --------

@@ -27,7 +27,17 @@ STRANDS = ("+", "-")
 
 
 class Region(NamedTuple):
-    """A genomic interval, 0-based half-open ``[start, end)``, with strand ``"+"`` or ``"-"``."""
+    """A genomic interval, 0-based half-open ``[start, end)``, with strand ``"+"`` or ``"-"``.
+
+    Parameters
+    ----------
+    chrom
+        Chromosome name as the FASTA spells it (``"chr1"`` or ``"1"``).
+    start, end
+        0-based start and end (exclusive), as in BED.
+    strand
+        ``"+"`` (default) or ``"-"`` (the sequence is reverse-complemented when read).
+    """
 
     chrom: str
     start: int
@@ -128,6 +138,16 @@ def parse_region(region: str | Region) -> Region:
 
 def parse_regions(regions: Iterable[str | Region]) -> list[Region]:
     """Parse many region strings; the error names the first bad one and its position.
+
+    Parameters
+    ----------
+    regions
+        A list (or other iterable, not a single string) of ``"chr:start-end"``,
+        ``"chr:start-end:-"``, ``"chr_start_end"`` strings or :class:`Region` objects.
+
+    Returns
+    -------
+    One :class:`Region` per input, in order.
 
     Examples
     --------

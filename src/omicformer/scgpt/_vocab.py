@@ -21,6 +21,12 @@ class GeneVocab:
 
     Reading follows the official loader: tokens keep their ids from ``vocab.json`` and the
     special tokens ``<pad>``, ``<cls>``, ``<eoc>`` are appended at the end when missing.
+
+    Parameters
+    ----------
+    stoi
+        Token -> id, ids ``0 .. n-1`` each used once (as in an official ``vocab.json``);
+        anything else raises ``ValueError`` naming the offending token.
     """
 
     def __init__(self, stoi: Mapping[str, int]):

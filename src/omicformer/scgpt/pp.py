@@ -149,7 +149,8 @@ def match_vocab(
     key_added
         ``var`` column receiving the token id (``-1`` when absent), as official ``id_in_vocab``.
     min_fraction
-        Raise ``ValueError`` when fewer genes than this fraction match.
+        Raise ``ValueError`` when fewer genes match than this fraction of the smaller of the
+        two gene sets (``adata``'s genes, the vocabulary's).
     copy
         Return a modified copy instead of writing to ``adata``. Not for a ``backed`` AnnData
         (``copy=False`` writes ``var`` in memory; a view of one is refused).

@@ -47,7 +47,21 @@ def default_model_path(task: str = "mlm") -> Path:
 
 
 def resolve_model(model: DNABert | str | os.PathLike[str], task: str = "mlm") -> DNABert:
-    """``"default"`` -> the shipped model for ``task``; a path -> loaded; a DNABert -> itself."""
+    """``"default"`` -> the shipped model for ``task``; a path -> loaded; a DNABert -> itself.
+
+    Parameters
+    ----------
+    model
+        ``"default"``, a model folder (official DNABERT or :meth:`DNABert.save`), or a
+        :class:`DNABert`.
+    task
+        Which shipped model ``"default"`` means: ``"mlm"`` (the pretrained k=6 model) or
+        ``"promoter"`` (the promoter classifier).
+
+    Returns
+    -------
+    The model; a :class:`DNABert` passed in is returned as it is.
+    """
     if isinstance(model, DNABert):
         return model
     if isinstance(model, str) and model == "default":

@@ -363,6 +363,16 @@ class ReferenceProbeMixin:
 
         The probe of ``train(probe=True)`` (pretrained gene embeddings, regression, reference
         distances) goes to ``probe.safetensors`` in the same folder.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created if needed).
+        overwrite
+            Replace a model already saved there (an ensemble's files too).
+        **kwargs
+            ``save_anndata`` and the AnnData writer's arguments, as
+            :meth:`ScGPT.save <omicformer.scgpt.model.ScGPT.save>` takes them.
         """
         from safetensors.torch import save_file
 
@@ -382,7 +392,20 @@ class ReferenceProbeMixin:
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None) -> Any:
-        """Load a classifier saved by :meth:`save`, with its probe if it has one."""
+        """Load a classifier saved by :meth:`save`, with its probe if it has one.
+
+        Parameters
+        ----------
+        dir_path
+            A folder written by :meth:`save`.
+        adata
+            AnnData to attach, as :meth:`ScGPT.load <omicformer.scgpt.model.ScGPT.load>`
+            takes it; ``None`` attaches the AnnData saved with the model, if any.
+
+        Returns
+        -------
+        The classifier, ready for ``predict``/``predict_proba``.
+        """
         from ..._core._io import load_model_config
 
         model = super().load(dir_path, adata)  # type: ignore[misc]

@@ -211,7 +211,18 @@ class PerturbationPredictionMixin:
         return pred
 
     def check_perturbations(self, perturbations: Sequence[str]) -> list[tuple[str, ...]]:
-        """Parse ``perturbations`` and check their genes are model genes (clear errors)."""
+        """Parse ``perturbations`` and check their genes are model genes (clear errors).
+
+        Parameters
+        ----------
+        perturbations
+            Conditions such as ``"GENE"``, ``"GENE+ctrl"`` or ``"A+B"`` (one string or a
+            list); the model's control label stands for no gene.
+
+        Returns
+        -------
+        The genes of each condition, as tuples.
+        """
         if isinstance(perturbations, str):
             perturbations = [perturbations]
         parsed = parse_requests(perturbations, self.get_setup_arg("control"))
