@@ -453,3 +453,18 @@ def test_long_cpu_run_warning_reads_the_trainings_that_follow(monkeypatch):
             run_training(_Toy(), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=10, **QUIET)
     finally:
         _callbacks.RUNS_AFTER.reset(token)
+
+
+def test_lightning_tips_are_dropped_and_the_device_banner_kept(caplog):
+    """Lightning 2.6 advertises other packages ("💡 Tip: ... litlogger") on every fit."""
+    import logging
+
+    x = np.linspace(-1, 1, 8)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    filters = list(rank_zero.filters)
+    with caplog.at_level(logging.INFO):
+        run_training(_Toy(), _Pairs(x, x), _stack, accelerator="cpu", enable_progress_bar=True)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "GPU available" in said  # with a progress bar, Lightning's banners stay
+    assert "Tip" not in said and "litlogger" not in said
+    assert rank_zero.filters == filters  # only while training

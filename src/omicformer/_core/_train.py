@@ -268,11 +268,29 @@ def check_accelerator(accelerator: Any) -> None:
         raise ValueError(msg)
 
 
+class _NoTips(logging.Filter):
+    """Drop Lightning's "💡 Tip" records: advertisements for other packages, not run facts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith("💡 Tip")
+
+
+#: Where Lightning's ``rank_zero_info`` logs (a filter must sit on the record's own logger).
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
 @contextlib.contextmanager
 def _quiet_lightning(verbose: bool) -> Iterator[None]:
-    """Silence Lightning's INFO banners (devices, tips) unless ``verbose``."""
+    """Silence Lightning's INFO banners (devices) unless ``verbose``; its tips always."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
+    tips = _NoTips()
+    rank_zero = [logging.getLogger(n) for n in _RANK_ZERO_LOGGERS]
+    for lg in rank_zero:
+        lg.addFilter(tips)
     if not verbose:
         for lg in loggers:
             lg.setLevel(logging.WARNING)
@@ -281,6 +299,8 @@ def _quiet_lightning(verbose: bool) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+        for lg in rank_zero:
+            lg.removeFilter(tips)
 
 
 def run_training(
