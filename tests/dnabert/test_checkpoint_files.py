@@ -32,6 +32,15 @@ def test_load_official_folder(tmp_path, seqs, official_folder):
     assert np.isfinite(emb).all()
 
 
+def test_folder_warnings_point_at_the_users_line_through_resolve_model(tmp_path, official_folder):
+    # the tl functions open model= folders through resolve_model, two frames deeper
+    official_folder(tmp_path / "nv", k=3)
+    (tmp_path / "nv" / "vocab.txt").unlink()  # official config.json alone: k from vocab_size
+    with pytest.warns(UserWarning, match=r"has no vocab.txt; assuming .* k=3") as record:
+        assert resolve_model(tmp_path / "nv").k == 3
+    assert [w.filename for w in record if "vocab.txt" in str(w.message)] == [__file__]
+
+
 def test_save_is_hf_compatible_and_roundtrips(tmp_path, seqs, official_folder):
     from transformers import BertForMaskedLM
 

@@ -29,6 +29,15 @@ def test_genome_plain_gzip_and_bgzip(fasta, tmp_path, monkeypatch):
     _check_genome(pp.Genome(bgz))
 
 
+def test_gzip_copy_warning_points_at_the_users_line(fasta, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
+    gz = tmp_path / "plain.fa.gz"
+    gz.write_bytes(gzip.compress(fasta.read_bytes()))
+    with pytest.warns(UserWarning, match="decompressing once") as record:
+        assert pp.fetch_sequences(["chr1_0_4"], gz) == ["ACGT"]  # Genome opened inside
+    assert record[0].filename == __file__
+
+
 def test_genome_errors(fasta):
     genome = pp.Genome(fasta)
     with pytest.raises(ValueError, match=r"'chr9'.*it has \['chr1', 'chr2'\]"):

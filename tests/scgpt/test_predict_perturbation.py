@@ -69,8 +69,9 @@ def test_tl_reuses_a_fitted_model_without_retraining(tl_run, sim_names):
     for k, v in history.items():
         np.testing.assert_array_equal(np.asarray(model.history[k]), v)
     # a request that was training data is reported
-    with pytest.warns(UserWarning, match="training data"):
+    with pytest.warns(UserWarning, match="training data") as record:
         seen = tl.predict_perturbation(adata, [sim_names["singles"][0]], model=model, **QUICK)
+    assert [w.filename for w in record if "training data" in str(w.message)] == [__file__]
     assert seen.uns["perturbation_prediction"]["seen_in_training"] == [sim_names["singles"][0]]
     # fine-tuning arguments do not apply to a fitted model: named, and uns records its prior
     with pytest.warns(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core._warnings import warn_caller
 from ._perturb import _GEARS_FILE, _TARGET_SUM
 
 if TYPE_CHECKING:
@@ -293,10 +294,8 @@ def read_scperturb(
         msg = f"X of {file} has negative or non-finite values; scPerturb files hold raw counts."
         raise ValueError(msg)
     if data.size and not np.array_equal(data, np.rint(data)):
-        warnings.warn(
-            f"X of {file} is not integer-valued; it is normalised as if it held raw counts.",
-            UserWarning,
-            stacklevel=2,
+        warn_caller(
+            f"X of {file} is not integer-valued; it is normalised as if it held raw counts."
         )
     if "condition" in adata.obs.columns:  # the labels themselves, or another column
         adata.obs = adata.obs.rename(columns={"condition": "condition_scperturb"})
@@ -312,12 +311,10 @@ def read_scperturb(
     adata.X = _float32(lognorm)
     if not adata.var_names.is_unique:
         repeated = adata.var_names[adata.var_names.duplicated()].unique().tolist()
-        warnings.warn(
+        warn_caller(
             f"Gene symbols that name more than one column of {file}: {repeated[:5]} "
             f"({len(repeated)} in all); made unique as var_names_make_unique() does (the first "
-            "keeps the symbol, the others get '-1', '-2', ...).",
-            UserWarning,
-            stacklevel=2,
+            "keeps the symbol, the others get '-1', '-2', ...)."
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -6,11 +6,11 @@ import gzip
 import hashlib
 import os
 import shutil
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .._core._cache import cache_root
+from .._core._warnings import warn_caller
 from ._kmers import reverse_complement
 from ._regions import Region, make_region, parse_regions
 
@@ -181,12 +181,11 @@ class Genome:
         if kind == "gzip":
             target = _cached_copy(path, ".fa")
             if not target.exists():
-                warnings.warn(
+                warn_caller(
                     f"{path.name} is gzip-compressed without bgzip blocks (or biopython is "
                     f"missing), so pyfaidx cannot index it; decompressing once to {target}. "
                     "To avoid the copy: `gunzip -c file.fa.gz | bgzip > file.fa.bgz` or "
-                    "`pip install biopython` for bgzip files.",
-                    stacklevel=3,
+                    "`pip install biopython` for bgzip files."
                 )
                 try:
                     _decompress_indexed(path, target)
@@ -202,11 +201,10 @@ class Genome:
             # a read-only folder (e.g. site-packages) or an index of another version of the
             # file: index a link in the cache instead, leaving the folder as it is
             if stale:
-                warnings.warn(
+                warn_caller(
                     f"{index} does not match {path.name} (an index of another version of the "
                     "file); indexing it anew in the cache folder. Delete that .fai to rebuild "
-                    "it in place.",
-                    stacklevel=3,
+                    "it in place."
                 )
             link = _cached_copy(path, path.suffix)
             link.parent.mkdir(parents=True, exist_ok=True)

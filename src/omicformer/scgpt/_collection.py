@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
+from .._core._warnings import warn_caller
 from ._collection_dense import _dense_elements, _linked_view, _write_dense
 from ._collection_input import _check_layout, _check_paths, _read_genes
 
@@ -260,11 +261,9 @@ def _gene_report(
             if join == "inner"
             else f"join='outer' keeps all {len(union)}, with zeros where a file lacks a gene"
         )
-        warnings.warn(
+        warn_caller(
             f"The files have different genes: {len(shared)} shared, {len(union)} in all; "
-            f"{effect}. {'; '.join(lacking)}.",
-            UserWarning,
-            stacklevel=3,
+            f"{effect}. {'; '.join(lacking)}."
         )
     logger.info("concat_h5ad: %d files, %d cells, %d genes (union %d, shared %d)",
                 len(files), sum(n_cells), n_out, len(union), len(shared))  # fmt: skip

@@ -9,12 +9,13 @@ omicformer does not depend on: they are left out of the linked views of the inpu
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._core._warnings import warn_caller
 
 #: Elements of a file ``_write_dense`` concatenates: ``(group, key)``, ``group`` "" for ``X``.
 DenseElement = tuple[str, str]
@@ -72,11 +73,9 @@ def _write_dense(
                 if group == "obsm":
                     trailing = {a.shape[1:] for a in arrays}
                     if len(trailing) > 1:
-                        warnings.warn(
+                        warn_caller(
                             f"obsm[{key!r}] has other shapes in different files "
-                            f"({sorted(trailing)}); it is left out of the concatenation.",
-                            UserWarning,
-                            stacklevel=4,
+                            f"({sorted(trailing)}); it is left out of the concatenation."
                         )
                         continue
                     columns = [None] * len(arrays)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from .._core._checks import check_int
 from .._core._plotting import finish
+from .._core._warnings import warn_caller
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -136,11 +136,9 @@ def perturbation(
         conditions = pred_conds[labels[0]][:MAX_PERTURBATION_PANELS]
         n_all = len(pred_conds[labels[0]])
         if n_all > MAX_PERTURBATION_PANELS:
-            warnings.warn(
+            warn_caller(
                 f"Drawing the first {MAX_PERTURBATION_PANELS} of {n_all} conditions; pass "
-                "conditions= to choose.",
-                UserWarning,
-                stacklevel=2,
+                "conditions= to choose."
             )
     else:
         conditions = [conditions] if isinstance(conditions, str) else list(conditions)

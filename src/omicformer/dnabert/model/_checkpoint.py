@@ -10,7 +10,6 @@ metadata, so ``transformers.BertForMaskedLM.from_pretrained(folder)`` also reads
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..._core._io import (
     save_model_dir,
     shape_mismatches,
 )
+from ..._core._warnings import warn_caller
 from .._kmers import SPECIAL_TOKENS, k_from_vocab, kmer_vocab, read_vocab_txt
 from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique_tensors
 
@@ -175,9 +175,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             )
             raise ValueError(msg)
         k = k_from_vocab(kmer_vocab(sizes[config.vocab_size]), k=meta_k, source=HF_CONFIG)
-        warnings.warn(
-            f"{path} has no {VOCAB}; assuming the official k={k} DNABERT vocabulary.", stacklevel=3
-        )
+        warn_caller(f"{path} has no {VOCAB}; assuming the official k={k} DNABERT vocabulary.")
     n_vocab = 5 + 4**k
     state_dict = rename_legacy_keys(state_dict)
     emb = state_dict.get("bert.embeddings.word_embeddings.weight")
@@ -224,10 +222,9 @@ def load_module(ckpt: Checkpoint) -> torch.nn.Module:
     result = module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(_OPTIONAL_MISSING)]
     if ckpt.task == MLM and any(k.startswith("cls.") for k in missing):
-        warnings.warn(
+        warn_caller(
             "Checkpoint has no masked-LM head (cls.predictions.*); it was initialised randomly. "
-            "Embeddings are unaffected.",
-            stacklevel=3,
+            "Embeddings are unaffected."
         )
         missing = [k for k in missing if not k.startswith("cls.")]
     if ckpt.task == CLASSIFICATION:

@@ -5,7 +5,6 @@ Control cells are perturbed in silico and their predictions averaged per request
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ import torch
 
 from ..._core._anndata import check_obs_key
 from ..._core._checks import check_int
+from ..._core._warnings import warn_caller
 from .._conditions import check_genes_known, condition_id, parse_condition, parse_requests
 from .._genes import lookup_symbols
 
@@ -184,11 +184,9 @@ class PerturbationPredictionMixin:
         seen = [p for p, g in zip(perturbations, requested, strict=True)
                 if condition_id(g) in trained]  # fmt: skip
         if seen:
-            warnings.warn(
+            warn_caller(
                 f"{len(seen)} requested perturbation(s) were training data, not unseen: "
-                f"{seen[:5]}{' ...' if len(seen) > 5 else ''}.",
-                UserWarning,
-                stacklevel=2,
+                f"{seen[:5]}{' ...' if len(seen) > 5 else ''}."
             )
         names = [str(p) for p in perturbations]
         pred = ad.AnnData(
