@@ -462,9 +462,49 @@ def test_lightning_tips_are_dropped_and_the_device_banner_kept(caplog):
     x = np.linspace(-1, 1, 8)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     filters = list(rank_zero.filters)
+
+    class Scheduled(_Toy):  # as DNABERT's plan: a schedule over the whole run
+        def configure_optimizers(self):
+            assert self.trainer.estimated_stepping_batches == 1
+            return super().configure_optimizers()
+
     with caplog.at_level(logging.INFO):
-        run_training(_Toy(), _Pairs(x, x), _stack, accelerator="cpu", enable_progress_bar=True)
+        run_training(Scheduled(), _Pairs(x, x), _stack, batch_size=8, accelerator="cpu",
+                     enable_progress_bar=True)  # fmt: skip
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "GPU available" in said  # with a progress bar, Lightning's banners stay
     assert "Tip" not in said and "litlogger" not in said
+    assert "to estimate number of stepping batches" not in said  # prompted by our own plan
     assert rank_zero.filters == filters  # only while training
+
+
+def test_training_gives_the_callers_global_generators_back(monkeypatch):
+    """Seeding inside training must not reseed the user's own draws afterwards."""
+    import os
+    import random
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    x = np.linspace(-1, 1, 8)
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    for user_seed in (111, 222):
+        random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
+        expected = draws()
+        random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
+        run_training(_Toy(), _Pairs(x, x), _stack, max_epochs=2, random_state=0, **QUIET)
+        assert draws() == expected  # not the draws of seed 0
+    assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
+
+    # also when training fails after seeding
+    def broken(items):
+        raise RuntimeError("a collator failed")
+
+    np.random.seed(5)
+    expected = np.random.rand()
+    np.random.seed(5)
+    with pytest.raises(RuntimeError, match="a collator failed"):
+        run_training(_Toy(), _Pairs(x, x), broken, random_state=0, **QUIET)
+    assert np.random.rand() == expected

@@ -26,6 +26,28 @@ def test_load_official_key_styles(tmp_path, official, flash_keys):
     assert module.cls_decoder.out_layer.out_features == 7
 
 
+def test_load_official_leaves_the_users_torch_draws_alone_and_fills_the_same(tmp_path, official):
+    official.write_checkpoint(tmp_path)
+    state = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    torch.save(
+        {k: v for k, v in state.items() if not k.startswith("decoder.")},
+        tmp_path / "best_model.pt",
+    )  # without the expression decoder
+    loaded = []
+    for user_seed in (1, 2):
+        torch.manual_seed(user_seed)
+        expected = torch.rand(3)
+        torch.manual_seed(user_seed)
+        module, _, report = load_official(tmp_path)
+        torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+        loaded.append((module.state_dict(), report["missing"]))
+    (first, missing), (second, _) = loaded
+    assert missing and all(k.startswith("decoder.") for k in missing)
+    # the weights the checkpoint lacks are initialised the same way on every load
+    for k in missing:
+        torch.testing.assert_close(first[k], second[k], rtol=0, atol=0)
+
+
 def test_rename_rules():
     s = {
         "module.transformer_encoder.layers.0.self_attn.Wqkv.weight": 1,

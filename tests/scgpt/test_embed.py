@@ -108,6 +108,18 @@ def test_highest_keeps_the_most_expressed_genes_binned_among_themselves():
         tokenize_rows(X, ids, cls_id=99, pad_value=-2, rng=rng, gene_selection="top")
 
 
+def test_embedding_leaves_the_users_torch_draws_alone(ckpt, continuous_adata_factory):
+    # building the network before its weights are loaded must not draw from torch's generator
+    import torch
+
+    a = continuous_adata_factory(6)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    _embed(a, ckpt)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 def test_backed_mode_equals_in_memory(ckpt, continuous_adata_factory, tmp_path):
     a = continuous_adata_factory(25)
     a.write_h5ad(tmp_path / "a.h5ad")

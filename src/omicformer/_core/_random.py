@@ -9,6 +9,10 @@ of a seed and the batch's first item.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -34,3 +38,40 @@ def collate_rng(seed: int | None = None, key: int = 0) -> np.random.Generator:
 def collate_generator(seed: int | None = None, key: int = 0) -> torch.Generator:
     """:func:`collate_rng` as a CPU :class:`torch.Generator`."""
     return torch.Generator().manual_seed(int(collate_rng(seed, key).integers(2**62)))
+
+
+#: What ``lightning.seed_everything`` leaves in the environment for the processes it seeds.
+_SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def kept_global_rng() -> Iterator[None]:
+    """Run a block that seeds the global generators, then give the caller's state back.
+
+    Training seeds Python's ``random``, NumPy's and torch's global generators (and CUDA's)
+    from ``random_state`` and sets Lightning's seed variables; a seeded function must not
+    reseed the user's own draws after it. Their states (and the variables) are restored on
+    leaving, also after an error. CUDA states are kept only once CUDA is initialised (reading
+    them would initialise it).
+    """
+    import random
+
+    state = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is the point)
+    torch_state = torch.get_rng_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+    env = {k: os.environ.get(k) for k in _SEED_ENV}
+    try:
+        yield
+    finally:
+        random.setstate(state)
+        np.random.set_state(np_state)  # noqa: NPY002
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

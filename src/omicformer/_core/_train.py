@@ -34,6 +34,7 @@ same way for scGPT and DNABERT:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -47,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
-from ._random import collate_generator, collate_rng
+from ._random import collate_generator, collate_rng, kept_global_rng
 from ._resume import (
     ResumableBatchSampler,
     ResumeCallback,
@@ -268,11 +269,16 @@ def check_accelerator(accelerator: Any) -> None:
         raise ValueError(msg)
 
 
+#: Lightning INFO lines that say nothing about the user's run: advertisements for other
+#: packages, and what our own ``estimated_stepping_batches`` (learning-rate schedules) prompts.
+_NOT_RUN_FACTS = ("💡 Tip", "Loading `train_dataloader` to estimate number of stepping batches")
+
+
 class _NoTips(logging.Filter):
-    """Drop Lightning's "💡 Tip" records: advertisements for other packages, not run facts."""
+    """Drop Lightning's records of :data:`_NOT_RUN_FACTS`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).lstrip().startswith("💡 Tip")
+        return not str(record.getMessage()).lstrip().startswith(_NOT_RUN_FACTS)
 
 
 #: Where Lightning's ``rank_zero_info`` logs (a filter must sit on the record's own logger).
@@ -303,6 +309,18 @@ def _quiet_lightning(verbose: bool) -> Iterator[None]:
             lg.removeFilter(tips)
 
 
+def _keeps_global_rng(fn: Callable[..., History]) -> Callable[..., History]:
+    """``fn`` seeds the global generators; the caller gets its own states back afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> History:
+        with kept_global_rng():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeps_global_rng
 def run_training(
     plan: pl.LightningModule,
     train: Dataset,
@@ -372,6 +390,9 @@ def run_training(
         DataLoader worker processes.
     random_state
         Seed of weights' dropout, shuffling and every collator's draws (see module docs).
+        Training seeds the global generators (Python, NumPy, torch) from it; their states
+        before the call (and Lightning's ``PL_GLOBAL_SEED``/``PL_SEED_WORKERS``) are restored
+        afterwards, so the caller's own draws go on as if it had not run.
     early_stopping, early_stopping_patience
         Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs,
         then restore the best epoch's weights (needs validation items).

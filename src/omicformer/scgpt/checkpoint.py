@@ -428,7 +428,11 @@ def load_official(
     vocab = GeneVocab.from_file(path / "vocab.json")
     state = rename_official_keys(_read_weights(path))
     config = config_from_official(args, state, vocab, task, source=f"args.json of {path}")
-    module = TransformerModel(config)
+    with torch.random.fork_rng(devices=[]):
+        # optional weights the checkpoint lacks keep their initialisation: the same for every
+        # load, and the user's own torch draws are left alone
+        torch.manual_seed(0)
+        module = TransformerModel(config)
     report = load_state_checked(module, state, TASK_PREFIXES[task])
     report["args"] = args
     module.eval()

@@ -72,7 +72,10 @@ def load_module(path: str | Path) -> tuple[TransformerModel, GeneVocab, dict[str
             f"{module_config.ntoken}; the folder is inconsistent."
         )
         raise ValueError(msg)
-    module = TransformerModel(module_config)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # every weight is loaded: the user's draws stay
+        module = TransformerModel(module_config)
     bad = shape_mismatches(state, module.state_dict(), "config")
     if bad:
         msg = (
