@@ -57,6 +57,18 @@ def test_annotate_finetune_from_pretrained_and_reference_none(clf_pretrained, cl
     )
 
 
+def test_annotate_leaves_the_users_setup_of_the_reference(clf_pretrained, clf_ref_query):
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    ref, query = (a.copy() for a in clf_ref_query)
+    ref.obs["other"] = np.where(np.arange(ref.n_obs) % 2, "x", "y")
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")  # the user's own registration
+    tl.annotate(query, ref, label_key="other", model=clf_pretrained, max_epochs=1, n_models=1,
+                progress=False)  # fmt: skip
+    mine = ScGPTClassifier.load_pretrained(clf_pretrained, ref)  # not "Did you make a copy?"
+    assert mine.get_setup_arg("labels_key") == "cell_type"
+
+
 def test_annotate_reference_none_keeps_numbered_labels(clf_pretrained, clf_ref_query):
     ref, query = clf_ref_query
     both = ad.concat([ref, query])

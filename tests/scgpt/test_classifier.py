@@ -377,5 +377,8 @@ def test_a_classifier_loaded_without_adata_asks_for_one(clf_trained, clf_ref_que
     for predict in (bare.predict, bare.predict_proba):  # AttributeError: 'NoneType' ... n_obs
         with pytest.raises(ValueError, match="no AnnData attached; pass adata="):
             predict(progress=False)
+    with pytest.raises(ValueError, match=r"This ScGPTClassifier has no AnnData; load it with "
+                       r"ScGPTClassifier.load\(path, adata=...\) to train"):  # fmt: skip
+        bare.train(max_epochs=1, **FIT)  # AttributeError: 'NoneType' ... 'isbacked'
     _, query = clf_ref_query
     assert len(bare.predict(query, progress=False)) == query.n_obs

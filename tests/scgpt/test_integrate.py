@@ -154,6 +154,8 @@ def test_save_load_round_trip_gives_same_embedding(integrated, tmp_path, two_bat
     model.save(tmp_path / "integ")
     loaded = ScGPTIntegration.load(tmp_path / "integ")
     assert loaded.batches_ == ["a", "b"] and loaded.is_trained_
+    with pytest.raises(ValueError, match=r"This ScGPTIntegration has no AnnData; load it with"):
+        loaded.train(max_epochs=1, accelerator="cpu")  # AttributeError: ... 'isbacked'
     assert loaded.gene_selection == model.gene_selection == "highest"
     # a trained ScGPTIntegration knowing the batches is used as is: no retraining
     again = tl.integrate(two_batches(), batch_key="batch", model=loaded, copy=True, progress=False)

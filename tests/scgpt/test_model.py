@@ -318,6 +318,19 @@ def test_reassigning_adata_rematches_genes(adata, counts):
     assert model.get_latent_representation(progress=False).shape == (100, 32)
 
 
+def test_genes_changed_in_place_are_matched_again(adata):
+    ScGPT.setup_anndata(adata, layer="counts")
+    model = ScGPT(adata, **TINY)
+    adata.var_names = list(adata.var_names[::-1])  # the same matrix, its genes renamed
+    expected = model.get_latent_representation(adata.copy(), progress=False)  # matched anew
+    np.testing.assert_array_equal(model.get_latent_representation(progress=False), expected)
+    keep = np.arange(adata.n_vars) % 3 > 0  # as sc.pp.filter_genes does: in place
+    adata._inplace_subset_var(keep)
+    expected = model.get_latent_representation(adata.copy(), progress=False)
+    np.testing.assert_array_equal(model.get_latent_representation(progress=False), expected)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)  # not IndexError
+
+
 def test_save_anndata_needs_adata(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")

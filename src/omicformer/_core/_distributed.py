@@ -98,13 +98,13 @@ def predict_chunks(
     The whole result on every rank (a read-only memory map of the file with ``out_file``; on
     several nodes the folder must then be shared).
     """
-    from ._train import _quiet_lightning
+    from ._quiet import quiet_lightning
 
     param = next(module.parameters(), None)
     home = param.device if param is not None else torch.device("cpu")
     was_training = module.training
     plan = _ChunkPredictor(module, work, n_chunks, output)
-    with warnings.catch_warnings(), _quiet_lightning(progress):
+    with warnings.catch_warnings(), quiet_lightning(progress):
         for pattern in (".*does not have many workers.*", ".*predict_dataloader.*",
                         ".*treespec.*", ".*predict returned None.*"):  # fmt: skip
             warnings.filterwarnings("ignore", pattern)

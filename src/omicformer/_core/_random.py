@@ -10,8 +10,10 @@ of a seed and the batch's first item.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -75,3 +77,17 @@ def kept_global_rng() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+_R = TypeVar("_R")
+
+
+def keeps_global_rng(fn: Callable[..., _R]) -> Callable[..., _R]:
+    """``fn`` seeds the global generators; its caller gets its own states back afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> _R:
+        with kept_global_rng():
+            return fn(*args, **kwargs)
+
+    return wrapper

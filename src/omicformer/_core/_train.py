@@ -33,12 +33,9 @@ same way for scGPT and DNABERT:
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -48,7 +45,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
-from ._random import collate_generator, collate_rng, kept_global_rng
+from ._quiet import quiet_lightning
+from ._random import collate_generator, collate_rng, keeps_global_rng
 from ._resume import (
     ResumableBatchSampler,
     ResumeCallback,
@@ -269,58 +267,7 @@ def check_accelerator(accelerator: Any) -> None:
         raise ValueError(msg)
 
 
-#: Lightning INFO lines that say nothing about the user's run: advertisements for other
-#: packages, and what our own ``estimated_stepping_batches`` (learning-rate schedules) prompts.
-_NOT_RUN_FACTS = ("💡 Tip", "Loading `train_dataloader` to estimate number of stepping batches")
-
-
-class _NoTips(logging.Filter):
-    """Drop Lightning's records of :data:`_NOT_RUN_FACTS`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).lstrip().startswith(_NOT_RUN_FACTS)
-
-
-#: Where Lightning's ``rank_zero_info`` logs (a filter must sit on the record's own logger).
-_RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning.fabric.utilities.rank_zero",
-)
-
-
-@contextlib.contextmanager
-def _quiet_lightning(verbose: bool) -> Iterator[None]:
-    """Silence Lightning's INFO banners (devices) unless ``verbose``; its tips always."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    tips = _NoTips()
-    rank_zero = [logging.getLogger(n) for n in _RANK_ZERO_LOGGERS]
-    for lg in rank_zero:
-        lg.addFilter(tips)
-    if not verbose:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        for lg in rank_zero:
-            lg.removeFilter(tips)
-
-
-def _keeps_global_rng(fn: Callable[..., History]) -> Callable[..., History]:
-    """``fn`` seeds the global generators; the caller gets its own states back afterwards."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> History:
-        with kept_global_rng():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_keeps_global_rng
+@keeps_global_rng
 def run_training(
     plan: pl.LightningModule,
     train: Dataset,
@@ -494,7 +441,7 @@ def run_training(
     trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, len(loader))))
     if not has_val:
         trainer_kwargs.setdefault("limit_val_batches", 0)
-    with warnings.catch_warnings(), _quiet_lightning(enable_progress_bar):
+    with warnings.catch_warnings(), quiet_lightning(enable_progress_bar):
         for pattern in (".*does not have many workers.*", ".*no `val_dataloader`.*",
                         ".*treespec.*", ".*`ModelCheckpoint` callback.*"):  # fmt: skip
             warnings.filterwarnings("ignore", pattern)

@@ -159,7 +159,10 @@ def check_inputs(
                                 index=source.obs_names.copy())  # fmt: skip
         ref = Cells(work, None if has_label.all() else np.flatnonzero(has_label))
     else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
+        from .model._scvi import forget_scvi_setup
+
         sub = subset(source, has_label, np.isin(ref_ids, common), layer).copy()
+        forget_scvi_setup(sub)  # its own setup must not replace the user's of the reference
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)
     if streamable(adata):

@@ -16,6 +16,7 @@ from .._core._warnings import warn_caller
 from ._vocab import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
     from ._vocab import GeneVocab
@@ -293,3 +294,26 @@ def warn_if_raw_has_more_genes(
             "variable genes) leaves the others out; to read every gene, pass "
             f"{where}.raw.to_adata() (it keeps obs) and copy the result back."
         )
+
+
+def gene_snapshot(adata: AnnData, gene_key: str | None) -> tuple[pd.Index, np.ndarray | None]:
+    """What a gene matching of ``adata`` read: its ``var_names`` and ``var[gene_key]``."""
+    column = None
+    if gene_key is not None and gene_key in adata.var.columns:
+        column = adata.var[gene_key].to_numpy(copy=True)
+    return adata.var_names, column
+
+
+def genes_differ(
+    snapshot: tuple[pd.Index, np.ndarray | None] | None, adata: AnnData, gene_key: str | None
+) -> bool:
+    """Whether ``adata``'s genes changed since :func:`gene_snapshot` (renamed, filtered, ...)."""
+    if snapshot is None:
+        return True
+    names, column = snapshot
+    now_names, now_column = gene_snapshot(adata, gene_key)
+    if now_names is not names and not now_names.equals(names):
+        return True
+    if column is None or now_column is None:
+        return (column is None) != (now_column is None)
+    return not np.array_equal(column, now_column)

@@ -19,7 +19,7 @@ from ._classifier_infer import BlockInferenceMixin, LabelPredictionMixin, proba_
 from ._classifier_probe import ReferenceProbeMixin, softmax
 from ._probe_smooth import SMOOTH_NEIGHBORS, ProbeParts, check_smooth_neighbors, smooth_parts
 from ._scgpt import ScGPT
-from ._scvi import cells_to_read
+from ._scvi import cells_to_read, require_training_cells
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -264,9 +264,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         from ..train._classify import ClassificationCollator, ClassifierTrainingPlan
         from ._training import _check_streaming
 
+        require_training_cells(self)
         if class_weight not in (None, "balanced"):
-            msg = f"class_weight={class_weight!r} must be 'balanced' or None."
-            raise ValueError(msg)
+            raise ValueError(f"class_weight={class_weight!r} must be 'balanced' or None.")
         check_cell_emb_style(cell_emb_style)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,

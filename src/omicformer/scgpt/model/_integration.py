@@ -12,6 +12,7 @@ from scvi import REGISTRY_KEYS
 from ..._core._train import VALIDATION_SIZE, check_fit_args, split_indices
 from ._io import rebuild_module
 from ._scgpt import ScGPT
+from ._scvi import require_training_cells
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -312,6 +313,7 @@ class ScGPTIntegration(ScGPT):
         from ..train._integrate import IntegrationTrainingPlan, MaskedValueCollator
         from ._training import _check_streaming
 
+        require_training_cells(self)
         for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
                             ("label_weight", label_weight), ("mnn_weight", mnn_weight)):  # fmt: skip
             if value < 0:

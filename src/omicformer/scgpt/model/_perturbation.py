@@ -29,6 +29,7 @@ from ._io import rebuild_module
 from ._perturbation_predict import PerturbationPredictionMixin
 from ._perturbation_schedule import _trains_on_cpu, default_schedule
 from ._scgpt import GeneLayerField, ScGPT
+from ._scvi import require_training_cells
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -371,9 +372,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             training_screen,
         )
 
-        if self.adata is None:
-            msg = "This model has no AnnData; load it with ScGPTPerturbation.load(path, adata=...)."
-            raise ValueError(msg)
+        require_training_cells(self)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, dropout=dropout, lr=lr,
                        weight_decay=weight_decay,

@@ -37,7 +37,7 @@ from scvi.model.base import BaseModelClass
 from ..._core._anndata import check_layer, check_not_view, check_obs_key
 from ..._core._checks import check_int
 from .._embed import embed_cells
-from .._genes import gene_names, match_genes, symbol_column
+from .._genes import gene_names, gene_snapshot, genes_differ, match_genes, symbol_column
 from .._resolve import batch_codes, known_batches, needs_batch_labels
 from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
@@ -261,10 +261,11 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         self.vocab = vocab
         self.max_len = int(max_len)
         self.gene_ids_ = None
-        self._matched_adata = self.adata
+        self._matched_adata, self._matched_genes = self.adata, None
         if self.adata is not None:
             self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"),
                                          warn_case="adata", hint=self._few_genes_hint)  # fmt: skip
+            self._matched_genes = gene_snapshot(self.adata, self.get_setup_arg("gene_key"))
         self._model_summary_string = self._summary()
 
     def _summary(self) -> str:
@@ -288,11 +289,17 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return next(self.module.parameters()).device
 
     def _gene_ids_for(self, adata: AnnData) -> np.ndarray:
-        """Vocabulary id per gene of ``adata`` (``-1``: absent); cached for ``self.adata``."""
-        if adata is self.adata and self._matched_adata is not adata:  # adata was reassigned
+        """Vocabulary id per gene of ``adata`` (``-1``: absent); cached for ``self.adata``.
+
+        Matched again when ``self.adata`` was reassigned or its genes changed in place since
+        (renamed, filtered with ``sc.pp.filter_genes``, another symbol column).
+        """
+        if adata is self.adata and (self._matched_adata is not adata or genes_differ(
+            getattr(self, "_matched_genes", None), adata, self.get_setup_arg("gene_key"))):  # fmt: skip
             self._matched_adata = adata
             self.gene_ids_ = match_genes(adata, self.vocab, self.get_setup_arg("gene_key"),
                                          warn_case="adata")  # fmt: skip
+            self._matched_genes = gene_snapshot(adata, self.get_setup_arg("gene_key"))
         if adata is self.adata:
             return self.gene_ids_
         # another AnnData names its genes its own way: the set-up column where it has one,

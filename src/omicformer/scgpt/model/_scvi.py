@@ -199,6 +199,27 @@ def cells_to_read(model: Any, adata: AnnData | None) -> AnnData:
     return adata
 
 
+def require_training_cells(model: Any) -> None:
+    """``ValueError`` for a model loaded without AnnData: it has no cells to train on."""
+    if model.adata is None:
+        name = type(model).__name__
+        msg = f"This {name} has no AnnData; load it with {name}.load(path, adata=...) to train."
+        raise ValueError(msg)
+
+
+def forget_scvi_setup(adata: AnnData) -> None:
+    """Remove the scvi-tools setup ids a copy of a set-up AnnData inherits (in place).
+
+    scvi-tools keeps the setup of an AnnData under the id in its ``uns``; a copy carries that
+    id, so setting the copy up again would replace the registration of the AnnData it was
+    copied from (whose models then refuse it: "Did you make a copy?").
+    """
+    from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
+
+    for key in (_SCVI_UUID_KEY, _MANAGER_UUID_KEY):
+        adata.uns.pop(key, None)
+
+
 def _preview(values: Any, n: int) -> str:
     """The first ``n`` of ``values`` as a list, with how many more there are."""
     values = [str(v) for v in values]

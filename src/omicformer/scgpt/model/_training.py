@@ -15,6 +15,7 @@ from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
 from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
 from .._embed import vocab_chunks
+from ._scvi import require_training_cells
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -262,9 +263,7 @@ class GenerativeTrainingMixin:
         """
         from ..train import GenerativeCollator, GenerativeTrainingPlan
 
-        if self.adata is None:
-            msg = "This model has no AnnData; load it with ScGPT.load(path, adata=...) to train."
-            raise ValueError(msg)
+        require_training_cells(self)
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, lr=lr, weight_decay=weight_decay,
                        counts={"scheduler_interval": scheduler_interval},
