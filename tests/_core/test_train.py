@@ -490,12 +490,15 @@ def test_training_gives_the_callers_global_generators_back(monkeypatch):
     def draws():
         return random.random(), float(np.random.rand()), float(torch.rand(()))
 
+    cuda_seeds = []  # CUDA not started: torch.manual_seed queues its seed for CUDA
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: cuda_seeds.append(seed))
     for user_seed in (111, 222):
         random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
         expected = draws()
         random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
         run_training(_Toy(), _Pairs(x, x), _stack, max_epochs=2, random_state=0, **QUIET)
         assert draws() == expected  # not the draws of seed 0
+        assert cuda_seeds[-1] == user_seed  # queued again for CUDA, not training's last seed
     assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
 
     # also when training fails after seeding

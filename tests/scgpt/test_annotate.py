@@ -57,7 +57,7 @@ def test_annotate_finetune_from_pretrained_and_reference_none(clf_pretrained, cl
     )
 
 
-def test_annotate_leaves_the_users_setup_of_the_reference(clf_pretrained, clf_ref_query):
+def test_annotate_leaves_the_users_setup_of_the_reference(clf_pretrained, clf_ref_query, tmp_path):
     from omicformer.scgpt.model import ScGPTClassifier
 
     ref, query = (a.copy() for a in clf_ref_query)
@@ -67,6 +67,16 @@ def test_annotate_leaves_the_users_setup_of_the_reference(clf_pretrained, clf_re
                 progress=False)  # fmt: skip
     mine = ScGPTClassifier.load_pretrained(clf_pretrained, ref)  # not "Did you make a copy?"
     assert mine.get_setup_arg("labels_key") == "cell_type"
+    # a backed reference written after its setup: the file holds the setup id
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    backed = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    ScGPTClassifier.setup_anndata(backed, labels_key="cell_type")
+    tl.annotate(query, backed, label_key="other", model=clf_pretrained, max_epochs=1,
+                n_models=1, progress=False)  # fmt: skip
+    assert ScGPTClassifier.load_pretrained(clf_pretrained, backed).get_setup_arg("labels_key") == (
+        "cell_type"
+    )
+    backed.file.close()
 
 
 def test_annotate_reference_none_keeps_numbered_labels(clf_pretrained, clf_ref_query):

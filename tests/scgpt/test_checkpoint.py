@@ -26,7 +26,9 @@ def test_load_official_key_styles(tmp_path, official, flash_keys):
     assert module.cls_decoder.out_layer.out_features == 7
 
 
-def test_load_official_leaves_the_users_torch_draws_alone_and_fills_the_same(tmp_path, official):
+def test_load_official_leaves_the_users_torch_draws_alone_and_fills_the_same(
+    tmp_path, official, monkeypatch
+):
     official.write_checkpoint(tmp_path)
     state = torch.load(tmp_path / "best_model.pt", weights_only=True)
     torch.save(
@@ -38,7 +40,11 @@ def test_load_official_leaves_the_users_torch_draws_alone_and_fills_the_same(tmp
         torch.manual_seed(user_seed)
         expected = torch.rand(3)
         torch.manual_seed(user_seed)
+        cuda_seeds = []
+        monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
         module, _, report = load_official(tmp_path)
+        monkeypatch.undo()
+        assert cuda_seeds == []  # the user's GPU streams are not reseeded either
         torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
         loaded.append((module.state_dict(), report["missing"]))
     (first, missing), (second, _) = loaded

@@ -331,6 +331,22 @@ def test_genes_changed_in_place_are_matched_again(adata):
     model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)  # not IndexError
 
 
+@pytest.mark.parametrize("dtype", ["category", "string"])
+def test_missing_symbols_in_gene_key_do_not_break_the_matching_cache(adata, dtype, monkeypatch):
+    from omicformer.scgpt.model import _scgpt
+
+    symbols = pd.Series(adata.var_names, index=adata.var_names, dtype=dtype)
+    symbols.iloc[0] = None  # NaN (as an h5ad reads one back) or pd.NA: a gene without a symbol
+    adata.var["symbol"] = symbols
+    ScGPT.setup_anndata(adata, layer="counts", gene_key="symbol")
+    model = ScGPT(adata, **TINY)
+    calls = []
+    monkeypatch.setattr(_scgpt, "match_genes", lambda *a, **k: calls.append(1))
+    for _ in range(2):  # the same genes: matched once, when the model was made
+        model.get_latent_representation(progress=False)
+    assert calls == []
+
+
 def test_save_anndata_needs_adata(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")

@@ -53,8 +53,9 @@ def kept_global_rng() -> Iterator[None]:
     Training seeds Python's ``random``, NumPy's and torch's global generators (and CUDA's)
     from ``random_state`` and sets Lightning's seed variables; a seeded function must not
     reseed the user's own draws after it. Their states (and the variables) are restored on
-    leaving, also after an error. CUDA states are kept only once CUDA is initialised (reading
-    them would initialise it).
+    leaving, also after an error. CUDA's states are read only where CUDA is initialised
+    (reading them would initialise it); where it is not yet, its generators are seeded on
+    leaving as the user's last ``torch.manual_seed`` left them queued (``torch.initial_seed``).
     """
     import random
 
@@ -63,6 +64,7 @@ def kept_global_rng() -> Iterator[None]:
     torch_state = torch.get_rng_state()
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+    user_seed = torch.initial_seed()  # what torch.manual_seed queued for CUDA, not yet started
     env = {k: os.environ.get(k) for k in _SEED_ENV}
     try:
         yield
@@ -72,6 +74,8 @@ def kept_global_rng() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
+        else:  # seeds CUDA if training started it, else queues the seed again
+            torch.cuda.manual_seed_all(user_seed)
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -30,13 +30,17 @@ def reopened(
     model reads exactly the kept genes, as from a copy restricted to them. ``layers`` holds
     only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps a backed
     AnnData's layers in memory, where one may have been added or replaced since the file was
-    written. ``adata`` itself is not changed.
+    written. scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
+    AnnData up must not replace the caller's registration). ``adata`` itself is not changed.
     """
     import anndata as ad
 
     names = gene_names(adata, gene_key).astype(object)
     names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
+    from .model._scvi import forget_scvi_setup
+
     work = ad.read_h5ad(adata.filename, backed="r")
+    forget_scvi_setup(work)  # a file written after a setup: its own setup must not replace it
     for key in list(work.layers.keys()):  # the file's: not necessarily the caller's
         del work.layers[key]
     if layer is not None:

@@ -16,7 +16,6 @@ from .._core._warnings import warn_caller
 from ._vocab import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
-    import pandas as pd
     from anndata import AnnData
 
     from ._vocab import GeneVocab
@@ -296,24 +295,14 @@ def warn_if_raw_has_more_genes(
         )
 
 
-def gene_snapshot(adata: AnnData, gene_key: str | None) -> tuple[pd.Index, np.ndarray | None]:
-    """What a gene matching of ``adata`` read: its ``var_names`` and ``var[gene_key]``."""
-    column = None
-    if gene_key is not None and gene_key in adata.var.columns:
-        column = adata.var[gene_key].to_numpy(copy=True)
-    return adata.var_names, column
+def gene_snapshot(adata: AnnData, gene_key: str | None) -> np.ndarray:
+    """The gene names a matching of ``adata`` reads (:func:`gene_names`), to compare later."""
+    return gene_names(adata, gene_key if gene_key in adata.var.columns else None)
 
 
-def genes_differ(
-    snapshot: tuple[pd.Index, np.ndarray | None] | None, adata: AnnData, gene_key: str | None
-) -> bool:
-    """Whether ``adata``'s genes changed since :func:`gene_snapshot` (renamed, filtered, ...)."""
-    if snapshot is None:
-        return True
-    names, column = snapshot
-    now_names, now_column = gene_snapshot(adata, gene_key)
-    if now_names is not names and not now_names.equals(names):
-        return True
-    if column is None or now_column is None:
-        return (column is None) != (now_column is None)
-    return not np.array_equal(column, now_column)
+def genes_differ(snapshot: np.ndarray | None, adata: AnnData, gene_key: str | None) -> bool:
+    """Whether ``adata``'s genes changed since :func:`gene_snapshot` (renamed, filtered, ...).
+
+    Compares the names as text, as matching reads them (a missing symbol is ``"nan"``).
+    """
+    return snapshot is None or not np.array_equal(snapshot, gene_snapshot(adata, gene_key))

@@ -431,7 +431,7 @@ def load_official(
     with torch.random.fork_rng(devices=[]):
         # optional weights the checkpoint lacks keep their initialisation: the same for every
         # load, and the user's own torch draws are left alone
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # CPU only: the user's GPU streams stay
         module = TransformerModel(config)
     report = load_state_checked(module, state, TASK_PREFIXES[task])
     report["args"] = args

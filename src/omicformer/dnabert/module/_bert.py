@@ -79,7 +79,7 @@ def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.
         cls = _mean_pool_classifier()
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
         try:
             model = cls._from_config(config, attn_implementation="sdpa")
         except (ImportError, ValueError, TypeError):  # older transformers or no SDPA support

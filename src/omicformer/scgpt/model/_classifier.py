@@ -128,7 +128,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         if c.n_cls == n and getattr(self, "_head_fits", False):
             return
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.default_generator.manual_seed(0)
             self.module.cls_decoder = ClsDecoder(c.d_model, n, nlayers=c.nlayers_cls)
         self.module.config = dataclasses.replace(c, n_cls=n)
         self._head_fits = True

@@ -229,7 +229,7 @@ def rebuild_module(module: TransformerModel, **changes: Any) -> tuple[Transforme
 
     config = dataclasses.replace(module.config, **changes)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)
         new = TransformerModel(config)
     old = module.state_dict()
     target = new.state_dict()

@@ -235,7 +235,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         weight = self.module.encoder.embedding.weight.detach()
         module, _ = rebuild_module(self.module, ntoken=len(vocab))
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(len(vocab))
+            torch.default_generator.manual_seed(len(vocab))
             emb = module.encoder.embedding.weight
             emb[: len(old)] = weight
             emb[len(old) :].uniform_(-0.1, 0.1)  # official init_weights()

@@ -187,7 +187,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             use_generative_training=True,
         )
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(random_state)
+            torch.default_generator.manual_seed(random_state)
             module = TransformerModel(config)
         self.init_params_ = self._get_init_params(locals())
         self._attach(module, vocab, max_len)
