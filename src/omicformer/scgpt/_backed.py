@@ -35,10 +35,10 @@ def reopened(
     """
     import anndata as ad
 
-    names = gene_names(adata, gene_key).astype(object)
-    names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
     from .model._scvi import forget_scvi_setup
 
+    names = gene_names(adata, gene_key).astype(object)
+    names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
     work = ad.read_h5ad(adata.filename, backed="r")
     forget_scvi_setup(work)  # a file written after a setup: its own setup must not replace it
     for key in list(work.layers.keys()):  # the file's: not necessarily the caller's

@@ -294,17 +294,16 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         Matched again when ``self.adata`` was reassigned or its genes changed in place since
         (renamed, filtered with ``sc.pp.filter_genes``, another symbol column).
         """
-        if adata is self.adata and (self._matched_adata is not adata or genes_differ(
-            getattr(self, "_matched_genes", None), adata, self.get_setup_arg("gene_key"))):  # fmt: skip
-            self._matched_adata = adata
-            self.gene_ids_ = match_genes(adata, self.vocab, self.get_setup_arg("gene_key"),
-                                         warn_case="adata")  # fmt: skip
-            self._matched_genes = gene_snapshot(adata, self.get_setup_arg("gene_key"))
+        key = self.get_setup_arg("gene_key")
         if adata is self.adata:
+            snapshot = getattr(self, "_matched_genes", None)
+            if self._matched_adata is not adata or genes_differ(snapshot, adata, key):
+                self._matched_adata = adata
+                self.gene_ids_ = match_genes(adata, self.vocab, key, warn_case="adata")
+                self._matched_genes = gene_snapshot(adata, key)
             return self.gene_ids_
         # another AnnData names its genes its own way: the set-up column where it has one,
         # else symbols in var_names or in a var column (as the tl functions find them)
-        key = self.get_setup_arg("gene_key")
         if key is not None and key not in adata.var.columns:
             key = None
         try:
