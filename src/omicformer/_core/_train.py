@@ -340,7 +340,7 @@ def run_training(
         Training seeds the global generators (Python, NumPy, torch) from it; their states
         before the call (and Lightning's ``PL_GLOBAL_SEED``/``PL_SEED_WORKERS``) are restored
         afterwards, so the caller's own draws go on as if it had not run (CUDA's: see
-        :func:`~omicformer._core._random.kept_global_rng`).
+        ``omicformer._core._random.kept_global_rng``).
     early_stopping, early_stopping_patience
         Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs,
         then restore the best epoch's weights (needs validation items).
