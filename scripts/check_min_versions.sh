@@ -15,10 +15,11 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-07 (later), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1094 passed, 10
-# skipped (PYTEST_ARGS="-q -x", the default), 270 s in all, at 4a7340e, after pynndescent got
-# its upper bound (<0.7) and the input-handling fixes of that session.
-# Run before: 2026-12-07, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1070 passed, 10 skipped in
+# Last run: 2026-12-07 (third), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1106 passed, 10
+# skipped (PYTEST_ARGS="-q -x", the default), 206 s in all, at 7adff6a, after training gave
+# the caller's global random state back and the warnings named the user's line.
+# Run before: 2026-12-07 (later), 1094 passed, 10 skipped, 270 s, at 4a7340e.
+# Run before that: 2026-12-07, Python 3.11.7, torch 2.13.0+cpu: PASSED, 1070 passed, 10 skipped in
 # the default selection (PYTEST_ARGS="-q"), 230 s in all, after the official-facts fixes of that
 # day (transformers' get_linear_schedule_with_warmup, fp16 autocast, the module's CCE/do_sample).
 # Run before: 2026-12-06 (late), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1052 passed, 10
