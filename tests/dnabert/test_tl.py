@@ -170,6 +170,16 @@ def test_plots(atac, genome, finetuned):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+    # bad arguments: clear errors, and no figure left open
+    with pytest.raises(KeyError, match="groupby='nope' is not a column"):
+        pl.prediction_histogram(atac, label="gc", groupby="nope", show=False)
+    with pytest.raises(ValueError, match="bins=0 must be"):
+        pl.prediction_histogram(atac, label="gc", bins=0, show=False)
+    with pytest.raises(ValueError, match="stage='mlmm' must be 'mlm'"):  # was "train first"
+        pl.loss_curve(finetuned, stage="mlmm", show=False)
+    with pytest.raises(TypeError, match="pass a DNABert or its history"):  # was AttributeError
+        pl.loss_curve([1.0, 0.5], show=False)
+    assert plt.get_fignums() == []
 
 
 def test_predict_again_replaces_the_columns_of_key_added(atac, genome, finetuned):

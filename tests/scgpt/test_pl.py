@@ -24,8 +24,10 @@ def test_loss_curve_from_history():
     assert list(ax.lines[0].get_ydata()) == [3.0, 2.0, 1.5]
     with pytest.raises(ValueError, match="No loss history"):
         pl.loss_curve({}, show=False)
+    plt.close("all")
     with pytest.raises(KeyError, match="train_loss_ecs"):
-        pl.loss_curve(hist, keys=("train_loss_ecs",), show=False)
+        pl.loss_curve(hist, keys=("train_loss", "train_loss_ecs"), show=False)
+    assert plt.get_fignums() == []  # checked before any figure is made
 
 
 def test_loss_curve_of_an_ensemble_or_other_object_says_what_to_pass(clf_trained):
@@ -193,6 +195,11 @@ def test_integration_uses_cached_umap_and_palette():
     np.testing.assert_allclose(colors[~red], np.tile([0.0, 0.0, 1.0], ((~red).sum(), 1)))
     assert list(adata.uns["batch_colors"]) == ["#ff0000", "#0000ff"]
     assert "X_umap_X_scgpt" not in adata.obsm  # the cache is never written
+    plt.close("all")
+    adata.obsm["X_umap_X_scgpt_integrated"] = cached[:, :1]  # no layout: refused up front
+    with pytest.raises(ValueError, match=r"has shape \(\d+, 1\); a layout needs 2 columns"):
+        pl.integration(adata, batch_key="batch", show=False)
+    assert plt.get_fignums() == []
 
 
 def test_integration_sparse_basis_draws_as_its_dense_values():

@@ -6,11 +6,13 @@ All functions return the :class:`matplotlib.axes.Axes` they drew on.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .._core._checks import check_int
 from .._core._plotting import finish, new_axes
 from ._regions import parse_regions
 from ._tools._common import is_anndata, modality, predicted_labels, var_regions
@@ -57,7 +59,16 @@ def loss_curve(
     >>> from omicformer import dnabert
     >>> dnabert.pl.loss_curve(model)  # doctest: +SKIP
     """
+    if stage not in ("mlm", "finetune"):
+        msg = f"stage={stage!r} must be 'mlm' (pretraining) or 'finetune'."
+        raise ValueError(msg)
     history = getattr(model_or_history, "history", model_or_history) or {}
+    if not isinstance(history, Mapping):
+        msg = (
+            f"model_or_history is a {type(model_or_history).__name__}; pass a DNABert or its "
+            "history (a dict of losses)."
+        )
+        raise TypeError(msg)
     steps = _values(history.get(f"{stage}_train_loss_step"))
     if steps.size == 0:
         msg = (
@@ -166,16 +177,17 @@ def prediction_histogram(
     ...     atac, label="promoter", groupby="is_promoter"
     ... )  # doctest: +SKIP
     """
+    bins = check_int("bins", bins)
     frame, target = _prediction_frame(data, mod)
     column, label = _prob_column(frame, key, label, target)
+    if groupby is not None and groupby not in frame.columns:  # before any figure is made
+        msg = f"groupby={groupby!r} is not a column (columns: {list(frame.columns)[:20]})."
+        raise KeyError(msg)
     ax = new_axes(ax)
     edges = np.linspace(0, 1, bins + 1)
     if groupby is None:
         ax.hist(frame[column].to_numpy(), bins=edges, color="C0")
     else:
-        if groupby not in frame.columns:
-            msg = f"groupby={groupby!r} is not a column (columns: {list(frame.columns)[:20]})."
-            raise KeyError(msg)
         for name, values in frame.groupby(groupby, observed=True)[column]:
             ax.hist(values.to_numpy(), bins=edges, alpha=0.6, label=str(name))
         ax.legend(title=groupby, frameon=False)

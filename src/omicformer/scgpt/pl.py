@@ -82,11 +82,12 @@ def loss_curve(
     if not keys:
         msg = f"No loss history to plot (keys: {sorted(history)}); train the model first."
         raise ValueError(msg)
+    missing = [key for key in keys if key not in history]
+    if missing:  # before any figure is made, or any curve drawn into ax
+        msg = f"{missing[0]!r} is not in the history (available: {sorted(history)})."
+        raise KeyError(msg)
     ax = new_axes(ax, figsize=(5, 3.2))
     for key in keys:
-        if key not in history:
-            msg = f"{key!r} is not in the history (available: {sorted(history)})."
-            raise KeyError(msg)
         values = history[key]
         y = np.asarray(
             values.iloc[:, 0] if getattr(values, "ndim", 1) == 2 else values, dtype=float
@@ -169,7 +170,8 @@ def integration(
     ValueError
         If ``adata`` has fewer than 4 cells (UMAP's spectral start needs them), or, for the
         PCA of ``X``, fewer than 2 genes; if a gene in ``color`` is not unique in
-        ``var_names``; if a basis to compute a UMAP of holds NaN or infinite values.
+        ``var_names``; if a basis to compute a UMAP of holds NaN or infinite values, or a
+        stored ``X_umap_<basis>`` has fewer than 2 columns.
 
     Examples
     --------
@@ -194,8 +196,18 @@ def integration(
         _check_basis(adata, basis_before, "basis_before")
 
     for what, basis in (("basis_before", basis_before), ("basis_after", basis_after)):
-        if basis is not None and f"X_umap_{basis}" not in adata.obsm:  # to be computed
+        if basis is None:
+            continue
+        stored = adata.obsm.get(f"X_umap_{basis}")
+        if stored is None:  # to be computed
             _check_finite(adata, basis, what)
+        elif np.ndim(stored) != 2 or np.shape(stored)[1] < 2:
+            msg = (
+                f"adata.obsm['X_umap_{basis}'] (the stored layout of {what}) has shape "
+                f"{np.shape(stored)}; a layout needs 2 columns. Delete it to compute the UMAP "
+                "anew."
+            )
+            raise ValueError(msg)
 
     n_neighbors = max(2, min(n_neighbors, adata.n_obs - 1))
     umaps = {}
