@@ -12,16 +12,14 @@ from ._kmers import (
     SPECIAL_TOKENS,
     check_sequences,
     encode_kmers,
-    k_from_vocab,
     kmer_vocab,
-    read_vocab_txt,
     reverse_complement,
     seq2kmer,
     tokenize,
     vocab_size,
-    write_vocab_txt,
 )
 from ._regions import Region, parse_region, parse_regions
+from ._vocab_files import k_from_vocab, read_vocab_txt, write_vocab_txt
 from ._windows import split_windows, window_starts
 
 __all__ = [

@@ -26,7 +26,8 @@ from ..._core._io import (
     shape_mismatches,
 )
 from ..._core._warnings import warn_caller
-from .._kmers import SPECIAL_TOKENS, k_from_vocab, kmer_vocab, read_vocab_txt
+from .._kmers import SPECIAL_TOKENS, kmer_vocab
+from .._vocab_files import k_from_vocab, read_vocab_txt
 from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique_tensors
 
 HF_CONFIG = "config.json"
