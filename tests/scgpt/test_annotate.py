@@ -449,10 +449,9 @@ def test_annotate_with_a_trained_classifier_warns_of_fine_tuning_arguments(
     assert params["max_len"] == 1200  # the classifier's own length, not the ignored argument
 
 
-@pytest.mark.parametrize("method", ["finetune", "knn"])
-def test_annotate_refuses_a_model_with_batch_layers_before_the_work(clf_ref_query, method):
-    # fine-tuning failed after the reference was set up, naming setup_anndata's batch_key that
-    # tl.annotate does not take; knn failed deep in the forward ("pass batch_labels")
+def test_annotate_knn_refuses_a_model_with_batch_layers_before_the_work(clf_ref_query):
+    # knn failed deep in the forward ("pass batch_labels"); "finetune" starts without the
+    # layers (test_classifier.py)
     from omicformer.scgpt.model import ScGPT
 
     ref, query = clf_ref_query
@@ -461,6 +460,6 @@ def test_annotate_refuses_a_model_with_batch_layers_before_the_work(clf_ref_quer
     ScGPT.setup_anndata(a, batch_key="batch")
     dsbn = ScGPT(a, d_model=32, n_layers=1, n_heads=2, dsbn=True, random_state=0)
     q, before = query.copy(), query.obs.copy()
-    with pytest.raises(ValueError, match=r"batch-dependent layers.*ScGPTClassifier\.setup_anndata"):
-        tl.annotate(q, ref, label_key="cell_type", model=dsbn, method=method, progress=False)
+    with pytest.raises(ValueError, match=r"batch-dependent layers.*Use method='finetune'"):
+        tl.annotate(q, ref, label_key="cell_type", model=dsbn, method="knn", progress=False)
     pd.testing.assert_frame_equal(q.obs, before)

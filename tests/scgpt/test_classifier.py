@@ -382,3 +382,38 @@ def test_a_classifier_loaded_without_adata_asks_for_one(clf_trained, clf_ref_que
         bare.train(max_epochs=1, **FIT)  # AttributeError: 'NoneType' ... 'isbacked'
     _, query = clf_ref_query
     assert len(bare.predict(query, progress=False)) == query.n_obs
+
+
+def test_annotate_starts_from_a_model_with_batch_layers_without_them(
+    clf_ref_query, annotate_cells, tmp_path
+):
+    # e.g. a model fine-tuned for integration: tl.annotate has no batch_key, and the official
+    # annotation recipe builds its model without batch tokens and DSBN (matching weights load)
+    from omicformer.scgpt.model import ScGPT
+
+    ref, query = clf_ref_query
+    a = annotate_cells(4, seed=9)
+    a.obs["batch"] = ["x", "y"] * (a.n_obs // 2)
+    ScGPT.setup_anndata(a, batch_key="batch")
+    source = ScGPT(a, d_model=32, n_layers=1, n_heads=2, dropout=0.0, use_batch_labels=True,
+                   dsbn=True)  # fmt: skip
+    source.save(tmp_path / "batchy")
+    r = ref.copy()
+    ScGPTClassifier.setup_anndata(r, labels_key="cell_type")
+    with pytest.raises(ValueError, match="batch-dependent layers"):
+        ScGPTClassifier.load_pretrained(source, r)
+    for start in (source, tmp_path / "batchy"):
+        clf = ScGPTClassifier.load_pretrained(start, r, drop_batch_layers=True)
+        c = clf.module.config
+        assert not (c.use_batch_labels or c.domain_spec_batchnorm)
+        assert not hasattr(clf.module, "dsbn") and not hasattr(clf.module, "batch_encoder")
+        skipped = clf.pretrained_report_["skipped"]
+        assert "batch_encoder.embedding.weight" in skipped and "dsbn.bns.1.running_var" in skipped
+        theirs = source.module.state_dict()
+        for key, value in clf.module.state_dict().items():
+            if key.startswith(("encoder.", "value_encoder.", "transformer_encoder.")):
+                torch.testing.assert_close(value, theirs[key], rtol=0, atol=0)
+    q = query.copy()
+    tl.annotate(q, ref, label_key="cell_type", model=tmp_path / "batchy", max_epochs=1,
+                n_models=1, progress=False, device="cpu")  # fmt: skip
+    assert q.obs["scgpt_cell_type"].notna().all()

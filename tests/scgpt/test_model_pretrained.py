@@ -83,6 +83,40 @@ def test_load_pretrained_official_folder(official, continuous_adata_factory, tmp
     assert model.is_trained
 
 
+def test_load_pretrained_official_folder_keeps_its_dsbn(
+    official, continuous_adata_factory, tmp_path
+):
+    # the official integration recipe saves DSBN (dsbn.bns.<i>.running_mean/var, affine=False)
+    path = tmp_path / "scGPT_dsbn"
+    ref, vocab = _write_official(official, path)
+    state = torch.load(path / "best_model.pt", weights_only=True)
+    gen = torch.Generator().manual_seed(1)
+    stats = [(torch.randn(32, generator=gen) + i, torch.rand(32, generator=gen) + 0.5 + i)
+             for i in range(2)]  # fmt: skip
+    for i, (mean, var) in enumerate(stats):
+        state[f"dsbn.bns.{i}.running_mean"] = mean
+        state[f"dsbn.bns.{i}.running_var"] = var
+        state[f"dsbn.bns.{i}.num_batches_tracked"] = torch.tensor(7)
+    torch.save(state, path / "best_model.pt")
+    adata = continuous_adata_factory(20, seed=3)
+    adata.obs["batch"] = ["a", "b"] * 10
+    ScGPT.setup_anndata(adata, batch_key="batch")
+    model = ScGPT.load_pretrained(path, adata)
+    assert not [k for k in model.pretrained_report_["skipped"] if k.startswith("dsbn.")]
+    # one cell of batch 1, by hand: official _encode normalises the summed token embeddings
+    # with that batch's running statistics (eval mode) before the transformer
+    src = torch.tensor([[vocab["<cls>"], vocab["G0"], vocab["G1"], vocab["G2"]]])
+    values = torch.tensor([[-2.0, 3.0, 10.0, 50.0]])
+    mask = torch.zeros_like(src, dtype=torch.bool)
+    mean, var = stats[1]
+    with torch.no_grad():
+        total = ref.encoder(src) + ref.value_encoder(values)
+        expected = ref.transformer_encoder((total - mean) / torch.sqrt(var + 6.1e-5),
+                                           src_key_padding_mask=mask)  # fmt: skip
+        got = model.module.eval()._encode(src, values, mask, batch_labels=torch.tensor([1]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
 def test_symbols_matched_ignoring_case_are_said_once(official_ckpt, continuous_adata_factory):
     # "g0" matches the vocabulary's "G0" only ignoring case (as mouse "Cd3e" matches "CD3E")
     from omicformer.scgpt import tl

@@ -92,6 +92,9 @@ def annotate(
         already trained on these classes is used as it is, without retraining; the
         fine-tuning arguments ``max_epochs``, ``max_len``, ``gene_selection``, ``dropout``,
         ``probe`` and ``n_models`` then do not apply, and a warning names those given).
+        A model with batch-dependent layers (batch tokens, DSBN: an integration model, say)
+        is fine-tuned without them, as the official annotation recipe builds its model;
+        ``"knn"`` refuses it (its embedding needs each cell's batch).
     method
         ``"finetune"`` or ``"knn"``.
     key_added
@@ -373,12 +376,13 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
     if clf is None:
         ScGPTClassifier.setup_anndata(ref.adata, layer=layer, labels_key=label_key,
                                       gene_key=gene_key)  # fmt: skip
+        # no batch_key here: a model's batch tokens and DSBN are left out (official recipe)
+        start = {"max_len": max_len, "gene_selection": gene_selection, "drop_batch_layers": True}
         if n_models == 1:
-            clf = ScGPTClassifier.load_pretrained(model, ref.adata, max_len=max_len,
-                                                  gene_selection=gene_selection)  # fmt: skip
+            clf = ScGPTClassifier.load_pretrained(model, ref.adata, **start)
         else:
             clf = ScGPTClassifierEnsemble.load_pretrained(
-                model, ref.adata, n_models=n_models, max_len=max_len, gene_selection=gene_selection
+                model, ref.adata, n_models=n_models, **start
             )
         dev = resolve_device(device)
         clf.train(

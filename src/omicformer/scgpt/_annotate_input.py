@@ -121,13 +121,15 @@ def check_inputs(
         module_vocab = fitted.vocab
     else:
         module, module_vocab, _ = resolve_model(model, task="embed")
-        if needs_batch_labels(module):  # it failed later, naming setup_anndata's batch_key
+        # "finetune" starts without a model's batch tokens and DSBN (the official annotation
+        # recipe); the zero-shot embedding of "knn" would need each cell's batch
+        if method == "knn" and needs_batch_labels(module):  # it failed deep in the forward
             msg = (
                 "model has batch-dependent layers (trained with dsbn=True or "
-                "use_batch_labels=True), and tl.annotate reads cells without their batches. "
-                "Pass a model without them (e.g. 'default', or one trained with dsbn=False), or "
-                "fine-tune scgpt.model.ScGPTClassifier yourself after "
-                "ScGPTClassifier.setup_anndata(reference, labels_key=..., batch_key=...)."
+                "use_batch_labels=True): its embedding needs each cell's batch, which "
+                "tl.annotate(method='knn') does not read. Use method='finetune' (it starts "
+                "without those layers, as the official annotation recipe), a model without them "
+                "(e.g. 'default'), or tl.embed(batch_key=...) on both sides and a kNN of your own."
             )
             raise ValueError(msg)
     adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)

@@ -157,8 +157,10 @@ def _prepare(args: argparse.Namespace, key_added: str, inputs: list[str]) -> Non
 
 
 def _check_save_folder(args: argparse.Namespace) -> None:
-    """``--save-model`` can take the model: a new or existing folder; a saved one only with
-    ``--overwrite`` (checked now, not after the training)."""
+    """``--save-model`` can take the model, checked now rather than after the training.
+
+    A new or existing folder; one that holds a saved model only with ``--overwrite``.
+    """
     from .._core._io import is_model_dir
     from .model._ensemble import is_ensemble_dir
 

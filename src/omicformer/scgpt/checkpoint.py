@@ -226,9 +226,14 @@ def config_from_official(
         "use_generative_training": "flag_encoder.weight" in state,
         "pre_norm": config_bool(args.get("pre_norm", False), "pre_norm", source),
     }
-    if task != "embed" and "batch_encoder.embedding.weight" in state:
-        cfg["use_batch_labels"] = True
-        cfg["num_batch_labels"] = int(state["batch_encoder.embedding.weight"].shape[0])
+    if task != "embed":  # the official embed_data builds its model without batch layers
+        domains = {int(m[1]) for k in state if (m := re.match(r"dsbn\.bns\.(\d+)\.", k))}
+        if "batch_encoder.embedding.weight" in state:
+            cfg["use_batch_labels"] = True
+            cfg["num_batch_labels"] = int(state["batch_encoder.embedding.weight"].shape[0])
+        if domains:  # DSBN (official DSBN=True: one BatchNorm1d per batch, affine=False)
+            cfg["domain_spec_batchnorm"] = True
+            cfg.setdefault("num_batch_labels", max(domains) + 1)
     return ScGPTConfig.from_dict(cfg)
 
 

@@ -90,6 +90,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         *,
         max_len: int | None = None,
         gene_selection: str | None = None,
+        drop_batch_layers: bool = False,
     ):
         """Pretrained encoder + a new classifier head with one output per class of ``adata``.
 
@@ -105,9 +106,13 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         gene_selection
             Which genes a cell with more than ``max_len - 1`` expressed genes keeps;
             ``None``: ``"highest"``, this class's default (see :attr:`gene_selection`).
+        drop_batch_layers
+            Leave out the checkpoint's batch tokens and DSBN, as the official annotation
+            recipe (:meth:`ScGPT.load_pretrained`); :func:`~omicformer.scgpt.tl.annotate` does.
         """
         _require_labels(cls, adata)
-        model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection)
+        model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection,
+                                        drop_batch_layers=drop_batch_layers)  # fmt: skip
         model._new_head()
         model.temperature_ = 1.0
         model.probe_, model.probe_genes_ = None, None
@@ -354,40 +359,6 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         emb = torch.from_numpy(emb).double()
         var = emb.var(0) if n > 1 else torch.ones(emb.shape[1], dtype=torch.float64)
         return emb.mean(0).float(), var.float()
-
-    def _calibrate(
-        self,
-        val_idx: np.ndarray,
-        labels: np.ndarray,
-        random_state: int,
-        probe_features: np.ndarray | None = None,
-    ) -> None:
-        """Temperatures and scores on the validation cells (none held out: temperature 1).
-
-        The scores are those of :meth:`predict_proba` with ``smooth_neighbors=1`` (with the
-        probe, if there is one; ``probe_features``: its standardised inputs of the validation
-        cells, when computed), so each held-out cell is scored on its own.
-        """
-        from sklearn.metrics import accuracy_score, f1_score
-
-        from ..train._classify import fit_temperature
-
-        self.temperature_, self.validation_scores_ = 1.0, {}
-        if len(val_idx) == 0:
-            return
-        logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
-        y = labels[val_idx]
-        self.temperature_ = fit_temperature(logits, y)
-        proba = self._mix_probe(softmax(logits / self.temperature_), self.adata, val_idx,
-                                features=probe_features, random_state=random_state,
-                                progress=False)  # fmt: skip
-        pred = proba.argmax(1)
-        self.validation_scores_ = {
-            "n_cells": len(val_idx),
-            "accuracy": float(accuracy_score(y, pred)),
-            "macro_f1": float(f1_score(y, pred, average="macro")),
-            "temperature": self.temperature_,
-        }
 
     # ------------------------------------------------------------------ inference
     def predict_proba(

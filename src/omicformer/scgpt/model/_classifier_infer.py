@@ -23,7 +23,45 @@ EMBED_CHUNK = 8192
 
 
 class BlockInferenceMixin:
-    """``_embeddings`` and ``_logits`` of the cells ``rows`` of an AnnData, block by block."""
+    """``_embeddings`` and ``_logits`` of the cells ``rows`` of an AnnData, block by block.
+
+    Also ``_calibrate``: the temperature of the logits, fitted on held-out cells.
+    """
+
+    def _calibrate(
+        self,
+        val_idx: np.ndarray,
+        labels: np.ndarray,
+        random_state: int,
+        probe_features: np.ndarray | None = None,
+    ) -> None:
+        """Temperatures and scores on the validation cells (none held out: temperature 1).
+
+        The scores are those of :meth:`predict_proba` with ``smooth_neighbors=1`` (with the
+        probe, if there is one; ``probe_features``: its standardised inputs of the validation
+        cells, when computed), so each held-out cell is scored on its own.
+        """
+        from sklearn.metrics import accuracy_score, f1_score
+
+        from ..train._classify import fit_temperature
+        from ._classifier_probe import softmax
+
+        self.temperature_, self.validation_scores_ = 1.0, {}
+        if len(val_idx) == 0:
+            return
+        logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
+        y = labels[val_idx]
+        self.temperature_ = fit_temperature(logits, y)
+        proba = self._mix_probe(softmax(logits / self.temperature_), self.adata, val_idx,
+                                features=probe_features, random_state=random_state,
+                                progress=False)  # fmt: skip
+        pred = proba.argmax(1)
+        self.validation_scores_ = {
+            "n_cells": len(val_idx),
+            "accuracy": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro")),
+            "temperature": self.temperature_,
+        }
 
     @torch.no_grad()
     def _logits(self, adata: AnnData, *, rows: np.ndarray | None = None, **kw: Any) -> np.ndarray:

@@ -112,19 +112,21 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         n_models: int = 2,
         max_len: int | None = None,
         gene_selection: str | None = None,
+        drop_batch_layers: bool = False,
     ) -> ScGPTClassifierEnsemble:
         """``n_models`` copies of :meth:`ScGPTClassifier.load_pretrained` (same arguments).
 
         Parameters
         ----------
-        path, adata, max_len, gene_selection
+        path, adata, max_len, gene_selection, drop_batch_layers
             As :meth:`ScGPTClassifier.load_pretrained`.
         n_models
             Members (each holds a copy of the model's weights).
         """
         n = check_int("n_models", n_models, hint="1 trains a single classifier")
         return cls([ScGPTClassifier.load_pretrained(path, adata, max_len=max_len,
-                                                    gene_selection=gene_selection)
+                                                    gene_selection=gene_selection,
+                                                    drop_batch_layers=drop_batch_layers)
                     for _ in range(n)])  # fmt: skip
 
     # ------------------------------------------------------------------ what it is

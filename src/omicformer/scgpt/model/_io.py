@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._core._checks import config_bool, config_int
+from ..._core._checks import check_int, config_bool, config_int
 from ..._core._io import CONFIG_NAME, is_model_dir, load_model_dir, shape_mismatches
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
@@ -326,3 +326,25 @@ def records_train_config(train: Any) -> Any:
         return result
 
     return wrapper
+
+
+def check_architecture(
+    *, d_model: int, n_layers: int, n_heads: int, d_hid: int | None, n_bins: int | None,
+    n_layers_cls: int,
+) -> None:  # fmt: skip
+    """``ValueError`` naming a size argument of :class:`ScGPT` that is not a usable integer.
+
+    Sizes are integers >= 1 (``n_layers`` and ``n_layers_cls`` may be 0); ``n_bins`` (when
+    not ``None``) >= 2, so that expressed genes get a bin ``1 .. n_bins - 1`` apart from zeros
+    (with ``n_bins=1`` every value fell into bin 0, the bin of zeros).
+    """
+    check_int("d_model", d_model)
+    check_int("n_heads", n_heads)
+    check_int("n_layers", n_layers, minimum=0)
+    check_int("n_layers_cls", n_layers_cls, minimum=0)
+    if d_hid is not None:
+        check_int("d_hid", d_hid, hint="None: d_model")
+    if n_bins is not None:
+        check_int(
+            "n_bins", n_bins, minimum=2, hint="zeros are bin 0, expressed genes 1 .. n_bins - 1"
+        )

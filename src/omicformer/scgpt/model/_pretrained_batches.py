@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from scvi import REGISTRY_KEYS
 
 if TYPE_CHECKING:
+    from ..module import TransformerModel
     from ._scgpt import ScGPT
 
 
@@ -49,3 +50,22 @@ def check_pretrained_batches(model: ScGPT, saved: list | None, source: Any) -> N
         "(batches the model has no layers for cannot be used) and run setup_anndata again."
     )
     raise ValueError(msg)
+
+
+def without_batch_layers(module: TransformerModel, report: dict[str, Any]) -> TransformerModel:
+    """``module`` without batch tokens and DSBN; their weights join ``report["skipped"]``.
+
+    The decoders that read the batch token shrink to the cell embedding alone and start afresh
+    (``report["missing"]``), as the official recipes' loading of the weights whose name and
+    shape fit leaves them.
+    """
+    from .._resolve import needs_batch_labels
+    from ._io import rebuild_module
+
+    if not needs_batch_labels(module):
+        return module
+    new, fresh = rebuild_module(module, use_batch_labels=False, domain_spec_batchnorm=False)
+    dropped = set(module.state_dict()) - set(new.state_dict())
+    report["skipped"] = sorted(set(report.get("skipped", [])) | dropped)
+    report["missing"] = sorted(set(report.get("missing", [])) | set(fresh))
+    return new

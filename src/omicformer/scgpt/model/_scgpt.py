@@ -35,7 +35,6 @@ from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
 
 from ..._core._anndata import check_layer, check_not_view, check_obs_key
-from ..._core._checks import check_int
 from .._embed import embed_cells
 from .._genes import gene_names, gene_snapshot, genes_differ, match_genes, symbol_column
 from .._resolve import batch_codes, known_batches, needs_batch_labels
@@ -43,11 +42,12 @@ from .._tokenize import check_gene_selection
 from .._vocab import GeneVocab
 from ..module import ScGPTConfig, TransformerModel
 from ._io import (
+    check_architecture,
     pretrained_module,
     records_train_config,
 )
 from ._persist import SaveLoadMixin
-from ._pretrained_batches import check_pretrained_batches
+from ._pretrained_batches import check_pretrained_batches, without_batch_layers
 from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin, cells_to_read
 from ._training import GenerativeTrainingMixin
 
@@ -157,8 +157,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         n_layers_cls: int = 3,
         random_state: int = 0,
     ):
-        _check_architecture(d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_hid=d_hid,
-                            n_bins=n_bins, n_layers_cls=n_layers_cls)  # fmt: skip
+        check_architecture(d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_hid=d_hid,
+                           n_bins=n_bins, n_layers_cls=n_layers_cls)  # fmt: skip
         super().__init__(adata)
         n_batch = int(self.summary_stats.n_batch)
         if (use_batch_labels or dsbn) and self.get_setup_arg("batch_key") is None:
@@ -423,6 +423,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         *,
         max_len: int | None = None,
         gene_selection: str | None = None,
+        drop_batch_layers: bool = False,
     ) -> ScGPT:
         """Start from pretrained weights: an official scGPT folder or one saved by :meth:`save`.
 
@@ -448,6 +449,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             Which genes a cell with more than ``max_len - 1`` expressed genes keeps, in
             training and embedding: ``"random"`` (official) or ``"highest"``; ``None``: the
             class's default (:attr:`gene_selection`).
+        drop_batch_layers
+            Leave out the checkpoint's batch tokens and DSBN (listed in
+            ``pretrained_report_["skipped"]``), as the official annotation recipe builds its
+            model without them; ``adata`` then needs no ``batch_key``.
 
         Examples
         --------
@@ -461,6 +466,8 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             saved_len = path.max_len
         else:
             module, vocab, report, saved_len = pretrained_module(path)
+        if drop_batch_layers:
+            module = without_batch_layers(module, report)
         cls._get_most_recent_anndata_manager(adata, required=True)
         model = cls._from_module(
             module, vocab, saved_len if max_len is None else max_len, adata, None
@@ -475,25 +482,3 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         return model
 
     from_pretrained = load_pretrained  # Hugging Face-style name of the same loader
-
-
-def _check_architecture(
-    *, d_model: int, n_layers: int, n_heads: int, d_hid: int | None, n_bins: int | None,
-    n_layers_cls: int,
-) -> None:  # fmt: skip
-    """``ValueError`` naming a size argument of :class:`ScGPT` that is not a usable integer.
-
-    Sizes are integers >= 1 (``n_layers`` and ``n_layers_cls`` may be 0); ``n_bins`` (when
-    not ``None``) >= 2, so that expressed genes get a bin ``1 .. n_bins - 1`` apart from zeros
-    (with ``n_bins=1`` every value fell into bin 0, the bin of zeros).
-    """
-    check_int("d_model", d_model)
-    check_int("n_heads", n_heads)
-    check_int("n_layers", n_layers, minimum=0)
-    check_int("n_layers_cls", n_layers_cls, minimum=0)
-    if d_hid is not None:
-        check_int("d_hid", d_hid, hint="None: d_model")
-    if n_bins is not None:
-        check_int(
-            "n_bins", n_bins, minimum=2, hint="zeros are bin 0, expressed genes 1 .. n_bins - 1"
-        )
