@@ -420,3 +420,34 @@ def test_predict_refuses_a_batch_size_below_1(fitted, sim_names):
     _, model = fitted
     with pytest.raises(ValueError, match=r"batch_size=0 must be an integer >= 1"):  # was ignored
         model.predict(sim_names["unseen"], batch_size=0, progress=False)
+
+
+def test_load_pretrained_from_an_official_perturbation_checkpoint(sim, official, tmp_path):
+    # a TransformerGenerator's best_model.pt: pert_encoder and an affine decoder, no decoder.fc;
+    # Tutorial_Perturbation loads encoder, value_encoder and transformer_encoder only
+    import json
+
+    path = tmp_path / "scGPT_generator"
+    ref, _ = official.write_checkpoint(path, extra=False)
+    state = torch.load(path / "best_model.pt", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    for part in ("coeff_decoder", "bias_decoder"):
+        for i, shape in ((0, (32, 32)), (2, (32, 32)), (4, (1, 32))):
+            state[f"decoder.{part}.fc.{i}.weight"] = torch.randn(shape)
+            state[f"decoder.{part}.fc.{i}.bias"] = torch.randn(shape[0])
+    state["pert_encoder.weight"] = torch.randn(3, 32)
+    torch.save(state, path / "best_model.pt")
+    genes = list(sim.var_names) + [f"FILLER{i}" for i in range(52 - sim.n_vars)]
+    (path / "vocab.json").write_text(json.dumps({g: i for i, g in enumerate(genes)}))
+    adata = sim.copy()
+    ScGPTPerturbation.setup_anndata(adata)
+    model = ScGPTPerturbation.load_pretrained(path, adata)
+    assert "pert_encoder.weight" in model.pretrained_report_["skipped"]
+    ours = model.module.state_dict()
+    for key, value in ref.state_dict().items():
+        if key.startswith("transformer_encoder.") and "self_attn" not in key:
+            torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(
+        ours["encoder.embedding.weight"][: len(genes)],
+        ref.state_dict()["encoder.embedding.weight"][: len(genes)], rtol=0, atol=0,
+    )  # fmt: skip

@@ -140,14 +140,18 @@ def saved_module_config(raw: Any, path: str | os.PathLike[str]) -> ScGPTConfig:
     return ScGPTConfig.from_dict(checked)
 
 
-def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str, Any], int]:
+def pretrained_module(
+    path: Any, task: str = "pretrain"
+) -> tuple[TransformerModel, GeneVocab, dict[str, Any], int]:
     """Weights to start training from: ``(module, vocab, report, max_len)``.
 
     ``path`` is ``"default"`` (the model shipped with omicformer), a folder saved by
     :meth:`ScGPT.save`, or an official scGPT folder. Official checkpoints get the heads the
     generative objective needs but the file lacks (``flag_encoder``, ``mvc_decoder``) freshly
     initialised and listed in ``report["missing"]``; ``max_len`` is the checkpoint's
-    (official ``max_seq_len``, else 1200).
+    (official ``max_seq_len``, else 1200). ``task``: the parts an official checkpoint must
+    hold (:data:`~omicformer.scgpt.checkpoint.TASK_PREFIXES`; ``"embed"``: the encoder only,
+    without batch layers).
     """
     import dataclasses
 
@@ -164,7 +168,7 @@ def pretrained_module(path: Any) -> tuple[TransformerModel, GeneVocab, dict[str,
         module, vocab, config = load_module(path)
         report = {"source": str(path), "missing": [], "skipped": []}
         return module, vocab, report, saved_max_len(config, path)
-    module, vocab, report = load_official(path, task="pretrain")
+    module, vocab, report = load_official(path, task=task)
     max_len = max_seq_len(report["args"], source=f"args.json of {path}")
     report = {"source": str(path), **report}
     c = module.config

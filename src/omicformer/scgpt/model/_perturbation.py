@@ -90,6 +90,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     )
     #: Perturbation data has no batch_key (setup_anndata registers none).
     _keeps_batch_layers = False
+    #: The official recipe loads ``encoder``, ``value_encoder`` and ``transformer_encoder``
+    #: only: a TransformerGenerator's checkpoint has another decoder, and ours is new anyway.
+    _pretrained_task = "embed"
 
     def __init__(
         self,

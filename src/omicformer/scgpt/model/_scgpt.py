@@ -132,6 +132,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     #: tokens, DSBN) for the batches they were trained on, so that ``adata`` must code its
     #: batches as the checkpoint did (``False``: the class builds its own, or uses none).
     _keeps_batch_layers: bool = True
+    #: The parts an official checkpoint must hold for :meth:`load_pretrained` (``"embed"``:
+    #: the encoder only, for a class that builds its own decoder).
+    _pretrained_task: str = "pretrain"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -465,7 +468,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             report: dict[str, Any] = {"source": type(path).__name__, "missing": [], "skipped": []}
             saved_len = path.max_len
         else:
-            module, vocab, report, saved_len = pretrained_module(path)
+            module, vocab, report, saved_len = pretrained_module(path, cls._pretrained_task)
         if drop_batch_layers:
             module = without_batch_layers(module, report)
         cls._get_most_recent_anndata_manager(adata, required=True)
