@@ -41,6 +41,29 @@ def test_folder_warnings_point_at_the_users_line_through_resolve_model(tmp_path,
     assert [w.filename for w in record if "vocab.txt" in str(w.message)] == [__file__]
 
 
+def test_fine_tuning_an_official_folder_starts_from_its_pooler(tmp_path, seqs, official_folder,
+                                                             fit_kw):  # fmt: skip
+    # DNABERT's fork builds BertForMaskedLM with a pooler, so official folders hold
+    # bert.pooler.*; the official fine-tuning (BertForSequenceClassification.from_pretrained)
+    # starts the classifier's pooler from it
+    from transformers import BertForSequenceClassification
+
+    official_folder(tmp_path / "DNA_bert_3", k=3, legacy_names=False)
+    saved = torch.load(tmp_path / "DNA_bert_3" / "pytorch_model.bin", weights_only=True)
+    official = BertForSequenceClassification.from_pretrained(tmp_path / "DNA_bert_3")
+    torch.testing.assert_close(official.bert.pooler.dense.weight, saved["bert.pooler.dense.weight"])
+    model = DNABert.from_pretrained(tmp_path / "DNA_bert_3")
+    assert not any(p.requires_grad for p in model.module.bert.pooler.parameters())  # MLM: unused
+    again = DNABert.load(model.save(tmp_path / "ours"))  # kept by our save too
+    for m in (model, again):
+        m.finetune(seqs[:8], [0, 1] * 4, max_steps=1, lr=0.0, weight_decay=0.0, batch_size=4,
+                   random_state=0, **fit_kw)  # fmt: skip
+        for name in ("weight", "bias"):
+            torch.testing.assert_close(getattr(m.module.bert.pooler.dense, name),
+                                       saved[f"bert.pooler.dense.{name}"], rtol=0, atol=0)  # fmt: skip
+        assert all(p.requires_grad for p in m.module.bert.pooler.parameters())
+
+
 def test_save_is_hf_compatible_and_roundtrips(tmp_path, seqs, official_folder):
     from transformers import BertForMaskedLM
 

@@ -198,12 +198,30 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(config=config, state_dict=state_dict, k=k, task=task, metadata=metadata)
 
 
+def _keep_pooler(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a masked-LM ``module`` a pooler where the checkpoint has one, frozen.
+
+    Official DNABERT checkpoints are masked-LM models whose BERT has a pooler (DNABERT's
+    ``transformers`` fork always builds one; ``transformers``' ``BertForMaskedLM`` has none).
+    The masked-LM loss does not use it; fine-tuning starts the classifier's pooler from it,
+    as the official ``BertForSequenceClassification.from_pretrained`` of such a folder does.
+    Frozen, so that it is no unused trainable parameter under DDP.
+    """
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    bert = getattr(module, "bert", None)
+    has_pooler = any(k.startswith("bert.pooler.") for k in state)
+    if bert is not None and getattr(bert, "pooler", None) is None and has_pooler:
+        bert.pooler = BertPooler(module.config).requires_grad_(False)
+
+
 def load_module(ckpt: Checkpoint) -> torch.nn.Module:
     """Build the Hugging Face model for ``ckpt`` and load its weights, checking names."""
     module = build_bert(ckpt.config, ckpt.task, seed=0)
     state = dict(ckpt.state_dict)
     if not any(k.startswith("bert.") for k in state):  # a bare BertModel checkpoint
         state = {f"bert.{k}": v for k, v in state.items()}
+    _keep_pooler(module, state)
     expected = set(module.state_dict())
     extra = [k for k in state if k not in expected]
     bad_extra = [k for k in extra if not k.startswith(_IGNORED_EXTRA)]
