@@ -132,3 +132,32 @@ def test_labelled_cells_names_labels_differing_only_by_end_spaces():
     ):
         _, counts = labelled_cells(values, "obs['cell_type']")
     assert len(counts) == 4  # still separate classes, as scanpy keeps them
+
+
+def test_a_backed_file_without_x_is_named_as_in_memory(tmp_path):
+    # backed, the check was skipped and h5py failed later: "object 'X' doesn't exist"
+    import pandas as pd
+
+    from omicformer._core._anndata import check_layer
+
+    counts = sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(3, 4))
+    a = ad.AnnData(obs=pd.DataFrame(index=["a", "b", "c"]),
+                   var=pd.DataFrame(index=list("wxyz")), layers={"counts": counts})  # fmt: skip
+    assert a.X is None
+    a.write_h5ad(tmp_path / "layer_only.h5ad")
+    expected = r"adata\.X is empty \(None\): pass layer= .*\['counts'\]"
+    with pytest.raises(ValueError, match=expected):
+        check_layer(a, None)
+    backed = ad.read_h5ad(tmp_path / "layer_only.h5ad", backed="r")
+    for view in (backed, backed[:2]):
+        with pytest.raises(ValueError, match=expected):
+            check_layer(view, None)
+        check_layer(view, "counts")
+    backed.file.close()  # closed: the file is opened to look
+    with pytest.raises(ValueError, match=expected):
+        check_layer(backed, None)
+    ad.AnnData(counts).write_h5ad(tmp_path / "with_x.h5ad")
+    with_x = ad.read_h5ad(tmp_path / "with_x.h5ad", backed="r")
+    check_layer(with_x, None)
+    with_x.file.close()
+    check_layer(with_x, None)

@@ -29,12 +29,28 @@ def check_layer(
         )
         raise KeyError(msg)
     base = adata._adata_ref if adata.is_view else adata  # a view's X would be sliced
-    if layer is None and not base.isbacked and base.X is None:  # backed: X would reopen it
+    # backed: X would reopen the file; look for its X element instead
+    empty = _backed_file_lacks_x(base) if base.isbacked else base.X is None
+    if layer is None and empty:
         msg = (
             f"{where}.X is empty (None): pass layer= naming the layer with the expression "
             f"(available: {list(adata.layers.keys())})."
         )
         raise ValueError(msg)
+
+
+def _backed_file_lacks_x(adata: AnnData) -> bool:
+    """Whether the file of a backed ``adata`` has no ``X`` (written with ``X=None``)."""
+    files = adata.file
+    if files.is_open:
+        return "X" not in files
+    import h5py
+
+    try:
+        with h5py.File(files.filename, "r") as f:
+            return "X" not in f
+    except OSError:  # moved, deleted, unreadable: the reader names it
+        return False
 
 
 def check_uns(adata: AnnData, section: str) -> None:
