@@ -463,3 +463,17 @@ def test_annotate_knn_refuses_a_model_with_batch_layers_before_the_work(clf_ref_
     with pytest.raises(ValueError, match=r"batch-dependent layers.*Use method='finetune'"):
         tl.annotate(q, ref, label_key="cell_type", model=dsbn, method="knn", progress=False)
     pd.testing.assert_frame_equal(q.obs, before)
+
+
+def test_annotate_reads_a_view_of_a_backed_reference(clf_pretrained, clf_ref_query, tmp_path):
+    # the view was indexed again: "you cannot make a view of a view" (backed)
+    ref, query = clf_ref_query
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    backed = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    rows, genes = np.arange(1, ref.n_obs, 2)[::-1], np.arange(3, N_GENES)
+    kw = {"label_key": "cell_type", "model": clf_pretrained, "method": "knn", "n_neighbors": 5,
+          "progress": False, "copy": True}  # fmt: skip
+    expected = tl.annotate(query, ref[rows, genes], **kw).obs
+    got = tl.annotate(query, backed[rows, genes], **kw).obs
+    pd.testing.assert_frame_equal(got, expected)
+    assert backed.isbacked and backed.file.is_open

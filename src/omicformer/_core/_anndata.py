@@ -318,7 +318,7 @@ class RowReader:
         self.rows: range | np.ndarray | None = None
         self.cols: Any = None
         if ref is not None:
-            self.rows = _positions(adata._oidx, base.n_obs)
+            self.rows = positions(adata._oidx, base.n_obs)
             if not _is_everything(adata._vidx, base.n_vars):
                 self.cols = adata._vidx
 
@@ -375,7 +375,7 @@ def _backed_matrix(adata: AnnData) -> Any:
     return element
 
 
-def _positions(index: Any, n: int) -> range | np.ndarray:
+def positions(index: Any, n: int) -> range | np.ndarray:
     """Positions selected by an anndata view index (slice, integer, mask, integers)."""
     if isinstance(index, slice):
         return range(n)[index]

@@ -56,18 +56,24 @@ def subset(adata: AnnData, rows: np.ndarray, genes: np.ndarray, layer: str | Non
     """``adata[rows][:, genes]``: a view in memory; read in chunks into memory when backed.
 
     ``rows`` and ``genes`` are boolean masks. Backed, only the rows asked for are read, through
-    a view of them (a backed view cannot be indexed again, and anndata's ``to_memory`` would
-    close the caller's file, and reads ``X`` even when the expression is in ``layer``).
+    a view of them (anndata's ``to_memory`` would close the caller's file, and reads ``X`` even
+    when the expression is in ``layer``). A backed view cannot be indexed again: the view of
+    a view is taken of the AnnData it views, at the positions there.
     """
     if not adata.isbacked:
         return adata[rows][:, genes]
     import anndata as ad
     import scipy.sparse as sp
 
-    from .._core._anndata import iter_row_chunks
+    from .._core._anndata import iter_row_chunks, positions
 
-    view = adata[np.flatnonzero(rows)]
-    X = sp.vstack([chunk[:, genes] for _, chunk in iter_row_chunks(view, layer)], format="csr")
+    base, obs_at, var_at = adata, np.arange(adata.n_obs), np.arange(adata.n_vars)
+    if adata.is_view:
+        base = adata._adata_ref
+        obs_at = np.asarray(positions(adata._oidx, base.n_obs))
+        var_at = np.asarray(positions(adata._vidx, base.n_vars))
+    view = base[obs_at[np.flatnonzero(rows)], var_at[np.flatnonzero(genes)]]
+    X = sp.vstack([chunk for _, chunk in iter_row_chunks(view, layer)], format="csr")
     out = ad.AnnData(X, obs=view.obs.copy(), var=adata.var[genes].copy())
     if layer is not None:
         out.layers[layer] = X
