@@ -477,3 +477,23 @@ def test_annotate_reads_a_view_of_a_backed_reference(clf_pretrained, clf_ref_que
     got = tl.annotate(query, backed[rows, genes], **kw).obs
     pd.testing.assert_frame_equal(got, expected)
     assert backed.isbacked and backed.file.is_open
+
+
+@pytest.mark.parametrize("side", ["query", "reference"])
+def test_two_backed_files_keeping_their_symbols_in_different_places(
+    clf_pretrained, clf_ref_query, tmp_path, side
+):
+    # both streamed: the symbol column was found on neither side ("Only 0 of 60 genes")
+    ref, query = clf_ref_query
+    kw = {"label_key": "cell_type", "model": clf_pretrained, "method": "knn", "progress": False,
+          "n_neighbors": 5}  # fmt: skip
+    expected = tl.annotate(query, ref, copy=True, **kw).obs
+    q, r = query.copy(), ref.copy()
+    _ensembl_ids_with_symbols_in_var(q if side == "query" else r)
+    q.write_h5ad(tmp_path / "q.h5ad")
+    r.write_h5ad(tmp_path / "r.h5ad")
+    q, r = (ad.read_h5ad(tmp_path / f"{n}.h5ad", backed="r") for n in "qr")
+    with pytest.warns(UserWarning, match=r"\.var\['feature_name'\] are used"):
+        tl.annotate(q, r, **kw)
+    cols = ["scgpt_cell_type", "scgpt_cell_type_confidence"]
+    pd.testing.assert_frame_equal(q.obs[cols], expected[cols])

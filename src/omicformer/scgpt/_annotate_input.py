@@ -132,7 +132,8 @@ def check_inputs(
                 "(e.g. 'default'), or tl.embed(batch_key=...) on both sides and a kNN of your own."
             )
             raise ValueError(msg)
-    adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key)
+    adata, source, gene_key = _symbol_columns(adata, source, reference, module_vocab, gene_key,
+                                              layer)  # fmt: skip
     ref_ids = match_genes(source, module_vocab, gene_key)
     query_ids = match_genes(adata, module_vocab, gene_key)
     for (a, raw_read, name), ids in zip(sides, (query_ids, ref_ids), strict=False):
@@ -182,7 +183,12 @@ def check_inputs(
 
 
 def _symbol_columns(
-    adata: AnnData, source: AnnData, reference: AnnData | None, vocab: Any, gene_key: str | None
+    adata: AnnData,
+    source: AnnData,
+    reference: AnnData | None,
+    vocab: Any,
+    gene_key: str | None,
+    layer: str | None,
 ) -> tuple[AnnData, AnnData, str | None]:
     """Query, reference and the ``gene_key`` to read both with (``symbol_column`` per side).
 
@@ -190,6 +196,8 @@ def _symbol_columns(
     a ``var`` column, e.g. a CELLxGENE query), an in-memory side is read through an AnnData
     with its symbols where the other side has them (:func:`symbols_as_names`; a
     ``backed="r"`` side is streamed from its file as it is), so one ``gene_key`` fits both.
+    Two ``backed="r"`` sides: the query's file is opened again with its symbols where the
+    reference has them (:func:`~omicformer.scgpt._backed.reopened`).
     """
     query_key = symbol_column(adata, vocab, gene_key, "adata")
     if reference is None:
@@ -199,7 +207,8 @@ def _symbol_columns(
         return adata, source, query_key
     streamed = [key for a, key in ((adata, query_key), (source, ref_key)) if streamable(a)]
     if len(streamed) == 2:  # two files keeping their symbols in different places
-        return adata, source, gene_key
+        every = np.ones(adata.n_vars, dtype=bool)
+        return reopened(adata, query_key, every, layer, names_to=ref_key), source, ref_key
     target = streamed[0] if streamed else None
     if query_key != target:
         adata = symbols_as_names(adata, query_key, target)

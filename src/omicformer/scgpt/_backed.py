@@ -20,14 +20,22 @@ def streamable(adata: AnnData) -> bool:
     return getattr(adata.file, "_filemode", "r") == "r"
 
 
+_SAME = object()
+
+
 def reopened(
-    adata: AnnData, gene_key: str | None, keep: np.ndarray, layer: str | None = None
+    adata: AnnData,
+    gene_key: str | None,
+    keep: np.ndarray,
+    layer: str | None = None,
+    names_to: object = _SAME,
 ) -> AnnData:
     """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
 
     ``X`` stays on disk; ``var`` holds only the gene names (``var_names``, or the
-    ``gene_key`` column) with the genes not kept renamed to names no vocabulary holds, so the
-    model reads exactly the kept genes, as from a copy restricted to them. ``layers`` holds
+    ``gene_key`` column; ``names_to``: moved to the ``var_names`` (``None``) or that column,
+    where another AnnData has them) with the genes not kept renamed to names no vocabulary
+    holds, so the model reads exactly the kept genes, as from a copy restricted to them. ``layers`` holds
     only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps a backed
     AnnData's layers in memory, where one may have been added or replaced since the file was
     written. scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
@@ -45,10 +53,11 @@ def reopened(
         del work.layers[key]
     if layer is not None:
         work.layers[layer] = adata.layers[layer]
-    if gene_key is None:
+    column = gene_key if names_to is _SAME else names_to
+    if column is None:
         work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
     else:
-        work.var = pd.DataFrame({gene_key: names.astype(str)}, index=adata.var_names.copy())
+        work.var = pd.DataFrame({column: names.astype(str)}, index=adata.var_names.copy())
     return work
 
 
