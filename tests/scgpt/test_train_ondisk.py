@@ -354,6 +354,30 @@ def test_concat_h5ad_names_the_files_whose_matrices_differ_in_kind(two_files, tm
     assert not (tmp_path / "out.h5ad").exists()
 
 
+def test_concat_h5ad_refuses_floats_after_integer_counts(two_files, tmp_path):
+    # concat_on_disk casts every file's values to the first file's type: 1.0986 became 1
+    a, b, paths = two_files
+    counts = a.copy()
+    counts.X = sp.csr_matrix(np.rint(a.X.toarray() * 3).astype(np.int32))
+    counts.write_h5ad(tmp_path / "counts.h5ad")
+    logs = b.copy()
+    logs.X = sp.csr_matrix(np.log1p(b.X.toarray()).astype(np.float32))
+    logs.write_h5ad(tmp_path / "logs.h5ad")
+    inputs = [tmp_path / "counts.h5ad", tmp_path / "logs.h5ad"]
+    with pytest.raises(ValueError, match=r"X holds int32 values in the first file.*'1' "
+                       r"\(logs\.h5ad\): float32\).*truncated"):  # fmt: skip
+        pp.concat_h5ad(inputs, tmp_path / "out.h5ad")
+    assert not (tmp_path / "out.h5ad").exists()
+    # floats first: the counts become floats, every value kept
+    with pytest.warns(UserWarning, match="different genes"):
+        pp.concat_h5ad(inputs[::-1], tmp_path / "out.h5ad", join="outer")
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert out.X.dtype == np.float32
+    expected = ad.concat([logs, counts], join="outer", fill_value=0)
+    np.testing.assert_allclose(out[expected.obs_names, expected.var_names].X.toarray(),
+                               expected.X.toarray(), rtol=1e-6)  # fmt: skip
+
+
 def _as_before_anndata_0_7(path, fmt: str) -> None:
     """Rewrite a sparse X's attributes as anndata < 0.7 stored them (h5sparse_*)."""
     import h5py

@@ -95,7 +95,9 @@ def concat_h5ad(
         ``max_loaded_elems``, ``out_path`` is also an input, an input is not an HDF5 file,
         ``label`` is already an ``obs`` column of some file, or the files' ``X`` (or a layer
         they share) are not all CSR or all dense (a CSC matrix, or dense in some files and
-        sparse in others): the files and their kinds are named.
+        sparse in others): the files and their kinds are named; or a CSR matrix holds
+        integers in the first file and floats in another (written on disk with the first
+        file's type, the floats would be truncated; floats first is fine).
     KeyError
         ``gene_key`` is not a ``var`` column of some file, or a file has no ``X``
         (``obs``, ``var``).

@@ -144,7 +144,7 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
     """
     import h5py
 
-    kinds, clash = [], []
+    kinds, dtypes, clash = [], [], []
     for f in files:
         with _open_input(f) as h5:
             if "h5sparse_format" in h5["X"].attrs and "encoding-type" not in h5["X"].attrs:
@@ -159,6 +159,10 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
             kinds.append(
                 {"X": _matrix_kind(h5["X"])}
                 | {f"layers[{k!r}]": _matrix_kind(layers[k]) for k in layers}
+            )
+            dtypes.append(
+                {"X": _csr_dtype(h5["X"])}
+                | {f"layers[{k!r}]": _csr_dtype(layers[k]) for k in layers}
             )
             obs = h5["obs"]
             if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a structured array
@@ -189,6 +193,38 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
             f"concatenated on disk, not: {listing}. Convert it to CSR and write those files "
             f"again: adata = anndata.read_h5ad(path); adata.{elem} = "
             f"scipy.sparse.csr_matrix(adata.{elem}); adata.write_h5ad(path)."
+        )
+        raise ValueError(msg)
+    _check_csr_dtypes(names, files, dtypes)
+
+
+def _csr_dtype(elem: Any) -> np.dtype | None:
+    """The value type of a CSR matrix element (``None`` for other kinds)."""
+    return np.dtype(elem["data"].dtype) if _matrix_kind(elem) == "csr" else None
+
+
+def _check_csr_dtypes(names: list[str], files: list[Path], dtypes: list[dict]) -> None:
+    """``ValueError`` where a CSR matrix would lose its values to the first file's type.
+
+    ``concat_on_disk`` writes every file's values with the type of the first file's: integer
+    counts first and floats (log-normalised values) after were truncated to integers,
+    silently. Types of one kind (int32 and int64, float32 and float64) are kept as they are.
+    """
+    for elem, first in dtypes[0].items():
+        of = [d.get(elem) for d in dtypes]
+        if first is None or None in of:
+            continue
+        if all(np.can_cast(d, first, casting="same_kind") for d in of):
+            continue
+        listing = "; ".join(
+            f"{n!r} ({f.name}): {d}" for n, f, d in zip(names, files, of, strict=True)
+        )
+        msg = (
+            f"{elem} holds {first} values in the first file and values of another kind in "
+            f"others ({listing}); concatenated on disk, every file's values would be cast to "
+            f"the first file's {first} (floats truncated to integers). Put a file with float "
+            f"values first, or write them all with one type: adata.{elem} = "
+            f"adata.{elem}.astype('float32'); adata.write_h5ad(path)."
         )
         raise ValueError(msg)
 
