@@ -356,7 +356,7 @@ def test_concat_h5ad_names_the_files_whose_matrices_differ_in_kind(two_files, tm
 
 def test_concat_h5ad_refuses_floats_after_integer_counts(two_files, tmp_path):
     # concat_on_disk casts every file's values to the first file's type: 1.0986 became 1
-    a, b, paths = two_files
+    a, b, _ = two_files
     counts = a.copy()
     counts.X = sp.csr_matrix(np.rint(a.X.toarray() * 3).astype(np.int32))
     counts.write_h5ad(tmp_path / "counts.h5ad")
