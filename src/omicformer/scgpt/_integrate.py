@@ -88,7 +88,9 @@ def integrate(
         streams the file in chunks of cells (minibatches from windows of a few chunks, or with
         ``balance_batches`` each batch's cells read by chunk, as
         ``ScGPTIntegration.train(streaming=True)``) and memory does not grow with the number
-        of cells; so does the embedding.
+        of cells; so does the embedding. A trained ``ScGPTIntegration`` passed as ``model``
+        (no fine-tuning) is the exception: the cells' values of the vocabulary genes are read
+        into memory first, in chunks, as for an AnnData in memory.
     batch_key
         ``obs`` column with the batch of each cell (at least 2 batches).
     model
