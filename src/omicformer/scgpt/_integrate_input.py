@@ -65,7 +65,8 @@ def prepare(
     embeds further cells; scvi-tools' setup writes into it, never into ``adata``. In memory
     it holds the vocabulary genes of ``adata`` (read in chunks, checked for NaN, negative
     values and cells without any such gene). A ``backed="r"`` ``adata``
-    to fine-tune on (no fitted model passed) is not loaded: the working AnnData is then its
+    to fine-tune on (no fitted model passed; with one, its vocabulary genes are read into
+    memory, as the public docstring says) is not loaded: the working AnnData is then its
     file reopened read-only (same ``layer`` and ``gene_key``), streamed by training (which
     checks the values first) and read in chunks by the embedding.
     """
