@@ -42,8 +42,13 @@ def test_mnn_correction_of_the_fine_tuned_embedding(integrated, two_batches):
     z = out.obsm["X_scgpt_integrated"]
     np.testing.assert_allclose(z, expected, atol=1e-5)
     info = out.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["params"]["correction"] == "mnn" and info["correction"] == {"method": "mnn",
-                                                                             **report}  # fmt: skip
+    assert info["params"]["correction"] == "mnn"
+    assert info["correction"]["method"] == "mnn" and info["correction"]["order"] == ["a", "b"]
+    table = info["correction"]["merged"]  # one row per merged batch, named in the index
+    assert list(table.index) == ["b"] and table.loc["b", "pairs"] == report["pairs"]["b"]
+    assert table.loc["b", "mixing"] == report["mixing"]["b"]
+    assert table.loc["b", "sigma"] == report["kernel"]["b"]["sigma"]
+    assert table.loc["b", "n_anchors"] == report["kernel"]["b"]["n_anchors"]
     assert report["order"] == ["a", "b"] and report["pairs"]["b"] > 0  # equal sizes: by name
     np.testing.assert_allclose(z[batches == "a"], z0[batches == "a"], atol=1e-6)  # stays
     assert not np.allclose(z[batches == "b"], z0[batches == "b"], atol=1e-3)  # moved
@@ -376,3 +381,25 @@ def test_zero_shot_mixing_reads_a_subsample_of_large_batches_in_file_order(
         if data.isbacked:
             data.file.close()
     assert mixings[0] == pytest.approx(mixings[1])  # backed or in memory, the same cells
+
+
+def test_the_mnn_report_survives_files_whatever_the_batch_names(
+    two_batch_pretrained, two_batches, tmp_path
+):
+    # batch names were keys of uns: "donorB/10x v2" came back nested from .h5ad (with a
+    # FutureWarning), and .zarr refused it
+    a = two_batches()
+    a.obs["batch"] = a.obs["batch"].map({"a": "donorA/10x v3", "b": "donorB/10x v2"})
+    tl.integrate(a, batch_key="batch", model=two_batch_pretrained, correction="mnn", **QUICK)
+    table = a.uns["scgpt"]["X_scgpt_integrated"]["correction"]["merged"]
+    assert list(table.index) == ["donorB/10x v2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.filterwarnings("ignore", "Writing zarr v2", UserWarning)  # anndata's notice
+        a.write_h5ad(tmp_path / "a.h5ad")
+        a.write_zarr(tmp_path / "a.zarr")
+    for back in (ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_zarr(tmp_path / "a.zarr")):
+        correction = back.uns["scgpt"]["X_scgpt_integrated"]["correction"]
+        assert list(correction["order"]) == ["donorA/10x v3", "donorB/10x v2"]
+        assert list(correction["merged"].index) == ["donorB/10x v2"]
+        assert correction["merged"].loc["donorB/10x v2", "pairs"] == table.iloc[0]["pairs"]

@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from .._core._checks import check_key, check_seed
 from .._core._deprecation import renamed_kwargs
@@ -265,7 +266,9 @@ def integrate(
         the two batches' mixing in the pretrained embedding where it chose ``mnn_weight``,
         else ``None``), ``batches`` (in the model's code order),
         ``correction`` (``method``; for ``"mnn"`` ``order``, the batches in merge order, and
-        per merged batch ``pairs`` found, its ``mixing`` and the ``kernel`` used; for
+        ``merged``, a data frame with one row per batch merged into those before it: the
+        ``pairs`` found, the kernel's ``sigma`` and ``n_anchors`` and, where the batch's
+        mixing chose them, ``mixing``; for
         ``"harmony"`` ``n_pcs``, ``theta``, ``lamb``, ``n_runs``, ``n_clusters``,
         ``iterations``; ``None``
         without correction), ``epochs`` trained, ``losses``
@@ -396,7 +399,7 @@ def integrate(
 
         emb, report = mnn_correct(emb, batches, random_state=random_state)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        report = {"method": "mnn", **report}
+        report = {"method": "mnn", "order": report["order"], "merged": _merge_table(report)}
     elif correction == "harmony":
         from .._core._harmony import harmony_correct
 
@@ -471,3 +474,21 @@ def _zero_shot_mixing(
         )  # fmt: skip
     first = codes[idx] == 0
     return mixing(emb[first], emb[~first])
+
+
+def _merge_table(report: dict[str, Any]) -> pd.DataFrame:
+    """The MNN report's per-batch values as a table, one row per batch merged, in order.
+
+    Batch names are data: as keys of ``uns`` a ``"/"`` in one would be read back as nested
+    groups (``.h5ad``) or refused (``.zarr``); as a table's index they are stored as values.
+    """
+    merged = report["order"][1:]
+    table = pd.DataFrame(
+        {"pairs": [int(report["pairs"][b]) for b in merged],
+         "sigma": [float(report["kernel"][b]["sigma"]) for b in merged],
+         "n_anchors": [int(report["kernel"][b]["n_anchors"]) for b in merged]},
+        index=pd.Index(merged, name="batch"),
+    )  # fmt: skip
+    if "mixing" in report:
+        table["mixing"] = [float(report["mixing"][b]) for b in merged]
+    return table
