@@ -193,3 +193,7 @@ def read_data(prog: str, path: str, backed: bool = False) -> Any:
     except OSError as err:  # h5py: not an HDF5 file, truncated, not readable
         kind = ".h5mu" if has_suffix(path, (".h5mu",)) else ".h5ad"
         fail(prog, f"cannot read {path!r}: not a valid, readable {kind} file ({err}).")
+    except Exception as err:  # an HDF5 file that holds no AnnData: the reader fails on its keys
+        kind = "MuData (.h5mu)" if has_suffix(path, (".h5mu",)) else "AnnData (.h5ad)"
+        first = str(err).splitlines()[0] if str(err) else ""
+        fail(prog, f"cannot read {path!r} as {kind}: {type(err).__name__}: {first}")

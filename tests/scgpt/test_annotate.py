@@ -497,3 +497,16 @@ def test_two_backed_files_keeping_their_symbols_in_different_places(
         tl.annotate(q, r, **kw)
     cols = ["scgpt_cell_type", "scgpt_cell_type_confidence"]
     pd.testing.assert_frame_equal(q.obs[cols], expected[cols])
+
+
+def test_knn_warns_of_the_fine_tuning_arguments_it_ignores(clf_pretrained, clf_ref_query):
+    ref, query = clf_ref_query
+    kw = {"label_key": "cell_type", "model": clf_pretrained, "method": "knn", "progress": False,
+          "copy": True}  # fmt: skip
+    with pytest.warns(UserWarning, match=r"method='knn' trains no model; max_epochs=5, "
+                      r"n_models=3 only apply to fine-tuning and are ignored\.$") as record:  # fmt: skip
+        tl.annotate(query, ref, max_epochs=5, n_models=3, **kw)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tl.annotate(query, ref, n_neighbors=5, max_len=64, batch_size=8, **kw)  # they apply

@@ -122,6 +122,7 @@ def test_integrate_cli_writes_the_functions_embedding_and_saves_the_model(
     assert loaded.module.config.do_dab and loaded.module.config.num_batch_labels == 2
 
 
+@pytest.mark.filterwarnings("ignore:Element '/x' was written without encoding metadata")
 def test_cli_training_errors_are_one_line_and_come_first(
     cli_error, tmp_path, pretrained_dir, clf_ref_query, clf_trained, monkeypatch
 ):
@@ -153,6 +154,25 @@ def test_cli_training_errors_are_one_line_and_come_first(
         msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", pretrained_dir,
                          "--overwrite"])  # fmt: skip
         assert msg.startswith(f"{prefix}--save-model {pretrained_dir!r} is the --model folder")
+        # a folder under a file, or the output file itself: refused before the work (they
+        # failed after the training, with a traceback or after writing the output)
+        under = str(tmp_path / "file" / "clf")
+        msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", under])
+        assert msg == f"{prefix}cannot save the model to {under!r}: {str(tmp_path / 'file')!r} is a file."
+        for inside in (out, str(tmp_path / "out.h5ad" / "clf")):
+            msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", inside])
+            assert msg.startswith(f"{prefix}--save-model {inside!r} is the output file {out!r}")
+        # not an AnnData, though HDF5: the one-line error
+        import h5py
+
+        with h5py.File(tmp_path / "bare.h5ad", "w") as h5:
+            h5["x"] = 1
+        for backed in ([], ["--backed"]):
+            msg = cli_error(["scgpt", "annotate", f["query"], out, "--reference",
+                             str(tmp_path / "bare.h5ad"), "--label-key", "cell_type", *base,
+                             *backed])  # fmt: skip
+            assert msg.startswith(f"{prefix}cannot read {str(tmp_path / 'bare.h5ad')!r} as "
+                                  "AnnData (.h5ad): ")  # fmt: skip
         missing = str(tmp_path / "no.h5ad")
         msg = cli_error(["scgpt", "annotate", f["query"], out, "--reference", missing,
                          "--label-key", "cell_type", *base])  # fmt: skip
@@ -170,3 +190,53 @@ def test_cli_training_errors_are_one_line_and_come_first(
     msg = cli_error(["scgpt", "integrate", f["query"], out, "--batch-key", "batch", *base])
     assert msg.startswith("omicformer scgpt integrate: error: ") and "'batch'" in msg
     assert not (tmp_path / "out.h5ad").exists() and not (tmp_path / "m").exists()
+
+
+def test_save_model_default_is_a_folder_name_and_tilde_is_home(
+    tmp_path, pretrained_dir, clf_ref_query, monkeypatch
+):
+    # "--save-model default" was taken for the built-in model when --model is 'default'; a
+    # quoted "~/clf" saved the weights under the home folder and the probe under "./~/clf"
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    ref, query = clf_ref_query
+    f = _files(tmp_path, ref=ref, query=query)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "default").mkdir()
+    calls = []
+
+    def annotate(adata, reference, **kw):  # the labels, and the model to save
+        adata.obs[kw["key_added"]] = pd.Categorical(["T"] * adata.n_obs)
+        calls.append(kw)
+        return _Saves()
+
+    monkeypatch.setattr(tl, "annotate", annotate)
+    argv = ["scgpt", "annotate", f["query"], "out.h5ad", "--reference", f["ref"],
+            "--label-key", "cell_type", *FIT]  # fmt: skip
+    assert main([*argv, "--save-model", "default"]) == 0 and calls[-1]["model"] == "default"
+    monkeypatch.undo()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--model", pretrained_dir, "--max-epochs", "1", "--n-models", "1",
+                 "--save-model", "~/clf", "--overwrite"]) == 0  # fmt: skip
+    assert (tmp_path / "home" / "clf" / "probe.safetensors").is_file()
+    assert not (tmp_path / "~").exists()
+    assert ScGPTClassifier.load(tmp_path / "home" / "clf").probe_ is not None
+
+
+class _Saves:
+    """A stand-in for the fitted model returned by tl.annotate: records its save."""
+
+    def save(self, path, overwrite=False):
+        self.saved = path
+
+
+def test_help_says_what_each_command_reads(capsys):
+    for command, reference in (("annotate", True), ("integrate", False), ("embed", False)):
+        with pytest.raises(SystemExit):
+            main(["scgpt", command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert ("read the input and the reference backed" in text) is reference
+        assert ("--save-model" in text) is (command != "embed")

@@ -137,12 +137,18 @@ def check_file_key(key: object, name: str = "key_added", where: str = "an .h5ad 
         raise ValueError(msg)
 
 
-def warn_ignored(func: Any, given: dict[str, Any], why: str) -> None:
+def warn_ignored(
+    func: Any,
+    given: dict[str, Any],
+    why: str,
+    fix: str = "To fine-tune with them, pass the pretrained model instead.",
+) -> None:
     """Warn of the arguments in ``given`` that differ from ``func``'s defaults and do not apply.
 
     The defaults are read from ``func``'s signature, so the warning follows them. ``why`` says
     why the arguments do not apply (the start of the warning), e.g. "model is a trained
-    classifier and labels the cells as it is". The warning points at the user's line.
+    classifier and labels the cells as it is"; ``fix`` ends it. The warning points at the
+    user's line.
     """
     import inspect
 
@@ -152,8 +158,7 @@ def warn_ignored(func: Any, given: dict[str, Any], why: str) -> None:
     unused = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k].default]
     if unused:
         warn_caller(
-            f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. To "
-            "fine-tune with them, pass the pretrained model instead."
+            f"{why}; {', '.join(unused)} only apply to fine-tuning and are ignored. {fix}".strip()
         )
 
 

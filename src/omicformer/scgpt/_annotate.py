@@ -252,6 +252,14 @@ def annotate(
              "dropout": dropout, "probe": probe, "n_models": n_models},
             "model is a classifier already trained on these labels and labels the cells as it is",
         )  # fmt: skip
+    if method == "knn":
+        warn_ignored(
+            annotate,
+            {"max_epochs": max_epochs, "dropout": dropout, "probe": probe, "n_models": n_models,
+             "smooth_neighbors": smooth_neighbors},
+            "method='knn' trains no model",
+            "",
+        )  # fmt: skip
     if method == "finetune":
         max_len = 256 if max_len is None else max_len
         proba, validation, fitted_model = _finetune(

@@ -37,7 +37,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         "--batch-key", default=None, help="obs column with batches (models trained with DSBN)"
     )
     embed.add_argument("--key-added", default="X_scgpt")
-    _run_options(embed, training=False)
+    _run_options(embed)
     embed.set_defaults(func=_embed, prog=embed.prog)
 
     annotate = cmds.add_parser(
@@ -84,7 +84,11 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         help="classifiers fine-tuned with different seeds and averaged (finetune)",
     )  # fmt: skip
     annotate.add_argument("--batch-size", type=int, default=32)
-    _run_options(annotate, training=True)
+    _run_options(
+        annotate,
+        save_help="to label further data with --model FOLDER without retraining",
+        reference=True,
+    )
     annotate.set_defaults(func=_annotate, prog=annotate.prog)
 
     integrate = cmds.add_parser(
@@ -112,7 +116,12 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         "--dsbn", action="store_true", help="domain-specific batch norm (one per batch)"
     )
     integrate.add_argument("--batch-size", type=int, default=64)
-    _run_options(integrate, training=True)
+    _run_options(
+        integrate,
+        save_help="to embed further cells of these batches with 'omicformer scgpt embed --model "
+        "FOLDER --batch-key ...' (without the correction after fine-tuning) or to fine-tune "
+        "from it",
+    )
     integrate.set_defaults(func=_integrate, prog=integrate.prog)
 
 
@@ -121,22 +130,24 @@ def _genes(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gene-key", default=None, help="var column with gene symbols")
 
 
-def _run_options(parser: argparse.ArgumentParser, *, training: bool) -> None:
+def _run_options(
+    parser: argparse.ArgumentParser, *, save_help: str | None = None, reference: bool = False
+) -> None:
     parser.add_argument("--device", default="auto")
-    if training:
+    if save_help is not None:
         parser.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
         parser.add_argument(
             "--save-model",
             default=None,
             metavar="FOLDER",
-            help="also save the fine-tuned model to this folder, to reuse with --model "
-            "(an existing saved model there is replaced only with --overwrite)",
+            help=f"also save the fine-tuned model to this folder, {save_help} (an existing "
+            "saved model there is replaced only with --overwrite)",
         )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
         "--backed",
         action="store_true",
-        help="read the input" + (" and the reference" if training else "")
+        help="read the input" + (" and the reference" if reference else "")
         + " backed (out-of-core), in chunks",
     )  # fmt: skip
     add_overwrite(parser)
@@ -169,13 +180,23 @@ def _check_save_folder(args: argparse.Namespace) -> None:
         fail(args.prog, "--save-model needs --method finetune: --method knn trains no model.")
     if folder.exists() and not folder.is_dir():
         fail(args.prog, f"--save-model {args.save_model!r} is a file; pass a folder.")
+    above = next(p for p in folder.absolute().parents if p.exists())
+    if not above.is_dir():
+        fail(args.prog, f"cannot save the model to {args.save_model!r}: {str(above)!r} is a file.")
+    output = Path(args.output).expanduser().resolve()
+    if output in (folder.resolve(), *folder.resolve().parents):
+        fail(
+            args.prog,
+            f"--save-model {args.save_model!r} is the output file {args.output!r} (or inside "
+            "it); the model is saved as a folder: choose another path.",
+        )
     if (is_model_dir(folder) or is_ensemble_dir(folder)) and not args.overwrite:
         fail(
             args.prog,
             f"--save-model {args.save_model!r} already holds a saved model; pass --overwrite "
             "to replace it, or choose a new folder.",
         )
-    if folder.resolve() == Path(args.model).expanduser().resolve():
+    if args.model != "default" and folder.resolve() == Path(args.model).expanduser().resolve():
         fail(
             args.prog,
             f"--save-model {args.save_model!r} is the --model folder being read; choose a new "
@@ -189,7 +210,7 @@ def _write(args: argparse.Namespace, adata: Any, model: Any = None) -> None:
 
     write_atomic(args.output, adata.write_h5ad)
     if model is not None and args.save_model is not None:
-        model.save(args.save_model, overwrite=args.overwrite)
+        model.save(Path(args.save_model).expanduser(), overwrite=args.overwrite)
     if adata.isbacked:
         adata.file.close()
 

@@ -379,7 +379,7 @@ class ReferenceProbeMixin:
         from ..._core._ranks import is_global_zero
 
         super().save(dir_path, overwrite=overwrite, **kwargs)  # type: ignore[misc]
-        path = Path(dir_path) / PROBE_NAME
+        path = Path(dir_path).expanduser() / PROBE_NAME
         if not is_global_zero():
             return
         if self.probe_ is None:
@@ -419,7 +419,7 @@ class ReferenceProbeMixin:
         self.probe_, self.probe_genes_ = None, None
         if not settings:
             return
-        path = Path(dir_path) / PROBE_NAME
+        path = Path(dir_path).expanduser() / PROBE_NAME
         if not path.is_file():
             msg = (
                 f"{dir_path} was saved with a reference probe but has no {PROBE_NAME}: copy the "
