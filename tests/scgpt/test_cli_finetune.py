@@ -158,7 +158,10 @@ def test_cli_training_errors_are_one_line_and_come_first(
         # failed after the training, with a traceback or after writing the output)
         under = str(tmp_path / "file" / "clf")
         msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", under])
-        assert msg == f"{prefix}cannot save the model to {under!r}: {str(tmp_path / 'file')!r} is a file."
+        assert (
+            msg
+            == f"{prefix}cannot save the model to {under!r}: {str(tmp_path / 'file')!r} is a file."
+        )
         for inside in (out, str(tmp_path / "out.h5ad" / "clf")):
             msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", inside])
             assert msg.startswith(f"{prefix}--save-model {inside!r} is the output file {out!r}")
