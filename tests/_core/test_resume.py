@@ -129,6 +129,23 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, k, extra):
         pd.testing.assert_frame_equal(resumed.history[key], full.history[key])
 
 
+def test_checkpoints_every_epoch_resume_as_the_uninterrupted_run(tmp_path):
+    # without checkpoint_every_n_steps, Lightning 2.6 wrote no last.ckpt before the run ended
+    # (save_top_k=0): a crash in epoch 2 left nothing, and ckpt_path="last" started afresh
+    adata = _adata()
+    fit = {**FIT, "max_epochs": 3}
+    full = _fresh(adata)
+    full.train(**fit)
+    crashed = _fresh(adata)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.train(checkpoint_dir=tmp_path, callbacks=[_Interrupt(12)], **fit)  # in epoch 2
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (1, 10)  # the end of epoch 1
+    resumed = _fresh(adata)
+    resumed.train(checkpoint_dir=tmp_path, ckpt_path="last", **fit)
+    _assert_same_weights(full.module, resumed.module)
+
+
 def test_best_weights_are_part_of_checkpoints():
     cb = BestWeights()
     cb.best, cb.state = 0.5, {"w": torch.ones(2)}

@@ -302,6 +302,9 @@ class StepCheckpoint(ModelCheckpoint):
     It is written at the end of that epoch instead (after validation): Lightning resumes from a
     checkpoint written at the last batch without running that epoch's end (validation, epoch
     hooks, per-epoch reseeding), so the resumed run would differ from an uninterrupted one.
+    Without steps, ``last.ckpt`` is written at every epoch end: Lightning (2.6) writes it only
+    where a top-k checkpoint was written at that step, and the runner keeps none
+    (``save_top_k=0``).
     """
 
     _deferred = False
@@ -316,7 +319,11 @@ class StepCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._deferred and not self._should_skip_saving_checkpoint(trainer):
+        every = self._every_n_epochs
+        by_epoch = self._every_n_train_steps < 1 and every >= 1
+        due = self._deferred or (by_epoch and (trainer.current_epoch + 1) % every == 0)
+        written = self._last_global_step_saved == trainer.global_step
+        if due and not written and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
