@@ -452,3 +452,29 @@ def test_backed_inputs_that_cannot_hold_the_results_are_refused_before_any_work(
     with pytest.raises(ValueError, match=r"chunk_size=2\.5 must be an integer"):
         tl.embed(query, model=pretrained, chunk_size=2.5, progress=False)
     backed.file.close()
+
+
+@pytest.mark.parametrize("function", ["annotate", "integrate"])
+def test_a_failed_call_leaves_no_handle_on_the_backed_file(pretrained, adata, tmp_path,
+                                                           monkeypatch, function):  # fmt: skip
+    # the read-only handle of the reopened file stayed open after an error (or Ctrl-C) while
+    # training: the file could not be opened for writing for the rest of the session
+    import h5py
+
+    labelled = adata.copy()
+    labelled.obs.loc[labelled.obs_names[:10], "cell_type"] = np.nan
+    labelled.write_h5ad(tmp_path / "cells.h5ad")
+    cls = ScGPTClassifier if function == "annotate" else ScGPTIntegration
+
+    def out_of_memory(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(cls, "train", out_of_memory)
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    key = {"label_key": "cell_type", "n_models": 1} if function == "annotate" else {
+        "batch_key": "batch"}  # fmt: skip
+    with pytest.raises(RuntimeError, match="out of memory"):
+        getattr(tl, function)(backed, model=pretrained, max_epochs=1, progress=False, **key)
+    backed.file.close()
+    with h5py.File(tmp_path / "cells.h5ad", "r+"):
+        pass

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._annotate_input import Cells, check_inputs
+from ._backed import closes_reopened
 from ._embed import empty_cells_warned_once
 from ._genes import case_warning_given, match_genes
 from ._resolve import describe_model, gene_selection_of, max_len_of, resolve_model
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 UNKNOWN = "Unknown"
 
 
+@closes_reopened  # its read-only handles on the caller's file, also on errors
 @empty_cells_warned_once
 @case_warning_given  # the tl function warns; the model classes it drives do not
 def annotate(

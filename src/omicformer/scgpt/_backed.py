@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,33 @@ from ._genes import gene_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: The files :func:`reopened` opened during a call wrapped by :func:`closes_reopened`.
+_REOPENED: contextvars.ContextVar[list | None] = contextvars.ContextVar("reopened", default=None)
+
+
+def closes_reopened(func: F) -> F:
+    """Close every file :func:`reopened` opens during ``func``, however it ends.
+
+    A ``tl`` function interrupted (Ctrl-C) or failing while it trains left its read-only handle
+    on the caller's file open for the rest of the session, so the file could not be opened for
+    writing (HDF5: "file is already open for read-only").
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opened: list = []
+        token = _REOPENED.set(opened)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _REOPENED.reset(token)
+            for work in opened:
+                if work.file.is_open:
+                    work.file.close()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def streamable(adata: AnnData) -> bool:
@@ -58,6 +88,9 @@ def reopened(
         work.var = pd.DataFrame(index=pd.Index(names.astype(str)))
     else:
         work.var = pd.DataFrame({column: names.astype(str)}, index=adata.var_names.copy())
+    opened = _REOPENED.get()
+    if opened is not None:
+        opened.append(work)
     return work
 
 
