@@ -453,3 +453,25 @@ def test_learning_rate_schedule_is_the_official_linear_warmup(tiny, fit_kw, labe
     ]
     assert len(cb.rates) == total and warmup >= 5 and cb.rates[0] == 0.0
     np.testing.assert_allclose(cb.rates, official, rtol=1e-12, atol=1e-15)
+
+
+def test_an_interrupted_run_leaves_the_model_as_it_was(labelled, seqs, tiny, fit_kw):
+    # Ctrl-C reaches the caller as SystemExit (Lightning's) or KeyboardInterrupt: finetune kept
+    # the half-trained classification head, and pretrain left the module in train mode
+    import lightning.pytorch as pl
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1:
+                raise KeyboardInterrupt
+
+    model = DNABert(k=3, **tiny)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        model.finetune(*labelled, max_steps=3, batch_size=8, callbacks=[CtrlC()], **fit_kw)
+    assert model.task == "mlm" and model.labels_ is None and not model.module.training
+    with pytest.raises(ValueError, match="no classification head"):
+        model.predict(labelled[0][:2], progress=False)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        model.pretrain(seqs, max_steps=3, batch_size=4, callbacks=[CtrlC()], **fit_kw)
+    assert not model.module.training
+    model.pretrain(seqs, max_steps=1, batch_size=4, **fit_kw)  # usable afterwards

@@ -30,9 +30,6 @@ def training_progress_bar() -> Any:
     Lightning's ``RichProgressBar`` draws on stdout, where a command line's result goes
     (``omicformer scgpt annotate ... > log``): bar frames were mixed with it.
     """
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    from lightning.pytorch.callbacks import RichProgressBar  # rich: a dependency of ours
 
-    if _RICH_AVAILABLE:
-        return RichProgressBar(console_kwargs={"stderr": True})
-    return TQDMProgressBar()
+    return RichProgressBar(console_kwargs={"stderr": True})

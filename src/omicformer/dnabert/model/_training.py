@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -179,31 +180,32 @@ class TrainingMixin:
         plan = DNABertTrainingPlan(
             self.module, MLM, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio
         )
-        history = run_training(
-            plan,
-            TokenDataset(ids[train_idx], lengths[train_idx]),
-            SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
-            val=TokenDataset(ids[val_idx], lengths[val_idx]),
-            val_collate_fn=SpanMaskingCollator(
-                self.k, n_vocab, mlm_probability=mlm_probability, seed=random_state
-            ),
-            batch_size=batch_size,
-            max_epochs=max_epochs,
-            max_steps=max_steps,
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            strategy=strategy,
-            precision=precision,
-            num_workers=num_workers,
-            random_state=random_state,
-            early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            checkpoint_dir=checkpoint_dir,
-            ckpt_path=ckpt_path,
-            enable_progress_bar=enable_progress_bar,
-            **trainer_kwargs,
-        )
+        with self._at_rest_after():
+            history = run_training(
+                plan,
+                TokenDataset(ids[train_idx], lengths[train_idx]),
+                SpanMaskingCollator(self.k, n_vocab, mlm_probability=mlm_probability),
+                val=TokenDataset(ids[val_idx], lengths[val_idx]),
+                val_collate_fn=SpanMaskingCollator(
+                    self.k, n_vocab, mlm_probability=mlm_probability, seed=random_state
+                ),
+                batch_size=batch_size,
+                max_epochs=max_epochs,
+                max_steps=max_steps,
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                precision=precision,
+                num_workers=num_workers,
+                random_state=random_state,
+                early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience,
+                checkpoint_dir=checkpoint_dir,
+                ckpt_path=ckpt_path,
+                enable_progress_bar=enable_progress_bar,
+                **trainer_kwargs,
+            )
         self._record("mlm", history)
 
     @renamed_kwargs(trainer_kwargs="**")
@@ -378,12 +380,26 @@ class TrainingMixin:
                 enable_progress_bar=enable_progress_bar,
                 **trainer_kwargs,
             )
-        except Exception:
-            # a refused argument (or a failed run) leaves the model as it was: the new head
-            # is dropped, the masked-LM head and the old classes come back
+        except BaseException:  # Ctrl-C too (Lightning ends the run with SystemExit then)
+            # a refused argument (or a failed or interrupted run) leaves the model as it was:
+            # the new head is dropped, the masked-LM head and the old classes come back
             self.module, self.task, self.labels_ = before
+            self.module.cpu().eval()
             raise
         self._record("finetune", history)
+
+    @contextlib.contextmanager
+    def _at_rest_after(self) -> Iterator[None]:
+        """On an error or interruption inside, the module goes back to CPU and eval mode.
+
+        As after a finished run (:meth:`_record`): an interrupted ``pretrain`` left it in
+        train mode, so that embeddings and predictions drew dropout.
+        """
+        try:
+            yield
+        except BaseException:
+            self.module.cpu().eval()
+            raise
 
     def _reusable_labels(self) -> list[str] | None:
         return self.labels_ if self.task == CLASSIFICATION else None
