@@ -83,11 +83,9 @@ def test_load_pretrained_official_folder(official, continuous_adata_factory, tmp
     assert model.is_trained
 
 
-def test_load_pretrained_official_folder_keeps_its_dsbn(
-    official, continuous_adata_factory, tmp_path
-):
-    # the official integration recipe saves DSBN (dsbn.bns.<i>.running_mean/var, affine=False)
-    path = tmp_path / "scGPT_dsbn"
+def _write_official_dsbn(official, path):
+    """An official folder whose best_model.pt holds DSBN for two (unnamed) batches, as the
+    official integration recipe saves it (``dsbn.bns.<i>.running_mean/var``, affine=False)."""
     ref, vocab = _write_official(official, path)
     state = torch.load(path / "best_model.pt", weights_only=True)
     gen = torch.Generator().manual_seed(1)
@@ -98,6 +96,14 @@ def test_load_pretrained_official_folder_keeps_its_dsbn(
         state[f"dsbn.bns.{i}.running_var"] = var
         state[f"dsbn.bns.{i}.num_batches_tracked"] = torch.tensor(7)
     torch.save(state, path / "best_model.pt")
+    return ref, vocab, stats
+
+
+def test_load_pretrained_official_folder_keeps_its_dsbn(
+    official, continuous_adata_factory, tmp_path
+):
+    path = tmp_path / "scGPT_dsbn"
+    ref, vocab, stats = _write_official_dsbn(official, path)
     adata = continuous_adata_factory(20, seed=3)
     adata.obs["batch"] = ["a", "b"] * 10
     ScGPT.setup_anndata(adata, batch_key="batch")
@@ -115,6 +121,36 @@ def test_load_pretrained_official_folder_keeps_its_dsbn(
                                            src_key_padding_mask=mask)  # fmt: skip
         got = model.module.eval()._encode(src, values, mask, batch_labels=torch.tensor([1]))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_official_dsbn_of_unnamed_batches_is_not_given_to_other_batches(
+    official, continuous_adata_factory, tmp_path
+):
+    from omicformer.scgpt.model import ScGPTIntegration
+
+    path = tmp_path / "scGPT_dsbn"
+    _write_official_dsbn(official, path)
+    adata = continuous_adata_factory(30, seed=3)
+    adata.obs["batch"] = ["a", "b", "c"] * 10
+    # more batches than the checkpoint has layers for: refused at loading, not when embedding
+    ScGPT.setup_anndata(adata, batch_key="batch")
+    with pytest.raises(ValueError, match=r"layers for 2 batches.*holds 3.*drop_batch_layers=True"):
+        ScGPT.load_pretrained(path, adata)
+    model = ScGPT.load_pretrained(path, adata, drop_batch_layers=True)
+    assert not model.module.config.domain_spec_batchnorm
+    # an integration model sizes its own layers for adata's batches: the checkpoint's, of
+    # batches it cannot name, are left out (and reported), not given to a, b by position
+    for dsbn in (True, False):
+        ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+        integration = ScGPTIntegration.load_pretrained(path, adata, dsbn=dsbn)
+        report = integration.pretrained_report_
+        assert "dsbn.bns.1.running_mean" in report["skipped"]
+        if dsbn:
+            assert "dsbn.bns.1.running_mean" in report["missing"]
+            for bn in integration.module.dsbn.bns:  # fresh statistics
+                assert torch.equal(bn.running_mean, torch.zeros(32))
+        else:
+            assert not hasattr(integration.module, "dsbn")
 
 
 def test_symbols_matched_ignoring_case_are_said_once(official_ckpt, continuous_adata_factory):

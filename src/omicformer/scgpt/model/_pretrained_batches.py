@@ -27,12 +27,21 @@ def check_pretrained_batches(model: ScGPT, saved: list | None, source: Any) -> N
             "The pretrained model has batch-dependent layers (trained with dsbn=True or "
             "use_batch_labels=True): set adata up with a batch_key naming the obs column of "
             f"each cell's batch, {type(model).__name__}.setup_anndata(adata, batch_key=...), "
-            "then load again."
+            "then load again; or load with drop_batch_layers=True to start without those "
+            "layers (as the official annotation recipe builds its model)."
         )
         raise ValueError(msg)
-    if saved is None:
+    mine = registered_batches(model)
+    if saved is None:  # official folders: the layers' batches are not named, only counted
+        n = int(model.module.config.num_batch_labels or 0)
+        if len(mine) > n:
+            msg = (
+                f"The pretrained model has batch-dependent layers for {n} batches, but "
+                f"adata.obs[{key!r}] holds {len(mine)} ({mine[:10]}): the cells of the others "
+                "would have no layers. Load with drop_batch_layers=True to start without them."
+            )
+            raise ValueError(msg)
         return
-    mine = [str(b) for b in model.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
     saved = [str(b) for b in saved]
     if mine == saved[: len(mine)]:
         return
@@ -50,6 +59,24 @@ def check_pretrained_batches(model: ScGPT, saved: list | None, source: Any) -> N
         "(batches the model has no layers for cannot be used) and run setup_anndata again."
     )
     raise ValueError(msg)
+
+
+def registered_batches(model: Any) -> list[str]:
+    """The batches of a model's AnnData, in code order."""
+    return [str(b) for b in model.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+
+
+def keeps_layers_of(model: Any, saved: list | None) -> bool:
+    """Whether a class that sizes its own batch layers keeps the checkpoint's (``saved``).
+
+    Only where they are known to be for the same batches, in the same order: another run of
+    these batches. The layers of unnamed batches (official folders) or of other batches would
+    give cells the statistics of an unrelated batch at the same position.
+    """
+    if saved is None:
+        return False
+    mine = registered_batches(model)
+    return mine == [str(b) for b in saved][: len(mine)]
 
 
 def without_batch_layers(module: TransformerModel, report: dict[str, Any]) -> TransformerModel:

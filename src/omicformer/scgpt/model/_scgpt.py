@@ -47,7 +47,11 @@ from ._io import (
     records_train_config,
 )
 from ._persist import SaveLoadMixin
-from ._pretrained_batches import check_pretrained_batches, without_batch_layers
+from ._pretrained_batches import (
+    check_pretrained_batches,
+    keeps_layers_of,
+    without_batch_layers,
+)
 from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin, cells_to_read
 from ._training import GenerativeTrainingMixin
 
@@ -475,8 +479,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         model = cls._from_module(
             module, vocab, saved_len if max_len is None else max_len, adata, None
         )
-        if cls._keeps_batch_layers and needs_batch_labels(module):
-            check_pretrained_batches(model, known_batches(path), path)
+        if needs_batch_labels(module):
+            if cls._keeps_batch_layers:
+                check_pretrained_batches(model, known_batches(path), path)
+            elif not keeps_layers_of(model, known_batches(path)):  # sized for adata's anew
+                model.module = without_batch_layers(model.module, report)
+                model._model_summary_string = model._summary()
         if gene_selection is not None:
             check_gene_selection(gene_selection)
             model.gene_selection = gene_selection
