@@ -417,3 +417,38 @@ def test_annotate_starts_from_a_model_with_batch_layers_without_them(
     tl.annotate(q, ref, label_key="cell_type", model=tmp_path / "batchy", max_epochs=1,
                 n_models=1, progress=False, device="cpu")  # fmt: skip
     assert q.obs["scgpt_cell_type"].notna().all()
+
+
+@pytest.mark.parametrize("where", ["training", "calibration"])
+def test_a_train_that_does_not_finish_leaves_the_classifier_untrained(
+    clf_trained, clf_ref_query, monkeypatch, where
+):
+    # stopped in the Lightning loop (Ctrl-C: SystemExit) of a second train, or while the probe
+    # was fitted after the head: is_trained stayed True, and predict_proba answered with a
+    # half-trained head, no probe and the previous run's temperature
+    import copy
+
+    import lightning.pytorch as pl
+
+    from omicformer.scgpt.model import _classifier_probe
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise KeyboardInterrupt
+
+    clf = copy.deepcopy(clf_trained)
+    assert clf.is_trained
+    fit = {"max_epochs": 1, "batch_size": 16, "accelerator": "cpu", "enable_progress_bar": False}
+    if where == "calibration":
+
+        def stop(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_classifier_probe, "choose_c", stop)
+    else:
+        fit["callbacks"] = [CtrlC()]
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        clf.train(**fit)
+    assert not clf.is_trained
+    with pytest.raises(RuntimeError, match=r"not trained.*a train\(\) that did not finish"):
+        clf.predict_proba(clf_ref_query[1], progress=False)

@@ -310,6 +310,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                   "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
                   "gene_selection": self.gene_selection}  # fmt: skip
+        # not trained until the head is fitted and calibrated: an interrupted run leaves a
+        # model that refuses to predict, not a half-trained one that predicts
+        self.is_trained_ = False
         self.probe_, self.probe_genes_ = None, None
         if probe:
             self._keep_pretrained()
@@ -337,10 +340,12 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
                 )  # fmt: skip
             finally:  # also after an interruption: the head must predict without the plan
                 plan.fold_standardisation()
+        self.is_trained_ = False  # (set by _fit) once calibrated below
         if probe:
             self._calibrate_with_probe(train_idx, val_idx, labels, class_weight, random_state)
         else:
             self._calibrate(val_idx, labels, random_state)
+        self.is_trained_ = True
 
     def _embedding_stats(
         self, train_idx: np.ndarray, random_state: int, accelerator: str = "auto"

@@ -178,9 +178,9 @@ class LabelPredictionMixin:
         if not self.is_trained_:
             name = type(self).__name__
             msg = (
-                f"This {name} is not trained: its cell-type head holds random weights, so its "
-                f"predictions would be arbitrary. Call {name}.train() first, or load a trained "
-                f"one with {name}.load(path)."
+                f"This {name} is not trained: its cell-type head holds random weights (or those "
+                "of a train() that did not finish), so its predictions would be arbitrary. Call "
+                f"{name}.train() first, or load a trained one with {name}.load(path)."
             )
             raise RuntimeError(msg)
 
