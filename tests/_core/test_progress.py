@@ -1,4 +1,4 @@
-"""Training progress bars: on stderr, as the tqdm bars, so that stdout keeps the results."""
+"""The runner as a user meets it: progress bars on stderr (stdout keeps the results), Ctrl-C."""
 
 import numpy as np
 import pytest
@@ -17,3 +17,26 @@ def test_the_training_bar_is_drawn_on_stderr(capsys, bar):
     out, err = capsys.readouterr()
     assert "Epoch" not in out
     assert ("Epoch" in err) is bar
+
+
+def test_ctrl_c_in_training_is_a_keyboard_interrupt():
+    # Lightning ends a fit stopped by Ctrl-C with sys.exit(1): scripts' and notebooks'
+    # KeyboardInterrupt handlers did not see it, and IPython reported "SystemExit: 1"
+    import signal
+
+    import lightning.pytorch as pl
+
+    from omicformer.dnabert.model import DNABert
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise KeyboardInterrupt
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(8)]
+    model = DNABert(k=3, n_layers=1, d_model=16, n_heads=2, max_len=48)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        model.finetune(seqs, [0, 1] * 4, max_steps=2, batch_size=4, accelerator="cpu",
+                       enable_progress_bar=False, callbacks=[CtrlC()])  # fmt: skip
+    assert signal.getsignal(signal.SIGINT) is handler  # a second Ctrl-C still interrupts

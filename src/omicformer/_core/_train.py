@@ -469,5 +469,10 @@ def run_training(
         # Pretrained modules arrive in eval mode and Lightning keeps each submodule's mode:
         # train mode here, or dropout and batch norm would train with inference behaviour.
         plan.train()
-        trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
+        except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with sys.exit(1)
+            if trainer.interrupted:  # as the interruption it is: what callers' handlers catch
+                raise KeyboardInterrupt from err
+            raise
     return history.history
