@@ -15,8 +15,10 @@ never left half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dis
 import os
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,15 @@ USER_ERRORS = (
 )
 _PACKAGE = Path(__file__).resolve().parent
 _RAISE = dis.opmap["RAISE_VARARGS"]
+
+
+def results_to_stdout() -> contextlib.AbstractContextManager:
+    """Inside: what the library prints goes to stderr, so that stdout holds the results.
+
+    Lightning's training progress bar (Rich) and messages draw on stdout, where a pipeline
+    reads a command's result line (``omicformer scgpt annotate ... > log``).
+    """
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def fail(prog: str, message: str) -> NoReturn:

@@ -243,3 +243,16 @@ def test_help_says_what_each_command_reads(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert ("read the input and the reference backed" in text) is reference
         assert ("--save-model" in text) is (command != "embed")
+
+
+def test_stdout_holds_only_the_result_lines(tmp_path, two_batch_dir, two_batches, capsys):
+    # Lightning's training bar (Rich) drew on stdout, between the result lines a pipeline reads
+    f = _files(tmp_path, cells=two_batches())
+    argv = ["scgpt", "integrate", f["cells"], str(tmp_path / "out.h5ad"), "--batch-key", "batch",
+            "--model", two_batch_dir, "--max-epochs", "1", "--batch-size", "16",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"wrote {tmp_path / 'out.h5ad'}: obsm['X_scgpt_integrated'] "
+                                "(72, 32)"]  # fmt: skip
+    assert "Epoch" in err

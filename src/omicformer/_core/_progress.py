@@ -1,9 +1,9 @@
-"""Progress bars (tqdm; the notebook widget when ipywidgets is installed), on stderr."""
+"""Progress bars (tqdm; the notebook widget when ipywidgets is installed)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -22,14 +22,3 @@ def progress(
     except ImportError:
         from tqdm import tqdm
     return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False)
-
-
-def training_progress_bar() -> Any:
-    """Lightning's default training progress bar, drawn on stderr like the tqdm bars.
-
-    Lightning's ``RichProgressBar`` draws on stdout, where a command line's result goes
-    (``omicformer scgpt annotate ... > log``): bar frames were mixed with it.
-    """
-    from lightning.pytorch.callbacks import RichProgressBar  # rich: a dependency of ours
-
-    return RichProgressBar(console_kwargs={"stderr": True})

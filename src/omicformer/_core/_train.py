@@ -41,12 +41,10 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
-from ._progress import training_progress_bar
 from ._quiet import quiet_lightning
 from ._random import collate_generator, collate_rng, keeps_global_rng
 from ._resume import (
@@ -419,8 +417,6 @@ def run_training(
     extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes
     callbacks = [*extra, SeedCallback(random_state), history,
                  LongRunWarning(early_stopping=early_stopping)]  # fmt: skip
-    if enable_progress_bar and not any(isinstance(c, ProgressBar) for c in extra):
-        callbacks.append(training_progress_bar())  # on stderr (Lightning's: stdout)
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._cli_io import add_overwrite, fail
+from .._cli_io import add_overwrite, fail, results_to_stdout
 
 _OUTPUT_HELP = (
     "output .h5ad: a new file (its folder is created if missing); an existing file, the input "
@@ -222,18 +222,19 @@ def _embed(args: argparse.Namespace) -> int:
     _prepare(args, args.key_added, [args.input])
     make_output_folder(args.prog, args.output)
     adata = read_data(args.prog, args.input, backed=args.backed)
-    tl.embed(
-        adata,
-        model=args.model,
-        layer=args.layer,
-        gene_key=args.gene_key,
-        batch_key=args.batch_key,
-        key_added=args.key_added,
-        batch_size=args.batch_size,
-        max_len=args.max_len,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    with results_to_stdout():  # progress bars and messages on stderr
+        tl.embed(
+            adata,
+            model=args.model,
+            layer=args.layer,
+            gene_key=args.gene_key,
+            batch_key=args.batch_key,
+            key_added=args.key_added,
+            batch_size=args.batch_size,
+            max_len=args.max_len,
+            device=args.device,
+            progress=not args.no_progress,
+        )
     shape = adata.obsm[args.key_added].shape
     _write(args, adata)
     print(f"wrote {args.output}: obsm[{args.key_added!r}] {shape}")
@@ -251,24 +252,25 @@ def _annotate(args: argparse.Namespace) -> int:
     reference = None
     if args.reference is not None:
         reference = read_data(args.prog, args.reference, backed=args.backed)
-    model = tl.annotate(
-        adata,
-        reference,
-        label_key=args.label_key,
-        model=args.model,
-        method=args.method,
-        key_added=key,
-        layer=args.layer,
-        gene_key=args.gene_key,
-        min_confidence=args.min_confidence,
-        max_epochs=args.max_epochs,
-        n_models=args.n_models,
-        batch_size=args.batch_size,
-        device=args.device,
-        random_state=args.random_state,
-        progress=not args.no_progress,
-        return_model=True,
-    )
+    with results_to_stdout():  # progress bars and messages on stderr
+        model = tl.annotate(
+            adata,
+            reference,
+            label_key=args.label_key,
+            model=args.model,
+            method=args.method,
+            key_added=key,
+            layer=args.layer,
+            gene_key=args.gene_key,
+            min_confidence=args.min_confidence,
+            max_epochs=args.max_epochs,
+            n_models=args.n_models,
+            batch_size=args.batch_size,
+            device=args.device,
+            random_state=args.random_state,
+            progress=not args.no_progress,
+            return_model=True,
+        )
     labels = adata.obs[key]
     n_unknown = int((labels == "Unknown").sum()) if "Unknown" in labels.cat.categories else 0
     n_labels = int(labels[labels != "Unknown"].nunique())
@@ -291,22 +293,23 @@ def _integrate(args: argparse.Namespace) -> int:
     _prepare(args, args.key_added, [args.input])
     make_output_folder(args.prog, args.output)
     adata = read_data(args.prog, args.input, backed=args.backed)
-    model = tl.integrate(
-        adata,
-        batch_key=args.batch_key,
-        model=args.model,
-        labels_key=args.labels_key,
-        layer=args.layer,
-        gene_key=args.gene_key,
-        key_added=args.key_added,
-        max_epochs=args.max_epochs,
-        dsbn=args.dsbn,
-        batch_size=args.batch_size,
-        device=args.device,
-        random_state=args.random_state,
-        progress=not args.no_progress,
-        return_model=True,
-    )
+    with results_to_stdout():  # progress bars and messages on stderr
+        model = tl.integrate(
+            adata,
+            batch_key=args.batch_key,
+            model=args.model,
+            labels_key=args.labels_key,
+            layer=args.layer,
+            gene_key=args.gene_key,
+            key_added=args.key_added,
+            max_epochs=args.max_epochs,
+            dsbn=args.dsbn,
+            batch_size=args.batch_size,
+            device=args.device,
+            random_state=args.random_state,
+            progress=not args.no_progress,
+            return_model=True,
+        )
     shape = adata.obsm[args.key_added].shape
     _write(args, adata, model)
     print(f"wrote {args.output}: obsm[{args.key_added!r}] {shape}")
