@@ -30,3 +30,28 @@ def test_python_m_omicformer_exit_status():
     )
     assert run.returncode == 2  # argparse: a subcommand is required
     assert "usage: omicformer scgpt" in run.stderr
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(monkeypatch, capsys, tmp_path):
+    # a traceback (with Lightning's SystemExit chain) and status 1, the status of a fixable error
+    import anndata as ad
+    import numpy as np
+
+    from omicformer.cli import main
+    from omicformer.scgpt import tl
+
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(tmp_path / "in.h5ad")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tl, "embed", interrupted)
+    argv = ["scgpt", "embed", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad")]
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:  # escaping, it would stop the test session
+        pytest.fail("Ctrl-C escaped omicformer's main()")
+    assert status == 130
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "omicformer scgpt embed: interrupted\n")
+    assert not (tmp_path / "out.h5ad").exists()

@@ -41,23 +41,32 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report a command interrupted).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``omicformer`` command.
 
     An error the library raises on a bad argument or file (a ``ValueError``, ``KeyError``,
     ``FileNotFoundError``... of its own checks) ends the command with one line
     ``omicformer <cmd>: error: <message>`` and exit status 1; other errors keep their traceback.
+    Ctrl-C ends it with ``omicformer <cmd>: interrupted`` and exit status 130.
     """
     from ._cli_io import USER_ERRORS, fail, message_of, raised_by_omicformer
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = getattr(args, "prog", parser.prog)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
         if not raised_by_omicformer(err):
             raise
-        fail(getattr(args, "prog", parser.prog), message_of(err))
+        fail(prog, message_of(err))
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; outputs are written whole or not at all
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -451,3 +451,24 @@ def test_load_pretrained_from_an_official_perturbation_checkpoint(sim, official,
         ours["encoder.embedding.weight"][: len(genes)],
         ref.state_dict()["encoder.embedding.weight"][: len(genes)], rtol=0, atol=0,
     )  # fmt: skip
+
+
+def test_a_train_that_does_not_finish_leaves_the_model_untrained(fitted, sim_names):
+    # a second train stopped at its first batch kept is_trained with the first run's weights
+    # but this run's prior, schedule and conditions: other predictions, no warning
+    import copy
+
+    import lightning.pytorch as pl
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise KeyboardInterrupt
+
+    model = copy.deepcopy(fitted[1])
+    assert model.is_trained
+    with pytest.raises(KeyboardInterrupt):
+        model.train(max_epochs=2, batch_size=32, validation_size=0.5, random_state=1,
+                    accelerator="cpu", enable_progress_bar=False, callbacks=[CtrlC()])  # fmt: skip
+    assert not model.is_trained
+    with pytest.warns(UserWarning, match=r"not trained, or its last train\(\) did not finish"):
+        model.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)

@@ -404,7 +404,13 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             max_epochs, max_steps = default_schedule(
                 len(train_idx), tokens, batch_size, cpu=_trains_on_cpu(accelerator)
             )
+        # untrained until _fit finishes: an interrupted run must not pair the weights with
+        # this run's prior, schedule and conditions
+        self.is_trained_ = False
         self.schedule_ = {"max_epochs": max_epochs, "max_steps": max_steps}
+        held = set(screen.held.tolist())
+        self.train_conditions_ = [c for k, c in enumerate(screen.conditions) if k and k not in held]
+        self.centered_ = bool(center)
         priors = None
         if self.module.config.perturbation_prior:
             singles = screen.trained_singles()
@@ -443,9 +449,6 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
             checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
             enable_progress_bar=enable_progress_bar, **trainer_kwargs,
         )  # fmt: skip
-        held = set(screen.held.tolist())
-        self.train_conditions_ = [c for k, c in enumerate(screen.conditions) if k and k not in held]
-        self.centered_ = bool(center)
 
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:

@@ -124,9 +124,10 @@ class PerturbationPredictionMixin:
         from ..train._perturb_predict import mean_perturbed_expression
 
         self._check_if_trained(warn=True, message=(
-            f"This {type(self).__name__} is not trained: its new decoder starts as the "
-            "identity, so every prediction is the control cells' mean expression (a change "
-            f"of 0), not a perturbation response. Call {type(self).__name__}.train() first."
+            f"This {type(self).__name__} is not trained, or its last train() did not finish: "
+            "a new decoder is the identity, so every prediction is the control cells' mean "
+            "expression (a change of 0), and an unfinished run's predictions are no "
+            f"perturbation response either. Call {type(self).__name__}.train() first."
         ))  # fmt: skip
         adata = self.adata if adata is None else adata
         if adata is None:
