@@ -468,7 +468,9 @@ def run_training(
         try:
             trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
         except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with sys.exit(1)
-            if trainer.interrupted:  # as the interruption it is: what callers' handlers catch
+            # raised handling the KeyboardInterrupt: the interruption it is, for the callers'
+            # handlers (a callback's own sys.exit(n) keeps its code)
+            if isinstance(err.__context__, KeyboardInterrupt):
                 raise KeyboardInterrupt from err
             raise
     return history.history
