@@ -185,9 +185,7 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
             continue  # a layer not in every file is dropped; "other": anndata's own error
         if of.count("csr") == len(of) or of.count("dense") == len(of):
             continue
-        listing = "; ".join(
-            f"{n!r} ({f.name}): {k}" for n, f, k in zip(names, files, of, strict=True)
-        )
+        listing = _per_file(names, files, of)
         msg = (
             f"{elem} must be CSR sparse in every file or dense in every file to be "
             f"concatenated on disk, not: {listing}. Convert it to CSR and write those files "
@@ -196,6 +194,11 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
         )
         raise ValueError(msg)
     _check_csr_dtypes(names, files, dtypes)
+
+
+def _per_file(names: list[str], files: list[Path], values: list) -> str:
+    """``"'a' (a.h5ad): csr; 'b' (b.h5ad): dense"``: a value per file, for messages."""
+    return "; ".join(f"{n!r} ({f.name}): {v}" for n, f, v in zip(names, files, values, strict=True))
 
 
 def _csr_dtype(elem: Any) -> np.dtype | None:
@@ -216,9 +219,7 @@ def _check_csr_dtypes(names: list[str], files: list[Path], dtypes: list[dict]) -
             continue
         if all(np.can_cast(d, first, casting="same_kind") for d in of):
             continue
-        listing = "; ".join(
-            f"{n!r} ({f.name}): {d}" for n, f, d in zip(names, files, of, strict=True)
-        )
+        listing = _per_file(names, files, of)
         msg = (
             f"{elem} holds {first} values in the first file and values of another kind in "
             f"others ({listing}); concatenated on disk, every file's values would be cast to "
