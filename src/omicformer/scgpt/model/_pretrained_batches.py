@@ -42,9 +42,9 @@ def check_pretrained_batches(model: ScGPT, saved: list | None, source: Any) -> N
             )
             raise ValueError(msg)
         return
-    saved = [str(b) for b in saved]
-    if mine == saved[: len(mine)]:
+    if keeps_layers_of(model, saved):
         return
+    saved = [str(b) for b in saved]
     how = (
         f"{type(model).__name__}.load({str(source)!r}, adata), which registers adata with the "
         "saved batches, or "
