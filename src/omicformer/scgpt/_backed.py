@@ -66,9 +66,9 @@ def reopened(
     ``gene_key`` column; ``names_to``: moved to the ``var_names`` (``None``) or that column,
     where another AnnData has them) with the genes not kept renamed to names no vocabulary
     holds, so the model reads exactly the kept genes, as from a copy restricted to them.
-    ``layers`` holds only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps a backed
-    AnnData's layers in memory, where one may have been added or replaced since the file was
-    written. scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
+    ``layers`` holds only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps
+    a backed AnnData's layers in memory, where one may have been added or replaced since the
+    file was written. scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
     AnnData up must not replace the caller's registration). ``adata`` itself is not changed.
     """
     import anndata as ad
