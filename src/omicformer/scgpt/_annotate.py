@@ -287,9 +287,6 @@ def annotate(
             gene_selection=selection, random_state=random_state, progress=progress,
         )  # fmt: skip
 
-    for cells in {id(ref.adata): ref, id(query.adata): query}.values():
-        if cells.adata.isbacked:  # reopened by check_inputs; read again by path when needed
-            cells.adata.file.close()
     classes = list(proba.columns)
     best = proba.to_numpy().argmax(1)
     conf = proba.to_numpy()[np.arange(len(best)), best]

@@ -332,8 +332,6 @@ def integrate(
             "balance_batches=True needs minibatches that mix the batches (mnn_weight > 0 or "
             f"dsbn=False) and batch_size of at least {BATCHES_PER_MINIBATCH} ({batch_size} here)."
         )
-        if stream:
-            work.file.close()
         raise ValueError(msg)
     if balance_batches is None:  # several or unequal batches, where minibatches mix them
         several = len(sizes) > BATCHES_PER_MINIBATCH or sizes.max() > 2 * sizes.min()
@@ -374,8 +372,6 @@ def integrate(
         work, batch_size=batch_size, max_len=max_len, device=device, random_state=random_state,
         progress=progress,
     )  # fmt: skip
-    if stream:  # the reopened file; read again by path if the returned model needs it
-        work.file.close()
 
     batches = adata.obs[batch_key].astype(str).to_numpy()
     if fitted is not None:  # recorded and judged as the model was trained (arguments ignored)
