@@ -59,6 +59,27 @@ def cli_error():
 
 
 @pytest.fixture
+def weights_write_fails(monkeypatch):
+    """``weights_write_fails(when, error)``: safetensors writes of a file whose path contains
+    ``when`` write a few bytes, then raise ``error`` (a full disk, a Ctrl-C)."""
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def arm(when: str, error: BaseException) -> None:
+        def save_file(tensors, filename, *args, **kwargs):
+            if when in str(filename):
+                with open(filename, "wb") as f:
+                    f.write(b"\0" * 16)
+                raise error
+            return real(tensors, filename, *args, **kwargs)
+
+        monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+    return arm
+
+
+@pytest.fixture
 def h5_writer():
     """``with h5_writer(path):`` runs the block while another process writes ``path``."""
     return _writer_holding

@@ -280,6 +280,22 @@ def test_save_refuses_to_overwrite_an_official_folder(tmp_path, official_folder)
     assert DNABert.load(tmp_path / "DNA_bert_3").k == 3
 
 
+def test_a_failed_save_over_an_official_folder_leaves_it_as_it_was(
+    tmp_path, tiny, official_folder, weights_write_fails
+):
+    # written in place, a full disk part-way left a damaged model.safetensors beside the
+    # official weights, and loading reads it first
+    import errno
+
+    official_folder(tmp_path / "DNA_bert_3", k=3)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()}
+    weights_write_fails("model.safetensors", OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        DNABert(k=4, **tiny).save(tmp_path / "DNA_bert_3", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "DNA_bert_3").iterdir()} == before
+    assert DNABert.load(tmp_path / "DNA_bert_3").k == 3
+
+
 def test_saved_folder_has_the_official_layout(tmp_path, tiny):
     """As zhihan1996/DNA_bert_k: config.json of a BertForMaskedLM, vocab.txt, the official
     special_tokens_map.json, and 512-token tokenizer_config.json (do_lower_case false: the

@@ -232,3 +232,24 @@ def test_a_classifier_and_an_ensemble_saved_over_each_other(ensemble, query, tmp
     for model in (member, ensemble):  # bare FileExistsError / NotADirectoryError before
         with pytest.raises(FileExistsError, match="is a file; a model is saved as a folder"):
             model.save(tmp_path / "afile", overwrite=True)
+
+
+def test_an_interrupted_save_over_an_ensemble_keeps_the_old_one_whole(
+    ensemble, query, tmp_path, weights_write_fails
+):
+    # members were saved one by one in place: Ctrl-C after the first left a folder that
+    # loaded, silently, as a mix of the new ensemble's member_0 and the old one's member_1
+    ensemble.save(tmp_path / "f")
+    swapped = ScGPTClassifierEnsemble(ensemble.members[::-1])
+    weights_write_fails("member_1", KeyboardInterrupt())
+    try:
+        swapped.save(tmp_path / "f", overwrite=True)
+    except BaseException as err:  # a KeyboardInterrupt must not end pytest
+        caught = err
+    assert isinstance(caught, KeyboardInterrupt)
+    loaded = ScGPTClassifierEnsemble.load(tmp_path / "f")
+    for old, new in zip(ensemble.members, loaded.members, strict=True):
+        for key, value in old.module.state_dict().items():
+            torch.testing.assert_close(new.module.state_dict()[key], value, rtol=0, atol=0)
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["ensemble.json", "member_0",
+                                                                  "member_1"]  # fmt: skip

@@ -368,3 +368,29 @@ def test_a_path_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch, model_cel
     loaded = ScGPT.load("~/m", adata=a)
     np.testing.assert_array_equal(loaded.get_latent_representation(progress=False),
                                   model.get_latent_representation(progress=False))  # fmt: skip
+
+
+def test_a_save_that_fails_part_way_keeps_the_model_saved_before(
+    trained, model_cells, tmp_path, weights_write_fails
+):
+    # the files were written in place: a full disk while replacing a saved model left
+    # 16 bytes of weights, and the old model was lost
+    import errno
+
+    model, a = trained
+    model.save(tmp_path / "m", save_anndata=True)
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    other = model_cells()[:30].copy()
+    ScGPT.setup_anndata(other, layer="counts")
+    weights_write_fails("model.safetensors", OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        ScGPT(other, **TINY).save(tmp_path / "m", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+    np.testing.assert_array_equal(
+        ScGPT.load(tmp_path / "m").get_latent_representation(a, progress=False),
+        model.get_latent_representation(progress=False),
+    )
+    with pytest.raises(OSError, match="No space left"):  # a first save leaves no folder
+        model.save(tmp_path / "new" / "m")
+    assert not (tmp_path / "new").exists()

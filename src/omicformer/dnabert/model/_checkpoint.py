@@ -25,6 +25,7 @@ from ..._core._io import (
     save_model_dir,
     shape_mismatches,
 )
+from ..._core._staged import staged_folder
 from ..._core._warnings import warn_caller
 from .._kmers import SPECIAL_TOKENS, kmer_vocab
 from .._vocab_files import k_from_vocab, read_vocab_txt
@@ -33,6 +34,10 @@ from ..module import CLASSIFICATION, MLM, build_bert, rename_legacy_keys, unique
 HF_CONFIG = "config.json"
 VOCAB = "vocab.txt"
 TORCH_WEIGHTS = "pytorch_model.bin"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+#: The files :func:`write_checkpoint` writes.
+_FOLDER_FILES = (HF_CONFIG, WEIGHTS_NAME, VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, CONFIG_NAME)
 # parameters a checkpoint may lack or carry without harm
 _OPTIONAL_MISSING = ("cls.predictions.decoder.", "bert.pooler.")
 _IGNORED_EXTRA = ("bert.pooler.", "cls.seq_relationship.", "cls.predictions.decoder.bias")
@@ -271,6 +276,8 @@ def write_checkpoint(
     ``half=True`` stores floating-point weights as float16 (half the size); loading casts
     them back to the model's float32 parameters. A folder that already holds a model (ours or
     an official one: ``config.json``, weights) is a ``FileExistsError`` unless ``overwrite``.
+    All or nothing: the files are written aside and moved in once complete, so a failed or
+    interrupted write leaves ``path`` as it was.
 
     Parameters
     ----------
@@ -303,15 +310,17 @@ def write_checkpoint(
     state = {key: v for key, v in state.items() if not key.endswith("position_ids")}
     if half:
         state = {key: v.half() if v.is_floating_point() else v for key, v in state.items()}
-    save_model_dir(path, state, {**metadata, "k": k, "task": task}, overwrite=overwrite)
-    config = module.config
-    config.architectures = [getattr(module, "hf_architecture", type(module).__name__)]
-    (path / HF_CONFIG).write_text(config.to_json_string(use_diff=False))
-    (path / VOCAB).write_text("\n".join(kmer_vocab(k)) + "\n")
-    max_len = int(config.max_position_embeddings)
-    tokenizer = {"do_lower_case": False, "max_len": max_len, "model_max_length": max_len}
-    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
-    names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
-    specials = dict(zip(names, SPECIAL_TOKENS, strict=True))
-    (path / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+    stale = [*_FOLDER_FILES, TORCH_WEIGHTS] if held else []  # the replaced model's files
+    with staged_folder(path, stale=stale) as stage:
+        save_model_dir(stage, state, {**metadata, "k": k, "task": task})
+        config = module.config
+        config.architectures = [getattr(module, "hf_architecture", type(module).__name__)]
+        (stage / HF_CONFIG).write_text(config.to_json_string(use_diff=False))
+        (stage / VOCAB).write_text("\n".join(kmer_vocab(k)) + "\n")
+        max_len = int(config.max_position_embeddings)
+        tokenizer = {"do_lower_case": False, "max_len": max_len, "model_max_length": max_len}
+        (stage / TOKENIZER_CONFIG).write_text(json.dumps(tokenizer, indent=2))
+        names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+        specials = dict(zip(names, SPECIAL_TOKENS, strict=True))
+        (stage / SPECIAL_TOKENS_MAP).write_text(json.dumps(specials, indent=2))
     return path

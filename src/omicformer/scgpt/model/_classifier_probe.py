@@ -374,21 +374,19 @@ class ReferenceProbeMixin:
             ``save_anndata`` and the AnnData writer's arguments, as
             :meth:`ScGPT.save <omicformer.scgpt.model.ScGPT.save>` takes them.
         """
+        super().save(dir_path, overwrite=overwrite, **kwargs)  # type: ignore[misc]
+
+    def _write_folder(self, path: Path, **kwargs: Any) -> None:
+        """The model's files (:class:`ScGPT`'s), plus ``probe.safetensors`` if it has a probe."""
         from safetensors.torch import save_file
 
-        from ..._core._ranks import is_global_zero
-
-        super().save(dir_path, overwrite=overwrite, **kwargs)  # type: ignore[misc]
-        path = Path(dir_path).expanduser() / PROBE_NAME
-        if not is_global_zero():
-            return
+        super()._write_folder(path, **kwargs)  # type: ignore[misc]
         if self.probe_ is None:
-            path.unlink(missing_ok=True)  # a probe of an overwritten model must not linger
             return
         arrays = {**{k: self.probe_[k] for k in PROBE_ARRAYS},
                   **{k: self.probe_genes_[k] for k in PROBE_GENE_ARRAYS}}  # fmt: skip
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        save_file(tensors, str(path))
+        save_file(tensors, str(path / PROBE_NAME))
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +297,9 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
 
         ``dir_path/ensemble.json`` lists them. Under DDP only global rank 0 writes.
 
+        All or nothing, as :meth:`ScGPT.save <omicformer.scgpt.model.ScGPT.save>`: a failed
+        or interrupted save leaves the folder as it was, never a mix of two ensembles.
+
         Parameters
         ----------
         dir_path
@@ -309,33 +311,25 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
-        from ..._core._io import CONFIG_NAME, WEIGHTS_NAME, check_folder_path, is_model_dir
-        from ._io import ADATA_NAME, VOCAB_NAME
+        from ..._core._staged import staged_folder
+        from ._persist import check_save_target
 
-        path = Path(dir_path).expanduser()
         if not is_global_zero():
             return
-        check_folder_path(path)
-        single = is_model_dir(path) and not is_ensemble_dir(path)  # one classifier saved there
-        if (is_ensemble_dir(path) or single) and not overwrite:
-            what = "a saved model" if single else "a saved ensemble"
-            msg = f"{path} already holds {what}; pass overwrite=True to replace it."
-            raise FileExistsError(msg)
-        if single:  # its files go: ScGPTClassifier.load(path) would read them
-            from ._classifier_probe import PROBE_NAME
-
-            for name in (WEIGHTS_NAME, CONFIG_NAME, VOCAB_NAME, ADATA_NAME, PROBE_NAME):
-                (path / name).unlink(missing_ok=True)
-        old = _member_names(path) if is_ensemble_dir(path) else []
+        if save_anndata and self.members[0].adata is None:
+            msg = "save_anndata=True but this ensemble has no AnnData attached."
+            raise ValueError(msg)
+        path = Path(dir_path).expanduser()
+        stale = check_save_target(path, overwrite)
         names = [f"member_{i}" for i in range(self.n_models)]
-        for i, (name, m) in enumerate(zip(names, self.members, strict=True)):
-            m.save(path / name, overwrite=overwrite, save_anndata=save_anndata and i == 0,
-                   **anndata_write_kwargs)  # fmt: skip
-        for name in set(old) - set(names):  # members of an overwritten, larger ensemble
-            shutil.rmtree(path / name, ignore_errors=True)
-        config = {"model": type(self).__name__, "omicformer_version": __version__,
-                  "members": names, "random_state": self.random_state_}  # fmt: skip
-        (path / ENSEMBLE_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+        with staged_folder(path, stale=stale) as stage:
+            for i, (name, m) in enumerate(zip(names, self.members, strict=True)):
+                (stage / name).mkdir()
+                m._write_folder(stage / name, save_anndata=save_anndata and i == 0,
+                                **anndata_write_kwargs)  # fmt: skip
+            config = {"model": type(self).__name__, "omicformer_version": __version__,
+                      "members": names, "random_state": self.random_state_}  # fmt: skip
+            (stage / ENSEMBLE_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
 
     @classmethod
     def load(

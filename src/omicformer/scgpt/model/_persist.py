@@ -16,8 +16,15 @@ from scvi.model.base import BaseModelClass
 from omicformer._version import __version__
 
 from ..._core._callbacks import history_from_json, history_to_json
-from ..._core._io import environment_versions, is_model_dir, save_model_dir
+from ..._core._io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_folder_path,
+    environment_versions,
+    save_model_dir,
+)
 from ..._core._ranks import is_global_zero
+from ..._core._staged import staged_folder
 from ._io import (
     ADATA_NAME,
     MODEL_NAME,
@@ -60,10 +67,14 @@ class SaveLoadMixin:
         config records ``train_config`` (the arguments of the last :meth:`train` call) and
         ``versions`` (Python, omicformer, torch, lightning, anndata, scvi-tools, numpy, scipy).
 
+        The save is all or nothing: the files are written aside (a hidden folder inside
+        ``dir_path``) and moved in once complete, so a full disk or Ctrl-C part-way leaves
+        ``dir_path`` as it was, with the model saved there before, if any.
+
         Parameters
         ----------
         dir_path
-            Folder to write (created if needed).
+            Folder to write (created if needed). Files of yours in it stay.
         overwrite
             Replace a model already saved there, with its ``adata.h5ad`` (removed without
             ``save_anndata``, so that :meth:`load` does not attach the old model's AnnData).
@@ -79,6 +90,18 @@ class SaveLoadMixin:
         """
         if not is_global_zero():
             return
+        if save_anndata and self.adata is None:
+            msg = "save_anndata=True but this model has no AnnData attached."
+            raise ValueError(msg)
+        path = Path(dir_path).expanduser()
+        stale = check_save_target(path, overwrite)
+        with staged_folder(path, stale=stale) as stage:
+            self._write_folder(stage, save_anndata=save_anndata, **anndata_write_kwargs)
+
+    def _write_folder(
+        self, path: Path, *, save_anndata: bool = False, **anndata_write_kwargs: Any
+    ) -> None:
+        """Write this model's files into the new, empty folder ``path`` (no checks)."""
         config = {
             "model": _saved_name(type(self)),
             "omicformer_version": __version__,
@@ -91,17 +114,10 @@ class SaveLoadMixin:
             "train_config": self.train_config_,
             "versions": environment_versions(),
         }
-        if save_anndata and self.adata is None:
-            msg = "save_anndata=True but this model has no AnnData attached."
-            raise ValueError(msg)
-        _clear_ensemble(dir_path, overwrite)
-        replaced = is_model_dir(dir_path)
-        path = save_model_dir(dir_path, self.module.state_dict(), config, overwrite=overwrite)
+        save_model_dir(path, self.module.state_dict(), config)
         self.vocab.save_json(path / VOCAB_NAME)
         if save_anndata:
             self.adata.write_h5ad(path / ADATA_NAME, **anndata_write_kwargs)
-        elif replaced and (path / ADATA_NAME).is_file():  # the replaced model's AnnData
-            (path / ADATA_NAME).unlink()
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> Self:
@@ -203,30 +219,38 @@ class SaveLoadMixin:
         return model
 
 
-def _clear_ensemble(dir_path: str | Path, overwrite: bool) -> None:
-    """Before one model is saved to ``dir_path``: the ensemble saved there, refused or removed.
+def check_save_target(path: Path, overwrite: bool) -> list[str]:
+    """Before a model is saved to folder ``path``: refuse a model there without ``overwrite``.
 
-    A folder holding ``ensemble.json`` loads as the ensemble, so the model saved over it
-    would never be read: without ``overwrite`` that is a ``FileExistsError``; with it the
-    ensemble's list and member folders are removed.
+    Returns the names of the entries of the model saved there (one model's files, or an
+    ensemble's list and member folders): they all go when the new model moves in, so that
+    nothing of the old one (its ``adata.h5ad``, its probe, its members) is read with the new.
+    A folder holding ``ensemble.json`` loads as the ensemble, so one model saved over it
+    would never be read: that is why the ensemble is replaced whole.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` is a file, or holds a saved model or ensemble and ``overwrite`` is False.
     """
-    import shutil
-
+    from ._classifier_probe import PROBE_NAME
     from ._ensemble import ENSEMBLE_NAME, _member_names, is_ensemble_dir
 
-    path = Path(dir_path).expanduser()
-    if not is_ensemble_dir(path):  # a file too: save_model_dir refuses it
-        return
-    if not overwrite:
-        msg = f"{path} already holds a saved ensemble; pass overwrite=True to replace it."
+    check_folder_path(path)
+    ensemble, single = is_ensemble_dir(path), (path / WEIGHTS_NAME).exists()
+    if (ensemble or single) and not overwrite:
+        what = "a saved ensemble" if ensemble else "a saved model"
+        msg = f"{path} already holds {what}; pass overwrite=True to replace it."
         raise FileExistsError(msg)
-    try:
-        members = _member_names(path)
-    except ValueError:  # a damaged list (JSONDecodeError is one): only the list goes
-        members = []
-    for name in members:
-        shutil.rmtree(path / name, ignore_errors=True)
-    (path / ENSEMBLE_NAME).unlink()
+    if not (ensemble or single):
+        return []
+    members: list[str] = []
+    if ensemble:
+        try:
+            members = _member_names(path)
+        except ValueError:  # a damaged list (JSONDecodeError is one): only the list goes
+            members = []
+    return [WEIGHTS_NAME, CONFIG_NAME, VOCAB_NAME, ADATA_NAME, PROBE_NAME, ENSEMBLE_NAME, *members]
 
 
 def _saved_name(cls: type) -> str:

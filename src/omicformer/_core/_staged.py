@@ -1,0 +1,117 @@
+"""All-or-nothing saves of model folders: write everything aside, then move it in.
+
+A model folder is several files (weights, config, vocabulary, an AnnData, an ensemble's
+member folders). Written in place, a full disk or a Ctrl-C part-way leaves a folder that
+mixes the old model with the new one, or has lost the old model. :func:`staged_folder`
+gives the writer an empty folder inside the destination; only once everything is written
+are the old model's entries moved aside and the new ones moved in (renames on one file
+system: no data is written then, and Ctrl-C waits until they are done). On any failure
+the destination is left as it was and nothing of the attempt remains.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._io import check_folder_path
+
+#: Prefixes of the hidden working folders inside a destination while a save runs.
+STAGE_PREFIX = ".omicformer-saving-"
+TRASH_PREFIX = ".omicformer-replaced-"
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike[str], *, stale: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield an empty folder to write a model into; on success it replaces ``path``'s model.
+
+    Parameters
+    ----------
+    path
+        The destination folder (created if needed; ``~`` is expanded). Entries of it that
+        the new model does not have and that are not in ``stale`` (a user's own files) stay.
+    stale
+        Names of entries of the destination that belong to the model being replaced and must
+        go even where the new model has no entry of that name (e.g. an ``adata.h5ad`` saved
+        with the old model). Names that do not exist are ignored.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` is a file.
+    """
+    path = Path(path).expanduser()
+    check_folder_path(path)
+    created = _make_folders(path)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=path))
+    done = False
+    try:
+        yield stage
+        with _interrupts_deferred():
+            _move_in(stage, path, set(stale))
+        done = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not done:
+            for folder in created:  # the folders made for this save, if still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """``mkdir -p path``; the folders it created, deepest first."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _move_in(stage: Path, path: Path, stale: set[str]) -> None:
+    """Move ``path``'s replaced entries to a trash folder, ``stage``'s in; undo on failure."""
+    new = sorted(os.listdir(stage))
+    old = sorted(n for n in stale.union(new) if os.path.lexists(path / n))
+    trash = Path(tempfile.mkdtemp(prefix=TRASH_PREFIX, dir=path))
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in old:
+            os.replace(path / name, trash / name)
+            moved_out.append(name)
+        for name in new:
+            os.replace(stage / name, path / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in reversed(moved_in):
+            os.replace(path / name, stage / name)
+        for name in reversed(moved_out):
+            os.replace(trash / name, path / name)
+        trash.rmdir()
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(*received[0])
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
