@@ -270,3 +270,31 @@ def test_embed_regions_second_positional_model_is_the_model(atac, genome, mlm, t
     with pytest.warns(FutureWarning, match="passing fasta, model by position"):
         old = tl.embed_regions(atac, path, mlm, batch_size=2, copy=True, **KW)
     np.testing.assert_array_equal(old.varm["X_dnabert"], atac.varm["X_dnabert"])
+
+
+@pytest.mark.zarr
+def test_a_class_name_with_a_slash_gives_a_column_files_can_hold(atac, genome, finetuned, tmp_path):
+    # the column "dnabert_prob_TF/other" made write_zarr fail and write_h5ad warn
+    path, _ = genome
+    named = copy.deepcopy(finetuned)
+    named.labels_ = ["at", "TF/other"]
+    tl.predict(atac, model=named, fasta=path, **KW)
+    assert {"dnabert_prob_at", "dnabert_prob_TF_other"} <= set(atac.var)
+    assert list(atac.var["dnabert_prediction"].cat.categories) == ["at", "TF/other"]
+    atac.write_zarr(tmp_path / "atac.zarr")
+    assert "dnabert_prob_TF_other" in ad.read_zarr(tmp_path / "atac.zarr").var
+    for label in ("TF/other", None):  # the class as named, or the model's last one
+        assert pl.prediction_histogram(atac, label=label, show=False).get_xlabel() == "P(TF/other)"
+    frame = tl.predict(["ACGTACGTACGT"], model=named, **KW)  # a DataFrame: names as written
+    assert pl.prediction_histogram(frame, label="TF/other", show=False).get_xlabel() == (
+        "P(TF_other)"
+    )
+    tl.predict(atac, model=finetuned, fasta=path, **KW)  # the old columns go, "/" or not
+    assert [c for c in atac.var if c.startswith("dnabert_prob_")] == ["dnabert_prob_at",
+                                                                     "dnabert_prob_gc"]  # fmt: skip
+    named.labels_ = ["TF/other", "TF_other"]
+    with pytest.raises(ValueError, match="same column name twice"):
+        tl.predict(atac, model=named, fasta=path, **KW)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

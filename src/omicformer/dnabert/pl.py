@@ -15,7 +15,7 @@ import pandas as pd
 from .._core._checks import check_int
 from .._core._plotting import finish, new_axes
 from ._regions import parse_regions
-from ._tools._common import is_anndata, modality, predicted_labels, var_regions
+from ._tools._common import is_anndata, modality, predicted_labels, prob_column, var_regions
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -123,18 +123,20 @@ def _prob_column(
     """
     prefix = f"{key}_prob_"
     labels = None if adata is None else predicted_labels(adata, key)
-    if labels and all(prefix + lab in frame.columns for lab in labels):
+    if labels and all(prob_column(key, lab) in frame.columns for lab in labels):
         available = labels
-    else:
+    else:  # the names as written in the columns ('_' for a '/')
         available = [c[len(prefix) :] for c in frame.columns if c.startswith(prefix)]
     if not available:
         msg = f"No '{prefix}*' columns found; run dnabert.tl.predict(..., key_added={key!r}) first."
         raise KeyError(msg)
     label = available[-1] if label is None else str(label)
+    if label not in available and label.replace("/", "_") in available:
+        label = label.replace("/", "_")
     if label not in available:
         msg = f"label={label!r} not among the predicted classes {available}."
         raise KeyError(msg)
-    return prefix + label, label
+    return prob_column(key, label), label
 
 
 def prediction_histogram(

@@ -67,6 +67,15 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def prob_column(key_added: str, label: Any) -> str:
+    """The column holding class ``label``'s probability: ``f"{key_added}_prob_{label}"``.
+
+    A ``/`` in the label is written ``_``: ``.h5ad`` files warn of it in a column name and
+    ``.zarr`` stores refuse it (``"TF/other"`` → ``"dnabert_prob_TF_other"``).
+    """
+    return f"{key_added}_prob_{str(label).replace('/', '_')}"
+
+
 def predicted_labels(adata: Any, key_added: str) -> list[str] | None:
     """Class labels that ``tl.predict(..., key_added=key_added)`` last wrote into ``adata``.
 

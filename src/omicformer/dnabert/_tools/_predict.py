@@ -11,7 +11,7 @@ import pandas as pd
 from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
 from .._genome import Genome, as_genome
-from ._common import describe, is_anndata, modality, predicted_labels, var_regions
+from ._common import describe, is_anndata, modality, predicted_labels, prob_column, var_regions
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,8 @@ def predict(
     For AnnData input ``None`` (or the copy), setting the following fields:
 
     ``adata.var[f"{key_added}_prob_{label}"]``
-        Probability (float) of each class ``label`` of the model. The probability columns
+        Probability (float) of each class ``label`` of the model (a ``/`` in ``label`` is
+        written ``_``: files cannot hold it in a column name). The probability columns
         of an earlier call with the same ``key_added`` are removed first (a model with
         other classes leaves no stale ones).
     ``adata.var[f"{key_added}_prediction"]``
@@ -108,6 +109,7 @@ def predict(
     else:
         sequences, names = resolve_sequences(data, fasta=genome)
     dnabert = resolve_model(model, "promoter")
+    _check_columns(key_added, dnabert.labels_)
     probs = dnabert.predict(
         pd.Series(sequences, index=names, dtype=object),  # keeps the names for its errors
         reverse_complement=reverse_complement,
@@ -117,7 +119,7 @@ def predict(
         progress=progress,
     )
     labels = list(dnabert.labels_ or range(probs.shape[1]))
-    columns = {f"{key_added}_prob_{label}": probs[:, i] for i, label in enumerate(labels)}
+    columns = {prob_column(key_added, label): probs[:, i] for i, label in enumerate(labels)}
     prediction = pd.Categorical(
         np.asarray(labels, dtype=object)[probs.argmax(1)], categories=labels
     )
@@ -138,10 +140,22 @@ def predict(
     data = data.copy() if copy else data
     target = modality(data, mod)
     # the probability columns of an earlier call with this key_added (maybe other classes)
-    previous = [f"{key_added}_prob_{label}" for label in predicted_labels(target, key_added) or []]
+    previous = [prob_column(key_added, lab) for lab in predicted_labels(target, key_added) or []]
     target.var = target.var.drop(columns=[c for c in previous if c in target.var.columns])
     for column, values in columns.items():
         target.var[column] = values
     target.var[f"{key_added}_prediction"] = prediction
     target.uns.setdefault("dnabert", {})[key_added] = {"params": params}
     return data if copy else None
+
+
+def _check_columns(key_added: str, labels: list[str] | None) -> None:
+    """``ValueError`` when two class names give one probability column (:func:`prob_column`)."""
+    columns = [prob_column(key_added, label) for label in labels or []]
+    if len(set(columns)) < len(columns):
+        msg = (
+            f"The model's classes {labels} give the same column name twice: a '/' in a class "
+            "name is written '_' (files cannot hold '/' in names). Rename the classes "
+            "(model.labels_) so that they differ in more than '/' and '_'."
+        )
+        raise ValueError(msg)
