@@ -450,3 +450,39 @@ def test_training_gives_the_callers_global_generators_back(monkeypatch):
     with pytest.raises(RuntimeError, match="a collator failed"):
         run_training(_Toy(), _Pairs(x, x), broken, random_state=0, **QUIET)
     assert np.random.rand() == expected
+
+
+@pytest.mark.parametrize("rich", [True, False])
+def test_a_labelled_run_names_its_training_bar(rich, monkeypatch):
+    """An ensemble's members trained one after another each drew a bare "Epoch 0/9" bar."""
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities import imports
+
+    from omicformer._core._progress import RUN_LABEL
+
+    monkeypatch.setattr(imports, "_RICH_AVAILABLE", rich)
+    x = np.linspace(-1, 1, 8)
+    said = []
+
+    class Read(pl.Callback):  # the bar's description when the epoch has started
+        def on_train_batch_end(self, trainer, *args):
+            bar = trainer.progress_bar_callback
+            text = (bar.train_progress_bar.desc if isinstance(bar, TQDMProgressBar)
+                    else bar._get_train_description(trainer.current_epoch))  # fmt: skip
+            said.append(text.rstrip(": "))  # tqdm writes "desc: ", Rich pads
+
+    token = RUN_LABEL.set("classifier 2/3")
+    try:
+        run_training(_Toy(), _Pairs(x, x), _stack, batch_size=8, max_epochs=2, callbacks=Read(),
+                     accelerator="cpu")  # fmt: skip
+        mine = TQDMProgressBar()  # a bar of the caller's own is kept as it is
+        run_training(_Toy(), _Pairs(x, x), _stack, batch_size=8, max_epochs=1,
+                     callbacks=[mine, Read()], accelerator="cpu")  # fmt: skip
+    finally:
+        RUN_LABEL.reset(token)
+    if rich:
+        assert said[:2] == ["classifier 2/3 · Epoch 0/1", "classifier 2/3 · Epoch 1/1"]
+    else:
+        assert said[:2] == ["classifier 2/3 · Epoch 0", "classifier 2/3 · Epoch 1"]
+    assert said[2] == "Epoch 0"
+    assert isinstance(mine, ProgressBar)

@@ -190,21 +190,22 @@ def test_an_untrained_ensemble_refuses_to_predict(marker_pretrained, marker_cell
         fresh.predict(query, progress=False)
 
 
-def test_members_tell_a_long_cpu_run_warning_how_many_trainings_follow(
+def test_members_tell_their_bar_and_a_long_run_warning_which_training_they_are(
     marker_pretrained, marker_cells, monkeypatch
 ):
-    """Member i of 3 trains while RUNS_AFTER is 2 - i; it is 0 again afterwards."""
-    from omicformer._core import _callbacks
+    """Member i of 3 trains while RUNS_AFTER is 2 - i, its bar named "classifier i+1/3"; both
+    are back to their defaults afterwards."""
+    from omicformer._core import _callbacks, _progress
 
     ref = marker_cells(4, seed=0)
     ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
     ens = ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, ref, n_models=3)
     seen = []
-    monkeypatch.setattr(ScGPTClassifier, "train",
-                        lambda self, **kw: seen.append(_callbacks.RUNS_AFTER.get()))  # fmt: skip
+    monkeypatch.setattr(ScGPTClassifier, "train", lambda self, **kw: seen.append(
+        (_callbacks.RUNS_AFTER.get(), _progress.RUN_LABEL.get())))  # fmt: skip
     ens.train(random_state=0)
-    assert seen == [2, 1, 0]
-    assert _callbacks.RUNS_AFTER.get() == 0
+    assert seen == [(2, "classifier 1/3"), (1, "classifier 2/3"), (0, "classifier 3/3")]
+    assert _callbacks.RUNS_AFTER.get() == 0 and _progress.RUN_LABEL.get() == ""
 
 
 def test_a_classifier_and_an_ensemble_saved_over_each_other(ensemble, query, tmp_path):

@@ -41,10 +41,12 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
+from ._progress import RUN_LABEL, labelled_training_bar
 from ._quiet import quiet_lightning
 from ._random import collate_generator, collate_rng, keeps_global_rng
 from ._resume import (
@@ -417,6 +419,9 @@ def run_training(
     extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes
     callbacks = [*extra, SeedCallback(random_state), history,
                  LongRunWarning(early_stopping=early_stopping)]  # fmt: skip
+    label = RUN_LABEL.get()
+    if label and enable_progress_bar and not any(isinstance(c, ProgressBar) for c in extra):
+        callbacks.append(labelled_training_bar(label))
     samplers = (
         [loader.batch_sampler] if isinstance(loader.batch_sampler, ResumableBatchSampler) else []
     )

@@ -26,6 +26,7 @@ from omicformer._version import __version__
 
 from ..._core._callbacks import RUNS_AFTER
 from ..._core._checks import check_int
+from ..._core._progress import RUN_LABEL
 from ..._core._ranks import is_global_zero
 from ._classifier import ScGPTClassifier
 from ._classifier_infer import LabelPredictionMixin, proba_frame
@@ -221,9 +222,11 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         for i, m in enumerate(self.members):
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"member_{i}"
             token = RUNS_AFTER.set(len(self.members) - 1 - i)  # for a long CPU run's warning
+            named = RUN_LABEL.set(f"classifier {i + 1}/{len(self.members)}")  # its bar's name
             try:
                 m.train(random_state=member_seed(random_state, i), checkpoint_dir=ckpt, **kwargs)
             finally:
+                RUN_LABEL.reset(named)
                 RUNS_AFTER.reset(token)
         self.random_state_ = random_state
 
