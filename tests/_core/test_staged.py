@@ -110,3 +110,48 @@ def test_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"), staged_folder(tmp_path / "f"):
         pass
+
+
+def test_a_failed_first_save_through_dot_dot_removes_the_folders_it_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="No space"):
+        _save("new/../m", {"w": "half"}, error=OSError(errno.ENOSPC, "No space left on device"))
+    assert list(tmp_path.iterdir()) == []  # "new" too, made to reach "new/../m"
+
+
+def test_ctrl_c_while_cleaning_up_waits_until_nothing_is_left(saved, monkeypatch):
+    # a second Ctrl-C while a failed save removed its stage left the stage behind
+    real = _staged.shutil.rmtree
+
+    def interrupted(folder, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        real(folder, *args, **kwargs)
+
+    before = _contents(saved)
+    monkeypatch.setattr(_staged.shutil, "rmtree", interrupted)
+    try:
+        _save(saved, {"weights": "half"}, error=OSError(errno.ENOSPC, "No space left on device"))
+    except BaseException as err:  # a KeyboardInterrupt must not end pytest
+        caught = err
+    assert isinstance(caught, KeyboardInterrupt)
+    assert _contents(saved) == before
+
+
+def test_the_hidden_folders_of_dead_saves_on_this_host_are_removed(saved):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    left = [f".omicformer-saving-{host}-{dead}-ab_c1", f".omicformer-replaced-{host}-{dead}-x2"]
+    kept = [f".omicformer-saving-{host}-{os.getpid()}-live",  # a save running now
+            f".omicformer-saving-other-host-{dead}-abc",  # another machine's, maybe running
+            ".omicformer-saving-mine"]  # not named as ours  # fmt: skip
+    for name in left + kept:
+        (saved / name).mkdir()
+        (saved / name / "weights").write_text("partial")
+    _save(saved, {"weights": "new w"})
+    hidden = sorted(p.name for p in saved.iterdir() if p.name.startswith("."))
+    assert hidden == sorted(kept)

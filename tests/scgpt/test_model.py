@@ -394,3 +394,66 @@ def test_a_save_that_fails_part_way_keeps_the_model_saved_before(
     with pytest.raises(OSError, match="No space left"):  # a first save leaves no folder
         model.save(tmp_path / "new" / "m")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_backed_anndata_saved_with_the_model_is_backed_by_the_saved_file(
+    trained, tmp_path, weights_write_fails
+):
+    # anndata points a backed AnnData at the file it wrote: the staged copy, deleted after
+    # the move, so the AnnData could not be read again
+    import errno
+
+    model, a = trained
+    a.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    z = model.get_latent_representation(backed, progress=False)
+    ScGPT.setup_anndata(backed, layer="counts", batch_key="batch", labels_key="cell_type")
+    model.save(tmp_path / "m")
+    alias = ScGPT.load(tmp_path / "m", adata=backed)
+    alias.save(tmp_path / "m2", save_anndata=True)
+    assert backed.filename == tmp_path / "m2" / "adata.h5ad"  # as anndata's own write does
+    backed.file.close()
+    np.testing.assert_array_equal(model.get_latent_representation(backed, progress=False), z)
+    weights_write_fails("model.safetensors", OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        alias.save(tmp_path / "m3", save_anndata=True)
+    assert backed.filename == tmp_path / "m2" / "adata.h5ad"  # a failed save: as it was
+
+
+def test_a_folder_of_another_kind_of_model_is_replaced_whole(trained, official_ckpt, tmp_path):
+    # an official scGPT folder lost its vocab.json without overwrite=True; a DNABERT folder
+    # saved over kept its config.json and vocab.txt (DNABert.load then failed on the mix)
+    import shutil
+
+    from omicformer.dnabert.model import DNABert
+
+    model, _ = trained
+    official, _, _ = official_ckpt
+    shutil.copytree(official, tmp_path / "scGPT_human")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "scGPT_human").iterdir()}
+    with pytest.raises(FileExistsError, match="already holds a saved model; pass overwrite"):
+        model.save(tmp_path / "scGPT_human")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "scGPT_human").iterdir()} == before
+    model.save(tmp_path / "scGPT_human", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "scGPT_human").iterdir()) == [
+        "model.safetensors", "omicformer_config.json", "vocab.json"]  # fmt: skip
+
+    dna = DNABert(k=3, d_model=32, n_layers=1, n_heads=2, max_len=64)
+    dna.save(tmp_path / "f")
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a saved model"):
+        model.save(tmp_path / "f")
+    model.save(tmp_path / "f", overwrite=True, save_anndata=True)
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "adata.h5ad",
+        "model.safetensors",
+        "notes.txt",
+        "omicformer_config.json",
+        "vocab.json",
+    ]
+    with pytest.raises(FileExistsError, match=r"already holds a model \(model.safetensors"):
+        dna.save(tmp_path / "f")
+    dna.save(tmp_path / "f", overwrite=True)  # the scGPT vocabulary and AnnData go
+    assert "vocab.json" not in {p.name for p in (tmp_path / "f").iterdir()}
+    assert "adata.h5ad" not in {p.name for p in (tmp_path / "f").iterdir()}
+    assert DNABert.load(tmp_path / "f").k == 3

@@ -128,6 +128,35 @@ def shape_mismatches(
     ]
 
 
+#: Files that mark a folder as holding a model: ours (scGPT, ensemble, DNABERT), an official
+#: scGPT folder (``args.json``, ``best_model.pt``) or a Hugging Face DNABERT folder.
+MODEL_MARKERS = (WEIGHTS_NAME, CONFIG_NAME, "ensemble.json", "args.json", "best_model.pt",
+                 "pytorch_model.bin")  # fmt: skip
+#: Every file a model folder of any of them holds: what replacing the model removes.
+MODEL_FILES = (*MODEL_MARKERS, "vocab.json", "adata.h5ad", "probe.safetensors", "config.json",
+               "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
+
+
+def model_entries(path: str | Path) -> list[str]:
+    """The entries of the model saved in folder ``path``, of any kind; ``[]`` if it holds none.
+
+    A model is there when one of :data:`MODEL_MARKERS` is. Its entries are the
+    :data:`MODEL_FILES` present and the member folders an ``ensemble.json`` lists; another
+    file of the folder is the user's own.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir() or not any(os.path.lexists(path / n) for n in MODEL_MARKERS):
+        return []
+    names = [n for n in MODEL_FILES if os.path.lexists(path / n)]
+    try:
+        members = json.loads((path / "ensemble.json").read_text()).get("members", [])
+    except (OSError, ValueError, AttributeError):  # none, or damaged: only the list goes
+        members = []
+    members = members if isinstance(members, list) else []
+    return names + [m for m in members if isinstance(m, str) and m.startswith("member_")
+                    and os.sep not in m and (path / m).is_dir()]  # fmt: skip
+
+
 def is_model_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by :func:`save_model_dir`."""
     path = Path(path).expanduser()

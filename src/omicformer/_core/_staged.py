@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,8 @@ from typing import Any
 
 from ._io import check_folder_path
 
-#: Prefixes of the hidden working folders inside a destination while a save runs.
+#: Prefixes of the hidden working folders inside a destination while a save runs; the
+#: host and process id follow (``.omicformer-saving-<host>-<pid>-<random>``).
 STAGE_PREFIX = ".omicformer-saving-"
 TRASH_PREFIX = ".omicformer-replaced-"
 
@@ -46,39 +48,75 @@ def staged_folder(path: str | os.PathLike[str], *, stale: Iterable[str] = ()) ->
     ------
     FileExistsError
         ``path`` is a file.
+
+    Notes
+    -----
+    Ctrl-C is held back while the staging folder is made, while the entries are moved and
+    while a failed attempt is cleaned up, so none of them is left half done. A save killed
+    outright (``SIGKILL``) leaves its hidden folders; the next save into the folder on the
+    same machine removes them.
     """
     path = Path(path).expanduser()
     check_folder_path(path)
-    created = _make_folders(path)
-    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=path))
+    with _interrupts_deferred():
+        created = _make_folders(path)
+        _remove_abandoned(path)
+        tag = f"{socket.gethostname()}-{os.getpid()}-"
+        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX + tag, dir=path))
     done = False
     try:
         yield stage
         with _interrupts_deferred():
-            _move_in(stage, path, set(stale))
-        done = True
+            _move_in(stage, path, set(stale), tag)
+            done = True
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if not done:
-            for folder in created:  # the folders made for this save, if still empty
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
+        with _interrupts_deferred():
+            shutil.rmtree(stage, ignore_errors=True)
+            if not done:
+                for folder in created:  # the folders made for this save, if still empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
 
 
 def _make_folders(path: Path) -> list[Path]:
-    """``mkdir -p path``; the folders it created, deepest first."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    """``mkdir -p path``; the folders it created, deepest first (``a`` of ``a/../m`` too)."""
+    missing = [p for p in (path, *path.parents)
+               if p.name not in ("", ".", "..") and not p.exists()]  # fmt: skip
     path.mkdir(parents=True, exist_ok=True)
     return missing
 
 
-def _move_in(stage: Path, path: Path, stale: set[str]) -> None:
+def _remove_abandoned(path: Path) -> None:
+    """Remove the hidden folders of saves into ``path`` by processes of this host now gone."""
+    host = socket.gethostname()
+    for entry in path.iterdir():
+        for prefix in (STAGE_PREFIX, TRASH_PREFIX):
+            rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+            owner, _, pid = rest.rpartition("-")[0].rpartition("-")
+            if owner == host and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this host)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def _move_in(stage: Path, path: Path, stale: set[str], tag: str) -> None:
     """Move ``path``'s replaced entries to a trash folder, ``stage``'s in; undo on failure."""
     new = sorted(os.listdir(stage))
     old = sorted(n for n in stale.union(new) if os.path.lexists(path / n))
-    trash = Path(tempfile.mkdtemp(prefix=TRASH_PREFIX, dir=path))
+    trash = Path(tempfile.mkdtemp(prefix=TRASH_PREFIX + tag, dir=path))
     moved_out: list[str] = []
     moved_in: list[str] = []
     try:

@@ -172,8 +172,7 @@ def _check_save_folder(args: argparse.Namespace) -> None:
 
     A new or existing folder; one that holds a saved model only with ``--overwrite``.
     """
-    from .._core._io import is_model_dir
-    from .model._ensemble import is_ensemble_dir
+    from .._core._io import model_entries
 
     folder = Path(args.save_model).expanduser()
     if getattr(args, "method", "finetune") != "finetune":
@@ -190,7 +189,7 @@ def _check_save_folder(args: argparse.Namespace) -> None:
             f"--save-model {args.save_model!r} is the output file {args.output!r} (or inside "
             "it); the model is saved as a folder: choose another path.",
         )
-    if (is_model_dir(folder) or is_ensemble_dir(folder)) and not args.overwrite:
+    if model_entries(folder) and not args.overwrite:
         fail(
             args.prog,
             f"--save-model {args.save_model!r} already holds a saved model; pass --overwrite "

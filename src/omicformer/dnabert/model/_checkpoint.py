@@ -19,9 +19,11 @@ import torch
 from ..._core._checks import config_int
 from ..._core._io import (
     CONFIG_NAME,
+    MODEL_MARKERS,
     WEIGHTS_NAME,
     check_folder_path,
     load_model_dir,
+    model_entries,
     save_model_dir,
     shape_mismatches,
 )
@@ -36,8 +38,6 @@ VOCAB = "vocab.txt"
 TORCH_WEIGHTS = "pytorch_model.bin"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
-#: The files :func:`write_checkpoint` writes.
-_FOLDER_FILES = (HF_CONFIG, WEIGHTS_NAME, VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, CONFIG_NAME)
 # parameters a checkpoint may lack or carry without harm
 _OPTIONAL_MISSING = ("cls.predictions.decoder.", "bert.pooler.")
 _IGNORED_EXTRA = ("bert.pooler.", "cls.seq_relationship.", "cls.predictions.decoder.bias")
@@ -300,18 +300,19 @@ def write_checkpoint(
     """
     path = Path(path).expanduser()
     check_folder_path(path)
-    held = [n for n in (HF_CONFIG, WEIGHTS_NAME, TORCH_WEIGHTS, CONFIG_NAME) if (path / n).exists()]
-    if held and not overwrite:  # e.g. an official download: its config.json would be replaced
+    # any model (ours of either kind, an official download) or a config.json it would replace
+    held = model_entries(path) or ([HF_CONFIG] if (path / HF_CONFIG).exists() else [])
+    if held and not overwrite:
+        shown = [n for n in held if n in (*MODEL_MARKERS, HF_CONFIG)]
         msg = (
-            f"{path} already holds a model ({', '.join(held)}); pass overwrite=True to replace it."
+            f"{path} already holds a model ({', '.join(shown)}); pass overwrite=True to replace it."
         )
         raise FileExistsError(msg)
     state = unique_tensors(module.state_dict())
     state = {key: v for key, v in state.items() if not key.endswith("position_ids")}
     if half:
         state = {key: v.half() if v.is_floating_point() else v for key, v in state.items()}
-    stale = [*_FOLDER_FILES, TORCH_WEIGHTS] if held else []  # the replaced model's files
-    with staged_folder(path, stale=stale) as stage:
+    with staged_folder(path, stale=held) as stage:  # the replaced model's entries all go
         save_model_dir(stage, state, {**metadata, "k": k, "task": task})
         config = module.config
         config.architectures = [getattr(module, "hf_architecture", type(module).__name__)]

@@ -315,7 +315,8 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
         from ..._core._staged import staged_folder
-        from ._persist import check_save_target
+        from ._io import ADATA_NAME
+        from ._persist import backed_file_followed, check_save_target
 
         if not is_global_zero():
             return
@@ -325,7 +326,8 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         path = Path(dir_path).expanduser()
         stale = check_save_target(path, overwrite)
         names = [f"member_{i}" for i in range(self.n_models)]
-        with staged_folder(path, stale=stale) as stage:
+        first = (self.members[0].adata if save_anndata else None), path / names[0] / ADATA_NAME
+        with backed_file_followed(*first), staged_folder(path, stale=stale) as stage:
             for i, (name, m) in enumerate(zip(names, self.members, strict=True)):
                 (stage / name).mkdir()
                 m._write_folder(stage / name, save_anndata=save_anndata and i == 0,

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +19,9 @@ from omicformer._version import __version__
 
 from ..._core._callbacks import history_from_json, history_to_json
 from ..._core._io import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     check_folder_path,
     environment_versions,
+    model_entries,
     save_model_dir,
 )
 from ..._core._ranks import is_global_zero
@@ -95,8 +96,9 @@ class SaveLoadMixin:
             raise ValueError(msg)
         path = Path(dir_path).expanduser()
         stale = check_save_target(path, overwrite)
-        with staged_folder(path, stale=stale) as stage:
-            self._write_folder(stage, save_anndata=save_anndata, **anndata_write_kwargs)
+        adata = self.adata if save_anndata else None
+        with backed_file_followed(adata, path / ADATA_NAME), staged_folder(path, stale=stale) as st:
+            self._write_folder(st, save_anndata=save_anndata, **anndata_write_kwargs)
 
     def _write_folder(
         self, path: Path, *, save_anndata: bool = False, **anndata_write_kwargs: Any
@@ -222,35 +224,48 @@ class SaveLoadMixin:
 def check_save_target(path: Path, overwrite: bool) -> list[str]:
     """Before a model is saved to folder ``path``: refuse a model there without ``overwrite``.
 
-    Returns the names of the entries of the model saved there (one model's files, or an
-    ensemble's list and member folders): they all go when the new model moves in, so that
-    nothing of the old one (its ``adata.h5ad``, its probe, its members) is read with the new.
-    A folder holding ``ensemble.json`` loads as the ensemble, so one model saved over it
-    would never be read: that is why the ensemble is replaced whole.
+    A model is any of ours (one model, an ensemble, a DNABERT model), an official scGPT
+    folder (``args.json``, ``best_model.pt``) or a Hugging Face folder with weights
+    (:func:`~omicformer._core._io.model_entries`). Returns the names of its entries: they all
+    go when the new model moves in, so that nothing of the old one (its ``adata.h5ad``, its
+    probe, an ensemble's members, another kind's vocabulary) is read with the new. A folder
+    holding ``ensemble.json`` loads as the ensemble, so it is replaced whole.
 
     Raises
     ------
     FileExistsError
-        ``path`` is a file, or holds a saved model or ensemble and ``overwrite`` is False.
+        ``path`` is a file, or holds a model and ``overwrite`` is False.
     """
-    from ._classifier_probe import PROBE_NAME
-    from ._ensemble import ENSEMBLE_NAME, _member_names, is_ensemble_dir
+    from ._ensemble import ENSEMBLE_NAME
 
     check_folder_path(path)
-    ensemble, single = is_ensemble_dir(path), (path / WEIGHTS_NAME).exists()
-    if (ensemble or single) and not overwrite:
-        what = "a saved ensemble" if ensemble else "a saved model"
+    held = model_entries(path)
+    if held and not overwrite:
+        what = "a saved ensemble" if ENSEMBLE_NAME in held else "a saved model"
         msg = f"{path} already holds {what}; pass overwrite=True to replace it."
         raise FileExistsError(msg)
-    if not (ensemble or single):
-        return []
-    members: list[str] = []
-    if ensemble:
-        try:
-            members = _member_names(path)
-        except ValueError:  # a damaged list (JSONDecodeError is one): only the list goes
-            members = []
-    return [WEIGHTS_NAME, CONFIG_NAME, VOCAB_NAME, ADATA_NAME, PROBE_NAME, ENSEMBLE_NAME, *members]
+    return held
+
+
+@contextlib.contextmanager
+def backed_file_followed(adata: AnnData | None, final: Path) -> Iterator[None]:
+    """Inside, a staged save may write the backed ``adata``; its file name then stays true.
+
+    anndata points a backed AnnData at the file ``write_h5ad`` wrote, which is the staged copy
+    that moves to ``final`` (or, on failure, is deleted): the name follows to ``final``, or goes
+    back to what it was.
+    """
+    if adata is None or not adata.isbacked or adata.is_view:
+        yield
+        return
+    before = adata.file.filename
+    try:
+        yield
+    except BaseException:
+        adata.file.filename = before
+        raise
+    if adata.file.filename != before:
+        adata.file.filename = final
 
 
 def _saved_name(cls: type) -> str:
