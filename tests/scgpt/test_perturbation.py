@@ -454,21 +454,34 @@ def test_load_pretrained_from_an_official_perturbation_checkpoint(sim, official,
 
 
 def test_a_train_that_does_not_finish_leaves_the_model_untrained(fitted, sim_names):
-    # a second train stopped at its first batch kept is_trained with the first run's weights
-    # but this run's prior, schedule and conditions: other predictions, no warning
+    # a second train stopped after a step kept is_trained with half-trained weights and this
+    # run's prior, schedule and conditions: other predictions, no warning. Stopped (or refused)
+    # before any step, the model is as it was: the first run's weights with its settings
     import copy
 
     import lightning.pytorch as pl
 
     class CtrlC(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        def __init__(self, hook):
+            setattr(self, hook, self.stop)
+
+        def stop(self, *args):
             raise KeyboardInterrupt
 
+    fit = {"max_epochs": 2, "batch_size": 32, "validation_size": 0.5, "random_state": 1,
+           "accelerator": "cpu", "enable_progress_bar": False, "dropout": 0.3}  # fmt: skip
     model = copy.deepcopy(fitted[1])
-    assert model.is_trained
+    kept = {n: copy.deepcopy(getattr(model, n)) for n in ("train_conditions_", "schedule_",
+                                                          "prior_effects_", "centered_")}  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        model.train(max_epochs=2, batch_size=32, validation_size=0.5, random_state=1,
-                    accelerator="cpu", enable_progress_bar=False, callbacks=[CtrlC()])  # fmt: skip
+        model.train(callbacks=[CtrlC("on_train_batch_start")], **fit)
+    assert model.is_trained and model.module.config.dropout == fitted[1].module.config.dropout
+    assert {n: getattr(model, n) for n in kept} == kept
+    with pytest.raises(ValueError, match="needs validation data"):  # one condition: none held out
+        model.train(early_stopping=True, **{**fit, "validation_size": 0.01})
+    assert model.is_trained and {n: getattr(model, n) for n in kept} == kept
+    with pytest.raises(KeyboardInterrupt):
+        model.train(callbacks=[CtrlC("on_train_batch_end")], **fit)
     assert not model.is_trained
     with pytest.warns(UserWarning, match=r"not trained, or its last train\(\) did not finish"):
         model.predict(sim_names["unseen"][:1], n_control_cells=5, progress=False)

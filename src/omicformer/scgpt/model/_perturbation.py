@@ -24,8 +24,8 @@ from .._conditions import (
 from .._genes import gene_names
 from .._perturb_data import check_measured, check_perturbation_data
 from .._vocab import GeneVocab
-from ..train._perturb import TUTORIAL_PERT_PAD_ID
 from ._io import rebuild_module
+from ._perturbation_heads import _check_prior, _perturbation_module
 from ._perturbation_predict import PerturbationPredictionMixin
 from ._perturbation_schedule import _trains_on_cpu, default_schedule
 from ._scgpt import GeneLayerField, ScGPT
@@ -38,6 +38,9 @@ logger = logging.getLogger("omicformer")
 
 #: Genes per forward pass during training (official ``max_seq_len`` of the tutorial).
 DEFAULT_MAX_LEN = 1536
+#: What ``train`` sets before training: back as it was when training fails before a step.
+_TRAIN_STATE = ("is_trained_", "schedule_", "train_conditions_", "centered_", "prior_effects_",
+                "prior_observed_", "prior_default_", "prior_shared_")  # fmt: skip
 
 
 class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
@@ -390,65 +393,73 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         if early_stopping and validation_size == 0:
             msg = "early_stopping=True needs held-out conditions: set validation_size > 0."
             raise ValueError(msg)
-        if dropout is not None:  # every argument checked: the model changes from here on
-            self.module.set_dropout(dropout)
-        screen = training_screen(
-            self._matrix(self.adata), self._conditions(self.adata).to_numpy(),
-            self.get_setup_arg("control"), self._perturbed_columns, self.genes_, n_de=n_de,
-            validation_size=validation_size, random_state=random_state,
-        )  # fmt: skip
-        X, codes, perturbed, ctrl_mean = screen.X, screen.codes, screen.perturbed, screen.ctrl_mean
-        train_idx, val_idx = np.flatnonzero(~screen.val_mask), np.flatnonzero(screen.val_mask)
-        if max_epochs is None and max_steps is None:
-            tokens = min(len(self.genes_), self.max_len)
-            max_epochs, max_steps = default_schedule(
-                len(train_idx), tokens, batch_size, cpu=_trains_on_cpu(accelerator)
+        with self._kept_until_a_step(_TRAIN_STATE) as plans:  # a refusal changes nothing
+            if dropout is not None:  # every argument checked: the model changes from here on
+                self.module.set_dropout(dropout)
+            screen = training_screen(
+                self._matrix(self.adata), self._conditions(self.adata).to_numpy(),
+                self.get_setup_arg("control"), self._perturbed_columns, self.genes_, n_de=n_de,
+                validation_size=validation_size, random_state=random_state,
+            )  # fmt: skip
+            X, codes, perturbed, ctrl_mean = (
+                screen.X,
+                screen.codes,
+                screen.perturbed,
+                screen.ctrl_mean,
             )
-        # untrained until _fit finishes: an interrupted run must not pair the weights with
-        # this run's prior, schedule and conditions
-        self.is_trained_ = False
-        self.schedule_ = {"max_epochs": max_epochs, "max_steps": max_steps}
-        held = set(screen.held.tolist())
-        self.train_conditions_ = [c for k, c in enumerate(screen.conditions) if k and k not in held]
-        self.centered_ = bool(center)
-        priors = None
-        if self.module.config.perturbation_prior:
-            singles = screen.trained_singles()
-            self.prior_effects_ = {self.genes_[c]: float(d[c]) for c, d in singles.items()}
-            self.prior_observed_ = {self.genes_[c]: d.astype(np.float32)
-                                    for c, d in singles.items()}  # fmt: skip
-            own = list(self.prior_effects_.values())
-            self.prior_default_ = float(np.mean(own)) if own else 0.0
-            self.prior_shared_ = screen.trained_mean_change().astype(np.float32)
-            prior = self._prior(X[screen.ctrl_rows])
-            priors = np.stack([np.zeros(len(self.genes_), dtype=np.float32)]
-                              + [prior(p) for p in perturbed[1:]])  # fmt: skip
+            train_idx, val_idx = np.flatnonzero(~screen.val_mask), np.flatnonzero(screen.val_mask)
+            if max_epochs is None and max_steps is None:
+                tokens = min(len(self.genes_), self.max_len)
+                max_epochs, max_steps = default_schedule(
+                    len(train_idx), tokens, batch_size, cpu=_trains_on_cpu(accelerator)
+                )
+            # untrained until _fit finishes: an interrupted run must not pair the weights with
+            # this run's prior, schedule and conditions
+            self.is_trained_ = False
+            self.schedule_ = {"max_epochs": max_epochs, "max_steps": max_steps}
+            held = set(screen.held.tolist())
+            self.train_conditions_ = [
+                c for k, c in enumerate(screen.conditions) if k and k not in held
+            ]
+            self.centered_ = bool(center)
+            priors = None
+            if self.module.config.perturbation_prior:
+                singles = screen.trained_singles()
+                self.prior_effects_ = {self.genes_[c]: float(d[c]) for c, d in singles.items()}
+                self.prior_observed_ = {self.genes_[c]: d.astype(np.float32)
+                                        for c, d in singles.items()}  # fmt: skip
+                own = list(self.prior_effects_.values())
+                self.prior_default_ = float(np.mean(own)) if own else 0.0
+                self.prior_shared_ = screen.trained_mean_change().astype(np.float32)
+                prior = self._prior(X[screen.ctrl_rows])
+                priors = np.stack([np.zeros(len(self.genes_), dtype=np.float32)]
+                                  + [prior(p) for p in perturbed[1:]])  # fmt: skip
 
-        train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
-        val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
-        pool = X[screen.ctrl_rows]
-        gene_ids = self._gene_token_ids()
+            train_ds = PerturbationDataset(X[train_idx], codes[train_idx], 0)
+            val_ds = PerturbationDataset(X[val_idx], codes[val_idx], 0)
+            pool = X[screen.ctrl_rows]
+            gene_ids = self._gene_token_ids()
 
-        def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
-            return PerturbationCollator(ds, pool, gene_ids, perturbed, screen.de, priors=priors,
-                                        center=ctrl_mean if center else None,
-                                        max_len=self.max_len, seed=seed)  # fmt: skip
+            def collator(seed: int | None = None, ds: Any = train_ds) -> PerturbationCollator:
+                return PerturbationCollator(ds, pool, gene_ids, perturbed, screen.de, priors=priors,
+                                            center=ctrl_mean if center else None,
+                                            max_len=self.max_len, seed=seed)  # fmt: skip
 
-        def make_collator(seed: int | None = None) -> PerturbationCollator:
-            return collator(seed, train_ds if seed is None else val_ds)
+            def make_collator(seed: int | None = None) -> PerturbationCollator:
+                return collator(seed, train_ds if seed is None else val_ds)
 
-        plan = PerturbationTrainingPlan(
-            self.module, lr=lr, de_weight=de_weight, weight_decay=weight_decay, lr_decay=lr_decay
-        )
-        self._fit(
-            plan, make_collator, (train_ds, val_ds), (train_idx, val_idx),
-            batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-            accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-            precision=precision, num_workers=num_workers, random_state=random_state,
-            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
-            checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-            enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-        )  # fmt: skip
+            plan = PerturbationTrainingPlan(self.module, lr=lr, de_weight=de_weight,
+                                            weight_decay=weight_decay, lr_decay=lr_decay)  # fmt: skip
+            plans.append(plan)
+            self._fit(
+                plan, make_collator, (train_ds, val_ds), (train_idx, val_idx),
+                batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                precision=precision, num_workers=num_workers, random_state=random_state,
+                early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
+                checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
+                enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ save / load
     def _settings(self) -> dict[str, Any]:
@@ -472,22 +483,3 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         shared = settings.get("prior_shared")
         self.prior_shared_ = None if shared is None else np.asarray(shared, dtype=np.float32)
         self.centered_ = bool(settings.get("centered", False))
-
-
-def _perturbation_module(module: Any, prior: str | None) -> tuple[Any, list[str]]:
-    """``module`` rebuilt with the perturbation heads and the tutorial's ``pert_pad_id=0``.
-
-    The "not perturbed" row of ``pert_encoder`` is the zero vector (also where weights of a
-    model built with another ``pert_pad_id`` were copied into it).
-    """
-    new, fresh = rebuild_module(module, perturbation=True, perturbation_prior=prior is not None,
-                                n_cls=1, pert_pad_id=TUTORIAL_PERT_PAD_ID)  # fmt: skip
-    with torch.no_grad():
-        new.pert_encoder.weight[TUTORIAL_PERT_PAD_ID].zero_()
-    return new, fresh
-
-
-def _check_prior(prior: str | None) -> None:
-    if prior not in ("covariance", None):
-        msg = f"prior={prior!r} is not 'covariance' or None."
-        raise ValueError(msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -133,6 +134,29 @@ class GenerativeTrainingMixin:
         self.history_ = extend_history(self.history_, history)
         self.train_indices_, self.validation_indices_ = train_idx, val_idx
         self.is_trained_ = True
+
+    @contextlib.contextmanager
+    def _kept_until_a_step(self, names: tuple[str, ...]) -> Iterator[list[Any]]:
+        """Inside, ``names`` and the dropout rate come back if training fails before a step.
+
+        Before its first optimiser step (a refused argument) the weights are as they were, so
+        the attributes ``train`` set come back with them. Yields a list to append the training plan to once it exists; a run that failed after a
+        step leaves the attributes as the run set them (``is_trained`` False: untrained).
+        """
+        kept = {n: self.__dict__[n] for n in names if n in self.__dict__}
+        dropout = self.module.config.dropout
+        plans: list[Any] = []
+        try:
+            yield plans
+        except BaseException:
+            if not any(plan.global_step for plan in plans):
+                for name in names:
+                    if name in kept:
+                        setattr(self, name, kept[name])
+                    else:
+                        self.__dict__.pop(name, None)
+                self.module.set_dropout(dropout)
+            raise
 
     # ------------------------------------------------------------------ training
     @renamed_kwargs(train_size=("validation_size", lambda v: round(1.0 - float(v), 12)))
