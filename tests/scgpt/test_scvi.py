@@ -81,3 +81,69 @@ def test_labels_field_codes_missing_labels_minus_one():
     a.obs["b"] = ["r1", None, "r1", "r1", "r2", "r2"]
     with pytest.raises(ValueError, match=r"obs\['b'\] has missing values"):
         ScGPTClassifier.setup_anndata(a, labels_key="y", batch_key="b")
+
+
+def test_task_models_record_their_own_init_params(model):
+    # scvi's _get_init_params read the subclass's signature (adata, **kwargs): a classifier
+    # recorded none of its arguments, a perturbation model not its prior
+    from omicformer.scgpt.model import ScGPTClassifier, ScGPTIntegration, ScGPTPerturbation
+
+    a = model.adata.copy()
+    ScGPTClassifier.setup_anndata(a, labels_key="b")
+    clf = ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2, dropout=0.2)
+    assert clf.init_params_["non_kwargs"]["d_model"] == 8
+    assert clf.init_params_["non_kwargs"]["dropout"] == 0.2
+    ScGPTIntegration.setup_anndata(a, batch_key="b")
+    params = ScGPTIntegration(a, d_model=8, n_layers=1, n_heads=2).init_params_["non_kwargs"]
+    assert params["dsbn"] is True and params["d_model"] == 8
+    a.obs["condition"] = ["ctrl", "G1+ctrl"] * 20
+    ScGPTPerturbation.setup_anndata(a, condition_key="condition", control="ctrl")
+    pert = ScGPTPerturbation(a, d_model=8, n_layers=1, n_heads=2, prior=None)
+    assert pert.init_params_["non_kwargs"]["prior"] is None
+    assert pert.init_params_["non_kwargs"]["n_heads"] == 2
+
+
+def test_scvi_save_and_load_arguments_are_refused_with_the_reason(model, tmp_path):
+    # save(prefix=) was taken for an AnnData-writer argument and dropped: a second model
+    # "saved with another prefix" replaced the first
+    with pytest.raises(ValueError, match=r"save\(prefix=...\) is not supported.*own folder"):
+        model.save(tmp_path / "m", prefix="first_")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['overwite'\]"):
+        model.save(tmp_path / "m", overwite=True)
+    with pytest.raises(ValueError, match=r"\['compression'\] are arguments of AnnData.write_h5ad"):
+        model.save(tmp_path / "m", compression="gzip")
+    assert not (tmp_path / "m").exists()
+    model.save(tmp_path / "m", save_anndata=True, compression="gzip")
+    with pytest.raises(TypeError, match=r"'device' \(scvi-tools' device= is not taken: the mod"):
+        ScGPT.load(tmp_path / "m", device="cuda")
+    with pytest.raises(TypeError, match=r"load\(\) got an unexpected keyword argument 'adta'\.$"):
+        ScGPT.load(tmp_path / "m", adta=model.adata)
+
+
+def test_scvi_training_arguments_say_what_to_pass_instead(model, monkeypatch):
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    with pytest.raises(TypeError, match=r"scvi-tools' plan_kwargs= is not an argument here: pa"):
+        model.train(max_epochs=1, plan_kwargs={"lr": 1e-3})
+    a = model.adata.copy()
+    ScGPTClassifier.setup_anndata(a, labels_key="b")
+    clf = ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2)
+    split = []
+    monkeypatch.setattr(type(clf), "_fit", lambda self, plan, collate, data, indices, **kw:
+                        split.extend(indices))  # fmt: skip
+    with pytest.warns(FutureWarning, match=r"'train_size' is deprecated.*'validation_size'"):
+        clf.train(max_epochs=1, train_size=0.75, accelerator="cpu")  # a task model's train too
+    assert [len(rows) for rows in split] == [30, 10]  # 25% of 40 cells held out
+
+
+def test_setup_views_of_a_model_loaded_without_anndata(model, tmp_path, capsys):
+    model.save(tmp_path / "m")
+    bare = ScGPT.load(tmp_path / "m")
+    for view in (bare.view_anndata_setup, bare.view_registry):  # AttributeError on None
+        view()
+        out = capsys.readouterr().out
+        assert "'batch_key': 'b'" in out and "No AnnData is attached" in out
+    bare.view_anndata_setup(model.adata)  # scvi's AssertionError: no manager store
+    assert "Summary Statistics" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"set up your AnnData with ScGPT\.setup_anndata"):
+        bare.view_anndata_setup(ad.AnnData(np.ones((2, 3), np.float32)))

@@ -70,6 +70,16 @@ def seed_all(random_state: int) -> None:
     pl.seed_everything(int(random_state), workers=True, verbose=False)
 
 
+#: scvi-tools' ``train`` arguments that the omicformer models do not take, and what does it.
+_SCVI_TRAIN_ARGS = {
+    "plan_kwargs": "pass the training plan's settings (lr=, weight_decay=, ...) to train() itself",
+    "datasplitter_kwargs": "the held-out share is validation_size=, drawn with random_state=",
+    "shuffle_set_split": "the held-out cells are drawn at random with random_state=",
+    "train_size": "pass validation_size=1 - train_size",
+    "load_sparse_tensor": "sparse rows are read as they are, in minibatches",
+}
+
+
 def check_fit_args(
     *,
     batch_size: Any,
@@ -119,6 +129,10 @@ def check_fit_args(
         known = set(inspect.signature(Trainer.__init__).parameters)
         known |= set(inspect.signature(run_training).parameters)  # checkpoint_every_n_steps
         unknown = sorted(set(trainer_kwargs) - known)
+        for name in unknown:
+            if name in _SCVI_TRAIN_ARGS:
+                msg = f"scvi-tools' {name}= is not an argument here: {_SCVI_TRAIN_ARGS[name]}."
+                raise TypeError(msg)
         if unknown:
             msg = (
                 f"{unknown} are not arguments of this train method nor of "

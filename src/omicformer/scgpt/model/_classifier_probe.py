@@ -389,7 +389,9 @@ class ReferenceProbeMixin:
         save_file(tensors, str(path / PROBE_NAME))
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None) -> Any:
+    def load(
+        cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None, **scvi_kwargs: Any
+    ) -> Any:
         """Load a classifier saved by :meth:`save`, with its probe if it has one.
 
         Parameters
@@ -399,6 +401,8 @@ class ReferenceProbeMixin:
         adata
             AnnData to attach, as :meth:`ScGPT.load <omicformer.scgpt.model.ScGPT.load>`
             takes it; ``None`` attaches the AnnData saved with the model, if any.
+        **scvi_kwargs
+            Refused, as :meth:`ScGPT.load <omicformer.scgpt.model.ScGPT.load>` refuses them.
 
         Returns
         -------
@@ -406,7 +410,7 @@ class ReferenceProbeMixin:
         """
         from ..._core._io import load_model_config
 
-        model = super().load(dir_path, adata)  # type: ignore[misc]
+        model = super().load(dir_path, adata, **scvi_kwargs)  # type: ignore[misc]
         settings = load_model_config(dir_path).get("model_settings", {})
         model._load_probe(dir_path, settings.get("probe"))
         return model

@@ -312,12 +312,13 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         save_anndata
             Also write the AnnData, once, as ``member_0/adata.h5ad``.
         **anndata_write_kwargs
-            Passed to :meth:`anndata.AnnData.write_h5ad`.
+            Passed to :meth:`anndata.AnnData.write_h5ad`, with ``save_anndata=True`` only.
         """
         from ..._core._staged import staged_folder
         from ._io import ADATA_NAME
-        from ._persist import backed_file_followed, check_save_target
+        from ._persist import backed_file_followed, check_save_kwargs, check_save_target
 
+        check_save_kwargs(type(self).__name__, save_anndata, anndata_write_kwargs)
         if not is_global_zero():
             return
         if save_anndata and self.members[0].adata is None:
@@ -338,7 +339,7 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
 
     @classmethod
     def load(
-        cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None
+        cls, dir_path: str | os.PathLike[str], adata: AnnData | None = None, **scvi_kwargs: Any
     ) -> ScGPTClassifierEnsemble:
         """Load an ensemble saved by :meth:`save`.
 
@@ -349,7 +350,12 @@ class ScGPTClassifierEnsemble(LabelPredictionMixin):
         adata
             AnnData to attach to every member, as :meth:`ScGPTClassifier.load`; ``None``: the
             saved ``member_0/adata.h5ad`` if there is one.
+        **scvi_kwargs
+            Refused, as :meth:`ScGPT.load <omicformer.scgpt.model.ScGPT.load>` refuses them.
         """
+        from ._persist import refuse_scvi_load_kwargs
+
+        refuse_scvi_load_kwargs(cls.__name__, scvi_kwargs)
         if not is_ensemble_dir(dir_path):
             msg = (
                 f"{dir_path} has no {ENSEMBLE_NAME}: it is not a folder written by "

@@ -82,13 +82,16 @@ class SaveLoadMixin:
         save_anndata
             Also write the AnnData as ``adata.h5ad``.
         **anndata_write_kwargs
-            Passed to :meth:`anndata.AnnData.write_h5ad`.
+            Passed to :meth:`anndata.AnnData.write_h5ad` (``compression``, ...), with
+            ``save_anndata=True`` only. scvi-tools' ``prefix`` is refused: a folder holds one
+            model, under fixed file names.
 
         Examples
         --------
         >>> model.save("my_scgpt/", overwrite=True)
         >>> scgpt.tl.embed(adata, model="my_scgpt/")
         """
+        check_save_kwargs(type(self).__name__, save_anndata, anndata_write_kwargs)
         if not is_global_zero():
             return
         if save_anndata and self.adata is None:
@@ -122,7 +125,7 @@ class SaveLoadMixin:
             self.adata.write_h5ad(path / ADATA_NAME, **anndata_write_kwargs)
 
     @classmethod
-    def load(cls, dir_path: str | Path, adata: AnnData | None = None) -> Self:
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None, **scvi_kwargs: Any) -> Self:
         """Load a model saved by :meth:`save`.
 
         Parameters
@@ -133,6 +136,9 @@ class SaveLoadMixin:
             AnnData to attach; it is set up with the saved ``setup_anndata`` arguments and
             batch/label categories. ``None`` uses ``adata.h5ad`` in the folder if present,
             else the model has no AnnData (embedding still works with ``adata=``).
+        **scvi_kwargs
+            scvi-tools' other ``load`` arguments (``accelerator``, ``device``, ``prefix``,
+            ``backup_url``): a ``TypeError`` that says why none is needed.
 
         Raises
         ------
@@ -155,6 +161,7 @@ class SaveLoadMixin:
         --------
         >>> model = ScGPT.load("my_scgpt/", adata=adata)
         """
+        refuse_scvi_load_kwargs(cls.__name__, scvi_kwargs)
         module, vocab, config = load_module(dir_path)
         saved, mine = config.get("model"), _saved_name(cls)
         if saved != mine:  # as scvi-tools: a folder loads into the class that saved it
@@ -219,6 +226,64 @@ class SaveLoadMixin:
                 del adata.uns[key]
             raise
         return model
+
+
+#: scvi-tools' ``load`` arguments, and why an omicformer folder needs none of them.
+_SCVI_LOAD_ARGS = {
+    "accelerator": "the model loads on the CPU; each call that runs it takes its device "
+    "(get_latent_representation(device=...), predict(device=...), train(accelerator=...))",
+    "device": "the model loads on the CPU; each call that runs it takes its device "
+    "(get_latent_representation(device=...), predict(device=...), train(accelerator=...))",
+    "prefix": "a folder holds one model, under fixed file names",
+    "backup_url": "nothing is downloaded: pass a local folder",
+    "datamodule": "models read their cells from an AnnData (adata=)",
+}
+
+
+def check_save_kwargs(name: str, save_anndata: bool, kwargs: dict[str, Any]) -> None:
+    """The keywords of ``save`` besides its own: :meth:`anndata.AnnData.write_h5ad`'s only.
+
+    scvi-tools' ``prefix`` (and ``save_kwargs``, ``legacy_mudata_format``, ``datamodule``) and
+    misspelt names were taken for the AnnData's writer and dropped without ``save_anndata``.
+    """
+    import inspect
+
+    from anndata import AnnData
+
+    if not kwargs:
+        return
+    if "prefix" in kwargs:
+        msg = (
+            f"{name}.save(prefix=...) is not supported: an omicformer model folder holds one "
+            "model, under fixed file names (as an official scGPT folder). Save each model to "
+            "its own folder."
+        )
+        raise ValueError(msg)
+    writer = set(inspect.signature(AnnData.write_h5ad).parameters) - {"self", "filename"}
+    unknown = sorted(set(kwargs) - writer)
+    if unknown:
+        msg = (
+            f"{name}.save() got unexpected keyword argument(s) {unknown}: it takes dir_path, "
+            "overwrite, save_anndata and, with save_anndata=True, the arguments of "
+            f"AnnData.write_h5ad ({', '.join(sorted(writer))})."
+        )
+        raise TypeError(msg)
+    if not save_anndata:
+        msg = (
+            f"{sorted(kwargs)} are arguments of AnnData.write_h5ad, used only with "
+            "save_anndata=True (nothing else is written with them)."
+        )
+        raise ValueError(msg)
+
+
+def refuse_scvi_load_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """``TypeError`` for keywords of ``load`` besides its own, saying why scvi's are not taken."""
+    for key in kwargs:
+        why = _SCVI_LOAD_ARGS.get(key)
+        msg = f"{name}.load() got an unexpected keyword argument {key!r}" + (
+            f" (scvi-tools' {key}= is not taken: {why})." if why else "."
+        )
+        raise TypeError(msg)
 
 
 def check_save_target(path: Path, overwrite: bool) -> list[str]:

@@ -107,6 +107,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
     ):
         _check_prior(prior)
         super().__init__(adata, max_len=max_len, **kwargs)
+        self.init_params_["non_kwargs"]["prior"] = prior
         self.module, _ = _perturbation_module(self.module, prior)
         self.module.decoder.init_identity()
         self._set_genes()

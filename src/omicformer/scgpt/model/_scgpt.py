@@ -24,6 +24,7 @@ scvi's own modules and file format:
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,8 @@ from ._pretrained_batches import (
     keeps_layers_of,
     without_batch_layers,
 )
-from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin, cells_to_read
-from ._training import GenerativeTrainingMixin
+from ._scvi import GeneLayerField, ObsCodesField, ScviAdapterMixin, cells_to_read, init_params
+from ._training import TRAIN_SIZE_RENAMED, GenerativeTrainingMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -142,8 +143,11 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "train" in vars(cls):
-            cls.train = records_train_config(vars(cls)["train"])
+        if "train" in vars(cls):  # a task model's own train: scvi's train_size too
+            train = vars(cls)["train"]
+            if "validation_size" in inspect.signature(train).parameters:
+                train = TRAIN_SIZE_RENAMED(train)
+            cls.train = records_train_config(train)
 
     train = records_train_config(GenerativeTrainingMixin.train)
 
@@ -196,7 +200,7 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(random_state)
             module = TransformerModel(config)
-        self.init_params_ = self._get_init_params(locals())
+        self.init_params_ = init_params(ScGPT.__init__, locals())  # a task model adds its own
         self._attach(module, vocab, max_len)
 
     # ------------------------------------------------------------------ setup

@@ -199,6 +199,19 @@ def cells_to_read(model: Any, adata: AnnData | None) -> AnnData:
     return adata
 
 
+def init_params(init: Any, scope: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """scvi-tools' ``init_params_`` record of a call of ``init`` (``{"kwargs", "non_kwargs"}``).
+
+    scvi's ``_get_init_params`` reads the signature of ``type(self).__init__``: that of a task
+    model (``adata, **kwargs``) kept none of :class:`ScGPT`'s arguments.
+    """
+    import inspect
+
+    own = inspect.signature(init).parameters
+    kept = {k: v for k, v in scope.items() if k in own and k not in ("self", "adata")}
+    return {"kwargs": {}, "non_kwargs": kept}
+
+
 def require_training_cells(model: Any) -> None:
     """``ValueError`` for a model loaded without AnnData: it has no cells to train on."""
     if model.adata is None:
@@ -310,12 +323,50 @@ class ScviAdapterMixin:
     def view_registry(self, hide_state_registries: bool = False) -> None:
         """Print a summary of the registry (as :meth:`scvi.data.AnnDataManager.view_registry`).
 
+        A model loaded without AnnData prints the ``setup_anndata`` arguments it was saved
+        with.
+
         Parameters
         ----------
         hide_state_registries
             Print a shortened summary without each field's state registry.
         """
+        if self.adata_manager is None:
+            self._view_setup_args()
+            return
         self.adata_manager.view_registry(hide_state_registries=hide_state_registries)
+
+    def view_anndata_setup(
+        self, adata: AnnData | None = None, hide_state_registries: bool = False
+    ) -> None:
+        """Print the setup of ``adata`` (default: the model's AnnData), as scvi-tools does.
+
+        A model loaded without AnnData, asked for its own, prints the ``setup_anndata``
+        arguments it was saved with.
+
+        Parameters
+        ----------
+        adata
+            An AnnData set up for this model; ``None``: the model's own.
+        hide_state_registries
+            Print a shortened summary without each field's state registry.
+        """
+        if self.adata_manager is not None:
+            super().view_anndata_setup(adata, hide_state_registries)  # type: ignore[misc]
+        elif adata is None:
+            self._view_setup_args()
+        else:  # no manager of this model's own: the one setup_anndata made for adata
+            manager = type(self)._get_most_recent_anndata_manager(adata, required=True)
+            manager.view_registry(hide_state_registries=hide_state_registries)
+
+    def _view_setup_args(self) -> None:
+        import rich
+
+        AnnDataManager.view_setup_method_args(self.registry_)
+        rich.print(
+            f"No AnnData is attached to this {type(self).__name__} (loaded without one): pass "
+            "one, view_anndata_setup(adata), to see its fields."
+        )
 
     def update_setup_method_args(self, setup_method_args: dict) -> None:
         """Update the stored ``setup_anndata`` arguments of this model's registry.

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from ..._core._ondisk import ChunkedRows
 
 
+#: scvi-tools' ``train_size`` taken as ``validation_size = 1 - train_size`` (a FutureWarning).
+TRAIN_SIZE_RENAMED = renamed_kwargs(
+    train_size=("validation_size", lambda v: round(1 - float(v), 12))
+)
+
+
 class GenerativeTrainingMixin:
     """``train()`` for scGPT models: Lightning generative pretraining (+ MVC, optional ECS)."""
 
@@ -159,7 +165,7 @@ class GenerativeTrainingMixin:
             raise
 
     # ------------------------------------------------------------------ training
-    @renamed_kwargs(train_size=("validation_size", lambda v: round(1.0 - float(v), 12)))
+    @TRAIN_SIZE_RENAMED
     def train(
         self,
         max_epochs: int | None = 10,
