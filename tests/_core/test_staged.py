@@ -155,3 +155,38 @@ def test_the_hidden_folders_of_dead_saves_on_this_host_are_removed(saved):
     _save(saved, {"weights": "new w"})
     hidden = sorted(p.name for p in saved.iterdir() if p.name.startswith("."))
     assert hidden == sorted(kept)
+
+
+def test_ctrl_c_while_the_stage_is_made_leaves_nothing(tmp_path, monkeypatch):
+    real = _staged.tempfile.mkdtemp
+
+    def interrupted(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_staged.tempfile, "mkdtemp", interrupted)
+    try:
+        _save(tmp_path / "new" / "m", {"weights": "w"})
+    except BaseException as err:  # a KeyboardInterrupt must not end pytest
+        caught = err
+    assert isinstance(caught, KeyboardInterrupt)
+    assert list(tmp_path.iterdir()) == []  # the stage and the folders made for it went
+
+
+def test_model_entries_tell_a_model_from_files_of_the_users_own(tmp_path):
+    from omicformer._core._io import model_entries
+
+    (tmp_path / "run").mkdir()  # a script's output folder: its own args.json and config.json
+    for name in ("args.json", "config.json", "vocab.txt", "notes.txt"):
+        (tmp_path / "run" / name).write_text("{}")
+    assert model_entries(tmp_path / "run") == []
+    (tmp_path / "run" / "best_model.pt").write_text("")  # now an official scGPT folder
+    assert sorted(model_entries(tmp_path / "run")) == ["args.json", "best_model.pt"]
+    (tmp_path / "run" / "best_model.pt").unlink()
+    (tmp_path / "run" / "model.safetensors").write_text("")  # our scGPT save beside them
+    (tmp_path / "run" / "omicformer_config.json").write_text('{"model": "ScGPT"}')
+    assert sorted(model_entries(tmp_path / "run")) == ["model.safetensors",
+                                                       "omicformer_config.json"]  # fmt: skip
+    (tmp_path / "run" / "omicformer_config.json").write_text('{"model": "DNABert"}')  # ours
+    assert sorted(model_entries(tmp_path / "run")) == [
+        "config.json", "model.safetensors", "omicformer_config.json", "vocab.txt"]  # fmt: skip

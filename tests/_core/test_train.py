@@ -278,6 +278,18 @@ def test_checkpoint_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         fresh().train(max_epochs=1, ckpt_path="last", **fit)
+    # epochs cut by limit_train_batches (2 of 3 minibatches): the checkpoint at such an
+    # epoch's end resumed inside that epoch, skipping the next epoch's first 2 minibatches
+    fit |= {"limit_train_batches": 2, "checkpoint_dir": tmp_path / "cut"}
+    full = fresh()
+    full.train(max_epochs=2, **{**fit, "checkpoint_dir": None})
+    fresh().train(max_epochs=1, **fit)
+    resumed = fresh()
+    resumed.train(max_epochs=2, ckpt_path="last", **fit)
+    assert len(resumed.history["train_loss"]) == 2
+    for (name, a), b in zip(full.module.state_dict().items(), resumed.module.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, msg=name)
 
 
 # ---------------------------------------------------------------- save
@@ -308,7 +320,7 @@ def test_save_writes_on_rank_zero_only(tmp_path, monkeypatch):
     ],
 )
 def test_check_fit_args_names_the_bad_argument(kwargs, match):
-    from omicformer._core._train import check_fit_args
+    from omicformer._core._fit_checks import check_fit_args
 
     with pytest.raises(ValueError, match=match):
         check_fit_args(**{"batch_size": 8, **kwargs})
@@ -486,3 +498,23 @@ def test_a_labelled_run_names_its_training_bar(rich, monkeypatch):
         assert said[:2] == ["classifier 2/3 · Epoch 0", "classifier 2/3 · Epoch 1"]
     assert said[2] == "Epoch 0"
     assert isinstance(mine, ProgressBar)
+    import pickle  # as Lightning pickles the callbacks under ddp_spawn
+
+    from omicformer._core._bars import labelled_training_bar
+
+    assert pickle.loads(pickle.dumps(labelled_training_bar("classifier 1/2"))).label == (
+        "classifier 1/2"
+    )
+
+
+def test_a_step_cap_inside_the_first_epoch_with_early_stopping_is_refused_first():
+    # Lightning trained the whole run, then failed: "Early stopping conditioned on metric
+    # 'validation_loss' which is not available"
+    x = np.linspace(-1, 1, 120)
+    fit = {"batch_size": 4, "max_epochs": 3, "val": _Pairs(x[:8], 2 * x[:8]), **QUIET,
+           "early_stopping": True}  # fmt: skip
+    with pytest.raises(ValueError, match=r"max_steps=5 ends the run inside the first epoch \(30"):
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, max_steps=5, **fit)
+    history = run_training(_Toy(), _Pairs(x, 2 * x), _stack, max_steps=5,
+                           limit_train_batches=2, **fit)  # fmt: skip
+    assert len(history["validation_loss"]) == 2  # epochs of 2 steps: 2 whole ones in 5 steps

@@ -289,6 +289,12 @@ def test_a_class_name_with_a_slash_gives_a_column_files_can_hold(atac, genome, f
     assert pl.prediction_histogram(frame, label="TF/other", show=False).get_xlabel() == (
         "P(TF_other)"
     )
+    assert pl.prediction_histogram(atac, label="TF_other", show=False).get_xlabel() == (
+        "P(TF/other)"  # the class as its column writes it
+    )
+    # a file written before: the column kept the '/' (h5ad only warned)
+    atac.var = atac.var.rename(columns={"dnabert_prob_TF_other": "dnabert_prob_TF/other"})
+    assert pl.prediction_histogram(atac, show=False).get_xlabel() == "P(TF/other)"
     tl.predict(atac, model=finetuned, fasta=path, **KW)  # the old columns go, "/" or not
     assert [c for c in atac.var if c.startswith("dnabert_prob_")] == ["dnabert_prob_at",
                                                                      "dnabert_prob_gc"]  # fmt: skip

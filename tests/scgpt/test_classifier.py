@@ -363,7 +363,7 @@ def test_refused_training_arguments_leave_a_trained_model_as_it_was(clf_trained,
     np.testing.assert_array_equal(clf_trained.predict_proba(query, progress=False), before)
     # the runner's own keywords and patience 0 (Lightning's "stop at the first check without
     # improvement") pass the check
-    from omicformer._core._train import check_fit_args
+    from omicformer._core._fit_checks import check_fit_args
 
     check_fit_args(batch_size=8, early_stopping_patience=0,
                    trainer_kwargs={"checkpoint_every_n_steps": 1, "gradient_clip_val": 1.0})  # fmt: skip
@@ -432,8 +432,8 @@ def test_a_train_that_does_not_finish_leaves_the_classifier_untrained(
 
     from omicformer.scgpt.model import _classifier_probe
 
-    class CtrlC(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    class CtrlC(pl.Callback):  # after the first step (before it, see the test below)
+        def on_train_batch_end(self, *args):
             raise KeyboardInterrupt
 
     clf = copy.deepcopy(clf_trained)
@@ -452,3 +452,50 @@ def test_a_train_that_does_not_finish_leaves_the_classifier_untrained(
     assert not clf.is_trained
     with pytest.raises(RuntimeError, match=r"not trained.*a train\(\) that did not finish"):
         clf.predict_proba(clf_ref_query[1], progress=False)
+
+
+def test_a_train_stopped_or_refused_before_its_first_step_leaves_the_classifier_as_it_was(
+    clf_trained, clf_ref_query
+):
+    # the new head, the dropped probe and the dropout came before the runner's own checks
+    # (ckpt_path="last" without checkpoint_dir): the model was left untrained, its head new
+    import copy
+
+    import lightning.pytorch as pl
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_start(self, *args):
+            raise KeyboardInterrupt
+
+    clf = copy.deepcopy(clf_trained)
+    query = clf_ref_query[1]
+    before = clf.predict_proba(query, progress=False)
+    head = {k: v.clone() for k, v in clf.module.cls_decoder.state_dict().items()}
+    fit = {"max_epochs": 1, "batch_size": 16, "accelerator": "cpu", "enable_progress_bar": False,
+           "dropout": 0.5}  # fmt: skip
+    with pytest.raises(ValueError, match="ckpt_path='last' needs checkpoint_dir"):
+        clf.train(ckpt_path="last", **fit)
+    with pytest.raises(KeyboardInterrupt):
+        clf.train(callbacks=[CtrlC()], **fit)
+    assert clf.is_trained and clf.probe_ is not None
+    assert clf.module.config.dropout == clf_trained.module.config.dropout
+    for key, value in clf.module.cls_decoder.state_dict().items():
+        torch.testing.assert_close(value, head[key], rtol=0, atol=0)
+    np.testing.assert_array_equal(clf.predict_proba(query, progress=False), before)
+
+
+def test_a_large_reference_trains_shorter_epochs_each_validated(
+    clf_ref_query, clf_pretrained, monkeypatch
+):
+    # past 12,000 cell passes in the first epoch (a reference of more than ~13,300 cells) the
+    # default run ended before any validation, and early stopping failed after the training:
+    # "Early stopping conditioned on metric 'validation_loss' which is not available"
+    from omicformer.scgpt.model import _classifier
+
+    monkeypatch.setattr(_classifier, "MAX_DEFAULT_CELL_PASSES", 64)  # 81 cells: 3 minibatches
+    ref = clf_ref_query[0].copy()
+    ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
+    clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
+    clf.train(batch_size=32, probe=False, **FIT)  # 64 / 32 = 2 steps: 2 epochs of 1 minibatch
+    assert len(clf.history["validation_loss"]) == 2
+    assert clf.is_trained

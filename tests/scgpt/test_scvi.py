@@ -134,6 +134,8 @@ def test_scvi_training_arguments_say_what_to_pass_instead(model, monkeypatch):
     with pytest.warns(FutureWarning, match=r"'train_size' is deprecated.*'validation_size'"):
         clf.train(max_epochs=1, train_size=0.75, accelerator="cpu")  # a task model's train too
     assert [len(rows) for rows in split] == [30, 10]  # 25% of 40 cells held out
+    recorded = clf.train_config_["arguments"]  # as run: train_size was read as validation_size
+    assert recorded["validation_size"] == 0.25 and "train_size" not in recorded
 
 
 def test_setup_views_of_a_model_loaded_without_anndata(model, tmp_path, capsys):

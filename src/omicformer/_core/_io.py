@@ -128,33 +128,67 @@ def shape_mismatches(
     ]
 
 
-#: Files that mark a folder as holding a model: ours (scGPT, ensemble, DNABERT), an official
-#: scGPT folder (``args.json``, ``best_model.pt``) or a Hugging Face DNABERT folder.
-MODEL_MARKERS = (WEIGHTS_NAME, CONFIG_NAME, "ensemble.json", "args.json", "best_model.pt",
-                 "pytorch_model.bin")  # fmt: skip
-#: Every file a model folder of any of them holds: what replacing the model removes.
-MODEL_FILES = (*MODEL_MARKERS, "vocab.json", "adata.h5ad", "probe.safetensors", "config.json",
-               "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
+#: The files of each kind of model folder, and the files that mark that kind: ours (scGPT,
+#: the ensemble's list), an official scGPT folder, a Hugging Face (DNABERT) folder, ours or not.
+MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "scgpt": ((WEIGHTS_NAME, CONFIG_NAME, "vocab.json", "adata.h5ad", "probe.safetensors"),
+              (WEIGHTS_NAME, CONFIG_NAME)),
+    "ensemble": (("ensemble.json",), ("ensemble.json",)),
+    "official scgpt": (("best_model.pt", "args.json", "vocab.json"), ("best_model.pt",)),
+    "hugging face": (("config.json", WEIGHTS_NAME, "pytorch_model.bin", "vocab.txt", CONFIG_NAME,
+                      "tokenizer_config.json", "special_tokens_map.json"),
+                     (WEIGHTS_NAME, "pytorch_model.bin")),
+}  # fmt: skip
+#: The files that mark a folder as holding a model, of any kind.
+MODEL_MARKERS = tuple(dict.fromkeys(m for _, marks in MODEL_KINDS.values() for m in marks))
 
 
 def model_entries(path: str | Path) -> list[str]:
     """The entries of the model saved in folder ``path``, of any kind; ``[]`` if it holds none.
 
-    A model is there when one of :data:`MODEL_MARKERS` is. Its entries are the
-    :data:`MODEL_FILES` present and the member folders an ``ensemble.json`` lists; another
-    file of the folder is the user's own.
+    A kind of model is there when one of its marking files is (a Hugging Face folder: weights
+    beside a ``config.json``; :data:`MODEL_KINDS`). Its entries are the files of the kinds
+    found, and the member folders an ``ensemble.json`` lists; any other file of the folder
+    (an ``args.json`` or ``config.json`` of the user's own, without weights) is not the model's.
     """
     path = Path(path).expanduser()
-    if not path.is_dir() or not any(os.path.lexists(path / n) for n in MODEL_MARKERS):
+    if not path.is_dir():
         return []
-    names = [n for n in MODEL_FILES if os.path.lexists(path / n)]
+
+    def has(name: str) -> bool:
+        return os.path.lexists(path / name)
+
+    saved = _saved_model(path)  # "DNABert", a scGPT class, None (not ours)
+    found = {kind: any(has(m) for m in marks) for kind, (_, marks) in MODEL_KINDS.items()}
+    found["scgpt"] = found["scgpt"] and saved != "DNABert"
+    # weights beside a config.json, but not our scGPT weights beside a file of the user's
+    found["hugging face"] = (found["hugging face"] and has("config.json")
+                             and (has("pytorch_model.bin") or saved in (None, "DNABert")))  # fmt: skip
+    names: list[str] = []
+    for kind, (files, _) in MODEL_KINDS.items():
+        if found[kind]:
+            names += [n for n in files if has(n) and n not in names]
+    return names + _ensemble_members(path) if names else []
+
+
+def _saved_model(path: Path) -> str | None:
+    """The class an ``omicformer_config.json`` in ``path`` names (``None``: none, damaged)."""
+    try:
+        model = json.loads((path / CONFIG_NAME).read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
+def _ensemble_members(path: Path) -> list[str]:
+    """The member folders an ``ensemble.json`` in ``path`` lists (none if it is damaged)."""
     try:
         members = json.loads((path / "ensemble.json").read_text()).get("members", [])
     except (OSError, ValueError, AttributeError):  # none, or damaged: only the list goes
-        members = []
+        return []
     members = members if isinstance(members, list) else []
-    return names + [m for m in members if isinstance(m, str) and m.startswith("member_")
-                    and os.sep not in m and (path / m).is_dir()]  # fmt: skip
+    return [m for m in members if isinstance(m, str) and m.startswith("member_")
+            and os.sep not in m and (path / m).is_dir()]  # fmt: skip
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -268,8 +268,10 @@ class ResumeCallback(pl.Callback):
             sampler.position = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        for sampler in self.samplers:
-            sampler.position = int(batch_idx) + 1
+        done = int(batch_idx) + 1
+        last = trainer.num_training_batches  # this epoch's, limit_train_batches counted
+        for sampler in self.samplers:  # an epoch cut by limit_train_batches is whole too
+            sampler.position = len(sampler) if done >= last else done
 
     def state_dict(self) -> dict[str, Any]:
         samplers = [s.state_dict() for s in self.samplers]

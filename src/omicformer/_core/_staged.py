@@ -58,34 +58,38 @@ def staged_folder(path: str | os.PathLike[str], *, stale: Iterable[str] = ()) ->
     """
     path = Path(path).expanduser()
     check_folder_path(path)
-    with _interrupts_deferred():
-        created = _make_folders(path)
-        _remove_abandoned(path)
-        tag = f"{socket.gethostname()}-{os.getpid()}-"
-        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX + tag, dir=path))
+    created: list[Path] = []
+    stage: Path | None = None
     done = False
     try:
+        with _interrupts_deferred():  # a Ctrl-C here comes once the cleanup below can run
+            created = _missing_folders(path)  # known before mkdir, should it fail part-way
+            path.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(path)
+            tag = f"{socket.gethostname()}-{os.getpid()}-"
+            stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX + tag, dir=path))
         yield stage
         with _interrupts_deferred():
             _move_in(stage, path, set(stale), tag)
             done = True
     finally:
         with _interrupts_deferred():
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
             if not done:
                 for folder in created:  # the folders made for this save, if still empty
                     try:
                         folder.rmdir()
-                    except OSError:
+                    except FileNotFoundError:  # not made: mkdir failed before it
+                        continue
+                    except OSError:  # not empty: something else is in it now
                         break
 
 
-def _make_folders(path: Path) -> list[Path]:
-    """``mkdir -p path``; the folders it created, deepest first (``a`` of ``a/../m`` too)."""
-    missing = [p for p in (path, *path.parents)
-               if p.name not in ("", ".", "..") and not p.exists()]  # fmt: skip
-    path.mkdir(parents=True, exist_ok=True)
-    return missing
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders ``mkdir -p path`` makes, deepest first (``a`` of ``a/../m`` too)."""
+    return [p for p in (path, *path.parents)
+            if p.name not in ("", ".", "..") and not p.exists()]  # fmt: skip
 
 
 def _remove_abandoned(path: Path) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -44,9 +44,11 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
+from ._bars import labelled_training_bar
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
-from ._progress import RUN_LABEL, labelled_training_bar
+from ._fit_checks import check_first_epoch_validated, check_fit_args, is_real
+from ._progress import RUN_LABEL
 from ._quiet import quiet_lightning
 from ._random import collate_generator, collate_rng, keeps_global_rng
 from ._resume import (
@@ -70,95 +72,6 @@ def seed_all(random_state: int) -> None:
     pl.seed_everything(int(random_state), workers=True, verbose=False)
 
 
-#: scvi-tools' ``train`` arguments that the omicformer models do not take, and what does it.
-_SCVI_TRAIN_ARGS = {
-    "plan_kwargs": "pass the training plan's settings (lr=, weight_decay=, ...) to train() itself",
-    "datasplitter_kwargs": "the held-out share is validation_size=, drawn with random_state=",
-    "shuffle_set_split": "the held-out cells are drawn at random with random_state=",
-    "train_size": "pass validation_size=1 - train_size",
-    "load_sparse_tensor": "sparse rows are read as they are, in minibatches",
-}
-
-
-def check_fit_args(
-    *,
-    batch_size: Any,
-    max_epochs: Any = None,
-    max_steps: Any = None,
-    validation_size: Any = 0.0,
-    dropout: Any = None,
-    lr: Any = None,
-    weight_decay: Any = None,
-    counts: Mapping[str, Any] | None = None,
-    factors: Mapping[str, Any] | None = None,
-    early_stopping_patience: Any = None,
-    random_state: Any = 0,
-    trainer_kwargs: Mapping[str, Any] | None = None,
-) -> None:
-    """``ValueError`` naming the first bad training argument; call before changing the model.
-
-    ``batch_size`` and, when given, ``max_epochs`` and ``max_steps`` must be integers >= 1,
-    ``validation_size`` a number in [0, 1) and ``dropout``, when given, a number in [0, 1);
-    ``lr``, when given, a number > 0 and ``weight_decay`` one >= 0 (the optimiser would refuse
-    them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
-    interval) must be integers >= 1 and ``factors`` (a learning-rate decay) numbers > 0,
-    where not ``None``; ``early_stopping_patience`` an integer >= 0, ``random_state`` a seed
-    (an integer >= 0: numpy's own error did not name it). ``trainer_kwargs``: ``TypeError`` for a key neither
-    :class:`lightning.pytorch.Trainer` nor :func:`run_training` takes (a typo failed only when
-    the trainer was built, after the model had changed).
-    """
-    from ._checks import check_int, check_seed
-
-    check_int("batch_size", batch_size)
-    check_seed(random_state)
-    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps),
-                        *(counts or {}).items()):  # fmt: skip
-        if value is not None:
-            check_int(name, value)
-    if early_stopping_patience is not None:  # 0: stop at the first check without improvement
-        check_int("early_stopping_patience", early_stopping_patience, minimum=0)
-    for name, value in (factors or {}).items():
-        if not _is_real(value) or not (np.isfinite(value) and value > 0):
-            msg = f"{name}={value!r} must be a number > 0 (the learning rate's factor)."
-            raise ValueError(msg)
-    if trainer_kwargs:
-        import inspect
-
-        from lightning.pytorch import Trainer
-
-        known = set(inspect.signature(Trainer.__init__).parameters)
-        known |= set(inspect.signature(run_training).parameters)  # checkpoint_every_n_steps
-        unknown = sorted(set(trainer_kwargs) - known)
-        for name in unknown:
-            if name in _SCVI_TRAIN_ARGS:
-                msg = f"scvi-tools' {name}= is not an argument here: {_SCVI_TRAIN_ARGS[name]}."
-                raise TypeError(msg)
-        if unknown:
-            msg = (
-                f"{unknown} are not arguments of this train method nor of "
-                "lightning.pytorch.Trainer; check the spelling."
-            )
-            raise TypeError(msg)
-    for name, value in (("validation_size", validation_size), ("dropout", dropout)):
-        if value is None:
-            continue
-        if not _is_real(value) or not 0 <= value < 1:
-            msg = f"{name}={value!r} must be a number in [0, 1)."
-            raise ValueError(msg)
-    if lr is not None and (not _is_real(lr) or not lr > 0):
-        msg = f"lr={lr!r} must be a number > 0 (the optimiser's learning rate)."
-        raise ValueError(msg)
-    if weight_decay is not None and (not _is_real(weight_decay) or not weight_decay >= 0):
-        msg = f"weight_decay={weight_decay!r} must be a number >= 0."
-        raise ValueError(msg)
-
-
-def _is_real(value: Any) -> bool:
-    """Whether ``value`` is a Python or NumPy number (not a bool)."""
-    real = isinstance(value, int | float | np.integer | np.floating)
-    return real and not isinstance(value, bool)
-
-
 # ---------------------------------------------------------------------------- data
 def split_indices(
     n: int, validation_size: float, random_state: int, stratify: np.ndarray | None = None
@@ -170,7 +83,7 @@ def split_indices(
     applies to each class on its own: ``floor(validation_size * n_c)`` items of a class of
     ``n_c`` are held out, so a class too small for that keeps all its items for training.
     """
-    if not _is_real(validation_size) or not 0 <= validation_size < 1:
+    if not is_real(validation_size) or not 0 <= validation_size < 1:
         msg = f"validation_size={validation_size!r} must be a number in [0, 1)."
         raise ValueError(msg)
     if n < 1:
@@ -428,6 +341,8 @@ def run_training(
         val_loader = make_loader(val, val_collate_fn or collate_fn, batch_size=batch_size,
                                  shuffle=False, groups=val_groups, num_workers=num_workers)  # fmt: skip
 
+    if early_stopping and has_val:
+        check_first_epoch_validated(loader, max_steps, accumulate_grad_batches, trainer_kwargs)
     history = HistoryCallback()
     extra = trainer_kwargs.pop("callbacks", None) or []
     extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes

@@ -124,19 +124,20 @@ def _prob_column(
     prefix = f"{key}_prob_"
     labels = None if adata is None else predicted_labels(adata, key)
     if labels and all(prob_column(key, lab) in frame.columns for lab in labels):
-        available = labels
-    else:  # the names as written in the columns ('_' for a '/')
-        available = [c[len(prefix) :] for c in frame.columns if c.startswith(prefix)]
+        columns = {lab: prob_column(key, lab) for lab in labels}
+    else:  # the names as the columns hold them ('_' for a '/'; '/' in files of before)
+        columns = {c[len(prefix) :]: c for c in frame.columns if c.startswith(prefix)}
+    available = list(columns)
     if not available:
         msg = f"No '{prefix}*' columns found; run dnabert.tl.predict(..., key_added={key!r}) first."
         raise KeyError(msg)
     label = available[-1] if label is None else str(label)
-    if label not in available and label.replace("/", "_") in available:
-        label = label.replace("/", "_")
-    if label not in available:
+    if label not in columns:  # the class as named, or as its column writes it
+        label = next((lab for lab in available if columns[lab] == prob_column(key, label)), label)
+    if label not in columns:
         msg = f"label={label!r} not among the predicted classes {available}."
         raise KeyError(msg)
-    return prob_column(key, label), label
+    return columns[label], label
 
 
 def prediction_histogram(

@@ -140,7 +140,8 @@ def predict(
     data = data.copy() if copy else data
     target = modality(data, mod)
     # the probability columns of an earlier call with this key_added (maybe other classes)
-    previous = [prob_column(key_added, lab) for lab in predicted_labels(target, key_added) or []]
+    previous = [c for lab in predicted_labels(target, key_added) or []  # '/' kept before
+                for c in (prob_column(key_added, lab), f"{key_added}_prob_{lab}")]  # fmt: skip
     target.var = target.var.drop(columns=[c for c in previous if c in target.var.columns])
     for column, values in columns.items():
         target.var[column] = values

@@ -14,7 +14,8 @@ import torch
 from ..._core._callbacks import History, extend_history
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
-from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
+from ..._core._fit_checks import check_fit_args
+from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._genome import Genome
 from .._kmers import check_sequences, vocab_size
 from .._windows import split_windows

@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, check_fit_args, split_indices
+from ..._core._fit_checks import check_fit_args
+from ..._core._train import VALIDATION_SIZE, split_indices
 from ..module import ClsDecoder
 from ..module._model import check_cell_emb_style
 from ._classifier_infer import BlockInferenceMixin, LabelPredictionMixin, proba_frame
@@ -40,6 +41,8 @@ MIN_PATIENCE = 5
 #: minimum of 3 epochs would otherwise grow without bound; ``tl.annotate`` of 2,638 cells from
 #: a 10,552-cell reference took 215 s on 2 CPU cores, 378 s with 20,000 passes).
 MAX_DEFAULT_CELL_PASSES = 12_000
+#: What ``train`` sets before training: back as it was when training fails before a step.
+_TRAIN_STATE = ("is_trained_", "probe_", "probe_genes_", "_head_fits")
 
 
 class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionMixin, ScGPT):
@@ -178,9 +181,11 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         max_epochs
             Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
             passes, between 3 and 100 epochs (more epochs for small references, few for large
-            ones), and at most 12,000 cell passes (``max_steps = 12000 / batch_size``; a
-            reference of more than 4,000 labelled cells then trains for less than 3 epochs),
-            so that CPU runs stay in minutes.
+            ones), and at most 12,000 cell passes (``max_steps = 12000 / batch_size``), so
+            that CPU runs stay in minutes. Where the cap would end the run inside an epoch (a
+            reference of more than about 4,000 labelled cells), the epochs shorten instead
+            (``limit_train_batches``): each trains on a new random share of the cells and is
+            validated, as early stopping needs.
         batch_size, lr
             Minibatch size (per device) and Adam learning rate. The official tutorial uses 32
             and 1e-4 with a factor 0.9 per epoch; with the small default model, 3e-4 and 0.95
@@ -267,7 +272,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         ``validation_indices`` and ``is_trained``. Cells without a label are skipped.
         """
         from ..train._classify import ClassificationCollator, ClassifierTrainingPlan
-        from ._training import _check_streaming
+        from ._training import _check_streaming, epochs_within_cap
 
         require_training_cells(self)
         if class_weight not in (None, "balanced"):
@@ -286,60 +291,71 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             raise ValueError(msg)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
-        if dropout is not None:  # every argument checked: the model changes from here on
-            self.module.set_dropout(dropout)
-        self._new_head()
-        self.module.config = dataclasses.replace(self.module.config, cell_emb_style=cell_emb_style)
-        labels = self._registered(REGISTRY_KEYS.LABELS_KEY)
-        labelled = np.flatnonzero(labels >= 0)
-        batch = self._batch_codes(self.adata) if self._needs_batch_codes() else None
-        train_pos, val_pos = split_indices(
-            len(labelled), validation_size, random_state, stratify=labels[labelled]
-        )
-        train_idx, val_idx = labelled[train_pos], labelled[val_pos]
-        n_classes = len(self.classes_)
-        if max_epochs is None and max_steps is None:
-            max_epochs = default_epochs(len(train_idx))
-            max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
-        if early_stopping_patience is None:
-            early_stopping_patience = default_patience(len(train_idx))
-        weight = None
-        if class_weight == "balanced":
-            counts = np.bincount(labels[train_idx], minlength=n_classes).astype(float)
-            weight = torch.as_tensor(counts.sum() / (n_classes * np.maximum(counts, 1))).float()
-        common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
-                  "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
-                  "gene_selection": self.gene_selection}  # fmt: skip
-        # not trained until the head is fitted and calibrated: an interrupted run leaves a
-        # model that refuses to predict, not a half-trained one that predicts
-        self.is_trained_ = False
-        self.probe_, self.probe_genes_ = None, None
-        if probe:
-            self._keep_pretrained()
-        with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
-            train_ds, val_ds = dataset(train_idx, batch, labels), dataset(val_idx, batch, labels)
-            stats = None
-            if standardize:
-                stats = self._embedding_stats(train_idx, random_state, accelerator)
-            plan = ClassifierTrainingPlan(
-                self.module, lr=lr, weight_decay=weight_decay, class_weight=weight,
-                lr_decay=lr_decay, input_stats=stats, stats_momentum=STATS_MOMENTUM,
-            )  # fmt: skip
-            groups = (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
-            try:
-                self._fit(
-                    plan, functools.partial(ClassificationCollator, col_ids, **common),
-                    (train_ds, val_ds), (train_idx, val_idx), groups=groups,
-                    batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                    accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                    strategy=strategy, precision=precision, num_workers=num_workers,
-                    random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
-                    early_stopping_patience=early_stopping_patience,
-                    checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-                    enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+        # a refusal (or Ctrl-C) before the first step leaves the model as it was
+        with self._kept_until_a_step(_TRAIN_STATE, ("cls_decoder",)) as plans:
+            if dropout is not None:  # every argument checked: the model changes from here on
+                self.module.set_dropout(dropout)
+            self._new_head()
+            self.module.config = dataclasses.replace(
+                self.module.config, cell_emb_style=cell_emb_style
+            )
+            labels = self._registered(REGISTRY_KEYS.LABELS_KEY)
+            labelled = np.flatnonzero(labels >= 0)
+            batch = self._batch_codes(self.adata) if self._needs_batch_codes() else None
+            train_pos, val_pos = split_indices(
+                len(labelled), validation_size, random_state, stratify=labels[labelled]
+            )
+            train_idx, val_idx = labelled[train_pos], labelled[val_pos]
+            n_classes = len(self.classes_)
+            if max_epochs is None and max_steps is None:
+                max_epochs = default_epochs(len(train_idx))
+                max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
+                epochs_within_cap(len(train_idx), batch_size, max_epochs, max_steps, trainer_kwargs)
+            if early_stopping_patience is None:
+                early_stopping_patience = default_patience(len(train_idx))
+            weight = None
+            if class_weight == "balanced":
+                counts = np.bincount(labels[train_idx], minlength=n_classes).astype(float)
+                weight = torch.as_tensor(counts.sum() / (n_classes * np.maximum(counts, 1))).float()
+            common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
+                      "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
+                      "gene_selection": self.gene_selection}  # fmt: skip
+            # not trained until the head is fitted and calibrated: an interrupted run leaves a
+            # model that refuses to predict, not a half-trained one that predicts
+            self.is_trained_ = False
+            self.probe_, self.probe_genes_ = None, None
+            if probe:
+                self._keep_pretrained()
+            with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
+                train_ds, val_ds = (
+                    dataset(train_idx, batch, labels),
+                    dataset(val_idx, batch, labels),
+                )
+                stats = None
+                if standardize:
+                    stats = self._embedding_stats(train_idx, random_state, accelerator)
+                plan = ClassifierTrainingPlan(
+                    self.module, lr=lr, weight_decay=weight_decay, class_weight=weight,
+                    lr_decay=lr_decay, input_stats=stats, stats_momentum=STATS_MOMENTUM,
                 )  # fmt: skip
-            finally:  # also after an interruption: the head must predict without the plan
-                plan.fold_standardisation()
+                plans.append(plan)
+                groups = (
+                    (train_ds.batch_codes, val_ds.batch_codes) if c.domain_spec_batchnorm else None
+                )
+                try:
+                    self._fit(
+                        plan, functools.partial(ClassificationCollator, col_ids, **common),
+                        (train_ds, val_ds), (train_idx, val_idx), groups=groups,
+                        batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                        accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                        strategy=strategy, precision=precision, num_workers=num_workers,
+                        random_state=random_state, early_stopping=early_stopping and len(val_idx) > 0,
+                        early_stopping_patience=early_stopping_patience,
+                        checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
+                        enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+                    )  # fmt: skip
+                finally:  # also after an interruption: the head must predict without the plan
+                    plan.fold_standardisation()
         self.is_trained_ = False  # (set by _fit) once calibrated below
         if probe:
             self._calibrate_with_probe(train_idx, val_idx, labels, class_weight, random_state)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scvi import REGISTRY_KEYS
 
-from ..._core._train import VALIDATION_SIZE, check_fit_args, split_indices
+from ..._core._fit_checks import check_fit_args
+from ..._core._train import VALIDATION_SIZE, split_indices
 from ._io import rebuild_module
 from ._scgpt import ScGPT
 from ._scvi import require_training_cells
@@ -241,7 +242,9 @@ class ScGPTIntegration(ScGPT):
             Passes over the cells; ``None`` (with ``max_steps=None``) scales with the data:
             about 8,000 cell passes, between 1 and 15 epochs (the official tutorial runs 15),
             and at most 16,000 cell passes (``max_steps = 16000 / batch_size``), so that CPU
-            runs take minutes also on large data (where the model then sees a sample).
+            runs take minutes also on large data (where the model then sees a sample: the
+            epochs shorten to ``max_steps / max_epochs`` minibatches, ``limit_train_batches``,
+            so that each ends validated).
         batch_size, lr
             Cells per minibatch (per device) and Adam learning rate (official 64 and 1e-4).
         max_steps, validation_size, early_stopping, early_stopping_patience
@@ -311,7 +314,7 @@ class ScGPTIntegration(ScGPT):
         ``train_indices``, ``validation_indices`` and ``is_trained``.
         """
         from ..train._integrate import IntegrationTrainingPlan, MaskedValueCollator
-        from ._training import _check_streaming
+        from ._training import _check_streaming, epochs_within_cap
 
         require_training_cells(self)
         for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
@@ -340,51 +343,54 @@ class ScGPTIntegration(ScGPT):
             )
             raise ValueError(msg)
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
-        if dropout is not None:  # every argument checked: the model changes from here on
-            self.module.set_dropout(dropout)
-        n_labels = len(self._label_categories())
-        label_weight = label_weight if n_labels else 0.0
-        batches = self._batch_codes(self.adata)
-        labels = self._label_codes()
-        train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
-        if max_epochs is None and max_steps is None:
-            max_epochs = default_epochs(len(train_idx))
-            max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
-        common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
-                  "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
-                  "gene_selection": self.gene_selection,
-                  "mask_ratio": mask_ratio, "mask_value": c.mask_value,
-                  "n_zero_genes": n_zero_genes if mvc else 0}  # fmt: skip
-        with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
-            train_ds, val_ds = (
-                dataset(train_idx, batches, labels),
-                dataset(val_idx, batches, labels),
-            )
-            plan = IntegrationTrainingPlan(
-                self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
-                label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
-                mnn_weight=mnn_weight,
-            )  # fmt: skip
-            # DSBN without the cross-batch loss: one batch per minibatch (the official
-            # per_seq_batch_sample); else mixed (DSBN then normalises each batch's cells of a
-            # minibatch with that batch's layer)
-            groups = None
-            if one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
-                groups = (train_ds.batch_codes, val_ds.batch_codes)
-            if balance_batches:  # checked above: not with one batch per minibatch
-                groups = (train_ds.batch_codes, val_ds.batch_codes)
-            self._fit(
-                plan, functools.partial(MaskedValueCollator, col_ids, **common),
-                (train_ds, val_ds), (train_idx, val_idx), groups=groups,
-                balance_groups=balance_batches, groups_per_batch=BATCHES_PER_MINIBATCH,
-                batch_size=batch_size,
-                max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
-                devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                num_workers=num_workers, random_state=random_state,
-                early_stopping=early_stopping and len(val_idx) > 0,
-                early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
-                ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
-            )  # fmt: skip
+        with self._kept_until_a_step(()) as plans:  # a refusal leaves the dropout as it was
+            if dropout is not None:  # every argument checked: the model changes from here on
+                self.module.set_dropout(dropout)
+            n_labels = len(self._label_categories())
+            label_weight = label_weight if n_labels else 0.0
+            batches = self._batch_codes(self.adata)
+            labels = self._label_codes()
+            train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
+            if max_epochs is None and max_steps is None:
+                max_epochs = default_epochs(len(train_idx))
+                max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
+                epochs_within_cap(len(train_idx), batch_size, max_epochs, max_steps, trainer_kwargs)
+            common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
+                      "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
+                      "gene_selection": self.gene_selection,
+                      "mask_ratio": mask_ratio, "mask_value": c.mask_value,
+                      "n_zero_genes": n_zero_genes if mvc else 0}  # fmt: skip
+            with self._training_cells(stream, chunk_size, shuffle_window) as (dataset, col_ids):
+                train_ds, val_ds = (
+                    dataset(train_idx, batches, labels),
+                    dataset(val_idx, batches, labels),
+                )
+                plan = IntegrationTrainingPlan(
+                    self.module, lr=lr, mvc=mvc, ecs_weight=ecs_weight, dab_weight=dab_weight,
+                    label_weight=label_weight, weight_decay=weight_decay, lr_decay=lr_decay,
+                    mnn_weight=mnn_weight,
+                )  # fmt: skip
+                plans.append(plan)
+                # DSBN without the cross-batch loss: one batch per minibatch (the official
+                # per_seq_batch_sample); else mixed (DSBN then normalises each batch's cells of a
+                # minibatch with that batch's layer)
+                groups = None
+                if one_batch_per_minibatch(c.domain_spec_batchnorm, mnn_weight):
+                    groups = (train_ds.batch_codes, val_ds.batch_codes)
+                if balance_batches:  # checked above: not with one batch per minibatch
+                    groups = (train_ds.batch_codes, val_ds.batch_codes)
+                self._fit(
+                    plan, functools.partial(MaskedValueCollator, col_ids, **common),
+                    (train_ds, val_ds), (train_idx, val_idx), groups=groups,
+                    balance_groups=balance_batches, groups_per_batch=BATCHES_PER_MINIBATCH,
+                    batch_size=batch_size,
+                    max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+                    devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                    num_workers=num_workers, random_state=random_state,
+                    early_stopping=early_stopping and len(val_idx) > 0,
+                    early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
+                    ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
+                )  # fmt: skip
 
     def _needs_batch_codes(self) -> bool:
         return bool(self.module.config.domain_spec_batchnorm or self.module.config.use_batch_labels)

@@ -16,7 +16,7 @@ from scvi.data.fields import CategoricalObsField
 
 from ..._core._anndata import check_layer, check_not_view
 from ..._core._checks import check_int
-from ..._core._train import check_fit_args
+from ..._core._fit_checks import check_fit_args
 from .._conditions import (
     CONTROL,
     check_genes_known,

@@ -144,12 +144,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "train" in vars(cls):  # a task model's own train: scvi's train_size too
-            train = vars(cls)["train"]
+            train = records_train_config(vars(cls)["train"])  # records validation_size
             if "validation_size" in inspect.signature(train).parameters:
                 train = TRAIN_SIZE_RENAMED(train)
-            cls.train = records_train_config(train)
+            cls.train = train
 
-    train = records_train_config(GenerativeTrainingMixin.train)
+    train = TRAIN_SIZE_RENAMED(records_train_config(GenerativeTrainingMixin.train))
 
     def __init__(
         self,

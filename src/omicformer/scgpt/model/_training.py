@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import scipy.sparse as sp
 from ..._core._callbacks import extend_history
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
-from ..._core._train import VALIDATION_SIZE, check_fit_args, run_training, split_indices
+from ..._core._fit_checks import check_fit_args
+from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._embed import vocab_chunks
 from ._scvi import require_training_cells
 
@@ -22,6 +24,21 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from ..._core._ondisk import ChunkedRows
+
+
+def epochs_within_cap(
+    n_train: int, batch_size: int, max_epochs: int, max_steps: int, trainer_kwargs: dict[str, Any]
+) -> None:
+    """A default schedule whose step cap would end the run inside an epoch: shorter epochs.
+
+    ``max_epochs`` epochs of ``n_train`` cells exceed ``max_steps`` steps (a large data set):
+    ``limit_train_batches`` (set in ``trainer_kwargs`` unless given) makes each epoch
+    ``max_steps // max_epochs`` minibatches, a new random share of the cells each, so that
+    every epoch ends validated (early stopping and the best weights read those losses; the
+    cap inside the first epoch left none).
+    """
+    if max_steps < max_epochs * -(-n_train // batch_size):
+        trainer_kwargs.setdefault("limit_train_batches", max(1, max_steps // max_epochs))
 
 
 #: scvi-tools' ``train_size`` taken as ``validation_size = 1 - train_size`` (a FutureWarning).
@@ -142,15 +159,20 @@ class GenerativeTrainingMixin:
         self.is_trained_ = True
 
     @contextlib.contextmanager
-    def _kept_until_a_step(self, names: tuple[str, ...]) -> Iterator[list[Any]]:
-        """Inside, ``names`` and the dropout rate come back if training fails before a step.
+    def _kept_until_a_step(
+        self, names: tuple[str, ...], parts: tuple[str, ...] = ()
+    ) -> Iterator[list[Any]]:
+        """Inside, the model comes back as it was if training fails before a step.
 
         Before its first optimiser step (a refused argument) the weights are as they were, so
-        the attributes ``train`` set come back with them. Yields a list to append the training plan to once it exists; a run that failed after a
-        step leaves the attributes as the run set them (``is_trained`` False: untrained).
+        the attributes ``names``, the module's submodules ``parts`` (a head made anew), its
+        config and its dropout rate, which ``train`` set first, come back with them. Yields a
+        list to append the training plan to once it exists; a run that failed after a step
+        is left as it stopped (``is_trained`` False: untrained).
         """
         kept = {n: self.__dict__[n] for n in names if n in self.__dict__}
-        dropout = self.module.config.dropout
+        modules = {n: copy.deepcopy(getattr(self.module, n)) for n in parts}
+        config = self.module.config
         plans: list[Any] = []
         try:
             yield plans
@@ -161,11 +183,13 @@ class GenerativeTrainingMixin:
                         setattr(self, name, kept[name])
                     else:
                         self.__dict__.pop(name, None)
-                self.module.set_dropout(dropout)
+                for name, module in modules.items():
+                    setattr(self.module, name, module)
+                self.module.set_dropout(config.dropout)
+                self.module.config = config
             raise
 
     # ------------------------------------------------------------------ training
-    @TRAIN_SIZE_RENAMED
     def train(
         self,
         max_epochs: int | None = 10,
