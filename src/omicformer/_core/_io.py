@@ -46,23 +46,17 @@ def check_folder_path(path: Path) -> None:
 
 
 def save_model_dir(
-    path: str | Path,
-    state_dict: dict[str, torch.Tensor],
-    config: dict[str, Any],
-    *,
-    overwrite: bool = False,
+    path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
 ) -> Path:
     """Write ``state_dict`` as safetensors and ``config`` as JSON into folder ``path``.
 
+    The files are written as they are, into the new, empty folder of a staged save
+    (``_core._staged.staged_folder`` checks and replaces the destination).
     The config gains ``"versions"`` (:func:`environment_versions`) unless it has them.
     """
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
-    check_folder_path(path)
-    if (path / WEIGHTS_NAME).exists() and not overwrite:
-        msg = f"{path} already holds a saved model; pass overwrite=True to replace it."
-        raise FileExistsError(msg)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(path / WEIGHTS_NAME))
