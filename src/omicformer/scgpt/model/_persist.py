@@ -229,11 +229,13 @@ class SaveLoadMixin:
 
 
 #: scvi-tools' ``load`` arguments, and why an omicformer folder needs none of them.
+_ON_CPU = (
+    "the model loads on the CPU; each call that runs it takes its device "
+    "(get_latent_representation(device=...), predict(device=...), train(accelerator=...))"
+)
 _SCVI_LOAD_ARGS = {
-    "accelerator": "the model loads on the CPU; each call that runs it takes its device "
-    "(get_latent_representation(device=...), predict(device=...), train(accelerator=...))",
-    "device": "the model loads on the CPU; each call that runs it takes its device "
-    "(get_latent_representation(device=...), predict(device=...), train(accelerator=...))",
+    "accelerator": _ON_CPU,
+    "device": _ON_CPU,
     "prefix": "a folder holds one model, under fixed file names",
     "backup_url": "nothing is downloaded: pass a local folder",
     "datamodule": "models read their cells from an AnnData (adata=)",
