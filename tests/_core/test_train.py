@@ -468,11 +468,12 @@ def test_training_gives_the_callers_global_generators_back(monkeypatch):
 def test_a_labelled_run_names_its_training_bar(rich, monkeypatch):
     """An ensemble's members trained one after another each drew a bare "Epoch 0/9" bar."""
     from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
-    from lightning.pytorch.utilities import imports
+    from lightning.pytorch.trainer.connectors import callback_connector
 
     from omicformer._core._progress import RUN_LABEL
 
-    monkeypatch.setattr(imports, "_RICH_AVAILABLE", rich)
+    # Lightning 2.6 picks Rich where installed (2.5: tqdm always, no such attribute)
+    monkeypatch.setattr(callback_connector, "_RICH_AVAILABLE", rich, raising=False)
     x = np.linspace(-1, 1, 8)
     said = []
 

@@ -31,13 +31,15 @@ class LabelledTQDMBar(TQDMProgressBar):
 
 
 def labelled_training_bar(label: str) -> RichProgressBar | TQDMProgressBar:
-    """Lightning's default training bar (Rich if installed, else tqdm), led by ``label``.
+    """Lightning's default training bar (Rich or tqdm, as Lightning picks), led by ``label``.
 
     The bars draw ``"Epoch i/n"`` (Rich) or ``"Epoch i"`` (tqdm) themselves; the label goes in
     front (``"classifier 1/2 · Epoch 3/9"``), so that the bars of trainings run one after
     another tell which is which.
     """
-    from lightning.pytorch.utilities import imports
+    # the bar Lightning itself would add: Rich where its callback connector knows rich to be
+    # installed (Lightning 2.6), else tqdm (2.5 always); read when called, as tests change it
+    from lightning.pytorch.trainer.connectors import callback_connector
 
-    rich = imports._RICH_AVAILABLE  # read when called (tests turn it off)
+    rich = bool(getattr(callback_connector, "_RICH_AVAILABLE", False))
     return LabelledRichBar(label) if rich else LabelledTQDMBar(label)
