@@ -15,7 +15,12 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-07 (fourth), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1134 passed, 11
+# Last run: 2026-12-07 (fifth), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1160 passed, 12
+# skipped (PYTEST_ARGS="-q"), 264 s in all, at 60fb7c2, after the all-or-nothing saves, the
+# scvi-tools API fixes and the shortened epochs of large references. The run before it FAILED
+# the two labelled-training-bar tests: lightning 2.5 has no imports._RICH_AVAILABLE (and adds a
+# tqdm bar by default); the bar is now chosen from Lightning's callback connector.
+# Run before: 2026-12-07 (fourth), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1134 passed, 11
 # skipped (PYTEST_ARGS="-q -x", the default), 257 s in all, at 67497b9, after the checkpoint,
 # backed-file and interruption fixes and the scgpt annotate/integrate commands. The run before
 # it, at 8104238, FAILED one new test that wrote .zarr without zarr installed (zarr is
