@@ -27,7 +27,10 @@ def check_first_epoch_validated(
     """
     if max_steps is None or max_steps < 0:
         return
-    batches = len(loader)
+    try:
+        batches = len(loader)
+    except TypeError:  # a stream of unknown length: Lightning's own check stands
+        return
     limit = trainer_kwargs.get("limit_train_batches")
     if isinstance(limit, float) and not isinstance(limit, bool):
         batches = int(batches * limit)
