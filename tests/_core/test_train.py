@@ -16,10 +16,8 @@ from omicformer._core._callbacks import (
     BestWeights,
     HistoryCallback,
     SeedCallback,
-    format_duration,
     history_from_json,
     history_to_json,
-    long_run_message,
 )
 from omicformer._core._train import (
     auto_precision,
@@ -307,26 +305,6 @@ def test_save_writes_on_rank_zero_only(tmp_path, monkeypatch):
     assert (tmp_path / "scgpt" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
-        ({"batch_size": 2.5}, "batch_size=2.5 must be an integer"),
-        ({"max_epochs": 1.5}, "max_epochs=1.5 must be an integer"),
-        ({"max_steps": 0}, "max_steps=0 must be an integer >= 1"),
-        ({"validation_size": 1.0}, r"validation_size=1.0 must be a number in \[0, 1\)"),
-        ({"validation_size": "0.1"}, "validation_size='0.1' must be a number"),
-        ({"dropout": -0.1}, r"dropout=-0.1 must be a number in \[0, 1\)"),
-    ],
-)
-def test_check_fit_args_names_the_bad_argument(kwargs, match):
-    from omicformer._core._fit_checks import check_fit_args
-
-    with pytest.raises(ValueError, match=match):
-        check_fit_args(**{"batch_size": 8, **kwargs})
-    check_fit_args(batch_size=8, max_epochs=2, max_steps=None, validation_size=0.1, dropout=0.0)
-
-
 def test_one_callback_is_taken_as_lightning_takes_it():
     # Lightning's Trainer(callbacks=cb) takes a single callback; run_training unpacked a list
     x = np.linspace(-1, 1, 12)
@@ -344,13 +322,6 @@ def test_early_stopping_without_held_out_items_says_so():
 
 
 # ---------------------------------------------------------------- long CPU runs
-def test_format_duration_hand_examples():
-    assert format_duration(40.2) == "40 s"
-    assert format_duration(1500) == "25 min"
-    assert format_duration(7500) == "2 h 05 min"
-    assert format_duration(3599) == "1 h 00 min"  # 59.98 minutes round to an hour
-
-
 def _fake_clock(monkeypatch, seconds_per_call):
     calls = iter(range(10**6))
     monkeypatch.setattr(_callbacks, "_clock", lambda: seconds_per_call * next(calls))
@@ -384,15 +355,6 @@ def test_long_run_warning_mentions_early_stopping_and_stays_quiet_for_short_runs
     _fake_clock(monkeypatch, 3.0)
     with pytest.warns(UserWarning, match="early stopping may end it sooner"):
         run_training(_Toy(), _Pairs(x, 2 * x), _stack, early_stopping=True, **fit)
-
-
-def test_long_run_message_says_how_many_trainings_follow():
-    one = long_run_message(30.0, 40, early_stopping=False, runs_after=1)
-    assert one.startswith("Training will take about 20 min more on the CPU (30.00 s per ")
-    assert "Then 1 more training like it follows (the members of an ensemble)." in one
-    two = long_run_message(30.0, 40, early_stopping=False, runs_after=2)
-    assert "Then 2 more trainings like it follow" in two
-    assert "Then" not in long_run_message(30.0, 40, early_stopping=False)
 
 
 def test_long_cpu_run_warning_reads_the_trainings_that_follow(monkeypatch):
