@@ -471,8 +471,7 @@ def test_a_train_stopped_or_refused_before_its_first_step_leaves_the_classifier_
     query = clf_ref_query[1]
     before = clf.predict_proba(query, progress=False)
     head = {k: v.clone() for k, v in clf.module.cls_decoder.state_dict().items()}
-    fit = {"max_epochs": 1, "batch_size": 16, "accelerator": "cpu", "enable_progress_bar": False,
-           "dropout": 0.5}  # fmt: skip
+    fit = {"max_epochs": 1, "batch_size": 16, "dropout": 0.5, **FIT}
     with pytest.raises(ValueError, match="ckpt_path='last' needs checkpoint_dir"):
         clf.train(ckpt_path="last", **fit)
     with pytest.raises(KeyboardInterrupt):
@@ -497,5 +496,4 @@ def test_a_large_reference_trains_shorter_epochs_each_validated(
     ScGPTClassifier.setup_anndata(ref, labels_key="cell_type")
     clf = ScGPTClassifier.load_pretrained(clf_pretrained, ref)
     clf.train(batch_size=32, probe=False, **FIT)  # 64 / 32 = 2 steps: 2 epochs of 1 minibatch
-    assert len(clf.history["validation_loss"]) == 2
-    assert clf.is_trained
+    assert len(clf.history["validation_loss"]) == 2 and clf.is_trained
