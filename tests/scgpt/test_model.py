@@ -240,6 +240,21 @@ def test_load_onto_unseen_categories_names_them(
     snap.assert_unchanged(new)  # no code columns left behind
 
 
+def test_setting_adata_with_unseen_batch_names_no_load(saved_untrained, model_cells, snapshot):
+    path, _ = saved_untrained
+    model = ScGPT.load(path)  # the class is not known to the field, nor is a load involved
+    model.adata = model_cells()
+    new = model_cells()
+    new.obs["batch"] = np.repeat(["a", "c"], 50)
+    snap = snapshot(new)
+    with pytest.raises(ValueError, match="this model was not set up with: \\['c'\\]") as err:
+        model.adata = new
+    msg = str(err.value)
+    assert "load" not in msg and "saved" not in msg and "ScGPT" not in msg
+    assert "a set-up model cannot add categories" in msg and "keep the model's AnnData" in msg
+    snap.assert_unchanged(new)
+
+
 def test_load_onto_missing_labels_codes_them_unlabelled(saved_untrained, model_cells):
     path, _ = saved_untrained
     new = model_cells()

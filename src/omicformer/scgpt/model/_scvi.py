@@ -95,19 +95,22 @@ def check_known_categories(
     registry_key: str,
     *,
     allow_missing: bool = False,
-    model: str = "ScGPT",
+    model: str | None = None,
 ) -> None:
     """``ValueError`` when ``column`` holds values outside the saved categories ``mapping``.
 
     Names the column, the unseen categories (the first 5), the known ones and what to do.
-    Missing values (NaN) are unseen unless ``allow_missing``.
+    Missing values (NaN) are unseen unless ``allow_missing``. ``model``: the class name when
+    ``load`` checks a saved registry; ``None`` when a set-up model is handed new cells
+    (``model.adata = ...``), where the class is not known and ``load`` is not involved.
     """
+    subject = f"the saved {model}" if model else "this model"
     values = pd.Series(column.to_numpy(), dtype=object)
     missing = values.isna()
     if missing.any() and not allow_missing:
         msg = (
             f"adata.obs[{name!r}] ({_CATEGORICAL_ARGS.get(registry_key, registry_key)}) has "
-            f"{int(missing.sum())} missing values; the saved {model} needs a category for every cell "
+            f"{int(missing.sum())} missing values; {subject} needs a category for every cell "
             f"here (known: {_preview(mapping, 10)}). Fill them, or subset the cells that have one."
         )
         raise ValueError(msg)
@@ -120,33 +123,35 @@ def check_known_categories(
     batch = registry_key == "batch"
     what = ("batch" if len(unseen) == 1 else "batches") if batch else (
         "label" if len(unseen) == 1 else "labels")  # fmt: skip
+    # Where the cells are not the model's own: load without them, or keep the model's AnnData.
+    elsewhere = (
+        f"load without adata ({model}.load(path)) and" if model else "keep the model's AnnData and"
+    )
     if registry_key == "conditions":
         what = "condition" if len(unseen) == 1 else "conditions"
         why = "the conditions of the screen it was trained on"
         other = (
-            f"or load without adata ({model}.load(path)) and pass adata= to predict, which "
-            "reads the control cells of any screen"
+            f"or {elsewhere} pass adata= to predict, which reads the control cells of any screen"
         )
     elif batch:
         why = "its batch-dependent layers (DSBN, batch embeddings) exist only for those"
         other = (
-            f"or load without adata ({model}.load(path)) and pass adata= to "
-            "get_latent_representation, which reads no batches unless the model has "
-            "batch-dependent layers"
+            f"or {elsewhere} pass adata= to get_latent_representation, which reads no batches "
+            "unless the model has batch-dependent layers"
         )
     else:
         why = "its cell-type outputs are those labels"
         other = (
-            "or set the unknown labels missing (NaN); or load without adata "
-            f"({model}.load(path)) and pass adata= to get_latent_representation / predict, "
-            "which read no labels"
+            f"or set the unknown labels missing (NaN); or {elsewhere} pass adata= to "
+            "get_latent_representation / predict, which read no labels"
         )
+    cannot = "load() cannot add categories" if model else "a set-up model cannot add categories"
     msg = (
-        f"adata.obs[{name!r}] ({arg}) has {len(unseen)} {what} that the saved {model} was "
-        f"not set up with: {_preview(sorted(map(str, unseen)), 5)}. It knows {len(mapping)}: "
-        f"{_preview(mapping, 10)} ({why}), and load() cannot add categories. Subset the cells "
-        f"to the known ones (adata[adata.obs[{name!r}].isin(known)].copy()); {other}; or train "
-        f"a new {model} on these data."
+        f"adata.obs[{name!r}] ({arg}) has {len(unseen)} {what} that {subject} was not set up "
+        f"with: {_preview(sorted(map(str, unseen)), 5)}. It knows {len(mapping)}: "
+        f"{_preview(mapping, 10)} ({why}), and {cannot}. Subset the cells to the known ones "
+        f"(adata[adata.obs[{name!r}].isin(known)].copy()); {other}; or train a new "
+        f"{model or 'model'} on these data."
     )
     raise ValueError(msg)
 
