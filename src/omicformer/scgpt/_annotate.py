@@ -209,8 +209,9 @@ def annotate(
         classifier that labelled the cells has the reference probe, and how many fine-tuned
         members it has, ``None`` for ``"knn"``; ``params["max_len"]`` and
         ``params["gene_selection"]``: how the cells were read), ``classes``, ``validation`` scores (accuracy,
-        macro-F1 on the held-out reference cells; with several members their mean, and each
-        member's under ``"member_<i>"``) and the gene counts:
+        macro-F1 on the held-out reference cells, ``n_cells`` and ``n_classes``, how many cells
+        and classes were held out; with several members their mean, and each member's under
+        ``"member_<i>"``) and the gene counts:
         ``n_genes_matched`` (query genes in the model's vocabulary), ``n_genes_shared`` (of
         those, also in the reference: the genes both sides are read with, so that their cells
         are comparable), ``n_genes_total`` and ``case_ignored`` (query symbols matched

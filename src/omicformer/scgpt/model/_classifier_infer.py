@@ -51,6 +51,8 @@ class BlockInferenceMixin:
             return
         logits = self._logits(self.adata, rows=val_idx, random_state=random_state, progress=False)
         y = labels[val_idx]
+        if len(np.unique(y)) < 2:
+            _warn_one_class(self, y)
         self.temperature_ = fit_temperature(logits, y)
         proba = self._mix_probe(softmax(logits / self.temperature_), self.adata, val_idx,
                                 features=probe_features, random_state=random_state,
@@ -58,6 +60,7 @@ class BlockInferenceMixin:
         pred = proba.argmax(1)
         self.validation_scores_ = {
             "n_cells": len(val_idx),
+            "n_classes": len(np.unique(y)),
             "accuracy": float(accuracy_score(y, pred)),
             "macro_f1": float(f1_score(y, pred, average="macro")),
             "temperature": self.temperature_,
@@ -191,3 +194,18 @@ def proba_frame(
     """Probabilities ``p`` of the cells ``rows`` of ``adata`` (``None``: all), named."""
     names = adata.obs_names if rows is None else adata.obs_names[rows]
     return pd.DataFrame(p, index=names.copy(), columns=classes)
+
+
+def _warn_one_class(model: Any, y: np.ndarray) -> None:
+    """Warn that the held-out cells, all of one class, can neither calibrate nor score."""
+    from ..._core._warnings import warn_caller
+
+    classes = getattr(model, "classes_", None)
+    name = repr(classes[int(y[0])]) if classes is not None else str(y[0])
+    warn_caller(
+        f"The {len(y)} held-out reference cells are all of one class ({name}): the "
+        "probabilities are left uncalibrated (temperature 1) and the validation scores "
+        "measure that class only. A class holds out floor(validation_size x its cells) "
+        "cells (none below 10 cells with the default 0.1); give the small classes more "
+        "cells, or train ScGPTClassifier with a larger validation_size."
+    )
