@@ -168,14 +168,16 @@ def annotate(
         own. ``1``: every cell on its own (each cell's label then depends on no other query
         cell). See :meth:`~omicformer.scgpt.model.ScGPTClassifier.predict_proba`.
     n_neighbors
-        Neighbours of ``method="knn"``.
+        Neighbours of ``method="knn"``: the reference cells that vote for each query cell, at
+        most the reference's cells per class (its cells over its classes; with more, the votes
+        follow the classes' sizes: with as many as the reference has cells, every cell gets
+        the largest class). A tie goes to the tied class whose voter is nearest.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ... Fine-tuning runs on CUDA when the device is a CUDA
         device, else on the CPU; embedding and prediction run on the device (``"auto"``:
         CUDA, then Apple MPS, then CPU).
     random_state
-        Seed of the validation split, training and tie-breaking: equal seeds give equal labels
-        on CPU.
+        Seed of the validation split and of training: equal seeds give equal labels on CPU.
     progress
         Progress bars.
     return_model
@@ -208,7 +210,8 @@ def annotate(
         ``params`` (the arguments; ``params["probe"]`` and ``params["n_models"]``: whether the
         classifier that labelled the cells has the reference probe, and how many fine-tuned
         members it has, ``None`` for ``"knn"``; ``params["max_len"]`` and
-        ``params["gene_selection"]``: how the cells were read), ``classes``, ``validation`` scores (accuracy,
+        ``params["gene_selection"]``: how the cells were read; ``params["n_neighbors"]``
+        for ``"knn"``: the neighbours that voted), ``classes``, ``validation`` scores (accuracy,
         macro-F1 on the held-out reference cells, ``n_cells`` and ``n_classes``, how many cells
         and classes were held out; with several members their mean, and each member's under
         ``"member_<i>"``) and the gene counts:
@@ -282,14 +285,16 @@ def annotate(
         has_probe = members = None
         selection = gene_selection_of(model) if gene_selection is None else gene_selection
         max_len = max_len_of(model) if max_len is None else max_len  # as tl.embed
-        proba, validation, fitted_model = _knn(
+        proba, validation, fitted_model, best = _knn(
             ref, query, label_key, model, layer=layer, gene_key=gene_key, n_neighbors=n_neighbors,
             max_len=max_len, batch_size=batch_size, device=device,
             gene_selection=selection, random_state=random_state, progress=progress,
         )  # fmt: skip
+        n_neighbors = fitted_model.n_neighbors  # those that voted
 
     classes = list(proba.columns)
-    best = proba.to_numpy().argmax(1)
+    if method == "finetune":
+        best = proba.to_numpy().argmax(1)
     conf = proba.to_numpy()[np.arange(len(best)), best]
     predicted = np.asarray(classes, dtype=object)[best]
     predicted[conf < min_confidence] = UNKNOWN
@@ -430,16 +435,44 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
     ref_emb, query_emb = embed(ref), embed(query)
     y = ref.adata.obs[label_key].astype(str).to_numpy()
     y = y if ref.rows is None else y[ref.rows]
-    k = min(n_neighbors, len(y))
     fit, held = split_indices(len(y), 0.1, random_state)
     validation = {}
     if len(held):
-        check = KNeighborsClassifier(min(k, len(fit))).fit(ref_emb[fit], y[fit])
-        pred = check.predict(ref_emb[held])
-        validation = {"n_cells": len(held), "accuracy": float(accuracy_score(y[held], pred)),
+        check = KNeighborsClassifier(voters(n_neighbors, y[fit])).fit(ref_emb[fit], y[fit])
+        pred = check.classes_[vote(check, y[fit], ref_emb[held])[1]]
+        validation = {"n_cells": len(held), "n_classes": len(np.unique(y[held])),
+                      "accuracy": float(accuracy_score(y[held], pred)),
                       "macro_f1": float(f1_score(y[held], pred, average="macro"))}  # fmt: skip
-    knn = KNeighborsClassifier(k).fit(ref_emb, y)
+    knn = KNeighborsClassifier(voters(n_neighbors, y)).fit(ref_emb, y)
     names = query.adata.obs_names if query.rows is None else query.adata.obs_names[query.rows]
-    proba = pd.DataFrame(knn.predict_proba(query_emb), index=names.copy(),
-                         columns=[str(c) for c in knn.classes_])  # fmt: skip
-    return proba, validation, knn
+    shares, best = vote(knn, y, query_emb)
+    proba = pd.DataFrame(shares, index=names.copy(), columns=[str(c) for c in knn.classes_])
+    return proba, validation, knn, best
+
+
+def voters(n_neighbors: int, labels: np.ndarray) -> int:
+    """The reference cells that vote: ``n_neighbors``, at most the cells per class.
+
+    With more voters than the reference's cells per class (its cells over its classes), the
+    votes follow the classes' sizes more than the cell: with as many voters as cells, every
+    query cell gets the largest class.
+    """
+    n_classes = len(np.unique(labels))
+    return max(1, min(n_neighbors, len(labels) // n_classes))
+
+
+def vote(knn: Any, labels: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vote shares of ``knn``'s classes for the cells ``emb``, and each cell's winner.
+
+    ``labels``: the reference cells' labels ``knn`` was fitted on. A tie goes to the tied
+    class whose voter is nearest, so no class wins a tie for its place in the alphabet.
+    """
+    _, idx = knn.kneighbors(emb)  # voters, nearest first
+    codes = np.searchsorted(knn.classes_, labels)[idx]  # as indices into knn.classes_
+    n, k = codes.shape
+    votes = np.zeros((n, len(knn.classes_)))
+    np.add.at(votes, (np.repeat(np.arange(n), k), codes.ravel()), 1)
+    first = np.full(votes.shape, k)  # the rank of each class's nearest voter (k: none)
+    np.minimum.at(first, (np.repeat(np.arange(n), k), codes.ravel()), np.tile(np.arange(k), n))
+    best = np.lexsort((first, -votes), axis=1)[:, 0] if n else np.zeros(0, dtype=int)
+    return votes / k, best
