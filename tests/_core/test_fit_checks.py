@@ -37,3 +37,15 @@ def test_a_step_cap_inside_the_first_epoch_is_found_as_counted_by_hand():
         check_first_epoch_validated(batches, 1, 1, {"limit_train_batches": 2})
     check_first_epoch_validated(batches, None, 1, {})  # no cap
     check_first_epoch_validated(iter(batches), 1, 1, {})  # a stream: no length to count
+
+
+def test_the_first_epoch_check_counts_one_process_of_several():
+    # before the processes start the loader counts all 8 minibatches; 2 DDP processes train
+    # 4 each (ceil(8 / 2)), 3 processes ceil(8 / 3) = 3: 6 steps validate an epoch, 3 do not
+    batches = range(8)
+    check_first_epoch_validated(batches, 6, 1, {}, world=2)
+    with pytest.raises(ValueError, match=r"max_steps=3 ends .* \(4 steps\)"):
+        check_first_epoch_validated(batches, 3, 1, {}, world=2)
+    check_first_epoch_validated(batches, 3, 1, {}, world=3)
+    with pytest.raises(ValueError, match=r"\(8 steps\)"):
+        check_first_epoch_validated(batches, 6, 1, {})

@@ -17,7 +17,12 @@ import torch
 
 from omicformer._core import _ranks, _resume
 from omicformer._core._callbacks import BestWeights
-from omicformer._core._resume import ResumableBatchSampler, batch_seed, check_checkpoint
+from omicformer._core._resume import (
+    ResumableBatchSampler,
+    ResumeCallback,
+    batch_seed,
+    check_checkpoint,
+)
 from omicformer._core._samplers import EpochBatchSampler
 from omicformer.scgpt.model import ScGPT
 
@@ -277,6 +282,14 @@ def test_checkpoint_of_another_run_is_refused_by_setting(tmp_path):
             other.train(checkpoint_dir=tmp_path, ckpt_path="last", **{**FIT, **kwargs})
         assert all(torch.equal(before[n], v) for n, v in other.module.state_dict().items())
         assert not other.is_trained
+    # another number of processes: a position mid-epoch counts one process's minibatches
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    run = ckpt["callbacks"][ResumeCallback.__qualname__]["run"]
+    assert run["world_size"] == 1
+    run["world_size"] = 2  # as a checkpoint of two DDP processes records it
+    torch.save(ckpt, tmp_path / "two.ckpt")
+    with pytest.raises(ValueError, match=r"world_size 2 \(checkpoint\) vs 1 \(now\)"):
+        _fresh(adata).train(ckpt_path=tmp_path / "two.ckpt", **FIT)
     # extending the same run is accepted and equals the uninterrupted run
     resumed, full = _fresh(adata), _fresh(adata)  # same initial weights (seeded)
     resumed.train(checkpoint_dir=tmp_path, ckpt_path="last", **{**FIT, "max_epochs": 3})

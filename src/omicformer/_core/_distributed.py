@@ -120,6 +120,7 @@ def predict_chunks(
             enable_progress_bar=progress,
             use_distributed_sampler=False,  # chunks are assigned to ranks in predict_step
         )
+        refuse_started_processes(trainer, strategy, "the embeddings")
         try:
             # the number of rounds is known once the world size is (before launching too)
             world = int(trainer.world_size)
@@ -135,3 +136,49 @@ def predict_chunks(
         output.__exit__(None, None, None)  # rank 0 renames the finished file into place
     trainer.strategy.barrier("predict_chunks")
     return output.result()
+
+
+# ---------------------------------------------------------------------------- launchers
+def refuse_started_processes(trainer: pl.Trainer, strategy: Any, lost: str) -> None:
+    """``ValueError`` when ``trainer`` would run in processes started from this one.
+
+    Lightning's ``ddp_spawn``, ``ddp_fork`` and ``ddp_notebook`` (and ``"auto"`` with several
+    devices in a notebook or an interactive session) start the processes from the calling
+    one, and send back only rank 0's weights: ``lost`` (what would not come back, e.g. "the
+    training history") is named in the message. ``ddp_spawn`` could not even start training,
+    its processes failing on the loaders' generators. Call before anything changes.
+    """
+    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+
+    if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return
+    which = f"strategy={strategy!r}"
+    if strategy == "auto":  # Lightning's choice for several devices in a notebook
+        which += " (with several devices in a notebook or an interactive session)"
+    msg = (
+        f"{which} runs DDP in processes started from this one, which send back only the "
+        f"weights, not {lost}. Run a script with strategy='ddp' instead (Lightning then starts "
+        "the script once per device; see the Scaling guide, 'Several GPUs: DDP'), or use "
+        "devices=1."
+    )
+    raise ValueError(msg)
+
+
+def world_size_of(
+    accelerator: str, devices: int | str | list[int], num_nodes: int, strategy: Any
+) -> int:
+    """The number of processes Lightning would train with these settings (devices x nodes).
+
+    Resolved by Lightning itself (``"auto"``, ``-1``, device lists), before any process starts;
+    its errors for bad settings are raised as they are.
+    """
+    from ._quiet import quiet_lightning
+
+    if devices in (1, "1") and num_nodes == 1:
+        return 1
+    with warnings.catch_warnings(), quiet_lightning(False):
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                             strategy=strategy, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    return int(trainer.world_size)

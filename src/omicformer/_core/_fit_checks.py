@@ -18,19 +18,30 @@ _SCVI_TRAIN_ARGS = {
 
 
 def check_first_epoch_validated(
-    loader: Any, max_steps: int | None, accumulate: int, trainer_kwargs: Mapping[str, Any]
+    loader: Any,
+    max_steps: int | None,
+    accumulate: int,
+    trainer_kwargs: Mapping[str, Any],
+    *,
+    world: int = 1,
 ) -> None:
     """``ValueError`` when ``max_steps`` ends the run before the first epoch's validation.
 
     Early stopping reads the validation loss of each epoch's end; Lightning failed only after
     the whole run ("conditioned on metric 'validation_loss' which is not available").
+    ``world``: the DDP processes about to train, which share each epoch's minibatches (the
+    loader's length is one process's share only once the process group is up).
     """
+    from . import _ranks
+
     if max_steps is None or max_steps < 0:
         return
     try:
         batches = len(loader)
     except TypeError:  # a stream of unknown length: Lightning's own check stands
         return
+    if _ranks.world_size() == 1:  # before the processes start: every rank's minibatches
+        batches = -(-batches // max(int(world), 1))
     limit = trainer_kwargs.get("limit_train_batches")
     if isinstance(limit, float) and not isinstance(limit, bool):
         batches = int(batches * limit)

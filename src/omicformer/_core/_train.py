@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._bars import labelled_training_bar
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
+from ._distributed import refuse_started_processes
 from ._fit_checks import check_first_epoch_validated, check_fit_args, is_real
 from ._progress import RUN_LABEL
 from ._quiet import quiet_lightning
@@ -341,8 +342,6 @@ def run_training(
         val_loader = make_loader(val, val_collate_fn or collate_fn, batch_size=batch_size,
                                  shuffle=False, groups=val_groups, num_workers=num_workers)  # fmt: skip
 
-    if early_stopping and has_val:
-        check_first_epoch_validated(loader, max_steps, accumulate_grad_batches, trainer_kwargs)
     history = HistoryCallback()
     extra = trainer_kwargs.pop("callbacks", None) or []
     extra = [extra] if isinstance(extra, pl.Callback) else list(extra)  # one, as Lightning takes
@@ -357,7 +356,8 @@ def run_training(
     # what a checkpoint must match to be resumed (check_checkpoint): same split, seed, batches
     run = {"random_state": int(random_state), "batch_size": int(batch_size),
            "n_train": len(train), "n_validation": len(val) if has_val else 0}  # fmt: skip
-    callbacks.append(ResumeCallback(samplers, run=run))
+    resume = ResumeCallback(samplers, run=run)
+    callbacks.append(resume)
     if early_stopping:
         callbacks += [
             EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"),
@@ -368,8 +368,6 @@ def run_training(
         if ckpt_path is not None and str(ckpt_path) == "last":
             last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
             ckpt_path = last if os.path.exists(last) else None
-    if ckpt_path is not None:
-        check_checkpoint(plan, ckpt_path, run)  # clear errors for another configuration or run
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)
@@ -396,6 +394,16 @@ def run_training(
             callbacks=callbacks,
             **trainer_kwargs,
         )
+        refuse_started_processes(trainer, strategy, "the training history")
+        # the processes that will train, known once Lightning resolved the devices
+        world = int(trainer.world_size)
+        if early_stopping and has_val:
+            check_first_epoch_validated(loader, max_steps, accumulate_grad_batches,
+                                        trainer_kwargs, world=world)  # fmt: skip
+        # a position in an epoch counts one rank's minibatches: resumed by as many ranks
+        resume.run["world_size"] = world
+        if ckpt_path is not None:  # clear errors for another configuration or run
+            check_checkpoint(plan, ckpt_path, resume.run)
         # Pretrained modules arrive in eval mode and Lightning keeps each submodule's mode:
         # train mode here, or dropout and batch norm would train with inference behaviour.
         plan.train()

@@ -181,8 +181,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         max_epochs
             Passes over the labelled cells; ``None`` scales with the data: about 8,000 cell
             passes, between 3 and 100 epochs (more epochs for small references, few for large
-            ones), and at most 12,000 cell passes (``max_steps = 12000 / batch_size``), so
-            that CPU runs stay in minutes. Where the cap would end the run inside an epoch (a
+            ones), and at most 12,000 cell passes (``max_steps = 12000 / batch_size``; under
+            DDP the processes share them: over ``batch_size`` times the processes), so that
+            CPU runs stay in minutes. Where the cap would end the run inside an epoch (a
             reference of more than about 4,000 labelled cells), the epochs shorten instead
             (``limit_train_batches``): each trains on a new random share of the cells and is
             validated, as early stopping needs.
@@ -272,7 +273,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         ``validation_indices`` and ``is_trained``. Cells without a label are skipped.
         """
         from ..train._classify import ClassificationCollator, ClassifierTrainingPlan
-        from ._training import _check_streaming, epochs_within_cap
+        from ._training import _check_streaming, capped_schedule
 
         require_training_cells(self)
         if class_weight not in (None, "balanced"):
@@ -309,8 +310,11 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             n_classes = len(self.classes_)
             if max_epochs is None and max_steps is None:
                 max_epochs = default_epochs(len(train_idx))
-                max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
-                epochs_within_cap(len(train_idx), batch_size, max_epochs, max_steps, trainer_kwargs)
+                max_steps = capped_schedule(
+                    len(train_idx), batch_size, max_epochs, MAX_DEFAULT_CELL_PASSES, trainer_kwargs,
+                    accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                    strategy=strategy,
+                )  # fmt: skip
             if early_stopping_patience is None:
                 early_stopping_patience = default_patience(len(train_idx))
             weight = None

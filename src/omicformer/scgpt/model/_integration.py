@@ -241,7 +241,8 @@ class ScGPTIntegration(ScGPT):
         max_epochs
             Passes over the cells; ``None`` (with ``max_steps=None``) scales with the data:
             about 8,000 cell passes, between 1 and 15 epochs (the official tutorial runs 15),
-            and at most 16,000 cell passes (``max_steps = 16000 / batch_size``), so that CPU
+            and at most 16,000 cell passes (``max_steps = 16000 / batch_size``; under DDP
+            the processes share them: over ``batch_size`` times the processes), so that CPU
             runs take minutes also on large data (where the model then sees a sample: the
             epochs shorten to ``max_steps / max_epochs`` minibatches, ``limit_train_batches``,
             so that each ends validated).
@@ -314,7 +315,7 @@ class ScGPTIntegration(ScGPT):
         ``train_indices``, ``validation_indices`` and ``is_trained``.
         """
         from ..train._integrate import IntegrationTrainingPlan, MaskedValueCollator
-        from ._training import _check_streaming, epochs_within_cap
+        from ._training import _check_streaming, capped_schedule
 
         require_training_cells(self)
         for name, value in (("ecs_weight", ecs_weight), ("dab_weight", dab_weight),
@@ -353,8 +354,11 @@ class ScGPTIntegration(ScGPT):
             train_idx, val_idx = split_indices(self.adata.n_obs, validation_size, random_state)
             if max_epochs is None and max_steps is None:
                 max_epochs = default_epochs(len(train_idx))
-                max_steps = -(-MAX_DEFAULT_CELL_PASSES // batch_size)
-                epochs_within_cap(len(train_idx), batch_size, max_epochs, max_steps, trainer_kwargs)
+                max_steps = capped_schedule(
+                    len(train_idx), batch_size, max_epochs, MAX_DEFAULT_CELL_PASSES, trainer_kwargs,
+                    accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                    strategy=strategy,
+                )  # fmt: skip
             common = {"cls_id": self.vocab.cls_id, "pad_id": self.vocab.pad_id,
                       "pad_value": c.pad_value, "n_bins": c.n_bins, "max_len": self.max_len,
                       "gene_selection": self.gene_selection,

@@ -26,19 +26,37 @@ if TYPE_CHECKING:
     from ..._core._ondisk import ChunkedRows
 
 
-def epochs_within_cap(
-    n_train: int, batch_size: int, max_epochs: int, max_steps: int, trainer_kwargs: dict[str, Any]
-) -> None:
-    """A default schedule whose step cap would end the run inside an epoch: shorter epochs.
+def capped_schedule(
+    n_train: int,
+    batch_size: int,
+    max_epochs: int,
+    cap: int,
+    trainer_kwargs: dict[str, Any],
+    *,
+    accelerator: str,
+    devices: int | str | list[int],
+    num_nodes: int,
+    strategy: Any,
+) -> int:
+    """``max_steps`` of a default schedule of ``max_epochs`` epochs, at most ``cap`` cell passes.
 
-    ``max_epochs`` epochs of ``n_train`` cells exceed ``max_steps`` steps (a large data set):
-    ``limit_train_batches`` (set in ``trainer_kwargs`` unless given) makes each epoch
-    ``max_steps // max_epochs`` minibatches, a new random share of the cells each, so that
-    every epoch ends validated (early stopping and the best weights read those losses; the
-    cap inside the first epoch left none).
+    It is ``cap`` over the cells of one optimiser step, ``batch_size`` times the
+    DDP processes these settings give (so several devices share the cap, not multiply it).
+    Where the cap would end the run inside an epoch (a large data set), ``limit_train_batches``
+    (set in ``trainer_kwargs`` unless given) makes each epoch ``max_steps // max_epochs``
+    minibatches, a new random share of the cells each, so that every epoch ends validated
+    (early stopping and the best weights read those losses; the cap inside the first epoch
+    left none).
     """
-    if max_steps < max_epochs * -(-n_train // batch_size):
+    from ..._core._distributed import world_size_of
+
+    world = world_size_of(accelerator, devices, num_nodes, strategy)
+    max_steps = -(-cap // (batch_size * world))
+    batches = -(-n_train // batch_size)
+    per_epoch = -(-batches // world)  # one process's minibatches
+    if max_steps < max_epochs * per_epoch:
         trainer_kwargs.setdefault("limit_train_batches", max(1, max_steps // max_epochs))
+    return max_steps
 
 
 #: scvi-tools' ``train_size`` taken as ``validation_size = 1 - train_size`` (a FutureWarning).
