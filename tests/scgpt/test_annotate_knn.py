@@ -5,7 +5,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from omicformer.scgpt import tl
-from omicformer.scgpt._annotate import vote, voters
+from omicformer.scgpt._annotate import NearestTieKNN, vote, voters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,6 +29,9 @@ def test_vote_shares_and_ties_go_to_the_nearest_voter():
     # 9.0: 10 (a) then 3 (b), a nearer (sklearn's argmax took "a", the first class, for all)
     np.testing.assert_array_equal(shares, [[0.5, 0.5]] * 3)
     assert list(knn.classes_[best]) == ["b", "b", "a"]
+    # the model tl.annotate returns labels further cells the same way
+    model = NearestTieKNN(2).fit(ref, labels)
+    assert list(model.predict(np.array([[0.4], [2.4], [9.0]]))) == ["b", "b", "a"]
     shares, best = vote(KNeighborsClassifier(3).fit(ref, labels), labels, np.array([[2.0]]))
     np.testing.assert_array_equal(shares, [[1 / 3, 2 / 3]])  # 1 (a), 3 (b), 0 (b)
     assert list(best) == [1]

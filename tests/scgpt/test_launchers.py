@@ -5,6 +5,7 @@ calling one and send back only rank 0's weights: training under them lost its hi
 ``ddp_spawn`` failed to start), embedding returned ``None``. They are refused up front.
 """
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -28,6 +29,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 )
 def test_world_size_is_lightnings(devices, num_nodes, strategy, expected):
     assert world_size_of("cpu", devices, num_nodes, strategy) == expected
+
+
+def test_world_size_leaves_a_strategy_object_and_bad_settings_to_the_training():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = DDPStrategy()
+    assert world_size_of("cpu", 2, 1, strategy) == 2
+    pl.Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False)  # still unused
+    if not torch.cuda.is_available():  # Lightning's error; training reports it more clearly
+        assert world_size_of("gpu", "auto", 1, "auto") == 1
 
 
 def test_a_default_schedule_shares_its_cap_among_the_processes():

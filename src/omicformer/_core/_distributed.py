@@ -11,6 +11,7 @@ equals the single-process one, rows in their original order.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -169,16 +170,22 @@ def world_size_of(
 ) -> int:
     """The number of processes Lightning would train with these settings (devices x nodes).
 
-    Resolved by Lightning itself (``"auto"``, ``-1``, device lists), before any process starts;
-    its errors for bad settings are raised as they are.
+    Resolved by Lightning itself (``"auto"``, ``-1``, device lists), before any process starts,
+    on a copy of a ``Strategy`` object (a Trainer takes one instance once). Settings Lightning
+    refuses give 1: the training that follows reports them, with its own clearer checks first
+    (an ``accelerator`` this machine lacks).
     """
     from ._quiet import quiet_lightning
 
     if devices in (1, "1") and num_nodes == 1:
         return 1
-    with warnings.catch_warnings(), quiet_lightning(False):
-        warnings.simplefilter("ignore")
-        trainer = pl.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                             strategy=strategy, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    try:
+        strategy = strategy if isinstance(strategy, str) else copy.deepcopy(strategy)
+        with warnings.catch_warnings(), quiet_lightning(False):
+            warnings.simplefilter("ignore")
+            trainer = pl.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                                 strategy=strategy, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    except Exception:
+        return 1
     return int(trainer.world_size)

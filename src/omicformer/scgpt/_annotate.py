@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.neighbors import KNeighborsClassifier
 
 from ._annotate_input import Cells, check_inputs
 from ._backed import closes_reopened
@@ -183,8 +184,9 @@ def annotate(
     return_model
         Also return the fitted model (the
         :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`, or with ``n_models=1`` the
-        :class:`~omicformer.scgpt.model.ScGPTClassifier`; for ``"knn"`` the scikit-learn
-        classifier), to label further data without retraining.
+        :class:`~omicformer.scgpt.model.ScGPTClassifier`; for ``"knn"`` a scikit-learn
+        ``KNeighborsClassifier`` whose ``predict`` breaks ties as ``annotate`` does), to label
+        further data without retraining.
     copy
         Return a copy of ``adata`` with the results instead of writing into it.
 
@@ -211,10 +213,10 @@ def annotate(
         classifier that labelled the cells has the reference probe, and how many fine-tuned
         members it has, ``None`` for ``"knn"``; ``params["max_len"]`` and
         ``params["gene_selection"]``: how the cells were read; ``params["n_neighbors"]``
-        for ``"knn"``: the neighbours that voted), ``classes``, ``validation`` scores (accuracy,
-        macro-F1 on the held-out reference cells, ``n_cells`` and ``n_classes``, how many cells
-        and classes were held out; with several members their mean, and each member's under
-        ``"member_<i>"``) and the gene counts:
+        for ``"knn"``: the neighbours that voted), ``classes``, ``validation`` scores (accuracy and
+        macro-F1 on the held-out reference cells, with ``n_cells`` and ``n_classes``, how many
+        cells and classes were held out; with several members the mean accuracy and macro-F1,
+        and each member's scores under ``"member_<i>"``) and the gene counts:
         ``n_genes_matched`` (query genes in the model's vocabulary), ``n_genes_shared`` (of
         those, also in the reference: the genes both sides are read with, so that their cells
         are comparable), ``n_genes_total`` and ``case_ignored`` (query symbols matched
@@ -412,7 +414,6 @@ def _finetune(ref, query, label_key, model, fitted, *, layer, gene_key, max_epoc
 def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len, batch_size,
          device, gene_selection, random_state, progress):  # fmt: skip
     from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.neighbors import KNeighborsClassifier
 
     from .._core._train import split_indices
     from ._embed import embed_cells
@@ -438,12 +439,12 @@ def _knn(ref, query, label_key, model, *, layer, gene_key, n_neighbors, max_len,
     fit, held = split_indices(len(y), 0.1, random_state)
     validation = {}
     if len(held):
-        check = KNeighborsClassifier(voters(n_neighbors, y[fit])).fit(ref_emb[fit], y[fit])
-        pred = check.classes_[vote(check, y[fit], ref_emb[held])[1]]
+        check = NearestTieKNN(voters(n_neighbors, y[fit])).fit(ref_emb[fit], y[fit])
+        pred = check.predict(ref_emb[held])
         validation = {"n_cells": len(held), "n_classes": len(np.unique(y[held])),
                       "accuracy": float(accuracy_score(y[held], pred)),
                       "macro_f1": float(f1_score(y[held], pred, average="macro"))}  # fmt: skip
-    knn = KNeighborsClassifier(voters(n_neighbors, y)).fit(ref_emb, y)
+    knn = NearestTieKNN(voters(n_neighbors, y)).fit(ref_emb, y)
     names = query.adata.obs_names if query.rows is None else query.adata.obs_names[query.rows]
     shares, best = vote(knn, y, query_emb)
     proba = pd.DataFrame(shares, index=names.copy(), columns=[str(c) for c in knn.classes_])
@@ -459,6 +460,24 @@ def voters(n_neighbors: int, labels: np.ndarray) -> int:
     """
     n_classes = len(np.unique(labels))
     return max(1, min(n_neighbors, len(labels) // n_classes))
+
+
+class NearestTieKNN(KNeighborsClassifier):
+    """scikit-learn's kNN vote, a tie going to the tied label whose voter is nearest.
+
+    What ``tl.annotate(method="knn", return_model=True)`` returns: its ``predict`` labels
+    further cells as ``annotate`` labelled the query (:func:`vote`); ``predict_proba`` gives
+    the vote shares, the confidences.
+    """
+
+    def fit(self, X: Any, y: Any) -> NearestTieKNN:
+        """Fit as :class:`~sklearn.neighbors.KNeighborsClassifier`, keeping the labels."""
+        self.labels_ = np.asarray(y)
+        return super().fit(X, y)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The label of each cell of ``X``, ties to the nearest voter."""
+        return self.classes_[vote(self, self.labels_, np.asarray(X))[1]]
 
 
 def vote(knn: Any, labels: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
