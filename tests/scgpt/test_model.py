@@ -242,8 +242,7 @@ def test_load_onto_unseen_categories_names_them(
 
 def test_setting_adata_with_unseen_batch_names_no_load(saved_untrained, model_cells, snapshot):
     path, _ = saved_untrained
-    model = ScGPT.load(path)  # the class is not known to the field, nor is a load involved
-    model.adata = model_cells()
+    model = ScGPT.load(path, adata=model_cells())  # then a setter: no load, no class known
     new = model_cells()
     new.obs["batch"] = np.repeat(["a", "c"], 50)
     snap = snapshot(new)
