@@ -161,3 +161,28 @@ def test_a_backed_file_without_x_is_named_as_in_memory(tmp_path):
     check_layer(with_x, None)
     with_x.file.close()
     check_layer(with_x, None)
+
+
+def _stored_twice(X: sp.csr_matrix) -> sp.csr_matrix:
+    """``X`` with every entry stored twice, as two halves: scipy sums them, the same matrix."""
+    c = X.tocoo()
+    half = c.data / 2
+    row, col = np.r_[c.row, c.row], np.r_[c.col, c.col]
+    data = np.r_[half, c.data - half].astype(X.dtype)
+    order = np.lexsort((col, row))
+    indptr = np.r_[0, np.cumsum(np.bincount(row, minlength=X.shape[0]))]
+    out = sp.csr_matrix((data[order], col[order], indptr), shape=X.shape)
+    assert not out.has_canonical_format and abs(out - X).max() == 0
+    return out
+
+
+def test_to_csr_sums_duplicate_entries_on_a_copy():
+    X = sp.csr_matrix(np.array([[0, 3, 1], [2, 0, 0]], dtype=np.float32))
+    twice = _stored_twice(X)
+    arrays = [twice.data.copy(), twice.indices.copy(), twice.indptr.copy()]
+    out = to_csr(twice)
+    assert out.nnz == 3 and out.has_canonical_format
+    np.testing.assert_array_equal(out.data, [3, 1, 2])  # one entry per (cell, gene), summed
+    np.testing.assert_array_equal(out.indices, [1, 2, 0])
+    for before, after in zip(arrays, [twice.data, twice.indices, twice.indptr], strict=True):
+        np.testing.assert_array_equal(before, after)  # the caller's matrix is left as it was

@@ -154,3 +154,19 @@ def test_backed_sparse_input_gets_a_sparse_layer(counts_adata, tmp_path):
     assert sp.issparse(backed.layers["X_binned"])
     expected = pp.bin_expression(counts_adata, copy=True).layers["X_binned"]
     np.testing.assert_array_equal(backed.layers["X_binned"].toarray(), expected.toarray())
+
+
+def test_duplicate_entries_are_binned_once(counts_adata):
+    # scipy sums a CSR's duplicate entries; each half binned on its own went past n_bins - 1
+    X = counts_adata.X
+    c = sp.coo_matrix(X)
+    row, col = np.r_[c.row, c.row], np.r_[c.col, c.col]
+    data = np.r_[c.data / 2, c.data / 2].astype(np.float32)
+    order = np.lexsort((col, row))
+    indptr = np.r_[0, np.cumsum(np.bincount(row, minlength=X.shape[0]))]
+    twice = ad.AnnData(sp.csr_matrix((data[order], col[order], indptr), shape=X.shape))
+    twice.var_names = counts_adata.var_names
+    expected = pp.bin_expression(counts_adata, n_bins=11, copy=True).layers["X_binned"]
+    pp.bin_expression(twice, n_bins=11)
+    assert twice.layers["X_binned"].max() <= 10
+    np.testing.assert_array_equal(twice.layers["X_binned"].toarray(), expected.toarray())

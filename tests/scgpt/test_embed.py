@@ -192,6 +192,55 @@ def test_scaled_x_reads_raw_as_scanpy_does(ckpt, continuous_adata_factory):
         _embed(b, ckpt)
 
 
+def _stored_twice(X):
+    """``X`` with every entry stored twice, as two halves: scipy sums them, the same matrix."""
+    c = sp.coo_matrix(X)
+    row, col = np.r_[c.row, c.row], np.r_[c.col, c.col]
+    data = np.r_[c.data / 2, c.data - c.data / 2].astype(np.float32)
+    order = np.lexsort((col, row))
+    indptr = np.r_[0, np.cumsum(np.bincount(row, minlength=X.shape[0]))]
+    return sp.csr_matrix((data[order], col[order], indptr), shape=X.shape)
+
+
+def test_duplicate_entries_are_summed_as_scipy_does(ckpt, continuous_adata_factory):
+    a = continuous_adata_factory(12)
+    expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]
+    twice = a.copy()
+    twice.X = _stored_twice(a.X)
+    assert not twice.X.has_canonical_format and abs(twice.X - a.X).max() == 0
+    _embed(twice, ckpt)  # each stored half was a token of its own (and binned on its own)
+    np.testing.assert_allclose(twice.obsm["X_scgpt"], expected, atol=1e-6)
+    assert twice.X.nnz == 2 * a.X.nnz  # the caller's matrix is not rewritten
+    # halves of opposite sign that sum to counts are counts, not negative values
+    shifted = a.copy()
+    shifted.X = _stored_twice(a.X)  # entries of a cell and gene are next to each other
+    shifted.X.data[::2] += 1
+    shifted.X.data[1::2] -= 1
+    assert shifted.X.data.min() < 0 and abs(shifted.X - a.X).max() < 1e-5
+    _embed(shifted, ckpt)
+    np.testing.assert_allclose(shifted.obsm["X_scgpt"], expected, atol=1e-5)
+
+
+def test_nan_in_x_is_named_even_with_a_raw(ckpt, continuous_adata_factory):
+    # NaN is no sign of scaled data: raw is not read in X's place, the NaN is named
+    a = continuous_adata_factory(6)
+    a.raw = a.copy()
+    a.X = a.X.toarray()
+    a.X[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _embed(a, ckpt)
+    assert "X_scgpt" not in a.obsm
+
+
+def test_a_dask_x_of_sparse_chunks_is_read_chunk_by_chunk(ckpt, continuous_adata_factory):
+    da = pytest.importorskip("dask.array")  # anndata's lazy X (read_lazy); dask is optional
+    a = continuous_adata_factory(12)
+    expected = _embed(a, ckpt, copy=True).obsm["X_scgpt"]
+    lazy = ad.AnnData(X=da.from_array(a.X, chunks=(5, -1), asarray=False), var=a.var.copy())
+    _embed(lazy, ckpt)
+    np.testing.assert_allclose(lazy.obsm["X_scgpt"], expected, atol=1e-6)
+
+
 def test_a_backed_files_scaled_x_is_refused_not_swapped_for_raw(
     ckpt, continuous_adata_factory, tmp_path
 ):

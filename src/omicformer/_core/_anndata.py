@@ -242,7 +242,13 @@ def check_values(chunk: sp.csr_matrix, where: str, first_row: int, hint: str = C
 
 
 def _min_value(matrix) -> float:
-    """Smallest stored value of an in-memory dense or sparse matrix (0.0 when empty)."""
+    """Smallest value of an in-memory dense or sparse matrix (0.0 when empty).
+
+    Of a sparse one, the smallest stored value once duplicate entries are summed.
+    """
+    if sp.issparse(matrix) and not matrix.has_canonical_format:
+        matrix = matrix.copy()
+        matrix.sum_duplicates()
     data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
     return float(data.min()) if data.size else 0.0
 
@@ -260,11 +266,14 @@ def raw_if_scaled(adata: AnnData, layer: str | None, gene_key: str | None, where
     """
     if layer is not None or adata.isbacked or adata.raw is None or adata.n_obs == 0:
         return adata
+    if hasattr(adata.X, "compute"):  # a dask X is read chunk by chunk, never whole
+        return adata
     raw = adata.raw
     if gene_key is not None and gene_key not in raw.var.columns:
         return adata
     low = _min_value(adata.X)
-    if low >= 0 or _min_value(raw.X) < 0:
+    # NaN (not < 0) is no sign of scaling: X is read, and the values check names the NaN
+    if not low < 0 or _min_value(raw.X) < 0:
         return adata
     import anndata as ad
 
@@ -279,12 +288,24 @@ def raw_if_scaled(adata: AnnData, layer: str | None, gene_key: str | None, where
 
 
 def to_csr(block) -> sp.csr_matrix:
-    """Convert a dense/sparse/backed block to float32 CSR."""
+    """Convert a dense/sparse/backed/dask block to float32 CSR in canonical form.
+
+    Canonical: sorted column indices and no duplicate entries. scipy sums a sparse
+    matrix's duplicate ``(row, column)`` entries; every reader here walks the stored entries,
+    so duplicates are summed first (on a copy: the caller's arrays are never changed).
+    """
     if hasattr(block, "to_memory"):
         block = block.to_memory()
+    if hasattr(block, "compute"):  # a dask array (anndata's lazy X): this block only
+        block = block.compute()
     if sp.issparse(block):
-        return sp.csr_matrix(block, dtype=np.float32)
-    return sp.csr_matrix(np.asarray(block, dtype=np.float32))
+        csr = sp.csr_matrix(block, dtype=np.float32)
+    else:
+        csr = sp.csr_matrix(np.asarray(block, dtype=np.float32))
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    return csr
 
 
 #: Rows of a backed view at most this far apart are read in one contiguous slice.
