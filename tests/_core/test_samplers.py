@@ -67,3 +67,30 @@ def test_balanced_batch_sampler_two_groups_per_minibatch():
     )
     with pytest.raises(ValueError, match="groups_per_batch=0 must be at least 1"):
         BalancedBatchSampler(6, 4, groups=two[:6], groups_per_batch=0)
+
+
+def test_repeated_minibatches_of_a_short_share_are_not_counted(monkeypatch):
+    # 20 items in minibatches of 8: [0-7] [8-15] [16-19]; two ranks take every other one, and
+    # rank 1's share is evened out with a repeat of the first: its second minibatch
+    from types import SimpleNamespace
+
+    from omicformer._core._chunk_sampler import ChunkBatchSampler
+    from omicformer._core._samplers import counted_items
+
+    def counted(sampler, rank, world=2):
+        monkeypatch.setattr(_ranks, "world_size", lambda: world)
+        monkeypatch.setattr(_ranks, "global_rank", lambda: rank)
+        trainer = SimpleNamespace(val_dataloaders=SimpleNamespace(batch_sampler=sampler))
+        return [(b, counted_items(trainer, i, len(b))) for i, b in enumerate(sampler)]
+
+    plain = EpochBatchSampler(20, 8, shuffle=False)
+    assert counted(plain, 0) == [(list(range(8)), 8), (list(range(16, 20)), 4)]
+    assert counted(plain, 1) == [(list(range(8, 16)), 8), (list(range(8)), 0)]
+    assert counted(plain, 0, world=1)[-1] == (list(range(16, 20)), 4)
+    assert counted(EpochBatchSampler(8, 8, shuffle=False), 1) == [(list(range(8)), 0)]
+    # an out-of-core dataset's sampler: rank r takes the r-th contiguous share
+    chunks = ChunkBatchSampler(np.zeros(20, np.int64), 8, shuffle=False)
+    assert counted(chunks, 0) == [(list(range(8)), 8), (list(range(8, 16)), 8)]
+    assert counted(chunks, 1) == [(list(range(16, 20)), 4), (list(range(8)), 0)]
+    # before a sampler has been read, or a loader without one: every item counts
+    assert counted_items(SimpleNamespace(), 5, 3) == 3

@@ -257,6 +257,38 @@ def test_ddp_two_cpu_processes(run_script, mode):
     assert results["0"] == results["1"]  # DDP kept the replicas identical
 
 
+VALIDATION_SCRIPT = """
+import sys, warnings
+import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+from omicformer.scgpt.model import ScGPT
+
+rng = np.random.default_rng(0)
+X = sp.csr_matrix(rng.poisson(1.0, (100, 30)).astype(np.float32) + np.eye(100, 30, dtype=np.float32))
+a = ad.AnnData(X, var=pd.DataFrame(index=[f"G{i}" for i in range(30)]))
+a.obs_names = [f"c{i}" for i in range(100)]
+ScGPT.setup_anndata(a)
+m = ScGPT(a, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
+devices = int(sys.argv[1])
+kw = {"strategy": "ddp"} if devices > 1 else {}
+m.train(max_epochs=1, batch_size=8, lr=1e-30, validation_size=0.2, accelerator="cpu",
+        devices=devices, enable_progress_bar=False, **kw)
+rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+print(f"RESULT {rank} {float(m.history['validation_loss'].iloc[0]):.6f}", flush=True)
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_validation_loss_under_ddp_counts_every_held_out_cell_once(run_script):
+    # 20 held-out cells in minibatches of 8, 8 and 4: the second of two processes repeats one
+    # to run as many steps; with the weights frozen (lr 1e-30) the loss is one process's
+    one = run_script(VALIDATION_SCRIPT, "1")[1]["0"]
+    two = run_script(VALIDATION_SCRIPT, "2")[1]
+    assert two["0"] == two["1"] == one  # was 1762.32 on two processes, 1784.82 on one
+
+
 def test_a_failed_load_into_adata_leaves_it_as_it_was(adata, tmp_path):
     # the genes were matched after scvi-tools' setup had written its columns and uns keys
     fitted = adata.copy()

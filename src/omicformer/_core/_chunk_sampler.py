@@ -263,11 +263,16 @@ class ChunkBatchSampler(Sampler[list[int]]):
                     break
         return np.concatenate(parts)[:n] if parts else np.zeros(0, dtype)
 
+    #: Minibatches of this rank's share that are not padding (as
+    #: :attr:`~omicformer._core._samplers.EpochBatchSampler.real_steps`).
+    real_steps: int | None = None
+
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.batches()
         rank, world = _ranks.global_rank(), _ranks.world_size()
+        per_rank = -(-len(batches) // world)  # rank r takes the r-th contiguous share
+        self.real_steps = int(np.clip(len(batches) - rank * per_rank, 0, per_rank))
         if world > 1 and batches:
-            per_rank = -(-len(batches) // world)
             batches = (batches * world)[: per_rank * world]
             batches = batches[rank * per_rank : (rank + 1) * per_rank]
         for b in batches:

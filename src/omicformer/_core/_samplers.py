@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -74,9 +75,14 @@ class EpochBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
+    #: Minibatches of this rank's share in the epoch being read that are not padding
+    #: (:func:`counted_items`); ``None`` before the first epoch is read.
+    real_steps: int | None = None
+
     def __iter__(self) -> Iterator[list[int]]:
         rank, world = _ranks.global_rank(), _ranks.world_size()
         batches = self._all_batches()
+        self.real_steps = len(range(rank, len(batches), world))  # ranks take every world-th
         if world > 1:
             n = -(-len(batches) // world) * world
             batches = (batches * (n // max(len(batches), 1) + 1))[:n]
@@ -239,3 +245,18 @@ def fill_batches(
         batch = np.concatenate(parts)
         batches.append(rng.permutation(batch) if shuffle else batch)
     return batches
+
+
+def counted_items(trainer: Any, batch_idx: int, n: int) -> int:
+    """Items a validation minibatch adds to the epoch's logged means: ``n``, or 0 for padding.
+
+    Under DDP every rank runs as many minibatches (DDP's forward synchronises the ranks), so a
+    sampler pads a short share by repeating minibatches (:class:`EpochBatchSampler`,
+    :class:`~omicformer._core._chunk_sampler.ChunkBatchSampler`); logged with ``batch_size=0``,
+    a repeat leaves the mean of ``validation_loss`` over the ranks (Lightning's ``sync_dist``
+    weighs each rank by its items) that of the held-out items, each counted once.
+    """
+    loaders = getattr(trainer, "val_dataloaders", None)
+    sampler = getattr(loaders, "batch_sampler", None)
+    real = getattr(sampler, "real_steps", None)
+    return 0 if real is not None and batch_idx >= real else n

@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from ..._core._samplers import counted_items
 from ..module import CLASSIFICATION, MLM
 
 
@@ -73,7 +74,8 @@ class DNABertTrainingPlan(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
-        n = len(batch["input_ids"])
+        # a minibatch repeated to even out the ranks' shares under DDP is not counted
+        n = counted_items(self.trainer, batch_idx, len(batch["input_ids"]))
         metrics = {"validation_loss": loss}
         if self.task == CLASSIFICATION:
             metrics["validation_accuracy"] = (logits.argmax(-1) == batch["labels"]).float().mean()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._core._samplers import counted_items
 from .._tokenize import pad_batch
 from ..module import TransformerModel
 from ._data import CellCollator, CellDataset, per_cell_codes
@@ -204,10 +205,12 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         first.bias.copy_(new_b.to(first.bias.dtype))
         self.input_norm = None
 
-    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    def _step(
+        self, batch: dict[str, torch.Tensor], prefix: str, n: int | None = None
+    ) -> torch.Tensor:
         logits = self.logits(batch).float()
         loss = F.cross_entropy(logits, batch["labels"], weight=self.class_weight)
-        n = len(batch["labels"])
+        n = len(batch["labels"]) if n is None else n
         metrics = {f"{prefix}_loss": loss.detach()}
         if prefix == "validation":
             metrics["validation_accuracy"] = (logits.argmax(-1) == batch["labels"]).float().mean()
@@ -219,8 +222,14 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs ``validation_loss`` and ``validation_accuracy`` per epoch."""
-        self._step(batch, "validation")
+        """Logs ``validation_loss`` and ``validation_accuracy`` per epoch.
+
+        A minibatch repeated to even out the ranks' shares under DDP is not counted
+        (:func:`~omicformer._core._samplers.counted_items`).
+        """
+        self._step(
+            batch, "validation", counted_items(self.trainer, batch_idx, len(batch["labels"]))
+        )
 
     def configure_optimizers(self) -> Any:
         """Adam; the learning rate times ``lr_decay`` after every epoch (official StepLR)."""

@@ -18,6 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..._core._samplers import counted_items
 from ..module import TransformerModel, masked_mse_loss
 
 
@@ -84,11 +85,14 @@ class LossPartsStepsMixin:
         """What to log for one minibatch: every part as ``<prefix>_<key>``, detached."""
         return {f"{prefix}_{k}": v.detach() for k, v in parts.items()}
 
-    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    def _step(
+        self, batch: dict[str, torch.Tensor], prefix: str, n: int | None = None
+    ) -> torch.Tensor:
         parts = self.losses(batch)
+        n = batch[self.size_key].shape[0] if n is None else n
         self.log_dict(  # type: ignore[attr-defined]  (a LightningModule's)
             self._logged(parts, prefix), on_step=False, on_epoch=True,
-            batch_size=batch[self.size_key].shape[0], sync_dist=True, prog_bar=False,
+            batch_size=n, sync_dist=True, prog_bar=False,
         )  # fmt: skip
         return parts["loss"]
 
@@ -97,8 +101,13 @@ class LossPartsStepsMixin:
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs ``validation_loss`` and its parts (the same objective on held-out cells)."""
-        self._step(batch, "validation")
+        """Logs ``validation_loss`` and its parts (the same objective on held-out cells).
+
+        A minibatch repeated to even out the ranks' shares under DDP is not counted
+        (:func:`~omicformer._core._samplers.counted_items`).
+        """
+        n = counted_items(self.trainer, batch_idx, batch[self.size_key].shape[0])  # type: ignore[attr-defined]
+        self._step(batch, "validation", n)
 
 
 class GenerativeTrainingPlan(LossPartsStepsMixin, FrozenHeadsMixin, pl.LightningModule):
