@@ -93,6 +93,8 @@ def _write_dense(
                 start = 0
                 for array, cols in zip(arrays, columns, strict=True):
                     per_row = max(1, int(np.prod(array.shape[1:], dtype=np.int64)))
+                    if cols is not None:  # a block is held with its copy in the output's genes
+                        per_row += len(cols)
                     step = max(1, max_loaded_elems // per_row)
                     for lo in range(0, len(array), step):
                         block = np.asarray(array[lo : lo + step])
