@@ -87,10 +87,13 @@ def test_repeated_minibatches_of_a_short_share_are_not_counted(monkeypatch):
     assert counted(plain, 0) == [(list(range(8)), 8), (list(range(16, 20)), 4)]
     assert counted(plain, 1) == [(list(range(8, 16)), 8), (list(range(8)), 0)]
     assert counted(plain, 0, world=1)[-1] == (list(range(16, 20)), 4)
+    # one process whose Lightning rank is not 0 (RANK=1 in the environment) counts them all
+    assert [n for _, n in counted(plain, 1, world=1)] == [8, 8, 4]
     assert counted(EpochBatchSampler(8, 8, shuffle=False), 1) == [(list(range(8)), 0)]
     # an out-of-core dataset's sampler: rank r takes the r-th contiguous share
     chunks = ChunkBatchSampler(np.zeros(20, np.int64), 8, shuffle=False)
     assert counted(chunks, 0) == [(list(range(8)), 8), (list(range(8, 16)), 8)]
     assert counted(chunks, 1) == [(list(range(16, 20)), 4), (list(range(8)), 0)]
+    assert [n for _, n in counted(chunks, 1, world=1)] == [8, 8, 4]
     # before a sampler has been read, or a loader without one: every item counts
     assert counted_items(SimpleNamespace(), 5, 3) == 3

@@ -170,3 +170,13 @@ def test_duplicate_entries_are_binned_once(counts_adata):
     pp.bin_expression(twice, n_bins=11)
     assert twice.layers["X_binned"].max() <= 10
     np.testing.assert_array_equal(twice.layers["X_binned"].toarray(), expected.toarray())
+
+
+def test_a_dask_x_of_sparse_chunks_gets_a_sparse_layer(counts_adata):
+    da = pytest.importorskip("dask.array")  # anndata's lazy X; dask is optional
+    expected = pp.bin_expression(counts_adata, random_state=0, copy=True).layers["X_binned"]
+    lazy = ad.AnnData(X=da.from_array(counts_adata.X, chunks=(7, -1), asarray=False))
+    lazy.var_names = counts_adata.var_names
+    pp.bin_expression(lazy, random_state=0)
+    assert sp.issparse(lazy.layers["X_binned"])  # as for any sparse input, not dense
+    np.testing.assert_array_equal(lazy.layers["X_binned"].toarray(), expected.toarray())

@@ -271,7 +271,8 @@ class ChunkBatchSampler(Sampler[list[int]]):
         batches = self.batches()
         rank, world = _ranks.global_rank(), _ranks.world_size()
         per_rank = -(-len(batches) // world)  # rank r takes the r-th contiguous share
-        self.real_steps = int(np.clip(len(batches) - rank * per_rank, 0, per_rank))
+        first = rank * per_rank if world > 1 else 0  # one process: all, whatever the env rank
+        self.real_steps = int(np.clip(len(batches) - first, 0, per_rank))
         if world > 1 and batches:
             batches = (batches * world)[: per_rank * world]
             batches = batches[rank * per_rank : (rank + 1) * per_rank]

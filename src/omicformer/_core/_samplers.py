@@ -82,7 +82,8 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rank, world = _ranks.global_rank(), _ranks.world_size()
         batches = self._all_batches()
-        self.real_steps = len(range(rank, len(batches), world))  # ranks take every world-th
+        # ranks take every world-th; one process is rank 0 whatever Lightning's env rank says
+        self.real_steps = len(range(rank if world > 1 else 0, len(batches), world))
         if world > 1:
             n = -(-len(batches) // world) * world
             batches = (batches * (n // max(len(batches), 1) + 1))[:n]

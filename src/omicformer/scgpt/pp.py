@@ -102,6 +102,7 @@ def bin_expression(
     matrix = adata.X if layer is None else adata.layers[layer]
     # a backed file's sparse X is anndata's sparse dataset (format "csr"/"csc"), not scipy's
     sparse_in = sp.issparse(matrix) or getattr(matrix, "format", None) in ("csr", "csc")
+    sparse_in = sparse_in or sp.issparse(getattr(matrix, "_meta", None))  # dask, sparse chunks
     blocks, edges = [], []
     for idx, chunk in iter_row_chunks(adata, layer):
         check_values(chunk, where, int(idx[0]))
