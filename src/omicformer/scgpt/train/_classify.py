@@ -225,7 +225,7 @@ class ClassifierTrainingPlan(FrozenHeadsMixin, pl.LightningModule):
         """Logs ``validation_loss`` and ``validation_accuracy`` per epoch.
 
         A minibatch repeated to even out the ranks' shares under DDP is not counted
-        (:func:`~omicformer._core._samplers.counted_items`).
+        (``omicformer._core._samplers.counted_items``).
         """
         self._step(
             batch, "validation", counted_items(self.trainer, batch_idx, len(batch["labels"]))

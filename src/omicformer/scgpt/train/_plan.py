@@ -104,7 +104,7 @@ class LossPartsStepsMixin:
         """Logs ``validation_loss`` and its parts (the same objective on held-out cells).
 
         A minibatch repeated to even out the ranks' shares under DDP is not counted
-        (:func:`~omicformer._core._samplers.counted_items`).
+        (``omicformer._core._samplers.counted_items``).
         """
         n = counted_items(self.trainer, batch_idx, batch[self.size_key].shape[0])  # type: ignore[attr-defined]
         self._step(batch, "validation", n)
