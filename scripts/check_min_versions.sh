@@ -15,7 +15,11 @@
 #   PYTEST_ARGS="-q" to see every failure instead of stopping at the first;
 #   KEEP_VENV=1 to keep the venv (its path is printed) for bisecting one package at a time.
 #
-# Last run: 2026-12-07 (sixth), Python 3.11.7, torch 2.13.0+cpu, 1 failed, 1185 passed,
+# Last run: 2026-12-07 (seventh), Python 3.11.7, torch 2.13.0+cpu: PASSED, 1194 passed, 12
+# skipped (PYTEST_ARGS="-q"), 644 s in all, at 742097e, with dask[array] 2024.1 new in the
+# test extra (its tests of a dask X ran, not skipped) and the duplicate-entry, DDP-validation
+# and concat_h5ad fixes.
+# Run before: 2026-12-07 (sixth), Python 3.11.7, torch 2.13.0+cpu, 1 failed, 1185 passed,
 # 12 skipped (PYTEST_ARGS="-q"), 598 s, at 59bc674 (the DDP refusals, the knn voters and the
 # one-class calibration): the new setter test set adata on a model loaded without AnnData,
 # which scvi-tools' minimum cannot do; the test now loads with AnnData, and its files and the
