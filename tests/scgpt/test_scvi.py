@@ -83,6 +83,37 @@ def test_labels_field_codes_missing_labels_minus_one():
         ScGPTClassifier.setup_anndata(a, labels_key="y", batch_key="b")
 
 
+def test_labels_field_reads_nullable_columns_and_missing_texts_as_tl_annotate(tmp_path):
+    from omicformer.scgpt.model import ScGPTClassifier
+
+    X = sp.csr_matrix(np.ones((6, 3), np.float32))
+    a = ad.AnnData(X, var=pd.DataFrame(index=["A", "B", "C"]))
+    # pandas' nullable integers with pd.NA: the labels "1" and "2", as int64 gives (not "1.0")
+    a.obs["y"] = pd.array([1, 2, pd.NA, 1, 2, 2], dtype="Int64")
+    ScGPTClassifier.setup_anndata(a, labels_key="y")
+    assert a.obs["_scvi_labels"].tolist() == [0, 1, -1, 0, 1, 1]
+    assert ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2).classes_ == ["1", "2"]
+    # an empty label and the texts of missing values are missing (said), not classes
+    for column in (
+        ["T", "", "nan", "T", "B", "None"],
+        pd.Categorical(
+            ["T", " ", "<NA>", "T", "B", "nan"], categories=["", "B", "T", "nan", "<NA>", " "]
+        ),
+    ):
+        a.obs["y"] = column
+        with pytest.warns(UserWarning, match=r"obs\['y'\]: 3 cells .* read as missing"):
+            ScGPTClassifier.setup_anndata(a, labels_key="y")
+        assert a.obs["_scvi_labels"].tolist() == [1, -1, -1, 1, 0, -1]
+        clf = ScGPTClassifier(a, d_model=8, n_layers=1, n_heads=2)
+        assert clf.classes_ == ["B", "T"]
+    # a saved model loaded onto cells labelled so: missing there too (was: unseen labels)
+    clf.save(tmp_path / "m")
+    b = a.copy()
+    b.obs["y"] = ["nan", "B", "", "T", "T", "B"]
+    loaded = ScGPTClassifier.load(tmp_path / "m", adata=b)
+    assert loaded.adata.obs["_scvi_labels"].tolist() == [-1, 0, -1, 1, 1, 0]
+
+
 def test_task_models_record_their_own_init_params(model):
     # scvi's _get_init_params read the subclass's signature (adata, **kwargs): a classifier
     # recorded none of its arguments, a perturbation model not its prior

@@ -232,7 +232,10 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             ``obs`` column with batch labels (for ``use_batch_labels``/``dsbn``).
         labels_key
             ``obs`` column with cell labels (sizes the cell classifier head). Missing values
-            (NaN) mark unlabelled cells (code ``-1``), which classifiers do not train on.
+            (NaN, ``pd.NA``, ``None``), empty labels and the texts ``"nan"``, ``"<NA>"`` and
+            ``"None"`` (what ``.astype(str)`` makes of a missing value; a warning counts them)
+            mark unlabelled cells (code ``-1``), which classifiers do not train on, as in
+            :func:`omicformer.scgpt.tl.annotate`.
         gene_key
             ``var`` column with gene symbols; ``None`` uses ``var_names``. Other AnnData
             passed to the model later (a query to embed or label) are read by this column

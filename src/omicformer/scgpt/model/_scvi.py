@@ -16,6 +16,8 @@ import pandas as pd
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 
+from ..._core._anndata import MISSING_TEXTS
+from ..._core._warnings import warn_user
 from ._io import registry_from_json
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ class ObsCodesField(CategoricalObsField):
     categories as ``categorical_mapping``, integer codes in ``obs["_scvi_<key>"]``), but codes
     the column as a NumPy array: scvi-tools codes a pandas Series, which makes pandas build a
     hash table of every cell name (32 bytes per cell, kept with ``obs``; 32 MiB for a 1M-cell
-    backed atlas). With ``allow_missing``, missing values (NaN) get code ``-1`` and no category
+    backed atlas). With ``allow_missing``, missing values (NaN; also empty labels and the
+    texts ``"nan"``, ``"<NA>"``, ``"None"``, with a warning) get code ``-1`` and no category
     (scvi-tools refuses them), e.g. the unlabelled cells of a reference whose other cells are
     predicted (``tl.annotate(adata, reference=None)``): a backed file can then be streamed
     whole, and code ``-1`` keeps those cells out of training.
@@ -48,7 +51,19 @@ class ObsCodesField(CategoricalObsField):
         if isinstance(column.dtype, pd.CategoricalDtype):  # its categories, unused ones too
             labels = column.array
         else:
-            labels = pd.Categorical(column.to_numpy())
+            labels = pd.Categorical(plain_values(column))
+        if self.allow_missing:  # "", "nan", "<NA>", "None": missing, as in the tl functions
+            texts = labels.categories.astype(str).str.strip()
+            blank = (texts == "") | texts.isin(MISSING_TEXTS)
+            if blank.any():
+                n = int(np.isin(labels.codes, np.flatnonzero(blank)).sum())
+                if n:
+                    warn_user(
+                        f"adata.obs[{self._original_attr_key!r}]: {n} cells have an empty label "
+                        "or the text of a missing value (as .astype(str) writes it); they are "
+                        "read as missing (unlabelled). Rename that label if it is a real one."
+                    )
+                labels = labels.remove_categories(labels.categories[blank])
         if not self.allow_missing and (labels.codes < 0).any():
             msg = (
                 f"adata.obs[{self._original_attr_key!r}] has missing values; fill them (every cell "
@@ -72,7 +87,9 @@ class ObsCodesField(CategoricalObsField):
             self._setup_default_attr(adata_target)
         self.validate_field(adata_target)
         mapping = np.asarray(state_registry[self.CATEGORICAL_MAPPING_KEY])
-        column = adata_target.obs[self._original_attr_key]
+        column = pd.Series(plain_values(adata_target.obs[self._original_attr_key]), dtype=object)
+        if self.allow_missing:  # missing as at the setup: "", "nan", "<NA>", "None"
+            column = texts_as_missing(column)
         if not self.is_default:
             check_known_categories(column, mapping, self._original_attr_key, self.registry_key,
                                    allow_missing=self.allow_missing)  # fmt: skip
@@ -82,6 +99,26 @@ class ObsCodesField(CategoricalObsField):
             self.CATEGORICAL_MAPPING_KEY: mapping.copy(),
             self.ORIGINAL_ATTR_KEY: self._original_attr_key,
         }
+
+
+def plain_values(column: pd.Series) -> np.ndarray:
+    """The values of an ``obs`` column as NumPy holds them, a missing one as NaN.
+
+    pandas' nullable columns (``Int64``, ``boolean``, ``string``) become objects of their
+    values: ``Int64`` with ``pd.NA`` would otherwise become floats, and ``1`` the label
+    ``"1.0"`` (a plain ``int64`` column, or ``tl.annotate``, gives ``"1"``).
+    """
+    if pd.api.types.is_extension_array_dtype(column.dtype) and not isinstance(
+        column.dtype, pd.CategoricalDtype
+    ):
+        return column.to_numpy(dtype=object, na_value=np.nan)
+    return column.to_numpy()
+
+
+def texts_as_missing(values: pd.Series) -> pd.Series:
+    """``values`` (objects) with empty labels and the texts of missing values made NaN."""
+    texts = values.astype(str).str.strip()
+    return values.mask(values.notna() & ((texts == "") | texts.isin(MISSING_TEXTS)))
 
 
 #: The ``setup_anndata`` argument naming the ``obs`` column of each categorical field.
@@ -105,7 +142,9 @@ def check_known_categories(
     (``model.adata = ...``), where the class is not known and ``load`` is not involved.
     """
     subject = f"the saved {model}" if model else "this model"
-    values = pd.Series(column.to_numpy(), dtype=object)
+    values = pd.Series(plain_values(column), dtype=object)
+    if allow_missing:
+        values = texts_as_missing(values)
     missing = values.isna()
     if missing.any() and not allow_missing:
         msg = (
