@@ -326,6 +326,26 @@ def test_integration_numbered_batches_are_categories_and_genes_read_where_they_a
     plt.close(fig)
 
 
+def test_integration_colours_by_nullable_booleans_and_mixed_labels():
+    # a boolean column with pd.NA failed inside scanpy (numpy's boolean negative), and so did an
+    # object column of strings and integers; both are groups, as a batch column of them was
+    adata = _adata()
+    adata.obsm["X_umap_X_scgpt"] = np.random.default_rng(4).normal(size=(N_CELLS, 2))
+    adata.obsm["X_umap_X_scgpt_integrated"] = np.random.default_rng(5).normal(size=(N_CELLS, 2))
+    flags = [None if i % 7 == 0 else bool(i % 2) for i in range(N_CELLS)]
+    adata.obs["flag"] = pd.array(flags, dtype="boolean")
+    adata.obs["mixed"] = pd.Series(["a" if i % 3 else 1 for i in range(N_CELLS)], dtype=object,
+                                   index=adata.obs_names)  # fmt: skip
+    before = _snapshot(adata)
+    fig = pl.integration(adata, batch_key="batch", color=["flag", "mixed"], show=False)
+    flag_ax, mixed_ax = fig.axes[2], fig.axes[4]
+    assert [t.get_text() for t in flag_ax.get_legend().get_texts()] == ["False", "True", "NA"]
+    assert [t.get_text() for t in mixed_ax.get_legend().get_texts()] == ["1", "a"]
+    after = _snapshot(adata)
+    assert after["obs_dtypes"] == before["obs_dtypes"]  # the caller's columns unchanged
+    plt.close(fig)
+
+
 def test_loss_curve_takes_one_key_as_a_string():
     ax = pl.loss_curve({"train_loss": [3.0, 2.0], "validation_loss": [4.0, 3.5]},
                        keys="validation_loss", show=False)  # fmt: skip

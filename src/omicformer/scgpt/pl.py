@@ -138,7 +138,9 @@ def integration(
         Column of ``adata.obs`` with the batches (the first row).
     color
         Further keys to colour by, one row each: columns of ``adata.obs`` or genes
-        (``adata.var_names``, or ``adata.raw.var_names``, as scanpy).
+        (``adata.var_names``, or ``adata.raw.var_names``, as scanpy). Columns of numbers are
+        drawn on a colour scale; others (text, ``bool``, mixed types) as groups of their
+        texts, in the figure only (``adata.obs`` is not changed).
     basis_before
         Representation before integration, a key of ``adata.obsm``. Default: ``"X_scgpt"`` if
         present, else ``"X_pca"`` if present, else a PCA of ``adata.X`` as it is (computed on
@@ -229,7 +231,7 @@ def integration(
     genes = any(k not in adata.obs.columns for k in keys)
     view = ad.AnnData(
         X=adata.X if genes else None,
-        obs=_categorical_batch(adata.obs[obs_keys].copy(), batch_key),
+        obs=_categorical_columns(adata.obs[obs_keys].copy(), batch_key),
         var=pd.DataFrame(index=adata.var_names.copy()),
         uns={
             f"{k}_colors": list(adata.uns[f"{k}_colors"])
@@ -291,12 +293,30 @@ def _integration_keys(
     return [batch_key, *color]
 
 
-def _categorical_batch(obs: pd.DataFrame, batch_key: str) -> pd.DataFrame:
-    """``obs`` with the batch column categorical (batches numbered 0, 1, ... are not a scale)."""
+def _categorical_columns(obs: pd.DataFrame, batch_key: str) -> pd.DataFrame:
+    """``obs`` with the batch column categorical (batches numbered 0, 1, ... are not a scale).
+
+    So are the other columns that are not numbers: ``bool`` (pandas' nullable ``boolean`` with
+    ``pd.NA`` failed inside scanpy) and objects of mixed types (``"a"`` and ``1``), whose
+    values become their texts; a missing value stays missing (grey, as scanpy draws NaN).
+    """
     import pandas as pd
 
-    if not isinstance(obs[batch_key].dtype, pd.CategoricalDtype):
-        obs[batch_key] = pd.Categorical(obs[batch_key])
+    for key in obs.columns:
+        column = obs[key]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            continue
+        if key == batch_key and not pd.api.types.is_object_dtype(column.dtype):
+            obs[key] = pd.Categorical(column)
+        elif (
+            key == batch_key
+            or pd.api.types.is_bool_dtype(column.dtype)
+            or not (pd.api.types.is_numeric_dtype(column.dtype))
+        ):
+            present = column.notna().to_numpy()
+            texts = np.full(len(column), None, dtype=object)
+            texts[present] = column[present].astype(str).to_numpy()
+            obs[key] = pd.Categorical(texts)
     return obs
 
 
