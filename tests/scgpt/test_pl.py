@@ -344,6 +344,11 @@ def test_integration_colours_by_nullable_booleans_and_mixed_labels():
     after = _snapshot(adata)
     assert after["obs_dtypes"] == before["obs_dtypes"]  # the caller's columns unchanged
     plt.close(fig)
+    # numbers held as objects stay a colour scale (a first version made them groups)
+    adata.obs["score"] = pd.Series(np.arange(N_CELLS) % 11, dtype=object, index=adata.obs_names)
+    fig = pl.integration(adata, batch_key="batch", color="score", show=False)
+    assert fig.axes[2].get_legend() is None and len(fig.axes) > 4  # colour bars, no legend
+    plt.close(fig)
 
 
 def test_loss_curve_takes_one_key_as_a_string():

@@ -139,8 +139,9 @@ def integration(
     color
         Further keys to colour by, one row each: columns of ``adata.obs`` or genes
         (``adata.var_names``, or ``adata.raw.var_names``, as scanpy). Columns of numbers are
-        drawn on a colour scale; others (text, ``bool``, mixed types) as groups of their
-        texts, in the figure only (``adata.obs`` is not changed).
+        drawn on a colour scale, others as groups: ``bool`` columns and columns of mixed types
+        (``"a"`` and ``1``: as their texts) too, in the figure only (``adata.obs`` is not
+        changed).
     basis_before
         Representation before integration, a key of ``adata.obsm``. Default: ``"X_scgpt"`` if
         present, else ``"X_pca"`` if present, else a PCA of ``adata.X`` as it is (computed on
@@ -296,9 +297,9 @@ def _integration_keys(
 def _categorical_columns(obs: pd.DataFrame, batch_key: str) -> pd.DataFrame:
     """``obs`` with the batch column categorical (batches numbered 0, 1, ... are not a scale).
 
-    So are the other columns that are not numbers: ``bool`` (pandas' nullable ``boolean`` with
-    ``pd.NA`` failed inside scanpy) and objects of mixed types (``"a"`` and ``1``), whose
-    values become their texts; a missing value stays missing (grey, as scanpy draws NaN).
+    So are the other columns of ``bool`` (pandas' nullable ``boolean`` with ``pd.NA`` failed
+    inside scanpy) and of mixed types (``"a"`` and ``1``), whose values become their texts; a
+    missing value stays missing (grey, as scanpy draws NaN). Numbers stay numbers.
     """
     import pandas as pd
 
@@ -306,17 +307,14 @@ def _categorical_columns(obs: pd.DataFrame, batch_key: str) -> pd.DataFrame:
         column = obs[key]
         if isinstance(column.dtype, pd.CategoricalDtype):
             continue
-        if key == batch_key and not pd.api.types.is_object_dtype(column.dtype):
-            obs[key] = pd.Categorical(column)
-        elif (
-            key == batch_key
-            or pd.api.types.is_bool_dtype(column.dtype)
-            or not (pd.api.types.is_numeric_dtype(column.dtype))
-        ):
+        kind = pd.api.types.infer_dtype(column, skipna=True)
+        if kind in ("mixed", "mixed-integer"):  # "a" and 1 cannot be sorted: their texts
             present = column.notna().to_numpy()
             texts = np.full(len(column), None, dtype=object)
             texts[present] = column[present].astype(str).to_numpy()
             obs[key] = pd.Categorical(texts)
+        elif key == batch_key or kind == "boolean":  # numbers of a colour column: a scale
+            obs[key] = pd.Categorical(column)
     return obs
 
 

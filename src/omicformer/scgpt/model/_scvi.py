@@ -89,7 +89,14 @@ class ObsCodesField(CategoricalObsField):
         mapping = np.asarray(state_registry[self.CATEGORICAL_MAPPING_KEY])
         column = pd.Series(plain_values(adata_target.obs[self._original_attr_key]), dtype=object)
         if self.allow_missing:  # missing as at the setup: "", "nan", "<NA>", "None"
-            column = texts_as_missing(column)
+            masked = texts_as_missing(column, known=mapping)
+            if n := int(masked.isna().sum() - column.isna().sum()):
+                warn_user(
+                    f"adata.obs[{self._original_attr_key!r}]: {n} cells have an empty label or "
+                    "the text of a missing value (as .astype(str) writes it); they are read as "
+                    "missing (unlabelled). Rename that label if it is a real one."
+                )
+            column = masked
         if not self.is_default:
             check_known_categories(column, mapping, self._original_attr_key, self.registry_key,
                                    allow_missing=self.allow_missing)  # fmt: skip
@@ -115,10 +122,16 @@ def plain_values(column: pd.Series) -> np.ndarray:
     return column.to_numpy()
 
 
-def texts_as_missing(values: pd.Series) -> pd.Series:
-    """``values`` (objects) with empty labels and the texts of missing values made NaN."""
+def texts_as_missing(values: pd.Series, known: np.ndarray) -> pd.Series:
+    """``values`` (objects) with empty labels and the texts of missing values made NaN.
+
+    Except the categories a saved model ``known`` has (a model saved before these texts were
+    read as missing may have ``"None"`` as a class).
+    """
     texts = values.astype(str).str.strip()
-    return values.mask(values.notna() & ((texts == "") | texts.isin(MISSING_TEXTS)))
+    blank = (texts == "") | texts.isin(MISSING_TEXTS)
+    blank &= ~pd.Series(values.to_numpy(), dtype=object).isin(list(known)).to_numpy()
+    return values.mask(values.notna() & blank)
 
 
 #: The ``setup_anndata`` argument naming the ``obs`` column of each categorical field.
@@ -144,7 +157,7 @@ def check_known_categories(
     subject = f"the saved {model}" if model else "this model"
     values = pd.Series(plain_values(column), dtype=object)
     if allow_missing:
-        values = texts_as_missing(values)
+        values = texts_as_missing(values, known=mapping)
     missing = values.isna()
     if missing.any() and not allow_missing:
         msg = (
