@@ -114,11 +114,11 @@ def test_labels_field_reads_nullable_columns_and_missing_texts_as_tl_annotate(tm
         loaded = ScGPTClassifier.load(tmp_path / "m", adata=b)
     assert loaded.adata.obs["_scvi_labels"].tolist() == [-1, 0, -1, 1, 1, 0]
     # a class a model saved before had (the label "None") stays that class
-    from omicformer.scgpt.model._scvi import texts_as_missing
+    from omicformer.scgpt.model._scvi import missing_texts
 
-    values = pd.Series(["None", "B", "nan", None], dtype=object)
-    kept = texts_as_missing(values, known=np.array(["B", "None"]))
-    assert kept.tolist()[:2] == ["None", "B"] and kept.isna().tolist() == [False, False, True, True]
+    values = pd.Series(["None", "B", "nan", None, " "], dtype=object)
+    expected = [False, False, True, False, True]  # None is missing already, not a text
+    assert missing_texts(values, known=np.array(["B", "None"])).tolist() == expected
 
 
 def test_task_models_record_their_own_init_params(model):

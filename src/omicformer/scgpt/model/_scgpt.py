@@ -231,11 +231,9 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
         batch_key
             ``obs`` column with batch labels (for ``use_batch_labels``/``dsbn``).
         labels_key
-            ``obs`` column with cell labels (sizes the cell classifier head). Missing values
-            (NaN, ``pd.NA``, ``None``), empty labels and the texts ``"nan"``, ``"<NA>"`` and
-            ``"None"`` (what ``.astype(str)`` makes of a missing value; a warning counts them)
-            mark unlabelled cells (code ``-1``), which classifiers do not train on, as in
-            :func:`omicformer.scgpt.tl.annotate`.
+            ``obs`` column with cell labels (sizes the cell classifier head). Missing values,
+            empty labels and ``"nan"``/``"<NA>"``/``"None"`` (warned) mark unlabelled cells
+            (code ``-1``), which classifiers do not train on, as in ``tl.annotate``.
         gene_key
             ``var`` column with gene symbols; ``None`` uses ``var_names``. Other AnnData
             passed to the model later (a query to embed or label) are read by this column

@@ -53,16 +53,10 @@ class ObsCodesField(CategoricalObsField):
         else:
             labels = pd.Categorical(plain_values(column))
         if self.allow_missing:  # "", "nan", "<NA>", "None": missing, as in the tl functions
-            texts = labels.categories.astype(str).str.strip()
-            blank = (texts == "") | texts.isin(MISSING_TEXTS)
+            blank = missing_texts(pd.Series(labels.categories, dtype=object))
             if blank.any():
                 n = int(np.isin(labels.codes, np.flatnonzero(blank)).sum())
-                if n:
-                    warn_user(
-                        f"adata.obs[{self._original_attr_key!r}]: {n} cells have an empty label "
-                        "or the text of a missing value (as .astype(str) writes it); they are "
-                        "read as missing (unlabelled). Rename that label if it is a real one."
-                    )
+                _warn_read_as_missing(self._original_attr_key, n)
                 labels = labels.remove_categories(labels.categories[blank])
         if not self.allow_missing and (labels.codes < 0).any():
             msg = (
@@ -89,14 +83,9 @@ class ObsCodesField(CategoricalObsField):
         mapping = np.asarray(state_registry[self.CATEGORICAL_MAPPING_KEY])
         column = pd.Series(plain_values(adata_target.obs[self._original_attr_key]), dtype=object)
         if self.allow_missing:  # missing as at the setup: "", "nan", "<NA>", "None"
-            masked = texts_as_missing(column, known=mapping)
-            if n := int(masked.isna().sum() - column.isna().sum()):
-                warn_user(
-                    f"adata.obs[{self._original_attr_key!r}]: {n} cells have an empty label or "
-                    "the text of a missing value (as .astype(str) writes it); they are read as "
-                    "missing (unlabelled). Rename that label if it is a real one."
-                )
-            column = masked
+            blank = missing_texts(column, known=mapping)
+            _warn_read_as_missing(self._original_attr_key, int(blank.sum()))
+            column = column.mask(blank)
         if not self.is_default:
             check_known_categories(column, mapping, self._original_attr_key, self.registry_key,
                                    allow_missing=self.allow_missing)  # fmt: skip
@@ -122,16 +111,25 @@ def plain_values(column: pd.Series) -> np.ndarray:
     return column.to_numpy()
 
 
-def texts_as_missing(values: pd.Series, known: np.ndarray) -> pd.Series:
-    """``values`` (objects) with empty labels and the texts of missing values made NaN.
+def missing_texts(values: pd.Series, known: Any = ()) -> np.ndarray:
+    """Which of ``values`` (objects) are empty labels or the texts of missing values.
 
-    Except the categories a saved model ``known`` has (a model saved before these texts were
-    read as missing may have ``"None"`` as a class).
+    Not NaN itself, nor a category a saved model ``known`` has (a model saved before these
+    texts were read as missing may have ``"None"`` as a class).
     """
     texts = values.astype(str).str.strip()
-    blank = (texts == "") | texts.isin(MISSING_TEXTS)
-    blank &= ~pd.Series(values.to_numpy(), dtype=object).isin(list(known)).to_numpy()
-    return values.mask(values.notna() & blank)
+    blank = values.notna() & ((texts == "") | texts.isin(MISSING_TEXTS))
+    return blank.to_numpy() & ~values.isin(list(known)).to_numpy()
+
+
+def _warn_read_as_missing(key: str, n: int) -> None:
+    """Say that ``n`` cells' labels in ``obs[key]`` are read as missing (nothing when 0)."""
+    if n:
+        warn_user(
+            f"adata.obs[{key!r}]: {n} cells have an empty label or the text of a missing value "
+            "(as .astype(str) writes it); they are read as missing (unlabelled). Rename that "
+            "label if it is a real one."
+        )
 
 
 #: The ``setup_anndata`` argument naming the ``obs`` column of each categorical field.
@@ -157,7 +155,7 @@ def check_known_categories(
     subject = f"the saved {model}" if model else "this model"
     values = pd.Series(plain_values(column), dtype=object)
     if allow_missing:
-        values = texts_as_missing(values, known=mapping)
+        values = values.mask(missing_texts(values, known=mapping))
     missing = values.isna()
     if missing.any() and not allow_missing:
         msg = (
