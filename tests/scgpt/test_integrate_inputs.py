@@ -51,6 +51,18 @@ def test_bad_input_raises_before_any_change(
     assert not adata.obsm
 
 
+def test_a_batch_named_as_a_missing_value_is_said(two_batch_pretrained, two_batches):
+    # obs[...].astype(str) wrote NaN batches as "nan": integrated as a batch, and said so
+    adata = two_batches(2)
+    batch = adata.obs["batch"].astype(str).to_numpy().copy()
+    batch[:3] = "nan"
+    adata.obs["batch"] = batch
+    with pytest.warns(UserWarning, match=r"obs\['batch'\]: 3 cells are in the batch 'nan'"):
+        tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
+                     batch_size=16, progress=False)  # fmt: skip
+    assert adata.obsm["X_scgpt_integrated"].shape[0] == adata.n_obs
+
+
 def test_genes_outside_vocab_are_dropped_and_reported(two_batch_pretrained, caplog, two_batches):
     adata = two_batches(2)
     extra = ad.AnnData(sp.csr_matrix(np.ones((adata.n_obs, 5), np.float32)), obs=adata.obs,

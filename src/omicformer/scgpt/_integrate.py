@@ -95,7 +95,8 @@ def integrate(
         (no fine-tuning) is the exception: the cells' values of the vocabulary genes are read
         into memory first, in chunks, as for an AnnData in memory.
     batch_key
-        ``obs`` column with the batch of each cell (at least 2 batches).
+        ``obs`` column with the batch of each cell (at least 2 batches; a missing value is
+        an error, an empty batch or one named ``"nan"``, ``"<NA>"`` or ``"None"`` a warning).
     model
         ``"default"``, an official scGPT folder, a folder saved by ``save``, or an
         :class:`~omicformer.scgpt.model.ScGPT`; fine-tuning starts from its weights. An

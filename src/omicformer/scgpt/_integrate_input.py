@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import (
+    MISSING_TEXTS,
     check_backed_writable,
     check_layer,
     check_obs_key,
@@ -114,6 +115,17 @@ def prepare(
             "cell needs a batch."
         )
         raise ValueError(msg)
+    texts = batches.astype(str).str.strip()
+    as_text = texts.isin(MISSING_TEXTS) | (texts == "")
+    if as_text.any():
+        from .._core._warnings import warn_user
+
+        found = " / ".join(map(repr, sorted(set(batches.astype(str)[as_text]))))
+        warn_user(
+            f"adata.obs[{batch_key!r}]: {int(as_text.sum())} cells are in the batch {found}, "
+            "empty or the text of a missing value (as .astype(str) writes it); they are "
+            "integrated as one batch of their own. Fill in their batches if they have others."
+        )
     n_batches = batches.astype(str).nunique()
     if n_batches < 2:
         msg = (
