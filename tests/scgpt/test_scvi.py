@@ -114,7 +114,7 @@ def test_labels_field_reads_nullable_columns_and_missing_texts_as_tl_annotate(tm
         loaded = ScGPTClassifier.load(tmp_path / "m", adata=b)
     assert loaded.adata.obs["_scvi_labels"].tolist() == [-1, 0, -1, 1, 1, 0]
     # a class a model saved before had (the label "None") stays that class
-    from omicformer.scgpt.model._scvi import missing_texts
+    from omicformer._core._anndata import missing_texts
 
     values = pd.Series(["None", "B", "nan", None, " "], dtype=object)
     expected = [False, False, True, False, True]  # None is missing already, not a text

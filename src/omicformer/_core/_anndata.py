@@ -142,6 +142,17 @@ def check_obs_key(adata: AnnData, key: str | None, argname: str) -> None:
 MISSING_TEXTS = ("nan", "<NA>", "None")
 
 
+def missing_texts(values: pd.Series, known: Any = ()) -> np.ndarray:
+    """Which of ``values`` are empty or the texts of missing values (:data:`MISSING_TEXTS`).
+
+    Not NaN itself, nor a value in ``known`` (a saved model's categories: a model saved before
+    these texts were read as missing may have ``"None"`` as a class).
+    """
+    texts = values.astype(str).str.strip()
+    blank = values.notna() & ((texts == "") | texts.isin(MISSING_TEXTS))
+    return blank.to_numpy() & ~values.isin(list(known)).to_numpy()
+
+
 def labelled_cells(
     values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
 ) -> tuple[np.ndarray, pd.Series]:

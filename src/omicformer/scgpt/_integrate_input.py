@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from .._core._anndata import (
-    MISSING_TEXTS,
     check_backed_writable,
     check_layer,
     check_obs_key,
     check_uns,
     labelled_cells,
+    missing_texts,
     raw_if_scaled,
 )
 from ._genes import (
@@ -115,8 +115,7 @@ def prepare(
             "cell needs a batch."
         )
         raise ValueError(msg)
-    texts = batches.astype(str).str.strip()
-    as_text = texts.isin(MISSING_TEXTS) | (texts == "")
+    as_text = missing_texts(batches)
     if as_text.any():
         from .._core._warnings import warn_user
 

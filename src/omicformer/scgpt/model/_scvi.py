@@ -16,7 +16,7 @@ import pandas as pd
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 
-from ..._core._anndata import MISSING_TEXTS
+from ..._core._anndata import missing_texts
 from ..._core._warnings import warn_user
 from ._io import registry_from_json
 
@@ -109,17 +109,6 @@ def plain_values(column: pd.Series) -> np.ndarray:
     ):
         return column.to_numpy(dtype=object, na_value=np.nan)
     return column.to_numpy()
-
-
-def missing_texts(values: pd.Series, known: Any = ()) -> np.ndarray:
-    """Which of ``values`` (objects) are empty labels or the texts of missing values.
-
-    Not NaN itself, nor a category a saved model ``known`` has (a model saved before these
-    texts were read as missing may have ``"None"`` as a class).
-    """
-    texts = values.astype(str).str.strip()
-    blank = values.notna() & ((texts == "") | texts.isin(MISSING_TEXTS))
-    return blank.to_numpy() & ~values.isin(list(known)).to_numpy()
 
 
 def _warn_read_as_missing(key: str, n: int) -> None:
