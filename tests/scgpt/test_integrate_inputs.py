@@ -57,9 +57,10 @@ def test_a_batch_named_as_a_missing_value_is_said(two_batch_pretrained, two_batc
     batch = adata.obs["batch"].astype(str).to_numpy().copy()
     batch[:3] = "nan"
     adata.obs["batch"] = batch
-    with pytest.warns(UserWarning, match=r"obs\['batch'\]: 3 cells are in the batch 'nan'"):
+    with pytest.warns(UserWarning, match=r"obs\['batch'\]: 3 cells are in the batch 'nan'") as rec:
         tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
                      batch_size=16, progress=False)  # fmt: skip
+    assert sum("in the batch 'nan'" in str(w.message) for w in rec) == 1  # said once
     assert adata.obsm["X_scgpt_integrated"].shape[0] == adata.n_obs
 
 

@@ -121,6 +121,25 @@ def test_labels_field_reads_nullable_columns_and_missing_texts_as_tl_annotate(tm
     assert missing_texts(values, known=np.array(["B", "None"])).tolist() == expected
 
 
+def test_batch_field_says_of_a_batch_named_as_a_missing_value():
+    # obs["b"].astype(str) wrote NaN batches as "nan": one batch of their own (a batch may be
+    # named so), said as tl.integrate says it; other batches raise no warning
+    import warnings
+
+    from omicformer.scgpt.model import ScGPTIntegration
+
+    X = sp.csr_matrix(np.ones((6, 3), np.float32))
+    a = ad.AnnData(X, var=pd.DataFrame(index=["A", "B", "C"]))
+    a.obs["b"] = ["r1", "nan", "r1", "r2", "nan", "r2"]
+    with pytest.warns(UserWarning, match=r"obs\['b'\]: 2 cells are in the batch 'nan'.*own"):
+        ScGPTIntegration.setup_anndata(a, batch_key="b")
+    assert a.obs["_scvi_batch"].tolist() == [1, 0, 1, 2, 0, 2]  # categories: nan, r1, r2
+    a.obs["b"] = ["r1", "r3", "r1", "r2", "r3", "r2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ScGPTIntegration.setup_anndata(a, batch_key="b")
+
+
 def test_task_models_record_their_own_init_params(model):
     # scvi's _get_init_params read the subclass's signature (adata, **kwargs): a classifier
     # recorded none of its arguments, a perturbation model not its prior

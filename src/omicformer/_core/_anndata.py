@@ -153,6 +153,24 @@ def missing_texts(values: pd.Series, known: Any = ()) -> np.ndarray:
     return blank.to_numpy() & ~values.isin(list(known)).to_numpy()
 
 
+def warn_batch_texts(batches: pd.Series, key: str, effect: str) -> None:
+    """Warn of cells whose batch in ``obs[key]`` is empty or the text of a missing value.
+
+    ``obs[key].astype(str)`` writes a NaN batch as ``"nan"``; such cells stay one batch of their
+    own (a batch may be named so), which ``effect`` tells (e.g. "integrated as one batch").
+    """
+    as_text = missing_texts(batches)
+    if as_text.any():
+        from ._warnings import warn_user
+
+        found = " / ".join(map(repr, sorted(set(batches.astype(str)[as_text]))))
+        warn_user(
+            f"adata.obs[{key!r}]: {int(as_text.sum())} cells are in the batch {found}, empty "
+            f"or the text of a missing value (as .astype(str) writes it); they are {effect}. "
+            "Fill in their batches if they have others."
+        )
+
+
 def labelled_cells(
     values: pd.Series, where: str, *, no_label_hint: str = "", rare_hint: str = ""
 ) -> tuple[np.ndarray, pd.Series]:

@@ -344,10 +344,12 @@ def integrate(
     if fitted is not None:
         integration = fitted
     else:
-        ScGPTIntegration.setup_anndata(
-            work, batch_key=batch_key, labels_key=labels_key,
-            layer=layer if stream else None, gene_key=gene_key if stream else None,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # the input's check has said of "nan" batches/labels
+            warnings.filterwarnings("ignore", message=".*the text of a missing value")
+            ScGPTIntegration.setup_anndata(
+                work, batch_key=batch_key, labels_key=labels_key,
+                layer=layer if stream else None, gene_key=gene_key if stream else None,
+            )  # fmt: skip
         integration = ScGPTIntegration.load_pretrained(
             model, work, max_len=max_len, dsbn=dsbn, ecs_threshold=ecs_threshold,
             use_batch_labels=batch_conditioned, gene_selection=gene_selection,

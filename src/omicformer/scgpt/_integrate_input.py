@@ -14,8 +14,8 @@ from .._core._anndata import (
     check_obs_key,
     check_uns,
     labelled_cells,
-    missing_texts,
     raw_if_scaled,
+    warn_batch_texts,
 )
 from ._genes import (
     case_ignored,
@@ -115,16 +115,7 @@ def prepare(
             "cell needs a batch."
         )
         raise ValueError(msg)
-    as_text = missing_texts(batches)
-    if as_text.any():
-        from .._core._warnings import warn_user
-
-        found = " / ".join(map(repr, sorted(set(batches.astype(str)[as_text]))))
-        warn_user(
-            f"adata.obs[{batch_key!r}]: {int(as_text.sum())} cells are in the batch {found}, "
-            "empty or the text of a missing value (as .astype(str) writes it); they are "
-            "integrated as one batch of their own. Fill in their batches if they have others."
-        )
+    warn_batch_texts(batches, batch_key, "integrated as one batch of their own")
     n_batches = batches.astype(str).nunique()
     if n_batches < 2:
         msg = (

@@ -16,7 +16,7 @@ import pandas as pd
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 
-from ..._core._anndata import missing_texts
+from ..._core._anndata import missing_texts, warn_batch_texts
 from ..._core._warnings import warn_user
 from ._io import registry_from_json
 
@@ -64,6 +64,8 @@ class ObsCodesField(CategoricalObsField):
                 "needs a value here)."
             )
             raise ValueError(msg)
+        if not self.allow_missing and self.registry_key == "batch":  # "nan": as tl.integrate
+            warn_batch_texts(column, self._original_attr_key, "one batch of their own")
         adata.obs[self.attr_key] = np.asarray(labels.codes)
         return {
             self.CATEGORICAL_MAPPING_KEY: labels.categories.to_numpy(copy=True),
