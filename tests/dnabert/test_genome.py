@@ -48,6 +48,21 @@ def test_genome_errors(fasta):
         pp.Genome(fasta.parent / "missing.fa")
 
 
+def test_a_chromosome_given_as_a_number_is_its_name(tmp_path):
+    # pandas.read_csv reads an Ensembl-style BED's "1" as the integer 1: the contig "1" (the
+    # error said 1 was missing while listing '1'); other non-texts are refused by name
+    import numpy as np
+
+    path = tmp_path / "ens.fa"
+    path.write_text(">1\nACGTACGTAA\n>MT\nGGCC\n")
+    genome = pp.Genome(path)
+    assert genome.fetch(1, 0, 4) == genome.fetch(np.int64(1), 0, 4) == "ACGT"
+    assert pp.fetch_sequences([pp.Region(np.int64(1), 6, 10, "-")], genome) == ["TTAC"]
+    for bad in (1.0, None, True, ""):
+        with pytest.raises(ValueError, match="is not a chromosome name"):
+            genome.fetch(bad, 0, 4)
+
+
 def test_genome_gzip_copy_is_indexed_before_it_appears(fasta, tmp_path, monkeypatch):
     # parallel jobs: each writes its own temporary files and renames them into place, the
     # index first, so that no process reads a half-written copy or builds a second index

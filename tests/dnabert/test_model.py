@@ -177,6 +177,20 @@ def test_regions_with_fasta(genome, finetuned):
         [chroms["chr1"][10:90], pp.reverse_complement(chroms["chr2"][:60])], **kw
     )
     np.testing.assert_allclose(by_region, by_seq, rtol=1e-6)
+    # Region objects in a tuple, or one Region, are regions (were split into their fields)
+    regions = pp.parse_regions(["chr1:10-90", "chr2_0_60(-)"])
+    np.testing.assert_allclose(finetuned.predict(tuple(regions), fasta=path, **kw), by_seq,
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(finetuned.predict(regions[1], fasta=path, **kw), by_seq[1:],
+                               rtol=1e-6)  # fmt: skip
+
+
+def test_an_empty_fasta_record_is_named_as_too_short(tmp_path, finetuned):
+    # its sequence is "" (as a list's "" is), not the interval s_empty:0-0
+    path = tmp_path / "seqs.fa"
+    path.write_text(">s_full\nACGTACGTACGTAC\n>s_empty\n>s_last\nACGTACGTAC\n")
+    with pytest.raises(ValueError, match=r"Sequence 's_empty' has 0 bases, shorter than k"):
+        finetuned.predict(str(path), device="cpu", progress=False)
 
 
 def test_bad_inputs(tmp_path, finetuned, labelled, tiny, fit_kw):

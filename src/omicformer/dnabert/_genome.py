@@ -279,7 +279,7 @@ class Genome:
         """
         region = make_region(chrom, start, end, strand)
         self.check_region(region)
-        seq = self._fasta[chrom][region.start : region.end]
+        seq = self._fasta[region.chrom][region.start : region.end]
         return reverse_complement(seq) if region.strand == "-" else seq
 
     def fetch_regions(self, regions: Iterable[str | Region]) -> list[str]:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._core._checks import check_int
 
 ACCEPTED_FORMS = (
@@ -62,7 +64,8 @@ def make_region(chrom: str, start: Any, end: Any, strand: Any = "+") -> Region:
     Parameters
     ----------
     chrom
-        Chromosome (sequence) name.
+        Chromosome (sequence) name; an integer (``1``, as ``pandas.read_csv`` reads an
+        Ensembl-style BED's first column) is read as its text ``"1"``.
     start, end
         0-based half-open coordinates: integers (Python or NumPy) with ``0 <= start < end``;
         floats such as ``1.7`` are refused rather than truncated.
@@ -73,6 +76,14 @@ def make_region(chrom: str, start: Any, end: Any, strand: Any = "+") -> Region:
     -------
     The region, with ``start`` and ``end`` as Python ``int``.
     """
+    if isinstance(chrom, (int, np.integer)) and not isinstance(chrom, (bool, np.bool_)):
+        chrom = str(chrom)
+    if not isinstance(chrom, str) or not chrom:
+        msg = (
+            f"chrom={chrom!r} of region {chrom}:{start}-{end} is not a chromosome name; give "
+            "the name as in the FASTA headers (a string such as 'chr1' or '1')."
+        )
+        raise ValueError(msg)
     where = f"region {chrom}:{start}-{end}"
     start = check_int("start", start, minimum=0, hint=f"{where}, 0-based")
     end = check_int("end", end, minimum=1, hint=where)

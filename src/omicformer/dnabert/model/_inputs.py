@@ -21,7 +21,9 @@ SequenceInput = Sequence[str] | Mapping[str, str] | str | os.PathLike[str] | Gen
 def _fasta_records(fasta: str | os.PathLike[str] | Genome) -> tuple[list[str], list[str]]:
     genome = as_genome(fasta)
     names = list(genome.chrom_sizes)
-    return [genome.fetch(n, 0, genome.chrom_sizes[n]) for n in names], names
+    # an empty record is "" (refused as shorter than k, named), not the interval n:0-0
+    sizes = genome.chrom_sizes
+    return [genome.fetch(n, 0, sizes[n]) if sizes[n] else "" for n in names], names
 
 
 def resolve_sequences(
@@ -87,10 +89,10 @@ def _named(data: Any) -> tuple[list, list[str] | None]:
 
 
 def _as_list(data: Iterable) -> list:
-    if isinstance(data, str):
+    if isinstance(data, (str, Region)):  # one region is a tuple of its fields
         return [data]
-    if isinstance(data, list):
-        return data
+    if isinstance(data, (list, tuple)):
+        return list(data)
     if isinstance(data, np.ndarray) or hasattr(data, "__len__"):
         return list(np.asarray(data, dtype=object).ravel())
     return list(data)  # a generator or another iterator, read once
