@@ -148,15 +148,26 @@ def test_integrate_backed_refuses_a_key_with_a_slash_before_the_work(
     backed.file.close()
 
 
-def test_a_symbol_on_two_columns_is_read_once_and_counted_once(two_batch_pretrained, two_batches):
-    # two Ensembl ids sharing a symbol: the working AnnData names genes by symbol, and the
-    # second copy ("G0-1") matched no token, while uns counted it
+def test_a_symbol_on_two_columns_is_read_twice_as_tl_embed_reads_it(
+    two_batch_pretrained, two_batches, tmp_path
+):
+    # two Ensembl ids sharing a symbol: both columns are read (two tokens), as tl.embed, the
+    # model classes and pp.match_vocab read them; integrate read only the first, so its obsm
+    # differed from its own model's embedding of the same AnnData
     adata = two_batches()
     symbols = adata.var_names.to_numpy().copy()
     symbols[1] = symbols[0]
     adata.var["feature_name"] = symbols
     adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
     model = tl.integrate(adata, batch_key="batch", model=two_batch_pretrained, max_epochs=1,
-                         batch_size=16, progress=False, return_model=True)  # fmt: skip
+                         batch_size=16, correction=None, progress=False,
+                         return_model=True)  # fmt: skip
     info = adata.uns["scgpt"]["X_scgpt_integrated"]
-    assert info["n_genes_matched"] == int((model.gene_ids_ >= 0).sum()) == N_GENES - 1
+    assert info["n_genes_matched"] == int((model.gene_ids_ >= 0).sum()) == N_GENES
+    assert (model.gene_ids_ == model.gene_ids_[0]).sum() == 2
+    z = adata.obsm["X_scgpt_integrated"]
+    np.testing.assert_allclose(model.get_latent_representation(adata, progress=False), z,
+                               atol=1e-5)  # fmt: skip
+    model.save(tmp_path / "m")
+    again = tl.embed(adata, model=tmp_path / "m", batch_key="batch", progress=False, copy=True)
+    np.testing.assert_allclose(again.obsm["X_scgpt"], z, atol=1e-5)

@@ -85,6 +85,19 @@ def test_match_vocab_errors_leave_adata(census):
     with pytest.raises(ValueError, match=r"Only 0 of 765 genes.*look like Ensembl IDs.*gene_key"):
         pp.match_vocab(adata, v)
     assert "id_in_vocab" not in adata.var
+    # gene_key= naming the Ensembl ids (scanpy's read_10x_mtx keeps them in var["gene_ids"])
+    # while var_names hold the symbols: the error names var_names (it advised gene_key= only)
+    tenx = datasets.pbmc68k_reduced()
+    known = int(np.isin(tenx.var_names, v.genes()).sum())
+    tenx.var["gene_ids"] = adata.var_names.to_numpy()
+    match = rf"Genes \(var\['gene_ids'\]\) look like .*var_names hold {known} .*gene_key=None\."
+    with pytest.raises(ValueError, match=match):
+        pp.match_vocab(tenx, v, gene_key="gene_ids")
+    # no place holds enough: the best one is named with its count
+    tenx.var_names = adata.var_names
+    tenx.var["few"] = ["CD3E", "LYZ"] + [f"x{i}" for i in range(763)]
+    with pytest.raises(ValueError, match=r"best other place, var\['few'\], holds only 2 "):
+        pp.match_vocab(tenx, v)
     # symbols of which few are the model's (mouse-style, matched ignoring case): no Ensembl
     # advice, but what was tried and how many genes the model knows
     small = GeneVocab.from_genes(

@@ -10,7 +10,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from ._annotate_input import Cells, check_inputs
 from ._backed import closes_reopened
-from ._embed import empty_cells_warned_once
+from ._embed import empty_cells_warned_once, genes_read_are_shared
 from ._genes import case_warning_given, match_genes
 from ._resolve import describe_model, gene_selection_of, max_len_of, resolve_model
 from ._tokenize import check_gene_selection, check_max_len
@@ -253,6 +253,8 @@ def annotate(
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
+    if reference is not None:  # a cell may express vocabulary genes, but only unshared ones
+        genes_read_are_shared()
     if method == "finetune" and fitted is not None:
         warn_ignored(
             annotate,

@@ -16,8 +16,10 @@ from ._genes import (
     case_ignored,
     gene_names,
     match_genes,
+    set_gene_names,
     symbol_column,
     symbols_as_names,
+    vocab_spelled,
     warn_if_raw_has_more_genes,
 )
 from ._resolve import needs_batch_labels, resolve_model
@@ -154,9 +156,12 @@ def check_inputs(
             "%d genes known to the model are shared with the reference and read on both sides.",
             dropped, adata.n_vars, shared,
         )  # fmt: skip
-    # both sides read the same genes, so that reference and query cells are comparable
+    # both sides read the same genes, so that reference and query cells are comparable; a side
+    # matched ignoring case is read with the vocabulary's spelling (a subset may match otherwise)
+    ref_names = vocab_spelled(gene_names(source, gene_key), ref_ids, module_vocab)
+    query_names = vocab_spelled(gene_names(adata, gene_key), query_ids, module_vocab)
     if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
-        work = reopened(source, gene_key, np.isin(ref_ids, common), layer)
+        work = reopened(source, gene_key, np.isin(ref_ids, common), layer, names=ref_names)
         values = source.obs[label_key].astype(str).where(has_label)
         work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
                                 index=source.obs_names.copy())  # fmt: skip
@@ -164,7 +169,10 @@ def check_inputs(
     else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
         from .model._scvi import forget_scvi_setup
 
-        sub = subset(source, has_label, np.isin(ref_ids, common), layer).copy()
+        keep = np.isin(ref_ids, common)
+        sub = subset(source, has_label, keep, layer).copy()
+        if ref_names is not None:
+            set_gene_names(sub, gene_key, ref_names[keep])
         forget_scvi_setup(sub)  # its own setup must not replace the user's of the reference
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)
@@ -173,9 +181,15 @@ def check_inputs(
         if reference is None:  # the same file and genes as the reference: one handle
             query = Cells(ref.adata, rows)
         else:
-            query = Cells(reopened(adata, gene_key, np.isin(query_ids, common), layer), rows)
+            keep = np.isin(query_ids, common)
+            query = Cells(reopened(adata, gene_key, keep, layer, names=query_names), rows)
     else:
-        query = Cells(subset(adata, query_mask, np.isin(query_ids, common), layer), None)
+        keep = np.isin(query_ids, common)
+        cells = subset(adata, query_mask, keep, layer)
+        if query_names is not None:  # a copy of the shared genes, named as the vocabulary
+            cells = cells.copy()
+            set_gene_names(cells, gene_key, query_names[keep])
+        query = Cells(cells, None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars),
              "case_ignored": case_ignored(adata, module_vocab, gene_key)}  # fmt: skip

@@ -59,6 +59,7 @@ def reopened(
     keep: np.ndarray,
     layer: str | None = None,
     names_to: object = _SAME,
+    names: np.ndarray | None = None,
 ) -> AnnData:
     """``adata``'s file opened again read-only, its genes outside ``keep`` renamed unmatched.
 
@@ -68,14 +69,15 @@ def reopened(
     holds, so the model reads exactly the kept genes, as from a copy restricted to them.
     ``layers`` holds only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps
     a backed AnnData's layers in memory, where one may have been added or replaced since the
-    file was written. scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
+    file was written. ``names``: the gene names to write instead of ``adata``'s (the vocabulary's
+    spelling, :func:`~omicformer.scgpt._genes.vocab_spelled`). scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
     AnnData up must not replace the caller's registration). ``adata`` itself is not changed.
     """
     import anndata as ad
 
     from .model._scvi import forget_scvi_setup
 
-    names = gene_names(adata, gene_key).astype(object)
+    names = (gene_names(adata, gene_key) if names is None else np.asarray(names)).astype(object)
     names[~keep] = [f"omicformer-unshared-{i}" for i in np.flatnonzero(~keep)]
     work = ad.read_h5ad(adata.filename, backed="r")
     forget_scvi_setup(work)  # a file written after a setup: its own setup must not replace it

@@ -44,9 +44,20 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: While a ``tl`` function runs: whether it has warned of cells without a vocabulary gene.
-_EMPTY_CELLS: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+_EMPTY_CELLS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "empty_cells", default=None
 )
+
+
+def genes_read_are_shared() -> None:
+    """Within a decorated call: the genes read are those two AnnData share, as warnings say.
+
+    ``tl.annotate(reference=...)`` reads each side's vocabulary genes that the other side has,
+    so a query cell can express vocabulary genes and still none that is read.
+    """
+    state = _EMPTY_CELLS.get()
+    if state is not None:
+        state["shared"] = True
 
 
 def vocab_chunks(
@@ -82,12 +93,17 @@ def vocab_columns(
     state = _EMPTY_CELLS.get()
     if empty.size and not (state is not None and state["warned"]):
         once = "" if state is None else " (Warned once per call.)"
+        shared = state is not None and state.get("shared", False)
+        genes = ("the genes the model knows that reference and query share" if shared
+                 else "the genes in the model's vocabulary")  # fmt: skip
+        fix = ("each to the genes both share" if shared
+               else "to the vocabulary genes")  # fmt: skip
         warn_caller(
             f"{empty.size} of {sub.shape[0]} cells read together (e.g. row "
-            f"{first_row + int(empty[0])}) express none of the genes in the model's vocabulary: "
-            "each is read as <cls> alone (as the official scGPT does), so they all get the same "
-            "embedding. To leave them out, subset to the vocabulary genes and run "
-            f"sc.pp.filter_cells(adata, min_genes=1) first.{once}"
+            f"{first_row + int(empty[0])}) express none of {genes}: each is read as <cls> "
+            "alone (as the official scGPT does), so they all get the same embedding. To leave "
+            f"them out, subset {fix} and run sc.pp.filter_cells(adata, min_genes=1) first."
+            f"{once}"
         )
         if state is not None:
             state["warned"] = True
@@ -107,7 +123,7 @@ def empty_cells_warned_once(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _EMPTY_CELLS.get() is not None:
             return func(*args, **kwargs)
-        token = _EMPTY_CELLS.set({"warned": False})
+        token = _EMPTY_CELLS.set({"warned": False, "shared": False})
         try:
             return func(*args, **kwargs)
         finally:

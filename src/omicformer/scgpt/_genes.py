@@ -106,11 +106,13 @@ def match_genes(
                 "official checkpoint such as scGPT_human knows about 60,000); if they are "
                 "other ids, pass gene_key= naming a var column with symbols."
             )
+        read = "var_names" if gene_key is None else f"var[{gene_key!r}]"
         msg = (
             f"Only {n_match} of {len(names)} genes ({n_match / max(len(names), 1):.1%}) are in the "
             f"model's vocabulary of {len(vocab)} tokens{ignoring} (need at least {need}: "
             f"{min_fraction:.0%} of the smaller of the two gene sets). "
-            f"Genes look like {example!r}. {advice}{' ' + hint if hint else ''}"
+            f"Genes ({read}) look like {example!r}. {advice}"
+            f"{_elsewhere(adata, vocab, gene_key, need)}{' ' + hint if hint else ''}"
         )
         raise ValueError(msg)
     if warn_case is not None and not _CASE_WARNED.get():
@@ -136,6 +138,33 @@ def lookup_symbols(names: np.ndarray, vocab: GeneVocab) -> tuple[np.ndarray, boo
     if int((folded >= 0).sum()) - n_exact > n_exact:
         return folded, True
     return exact, False
+
+
+def _elsewhere(adata: AnnData, vocab: GeneVocab, gene_key: str | None, need: int) -> str:
+    """Where else ``adata`` has names matching the vocabulary (for :func:`match_genes`' error).
+
+    The place matching the most genes of ``var_names`` and the text columns of ``var``, other
+    than the one read (``gene_key``): a sentence naming it and the ``gene_key`` to pass, or
+    saying it matches too few as well; empty where none matches any.
+    """
+    places: list[tuple[str | None, np.ndarray]] = []
+    if gene_key is not None:
+        places.append((None, np.asarray(adata.var_names, dtype=str)))
+    for column in adata.var.columns:
+        values = adata.var[column]
+        if column != gene_key and values.dtype.kind not in "biufcmM":  # not numbers, dates
+            places.append((str(column), values.astype(str).to_numpy()))
+    best, best_n = None, 0
+    for key, values in places:
+        n = int((lookup_symbols(values, vocab)[0] >= 0).sum())
+        if n > best_n:
+            best, best_n = key, n
+    if best_n == 0:
+        return ""
+    where = "var_names" if best is None else f"var[{best!r}]"
+    if best_n >= need:
+        return f" {where} hold {best_n} of the model's genes: pass gene_key={best!r}."
+    return f" The best other place, {where}, holds only {best_n} of the model's genes."
 
 
 def _enough(n_match: int, n_names: int, vocab: GeneVocab, min_fraction: float) -> bool:
@@ -250,6 +279,35 @@ def symbols_as_names(adata: AnnData, gene_key: str | None, column: str | None = 
     for key, value in adata.layers.items():
         out.layers[key] = value
     return out
+
+
+def vocab_spelled(names: np.ndarray, ids: np.ndarray, vocab: GeneVocab) -> np.ndarray | None:
+    """``names`` with each matched gene (``ids >= 0``) spelled as its vocabulary token.
+
+    ``None`` where every matched name is its token already. A working AnnData restricted to
+    some genes is named so: :func:`lookup_symbols` decides on case from the share of genes
+    matching only ignoring case, which a subset (the genes two datasets share) can change, so
+    its genes would be matched otherwise (lower-case symbols dropped) than in the first match.
+    """
+    tokens = np.asarray(vocab.genes(), dtype=object)
+    out = np.asarray(names, dtype=object).copy()
+    found = ids >= 0
+    if (out[found].astype(str) == tokens[ids[found]]).all():
+        return None
+    out[found] = tokens[ids[found]]
+    return out
+
+
+def set_gene_names(adata: AnnData, gene_key: str | None, names: np.ndarray) -> None:
+    """Write ``names`` where ``adata`` keeps its symbols (``var_names`` or ``var[gene_key]``)."""
+    import pandas as pd
+
+    if gene_key is None:
+        with warnings.catch_warnings():  # symbols may repeat; they are matched, not indexed by
+            warnings.filterwarnings("ignore", "Variable names are not unique")
+            adata.var_names = pd.Index(np.asarray(names).astype(str))
+    else:
+        adata.var[gene_key] = np.asarray(names).astype(str)
 
 
 def case_ignored(adata: AnnData, vocab: GeneVocab, gene_key: str | None = None) -> bool:

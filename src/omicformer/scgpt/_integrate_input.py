@@ -22,7 +22,9 @@ from ._genes import (
     gene_names,
     match_genes,
     match_report,
+    set_gene_names,
     symbol_column,
+    vocab_spelled,
     warn_if_raw_has_more_genes,
 )
 from ._resolve import resolve_model
@@ -141,10 +143,6 @@ def prepare(
     gene_ids = match_genes(adata, vocab, gene_key)
     warn_if_raw_has_more_genes(given, adata is not given, layer, gene_key, vocab,
                                int((gene_ids >= 0).sum()))  # fmt: skip
-    # a symbol on two columns (two Ensembl ids): the first is read, as the working AnnData
-    # names its genes by symbol (a second copy, renamed "-1", would match no token)
-    gene_ids = gene_ids.copy()
-    gene_ids[pd.Index(gene_ids).duplicated() & (gene_ids >= 0)] = -1
     genes = match_report(gene_ids, case_ignored(adata, vocab, gene_key))
     if genes["n_genes_matched"] < MIN_GENES:
         msg = (
@@ -162,14 +160,16 @@ def prepare(
     if labels is not None and fitted is None:  # a fitted model is not trained again: no labels
         obs[labels_key] = labels
     if fitted is None and streamable(adata):
-        work = reopened(adata, gene_key, gene_ids >= 0, layer)
+        names = vocab_spelled(gene_names(adata, gene_key), gene_ids, vocab)
+        work = reopened(adata, gene_key, gene_ids >= 0, layer, names=names)
         work.obs = obs
         return work, genes, fitted, True, gene_key
     cols = np.flatnonzero(gene_ids >= 0)
     X = sp.vstack([sub for _, sub in vocab_chunks(adata, layer, cols)], format="csr")
-    var = pd.DataFrame(index=pd.Index(gene_names(adata, gene_key)[cols].astype(str)))
-    work = ad.AnnData(X=X, obs=obs, var=var)
-    work.var_names_make_unique()
+    # named by the vocabulary's tokens: matched again as they were here (case, a subset), and a
+    # symbol on two columns (two Ensembl ids, non-unique var_names) read twice, as tl.embed reads it
+    work = ad.AnnData(X=X, obs=obs)
+    set_gene_names(work, None, np.asarray(vocab.genes(), dtype=object)[gene_ids[cols]])
     return work, genes, fitted, False, gene_key
 
 
