@@ -116,6 +116,22 @@ def test_cli_input_errors_are_one_line(cli_error, files):
     msg = cli_error([*pred, "--fasta", str(tmp / "no.fa")])
     assert msg.startswith("omicformer dnabert predict: error: --fasta file")
     assert not (tmp / "o.h5ad").exists() and not (tmp / "p.h5ad").exists()
+    # an input suffix neither FASTA nor data is named (the error blamed the output's suffix)
+    (tmp / "seqs.txt").write_text(">s0\nACGTACGTACGTAC\n")
+    msg = cli_error(["dnabert", "predict", str(tmp / "seqs.txt"), str(tmp / "p.csv")])
+    assert msg.startswith(f"omicformer dnabert predict: error: input {str(tmp / 'seqs.txt')!r} "
+                          "must be sequences in a FASTA file")  # fmt: skip
+    # a truncated gzip download, as input or --fasta: one line, not a traceback (EOFError)
+    import gzip
+
+    (tmp / "cut.fa.gz").write_bytes(
+        gzip.compress(b"".join(b">s%d\nACGTACGTAC\n" % i for i in range(50)))[:40]
+    )
+    pred = ["dnabert", "predict", str(tmp / "cut.fa.gz"), str(tmp / "p.csv"), "--model", str(clf)]
+    msg = cli_error([*pred, "--device", "cpu", "--no-progress"])
+    assert "cannot be read as a FASTA file: the compressed file ends early" in msg
+    msg = cli_error([*embed, "--fasta", str(tmp / "cut.fa.gz"), *base])
+    assert msg.startswith(prefix) and "the compressed file ends early" in msg
 
 
 def test_cli_output_rules(cli_error, files, monkeypatch):

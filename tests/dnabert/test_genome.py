@@ -48,6 +48,15 @@ def test_genome_errors(fasta):
         pp.Genome(fasta.parent / "missing.fa")
 
 
+def test_plain_text_named_as_compressed_is_read(fasta, tmp_path, monkeypatch):
+    # pyfaidx goes by the name and refused it as "compressed FASTA not in BGZF format"
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("plain.fa.gz", "plain.fa.bgz"):
+        (tmp_path / name).write_bytes(fasta.read_bytes())
+        _check_genome(pp.Genome(tmp_path / name))
+    assert not (tmp_path / "plain.fa.gz.fai").exists()  # indexed through a link in the cache
+
+
 def test_a_chromosome_given_as_a_number_is_its_name(tmp_path):
     # pandas.read_csv reads an Ensembl-style BED's "1" as the integer 1: the contig "1" (the
     # error said 1 was missing while listing '1'); other non-texts are refused by name

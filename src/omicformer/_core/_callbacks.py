@@ -77,7 +77,10 @@ class HistoryCallback(pl.Callback):
     every other epoch with ``check_val_every_n_epoch=2``). The loss of every optimisation step
     is ``train_loss_step``, indexed by ``step``: with ``accumulate_grad_batches`` the mean loss
     of the step's minibatches (Lightning hands callbacks the loss divided by the number of
-    accumulated minibatches). The history is part of Lightning checkpoints, so a resumed run
+    accumulated minibatches). Under DDP, ``train_loss_step`` is process 0's (the loss of its own
+    minibatches: each process records its own, and process 0 saves the model), while the epoch
+    means and validation metrics are over every process's cells. The history is part of
+    Lightning checkpoints, so a resumed run
     keeps it; after a resume mid-epoch, that epoch's training means (``train_loss`` and its
     parts) average only the minibatches run after the resume (Lightning does not checkpoint
     its running epoch means), while ``train_loss_step`` and the validation metrics are whole.

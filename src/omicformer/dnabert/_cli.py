@@ -16,7 +16,9 @@ from .._cli_io import (
     write_atomic,
 )
 
-_FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz", ".fa.bgz")
+_FASTA_SUFFIXES = tuple(
+    f"{stem}{gz}" for gz in ("", ".gz", ".bgz") for stem in (".fa", ".fasta", ".fna", ".fas")
+)
 _TABLE_SUFFIXES = (".csv", ".tsv")
 _DATA_SUFFIXES = (".h5ad", ".h5mu")
 _OUTPUT_HELP = (
@@ -170,11 +172,17 @@ def _predict(args: argparse.Namespace) -> int:
         write_atomic(args.output, lambda path: frame.to_csv(path, sep=sep))
         print(f"wrote {args.output}: {len(frame)} sequences x {frame.shape[1]} columns")
         return 0
+    if not args.input.lower().endswith(_DATA_SUFFIXES):  # named before the output's suffix
+        fail(
+            args.prog,
+            f"input {args.input!r} must be sequences in a FASTA file (ending with one of "
+            f"{_FASTA_SUFFIXES}) or regions in data ending with one of {_DATA_SUFFIXES}.",
+        )
     _check_output(args, _DATA_SUFFIXES)
     check_key_added(args.prog, args.key_added, args.output)
     if args.fasta is None:
         fail(args.prog, "--fasta GENOME is required for .h5ad input.")
-    _check_inputs(args, _DATA_SUFFIXES + _FASTA_SUFFIXES)
+    _check_inputs(args, _DATA_SUFFIXES)
     data = read_data(args.prog, args.input)
     tl.predict(data, fasta=args.fasta, region_key=args.region_key, mod=args.mod, **kwargs)
     _write(data, args.output)

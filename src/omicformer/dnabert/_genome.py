@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def _compression(path: Path) -> str:
     if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
         return "bgzf"
     return "gzip"
+
+
+#: What reading a damaged or mis-named (compressed) FASTA raises: a truncated gzip download
+#: (EOFError), a corrupt one (gzip.BadGzipFile, zlib.error), pyfaidx's compression refusals.
+_UNREADABLE = (UnicodeDecodeError, ValueError, EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _why(err: BaseException) -> str:
+    """The reason of a read error, named by its type where its text is empty or bare."""
+    if isinstance(err, EOFError):
+        return f"the compressed file ends early (a truncated download?): {err}"
+    return str(err) or type(err).__name__
 
 
 def _cached_copy(path: Path, suffix: str) -> Path:
@@ -189,15 +202,17 @@ class Genome:
                 )
                 try:
                     _decompress_indexed(path, target)
-                except (pyfaidx.FastaIndexingError, UnicodeDecodeError, ValueError) as err:
-                    msg = f"{str(given)!r} cannot be read as a FASTA file: {err}"
+                except (*_UNREADABLE, pyfaidx.FastaIndexingError) as err:
+                    msg = f"{str(given)!r} cannot be read as a FASTA file: {_why(err)}"
                     raise ValueError(msg) from err
             path = target
+        # plain text named as compressed (pyfaidx goes by the name): read through a ".fa" link
+        misnamed = kind == "plain" and path.suffix.lower() in {".gz", ".bgz", ".bgzf"}
         index = Path(f"{path}.fai")
         # an index newer than the file that pyfaidx would trust (an older one it rebuilds)
         current = _index_current(path, index)
         stale = current and kind == "plain" and not _index_fits(path, index)
-        if stale or (not current and not os.access(path.parent, os.W_OK)):
+        if stale or misnamed or (not current and not os.access(path.parent, os.W_OK)):
             # a read-only folder (e.g. site-packages) or an index of another version of the
             # file: index a link in the cache instead, leaving the folder as it is
             if stale:
@@ -206,7 +221,7 @@ class Genome:
                     "file); indexing it anew in the cache folder. Delete that .fai to rebuild "
                     "it in place."
                 )
-            link = _cached_copy(path, path.suffix)
+            link = _cached_copy(path, ".fa" if misnamed else path.suffix)
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 try:
@@ -216,8 +231,12 @@ class Genome:
             path = link
         try:
             return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
-        except (pyfaidx.FastaIndexingError, UnicodeDecodeError, ValueError) as err:
-            msg = f"{str(given)!r} cannot be read as a FASTA file: {err}"
+        except (
+            *_UNREADABLE,
+            pyfaidx.FastaIndexingError,
+            pyfaidx.UnsupportedCompressionFormat,
+        ) as err:
+            msg = f"{str(given)!r} cannot be read as a FASTA file: {_why(err)}"
             raise ValueError(msg) from err
 
     def __repr__(self) -> str:
