@@ -57,6 +57,19 @@ def test_plain_text_named_as_compressed_is_read(fasta, tmp_path, monkeypatch):
     assert not (tmp_path / "plain.fa.gz.fai").exists()  # indexed through a link in the cache
 
 
+def test_a_truncated_bgzip_fasta_is_a_value_error(tmp_path, monkeypatch):
+    # biopython's struct.error escaped (a traceback in the CLI)
+    bgzf = pytest.importorskip("Bio.bgzf")
+    monkeypatch.setenv("OMICFORMER_CACHE_DIR", str(tmp_path / "cache"))
+    whole = tmp_path / "whole.fa.bgz"
+    with bgzf.BgzfWriter(str(whole), "wb") as w:
+        w.write((">chr1\n" + ("ACGT" * 50 + "\n") * 200).encode())
+    cut = tmp_path / "cut.fa.bgz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cannot be read as a FASTA file: the compressed file"):
+        pp.Genome(cut)
+
+
 def test_a_chromosome_given_as_a_number_is_its_name(tmp_path):
     # pandas.read_csv reads an Ensembl-style BED's "1" as the integer 1: the contig "1" (the
     # error said 1 was missing while listing '1'); other non-texts are refused by name

@@ -90,7 +90,7 @@ def test_match_vocab_errors_leave_adata(census):
     tenx = datasets.pbmc68k_reduced()
     known = int(np.isin(tenx.var_names, v.genes()).sum())
     tenx.var["gene_ids"] = adata.var_names.to_numpy()
-    match = rf"Genes \(var\['gene_ids'\]\) look like .*var_names hold {known} .*gene_key=None\."
+    match = rf"Genes \(var\['gene_ids'\]\) look like .*var_names hold {known} .*gene_key=None\)\."
     with pytest.raises(ValueError, match=match):
         pp.match_vocab(tenx, v, gene_key="gene_ids")
     # no place holds enough: the best one is named with its count

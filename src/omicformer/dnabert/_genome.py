@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -49,14 +50,18 @@ def _compression(path: Path) -> str:
 
 
 #: What reading a damaged or mis-named (compressed) FASTA raises: a truncated gzip download
-#: (EOFError), a corrupt one (gzip.BadGzipFile, zlib.error), pyfaidx's compression refusals.
-_UNREADABLE = (UnicodeDecodeError, ValueError, EOFError, gzip.BadGzipFile, zlib.error)
+#: (EOFError; a truncated bgzip one, read by biopython: struct.error), a corrupt one
+#: (gzip.BadGzipFile, zlib.error).
+_UNREADABLE = (UnicodeDecodeError, ValueError, EOFError, gzip.BadGzipFile, zlib.error,
+               struct.error)  # fmt: skip
 
 
 def _why(err: BaseException) -> str:
     """The reason of a read error, named by its type where its text is empty or bare."""
     if isinstance(err, EOFError):
         return f"the compressed file ends early (a truncated download?): {err}"
+    if isinstance(err, struct.error):  # biopython reading bgzip blocks
+        return f"the compressed file is cut short or damaged (a truncated download?): {err}"
     return str(err) or type(err).__name__
 
 

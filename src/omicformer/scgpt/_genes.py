@@ -161,10 +161,14 @@ def _elsewhere(adata: AnnData, vocab: GeneVocab, gene_key: str | None, need: int
             best, best_n = key, n
     if best_n == 0:
         return ""
-    where = "var_names" if best is None else f"var[{best!r}]"
+    if best is None:
+        where, verb, how = "var_names", "hold", "read them with gene_key=None"
+    else:
+        where, verb = f"var[{best!r}]", "holds"
+        how = f"read them with gene_key={best!r}, or copy them to var_names"
     if best_n >= need:
-        return f" {where} hold {best_n} of the model's genes: pass gene_key={best!r}."
-    return f" The best other place, {where}, holds only {best_n} of the model's genes."
+        return f" {where} {verb} {best_n} of the model's genes ({how})."
+    return f" The best other place, {where}, {verb} only {best_n} of the model's genes."
 
 
 def _enough(n_match: int, n_names: int, vocab: GeneVocab, min_fraction: float) -> bool:
