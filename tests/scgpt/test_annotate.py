@@ -220,32 +220,6 @@ def test_annotate_finds_query_symbols_kept_otherwise(
     assert q.uns["scgpt"][key]["case_ignored"] is (rename is _lower_case_symbols)
 
 
-@pytest.mark.parametrize("backed", [False, True])
-def test_annotate_reads_every_shared_gene_matched_ignoring_case(
-    clf_pretrained, clf_ref_query, tmp_path, backed
-):
-    # most query symbols match only ignoring case, and the reference lacks some of them: on the
-    # shared genes alone the case rule read them as written, so 25 of the 51 genes reported
-    # shared were silently dropped
-    ref, query = clf_ref_query
-    kw = {"label_key": "cell_type", "model": clf_pretrained, "method": "knn", "progress": False,
-          "n_neighbors": 5}  # fmt: skip
-    lowered = np.arange(34)  # 34 of 60 genes lower-cased, 26 as written
-    ref_part = ref[:, np.setdiff1d(np.arange(ref.n_vars), lowered[:9])].copy()
-    expected = tl.annotate(query, ref_part, copy=True, **kw)
-    q = query.copy()
-    q.var_names = [g.lower() if i in lowered else g for i, g in enumerate(q.var_names)]
-    if backed:
-        q.write_h5ad(tmp_path / "q.h5ad")
-        q = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
-    with pytest.warns(UserWarning, match="mostly when case is ignored"):
-        tl.annotate(q, ref_part, **kw)
-    info = q.uns["scgpt"]["scgpt_cell_type"]
-    assert (info["n_genes_shared"], info["case_ignored"]) == (51, True)
-    written = [c for c in expected.obs.columns if c.startswith("scgpt_")]  # the predictions
-    pd.testing.assert_frame_equal(q.obs[written], expected.obs[written])
-
-
 @pytest.mark.parametrize(
     ("change", "kwargs", "error", "match"),
     [
@@ -418,22 +392,6 @@ def test_annotate_reads_only_the_genes_both_sides_share(clf_pretrained, clf_ref_
     np.testing.assert_array_equal(
         a.obs["scgpt_cell_type_confidence"], b.obs["scgpt_cell_type_confidence"]
     )
-
-
-def test_a_query_cell_expressing_only_unshared_genes_is_said_so(clf_pretrained, clf_ref_query):
-    # it expresses vocabulary genes, but none the reference has: the warning said "none of the
-    # genes in the model's vocabulary", and its fix (filter to them) would not remove the cell
-    ref, query = clf_ref_query
-    q = query.copy()
-    X = q.X.toarray()
-    X[0, 10:] = 0
-    X[0, :10] = 1.0
-    q.X = sp.csr_matrix(X)
-    said = "express none of the genes the model knows that reference and query share"
-    with pytest.warns(UserWarning, match=said) as record:
-        tl.annotate(q, ref[:, 10:].copy(), label_key="cell_type", model=clf_pretrained,
-                    method="knn", progress=False)  # fmt: skip
-    assert sum("express none of" in str(w.message) for w in record) == 1
 
 
 def test_annotate_backed_refuses_a_key_with_a_slash_before_the_work(

@@ -1,4 +1,4 @@
-"""scgpt.tl.annotate: backed inputs read as in memory, and arguments a method ignores."""
+"""scgpt.tl.annotate: backed inputs read as in memory, genes as matched, ignored arguments."""
 
 import warnings
 
@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from omicformer.scgpt import tl
 
@@ -64,3 +65,45 @@ def test_knn_warns_of_the_fine_tuning_arguments_it_ignores(clf_pretrained, clf_r
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tl.annotate(query, ref, n_neighbors=5, max_len=64, batch_size=8, **kw)  # they apply
+
+
+@pytest.mark.parametrize("backed", [False, True])
+def test_annotate_reads_every_shared_gene_matched_ignoring_case(
+    clf_pretrained, clf_ref_query, tmp_path, backed
+):
+    # most query symbols match only ignoring case, and the reference lacks some of them: on the
+    # shared genes alone the case rule read them as written, so 25 of the 51 genes reported
+    # shared were silently dropped
+    ref, query = clf_ref_query
+    kw = {"label_key": "cell_type", "model": clf_pretrained, "method": "knn", "progress": False,
+          "n_neighbors": 5}  # fmt: skip
+    lowered = np.arange(34)  # 34 of 60 genes lower-cased, 26 as written
+    ref_part = ref[:, np.setdiff1d(np.arange(ref.n_vars), lowered[:9])].copy()
+    expected = tl.annotate(query, ref_part, copy=True, **kw)
+    q = query.copy()
+    q.var_names = [g.lower() if i in lowered else g for i, g in enumerate(q.var_names)]
+    if backed:
+        q.write_h5ad(tmp_path / "q.h5ad")
+        q = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    with pytest.warns(UserWarning, match="mostly when case is ignored"):
+        tl.annotate(q, ref_part, **kw)
+    info = q.uns["scgpt"]["scgpt_cell_type"]
+    assert (info["n_genes_shared"], info["case_ignored"]) == (51, True)
+    written = [c for c in expected.obs.columns if c.startswith("scgpt_")]  # the predictions
+    pd.testing.assert_frame_equal(q.obs[written], expected.obs[written])
+
+
+def test_a_query_cell_expressing_only_unshared_genes_is_said_so(clf_pretrained, clf_ref_query):
+    # it expresses vocabulary genes, but none the reference has: the warning said "none of the
+    # genes in the model's vocabulary", and its fix (filter to them) would not remove the cell
+    ref, query = clf_ref_query
+    q = query.copy()
+    X = q.X.toarray()
+    X[0, 10:] = 0
+    X[0, :10] = 1.0
+    q.X = sp.csr_matrix(X)
+    said = "express none of the genes the model knows that reference and query share"
+    with pytest.warns(UserWarning, match=said) as record:
+        tl.annotate(q, ref[:, 10:].copy(), label_key="cell_type", model=clf_pretrained,
+                    method="knn", progress=False)  # fmt: skip
+    assert sum("express none of" in str(w.message) for w in record) == 1
