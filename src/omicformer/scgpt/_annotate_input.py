@@ -160,8 +160,9 @@ def check_inputs(
     # matched ignoring case is read with the vocabulary's spelling (a subset may match otherwise)
     ref_names = vocab_spelled(gene_names(source, gene_key), ref_ids, module_vocab)
     query_names = vocab_spelled(gene_names(adata, gene_key), query_ids, module_vocab)
+    ref_keep, query_keep = np.isin(ref_ids, common), np.isin(query_ids, common)
     if streamable(source):  # the whole file, unlabelled cells coded -1 (never trained on)
-        work = reopened(source, gene_key, np.isin(ref_ids, common), layer, names=ref_names)
+        work = reopened(source, gene_key, ref_keep, layer, names=ref_names)
         values = source.obs[label_key].astype(str).where(has_label)
         work.obs = pd.DataFrame({label_key: pd.Categorical(values)},
                                 index=source.obs_names.copy())  # fmt: skip
@@ -169,10 +170,9 @@ def check_inputs(
     else:  # in memory (or a backed file that cannot stream): a copy of the labelled cells
         from .model._scvi import forget_scvi_setup
 
-        keep = np.isin(ref_ids, common)
-        sub = subset(source, has_label, keep, layer).copy()
+        sub = subset(source, has_label, ref_keep, layer).copy()
         if ref_names is not None:
-            set_gene_names(sub, gene_key, ref_names[keep])
+            set_gene_names(sub, gene_key, ref_names[ref_keep])
         forget_scvi_setup(sub)  # its own setup must not replace the user's of the reference
         sub.obs[label_key] = pd.Categorical(sub.obs[label_key].astype(str))
         ref = Cells(sub, None)
@@ -181,14 +181,12 @@ def check_inputs(
         if reference is None:  # the same file and genes as the reference: one handle
             query = Cells(ref.adata, rows)
         else:
-            keep = np.isin(query_ids, common)
-            query = Cells(reopened(adata, gene_key, keep, layer, names=query_names), rows)
+            query = Cells(reopened(adata, gene_key, query_keep, layer, names=query_names), rows)
     else:
-        keep = np.isin(query_ids, common)
-        cells = subset(adata, query_mask, keep, layer)
+        cells = subset(adata, query_mask, query_keep, layer)
         if query_names is not None:  # a copy of the shared genes, named as the vocabulary
             cells = cells.copy()
-            set_gene_names(cells, gene_key, query_names[keep])
+            set_gene_names(cells, gene_key, query_names[query_keep])
         query = Cells(cells, None)
     genes = {"n_genes_matched": int((query_ids >= 0).sum()), "n_genes_shared": int(shared),
              "n_genes_total": int(adata.n_vars),

@@ -69,9 +69,10 @@ def reopened(
     holds, so the model reads exactly the kept genes, as from a copy restricted to them.
     ``layers`` holds only ``layer``, as the caller holds it in ``adata.layers``: anndata keeps
     a backed AnnData's layers in memory, where one may have been added or replaced since the
-    file was written. ``names``: the gene names to write instead of ``adata``'s (the vocabulary's
-    spelling, :func:`~omicformer.scgpt._genes.vocab_spelled`). scvi-tools' setup ids in the file's ``uns`` are dropped (setting the working
-    AnnData up must not replace the caller's registration). ``adata`` itself is not changed.
+    file was written. ``names``: the gene names to write instead of ``adata``'s (the
+    vocabulary's spelling, :func:`~omicformer.scgpt._genes.vocab_spelled`). scvi-tools' setup
+    ids in the file's ``uns`` are dropped (setting the working AnnData up must not replace the
+    caller's registration). ``adata`` itself is not changed.
     """
     import anndata as ad
 

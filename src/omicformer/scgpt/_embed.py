@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: While a ``tl`` function runs: whether it has warned of cells without a vocabulary gene.
+#: While a ``tl`` function runs: whether it has warned of cells without a vocabulary gene
+#: (``"warned"``), and whether the genes read are those two AnnData share (``"shared"``).
 _EMPTY_CELLS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "empty_cells", default=None
 )
@@ -93,7 +94,7 @@ def vocab_columns(
     state = _EMPTY_CELLS.get()
     if empty.size and not (state is not None and state["warned"]):
         once = "" if state is None else " (Warned once per call.)"
-        shared = state is not None and state.get("shared", False)
+        shared = state is not None and state["shared"]
         genes = ("the genes the model knows that reference and query share" if shared
                  else "the genes in the model's vocabulary")  # fmt: skip
         fix = ("each to the genes both share" if shared
