@@ -144,8 +144,9 @@ def integration(
         changed).
     basis_before
         Representation before integration, a key of ``adata.obsm``. Default: ``"X_scgpt"`` if
-        present, else ``"X_pca"`` if present, else a PCA of ``adata.X`` as it is (computed on
-        a copy, ``min(50, n_vars - 1, n_obs - 1)`` components).
+        present, else ``"X_pca"`` if present, else a PCA of ``adata.X`` as it is (computed
+        without writing into ``adata`` or copying ``X``; a backed ``X`` is read into memory;
+        ``min(50, n_vars - 1, n_obs - 1)`` components).
     basis_after
         Representation after integration, a key of ``adata.obsm``.
     n_neighbors
@@ -352,6 +353,7 @@ def _check_finite(adata: AnnData, basis: str, what: str) -> None:
 def _pca_of_x(adata: AnnData) -> AnnData:
     """An AnnData holding only ``obsm["X_pca"]``: the PCA of ``adata.X`` as it is."""
     import anndata as ad
+    import pandas as pd
     import scanpy as sc
 
     n_comps = min(50, adata.n_vars - 1, adata.n_obs - 1)
@@ -364,11 +366,10 @@ def _pca_of_x(adata: AnnData) -> AnnData:
         from .._core._anndata import iter_row_chunks
 
         X = sp.vstack([chunk for _, chunk in iter_row_chunks(adata)], format="csr")
-    else:
-        X = adata.X.copy()
-    tmp = ad.AnnData(X=X)
-    sc.pp.pca(tmp, n_comps=n_comps)
-    return tmp
+    else:  # scanpy's PCA of a matrix leaves it as it is: no copy of X
+        X = adata.X
+    obs = pd.DataFrame(index=pd.RangeIndex(adata.n_obs).astype(str))
+    return ad.AnnData(obs=obs, obsm={"X_pca": sc.pp.pca(X, n_comps=n_comps)})
 
 
 def _umap(adata: AnnData, basis: str, n_neighbors: int, random_state: int) -> np.ndarray:
