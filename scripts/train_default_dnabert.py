@@ -183,7 +183,11 @@ def dm3_regions() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def official_windows(sequences: list[str], seed: int) -> list[str]:
-    """DNABERT pretraining windows: non-overlapping 515-bp windows + as many random ones.
+    """DNABERT pretraining windows: 515-bp windows + as many random ones.
+
+    The 515-bp windows follow one another; a sequence's last one is aligned to its end
+    (``pp.split_windows``), so it repeats part of the window before it. (``DNABert.pretrain``
+    keeps the remainder instead; this script made the shipped model and stays as it ran.)
 
     Random windows have a uniform random length of 10..515 bp (5..510 6-mers) and a uniform
     random start; their sequences are drawn in proportion to length.

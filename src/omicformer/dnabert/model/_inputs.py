@@ -13,7 +13,6 @@ import pandas as pd
 from .._genome import Genome, as_genome, fetch_sequences
 from .._kmers import check_sequences, tokenize
 from .._regions import Region
-from .._windows import split_windows
 
 SequenceInput = Sequence[str] | Mapping[str, str] | str | os.PathLike[str] | Genome
 
@@ -130,9 +129,25 @@ def windows_for_training(
     max_unknown_fraction: float = 0.1,
     names: Sequence[str] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Validate sequences, cut them into windows and drop windows with too many N/IUPAC bases."""
+    """Validate sequences, cut them into windows and drop windows with too many N/IUPAC bases.
+
+    Windows start every ``window - overlap`` bases; a sequence's last window is its remainder
+    (shorter; dropped when shorter than ``k``), not a window aligned to the sequence's end as
+    in :func:`~omicformer.dnabert.pp.split_windows`, which would repeat up to ``window - 1``
+    bases of the window before it (in training and validation windows alike).
+    """
     check_sequences(sequences, k, names=names)
-    windows, owner = split_windows(sequences, window, overlap)
+    if not 0 <= overlap < window:
+        msg = f"window_overlap={overlap} must satisfy 0 <= window_overlap < window ({window})."
+        raise ValueError(msg)
+    windows, owner_list = [], []
+    for i, seq in enumerate(sequences):
+        for start in range(0, max(len(seq) - overlap, 1), window - overlap):
+            piece = seq[start : start + window]
+            if len(piece) >= k:
+                windows.append(piece)
+                owner_list.append(i)
+    owner = np.asarray(owner_list, dtype=np.int64)
     if max_unknown_fraction < 1:
         keep = [
             i

@@ -14,7 +14,7 @@ import torch
 from ..._core._callbacks import History, extend_history
 from ..._core._checks import check_int
 from ..._core._deprecation import renamed_kwargs
-from ..._core._fit_checks import check_fit_args
+from ..._core._fit_checks import check_fit_args, is_real
 from ..._core._train import VALIDATION_SIZE, run_training, split_indices
 from .._genome import Genome
 from .._kmers import check_sequences, vocab_size
@@ -43,6 +43,19 @@ Fasta = str | os.PathLike[str] | Genome
 
 #: AdamW betas and eps of the official fine-tuning (``run_finetune.py``, torch's defaults).
 FINETUNE_BETAS, FINETUNE_EPS = (0.9, 0.999), 1e-8
+
+
+def check_optimiser(lr: Any, warmup_ratio: Any) -> None:
+    """``ValueError`` unless ``lr >= 0`` (0 freezes the weights) and ``warmup_ratio`` in [0, 1)."""
+    if not is_real(lr) or not lr >= 0:
+        msg = f"lr={lr!r} must be a number >= 0 (the optimiser's learning rate)."
+        raise ValueError(msg)
+    if not is_real(warmup_ratio) or not 0 <= warmup_ratio < 1:
+        msg = (
+            f"warmup_ratio={warmup_ratio!r} must be a number in [0, 1) (the share of the "
+            "optimiser steps with a linear warmup)."
+        )
+        raise ValueError(msg)
 
 
 class TrainingMixin:
@@ -93,7 +106,8 @@ class TrainingMixin:
         """Pretrain (or continue pretraining) with DNABERT's span-masked language modelling.
 
         Sequences are cut into non-overlapping windows (``window_size`` bases, default the
-        model maximum) and masked on the fly: centres with probability ``mlm_probability``,
+        model maximum; a sequence's last window is its remainder, dropped when shorter than
+        k bases) and masked on the fly: centres with probability ``mlm_probability``,
         each expanded to a span of k k-mers, 80/10/10 ``[MASK]``/random/unchanged.
 
         Parameters
@@ -114,7 +128,9 @@ class TrainingMixin:
             (62% for k=6 at 0.15); the official README's DNABERT-6 pretraining command passes
             0.025, which masks about 14%, the paper's "15%".
         window_size, window_overlap
-            Window length in bases (at most :attr:`window_size`) and overlap.
+            Window length in bases (at most :attr:`window_size`) and the bases consecutive
+            windows share (with an overlap, held-out windows can share bases with training
+            windows).
         max_unknown_fraction
             Windows with a larger fraction of N/IUPAC bases are skipped.
         validation_size
@@ -151,6 +167,17 @@ class TrainingMixin:
             msg = (
                 "This model has a classification head; pretrain a masked-LM model (a fresh "
                 "DNABert or a pretrained MLM checkpoint) before fine-tuning."
+            )
+            raise ValueError(msg)
+        check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+                       validation_size=validation_size, weight_decay=weight_decay,
+                       early_stopping_patience=early_stopping_patience, random_state=random_state,
+                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+        check_optimiser(lr, warmup_ratio)
+        if not is_real(max_unknown_fraction) or not 0 <= max_unknown_fraction <= 1:
+            msg = (
+                f"max_unknown_fraction={max_unknown_fraction!r} must be a number in [0, 1] (the "
+                "largest share of N/IUPAC bases a training window may hold)."
             )
             raise ValueError(msg)
         window = self.window_size if window_size is None else check_int("window_size", window_size)
@@ -191,7 +218,7 @@ class TrainingMixin:
                     self.k, n_vocab, mlm_probability=mlm_probability, seed=random_state
                 ),
                 batch_size=batch_size,
-                max_epochs=max_epochs,
+                max_epochs=None if max_steps is not None else max_epochs,  # max_steps wins
                 max_steps=max_steps,
                 accelerator=accelerator,
                 devices=devices,
@@ -297,9 +324,10 @@ class TrainingMixin:
         from ..train import DNABertTrainingPlan
 
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
-                       validation_size=validation_size,
+                       validation_size=validation_size, weight_decay=weight_decay,
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
                        trainer_kwargs=trainer_kwargs)  # fmt: skip
+        check_optimiser(lr, warmup_ratio)
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         if (
             isinstance(labels, Mapping)
@@ -365,7 +393,7 @@ class TrainingMixin:
                 classification_collate,
                 val=val,
                 batch_size=batch_size,
-                max_epochs=max_epochs,
+                max_epochs=None if max_steps is not None else max_epochs,  # max_steps wins
                 max_steps=max_steps,
                 accelerator=accelerator,
                 devices=devices,

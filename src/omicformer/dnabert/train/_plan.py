@@ -30,7 +30,9 @@ class DNABertTrainingPlan(pl.LightningModule):
     -----
     Logs ``train_loss`` per epoch and, with validation data, ``validation_loss`` (and
     ``validation_accuracy`` for classification); the shared runner's history collects them and
-    the loss of every step. Masking randomness lives in the collators
+    the loss of every step. The MLM epoch means are over masked k-mers (each minibatch weighted
+    by its masked k-mers; one without any has loss 0 and no weight), the classification ones
+    over sequences. Masking randomness lives in the collators
     (:class:`~omicformer.dnabert.module.SpanMaskingCollator`).
     """
 
@@ -56,26 +58,30 @@ class DNABertTrainingPlan(pl.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.register_buffer("class_weight", class_weight, persistent=False)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Loss, logits and the loss's weight in epoch means (masked k-mers, or sequences)."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         logits = self.module(**inputs).logits
         labels = batch["labels"]
-        if self.task == MLM:  # (B, T, V) vs (B, T) with -100 ignored
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-        else:  # (B, C) vs (B,)
-            loss = F.cross_entropy(logits.float(), labels, weight=self.class_weight)
-        return loss, logits
+        if self.task == MLM:  # (B, T, V) vs (B, T), -100 where not masked
+            flat = labels.flatten()
+            n = int((flat != -100).sum())
+            # summed over the masked k-mers, then divided: a minibatch where masking drew no
+            # span has loss 0 (no gradient) and weight 0, where the mean over nothing was NaN
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), flat, reduction="sum")
+            return loss / max(n, 1), logits, n
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weight)  # (B, C) vs (B,)
+        return loss, logits, len(labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        n = len(batch["input_ids"])
+        loss, _, n = self._loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
+        loss, logits, n = self._loss(batch)
         # a minibatch repeated to even out the ranks' shares under DDP is not counted
-        n = counted_items(self.trainer, batch_idx, len(batch["input_ids"]))
+        n = counted_items(self.trainer, batch_idx, n)
         metrics = {"validation_loss": loss}
         if self.task == CLASSIFICATION:
             metrics["validation_accuracy"] = (logits.argmax(-1) == batch["labels"]).float().mean()
