@@ -481,3 +481,44 @@ def test_a_step_cap_inside_the_first_epoch_with_early_stopping_is_refused_first(
     history = run_training(_Toy(), _Pairs(x, 2 * x), _stack, max_steps=5,
                            limit_train_batches=2, **fit)  # fmt: skip
     assert len(history["validation_loss"]) == 2  # epochs of 2 steps: 2 whole ones in 5 steps
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"limit_val_batches": 0}, r"limit_val_batches=0 turns validation off"),
+        ({"limit_val_batches": 0.0}, r"limit_val_batches=0.0 turns validation off"),
+        ({"check_val_every_n_epoch": 4}, r"check_val_every_n_epoch=4 .* max_epochs=3"),
+    ],
+)
+def test_early_stopping_with_validation_turned_off_is_refused_first(kwargs, match):
+    # limit_val_batches=0: Lightning failed after the first epoch had trained; a validation
+    # interval beyond the run: no validation and no early stopping, without a word
+    x = np.linspace(-1, 1, 24)
+    toy = _Toy()
+    with pytest.raises(ValueError, match=match):
+        run_training(toy, _Pairs(x, 2 * x), _stack, val=_Pairs(x[:8], 2 * x[:8]), batch_size=4,
+                     max_epochs=3, early_stopping=True, **kwargs, **QUIET)  # fmt: skip
+    assert toy.w.item() == 0.0  # not trained
+
+
+def test_lightning_checkpoints_as_the_user_asks(tmp_path):
+    # enable_checkpointing= and a user's ModelCheckpoint clashed with the runner's own
+    # enable_checkpointing (TypeError: got multiple values; MisconfigurationException)
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    x = np.linspace(-1, 1, 12)
+    fit = {"batch_size": 4, "max_epochs": 2, **QUIET}
+    run_training(_Toy(), _Pairs(x, 2 * x), _stack, enable_checkpointing=False, **fit)
+    mine = ModelCheckpoint(dirpath=tmp_path / "mine", every_n_epochs=1, save_top_k=-1)
+    run_training(_Toy(), _Pairs(x, 2 * x), _stack, callbacks=[mine], **fit)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [
+        "epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt"
+    ]  # fmt: skip
+
+
+def test_use_distributed_sampler_is_refused_by_name():
+    from omicformer._core._fit_checks import check_fit_args
+
+    with pytest.raises(TypeError, match=r"use_distributed_sampler= is set by omicformer"):
+        check_fit_args(batch_size=4, trainer_kwargs={"use_distributed_sampler": True})

@@ -234,6 +234,21 @@ def test_model_class_trains_cells_with_a_missing_label_as_unlabelled(
     assert [seen[i] for i in range(adata.n_obs)] == expected
 
 
+def test_early_stopping_without_held_out_cells_is_refused_as_scgpt_train_refuses_it(
+    two_batch_pretrained, two_batches
+):
+    # it trained without early stopping, validation or a word ("As ScGPT.train", which refuses)
+    adata = two_batches()
+    ScGPTIntegration.setup_anndata(adata, batch_key="batch")
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, adata, dsbn=False)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=r"early_stopping=True needs validation data"):
+        model.train(max_epochs=2, batch_size=16, validation_size=0.0, early_stopping=True,
+                    enable_progress_bar=False)  # fmt: skip
+    assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in before.items())
+    assert not model.is_trained_
+
+
 def test_masked_value_collator_follows_random_mask_value(two_batches):
     ids = np.arange(10, 10 + N_GENES)
     coll = MaskedValueCollator(ids, cls_id=1, pad_id=0, n_bins=5, max_len=None, seed=3)

@@ -17,6 +17,13 @@ _SCVI_TRAIN_ARGS = {
 }
 
 
+#: Trainer arguments the shared runner sets itself, and why.
+_SET_HERE = {
+    "use_distributed_sampler": "its own batch samplers share the minibatches among DDP "
+    "processes and keep groups and resumed epochs exact",
+}
+
+
 def check_first_epoch_validated(
     loader: Any,
     max_steps: int | None,
@@ -24,16 +31,35 @@ def check_first_epoch_validated(
     trainer_kwargs: Mapping[str, Any],
     *,
     world: int = 1,
+    max_epochs: int | None = None,
 ) -> None:
-    """``ValueError`` when ``max_steps`` ends the run before the first epoch's validation.
+    """``ValueError`` when early stopping would have no validation loss to read.
 
-    Early stopping reads the validation loss of each epoch's end; Lightning failed only after
-    the whole run ("conditioned on metric 'validation_loss' which is not available").
+    It reads the validation loss of each epoch's end; Lightning failed only after training had
+    changed the weights ("conditioned on metric 'validation_loss' which is not available")
+    where ``max_steps`` ends the run before the first epoch's validation, or
+    ``limit_val_batches=0`` turns validation off, and stopped silently without it where
+    ``check_val_every_n_epoch`` exceeds ``max_epochs``.
     ``world``: the DDP processes about to train, which share each epoch's minibatches (the
     loader's length is one process's share only once the process group is up).
     """
     from . import _ranks
 
+    hint = "or pass early_stopping=False"
+    limit_val = trainer_kwargs.get("limit_val_batches")
+    if is_real(limit_val) and not isinstance(limit_val, bool) and limit_val == 0:
+        msg = (
+            f"limit_val_batches={limit_val!r} turns validation off, so early stopping, which "
+            f"reads the validation loss, would have none: drop limit_val_batches= {hint}."
+        )
+        raise ValueError(msg)
+    every = trainer_kwargs.get("check_val_every_n_epoch")
+    if isinstance(every, int | np.integer) and max_epochs is not None and every > max_epochs > 0:
+        msg = (
+            f"check_val_every_n_epoch={every} validates after more epochs than max_epochs="
+            f"{max_epochs}, so early stopping would read no validation loss: lower it {hint}."
+        )
+        raise ValueError(msg)
     if max_steps is None or max_steps < 0:
         return
     try:
@@ -89,6 +115,10 @@ def check_fit_args(
 
     check_int("batch_size", batch_size)
     check_seed(random_state)
+    for name, why in _SET_HERE.items():
+        if name in (trainer_kwargs or {}):
+            msg = f"{name}= is set by omicformer's training ({why}); drop it."
+            raise TypeError(msg)
     for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps),
                         *(counts or {}).items()):  # fmt: skip
         if value is not None:

@@ -368,6 +368,13 @@ def run_training(
         if ckpt_path is not None and str(ckpt_path) == "last":
             last = os.path.join(os.fspath(checkpoint_dir), "last.ckpt")
             ckpt_path = last if os.path.exists(last) else None
+    # Lightning's own checkpoints where asked for: checkpoint_dir=, the user's ModelCheckpoint
+    # or enable_checkpointing=True (in Lightning's default_root_dir)
+    checkpointing = trainer_kwargs.pop("enable_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = checkpoint_dir is not None or any(
+            isinstance(c, pl.callbacks.ModelCheckpoint) for c in extra
+        )
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)
@@ -389,7 +396,7 @@ def run_training(
             gradient_clip_val=gradient_clip_val,
             accumulate_grad_batches=int(accumulate_grad_batches),
             enable_progress_bar=enable_progress_bar,
-            enable_checkpointing=checkpoint_dir is not None,
+            enable_checkpointing=checkpointing,
             use_distributed_sampler=False,
             callbacks=callbacks,
             **trainer_kwargs,
@@ -399,7 +406,8 @@ def run_training(
         world = int(trainer.world_size)
         if early_stopping and has_val:
             check_first_epoch_validated(loader, max_steps, accumulate_grad_batches,
-                                        trainer_kwargs, world=world)  # fmt: skip
+                                        trainer_kwargs, world=world,
+                                        max_epochs=max_epochs)  # fmt: skip
         # a position in an epoch counts one rank's minibatches: resumed by as many ranks
         resume.run["world_size"] = world
         if ckpt_path is not None:  # clear errors for another configuration or run

@@ -391,7 +391,7 @@ class ScGPTIntegration(ScGPT):
                     max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
                     devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
                     num_workers=num_workers, random_state=random_state,
-                    early_stopping=early_stopping and len(val_idx) > 0,
+                    early_stopping=early_stopping,  # without held-out cells: run_training's error
                     early_stopping_patience=early_stopping_patience, checkpoint_dir=checkpoint_dir,
                     ckpt_path=ckpt_path, enable_progress_bar=enable_progress_bar, **trainer_kwargs,
                 )  # fmt: skip
