@@ -187,7 +187,8 @@ def official_windows(sequences: list[str], seed: int) -> list[str]:
 
     The 515-bp windows follow one another; a sequence's last one is aligned to its end
     (``pp.split_windows``), so it repeats part of the window before it. (``DNABert.pretrain``
-    keeps the remainder instead; this script made the shipped model and stays as it ran.)
+    keeps the remainder instead; this script made the shipped model and cuts its windows as
+    it did then, here and for phase 1.)
 
     Random windows have a uniform random length of 10..515 bp (5..510 6-mers) and a uniform
     random start; their sequences are drawn in proportion to length.
@@ -229,9 +230,12 @@ def pretrain(args, train_seqs: list[str]) -> tuple[DNABert, dict]:
     sinusoidal_position_init(model.module.bert.embeddings.position_embeddings, std=POSITION_STD)
     use_compositional_embeddings(model.module, model.k, generator=torch.Generator().manual_seed(0))
     print(model, flush=True)
+    # phase 1's 64-bp windows as the run that made the shipped model cut them (the last of a
+    # block aligned to its end); DNABert.pretrain now keeps a block's remainder instead
+    short, _ = pp.split_windows(train_seqs, 64)
     phases = [  # (label, sequences, window bp, batch, steps, lr, random position offsets)
-        ("phase 1a", train_seqs, 64, 32, args.steps1a, 2e-3, False),
-        ("phase 1b", train_seqs, 64, 32, args.steps1b, 1e-3, True),
+        ("phase 1a", short, 64, 32, args.steps1a, 2e-3, False),
+        ("phase 1b", short, 64, 32, args.steps1b, 1e-3, True),
         ("phase 2", official_windows(train_seqs, seed=0), 515, 8, args.steps2, 5e-4, False),
     ]
     info = {"phases": []}

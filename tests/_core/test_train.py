@@ -488,7 +488,11 @@ def test_a_step_cap_inside_the_first_epoch_with_early_stopping_is_refused_first(
     [
         ({"limit_val_batches": 0}, r"limit_val_batches=0 turns validation off"),
         ({"limit_val_batches": 0.0}, r"limit_val_batches=0.0 turns validation off"),
-        ({"check_val_every_n_epoch": 4}, r"check_val_every_n_epoch=4 .* max_epochs=3"),
+        ({"check_val_every_n_epoch": 4}, r"check_val_every_n_epoch=4 .*\(max_epochs=3\)"),
+        (
+            {"check_val_every_n_epoch": 4, "max_steps": 18},  # 3 epochs of 6 steps, max_epochs=None
+            r"check_val_every_n_epoch=4 .*\(3 epochs of 6 steps in max_steps=18\)",
+        ),
     ],
 )
 def test_early_stopping_with_validation_turned_off_is_refused_first(kwargs, match):
@@ -496,9 +500,10 @@ def test_early_stopping_with_validation_turned_off_is_refused_first(kwargs, matc
     # interval beyond the run: no validation and no early stopping, without a word
     x = np.linspace(-1, 1, 24)
     toy = _Toy()
+    epochs = None if "max_steps" in kwargs else 3
     with pytest.raises(ValueError, match=match):
         run_training(toy, _Pairs(x, 2 * x), _stack, val=_Pairs(x[:8], 2 * x[:8]), batch_size=4,
-                     max_epochs=3, early_stopping=True, **kwargs, **QUIET)  # fmt: skip
+                     max_epochs=epochs, early_stopping=True, **kwargs, **QUIET)  # fmt: skip
     assert toy.w.item() == 0.0  # not trained
 
 

@@ -23,8 +23,10 @@ def _check_common(df, length=None):
     assert set(df["split"]) == {"train", "valid", "test"}
     if length is not None:
         assert (df["sequence"].str.len() == length).all()
-    # no leakage: every source region / block / locus lies in exactly one split
+    # no leakage: every source region / block / locus lies in exactly one split, and no
+    # sequence is in two splits (a few bundled dm3 regions are copies of one another)
     assert (df.groupby("group")["split"].nunique() == 1).all()
+    assert (df.groupby("sequence")["split"].nunique() == 1).all()
 
 
 def test_promoter_task(promoter):
@@ -83,6 +85,19 @@ def test_promoter_gc_matched(promoter, promoter_gc):
     assert (df.groupby("group")["split"].nunique() == 1).all()
 
 
+@pytest.mark.parametrize("gc_matched", [False, True])
+def test_promoter_splits_share_no_sequence_and_stay_balanced(gc_matched):
+    # seed 1 put 3 copies of a positive into train and test; a copy leaves the later split
+    # with a window of the other label, so each split (and GC bin) stays paired
+    df = tasks.promoter_task(random_state=1, gc_matched=gc_matched)
+    seqs = {s: set(df.loc[df["split"] == s, "sequence"]) for s in ("train", "valid", "test")}
+    assert not seqs["train"] & seqs["test"] and not seqs["train"] & seqs["valid"]
+    assert not seqs["valid"] & seqs["test"]
+    counts = df.groupby(["split", "label"]).size().unstack()
+    assert (counts[0] == counts[1]).all()
+    assert counts.loc["train", 1] == 4800  # train is never changed
+
+
 def test_promoter_deterministic(promoter):
     again = tasks.promoter_task(random_state=0)
     pd.testing.assert_frame_equal(promoter, again)
@@ -106,6 +121,12 @@ def test_region_splits_shared_across_tasks(promoter):
         ({"length": 5000}, "length"),
         ({"split_fractions": (0.5, 0.5, 0.5)}, "split_fractions"),
         ({"background_fraction": 2}, "background_fraction"),
+        (
+            {"length": 700, "background_fraction": 1.0},
+            r"the train split needs 4800 C. elegans windows of 700 bp but its blocks hold 4544",
+        ),
+        ({"gc_matched": True, "gc_bins": 0}, "gc_bins=0 must be an integer >= 1"),
+        ({"length": 300.5}, "length=300.5 must be an integer"),
     ],
 )
 def test_promoter_bad_input(kwargs, match):

@@ -54,13 +54,19 @@ def check_first_epoch_validated(
         )
         raise ValueError(msg)
     every = trainer_kwargs.get("check_val_every_n_epoch")
-    if isinstance(every, int | np.integer) and max_epochs is not None and every > max_epochs > 0:
-        msg = (
-            f"check_val_every_n_epoch={every} validates after more epochs than max_epochs="
-            f"{max_epochs}, so early stopping would read no validation loss: lower it {hint}."
-        )
-        raise ValueError(msg)
+    every = int(every) if isinstance(every, int | np.integer) and every > 0 else None
+
+    def refuse_interval(epochs: int, what: str) -> None:
+        if every is not None and every > epochs > 0:
+            msg = (
+                f"check_val_every_n_epoch={every} validates after more epochs than the run has "
+                f"({what}), so early stopping would read no validation loss: lower it {hint}."
+            )
+            raise ValueError(msg)
+
     if max_steps is None or max_steps < 0:
+        if max_epochs is not None:
+            refuse_interval(int(max_epochs), f"max_epochs={max_epochs}")
         return
     try:
         batches = len(loader)
@@ -74,6 +80,10 @@ def check_first_epoch_validated(
     elif isinstance(limit, int | np.integer) and not isinstance(limit, bool):
         batches = min(batches, int(limit))
     steps = -(-batches // max(int(accumulate), 1))
+    run = -(-max_steps // max(steps, 1))  # epochs begun within max_steps
+    if max_epochs is not None and max_epochs > 0:
+        run = min(run, int(max_epochs))
+    refuse_interval(run, f"{run} epochs of {steps} steps in max_steps={max_steps}")
     if max_steps < steps:
         msg = (
             f"max_steps={max_steps} ends the run inside the first epoch ({steps} steps), so "
