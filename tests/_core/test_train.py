@@ -515,6 +515,9 @@ def test_lightning_checkpoints_as_the_user_asks(tmp_path):
     x = np.linspace(-1, 1, 12)
     fit = {"batch_size": 4, "max_epochs": 2, **QUIET}
     run_training(_Toy(), _Pairs(x, 2 * x), _stack, enable_checkpointing=False, **fit)
+    with pytest.raises(ValueError, match="enable_checkpointing=False turns off"):
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, enable_checkpointing=False,
+                     checkpoint_dir=tmp_path / "ck", **fit)  # fmt: skip
     mine = ModelCheckpoint(dirpath=tmp_path / "mine", every_n_epochs=1, save_top_k=-1)
     run_training(_Toy(), _Pairs(x, 2 * x), _stack, callbacks=[mine], **fit)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [

@@ -375,6 +375,12 @@ def run_training(
         checkpointing = checkpoint_dir is not None or any(
             isinstance(c, pl.callbacks.ModelCheckpoint) for c in extra
         )
+    elif not checkpointing and checkpoint_dir is not None:
+        msg = (
+            f"checkpoint_dir={os.fspath(checkpoint_dir)!r} writes Lightning checkpoints, which "
+            "enable_checkpointing=False turns off: drop one of the two."
+        )
+        raise ValueError(msg)
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("num_sanity_val_steps", 0)
