@@ -186,6 +186,15 @@ def test_tfbs_motif_resolution():
         tasks.tfbs_task("MA0138", length=10)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "held"),
+    [({"length": 5000}, 80), ({"split_fractions": (0.9, 0.1, 0)}, 0)],  # numpy's errors before
+)
+def test_hnf4a_real_check_with_too_few_test_windows_says_so(kwargs, held):
+    with pytest.raises(ValueError, match=rf"test blocks hold {held} background windows .* 142"):
+        tasks.hnf4a_real_check(**kwargs)
+
+
 def test_hnf4a_real_check():
     df = tasks.hnf4a_real_check()
     assert df.shape[0] == 142

@@ -200,6 +200,13 @@ def hnf4a_real_check(
     fractions = _check_fractions(split_fractions)
     windows = _background_windows(background, length, random_state, fractions)
     pool = windows[windows["split"] == "test"]
+    if len(pool) < 2 * len(sites):
+        msg = (
+            f"the test blocks hold {len(pool)} background windows of {length} bp, and the check "
+            f"needs {2 * len(sites)} (a site's window and an unchanged one per site): lower "
+            "length or raise the test share of split_fractions."
+        )
+        raise ValueError(msg)
     rng = _rng(random_state, 5)
     take = pool.iloc[rng.choice(len(pool), 2 * len(sites), replace=False)]
     pos = _plant(take.iloc[: len(sites)], sites, rng, random_strand=False).assign(label=1)
