@@ -33,8 +33,8 @@ class DNABertTrainingPlan(pl.LightningModule):
     the loss of every step. The MLM epoch means are over masked k-mers (each minibatch weighted
     by its masked k-mers; one without any has loss 0, also in the step curve, and no weight),
     the classification ones over sequences. An epoch in which masking draws no span at all (a
-    held-out set of a few short windows) has no mean: NaN, as before. Masking randomness lives in the collators
-    (:class:`~omicformer.dnabert.module.SpanMaskingCollator`).
+    held-out set of a few short windows) has no mean: NaN, as before. Masking randomness lives
+    in the collators (:class:`~omicformer.dnabert.module.SpanMaskingCollator`).
     """
 
     def __init__(
