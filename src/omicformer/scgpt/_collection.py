@@ -48,6 +48,11 @@ def concat_h5ad(
     arrays are copied by omicformer in blocks of rows, without dask), which holds at most
     ``max_loaded_elems`` matrix entries in memory. The file is written under a temporary name
     in the same folder and renamed when complete, so ``out_path`` never holds a partial file.
+    Layers and ``obsm`` arrays are kept where every file holds them (a warning names the
+    others); repeated ``var_names`` are made unique (``A``, ``A-1``), as symbols read through
+    ``gene_key`` are. A matrix's values are written with the first file's type: a later file
+    whose values that type cannot hold (float64 after float32, int64 after int32, floats after
+    integers) is refused, naming the type to put first.
 
     Parameters
     ----------
@@ -170,7 +175,7 @@ def _copy_one(
             if label is not None:
                 obs[label] = pd.Categorical([name] * len(obs), categories=[name])
             write_elem(f, "obs", obs)
-        if gene_key is not None:
+        if gene_key is not None or _names_repeat(src):
             write_elem(f, "var", _view_var(src, symbols, gene_key))
 
 
@@ -196,7 +201,8 @@ def _concat_files(
         warnings.filterwarnings("ignore", ".*not unique.*")  # reported by the user's read
         inputs, var, keeps_var = files, None, _concat_on_disk_keeps_var()
         vars_: list[pd.DataFrame | None] = [None] * len(files)
-        if gene_key is not None or not keeps_var:
+        repeats = gene_key is None and any(_names_repeat(f) for f in files)
+        if gene_key is not None or not keeps_var or repeats:
             vars_ = [_view_var(f, g, gene_key) for f, g in zip(files, genes, strict=True)]
             if not keeps_var:
                 # anndata < 0.12 writes an empty `var` over the merged one, or fails when
@@ -205,7 +211,7 @@ def _concat_files(
                 warnings.filterwarnings("ignore", "Transforming to str index")  # no cells
                 var = ad.concat([ad.AnnData(var=v) for v in vars_], join=join, merge="same").var
                 vars_ = [v.iloc[:, :0] for v in vars_]
-        if gene_key is not None or not keeps_var or dense:
+        if gene_key is not None or not keeps_var or dense or repeats:
             # dense matrices are left out (X: an empty CSR of its shape) and written below:
             # concat_on_disk copies them with dask, which omicformer does not depend on
             inputs = [
@@ -302,4 +308,16 @@ def _view_var(src: Path, symbols: np.ndarray, gene_key: str | None) -> pd.DataFr
     if gene_key is not None:
         var.index = pd.Index(symbols, dtype=object, name=None)
         var[gene_key] = np.asarray(symbols, dtype=object)
+    elif not var.index.is_unique:  # repeated var_names, made unique as with gene_key
+        var.index = pd.Index(symbols, dtype=object, name=None)
     return var
+
+
+def _names_repeat(src: Path) -> bool:
+    """Whether the ``var_names`` of ``src`` repeat (pandas cannot align such genes)."""
+    from anndata.io import read_elem
+
+    from .._core._ondisk import open_h5
+
+    with open_h5(src) as f:
+        return not read_elem(f["var"]).index.is_unique

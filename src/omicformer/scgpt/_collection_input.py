@@ -144,7 +144,7 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
     """
     import h5py
 
-    kinds, dtypes, clash = [], [], []
+    kinds, dtypes, clash, held = [], [], [], []
     for f in files:
         with _open_input(f) as h5:
             if "h5sparse_format" in h5["X"].attrs and "encoding-type" not in h5["X"].attrs:
@@ -164,6 +164,9 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
                 {"X": _csr_dtype(h5["X"])}
                 | {f"layers[{k!r}]": _csr_dtype(layers[k]) for k in layers}
             )
+            obsm = h5.get("obsm")
+            held.append({f"layers[{k!r}]" for k in layers}
+                        | ({f"obsm[{k!r}]" for k in obsm} if isinstance(obsm, h5py.Group) else set()))  # fmt: skip
             obs = h5["obs"]
             if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a structured array
                 columns = obs.dtype.names or ()
@@ -179,6 +182,17 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
         raise ValueError(msg)
     if len(files) == 1:
         return  # concat_on_disk copies a single file as it is
+    partial = sorted(set.union(*held) - set.intersection(*held))
+    if partial:  # concat_on_disk keeps only the layers and obsm keys of every file
+        from .._core._warnings import warn_caller
+
+        counts = {e: sum(e in h for h in held) for e in partial}
+        listing = ", ".join(f"{e} ({n} of {len(files)} files)" for e, n in counts.items())
+        warn_caller(
+            f"{listing}: not in every file, so not in the concatenation (concatenation on disk "
+            "keeps the layers and obsm arrays all files hold). Add them to the other files to "
+            "keep them."
+        )
     for elem in kinds[0]:
         of = [k.get(elem) for k in kinds]
         if None in of or "other" in of:
@@ -209,23 +223,34 @@ def _csr_dtype(elem: Any) -> np.dtype | None:
 def _check_csr_dtypes(names: list[str], files: list[Path], dtypes: list[dict]) -> None:
     """``ValueError`` where a CSR matrix would lose its values to the first file's type.
 
-    ``concat_on_disk`` writes every file's values with the type of the first file's: integer
-    counts first and floats (log-normalised values) after were truncated to integers,
-    silently. Types of one kind (int32 and int64, float32 and float64) are kept as they are.
+    ``concat_on_disk`` writes every file's values with the type of the first file's, silently:
+    integer counts first and floats (log-normalised values) after were truncated to integers,
+    float64 after float32 rounded (1e300 became inf), int64 after int32 cut. Types the first
+    file's holds (``numpy.can_cast(..., casting="safe")``) pass, and integers after floats
+    (counts, exact in float32 up to 2**24).
     """
+
+    def fits(dtype: Any, first: Any) -> bool:
+        dtype, first = np.dtype(dtype), np.dtype(first)
+        return np.can_cast(dtype, first, casting="safe") or (
+            dtype.kind in "iub" and first.kind == "f"
+        )
+
     for elem, first in dtypes[0].items():
         of = [d.get(elem) for d in dtypes]
-        if first is None or None in of:
+        if any(d is None for d in of):  # not "None in of": numpy's dtype("f8") == None is True
             continue
-        if all(np.can_cast(d, first, casting="same_kind") for d in of):
+        if all(fits(d, first) for d in of):
             continue
         listing = _per_file(names, files, of)
+        floats = [np.dtype(d) for d in of if np.dtype(d).kind == "f"]  # integers fit after them
+        widest = max(floats, key=lambda d: d.itemsize) if floats else np.result_type(*of)
         msg = (
-            f"{elem} holds {first} values in the first file and values of another kind in "
+            f"{elem} holds {first} values in the first file and values {first} cannot hold in "
             f"others ({listing}); concatenated on disk, every file's values would be cast to "
-            f"the first file's {first} (floats truncated to integers). Put a file with float "
-            f"values first, or write them all with one type: adata.{elem} = "
-            f"adata.{elem}.astype('float32'); adata.write_h5ad(path)."
+            f"the first file's {first} (floats truncated to integers, wider numbers rounded or "
+            f"cut). Put a file with {widest} values first, or write them all with one type: "
+            f"adata.{elem} = adata.{elem}.astype('{widest}'); adata.write_h5ad(path)."
         )
         raise ValueError(msg)
 
