@@ -165,8 +165,8 @@ def _check_layout(names: list[str], files: list[Path], label: str | None) -> Non
                 | {f"layers[{k!r}]": _csr_dtype(layers[k]) for k in layers}
             )
             obsm = h5.get("obsm")
-            held.append({f"layers[{k!r}]" for k in layers}
-                        | ({f"obsm[{k!r}]" for k in obsm} if isinstance(obsm, h5py.Group) else set()))  # fmt: skip
+            obsm = obsm if isinstance(obsm, h5py.Group) else {}
+            held.append({f"layers[{k!r}]" for k in layers} | {f"obsm[{k!r}]" for k in obsm})
             obs = h5["obs"]
             if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a structured array
                 columns = obs.dtype.names or ()
