@@ -140,6 +140,22 @@ def lookup_symbols(names: np.ndarray, vocab: GeneVocab) -> tuple[np.ndarray, boo
     return exact, False
 
 
+def _best_column(adata: AnnData, vocab: GeneVocab, skip: str | None = None) -> tuple[Any, int]:
+    """The text column of ``var`` (not ``skip``) matching the most vocabulary genes, and how many.
+
+    ``(None, 0)`` where none matches any; numbers, booleans and dates are no symbols.
+    """
+    best, best_n = None, 0
+    for column in adata.var.columns:
+        values = adata.var[column]
+        if column == skip or values.dtype.kind in "biufcmM":
+            continue
+        n = int((lookup_symbols(values.astype(str).to_numpy(), vocab)[0] >= 0).sum())
+        if n > best_n:
+            best, best_n = column, n
+    return best, best_n
+
+
 def _elsewhere(adata: AnnData, vocab: GeneVocab, gene_key: str | None, need: int) -> str:
     """Where else ``adata`` has names matching the vocabulary (for :func:`match_genes`' error).
 
@@ -147,18 +163,12 @@ def _elsewhere(adata: AnnData, vocab: GeneVocab, gene_key: str | None, need: int
     than the one read (``gene_key``): a sentence naming it and the ``gene_key`` to pass, or
     saying it matches too few as well; empty where none matches any.
     """
-    places: list[tuple[str | None, np.ndarray]] = []
-    if gene_key is not None:
-        places.append((None, np.asarray(adata.var_names, dtype=str)))
-    for column in adata.var.columns:
-        values = adata.var[column]
-        if column != gene_key and values.dtype.kind not in "biufcmM":  # not numbers, dates
-            places.append((str(column), values.astype(str).to_numpy()))
     best, best_n = None, 0
-    for key, values in places:
-        n = int((lookup_symbols(values, vocab)[0] >= 0).sum())
-        if n > best_n:
-            best, best_n = key, n
+    if gene_key is not None:  # var_names first: a column must match more to be named
+        best_n = int((lookup_symbols(np.asarray(adata.var_names, dtype=str), vocab)[0] >= 0).sum())
+    column, n = _best_column(adata, vocab, skip=gene_key)
+    if n > best_n:
+        best, best_n = str(column), n
     if best_n == 0:
         return ""
     if best is None:
@@ -208,14 +218,7 @@ def symbol_column(
                min_fraction):  # fmt: skip
         _warn_if_case_ignored(names, vocab, min_fraction, f"{where}.var_names")
         return None
-    best, best_n = None, 0
-    for column in adata.var.columns:
-        values = adata.var[column]
-        if values.dtype.kind in "biufcmM":  # numbers, booleans, dates: not symbols
-            continue
-        n = int((lookup_symbols(values.astype(str).to_numpy(), vocab)[0] >= 0).sum())
-        if n > best_n:
-            best, best_n = column, n
+    best, best_n = _best_column(adata, vocab)
     if best is None or not _enough(best_n, adata.n_vars, vocab, min_fraction):
         return None
     warn_caller(
