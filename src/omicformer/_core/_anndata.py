@@ -68,11 +68,15 @@ def check_uns(adata: AnnData, section: str) -> None:
         raise ValueError(msg)
 
 
-def check_backed_writable(adata: AnnData, copy: bool, results: str) -> None:
+def check_backed_writable(
+    adata: AnnData, copy: bool, results: str, key: str | None = None
+) -> None:
     """``ValueError`` when the results cannot be written into a backed ``adata``.
 
-    ``copy=True`` of a backed AnnData, or a view of one (anndata cannot add fields to either).
-    ``results`` names what would be written (``"obsm"``, ``"the predicted labels"``).
+    ``copy=True`` of a backed AnnData, or a view of one (anndata cannot add fields to either),
+    or a ``key`` (``key_added``) holding ``"/"``, which the backing ``.h5ad`` file cannot hold
+    (``check_file_key``). ``results`` names what would be written (``"obsm"``, ``"the
+    predicted labels"``).
     """
     if copy and adata.isbacked:
         msg = "copy=True is not supported for backed AnnData; use copy=False."
@@ -83,6 +87,10 @@ def check_backed_writable(adata: AnnData, copy: bool, results: str) -> None:
             "first with adata.to_memory(), or subset the file and open it backed."
         )
         raise ValueError(msg)
+    if adata.isbacked and key is not None:
+        from ._checks import check_file_key
+
+        check_file_key(key, where="a backed AnnData's .h5ad file")
 
 
 def check_not_view(adata: AnnData, method: str) -> None:

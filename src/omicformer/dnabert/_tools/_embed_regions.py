@@ -142,7 +142,7 @@ def embed_regions(
         raise ValueError(msg)
     target = modality(adata, mod)
     check_uns(target, "dnabert")
-    check_backed_writable(target, copy, f"varm[{key_added!r}]")
+    check_backed_writable(target, copy, f"varm[{key_added!r}]", key_added)
     regions = var_regions(target, region_key)
     sequences = fetch_sequences(regions, as_genome(fasta))  # all validated before the model
     dnabert = resolve_model(model, "mlm")

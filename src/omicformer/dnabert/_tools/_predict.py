@@ -102,7 +102,7 @@ def predict(
             msg = "fasta= is required to fetch the sequences of the regions in adata.var_names."
             raise ValueError(msg)
         check_uns(modality(data, mod), "dnabert")
-        check_backed_writable(modality(data, mod), copy, "the predictions in var")
+        check_backed_writable(modality(data, mod), copy, "the predictions in var", key_added)
         sequences, names = resolve_sequences(
             var_regions(modality(data, mod), region_key), fasta=genome
         )
