@@ -270,11 +270,15 @@ def test_checkpoint_of_another_run_is_refused_by_setting(tmp_path):
     adata = _adata(24)
     first = {**FIT, "max_epochs": 1}
     _fresh(adata).train(checkpoint_dir=tmp_path, **first)
+    # the same numbers of cells and genes, other data: the cells in reverse order
+    reordered = ad.AnnData(adata.X[::-1].copy(), var=adata.var[[]].copy())
+    ScGPT.setup_anndata(reordered)
     for kwargs, data, expected in (
         ({"batch_size": 4}, adata, r"another training run \(batch_size 8 \(checkpoint\) vs 4"),
         ({"random_state": 0}, adata, r"random_state 3 \(checkpoint\) vs 0 \(now\)"),
         ({"validation_size": 0.5}, adata, r"n_train 22 \(checkpoint\) vs 12 \(now\)"),
         ({}, _adata(40), r"n_train 22 \(checkpoint\) vs 36 \(now\)"),
+        ({}, reordered, r"another training run \(other data \(the cells, their values"),
     ):  # fmt: skip
         other = _fresh(data)
         before = {k: v.clone() for k, v in other.module.state_dict().items()}
@@ -295,6 +299,27 @@ def test_checkpoint_of_another_run_is_refused_by_setting(tmp_path):
     resumed.train(checkpoint_dir=tmp_path, ckpt_path="last", **{**FIT, "max_epochs": 3})
     full.train(**{**FIT, "max_epochs": 3})
     _assert_same_weights(resumed.module, full.module)
+
+
+def test_data_digest_reads_the_batches_and_leaves_the_random_streams_alone():
+    """Collated minibatches decide the digest; the global random states are put back."""
+
+    def collate(items):  # draws randomness, as the masking collators do
+        return {"x": torch.tensor(items, dtype=torch.float32) + torch.rand(len(items)) * 0}
+
+    torch.manual_seed(7)
+    np.random.seed(7)  # noqa: NPY002
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())  # noqa: NPY002
+    same = _resume.data_digest([(list(range(20)), collate), (None, collate)])
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert np.array_equal(before[1], np.random.get_state()[1])  # noqa: NPY002
+    assert same == _resume.data_digest([(list(range(20)), collate), (None, collate)])
+    assert same != _resume.data_digest([(list(range(1, 21)), collate), (None, collate)])
+    assert same != _resume.data_digest([(list(range(20)), collate), ([1.0], collate)])
+    # values equal to 4 decimals give the same digest (another CPU's last bits)
+    assert same == _resume.data_digest(
+        [([i + 1e-9 for i in range(20)], collate), (None, collate)]
+    )
 
 
 # ---------------------------------------------------------------- gradient accumulation

@@ -56,6 +56,7 @@ from ._resume import (
     ResumableBatchSampler,
     ResumeCallback,
     check_checkpoint,
+    data_digest,
     resumable_loader,
     step_checkpoint,
 )
@@ -356,6 +357,10 @@ def run_training(
     # what a checkpoint must match to be resumed (check_checkpoint): same split, seed, batches
     run = {"random_state": int(random_state), "batch_size": int(batch_size),
            "n_train": len(train), "n_validation": len(val) if has_val else 0}  # fmt: skip
+    if checkpoint_dir is not None or ckpt_path is not None:  # same data too (what batches hold)
+        run["data"] = data_digest(
+            [(train, collate_fn), (val if has_val else None, val_collate_fn or collate_fn)]
+        )
     resume = ResumeCallback(samplers, run=run)
     callbacks.append(resume)
     if early_stopping:
