@@ -17,6 +17,7 @@ import torch
 
 from omicformer._core import _ranks, _resume
 from omicformer._core._callbacks import BestWeights
+from omicformer._core._data_digest import data_digest
 from omicformer._core._resume import (
     ResumableBatchSampler,
     ResumeCallback,
@@ -308,18 +309,16 @@ def test_data_digest_reads_the_batches_and_leaves_the_random_streams_alone():
         return {"x": torch.tensor(items, dtype=torch.float32) + torch.rand(len(items)) * 0}
 
     torch.manual_seed(7)
-    np.random.seed(7)  # noqa: NPY002
-    before = (torch.get_rng_state(), np.random.get_state()[1].copy())  # noqa: NPY002
-    same = _resume.data_digest([(list(range(20)), collate), (None, collate)])
+    np.random.seed(7)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    same = data_digest([(list(range(20)), collate), (None, collate)])
     assert torch.equal(before[0], torch.get_rng_state())
-    assert np.array_equal(before[1], np.random.get_state()[1])  # noqa: NPY002
-    assert same == _resume.data_digest([(list(range(20)), collate), (None, collate)])
-    assert same != _resume.data_digest([(list(range(1, 21)), collate), (None, collate)])
-    assert same != _resume.data_digest([(list(range(20)), collate), ([1.0], collate)])
+    assert np.array_equal(before[1], np.random.get_state()[1])
+    assert same == data_digest([(list(range(20)), collate), (None, collate)])
+    assert same != data_digest([(list(range(1, 21)), collate), (None, collate)])
+    assert same != data_digest([(list(range(20)), collate), ([1.0], collate)])
     # values equal to 4 decimals give the same digest (another CPU's last bits)
-    assert same == _resume.data_digest(
-        [([i + 1e-9 for i in range(20)], collate), (None, collate)]
-    )
+    assert same == data_digest([([i + 1e-9 for i in range(20)], collate), (None, collate)])
 
 
 # ---------------------------------------------------------------- gradient accumulation

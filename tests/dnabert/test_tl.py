@@ -124,7 +124,7 @@ def test_backed_inputs_that_cannot_hold_the_results_are_refused_before_the_model
             fn(backed, fasta=path, model=model, copy=True, **KW)
         with pytest.raises(ValueError, match="view of a backed AnnData"):
             fn(backed[:, :3], fasta=path, model=model, **KW)
-        with pytest.raises(ValueError, match="contains '/'.*backed AnnData's .h5ad"):
+        with pytest.raises(ValueError, match=r"contains '/'.*backed AnnData's \.h5ad"):
             fn(backed, fasta=path, model=model, key_added="peaks/v1", **KW)
     assert not backed.varm and "dnabert" not in backed.uns
     backed.file.close()

@@ -68,9 +68,7 @@ def check_uns(adata: AnnData, section: str) -> None:
         raise ValueError(msg)
 
 
-def check_backed_writable(
-    adata: AnnData, copy: bool, results: str, key: str | None = None
-) -> None:
+def check_backed_writable(adata: AnnData, copy: bool, results: str, key: str | None = None) -> None:
     """``ValueError`` when the results cannot be written into a backed ``adata``.
 
     ``copy=True`` of a backed AnnData, or a view of one (anndata cannot add fields to either),

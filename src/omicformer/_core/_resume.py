@@ -21,16 +21,15 @@ counters; three things are added here:
   resumes; dropout then continues the stream the interrupted run was drawing.
 
 :func:`check_checkpoint` turns a checkpoint of another configuration into a ``ValueError``
-naming the mismatched keys, before Lightning touches the model; :func:`data_digest` tells it
-whether the data is the run's own.
+naming the mismatched keys, before Lightning touches the model; the digest of
+:func:`omicformer._core._data_digest.data_digest` tells it whether the data is the run's own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -47,7 +46,6 @@ __all__ = [
     "StepCheckpoint",
     "batch_seed",
     "check_checkpoint",
-    "data_digest",
     "resumable_loader",
     "step_checkpoint",
 ]
@@ -348,70 +346,6 @@ def step_checkpoint(
 
 
 # ---------------------------------------------------------------------------- checkpoint check
-def _feed(digest: Any, value: Any) -> None:
-    """Add ``value`` (a collated batch: tensors, arrays, numbers in dicts, lists, tuples)."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        digest.update(f"{value.dtype.kind}{value.shape}".encode())
-        if value.dtype.kind in "fc":  # rounded: other CPUs may round the last bits otherwise
-            value = np.round(value.astype(np.complex128 if value.dtype.kind == "c" else float), 4)
-            value = value + 0.0  # -0.0 is 0.0
-        digest.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, dict):
-        for key in sorted(value, key=str):
-            digest.update(str(key).encode())
-            _feed(digest, value[key])
-    elif isinstance(value, list | tuple):
-        digest.update(f"[{len(value)}".encode())
-        for item in value:
-            _feed(digest, item)
-    elif isinstance(value, float | np.floating):
-        digest.update(repr(round(float(value), 4)).encode())
-    elif value is None or isinstance(value, int | str | bool | np.integer | np.bool_):
-        digest.update(repr(value).encode())
-    else:  # an object of its own: its type only
-        digest.update(type(value).__qualname__.encode())
-
-
-def data_digest(
-    parts: Sequence[tuple[Dataset | None, Callable | None]], n_items: int = 8
-) -> str:
-    """A digest of what a run trains and validates on, kept in its checkpoints.
-
-    For each ``(dataset, collate_fn)`` in ``parts``, up to ``n_items`` evenly spaced items are
-    collated as one batch, with torch's generator seeded by a constant in a
-    :func:`torch.random.fork_rng` block (NumPy's and Python's global states are put back): the
-    run's own random streams are untouched. The batch is what the model reads (tokens, values,
-    targets), so the digest changes with the data, its labels or conditions and the settings that
-    shape the batches, and not with what the model never sees. Floating-point values are rounded
-    to 4 decimals, so that another CPU's last bits do not refuse a resume.
-
-    Parameters
-    ----------
-    parts
-        The training and validation datasets with their collate functions (``None`` for none).
-    n_items
-        Items collated from each dataset.
-    """
-    digest = hashlib.sha1(usedforsecurity=False)
-    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
-    try:
-        with torch.random.fork_rng(devices=[]):
-            for dataset, collate_fn in parts:
-                n = 0 if dataset is None else len(dataset)
-                digest.update(f"|{n}|".encode())
-                if n == 0 or collate_fn is None:
-                    continue
-                torch.manual_seed(0)
-                take = np.unique(np.linspace(0, n - 1, min(int(n_items), n)).round().astype(int))
-                _feed(digest, collate_fn([dataset[int(i)] for i in take]))
-    finally:
-        np.random.set_state(np_state)  # noqa: NPY002
-        random.setstate(py_state)
-    return digest.hexdigest()
-
-
 def check_checkpoint(
     plan: torch.nn.Module, ckpt_path: str | os.PathLike[str], run: dict[str, int] | None = None
 ) -> None:
@@ -426,7 +360,7 @@ def check_checkpoint(
     run
         The run about to resume (:class:`ResumeCallback`'s ``run``); a checkpoint that
         recorded other values (another seed, batch size, number of training or validation
-        items, or other data: :func:`data_digest`) is refused. Checkpoints that recorded none
+        items, or other data: ``data_digest``) is refused. Checkpoints that recorded none
         are not checked.
 
     Raises

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._bars import labelled_training_bar
 from ._callbacks import BestWeights, History, HistoryCallback, LongRunWarning, SeedCallback
 from ._checks import check_seed
+from ._data_digest import data_digest
 from ._distributed import refuse_started_processes
 from ._fit_checks import check_first_epoch_validated, check_fit_args, is_real
 from ._progress import RUN_LABEL
@@ -56,7 +57,6 @@ from ._resume import (
     ResumableBatchSampler,
     ResumeCallback,
     check_checkpoint,
-    data_digest,
     resumable_loader,
     step_checkpoint,
 )
