@@ -307,6 +307,7 @@ def test_save_load_round_trip_gives_identical_predictions(fitted, sim_names, sim
     model.save(tmp_path / "pert")
     loaded = ScGPTPerturbation.load(tmp_path / "pert", adata=sim.copy())
     assert loaded.genes_ == model.genes_ and loaded.train_conditions_ == model.train_conditions_
+    assert loaded.schedule_ == model.schedule_ == {"max_epochs": 1, "max_steps": None}
     assert loaded.is_trained_ and loaded.module.config.perturbation
     assert len(loaded.vocab) == len(model.vocab)
     kw = {"n_control_cells": 20, "random_state": 0, "progress": False}

@@ -472,7 +472,8 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
                                    getattr(self, "prior_observed_", {}).items()},
                 "prior_shared": (None if getattr(self, "prior_shared_", None) is None
                                  else np.asarray(self.prior_shared_, np.float64).tolist()),
-                "centered": bool(getattr(self, "centered_", False))}  # fmt: skip
+                "centered": bool(getattr(self, "centered_", False)),
+                "schedule": dict(getattr(self, "schedule_", {}))}  # fmt: skip
 
     def _restore_settings(self, settings: dict[str, Any]) -> None:
         self.genes_ = list(settings["genes"])
@@ -484,3 +485,5 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         shared = settings.get("prior_shared")
         self.prior_shared_ = None if shared is None else np.asarray(shared, dtype=np.float32)
         self.centered_ = bool(settings.get("centered", False))
+        if settings.get("schedule"):  # not in models saved before it was kept
+            self.schedule_ = dict(settings["schedule"])
