@@ -75,6 +75,18 @@ def test_prepare_control_mean_de_genes_and_table_by_hand(sparse):
     assert adata.obs["perturbation_split"].tolist() == ["train"] * adata.n_obs
 
 
+def test_de_genes_of_one_perturbation_spelled_two_ways_pool_its_cells():
+    """As evaluate_perturbation scores them: one perturbation, one set of DE genes."""
+    adata = _hand()
+    assert adata.obs["condition"].iloc[0] == "A+ctrl"  # its row [0, 3, 5, 2, 3, 1]
+    adata.obs.iloc[0, adata.obs.columns.get_loc("condition")] = "ctrl+A"
+    pp.prepare_perturbation(adata, n_de=3, split=None)
+    de = adata.uns["perturbation"]["de_genes"]
+    # the row alone: delta [-2, 2, 3, 0, 2, 1] -> C, B, E; both rows: HAND_DE3's C, F, B
+    assert list(de["ctrl+A"]) == list(de["A+ctrl"]) == HAND_DE3["A+ctrl"]
+    assert list(de["A+B"]) == HAND_DE3["A+B"]
+
+
 def test_prepare_reads_layer_and_gene_key():
     adata = _hand(genes=[f"id{i}" for i in range(6)])
     adata.var["symbol"] = GENES

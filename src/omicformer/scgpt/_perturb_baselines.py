@@ -15,8 +15,14 @@ import pandas as pd
 from .._core._checks import check_int
 from ._conditions import CONTROL, check_distinct, check_genes_known, parse_conditions
 from ._genes import gene_names
-from ._perturb_data import check_perturbation_data, check_unique_genes, condition_means
-from ._perturb_eval import ConditionId, Genes, _ids_to_labels, _merged_means
+from ._perturb_data import (
+    check_perturbation_data,
+    check_unique_genes,
+    condition_means,
+    ids_to_labels,
+    merged_means,
+)
+from ._perturb_eval import ConditionId, Genes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -146,7 +152,7 @@ def perturbation_baseline(
     check_genes_known(
         (g for c in requested for g in parsed_req[c]), var_genes, "the genes of adata"
     )
-    by_id = _ids_to_labels(parsed_train)
+    by_id = ids_to_labels(parsed_train)
     measured = set(var_genes)
     unmeasured = sorted(min(labs) for q, labs in by_id.items() if not q <= measured)
     if method == "mean" and not by_id:
@@ -162,7 +168,7 @@ def perturbation_baseline(
     means = condition_means(adata, condition_key, layer)
     counts = adata.obs[condition_key].astype(str).value_counts()
     ctrl = means.loc[control].to_numpy()
-    train = {q: _merged_means(means, counts, labs)[0] for q, labs in by_id.items()}
+    train = {q: merged_means(means, counts, labs)[0] for q, labs in by_id.items()}
     params = {"method": method, "condition_key": condition_key, "control": control,
               "layer": layer, "gene_key": gene_key, "n_components": n_components,
               "ridge": float(ridge)}  # fmt: skip

@@ -20,7 +20,7 @@ from ._conditions import CONTROL, close_symbols, condition_id, parse_conditions
 from ._genes import gene_names
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
 
@@ -155,6 +155,27 @@ def condition_means(
     return pd.DataFrame(means, index=names, columns=adata.var_names)
 
 
+def ids_to_labels(
+    parsed: Mapping[str, tuple[str, ...]],
+) -> dict[frozenset[str], list[str]]:
+    """Order-free perturbations -> the condition strings naming them (control excluded)."""
+    by_id: dict[frozenset[str], list[str]] = {}
+    for label in sorted(parsed):
+        genes = parsed[label]
+        if genes:
+            by_id.setdefault(condition_id(genes), []).append(label)
+    return by_id
+
+
+def merged_means(
+    means: pd.DataFrame, counts: pd.Series, labels: Sequence[str]
+) -> tuple[np.ndarray, int]:
+    """Cell-weighted mean of the rows ``labels`` of ``means`` (one perturbation, several names)."""
+    n = np.array([int(counts[c]) for c in labels], dtype=float)
+    rows = means.loc[list(labels)].to_numpy()
+    return (n[:, None] * rows).sum(0) / n.sum(), int(n.sum())
+
+
 def top_de_genes(
     delta: np.ndarray, var_genes: np.ndarray, perturbed: tuple[str, ...], n_de: int
 ) -> np.ndarray:
@@ -280,7 +301,9 @@ def prepare_perturbation(
 
     * ``uns[key_added]["params"]``: the arguments above;
     * ``uns[key_added]["control_mean"]``: mean expression of the control cells, per gene;
-    * ``uns[key_added]["de_genes"]``: ``{condition: var_names of its top-n_de genes}``;
+    * ``uns[key_added]["de_genes"]``: ``{condition: var_names of its top-n_de genes}``, from
+      the cells of every spelling of the perturbation (``"A+ctrl"`` and ``"ctrl+A"`` pooled,
+      as ``evaluate_perturbation`` pools them);
     * ``uns[key_added]["conditions"]``: DataFrame with one row per condition: ``n_cells``,
       ``genes`` (perturbed genes joined by ``"+"``), ``n_genes``, ``split``
       (``"train"``/``"val"``/``"test"``; controls ``"train"``; ``"excluded"`` for what
@@ -335,11 +358,13 @@ def prepare_perturbation(
     rows = [{"condition": control, "n_cells": int(counts[control]), "genes": "", "n_genes": 0,
              "split": "train", "subgroup": "control"}]  # fmt: skip
     de_genes: dict[str, np.ndarray] = {}
+    by_id = ids_to_labels(perts)  # spellings of one perturbation pool their cells, as evaluated
     for c in sorted(perts):
         gs = perts[c]
         rows.append({"condition": c, "n_cells": int(counts[c]), "genes": "+".join(gs),
                      "n_genes": len(gs), "split": split_of[c], "subgroup": subgroup[c]})  # fmt: skip
-        idx = top_de_genes(means.loc[c].to_numpy() - control_mean, var_genes, gs, n_de)
+        pooled, _ = merged_means(means, counts, by_id[condition_id(gs)])
+        idx = top_de_genes(pooled - control_mean, var_genes, gs, n_de)
         de_genes[c] = np.asarray(adata.var_names[idx], dtype=str)
     table = pd.DataFrame(rows).set_index("condition")
 

@@ -23,7 +23,13 @@ from ._conditions import (
     parse_conditions,
 )
 from ._genes import gene_names
-from ._perturb_data import UNS_KEY, check_perturbation_data, condition_means
+from ._perturb_data import (
+    UNS_KEY,
+    check_perturbation_data,
+    condition_means,
+    ids_to_labels,
+    merged_means,
+)
 from ._perturb_de import check_de_rule, de_indices
 
 if TYPE_CHECKING:
@@ -89,25 +95,6 @@ def pred_matrix(pred: AnnData, var_names: pd.Index, what: str = "pred") -> np.nd
     return X[:, names.get_indexer(target)]
 
 
-def _ids_to_labels(parsed: Mapping[str, Genes]) -> dict[ConditionId, list[str]]:
-    """Order-free perturbations -> the condition strings naming them (control excluded)."""
-    by_id: dict[ConditionId, list[str]] = {}
-    for label in sorted(parsed):
-        genes = parsed[label]
-        if genes:
-            by_id.setdefault(condition_id(genes), []).append(label)
-    return by_id
-
-
-def _merged_means(
-    means: pd.DataFrame, counts: pd.Series, labels: Sequence[str]
-) -> tuple[np.ndarray, int]:
-    """Cell-weighted mean of the rows ``labels`` of ``means`` (one perturbation, several names)."""
-    n = np.array([int(counts[c]) for c in labels], dtype=float)
-    rows = means.loc[list(labels)].to_numpy()
-    return (n[:, None] * rows).sum(0) / n.sum(), int(n.sum())
-
-
 def truth_for(
     pred_conds: Sequence[str],
     adata_truth: AnnData,
@@ -128,7 +115,7 @@ def truth_for(
             "evaluated. Drop that row."
         )
         raise ValueError(msg)
-    by_id = _ids_to_labels(parsed_truth)
+    by_id = ids_to_labels(parsed_truth)
     missing = [c for c in dict.fromkeys(pred_conds) if condition_id(parsed_pred[c]) not in by_id]
     if missing:
         msg = (
@@ -141,7 +128,7 @@ def truth_for(
     needed = list(dict.fromkeys([control, *(lab for labs in labels for lab in labs)]))
     means = condition_means(adata_truth, condition_key, layer, needed)
     counts = adata_truth.obs[condition_key].astype(str).value_counts()
-    merged = [_merged_means(means, counts, labs) for labs in labels]
+    merged = [merged_means(means, counts, labs) for labs in labels]
     return {
         "genes": [parsed_pred[c] for c in pred_conds],
         "labels": labels,
