@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
+from .._core._random import keeps_global_rng
 from ._conditions import (
     CONTROL,
     condition_id,
@@ -196,6 +197,7 @@ def check_n_de(n_de: int) -> None:
 
 
 # ---------------------------------------------------------------- evaluation
+@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def evaluate_perturbation(
     pred: AnnData,
     adata_truth: AnnData,

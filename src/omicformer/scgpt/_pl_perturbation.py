@@ -10,6 +10,7 @@ import numpy as np
 
 from .._core._checks import check_int
 from .._core._plotting import finish
+from .._core._random import keeps_global_rng
 from .._core._warnings import warn_caller
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 MAX_PERTURBATION_PANELS = 8
 
 
+@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def perturbation(
     pred: AnnData | Mapping[str, AnnData],
     adata_truth: AnnData,

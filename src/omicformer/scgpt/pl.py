@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._core._plotting import check_save, finish, new_axes
+from .._core._random import keeps_global_rng
 from ._pl_perturbation import perturbation
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def loss_curve(
     return finish(ax, show, save, name="scgpt_loss_curve")
 
 
+@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def integration(
     adata: AnnData,
     *,
