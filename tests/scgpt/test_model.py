@@ -92,6 +92,9 @@ def test_construct_vocab_from_adata_and_repr(adata):
     assert text.startswith("ScGPT model")
     assert "50/50 genes" in text
     assert "Not Trained" in text
+    assert "dropout: 0.1," in text
+    model.module.set_dropout(0.0)  # as train(dropout=0.0) does: the summary follows
+    assert "dropout: 0.0," in repr(model)
     # same seed -> same initial weights
     other = ScGPT(adata, **TINY, d_hid=48)
     assert torch.equal(model.module.encoder.embedding.weight, other.module.encoder.embedding.weight)

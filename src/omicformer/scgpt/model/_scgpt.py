@@ -292,6 +292,12 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             f"vocab: {len(self.vocab)} tokens{genes}."
         )
 
+    @property
+    def summary_string(self) -> str:
+        """Summary of the model as it is now (``train(dropout=...)`` changes the module)."""
+        self._model_summary_string = self._summary()
+        return super().summary_string
+
     def __repr__(self) -> str:
         return self.summary_string
 
