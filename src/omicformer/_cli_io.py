@@ -135,9 +135,13 @@ def check_output(
     if not has_suffix(path, suffixes):
         fail(prog, f"output {path!r} must end with one of {suffixes}.")
     p = Path(path)
-    if p.is_dir():
+    try:
+        is_dir, exists = p.is_dir(), p.exists()
+    except OSError as err:  # e.g. a name longer than the file system takes
+        fail(prog, f"output {path!r} cannot be used: {err.strerror}.")
+    if is_dir:
         fail(prog, f"output {path!r} is a folder; pass a file name.")
-    if p.exists() and not overwrite:
+    if exists and not overwrite:
         if any(Path(i).exists() and os.path.samefile(p, i) for i in inputs):
             fail(
                 prog,
@@ -173,14 +177,24 @@ def make_output_folder(prog: str, path: str) -> None:
         fail(prog, f"cannot write output {path!r}: the folder {str(folder)!r} is not writable.")
 
 
+#: The longest file name most file systems take (bytes; ext4, XFS, APFS, NTFS in UTF-16 units).
+_NAME_MAX = 255
+
+
 def write_atomic(path: str, write: Callable[[str], Any]) -> None:
     """``write(tmp)`` a file under a temporary name next to ``path``, then rename it to ``path``.
 
     An existing ``path`` (even the input being read) is replaced only by a complete file; on
-    error the temporary file is removed and ``path`` is left as it was.
+    error the temporary file is removed and ``path`` is left as it was. A symbolic link is
+    written through: the file it points to is replaced, and the link stays.
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{p.suffix}")
+    if p.is_symlink():
+        p = p.resolve()
+    tag = uuid.uuid4().hex[:8]
+    tmp = p.with_name(f".{p.name}.{tag}.tmp{p.suffix}")
+    if len(tmp.name.encode()) > _NAME_MAX:  # a long name: the temporary one stays short
+        tmp = p.with_name(f".{tag}.tmp{p.suffix}")
     try:
         write(str(tmp))
         os.replace(tmp, p)

@@ -172,3 +172,17 @@ def test_scgpt_embed_cli_output_rules(
     np.testing.assert_allclose(updated.obsm["X_scgpt"], first, atol=1e-6)
     np.testing.assert_array_equal(updated.X.toarray(), a.X.toarray())
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # a symbolic link to the input is written through (it replaced the link with a new file)
+    (tmp_path / "link.h5ad").symlink_to(tmp_path / "in.h5ad")
+    link = str(tmp_path / "link.h5ad")
+    assert main(["scgpt", "embed", inp, link, *base, "--overwrite", "--key-added", "y"]) == 0
+    assert (tmp_path / "link.h5ad").is_symlink() and "y" in ad.read_h5ad(inp).obsm
+    # a long name the file system takes works (its temporary name went past 255 bytes); a
+    # name it does not take is one line, before the work
+    long = tmp_path / ("a" * 245 + ".h5ad")
+    assert main(["scgpt", "embed", inp, str(long), *base]) == 0 and long.exists()
+    too_long = str(tmp_path / ("a" * 260 + ".h5ad"))
+    monkeypatch.setattr(tl, "embed", not_called)
+    assert cli_error(["scgpt", "embed", inp, too_long, *base]) == (
+        f"{prefix}output {too_long!r} cannot be used: File name too long."
+    )

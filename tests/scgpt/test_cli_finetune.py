@@ -1,5 +1,7 @@
 """``omicformer scgpt annotate`` and ``omicformer scgpt integrate``: the files in and out."""
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -162,6 +164,19 @@ def test_cli_training_errors_are_one_line_and_come_first(
             msg
             == f"{prefix}cannot save the model to {under!r}: {str(tmp_path / 'file')!r} is a file."
         )
+        # a file of the command named as the saved model's AnnData in the folder: saving the
+        # model replaced it (the output was written, then deleted, and the command said "wrote")
+        taken_adata = str(tmp_path / "taken" / "adata.h5ad")
+        msg = cli_error(["scgpt", "annotate", f["query"], taken_adata, "--reference", f["ref"],
+                         *base, "--label-key", "cell_type", "--save-model",
+                         str(tmp_path / "taken"), "--overwrite"])  # fmt: skip
+        assert msg.startswith(f"{prefix}the output {taken_adata!r} is named as a saved model's")
+        (tmp_path / "taken" / "adata.h5ad").write_bytes(Path(f["query"]).read_bytes())
+        msg = cli_error(["scgpt", "annotate", taken_adata, out, "--reference", f["ref"], *base,
+                         "--label-key", "cell_type", "--save-model", str(tmp_path / "taken"),
+                         "--overwrite"])  # fmt: skip
+        assert msg.startswith(f"{prefix}the input {taken_adata!r} is named as a saved model's")
+        assert (tmp_path / "taken" / "adata.h5ad").exists()
         for inside in (out, str(tmp_path / "out.h5ad" / "clf")):
             msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", inside])
             assert msg.startswith(f"{prefix}--save-model {inside!r} is the output file {out!r}")
