@@ -14,7 +14,7 @@ def import_submodule(name: str, package: str) -> ModuleType:
     Some dependencies draw from the global generators when first imported: ``jax`` (through
     scvi-tools) from NumPy's, Lightning, umap and pynndescent from Python's ``random``. The
     namespaces are imported at a user's first ``scgpt.tl``/``dnabert.model``...; that must not
-    move the user's own draws (docs/conventions.md, "Seeds").
+    move the user's own draws (docs/conventions.md, "Training").
     """
     import numpy as np
 
