@@ -273,7 +273,8 @@ def test_masked_value_collator_follows_random_mask_value(two_batches):
 def test_plan_loss_is_the_official_sum(two_batch_pretrained, two_batches):
     a = two_batches(3)
     ScGPTIntegration.setup_anndata(a, batch_key="batch")
-    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, a, dsbn=False)
+    model = ScGPTIntegration.load_pretrained(two_batch_pretrained, a, dsbn=False,
+                                             use_batch_labels=False)  # fmt: skip
     X, cols = model._training_matrix()
     coll = MaskedValueCollator(cols, cls_id=model.vocab.cls_id, pad_id=model.vocab.pad_id,
                                max_len=None, seed=0)  # fmt: skip
@@ -284,7 +285,7 @@ def test_plan_loss_is_the_official_sum(two_batch_pretrained, two_batches):
     plan = IntegrationTrainingPlan(model.module, ecs_weight=10.0, dab_weight=1.0)
     module = model.module.eval()
     parts = plan.losses(batch)
-    # the tutorial passes batch labels only with INPUT_BATCH_LABELS or DSBN (neither here)
+    # the tutorial passes batch labels with DSBN, to decoders conditioned on them (neither here)
     out = module(batch["genes"], batch["values"], batch["padding_mask"],
                  batch_labels=None, MVC=True, ECS=True)  # fmt: skip
     m = batch["masked"]

@@ -221,9 +221,9 @@ def integrate(
         0.669 total on the PBMC experiments: use it for batches that hold different cells.
         See "``dsbn=True`` or ``False``?" in the scGPT guide.
     batch_conditioned
-        Give the batch to the expression decoders (official option ``INPUT_BATCH_LABELS``, off
-        in the tutorial), so that the cell embedding needs not carry the batch to reconstruct
-        a cell's values; on our benchmark this lifted the batch correction score from 0.25 to
+        Give the batch to the expression decoders (as the official integration tutorial does:
+        ``use_batch_labels=True``), so that the cell embedding needs not carry the batch to
+        reconstruct a cell's values; on our benchmark this lifted the batch correction score from 0.25 to
         0.46 (``docs/benchmarks``).
     dropout
         Dropout while fine-tuning (the official tutorial uses 0.2). On a CPU a training step

@@ -54,7 +54,9 @@ class ScGPTIntegration(ScGPT):
         unlabelled, as in scANVI).
     dsbn
         Add domain-specific batch norm (default ``True``, the official recipe;
-        :func:`~omicformer.scgpt.tl.integrate` passes ``dsbn=False`` unless asked).
+        :func:`~omicformer.scgpt.tl.integrate` passes ``dsbn=False`` unless asked). The batch
+        also enters the expression decoders (``use_batch_labels=True`` unless given in
+        ``kwargs``), as in the official integration tutorial.
     ecs_threshold
         Cosine similarity above which ECS pulls two cells together (default 0.8, the official
         integration tutorial's, as :meth:`load_pretrained`).
@@ -91,6 +93,7 @@ class ScGPTIntegration(ScGPT):
         self, adata: AnnData, *, dsbn: bool = True, ecs_threshold: float = 0.8, **kwargs: Any
     ):
         _require_batches(type(self), adata)
+        kwargs.setdefault("use_batch_labels", True)  # the official integration tutorial's
         super().__init__(adata, dsbn=dsbn, ecs_threshold=ecs_threshold, **kwargs)
         c = self.module.config
         self._add_integration_heads(
@@ -106,7 +109,7 @@ class ScGPTIntegration(ScGPT):
         max_len: int | None = None,
         dsbn: bool = True,
         ecs_threshold: float = 0.8,
-        use_batch_labels: bool = False,
+        use_batch_labels: bool = True,
         gene_selection: str | None = None,
     ) -> ScGPTIntegration:
         """Pretrained weights + the integration heads, sized for the batches of ``adata``.
@@ -125,9 +128,10 @@ class ScGPTIntegration(ScGPT):
         ecs_threshold
             Cosine similarity above which ECS pulls two cells together (official 0.8).
         use_batch_labels
-            Give the batch to the expression and GEPC decoders (official option
-            ``INPUT_BATCH_LABELS``), so the cell embedding needs not carry it;
-            :func:`~omicformer.scgpt.tl.integrate` turns it on (``batch_conditioned=True``).
+            Give the batch to the expression and GEPC decoders, so the cell embedding needs not
+            carry it (default ``True``: the official integration tutorial builds its model with
+            ``use_batch_labels=True`` beside DSBN; :func:`~omicformer.scgpt.tl.integrate`'s
+            ``batch_conditioned``).
         gene_selection
             Which genes a cell with more than ``max_len - 1`` expressed genes keeps;
             ``None``: ``"highest"``, this class's default (see :attr:`gene_selection`).
