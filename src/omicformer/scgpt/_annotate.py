@@ -56,8 +56,9 @@ def annotate(
 
     ``method="finetune"`` (the official scGPT annotation recipe): start from the pretrained
     model, fine-tune encoder and a classifier head on the reference's labels (cross-entropy,
-    inverse-frequency class weights; 10% of each label's reference cells held out for early
-    stopping and to calibrate the probabilities by temperature scaling), then predict.
+    with inverse-frequency class weights, which the official tutorial does not use; 10% of each
+    label's reference cells held out for early stopping and to calibrate the probabilities by
+    temperature scaling), then predict.
     Departures from the official recipe, all measured on the annotation benchmarks: the head
     reads the mean output of the cell's gene tokens rather than the ``<cls>`` output,
     standardised while training; a logistic regression on the pretrained (not fine-tuned)

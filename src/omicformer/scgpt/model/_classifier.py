@@ -204,7 +204,8 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             0.762 ± 0.033 to 0.782 ± 0.018 (split: 0.607 ± 0.039 and 0.601 ± 0.038; 6 seeds).
         class_weight
             ``"balanced"`` weights the loss by inverse class frequency (rare cell types count
-            as much as common ones); ``None`` does not.
+            as much as common ones); ``None`` does not, as the official tutorial's
+            ``nn.CrossEntropyLoss()``.
         weight_decay, lr_decay
             Adam weight decay; learning rate factor per epoch.
         dropout
@@ -238,8 +239,11 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             70/30 splits of ``pbmc68k_reduced`` from 0.643 ± 0.037 to 0.607 ± 0.039: the
             ``<cls>`` output separates the reference's own subtypes a little better, the gene
             tokens' mean carries over to another experiment much better.
-            ``standardize=False, cell_emb_style="cls", probe=False`` is the official recipe
-            exactly.
+            ``standardize=False, cell_emb_style="cls", probe=False, class_weight=None,
+            lr=1e-4, lr_decay=0.9`` trains as the official recipe does, but for ``<cls>``'s
+            value (``pad_value``, as the official ``embed_data``; 0 in the annotation
+            tutorial), the held-out cells, Adam's ``eps`` (1e-8; the tutorial's 1e-4) and
+            ``max_len`` (the checkpoint's; the tutorial's 3,001).
         probe
             Also keep the pretrained gene embeddings of the reference's genes and fit a
             logistic regression (scikit-learn, ``class_weight`` as above, C from 0.1 to 10 by
