@@ -94,6 +94,13 @@ def test_mixing_by_brute_force_and_at_its_ends():
     assert mixing(a, b + 100.0, k=7) == 0.0  # apart
     same = rng.normal(size=(600, 3))  # one population split at random: about 1
     assert mixing(same[:200], same[200:], k=30) == pytest.approx(1.0, abs=0.1)
+    # a side smaller than k + 1 cells: its cells need not count the other side's cells among
+    # their neighbours (10 and 12 cells far apart scored 1.05 and took the wide kernel)
+    small, far = rng.normal(size=(10, 3)), rng.normal(size=(12, 3)) + 100.0
+    assert mixing(small, far, k=30) == 0.0
+    assert mixing(small, far, k=30) == pytest.approx(_brute_force_mixing(small, far, 9))
+    _, report = mnn_correct(np.vstack([small, far]), np.array(["a"] * 10 + ["b"] * 12))
+    assert report["kernel"]["a"] == {"sigma": 0.02, "n_anchors": 50}
 
 
 def test_adaptive_kernel_between_narrow_and_wide():
