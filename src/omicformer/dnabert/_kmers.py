@@ -314,6 +314,13 @@ def encode_kmers(
     names
         Names of the sequences in error messages.
 
+    Returns
+    -------
+    ids
+        The k-mer token ids of every sequence, concatenated (int64).
+    n_kmers
+        The number of k-mers of each sequence.
+
     Examples
     --------
     >>> from omicformer.dnabert import pp

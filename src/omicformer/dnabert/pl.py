@@ -1,6 +1,7 @@
 """Plots for DNABERT: training curves and prediction probabilities by class or along regions.
 
-All functions return the :class:`matplotlib.axes.Axes` they drew on.
+All functions return the :class:`matplotlib.axes.Axes` they drew on, or ``None`` when the
+figure was shown (``show=True``), as scanpy's plots do.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._annotate_input import Cells, check_inputs
 from ._backed import closes_reopened
 from ._embed import empty_cells_warned_once, genes_read_are_shared

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._core._checks import check_key, check_seed
 from .._core._deprecation import renamed_kwargs
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._backed import closes_reopened
 from ._embed import empty_cells_warned_once
 from ._genes import case_warning_given

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._conditions import CONTROL, check_distinct, check_genes_known, parse_conditions
 from ._genes import gene_names
 from ._perturb_data import (

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._conditions import (
     CONTROL,
     condition_id,

@@ -10,8 +10,8 @@ import numpy as np
 
 from .._core._checks import check_int
 from .._core._plotting import finish
-from .._core._random import keeps_global_rng
 from .._core._warnings import warn_caller
+from .._lazy import keeps_global_rng
 
 if TYPE_CHECKING:
     from anndata import AnnData

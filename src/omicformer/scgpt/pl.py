@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._core._plotting import check_save, finish, new_axes
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._pl_perturbation import perturbation
 
 if TYPE_CHECKING:

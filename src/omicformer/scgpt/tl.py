@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scaled
 from .._core._checks import check_file_key, check_key, check_seed
 from .._core._io import check_not_input, check_out_path
-from .._core._random import keeps_global_rng
+from .._lazy import keeps_global_rng
 from ._annotate import annotate
 from ._embed import embed_cells, empty_cells_warned_once
 from ._genes import (

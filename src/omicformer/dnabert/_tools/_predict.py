@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
-from ..._core._random import keeps_global_rng
+from ..._lazy import keeps_global_rng
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, predicted_labels, prob_column, var_regions
 

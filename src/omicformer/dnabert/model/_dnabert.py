@@ -165,6 +165,11 @@ class DNABert(TrainingMixin):
             Store weights as float16 (half the size, e.g. for models shipped in a package);
             they are cast back to float32 when loaded.
 
+        Returns
+        -------
+        Path
+            The folder written.
+
         Examples
         --------
         >>> model.save("dnabert_promoter")  # doctest: +SKIP
@@ -314,6 +319,11 @@ class DNABert(TrainingMixin):
         batch_size, device, window_overlap, progress
             Inference settings; windows of long sequences overlap by ``window_overlap`` bases
             (default a quarter window).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_sequences, d_model)`` float32 embeddings, in the order of the input.
 
         Examples
         --------

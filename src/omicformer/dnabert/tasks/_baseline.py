@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
     from scipy.sparse import csr_matrix
 
 from .._kmers import check_strings
@@ -142,7 +143,9 @@ def kmer_baseline(
     return prob[:, 1] if prob.shape[1] == 2 else prob
 
 
-def classification_metrics(y_true, prob, *, threshold: float = 0.5) -> dict[str, float]:
+def classification_metrics(
+    y_true: ArrayLike, prob: ArrayLike, *, threshold: float = 0.5
+) -> dict[str, float]:
     """MCC, F1, AUROC and accuracy, the metrics DNABERT reports.
 
     Parameters

@@ -94,7 +94,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         max_len: int | None = None,
         gene_selection: str | None = None,
         drop_batch_layers: bool = False,
-    ):
+    ) -> ScGPTClassifier:
         """Pretrained encoder + a new classifier head with one output per class of ``adata``.
 
         Parameters
@@ -112,6 +112,12 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         drop_batch_layers
             Leave out the checkpoint's batch tokens and DSBN, as the official annotation
             recipe (:meth:`ScGPT.load_pretrained`); :func:`~omicformer.scgpt.tl.annotate` does.
+
+        Returns
+        -------
+        ScGPTClassifier
+            The classifier, untrained; the fresh head is listed in
+            ``pretrained_report_["missing"]``.
         """
         _require_labels(cls, adata)
         model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection,

@@ -319,6 +319,13 @@ class ScviAdapterMixin:
     def view_setup_args(dir_path: str | Path, prefix: str | None = None) -> None:
         """Print the ``setup_anndata`` arguments of a model saved by ``save``.
 
+        Parameters
+        ----------
+        dir_path
+            Folder written by ``save``.
+        prefix
+            Not used (our folders have fixed file names); accepted for scvi-tools compatibility.
+
         Examples
         --------
         >>> ScGPT.view_setup_args("my_scgpt/")  # doctest: +SKIP
