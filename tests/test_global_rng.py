@@ -1,7 +1,7 @@
-"""A user's first calls leave the global random streams as they were (docs/conventions.md).
+"""Importing and first calls leave the global random streams as they were (docs/conventions.md).
 
-Some dependencies draw from them when first imported (jax through scvi-tools, Lightning), so
-this runs in a fresh process, where the namespaces and their imports are not loaded yet.
+Some libraries draw from them when first imported (jax, which scvi-tools imports; Lightning;
+umap), so each case runs in a fresh process, where nothing is imported yet.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 
-SCRIPT = r"""
+import pytest
+
+HEAD = r"""
 import pickle, random, warnings
 warnings.filterwarnings("ignore")
 import numpy as np, torch
@@ -24,24 +26,36 @@ def unchanged(name, call):
     random.seed(0); np.random.seed(0); torch.manual_seed(0)
     before = states()
     call()
-    after = states()
-    print(name, [a == b for a, b in zip(before, after)])
-
-unchanged("import", lambda: __import__("omicformer").scgpt)
+    print(name, [a == b for a, b in zip(before, states())])
+"""
+CASES = {
+    # the import forms the docs use, each first in its process
+    "model_import": 'unchanged("from omicformer.scgpt.model import ScGPT", '
+    'lambda: exec("from omicformer.scgpt.model import ScGPT"))\n'
+    'unchanged("from omicformer.dnabert.model import DNABert", '
+    'lambda: exec("from omicformer.dnabert.model import DNABert"))\n'
+    'unchanged("import umap (after omicformer)", lambda: exec("import umap"))',
+    "first_calls": r"""
+unchanged("omicformer.scgpt", lambda: __import__("omicformer").scgpt)
 from omicformer import datasets, scgpt
 a = datasets.pbmc68k_reduced()
 a = a[a.obs["bulk_labels"].isin(["CD14+ Monocyte", "CD19+ B", "Dendritic"]).to_numpy()][:60].copy()
 kw = dict(device="cpu", progress=False, max_len=32)
-unchanged("embed", lambda: scgpt.tl.embed(a[40:].copy(), **kw))
-unchanged("knn", lambda: scgpt.tl.annotate(a[40:].copy(), a[:40].copy(), label_key="bulk_labels",
-                                           method="knn", n_neighbors=3, **kw))
-unchanged("dnabert.model", lambda: __import__("omicformer").dnabert.model)
-"""
+unchanged("scgpt.tl.embed", lambda: scgpt.tl.embed(a[40:].copy(), **kw))
+unchanged("scgpt.tl.annotate knn", lambda: scgpt.tl.annotate(
+    a[40:].copy(), a[:40].copy(), label_key="bulk_labels", method="knn", n_neighbors=3, **kw))
+""",
+}
 
 
-def test_first_calls_leave_python_numpy_and_torch_streams_alone(tmp_path):
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_imports_and_first_calls_leave_python_numpy_and_torch_streams_alone(case, tmp_path):
+    out = subprocess.run([sys.executable, "-c", HEAD + CASES[case]], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
-    assert lines == dict.fromkeys(["import", "embed", "knn", "dnabert.model"], "[True, True, True]")
+    lines = [line.rsplit(" [", 1) for line in out.stdout.strip().splitlines()]
+    assert len(lines) == CASES[case].count("unchanged(")
+    assert {name: flags for name, flags in lines} == {
+        name: "True, True, True]" for name, _ in lines
+    }

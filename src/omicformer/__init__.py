@@ -7,9 +7,13 @@ Submodules are imported lazily so that ``import omicformer`` stays fast:
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
+from omicformer._lazy import install as _install_import_guard
 from omicformer._version import __version__ as __version__
+
+_install_import_guard()  # libraries that draw from the global generators on import: not ours
 
 __all__ = ["datasets", "dnabert", "scgpt"]
 
@@ -19,9 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str):
     if name in __all__:
-        from ._lazy import import_submodule
-
-        module = import_submodule(name, __name__)
+        module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -1,54 +1,89 @@
-"""Lazy submodule imports that leave the user's random streams as they were."""
+"""Imports that leave the user's random streams as they were.
+
+Some libraries omicformer uses draw from the global generators when first imported: ``jax``
+(which scvi-tools imports) from NumPy's, Lightning, umap and pynndescent from Python's
+``random``. omicformer imports them lazily, at a user's first call or first import of a model
+class, so without care ``np.random.seed(0); scgpt.tl.annotate(...); np.random.rand()`` would
+draw another number than without the call. :func:`install` (run by ``import omicformer``) puts
+a finder in :data:`sys.meta_path` that wraps the loading of these packages' modules: Python's,
+NumPy's and torch's global states are put back once a module has run. Nothing else about the
+import changes, and imports of other packages are not touched.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib
+import importlib.abc
+import importlib.machinery
 import random
 import sys
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
-_R = TypeVar("_R")
+#: Top-level packages seen to draw from a global generator on import (and those importing
+#: them on their first import).
+DRAW_ON_IMPORT = frozenset({"jax", "jaxlib", "flax", "optax", "numpyro", "rich", "lightning",
+                            "lightning_fabric", "pytorch_lightning", "umap", "pynndescent",
+                            "scvi", "scib_metrics"})  # fmt: skip
 
 
-def import_submodule(name: str, package: str) -> ModuleType:
-    """``importlib.import_module(f".{name}", package)``, the global random states put back.
-
-    Some dependencies draw from the global generators when first imported: ``jax`` (through
-    scvi-tools) from NumPy's, Lightning, umap and pynndescent from Python's ``random``. The
-    namespaces are imported at a user's first ``scgpt.tl``/``dnabert.model``...; that must not
-    move the user's own draws (docs/conventions.md, "Training").
-    """
-    import numpy as np
-
-    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+def _states() -> tuple[Any, Any, Any]:
+    np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
-    torch_state = torch.get_rng_state() if torch is not None else None
-    try:
-        return importlib.import_module(f".{name}", package)
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)  # noqa: NPY002
-        if torch_state is not None:
-            torch.set_rng_state(torch_state)
+    return (
+        random.getstate(),
+        np.random.get_state() if np is not None else None,
+        torch.get_rng_state() if torch is not None and hasattr(torch, "get_rng_state") else None,
+    )
 
 
-def keeps_global_rng(fn: Callable[..., _R]) -> Callable[..., _R]:
-    """``fn`` gives the caller's global random states back (``_core._random.kept_global_rng``).
+def _restore(states: tuple[Any, Any, Any]) -> None:
+    py, np_state, torch_state = states
+    random.setstate(py)
+    if np_state is not None:
+        sys.modules["numpy"].random.set_state(np_state)
+    if torch_state is not None:
+        sys.modules["torch"].set_rng_state(torch_state)
 
-    For the public functions: what they import on a first call (jax through scvi-tools,
-    Lightning, umap) may draw, and training seeds the global generators. torch is imported
-    when the function runs, not with the module defining it (``dnabert.pp``/``pl``/``tl``
-    import without torch).
-    """
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> _R:
-        from ._core._random import kept_global_rng
+class _KeptStateLoader(importlib.abc.Loader):
+    """A module's own loader, with the global random states put back after the module ran."""
 
-        with kept_global_rng():
-            return fn(*args, **kwargs)
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
 
-    return wrapper
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        states = _states()
+        try:
+            self._loader.exec_module(module)
+        finally:
+            _restore(states)
+
+    def __getattr__(self, name: str) -> Any:  # resources, get_code, is_package, ...
+        return getattr(self._loader, name)
+
+
+class _KeptStateFinder(importlib.abc.MetaPathFinder):
+    """Finds :data:`DRAW_ON_IMPORT` modules with the other finders; wraps their loaders."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname.partition(".")[0] not in DRAW_ON_IMPORT:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or isinstance(finder, _KeptStateFinder) or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _KeptStateLoader(spec.loader)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Put the finder first in :data:`sys.meta_path` (once)."""
+    if not any(isinstance(f, _KeptStateFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _KeptStateFinder())

@@ -319,15 +319,22 @@ def test_training_gives_the_callers_global_generators_back(monkeypatch):
     def draws():
         return random.random(), float(np.random.rand()), float(torch.rand(()))
 
-    cuda_seeds = []  # CUDA not started: torch.manual_seed queues its seed for CUDA
-    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: cuda_seeds.append(seed))
+    # CUDA not started: torch.manual_seed and torch.cuda.manual_seed queue seeds for it, which
+    # training's seeding must not replace (the user's torch.cuda.manual_seed(5) was overridden)
+    tracker = torch.cuda._lazy_seed_tracker
+
+    def queued():
+        return tracker.manual_seed_all_cb, tracker.manual_seed_cb, list(tracker.call_order)
+
     for user_seed in (111, 222):
         random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
         expected = draws()
         random.seed(user_seed), np.random.seed(user_seed), torch.manual_seed(user_seed)
+        torch.cuda.manual_seed(5)
+        before = queued()
         run_training(_Toy(), _Pairs(x, x), _stack, max_epochs=2, random_state=0, **QUIET)
         assert draws() == expected  # not the draws of seed 0
-        assert cuda_seeds[-1] == user_seed  # queued again for CUDA, not training's last seed
+        assert queued() == before  # the user's CUDA seeds, not training's
     assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
 
     # also when training fails after seeding

@@ -42,6 +42,10 @@ def collate_generator(seed: int | None = None, key: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(collate_rng(seed, key).integers(2**62)))
 
 
+#: The seed of CUDA's generators that no call seeded (torch's ``default_rng_seed_val``).
+_CUDA_DEFAULT_SEED = 67280421310721
+#: torch's record of the CUDA seeds queued before CUDA starts (``torch.cuda._lazy_seed_tracker``).
+_TRACKED = ("manual_seed_all_cb", "manual_seed_cb", "call_order")
 #: What ``lightning.seed_everything`` leaves in the environment for the processes it seeds.
 _SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
@@ -54,8 +58,10 @@ def kept_global_rng() -> Iterator[None]:
     from ``random_state`` and sets Lightning's seed variables; a seeded function must not
     reseed the user's own draws after it. Their states (and the variables) are restored on
     leaving, also after an error. CUDA's states are read only where CUDA is initialised
-    (reading them would initialise it); where it is not yet, its generators are seeded on
-    leaving as the user's last ``torch.manual_seed`` left them queued (``torch.initial_seed``).
+    (reading them would initialise it). Where it is not yet, the seeding calls the user queued
+    for it (``torch.manual_seed``, ``torch.cuda.manual_seed``) are kept, and those queued inside
+    dropped; where the block started CUDA, its generators are seeded as the user's queued calls
+    would have seeded them.
     """
     import random
 
@@ -64,7 +70,13 @@ def kept_global_rng() -> Iterator[None]:
     torch_state = torch.get_rng_state()
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     cuda_states = torch.cuda.get_rng_state_all() if cuda else None
-    user_seed = torch.initial_seed()  # what torch.manual_seed queued for CUDA, not yet started
+    # CUDA not started: the seeds the user queued for it (torch.manual_seed, torch.cuda.manual_seed)
+    tracker = None if cuda else getattr(torch.cuda, "_lazy_seed_tracker", None)
+    user_queue = None
+    if tracker is not None and hasattr(tracker, "call_order"):
+        user_queue = {k: getattr(tracker, k, None) for k in _TRACKED}
+        user_queue["call_order"] = list(tracker.call_order)
+    user_seed = torch.initial_seed()
     env = {k: os.environ.get(k) for k in _SEED_ENV}
     try:
         yield
@@ -74,7 +86,15 @@ def kept_global_rng() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-        else:  # seeds CUDA if training started it, else queues the seed again
+        elif user_queue is not None and not torch.cuda.is_initialized():
+            for key, value in user_queue.items():  # the seeds queued inside are dropped
+                setattr(tracker, key, value)
+        elif user_queue is not None:  # started inside: seeded as the user's queue would have
+            torch.cuda.manual_seed_all(_CUDA_DEFAULT_SEED)
+            for queued in user_queue["call_order"]:
+                if queued:
+                    queued[0]()
+        else:  # another torch: seeds CUDA if started inside, else queues the seed again
             torch.cuda.manual_seed_all(user_seed)
         for key, value in env.items():
             if value is None:

@@ -7,14 +7,14 @@ Namespaces follow scanpy: :mod:`~omicformer.dnabert.pp` (preprocessing), :mod:`~
 
 from __future__ import annotations
 
+import importlib
+
 __all__ = ["model", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):
     if name in __all__:
-        from .._lazy import import_submodule
-
-        module = import_submodule(name, __name__)
+        module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -7,6 +7,8 @@ Namespaces follow scanpy: :mod:`~omicformer.scgpt.pp` (preprocessing), :mod:`~om
 
 from __future__ import annotations
 
+import importlib
+
 from ._vocab import GeneVocab
 
 __all__ = ["GeneVocab", "model", "pl", "pp", "tl"]
@@ -14,9 +16,7 @@ __all__ = ["GeneVocab", "model", "pl", "pp", "tl"]
 
 def __getattr__(name: str):
     if name in ("model", "pl", "pp", "tl"):
-        from .._lazy import import_submodule
-
-        module = import_submodule(name, __name__)
+        module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
-from .._lazy import keeps_global_rng
 from ._annotate_input import Cells, check_inputs
 from ._backed import closes_reopened
 from ._embed import empty_cells_warned_once, genes_read_are_shared
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 UNKNOWN = "Unknown"
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 @closes_reopened  # its read-only handles on the caller's file, also on errors
 @empty_cells_warned_once
 @case_warning_given  # the tl function warns; the model classes it drives do not

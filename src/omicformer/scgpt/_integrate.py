@@ -11,7 +11,6 @@ import pandas as pd
 
 from .._core._checks import check_key, check_seed
 from .._core._deprecation import renamed_kwargs
-from .._lazy import keeps_global_rng
 from ._backed import closes_reopened
 from ._embed import empty_cells_warned_once
 from ._genes import case_warning_given
@@ -36,7 +35,6 @@ def _correction_of(mnn_correct: bool | None) -> str | None:
     return "auto" if mnn_correct is None else ("mnn" if mnn_correct else None)
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 @closes_reopened  # its read-only handles on the caller's file, also on errors
 @empty_cells_warned_once
 @case_warning_given  # the tl function warns; the model classes it drives do not

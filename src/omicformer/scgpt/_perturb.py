@@ -12,7 +12,6 @@ import pandas as pd
 
 from .._core._anndata import check_layer, iter_row_chunks
 from .._core._checks import check_int
-from .._lazy import keeps_global_rng
 from ._conditions import CONTROL, check_genes_known, parse_requests
 from ._genes import gene_names
 from ._perturb_data import check_perturbation_data, check_unique_genes
@@ -25,7 +24,6 @@ logger = logging.getLogger("omicformer")
 _CONDITION = "condition"
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def predict_perturbation(
     adata: AnnData,
     perturbations: Sequence[str],

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
-from .._lazy import keeps_global_rng
 from ._conditions import CONTROL, check_distinct, check_genes_known, parse_conditions
 from ._genes import gene_names
 from ._perturb_data import (
@@ -34,7 +33,6 @@ BASELINES = ("no_change", "mean", "additive", "linear")
 PRED_KEY = "perturbation_prediction"
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def perturbation_baseline(
     adata: AnnData,
     perturbations: Sequence[str],

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import check_int
-from .._lazy import keeps_global_rng
 from ._conditions import (
     CONTROL,
     condition_id,
@@ -197,7 +196,6 @@ def check_n_de(n_de: int) -> None:
 
 
 # ---------------------------------------------------------------- evaluation
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def evaluate_perturbation(
     pred: AnnData,
     adata_truth: AnnData,

@@ -11,7 +11,6 @@ import numpy as np
 from .._core._checks import check_int
 from .._core._plotting import finish
 from .._core._warnings import warn_caller
-from .._lazy import keeps_global_rng
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 MAX_PERTURBATION_PANELS = 8
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def perturbation(
     pred: AnnData | Mapping[str, AnnData],
     adata_truth: AnnData,

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._core._plotting import check_save, finish, new_axes
-from .._lazy import keeps_global_rng
 from ._pl_perturbation import perturbation
 
 if TYPE_CHECKING:
@@ -104,7 +103,6 @@ def loss_curve(
     return finish(ax, show, save, name="scgpt_loss_curve")
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def integration(
     adata: AnnData,
     *,

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from .._core._anndata import check_layer, check_obs_key, check_uns, raw_if_scaled
 from .._core._checks import check_file_key, check_key, check_seed
 from .._core._io import check_not_input, check_out_path
-from .._lazy import keeps_global_rng
 from ._annotate import annotate
 from ._embed import embed_cells, empty_cells_warned_once
 from ._genes import (
@@ -46,7 +45,6 @@ __all__ = [
 ]
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 @empty_cells_warned_once
 def embed(
     adata: AnnData,

@@ -14,7 +14,6 @@ import pandas as pd
 from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
 from ..._core._deprecation import formerly_positional
-from ..._lazy import keeps_global_rng
 from .._genome import Genome, as_genome, fetch_sequences
 from ._common import describe, modality, var_regions
 
@@ -58,7 +57,6 @@ def _model_second(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 @_model_second
 def embed_regions(
     adata: AnnData,

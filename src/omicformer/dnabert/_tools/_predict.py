@@ -10,7 +10,6 @@ import pandas as pd
 
 from ..._core._anndata import check_backed_writable, check_uns
 from ..._core._checks import check_key
-from ..._lazy import keeps_global_rng
 from .._genome import Genome, as_genome
 from ._common import describe, is_anndata, modality, predicted_labels, prob_column, var_regions
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from ..model import DNABert
 
 
-@keeps_global_rng  # lazy imports (jax via scvi, lightning, umap) draw at import
 def predict(
     data: Any,
     model: DNABert | str | os.PathLike[str] = "default",
