@@ -170,13 +170,19 @@ def test_cli_training_errors_are_one_line_and_come_first(
         msg = cli_error(["scgpt", "annotate", f["query"], taken_adata, "--reference", f["ref"],
                          *base, "--label-key", "cell_type", "--save-model",
                          str(tmp_path / "taken"), "--overwrite"])  # fmt: skip
-        assert msg.startswith(f"{prefix}the output {taken_adata!r} is named as a saved model's")
+        assert msg.startswith(f"{prefix}the output {taken_adata!r} is the adata.h5ad of")
         (tmp_path / "taken" / "adata.h5ad").write_bytes(Path(f["query"]).read_bytes())
         msg = cli_error(["scgpt", "annotate", taken_adata, out, "--reference", f["ref"], *base,
                          "--label-key", "cell_type", "--save-model", str(tmp_path / "taken"),
                          "--overwrite"])  # fmt: skip
-        assert msg.startswith(f"{prefix}the input {taken_adata!r} is named as a saved model's")
+        assert msg.startswith(f"{prefix}the input {taken_adata!r} is the adata.h5ad of")
         assert (tmp_path / "taken" / "adata.h5ad").exists()
+        # an ensemble's member folders are replaced whole: any file in a subfolder
+        member_file = str(tmp_path / "taken" / "member_0" / "labelled.h5ad")
+        msg = cli_error(["scgpt", "annotate", f["query"], member_file, "--reference", f["ref"],
+                         *base, "--label-key", "cell_type", "--save-model",
+                         str(tmp_path / "taken"), "--overwrite"])  # fmt: skip
+        assert msg.startswith(f"{prefix}the output {member_file!r} is in a subfolder of")
         for inside in (out, str(tmp_path / "out.h5ad" / "clf")):
             msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", inside])
             assert msg.startswith(f"{prefix}--save-model {inside!r} is the output file {out!r}")

@@ -189,17 +189,19 @@ def _check_save_folder(args: argparse.Namespace) -> None:
             f"--save-model {args.save_model!r} is the output file {args.output!r} (or inside "
             "it); the model is saved as a folder: choose another path.",
         )
-    # a saved model's AnnData is its folder's adata.h5ad: replacing the model removes that file
-    # (a member's too, in an ensemble), so no file the command reads or writes may be one
+    # saving the model replaces its folder's adata.h5ad and its subfolders whole (an
+    # ensemble's members), so no file the command reads or writes may be there
     for role, name in (("output", args.output), ("input", args.input),
                        ("--reference", getattr(args, "reference", None))):  # fmt: skip
         path = None if name is None else Path(name).expanduser().resolve()
-        if path is not None and path.name == "adata.h5ad" and folder.resolve() in path.parents:
+        if path is None or folder.resolve() not in path.parents:
+            continue
+        if path.parent != folder.resolve() or path.name == "adata.h5ad":
+            where = "in a subfolder" if path.parent != folder.resolve() else "the adata.h5ad"
             fail(
                 args.prog,
-                f"the {role} {name!r} is named as a saved model's AnnData inside --save-model "
-                f"{args.save_model!r}, which saving the model replaces; rename the file or "
-                "save the model to another folder.",
+                f"the {role} {name!r} is {where} of --save-model {args.save_model!r}, which "
+                "saving the model replaces; move the file or save the model to another folder.",
             )
     if model_entries(folder) and not args.overwrite:
         fail(
