@@ -78,9 +78,12 @@ def _brute_force_mixing(a: np.ndarray, b: np.ndarray, k: int) -> float:
     d = ((both[:, None, :] - both[None, :, :]) ** 2).sum(-1)
     ratios = []
     for i, row in enumerate(d):
+        own = np.sum(side == side[i]) - 1  # at most as many neighbours as its own side's cells
+        if min(k, own) < 1:
+            continue
         row = row.copy()
         row[i] = np.inf  # not the cell itself
-        nearest = np.argsort(row, kind="stable")[:k]
+        nearest = np.argsort(row, kind="stable")[: min(k, own)]
         other_share = np.mean(side != side[i])  # the other side's share of all cells
         ratios.append(np.mean(side[nearest] != side[i]) / other_share)
     return float(np.mean(ratios))
@@ -98,7 +101,17 @@ def test_mixing_by_brute_force_and_at_its_ends():
     # their neighbours (10 and 12 cells far apart scored 1.05 and took the wide kernel)
     small, far = rng.normal(size=(10, 3)), rng.normal(size=(12, 3)) + 100.0
     assert mixing(small, far, k=30) == 0.0
-    assert mixing(small, far, k=30) == pytest.approx(_brute_force_mixing(small, far, 9))
+    near = np.vstack([small, rng.normal(size=(12, 3))])  # 10 cells among 22 of both
+    assert mixing(near[:10], near[10:], k=30) == pytest.approx(
+        _brute_force_mixing(near[:10], near[10:], 30)
+    )
+    # one cell inside the other batch's cloud: its neighbours (not it) tell; far away: 0
+    cloud = rng.normal(size=(100, 3))
+    assert mixing(cloud[:1], cloud[1:], k=30) == pytest.approx(
+        _brute_force_mixing(cloud[:1], cloud[1:], 30)
+    )
+    assert mixing(cloud[:1], cloud[1:], k=30) > 0.5
+    assert mixing(cloud[:1] + 100.0, cloud[1:], k=30) == 0.0
     _, report = mnn_correct(np.vstack([small, far]), np.array(["a"] * 10 + ["b"] * 12))
     assert report["kernel"]["a"] == {"sigma": 0.02, "n_anchors": 50}
 

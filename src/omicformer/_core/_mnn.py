@@ -71,21 +71,28 @@ def mixing(a: np.ndarray, b: np.ndarray, k: int = MIXING_K) -> float:
     that lie on the other side, each divided by the other side's share of all cells; so it
     does not depend on which side is which. Random neighbours give 1 on average, so a sample
     of one population can score a little above 1 (1.035 was seen on two halves of one
-    dataset); cells nearer the other side's cells than their own score above 1 too. ``k`` is
-    at most one less than the smaller side's cells: with more, a cell of that side would have
-    to count cells of the other side among its neighbours for want of its own, and two small
-    batches far apart scored as mixed (1.05 for 10 and 10 cells 100 sd apart).
+    dataset); cells nearer the other side's cells than their own score above 1 too. A cell
+    counts at most one neighbour fewer than its own side's cells: with more, it would have to
+    count cells of the other side for want of its own, and two small batches far apart scored
+    as mixed (1.05 for 10 and 10 cells 100 sd apart). The cell of a one-cell side is not
+    counted; the other side's cells near it still are.
     """
     both = np.concatenate([a, b])
-    k = min(k, len(a) - 1, len(b) - 1)
+    n = len(both)
+    k = min(k, n - 1)
     if k < 1 or len(a) == 0 or len(b) == 0:
         return 0.0
+    in_a = np.arange(n) < len(a)
+    k_cell = np.minimum(k, np.where(in_a, len(a), len(b)) - 1)
+    counted = k_cell >= 1
+    if not counted.any():
+        return 0.0
     _, idx = _knn(both, both, k + 1)
-    keep = idx != np.arange(len(both))[:, None]  # not the cell itself (not always column 0)
-    in_a = np.arange(len(both)) < len(a)
+    keep = idx != np.arange(n)[:, None]  # not the cell itself (not always column 0)
+    keep &= np.cumsum(keep, axis=1) <= k_cell[:, None]  # the cell's own k nearest
     other = (in_a[idx] != in_a[:, None]) & keep
-    share = other.sum(1) / keep.sum(1)
-    expected = np.where(in_a, len(b), len(a)) / len(both)
+    share = other.sum(1)[counted] / keep.sum(1)[counted]
+    expected = np.where(in_a, len(b), len(a))[counted] / n
     return float(np.mean(share / expected))
 
 
