@@ -285,8 +285,10 @@ def run_training(
         resumed reaches the weights of an uninterrupted run (on CPU). A checkpoint of another
         configuration raises a ``ValueError`` naming the mismatched weights, one of another
         run (another ``random_state`` or ``batch_size``, another number of training or
-        validation items) one naming the differing settings; ``max_epochs`` and ``max_steps``
-        may change.
+        validation items, or other data: the digest of 8 evenly spaced items of each split as
+        collated: ``_data_digest.data_digest``) one naming the differing settings;
+        ``max_epochs`` and ``max_steps`` may change. The digest needs collators that draw their
+        randomness with :func:`collate_rng`, as required above.
     accumulate_grad_batches
         Sum gradients over this many minibatches per optimiser step (effective batch size
         ``batch_size * accumulate_grad_batches * devices``); ``max_steps`` and
