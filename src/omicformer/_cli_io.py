@@ -19,7 +19,6 @@ import contextlib
 import dis
 import os
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -177,10 +176,6 @@ def make_output_folder(prog: str, path: str) -> None:
         fail(prog, f"cannot write output {path!r}: the folder {str(folder)!r} is not writable.")
 
 
-#: The longest file name most file systems take (bytes; ext4, XFS, APFS, NTFS in UTF-16 units).
-_NAME_MAX = 255
-
-
 def write_atomic(path: str, write: Callable[[str], Any]) -> None:
     """``write(tmp)`` a file under a temporary name next to ``path``, then rename it to ``path``.
 
@@ -188,13 +183,10 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> None:
     error the temporary file is removed and ``path`` is left as it was. A symbolic link is
     written through: the file it points to is replaced, and the link stays.
     """
-    p = Path(path)
-    if p.is_symlink():
-        p = p.resolve()
-    tag = uuid.uuid4().hex[:8]
-    tmp = p.with_name(f".{p.name}.{tag}.tmp{p.suffix}")
-    if len(tmp.name.encode()) > _NAME_MAX:  # a long name: the temporary one stays short
-        tmp = p.with_name(f".{tag}.tmp{p.suffix}")
+    from ._core._tmpnames import temporary_beside, write_target
+
+    p = write_target(path)
+    tmp = temporary_beside(p, suffix=p.suffix)
     try:
         write(str(tmp))
         os.replace(tmp, p)

@@ -77,3 +77,31 @@ def test_a_key_with_a_slash_is_fine_in_memory_and_in_npy(tmp_path):
         with ChunkOutput((3, 2), out_file, obs_names=list("xyz"), key="a/b") as out:
             out.write(np.arange(3), np.full((3, 2), 2.0))
         np.testing.assert_array_equal(np.asarray(out.result()), np.full((3, 2), 2.0))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5ad"])
+def test_long_names_and_symbolic_links(tmp_path, suffix):
+    """A name the file system takes works (its temporary name went past 255 bytes), and a link
+    is written through, not replaced by a file."""
+    full = np.arange(12, dtype=np.float32).reshape(4, 3)
+    names = [f"c{i}" for i in range(4)]
+
+    def write(path):
+        out = ChunkOutput(full.shape, path, obs_names=names, key="X_emb")
+        with out:
+            out.write(np.arange(4), full)
+        return path
+
+    def read(path):
+        return np.load(path) if suffix == ".npy" else ad.read_h5ad(path).obsm["X_emb"]
+
+    long = tmp_path / ("a" * (255 - len(suffix)) + suffix)
+    np.testing.assert_array_equal(read(write(long)), full)
+    target, link = tmp_path / f"target{suffix}", tmp_path / f"link{suffix}"
+    write(target)
+    link.symlink_to(target)
+    full += 1
+    write(link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(read(target), full)
+    assert sorted(os.listdir(tmp_path)) == sorted([long.name, target.name, link.name])

@@ -7,13 +7,14 @@ import json
 import mmap
 import os
 import sys
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ._tmpnames import temporary_beside, write_target
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "omicformer_config.json"
@@ -218,10 +219,10 @@ class NpyChunkWriter:
     def __init__(
         self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any = np.float32
     ) -> None:
-        self.path = check_npy_path(path)
+        self.path = write_target(check_npy_path(path))  # a link is written through
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.tmp_path = temporary_beside(self.path)
         self.array: np.memmap | None = None
 
     def __enter__(self) -> np.memmap:

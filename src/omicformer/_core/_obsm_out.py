@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_file_key
+from ._tmpnames import temporary_beside, write_target
 
 #: anndata's on-disk encoding of a dense array (the same for HDF5 and zarr).
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
@@ -67,7 +67,7 @@ class AnnDataChunkWriter:
         key: str,
         chunk_rows: int = 8192,
     ) -> None:
-        self.path = Path(path)
+        self.path = write_target(path)  # a link is written through
         self.zarr = self.path.suffix == ".zarr"
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         if len(obs_names) != self.shape[0]:
@@ -76,7 +76,7 @@ class AnnDataChunkWriter:
         check_file_key(key, "key", f"out_file={str(self.path)!r}")
         self.obs_names, self.key = obs_names, str(key)
         self.chunk_rows = max(1, min(int(chunk_rows), self.shape[0] or 1))
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.tmp_path = temporary_beside(self.path)
         self._file: Any = None
         self.array: Any = None
 
@@ -184,7 +184,7 @@ class AnnDataChunkWriter:
 
     def _move_into_place(self) -> None:
         if self.zarr and self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.old")
+            old = temporary_beside(self.path, "old")
             os.replace(self.path, old)  # a folder cannot be replaced atomically: swap, then drop
             os.replace(self.tmp_path, self.path)
             shutil.rmtree(old, ignore_errors=True)
