@@ -15,6 +15,12 @@ from omicformer._core._fit_checks import check_first_epoch_validated, check_fit_
         ({"validation_size": 1.0}, r"validation_size=1.0 must be a number in \[0, 1\)"),
         ({"validation_size": "0.1"}, "validation_size='0.1' must be a number"),
         ({"dropout": -0.1}, r"dropout=-0.1 must be a number in \[0, 1\)"),
+        # DataLoader's own errors came late: a float inside Lightning's fit (unnamed), a str
+        # or None from a comparison, -1 after a backed file had been read once
+        ({"num_workers": 1.5}, "num_workers=1.5 must be an integer >= 0"),
+        ({"num_workers": "2"}, "num_workers='2' must be an integer >= 0"),
+        ({"num_workers": -1}, "num_workers=-1 must be an integer >= 0"),
+        ({"num_workers": True}, "num_workers=True must be an integer >= 0"),
     ],
 )
 def test_check_fit_args_names_the_bad_argument(kwargs, match):

@@ -61,6 +61,7 @@ def test_pretrain_curves_stay_finite_when_batches_mask_nothing(make_seqs, tiny, 
         ({"lr": -1e-4}, r"lr=-0.0001 must be a number >= 0"),
         ({"warmup_ratio": -1.0}, r"warmup_ratio=-1.0 must be a number in \[0, 1\)"),
         ({"warmup_ratio": 5}, r"warmup_ratio=5 must be a number in \[0, 1\)"),
+        ({"num_workers": 1.5}, r"num_workers=1.5 must be an integer >= 0"),
     ],
 )
 def test_pretrain_refuses_bad_arguments_before_any_work(seqs, tiny, fit_kw, kwargs, match):

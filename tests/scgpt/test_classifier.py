@@ -282,7 +282,8 @@ def test_rejected_train_leaves_the_model_unchanged(clf_trained, clf_ref_query):
     bad = [({"batch_size": 0}, "batch_size=0"), ({"max_epochs": 1.5}, "max_epochs=1.5"),
            ({"validation_size": 1.0}, "validation_size=1.0"),
            ({"dropout": 1.5}, "dropout=1.5"), ({"lr": -1e-3}, r"lr=-0.001 must be a number > 0"),
-           ({"weight_decay": -1}, "weight_decay=-1 must be")]  # fmt: skip
+           ({"weight_decay": -1}, "weight_decay=-1 must be"),
+           ({"num_workers": None}, "num_workers=None must be")]  # fmt: skip
     for kwargs, match in bad:
         with pytest.raises(ValueError, match=match):
             clf_trained.train(cell_emb_style="cls", **{"dropout": 0.5, **kwargs}, **FIT)

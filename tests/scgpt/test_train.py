@@ -190,6 +190,7 @@ def test_train_size_is_deprecated_for_validation_size(adata):
         ({"scheduler_factor": -1.0}, r"scheduler_factor=-1.0 must be a number > 0"),
         ({"early_stopping_patience": -3}, r"early_stopping_patience=-3 must be"),
         ({"random_state": -1}, r"random_state=-1 must be an integer >= 0"),  # numpy's before
+        ({"num_workers": 1.5}, r"num_workers=1.5 must be an integer >= 0"),  # inside the fit
     ],
 )
 def test_train_rejects_bad_arguments(adata, kwargs, match):

@@ -107,6 +107,7 @@ def check_fit_args(
     factors: Mapping[str, Any] | None = None,
     early_stopping_patience: Any = None,
     random_state: Any = 0,
+    num_workers: Any = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """``ValueError`` naming the first bad training argument; call before changing the model.
@@ -117,7 +118,9 @@ def check_fit_args(
     them only once training starts). ``counts`` (``{name: value}``, e.g. a scheduler's
     interval) must be integers >= 1 and ``factors`` (a learning-rate decay) numbers > 0,
     where not ``None``; ``early_stopping_patience`` an integer >= 0, ``random_state`` a seed
-    (an integer >= 0: numpy's own error did not name it). ``trainer_kwargs``: ``TypeError`` for a key neither
+    (an integer >= 0: numpy's own error did not name it), ``num_workers`` an integer >= 0 (a
+    float failed inside Lightning's fit, a backed file already read). ``trainer_kwargs``:
+    ``TypeError`` for a key neither
     :class:`lightning.pytorch.Trainer` nor :func:`run_training` takes (a typo failed only when
     the trainer was built, after the model had changed).
     """
@@ -125,6 +128,7 @@ def check_fit_args(
 
     check_int("batch_size", batch_size)
     check_seed(random_state)
+    check_int("num_workers", num_workers, minimum=0, hint="DataLoader worker processes")
     for name, why in _SET_HERE.items():
         if name in (trainer_kwargs or {}):
             msg = f"{name}= is set by omicformer's training ({why}); drop it."

@@ -305,7 +305,7 @@ def run_training(
         raise ValueError(msg)
     check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                    early_stopping_patience=early_stopping_patience, random_state=random_state,
-                   trainer_kwargs=trainer_kwargs)  # fmt: skip
+                   num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
     has_val = val is not None and len(val) > 0
     if early_stopping and not has_val:
         msg = (

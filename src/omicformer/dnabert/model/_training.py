@@ -172,7 +172,7 @@ class TrainingMixin:
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, weight_decay=weight_decay,
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         check_optimiser(lr, warmup_ratio)
         if not is_real(max_unknown_fraction) or not 0 <= max_unknown_fraction <= 1:
             msg = (
@@ -326,7 +326,7 @@ class TrainingMixin:
         check_fit_args(batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
                        validation_size=validation_size, weight_decay=weight_decay,
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         check_optimiser(lr, warmup_ratio)
         seqs, names = resolve_sequences(sequences_or_regions, fasta=fasta)
         if (

@@ -293,7 +293,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
                        validation_size=validation_size, dropout=dropout, lr=lr,
                        weight_decay=weight_decay, factors={"lr_decay": lr_decay},
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         if len(self.classes_) < 2:
             msg = (
                 f"The labels hold one class ({self.classes_}); a classifier needs at least 2. "

@@ -332,7 +332,7 @@ class ScGPTIntegration(ScGPT):
                        weight_decay=weight_decay,
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"lr_decay": lr_decay},
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         # the collator checks it too, after the model has changed
         if not (
             isinstance(mask_ratio, int | float | np.integer | np.floating) and 0 < mask_ratio < 1

@@ -385,7 +385,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
                        weight_decay=weight_decay,
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"lr_decay": lr_decay},
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         check_int("n_de", n_de, hint="DE genes per condition")
         real = isinstance(de_weight, int | float | np.integer | np.floating)
         if isinstance(de_weight, bool) or not real or not de_weight >= 0:

@@ -341,7 +341,7 @@ class GenerativeTrainingMixin:
                        counts={"scheduler_interval": scheduler_interval},
                        early_stopping_patience=early_stopping_patience, random_state=random_state,
                        factors={"scheduler_factor": scheduler_factor},
-                       trainer_kwargs=trainer_kwargs)  # fmt: skip
+                       num_workers=num_workers, trainer_kwargs=trainer_kwargs)  # fmt: skip
         _check_train_args(gen_ratios, ecs_weight)
         c = self.module.config
         stream = _check_streaming(self.adata, streaming, chunk_size, shuffle_window)
