@@ -182,7 +182,7 @@ def test_cli_training_errors_are_one_line_and_come_first(
         msg = cli_error(["scgpt", "annotate", f["query"], member_file, "--reference", f["ref"],
                          *base, "--label-key", "cell_type", "--save-model",
                          str(tmp_path / "taken"), "--overwrite"])  # fmt: skip
-        assert msg.startswith(f"{prefix}the output {member_file!r} is in a subfolder of")
+        assert msg.startswith(f"{prefix}the output {member_file!r} is in the folder 'member_0' of")
         for inside in (out, str(tmp_path / "out.h5ad" / "clf")):
             msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", inside])
             assert msg.startswith(f"{prefix}--save-model {inside!r} is the output file {out!r}")

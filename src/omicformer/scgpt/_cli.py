@@ -189,15 +189,16 @@ def _check_save_folder(args: argparse.Namespace) -> None:
             f"--save-model {args.save_model!r} is the output file {args.output!r} (or inside "
             "it); the model is saved as a folder: choose another path.",
         )
-    # saving the model replaces its folder's adata.h5ad and its subfolders whole (an
-    # ensemble's members), so no file the command reads or writes may be there
+    # saving the model replaces its folder's adata.h5ad and an ensemble's member folders
+    # (member_<i>) whole, so no file the command reads or writes may be there
     for role, name in (("output", args.output), ("input", args.input),
                        ("--reference", getattr(args, "reference", None))):  # fmt: skip
         path = None if name is None else Path(name).expanduser().resolve()
         if path is None or folder.resolve() not in path.parents:
             continue
-        if path.parent != folder.resolve() or path.name == "adata.h5ad":
-            where = "in a subfolder" if path.parent != folder.resolve() else "the adata.h5ad"
+        first = path.relative_to(folder.resolve()).parts[0]
+        if first == "adata.h5ad" or first.startswith("member_"):
+            where = "the adata.h5ad" if first == "adata.h5ad" else f"in the folder {first!r}"
             fail(
                 args.prog,
                 f"the {role} {name!r} is {where} of --save-model {args.save_model!r}, which "
