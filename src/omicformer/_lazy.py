@@ -7,7 +7,9 @@ class, so without care ``np.random.seed(0); scgpt.tl.annotate(...); np.random.ra
 draw another number than without the call. :func:`install` (run by ``import omicformer``) puts
 a finder in :data:`sys.meta_path` that wraps the loading of these packages' modules: Python's,
 NumPy's and torch's global states are put back once a module has run. Nothing else about the
-import changes, and imports of other packages are not touched.
+import changes, and imports of other packages are not touched. The states are the process's:
+what another thread draws from (or seeds) the global generators while such a module runs is
+undone with them.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class _KeptStateLoader(importlib.abc.Loader):
             _restore(states)
 
     def __getattr__(self, name: str) -> Any:  # resources, get_code, is_package, ...
+        if name == "_loader" or name.startswith("__"):  # a copy not yet given its state
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 

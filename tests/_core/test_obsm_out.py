@@ -105,3 +105,23 @@ def test_long_names_and_symbolic_links(tmp_path, suffix):
     assert link.is_symlink()
     np.testing.assert_array_equal(read(target), full)
     assert sorted(os.listdir(tmp_path)) == sorted([long.name, target.name, link.name])
+
+    # a link that loops, or points into a missing folder, is replaced itself (as before)
+    (tmp_path / f"d{suffix}").symlink_to(tmp_path / f"d2{suffix}")
+    (tmp_path / f"d2{suffix}").symlink_to(tmp_path / f"d{suffix}")
+    (tmp_path / f"e{suffix}").symlink_to(tmp_path / "missing" / f"e{suffix}")
+    for name in (f"d{suffix}", f"e{suffix}"):
+        write(tmp_path / name)
+        assert not (tmp_path / name).is_symlink()
+        np.testing.assert_array_equal(read(tmp_path / name), full)
+
+
+@pytest.mark.zarr
+def test_the_format_follows_the_name_given_not_a_links_target(tmp_path):
+    """``out.zarr`` linked to a name without the suffix is a zarr store (it was HDF5)."""
+    (tmp_path / "out.zarr").symlink_to(tmp_path / "store")
+    out = ChunkOutput((2, 2), tmp_path / "out.zarr", obs_names=["a", "b"], key="X")
+    with out:
+        out.write(np.arange(2), np.eye(2, dtype=np.float32))
+    assert (tmp_path / "store").is_dir()
+    np.testing.assert_array_equal(ad.read_zarr(tmp_path / "out.zarr").obsm["X"], np.eye(2))

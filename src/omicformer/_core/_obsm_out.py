@@ -67,8 +67,8 @@ class AnnDataChunkWriter:
         key: str,
         chunk_rows: int = 8192,
     ) -> None:
+        self.zarr = Path(path).suffix == ".zarr"  # the name checked, not a link's target's
         self.path = write_target(path)  # a link is written through
-        self.zarr = self.path.suffix == ".zarr"
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         if len(obs_names) != self.shape[0]:
             msg = f"{len(obs_names)} obs_names for {self.shape[0]} rows."

@@ -91,9 +91,10 @@ def kept_global_rng() -> Iterator[None]:
                 setattr(tracker, key, value)
         elif user_queue is not None:  # started inside: seeded as the user's queue would have
             torch.cuda.manual_seed_all(_CUDA_DEFAULT_SEED)
-            for queued in user_queue["call_order"]:
-                if queued:
-                    queued[0]()
+            with torch.cuda.device(0):  # the device current when CUDA starts, before any choice
+                for queued in user_queue["call_order"]:
+                    if queued:
+                        queued[0]()
         else:  # another torch: seeds CUDA if started inside, else queues the seed again
             torch.cuda.manual_seed_all(user_seed)
         for key, value in env.items():

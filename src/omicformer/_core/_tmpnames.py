@@ -11,9 +11,18 @@ NAME_MAX = 255
 
 
 def write_target(path: str | os.PathLike[str]) -> Path:
-    """``path``, or the file a symbolic link at ``path`` points to: a link is written through."""
+    """``path``, or the file a symbolic link at ``path`` points to: a link is written through.
+
+    A link that loops, or points into a folder that does not exist, is replaced itself.
+    """
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop
+        return path
+    return target if target.parent.is_dir() else path
 
 
 def temporary_beside(path: Path, kind: str = "tmp", suffix: str = "") -> Path:
