@@ -112,12 +112,6 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
         drop_batch_layers
             Leave out the checkpoint's batch tokens and DSBN, as the official annotation
             recipe (:meth:`ScGPT.load_pretrained`); :func:`~omicformer.scgpt.tl.annotate` does.
-
-        Returns
-        -------
-        ScGPTClassifier
-            The classifier, untrained; the fresh head is listed in
-            ``pretrained_report_["missing"]``.
         """
         _require_labels(cls, adata)
         model = super().load_pretrained(path, adata, max_len=max_len, gene_selection=gene_selection,
@@ -210,8 +204,7 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             0.762 ± 0.033 to 0.782 ± 0.018 (split: 0.607 ± 0.039 and 0.601 ± 0.038; 6 seeds).
         class_weight
             ``"balanced"`` weights the loss by inverse class frequency (rare cell types count
-            as much as common ones); ``None`` does not, as the official tutorial's
-            ``nn.CrossEntropyLoss()``.
+            as much as common ones); ``None`` does not (the official tutorial's loss).
         weight_decay, lr_decay
             Adam weight decay; learning rate factor per epoch.
         dropout
@@ -246,10 +239,9 @@ class ScGPTClassifier(ReferenceProbeMixin, BlockInferenceMixin, LabelPredictionM
             ``<cls>`` output separates the reference's own subtypes a little better, the gene
             tokens' mean carries over to another experiment much better.
             ``standardize=False, cell_emb_style="cls", probe=False, class_weight=None,
-            lr=1e-4, lr_decay=0.9`` trains as the official recipe does, but for ``<cls>``'s
-            value (``pad_value``, as the official ``embed_data``; 0 in the annotation
-            tutorial), the held-out cells, Adam's ``eps`` (1e-8; the tutorial's 1e-4) and
-            ``max_len`` (the checkpoint's; the tutorial's 3,001).
+            lr=1e-4, lr_decay=0.9`` trains as the official recipe does, but for four things
+            the scGPT guide lists (``<cls>``'s value, the held-out cells, Adam's ``eps``,
+            ``max_len``).
         probe
             Also keep the pretrained gene embeddings of the reference's genes and fit a
             logistic regression (scikit-learn, ``class_weight`` as above, C from 0.1 to 10 by

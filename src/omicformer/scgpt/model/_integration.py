@@ -166,7 +166,6 @@ class ScGPTIntegration(ScGPT):
         if all(getattr(c, k) == v for k, v in changes.items()):
             return []
         self.module, fresh = rebuild_module(self.module, **changes)
-        self._model_summary_string = self._summary()
         return fresh
 
     @property

@@ -253,7 +253,6 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         names = gene_names(self.adata, self.get_setup_arg("gene_key"))
         check_genes_known(names, self.vocab.genes(), "the model's vocabulary")
         self.genes_ = [str(g) for g in names]
-        self._model_summary_string = self._summary()
 
     # ------------------------------------------------------------------ data
     def _conditions(self, adata: AnnData) -> pd.Series:

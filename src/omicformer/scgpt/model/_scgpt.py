@@ -278,24 +278,18 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
             self.gene_ids_ = match_genes(self.adata, vocab, self.get_setup_arg("gene_key"),
                                          warn_case="adata", hint=self._few_genes_hint)  # fmt: skip
             self._matched_genes = gene_snapshot(self.adata, self.get_setup_arg("gene_key"))
-        self._model_summary_string = self._summary()
 
-    def _summary(self) -> str:
-        c = self.module.config
-        genes = ""
-        if self.gene_ids_ is not None:
-            genes = f", {int((self.gene_ids_ >= 0).sum())}/{len(self.gene_ids_)} genes of adata in vocab"
-        return (
+    @property
+    def summary_string(self) -> str:
+        """Summary of the model as it is now (``train(dropout=...)`` changes the module)."""
+        c, ids = self.module.config, self.gene_ids_
+        genes = "" if ids is None else f", {int((ids >= 0).sum())}/{len(ids)} genes of adata in vocab"  # fmt: skip
+        self._model_summary_string = (
             f"{type(self).__name__} model with n_layers: {c.nlayers}, d_model: {c.d_model}, n_heads: {c.nhead}, "
             f"d_hid: {c.d_hid}, dropout: {c.dropout}, n_bins: {c.n_bins}, max_len: {self.max_len}, "
             f"use_batch_labels: {c.use_batch_labels}, dsbn: {bool(c.domain_spec_batchnorm)}; "
             f"vocab: {len(self.vocab)} tokens{genes}."
         )
-
-    @property
-    def summary_string(self) -> str:
-        """Summary of the model as it is now (``train(dropout=...)`` changes the module)."""
-        self._model_summary_string = self._summary()
         return super().summary_string
 
     def __repr__(self) -> str:
@@ -495,7 +489,6 @@ class ScGPT(GenerativeTrainingMixin, ScviAdapterMixin, SaveLoadMixin, BaseModelC
                 check_pretrained_batches(model, known_batches(path), path)
             elif not keeps_layers_of(model, known_batches(path)):  # sized for adata's anew
                 model.module = without_batch_layers(model.module, report)
-                model._model_summary_string = model._summary()
         if gene_selection is not None:
             check_gene_selection(gene_selection)
             model.gene_selection = gene_selection
