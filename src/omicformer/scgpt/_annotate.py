@@ -237,20 +237,19 @@ def annotate(
     using generative AI. Nature Methods 21, 1470-1480.
     """
     from .._core._anndata import check_backed_writable
-    from .._core._checks import check_file_key, check_int, check_key, check_seed, warn_ignored
+    from .._core._checks import check_int, check_key, check_seed, warn_ignored
     from .model._probe_smooth import check_smooth_neighbors
 
     key_added = f"scgpt_{label_key}" if key_added is None else check_key(key_added)
     check_seed(random_state)
-    if adata.isbacked:  # the labels stay with the file, which only an .h5ad can hold
-        check_file_key(key_added, where="a backed AnnData's .h5ad file")
     smooth_neighbors = check_smooth_neighbors(smooth_neighbors)
     n_models = check_int("n_models", n_models, hint="1 fine-tunes a single classifier")
     n_neighbors = check_int("n_neighbors", n_neighbors, hint="the reference cells that vote")
     max_len = check_max_len(max_len)
     if gene_selection is not None:
         check_gene_selection(gene_selection)
-    check_backed_writable(adata, copy, "the predicted labels")
+    # the labels stay with a backed file, which only an .h5ad can hold: no "/" in key_added
+    check_backed_writable(adata, copy, "the predicted labels", key_added)
     ref, query, query_mask, fitted, genes, gene_key = check_inputs(
         adata, reference, label_key, model, method, layer, gene_key, min_confidence
     )
