@@ -242,6 +242,25 @@ def test_mlm_loss_curve_from_history():
     }
     ax = pl.loss_curve(history, smooth=5, show=False)
     assert len(ax.lines) == 3
+    assert ax.lines[2].get_xdata().tolist() == [20.0, 40.0]  # two epochs of 20 steps
+
+
+def test_mlm_loss_curve_draws_validation_at_the_end_of_its_epoch():
+    from omicformer._core._callbacks import history_from_rows
+
+    # 3 epochs of 3 steps, validated after the second only (check_val_every_n_epoch=2)
+    history = history_from_rows({
+        "mlm_train_loss": [(0, 3.0), (1, 2.0), (2, 1.5)],
+        "mlm_train_loss_step": [(s, 4.0 - s / 3) for s in range(1, 10)],
+        "mlm_validation_loss": [(1, 2.5)],
+    })  # fmt: skip
+    ax = pl.loss_curve(history, smooth=1, show=False)
+    train, validation = ax.lines
+    assert train.get_xdata().tolist() == list(range(1, 10))
+    assert validation.get_xdata().tolist() == [6.0]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_predict_refuses_missing_sequences(finetuned):

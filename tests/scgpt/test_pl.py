@@ -37,7 +37,11 @@ def test_loss_curve_of_an_ensemble_or_other_object_says_what_to_pass(clf_trained
     ensemble = ScGPTClassifierEnsemble([clf_trained, clf_trained])
     with pytest.raises(ValueError, match=r"one training history per member.*members\[0\]"):
         pl.loss_curve(ensemble)
-    assert isinstance(pl.loss_curve(ensemble.members[0], show=False), plt.Axes)
+    ax = pl.loss_curve(ensemble.members[0], show=False)
+    assert ax.get_title() == "ScGPTClassifier training"  # was "scGPT pretraining"
+    assert (
+        pl.loss_curve(dict(ensemble.members[0].history), show=False).get_title() == "scGPT training"
+    )
     with pytest.raises(TypeError, match="pass a trained model or its history"):
         pl.loss_curve(3.5)
 

@@ -27,29 +27,66 @@ History = dict[str, pd.DataFrame]
 def extend_history(previous: History | None, run: History, prefix: str = "") -> History:
     """``previous`` with a new run's curves appended (a continued training extends its curves).
 
-    Each of ``run``'s frames goes under ``prefix + key``; its index continues after that key's
-    last epoch or step in ``previous``. A run resumed from a checkpoint starts with the rows
-    the checkpoint held (``frame.attrs["restored_rows"]``); when ``previous`` already ends with
-    them (this model ran the part before the checkpoint) they replace those rows instead of
-    being appended a second time. Keys of ``previous`` that the run lacks are kept.
+    Each of ``run``'s frames goes under ``prefix + key``. The run's epochs (counted from 0) are
+    numbered on after the last epoch of any curve in ``previous`` under ``prefix`` (a stage of
+    its own, such as DNABERT's ``"mlm_"``), and its steps (from 1) after the last step, so that curves recorded on some epochs only (validation every few epochs, or
+    a curve the earlier runs lacked) stay aligned with the others. A run resumed from a
+    checkpoint starts with the rows the checkpoint held (``frame.attrs["restored_rows"]``);
+    when ``previous`` already ends with them (this model ran the part before the checkpoint),
+    the run is numbered from where those rows begin, and what ``previous`` recorded from there
+    on is replaced instead of being appended a second time. Keys of ``previous`` that the run
+    lacks are kept.
     """
     out = dict(previous or {})
-    for key, frame in run.items():
-        name = f"{prefix}{key}"
-        restored = int(frame.attrs.get("restored_rows", 0))
-        frame = frame.rename(columns={key: name})
-        before = out.get(name)
-        if (
-            before is not None
-            and 0 < restored <= len(before)
-            and np.array_equal(before.iloc[-restored:, 0], frame.iloc[:restored, 0])
-        ):
-            before = before.iloc[:-restored]
-        if before is not None and len(before):
-            frame.index = frame.index + (before.index.max() + 1 - frame.index.min())
-            frame = pd.concat([before, frame])
-        out[name] = frame
+    frames = {f"{prefix}{key}": frame.rename(columns={key: f"{prefix}{key}"})
+              for key, frame in run.items()}  # fmt: skip
+    for kind, first in (("epoch", 0), ("step", 1)):
+        names = [
+            name for name, frame in frames.items() if _kind(name, frame) == kind and len(frame)
+        ]
+        if not names:
+            continue
+        earlier = [f for n, f in out.items()
+                   if n.startswith(prefix) and _kind(n, f) == kind and len(f)]  # fmt: skip
+        offset = max((int(f.index.max()) + 1 - first for f in earlier), default=0)
+        for name in names:  # resumed: where the checkpoint's rows begin in previous
+            start = _restored_start(out.get(name), frames[name])
+            if start is not None:
+                offset = start - int(frames[name].index[0])
+                break
+        for name, frame in list(out.items()):  # rows that the run numbers anew
+            if _kind(name, frame) == kind and name in frames:
+                out[name] = frame[frame.index < first + offset]
+        for name in names:
+            frame = frames[name].copy()
+            frame.index = frame.index + offset
+            before = out.get(name)
+            out[name] = pd.concat([before, frame]) if before is not None and len(before) else frame
     return out
+
+
+def _kind(name: str, frame: pd.DataFrame) -> str:
+    """``"step"`` or ``"epoch"``: what a history frame is indexed by."""
+    return frame.index.name or ("step" if name.endswith("_step") else "epoch")
+
+
+def _restored_start(before: pd.DataFrame | None, frame: pd.DataFrame) -> int | None:
+    """Index in ``before`` where ``frame``'s restored rows were recorded, if it holds them.
+
+    The last place where ``before`` holds those rows' values, at the same spacing of the index;
+    rows after them in ``before`` were recorded after the checkpoint and are run again.
+    """
+    restored = int(frame.attrs.get("restored_rows", 0))
+    if before is None or not 0 < restored <= len(before):
+        return None
+    values, index = frame.iloc[:restored, 0].to_numpy(), frame.index[:restored].to_numpy()
+    for p in range(len(before) - restored, -1, -1):
+        block = before.iloc[p : p + restored]
+        if np.array_equal(block.iloc[:, 0].to_numpy(), values) and np.all(
+            np.diff(block.index.to_numpy()) == np.diff(index)
+        ):
+            return int(block.index[0])
+    return None
 
 
 class SeedCallback(pl.Callback):

@@ -35,6 +35,9 @@ def loss_curve(
 ) -> Axes | None:
     """Training loss per optimizer step (raw and moving average) with validation loss per epoch.
 
+    A validation loss is drawn at the step where its epoch ended, taking every epoch of the
+    stage to be equally long (runs continued with another ``batch_size`` are not).
+
     Parameters
     ----------
     model_or_history
@@ -70,7 +73,8 @@ def loss_curve(
             "history (a dict of losses)."
         )
         raise TypeError(msg)
-    steps = _values(history.get(f"{stage}_train_loss_step"))
+    step_curve = history.get(f"{stage}_train_loss_step")
+    steps = _values(step_curve)
     if steps.size == 0:
         msg = (
             f"No {stage!r} training history to plot (keys: {sorted(history)}); train with "
@@ -78,16 +82,19 @@ def loss_curve(
         )
         raise ValueError(msg)
     ax = new_axes(ax)
-    x = np.arange(1, steps.size + 1)
+    x = _index(step_curve, start=1)
     ax.plot(x, steps, color="0.75", lw=0.8, label="train (step)")
     w = max(1, min(smooth, steps.size))
     if w > 1:
         avg = np.convolve(steps, np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1 :], avg, color="C0", lw=1.8, label=f"train ({w}-step mean)")
-    val = _values(history.get(f"{stage}_validation_loss"))
-    if val.size:
-        per_epoch = steps.size / val.size
-        ax.plot(per_epoch * np.arange(1, val.size + 1), val, "o-", color="C1", label="validation")
+    val_curve = history.get(f"{stage}_validation_loss")
+    val = _values(val_curve)
+    if val.size:  # at the end of its epoch, every epoch of the stage taken as equally long
+        epochs = _index(history.get(f"{stage}_train_loss", val_curve), start=0)
+        per_epoch = x[-1] / (epochs[-1] + 1 if epochs.size else val.size)
+        at = (_index(val_curve, start=0) + 1) * per_epoch
+        ax.plot(at, val, "o-", color="C1", label="validation")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("masked-LM loss" if stage == "mlm" else "cross-entropy loss")
     ax.set_title("DNABERT pretraining" if stage == "mlm" else "DNABERT fine-tuning")
@@ -100,6 +107,13 @@ def _values(curve: Any) -> np.ndarray:
     if curve is None:
         return np.zeros(0)
     return np.asarray(curve.iloc[:, 0] if hasattr(curve, "iloc") else curve, dtype=float)
+
+
+def _index(curve: Any, start: int) -> np.ndarray:
+    """Epochs or steps of one history entry: its index, or ``start, start + 1, ...`` (a list)."""
+    if hasattr(curve, "iloc"):
+        return np.asarray(curve.index, dtype=float)
+    return np.arange(start, start + len(curve), dtype=float)
 
 
 def _prediction_frame(data: Any, mod: str) -> tuple[pd.DataFrame, Any]:

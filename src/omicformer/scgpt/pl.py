@@ -98,7 +98,9 @@ def loss_curve(
         ax.plot(x, y, marker="o" if y.size < 30 else None, ms=3, label=key)
     ax.set_xlabel("step" if all(k.endswith("_step") for k in keys) else "epoch")
     ax.set_ylabel("loss")
-    ax.set_title("scGPT pretraining")
+    # the model's class names what was trained (ScGPT: pretraining; a classifier: fine-tuning)
+    title = type(model_or_history).__name__ if hasattr(model_or_history, "history") else "scGPT"
+    ax.set_title(f"{title} training")
     ax.legend(frameon=False, fontsize=8)
     return finish(ax, show, save, name="scgpt_loss_curve")
 

@@ -70,7 +70,8 @@ def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.
     """Instantiate ``BertForMaskedLM`` (``task="mlm"``) or ``BertForSequenceClassification``.
 
     Uses PyTorch SDPA attention where the installed ``transformers`` supports it; ``seed``
-    makes the random initialisation reproducible without touching the global RNG.
+    makes the random initialisation reproducible without touching the global RNG. The model
+    is in eval mode (dropout off), as Hugging Face's ``from_pretrained`` returns one.
     """
     from transformers import BertForMaskedLM, BertForSequenceClassification
 
@@ -84,7 +85,7 @@ def build_bert(config, task: str = MLM, *, seed: int | None = None) -> torch.nn.
             model = cls._from_config(config, attn_implementation="sdpa")
         except (ImportError, ValueError, TypeError):  # older transformers or no SDPA support
             model = cls(config)
-    return model
+    return model.eval()  # as from_pretrained gives it; training switches to train mode
 
 
 def classifier_pooling(config) -> str:
