@@ -83,3 +83,17 @@ def test_history_prefixes_number_each_stage_on_its_own():
     history = extend_history(history, mlm, prefix="mlm_")
     assert history["mlm_train_loss"].index.tolist() == [0, 1, 2, 3]
     assert history["mlm_validation_loss"].index.tolist() == [1, 3]
+
+
+def test_a_resume_matched_by_one_curve_only_is_not_taken_for_this_models_run():
+    # a saved model's fine-tuning ran 3 epochs; a run of another process was resumed into it:
+    # its restored accuracy (0.75) repeats one of the model's by chance, its loss does not
+    history = history_from_rows({"train_loss": [(0, 0.69), (1, 0.61), (2, 0.52)],
+                                 "validation_accuracy": [(0, 0.5), (1, 0.5), (2, 0.75)]})  # fmt: skip
+    run = history_from_rows({"train_loss": [(0, 0.45), (1, 0.40)],
+                             "validation_accuracy": [(0, 0.75), (1, 0.8)]})  # fmt: skip
+    for frame in run.values():
+        frame.attrs["restored_rows"] = 1
+    rows = _rows(extend_history(history, run))
+    assert rows["train_loss"] == [(0, 0.69), (1, 0.61), (2, 0.52), (3, 0.45), (4, 0.40)]
+    assert [i for i, _ in rows["validation_accuracy"]] == [0, 1, 2, 3, 4]

@@ -32,7 +32,8 @@ def extend_history(previous: History | None, run: History, prefix: str = "") -> 
     its own, such as DNABERT's ``"mlm_"``), and its steps (from 1) after the last step, so that curves recorded on some epochs only (validation every few epochs, or
     a curve the earlier runs lacked) stay aligned with the others. A run resumed from a
     checkpoint starts with the rows the checkpoint held (``frame.attrs["restored_rows"]``);
-    when ``previous`` already ends with them (this model ran the part before the checkpoint),
+    when ``previous`` holds them on every such curve, at one place (this model ran the part
+    before the checkpoint),
     the run is numbered from where those rows begin, and what ``previous`` recorded from there
     on is replaced instead of being appended a second time. Keys of ``previous`` that the run
     lacks are kept.
@@ -49,11 +50,14 @@ def extend_history(previous: History | None, run: History, prefix: str = "") -> 
         earlier = [f for n, f in out.items()
                    if n.startswith(prefix) and _kind(n, f) == kind and len(f)]  # fmt: skip
         offset = max((int(f.index.max()) + 1 - first for f in earlier), default=0)
-        for name in names:  # resumed: where the checkpoint's rows begin in previous
-            start = _restored_start(out.get(name), frames[name])
-            if start is not None:
-                offset = start - int(frames[name].index[0])
-                break
+        # resumed: where the checkpoint's rows begin in previous, if every curve holding
+        # some agrees (one curve alone, e.g. an accuracy, can repeat values by chance)
+        resumed = {name: _restored_start(out.get(name), frames[name]) for name in names
+                   if frames[name].attrs.get("restored_rows", 0)}  # fmt: skip
+        shifts = {None if start is None else start - int(frames[name].index[0])
+                  for name, start in resumed.items()}  # fmt: skip
+        if len(shifts) == 1 and None not in shifts:
+            (offset,) = shifts
         for name, frame in list(out.items()):  # rows that the run numbers anew
             if _kind(name, frame) == kind and name in frames:
                 out[name] = frame[frame.index < first + offset]
