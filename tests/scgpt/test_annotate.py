@@ -315,6 +315,7 @@ def test_annotate_gene_selection_reaches_training_and_knn(
                          gene_selection="random", progress=False, copy=True,
                          return_model=True)  # fmt: skip
     assert clf.gene_selection == "random"  # the official subset, instead of the default
+    assert type(clf).__name__ == "ScGPTClassifier"  # one classifier by default (n_models=1)
     # knn, "highest": a cell longer than max_len reads as the cell holding only its top
     # max_len - 1 genes (distinct values, so the top genes are unambiguous)
     jitter = 1e-3 * np.arange(1, N_GENES + 1, dtype=np.float32)

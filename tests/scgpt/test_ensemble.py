@@ -120,12 +120,12 @@ def test_bad_members_and_arguments(ensemble, marker_pretrained, marker_cells, tm
         ensemble.train(ckpt_path=tmp_path / "last.ckpt")
 
 
-def test_annotate_trains_two_members_by_default_and_reuses_an_ensemble(
+def test_annotate_trains_two_members_when_asked_and_reuses_an_ensemble(
     marker_pretrained, marker_ref, query, tmp_path
 ):
     q = query.copy()
     ens = tl.annotate(q, marker_ref, label_key="cell_type", model=marker_pretrained, max_epochs=2,
-                      random_state=5, progress=False, return_model=True)  # fmt: skip
+                      random_state=5, n_models=2, progress=False, return_model=True)  # fmt: skip
     assert isinstance(ens, ScGPTClassifierEnsemble) and ens.n_models == 2
     assert ens.random_state_ == 5
     uns = q.uns["scgpt"]["scgpt_cell_type"]

@@ -31,7 +31,8 @@ def test_loss_curve_from_history():
 
 
 def test_loss_curve_of_an_ensemble_or_other_object_says_what_to_pass(clf_trained):
-    # tl.annotate(return_model=True) gives an ensemble: "argument ... is not iterable" before
+    # tl.annotate(n_models=2, return_model=True) gives an ensemble: "argument ... is not
+    # iterable" before
     from omicformer.scgpt.model import ScGPTClassifierEnsemble
 
     ensemble = ScGPTClassifierEnsemble([clf_trained, clf_trained])

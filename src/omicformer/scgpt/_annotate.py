@@ -41,7 +41,7 @@ def annotate(
     batch_size: int = 32,
     dropout: float = 0.0,
     probe: bool = True,
-    n_models: int = 2,
+    n_models: int = 1,
     smooth_neighbors: int = 15,
     n_neighbors: int = 15,
     device: str = "auto",
@@ -64,8 +64,8 @@ def annotate(
     head those far from all of them, as cells of another experiment
     (:meth:`~omicformer.scgpt.model.ScGPTClassifier.train`, ``cell_emb_style``,
     ``standardize`` and ``probe``); those far cells share their query neighbours' predictions
-    (``smooth_neighbors``); and two classifiers are fine-tuned with different seeds and their
-    predictions averaged (``n_models``).
+    (``smooth_neighbors``); and with ``n_models=2`` two classifiers are fine-tuned with
+    different seeds and their predictions averaged.
     ``method="knn"``: no training; the query is labelled by its ``n_neighbors`` nearest
     reference cells in the zero-shot scGPT embedding (fast reference mapping).
 
@@ -155,13 +155,15 @@ def annotate(
         ``"finetune"``: classifiers fine-tuned, with seeds ``random_state + 100 * i``, whose
         mean prediction labels the cells (a
         :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`; ``1``: one
-        :class:`~omicformer.scgpt.model.ScGPTClassifier`). Fine-tuning time grows with it.
-        With the default model, labelling one PBMC experiment from another, 2 raised query
-        macro-F1 (means over six classifiers and over every pair of them: PBMC 3k to
-        ``pbmc_celltypist`` 0.765 to 0.796, ``pbmc68k_reduced`` to ``pbmc_celltypist`` 0.820
-        to 0.845) and narrowed the spread between seeds; on 70/30 splits of one experiment it
-        changed little (``docs/benchmarks.md``). A classifier passed as ``model`` keeps its
-        own.
+        :class:`~omicformer.scgpt.model.ScGPTClassifier`, the default). Fine-tuning time grows
+        with it: on a 2-core CPU without AVX-512, labelling 30% of ``pbmc68k_reduced`` from the
+        other 70% took 324 s with 2 and 142 s with 1, so 1 is the default (2 was, from
+        2026-12-05 to 2026-12-08). With the default model, labelling one PBMC experiment from
+        another, 2 raised query macro-F1 on average (means over six classifiers and over every
+        pair of them: PBMC 3k to ``pbmc_celltypist`` 0.765 to 0.796, ``pbmc68k_reduced`` to
+        ``pbmc_celltypist`` 0.820 to 0.845) and narrowed the spread between seeds, though not on
+        every machine and seed (``docs/benchmarks.md``); on 70/30 splits of one experiment it
+        changed little. A classifier passed as ``model`` keeps its own.
     smooth_neighbors
         ``"finetune"`` with the probe: a query cell far from the reference cells (where the
         fine-tuned head decides) takes, for the head's share of its prediction, a
@@ -184,8 +186,8 @@ def annotate(
         Progress bars.
     return_model
         Also return the fitted model (the
-        :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`, or with ``n_models=1`` the
-        :class:`~omicformer.scgpt.model.ScGPTClassifier`; for ``"knn"`` a scikit-learn
+        :class:`~omicformer.scgpt.model.ScGPTClassifier`, or with ``n_models`` of 2 or more
+        the :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`; for ``"knn"`` a scikit-learn
         ``KNeighborsClassifier`` whose ``predict`` breaks ties as ``annotate`` does), to label
         further data without retraining.
     copy

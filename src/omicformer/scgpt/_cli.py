@@ -80,7 +80,7 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
         help="fine-tuning epochs; default: scaled with the reference's size",
     )  # fmt: skip
     annotate.add_argument(
-        "--n-models", type=int, default=2,
+        "--n-models", type=int, default=1,
         help="classifiers fine-tuned with different seeds and averaged (finetune)",
     )  # fmt: skip
     annotate.add_argument("--batch-size", type=int, default=32)

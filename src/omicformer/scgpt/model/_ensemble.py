@@ -2,8 +2,9 @@
 
 Fine-tuning the small default model on a few hundred reference cells lands in a different
 place on every seed; on a query from another experiment the mean of two classifiers'
-predictions beat one classifier's on average and varied less between seeds
-(``docs/benchmarks.md``).
+predictions beat one classifier's on average and varied less between seeds over six
+classifiers per pairing, though not on another machine's seeds 0-2, and it doubles the
+fine-tuning time (``docs/benchmarks.md``, "One classifier again").
 Member ``i`` is an :class:`~omicformer.scgpt.model.ScGPTClassifier` trained, and predicting,
 with seed ``random_state + 100 * i`` (its own validation cells, minibatches and probe
 cross-validation). Their unsmoothed predictions (the mixed probabilities, probe
@@ -57,7 +58,7 @@ def is_ensemble_dir(path: Any) -> bool:
 class ScGPTClassifierEnsemble(LabelPredictionMixin):
     """Several :class:`ScGPTClassifier` fine-tuned with different seeds; their mean predicts.
 
-    What :func:`~omicformer.scgpt.tl.annotate` trains by default (``n_models=2``). Member
+    What :func:`~omicformer.scgpt.tl.annotate` trains with ``n_models=2`` or more. Member
     ``i`` is fine-tuned with seed ``random_state + 100 * i``, so each holds out its own
     validation cells and sees its own minibatches. Prediction averages the members'
     calibrated probabilities, probe weights, probe probabilities and probe representations
