@@ -29,14 +29,14 @@ def extend_history(previous: History | None, run: History, prefix: str = "") -> 
 
     Each of ``run``'s frames goes under ``prefix + key``. The run's epochs (counted from 0) are
     numbered on after the last epoch of any curve in ``previous`` under ``prefix`` (a stage of
-    its own, such as DNABERT's ``"mlm_"``), and its steps (from 1) after the last step, so that curves recorded on some epochs only (validation every few epochs, or
-    a curve the earlier runs lacked) stay aligned with the others. A run resumed from a
-    checkpoint starts with the rows the checkpoint held (``frame.attrs["restored_rows"]``);
-    when ``previous`` holds them on every such curve, at one place (this model ran the part
-    before the checkpoint),
-    the run is numbered from where those rows begin, and what ``previous`` recorded from there
-    on is replaced instead of being appended a second time. Keys of ``previous`` that the run
-    lacks are kept.
+    its own, such as DNABERT's ``"mlm_"``), and its steps (from 1) after the last step, so
+    that curves recorded on some epochs only (validation every few epochs, or a curve the
+    earlier runs lacked) stay aligned with the others. A run resumed from a checkpoint starts
+    with the rows the checkpoint held (``frame.attrs["restored_rows"]``); when ``previous``
+    holds them on every such curve, at one place (this model ran the part before the
+    checkpoint), the run is numbered from where those rows begin, and what ``previous``
+    recorded from there on is replaced instead of being appended a second time. Keys of
+    ``previous`` that the run lacks are kept.
     """
     out = dict(previous or {})
     frames = {f"{prefix}{key}": frame.rename(columns={key: f"{prefix}{key}"})
