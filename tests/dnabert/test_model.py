@@ -489,19 +489,3 @@ def test_an_interrupted_run_leaves_the_model_as_it_was(labelled, seqs, tiny, fit
         model.pretrain(seqs, max_steps=3, batch_size=4, callbacks=[CtrlC()], **fit_kw)
     assert not model.module.training
     model.pretrain(seqs, max_steps=1, batch_size=4, **fit_kw)  # usable afterwards
-
-
-def test_new_and_loaded_models_are_in_eval_mode_as_from_pretrained_gives_them(
-    tiny, official_folder, tmp_path
-):
-    # a model's module is used directly too (model.module(...)): dropout must be off, as
-    # transformers' from_pretrained leaves it; training switches to train mode by itself
-    import torch
-
-    official_folder(tmp_path, k=3)
-    for model in (DNABert(k=3, **tiny), DNABert.load(tmp_path)):
-        assert not model.module.training
-        ids = torch.tensor([[2, 10, 11, 12, 3]])
-        with torch.no_grad():
-            first, second = model.module(input_ids=ids).logits, model.module(input_ids=ids).logits
-        assert torch.equal(first, second)

@@ -312,3 +312,19 @@ def test_no_weight_decay_on_biases_and_layer_norms_as_official():
         for group in groups:
             ours = {id(p) for p in group["params"]}
             assert ours == {id(p) for p in official[group["weight_decay"]]}
+
+
+def test_new_and_loaded_models_are_in_eval_mode_as_from_pretrained_gives_them(
+    tiny, official_folder, tmp_path
+):
+    # a model's module is used directly too (model.module(...)): dropout must be off, as
+    # transformers' from_pretrained leaves it; training switches to train mode by itself
+    from omicformer.dnabert.model import DNABert
+
+    official_folder(tmp_path, k=3)
+    for model in (DNABert(k=3, **tiny), DNABert.load(tmp_path)):
+        assert not model.module.training
+        ids = torch.tensor([[2, 10, 11, 12, 3]])
+        with torch.no_grad():
+            first, second = model.module(input_ids=ids).logits, model.module(input_ids=ids).logits
+        assert torch.equal(first, second)

@@ -155,15 +155,14 @@ def annotate(
         ``"finetune"``: classifiers fine-tuned, with seeds ``random_state + 100 * i``, whose
         mean prediction labels the cells (a
         :class:`~omicformer.scgpt.model.ScGPTClassifierEnsemble`; ``1``: one
-        :class:`~omicformer.scgpt.model.ScGPTClassifier`, the default). Fine-tuning time grows
-        with it: on a 2-core CPU without AVX-512, labelling 30% of ``pbmc68k_reduced`` from the
-        other 70% took 324 s with 2 and 142 s with 1, so 1 is the default (2 was, from
-        2026-12-05 to 2026-12-08). With the default model, labelling one PBMC experiment from
-        another, 2 raised query macro-F1 on average (means over six classifiers and over every
-        pair of them: PBMC 3k to ``pbmc_celltypist`` 0.765 to 0.796, ``pbmc68k_reduced`` to
-        ``pbmc_celltypist`` 0.820 to 0.845) and narrowed the spread between seeds, though not on
-        every machine and seed (``docs/benchmarks.md``); on 70/30 splits of one experiment it
-        changed little. A classifier passed as ``model`` keeps its own.
+        :class:`~omicformer.scgpt.model.ScGPTClassifier`, the default). Time grows with it: on
+        a 2-core CPU without AVX-512, 30% of ``pbmc68k_reduced`` labelled from the other 70%
+        took 324 s with 2, 142 s with 1 (the default; 2 was from 2026-12-05 to 2026-12-08).
+        With the default model, between PBMC experiments, 2 raised query macro-F1 on average
+        over six classifiers and every pair of them (PBMC 3k to ``pbmc_celltypist`` 0.765 to
+        0.796, ``pbmc68k_reduced`` to ``pbmc_celltypist`` 0.820 to 0.845), though not on
+        another machine's seeds 0-2 (``docs/benchmarks.md``); on 70/30 splits of one
+        experiment it changed little. A classifier passed as ``model`` keeps its own.
     smooth_neighbors
         ``"finetune"`` with the probe: a query cell far from the reference cells (where the
         fine-tuned head decides) takes, for the head's share of its prediction, a
