@@ -58,13 +58,12 @@ def extend_history(previous: History | None, run: History, prefix: str = "") -> 
                   for name, start in resumed.items()}  # fmt: skip
         if len(shifts) == 1 and None not in shifts:
             (offset,) = shifts
-        for name, frame in list(out.items()):  # rows that the run numbers anew
-            if _kind(name, frame) == kind and name in frames:
-                out[name] = frame[frame.index < first + offset]
         for name in names:
             frame = frames[name].copy()
             frame.index = frame.index + offset
             before = out.get(name)
+            if before is not None:  # without the rows that the run numbers anew
+                before = before[before.index < first + offset]
             out[name] = pd.concat([before, frame]) if before is not None and len(before) else frame
     return out
 
