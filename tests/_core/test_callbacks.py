@@ -97,3 +97,17 @@ def test_a_resume_matched_by_one_curve_only_is_not_taken_for_this_models_run():
     rows = _rows(extend_history(history, run))
     assert rows["train_loss"] == [(0, 0.69), (1, 0.61), (2, 0.52), (3, 0.45), (4, 0.40)]
     assert [i for i, _ in rows["validation_accuracy"]] == [0, 1, 2, 3, 4]
+
+
+def test_restored_nan_losses_match_the_nan_the_model_recorded():
+    # a run whose loss was NaN on epoch 1, interrupted after epoch 2 and resumed from the
+    # checkpoint of epoch 1: its restored rows hold that NaN and must match the model's rows
+    nan = float("nan")
+    history = extend_history(
+        None, history_from_rows({"train_loss": [(0, 9.0), (1, nan), (2, 7.0)]})
+    )
+    resumed = history_from_rows({"train_loss": [(0, 9.0), (1, nan), (2, 6.5), (3, 6.0)]})
+    resumed["train_loss"].attrs["restored_rows"] = 2
+    rows = _rows(extend_history(history, resumed))
+    assert [i for i, _ in rows["train_loss"]] == [0, 1, 2, 3]
+    assert [v for _, v in rows["train_loss"]][2:] == [6.5, 6.0]

@@ -76,8 +76,9 @@ def _kind(name: str, frame: pd.DataFrame) -> str:
 def _restored_start(before: pd.DataFrame | None, frame: pd.DataFrame) -> int | None:
     """Index in ``before`` where ``frame``'s restored rows were recorded, if it holds them.
 
-    The last place where ``before`` holds those rows' values, at the same spacing of the index;
-    rows after them in ``before`` were recorded after the checkpoint and are run again.
+    The last place where ``before`` holds those rows' values (a NaN loss matching a NaN), at the
+    same spacing of the index; rows after them in ``before`` were recorded after the
+    checkpoint and are run again.
     """
     restored = int(frame.attrs.get("restored_rows", 0))
     if before is None or not 0 < restored <= len(before):
@@ -85,7 +86,7 @@ def _restored_start(before: pd.DataFrame | None, frame: pd.DataFrame) -> int | N
     values, index = frame.iloc[:restored, 0].to_numpy(), frame.index[:restored].to_numpy()
     for p in range(len(before) - restored, -1, -1):
         block = before.iloc[p : p + restored]
-        if np.array_equal(block.iloc[:, 0].to_numpy(), values) and np.all(
+        if np.array_equal(block.iloc[:, 0].to_numpy(), values, equal_nan=True) and np.all(
             np.diff(block.index.to_numpy()) == np.diff(index)
         ):
             return int(block.index[0])
