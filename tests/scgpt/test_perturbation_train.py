@@ -173,3 +173,38 @@ def test_load_pretrained_refuses_a_max_len_below_2(sim):
     ScGPTPerturbation.setup_anndata(adata)
     with pytest.raises(ValueError, match=r"max_len=0 must be >= 2"):  # was the default, 1536
         ScGPTPerturbation.load_pretrained("default", adata, max_len=0)
+
+
+def _mouse_case(name: str) -> str:
+    return name if name == "ctrl" else name[0] + name[1:].lower()  # "ABI2" -> "Abi2"
+
+
+@pytest.mark.filterwarnings("ignore:.*were training data, not unseen")
+def test_mouse_style_symbols_keep_their_pretrained_embeddings(sim, default_vocab, tmp_path):
+    # symbols that match the vocabulary only ignoring case are read as every scGPT model
+    # reads them: the matched genes keep their pretrained rows, only the others are new
+    adata = sim.copy()
+    adata.var_names = [_mouse_case(g) for g in sim.var_names]
+    adata.obs["condition"] = [
+        "+".join(_mouse_case(g) for g in c.split("+")) for c in sim.obs["condition"].astype(str)
+    ]
+    ScGPTPerturbation.setup_anndata(adata)
+    with pytest.warns(UserWarning, match="case is ignored"):
+        model = ScGPTPerturbation.load_pretrained("default", adata)
+    matched = [g for g in adata.var_names if g.upper() in default_vocab]
+    assert matched  # the simulation's genes include some of the default vocabulary's
+    assert model.pretrained_report_["new_genes"] == [
+        g for g in adata.var_names if g.upper() not in default_vocab
+    ]
+    ids = dict(zip(model.genes_, model._gene_token_ids().tolist(), strict=True))
+    assert [ids[g] for g in matched] == [default_vocab[g.upper()] for g in matched]
+    assert len(set(ids.values())) == adata.n_vars and min(ids.values()) >= 0
+    # trained, saved and loaded, it reads the genes the same way
+    model.train(max_epochs=1, batch_size=32, accelerator="cpu", enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = ScGPTPerturbation.load(tmp_path / "m", adata)
+    np.testing.assert_array_equal(loaded._gene_token_ids(), model._gene_token_ids())
+    request = [_genes_of(c)[0] for c in adata.obs["condition"].unique() if c != "ctrl"][:1]
+    a = model.predict(request, progress=False).X
+    b = loaded.predict(request, progress=False).X
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6)

@@ -21,7 +21,7 @@ from .._conditions import (
     CONTROL,
     check_genes_known,
 )
-from .._genes import gene_names
+from .._genes import gene_names, lookup_symbols
 from .._perturb_data import check_measured, check_perturbation_data
 from .._vocab import GeneVocab
 from ._io import rebuild_module
@@ -173,8 +173,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
 
         The official recipe keeps the pretrained ``encoder``, ``value_encoder`` and
         ``transformer_encoder``; ``pert_encoder`` and the decoder are new. Genes of ``adata``
-        missing from the checkpoint's vocabulary get new, freshly initialised embeddings, so
-        every measured gene is predicted; they are listed in
+        missing from the checkpoint's vocabulary (matched as ``tl.embed`` matches them:
+        ignoring case where most symbols match only so, as mouse ones) get new, freshly
+        initialised embeddings, so every measured gene is predicted; they are listed in
         ``model.pretrained_report_["new_genes"]``. This needs enough genes in the vocabulary
         for the pretrained weights to matter: at least 10% of the smaller of ``adata``'s genes
         and the vocabulary's (the check of every scGPT model); with fewer, a ``ValueError``
@@ -212,8 +213,12 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         model = super().load_pretrained(
             path, adata, max_len=DEFAULT_MAX_LEN if max_len is None else max_len
         )
-        genes = [str(g) for g in gene_names(adata, model.get_setup_arg("gene_key"))]
-        new = [g for g in dict.fromkeys(genes) if g not in model.vocab]
+        genes = list(
+            dict.fromkeys(str(g) for g in gene_names(adata, model.get_setup_arg("gene_key")))
+        )
+        # matched as every scGPT model matches symbols (ignoring case for mouse-style ones)
+        ids = lookup_symbols(np.asarray(genes, dtype=str), model.vocab)[0]
+        new = [g for g, i in zip(genes, ids, strict=True) if i < 0]
         fresh: list[str] = []
         if new:
             model._extend_vocab(new)
@@ -250,9 +255,11 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
 
     def _set_genes(self) -> None:
         """The genes this model predicts: every gene of the registered AnnData, in order."""
-        names = gene_names(self.adata, self.get_setup_arg("gene_key"))
-        check_genes_known(names, self.vocab.genes(), "the model's vocabulary")
-        self.genes_ = [str(g) for g in names]
+        names = [str(g) for g in gene_names(self.adata, self.get_setup_arg("gene_key"))]
+        ids = self.vocab.lookup(names, ignore_case=True)  # as _gene_token_ids reads them
+        unknown = [g for g, i in zip(names, ids, strict=True) if i < 0]
+        check_genes_known(unknown, self.vocab.genes(), "the model's vocabulary")
+        self.genes_ = names
 
     # ------------------------------------------------------------------ data
     def _conditions(self, adata: AnnData) -> pd.Series:

@@ -16,7 +16,6 @@ from ..._core._anndata import check_obs_key
 from ..._core._checks import check_int
 from ..._core._warnings import warn_caller
 from .._conditions import check_genes_known, condition_id, parse_condition, parse_requests
-from .._genes import lookup_symbols
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -30,8 +29,13 @@ class PerturbationPredictionMixin:
     """
 
     def _gene_token_ids(self) -> np.ndarray:
-        """Vocabulary id of each of the model's genes ``genes_`` (``-1``: not in it)."""
-        return lookup_symbols(np.asarray(self.genes_, dtype=str), self.vocab)[0]
+        """Vocabulary id of each of the model's genes ``genes_`` (``-1``: not in it).
+
+        A gene is its token as written, else the token that differs only in case: the genes
+        that ``load_pretrained`` matched ignoring case (mouse-style symbols) keep their
+        pretrained rows, the genes it added to the vocabulary are there as written.
+        """
+        return self.vocab.lookup(self.genes_, ignore_case=True)
 
     def _prior(self, controls: Any) -> Any:
         """The :class:`CovariancePrior` of these control cells and the trained own effects."""
