@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +62,22 @@ def test_demo_cli_out_must_be_a_folder(tmp_path):
     )
     with pytest.raises(SystemExit, match="omicformer demo: error: cannot create the folder"):
         main(["demo", "--out", str(tmp_path / "file" / "demo"), "--device", "cpu"])
+
+
+def test_demo_cli_out_must_be_writable(tmp_path, monkeypatch):
+    # a read-only folder: refused at the start, not with a traceback after the work
+    import omicformer._demo
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("--out is checked before the demo runs")
+
+    monkeypatch.setattr(omicformer._demo, "run_demo", not_called)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: (
+        Path(p) != tmp_path or not mode & os.W_OK) and access(p, mode, *a, **k))  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path), "--device", "cpu"])
+    assert exc.value.code == (
+        f"omicformer demo: error: cannot write to --out {str(tmp_path)!r}: the folder is not "
+        "writable."
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         fail(args.prog, f"cannot create the folder --out {args.out!r}: {err.strerror}.")
+    if not os.access(out, os.W_OK):
+        fail(args.prog, f"cannot write to --out {args.out!r}: the folder is not writable.")
     run_demo(out, device=args.device)
     return 0
 

@@ -1,5 +1,6 @@
 """``omicformer scgpt annotate`` and ``omicformer scgpt integrate``: the files in and out."""
 
+import os
 from pathlib import Path
 
 import anndata as ad
@@ -164,6 +165,18 @@ def test_cli_training_errors_are_one_line_and_come_first(
             msg
             == f"{prefix}cannot save the model to {under!r}: {str(tmp_path / 'file')!r} is a file."
         )
+        # a folder not writable (a read-only mount): refused before the work, not after it
+        # with a traceback and the output written; the root folder too (no StopIteration)
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        access = os.access
+        m.setattr(os, "access", lambda p, mode, *a, **k: (
+            Path(p) not in (ro, Path("/")) or not mode & os.W_OK) and access(p, mode, *a, **k))  # fmt: skip
+        for folder, above in ((ro / "clf", ro), (ro, ro), (Path("/"), Path("/"))):
+            msg = cli_error([*ann, "--label-key", "cell_type", "--save-model", str(folder)])
+            assert msg == (f"{prefix}cannot save the model to {str(folder)!r}: the folder "
+                           f"{str(above)!r} is not writable.")  # fmt: skip
+        m.setattr(os, "access", access)
         # a file of the command named as the saved model's AnnData in the folder: saving the
         # model replaced it (the output was written, then deleted, and the command said "wrote")
         taken_adata = str(tmp_path / "taken" / "adata.h5ad")

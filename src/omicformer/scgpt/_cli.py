@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,16 @@ def _check_save_folder(args: argparse.Namespace) -> None:
         fail(args.prog, "--save-model needs --method finetune: --method knn trains no model.")
     if folder.exists() and not folder.is_dir():
         fail(args.prog, f"--save-model {args.save_model!r} is a file; pass a folder.")
-    above = next(p for p in folder.absolute().parents if p.exists())
+    here = folder.absolute()
+    above = next(p for p in (here, *here.parents) if p.exists())  # the root always exists
     if not above.is_dir():
         fail(args.prog, f"cannot save the model to {args.save_model!r}: {str(above)!r} is a file.")
+    if not os.access(above, os.W_OK):
+        fail(
+            args.prog,
+            f"cannot save the model to {args.save_model!r}: the folder {str(above)!r} is not "
+            "writable.",
+        )
     output = Path(args.output).expanduser().resolve()
     if output in (folder.resolve(), *folder.resolve().parents):
         fail(
