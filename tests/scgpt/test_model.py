@@ -364,6 +364,30 @@ def test_missing_symbols_in_gene_key_do_not_break_the_matching_cache(adata, dtyp
     assert calls == []
 
 
+def test_genes_without_a_symbol_are_named_by_var_names_not_one_shared_token(adata):
+    # a vocabulary built from the data gave every gene with a NaN symbol the token "nan" and
+    # every blank one the token "": different genes read as one, in training and in queries
+    symbols = pd.Series(adata.var_names, index=adata.var_names, dtype=object)
+    adata.var_names = [f"ENSG{i}" for i in range(adata.n_vars)]
+    symbols.index = adata.var_names
+    symbols.iloc[[0, 1]] = np.nan
+    symbols.iloc[[2, 3]] = ["", "  "]
+    adata.var["symbol"] = symbols
+    ScGPT.setup_anndata(adata, layer="counts", gene_key="symbol")
+    model = ScGPT(adata, **TINY)
+    tokens = model.vocab.genes()
+    assert "nan" not in tokens and "" not in tokens and "  " not in tokens
+    ids = model.gene_ids_
+    assert [ids[i] for i in range(4)] == [model.vocab[f"ENSG{i}"] for i in range(4)]
+    assert len(set(ids.tolist())) == adata.n_vars  # one token per gene
+    query = adata.copy()  # other genes without a symbol: matched to no gene of the model
+    query.var["symbol"] = list(GENES[: adata.n_vars])
+    query.var.iloc[[10, 11], query.var.columns.get_loc("symbol")] = [np.nan, ""]
+    q_ids = model._gene_ids_for(query)
+    assert q_ids[10] == q_ids[11] == -1
+    assert q_ids[12] == model.vocab[GENES[12]]
+
+
 def test_save_anndata_needs_adata(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")

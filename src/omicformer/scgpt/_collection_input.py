@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._genes import symbols_or_names
+
 
 def _check_paths(
     paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
@@ -73,7 +75,7 @@ def _read_genes(path: Path, gene_key: str | None) -> tuple[np.ndarray, int]:
         )
         raise KeyError(msg)
     else:
-        symbols = pd.Index(var[gene_key].astype(str))
+        symbols = pd.Index(symbols_or_names(var[gene_key], var.index))
     return _make_unique(np.asarray(symbols, dtype=object)), n_cells
 
 

@@ -16,6 +16,7 @@ from .._core._warnings import warn_caller
 from ._vocab import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
     from ._vocab import GeneVocab
@@ -52,6 +53,9 @@ def case_warning_given(func: F) -> F:
 def gene_names(adata: AnnData, gene_key: str | None = None, where: str = "adata") -> np.ndarray:
     """Gene symbols of ``adata``: ``var_names`` or the ``var[gene_key]`` column.
 
+    A gene whose ``var[gene_key]`` value is missing (NaN) or blank is named by its
+    ``var_names`` entry (an Ensembl ID, say): a symbol of no pretrained vocabulary, and a token
+    of its own in a vocabulary built from the data, never one shared by every such gene.
     ``where`` names ``adata`` in the error for an unknown ``gene_key`` (e.g. ``"reference"``).
     """
     if gene_key is None:
@@ -62,7 +66,18 @@ def gene_names(adata: AnnData, gene_key: str | None = None, where: str = "adata"
             f"{list(adata.var.columns)[:20]}); pass gene_key=None to use {where}.var_names."
         )
         raise KeyError(msg)
-    return np.asarray(adata.var[gene_key].astype(str))
+    return symbols_or_names(adata.var[gene_key], adata.var_names)
+
+
+def symbols_or_names(symbols: pd.Series, names: pd.Index) -> np.ndarray:
+    """``symbols`` as text, with ``names`` where a symbol is missing (NaN, None) or blank."""
+    out = np.asarray(symbols.astype(object).where(symbols.notna(), ""), dtype=str)
+    blank = np.char.strip(out) == ""
+    if blank.any():
+        out = out.astype(object)
+        out[blank] = np.asarray(names, dtype=str)[blank]
+        out = out.astype(str)
+    return out
 
 
 def match_genes(
@@ -349,7 +364,8 @@ def warn_if_raw_has_more_genes(
     raw = adata.raw
     if gene_key is not None and gene_key not in raw.var.columns:
         return
-    names = np.asarray(raw.var_names if gene_key is None else raw.var[gene_key], dtype=str)
+    names = (np.asarray(raw.var_names, dtype=str) if gene_key is None
+             else symbols_or_names(raw.var[gene_key], raw.var_names))  # fmt: skip
     in_raw = int((lookup_symbols(names, vocab)[0] >= 0).sum())
     if in_raw >= max(1.5 * n_matched, n_matched + 200):
         warn_caller(
