@@ -72,3 +72,19 @@ def test_concat_h5ad_names_the_layers_and_obsm_keys_it_leaves_out(tmp_path):
         pp.concat_h5ad(files, tmp_path / "out.h5ad", join="outer")
     out = ad.read_h5ad(tmp_path / "out.h5ad")
     assert not out.layers and not out.obsm  # as the warning says
+
+
+def test_concat_h5ad_names_genes_without_a_symbol_by_their_var_names(tmp_path):
+    # gene_key symbols missing (NaN, as h5ad reads an absent string back) or blank: the genes
+    # were aligned as "nan", "nan-1", ... across files, one file's genes taken for another's
+    files = []
+    for name, symbols in (("a", ["A", None, ""]), ("b", ["A", None, "C"])):
+        var = pd.DataFrame({"symbol": pd.Categorical(symbols)},
+                           index=[f"{name}_id{i}" for i in range(3)])  # fmt: skip
+        a = ad.AnnData(sp.csr_matrix(np.ones((1, 3), np.float32)), var=var)
+        a.obs_names = [name]
+        files.append(tmp_path / f"{name}.h5ad")
+        a.write_h5ad(files[-1])
+    pp.concat_h5ad(files, tmp_path / "out.h5ad", gene_key="symbol", join="outer")
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert sorted(out.var_names) == ["A", "C", "a_id1", "a_id2", "b_id1"]
