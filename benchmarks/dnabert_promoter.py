@@ -370,9 +370,10 @@ def main() -> None:
     p.add_argument(
         "--probe",
         nargs="*",
-        default=[],
+        default=None,
         metavar="MLM",
-        help="also score frozen embeddings of these MLM folders ('default': shipped)",
+        help="also score frozen embeddings of these MLM folders ('default': shipped; a bare "
+        "--probe: the shipped one)",
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -385,8 +386,8 @@ def main() -> None:
         promoter_benchmark(args.mlm, args.seeds, args.finetune_steps, args.batch_size, *common)
     if not args.skip_hnf4a:
         hnf4a_benchmark(args.mlm, args.seeds, args.hnf4a_steps, args.batch_size, *common)
-    if args.probe:
-        embedding_probe(args.probe, args.batch_size)
+    if args.probe is not None:
+        embedding_probe(args.probe or ["default"], args.batch_size)
     if not args.skip_tokenize:
         tokenize_benchmark(args.n_seqs, args.length, args.k, args.repeats)
 

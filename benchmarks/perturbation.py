@@ -121,8 +121,10 @@ def main() -> None:
                         help="genes of the simulated screen, at most 4,211 (GEARS data: about 5,000)")  # fmt: skip
     parser.add_argument("--no-scgpt", action="store_true", help="baselines only")
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help="subset of methods to run (default: all)")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        choices=["scGPT", "scGPT official", "covariance prior alone", *BASELINES],
+                        help="subset of methods to run (default: all): 'scGPT', 'scGPT "
+                        "official', 'covariance prior alone', " + ", ".join(map(repr, BASELINES)))  # fmt: skip
     args = parser.parse_args()
 
     adata = datasets.perturbseq_simulation(
