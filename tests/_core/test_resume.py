@@ -279,7 +279,7 @@ def test_checkpoint_of_another_run_is_refused_by_setting(tmp_path):
         ({"random_state": 0}, adata, r"random_state 3 \(checkpoint\) vs 0 \(now\)"),
         ({"validation_size": 0.5}, adata, r"n_train 22 \(checkpoint\) vs 12 \(now\)"),
         ({}, _adata(40), r"n_train 22 \(checkpoint\) vs 36 \(now\)"),
-        ({}, reordered, r"another training run \(other data \(the cells, their values"),
+        ({}, reordered, r"another training run \(other data \(the cells or sequences, their values"),
     ):  # fmt: skip
         other = _fresh(data)
         before = {k: v.clone() for k, v in other.module.state_dict().items()}

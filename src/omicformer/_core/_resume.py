@@ -420,8 +420,8 @@ def check_checkpoint(
     saved_run = (ckpt.get("callbacks") or {}).get(ResumeCallback.__qualname__, {}).get("run")
     if run and saved_run:
         differ = [
-            "other data (the cells, their values, labels or conditions, or the settings that "
-            "make the minibatches)"
+            "other data (the cells or sequences, their values, labels or conditions, or the "
+            "settings that make the minibatches)"
             if key == "data"
             else f"{key} {saved_run[key]!r} (checkpoint) vs {value!r} (now)"
             for key, value in run.items()
