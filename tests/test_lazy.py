@@ -45,3 +45,24 @@ def test_the_finder_wraps_only_the_listed_packages():
     assert finder.find_spec("json", None) is None  # others: the next finders, untouched
     spec = finder.find_spec("lightning", None)
     assert isinstance(spec.loader, _lazy._KeptStateLoader)
+
+
+def test_a_guarded_import_keeps_the_cudnn_benchmark_flag(tmp_path):
+    # scvi-tools' modules set torch.backends.cudnn.benchmark = True on import
+    import torch
+
+    class Setting(importlib.machinery.SourceFileLoader):
+        def exec_module(self, module):
+            torch.backends.cudnn.benchmark = True
+
+    source = tmp_path / "setting_mod.py"
+    source.write_text("")
+    loader = _lazy._KeptStateLoader(Setting("setting_mod", str(source)))
+    spec = importlib.machinery.ModuleSpec("setting_mod", loader, origin=str(source))
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        loader.exec_module(importlib.util.module_from_spec(spec))
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before

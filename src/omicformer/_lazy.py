@@ -6,7 +6,9 @@ Some libraries omicformer uses draw from the global generators when first import
 class, so without care ``np.random.seed(0); scgpt.tl.annotate(...); np.random.rand()`` would
 draw another number than without the call. :func:`install` (run by ``import omicformer``) puts
 a finder in :data:`sys.meta_path` that wraps the loading of these packages' modules: Python's,
-NumPy's and torch's global states are put back once a module has run. Nothing else about the
+NumPy's and torch's global states are put back once a module has run, and so is torch's
+``torch.backends.cudnn.benchmark`` flag, which scvi-tools' modules set on import (a GPU user's
+own choice, and cuDNN's algorithm choice deterministic or not). Nothing else about the
 import changes, and imports of other packages are not touched. The states are the process's:
 what another thread draws from (or seeds) the global generators while such a module runs is
 undone with them.
@@ -28,23 +30,33 @@ DRAW_ON_IMPORT = frozenset({"jax", "jaxlib", "flax", "optax", "numpyro", "rich",
                             "scvi", "scib_metrics"})  # fmt: skip
 
 
-def _states() -> tuple[Any, Any, Any]:
+def _cudnn() -> Any:
+    """``torch.backends.cudnn`` where torch is imported (fully), else ``None``."""
+    backends = getattr(sys.modules.get("torch"), "backends", None)
+    return getattr(backends, "cudnn", None)
+
+
+def _states() -> tuple[Any, Any, Any, Any]:
     np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
+    cudnn = _cudnn()
     return (
         random.getstate(),
         np.random.get_state() if np is not None else None,
         torch.get_rng_state() if torch is not None and hasattr(torch, "get_rng_state") else None,
+        None if cudnn is None else cudnn.benchmark,
     )
 
 
-def _restore(states: tuple[Any, Any, Any]) -> None:
-    py, np_state, torch_state = states
+def _restore(states: tuple[Any, Any, Any, Any]) -> None:
+    py, np_state, torch_state, benchmark = states
     random.setstate(py)
     if np_state is not None:
         sys.modules["numpy"].random.set_state(np_state)
     if torch_state is not None:
         sys.modules["torch"].set_rng_state(torch_state)
+    if benchmark is not None:
+        _cudnn().benchmark = benchmark
 
 
 class _KeptStateLoader(importlib.abc.Loader):

@@ -230,6 +230,16 @@ def test_one_callback_is_taken_as_lightning_takes_it():
     assert steps == [0, 1, 2]  # 12 items in minibatches of 4
 
 
+def test_training_leaves_the_callers_autograd_mode():
+    # Lightning's fit loop turns autograd on and leaves it on: a notebook that had turned it
+    # off for inference built graphs afterwards
+    x = np.linspace(-1, 1, 12)
+    with torch.no_grad():
+        run_training(_Toy(), _Pairs(x, 2 * x), _stack, batch_size=4, max_epochs=1, **QUIET)
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+
+
 def test_early_stopping_without_held_out_items_says_so():
     x = np.linspace(-1, 1, 12)
     with pytest.raises(ValueError, match=r"none was held out.*or early_stopping=False"):

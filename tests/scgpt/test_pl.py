@@ -75,6 +75,17 @@ def test_loss_curve_draws_each_loss_at_its_recorded_epochs():
     assert list(ax.lines[0].get_xdata()) == [1, 2]
 
 
+def test_a_figure_that_cannot_be_saved_is_closed(tmp_path):
+    # a folder under a file (or not writable): the error, and no figure left open to show
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError):
+        pl.loss_curve({"train_loss": [3.0, 2.0]}, show=False, save=tmp_path / "file" / "x.png")
+    assert plt.get_fignums() == []
+
+
 def test_loss_curve_saves_where_scanpy_saves(tmp_path):
     # scanpy writes figdir / f"{name}{save without extension}{plot_suffix}.{extension}", and
     # every plot when save=None and sc.settings.autosave is set

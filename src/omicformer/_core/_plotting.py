@@ -87,15 +87,15 @@ def finish(
     show = sc.settings.autoshow if show is None else show
     save = sc.settings.autosave if save is None else save
     if save:
-        path = save_path(name, save)
-        try:
-            check_save(save, name)
-        except ValueError:
-            plt.close(ax if isinstance(ax, Figure) else ax.figure)
-            raise
-        path.parent.mkdir(parents=True, exist_ok=True)
         fig = ax if isinstance(ax, Figure) else ax.figure
-        fig.savefig(path, bbox_inches="tight")
+        try:
+            path = save_path(name, save)
+            check_save(save, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, bbox_inches="tight")
+        except Exception:  # a bad name or a folder not writable: no figure left open
+            plt.close(fig)
+            raise
     if show:
         plt.show()
     if save:  # as scanpy: a saved figure is closed (after it was shown)

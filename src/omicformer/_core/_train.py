@@ -429,7 +429,9 @@ def run_training(
         # train mode here, or dropout and batch norm would train with inference behaviour.
         plan.train()
         try:
-            trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
+            # Lightning turns autograd on and leaves it on: the caller's mode comes back
+            with torch.enable_grad():
+                trainer.fit(plan, loader, val_loader, ckpt_path=ckpt_path)
         except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with sys.exit(1)
             # raised handling the KeyboardInterrupt: the interruption it is, for the callers'
             # handlers (a callback's own sys.exit(n) keeps its code)
