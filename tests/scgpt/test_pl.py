@@ -218,6 +218,27 @@ def test_integration_uses_cached_umap_and_palette():
     assert plt.get_fignums() == []
 
 
+def test_integration_keeps_the_users_torch_thread_count(monkeypatch):
+    # numba starting its OpenMP threads (the process's first neighbours or UMAP) reset torch's
+    # thread count to the cores': here sc.pp.neighbors does so, as numba did
+    import torch
+
+    neighbors = sc.pp.neighbors
+
+    def resetting(*args, **kwargs):
+        torch.set_num_threads(2)
+        return neighbors(*args, **kwargs)
+
+    monkeypatch.setattr(sc.pp, "neighbors", resetting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plt.close(pl.integration(_adata(), batch_key="batch", show=False))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_integration_sparse_basis_draws_as_its_dense_values():
     # a scipy sparse obsm entry (e.g. a one-hot or thresholded representation) is densified
     import scipy.sparse as sp

@@ -379,11 +379,18 @@ def _umap(adata: AnnData, basis: str, n_neighbors: int, random_state: int) -> np
     import anndata as ad
     import pandas as pd
     import scanpy as sc
+    import torch
 
     tmp = ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={basis: _dense_basis(adata, basis)},
     )
-    sc.pp.neighbors(tmp, use_rep=basis, n_neighbors=n_neighbors, random_state=random_state)
-    sc.tl.umap(tmp, random_state=random_state)
+    # numba starting its OpenMP threads (the first neighbours / UMAP of the process) resets
+    # torch's thread count to the cores': the user's torch.set_num_threads comes back
+    threads = torch.get_num_threads()
+    try:
+        sc.pp.neighbors(tmp, use_rep=basis, n_neighbors=n_neighbors, random_state=random_state)
+        sc.tl.umap(tmp, random_state=random_state)
+    finally:
+        torch.set_num_threads(threads)
     return np.asarray(tmp.obsm["X_umap"], dtype=float)
