@@ -208,3 +208,27 @@ def test_mouse_style_symbols_keep_their_pretrained_embeddings(sim, default_vocab
     a = model.predict(request, progress=False).X
     b = loaded.predict(request, progress=False).X
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6)
+
+
+def test_genes_differing_only_in_case_get_one_token_each(sim, default_vocab):
+    # "Anp32b" and "ANP32B" both read as the token ANP32B: two measured genes with one embedding
+    adata = sim.copy()
+    adata.var_names = [_mouse_case(g) for g in sim.var_names]
+    adata.obs["condition"] = [
+        "+".join(_mouse_case(g) for g in c.split("+")) for c in sim.obs["condition"].astype(str)
+    ]
+    perturbed = {g for c in adata.obs["condition"].astype(str) for g in c.split("+")}
+    matched = [g for g in adata.var_names if g.upper() in default_vocab and g not in perturbed]
+    spare = [g for g in adata.var_names if g.upper() not in default_vocab and g not in perturbed]
+    names = list(adata.var_names)
+    names[names.index(spare[0])] = matched[0].upper()  # the token's own spelling beside "Anp32b"
+    names[names.index(spare[1])] = matched[1].lower()  # two spellings, neither the token's
+    adata.var_names = names
+    ScGPTPerturbation.setup_anndata(adata)
+    model = ScGPTPerturbation.load_pretrained("default", adata)
+    ids = dict(zip(model.genes_, model._gene_token_ids().tolist(), strict=True))
+    assert len(set(ids.values())) == adata.n_vars and min(ids.values()) >= 0
+    assert ids[matched[0].upper()] == default_vocab[matched[0].upper()]  # as written: kept
+    new = model.pretrained_report_["new_genes"]
+    assert {matched[0], matched[1], matched[1].lower()} <= set(new)
+    assert matched[0].upper() not in new

@@ -384,6 +384,7 @@ def gene_snapshot(adata: AnnData, gene_key: str | None) -> np.ndarray:
 def genes_differ(snapshot: np.ndarray | None, adata: AnnData, gene_key: str | None) -> bool:
     """Whether ``adata``'s genes changed since :func:`gene_snapshot` (renamed, filtered, ...).
 
-    Compares the names as text, as matching reads them (a missing symbol is ``"nan"``).
+    Compares the names as text, as matching reads them (a missing or blank symbol is the
+    gene's ``var_names`` entry).
     """
     return snapshot is None or not np.array_equal(snapshot, gene_snapshot(adata, gene_key))

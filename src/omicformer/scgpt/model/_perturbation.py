@@ -174,8 +174,9 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         The official recipe keeps the pretrained ``encoder``, ``value_encoder`` and
         ``transformer_encoder``; ``pert_encoder`` and the decoder are new. Genes of ``adata``
         missing from the checkpoint's vocabulary (matched as ``tl.embed`` matches them:
-        ignoring case where most symbols match only so, as mouse ones) get new, freshly
-        initialised embeddings, so every measured gene is predicted; they are listed in
+        ignoring case where most symbols match only so, as mouse ones; of genes that differ
+        only in case, the one spelled as the token keeps it) get new, freshly initialised
+        embeddings, so every measured gene is predicted; they are listed in
         ``model.pretrained_report_["new_genes"]``. This needs enough genes in the vocabulary
         for the pretrained weights to matter: at least 10% of the smaller of ``adata``'s genes
         and the vocabulary's (the check of every scGPT model); with fewer, a ``ValueError``
@@ -216,9 +217,14 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         genes = list(
             dict.fromkeys(str(g) for g in gene_names(adata, model.get_setup_arg("gene_key")))
         )
-        # matched as every scGPT model matches symbols (ignoring case for mouse-style ones)
+        # matched as every scGPT model matches symbols (ignoring case for mouse-style ones);
+        # genes that land on one token (``Anp32b`` and ``ANP32B``) leave it to the one spelled
+        # as the token, and all of them are new where none is: one token per gene
         ids = lookup_symbols(np.asarray(genes, dtype=str), model.vocab)[0]
-        new = [g for g, i in zip(genes, ids, strict=True) if i < 0]
+        exact = model.vocab.lookup(genes)
+        shared = pd.Series(ids[ids >= 0]).value_counts()
+        new = [g for g, i, e in zip(genes, ids, exact, strict=True)
+               if i < 0 or (shared[i] > 1 and e != i)]  # fmt: skip
         fresh: list[str] = []
         if new:
             model._extend_vocab(new)
