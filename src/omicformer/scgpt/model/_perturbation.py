@@ -214,9 +214,7 @@ class ScGPTPerturbation(PerturbationPredictionMixin, ScGPT):
         model = super().load_pretrained(
             path, adata, max_len=DEFAULT_MAX_LEN if max_len is None else max_len
         )
-        genes = list(
-            dict.fromkeys(str(g) for g in gene_names(adata, model.get_setup_arg("gene_key")))
-        )
+        genes = list(dict.fromkeys(gene_names(adata, model.get_setup_arg("gene_key")).tolist()))
         # matched as every scGPT model matches symbols (ignoring case for mouse-style ones);
         # genes that land on one token (``Anp32b`` and ``ANP32B``) leave it to the one spelled
         # as the token, and all of them are new where none is: one token per gene
