@@ -20,6 +20,8 @@ def test_renamed_kwargs():
         assert f(old=3) == (3, 0.0, {})
     with pytest.warns(FutureWarning, match="'frac'"):
         assert f(frac=0.25) == (0, 0.75, {})
+    with pytest.warns(FutureWarning, match="'frac'"):  # scvi-tools' None: the default
+        assert f(frac=None) == (0, 0.0, {})  # was TypeError: 1 - None
     with pytest.warns(FutureWarning, match="opts"):
         assert f(opts={"a": 1}) == (0, 0.0, {"a": 1})
     with pytest.raises(TypeError, match="both"):

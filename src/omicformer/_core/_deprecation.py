@@ -41,9 +41,10 @@ def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callabl
     """Accept old keyword names of a function, warning and mapping them to the new ones.
 
     ``renames`` maps an old keyword to the new keyword, or to ``(new, convert)`` when the value
-    changes meaning (e.g. ``train_size=("validation_size", lambda v: 1 - v)``). The new name
-    ``"**"`` merges an old ``dict`` argument into ``**kwargs`` (e.g. ``trainer_kwargs``).
-    Passing both the old and the new name is a ``TypeError``.
+    changes meaning (e.g. ``train_size=("validation_size", lambda v: 1 - v)``; such an old
+    keyword given as ``None``, scvi-tools' "the default", leaves the new one's default). The
+    new name ``"**"`` merges an old ``dict`` argument into ``**kwargs`` (e.g.
+    ``trainer_kwargs``). Passing both the old and the new name is a ``TypeError``.
     """
 
     def decorate(fn: F) -> F:
@@ -67,6 +68,8 @@ def renamed_kwargs(**renames: str | tuple[str, Callable[[Any], Any]]) -> Callabl
                     msg = f"{name}() got both {old!r} (deprecated) and {new!r}."
                     raise TypeError(msg)
                 warn_renamed(name, old, new)
+                if convert is not None and value is None:  # scvi-tools' None: the default
+                    continue
                 kwargs[new] = value if convert is None else convert(value)
             return fn(*args, **kwargs)
 
