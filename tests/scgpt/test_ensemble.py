@@ -118,6 +118,16 @@ def test_bad_members_and_arguments(ensemble, marker_pretrained, marker_cells, tm
         ScGPTClassifierEnsemble.load_pretrained(marker_pretrained, two, n_models=0)
     with pytest.raises(ValueError, match=r"members\[i\]\.train\(ckpt_path"):
         ensemble.train(ckpt_path=tmp_path / "last.ckpt")
+    # scvi-tools' predict(soft=True) / predict(indices=...): what to call instead (both the
+    # ensemble and a classifier; the TypeError named predict_proba's keyword before)
+    for model in (ensemble, ensemble.members[0]):
+        name = type(model).__name__
+        with pytest.raises(
+            TypeError, match=rf"^{name}\.predict\(\) takes no soft= .*predict_proba"
+        ):
+            model.predict(soft=True)
+        with pytest.raises(TypeError, match=r"no indices= .*adata\[indices\]"):
+            model.predict(indices=[0, 1])
 
 
 def test_annotate_trains_two_members_when_asked_and_reuses_an_ensemble(

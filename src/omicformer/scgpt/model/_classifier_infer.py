@@ -166,7 +166,14 @@ class LabelPredictionMixin:
         ------
         RuntimeError
             The model is not trained (see :meth:`predict_proba`).
+        TypeError
+            scvi-tools' ``soft=`` or ``indices=``, with what to call instead.
         """
+        hints = {"soft": "call predict_proba(adata) for the class probabilities",
+                 "indices": "pass the cells as adata[indices]"}  # fmt: skip
+        for key in hints.keys() & kwargs.keys():
+            msg = f"{type(self).__name__}.predict() takes no {key}= (scvi-tools'): {hints[key]}."
+            raise TypeError(msg)
         proba = self.predict_proba(adata, **kwargs)
         labels = pd.Categorical(proba.columns[proba.to_numpy().argmax(1)], categories=proba.columns)
         return pd.Series(labels, index=proba.index)
