@@ -175,19 +175,25 @@ def test_load_pretrained_refuses_a_max_len_below_2(sim):
         ScGPTPerturbation.load_pretrained("default", adata, max_len=0)
 
 
-def _mouse_case(name: str) -> str:
-    return name if name == "ctrl" else name[0] + name[1:].lower()  # "ABI2" -> "Abi2"
+def _in_mouse_case(sim):
+    """The screen with its genes (and conditions) spelled mouse-style: "ABI2" -> "Abi2"."""
+
+    def mouse(name: str) -> str:
+        return name if name == "ctrl" else name[0] + name[1:].lower()
+
+    adata = sim.copy()
+    adata.var_names = [mouse(g) for g in sim.var_names]
+    adata.obs["condition"] = [
+        "+".join(mouse(g) for g in c.split("+")) for c in sim.obs["condition"].astype(str)
+    ]
+    return adata
 
 
 @pytest.mark.filterwarnings("ignore:.*were training data, not unseen")
 def test_mouse_style_symbols_keep_their_pretrained_embeddings(sim, default_vocab, tmp_path):
     # symbols that match the vocabulary only ignoring case are read as every scGPT model
     # reads them: the matched genes keep their pretrained rows, only the others are new
-    adata = sim.copy()
-    adata.var_names = [_mouse_case(g) for g in sim.var_names]
-    adata.obs["condition"] = [
-        "+".join(_mouse_case(g) for g in c.split("+")) for c in sim.obs["condition"].astype(str)
-    ]
+    adata = _in_mouse_case(sim)
     ScGPTPerturbation.setup_anndata(adata)
     with pytest.warns(UserWarning, match="case is ignored"):
         model = ScGPTPerturbation.load_pretrained("default", adata)
@@ -212,11 +218,7 @@ def test_mouse_style_symbols_keep_their_pretrained_embeddings(sim, default_vocab
 
 def test_genes_differing_only_in_case_get_one_token_each(sim, default_vocab):
     # "Anp32b" and "ANP32B" both read as the token ANP32B: two measured genes with one embedding
-    adata = sim.copy()
-    adata.var_names = [_mouse_case(g) for g in sim.var_names]
-    adata.obs["condition"] = [
-        "+".join(_mouse_case(g) for g in c.split("+")) for c in sim.obs["condition"].astype(str)
-    ]
+    adata = _in_mouse_case(sim)
     perturbed = {g for c in adata.obs["condition"].astype(str) for g in c.split("+")}
     matched = [g for g in adata.var_names if g.upper() in default_vocab and g not in perturbed]
     spare = [g for g in adata.var_names if g.upper() not in default_vocab and g not in perturbed]
